@@ -1,0 +1,306 @@
+"""The job's books: every try of every mini-batch, the verdict, and the reports.
+
+The driver folds the records that tasks send back (or that their ledgers hold, when a task's
+process died) into :class:`Books`.  Each mini-batch gets exactly one *final* record — the try
+whose rows go to the output — so rows are written once whatever was retried or crashed.
+At the end, :meth:`Books.finish` assembles the append_row file in mini-batch order, writes
+``job_summary.json`` and the logs, and returns the :class:`JobResult`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import output as out_mod
+from .config import Deployment
+from .errors import ErrorThresholdExceeded, InitFailed, JobFailed
+from .tasks import PROCESS_DIED, RUN_DONE, RUN_TIMEOUT
+
+#: Failed mini-batches listed one per line in the failure message before "... and N more".
+SHOWN_FAILURES = 5
+
+
+@dataclass
+class JobResult:
+    """The outcome of a job (also written to ``<output>/job_summary.json``).
+
+    Attributes
+    ----------
+    status : str
+        ``"Completed"`` or ``"Failed"``.
+    output : Path
+        The output folder.
+    predictions : Path or None
+        The append_row file (``None`` for ``summary_only``, or when init() failed).
+    summary : dict
+        Everything in ``job_summary.json``: counts, duration, failed mini-batches.
+    """
+
+    status: str
+    output: Path
+    predictions: Path | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        summary = self.__dict__.get("summary", {})
+        if name in summary:
+            return summary[name]
+        raise AttributeError(name)
+
+    @property
+    def logs(self) -> Path:
+        return self.output / "logs"
+
+
+class Books:
+    """Per mini-batch tries and outcomes of one job."""
+
+    def __init__(
+        self,
+        job_id: str,
+        deployment: Deployment,
+        out_dir: Path,
+        batches: list[list[str]],
+        input_path: Any,
+    ) -> None:
+        self.job_id = job_id
+        self.deployment = deployment
+        self.settings = deployment.settings
+        self.out_dir = out_dir
+        self.batches = batches
+        self.input_path = str(input_path)
+        self.attempts: list[dict[str, Any]] = []
+        self.final: dict[int, dict[str, Any]] = {}
+        self.tries: dict[int, int] = {}
+        self.init_error: str | None = None
+        self.started = time.time()
+        self._t0 = time.perf_counter()
+        self._failed_items = 0
+
+    # ------------------------------------------------------------------ folding records
+    def record(self, attempt: str, records: list[dict[str, Any]]) -> set[int]:
+        """Fold a task's records in; return the mini-batches that became final."""
+        finished: set[int] = set()
+        for rec in records:
+            mb = rec["mini_batch"]
+            if mb in self.final:
+                continue  # already settled by another attempt: never count or write twice
+            self.attempts.append(rec)
+            self.tries[mb] = max(self.tries.get(mb, 0), rec["try"])
+            if rec.get("final"):
+                self._finalize(mb, {**rec, "attempt": attempt})
+                finished.add(mb)
+        return finished
+
+    def charge_crash(self, mb: int, try_no: int, timed_out: bool, final: bool = False) -> bool:
+        """Record a try that ended with its process; return True when the mini-batch is final."""
+        total = len(self.batches[mb])
+        status = RUN_TIMEOUT if timed_out else PROCESS_DIED
+        timeout = self.settings.retry_settings.timeout
+        error = (
+            f"run() exceeded retry_settings.timeout ({timeout:g} s); the worker process "
+            "was restarted"
+            if timed_out
+            else "the worker process died during run() (crash, os._exit, or killed, e.g. "
+            "out of memory)"
+        )
+        rec = {
+            "mini_batch": mb,
+            "try": try_no,
+            "worker": "",
+            "start": None,
+            "total": total,
+            "succeeded": 0,
+            "failed": total,
+            "rows": 0,
+            "status": status,
+            "error": error,
+            "elapsed_s": 0.0,
+            "run_s": 0.0,
+            "bytes": 0,
+        }
+        self.attempts.append(rec)
+        self.tries[mb] = max(self.tries.get(mb, 0), try_no)
+        if final or try_no > self.settings.retry_settings.max_retries:
+            self._finalize(mb, {**rec, "final": True, "attempt": None})
+            return True
+        return False
+
+    def _finalize(self, mb: int, rec: dict[str, Any]) -> None:
+        self.final[mb] = rec
+        self._failed_items += rec["failed"]
+
+    def tries_used(self, mb: int) -> int:
+        return self.tries.get(mb, 0)
+
+    def is_final(self, mb: int) -> bool:
+        return mb in self.final
+
+    def is_failed(self, mb: int) -> bool:
+        return mb in self.final and self.final[mb]["status"] != RUN_DONE
+
+    def threshold_exceeded(self) -> bool:
+        limit = self.settings.error_threshold
+        return limit >= 0 and self._failed_items > limit
+
+    # ------------------------------------------------------------------ the end
+    def finish(self, staging: Path, append: bool) -> JobResult:
+        """Assemble the output, write the summary and logs, and return the result."""
+        predictions = None
+        if append and self.init_error is None:
+            predictions = self.out_dir / self.settings.output_file_name
+            pieces = (
+                (
+                    self.final[mb]["attempt"],
+                    self.final[mb].get("start_offset", 0),
+                    self.final[mb].get("bytes", 0),
+                )
+                for mb in sorted(self.final)
+                if self.final[mb]["status"] == RUN_DONE
+            )
+            out_mod.assemble_append_row(staging, pieces, predictions)
+        summary = self.summary(predictions)
+        result = JobResult(summary["status"], self.out_dir, predictions, summary)
+        self._write_logs(result)
+        shutil.rmtree(staging, ignore_errors=True)
+        return result
+
+    def summary(self, predictions: Path | None) -> dict[str, Any]:
+        total_items = sum(len(b) for b in self.batches)
+        finals = self.final.values()
+        succeeded = sum(r["succeeded"] for r in finals)
+        failures = [self._failure(mb) for mb in sorted(self.final) if self.final[mb]["failed"]]
+        status = "Failed" if self.init_error or self.threshold_exceeded() else "Completed"
+        not_run = len(self.batches) - len(self.final)
+        return {
+            "status": status,
+            "reason": self._reason(),
+            "job_id": self.job_id,
+            "deployment": str(self.deployment.source) if self.deployment.source else None,
+            "input": self.input_path,
+            "output": str(self.out_dir),
+            "predictions": str(predictions) if predictions else None,
+            "output_action": self.settings.output_action,
+            "total_items": total_items,
+            "succeeded_items": succeeded,
+            "failed_items": self._failed_items,
+            "not_run_items": total_items - succeeded - self._failed_items,
+            "rows_written": sum(r.get("rows", 0) for r in finals if r["status"] == RUN_DONE),
+            "total_mini_batches": len(self.batches),
+            "failed_mini_batches": sum(1 for r in finals if r["status"] != RUN_DONE),
+            "partial_mini_batches": sum(
+                1 for r in finals if r["status"] == RUN_DONE and r["failed"]
+            ),
+            "not_run_mini_batches": not_run,
+            "retried_mini_batches": sum(1 for t in self.tries.values() if t > 1),
+            "error_threshold": self.settings.error_threshold,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "duration_s": round(time.perf_counter() - self._t0, 3),
+            "failures": failures,
+            "init_error": self.init_error,
+        }
+
+    def _failure(self, mb: int) -> dict[str, Any]:
+        rec = self.final[mb]
+        return {
+            "mini_batch_id": mb,
+            "status": rec["status"],
+            "tries": self.tries.get(mb, 1),
+            "succeeded": rec["succeeded"],
+            "failed": rec["failed"],
+            "files": self.batches[mb],
+            "error": rec.get("error", ""),
+        }
+
+    def _reason(self) -> str | None:
+        if self.init_error:
+            return "init() of the scoring script raised on a worker; nothing was scored"
+        if self.threshold_exceeded():
+            return (
+                f"error_threshold exceeded: {self._failed_items} items failed, more than "
+                f"the {self.settings.error_threshold} allowed (settings.error_threshold); "
+                "the remaining mini-batches were cancelled"
+            )
+        return None
+
+    def _write_logs(self, result: JobResult) -> None:
+        logs = self.out_dir / "logs"
+        out_mod.write_attempts(
+            logs / "sys" / "job_report" / "processed_mini-batches.csv",
+            sorted(self.attempts, key=lambda r: (r["mini_batch"], r["try"])),
+        )
+        s = result.summary
+        out_mod.append_text(
+            logs / "job_progress_overview.txt",
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} {len(self.final)} of "
+            f"{len(self.batches)} mini-batches processed, "
+            f"{s['failed_mini_batches']} failed; {s['succeeded_items']} items "
+            f"succeeded, {s['failed_items']} failed",
+        )
+        out_mod.write_text(logs / "job_result.txt", _result_text(s))
+        out_mod.write_text(
+            logs / "job_error.txt",
+            failure_message(s) if s["status"] != "Completed" or s["failures"] else "No errors.",
+        )
+        out_mod.write_summary(self.out_dir, s)
+
+    def failure(self, result: JobResult) -> JobFailed:
+        cls = InitFailed if self.init_error else ErrorThresholdExceeded
+        first = result.summary["failures"][0]["error"] if result.summary["failures"] else None
+        return cls(
+            failure_message(result.summary), result=result, user_traceback=self.init_error or first
+        )
+
+
+def _result_text(s: dict[str, Any]) -> str:
+    lines = [
+        f"Job {s['status']}" + (f": {s['reason']}" if s["reason"] else ""),
+        f"items: {s['succeeded_items']} succeeded, {s['failed_items']} failed, "
+        f"{s['total_items']} in all",
+        f"mini-batches: {s['total_mini_batches']} in all, {s['failed_mini_batches']} failed",
+        f"duration: {s['duration_s']:.1f} s",
+    ]
+    if s["predictions"]:
+        lines.append(f"predictions: {s['predictions']} ({s['rows_written']} rows)")
+    return "\n".join(lines)
+
+
+def failure_message(s: dict[str, Any]) -> str:
+    """What went wrong, in one screen: why, which mini-batches, the first user traceback."""
+    head = (
+        f"Job {s['status']}: {s['reason']}."
+        if s["reason"]
+        else f"Job {s['status']} with failures: {s['failed_items']} of {s['total_items']} items "
+        "failed (settings.error_threshold allows them)."
+    )
+    lines = [head]
+    failures = s["failures"]
+    if failures:
+        lines.append(
+            f"{len(failures)} mini-batch(es) with failed items "
+            f"({s['failed_items']} of {s['total_items']} items):"
+        )
+        for f in failures[:SHOWN_FAILURES]:
+            files = ", ".join(Path(p).name for p in f["files"][:3])
+            more = f" and {len(f['files']) - 3} more" if len(f["files"]) > 3 else ""
+            lines.append(
+                f"  mini-batch {f['mini_batch_id']} ({f['status']}, {f['tries']} "
+                f"tries, {f['failed']} failed): {files}{more}"
+            )
+        if len(failures) > SHOWN_FAILURES:
+            lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more (see job_summary.json)")
+    first_tb = s.get("init_error") or (failures[0]["error"] if failures else None)
+    if first_tb:
+        where = "init()" if s.get("init_error") else f"mini-batch {failures[0]['mini_batch_id']}"
+        lines.append(f"First error ({where}):")
+        lines.extend("  " + line for line in first_tb.splitlines())
+    lines.append(
+        f"Full logs: {s['output']}/logs (start with logs/job_error.txt; tracebacks in "
+        "logs/user/error/, per-try records in "
+        "logs/sys/job_report/processed_mini-batches.csv)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,178 @@
+"""The ``daskscore`` command: parses, loads, calls :mod:`daskscore.runner`, and reports.
+
+Errors are short — one paragraph, and the user's traceback for a failed job — unless
+``--verbose``; exit codes: 0 Completed, 1 Failed, 2 usage or configuration errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+
+from . import __version__
+from .config import UnknownKeyWarning
+from .deployment import load_deployment
+from .errors import DaskScoreError, JobFailed
+from .runner import JobOptions, execute
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daskscore",
+        description="Run Azure ML batch-deployment scoring scripts unchanged on Dask.",
+    )
+    parser.add_argument("--version", action="version", version=f"daskscore {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run a deployment over an input file or folder",
+        description="Run a batch deployment (scoring script + deployment.yml) over an input "
+        "file or folder, on an embedded LocalCluster or an existing Dask cluster.",
+    )
+    run.add_argument("deployment", metavar="DEPLOYMENT", help="the deployment YAML file")
+    run.add_argument(
+        "--input",
+        "-i",
+        required=True,
+        metavar="PATH",
+        help="input file or folder (recursive, sorted, dot-files skipped)",
+    )
+    run.add_argument(
+        "--output", "-o", required=True, metavar="DIR", help="output folder (created if missing)"
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes of the embedded cluster (default: "
+        "max_concurrency_per_instance × instance_count)",
+    )
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="use the running Dask scheduler at ADDRESS instead of an embedded cluster",
+    )
+    run.add_argument(
+        "--mini-batch-size",
+        type=int,
+        metavar="N",
+        help="files per mini-batch (settings.mini_batch_size)",
+    )
+    run.add_argument(
+        "--instance-count", type=int, metavar="N", help="instances (resources.instance_count)"
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a deployment key, e.g. --set settings.output_file_name=x.csv (repeatable)",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier job in the output folder",
+    )
+    run.add_argument("--no-progress", action="store_true", help="draw no progress")
+    run.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="do not start the Dask dashboard of the embedded cluster",
+    )
+    run.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show daskscore's own tracebacks and log lines on stderr",
+    )
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str | int]:
+    overrides: dict[str, str | int] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value
+    if args.mini_batch_size is not None:
+        overrides["settings.mini_batch_size"] = args.mini_batch_size
+    if args.instance_count is not None:
+        overrides["settings.instance_count"] = args.instance_count
+    return overrides
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    prefix = "warning" if issubclass(category, UnknownKeyWarning) else category.__name__
+    print(f"daskscore: {prefix}: {message}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    deployment = load_deployment(args.deployment, _overrides(args))
+    options = JobOptions(
+        overwrite=args.overwrite,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+        dashboard=not args.no_dashboard,
+        notify=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    result = execute(deployment, args.input, args.output, options)
+    s = result.summary
+    print(
+        f"Job {result.status}: {s['succeeded_items']} of {s['total_items']} items succeeded, "
+        f"{s['failed_items']} failed, in {s['duration_s']:.1f} s.",
+        file=sys.stderr,
+    )
+    if s["failures"]:
+        from .books import failure_message
+
+        print(failure_message(s), file=sys.stderr)
+    target = result.predictions or result.output
+    print(f"Results: {target}", file=sys.stderr)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``daskscore`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    verbose = getattr(args, "verbose", False)
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = _show_warning
+    try:
+        return cmd_run(args)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    except JobFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILED
+    except DaskScoreError as exc:
+        print(f"daskscore: error: {exc}", file=sys.stderr)
+        if verbose:
+            raise
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - an internal error: short, details in the log
+        if verbose:
+            raise
+        logging.getLogger("daskscore").exception("internal error")
+        print(f"daskscore: internal error: {type(exc).__name__}: {exc} (rerun with --verbose "
+              "for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("daskscore: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Exceptions raised by daskscore.
+
+The tree separates problems in what the user gave us (a deployment file, an input path, an
+output folder) from failures of the user's own scoring code, and both from the job verdict::
+
+    DaskScoreError                  base of everything daskscore raises on purpose
+    ├── UsageError                  the job cannot start as asked (CLI exit code 2)
+    │   ├── ConfigError             deployment YAML: malformed, wrong type, missing file
+    │   ├── InputError              the input path: missing, empty
+    │   └── OutputError             the output folder: already holds a job, is a file
+    └── JobFailed                   the job ran and its verdict is Failed (CLI exit code 1)
+        ├── InitFailed              the script's init() (or import) raised on a worker
+        └── ErrorThresholdExceeded  more failed items than settings.error_threshold allows
+
+Every message is meant to be read by the user as it is: one paragraph naming the file, key or
+mini-batch.  Failures inside the user's script carry the script's own traceback
+(:attr:`JobFailed.user_traceback`, user frames only); the full traceback, with daskscore's and
+Dask's frames, goes to the job's logs only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DaskScoreError(Exception):
+    """Base class of all errors daskscore raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(DaskScoreError):
+    """The job cannot start as it was asked for; nothing was run."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A deployment file is malformed, has a wrong type, or names a file that does not exist."""
+
+
+class InputError(UsageError):
+    """The input path is missing or holds no files."""
+
+
+class OutputError(UsageError):
+    """The output folder cannot be used (it already holds a job, or it is a file)."""
+
+
+class JobFailed(DaskScoreError):
+    """The job ran and failed.
+
+    Parameters
+    ----------
+    message : str
+        Why the job failed, one paragraph.
+    result : JobResult, optional
+        The job's result (counts, failed mini-batches, where the logs are), when one exists.
+    user_traceback : str, optional
+        The first user-code traceback, user frames only.
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self, message: str, *, result: Any = None, user_traceback: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.result = result
+        self.user_traceback = user_traceback
+
+
+class InitFailed(JobFailed):
+    """The scoring script's ``init()`` (or its import) raised on a worker."""
+
+
+class ErrorThresholdExceeded(JobFailed):
+    """More items failed than ``settings.error_threshold`` allows."""

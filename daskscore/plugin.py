@@ -1,0 +1,280 @@
+"""The worker plugin: the scoring script's life in one worker process.
+
+Modelled on ``distributed.diagnostics.plugin.UploadFile``: :class:`ScoringPlugin` carries plain
+data (a :class:`WorkerJob`) from the driver, and its ``setup`` installs the job in the worker:
+
+1. the environment (``AZUREML_MODEL_DIR`` laid out as Azure does, ``AZUREML_BI_OUTPUT_PATH``,
+   ``settings.environment_variables``, ``sys.argv`` of the script's own), the script's stdout
+   and logging routed to ``logs/user/stdout/<worker>.txt``;
+2. the script imported with its code folder on ``sys.path``, and ``init()`` called once, in the
+   worker's task thread (the thread ``run()`` will use);
+3. a watchdog thread that ends the process when a ``run()`` call overruns
+   ``retry_settings.timeout`` (the nanny then starts a fresh process, whose ``setup`` calls
+   ``init()`` again).
+
+``teardown`` calls the script's ``shutdown()`` if it has one and undoes the rest.  Tasks find
+the installed job with :func:`get_state`.  A failing ``init()`` does not raise here: it is kept
+in the state, written to ``logs/user/error/<worker>.txt``, and reported by every task, so the
+driver fails the job at once with the script's own traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from . import script as script_mod
+
+logger = logging.getLogger(__name__)
+
+#: How often the watchdog looks at the run() call in flight; timeouts are whole seconds in
+#: practice, so a quarter of a second is precise enough and costs nothing.
+WATCHDOG_PERIOD_S = 0.25
+#: Exit status of a process ended by the watchdog (distinct from Azure's 42, and from crashes).
+TIMEOUT_EXIT_STATUS = 75
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything a worker needs to run a job's mini-batches; plain, picklable data."""
+
+    job_id: str
+    code: str
+    script: str
+    model_path: str | None
+    output: str
+    logs: str
+    staging: str
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: float = 30.0
+    max_retries: int = 3
+    output_action: str = "append_row"
+    csv_kwargs: dict[str, Any] = field(default_factory=dict)
+    logging_level: str = "info"
+    intra_op_threads: int | None = None
+
+
+class WorkerState:
+    """One job installed in one worker process."""
+
+    def __init__(self, job: WorkerJob, worker_name: str) -> None:
+        self.job = job
+        self.worker_name = worker_name
+        self.module: Any = None
+        self.init_error: str | None = None
+        self.init_error_full: str | None = None
+        self.init_s = 0.0
+        self.cancelled = False
+        self.model_dir: str | None = None
+        # the run() call in flight: (deadline, mini_batch, ledger) or None; set by tasks
+        self.in_flight: tuple[float, int, Any] | None = None
+        self._saved: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self._stdout: Any = None
+        self._log_handler: logging.Handler | None = None
+
+    # ------------------------------------------------------------------ install / uninstall
+    def install(self) -> None:
+        """Set up the environment, import the script and call init(); never raises."""
+        job = self.job
+        self._route_output()
+        self._set_environment()
+        started = time.perf_counter()
+        try:
+            self.module = script_mod.import_script(Path(job.code), Path(job.script))
+            init = getattr(self.module, "init", None)
+            if callable(init):
+                init()
+            if not callable(getattr(self.module, "run", None)):
+                raise AttributeError(f"{job.script} defines no callable run(mini_batch)")
+            self._limit_threads()
+        except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
+            self.init_error = script_mod.user_traceback(exc, Path(job.code))
+            self.init_error_full = script_mod.full_traceback(exc)
+            self.write_error("init()", self.init_error_full)
+        self.init_s = time.perf_counter() - started
+        self._watchdog = threading.Thread(
+            target=self._watch, name=f"daskscore-watchdog-{job.job_id}", daemon=True
+        )
+        self._watchdog.start()
+
+    def uninstall(self) -> None:
+        self._stop.set()
+        shutdown = getattr(self.module, "shutdown", None)
+        if callable(shutdown) and self.init_error is None:
+            try:
+                shutdown()
+            except BaseException as exc:  # noqa: BLE001
+                self.write_error("shutdown()", script_mod.full_traceback(exc))
+        script_mod.forget_code(Path(self.job.code))
+        sys.modules.pop(Path(self.job.script).stem, None)
+        for key, value in self._saved.items():
+            if key == "argv":
+                sys.argv = value
+            elif value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._restore_output()
+        if self.model_dir:
+            shutil.rmtree(self.model_dir, ignore_errors=True)
+
+    def _set_environment(self) -> None:
+        job = self.job
+        env = dict(job.env)
+        self.model_dir = tempfile.mkdtemp(prefix="daskscore-model-")
+        if job.model_path:
+            model = Path(job.model_path)
+            os.symlink(model, Path(self.model_dir) / model.name, target_is_directory=model.is_dir())
+        env["AZUREML_MODEL_DIR"] = self.model_dir
+        env["AZUREML_BI_OUTPUT_PATH"] = job.output
+        for key, value in env.items():
+            self._saved.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+        self._saved["argv"] = list(sys.argv)
+        sys.argv = [job.script]
+
+    def _limit_threads(self) -> None:
+        n = self.job.intra_op_threads
+        torch = sys.modules.get("torch")
+        if n and torch is not None:
+            try:
+                torch.set_num_threads(n)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+
+    def _route_output(self) -> None:
+        job = self.job
+        path = Path(job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._stdout = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._saved_streams = (sys.stdout, sys.stderr)
+        sys.stdout = sys.stderr = self._stdout
+        handler = logging.StreamHandler(self._stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        self._saved_root_level = root.level
+        root.setLevel(job.logging_level.upper())
+        root.addHandler(handler)
+        self._log_handler = handler
+
+    def _restore_output(self) -> None:
+        if self._log_handler is not None:
+            root = logging.getLogger()
+            root.removeHandler(self._log_handler)
+            root.setLevel(self._saved_root_level)
+        if self._stdout is not None:
+            sys.stdout, sys.stderr = self._saved_streams
+            self._stdout.close()
+            self._stdout = None
+
+    # ------------------------------------------------------------------ errors and timeouts
+    def write_error(self, context: str, text: str) -> None:
+        path = Path(self.job.logs) / "user" / "error" / f"{self.worker_name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} {context} failed on {self.worker_name}:\n{text}\n\n")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCHDOG_PERIOD_S):
+            flight = self.in_flight
+            if flight is None or time.monotonic() < flight[0]:
+                continue
+            _, mini_batch, ledger = flight
+            try:
+                ledger.timed_out(mini_batch)
+                self.write_error(
+                    f"run() of mini-batch {mini_batch}",
+                    f"timed out after {self.job.timeout:g} s "
+                    "(retry_settings.timeout); the worker process is restarted.",
+                )
+                if self._stdout is not None:
+                    self._stdout.flush()
+            finally:
+                os._exit(TIMEOUT_EXIT_STATUS)
+
+
+_STATES: dict[str, WorkerState] = {}
+
+
+def get_state(job_id: str) -> WorkerState:
+    """The job installed in this worker process by :class:`ScoringPlugin`."""
+    try:
+        return _STATES[job_id]
+    except KeyError:
+        raise RuntimeError(f"job {job_id} is not installed on this worker") from None
+
+
+def worker_label(name: Any) -> str:
+    """A file-name-safe label for a worker: ``worker-0`` for LocalCluster's, else its address."""
+    text = str(name)
+    if text.isdigit():
+        return f"worker-{text}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace("tcp://", "")).strip("_") or "worker"
+
+
+class ScoringPlugin(WorkerPlugin):
+    """Installs a scoring job in every worker: ``init()`` once per worker process.
+
+    Parameters
+    ----------
+    job : WorkerJob
+        The job; plain data, sent once to every worker (and to workers that join later).
+    """
+
+    idempotent = False
+
+    def __init__(self, job: WorkerJob) -> None:
+        self.job = job
+        self.name = f"daskscore-{job.job_id}"
+
+    async def setup(self, worker: Any) -> None:
+        state = WorkerState(self.job, worker_label(worker.name))
+        _STATES[self.job.job_id] = state
+        executor = worker.executors.get("default")
+        await asyncio.get_running_loop().run_in_executor(executor, state.install)
+
+    async def teardown(self, worker: Any) -> None:
+        state = _STATES.pop(self.job.job_id, None)
+        if state is None:
+            return
+        executor = worker.executors.get("default")
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, state.uninstall)
+        except RuntimeError:  # the executor is already shut down: the worker is closing
+            state.uninstall()
+
+
+def init_report(job_id: str) -> dict[str, Any]:
+    """This worker's init() outcome (run with ``Client.run``)."""
+    state = _STATES.get(job_id)
+    if state is None:
+        return {"installed": False}
+    return {
+        "installed": True,
+        "worker": state.worker_name,
+        "error": state.init_error,
+        "init_s": state.init_s,
+    }
+
+
+def cancel_job(job_id: str) -> bool:
+    """Ask this worker's tasks of ``job_id`` to stop after their current mini-batch."""
+    state = _STATES.get(job_id)
+    if state is not None:
+        state.cancelled = True
+    return state is not None
