@@ -1,0 +1,110 @@
+"""Shared fixtures: deployment folders written by the tests, input files, and one LocalCluster
+per test module (integration tests reuse it; each job installs its own plugin)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from daskscore.cluster import local_cluster
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_deployment(
+    root: Path,
+    script: str,
+    *,
+    settings: dict[str, Any] | None = None,
+    extra_code: dict[str, str] | None = None,
+    model_files: dict[str, bytes | str] | None = None,
+    model_path: str | None = "model",
+    script_name: str = "score.py",
+    raw: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``root/deployment.yml``, ``root/code/<script_name>`` and a model folder.
+
+    ``script`` is dedented; ``settings`` are merged over a small default (2 workers).
+    ``raw`` replaces the whole YAML document when given.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    code = root / "code"
+    code.mkdir(exist_ok=True)
+    (code / script_name).write_text(textwrap.dedent(script), encoding="utf-8")
+    for name, text in (extra_code or {}).items():
+        path = code / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    if model_path is not None:
+        files = model_files if model_files is not None else {"model.pt": b"weights"}
+        model_dir = root / model_path
+        if len(files) == 1 and model_path.endswith((".pkl", ".pt", ".bin")):
+            model_dir.write_bytes(next(iter(files.values())))  # a single-file model
+        else:
+            model_dir.mkdir(parents=True, exist_ok=True)
+            for name, content in files.items():
+                target = model_dir / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, str):
+                    target.write_text(content)
+                else:
+                    target.write_bytes(content)
+    doc = raw
+    if doc is None:
+        doc = {
+            "$schema": "https://azuremlschemas.azureedge.net/latest/modelBatchDeployment.schema.json",
+            "name": "test-deployment",
+            "endpoint_name": "test-endpoint",
+            "type": "model",
+            "code_configuration": {"code": "code", "scoring_script": script_name},
+            "compute": "azureml:cpu-cluster",
+            "resources": {"instance_count": 1},
+            "settings": {"max_concurrency_per_instance": 2, "mini_batch_size": 10,
+                         **(settings or {})},
+        }
+        if model_path is not None:
+            doc["model"] = {"name": "test-model", "path": model_path}
+    path = root / "deployment.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def write_inputs(folder: Path, n: int, *, ext: str = ".csv", width: int = 4) -> Path:
+    """``n`` small CSV files ``f0000.csv`` ... with a column ``x`` holding the file's number."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"f{i:0{width}d}{ext}").write_text(f"x\n{i}\n{i + 0.5}\n")
+    return folder
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m daskscore ARGS`` in a subprocess; return the completed process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "daskscore", *args],
+        cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=full_env,
+    )
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A LocalCluster of two single-threaded worker processes, shared by a test module."""
+    with local_cluster(2, dashboard=False) as handle:
+        yield handle.client
+
+
+@pytest.fixture
+def deployment_factory(tmp_path: Path):
+    def make(script: str, **kwargs: Any) -> Path:
+        return write_deployment(tmp_path / "deploy", script, **kwargs)
+
+    return make
