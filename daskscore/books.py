@@ -96,7 +96,10 @@ class Books:
                 finished.add(mb)
         return finished
 
-    def charge_crash(self, mb: int, try_no: int, timed_out: bool, final: bool = False) -> bool:
+    def charge_crash(
+        self, mb: int, try_no: int, timed_out: bool, final: bool = False,
+        worker: str = "", start: float | None = None,
+    ) -> bool:
         """Record a try that ended with its process; return True when the mini-batch is final."""
         total = len(self.batches[mb])
         status = RUN_TIMEOUT if timed_out else PROCESS_DIED
@@ -108,19 +111,20 @@ class Books:
             else "the worker process died during run() (crash, os._exit, or killed, e.g. "
             "out of memory)"
         )
+        elapsed = time.time() - start if start else 0.0
         rec = {
             "mini_batch": mb,
             "try": try_no,
-            "worker": "",
-            "start": None,
+            "worker": worker,
+            "start": start,
             "total": total,
             "succeeded": 0,
             "failed": total,
             "rows": 0,
             "status": status,
             "error": error,
-            "elapsed_s": 0.0,
-            "run_s": 0.0,
+            "elapsed_s": elapsed,
+            "run_s": elapsed,
             "bytes": 0,
         }
         self.attempts.append(rec)

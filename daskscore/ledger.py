@@ -5,7 +5,7 @@ Each task attempt writes two files in the job's staging folder:
 * ``parts/<attempt>.part``: the append_row bytes of its mini-batches, in the order they ran;
 * ``ledger/<attempt>.log``: an append-only log of lines, each one ``os.write`` call:
 
-  - ``S <mini_batch> <try>`` before a ``run()`` call starts, ``F <mini_batch>`` when it returns;
+  - ``S <mini_batch> <try> <start> <worker>`` before a ``run()`` call starts, ``F <mini_batch>`` when it returns;
   - ``T <mini_batch>`` written by the watchdog just before it ends a process whose ``run()``
     overran ``retry_settings.timeout``;
   - ``C <json>`` after bytes were appended to the part file: the records of the mini-batches
@@ -49,8 +49,8 @@ class LedgerWriter:
         self.ledger_fd = os.open(ledger_path(staging, attempt), flags, 0o644)
         self.offset = os.fstat(self.part_fd).st_size
 
-    def started(self, mini_batch: int, attempt: int) -> None:
-        os.write(self.ledger_fd, f"S {mini_batch} {attempt}\n".encode())
+    def started(self, mini_batch: int, attempt: int, worker: str, start: float) -> None:
+        os.write(self.ledger_fd, f"S {mini_batch} {attempt} {start:.3f} {worker}\n".encode())
 
     def finished(self, mini_batch: int) -> None:
         os.write(self.ledger_fd, f"F {mini_batch}\n".encode())
@@ -84,6 +84,9 @@ class LedgerState:
     committed: list[dict[str, Any]] = field(default_factory=list)
     #: (mini_batch, try) of the run() call in flight when the process ended, if any
     running: tuple[int, int] | None = None
+    #: when and where that call started
+    running_start: float | None = None
+    running_worker: str = ""
     timed_out: bool = False
     exists: bool = False
 
@@ -99,13 +102,15 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
     state.exists = True
     done: set[int] = set()
     started: tuple[int, int] | None = None
+    where: tuple[float | None, str] = (None, "")
     timed: set[int] = set()
     for line in text.split("\n")[:-1]:  # the last piece is "" or a torn line
         kind, _, rest = line.partition(" ")
         try:
             if kind == "S":
-                mb, tries = rest.split()
-                started = (int(mb), int(tries))
+                parts = rest.split(" ", 3)
+                started = (int(parts[0]), int(parts[1]))
+                where = (float(parts[2]), parts[3]) if len(parts) == 4 else (None, "")
             elif kind == "F":
                 if started is not None and started[0] == int(rest):
                     started = None
@@ -119,5 +124,6 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
             continue
     if started is not None and started[0] not in done:
         state.running = started
+        state.running_start, state.running_worker = where
         state.timed_out = started[0] in timed
     return state

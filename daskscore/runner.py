@@ -243,7 +243,10 @@ class _Loop:
             if mb in finished or self.books.is_final(mb):
                 continue
             if state.running is not None and state.running[0] == mb:
-                final = self.books.charge_crash(mb, state.running[1], state.timed_out)
+                final = self.books.charge_crash(
+                    mb, state.running[1], state.timed_out,
+                    worker=state.running_worker, start=state.running_start,
+                )
                 if not final:
                     self.isolate.add(mb)
                     requeue.append(mb)

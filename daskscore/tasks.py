@@ -159,7 +159,7 @@ def _attempt(
         "final": False,
     }
     started = time.perf_counter()
-    writer.started(mini_batch, tries)
+    writer.started(mini_batch, tries, state.worker_name, rec["start"])
     state.in_flight = (time.monotonic() + job.timeout, mini_batch, writer)
     try:
         returned = state.module.run(list(files))
