@@ -72,7 +72,7 @@ class Books:
         self.settings = deployment.settings
         self.out_dir = out_dir
         self.batches = batches
-        self.input_path = str(input_path)
+        self.input_path = str(Path(input_path).expanduser().resolve())
         self.attempts: list[dict[str, Any]] = []
         self.final: dict[int, dict[str, Any]] = {}
         self.tries: dict[int, int] = {}
@@ -231,6 +231,17 @@ class Books:
             )
         return None
 
+    def write_overview(self) -> None:
+        """One line of ``logs/job_progress_overview.txt``: scheduled, processed, failed."""
+        failed_mb = sum(1 for r in self.final.values() if r["status"] != RUN_DONE)
+        succeeded = sum(r["succeeded"] for r in self.final.values())
+        out_mod.append_text(
+            self.out_dir / "logs" / "job_progress_overview.txt",
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} {len(self.batches)} mini-batches scheduled, "
+            f"{len(self.final)} processed, {failed_mb} failed; {succeeded} items succeeded, "
+            f"{self._failed_items} failed",
+        )
+
     def _write_logs(self, result: JobResult) -> None:
         logs = self.out_dir / "logs"
         out_mod.write_attempts(
@@ -238,13 +249,7 @@ class Books:
             sorted(self.attempts, key=lambda r: (r["mini_batch"], r["try"])),
         )
         s = result.summary
-        out_mod.append_text(
-            logs / "job_progress_overview.txt",
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')} {len(self.final)} of "
-            f"{len(self.batches)} mini-batches processed, "
-            f"{s['failed_mini_batches']} failed; {s['succeeded_items']} items "
-            f"succeeded, {s['failed_items']} failed",
-        )
+        self.write_overview()
         out_mod.write_text(logs / "job_result.txt", _result_text(s))
         out_mod.write_text(
             logs / "job_error.txt",

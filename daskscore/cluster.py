@@ -84,13 +84,16 @@ def local_cluster(
     threads = intra_op_threads(workers)
     env = {name: str(threads) for name in THREAD_ENV_VARS}
     with_dashboard = dashboard and dashboard_available()
-    address = f"127.0.0.1:{_free_port(DASHBOARD_PORT)}" if with_dashboard else None
+    # The scheduler always serves HTTP (health, metrics); bind it to loopback, on 8787 when
+    # that is free and the dashboard is wanted, else on any free port, without a warning.
+    port = _free_port(DASHBOARD_PORT) if with_dashboard else 0
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=address,
+        dashboard_address=f"127.0.0.1:{port}",
+        scheduler_kwargs={"dashboard": with_dashboard},
         silence_logs=logging.CRITICAL,
         env=env,
         **kwargs,

@@ -42,6 +42,8 @@ logger = logging.getLogger("daskscore")
 TASKS_PER_WORKER = 2
 #: How long the driver waits for a task before it redraws progress.
 POLL_S = 0.25
+#: Seconds between two lines of logs/job_progress_overview.txt.
+OVERVIEW_S = 10.0
 #: A mini-batch whose task is lost this many times without it ever being charged (the worker
 #: died before it started) is failed rather than retried for ever.
 MAX_UNCHARGED_LOSSES = 10
@@ -151,6 +153,7 @@ class _Loop:
         self.losses: dict[int, int] = {}
         self.inflight: dict[Any, tuple[str, list[int]]] = {}
         self.seq = 0
+        self.last_overview = time.monotonic()
         self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.topic = f"{PROGRESS_TOPIC}-{job.job_id}"
         client.subscribe_topic(self.topic, self._on_progress)
@@ -180,6 +183,10 @@ class _Loop:
                 except queue.Empty:
                     fut = None
             self.progress.draw()
+            now = time.monotonic()
+            if now - self.last_overview >= OVERVIEW_S:
+                self.books.write_overview()
+                self.last_overview = now
             if self.books.threshold_exceeded():
                 self._abort()
                 return
@@ -320,6 +327,8 @@ def _job_logging(out_dir: Path, level: str) -> Iterator[None]:
     names = ("daskscore", "distributed")
     for name in names:
         logging.getLogger(name).addHandler(handler)
+    saved_level = logger.level
+    logger.setLevel(level.upper())
     started = time.time()
     logger.info("job started at %s", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)))
     try:
@@ -327,4 +336,5 @@ def _job_logging(out_dir: Path, level: str) -> Iterator[None]:
     finally:
         for name in names:
             logging.getLogger(name).removeHandler(handler)
+        logger.setLevel(saved_level)
         handler.close()
