@@ -97,8 +97,13 @@ class Books:
         return finished
 
     def charge_crash(
-        self, mb: int, try_no: int, timed_out: bool, final: bool = False,
-        worker: str = "", start: float | None = None,
+        self,
+        mb: int,
+        try_no: int,
+        timed_out: bool,
+        final: bool = False,
+        worker: str = "",
+        start: float | None = None,
     ) -> bool:
         """Record a try that ended with its process; return True when the mini-batch is final."""
         total = len(self.batches[mb])

@@ -165,8 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verbose:
             raise
         logging.getLogger("daskscore").exception("internal error")
-        print(f"daskscore: internal error: {type(exc).__name__}: {exc} (rerun with --verbose "
-              "for the traceback)", file=sys.stderr)
+        print(
+            f"daskscore: internal error: {type(exc).__name__}: {exc} (rerun with --verbose "
+            "for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("daskscore: interrupted", file=sys.stderr)

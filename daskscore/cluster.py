@@ -59,6 +59,18 @@ def dashboard_available() -> bool:
     return True
 
 
+def dashboard_link(client: Client) -> str | None:
+    """The dashboard link of a running scheduler, or None when it serves no dashboard."""
+    import urllib.request
+
+    try:
+        link = client.dashboard_link
+        with urllib.request.urlopen(link, timeout=2) as response:  # noqa: S310 - our own URL
+            return link if response.status == 200 else None
+    except Exception:  # noqa: BLE001 - no dashboard there (or no bokeh): no link
+        return None
+
+
 @dataclass
 class ClusterHandle:
     """A client, and the cluster daskscore started for it (``None`` for an existing one)."""
@@ -111,7 +123,6 @@ def existing_cluster(address: str) -> Iterator[ClusterHandle]:
     """Connect to a running scheduler at ``address``."""
     client = Client(address, set_as_default=False)
     try:
-        link = client.dashboard_link if dashboard_available() else None
-        yield ClusterHandle(client, None, link)
+        yield ClusterHandle(client, None, dashboard_link(client))
     finally:
         client.close()

@@ -22,12 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from distributed import Client
+from distributed.utils import silence_logging_cmgr
 
 from . import batching
 from . import output as out_mod
 from . import script as script_mod
 from .books import Books, JobResult
-from .cluster import ClusterHandle, existing_cluster, intra_op_threads, local_cluster
+from .cluster import (
+    ClusterHandle,
+    dashboard_link,
+    existing_cluster,
+    intra_op_threads,
+    local_cluster,
+)
 from .config import Deployment
 from .errors import DaskScoreError, InitFailed
 from .ledger import make_staging, read_ledger
@@ -251,8 +258,11 @@ class _Loop:
                 continue
             if state.running is not None and state.running[0] == mb:
                 final = self.books.charge_crash(
-                    mb, state.running[1], state.timed_out,
-                    worker=state.running_worker, start=state.running_start,
+                    mb,
+                    state.running[1],
+                    state.timed_out,
+                    worker=state.running_worker,
+                    start=state.running_start,
                 )
                 if not final:
                     self.isolate.add(mb)
@@ -306,7 +316,7 @@ def _unregister(client: Client, job_id: str) -> None:
 @contextmanager
 def _cluster(deployment: Deployment, options: JobOptions) -> Iterator[ClusterHandle]:
     if options.client is not None:
-        yield ClusterHandle(options.client, None, options.client.dashboard_link)
+        yield ClusterHandle(options.client, None, dashboard_link(options.client))
     elif options.scheduler:
         with existing_cluster(options.scheduler) as handle:
             yield handle
@@ -329,6 +339,8 @@ def _job_logging(out_dir: Path, level: str) -> Iterator[None]:
         logging.getLogger(name).addHandler(handler)
     saved_level = logger.level
     logger.setLevel(level.upper())
+    quiet = silence_logging_cmgr(logging.CRITICAL)  # Dask's stderr lines: into the file only
+    quiet.__enter__()
     started = time.time()
     logger.info("job started at %s", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)))
     try:
@@ -337,4 +349,5 @@ def _job_logging(out_dir: Path, level: str) -> Iterator[None]:
         for name in names:
             logging.getLogger(name).removeHandler(handler)
         logger.setLevel(saved_level)
+        quiet.__exit__(None, None, None)
         handler.close()
