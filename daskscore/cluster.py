@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import socket
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -99,17 +100,21 @@ def local_cluster(
     # The scheduler always serves HTTP (health, metrics); bind it to loopback, on 8787 when
     # that is free and the dashboard is wanted, else on any free port, without a warning.
     port = _free_port(DASHBOARD_PORT) if with_dashboard else 0
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=f"127.0.0.1:{port}",
-        scheduler_kwargs={"dashboard": with_dashboard},
-        silence_logs=logging.CRITICAL,
-        env=env,
-        **kwargs,
-    )
+    with warnings.catch_warnings():
+        # another job may take 8787 between our check and the bind; Dask then picks a free
+        # port itself, and the link below is the real one
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=f"127.0.0.1:{port}",
+            scheduler_kwargs={"dashboard": with_dashboard},
+            silence_logs=logging.CRITICAL,
+            env=env,
+            **kwargs,
+        )
     client = Client(cluster, set_as_default=False)
     try:
         yield ClusterHandle(client, cluster, cluster.dashboard_link if with_dashboard else None)

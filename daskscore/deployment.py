@@ -299,7 +299,8 @@ def _code_configuration(value: Any, model: Any, base: Path, where: str) -> tuple
     code = (base / os.path.expanduser(value["code"])).resolve()
     if not code.is_dir():
         raise ConfigError(
-            f"{where}: code_configuration.code: '{value['code']}' is not a folder (looked for {code})."
+            f"{where}: code_configuration.code: '{value['code']}' is not a folder "
+            f"(looked for {code})."
         )
     script = (code / value["scoring_script"]).resolve()
     if not script.is_file():

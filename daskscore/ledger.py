@@ -5,7 +5,8 @@ Each task attempt writes two files in the job's staging folder:
 * ``parts/<attempt>.part``: the append_row bytes of its mini-batches, in the order they ran;
 * ``ledger/<attempt>.log``: an append-only log of lines, each one ``os.write`` call:
 
-  - ``S <mini_batch> <try> <start> <worker>`` before a ``run()`` call starts, ``F <mini_batch>`` when it returns;
+  - ``S <mini_batch> <try> <start> <worker>`` before a ``run()`` call starts, and
+    ``F <mini_batch>`` when it returns;
   - ``T <mini_batch>`` written by the watchdog just before it ends a process whose ``run()``
     overran ``retry_settings.timeout``;
   - ``C <json>`` after bytes were appended to the part file: the records of the mini-batches

@@ -63,7 +63,7 @@ def _top_level_names(tree: ast.Module) -> set[str]:
 
 
 def read_csv_settings(code: Path) -> dict[str, Any]:
-    """The append_row ``to_csv`` arguments: defaults, updated by ``parallel_run_step.settings.json``."""
+    """The append_row ``to_csv`` arguments, updated by ``parallel_run_step.settings.json``."""
     import json
 
     kwargs = dict(APPEND_ROW_CSV_DEFAULTS)

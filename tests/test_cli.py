@@ -1,0 +1,320 @@
+"""End-to-end tests of the ``daskscore`` command (``python -m daskscore`` in a subprocess).
+
+Jobs that run start their own LocalCluster (a few seconds each), so there are few of them;
+usage errors are refused before any cluster starts and are cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, run_cli, write_deployment, write_inputs
+
+DIGITS = REPO / "configs" / "digits-cnn"
+
+
+def processed_of(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "logs" / "sys" / "job_report" / "processed_mini-batches.csv")
+
+
+def summary_of(out: Path) -> dict:
+    return json.loads((out / "job_summary.json").read_text(encoding="utf-8"))
+
+
+def show(proc) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+# --------------------------------------------------------------------------- the real example
+
+
+def test_digits_cnn_end_to_end(tmp_path):
+    out = tmp_path / "digits"
+    proc = run_cli(
+        "run",
+        "configs/digits-cnn/deployment.yml",
+        "--input",
+        "configs/digits-cnn/sample-inputs",
+        "--output",
+        str(out),
+    )
+    assert proc.returncode == 0, show(proc)
+    assert "Traceback" not in proc.stderr, show(proc)
+    warning_lines = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
+    assert not warning_lines, show(proc)
+
+    rows = pd.read_csv(
+        out / "predictions.csv", sep=" ", header=None, names=["file", "class", "probability"]
+    )
+    assert len(rows) == 120
+    assert rows["file"].tolist() == sorted(p.name for p in (DIGITS / "sample-inputs").iterdir())
+    labels = rows["file"].map(lambda name: int(re.search(r"label(\d)", name).group(1)))
+    accuracy = (labels == rows["class"]).mean()
+    assert accuracy > 0.85, f"accuracy {accuracy:.3f}"
+    assert rows["probability"].between(0, 1).all()
+    summary = summary_of(out)
+    assert summary["status"] == "Completed"
+    assert summary["succeeded_items"] == 120 and summary["failed_items"] == 0
+
+
+# --------------------------------------------------------------------------- one probing job
+
+PROBE_SCRIPT = """
+    import argparse
+    import json
+    import os
+    import sys
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+    STATE = {}
+
+    def init():
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--input", default=None)
+        parser.add_argument("--output", default=None)
+        parser.add_argument("--workers", default=None)
+        args, unknown = parser.parse_known_args()
+        with open(os.path.join(HERE, "assets", "suffix.txt")) as fh:
+            STATE["suffix"] = fh.read().strip()
+        probe = {
+            "bi_output": os.environ["AZUREML_BI_OUTPUT_PATH"],
+            "argv": list(sys.argv),
+            "args": [args.input, args.output, args.workers],
+            "unknown": unknown,
+            "pid": os.getpid(),
+        }
+        path = os.path.join(os.environ["AZUREML_BI_OUTPUT_PATH"], f"probe-{os.getpid()}.json")
+        with open(path, "w") as fh:
+            json.dump(probe, fh)
+        print("init done")
+
+    def run(mini_batch):
+        print(f"run got {len(mini_batch)} files")
+        return [f"{os.path.basename(p)} {STATE['suffix']}" for p in mini_batch]
+
+    def shutdown():
+        with open(os.path.join(os.environ["MARKERS"], f"shutdown-{os.getpid()}"), "w") as fh:
+            fh.write("bye")
+"""
+
+
+def test_probe_argv_file_paths_one_worker_mini_batch_size_and_set(tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    dep = write_deployment(
+        tmp_path / "deploy",
+        PROBE_SCRIPT,
+        settings={"mini_batch_size": 10, "environment_variables": {"MARKERS": str(markers)}},
+        extra_code={"assets/suffix.txt": "from-file\n"},
+    )
+    n = 20
+    inputs = write_inputs(tmp_path / "in", n)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    out = elsewhere / "out"
+    proc = run_cli(
+        "run",
+        str(dep),
+        "--input",
+        str(inputs),
+        "--output",
+        "out",  # relative to the working directory
+        "--workers",
+        "1",
+        "--mini-batch-size",
+        "7",
+        "--set",
+        "settings.output_file_name=x.csv",
+        "--no-progress",
+        "--no-dashboard",
+        cwd=elsewhere,  # not the code folder: paths from __file__ must still work
+    )
+    assert proc.returncode == 0, show(proc)
+    assert "Traceback" not in proc.stderr, show(proc)
+
+    # --set settings.output_file_name
+    assert (out / "x.csv").is_file(), show(proc)
+    assert not (out / "predictions.csv").exists()
+    rows = pd.read_csv(out / "x.csv", sep=" ", header=None)
+    assert rows[0].tolist() == [f"f{i:04d}.csv" for i in range(n)]
+    assert set(rows[1]) == {"from-file"}
+
+    # --mini-batch-size 7: ceil(20 / 7) mini-batches
+    processed = processed_of(out)
+    assert len(processed) == math.ceil(n / 7) == 3
+    assert processed["total"].tolist() == [7, 7, 6]
+    assert set(processed["status"]) == {"RUN_DONE"}
+    assert summary_of(out)["total_mini_batches"] == 3
+
+    # --workers 1: one process ran init(), and it saw its own argv, not ours
+    probes = [json.loads(p.read_text()) for p in out.glob("probe-*.json")]
+    assert len(probes) == 1, probes
+    probe = probes[0]
+    assert probe["bi_output"] == str(out.resolve()), "AZUREML_BI_OUTPUT_PATH is absolute"
+    assert probe["unknown"] == [] and probe["args"] == [None, None, None], probe
+    for ours in ("--input", "--output", "--workers", "--set", "--mini-batch-size", str(inputs)):
+        assert ours not in probe["argv"], probe["argv"]
+    assert len(set(processed["worker"])) == 1
+
+    # print() goes to logs/user/stdout/<worker>.txt; shutdown() ran when the job ended
+    stdout = "".join(p.read_text() for p in (out / "logs" / "user" / "stdout").glob("*.txt"))
+    assert "init done" in stdout and "run got 7 files" in stdout and "run got 6 files" in stdout
+    assert [p.name for p in markers.iterdir()] == [f"shutdown-{probe['pid']}"]
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+SIMPLE_SCRIPT = """
+    import os
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_existing_output_refused_with_exit_2_then_overwritten(tmp_path):
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    inputs = write_inputs(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.csv").write_text("old rows\n")
+    (out / "job_summary.json").write_text("{}\n")
+    args = ["run", str(dep), "--input", str(inputs), "--output", str(out), "--no-progress"]
+
+    refused = run_cli(*args, "--no-dashboard")
+    assert refused.returncode == 2, show(refused)
+    assert "--overwrite" in refused.stderr, show(refused)
+    assert "Traceback" not in refused.stderr, show(refused)
+    assert (out / "predictions.csv").read_text() == "old rows\n"
+
+    replaced = run_cli(*args, "--no-dashboard", "--overwrite")
+    assert replaced.returncode == 0, show(replaced)
+    rows = pd.read_csv(out / "predictions.csv", sep=" ", header=None)
+    assert rows[0].tolist() == [f"f{i:04d}.csv" for i in range(4)]
+    assert summary_of(out)["status"] == "Completed"
+
+
+# --------------------------------------------------------------------------- usage errors
+
+
+def _bad_yaml(tmp_path: Path) -> tuple[list[str], list[str]]:
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    dep.write_text("type: model\nsettings: [mini_batch_size: 10\n  oops: {\n")
+    return ["run", str(dep), "--input", str(write_inputs(tmp_path / "in", 2))], [
+        "deployment.yml",
+        "YAML",
+    ]
+
+
+def _missing_script(tmp_path: Path) -> tuple[list[str], list[str]]:
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    text = dep.read_text().replace("scoring_script: score.py", "scoring_script: nope.py")
+    dep.write_text(text)
+    return ["run", str(dep), "--input", str(write_inputs(tmp_path / "in", 2))], [
+        "nope.py",
+        "code_configuration.scoring_script",
+    ]
+
+
+def _script_without_run(tmp_path: Path) -> tuple[list[str], list[str]]:
+    script = """
+        def init():
+            pass
+
+        def score(mini_batch):
+            return mini_batch
+    """
+    dep = write_deployment(tmp_path / "deploy", script)
+    return ["run", str(dep), "--input", str(write_inputs(tmp_path / "in", 2))], [
+        "score.py",
+        "run(",
+    ]
+
+
+def _missing_input(tmp_path: Path) -> tuple[list[str], list[str]]:
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    missing = tmp_path / "no-such-input"
+    return ["run", str(dep), "--input", str(missing)], [str(missing)]
+
+
+def _empty_input(tmp_path: Path) -> tuple[list[str], list[str]]:
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".hidden").write_text("dot-files do not count")
+    return ["run", str(dep), "--input", str(empty)], [str(empty)]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [_bad_yaml, _missing_script, _script_without_run, _missing_input, _empty_input],
+    ids=["bad-yaml", "missing-script", "script-without-run", "missing-input", "empty-input"],
+)
+def test_usage_errors_exit_2_with_one_paragraph_and_no_traceback(tmp_path, case):
+    args, mentions = case(tmp_path)
+    out = tmp_path / "out"
+    proc = run_cli(*args, "--output", str(out), "--no-progress", "--no-dashboard", timeout=60)
+    assert proc.returncode == 2, show(proc)
+    err = proc.stderr.strip()
+    assert err, show(proc)
+    assert "Traceback" not in err, show(proc)
+    assert "\n\n" not in err, f"expected one paragraph:\n{err}"
+    for text in mentions:
+        assert text in err, f"the message should name {text!r}:\n{err}"
+    assert not (out / "job_summary.json").exists(), "nothing runs on a usage error"
+
+
+# --------------------------------------------------------------------------- init() fails
+
+INIT_FAILS_SCRIPT = """
+    import os
+
+    def init():
+        raise ValueError("model is broken")
+
+    def run(mini_batch):
+        with open(os.path.join(os.environ["AZUREML_BI_OUTPUT_PATH"], "run-called"), "a") as fh:
+            fh.write("x\\n")
+        return mini_batch
+"""
+
+
+def test_init_failure_exit_1_with_the_users_traceback(tmp_path):
+    dep = write_deployment(tmp_path / "deploy", INIT_FAILS_SCRIPT)
+    script = tmp_path / "deploy" / "code" / "score.py"
+    out = tmp_path / "out"
+    proc = run_cli(
+        "run",
+        str(dep),
+        "--input",
+        str(write_inputs(tmp_path / "in", 20)),
+        "--output",
+        str(out),
+        "--no-progress",
+        "--no-dashboard",
+    )
+    assert proc.returncode == 1, show(proc)
+    err = proc.stderr
+    assert "ValueError: model is broken" in err, show(proc)
+    assert "Traceback (most recent call last)" in err, "the user's traceback, not just a message"
+    assert str(script) in err and "in init" in err, show(proc)
+    assert "distributed/" not in err and "daskscore/plugin.py" not in err, show(proc)
+
+    errors = list((out / "logs" / "user" / "error").glob("*.txt"))
+    assert errors, "logs/user/error/<worker>.txt holds the full traceback"
+    full = "".join(p.read_text() for p in errors)
+    assert "Traceback (most recent call last)" in full and "model is broken" in full
+    assert str(script) in full
+
+    assert summary_of(out)["status"] == "Failed"
+    assert len(processed_of(out)) == 0, "fails fast: no mini-batch is run or retried"
+    assert not (out / "run-called").exists()
