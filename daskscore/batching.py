@@ -43,7 +43,13 @@ def list_input_files(path: str | os.PathLike[str]) -> list[str]:
     if p.is_file():
         return [str(p)]
     files: list[str] = []
+    seen: set[tuple[int, int]] = set()  # (device, inode) of folders walked: no symlink loops
     for root, dirs, names in os.walk(p, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         files.extend(os.path.join(root, n) for n in names if not n.startswith("."))
     if not files:

@@ -73,7 +73,7 @@ def normalize(raw: dict[str, Any], where: str = "<deployment>") -> dict[str, Any
             f"{where}: type: '{kind}' deployments are not supported; daskscore runs "
             "'type: model' deployments (a scoring script and a model)."
         )
-    settings = raw.get("settings", {})
+    settings = raw.get("settings") or {}  # an all-commented section is null in YAML
     if not isinstance(settings, dict):
         raise ConfigError(f"{where}: settings: expected a mapping, got {_kind(settings)}.")
     settings = dict(settings)
@@ -123,11 +123,8 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     out = _deep_copy(raw)
     for key, value in overrides.items():
         path = resolve_key(key)
-        if isinstance(value, str) and value.strip():
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                pass
+        if isinstance(value, str):
+            value = _scalar(value)
         node = out
         for part in path[:-1]:
             child = node.get(part)
@@ -137,6 +134,18 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             node = child
         node[path[-1]] = value
     return out
+
+
+def _scalar(text: str) -> Any:
+    """A ``--set`` value as YAML reads a scalar (``60`` -> 60, ``true`` -> True); anything that
+    would not stay a scalar (``a: b``, ``[1]``, ``x #y``) is kept as the string it was."""
+    if not text.strip() or "#" in text:
+        return text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if isinstance(value, (dict, list)) or value is None else value
 
 
 def resolve_key(key: str) -> list[str]:
@@ -161,7 +170,10 @@ def validate(raw: dict[str, Any], source: Path | None = None) -> Deployment:
     if not isinstance(resources, dict):
         raise ConfigError(f"{where}: resources: expected a mapping, got {_kind(resources)}.")
     if "instance_count" in resources and "instance_count" not in settings_raw:
-        settings_raw["instance_count"] = resources["instance_count"]
+        meta = {f.name: f.metadata for f in dataclasses.fields(Settings)}["instance_count"]
+        settings_raw["instance_count"] = _check(
+            resources["instance_count"], int, meta, "resources.instance_count", where
+        )
     settings = _build(Settings, settings_raw, "settings", where)
     code, script = _code_configuration(raw.get("code_configuration"), raw.get("model"), base, where)
     return Deployment(
@@ -184,7 +196,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str, where: str) -> Any:
         key = f"{prefix}.{f.name}"
         value = values[f.name]
         if hints[f.name] is RetrySettings:
-            kwargs[f.name] = _build(RetrySettings, value, key, where)
+            kwargs[f.name] = _build(RetrySettings, value or {}, key, where)
         else:
             kwargs[f.name] = _check(value, hints[f.name], f.metadata, key, where)
     return cls(**kwargs)

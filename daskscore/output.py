@@ -93,10 +93,13 @@ def assemble_append_row(staging: Path, pieces: Iterable[tuple[str, int, int]], d
                 written += length
             out.flush()
             os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         for handle in handles.values():
             handle.close()
-    os.replace(tmp, dest)
     return written
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import re
 import sys
 import traceback
 import types
@@ -23,6 +24,7 @@ from .errors import ConfigError
 #: to_csv arguments of the append_row file: Azure writes space-separated, no header, no index.
 APPEND_ROW_CSV_DEFAULTS: dict[str, Any] = {"sep": " ", "header": False, "index": False}
 SETTINGS_JSON = "parallel_run_step.settings.json"
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
 def check_script(script: Path) -> None:
@@ -58,7 +60,11 @@ def _top_level_names(tree: ast.Module) -> set[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, (ast.If, ast.Try)):
-            names |= _top_level_names(ast.Module(body=node.body, type_ignores=[]))
+            bodies = [node.body, node.orelse]
+            if isinstance(node, ast.Try):
+                bodies += [h.body for h in node.handlers] + [node.finalbody]
+            for body in bodies:
+                names |= _top_level_names(ast.Module(body=body, type_ignores=[]))
     return names
 
 
@@ -184,8 +190,15 @@ def format_rows(result: pd.DataFrame | list[Any], csv_kwargs: Mapping[str, Any])
     if isinstance(result, pd.DataFrame):
         if result.empty and not csv_kwargs.get("header", False):
             return b""
-        text = result.to_csv(**csv_kwargs, lineterminator="\n")
+        text = result.to_csv(**{"lineterminator": "\n", **csv_kwargs})
         return text.encode("utf-8")
     if not result:
         return b""
-    return ("\n".join(str(item).replace("\n", " ") for item in result) + "\n").encode("utf-8")
+    return ("\n".join(map(_one_line, result)) + "\n").encode("utf-8")
+
+
+def _one_line(item: Any) -> str:
+    text = str(item)
+    if "\n" in text or "\r" in text:
+        text = _LINE_BREAKS.sub(" ", text)
+    return text

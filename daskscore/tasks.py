@@ -195,8 +195,11 @@ def _attempt(
 def _failed(
     state: WorkerState, rec: dict[str, Any], exc: BaseException, files: list[str]
 ) -> dict[str, Any]:
-    code = Path(state.job.code)
-    rec["error"] = script_mod.user_traceback(exc, code)
+    if isinstance(exc, script_mod.ResultError):
+        # daskscore raised it about what run() returned: the message is the whole story
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        rec["error"] = script_mod.user_traceback(exc, Path(state.job.code))
     context = (
         f"run() of mini-batch {rec['mini_batch']} (try {rec['try']}, files: "
         f"{', '.join(files[:5])}{' ...' if len(files) > 5 else ''})"

@@ -67,8 +67,11 @@ def write_deployment(
             "code_configuration": {"code": "code", "scoring_script": script_name},
             "compute": "azureml:cpu-cluster",
             "resources": {"instance_count": 1},
-            "settings": {"max_concurrency_per_instance": 2, "mini_batch_size": 10,
-                         **(settings or {})},
+            "settings": {
+                "max_concurrency_per_instance": 2,
+                "mini_batch_size": 10,
+                **(settings or {}),
+            },
         }
         if model_path is not None:
             doc["model"] = {"name": "test-model", "path": model_path}
@@ -85,13 +88,18 @@ def write_inputs(folder: Path, n: int, *, ext: str = ".csv", width: int = 4) -> 
     return folder
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m daskscore ARGS`` in a subprocess; return the completed process."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "daskscore", *args],
-        cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=full_env,
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
     )
 
 

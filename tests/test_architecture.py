@@ -14,14 +14,21 @@ PACKAGE = Path(daskscore.__file__).parent
 LAYERS: dict[str, int] = {
     "errors": 0,
     "config": 1,
-    "deployment": 2, "batching": 2, "script": 2, "ledger": 2, "output": 2, "progress": 2,
+    "deployment": 2,
+    "batching": 2,
+    "script": 2,
+    "ledger": 2,
+    "output": 2,
+    "progress": 2,
     "cluster": 2,
     "plugin": 3,
     "tasks": 4,
     "books": 5,
     "runner": 6,
     "api": 7,
-    "cli": 8, "__init__": 8, "__main__": 9,
+    "cli": 8,
+    "__init__": 8,
+    "__main__": 9,
 }
 
 
@@ -58,12 +65,16 @@ def test_layers_only_point_down() -> None:
             if target == "__init__" and path.stem in ("cli",):
                 continue  # the CLI reads __version__
             if LAYERS.get(target, -1) >= mine:
-                violations.append(f"{path.stem} (layer {mine}) imports {target} "
-                                  f"(layer {LAYERS.get(target)})")
+                violations.append(
+                    f"{path.stem} (layer {mine}) imports {target} (layer {LAYERS.get(target)})"
+                )
     assert violations == []
 
 
 def test_modules_stay_small() -> None:
-    too_long = {p.name: n for p in PACKAGE.glob("*.py")
-                if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450}
+    too_long = {
+        p.name: n
+        for p in PACKAGE.glob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450
+    }
     assert too_long == {}

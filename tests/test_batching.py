@@ -1,0 +1,206 @@
+"""Unit tests of daskscore.batching: listing inputs, cutting mini-batches, sizing tasks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daskscore import InputError
+from daskscore.batching import (
+    MAX_TASK_MINI_BATCHES,
+    list_input_files,
+    make_mini_batches,
+    next_task_size,
+)
+
+
+def touch(root: Path, *names: str) -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+
+
+# --------------------------------------------------------------------------- list_input_files
+
+
+def test_lists_recursively_sorted_by_full_path(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    # created out of order, nested at different depths
+    touch(root, "c.csv", "b/z.csv", "a.csv", "b/a/y.csv", "b/b.csv", "d/e/f/g.csv")
+    files = list_input_files(root)
+    expected = ["a.csv", "b/a/y.csv", "b/b.csv", "b/z.csv", "c.csv", "d/e/f/g.csv"]
+    assert files == [str((root / name).resolve()) for name in expected]
+    assert files == sorted(files)
+    assert all(os.path.isabs(f) for f in files)
+
+
+def test_sorting_is_by_name_not_by_creation_or_size(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in (10, 2, 1, 30):
+        (root / f"f{i:03d}.csv").write_text("x" * (100 - i))
+    names = [Path(f).name for f in list_input_files(root)]
+    assert names == ["f001.csv", "f002.csv", "f010.csv", "f030.csv"]
+
+
+def test_dot_files_and_dot_folders_are_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    touch(
+        root,
+        "a.csv",
+        ".hidden.csv",
+        ".ipynb_checkpoints/a-checkpoint.csv",
+        "sub/.DS_Store",
+        "sub/b.csv",
+        "sub/.git/config",
+    )
+    files = list_input_files(root)
+    assert files == [str((root / "a.csv").resolve()), str((root / "sub" / "b.csv").resolve())]
+
+
+def test_a_single_file_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    touch(tmp_path, "one.csv", "other.csv")
+    monkeypatch.chdir(tmp_path)
+    assert list_input_files("one.csv") == [str((tmp_path / "one.csv").resolve())]
+
+
+def test_relative_folder_gives_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    touch(tmp_path / "in", "a.csv")
+    monkeypatch.chdir(tmp_path)
+    assert list_input_files("in") == [str((tmp_path / "in" / "a.csv").resolve())]
+
+
+def test_missing_input_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist") as info:
+        list_input_files(tmp_path / "nope")
+    assert "nope" in str(info.value)
+
+
+def test_empty_folder_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    with pytest.raises(InputError, match="no files"):
+        list_input_files(tmp_path / "in")
+
+
+def test_folder_of_dot_files_only_is_an_input_error(tmp_path: Path) -> None:
+    touch(tmp_path / "in", ".a", ".hidden/b.csv")
+    with pytest.raises(InputError, match="dot-files"):
+        list_input_files(tmp_path / "in")
+
+
+def test_a_symlink_loop_lists_each_file_once(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    touch(root, "a.csv", "sub/b.csv")
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    files = list_input_files(root)
+    assert len(files) == 2
+    assert {os.path.realpath(f) for f in files} == {
+        str((root / "a.csv").resolve()),
+        str((root / "sub" / "b.csv").resolve()),
+    }
+
+
+# --------------------------------------------------------------------------- make_mini_batches
+
+
+def test_100_files_by_10() -> None:
+    files = [f"f{i:03d}" for i in range(100)]
+    batches = make_mini_batches(files, 10)
+    assert len(batches) == 10
+    assert all(len(b) == 10 for b in batches)
+    assert batches[3] == files[30:40]
+    assert [f for b in batches for f in b] == files
+
+
+def test_the_last_batch_takes_the_remainder() -> None:
+    files = [f"f{i:02d}" for i in range(25)]
+    batches = make_mini_batches(files, 10)
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert batches[-1] == files[20:]
+
+
+def test_size_one_and_size_larger_than_the_input() -> None:
+    files = ["a", "b", "c"]
+    assert make_mini_batches(files, 1) == [["a"], ["b"], ["c"]]
+    assert make_mini_batches(files, 50) == [["a", "b", "c"]]
+    assert make_mini_batches(files, 3) == [["a", "b", "c"]]
+
+
+def test_mini_batches_are_new_lists() -> None:
+    files = ["a", "b"]
+    batches = make_mini_batches(files, 5)
+    batches[0].append("c")
+    assert files == ["a", "b"]
+
+
+def test_no_files_no_batches_and_bad_size() -> None:
+    assert make_mini_batches([], 10) == []
+    with pytest.raises(ValueError):
+        make_mini_batches(["a"], 0)
+
+
+@settings(deadline=None, database=None)
+@given(n=st.integers(0, 500), size=st.integers(1, 60))
+def test_mini_batches_partition_the_files(n: int, size: int) -> None:
+    files = [str(i) for i in range(n)]
+    batches = make_mini_batches(files, size)
+    assert [f for b in batches for f in b] == files
+    assert len(batches) == -(-n // size)
+    assert all(len(b) == size for b in batches[:-1])
+    assert all(1 <= len(b) <= size for b in batches)
+
+
+# --------------------------------------------------------------------------- next_task_size
+
+
+def test_next_task_size_examples() -> None:
+    assert next_task_size(0, 4) == 0
+    assert next_task_size(1, 4) == 1
+    assert next_task_size(3, 2) == 1
+    assert next_task_size(10_000, 2) == 1250
+    assert next_task_size(10**9, 1) == MAX_TASK_MINI_BATCHES
+    assert next_task_size(100, 0) == next_task_size(100, 1)  # no workers yet: treat as one
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(remaining=st.integers(1, 100_000), workers=st.integers(0, 64))
+def test_next_task_size_is_between_one_and_remaining(remaining: int, workers: int) -> None:
+    size = next_task_size(remaining, workers)
+    assert 1 <= size <= remaining
+    assert size <= MAX_TASK_MINI_BATCHES
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    a=st.integers(1, 100_000),
+    b=st.integers(1, 100_000),
+    workers=st.integers(1, 64),
+)
+def test_next_task_size_shrinks_with_remaining(a: int, b: int, workers: int) -> None:
+    low, high = sorted((a, b))
+    assert next_task_size(low, workers) <= next_task_size(high, workers)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    remaining=st.integers(0, 20_000),
+    workers=st.integers(1, 32),
+    cap=st.integers(1, 3000),
+)
+def test_repeated_tasks_consume_exactly_remaining(remaining: int, workers: int, cap: int) -> None:
+    left = remaining
+    sizes = []
+    while left > 0:
+        size = next_task_size(left, workers, cap)
+        assert 1 <= size <= min(left, cap)
+        sizes.append(size)
+        left -= size
+    assert sum(sizes) == remaining
+    assert sizes == sorted(sizes, reverse=True)  # early tasks big, the tail small

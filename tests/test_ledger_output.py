@@ -1,0 +1,343 @@
+"""Unit tests of daskscore.ledger (part files and ledgers) and daskscore.output (claiming the
+output folder, assembling predictions.csv, processed_mini-batches.csv)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from daskscore import OutputError
+from daskscore.ledger import (
+    LedgerWriter,
+    ledger_path,
+    make_staging,
+    part_path,
+    read_ledger,
+)
+from daskscore.output import (
+    ATTEMPT_COLUMNS,
+    SUMMARY_FILE,
+    _coalesce,
+    assemble_append_row,
+    claim_output,
+    write_attempts,
+)
+
+
+@pytest.fixture
+def staging(tmp_path: Path) -> Path:
+    path = tmp_path / "out" / ".daskscore"
+    make_staging(path)
+    return path
+
+
+def record(mb: int, start: int, length: int, **extra: object) -> dict[str, object]:
+    return {
+        "mini_batch": mb,
+        "try": 1,
+        "start_offset": start,
+        "bytes": length,
+        "final": True,
+        **extra,
+    }
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+def test_make_staging_creates_parts_and_ledger(staging: Path) -> None:
+    assert (staging / "parts").is_dir()
+    assert (staging / "ledger").is_dir()
+    assert part_path(staging, "a1") == staging / "parts" / "a1.part"
+    assert ledger_path(staging, "a1") == staging / "ledger" / "a1.log"
+
+
+def test_committed_records_round_trip(staging: Path) -> None:
+    writer = LedgerWriter(staging, "a1")
+    try:
+        assert writer.offset == 0
+        writer.started(0, 1, "worker-0", 1700000000.0)
+        writer.finished(0)
+        writer.started(1, 1, "worker-0", 1700000001.0)
+        writer.finished(1)
+        writer.commit(b"r0\nr1a\nr1b\n", [record(0, 0, 3), record(1, 3, 8, status="RUN_DONE")])
+        assert writer.offset == 11
+        writer.started(2, 2, "worker-0", 1700000002.0)
+        writer.finished(2)
+        writer.commit(b"", [record(2, 11, 0)])  # a mini-batch that returned no rows
+        assert writer.offset == 11
+    finally:
+        writer.close()
+    assert part_path(staging, "a1").read_bytes() == b"r0\nr1a\nr1b\n"
+    state = read_ledger(staging, "a1")
+    assert state.exists
+    assert state.running is None
+    assert not state.timed_out
+    assert [r["mini_batch"] for r in state.committed] == [0, 1, 2]
+    assert state.committed[1] == record(1, 3, 8, status="RUN_DONE")
+
+
+def test_a_reopened_writer_appends_after_the_existing_bytes(staging: Path) -> None:
+    first = LedgerWriter(staging, "a1")
+    first.commit(b"abc\n", [record(0, 0, 4)])
+    first.close()
+    second = LedgerWriter(staging, "a1")
+    assert second.offset == 4
+    second.commit(b"de\n", [record(1, 4, 3)])
+    second.close()
+    assert part_path(staging, "a1").read_bytes() == b"abc\nde\n"
+    assert [r["mini_batch"] for r in read_ledger(staging, "a1").committed] == [0, 1]
+
+
+def test_the_running_mini_batch_after_a_start_without_finish(staging: Path) -> None:
+    writer = LedgerWriter(staging, "a1")
+    writer.started(0, 1, "w", 1.0)
+    writer.finished(0)
+    writer.commit(b"x\n", [record(0, 0, 2)])
+    writer.started(5, 3, "w", 2.0)  # the process dies inside this run()
+    writer.close()
+    state = read_ledger(staging, "a1")
+    assert state.running == (5, 3)
+    assert not state.timed_out
+    assert [r["mini_batch"] for r in state.committed] == [0]
+
+
+def test_finished_but_uncommitted_is_not_running(staging: Path) -> None:
+    writer = LedgerWriter(staging, "a1")
+    writer.started(0, 1, "w", 1.0)
+    writer.finished(0)  # run() returned; died before its rows were committed
+    writer.close()
+    state = read_ledger(staging, "a1")
+    assert state.running is None
+    assert state.committed == []
+
+
+def test_timed_out_after_t(staging: Path) -> None:
+    writer = LedgerWriter(staging, "a1")
+    writer.started(2, 1, "w", 1.0)
+    writer.timed_out(2)
+    writer.close()
+    state = read_ledger(staging, "a1")
+    assert state.running == (2, 1)
+    assert state.timed_out
+
+
+def test_a_timeout_of_an_earlier_mini_batch_does_not_mark_the_running_one(staging: Path) -> None:
+    writer = LedgerWriter(staging, "a1")
+    writer.started(2, 1, "w", 1.0)
+    writer.timed_out(2)
+    writer.started(3, 1, "w", 2.0)
+    writer.close()
+    state = read_ledger(staging, "a1")
+    assert state.running == (3, 1)
+    assert not state.timed_out
+
+
+def test_a_torn_last_line_is_ignored(staging: Path) -> None:
+    writer = LedgerWriter(staging, "a1")
+    writer.started(0, 1, "w", 1.0)
+    writer.finished(0)
+    writer.commit(b"x\n", [record(0, 0, 2)])
+    writer.started(1, 1, "w", 2.0)
+    writer.finished(1)
+    writer.close()
+    with open(ledger_path(staging, "a1"), "ab") as fh:
+        fh.write(b'C [{"mini_batch":1,"try":1,"start_of')  # died mid-write
+    state = read_ledger(staging, "a1")
+    assert [r["mini_batch"] for r in state.committed] == [0]
+    assert state.running is None
+
+
+def test_a_torn_start_line_is_ignored(staging: Path) -> None:
+    writer = LedgerWriter(staging, "a1")
+    writer.started(0, 1, "w", 1.0)
+    writer.finished(0)
+    writer.close()
+    with open(ledger_path(staging, "a1"), "ab") as fh:
+        fh.write(b"S 1")
+    assert read_ledger(staging, "a1").running is None
+
+
+def test_a_missing_ledger(staging: Path) -> None:
+    state = read_ledger(staging, "never-started")
+    assert not state.exists
+    assert state.committed == []
+    assert state.running is None
+    assert not state.timed_out
+
+
+# --------------------------------------------------------------------------- assemble_append_row
+
+
+def write_part(staging: Path, attempt: str, data: bytes) -> None:
+    part_path(staging, attempt).write_bytes(data)
+
+
+def test_assemble_concatenates_ranges_in_the_given_order(staging: Path, tmp_path: Path) -> None:
+    write_part(staging, "a", b"A0\nA1\nA2\n")
+    write_part(staging, "b", b"B0\nB1\n")
+    dest = tmp_path / "out" / "predictions.csv"
+    pieces = [("b", 3, 3), ("a", 0, 3), ("a", 3, 3), ("b", 0, 3), ("a", 6, 3), ("a", 0, 0)]
+    written = assemble_append_row(staging, pieces, dest)
+    assert dest.read_bytes() == b"B1\nA0\nA1\nB0\nA2\n"
+    assert written == 15
+    assert not list(dest.parent.glob("*.partial"))
+
+
+def test_assemble_replaces_an_existing_file(staging: Path, tmp_path: Path) -> None:
+    write_part(staging, "a", b"new\n")
+    dest = tmp_path / "out" / "predictions.csv"
+    dest.write_bytes(b"old rows\n" * 10)
+    assemble_append_row(staging, iter([("a", 0, 4)]), dest)
+    assert dest.read_bytes() == b"new\n"
+
+
+def test_assemble_nothing_gives_an_empty_file(staging: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "out" / "predictions.csv"
+    assert assemble_append_row(staging, [], dest) == 0
+    assert dest.read_bytes() == b""
+
+
+def test_assemble_a_short_part_file_fails_without_a_partial_output(
+    staging: Path, tmp_path: Path
+) -> None:
+    write_part(staging, "a", b"A0\n")
+    dest = tmp_path / "out" / "predictions.csv"
+    with pytest.raises(OSError, match="shorter"):
+        assemble_append_row(staging, [("a", 0, 3), ("a", 3, 10)], dest)
+    assert not dest.exists()
+    assert not list(dest.parent.glob("*.partial"))
+
+
+def test_coalesce_merges_contiguous_ranges_of_one_part() -> None:
+    pieces = [
+        ("a", 0, 3),
+        ("a", 3, 4),
+        ("a", 7, 0),
+        ("a", 7, 2),
+        ("b", 9, 1),
+        ("a", 9, 1),
+        ("a", 20, 5),
+    ]
+    assert list(_coalesce(pieces)) == [("a", 0, 9), ("b", 9, 1), ("a", 9, 1), ("a", 20, 5)]
+
+
+# --------------------------------------------------------------------------- claim_output
+
+
+def test_claim_a_new_output_folder(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "out"
+    claim_output(out, "predictions.csv", overwrite=False)
+    for sub in ("logs/user/error", "logs/user/stdout", "logs/sys/job_report"):
+        assert (out / sub).is_dir()
+
+
+def test_claim_keeps_unrelated_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    claim_output(out, "predictions.csv", overwrite=False)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("held", ["predictions.csv", SUMMARY_FILE])
+def test_claim_refuses_a_folder_holding_a_job(tmp_path: Path, held: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / held).write_text("old")
+    with pytest.raises(OutputError, match="--overwrite") as info:
+        claim_output(out, "predictions.csv", overwrite=False)
+    assert held in str(info.value)
+    assert (out / held).read_text() == "old"  # nothing touched
+
+
+def test_claim_refuses_a_custom_output_file_name(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "scores.txt").write_text("old")
+    with pytest.raises(OutputError, match="scores.txt"):
+        claim_output(out, "scores.txt", overwrite=False)
+
+
+def test_claim_with_overwrite_removes_the_old_job(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / ".daskscore" / "parts").mkdir(parents=True)
+    (out / ".daskscore" / "parts" / "a.part").write_bytes(b"x")
+    (out / "logs" / "user" / "error").mkdir(parents=True)
+    (out / "logs" / "user" / "error" / "w0.txt").write_text("old traceback")
+    (out / "predictions.csv").write_text("old")
+    (out / SUMMARY_FILE).write_text("{}")
+    (out / "mine.parquet").write_bytes(b"custom output")
+    claim_output(out, "predictions.csv", overwrite=True)
+    assert not (out / "predictions.csv").exists()
+    assert not (out / SUMMARY_FILE).exists()
+    assert not (out / ".daskscore").exists()
+    assert not (out / "logs" / "user" / "error" / "w0.txt").exists()
+    assert (out / "logs" / "user" / "error").is_dir()
+    assert (out / "mine.parquet").exists()
+
+
+def test_claim_refuses_a_regular_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    out.write_text("data")
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match="is a file"):
+            claim_output(out, "predictions.csv", overwrite=overwrite)
+    assert out.read_text() == "data"
+
+
+def test_claim_in_summary_only_mode_ignores_a_predictions_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.csv").write_text("from another tool")
+    claim_output(out, None, overwrite=False)
+    assert (out / "predictions.csv").read_text() == "from another tool"
+
+
+# --------------------------------------------------------------------------- write_attempts
+
+
+def test_write_attempts(tmp_path: Path) -> None:
+    path = tmp_path / "processed_mini-batches.csv"
+    write_attempts(
+        path,
+        [
+            {
+                "mini_batch": 0,
+                "try": 1,
+                "worker": "w0",
+                "total": 10,
+                "succeeded": 10,
+                "failed": 0,
+                "elapsed_s": 1.23456,
+                "run_s": 1.2,
+                "status": "RUN_DONE",
+            },
+            {
+                "mini_batch": 1,
+                "try": 2,
+                "start": 1_700_000_000.5,
+                "total": 10,
+                "succeeded": 0,
+                "failed": 10,
+                "status": "RUN_EXCEPTION",
+                "error": "Traceback (most recent call last):\n  ...\nValueError: bad, file\n\n",
+            },
+        ],
+    )
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ATTEMPT_COLUMNS
+    assert len(rows) == 3
+    first = dict(zip(ATTEMPT_COLUMNS, rows[1], strict=True))
+    assert first["elapsed_s"] == "1.2346"
+    assert first["start"] == ""  # unknown
+    assert first["worker"] == "w0"
+    assert first["status"] == "RUN_DONE"
+    second = dict(zip(ATTEMPT_COLUMNS, rows[2], strict=True))
+    assert second["try"] == "2"
+    assert second["worker"] == ""
+    assert second["start"] == "2023-11-14T22:13:20.500+00:00"
+    assert second["error"] == "ValueError: bad, file"  # the last line of the traceback
