@@ -9,6 +9,7 @@ At the end, :meth:`Books.finish` assembles the append_row file in mini-batch ord
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from . import output as out_mod
 from .config import Deployment
 from .errors import ErrorThresholdExceeded, InitFailed, JobFailed
 from .tasks import PROCESS_DIED, RUN_DONE, RUN_TIMEOUT
+
+logger = logging.getLogger("daskscore")
 
 #: Failed mini-batches listed one per line in the failure message before "... and N more".
 SHOWN_FAILURES = 5
@@ -171,7 +174,8 @@ class Books:
                 for mb in sorted(self.final)
                 if self.final[mb]["status"] == RUN_DONE
             )
-            out_mod.assemble_append_row(staging, pieces, predictions)
+            size = out_mod.assemble_append_row(staging, pieces, predictions)
+            logger.info("assembled %s (%d bytes)", predictions, size)
         summary = self.summary(predictions)
         result = JobResult(summary["status"], self.out_dir, predictions, summary)
         self._write_logs(result)

@@ -11,6 +11,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from .config import UnknownKeyWarning
@@ -99,7 +100,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | int]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise argparse.ArgumentTypeError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = value
+        key = key.strip()
+        if key in ("model.path", "model", "code_configuration.code") and value:
+            value = str(Path(value).expanduser().resolve())  # relative to where you are
+        overrides[key] = value
     if args.mini_batch_size is not None:
         overrides["settings.mini_batch_size"] = args.mini_batch_size
     if args.instance_count is not None:

@@ -152,6 +152,8 @@ def resolve_key(key: str) -> list[str]:
     """The dotted path of an override key; bare settings names are looked up under settings."""
     if key in KNOWN_KEYS:
         return key.split(".")
+    if key.startswith("settings.environment_variables.") and key.count(".") == 2:
+        return key.split(".")
     for candidate in (f"settings.{key}", f"settings.retry_settings.{key}"):
         if candidate in SETTINGS_KEYS:
             return candidate.split(".")

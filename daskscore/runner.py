@@ -122,9 +122,12 @@ def execute(
         progress = Progress(len(batches), len(files), enabled=options.progress)
         loop = _Loop(handle.client, job, books, batches, workers, progress)
         try:
+            logger.info("cluster ready with %d workers", workers)
             handle.client.register_plugin(ScoringPlugin(job))
             loop.check_init()
+            logger.info("scoring script installed and init() done on every worker")
             loop.run()
+            logger.info("all mini-batches settled; %d tasks", loop.seq)
         except InitFailed as exc:
             books.init_error = exc.user_traceback
         finally:
@@ -132,6 +135,7 @@ def execute(
             loop.stop()
             _unregister(handle.client, job_id)
     result = books.finish(staging, append)
+    logger.info("job %s: %s in %.2f s", job_id, result.status, result.summary["duration_s"])
     if result.status != "Completed":
         raise books.failure(result)
     return result
@@ -330,6 +334,10 @@ def _cluster(deployment: Deployment, options: JobOptions) -> Iterator[ClusterHan
 @contextmanager
 def _job_logging(out_dir: Path, level: str) -> Iterator[None]:
     """daskscore's and Dask's own log lines go to logs/sys/daskscore.txt, not to stderr."""
+    # Dask's stderr lines go quiet (they still reach the file); silence before adding ours, which
+    # is a StreamHandler too
+    quiet = silence_logging_cmgr(logging.CRITICAL)
+    quiet.__enter__()
     path = out_dir / "logs" / "sys" / "daskscore.txt"
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -339,8 +347,6 @@ def _job_logging(out_dir: Path, level: str) -> Iterator[None]:
         logging.getLogger(name).addHandler(handler)
     saved_level = logger.level
     logger.setLevel(level.upper())
-    quiet = silence_logging_cmgr(logging.CRITICAL)  # Dask's stderr lines: into the file only
-    quiet.__enter__()
     started = time.time()
     logger.info("job started at %s", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)))
     try:

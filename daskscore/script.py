@@ -15,9 +15,10 @@ import traceback
 import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .errors import ConfigError
 
@@ -147,6 +148,11 @@ def full_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)).rstrip("\n")
 
 
+def _pandas() -> Any:
+    """pandas, if the scoring script imported it (a DataFrame can only come from there)."""
+    return sys.modules.get("pandas")
+
+
 class ResultError(TypeError):
     """``run()`` returned something that is not a list, an array, a Series or a DataFrame."""
 
@@ -157,11 +163,12 @@ def normalize_result(result: Any) -> pd.DataFrame | list[Any]:
     Lists, tuples, numpy arrays, Series and generators become lists (one output line each); a
     DataFrame stays a DataFrame (one line per row).
     """
-    if isinstance(result, pd.DataFrame):
-        return result
     if isinstance(result, list):
         return result
-    if isinstance(result, pd.Series):
+    pd = _pandas()
+    if pd is not None and isinstance(result, pd.DataFrame):
+        return result
+    if pd is not None and isinstance(result, pd.Series):
         return result.tolist()
     if result is None:
         raise ResultError(
@@ -187,7 +194,7 @@ def normalize_result(result: Any) -> pd.DataFrame | list[Any]:
 
 def format_rows(result: pd.DataFrame | list[Any], csv_kwargs: Mapping[str, Any]) -> bytes:
     """The append_row bytes of one mini-batch's result, as Azure writes them."""
-    if isinstance(result, pd.DataFrame):
+    if not isinstance(result, list):  # a DataFrame: normalize_result let nothing else through
         if result.empty and not csv_kwargs.get("header", False):
             return b""
         text = result.to_csv(**{"lineterminator": "\n", **csv_kwargs})
