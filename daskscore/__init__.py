@@ -3,11 +3,12 @@
 The public API:
 
 * :func:`run` — run a deployment over an input folder into an output folder;
+* :func:`score` — the predictions as a lazy Dask DataFrame;
 * :func:`load_deployment` — load and validate a ``deployment.yml``;
 * :class:`JobResult` and the exceptions of :mod:`daskscore.errors`.
 """
 
-from .api import run
+from .api import run, score
 from .books import JobResult
 from .config import Deployment, Settings, UnknownKeyWarning
 from .deployment import load_deployment
@@ -39,4 +40,5 @@ __all__ = [
     "UsageError",
     "load_deployment",
     "run",
+    "score",
 ]

@@ -32,6 +32,11 @@ def run(
     set: dict[str, Any] | None = None,
     progress: bool = False,
     dashboard: bool = False,
+    output_format: str | None = None,
+    partition_on: str | list[str] | None = None,
+    rows_per_file: int | None = None,
+    tabular: bool | None = None,
+    carry_columns: list[str] | None = None,
     **overrides: Any,
 ) -> JobResult:
     """Run a batch deployment over ``input`` and write its results into ``output``.
@@ -62,6 +67,19 @@ def run(
         Draw progress on stderr.
     dashboard : bool, default False
         Start the Dask dashboard of the embedded cluster.
+    output_format : {"append_row", "summary_only", "parquet", "csv"}, optional
+        Default: the deployment's ``output_action``.  ``parquet`` and ``csv`` write a dataset
+        folder named after ``output_file_name`` (``predictions/part-00000.parquet`` ...).
+    partition_on : str or list of str, optional
+        Dataset formats: columns to partition by, hive-style (``column=value`` folders).
+    rows_per_file : int, optional
+        Dataset formats: about this many rows per file (whole mini-batches).
+    tabular : bool, optional
+        Tabular mode: ``run()`` gets a DataFrame of rows from CSV/Parquet inputs, and
+        ``mini_batch_size`` is a byte size (``"10MB"``) or a row count (``"500 rows"``).
+        Default: on when ``mini_batch_size`` is such a string.
+    carry_columns : list of str, optional
+        Tabular mode: input columns (and ``file``, ``row``) joined onto ``run()``'s result.
     **overrides
         Settings by name: ``mini_batch_size=5``, ``error_threshold=0``, ``timeout=60``,
         ``max_retries=1``, ``output_file_name="x.csv"``, ...
@@ -89,15 +107,13 @@ def run(
     >>> result.status, result.succeeded_items  # doctest: +SKIP
     ('Completed', 120)
     """
-    merged = dict(set or {})
-    for key, value in overrides.items():
-        if key not in _SETTING_NAMES:
-            from .config import nearest_key
-
-            raise TypeError(f"run() got an unexpected keyword argument '{key}'{nearest_key(key)}")
-        merged[key] = value
-    dep = _load(deployment, merged)
+    dep = _load(deployment, _merge_overrides(set, overrides))
     options = JobOptions(
+        output_format=output_format,
+        partition_on=_names(partition_on),
+        rows_per_file=rows_per_file,
+        tabular=tabular,
+        carry_columns=_names(carry_columns),
         overwrite=overwrite,
         workers=workers,
         scheduler=scheduler,
@@ -106,6 +122,94 @@ def run(
         dashboard=dashboard,
     )
     return execute(dep, input, output, options)
+
+
+def score(
+    deployment: str | os.PathLike[str] | Deployment,
+    input: str | os.PathLike[str],
+    *,
+    client: Client | None = None,
+    meta: Any = None,
+    partitions: int | None = None,
+    tabular: bool | None = None,
+    carry_columns: list[str] | None = None,
+    set: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Any:
+    """The predictions of a deployment over ``input``, as a lazy Dask DataFrame.
+
+    Parameters
+    ----------
+    deployment : str, path-like or Deployment
+        The deployment YAML file.
+    input : str or path-like
+        A file or folder.
+    client : distributed.Client, optional
+        The cluster to score on; default: the current client (``distributed.get_client()``).
+    meta : pandas.DataFrame, optional
+        The empty frame of the predictions; default: inferred by scoring the first
+        mini-batch once.
+    partitions : int, optional
+        Partitions of the result (each a group of mini-batches); default: 4 per worker.
+    tabular, carry_columns, set, **overrides
+        As for :func:`run`.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Columns of the DataFrames ``run()`` returns, or one ``prediction`` column for lists.
+        ``.head()``, ``.compute()`` and ``.to_parquet()`` work as usual; the session behind it
+        is ``daskscore.api.sessions[-1]`` (``.report()`` counts failures, ``.close()`` runs
+        the script's ``shutdown()``).
+
+    Examples
+    --------
+    >>> from distributed import Client
+    >>> client = Client(n_workers=2, threads_per_worker=1)  # doctest: +SKIP
+    >>> ddf = daskscore.score("configs/digits-cnn/deployment.yml",
+    ...                       "configs/digits-cnn/sample-inputs", client=client)  # doctest: +SKIP
+    >>> ddf["class"].value_counts().compute()  # doctest: +SKIP
+    """
+    from distributed import get_client
+
+    from .frames import open_session
+
+    merged = _merge_overrides(set, overrides)
+    dep = _load(deployment, merged)
+    options = JobOptions(tabular=tabular, carry_columns=_names(carry_columns))
+    session = open_session(
+        dep,
+        str(input),
+        client=client or get_client(),
+        meta=meta,
+        partitions=partitions,
+        options=options,
+    )
+    sessions.append(session)
+    return session.frame
+
+
+#: The scoring sessions opened by :func:`score`, oldest first.
+sessions: list[Any] = []
+
+
+def _names(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+def _merge_overrides(set_: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(set_ or {})
+    for key, value in overrides.items():
+        if key not in _SETTING_NAMES:
+            from .config import nearest_key
+
+            raise TypeError(f"unexpected keyword argument '{key}'{nearest_key(key)}")
+        merged[key] = value
+    return merged
 
 
 def _load(deployment: str | os.PathLike[str] | Deployment, overrides: dict[str, Any]) -> Deployment:
@@ -118,4 +222,4 @@ def _load(deployment: str | os.PathLike[str] | Deployment, overrides: dict[str, 
     return load_deployment(Path(deployment), overrides)
 
 
-__all__ = ["JobResult", "load_deployment", "run"]
+__all__ = ["JobResult", "load_deployment", "run", "score"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import datasets
 from . import output as out_mod
 from .config import Deployment
 from .errors import ErrorThresholdExceeded, InitFailed, JobFailed
@@ -57,6 +58,20 @@ class JobResult:
     @property
     def logs(self) -> Path:
         return self.output / "logs"
+
+
+def planned_items(work: Any) -> int:
+    """Items of a mini-batch before it runs: its files, or the rows of a tabular split if known."""
+    if isinstance(work, list):
+        return len(work)
+    return getattr(work, "n_rows", None) or 0
+
+
+def describe_work(work: Any) -> list[str]:
+    """The files of a mini-batch, for reports (a tabular split names its rows)."""
+    if isinstance(work, list):
+        return list(work)
+    return [f"{work.path} (rows from {work.first_row})"]
 
 
 class Books:
@@ -109,7 +124,7 @@ class Books:
         start: float | None = None,
     ) -> bool:
         """Record a try that ended with its process; return True when the mini-batch is final."""
-        total = len(self.batches[mb])
+        total = planned_items(self.batches[mb])
         status = RUN_TIMEOUT if timed_out else PROCESS_DIED
         timeout = self.settings.retry_settings.timeout
         error = (
@@ -160,30 +175,67 @@ class Books:
         return limit >= 0 and self._failed_items > limit
 
     # ------------------------------------------------------------------ the end
-    def finish(self, staging: Path, append: bool) -> JobResult:
-        """Assemble the output, write the summary and logs, and return the result."""
+    def finish(
+        self,
+        staging: Path,
+        fmt: str,
+        client: Any = None,
+        partition_on: tuple[str, ...] = (),
+        rows_per_file: int | None = None,
+    ) -> JobResult:
+        """Assemble the output, write the summary and logs, and return the result.
+
+        ``fmt`` is ``append_row`` (streamed from the part files), ``summary_only`` (nothing),
+        or a dataset format, ``parquet`` / ``csv`` (written through ``client``).
+        """
         predictions = None
-        if append and self.init_error is None:
+        if self.init_error is None and fmt == "append_row":
             predictions = self.out_dir / self.settings.output_file_name
-            pieces = (
-                (
-                    self.final[mb]["attempt"],
-                    self.final[mb].get("start_offset", 0),
-                    self.final[mb].get("bytes", 0),
-                )
-                for mb in sorted(self.final)
-                if self.final[mb]["status"] == RUN_DONE
-            )
-            size = out_mod.assemble_append_row(staging, pieces, predictions)
+            size = out_mod.assemble_append_row(staging, self._pieces(), predictions)
             logger.info("assembled %s (%d bytes)", predictions, size)
+        elif self.init_error is None and fmt in datasets.FORMATS:
+            predictions = self.out_dir / Path(self.settings.output_file_name).stem
+            self._write_dataset(staging, predictions, fmt, client, partition_on, rows_per_file)
         summary = self.summary(predictions)
         result = JobResult(summary["status"], self.out_dir, predictions, summary)
         self._write_logs(result)
         shutil.rmtree(staging, ignore_errors=True)
         return result
 
+    def _pieces(self) -> Any:
+        for mb in sorted(self.final):
+            rec = self.final[mb]
+            if rec["status"] == RUN_DONE:
+                yield rec["attempt"], rec.get("start_offset", 0), rec.get("bytes", 0)
+
+    def _write_dataset(
+        self,
+        staging: Path,
+        dest: Path,
+        fmt: str,
+        client: Any,
+        partition_on: tuple[str, ...],
+        rows_per_file: int | None,
+    ) -> None:
+        finals = [
+            (mb, self.final[mb].get("part"), self.final[mb].get("rows", 0))
+            for mb in sorted(self.final)
+            if self.final[mb]["status"] == RUN_DONE
+        ]
+        groups = datasets.plan_groups(finals, rows_per_file)
+        if not groups:
+            dest.mkdir(parents=True, exist_ok=True)
+            logger.info("no rows to write into %s", dest)
+            return
+        ddf = datasets.staged_frame(str(staging), groups)
+        files = datasets.write_dataset(client, ddf, dest, fmt, partition_on)
+        logger.info("wrote %d %s files into %s", len(files), fmt, dest)
+
     def summary(self, predictions: Path | None) -> dict[str, Any]:
-        total_items = sum(len(b) for b in self.batches)
+        total_items = sum(
+            self.final[mb]["total"] if mb in self.final else planned_items(w)
+            for mb, w in enumerate(self.batches)
+        )
         finals = self.final.values()
         succeeded = sum(r["succeeded"] for r in finals)
         failures = [self._failure(mb) for mb in sorted(self.final) if self.final[mb]["failed"]]
@@ -225,7 +277,7 @@ class Books:
             "tries": self.tries.get(mb, 1),
             "succeeded": rec["succeeded"],
             "failed": rec["failed"],
-            "files": self.batches[mb],
+            "files": describe_work(self.batches[mb]),
             "error": rec.get("error", ""),
         }
 

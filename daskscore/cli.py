@@ -75,6 +75,37 @@ def _parser() -> argparse.ArgumentParser:
         help="override a deployment key, e.g. --set settings.output_file_name=x.csv (repeatable)",
     )
     run.add_argument(
+        "--output-format",
+        choices=("append_row", "summary_only", "parquet", "csv"),
+        help="default: the deployment's output_action; parquet and csv write a dataset folder "
+        "named after output_file_name",
+    )
+    run.add_argument(
+        "--partition-on",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="dataset formats: partition by COLUMN, hive-style (repeatable, or comma-separated)",
+    )
+    run.add_argument(
+        "--rows-per-file", type=int, metavar="N", help="dataset formats: about N rows per file"
+    )
+    run.add_argument(
+        "--tabular",
+        action="store_true",
+        default=None,
+        help="tabular mode: run() gets a DataFrame of rows from CSV/Parquet inputs; on by "
+        "itself when mini_batch_size is a byte size such as 10MB",
+    )
+    run.add_argument(
+        "--carry-columns",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="tabular mode: input columns (or file, row) joined onto run()'s result "
+        "(repeatable, or comma-separated)",
+    )
+    run.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the results of an earlier job in the output folder",
@@ -111,6 +142,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | int]:
     return overrides
 
 
+def _columns(values: list[str]) -> tuple[str, ...]:
+    return tuple(v.strip() for item in values for v in item.split(",") if v.strip())
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     prefix = "warning" if issubclass(category, UnknownKeyWarning) else category.__name__
     print(f"daskscore: {prefix}: {message}", file=sys.stderr)
@@ -122,6 +157,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         workers=args.workers,
         scheduler=args.scheduler,
+        output_format=args.output_format,
+        partition_on=_columns(args.partition_on),
+        rows_per_file=args.rows_per_file,
+        tabular=args.tabular,
+        carry_columns=_columns(args.carry_columns),
         progress=not args.no_progress,
         dashboard=not args.no_dashboard,
         notify=lambda message: print(message, file=sys.stderr, flush=True),

@@ -66,7 +66,15 @@ class Settings:
     max_concurrency_per_instance: int = field(
         default=1, metadata=_doc("Worker processes per machine.", minimum=1)
     )
-    mini_batch_size: int = field(default=10, metadata=_doc("Files per mini-batch.", minimum=1))
+    mini_batch_size: int | str = field(
+        default=10,
+        metadata=_doc(
+            "Files per mini-batch; in tabular mode a byte size ('10MB', KB = 1024) or rows "
+            "('500 rows').",
+            minimum=1,
+            size=True,
+        ),
+    )
     output_action: str = field(
         default="append_row",
         metadata=_doc(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,8 @@ def _check(value: Any, hint: Any, meta: Any, key: str, where: str) -> Any:
     def fail(expected: str) -> typing.NoReturn:
         raise ConfigError(f"{where}: {key}: expected {expected}, got {_kind(value)}.")
 
+    if meta.get("size"):
+        return _check_size(value, meta, key, where)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -232,6 +235,23 @@ def _check(value: Any, hint: Any, meta: Any, key: str, where: str) -> Any:
     if meta.get("positive") and value <= 0:
         fail("a positive number of seconds")
     return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(\.\d+)?\s*([kmgt]i?b?|b)|rows?\s*:\s*\d+|\d+\s*rows?)\s*$", re.I)
+
+
+def _check_size(value: Any, meta: Any, key: str, where: str) -> int | str:
+    """mini_batch_size: a positive integer (files), or a byte size / row count (tabular)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
+        return int(value)
+    if isinstance(value, str) and _SIZE.match(value):
+        return value.strip()
+    raise ConfigError(
+        f"{where}: {key}: expected a positive integer (files per mini-batch), or for tabular "
+        f"inputs a byte size such as '10MB' or a row count such as '500 rows'; got {_kind(value)}."
+    )
 
 
 def _int_phrase(meta: Any) -> str:

@@ -61,7 +61,11 @@ class WorkerJob:
     timeout: float = 30.0
     max_retries: int = 3
     output_action: str = "append_row"
+    #: append_row, summary_only (Azure's), or a dataset: parquet, csv
+    output_format: str = "append_row"
     csv_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: tabular mode: input columns to carry into the output (``file`` and ``row`` included)
+    carry_columns: tuple[str, ...] = ()
     logging_level: str = "info"
     intra_op_threads: int | None = None
 

@@ -24,10 +24,10 @@ from typing import Any
 from distributed import Client
 from distributed.utils import silence_logging_cmgr
 
-from . import batching
+from . import batching, tabular
 from . import output as out_mod
 from . import script as script_mod
-from .books import Books, JobResult
+from .books import Books, JobResult, planned_items
 from .cluster import (
     ClusterHandle,
     dashboard_link,
@@ -36,7 +36,8 @@ from .cluster import (
     local_cluster,
 )
 from .config import Deployment
-from .errors import DaskScoreError, InitFailed
+from .datasets import FORMATS as DATASET_FORMATS
+from .errors import DaskScoreError, InitFailed, UsageError
 from .ledger import make_staging, read_ledger
 from .plugin import ScoringPlugin, WorkerJob, cancel_job, init_report
 from .progress import Progress
@@ -67,6 +68,13 @@ class JobOptions:
     progress: bool = True
     dashboard: bool = True
     notify: Callable[[str], None] | None = None
+    #: None: the deployment's output_action; or a dataset format, "parquet" / "csv"
+    output_format: str | None = None
+    partition_on: tuple[str, ...] = ()
+    rows_per_file: int | None = None
+    #: tabular mode: run() gets a DataFrame; None: on when mini_batch_size is a byte size
+    tabular: bool | None = None
+    carry_columns: tuple[str, ...] = ()
 
 
 def execute(
@@ -84,15 +92,18 @@ def execute(
     options = options or JobOptions()
     notify = options.notify or (lambda message: None)
     settings = deployment.settings
+    fmt = resolve_format(settings.output_action, options)
     files = batching.list_input_files(input_path)
-    batches = batching.make_mini_batches(files, settings.mini_batch_size)
+    work, unit = plan_work(files, settings.mini_batch_size, options)
     script_mod.check_script(deployment.scoring_script)
     csv_kwargs = script_mod.read_csv_settings(deployment.code)
     out_dir = Path(output).expanduser().resolve()
-    append = settings.output_action == "append_row"
-    out_mod.claim_output(out_dir, settings.output_file_name if append else None, options.overwrite)
+    target = settings.output_file_name if fmt == "append_row" else None
+    if fmt in DATASET_FORMATS:
+        target = Path(settings.output_file_name).stem
+    out_mod.claim_output(out_dir, target, options.overwrite)
     job_id = uuid.uuid4().hex[:12]
-    books = Books(job_id, deployment, out_dir, batches, input_path)
+    books = Books(job_id, deployment, out_dir, work, input_path)
     staging = out_dir / out_mod.STAGING_DIR
     make_staging(staging)
     with _job_logging(out_dir, settings.logging_level), _cluster(deployment, options) as handle:
@@ -111,16 +122,19 @@ def execute(
             timeout=settings.retry_settings.timeout,
             max_retries=settings.retry_settings.max_retries,
             output_action=settings.output_action,
+            output_format=fmt,
             csv_kwargs=csv_kwargs,
+            carry_columns=tuple(options.carry_columns),
             logging_level=settings.logging_level,
             intra_op_threads=intra_op_threads(workers),
         )
+        total_items = sum(planned_items(w) for w in work)
         notify(
-            f"Scoring {len(files)} files in {len(batches)} mini-batches on {workers} "
-            f"worker{'s' if workers != 1 else ''}; output: {out_dir}"
+            f"Scoring {len(files)} files ({total_items} {unit}) in {len(work)} mini-batches on "
+            f"{workers} worker{'s' if workers != 1 else ''}; output: {out_dir}"
         )
-        progress = Progress(len(batches), len(files), enabled=options.progress)
-        loop = _Loop(handle.client, job, books, batches, workers, progress)
+        progress = Progress(len(work), total_items, enabled=options.progress)
+        loop = _Loop(handle.client, job, books, work, workers, progress)
         try:
             logger.info("cluster ready with %d workers", workers)
             handle.client.register_plugin(ScoringPlugin(job))
@@ -134,11 +148,42 @@ def execute(
             progress.close()
             loop.stop()
             _unregister(handle.client, job_id)
-    result = books.finish(staging, append)
+        result = books.finish(
+            staging, fmt, handle.client, options.partition_on, options.rows_per_file
+        )
     logger.info("job %s: %s in %.2f s", job_id, result.status, result.summary["duration_s"])
     if result.status != "Completed":
         raise books.failure(result)
     return result
+
+
+def resolve_format(output_action: str, options: JobOptions) -> str:
+    """The job's output format: the deployment's output_action unless a dataset was asked."""
+    fmt = options.output_format or output_action
+    if fmt not in ("append_row", "summary_only", *DATASET_FORMATS):
+        raise UsageError(
+            f"output format '{fmt}': expected append_row, summary_only, parquet or csv."
+        )
+    if (options.partition_on or options.rows_per_file) and fmt not in DATASET_FORMATS:
+        raise UsageError(
+            "partition_on and rows_per_file need a dataset output: --output-format parquet or csv."
+        )
+    return fmt
+
+
+def plan_work(files: list[str], size: int | str, options: JobOptions) -> tuple[list[Any], str]:
+    """Mini-batches of files, or (tabular mode) splits of the tabular files; and their unit."""
+    tabular_mode = options.tabular
+    if tabular_mode is None:
+        tabular_mode = isinstance(size, str) and not size.strip().isdigit()
+    if not tabular_mode:
+        if isinstance(size, str) and not size.strip().isdigit():
+            raise UsageError(
+                f"settings.mini_batch_size: '{size}' is a byte size, which only means something "
+                "for tabular inputs (--tabular); give a number of files."
+            )
+        return batching.make_mini_batches(files, int(size)), "files"
+    return tabular.plan_splits(files, tabular.parse_mini_batch_size(size)), "rows"
 
 
 class _Loop:
@@ -247,15 +292,18 @@ class _Loop:
     def _fold(self, attempt: str, records: list[dict[str, Any]], ids: list[int]) -> None:
         finished = self.books.record(attempt, records)
         failed = sum(1 for mb in finished if self.books.is_failed(mb))
-        self.progress.add_done(len(finished), sum(len(self.batches[mb]) for mb in finished), failed)
+        self.progress.add_done(len(finished), self._items(finished), failed)
         left = [mb for mb in ids if mb not in finished and not self.books.is_final(mb)]
         self.queue.extendleft(reversed(left))  # a cancelled task's rest, back to the front
+
+    def _items(self, mbs: set[int]) -> int:
+        return sum(self.books.final[mb]["total"] for mb in mbs if mb in self.books.final)
 
     def _recover(self, attempt: str, ids: list[int]) -> None:
         """A task's process died: keep what it committed, charge the run() it was in."""
         state = read_ledger(self.job.staging, attempt)
         finished = self.books.record(attempt, state.committed)
-        self.progress.add_done(len(finished), sum(len(self.batches[mb]) for mb in finished))
+        self.progress.add_done(len(finished), self._items(finished))
         requeue: list[int] = []
         for mb in ids:
             if mb in finished or self.books.is_final(mb):

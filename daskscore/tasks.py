@@ -2,10 +2,11 @@
 
 One task carries many mini-batches (see :mod:`daskscore.batching` for why and how many).  It
 runs them one after another in the worker's task thread, retries a ``run()`` that raises (up to
-``retry_settings.max_retries`` more tries), and writes the rows to its part file itself, in
-flushes of about :data:`FLUSH_BYTES` or :data:`FLUSH_SECONDS`, committing each flush in its
-ledger (:mod:`daskscore.ledger`).  Only small records travel back to the driver; the rows never
-do.
+``retry_settings.max_retries`` more tries), and hands each result to a *sink* that writes it
+where the job's output format wants it — append_row bytes into the attempt's part file, or a
+Parquet part of a dataset — in flushes of about :data:`FLUSH_BYTES` or :data:`FLUSH_SECONDS`,
+each committed in the attempt's ledger (:mod:`daskscore.ledger`).  Only small records travel
+back to the driver; the rows never do.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from . import script as script_mod
+from . import tabular
+from .datasets import FORMATS as DATASET_FORMATS
+from .datasets import MB_COLUMN
 from .ledger import LedgerWriter, ledger_path
 from .plugin import WorkerState, get_state
 
@@ -32,6 +36,8 @@ RUN_EXCEPTION = "RUN_EXCEPTION"
 RUN_TIMEOUT = "RUN_TIMEOUT"
 PROCESS_DIED = "PROCESS_DIED"
 
+Work = list[str] | tabular.Split
+
 
 @dataclass
 class TaskResult:
@@ -46,8 +52,8 @@ class TaskResult:
     cancelled: bool = False
 
 
-def run_task(job_id: str, attempt: str, batches: list[tuple[int, int, list[str]]]) -> TaskResult:
-    """Run ``batches`` — ``(mini_batch_id, tries_used, files)`` — and return their records."""
+def run_task(job_id: str, attempt: str, batches: list[tuple[int, int, Work]]) -> TaskResult:
+    """Run ``batches`` — ``(mini_batch_id, tries_used, files or split)`` — return their records."""
     state = get_state(job_id)
     result = TaskResult(attempt=attempt, worker=state.worker_name)
     if state.init_error is not None:
@@ -58,8 +64,9 @@ def run_task(job_id: str, attempt: str, batches: list[tuple[int, int, list[str]]
         result.interrupted = True
         return result
     writer = LedgerWriter(state.job.staging, attempt)
+    sink = make_sink(state, writer, attempt)
     try:
-        _run_batches(state, writer, batches, result)
+        _run_batches(state, writer, sink, batches, result)
     finally:
         writer.close()
     return result
@@ -68,144 +75,261 @@ def run_task(job_id: str, attempt: str, batches: list[tuple[int, int, list[str]]
 def _run_batches(
     state: WorkerState,
     writer: LedgerWriter,
-    batches: list[tuple[int, int, list[str]]],
+    sink: Sink,
+    batches: list[tuple[int, int, Work]],
     result: TaskResult,
 ) -> None:
-    job = state.job
-    append = job.output_action == "append_row"
-    buffer: list[bytes] = []
-    pending: list[dict[str, Any]] = []
-    size = 0
     last_flush = last_progress = time.monotonic()
     done_items = 0
-    for mini_batch, tries_used, files in batches:
+    for mini_batch, tries_used, work in batches:
         if state.cancelled:
             result.cancelled = True
             break
-        records, data = _run_one(state, writer, mini_batch, tries_used, files, append)
-        for rec in records[:-1]:
-            rec["bytes"] = 0
-        final = records[-1]
-        final["start_offset"] = writer.offset + size
-        final["bytes"] = len(data)
-        if data:
-            buffer.append(data)
-            size += len(data)
-        pending.extend(records)
-        done_items += len(files)
+        records, output = run_mini_batch(state, writer, mini_batch, tries_used, work)
+        sink.add(records, output)
+        done_items += records[-1]["total"]
         now = time.monotonic()
-        if size >= FLUSH_BYTES or now - last_flush >= FLUSH_SECONDS:
-            _flush(writer, buffer, pending, result)
-            buffer, pending, size, last_flush = [], [], 0, now
+        if sink.size >= FLUSH_BYTES or now - last_flush >= FLUSH_SECONDS:
+            result.records.extend(sink.flush())
+            last_flush = now
         if now - last_progress >= PROGRESS_SECONDS:
-            _progress(job.job_id, result.attempt, done_items)
+            _progress(state.job.job_id, result.attempt, done_items)
             done_items, last_progress = 0, now
-    _flush(writer, buffer, pending, result)
+    result.records.extend(sink.flush())
     if done_items:
-        _progress(job.job_id, result.attempt, done_items)
+        _progress(state.job.job_id, result.attempt, done_items)
 
 
-def _flush(
-    writer: LedgerWriter, buffer: list[bytes], pending: list[dict[str, Any]], result: TaskResult
-) -> None:
-    if not pending:
-        return
-    writer.commit(b"".join(buffer), pending)
-    result.records.extend(pending)
+# ----------------------------------------------------------------------------- sinks
 
 
-def _run_one(
-    state: WorkerState,
-    writer: LedgerWriter,
-    mini_batch: int,
-    tries_used: int,
-    files: list[str],
-    append: bool,
-) -> tuple[list[dict[str, Any]], bytes]:
-    """Run one mini-batch, with retries on exceptions; return its attempt records and rows."""
-    job = state.job
+class Sink:
+    """Collects the output of finished mini-batches and commits it in flushes."""
+
+    def __init__(self, writer: LedgerWriter) -> None:
+        self.writer = writer
+        self.pending: list[dict[str, Any]] = []
+        self.size = 0
+
+    def add(self, records: list[dict[str, Any]], output: Any) -> None:
+        self.pending.extend(records)
+
+    def flush(self) -> list[dict[str, Any]]:
+        if not self.pending:
+            return []
+        done, self.pending, self.size = self.pending, [], 0
+        self.writer.commit(b"", done)
+        return done
+
+
+class AppendRowSink(Sink):
+    """append_row: the rows as Azure writes them, appended to the attempt's part file."""
+
+    def __init__(self, writer: LedgerWriter) -> None:
+        super().__init__(writer)
+        self.buffer: list[bytes] = []
+
+    def add(self, records: list[dict[str, Any]], output: Any) -> None:
+        final = records[-1]
+        final["start_offset"] = self.writer.offset + self.size
+        final["bytes"] = len(output or b"")
+        if output:
+            self.buffer.append(output)
+            self.size += len(output)
+        self.pending.extend(records)
+
+    def flush(self) -> list[dict[str, Any]]:
+        if not self.pending:
+            return []
+        data, done = b"".join(self.buffer), self.pending
+        self.buffer, self.pending, self.size = [], [], 0
+        self.writer.commit(data, done)
+        return done
+
+
+class DatasetSink(Sink):
+    """parquet / csv datasets: frames tagged with their mini-batch, one Parquet part per flush."""
+
+    def __init__(self, writer: LedgerWriter, staging: str, attempt: str) -> None:
+        super().__init__(writer)
+        self.frames: list[Any] = []
+        self.staging = Path(staging) / "parts"
+        self.attempt = attempt
+        self.count = 0
+
+    def add(self, records: list[dict[str, Any]], output: Any) -> None:
+        if output is not None and len(output):
+            frame = output.copy(deep=False)
+            frame[MB_COLUMN] = records[-1]["mini_batch"]
+            self.frames.append(frame)
+            self.size += int(frame.memory_usage(index=False, deep=False).sum())
+        self.pending.extend(records)
+
+    def flush(self) -> list[dict[str, Any]]:
+        if not self.pending:
+            return []
+        name = None
+        if self.frames:
+            import pandas as pd
+
+            self.count += 1
+            name = f"{self.attempt}-{self.count:05d}.parquet"
+            pd.concat(self.frames, ignore_index=True).to_parquet(self.staging / name, index=False)
+        for rec in self.pending:
+            if rec.get("final") and rec["status"] == RUN_DONE and rec["rows"]:
+                rec["part"] = name
+        done, self.pending, self.frames, self.size = self.pending, [], [], 0
+        self.writer.commit(b"", done)
+        return done
+
+
+def make_sink(state: WorkerState, writer: LedgerWriter, attempt: str) -> Sink:
+    fmt = state.job.output_format
+    if fmt == "append_row":
+        return AppendRowSink(writer)
+    if fmt in DATASET_FORMATS:
+        return DatasetSink(writer, state.job.staging, attempt)
+    return Sink(writer)
+
+
+# ----------------------------------------------------------------------------- one mini-batch
+
+
+def run_mini_batch(
+    state: WorkerState, writer: Any, mini_batch: int, tries_used: int, work: Work
+) -> tuple[list[dict[str, Any]], Any]:
+    """Run one mini-batch, with retries on exceptions; return its try records and its output
+    (append_row bytes, a DataFrame for datasets, or None)."""
     records: list[dict[str, Any]] = []
     tries = tries_used
     while True:
         tries += 1
-        rec, data = _attempt(state, writer, mini_batch, tries, files, append)
+        rec, output = _attempt(state, writer, mini_batch, tries, work)
         records.append(rec)
-        if rec["status"] == RUN_DONE or tries > job.max_retries:
+        if rec["status"] == RUN_DONE or tries > state.job.max_retries:
             rec["final"] = True
-            return records, data
+            return records, output
 
 
 def _attempt(
-    state: WorkerState,
-    writer: LedgerWriter,
-    mini_batch: int,
-    tries: int,
-    files: list[str],
-    append: bool,
-) -> tuple[dict[str, Any], bytes]:
+    state: WorkerState, writer: Any, mini_batch: int, tries: int, work: Work
+) -> tuple[dict[str, Any], Any]:
     job = state.job
-    total = len(files)
     rec: dict[str, Any] = {
         "mini_batch": mini_batch,
         "try": tries,
         "worker": state.worker_name,
         "start": time.time(),
-        "total": total,
+        "total": _count(work),
         "succeeded": 0,
-        "failed": total,
+        "failed": _count(work),
         "rows": 0,
         "status": RUN_EXCEPTION,
         "error": "",
         "final": False,
     }
     started = time.perf_counter()
+    try:
+        argument = _materialize(work)
+    except Exception as exc:  # noqa: BLE001 - an unreadable split: the file's fault
+        rec["run_s"] = rec["elapsed_s"] = 0.0
+        return _failed(state, rec, exc, work), None
+    rec["total"] = rec["failed"] = _count(work, argument)
     writer.started(mini_batch, tries, state.worker_name, rec["start"])
     state.in_flight = (time.monotonic() + job.timeout, mini_batch, writer)
     try:
-        returned = state.module.run(list(files))
+        returned = state.module.run(argument)
     except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
         state.in_flight = None
         writer.finished(mini_batch)
         rec["run_s"] = rec["elapsed_s"] = time.perf_counter() - started
-        return _failed(state, rec, exc, files), b""
+        return _failed(state, rec, exc, work), None
     state.in_flight = None
     writer.finished(mini_batch)
-    run_s = time.perf_counter() - started
+    rec["run_s"] = time.perf_counter() - started
     try:
         items = script_mod.normalize_result(returned)
-        data = script_mod.format_rows(items, job.csv_kwargs) if append else b""
+        output = _output(state, items, work, argument)
     except Exception as exc:  # noqa: BLE001 - unsupported return types, to_csv errors
-        rec["run_s"] = run_s
         rec["elapsed_s"] = time.perf_counter() - started
-        return _failed(state, rec, exc, files), b""
-    n = len(items)
+        return _failed(state, rec, exc, work), None
+    n, total = len(items), rec["total"]
     rec.update(
         succeeded=min(n, total),
         failed=max(total - n, 0),
         rows=n,
         status=RUN_DONE,
-        run_s=run_s,
         elapsed_s=time.perf_counter() - started,
     )
     if n < total:
-        rec["error"] = f"run() returned {n} results for {total} files"
-    return rec, data
+        rec["error"] = f"run() returned {n} results for {total} {_unit(work)}"
+    return rec, output
+
+
+def _count(work: Work, argument: Any = None) -> int:
+    if isinstance(work, tabular.Split):
+        if argument is not None:
+            return len(argument)
+        return work.n_rows or 0
+    return len(work)
+
+
+def _unit(work: Work) -> str:
+    return "rows" if isinstance(work, tabular.Split) else "files"
+
+
+def _materialize(work: Work) -> Any:
+    """What run() receives: a list of local paths, or (tabular mode) a DataFrame."""
+    if isinstance(work, tabular.Split):
+        return tabular.read_split(work)
+    return list(work)
+
+
+def _output(state: WorkerState, items: Any, work: Work, argument: Any) -> Any:
+    job = state.job
+    if job.output_format == "summary_only":
+        return None
+    if job.carry_columns or job.output_format in (*DATASET_FORMATS, "frame"):
+        items = to_frame(items, argument, work, job.carry_columns)
+    if job.output_format == "append_row":
+        return script_mod.format_rows(items, job.csv_kwargs)
+    return items
+
+
+def to_frame(items: Any, argument: Any, work: Work, carry: tuple[str, ...]) -> Any:
+    """run()'s result as a DataFrame (a list becomes one ``prediction`` column), with the
+    chosen input columns carried through in tabular mode."""
+    import pandas as pd
+
+    frame = items if isinstance(items, pd.DataFrame) else pd.DataFrame({"prediction": items})
+    if carry and isinstance(work, tabular.Split):
+        source = argument.copy(deep=False)
+        source["file"] = work.path
+        source["row"] = argument.index
+        frame = tabular.carry_columns(
+            source.reset_index(drop=True), frame.reset_index(drop=True), list(carry)
+        )
+    return frame
 
 
 def _failed(
-    state: WorkerState, rec: dict[str, Any], exc: BaseException, files: list[str]
+    state: WorkerState, rec: dict[str, Any], exc: BaseException, work: Work
 ) -> dict[str, Any]:
     if isinstance(exc, script_mod.ResultError):
         # daskscore raised it about what run() returned: the message is the whole story
         rec["error"] = f"{type(exc).__name__}: {exc}"
     else:
         rec["error"] = script_mod.user_traceback(exc, Path(state.job.code))
-    context = (
-        f"run() of mini-batch {rec['mini_batch']} (try {rec['try']}, files: "
-        f"{', '.join(files[:5])}{' ...' if len(files) > 5 else ''})"
-    )
+    context = f"run() of mini-batch {rec['mini_batch']} (try {rec['try']}, {_describe(work)})"
     state.write_error(context, script_mod.full_traceback(exc))
     return rec
+
+
+def _describe(work: Work) -> str:
+    if isinstance(work, tabular.Split):
+        return f"rows from {work.first_row} of {work.path}"
+    more = " ..." if len(work) > 5 else ""
+    return f"files: {', '.join(work[:5])}{more}"
 
 
 def _progress(job_id: str, attempt: str, items: int) -> None:

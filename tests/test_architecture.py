@@ -21,14 +21,18 @@ LAYERS: dict[str, int] = {
     "output": 2,
     "progress": 2,
     "cluster": 2,
+    "tabular": 2,
+    "datasets": 2,
+    "storage": 2,
     "plugin": 3,
     "tasks": 4,
     "books": 5,
     "runner": 6,
-    "api": 7,
-    "cli": 8,
-    "__init__": 8,
-    "__main__": 9,
+    "frames": 7,
+    "api": 8,
+    "cli": 9,
+    "__init__": 9,
+    "__main__": 10,
 }
 
 

@@ -1,0 +1,203 @@
+"""Predictions as a lazy Dask DataFrame: :func:`score` and :class:`ScoringSession`.
+
+The scoring script is installed on the client's workers (``init()`` once per worker, through
+the same :class:`~daskscore.plugin.ScoringPlugin` as :func:`daskscore.run`); each partition of
+the returned DataFrame runs a group of mini-batches through ``run()`` with the same retries.
+The columns are those of the DataFrames ``run()`` returns (or one ``prediction`` column for list
+returns); ``meta`` is inferred by scoring the first mini-batch once, unless given.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from distributed import Client
+
+from . import batching
+from . import script as script_mod
+from .config import Deployment
+from .errors import InitFailed
+from .plugin import ScoringPlugin, WorkerJob, get_state, init_report
+from .runner import JobOptions, plan_work
+from .tasks import RUN_DONE, run_mini_batch
+
+#: Partitions per worker when the caller does not choose: enough to balance, few enough that
+#: each partition carries many mini-batches.
+PARTITIONS_PER_WORKER = 4
+RECORDS_TOPIC = "daskscore-records"
+
+
+class _NoLedger:
+    """Lazy scoring keeps no ledger: a lost partition is simply computed again."""
+
+    offset = 0
+
+    def started(self, *args: Any) -> None: ...
+
+    def finished(self, *args: Any) -> None: ...
+
+    def timed_out(self, *args: Any) -> None: ...
+
+
+def score_partition(job_id: str, group: list[tuple[int, Any]], meta: Any) -> Any:
+    """Run a group of mini-batches on this worker; return their rows as one DataFrame."""
+    import pandas as pd
+
+    state = get_state(job_id)
+    if state.init_error is not None:
+        raise InitFailed("init() failed", user_traceback=state.init_error)
+    frames, records = [], []
+    for mb, work in group:
+        recs, frame = run_mini_batch(state, _NoLedger(), mb, 0, work)
+        records.extend(recs)
+        if recs[-1]["status"] == RUN_DONE and frame is not None and len(frame):
+            frames.append(frame)
+    _report(job_id, records)
+    if not frames:
+        return meta.copy()
+    out = pd.concat(frames, ignore_index=True)
+    return out.reindex(columns=meta.columns)
+
+
+def _report(job_id: str, records: list[dict[str, Any]]) -> None:
+    try:
+        from distributed import get_worker
+
+        slim = [
+            {
+                k: r.get(k)
+                for k in (
+                    "mini_batch",
+                    "try",
+                    "status",
+                    "total",
+                    "succeeded",
+                    "failed",
+                    "error",
+                    "final",
+                )
+            }
+            for r in records
+        ]
+        get_worker().log_event(f"{RECORDS_TOPIC}-{job_id}", slim)
+    except Exception:  # noqa: BLE001 - accounting is best effort off a worker
+        pass
+
+
+def first_rows(job_id: str, work: Any) -> Any:
+    """Score one mini-batch and return its empty frame: the DataFrame's ``meta``."""
+    state = get_state(job_id)
+    if state.init_error is not None:
+        raise InitFailed("init() failed", user_traceback=state.init_error)
+    recs, frame = run_mini_batch(state, _NoLedger(), 0, 0, work)
+    if recs[-1]["status"] != RUN_DONE or frame is None:
+        raise RuntimeError(
+            "cannot infer the predictions' columns: the first mini-batch failed "
+            f"({recs[-1]['error'].strip().splitlines()[-1] if recs[-1]['error'] else '?'}); "
+            "pass meta= to score()"
+        )
+    return frame.iloc[:0]
+
+
+class ScoringSession:
+    """A scoring script installed on a cluster, and the lazy DataFrame of its predictions.
+
+    Attributes
+    ----------
+    frame : dask.dataframe.DataFrame
+        The predictions, one partition per group of mini-batches.
+    job_dir : Path
+        ``AZUREML_BI_OUTPUT_PATH`` of the session, and its ``logs/``.
+    """
+
+    def __init__(
+        self, client: Client, job: WorkerJob, work: list[Any], meta: Any, partitions: int | None
+    ) -> None:
+        import dask.dataframe as dd
+
+        self.client = client
+        self.job = job
+        self.job_dir = Path(job.output)
+        self.records: list[dict[str, Any]] = []
+        client.subscribe_topic(f"{RECORDS_TOPIC}-{job.job_id}", self._on_records)
+        workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        n = partitions or max(1, min(len(work), workers * PARTITIONS_PER_WORKER))
+        size = math.ceil(len(work) / n)
+        groups = [list(enumerate(work))[i : i + size] for i in range(0, len(work), size)]
+        if meta is None:
+            meta = client.submit(first_rows, job.job_id, work[0], pure=False).result()
+        self.frame = dd.from_map(
+            functools.partial(score_partition, job.job_id, meta=meta),
+            groups,
+            meta=meta,
+            label="daskscore",
+            enforce_metadata=False,
+        )
+
+    def _on_records(self, event: Any) -> None:
+        self.records.extend(event[1])
+
+    def report(self) -> dict[str, Any]:
+        """Counts over the partitions computed so far: items, failures, failed mini-batches."""
+        latest = {r["mini_batch"]: r for r in self.records if r.get("final")}
+        finals = list(latest.values())  # a partition computed twice counts once
+        return {
+            "mini_batches": len(finals),
+            "succeeded_items": sum(r["succeeded"] for r in finals),
+            "failed_items": sum(r["failed"] for r in finals),
+            "failures": [r for r in finals if r["status"] != RUN_DONE],
+            "logs": str(self.job_dir / "logs"),
+        }
+
+    def close(self) -> None:
+        """Uninstall the script from the workers (its ``shutdown()`` runs)."""
+        try:
+            self.client.unsubscribe_topic(f"{RECORDS_TOPIC}-{self.job.job_id}")
+            self.client.unregister_worker_plugin(f"daskscore-{self.job.job_id}")
+        except Exception:  # noqa: BLE001 - the cluster may be gone
+            pass
+
+
+def open_session(
+    deployment: Deployment,
+    input_path: str,
+    *,
+    client: Client,
+    meta: Any = None,
+    partitions: int | None = None,
+    options: JobOptions | None = None,
+) -> ScoringSession:
+    """Install ``deployment`` on ``client``'s workers and build the predictions' DataFrame."""
+    options = options or JobOptions()
+    settings = deployment.settings
+    files = batching.list_input_files(input_path)
+    work, _ = plan_work(files, settings.mini_batch_size, options)
+    script_mod.check_script(deployment.scoring_script)
+    job_dir = Path(tempfile.mkdtemp(prefix="daskscore-session-"))
+    (job_dir / "logs" / "user").mkdir(parents=True)
+    job = WorkerJob(
+        job_id=uuid.uuid4().hex[:12],
+        code=str(deployment.code),
+        script=str(deployment.scoring_script),
+        model_path=str(deployment.model.path) if deployment.model else None,
+        output=str(job_dir),
+        logs=str(job_dir / "logs"),
+        staging=str(job_dir / ".daskscore"),
+        env=dict(settings.environment_variables),
+        timeout=settings.retry_settings.timeout,
+        max_retries=settings.retry_settings.max_retries,
+        output_action=settings.output_action,
+        output_format="frame",
+        logging_level=settings.logging_level,
+        carry_columns=tuple(options.carry_columns),
+    )
+    client.register_plugin(ScoringPlugin(job))
+    for report in client.run(init_report, job.job_id).values():
+        if report.get("error"):
+            raise InitFailed(f"init() failed:\n{report['error']}", user_traceback=report["error"])
+    return ScoringSession(client, job, work, meta, partitions)

@@ -1,0 +1,268 @@
+"""daskscore.storage against the real emulators (Azurite for az://, moto for s3://), plus the
+parts that need no emulator (URL parsing, options from the environment, error messages)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from storage_emulators import (  # noqa: F401  (azurite, moto_s3: pytest fixtures)
+    azurite,
+    make_bucket,
+    make_container,
+    moto_s3,
+)
+
+from daskscore.errors import InputError, UsageError
+from daskscore.storage import (
+    download,
+    filesystem,
+    is_remote,
+    list_files,
+    local_names,
+    open_output,
+    storage_options_from_env,
+    upload_tree,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+# ---------------------------------------------------------------- no emulator needed
+
+
+@pytest.mark.parametrize(
+    ("path", "remote"),
+    [
+        ("az://c/x", True),
+        ("abfs://c@acct.dfs.core.windows.net/x", True),
+        ("s3://b/k", True),
+        ("simplecache::s3://b/k", True),
+        ("/data/in", False),
+        ("data/in", False),
+        ("file:///data/in", False),
+        ("local://data", False),
+        ("C:\\data\\in", False),
+    ],
+)
+def test_is_remote(path: str, remote: bool) -> None:
+    assert is_remote(path) is remote
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "expected"),
+    [
+        ("az://c/x", "adlfs", "reading az:// needs adlfs: pip install 'daskscore[azure]'"),
+        ("abfs://c/x", "adlfs", "reading abfs:// needs adlfs: pip install 'daskscore[azure]'"),
+        ("s3://b/x", "s3fs", "reading s3:// needs s3fs: pip install 'daskscore[s3]'"),
+        ("gs://b/x", "gcsfs", "reading gs:// needs gcsfs: pip install 'daskscore[gcs]'"),
+    ],
+)
+def test_missing_backend_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, expected: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    with pytest.raises(UsageError) as info:
+        filesystem(url)
+    assert str(info.value) == expected
+    assert isinstance(info.value.__cause__, ImportError)
+
+
+def test_missing_backend_when_writing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "s3fs", None)
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(
+        UsageError, match=r"^writing s3:// needs s3fs: pip install 'daskscore\[s3\]'"
+    ):
+        upload_tree(tmp_path, "s3://b/out")
+
+
+def test_unknown_protocol_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="nosuchproto"):
+        filesystem("nosuchproto://x/y")
+
+
+def test_storage_options_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DASKSCORE_STORAGE_OPTIONS", raising=False)
+    assert storage_options_from_env("az") == {}
+    keyed = {"az": {"account_name": "a"}, "s3": {"anon": True}}
+    monkeypatch.setenv("DASKSCORE_STORAGE_OPTIONS", json.dumps(keyed))
+    assert storage_options_from_env("abfs") == {"account_name": "a"}
+    assert storage_options_from_env("s3") == {"anon": True}
+    assert storage_options_from_env("gs") == {}
+    monkeypatch.setenv("DASKSCORE_STORAGE_OPTIONS", '{"anon": true}')
+    assert storage_options_from_env("gs") == {"anon": True}
+    assert storage_options_from_env("file") == {}
+    monkeypatch.setenv("DASKSCORE_STORAGE_OPTIONS", "{not json")
+    with pytest.raises(UsageError, match="DASKSCORE_STORAGE_OPTIONS is not valid JSON"):
+        storage_options_from_env("s3")
+    monkeypatch.setenv("DASKSCORE_STORAGE_OPTIONS", "[1]")
+    with pytest.raises(UsageError, match="must be a JSON object"):
+        storage_options_from_env("s3")
+
+
+def test_endpoint_env_fallback_for_old_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DASKSCORE_STORAGE_OPTIONS", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert storage_options_from_env("s3") == {}  # botocore >= 1.31 reads it itself
+    monkeypatch.setattr("daskscore.storage._botocore_reads_endpoint_env", lambda: False)
+    assert storage_options_from_env("s3") == {"endpoint_url": "http://127.0.0.1:9"}
+
+
+def test_local_names_disambiguate_by_hash_folder() -> None:
+    urls = ["s3://b/a/x.csv", "s3://b/b/x.csv", "s3://b/y.csv"]
+    names = local_names(urls)
+    assert names["s3://b/y.csv"] == "y.csv"
+    first, second = names["s3://b/a/x.csv"], names["s3://b/b/x.csv"]
+    assert first != second and first.endswith("/x.csv") and second.endswith("/x.csv")
+    assert local_names(reversed(urls)) == names  # not order dependent
+
+
+def test_local_paths(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    for rel in ("b.txt", "a/c.txt", ".hidden/d.txt", "a/.e.txt"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    assert list_files(str(src)) == [str(src / "a/c.txt"), str(src / "b.txt")]
+    assert download([str(src / "b.txt")], tmp_path / "dl") == [str(src / "b.txt")]
+    assert upload_tree(src, str(tmp_path / "out"), exclude=(".*",)) == 2
+    out = tmp_path / "out"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.txt")) == ["a/c.txt", "b.txt"]
+    with pytest.raises(InputError, match="does not exist"):
+        list_files(str(tmp_path / "nope"))
+
+
+# ---------------------------------------------------------------- against the emulators
+
+
+@pytest.fixture(params=["az", "s3"])
+def store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A fresh, empty container (Azurite) or bucket (moto): ``root`` URL and ``options``."""
+    if request.param == "az":
+        info = request.getfixturevalue("azurite")
+        root = make_container(info)
+    else:
+        info = request.getfixturevalue("moto_s3")
+        root = make_bucket(info)
+    return {"root": root, "options": info["storage_options"], "info": info}
+
+
+def _write(root: str, options: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Write ``files`` (relative name -> content) under ``root`` with plain fsspec."""
+    fs, base = fsspec.core.url_to_fs(root, **options)
+    fs.pipe({f"{base}/{name}": data for name, data in files.items()})
+    fs.invalidate_cache()
+
+
+FILES = {
+    "in/b.csv": b"b",
+    "in/a/z.csv": b"az",
+    "in/a/y.csv": b"ay",
+    "in/.hidden.csv": b"h",
+    "in/.cache/x.csv": b"hx",
+    "in/a/.dot/w.csv": b"hw",
+    "in/c/d/e.csv": b"cde",
+    "other/q.csv": b"q",
+}
+
+
+def test_list_files_recursive_sorted_dots_skipped(store: dict[str, Any]) -> None:
+    root, options = store["root"], store["options"]
+    _write(root, options, FILES)
+    expected = [f"{root}/in/{rel}" for rel in ("a/y.csv", "a/z.csv", "b.csv", "c/d/e.csv")]
+    assert list_files(f"{root}/in", options) == expected
+    assert list_files(f"{root}/in/", options) == expected
+    assert list_files(f"{root}/in/b.csv", options) == [f"{root}/in/b.csv"]
+    assert list_files(f"{root}/in") == expected  # the URL alone: credentials from the env
+    assert len(list_files(root, options)) == 5
+
+
+def test_list_files_keeps_the_url_spelling(request: pytest.FixtureRequest) -> None:
+    info = request.getfixturevalue("azurite")
+    container = make_container(info)[len("az://") :]
+    _write(f"az://{container}", info["storage_options"], {"x/1.csv": b"1"})
+    assert list_files(f"abfs://{container}/x") == [f"abfs://{container}/x/1.csv"]
+
+
+def test_missing_and_empty_inputs(store: dict[str, Any]) -> None:
+    root, options = store["root"], store["options"]
+    with pytest.raises(InputError, match=f"input '{root}/nope' does not exist"):
+        list_files(f"{root}/nope", options)
+    with pytest.raises(InputError, match="does not exist"):
+        list_files(f"{store['info']['protocol']}://nosuchcontainer42/x", options)
+    with pytest.raises(InputError, match="holds no files"):
+        list_files(root, options)  # empty container / bucket
+    _write(root, options, {"in/.only-hidden": b"x"})
+    with pytest.raises(InputError, match=f"input folder '{root}/in' holds no files"):
+        list_files(f"{root}/in", options)
+
+
+def test_download_keeps_order_and_names(store: dict[str, Any], tmp_path: Path) -> None:
+    root, options = store["root"], store["options"]
+    _write(root, options, FILES)
+    urls = [f"{root}/in/b.csv", f"{root}/in/a/z.csv", f"{root}/other/q.csv", f"{root}/in/a/y.csv"]
+    urls += [f"{root}/in/c/d/e.csv", f"{root}/in/b.csv"]  # a duplicate
+    dest = tmp_path / "dl"
+    local = download(urls, dest, options)
+    assert [Path(p).name for p in local] == ["b.csv", "z.csv", "q.csv", "y.csv", "e.csv", "b.csv"]
+    assert [Path(p).read_bytes() for p in local] == [b"b", b"az", b"q", b"ay", b"cde", b"b"]
+    assert all(Path(p).parent == dest for p in local)
+    assert local[0] == local[-1]
+    # same base name from two folders: each in its own hash folder
+    _write(root, options, {"y.csv": b"root-y"})
+    twins = download([f"{root}/in/a/y.csv", f"{root}/y.csv"], tmp_path / "twins", options)
+    assert [Path(p).name for p in twins] == ["y.csv", "y.csv"]
+    assert len({Path(p).parent for p in twins}) == 2
+    assert [Path(p).read_bytes() for p in twins] == [b"ay", b"root-y"]
+
+
+def test_upload_tree_round_trip(store: dict[str, Any], tmp_path: Path) -> None:
+    root, options = store["root"], store["options"]
+    src = tmp_path / "out"
+    files = {"predictions.csv": "p", "logs/user/w0.txt": "log", "sys/job.json": "{}", "x.tmp": ""}
+    for rel, text in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    (src / "empty-dir").mkdir()
+    assert upload_tree(src, f"{root}/job1", options, exclude=("*.tmp",)) == 3
+    listed = list_files(f"{root}/job1", options)
+    assert listed == [f"{root}/job1/{r}" for r in sorted(set(files) - {"x.tmp"})]
+    back = download(listed, tmp_path / "back", options)
+    assert [Path(p).read_text() for p in back] == ["log", "p", "{}"]
+    (tmp_path / "nothing").mkdir()
+    assert upload_tree(tmp_path / "nothing", f"{root}/job2", options) == 0
+
+
+def test_open_output_writes_a_file(store: dict[str, Any]) -> None:
+    root, options = store["root"], store["options"]
+    with open_output(f"{root}/res/out.txt", "w", options, encoding="utf-8") as f:
+        f.write("héllo\n")
+    with open_output(f"{root}/res/raw.bin", "wb") as f:  # credentials from the env
+        f.write(b"\x00\x01")
+    assert list_files(f"{root}/res", options) == [f"{root}/res/out.txt", f"{root}/res/raw.bin"]
+    fs, base = filesystem(root, options)
+    assert fs.cat(f"{base}/res/out.txt") == "héllo\n".encode()
+
+
+def test_a_subprocess_sees_only_the_url(store: dict[str, Any]) -> None:
+    """What the engine does: it is given ``--input az://...`` and finds the credentials in
+    the environment the fixtures exported."""
+    root, options = store["root"], store["options"]
+    _write(root, options, {"in/1.csv": b"1", "in/2.csv": b"2"})
+    code = "import sys; from daskscore.storage import list_files; print(list_files(sys.argv[1]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, f"{root}/in"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **store["info"]["env"]},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([f"{root}/in/1.csv", f"{root}/in/2.csv"])

@@ -1,0 +1,415 @@
+"""Unit tests of daskscore.tabular: tabular mini-batch sizes, planning splits, reading them back,
+carrying input columns onto results."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daskscore.errors import ConfigError, InputError
+from daskscore.tabular import (
+    TABULAR_SUFFIXES,
+    Split,
+    carry_columns,
+    parse_mini_batch_size,
+    plan_splits,
+    read_split,
+)
+
+# --------------------------------------------------------------------------- parse_mini_batch_size
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1024, ("bytes", 1024)),
+        (1, ("bytes", 1)),
+        ("512", ("bytes", 512)),
+        (" 512 ", ("bytes", 512)),
+        ("1024B", ("bytes", 1024)),
+        ("1024 b", ("bytes", 1024)),
+        ("10KB", ("bytes", 10 * 1024)),
+        ("100 kb", ("bytes", 100 * 1024)),
+        ("10k", ("bytes", 10 * 1024)),
+        ("10KiB", ("bytes", 10 * 1024)),
+        ("1.5MB", ("bytes", 1536 * 1024)),
+        ("10 Mb", ("bytes", 10 * 1024**2)),
+        ("1GB", ("bytes", 1024**3)),
+        ("2g", ("bytes", 2 * 1024**3)),
+        ("0.5KB", ("bytes", 512)),
+        ("rows:500", ("rows", 500)),
+        ("ROWS: 7", ("rows", 7)),
+        ("500rows", ("rows", 500)),
+        ("500 rows", ("rows", 500)),
+        ("1 row", ("rows", 1)),
+    ],
+)
+def test_parse_mini_batch_size(value: int | str, expected: tuple[str, int]) -> None:
+    assert parse_mini_batch_size(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        -1,
+        True,
+        1.5,
+        None,
+        "",
+        "0",
+        "-5",
+        "abc",
+        "10TB",
+        "1.5",
+        "1.5B",
+        "0KB",
+        "0.0001KB",
+        "rows:0",
+        "rows:1.5",
+        "rows",
+        "10 KB rows",
+        "1e6",
+        "١٢",
+    ],  # fmt: skip
+)
+def test_parse_mini_batch_size_rejects(value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_mini_batch_size(value, where="deployment.yml: settings.mini_batch_size")  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "deployment.yml: settings.mini_batch_size" in message
+    assert repr(value) in message
+    assert "100KB" in message and "rows:500" in message
+
+
+# --------------------------------------------------------------------------- CSV helpers
+
+
+def _cell(rng: random.Random, kind: str, awkward: bool) -> str:
+    if kind == "int":
+        return str(rng.randint(-(10 ** rng.randint(0, 9)), 10 ** rng.randint(0, 9)))
+    text = rng.choice("abxyz") + "".join(rng.choice("abxyz ") for _ in range(rng.randint(0, 25)))
+    if awkward and rng.random() < 0.1:
+        text = rng.choice(['say "hi"', "a,b", 'x,"y"'])
+    if '"' in text or "," in text:
+        text = '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def write_csv(path: Path, rng: random.Random, n_rows: int, opts: dict) -> None:
+    """A CSV file of ``n_rows`` rows of random widths; ``opts`` picks the awkward parts."""
+    kinds = [rng.choice(["int", "str"]) for _ in range(opts["n_cols"])]
+    eol = "\r\n" if opts["crlf"] else "\n"
+    header = ",".join(f"c{i}" for i in range(len(kinds)))
+    rows = [",".join(_cell(rng, k, opts["quotes"]) for k in kinds) for _ in range(n_rows)]
+    if opts["quoted_newline"] and n_rows:
+        header += ",extra"
+        rows[n_rows // 2] += ',"two\nlines"'
+    lines = [""] if opts["leading_blank"] else []
+    lines.append(header)
+    for row in rows:
+        if opts["blank_lines"] and rng.random() < 0.05:
+            lines.append(rng.choice(["", "  ", "\t"]))
+        lines.append(row)
+    if opts["blank_lines"] and rng.random() < 0.5:
+        lines.extend(["", " "][: rng.randint(1, 2)])  # trailing blank lines
+    text = eol.join(lines) + (eol if opts["trailing_eol"] else "")
+    path.write_bytes(text.encode())
+
+
+csv_opts = st.fixed_dictionaries(
+    {
+        "n_cols": st.integers(1, 4),
+        "crlf": st.booleans(),
+        "trailing_eol": st.booleans(),
+        "leading_blank": st.booleans(),
+        "blank_lines": st.booleans(),
+        "quotes": st.booleans(),
+        "quoted_newline": st.sampled_from([False, False, False, True]),
+    }
+)
+sizes = st.one_of(
+    st.tuples(st.just("bytes"), st.integers(1, 6000)),
+    st.tuples(st.just("rows"), st.integers(1, 350)),
+)
+
+
+def check_splits_of_file(path: str, splits: list[Split], size: tuple[str, int]) -> pd.DataFrame:
+    """Invariants of one file's splits; returns the file read back split by split."""
+    kind, n = size
+    data = Path(path).read_bytes()
+    frames, next_row = [], 0
+    for i, s in enumerate(splits):
+        assert s.path == path
+        assert s.first_row == next_row
+        df = read_split(s)
+        assert isinstance(df.index, pd.RangeIndex) and df.index.start == s.first_row
+        assert len(df) >= 1
+        if s.n_rows is not None:
+            assert len(df) == s.n_rows
+        last = i == len(splits) - 1
+        if s.kind == "csv":
+            assert s.start < s.stop and (last or data[s.stop - 1 : s.stop] == b"\n")
+            if i:
+                assert s.start == splits[i - 1].stop
+            assert (s.stop == len(data)) == last
+            if not last and kind == "bytes":
+                assert s.stop - s.start >= n
+                assert _previous_row_end(data[s.start : s.stop]) < n  # less than one line more
+            if not last and kind == "rows":
+                assert s.n_rows == n
+        next_row += len(df)
+        frames.append(df)
+    return pd.concat(frames) if frames else pd.DataFrame()
+
+
+def _previous_row_end(body: bytes) -> int:
+    """Offset in ``body`` just past the row before its last line (0 if none)."""
+    last_line_start = body.rfind(b"\n", 0, len(body) - 1) + 1
+    content_end = len(body[:last_line_start].rstrip(b" \t\r\n"))
+    return body.index(b"\n", content_end) + 1 if content_end else 0
+
+
+def assert_same_rows(parts: pd.DataFrame, whole: pd.DataFrame) -> None:
+    if len(whole) == 0:
+        assert len(parts) == 0
+    else:
+        pd.testing.assert_frame_equal(parts, whole)
+
+
+# --------------------------------------------------------------------------- CSV properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    files=st.lists(st.tuples(st.integers(0, 300), csv_opts), min_size=1, max_size=3),
+    size=sizes,
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_csv_splits_read_back_as_the_whole_file(
+    files: list[tuple[int, dict]], size: tuple[str, int], seed: int
+) -> None:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, (n_rows, opts) in enumerate(files):
+            paths.append(os.path.join(tmp, f"part-{i}.csv"))
+            write_csv(Path(paths[-1]), rng, n_rows, opts)
+        splits = plan_splits(paths, size)
+        order = [paths.index(s.path) for s in splits]
+        assert order == sorted(order)  # file order kept, no split crosses a file
+        for path, (n_rows, opts) in zip(paths, files, strict=True):
+            mine = [s for s in splits if s.path == path]
+            parts = check_splits_of_file(path, mine, size)
+            assert_same_rows(parts, pd.read_csv(path))
+            if not opts["quoted_newline"]:
+                assert all(s.n_rows is not None for s in mine)  # was cut by bytes, not fallen back
+                assert sum(s.n_rows or 0 for s in mine) == n_rows
+
+
+# --------------------------------------------------------------------------- Parquet properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_rows=st.lists(st.integers(0, 300), min_size=1, max_size=3),
+    group=st.integers(3, 100),
+    size=st.one_of(
+        st.tuples(st.just("bytes"), st.integers(1, 8000)),
+        st.tuples(st.just("rows"), st.integers(1, 350)),
+    ),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_parquet_splits_read_back_as_the_whole_file(
+    n_rows: list[int], group: int, size: tuple[str, int], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, n in enumerate(n_rows):
+            df = pd.DataFrame(
+                {
+                    "id": np.arange(n) * 7,
+                    "x": rng.normal(size=n),
+                    "s": ["w" * int(k) for k in rng.integers(1, 40, size=n)],
+                }
+            )
+            paths.append(os.path.join(tmp, f"part-{i}.parquet"))
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            pq.write_table(table, paths[-1], row_group_size=group)
+        splits = plan_splits(paths, size)
+        order = [paths.index(s.path) for s in splits]
+        assert order == sorted(order)
+        for path in paths:
+            mine = [s for s in splits if s.path == path]
+            meta = pq.read_metadata(path)
+            assert_same_rows(check_splits_of_file(path, mine, size), pd.read_parquet(path))
+            if mine:
+                assert mine[0].start == 0 and mine[-1].stop == meta.num_row_groups
+            for a, b in zip(mine, mine[1:], strict=False):
+                assert a.stop == b.start
+            check_grouping(meta, mine, size)
+
+
+def _weight(meta: pq.FileMetaData, i: int, kind: str) -> int:
+    group = meta.row_group(i)
+    if kind == "rows":
+        return group.num_rows
+    return sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+
+
+def check_grouping(meta: pq.FileMetaData, splits: list[Split], size: tuple[str, int]) -> None:
+    """Each split is at most n (or one row group), and the next row group would not fit."""
+    kind, n = size
+    for i, s in enumerate(splits):
+        weight = sum(_weight(meta, g, kind) for g in range(s.start, s.stop))
+        assert s.stop - s.start == 1 or weight <= n
+        if i + 1 < len(splits):
+            assert weight + _weight(meta, s.stop, kind) > n
+
+
+# --------------------------------------------------------------------------- CSV examples
+
+
+@pytest.mark.parametrize("content", [b"", b"a,b\n", b"a,b", b"a,b\r\n", b"\n\n", b"a,b\n\n  \n"])
+def test_a_csv_without_data_rows_gives_no_split(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    assert plan_splits([str(path)], ("bytes", 10)) == []
+    assert plan_splits([str(path)], ("rows", 1)) == []
+
+
+def test_csv_rows_split_example(tmp_path: Path) -> None:
+    path = tmp_path / "DATA.CSV"  # suffixes are case-insensitive
+    path.write_bytes(b"x,y\n1,aa\n2,b\n\n3,cccc\n4,d")
+    splits = plan_splits([str(path)], ("rows", 2))
+    assert [(s.kind, s.start, s.stop, s.first_row, s.n_rows) for s in splits] == [
+        ("csv", 4, 13, 0, 2),
+        ("csv", 13, 24, 2, 2),
+    ]
+    second = read_split(splits[1])
+    assert second.to_dict("index") == {2: {"x": 3, "y": "cccc"}, 3: {"x": 4, "y": "d"}}
+
+
+def test_csv_with_a_quoted_line_break_is_one_split(tmp_path: Path) -> None:
+    path = tmp_path / "q.csv"
+    path.write_bytes(b'a,b\n1,x\n2,"two\nlines"\n3,y\n')
+    (split,) = plan_splits([str(path)], ("rows", 1))
+    assert (split.first_row, split.n_rows) == (0, None)
+    assert read_split(split)["b"].tolist() == ["x", "two\nlines", "y"]
+
+
+def test_csv_with_a_lone_carriage_return_is_one_split(tmp_path: Path) -> None:
+    path = tmp_path / "cr.csv"
+    path.write_bytes(b"a,b\n1,2\r3,4\n5,6\n")
+    (split,) = plan_splits([str(path)], ("rows", 1))
+    assert read_split(split)["a"].tolist() == [1, 3, 5]
+
+
+def test_read_split_passes_kwargs_and_refuses_row_changing_ones(tmp_path: Path) -> None:
+    path = tmp_path / "k.csv"
+    path.write_bytes(b"a;b\n1;2\n3;4\n")
+    (split,) = plan_splits([str(path)], ("bytes", 1024))
+    df = read_split(split, sep=";", usecols=["b"], dtype={"b": "float64"})
+    assert df["b"].tolist() == [2.0, 4.0] and list(df.columns) == ["b"]
+    with pytest.raises(ValueError, match="skiprows"):
+        read_split(split, skiprows=1)
+
+
+def test_read_split_notices_a_row_count_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"a\n1\n2\n")
+    with pytest.raises(InputError, match="planner counted 5"):
+        read_split(Split(str(path), "csv", 2, 6, 0, 5))
+
+
+# --------------------------------------------------------------------------- planning errors
+
+
+def test_an_unknown_suffix_is_refused_before_any_work(tmp_path: Path) -> None:
+    good = tmp_path / "a.csv"
+    good.write_text("a\n1\n")
+    with pytest.raises(InputError) as info:
+        plan_splits([str(good), str(tmp_path / "b.json")], ("rows", 1))
+    assert "b.json" in str(info.value)
+    assert all(suffix in str(info.value) for suffix in TABULAR_SUFFIXES)
+
+
+def test_a_broken_parquet_file_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.pq"
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(InputError, match="bad.pq"):
+        plan_splits([str(path)], ("bytes", 100))
+
+
+def test_a_bad_size_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="size"):
+        plan_splits([], ("files", 3))
+
+
+# --------------------------------------------------------------------------- Parquet examples
+
+
+def test_parquet_stored_index_and_columns(tmp_path: Path) -> None:
+    path = tmp_path / "i.parquet"
+    df = pd.DataFrame({"v": [1, 2, 3, 4]}, index=pd.Index([10, 20, 30, 40], name="key"))
+    pq.write_table(pa.Table.from_pandas(df), path, row_group_size=2)
+    splits = plan_splits([str(path)], ("rows", 2))
+    assert [(s.start, s.stop, s.first_row, s.n_rows) for s in splits] == [
+        (0, 1, 0, 2),
+        (1, 2, 2, 2),
+    ]
+    second = read_split(splits[1])
+    assert second.to_dict("list") == {"key": [30, 40], "v": [3, 4]}
+    assert list(second.index) == [2, 3]
+    assert list(read_split(splits[0], columns=["v"]).columns) == ["v"]
+
+
+def test_a_zero_row_parquet_file_gives_no_split(tmp_path: Path) -> None:
+    path = tmp_path / "z.parquet"
+    pq.write_table(pa.table({"a": pa.array([], pa.int64())}), path)
+    assert plan_splits([str(path)], ("rows", 5)) == []
+
+
+def test_split_pickles() -> None:
+    split = Split("/x.csv", "csv", 4, 100, 0, 10)
+    assert pickle.loads(pickle.dumps(split)) == split
+
+
+# --------------------------------------------------------------------------- carry_columns
+
+
+def test_carry_columns() -> None:
+    split_df = pd.DataFrame(
+        {"id": [7, 8, 9], "score": [0.1, 0.2, 0.3], "name": pd.array(["a", "b", None], "string")},
+        index=pd.RangeIndex(100, 103),
+    )
+    result = pd.DataFrame({"score": [1, 0, 1]})
+    out = carry_columns(split_df, result, ["id", "score", "name"])
+    assert list(out.columns) == ["id", "input_score", "name", "score"]
+    assert out["id"].tolist() == [7, 8, 9] and out["input_score"].tolist() == [0.1, 0.2, 0.3]
+    assert out["name"].dtype == "string" and out["name"].isna().tolist() == [False, False, True]
+    assert list(out.index) == [0, 1, 2]  # the result keeps its own index
+    assert list(result.columns) == ["score"]  # not modified
+    assert carry_columns(split_df, result, []).equals(result)
+
+
+def test_carry_columns_errors() -> None:
+    split_df = pd.DataFrame({"a": [1, 2], "input_b": [3, 4], "b": [5, 6]})
+    with pytest.raises(ValueError, match="returned 1 rows for a mini-batch of 2 rows"):
+        carry_columns(split_df, pd.DataFrame({"y": [1]}), ["a"])
+    with pytest.raises(ValueError, match="'nope'"):
+        carry_columns(split_df, pd.DataFrame({"y": [1, 2]}), ["nope"])
+    with pytest.raises(ValueError, match="'input_b' is already taken"):
+        carry_columns(split_df, pd.DataFrame({"b": [1, 2]}), ["input_b", "b"])
