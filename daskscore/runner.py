@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
+import tempfile
 import time
 import uuid
 from collections import deque
@@ -24,7 +26,7 @@ from typing import Any
 from distributed import Client
 from distributed.utils import silence_logging_cmgr
 
-from . import batching, tabular
+from . import batching, storage, tabular
 from . import output as out_mod
 from . import script as script_mod
 from .books import Books, JobResult, planned_items
@@ -37,7 +39,7 @@ from .cluster import (
 )
 from .config import Deployment
 from .datasets import FORMATS as DATASET_FORMATS
-from .errors import DaskScoreError, InitFailed, UsageError
+from .errors import DaskScoreError, InitFailed, OutputError, UsageError
 from .ledger import make_staging, read_ledger
 from .plugin import ScoringPlugin, WorkerJob, cancel_job, init_report
 from .progress import Progress
@@ -93,14 +95,19 @@ def execute(
     notify = options.notify or (lambda message: None)
     settings = deployment.settings
     fmt = resolve_format(settings.output_action, options)
-    files = batching.list_input_files(input_path)
+    files = list_inputs(str(input_path))
     work, unit = plan_work(files, settings.mini_batch_size, options)
     script_mod.check_script(deployment.scoring_script)
     csv_kwargs = script_mod.read_csv_settings(deployment.code)
-    out_dir = Path(output).expanduser().resolve()
     target = settings.output_file_name if fmt == "append_row" else None
     if fmt in DATASET_FORMATS:
         target = Path(settings.output_file_name).stem
+    remote_out = str(output) if storage.is_remote(str(output)) else None
+    if remote_out:
+        claim_remote_output(remote_out, target, options.overwrite)
+        out_dir = Path(tempfile.mkdtemp(prefix="daskscore-output-"))
+    else:
+        out_dir = Path(output).expanduser().resolve()
     out_mod.claim_output(out_dir, target, options.overwrite)
     job_id = uuid.uuid4().hex[:12]
     books = Books(job_id, deployment, out_dir, work, input_path)
@@ -151,6 +158,8 @@ def execute(
         result = books.finish(
             staging, fmt, handle.client, options.partition_on, options.rows_per_file
         )
+    if remote_out:
+        result = publish(result, out_dir, remote_out)
     logger.info("job %s: %s in %.2f s", job_id, result.status, result.summary["duration_s"])
     if result.status != "Completed":
         raise books.failure(result)
@@ -171,11 +180,53 @@ def resolve_format(output_action: str, options: JobOptions) -> str:
     return fmt
 
 
+def list_inputs(input_path: str) -> list[str]:
+    """The input files: local paths, or full URLs for an fsspec URL."""
+    if storage.is_remote(input_path):
+        return storage.list_files(input_path)
+    return batching.list_input_files(input_path)
+
+
+def claim_remote_output(url: str, target: str | None, overwrite: bool) -> None:
+    """Refuse a remote output folder that holds a job's results, unless overwriting them."""
+    fs, root = storage.filesystem(url, verb="writing")
+    names = [n for n in (target, out_mod.SUMMARY_FILE) if n]
+    held = [n for n in names if fs.exists(f"{root.rstrip('/')}/{n}")]
+    if held and not overwrite:
+        raise OutputError(
+            f"output '{url}' already holds a job's results ({', '.join(held)}); daskscore does "
+            "not overwrite them. Pass --overwrite (overwrite=True) to replace them, or choose "
+            "another --output."
+        )
+    for name in held:
+        fs.rm(f"{root.rstrip('/')}/{name}", recursive=True)
+    if held and fs.exists(f"{root.rstrip('/')}/logs"):
+        fs.rm(f"{root.rstrip('/')}/logs", recursive=True)
+
+
+def publish(result: JobResult, out_dir: Path, url: str) -> JobResult:
+    """Upload a job's local output folder to ``url``; the result then names the URL."""
+    summary = dict(result.summary)
+    summary["output"] = url
+    if result.predictions is not None:
+        summary["predictions"] = f"{url.rstrip('/')}/{Path(result.predictions).name}"
+    out_mod.write_summary(out_dir, summary)
+    count = storage.upload_tree(out_dir, url, exclude=(out_mod.STAGING_DIR,))
+    logger.info("uploaded %d files to %s", count, url)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return JobResult(result.status, url, summary["predictions"], summary)  # type: ignore[arg-type]
+
+
 def plan_work(files: list[str], size: int | str, options: JobOptions) -> tuple[list[Any], str]:
     """Mini-batches of files, or (tabular mode) splits of the tabular files; and their unit."""
     tabular_mode = options.tabular
     if tabular_mode is None:
         tabular_mode = isinstance(size, str) and not size.strip().isdigit()
+    if tabular_mode and files and storage.is_remote(files[0]):
+        raise UsageError(
+            "tabular mode reads local CSV/Parquet files; copy the input locally first (remote "
+            "inputs work in file mode, where each mini-batch's files are downloaded)."
+        )
     if not tabular_mode:
         if isinstance(size, str) and not size.strip().isdigit():
             raise UsageError(

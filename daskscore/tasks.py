@@ -11,13 +11,15 @@ back to the driver; the rows never do.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import script as script_mod
-from . import tabular
+from . import storage, tabular
 from .datasets import FORMATS as DATASET_FORMATS
 from .datasets import MB_COLUMN
 from .ledger import LedgerWriter, ledger_path
@@ -214,7 +216,6 @@ def run_mini_batch(
 def _attempt(
     state: WorkerState, writer: Any, mini_batch: int, tries: int, work: Work
 ) -> tuple[dict[str, Any], Any]:
-    job = state.job
     rec: dict[str, Any] = {
         "mini_batch": mini_batch,
         "try": tries,
@@ -227,32 +228,21 @@ def _attempt(
         "status": RUN_EXCEPTION,
         "error": "",
         "final": False,
+        "run_s": 0.0,
+        "elapsed_s": 0.0,
     }
     started = time.perf_counter()
+    scratch = None
     try:
-        argument = _materialize(work)
-    except Exception as exc:  # noqa: BLE001 - an unreadable split: the file's fault
-        rec["run_s"] = rec["elapsed_s"] = 0.0
-        return _failed(state, rec, exc, work), None
-    rec["total"] = rec["failed"] = _count(work, argument)
-    writer.started(mini_batch, tries, state.worker_name, rec["start"])
-    state.in_flight = (time.monotonic() + job.timeout, mini_batch, writer)
-    try:
-        returned = state.module.run(argument)
+        argument, scratch = _materialize(work)
+        rec["total"] = rec["failed"] = _count(work, argument)
+        items, output = _call_run(state, writer, mini_batch, tries, work, argument, rec)
     except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
-        state.in_flight = None
-        writer.finished(mini_batch)
-        rec["run_s"] = rec["elapsed_s"] = time.perf_counter() - started
-        return _failed(state, rec, exc, work), None
-    state.in_flight = None
-    writer.finished(mini_batch)
-    rec["run_s"] = time.perf_counter() - started
-    try:
-        items = script_mod.normalize_result(returned)
-        output = _output(state, items, work, argument)
-    except Exception as exc:  # noqa: BLE001 - unsupported return types, to_csv errors
         rec["elapsed_s"] = time.perf_counter() - started
         return _failed(state, rec, exc, work), None
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     n, total = len(items), rec["total"]
     rec.update(
         succeeded=min(n, total),
@@ -264,6 +254,29 @@ def _attempt(
     if n < total:
         rec["error"] = f"run() returned {n} results for {total} {_unit(work)}"
     return rec, output
+
+
+def _call_run(
+    state: WorkerState,
+    writer: Any,
+    mini_batch: int,
+    tries: int,
+    work: Work,
+    argument: Any,
+    rec: dict[str, Any],
+) -> tuple[Any, Any]:
+    """run() under the watchdog's eye; then its result normalized and made into output."""
+    writer.started(mini_batch, tries, state.worker_name, rec["start"])
+    state.in_flight = (time.monotonic() + state.job.timeout, mini_batch, writer)
+    started = time.perf_counter()
+    try:
+        returned = state.module.run(argument)
+    finally:
+        state.in_flight = None
+        writer.finished(mini_batch)
+        rec["run_s"] = time.perf_counter() - started
+    items = script_mod.normalize_result(returned)
+    return items, _output(state, items, work, argument)
 
 
 def _count(work: Work, argument: Any = None) -> int:
@@ -278,11 +291,15 @@ def _unit(work: Work) -> str:
     return "rows" if isinstance(work, tabular.Split) else "files"
 
 
-def _materialize(work: Work) -> Any:
-    """What run() receives: a list of local paths, or (tabular mode) a DataFrame."""
+def _materialize(work: Work) -> tuple[Any, str | None]:
+    """What run() receives — a list of local paths (remote files are downloaded into a
+    scratch folder, removed after the try), or in tabular mode a DataFrame — and the folder."""
     if isinstance(work, tabular.Split):
-        return tabular.read_split(work)
-    return list(work)
+        return tabular.read_split(work), None
+    if work and storage.is_remote(work[0]):
+        scratch = tempfile.mkdtemp(prefix="daskscore-batch-")
+        return storage.download(list(work), scratch), scratch
+    return list(work), None
 
 
 def _output(state: WorkerState, items: Any, work: Work, argument: Any) -> Any:
