@@ -26,6 +26,7 @@ def run(
     output: str | os.PathLike[str],
     *,
     overwrite: bool = False,
+    resume: bool = False,
     workers: int | None = None,
     scheduler: str | None = None,
     client: Client | None = None,
@@ -54,6 +55,10 @@ def run(
         refused unless ``overwrite=True``.
     overwrite : bool, default False
         Replace the results of an earlier job in ``output``.
+    resume : bool, default False
+        Finish an interrupted job in ``output``: mini-batches it completed are kept, the rest
+        run, and the output is the same as an uninterrupted run's.  Refused when the script,
+        model, inputs, mini-batching or output settings changed since it started.
     workers : int, optional
         Worker processes of the embedded LocalCluster (default
         ``max_concurrency_per_instance × instance_count``).
@@ -115,6 +120,7 @@ def run(
         tabular=tabular,
         carry_columns=_names(carry_columns),
         overwrite=overwrite,
+        resume=resume,
         workers=workers,
         scheduler=scheduler,
         client=client,

@@ -95,6 +95,8 @@ class Books:
         self.final: dict[int, dict[str, Any]] = {}
         self.tries: dict[int, int] = {}
         self.init_error: str | None = None
+        #: mini-batches restored from an interrupted earlier run (``--resume``)
+        self.resumed = 0
         self.started = time.time()
         self._t0 = time.perf_counter()
         self._failed_items = 0
@@ -113,6 +115,18 @@ class Books:
                 self._finalize(mb, {**rec, "attempt": attempt})
                 finished.add(mb)
         return finished
+
+    def restore(self, attempt: str, records: list[dict[str, Any]]) -> None:
+        """Fold in an earlier run's committed records: only succeeded mini-batches stay final;
+        failed ones are tried again from scratch (their tries remain in the history)."""
+        for rec in records:
+            mb = rec["mini_batch"]
+            if mb in self.final:
+                continue
+            self.attempts.append(rec)
+            if rec.get("final") and rec["status"] == RUN_DONE:
+                self.tries[mb] = rec["try"]
+                self._finalize(mb, {**rec, "attempt": attempt})
 
     def charge_crash(
         self,
@@ -262,6 +276,7 @@ class Books:
             ),
             "not_run_mini_batches": not_run,
             "retried_mini_batches": sum(1 for t in self.tries.values() if t > 1),
+            "resumed_mini_batches": self.resumed,
             "error_threshold": self.settings.error_threshold,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "duration_s": round(time.perf_counter() - self._t0, 3),

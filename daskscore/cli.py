@@ -110,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace the results of an earlier job in the output folder",
     )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted job in the output folder where it stopped",
+    )
     run.add_argument("--no-progress", action="store_true", help="draw no progress")
     run.add_argument(
         "--no-dashboard",
@@ -155,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     deployment = load_deployment(args.deployment, _overrides(args))
     options = JobOptions(
         overwrite=args.overwrite,
+        resume=args.resume,
         workers=args.workers,
         scheduler=args.scheduler,
         output_format=args.output_format,

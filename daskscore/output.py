@@ -43,12 +43,35 @@ ATTEMPT_COLUMNS = [
 _COPY_CHUNK = 1 << 20
 
 
-def claim_output(output: Path, predictions_name: str | None, overwrite: bool) -> None:
-    """Make ``output`` ready for a new job, or refuse one that already holds a job's results."""
+def claim_output(
+    output: Path, predictions_name: str | None, overwrite: bool, resume: bool = False
+) -> bool:
+    """Make ``output`` ready for a job, or refuse one that already holds a job's results.
+
+    Returns True when an unfinished job is there to be resumed (``resume=True``).
+    """
     if output.exists() and not output.is_dir():
         raise OutputError(f"output '{output}' is a file; give a folder (it is created if missing).")
+    unfinished = (output / STAGING_DIR).is_dir()
+    if resume and not overwrite:
+        if not unfinished and (output / SUMMARY_FILE).exists():
+            raise OutputError(
+                f"output folder '{output}' holds a finished job (see {SUMMARY_FILE}); there is "
+                "nothing to resume. Pass --overwrite to run it again."
+            )
+        for name in (predictions_name, SUMMARY_FILE):
+            if name and (output / name).exists():  # stale: assembled again at the end
+                _remove(output / name)
+        _make_logs(output)
+        return unfinished
     names = [n for n in (predictions_name, SUMMARY_FILE, STAGING_DIR) if n]
     held = [output / n for n in names if (output / n).exists()]
+    if unfinished and not overwrite:
+        raise OutputError(
+            f"output folder '{output}' holds an unfinished job (its staging folder "
+            f"{STAGING_DIR}/ is there: the job was interrupted). Pass --resume to finish it "
+            "where it stopped, or --overwrite to start again."
+        )
     if held and not overwrite:
         names = ", ".join(p.name for p in held)
         raise OutputError(
@@ -57,12 +80,21 @@ def claim_output(output: Path, predictions_name: str | None, overwrite: bool) ->
             "another --output."
         )
     for path in held:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+        _remove(path)
     if overwrite and (output / "logs").is_dir():
         shutil.rmtree(output / "logs")
+    _make_logs(output)
+    return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _make_logs(output: Path) -> None:
     for sub in ("logs/user/error", "logs/user/stdout", "logs/sys/job_report"):
         (output / sub).mkdir(parents=True, exist_ok=True)
 

@@ -11,12 +11,10 @@ workers write part files, and the append_row file is assembled from them by stre
 from __future__ import annotations
 
 import logging
-import queue
 import shutil
 import tempfile
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from distributed.utils import silence_logging_cmgr
 
 from . import batching, storage, tabular
 from . import output as out_mod
+from . import resume as resume_mod
 from . import script as script_mod
 from .books import Books, JobResult, planned_items
 from .cluster import (
@@ -39,24 +38,13 @@ from .cluster import (
 )
 from .config import Deployment
 from .datasets import FORMATS as DATASET_FORMATS
-from .errors import DaskScoreError, InitFailed, OutputError, UsageError
+from .dispatch import Dispatcher
+from .errors import InitFailed, OutputError, UsageError
 from .ledger import make_staging, read_ledger
-from .plugin import ScoringPlugin, WorkerJob, cancel_job, init_report
+from .plugin import ScoringPlugin, WorkerJob
 from .progress import Progress
-from .tasks import PROGRESS_TOPIC, TaskResult, run_task
 
 logger = logging.getLogger("daskscore")
-
-#: Tasks in flight per worker: one running, one queued behind it so a worker never waits for
-#: the driver's round trip between two tasks.
-TASKS_PER_WORKER = 2
-#: How long the driver waits for a task before it redraws progress.
-POLL_S = 0.25
-#: Seconds between two lines of logs/job_progress_overview.txt.
-OVERVIEW_S = 10.0
-#: A mini-batch whose task is lost this many times without it ever being charged (the worker
-#: died before it started) is failed rather than retried for ever.
-MAX_UNCHARGED_LOSSES = 10
 
 
 @dataclass
@@ -77,6 +65,8 @@ class JobOptions:
     #: tabular mode: run() gets a DataFrame; None: on when mini_batch_size is a byte size
     tabular: bool | None = None
     carry_columns: tuple[str, ...] = ()
+    #: finish an interrupted job in the same output folder
+    resume: bool = False
 
 
 def execute(
@@ -108,11 +98,29 @@ def execute(
         out_dir = Path(tempfile.mkdtemp(prefix="daskscore-output-"))
     else:
         out_dir = Path(output).expanduser().resolve()
-    out_mod.claim_output(out_dir, target, options.overwrite)
+    unfinished = out_mod.claim_output(out_dir, target, options.overwrite, options.resume)
     job_id = uuid.uuid4().hex[:12]
     books = Books(job_id, deployment, out_dir, work, input_path)
     staging = out_dir / out_mod.STAGING_DIR
+    fp = resume_mod.fingerprint(
+        deployment.code,
+        deployment.model.path if deployment.model else None,
+        files,
+        batching=[settings.mini_batch_size, unit],
+        output=[
+            fmt,
+            settings.output_file_name,
+            csv_kwargs,
+            options.partition_on,
+            options.rows_per_file,
+            options.carry_columns,
+        ],
+    )
+    run_no = _restore(books, staging, fp, out_dir) if unfinished else 1
     make_staging(staging)
+    resume_mod.write_manifest(staging, {"fingerprint": fp, "runs": run_no})
+    if run_no > 1:
+        notify(f"Resuming: {len(books.final)} of {len(work)} mini-batches were already done.")
     with _job_logging(out_dir, settings.logging_level), _cluster(deployment, options) as handle:
         if handle.dashboard_link:
             notify(f"Dask dashboard: {handle.dashboard_link}")
@@ -137,11 +145,12 @@ def execute(
         )
         total_items = sum(planned_items(w) for w in work)
         notify(
-            f"Scoring {len(files)} files ({total_items} {unit}) in {len(work)} mini-batches on "
+            f"Scoring {len(files)} files{f' ({total_items} rows)' if unit == 'rows' else ''} "
+            f"in {len(work)} mini-batches on "
             f"{workers} worker{'s' if workers != 1 else ''}; output: {out_dir}"
         )
         progress = Progress(len(work), total_items, enabled=options.progress)
-        loop = _Loop(handle.client, job, books, work, workers, progress)
+        loop = Dispatcher(handle.client, job, books, work, workers, progress, run_no)
         try:
             logger.info("cluster ready with %d workers", workers)
             handle.client.register_plugin(ScoringPlugin(job))
@@ -180,6 +189,22 @@ def resolve_format(output_action: str, options: JobOptions) -> str:
     return fmt
 
 
+def _restore(books: Books, staging: Path, fp: dict[str, str], out_dir: Path) -> int:
+    """Fold in what an interrupted run committed; return this run's number."""
+    previous = resume_mod.read_manifest(staging)
+    if previous is None:
+        raise OutputError(
+            f"cannot resume the job in '{out_dir}': its staging folder has no job.json (it "
+            "was not started by this version of daskscore). Pass --overwrite to start again."
+        )
+    resume_mod.check_resumable(previous, fp, out_dir)
+    for ledger in sorted((staging / "ledger").glob("*.log")):
+        books.restore(ledger.stem, read_ledger(staging, ledger.stem).committed)
+    logger.info("resumed: %d mini-batches restored from earlier runs", len(books.final))
+    books.resumed = len(books.final)
+    return int(previous.get("runs", 1)) + 1
+
+
 def list_inputs(input_path: str) -> list[str]:
     """The input files: local paths, or full URLs for an fsspec URL."""
     if storage.is_remote(input_path):
@@ -190,6 +215,7 @@ def list_inputs(input_path: str) -> list[str]:
 def claim_remote_output(url: str, target: str | None, overwrite: bool) -> None:
     """Refuse a remote output folder that holds a job's results, unless overwriting them."""
     fs, root = storage.filesystem(url, verb="writing")
+    fs.invalidate_cache()
     names = [n for n in (target, out_mod.SUMMARY_FILE) if n]
     held = [n for n in names if fs.exists(f"{root.rstrip('/')}/{n}")]
     if held and not overwrite:
@@ -235,178 +261,6 @@ def plan_work(files: list[str], size: int | str, options: JobOptions) -> tuple[l
             )
         return batching.make_mini_batches(files, int(size)), "files"
     return tabular.plan_splits(files, tabular.parse_mini_batch_size(size)), "rows"
-
-
-class _Loop:
-    """Keeps tasks in flight and folds their outcomes into the books."""
-
-    def __init__(
-        self,
-        client: Client,
-        job: WorkerJob,
-        books: Books,
-        batches: list[list[str]],
-        workers: int,
-        progress: Progress,
-    ) -> None:
-        self.client = client
-        self.job = job
-        self.books = books
-        self.batches = batches
-        self.workers = workers
-        self.progress = progress
-        self.queue: deque[int] = deque(range(len(batches)))
-        self.isolate: set[int] = set()
-        self.losses: dict[int, int] = {}
-        self.inflight: dict[Any, tuple[str, list[int]]] = {}
-        self.seq = 0
-        self.last_overview = time.monotonic()
-        self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.topic = f"{PROGRESS_TOPIC}-{job.job_id}"
-        client.subscribe_topic(self.topic, self._on_progress)
-
-    def _on_progress(self, event: Any) -> None:
-        _, msg = event
-        self.progress.add_live(int(msg.get("items", 0)))
-
-    def check_init(self) -> None:
-        reports = self.client.run(init_report, self.job.job_id)
-        for report in reports.values():
-            if report.get("error"):
-                raise InitFailed("init() failed", user_traceback=report["error"])
-
-    def run(self) -> None:
-        while self.queue or self.inflight:
-            self._fill()
-            try:
-                fut = self.done.get(timeout=POLL_S)
-            except queue.Empty:
-                fut = None
-            while fut is not None:
-                if fut in self.inflight:
-                    self._handle(fut)
-                try:
-                    fut = self.done.get_nowait()
-                except queue.Empty:
-                    fut = None
-            self.progress.draw()
-            now = time.monotonic()
-            if now - self.last_overview >= OVERVIEW_S:
-                self.books.write_overview()
-                self.last_overview = now
-            if self.books.threshold_exceeded():
-                self._abort()
-                return
-
-    def _fill(self) -> None:
-        window = self.workers * TASKS_PER_WORKER
-        while self.queue and len(self.inflight) < window:
-            ids = self._take()
-            self.seq += 1
-            attempt = f"a{self.seq:06d}"
-            payload = [(mb, self.books.tries_used(mb), self.batches[mb]) for mb in ids]
-            fut = self.client.submit(
-                run_task,
-                self.job.job_id,
-                attempt,
-                payload,
-                key=f"daskscore-{self.job.job_id}-{attempt}",
-                pure=False,
-            )
-            self.inflight[fut] = (attempt, ids)
-            fut.add_done_callback(self.done.put)
-
-    def _take(self) -> list[int]:
-        if self.queue[0] in self.isolate:
-            return [self.queue.popleft()]
-        size = batching.next_task_size(len(self.queue), self.workers)
-        ids: list[int] = []
-        while self.queue and len(ids) < size and self.queue[0] not in self.isolate:
-            ids.append(self.queue.popleft())
-        return ids
-
-    def _handle(self, fut: Any) -> None:
-        attempt, ids = self.inflight.pop(fut)
-        if fut.status == "finished":
-            result: TaskResult = fut.result()
-            if result.init_error is not None:
-                raise InitFailed("init() failed", user_traceback=result.init_error)
-            if not result.interrupted:
-                self._fold(attempt, result.records, ids)
-                return
-        else:
-            exc = fut.exception()
-            if not _is_worker_loss(exc):
-                raise DaskScoreError(f"task {attempt} failed inside daskscore: {exc!r}") from exc
-        self._recover(attempt, ids)
-
-    def _fold(self, attempt: str, records: list[dict[str, Any]], ids: list[int]) -> None:
-        finished = self.books.record(attempt, records)
-        failed = sum(1 for mb in finished if self.books.is_failed(mb))
-        self.progress.add_done(len(finished), self._items(finished), failed)
-        left = [mb for mb in ids if mb not in finished and not self.books.is_final(mb)]
-        self.queue.extendleft(reversed(left))  # a cancelled task's rest, back to the front
-
-    def _items(self, mbs: set[int]) -> int:
-        return sum(self.books.final[mb]["total"] for mb in mbs if mb in self.books.final)
-
-    def _recover(self, attempt: str, ids: list[int]) -> None:
-        """A task's process died: keep what it committed, charge the run() it was in."""
-        state = read_ledger(self.job.staging, attempt)
-        finished = self.books.record(attempt, state.committed)
-        self.progress.add_done(len(finished), self._items(finished))
-        requeue: list[int] = []
-        for mb in ids:
-            if mb in finished or self.books.is_final(mb):
-                continue
-            if state.running is not None and state.running[0] == mb:
-                final = self.books.charge_crash(
-                    mb,
-                    state.running[1],
-                    state.timed_out,
-                    worker=state.running_worker,
-                    start=state.running_start,
-                )
-                if not final:
-                    self.isolate.add(mb)
-                    requeue.append(mb)
-                continue
-            self.losses[mb] = self.losses.get(mb, 0) + 1
-            if self.losses[mb] >= MAX_UNCHARGED_LOSSES:
-                self.books.charge_crash(mb, self.books.tries_used(mb) + 1, False, final=True)
-                continue
-            requeue.append(mb)
-        # crashed work goes to the front, in order, so the output can be assembled early
-        self.queue.extendleft(reversed(sorted(requeue)))
-
-    def _abort(self) -> None:
-        """error_threshold exceeded: stop everything, keep what was committed."""
-        futures = list(self.inflight)
-        self.client.cancel(futures)
-        try:
-            self.client.run(cancel_job, self.job.job_id)
-        except Exception:  # noqa: BLE001 - a dying worker must not hide the verdict
-            logger.debug("cancel_job failed", exc_info=True)
-        for fut in futures:
-            attempt, _ = self.inflight.pop(fut)
-            self.books.record(attempt, read_ledger(self.job.staging, attempt).committed)
-        self.queue.clear()
-
-    def stop(self) -> None:
-        try:
-            self.client.unsubscribe_topic(self.topic)
-        except Exception:  # noqa: BLE001
-            pass
-        if self.inflight:
-            self.client.cancel(list(self.inflight))
-            self.inflight.clear()
-
-
-def _is_worker_loss(exc: BaseException | None) -> bool:
-    from distributed.comm.core import CommClosedError
-    from distributed.scheduler import KilledWorker
-
-    return isinstance(exc, (KilledWorker, CommClosedError, OSError))
 
 
 def _unregister(client: Client, job_id: str) -> None:

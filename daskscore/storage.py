@@ -171,7 +171,7 @@ def list_files(url: str, storage_options: dict[str, Any] | None = None) -> list[
         ``url`` does not exist or cannot be read, or it holds no files.
     """
     fs, root = filesystem(url, storage_options)
-    fs.invalidate_cache(root)
+    fs.invalidate_cache()  # the whole listing cache: a container made since is visible
     try:
         info = fs.info(root)
         if info["type"] != "directory":

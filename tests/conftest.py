@@ -14,6 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+# The storage emulators are session fixtures defined once, here: imported into several test
+# modules they would be separate fixtures, each starting its own emulator.
+from storage_emulators import azurite, moto_s3  # noqa: E402, F401
+
 from daskscore.cluster import local_cluster
 
 REPO = Path(__file__).resolve().parent.parent

@@ -24,15 +24,17 @@ LAYERS: dict[str, int] = {
     "tabular": 2,
     "datasets": 2,
     "storage": 2,
+    "resume": 2,
     "plugin": 3,
     "tasks": 4,
     "books": 5,
-    "runner": 6,
-    "frames": 7,
-    "api": 8,
-    "cli": 9,
-    "__init__": 9,
-    "__main__": 10,
+    "dispatch": 6,
+    "runner": 7,
+    "frames": 8,
+    "api": 9,
+    "cli": 10,
+    "__init__": 10,
+    "__main__": 11,
 }
 
 

@@ -10,7 +10,7 @@ import fsspec
 import pandas as pd
 import pytest
 from conftest import write_deployment
-from storage_emulators import azurite, make_bucket, make_container, moto_s3  # noqa: F401
+from storage_emulators import make_bucket, make_container
 
 import daskscore
 from daskscore.cluster import local_cluster
@@ -47,7 +47,7 @@ def bucket(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def remote_client(azurite, moto_s3):  # noqa: F811 - fixtures
+def remote_client(azurite, moto_s3):
     """A cluster started after both emulators exported their credentials."""
     with local_cluster(2, dashboard=False) as handle:
         yield handle.client

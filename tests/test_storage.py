@@ -12,12 +12,7 @@ from typing import Any
 
 import fsspec
 import pytest
-from storage_emulators import (  # noqa: F401  (azurite, moto_s3: pytest fixtures)
-    azurite,
-    make_bucket,
-    make_container,
-    moto_s3,
-)
+from storage_emulators import make_bucket, make_container
 
 from daskscore.errors import InputError, UsageError
 from daskscore.storage import (

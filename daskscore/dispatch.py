@@ -1,0 +1,213 @@
+"""The dispatcher: keeps tasks in flight and folds their outcomes into the job's books.
+
+Each task is a run of several mini-batches, sized by guided self-scheduling
+(:func:`daskscore.batching.next_task_size`); two are in flight per worker.  When a task's
+process dies, its ledger says which mini-batches it committed (kept), which ``run()`` was in
+flight (charged one try: ``PROCESS_DIED`` or ``RUN_TIMEOUT``) and which had not started (run
+again, uncharged).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections import deque
+from typing import Any
+
+from distributed import Client
+
+from . import batching
+from .books import Books
+from .errors import DaskScoreError, InitFailed
+from .ledger import read_ledger
+from .plugin import WorkerJob, cancel_job, init_report
+from .progress import Progress
+from .tasks import PROGRESS_TOPIC, TaskResult, run_task
+
+logger = logging.getLogger("daskscore")
+
+#: Tasks in flight per worker: one running, one queued behind it so a worker never waits for
+#: the driver's round trip between two tasks.
+TASKS_PER_WORKER = 2
+#: How long the driver waits for a task before it redraws progress.
+POLL_S = 0.25
+#: Seconds between two lines of logs/job_progress_overview.txt.
+OVERVIEW_S = 10.0
+#: A mini-batch whose task is lost this many times without it ever being charged (the worker
+#: died before it started) is failed rather than retried for ever.
+MAX_UNCHARGED_LOSSES = 10
+
+
+class Dispatcher:
+    """Keeps tasks in flight and folds their outcomes into the books."""
+
+    def __init__(
+        self,
+        client: Client,
+        job: WorkerJob,
+        books: Books,
+        batches: list[list[str]],
+        workers: int,
+        progress: Progress,
+        run_no: int = 1,
+    ) -> None:
+        self.client = client
+        self.job = job
+        self.books = books
+        self.batches = batches
+        self.workers = workers
+        self.progress = progress
+        self.run_no = run_no
+        self.queue: deque[int] = deque(mb for mb in range(len(batches)) if not books.is_final(mb))
+        self.isolate: set[int] = set()
+        self.losses: dict[int, int] = {}
+        self.inflight: dict[Any, tuple[str, list[int]]] = {}
+        self.seq = 0
+        self.last_overview = time.monotonic()
+        self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.topic = f"{PROGRESS_TOPIC}-{job.job_id}"
+        client.subscribe_topic(self.topic, self._on_progress)
+
+    def _on_progress(self, event: Any) -> None:
+        _, msg = event
+        self.progress.add_live(int(msg.get("items", 0)))
+
+    def check_init(self) -> None:
+        reports = self.client.run(init_report, self.job.job_id)
+        for report in reports.values():
+            if report.get("error"):
+                raise InitFailed("init() failed", user_traceback=report["error"])
+
+    def run(self) -> None:
+        while self.queue or self.inflight:
+            self._fill()
+            try:
+                fut = self.done.get(timeout=POLL_S)
+            except queue.Empty:
+                fut = None
+            while fut is not None:
+                if fut in self.inflight:
+                    self._handle(fut)
+                try:
+                    fut = self.done.get_nowait()
+                except queue.Empty:
+                    fut = None
+            self.progress.draw()
+            now = time.monotonic()
+            if now - self.last_overview >= OVERVIEW_S:
+                self.books.write_overview()
+                self.last_overview = now
+            if self.books.threshold_exceeded():
+                self._abort()
+                return
+
+    def _fill(self) -> None:
+        window = self.workers * TASKS_PER_WORKER
+        while self.queue and len(self.inflight) < window:
+            ids = self._take()
+            self.seq += 1
+            attempt = f"r{self.run_no:02d}a{self.seq:06d}"
+            payload = [(mb, self.books.tries_used(mb), self.batches[mb]) for mb in ids]
+            fut = self.client.submit(
+                run_task,
+                self.job.job_id,
+                attempt,
+                payload,
+                key=f"daskscore-{self.job.job_id}-{attempt}",
+                pure=False,
+            )
+            self.inflight[fut] = (attempt, ids)
+            fut.add_done_callback(self.done.put)
+
+    def _take(self) -> list[int]:
+        if self.queue[0] in self.isolate:
+            return [self.queue.popleft()]
+        size = batching.next_task_size(len(self.queue), self.workers)
+        ids: list[int] = []
+        while self.queue and len(ids) < size and self.queue[0] not in self.isolate:
+            ids.append(self.queue.popleft())
+        return ids
+
+    def _handle(self, fut: Any) -> None:
+        attempt, ids = self.inflight.pop(fut)
+        if fut.status == "finished":
+            result: TaskResult = fut.result()
+            if result.init_error is not None:
+                raise InitFailed("init() failed", user_traceback=result.init_error)
+            if not result.interrupted:
+                self._fold(attempt, result.records, ids)
+                return
+        else:
+            exc = fut.exception()
+            if not _is_worker_loss(exc):
+                raise DaskScoreError(f"task {attempt} failed inside daskscore: {exc!r}") from exc
+        self._recover(attempt, ids)
+
+    def _fold(self, attempt: str, records: list[dict[str, Any]], ids: list[int]) -> None:
+        finished = self.books.record(attempt, records)
+        failed = sum(1 for mb in finished if self.books.is_failed(mb))
+        self.progress.add_done(len(finished), self._items(finished), failed)
+        left = [mb for mb in ids if mb not in finished and not self.books.is_final(mb)]
+        self.queue.extendleft(reversed(left))  # a cancelled task's rest, back to the front
+
+    def _items(self, mbs: set[int]) -> int:
+        return sum(self.books.final[mb]["total"] for mb in mbs if mb in self.books.final)
+
+    def _recover(self, attempt: str, ids: list[int]) -> None:
+        """A task's process died: keep what it committed, charge the run() it was in."""
+        state = read_ledger(self.job.staging, attempt)
+        finished = self.books.record(attempt, state.committed)
+        self.progress.add_done(len(finished), self._items(finished))
+        requeue: list[int] = []
+        for mb in ids:
+            if mb in finished or self.books.is_final(mb):
+                continue
+            if state.running is not None and state.running[0] == mb:
+                final = self.books.charge_crash(
+                    mb,
+                    state.running[1],
+                    state.timed_out,
+                    worker=state.running_worker,
+                    start=state.running_start,
+                )
+                if not final:
+                    self.isolate.add(mb)
+                    requeue.append(mb)
+                continue
+            self.losses[mb] = self.losses.get(mb, 0) + 1
+            if self.losses[mb] >= MAX_UNCHARGED_LOSSES:
+                self.books.charge_crash(mb, self.books.tries_used(mb) + 1, False, final=True)
+                continue
+            requeue.append(mb)
+        # crashed work goes to the front, in order, so the output can be assembled early
+        self.queue.extendleft(reversed(sorted(requeue)))
+
+    def _abort(self) -> None:
+        """error_threshold exceeded: stop everything, keep what was committed."""
+        futures = list(self.inflight)
+        self.client.cancel(futures)
+        try:
+            self.client.run(cancel_job, self.job.job_id)
+        except Exception:  # noqa: BLE001 - a dying worker must not hide the verdict
+            logger.debug("cancel_job failed", exc_info=True)
+        for fut in futures:
+            attempt, _ = self.inflight.pop(fut)
+            self.books.record(attempt, read_ledger(self.job.staging, attempt).committed)
+        self.queue.clear()
+
+    def stop(self) -> None:
+        try:
+            self.client.unsubscribe_topic(self.topic)
+        except Exception:  # noqa: BLE001
+            pass
+        if self.inflight:
+            self.client.cancel(list(self.inflight))
+            self.inflight.clear()
+
+
+def _is_worker_loss(exc: BaseException | None) -> bool:
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(exc, (KilledWorker, CommClosedError, OSError))

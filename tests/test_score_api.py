@@ -1,0 +1,269 @@
+"""Integration tests of :func:`daskscore.score`: the predictions as a lazy Dask DataFrame.
+
+Every test scores on the module's LocalCluster (the ``client`` fixture).  The scoring script
+notes every ``run()`` call (and its files) in a marker file in a folder named by
+``settings.environment_variables``, so the tests can tell how many mini-batches ran and when:
+nothing but the one mini-batch that infers ``meta`` before a compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_deployment, write_inputs
+
+import daskscore
+from daskscore import api
+
+N_FILES = 12
+MINI_BATCH_SIZE = 2
+N_MINI_BATCHES = N_FILES // MINI_BATCH_SIZE
+
+SCRIPT = """
+    import os
+    import uuid
+
+    import pandas as pd
+
+    MARKERS = os.environ["MARKERS"]
+    RETURNS = os.environ.get("RETURNS", "frame")
+    FAIL_ON = os.environ.get("FAIL_ON", "")
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        if isinstance(mini_batch, pd.DataFrame):
+            names = [f"rows-{mini_batch.index[0]}"]
+        else:
+            names = [os.path.basename(p) for p in mini_batch]
+        with open(os.path.join(MARKERS, "run-" + uuid.uuid4().hex), "w") as fh:
+            fh.write(" ".join(names))
+        if FAIL_ON and FAIL_ON in names:
+            raise ValueError(f"cannot score {FAIL_ON}")
+        if isinstance(mini_batch, pd.DataFrame):
+            return pd.DataFrame({"pred": mini_batch["v"] * 2})
+        n = [int(name[1:5]) for name in names]
+        if RETURNS == "list":
+            return [f"{name}:{i * 10}" for name, i in zip(names, n)]
+        return pd.DataFrame(
+            {
+                "n": pd.array(n, dtype="int64"),
+                "score": [i * 0.5 for i in n],
+                "small": pd.array([i % 7 for i in n], dtype="int16"),
+                "even": [i % 2 == 0 for i in n],
+                "name": names,
+            }
+        )
+
+    def shutdown():
+        with open(os.path.join(MARKERS, "shutdown-" + uuid.uuid4().hex), "w") as fh:
+            fh.write("bye")
+"""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def deploy(root: Path, markers: Path, **env: str) -> Path:
+    return write_deployment(
+        root / "deploy",
+        SCRIPT,
+        settings={
+            "mini_batch_size": MINI_BATCH_SIZE,
+            "environment_variables": {"MARKERS": str(markers), **env},
+            "retry_settings": {"max_retries": 1},
+        },
+    )
+
+
+def runs(markers: Path) -> list[str]:
+    """What each run() call so far was given (file names joined by spaces)."""
+    return sorted(p.read_text() for p in markers.glob("run-*"))
+
+
+def expected_frame(skip: tuple[int, ...] = ()) -> pd.DataFrame:
+    n = [i for i in range(N_FILES) if i not in skip]
+    return pd.DataFrame(
+        {
+            "n": pd.array(n, dtype="int64"),
+            "score": [i * 0.5 for i in n],
+            "small": pd.array([i % 7 for i in n], dtype="int16"),
+            "even": [i % 2 == 0 for i in n],
+            "name": [f"f{i:04d}.csv" for i in n],
+        }
+    )
+
+
+@pytest.fixture
+def markers(tmp_path: Path) -> Path:
+    folder = tmp_path / "markers"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    return write_inputs(tmp_path / "in", N_FILES)
+
+
+@pytest.fixture
+def current(client: Any) -> Iterator[Any]:
+    """The module's client as the current one, so that ``.compute()`` uses it; every session
+    the test opened is closed afterwards."""
+    opened = len(api.sessions)
+    try:
+        with client.as_current():
+            yield client
+    finally:
+        for session in api.sessions[opened:]:
+            session.close()
+
+
+# --------------------------------------------------------------------------- laziness, results
+
+
+def test_score_is_lazy_then_head_and_compute_give_rows_in_order(
+    current: Any, tmp_path: Path, markers: Path, inputs: Path
+) -> None:
+    dep = deploy(tmp_path, markers)
+    ddf = daskscore.score(dep, inputs, client=current, partitions=3)
+    assert len(runs(markers)) == 1, "only the mini-batch that infers meta runs before compute"
+    assert ddf.npartitions == 3
+
+    head = ddf.head(3)
+    assert head["n"].tolist() == [0, 1, 2]
+    assert len(runs(markers)) == 1 + 2, "head() computes the first partition only (2 batches)"
+
+    frame = ddf.compute()
+    assert len(runs(markers)) == 1 + 2 + N_MINI_BATCHES
+    want = expected_frame()
+    assert frame["n"].tolist() == list(range(N_FILES)), "all rows, in mini-batch order"
+    got = frame.reset_index(drop=True)
+    assert list(got.columns) == list(want.columns)
+    for column in ["n", "score", "small", "even"]:
+        assert got[column].dtype == want[column].dtype, column
+        assert ddf.dtypes[column] == want[column].dtype, f"meta of {column}"
+    assert pd.api.types.is_string_dtype(got["name"])
+    assert got["name"].tolist() == want["name"].tolist()
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_list_returns_give_a_prediction_column(
+    current: Any, tmp_path: Path, markers: Path, inputs: Path
+) -> None:
+    dep = deploy(tmp_path, markers, RETURNS="list")
+    ddf = daskscore.score(dep, inputs, client=current)
+    assert list(ddf.columns) == ["prediction"]
+    got = ddf.compute()["prediction"].tolist()
+    assert got == [f"f{i:04d}.csv:{i * 10}" for i in range(N_FILES)]
+
+
+def test_meta_skips_inference(current: Any, tmp_path: Path, markers: Path, inputs: Path) -> None:
+    dep = deploy(tmp_path, markers)
+    meta = expected_frame().iloc[:0]
+    ddf = daskscore.score(dep, inputs, client=current, meta=meta)
+    assert runs(markers) == [], "with meta= nothing runs before compute"
+    assert list(ddf.columns) == list(meta.columns)
+    frame = ddf.compute()
+    assert len(runs(markers)) == N_MINI_BATCHES
+    assert frame["n"].tolist() == list(range(N_FILES))
+
+
+def test_to_parquet_writes_every_row(
+    current: Any, tmp_path: Path, markers: Path, inputs: Path
+) -> None:
+    dep = deploy(tmp_path, markers)
+    ddf = daskscore.score(dep, inputs, client=current)
+    dest = tmp_path / "pq"
+    ddf.to_parquet(str(dest), write_index=False)
+    got = pd.read_parquet(dest).sort_values("n").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected_frame(), check_dtype=False)
+    assert str(got["small"].dtype) == "int16"
+
+
+def test_report_counts_and_close_calls_shutdown(
+    current: Any, tmp_path: Path, markers: Path, inputs: Path
+) -> None:
+    dep = deploy(tmp_path, markers)
+    ddf = daskscore.score(dep, inputs, client=current)
+    session = api.sessions[-1]
+    assert session.frame is ddf
+    assert session.report()["mini_batches"] == 0, "nothing computed yet"
+    ddf.compute()
+    ddf.compute()  # computed twice: counted once
+    report = session.report()
+    assert report["mini_batches"] == N_MINI_BATCHES
+    assert report["succeeded_items"] == N_FILES and report["failed_items"] == 0
+    assert report["failures"] == []
+    assert Path(report["logs"]).is_dir()
+
+    assert not list(markers.glob("shutdown-*"))
+    session.close()
+    workers = len(current.scheduler_info(n_workers=-1)["workers"])
+    assert len(list(markers.glob("shutdown-*"))) == workers, "shutdown() once per worker"
+
+
+def test_failing_mini_batch_is_retried_then_gives_no_rows_and_is_reported(
+    current: Any, tmp_path: Path, markers: Path, inputs: Path
+) -> None:
+    dep = deploy(tmp_path, markers, FAIL_ON="f0005.csv")  # mini-batch 2: f0004, f0005
+    ddf = daskscore.score(dep, inputs, client=current)
+    frame = ddf.compute()
+    assert runs(markers).count("f0004.csv f0005.csv") == 2, "max_retries=1: two tries"
+    assert frame["n"].tolist() == [i for i in range(N_FILES) if i not in (4, 5)]
+    pd.testing.assert_frame_equal(
+        frame.reset_index(drop=True), expected_frame(skip=(4, 5)), check_dtype=False
+    )
+    report = api.sessions[-1].report()
+    assert report["succeeded_items"] == N_FILES - 2 and report["failed_items"] == 2
+    [failure] = report["failures"]
+    assert failure["mini_batch"] == 2 and failure["try"] == 2
+    assert "cannot score f0005.csv" in failure["error"]
+
+
+def test_tabular_score_with_carry_columns(current: Any, tmp_path: Path, markers: Path) -> None:
+    folder = tmp_path / "tab"
+    folder.mkdir()
+    frames = []
+    for k in range(2):
+        frame = pd.DataFrame({"id": np.arange(k * 50, k * 50 + 50), "v": np.arange(50) * 1.5})
+        frame.to_csv(folder / f"t{k}.csv", index=False)
+        frames.append(frame.assign(row=np.arange(50)))
+    rows = pd.concat(frames, ignore_index=True)
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SCRIPT,
+        settings={"mini_batch_size": "9 rows", "environment_variables": {"MARKERS": str(markers)}},
+    )
+    ddf = daskscore.score(dep, folder, client=current, carry_columns=["id", "row"])
+    got = ddf.compute().reset_index(drop=True)
+    assert list(got.columns) == ["id", "row", "pred"]
+    assert got["id"].tolist() == rows["id"].tolist()
+    assert got["row"].tolist() == rows["row"].tolist()
+    np.testing.assert_allclose(got["pred"], rows["v"] * 2)
+
+
+# --------------------------------------------------------------------------- the given client
+
+
+def test_compute_runs_on_the_client_given_to_score(
+    client: Any, tmp_path: Path, markers: Path, inputs: Path
+) -> None:
+    """score(client=...) with a client that is not the default one (``Client(...,
+    set_as_default=False)``, as the fixture's): the frame is scored on that client's workers,
+    where the script is installed; ``.compute()`` must not run it anywhere else."""
+    dep = deploy(tmp_path, markers)
+    opened = len(api.sessions)
+    try:
+        ddf = daskscore.score(dep, inputs, client=client)
+        frame = ddf.compute()
+        assert frame["n"].tolist() == list(range(N_FILES))
+    finally:
+        for session in api.sessions[opened:]:
+            session.close()
