@@ -69,6 +69,27 @@ class JobOptions:
     resume: bool = False
 
 
+@dataclass
+class _Plan:
+    """Everything decided before the cluster is touched."""
+
+    deployment: Deployment
+    options: JobOptions
+    fmt: str
+    files: list[str]
+    work: list[Any]
+    unit: str
+    csv_kwargs: dict[str, Any]
+    out_dir: Path
+    remote_out: str | None
+    books: Books
+    run_no: int
+
+    @property
+    def staging(self) -> Path:
+        return self.out_dir / out_mod.STAGING_DIR
+
+
 def execute(
     deployment: Deployment,
     input_path: str | Path,
@@ -82,7 +103,25 @@ def execute(
     output or script cannot be used.
     """
     options = options or JobOptions()
-    notify = options.notify or (lambda message: None)
+    plan = _prepare(deployment, input_path, output, options)
+    settings = deployment.settings
+    with _job_logging(plan.out_dir, settings.logging_level), _cluster(deployment, options) as h:
+        _score(plan, h)
+        result = plan.books.finish(
+            plan.staging, plan.fmt, h.client, options.partition_on, options.rows_per_file
+        )
+    if plan.remote_out:
+        result = publish(result, plan.out_dir, plan.remote_out)
+    logger.info("job %s: %s in %.2f s", plan.books.job_id, result.status, result.duration_s)
+    if result.status != "Completed":
+        raise plan.books.failure(result)
+    return result
+
+
+def _prepare(
+    deployment: Deployment, input_path: str | Path, output: str | Path, options: JobOptions
+) -> _Plan:
+    """List and plan the inputs, check the script, claim the output (or resume it)."""
     settings = deployment.settings
     fmt = resolve_format(settings.output_action, options)
     files = list_inputs(str(input_path))
@@ -99,9 +138,10 @@ def execute(
     else:
         out_dir = Path(output).expanduser().resolve()
     unfinished = out_mod.claim_output(out_dir, target, options.overwrite, options.resume)
-    job_id = uuid.uuid4().hex[:12]
-    books = Books(job_id, deployment, out_dir, work, input_path)
-    staging = out_dir / out_mod.STAGING_DIR
+    books = Books(uuid.uuid4().hex[:12], deployment, out_dir, work, input_path)
+    plan = _Plan(
+        deployment, options, fmt, files, work, unit, csv_kwargs, out_dir, remote_out, books, 1
+    )
     fp = resume_mod.fingerprint(
         deployment.code,
         deployment.model.path if deployment.model else None,
@@ -116,63 +156,67 @@ def execute(
             options.carry_columns,
         ],
     )
-    run_no = _restore(books, staging, fp, out_dir) if unfinished else 1
-    make_staging(staging)
-    resume_mod.write_manifest(staging, {"fingerprint": fp, "runs": run_no})
-    if run_no > 1:
-        notify(f"Resuming: {len(books.final)} of {len(work)} mini-batches were already done.")
-    with _job_logging(out_dir, settings.logging_level), _cluster(deployment, options) as handle:
-        if handle.dashboard_link:
-            notify(f"Dask dashboard: {handle.dashboard_link}")
-        workers = max(1, handle.workers)
-        job = WorkerJob(
-            job_id=job_id,
-            code=str(deployment.code),
-            script=str(deployment.scoring_script),
-            model_path=str(deployment.model.path) if deployment.model else None,
-            output=str(out_dir),
-            logs=str(out_dir / "logs"),
-            staging=str(staging),
-            env=dict(settings.environment_variables),
-            timeout=settings.retry_settings.timeout,
-            max_retries=settings.retry_settings.max_retries,
-            output_action=settings.output_action,
-            output_format=fmt,
-            csv_kwargs=csv_kwargs,
-            carry_columns=tuple(options.carry_columns),
-            logging_level=settings.logging_level,
-            intra_op_threads=intra_op_threads(workers),
-        )
-        total_items = sum(planned_items(w) for w in work)
+    if unfinished:
+        plan.run_no = _restore(books, plan.staging, fp, out_dir)
+    make_staging(plan.staging)
+    resume_mod.write_manifest(plan.staging, {"fingerprint": fp, "runs": plan.run_no})
+    return plan
+
+
+def _worker_job(plan: _Plan, workers: int) -> WorkerJob:
+    deployment, settings = plan.deployment, plan.deployment.settings
+    return WorkerJob(
+        job_id=plan.books.job_id,
+        code=str(deployment.code),
+        script=str(deployment.scoring_script),
+        model_path=str(deployment.model.path) if deployment.model else None,
+        output=str(plan.out_dir),
+        logs=str(plan.out_dir / "logs"),
+        staging=str(plan.staging),
+        env=dict(settings.environment_variables),
+        timeout=settings.retry_settings.timeout,
+        max_retries=settings.retry_settings.max_retries,
+        output_action=settings.output_action,
+        output_format=plan.fmt,
+        csv_kwargs=plan.csv_kwargs,
+        carry_columns=tuple(plan.options.carry_columns),
+        logging_level=settings.logging_level,
+        intra_op_threads=intra_op_threads(workers),
+    )
+
+
+def _score(plan: _Plan, handle: ClusterHandle) -> None:
+    """Install the script on the workers and run every mini-batch not yet done."""
+    notify = plan.options.notify or (lambda message: None)
+    if handle.dashboard_link:
+        notify(f"Dask dashboard: {handle.dashboard_link}")
+    if plan.run_no > 1:
         notify(
-            f"Scoring {len(files)} files{f' ({total_items} rows)' if unit == 'rows' else ''} "
-            f"in {len(work)} mini-batches on "
-            f"{workers} worker{'s' if workers != 1 else ''}; output: {out_dir}"
+            f"Resuming: {len(plan.books.final)} of {len(plan.work)} mini-batches were already done."
         )
-        progress = Progress(len(work), total_items, enabled=options.progress)
-        loop = Dispatcher(handle.client, job, books, work, workers, progress, run_no)
-        try:
-            logger.info("cluster ready with %d workers", workers)
-            handle.client.register_plugin(ScoringPlugin(job))
-            loop.check_init()
-            logger.info("scoring script installed and init() done on every worker")
-            loop.run()
-            logger.info("all mini-batches settled; %d tasks", loop.seq)
-        except InitFailed as exc:
-            books.init_error = exc.user_traceback
-        finally:
-            progress.close()
-            loop.stop()
-            _unregister(handle.client, job_id)
-        result = books.finish(
-            staging, fmt, handle.client, options.partition_on, options.rows_per_file
-        )
-    if remote_out:
-        result = publish(result, out_dir, remote_out)
-    logger.info("job %s: %s in %.2f s", job_id, result.status, result.summary["duration_s"])
-    if result.status != "Completed":
-        raise books.failure(result)
-    return result
+    workers = max(1, handle.workers)
+    job = _worker_job(plan, workers)
+    total_items = sum(planned_items(w) for w in plan.work)
+    rows = f" ({total_items} rows)" if plan.unit == "rows" else ""
+    notify(
+        f"Scoring {len(plan.files)} files{rows} in {len(plan.work)} mini-batches on "
+        f"{workers} worker{'s' if workers != 1 else ''}; output: {plan.out_dir}"
+    )
+    progress = Progress(len(plan.work), total_items, enabled=plan.options.progress)
+    loop = Dispatcher(handle.client, job, plan.books, plan.work, workers, progress, plan.run_no)
+    try:
+        logger.info("cluster ready with %d workers", workers)
+        handle.client.register_plugin(ScoringPlugin(job))
+        loop.check_init()
+        logger.info("scoring script installed and init() done on every worker")
+        loop.run()
+        logger.info("all mini-batches settled; %d tasks", loop.seq)
+    except InitFailed as exc:
+        plan.books.init_error = exc.user_traceback
+    finally:
+        progress.close()
+        loop.stop()
+        _unregister(handle.client, job.job_id)
 
 
 def resolve_format(output_action: str, options: JobOptions) -> str:
