@@ -97,6 +97,8 @@ class Books:
         self.init_error: str | None = None
         #: mini-batches restored from an interrupted earlier run (``--resume``)
         self.resumed = 0
+        #: dataset outputs: partition columns, checked against the first staged part
+        self.partition_on: tuple[str, ...] = ()
         self.started = time.time()
         self._t0 = time.perf_counter()
         self._failed_items = 0
@@ -114,6 +116,12 @@ class Books:
             if rec.get("final"):
                 self._finalize(mb, {**rec, "attempt": attempt})
                 finished.add(mb)
+            if self.partition_on and rec.get("part"):
+                staging = self.out_dir / out_mod.STAGING_DIR
+                datasets.check_columns(
+                    datasets.part_columns(staging, rec["part"]), self.partition_on
+                )
+                self.partition_on = ()  # checked once: the first part tells
         return finished
 
     def restore(self, attempt: str, records: list[dict[str, Any]]) -> None:

@@ -101,13 +101,26 @@ def quote_value(value: Any) -> str:
     return "%2E%2E" if quoted == ".." else ("%2E" if quoted == "." else quoted)
 
 
-def _sanitise(ddf: Any, partition_on: Sequence[str]) -> Any:
-    missing = [c for c in partition_on if c not in ddf.columns]
+def check_columns(columns: Sequence[str], partition_on: Sequence[str]) -> None:
+    """Refuse partition columns that run()'s results do not have."""
+    missing = [c for c in partition_on if c not in columns and c != MB_COLUMN]
     if missing:
+        shown = ", ".join(str(c) for c in columns if c != MB_COLUMN)
         raise UsageError(
             f"partition_on: column(s) {', '.join(missing)} not in the predictions; run() "
-            f"returned columns {', '.join(map(str, ddf.columns))}."
+            f"returned columns {shown}."
         )
+
+
+def part_columns(staging: str | Path, part: str) -> list[str]:
+    """The columns of a staged part (its schema only is read)."""
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(Path(staging) / "parts" / part).names)
+
+
+def _sanitise(ddf: Any, partition_on: Sequence[str]) -> Any:
+    check_columns(list(ddf.columns), partition_on)
     return ddf.assign(
         **{c: ddf[c].astype(str).map(quote_value, meta=(c, "str")) for c in partition_on}
     )
@@ -130,17 +143,17 @@ def write_dataset(
             write_index=False,
             compute=False,
         )
-        client.compute(task).result()
+        client.gather(client.compute(task))
     elif partition_on:
         parts = ddf.map_partitions(
             _write_csv_partitioned, str(dest), list(partition_on), meta=(None, "int64")
         )
-        client.compute(parts).result()
+        client.gather(client.compute(parts))
     else:
         task = ddf.to_csv(
             str(dest / "part-*.csv"), name_function=lambda i: f"{i:05d}", index=False, compute=False
         )
-        client.compute(task).result()
+        client.gather(client.compute(task))
     return sorted(p for p in dest.rglob("*") if p.is_file())
 
 

@@ -9,6 +9,7 @@ returns); ``meta`` is inferred by scoring the first mini-batch once, unless give
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
 import tempfile
@@ -44,10 +45,34 @@ class _NoLedger:
     def timed_out(self, *args: Any) -> None: ...
 
 
-def score_partition(job_id: str, group: list[tuple[int, Any]], meta: Any) -> Any:
+_FORWARD: dict[str, Client] = {}
+
+
+@atexit.register
+def _close_forwarding_clients() -> None:
+    while _FORWARD:
+        _FORWARD.popitem()[1].close()
+
+
+def _forward(address: str, job_id: str, group: list[tuple[int, Any]], meta: Any) -> Any:
+    """Computed outside the cluster (``ddf.compute()`` with a client that is not the default
+    one): run the partition on the cluster that has the script installed."""
+    client = _FORWARD.get(address)
+    if client is None:
+        client = _FORWARD[address] = Client(address, set_as_default=False)
+    return client.submit(score_partition, job_id, group, meta, address, pure=False).result()
+
+
+def score_partition(
+    job_id: str, group: list[tuple[int, Any]], meta: Any, address: str | None = None
+) -> Any:
     """Run a group of mini-batches on this worker; return their rows as one DataFrame."""
     import pandas as pd
 
+    from .plugin import _STATES
+
+    if job_id not in _STATES and address is not None and not _on_worker():
+        return _forward(address, job_id, group, meta)
     state = get_state(job_id)
     if state.init_error is not None:
         raise InitFailed("init() failed", user_traceback=state.init_error)
@@ -62,6 +87,16 @@ def score_partition(job_id: str, group: list[tuple[int, Any]], meta: Any) -> Any
         return meta.copy()
     out = pd.concat(frames, ignore_index=True)
     return out.reindex(columns=meta.columns)
+
+
+def _on_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def _report(job_id: str, records: list[dict[str, Any]]) -> None:
@@ -132,7 +167,9 @@ class ScoringSession:
         if meta is None:
             meta = client.submit(first_rows, job.job_id, work[0], pure=False).result()
         self.frame = dd.from_map(
-            functools.partial(score_partition, job.job_id, meta=meta),
+            functools.partial(
+                score_partition, job.job_id, meta=meta, address=client.scheduler.address
+            ),
             groups,
             meta=meta,
             label="daskscore",

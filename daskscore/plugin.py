@@ -220,7 +220,11 @@ def get_state(job_id: str) -> WorkerState:
     try:
         return _STATES[job_id]
     except KeyError:
-        raise RuntimeError(f"job {job_id} is not installed on this worker") from None
+        raise RuntimeError(
+            f"daskscore job {job_id} is not installed in this process: its tasks must run on "
+            "the cluster whose client installed it. For a DataFrame from daskscore.score(..., "
+            "client=c), compute with c.compute(ddf), or inside `with c.as_current():`."
+        ) from None
 
 
 def worker_label(name: Any) -> str:

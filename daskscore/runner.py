@@ -105,8 +105,15 @@ def execute(
     options = options or JobOptions()
     plan = _prepare(deployment, input_path, output, options)
     settings = deployment.settings
+    plan.books.partition_on = tuple(options.partition_on)
     with _job_logging(plan.out_dir, settings.logging_level), _cluster(deployment, options) as h:
-        _score(plan, h)
+        try:
+            _score(plan, h)
+        except UsageError:
+            # found out while running (a partition column run() does not return): nothing is
+            # kept, so that the corrected command can run in the same folder
+            shutil.rmtree(plan.staging, ignore_errors=True)
+            raise
         result = plan.books.finish(
             plan.staging, plan.fmt, h.client, options.partition_on, options.rows_per_file
         )
