@@ -7,7 +7,8 @@
 ``pool``
     ``multiprocessing.Pool(--processes)`` (fork) with ``initializer`` calling ``init()`` in each
     process (after capping torch to one intra-op thread, if the script uses torch), and
-    ``pool.imap`` over the mini-batches with ``chunksize = max(1, n_batches // (4 * processes))``.
+    ``pool.imap`` over the mini-batches (chunksize 1, imap's default, as written by hand; or
+    ``--chunksize auto``: ``max(1, n_batches // (4 * processes))``).
     The workers also format their rows, so the parent only writes bytes, in order: a strong,
     hand-written baseline.
 
@@ -102,12 +103,21 @@ def results_seq(mini_batches: list[list[str]], processes: int) -> Iterator[bytes
         yield run_formatted(mini_batch)
 
 
-def results_pool(mini_batches: list[list[str]], processes: int) -> Iterator[bytes]:
-    """The Pool baseline: imap over the mini-batches, results in order."""
-    chunksize = max(1, len(mini_batches) // (4 * processes))
+def results_pool(
+    mini_batches: list[list[str]], processes: int, chunksize: str = "1"
+) -> Iterator[bytes]:
+    """The Pool baseline: imap over the mini-batches, results in order.
+
+    ``chunksize`` "1" is imap's default, the loop a user writes by hand; "auto" is the tuned
+    ``n_batches // (4 * processes)`` that ``Pool.map`` would pick.
+    """
+    if chunksize == "auto":
+        size = max(1, len(mini_batches) // (4 * processes))
+    else:
+        size = int(chunksize)
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(processes, initializer=pool_init) as pool:
-        yield from pool.imap(run_formatted, mini_batches, chunksize=chunksize)
+        yield from pool.imap(run_formatted, mini_batches, chunksize=size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.torch_threads and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(args.torch_threads)
     t1 = time.perf_counter()
-    produce = results_seq if args.mode == "seq" else results_pool
+    if args.mode == "seq":
+        results = results_seq(mini_batches, args.processes)
+    else:
+        results = results_pool(mini_batches, args.processes, args.chunksize)
     with open(args.output, "wb") as out:
-        for data in produce(mini_batches, args.processes):
+        for data in results:
             out.write(data)
     t2 = time.perf_counter()
     if args.timings:
@@ -146,6 +159,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--torch-threads", type=int, help="torch intra-op threads of this process (seq)"
     )
     parser.add_argument("--timings", help="write setup/score seconds here as JSON")
+    parser.add_argument(
+        "--chunksize", default="1", help="pool: imap chunksize, a number or 'auto' (default 1)"
+    )
     return parser.parse_args(argv)
 
 

@@ -1,30 +1,31 @@
-"""W1 scorer: trivial work per file, so that per-file and per-mini-batch overhead dominates.
+"""W1 scorer: a trivial numpy model per small CSV file.
 
-Each input is a small CSV (a header and 20 rows of 8 floats).  It is parsed with the standard
-library on purpose: ``pandas.read_csv`` costs about 0.5 ms per tiny file, which would turn this
-into a pandas benchmark.  One output line per file: ``<basename> <sum of its values>``.
+Each input is a small CSV (a header and 20 rows of 8 floats), read with ``numpy.loadtxt`` and
+scored with a fixed linear model: about 65 us per file here, the same order as the issue's
+W1 (12.3 s sequential for 100,000 files).  ``W1L`` runs the same files through a lighter
+scorer (standard-library parsing, about 33 us per file) to show where fixed costs dominate.
+One output line per file: ``<basename> <score>``.
 """
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
+
+WEIGHTS: np.ndarray | None = None
+
 
 def init() -> None:
-    """Nothing to load."""
-
-
-def score_file(path: str) -> float:
-    """The sum of all values of one CSV file (its header skipped)."""
-    with open(path, encoding="ascii") as fh:
-        lines = fh.read().split("\n")[1:]
-    total = 0.0
-    for line in lines:
-        if line:
-            total += sum(map(float, line.split(",")))
-    return total
+    """The "model": fixed weights for the 8 columns."""
+    global WEIGHTS
+    WEIGHTS = np.linspace(-1.0, 1.0, 8)
 
 
 def run(mini_batch: list[str]) -> list[str]:
-    """One line per file: ``<basename> <score>``."""
-    return [f"{os.path.basename(p)} {score_file(p):.4f}" for p in mini_batch]
+    """One line per file: ``<basename> <mean of the linear scores of its rows>``."""
+    out = []
+    for path in mini_batch:
+        values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        out.append(f"{os.path.basename(path)} {float((values @ WEIGHTS).mean()):.6f}")
+    return out
