@@ -116,10 +116,19 @@ def _parser() -> argparse.ArgumentParser:
         help="finish an interrupted job in the output folder where it stopped",
     )
     run.add_argument("--no-progress", action="store_true", help="draw no progress")
-    run.add_argument(
-        "--no-dashboard",
+    board = run.add_mutually_exclusive_group()
+    board.add_argument(
+        "--dashboard",
         action="store_true",
-        help="do not start the Dask dashboard of the embedded cluster",
+        default=None,
+        help="start the Dask dashboard of the embedded cluster and print its link (default: "
+        "when stderr is a terminal)",
+    )
+    board.add_argument(
+        "--no-dashboard",
+        dest="dashboard",
+        action="store_false",
+        help="do not start the Dask dashboard",
     )
     run.add_argument(
         "--verbose",
@@ -169,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tabular=args.tabular,
         carry_columns=_columns(args.carry_columns),
         progress=not args.no_progress,
-        dashboard=not args.no_dashboard,
+        dashboard=sys.stderr.isatty() if args.dashboard is None else args.dashboard,
         notify=lambda message: print(message, file=sys.stderr, flush=True),
     )
     result = execute(deployment, args.input, args.output, options)
