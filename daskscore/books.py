@@ -97,6 +97,9 @@ class Books:
         self.init_error: str | None = None
         #: mini-batches restored from an interrupted earlier run (``--resume``)
         self.resumed = 0
+        #: tries of earlier runs per mini-batch (numbering continues after them)
+        self.offset: dict[int, int] = {}
+        self._earlier: dict[int, dict[str, int]] = {}
         #: dataset outputs: partition columns, checked against the first staged part
         self.partition_on: tuple[str, ...] = ()
         self.started = time.time()
@@ -111,8 +114,9 @@ class Books:
             mb = rec["mini_batch"]
             if mb in self.final:
                 continue  # already settled by another attempt: never count or write twice
-            self.attempts.append(rec)
             self.tries[mb] = max(self.tries.get(mb, 0), rec["try"])
+            rec = self._numbered(rec)
+            self.attempts.append(rec)
             if rec.get("final"):
                 self._finalize(mb, {**rec, "attempt": attempt})
                 finished.add(mb)
@@ -125,16 +129,27 @@ class Books:
         return finished
 
     def restore(self, attempt: str, records: list[dict[str, Any]]) -> None:
-        """Fold in an earlier run's committed records: only succeeded mini-batches stay final;
-        failed ones are tried again from scratch (their tries remain in the history)."""
+        """Fold in an earlier run's committed records (ledgers in run order): only succeeded
+        mini-batches stay final; failed ones get a fresh retry budget in this run, and their
+        earlier tries stay in the history, numbered before this run's."""
+        run = attempt.split("a", 1)[0]  # "r01a000003" -> "r01"
         for rec in records:
             mb = rec["mini_batch"]
             if mb in self.final:
                 continue
+            runs = self._earlier.setdefault(mb, {})
+            before = sum(n for r, n in runs.items() if r < run)
+            rec = {**rec, "try": rec["try"] + before}
+            runs[run] = max(runs.get(run, 0), rec["try"] - before)
+            self.offset[mb] = sum(runs.values())
             self.attempts.append(rec)
             if rec.get("final") and rec["status"] == RUN_DONE:
-                self.tries[mb] = rec["try"]
                 self._finalize(mb, {**rec, "attempt": attempt})
+
+    def _numbered(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """A record of this run, its try numbered after the tries of earlier runs."""
+        offset = self.offset.get(rec["mini_batch"], 0)
+        return {**rec, "try": rec["try"] + offset} if offset else rec
 
     def charge_crash(
         self,
@@ -172,10 +187,10 @@ class Books:
             "run_s": elapsed,
             "bytes": 0,
         }
-        self.attempts.append(rec)
+        self.attempts.append(self._numbered(rec))
         self.tries[mb] = max(self.tries.get(mb, 0), try_no)
         if final or try_no > self.settings.retry_settings.max_retries:
-            self._finalize(mb, {**rec, "final": True, "attempt": None})
+            self._finalize(mb, {**self._numbered(rec), "final": True, "attempt": None})
             return True
         return False
 
@@ -283,7 +298,7 @@ class Books:
                 1 for r in finals if r["status"] == RUN_DONE and r["failed"]
             ),
             "not_run_mini_batches": not_run,
-            "retried_mini_batches": sum(1 for t in self.tries.values() if t > 1),
+            "retried_mini_batches": len({r["mini_batch"] for r in self.attempts if r["try"] > 1}),
             "resumed_mini_batches": self.resumed,
             "error_threshold": self.settings.error_threshold,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),

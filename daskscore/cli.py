@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, devtools, scaffold
 from .config import UnknownKeyWarning
 from .deployment import load_deployment
 from .errors import DaskScoreError, JobFailed
@@ -136,7 +136,69 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show daskscore's own tracebacks and log lines on stderr",
     )
+    _dev_parsers(sub)
     return parser
+
+
+def _dev_parsers(sub: argparse._SubParsersAction) -> None:
+    """``daskscore validate`` and ``daskscore init``: the local debugging loop."""
+    check = sub.add_parser(
+        "validate",
+        help="try a deployment on its first mini-batch, in this process, without a cluster",
+        description="List every problem of a deployment file at once, then import the scoring "
+        "script as a worker would, call init() and run() on the first mini-batch, and show the "
+        "rows as append_row writes them. Exit codes: 0 all well, 1 the script raised, 2 a "
+        "problem of the deployment, the script file or the input.",
+    )
+    check.add_argument("deployment", metavar="DEPLOYMENT", help="the deployment YAML file")
+    check.add_argument("--input", "-i", required=True, metavar="PATH", help="input file or folder")
+    check.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a deployment key, as for daskscore run (repeatable)",
+    )
+    check.add_argument(
+        "--mini-batch-size", type=int, metavar="N", help="files per mini-batch (the first is run)"
+    )
+    check.add_argument(
+        "--pdb",
+        action="store_true",
+        help="when init() or run() raises, start pdb post-mortem in the script's frame",
+    )
+    check.add_argument(
+        "--rows", type=int, default=10, metavar="N", help="output lines to show (default 10)"
+    )
+    init = sub.add_parser(
+        "init",
+        help="create a deployment folder to start a scoring script from",
+        description="Create NAME/ with deployment.yml (every setting, commented), "
+        "code/score.py (an init()/run() template), model/ and sample-inputs/.",
+    )
+    init.add_argument("name", metavar="NAME", help="the folder to create (new, or empty)")
+    init.add_argument(
+        "--template",
+        choices=scaffold.TEMPLATES,
+        default="minimal",
+        help="minimal: pandas only; torch: a small PyTorch network (default: minimal)",
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    return devtools.validate(
+        args.deployment, args.input, _overrides(args), rows=args.rows, post_mortem=args.pdb
+    )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    root = scaffold.scaffold(args.name, args.template)
+    print(
+        f"Created {root}/. Try it: daskscore validate {root / 'deployment.yml'} "
+        f"--input {root / 'sample-inputs'}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str | int]:
@@ -151,7 +213,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | int]:
         overrides[key] = value
     if args.mini_batch_size is not None:
         overrides["settings.mini_batch_size"] = args.mini_batch_size
-    if args.instance_count is not None:
+    if getattr(args, "instance_count", None) is not None:
         overrides["settings.instance_count"] = args.instance_count
     return overrides
 
@@ -197,6 +259,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "init": cmd_init}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``daskscore`` console script."""
     parser = _parser()
@@ -209,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     warnings.showwarning = _show_warning
     try:
-        return cmd_run(args)
+        return COMMANDS[args.command](args)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     except JobFailed as exc:

@@ -15,6 +15,7 @@ Every error names the file, the key and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import re
@@ -312,17 +313,7 @@ def _model(value: Any, base: Path, where: str) -> Model | None:
 
 def _code_configuration(value: Any, model: Any, base: Path, where: str) -> tuple[Path, Path]:
     if value is None:
-        hint = ""
-        if isinstance(model, dict) and isinstance(model.get("path"), str):
-            if (base / model["path"] / "MLmodel").exists():
-                hint = (
-                    " The model is an MLflow model; deployments without a scoring script "
-                    "(a built-in MLflow scorer) are not supported yet."
-                )
-        raise ConfigError(
-            f"{where}: code_configuration: missing; give code_configuration.code (the code "
-            f"folder) and code_configuration.scoring_script (the script inside it).{hint}"
-        )
+        return _mlflow_scorer(model, base, where)
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: code_configuration: expected a mapping, got {_kind(value)}.")
     for key in ("code", "scoring_script"):
@@ -343,6 +334,31 @@ def _code_configuration(value: Any, model: Any, base: Path, where: str) -> tuple
             f"in the code folder {code}."
         )
     return code, script
+
+
+#: The code folder of the built-in scorer of MLflow models deployed without a script.
+MLFLOW_SCORER = Path(__file__).resolve().parent / "builtin" / "mlflow"
+
+
+def _mlflow_scorer(model: Any, base: Path, where: str) -> tuple[Path, Path]:
+    """No ``code_configuration``: the built-in MLflow scorer when the model folder holds an
+    ``MLmodel`` file (and mlflow is installed), else a :class:`ConfigError`."""
+    path = model.get("path") if isinstance(model, dict) else model
+    folder = (base / os.path.expanduser(path)).resolve() if isinstance(path, str) else None
+    if not (folder and (folder / "MLmodel").is_file()):
+        found = f"; {folder} has no MLmodel file" if folder else ""
+        raise ConfigError(
+            f"{where}: code_configuration: missing; give code_configuration.code (the code "
+            "folder) and code_configuration.scoring_script (the script inside it). Only an "
+            "MLflow model (model.path: a folder with an MLmodel file) can be deployed without "
+            f"a scoring script{found}."
+        )
+    if importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(
+            f"{where}: this deployment has no scoring script and an MLflow model: pip install "
+            f"'daskscore[mlflow]' (the built-in MLflow scorer of {folder} needs mlflow)."
+        )
+    return MLFLOW_SCORER, MLFLOW_SCORER / "score.py"
 
 
 def to_raw(deployment: Deployment) -> dict[str, Any]:

@@ -59,9 +59,6 @@ def claim_output(
                 f"output folder '{output}' holds a finished job (see {SUMMARY_FILE}); there is "
                 "nothing to resume. Pass --overwrite to run it again."
             )
-        for name in (predictions_name, SUMMARY_FILE):
-            if name and (output / name).exists():  # stale: assembled again at the end
-                _remove(output / name)
         _make_logs(output)
         return unfinished
     names = [n for n in (predictions_name, SUMMARY_FILE, STAGING_DIR) if n]
@@ -85,6 +82,13 @@ def claim_output(
         shutil.rmtree(output / "logs")
     _make_logs(output)
     return False
+
+
+def remove_stale(output: Path, predictions_name: str | None) -> None:
+    """Resuming: the outputs an interrupted run may have left are assembled again."""
+    for name in (predictions_name, SUMMARY_FILE):
+        if name and (output / name).exists():
+            _remove(output / name)
 
 
 def _remove(path: Path) -> None:

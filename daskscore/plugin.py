@@ -70,6 +70,39 @@ class WorkerJob:
     intra_op_threads: int | None = None
 
 
+def set_environment(job: WorkerJob, saved: dict[str, Any]) -> str:
+    """Set what a scoring script sees, as Azure does; return the model folder made for it.
+
+    ``AZUREML_MODEL_DIR`` is a new temporary folder holding a symlink to the model under its
+    own base name; ``AZUREML_BI_OUTPUT_PATH`` and ``job.env`` are set; ``sys.argv`` is the
+    script's own.  The values replaced are kept in ``saved`` for :func:`restore_environment`.
+    """
+    env = dict(job.env)
+    model_dir = tempfile.mkdtemp(prefix="daskscore-model-")
+    if job.model_path:
+        model = Path(job.model_path)
+        os.symlink(model, Path(model_dir) / model.name, target_is_directory=model.is_dir())
+    env["AZUREML_MODEL_DIR"] = model_dir
+    env["AZUREML_BI_OUTPUT_PATH"] = job.output
+    for key, value in env.items():
+        saved.setdefault(key, os.environ.get(key))
+        os.environ[key] = value
+    saved["argv"] = list(sys.argv)
+    sys.argv = [job.script]
+    return model_dir
+
+
+def restore_environment(saved: dict[str, Any]) -> None:
+    """Undo :func:`set_environment`: ``sys.argv`` and the environment variables it replaced."""
+    for key, value in saved.items():
+        if key == "argv":
+            sys.argv = value
+        elif value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 class WorkerState:
     """One job installed in one worker process."""
 
@@ -125,31 +158,13 @@ class WorkerState:
                 self.write_error("shutdown()", script_mod.full_traceback(exc))
         script_mod.forget_code(Path(self.job.code))
         sys.modules.pop(Path(self.job.script).stem, None)
-        for key, value in self._saved.items():
-            if key == "argv":
-                sys.argv = value
-            elif value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_environment(self._saved)
         self._restore_output()
         if self.model_dir:
             shutil.rmtree(self.model_dir, ignore_errors=True)
 
     def _set_environment(self) -> None:
-        job = self.job
-        env = dict(job.env)
-        self.model_dir = tempfile.mkdtemp(prefix="daskscore-model-")
-        if job.model_path:
-            model = Path(job.model_path)
-            os.symlink(model, Path(self.model_dir) / model.name, target_is_directory=model.is_dir())
-        env["AZUREML_MODEL_DIR"] = self.model_dir
-        env["AZUREML_BI_OUTPUT_PATH"] = job.output
-        for key, value in env.items():
-            self._saved.setdefault(key, os.environ.get(key))
-            os.environ[key] = value
-        self._saved["argv"] = list(sys.argv)
-        sys.argv = [job.script]
+        self.model_dir = set_environment(self.job, self._saved)
 
     def _limit_threads(self) -> None:
         n = self.job.intra_op_threads

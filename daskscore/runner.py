@@ -164,7 +164,9 @@ def _prepare(
         ],
     )
     if unfinished:
-        plan.run_no = _restore(books, plan.staging, fp, out_dir)
+        plan.run_no = _restore(books, plan.staging, fp, out_dir)  # refuses before any change
+    if options.resume:
+        out_mod.remove_stale(out_dir, target)
     make_staging(plan.staging)
     resume_mod.write_manifest(plan.staging, {"fingerprint": fp, "runs": plan.run_no})
     return plan

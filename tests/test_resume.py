@@ -232,14 +232,21 @@ def summary(out: Path) -> dict[str, Any]:
     return json.loads((out / "job_summary.json").read_text())
 
 
-def tries(out: Path) -> dict[int, list[str]]:
-    """processed_mini-batches.csv: the statuses of each mini-batch's tries, in file order."""
+def tries_numbered(out: Path) -> dict[int, list[tuple[int, str]]]:
+    """processed_mini-batches.csv: each mini-batch's (try, status) rows, in file order."""
     path = out / "logs" / "sys" / "job_report" / "processed_mini-batches.csv"
-    grouped: dict[int, list[str]] = {}
+    grouped: dict[int, list[tuple[int, str]]] = {}
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
-            grouped.setdefault(int(row["mini_batch_id"]), []).append(row["status"])
+            grouped.setdefault(int(row["mini_batch_id"]), []).append(
+                (int(row["try"]), row["status"])
+            )
     return grouped
+
+
+def tries(out: Path) -> dict[int, list[str]]:
+    """The statuses of each mini-batch's tries, in file order."""
+    return {mb: [status for _, status in rows] for mb, rows in tries_numbered(out).items()}
 
 
 def snapshot(folder: Path) -> dict[str, Any]:
@@ -498,10 +505,12 @@ def test_failed_mini_batches_of_the_interrupted_run_are_retried_on_resume(
     proc = cli(dep, inputs, out, "--resume")
     s = assert_resumed_like_clean(out, proc, clean, kept)
     assert s["failures"] == []
-    # the failed tries of the first run stay in the history; the resume's try succeeded
-    history = tries(out)[2]
-    assert history.count("RUN_EXCEPTION") == 3
-    assert history[-1] == "RUN_DONE" and history.count("RUN_DONE") == 1
+    # the failed tries of the first run stay in the history, and the resume's try is the last
+    # one: one row per try, tries numbered on (no two rows of one mini-batch with the same try)
+    history = tries_numbered(out)[2]
+    assert [status for _, status in history] == ["RUN_EXCEPTION"] * 3 + ["RUN_DONE"], history
+    numbers = [number for number, _ in history]
+    assert len(set(numbers)) == len(numbers), f"try numbers repeat: {history}"
 
 
 # --------------------------------------------------------------------------- 6. nothing to resume

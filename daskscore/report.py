@@ -1,0 +1,397 @@
+"""``report.html``: one self-contained page about a finished job.
+
+Verdict and counts, throughput over time, per-worker timings and failures, with inline CSS and
+SVG charts drawn here: no script, font or image from elsewhere, so the file can be mailed as it
+is.  Every text that comes from the job is escaped.  Its size is bounded whatever the job's:
+charts aggregate (time buckets, the busiest workers), and the first :data:`MAX_FAILURES`
+failures are listed with their tracebacks cut to :data:`MAX_ERROR_CHARS`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import re
+from html import escape
+from pathlib import Path
+from typing import Any
+
+#: The report's file name, in the job's output folder.
+REPORT_FILE = "report.html"
+#: Failed mini-batches listed with their files and traceback; the rest are counted.
+MAX_FAILURES = 100
+#: Characters of one traceback in the report (its head and its tail are kept).
+MAX_ERROR_CHARS = 6000
+#: Files listed per failed mini-batch.
+MAX_FILES = 20
+#: Workers shown one by one; the others are summed into one row.
+MAX_WORKERS = 40
+_CARDS = [
+    ("items", "total_items"), ("succeeded", "succeeded_items"), ("failed", "failed_items"),
+    ("not run", "not_run_items"), ("rows written", "rows_written"),
+    ("mini-batches", "total_mini_batches"), ("failed mini-batches", "failed_mini_batches"),
+    ("partial", "partial_mini_batches"), ("retried", "retried_mini_batches"),
+    ("resumed", "resumed_mini_batches"), ("not run mini-batches", "not_run_mini_batches"),
+]  # fmt: skip
+_SUMS = [("items", "total"), ("failed", "failed"), ("busy", "elapsed_s"), ("run", "run_s")]
+_FACTS = ["started", "deployment", "input", "output", "predictions", "output_action"]
+#: Bars of the throughput chart, at most.
+MAX_BUCKETS = 60
+_WIDTHS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
+
+_CSS = """body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;
+margin:0 auto;max-width:1000px;padding:16px 24px;background:#fff}
+h1{font-size:22px;margin:8px 0}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+.badge{display:inline-block;padding:2px 12px;border-radius:12px;color:#fff;font-weight:600}
+.ok{background:#1a7f37}.warn{background:#bf8700}.bad{background:#cf222e}
+.reason{margin:6px 0;font-weight:500}.muted{color:#656d76}
+.cards{display:flex;flex-wrap:wrap;gap:8px;margin:10px 0}
+.card{border:1px solid #d0d7de;border-radius:6px;padding:6px 12px;min-width:96px}
+.card b{display:block;font-size:20px}.card span{color:#656d76;font-size:12px}
+table{border-collapse:collapse;width:100%;margin:6px 0}th{white-space:nowrap}
+th,td{border-bottom:1px solid #e6e8eb;padding:4px 8px;text-align:left;vertical-align:top}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:8px 0}dt{color:#656d76}
+pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:8px;overflow:auto;
+white-space:pre-wrap;word-break:break-word;font-size:12px;max-height:420px}
+details>summary{cursor:pointer}svg{display:block;width:100%;height:auto}.chart{max-width:900px}
+code{font-size:12px}dd{margin:0;word-break:break-all}
+"""
+
+
+def write_report(out_dir: Path, summary: dict[str, Any], attempts: list[dict[str, Any]]) -> Path:
+    """Write ``<out_dir>/report.html`` for a job and return its path.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The job's output folder.
+    summary : dict
+        The job's summary, as in ``job_summary.json``; missing keys are shown as unknown.
+    attempts : list of dict
+        One record per try of a mini-batch, as the job's books keep them (``mini_batch``,
+        ``try``, ``worker``, ``start`` in epoch seconds, ``total``, ``succeeded``,
+        ``failed``, ``elapsed_s``, ``run_s``, ``status``, ``error``).  The rows of
+        ``logs/sys/job_report/processed_mini-batches.csv`` read with :class:`csv.DictReader`
+        work too: ``mini_batch_id`` and ISO-8601 ``start`` times are understood, and numbers
+        may be strings.  Empty when no mini-batch ran (``init()`` failed).
+
+    Returns
+    -------
+    Path
+        The report file.
+    """
+    tries = [_normalise(a) for a in attempts]
+    title = f"daskscore job {summary.get('job_id') or ''}".strip()
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        + _summary_section(summary)
+        + _throughput_section(tries)
+        + _workers_section(tries)
+        + _failures_section(summary)
+        + '<p class="muted">Written by daskscore. Per-try records: '
+        "<code>logs/sys/job_report/processed_mini-batches.csv</code>; all failures: "
+        "<code>job_summary.json</code>.</p>\n</body></html>\n"
+    )
+    path = Path(out_dir) / REPORT_FILE
+    tmp = path.with_name(REPORT_FILE + ".partial")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------- the records
+def _normalise(rec: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        key: _num(rec.get(key)) for key in ("total", "succeeded", "failed", "elapsed_s", "run_s")
+    }
+    out["mini_batch"] = rec.get("mini_batch", rec.get("mini_batch_id"))
+    out["worker"] = str(rec.get("worker") or "(unknown)")
+    out["start"] = _epoch(rec.get("start"))
+    return out
+
+
+def _num(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
+def _epoch(value: Any) -> float | None:
+    number = _num(value)
+    if not number and isinstance(value, str) and value:
+        try:
+            number = dt.datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return number or None
+
+
+# ---------------------------------------------------------------------- the summary
+def _summary_section(s: dict[str, Any]) -> str:
+    status = str(s.get("status") or "Unknown")
+    css, label = ("ok", status) if status == "Completed" else ("bad", status)
+    if status == "Completed" and _num(s.get("failed_items")):
+        css, label = "warn", "Completed with failures"
+    parts = [
+        f"<h1>daskscore job <code>{escape(str(s.get('job_id') or '?'))}</code></h1>",
+        f'<p id="status"><span class="badge {css}" data-status="{escape(status)}">'
+        f"{escape(label)}</span></p>",
+    ]
+    if s.get("reason"):
+        parts.append(f'<p class="reason">{escape(str(s["reason"]))}</p>')
+    cards = [(name, s.get(key)) for name, key in _CARDS]
+    cards.append(("duration", _duration(s.get("duration_s"))))
+    parts.append('<div class="cards" id="counts">')
+    for name, value in cards:
+        shown = value if isinstance(value, str) else _int(value)
+        key = escape(name.replace(" ", "-"))
+        parts.append(
+            f'<div class="card" data-count="{key}"><b>{escape(shown)}</b>'
+            f"<span>{escape(name)}</span></div>"
+        )
+    parts.append("</div>")
+    threshold = s.get("error_threshold")
+    rows = [(key.replace("_", " "), s.get(key)) for key in _FACTS]
+    rows.append(("error threshold", "none (-1)" if threshold == -1 else threshold))
+    facts = (
+        f"<dt>{escape(k)}</dt><dd>{escape(str(v) if v or v == 0 else '—')}</dd>" for k, v in rows
+    )
+    parts.append(f"<dl>{''.join(facts)}</dl>")
+    if s.get("init_error"):
+        parts.append(
+            '<h2 id="init-error">init() failed</h2><details open><summary>'
+            f"{escape(_last_line(s['init_error']))}</summary>"
+            f"<pre>{escape(_cut(str(s['init_error'])))}</pre></details>"
+        )
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------- throughput
+def _throughput_section(tries: list[dict[str, Any]]) -> str:
+    head = '<h2>Throughput</h2><div id="throughput">'
+    timed = [t for t in tries if t["start"] is not None]
+    if not timed:
+        return head + '<p class="muted">No mini-batch ran.</p></div>\n'
+    t0 = min(t["start"] for t in timed)
+    span = max(t["start"] + t["elapsed_s"] for t in timed) - t0
+    width = next((w for w in _WIDTHS if span / w < MAX_BUCKETS), span / (MAX_BUCKETS - 1))
+    n = int(span // width) + 1
+    ok, bad = [0] * n, [0] * n
+    for t in timed:
+        i = min(n - 1, int((t["start"] + t["elapsed_s"] - t0) // width))
+        ok[i] += t["succeeded"]
+        bad[i] += t["failed"]
+    rates = [(o / width, b / width) for o, b in zip(ok, bad, strict=True)]
+    done = sum(ok) + sum(bad)
+    note = (
+        f'<p class="muted">Items finished per second, in {_g(width)} s buckets, over '
+        f"{_duration(span)}: {_int(sum(ok))} succeeded (green), {_int(sum(bad))} in tries that "
+        f"failed (red; a retried item counts once per try); {_g(done / max(span, 1e-9))} "
+        "items/s on average.</p>"
+    )
+    return head + note + _bar_chart(rates, width) + "</div>\n"
+
+
+def _bar_chart(rates: list[tuple[float, float]], width: float) -> str:
+    w, h, left, bottom, top = 860, 250, 56, 28, 22
+    plot_w, plot_h = w - left - 10, h - bottom - top
+    peak = _nice(max((o + b for o, b in rates), default=0) or 1)
+    bar_w = plot_w / len(rates)
+    out = [
+        f'<div class="chart"><svg id="throughput-chart" viewBox="0 0 {w} {h}" role="img" '
+        'aria-label="items finished per second over time" xmlns="http://www.w3.org/2000/svg">'
+        '<text x="4" y="12" font-size="11" fill="#656d76">items/s</text>'
+    ]
+    for frac in (0, 0.5, 1):
+        y = top + plot_h * (1 - frac)
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{w - 10}" y2="{y:.1f}" stroke="#e6e8eb"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+            f'fill="#656d76">{escape(_g(peak * frac))}</text>'
+        )
+    for i, (o, b) in enumerate(rates):
+        x = left + i * bar_w
+        for value, base, colour in ((o, 0.0, "#2da44e"), (b, o, "#cf222e")):
+            if value <= 0:
+                continue
+            bh = plot_h * value / peak
+            y = top + plot_h * (1 - base / peak) - bh
+            out.append(
+                f'<rect x="{x + 0.5:.1f}" y="{y:.1f}" width="{max(bar_w - 1, 0.5):.1f}" '
+                f'height="{bh:.1f}" fill="{colour}"><title>{_g(i * width)}–'
+                f"{_g((i + 1) * width)} s: {_g(value)} items/s</title></rect>"
+            )
+    end = len(rates) * width
+    for frac, anchor in ((0, "start"), (0.5, "middle"), (1, "end")):
+        out.append(
+            f'<text x="{left + plot_w * frac:.1f}" y="{h - 10}" text-anchor="{anchor}" '
+            f'font-size="11" fill="#656d76">{escape(_g(end * frac))} s</text>'
+        )
+    out.append(
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{w - 10}" y2="{top + plot_h}" '
+        'stroke="#8c959f"/></svg></div>'
+    )
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------- workers
+def _workers_section(tries: list[dict[str, Any]]) -> str:
+    head = '<h2>Workers</h2><div id="workers">'
+    if not tries:
+        return head + '<p class="muted">No mini-batch ran.</p></div>\n'
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for t in tries:
+        groups.setdefault(t["worker"], []).append(t)
+    rows = [_worker_row(k, groups[k]) for k in sorted(groups, key=_natural)]
+    if len(rows) > MAX_WORKERS:  # the busiest one by one, the others summed
+        rows.sort(key=lambda r: -r["busy"])
+        rest = [t for r in rows[MAX_WORKERS - 1 :] for t in groups[r["name"]]]
+        others = f"{len(rows) - MAX_WORKERS + 1} other workers"
+        rows = rows[: MAX_WORKERS - 1] + [_worker_row(others, rest)]
+    table = [
+        '<table id="workers-table"><tr><th>worker</th><th class="n">mini-batches</th>'
+        '<th class="n">tries</th><th class="n">items</th><th class="n">failed items</th>'
+        '<th class="n">busy</th><th class="n">mean run()</th></tr>'
+    ]
+    for r in rows:
+        table.append(
+            f"<tr><td>{escape(r['name'])}</td><td class='n'>{_int(r['batches'])}</td>"
+            f"<td class='n'>{_int(r['tries'])}</td><td class='n'>{_int(r['items'])}</td>"
+            f"<td class='n'>{_int(r['failed'])}</td><td class='n'>{_duration(r['busy'])}</td>"
+            f"<td class='n'>{_duration(r['run'] / max(r['tries'], 1))}</td></tr>"
+        )
+    table.append("</table>")
+    note = (
+        '<p class="muted">Busy: the time of every try on the worker, mini-batch '
+        "bookkeeping included; mean run(): the scoring script's own time per try.</p>"
+    )
+    shown = rows[: MAX_WORKERS - 1] if len(groups) > MAX_WORKERS else rows  # the chart: no sum
+    return head + _worker_chart(shown, len(groups)) + note + "".join(table) + "</div>\n"
+
+
+def _worker_row(name: str, tries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "tries": len(tries),
+        "batches": len({t["mini_batch"] for t in tries}),
+        **{k: sum(t[f] for t in tries) for k, f in _SUMS},
+    }
+
+
+def _worker_chart(rows: list[dict[str, Any]], workers: int) -> str:
+    w, left, bar_h, top = 860, 170, 22, 8
+    h = top + bar_h * len(rows) + 24
+    peak = _nice(max(r["busy"] for r in rows) or 1)
+    plot_w = w - left - 70
+    out = [
+        f'<div class="chart"><svg id="workers-chart" viewBox="0 0 {w} {h}" role="img" '
+        'aria-label="busy seconds per worker" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for i, r in enumerate(rows):
+        y = top + i * bar_h
+        bw = max(plot_w * r["busy"] / peak, 1)
+        name = r["name"] if len(r["name"]) <= 26 else "…" + r["name"][-25:]
+        out.append(
+            f'<text x="{left - 8}" y="{y + 15}" text-anchor="end" font-size="12" '
+            f'fill="#1f2328">{escape(name)}</text>'
+            f'<rect x="{left}" y="{y + 3}" width="{bw:.1f}" height="{bar_h - 6}" '
+            f'fill="#0969da"><title>{escape(r["name"])}: {_duration(r["busy"])} busy</title></rect>'
+            f'<text x="{left + bw + 6:.1f}" y="{y + 15}" font-size="11" '
+            f'fill="#656d76">{_duration(r["busy"])}</text>'
+        )
+    y = top + bar_h * len(rows) + 16
+    cut = f"; the busiest {len(rows)} of {workers} workers" if workers > len(rows) else ""
+    out.append(
+        f'<text x="{left}" y="{y}" font-size="11" fill="#656d76">busy time (scale: 0 to '
+        f"{escape(_duration(peak))}{cut})</text></svg></div>"
+    )
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------- failures
+def _failures_section(s: dict[str, Any]) -> str:
+    failures = list(s.get("failures") or [])
+    head = '<h2>Failures</h2><div id="failures">'
+    if not failures:
+        return head + '<p class="muted">No mini-batch failed.</p></div>\n'
+    out = [
+        head,
+        f"<p>{_int(len(failures))} mini-batch(es) with failed items.</p>",
+        '<table><tr><th class="n">mini-batch</th><th>status</th><th class="n">tries</th>'
+        '<th class="n">failed items</th><th>files</th><th>error</th></tr>',
+    ]
+    for f in failures[:MAX_FAILURES]:
+        files = [str(p) for p in f.get("files") or []]
+        shown = "".join(f"<li>{escape(p)}</li>" for p in files[:MAX_FILES])
+        if len(files) > MAX_FILES:
+            shown += f"<li>… and {_int(len(files) - MAX_FILES)} more</li>"
+        first = ", ".join(os.path.basename(p) for p in files[:2])
+        more = f" +{len(files) - 2}" if len(files) > 2 else ""
+        error = str(f.get("error") or "")
+        out.append(
+            f"<tr class='failure' data-mini-batch='{escape(str(f.get('mini_batch_id')))}'>"
+            f"<td class='n'>{escape(str(f.get('mini_batch_id')))}</td>"
+            f"<td>{escape(str(f.get('status', '')))}</td>"
+            f"<td class='n'>{_int(f.get('tries'))}</td>"
+            f"<td class='n'>{_int(f.get('failed'))} of "
+            f"{_int(_num(f.get('failed')) + _num(f.get('succeeded')))}</td>"
+            f"<td><details><summary>{escape(first + more)}</summary><ul>{shown}</ul>"
+            f"</details></td><td><details><summary>{escape(_last_line(error))}</summary>"
+            f"<pre>{escape(_cut(error))}</pre></details></td></tr>"
+        )
+    out.append("</table>")
+    if len(failures) > MAX_FAILURES:
+        out.append(
+            f'<p class="muted">… and {_int(len(failures) - MAX_FAILURES)} more failed '
+            "mini-batches: see job_summary.json.</p>"
+        )
+    return "\n".join(out) + "</div>\n"
+
+
+# ---------------------------------------------------------------------- formatting
+def _cut(text: str) -> str:
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    head, tail = MAX_ERROR_CHARS // 4, MAX_ERROR_CHARS * 3 // 4
+    cut = f"[... {len(text) - head - tail:,} characters cut; see job_summary.json ...]"
+    return f"{text[:head]}\n{cut}\n{text[-tail:]}"
+
+
+def _last_line(text: Any) -> str:
+    lines = [line for line in str(text or "").splitlines() if line.strip()]
+    line = lines[-1].strip() if lines else "(no error text)"
+    return line if len(line) <= 160 else line[:159] + "…"
+
+
+def _int(value: Any) -> str:
+    return "?" if value is None or value == "" else f"{int(_num(value)):,}"
+
+
+def _g(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _nice(value: float) -> float:
+    exp = 10 ** math.floor(math.log10(value))
+    return next(m * exp for m in (1, 2, 2.5, 5, 10) if m * exp >= value)
+
+
+def _duration(seconds: Any) -> str:
+    if seconds is None or seconds == "":
+        return "?"
+    s = _num(seconds)
+    if s < 1:
+        return f"{s * 1000:.3g} ms" if s else "0 s"
+    if s >= 3600:
+        return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+    return f"{int(s // 60)} min {int(s % 60)} s" if s >= 60 else f"{s:.3g} s"
+
+
+def _natural(name: str) -> list[Any]:
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
