@@ -20,6 +20,7 @@ from . import datasets
 from . import output as out_mod
 from .config import Deployment
 from .errors import ErrorThresholdExceeded, InitFailed, JobFailed
+from .report import write_report
 from .tasks import PROCESS_DIED, RUN_DONE, RUN_TIMEOUT
 
 logger = logging.getLogger("daskscore")
@@ -355,6 +356,10 @@ class Books:
             failure_message(s) if s["status"] != "Completed" or s["failures"] else "No errors.",
         )
         out_mod.write_summary(self.out_dir, s)
+        try:
+            write_report(self.out_dir, s, self.attempts)
+        except Exception:  # noqa: BLE001 - a report bug must never fail a job
+            logger.warning("could not write report.html", exc_info=True)
 
     def failure(self, result: JobResult) -> JobFailed:
         cls = InitFailed if self.init_error else ErrorThresholdExceeded

@@ -341,7 +341,7 @@ def _failures_section(s: dict[str, Any]) -> str:
             f"<td class='n'>{_int(f.get('tries'))}</td>"
             f"<td class='n'>{_int(f.get('failed'))} of "
             f"{_int(_num(f.get('failed')) + _num(f.get('succeeded')))}</td>"
-            f"<td><details><summary>{escape(first + more)}</summary><ul>{shown}</ul>"
+            f"<td><details><summary>{escape(first + more or '—')}</summary><ul>{shown}</ul>"
             f"</details></td><td><details><summary>{escape(_last_line(error))}</summary>"
             f"<pre>{escape(_cut(error))}</pre></details></td></tr>"
         )
