@@ -33,6 +33,11 @@ FLUSH_SECONDS = 1.0
 PROGRESS_SECONDS = 0.5
 PROGRESS_TOPIC = "daskscore-progress"
 
+#: A DataFrame returned by run() may list its failed items (one reason each) in
+#: ``df.attrs[FAILED_ITEMS_ATTR]``: when a file yields many rows, counting rows cannot tell
+#: that a file failed.  The built-in MLflow scorer uses it.
+FAILED_ITEMS_ATTR = "daskscore_failed_items"
+
 RUN_DONE = "RUN_DONE"
 RUN_EXCEPTION = "RUN_EXCEPTION"
 RUN_TIMEOUT = "RUN_TIMEOUT"
@@ -253,6 +258,10 @@ def _attempt(
     )
     if n < total:
         rec["error"] = f"run() returned {n} results for {total} {_unit(work)}"
+    reasons = rec.pop("failed_items", None)
+    if reasons:  # the script said which items failed (see FAILED_ITEMS_ATTR)
+        failed = min(len(reasons), total)
+        rec.update(succeeded=total - failed, failed=failed, error="\n".join(map(str, reasons)))
     return rec, output
 
 
@@ -275,6 +284,9 @@ def _call_run(
         state.in_flight = None
         writer.finished(mini_batch)
         rec["run_s"] = time.perf_counter() - started
+    attrs = getattr(returned, "attrs", None)
+    if isinstance(attrs, dict) and FAILED_ITEMS_ATTR in attrs:
+        rec["failed_items"] = list(attrs.pop(FAILED_ITEMS_ATTR) or [])
     items = script_mod.normalize_result(returned)
     return items, _output(state, items, work, argument)
 

@@ -27,15 +27,16 @@ A file that fails contributes no rows and the others of its mini-batch are still
 in Azure.  Its reason is logged (``logs/user/stdout/<worker>.txt``).  When *every* file of a
 mini-batch fails, ``run()`` raises :class:`FileScoringError` listing each file and its reason,
 so that the mini-batch is reported as failed (retried, its files counted as failed items, the
-reasons in ``job_error.txt`` and ``job_summary.json``).  The engine counts the items of a
-DataFrame result by its rows, so a failed file in a mini-batch whose other files return at
-least as many rows as the mini-batch has files is only visible in that log.
+reasons in ``job_error.txt`` and ``job_summary.json``).  A failed file beside good ones is
+named in ``df.attrs["daskscore_failed_items"]``, so daskscore counts it as a failed item.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -63,13 +64,23 @@ def init() -> None:
     """Load the MLflow model under ``AZUREML_MODEL_DIR`` (once per worker process)."""
     global model, schema
     folder = model_folder(os.environ["AZUREML_MODEL_DIR"])
-    with warnings.catch_warnings():
-        # mlflow warns about its own type hints while importing (seen with mlflow 3.x)
-        warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
-        import mlflow.pyfunc
+    # older mlflow (2.x, early 3.x) makes a tracking store (./mlruns) in the working folder when it
+    # loads a model; give it a scratch one, removed right after
+    scratch = None if "MLFLOW_TRACKING_URI" in os.environ else tempfile.mkdtemp()
+    if scratch:
+        os.environ["MLFLOW_TRACKING_URI"] = Path(scratch).as_uri()
+    try:
+        with warnings.catch_warnings():
+            # mlflow warns about its own type hints while importing (seen with mlflow 3.x)
+            warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+            import mlflow.pyfunc
 
-        # resolved: the entry is a link, and mlflow refuses files that resolve outside it
-        model = mlflow.pyfunc.load_model(str(folder.resolve()))
+            # resolved: the entry is a link, and mlflow refuses files that resolve outside it
+            model = mlflow.pyfunc.load_model(str(folder.resolve()))
+    finally:
+        if scratch:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            shutil.rmtree(scratch, ignore_errors=True)
     schema = model.metadata.get_input_schema()
     inputs = "none" if schema is None else f"{len(schema.inputs)} input(s)"
     logger.info("loaded the MLflow model %s; signature: %s", folder.resolve(), inputs)
@@ -133,7 +144,10 @@ def run(mini_batch: Any) -> pd.DataFrame:
     if failed and not frames:
         listed = "\n".join(f"  {reason}" for reason in failed)
         raise FileScoringError(f"no file of this mini-batch could be scored:\n{listed}")
-    return pd.concat(frames, ignore_index=True)
+    result = pd.concat(frames, ignore_index=True)
+    if failed:  # daskscore counts these files as failed items (tasks.FAILED_ITEMS_ATTR)
+        result.attrs["daskscore_failed_items"] = failed
+    return result
 
 
 def score_file(path: str) -> pd.DataFrame:
