@@ -24,7 +24,7 @@ from typing import Any
 from distributed import Client
 from distributed.utils import silence_logging_cmgr
 
-from . import batching, storage, tabular
+from . import batching, dashboard, storage, tabular
 from . import output as out_mod
 from . import resume as resume_mod
 from . import script as script_mod
@@ -106,9 +106,13 @@ def execute(
     plan = _prepare(deployment, input_path, output, options)
     settings = deployment.settings
     plan.books.partition_on = tuple(options.partition_on)
-    with _job_logging(plan.out_dir, settings.logging_level), _cluster(deployment, options) as h:
+    with (
+        _job_logging(plan.out_dir, settings.logging_level),
+        _cluster(deployment, options) as h,
+        _board(plan, h) as board,
+    ):
         try:
-            _score(plan, h)
+            _score(plan, h, board)
         except UsageError:
             # found out while running (a partition column run() does not return): nothing is
             # kept, so that the corrected command can run in the same folder
@@ -117,6 +121,7 @@ def execute(
         result = plan.books.finish(
             plan.staging, plan.fmt, h.client, options.partition_on, options.rows_per_file
         )
+        board.finish(result.summary)
     if plan.remote_out:
         result = publish(result, plan.out_dir, plan.remote_out)
     logger.info("job %s: %s in %.2f s", plan.books.job_id, result.status, result.duration_s)
@@ -194,11 +199,35 @@ def _worker_job(plan: _Plan, workers: int) -> WorkerJob:
     )
 
 
-def _score(plan: _Plan, handle: ClusterHandle) -> None:
+def _board(plan: _Plan, handle: ClusterHandle) -> dashboard.JobBoard:
+    """The job's row on the daskscore page, installed when the scheduler has a dashboard."""
+    link = None
+    if handle.dashboard_link and dashboard.install(handle.client):
+        link = dashboard.page_link(handle.dashboard_link)
+    source = str(plan.deployment.source) if plan.deployment.source else None
+    return dashboard.JobBoard(handle.client if link else None, plan.books.job_id, source, link)
+
+
+def _live_counts(books: Books, progress: Progress) -> dict[str, Any]:
+    """A running job's counts for the daskscore page: the books', and the live item count."""
+    finals = list(books.final.values())
+    counts = progress.snapshot()
+    counts.update(
+        mini_batches_done=len(finals),
+        failed_mini_batches=sum(1 for mb in books.final if books.is_failed(mb)),
+        items_done=max(counts["items_done"], sum(r["total"] for r in finals)),
+        failed_items=sum(r["failed"] for r in finals),
+    )
+    return counts
+
+
+def _score(plan: _Plan, handle: ClusterHandle, board: dashboard.JobBoard) -> None:
     """Install the script on the workers and run every mini-batch not yet done."""
     notify = plan.options.notify or (lambda message: None)
     if handle.dashboard_link:
         notify(f"Dask dashboard: {handle.dashboard_link}")
+    if board.link:
+        notify(f"daskscore page: {board.link}")
     if plan.run_no > 1:
         notify(
             f"Resuming: {len(plan.books.final)} of {len(plan.work)} mini-batches were already done."
@@ -212,13 +241,19 @@ def _score(plan: _Plan, handle: ClusterHandle) -> None:
         f"{workers} worker{'s' if workers != 1 else ''}; output: {plan.out_dir}"
     )
     progress = Progress(len(plan.work), total_items, enabled=plan.options.progress)
+    progress.page_link = board.link
     loop = Dispatcher(handle.client, job, plan.books, plan.work, workers, progress, plan.run_no)
+
+    def tick() -> None:
+        board.tick(lambda: _live_counts(plan.books, progress))
+
     try:
+        tick()
         logger.info("cluster ready with %d workers", workers)
         handle.client.register_plugin(ScoringPlugin(job))
         loop.check_init()
         logger.info("scoring script installed and init() done on every worker")
-        loop.run()
+        loop.run(on_tick=tick)
         logger.info("all mini-batches settled; %d tasks", loop.seq)
     except InitFailed as exc:
         plan.books.init_error = exc.user_traceback
@@ -337,6 +372,27 @@ def _cluster(deployment: Deployment, options: JobOptions) -> Iterator[ClusterHan
             yield handle
 
 
+class _FileLogHandler(logging.Handler):
+    """Appends log records to a file.  Not a StreamHandler on purpose: Dask's
+    ``silence_logs`` turns every StreamHandler of the ``distributed`` logger down to CRITICAL
+    while a LocalCluster lives, which would empty the job's own log."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._file.write(self.format(record) + "\n")
+            self._file.flush()
+        except Exception:  # noqa: BLE001 - logging must never fail the job
+            self.handleError(record)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 @contextmanager
 def _job_logging(out_dir: Path, level: str) -> Iterator[None]:
     """daskscore's and Dask's own log lines go to logs/sys/daskscore.txt, not to stderr."""
@@ -345,7 +401,7 @@ def _job_logging(out_dir: Path, level: str) -> Iterator[None]:
     quiet = silence_logging_cmgr(logging.CRITICAL)
     quiet.__enter__()
     path = out_dir / "logs" / "sys" / "daskscore.txt"
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _FileLogHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(level.upper())
     names = ("daskscore", "distributed")
