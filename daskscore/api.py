@@ -13,6 +13,7 @@ from .books import JobResult
 from .config import Deployment, RetrySettings, Settings
 from .deployment import load_deployment, with_overrides
 from .errors import ConfigError
+from .progress import in_jupyter_kernel
 from .runner import JobOptions, execute
 
 _SETTING_NAMES = {f.name for f in dataclasses.fields(Settings)} | {
@@ -31,7 +32,7 @@ def run(
     scheduler: str | None = None,
     client: Client | None = None,
     set: dict[str, Any] | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     dashboard: bool = False,
     output_format: str | None = None,
     partition_on: str | list[str] | None = None,
@@ -68,10 +69,13 @@ def run(
         An existing client to use (a notebook's, say); it is left open.
     set : dict, optional
         Dotted overrides, as ``--set`` takes them: ``{"settings.output_file_name": "x.csv"}``.
-    progress : bool, default False
-        Draw progress on stderr.
+    progress : bool, optional
+        Show progress: a live display in a Jupyter notebook (mini-batches, items, items/s,
+        failures, ETA), a bar or lines on stderr elsewhere.  Default: on inside a Jupyter
+        kernel, off otherwise.
     dashboard : bool, default False
-        Start the Dask dashboard of the embedded cluster.
+        Start the Dask dashboard of the embedded cluster.  Whenever the cluster has a
+        dashboard (a ``client``'s too), the job's counts are on its ``/daskscore`` page.
     output_format : {"append_row", "summary_only", "parquet", "csv"}, optional
         Default: the deployment's ``output_action``.  ``parquet`` and ``csv`` write a dataset
         folder named after ``output_file_name`` (``predictions/part-00000.parquet`` ...).
@@ -124,7 +128,7 @@ def run(
         workers=workers,
         scheduler=scheduler,
         client=client,
-        progress=progress,
+        progress=in_jupyter_kernel() if progress is None else progress,
         dashboard=dashboard,
     )
     return execute(dep, input, output, options)

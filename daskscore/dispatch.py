@@ -13,6 +13,7 @@ import logging
 import queue
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from distributed import Client
@@ -79,7 +80,8 @@ class Dispatcher:
             if report.get("error"):
                 raise InitFailed("init() failed", user_traceback=report["error"])
 
-    def run(self) -> None:
+    def run(self, on_tick: Callable[[], None] | None = None) -> None:
+        """Run every mini-batch left; ``on_tick`` is called after each redraw of progress."""
         while self.queue or self.inflight:
             self._fill()
             try:
@@ -94,6 +96,8 @@ class Dispatcher:
                 except queue.Empty:
                     fut = None
             self.progress.draw()
+            if on_tick is not None:
+                on_tick()
             now = time.monotonic()
             if now - self.last_overview >= OVERVIEW_S:
                 self.books.write_overview()

@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "resume": 2,
     "scaffold": 2,
     "report": 2,
+    "dashboard": 2,
     "plugin": 3,
     "tasks": 4,
     "books": 5,

@@ -1,0 +1,244 @@
+"""Progress: the terminal bar and lines as they were, the live HTML display of a Jupyter notebook
+(shown through a fake ``display`` function: no Jupyter needed), and how a kernel is recognised.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_deployment
+
+import daskscore
+import daskscore.api
+from daskscore.progress import Progress, ProgressView, in_jupyter_kernel, render_html
+
+
+class FakeHandle:
+    """What ``display(..., display_id=True)`` returns: ``update`` replaces the shown object."""
+
+    def __init__(self, shown: list[Any]) -> None:
+        self.shown = shown
+
+    def update(self, obj: Any) -> None:
+        self.shown.append(("update", obj))
+
+
+class FakeDisplay:
+    """IPython's ``display``, recording what was shown."""
+
+    def __init__(self) -> None:
+        self.shown: list[Any] = []
+
+    def __call__(self, obj: Any, display_id: bool = False) -> FakeHandle:
+        assert display_id is True
+        self.shown.append(("display", obj))
+        return FakeHandle(self.shown)
+
+
+class FakeShell:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+
+def _fake_ipython(monkeypatch: pytest.MonkeyPatch, get_ipython: Any) -> types.ModuleType:
+    module = types.ModuleType("IPython")
+    module.get_ipython = get_ipython  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "IPython", module)
+    return module
+
+
+def _snapshot(**changes: Any) -> dict[str, Any]:
+    snap = {
+        "mini_batches_done": 3,
+        "mini_batches_total": 10,
+        "failed_mini_batches": 0,
+        "items_done": 30,
+        "items_total": 100,
+        "items_per_s": 12.4,
+        "elapsed_s": 2.4,
+        "eta_s": 5.6,
+    }
+    snap.update(changes)
+    return snap
+
+
+# ----------------------------------------------------------------------------- the HTML
+
+
+def test_html_shows_the_counts_a_bar_and_the_eta() -> None:
+    html = render_html(_snapshot())
+    assert '<span data-field="mini-batches">3/10</span> mini-batches' in html
+    assert '<span data-field="items">30/100</span> items' in html
+    assert '<span data-field="rate">12</span> items/s' in html
+    assert 'ETA <span data-field="eta">5s</span>' in html
+    assert "elapsed 2s" in html
+    assert 'aria-valuenow="30"' in html and "width:30.0%" in html
+    assert "background:#2da44e" in html  # green: nothing failed
+    assert "data-field='state'>running<" in html
+    assert 'data-field="failed"' not in html
+    assert "<script" not in html and "http" not in html  # nothing runs, nothing is fetched
+
+
+def test_html_of_failures_and_of_a_finished_job() -> None:
+    html = render_html(
+        _snapshot(failed_mini_batches=2, items_done=12_345, items_total=100_000), finished=True
+    )
+    assert '<span data-field="failed" style="color:#cf222e">2 failed</span>' in html
+    assert "background:#bf8700" in html  # amber: some mini-batches failed
+    assert '<span data-field="items">12,345/100,000</span>' in html
+    assert "ETA" not in html
+    assert "data-field='state'>done<" in html
+
+
+def test_html_links_the_daskscore_page_escaped() -> None:
+    html = render_html(_snapshot(), link='http://127.0.0.1:8787/daskscore?a=1&b="<x>"')
+    assert 'href="http://127.0.0.1:8787/daskscore?a=1&amp;b=&quot;&lt;x&gt;&quot;"' in html
+    assert "<x>" not in html
+
+
+def test_html_of_an_empty_job() -> None:
+    html = render_html(_snapshot(mini_batches_total=0, items_done=0, items_total=0, eta_s=None))
+    assert "width:100.0%" in html and "ETA" not in html
+
+
+def test_the_view_is_html_for_jupyter_and_text_elsewhere() -> None:
+    view = ProgressView("<b>3/10</b>", "3/10 mini-batches")
+    assert view._repr_html_() == "<b>3/10</b>"
+    assert repr(view) == "3/10 mini-batches"
+    formatters = pytest.importorskip("IPython.core.formatters")
+    data, _ = formatters.DisplayFormatter().format(view)
+    assert data == {"text/html": "<b>3/10</b>", "text/plain": "3/10 mini-batches"}
+
+
+# ----------------------------------------------------------------------------- the display
+
+
+def test_progress_shows_one_display_and_updates_it(capsys: pytest.CaptureFixture[str]) -> None:
+    display = FakeDisplay()
+    progress = Progress(4, 40, display=display)
+    assert progress.html and not progress.tty
+    progress.page_link = "http://127.0.0.1:8787/daskscore"
+    progress.add_done(1, 10)
+    progress.draw(force=True)
+    progress.add_done(1, 10, failed_mini_batches=1)
+    progress.draw()  # under HTML_PERIOD_S after the last one: skipped
+    progress.draw(force=True)
+    progress.close()
+    kinds = [kind for kind, _ in display.shown]
+    assert kinds == ["display", "update", "update"]
+    first, second, last = (view for _, view in display.shown)
+    assert isinstance(first, ProgressView)
+    assert '"mini-batches">1/4<' in first.html and "daskscore page" in first.html
+    assert first.text.startswith("1/4 mini-batches | 10/40 items")
+    assert '"mini-batches">2/4<' in second.html and "1 failed" in second.html
+    assert "running" in second.html and "done" in last.html
+    assert capsys.readouterr() == ("", "")  # nothing on stderr
+
+
+def test_disabled_progress_shows_nothing() -> None:
+    display = FakeDisplay()
+    progress = Progress(4, 40, enabled=False, display=display)
+    progress.draw(force=True)
+    progress.close()
+    assert display.shown == []
+
+
+def test_a_kernel_gets_ipythons_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    display = FakeDisplay()
+    _fake_ipython(monkeypatch, lambda: FakeShell({"IPKernelApp": {"connection_file": "k.json"}}))
+    module = types.ModuleType("IPython.display")
+    module.display = display  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "IPython.display", module)
+    progress = Progress(2, 20)
+    progress.draw(force=True)
+    assert [kind for kind, _ in display.shown] == ["display"]
+
+    # a stream given explicitly keeps the terminal behaviour, even in a kernel
+    stream = io.StringIO()
+    Progress(2, 20, stream=stream).draw(force=True)
+    assert stream.getvalue().startswith("progress: 0/2 mini-batches")
+    assert len(display.shown) == 1
+
+
+# ----------------------------------------------------------------------------- the terminal
+
+
+def test_lines_when_stderr_is_no_terminal() -> None:
+    stream = io.StringIO()
+    progress = Progress(2, 20, stream=stream)
+    assert not progress.tty and not progress.html
+    progress.draw(force=True)
+    progress.add_done(2, 20, failed_mini_batches=1)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "progress: 0/2 mini-batches | 0/20 items | 0 items/s | elapsed 0s"
+    assert lines[1].startswith("progress: 2/2 mini-batches, 1 failed | 20/20 items | ")
+    assert "ETA" not in lines[1]
+
+
+def test_a_bar_on_a_terminal() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    progress = Progress(4, 40, stream=stream)
+    assert progress.tty
+    progress.add_live(10)
+    progress.draw(force=True)
+    progress.close()
+    text = stream.getvalue()
+    assert text.startswith("\r[######------------------]  25% 0/4 mini-batches | 10/40 items")
+    assert "| ETA " in text and text.endswith("\033[K\n")
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def test_no_kernel_without_ipython_and_ipython_is_not_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in sys.modules if n == "IPython" or n.startswith("IPython.")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert in_jupyter_kernel() is False
+    assert "IPython" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("get_ipython", "expected"),
+    [
+        (lambda: FakeShell({"IPKernelApp": {}}), True),
+        (lambda: FakeShell({"TerminalInteractiveShell": {}}), False),  # terminal IPython
+        (lambda: None, False),  # IPython imported, no shell running
+        (lambda: 1 / 0, False),
+    ],
+    ids=["kernel", "terminal-ipython", "no-shell", "broken"],
+)
+def test_kernel_detection(monkeypatch: pytest.MonkeyPatch, get_ipython: Any, expected: bool):
+    _fake_ipython(monkeypatch, get_ipython)
+    assert in_jupyter_kernel() is expected
+
+
+@pytest.mark.parametrize(
+    ("kernel", "given", "expected"),
+    [(True, None, True), (False, None, False), (True, False, False), (False, True, True)],
+)
+def test_run_shows_progress_by_default_in_a_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    kernel: bool,
+    given: bool | None,
+    expected: bool,
+) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(daskscore.api, "in_jupyter_kernel", lambda: kernel)
+    monkeypatch.setattr(daskscore.api, "execute", lambda dep, i, o, options: seen.append(options))
+    dep = write_deployment(tmp_path / "deploy", "def init():\n    pass\n")
+    kwargs = {} if given is None else {"progress": given}
+    daskscore.run(dep, tmp_path, tmp_path / "out", **kwargs)
+    assert [options.progress for options in seen] == [expected]
