@@ -24,7 +24,7 @@ from .errors import DaskScoreError, InitFailed
 from .ledger import read_ledger
 from .plugin import WorkerJob, cancel_job, init_report
 from .progress import Progress
-from .tasks import PROGRESS_TOPIC, TaskResult, run_task
+from .tasks import PROGRESS_TOPIC, Payload, TaskResult, run_task
 
 logger = logging.getLogger("daskscore")
 
@@ -112,7 +112,7 @@ class Dispatcher:
             ids = self._take()
             self.seq += 1
             attempt = f"r{self.run_no:02d}a{self.seq:06d}"
-            payload = [(mb, self.books.tries_used(mb), self.batches[mb]) for mb in ids]
+            payload = Payload([(mb, self.books.tries_used(mb), self.batches[mb]) for mb in ids])
             fut = self.client.submit(
                 run_task,
                 self.job.job_id,

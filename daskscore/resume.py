@@ -4,8 +4,8 @@ A job keeps its staging folder (``<output>/.daskscore/``: part files, ledgers, a
 ``job.json``) until it has assembled its output.  ``job.json`` holds the job's fingerprint;
 ``--resume`` compares it with the new job's and refuses when anything that decides the rows
 changed: the scoring script and its code folder, the model files, the input file list,
-mini-batching, or the output settings.  The fingerprint is cheap for large inputs: file names,
-sizes and modification times, never contents (except the code folder's, which is small).
+mini-batching, or the output settings.  The fingerprint is cheap for large inputs: the input
+files' names; the model files' names, sizes and modification times; the code folder's contents.
 """
 
 from __future__ import annotations
@@ -47,14 +47,8 @@ def _tree_stats(root: Path, contents: bool) -> list[Any]:
 
 
 def _input_stats(files: list[str]) -> list[Any]:
-    out = []
-    for f in files:
-        try:
-            st = os.stat(f)
-            out.append([f, st.st_size, st.st_mtime_ns])
-        except OSError:  # a remote URL: its name is what we have cheaply
-            out.append([f])
-    return out
+    # names only: a stat() per input costs ~0.5 s per 100,000 files on every job start
+    return list(files)
 
 
 def fingerprint(
