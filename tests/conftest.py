@@ -16,11 +16,48 @@ import yaml
 
 # The storage emulators are session fixtures defined once, here: imported into several test
 # modules they would be separate fixtures, each starting its own emulator.
-from storage_emulators import azurite, moto_s3  # noqa: E402, F401
+from storage_emulators import azurite, in_ci, moto_s3  # noqa: E402, F401
 
 from daskscore.cluster import local_cluster
 
 REPO = Path(__file__).resolve().parent.parent
+
+# ------------------------------------------------------------------ headless Chromium
+
+CHROMIUM = Path(os.environ.get("DASKSCORE_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _missing(message: str) -> None:
+    if in_ci():
+        pytest.fail(f"{message} (CI is set: the browser test is required)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Headless Chromium from Debian's package, launched by Playwright."""
+    if not CHROMIUM.exists():
+        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def write_deployment(

@@ -9,7 +9,6 @@ machine and fails in CI (``$CI`` set), where ``.ci/run`` installs Chromium.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -21,25 +20,12 @@ from typing import Any
 import pytest
 from conftest import write_deployment, write_inputs
 from PIL import Image, ImageStat
-from storage_emulators import in_ci
 
 import daskscore
 from daskscore import dashboard
 from daskscore.cluster import ClusterHandle, local_cluster
 from daskscore.deployment import load_deployment
 from daskscore.runner import JobOptions, execute
-
-CHROMIUM = Path(os.environ.get("DASKSCORE_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 #: 24 files in 12 mini-batches of 2, 0.25 s each on 2 workers: about 3 s; f0005's fails.
 SLEEPY_SCRIPT = """
@@ -198,29 +184,6 @@ _SUMMARY = {
 
 
 # ----------------------------------------------------------------------------- in Chromium
-
-
-def _missing(message: str) -> None:
-    if in_ci():
-        pytest.fail(f"{message} (CI is set: the browser test is required)", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """Headless Chromium from Debian's package, launched by Playwright."""
-    if not CHROMIUM.exists():
-        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,30 +9,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import write_deployment, write_inputs
 from PIL import Image, ImageStat
-from storage_emulators import in_ci
 
 import daskscore
 from daskscore.report import write_report
-
-CHROMIUM = Path(os.environ.get("DASKSCORE_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 FAILING_SCRIPT = """
     import os
@@ -49,29 +34,6 @@ FAILING_SCRIPT = """
 """
 
 pytestmark = pytest.mark.slow
-
-
-def _missing(message: str) -> None:
-    if in_ci():
-        pytest.fail(f"{message} (CI is set: the browser test is required)", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """Headless Chromium from Debian's package, launched by Playwright."""
-    if not CHROMIUM.exists():
-        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
