@@ -9,7 +9,6 @@ returns); ``meta`` is inferred by scoring the first mini-batch once, unless give
 
 from __future__ import annotations
 
-import atexit
 import functools
 import math
 import tempfile
@@ -45,22 +44,12 @@ class _NoLedger:
     def timed_out(self, *args: Any) -> None: ...
 
 
-_FORWARD: dict[str, Client] = {}
-
-
-@atexit.register
-def _close_forwarding_clients() -> None:
-    while _FORWARD:
-        _FORWARD.popitem()[1].close()
-
-
 def _forward(address: str, job_id: str, group: list[tuple[int, Any]], meta: Any) -> Any:
     """Computed outside the cluster (``ddf.compute()`` with a client that is not the default
     one): run the partition on the cluster that has the script installed."""
-    client = _FORWARD.get(address)
-    if client is None:
-        client = _FORWARD[address] = Client(address, set_as_default=False)
-    return client.submit(score_partition, job_id, group, meta, address, pure=False).result()
+    # a short-lived client: a cached one would outlive its cluster and keep reconnecting
+    with Client(address, set_as_default=False) as client:
+        return client.submit(score_partition, job_id, group, meta, address, pure=False).result()
 
 
 def score_partition(
