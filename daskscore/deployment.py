@@ -14,6 +14,7 @@ Every error names the file, the key and what was expected.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import logging
@@ -122,7 +123,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     >>> apply_overrides({"settings": {}}, {"timeout": "60"})
     {'settings': {'retry_settings': {'timeout': 60}}}
     """
-    out = _deep_copy(raw)
+    out = copy.deepcopy(raw)
     for key, value in overrides.items():
         path = resolve_key(key)
         if isinstance(value, str):
@@ -375,14 +376,6 @@ def to_raw(deployment: Deployment) -> dict[str, Any]:
     if deployment.model is not None:
         raw["model"] = {"name": deployment.model.name, "path": str(deployment.model.path)}
     return raw
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
 
 
 def _kind(value: Any) -> str:

@@ -22,7 +22,7 @@ from . import batching
 from .books import Books
 from .errors import DaskScoreError, InitFailed
 from .ledger import read_ledger
-from .plugin import WorkerJob, cancel_job, init_report
+from .plugin import WorkerJob, cancel_job, raise_init_errors
 from .progress import Progress
 from .tasks import PROGRESS_TOPIC, Payload, TaskResult, run_task
 
@@ -75,10 +75,7 @@ class Dispatcher:
         self.progress.add_live(int(msg.get("items", 0)))
 
     def check_init(self) -> None:
-        reports = self.client.run(init_report, self.job.job_id)
-        for report in reports.values():
-            if report.get("error"):
-                raise InitFailed("init() failed", user_traceback=report["error"])
+        raise_init_errors(self.client, self.job.job_id)
 
     def run(self, on_tick: Callable[[], None] | None = None) -> None:
         """Run every mini-batch left; ``on_tick`` is called after each redraw of progress."""

@@ -18,12 +18,11 @@ from typing import Any
 
 from distributed import Client
 
-from . import batching
 from . import script as script_mod
 from .config import Deployment
 from .errors import InitFailed
-from .plugin import ScoringPlugin, WorkerJob, get_state, init_report
-from .runner import JobOptions, plan_work
+from .plugin import ScoringPlugin, WorkerJob, get_state, raise_init_errors
+from .runner import JobOptions, list_inputs, plan_work
 from .tasks import RUN_DONE, run_mini_batch
 
 #: Partitions per worker when the caller does not choose: enough to balance, few enough that
@@ -201,29 +200,19 @@ def open_session(
     """Install ``deployment`` on ``client``'s workers and build the predictions' DataFrame."""
     options = options or JobOptions()
     settings = deployment.settings
-    files = batching.list_input_files(input_path)
+    files = list_inputs(input_path)
     work, _ = plan_work(files, settings.mini_batch_size, options)
     script_mod.check_script(deployment.scoring_script)
     job_dir = Path(tempfile.mkdtemp(prefix="daskscore-session-"))
     (job_dir / "logs" / "user").mkdir(parents=True)
-    job = WorkerJob(
-        job_id=uuid.uuid4().hex[:12],
-        code=str(deployment.code),
-        script=str(deployment.scoring_script),
-        model_path=str(deployment.model.path) if deployment.model else None,
-        output=str(job_dir),
-        logs=str(job_dir / "logs"),
-        staging=str(job_dir / ".daskscore"),
-        env=dict(settings.environment_variables),
-        timeout=settings.retry_settings.timeout,
-        max_retries=settings.retry_settings.max_retries,
-        output_action=settings.output_action,
+    job = WorkerJob.for_deployment(
+        deployment,
+        uuid.uuid4().hex[:12],
+        job_dir,
+        job_dir / ".daskscore",
         output_format="frame",
-        logging_level=settings.logging_level,
         carry_columns=tuple(options.carry_columns),
     )
     client.register_plugin(ScoringPlugin(job))
-    for report in client.run(init_report, job.job_id).values():
-        if report.get("error"):
-            raise InitFailed(f"init() failed:\n{report['error']}", user_traceback=report["error"])
+    raise_init_errors(client, job.job_id)
     return ScoringSession(client, job, work, meta, partitions)

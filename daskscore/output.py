@@ -70,18 +70,22 @@ def claim_output(
             "where it stopped, or --overwrite to start again."
         )
     if held and not overwrite:
-        names = ", ".join(p.name for p in held)
-        raise OutputError(
-            f"output folder '{output}' already holds a job's results ({names}); daskscore does "
-            "not overwrite them. Pass --overwrite (overwrite=True) to replace them, or choose "
-            "another --output."
-        )
+        raise results_held(f"output folder '{output}'", [p.name for p in held])
     for path in held:
         _remove(path)
     if overwrite and (output / "logs").is_dir():
         shutil.rmtree(output / "logs")
     _make_logs(output)
     return False
+
+
+def results_held(where: str, names: list[str]) -> OutputError:
+    """The refusal of an output (a folder or a URL) that holds an earlier job's results."""
+    return OutputError(
+        f"{where} already holds a job's results ({', '.join(names)}); daskscore does not "
+        "overwrite them. Pass --overwrite (overwrite=True) to replace them, or choose another "
+        "--output."
+    )
 
 
 def remove_stale(output: Path, predictions_name: str | None) -> None:

@@ -36,6 +36,8 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import script as script_mod
+from .config import Deployment
+from .errors import InitFailed
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,32 @@ class WorkerJob:
     carry_columns: tuple[str, ...] = ()
     logging_level: str = "info"
     intra_op_threads: int | None = None
+
+    @classmethod
+    def for_deployment(
+        cls, deployment: Deployment, job_id: str, output: Path, staging: Path, **options: Any
+    ) -> WorkerJob:
+        """The worker's view of ``deployment``: paths as strings, settings unpacked.
+
+        ``options`` are the job's own fields (``output_format``, ``csv_kwargs``,
+        ``carry_columns``, ``intra_op_threads``).
+        """
+        settings = deployment.settings
+        return cls(
+            job_id=job_id,
+            code=str(deployment.code),
+            script=str(deployment.scoring_script),
+            model_path=str(deployment.model.path) if deployment.model else None,
+            output=str(output),
+            logs=str(output / "logs"),
+            staging=str(staging),
+            env=dict(settings.environment_variables),
+            timeout=settings.retry_settings.timeout,
+            max_retries=settings.retry_settings.max_retries,
+            output_action=settings.output_action,
+            logging_level=settings.logging_level,
+            **options,
+        )
 
 
 def set_environment(job: WorkerJob, saved: dict[str, Any]) -> str:
@@ -293,6 +321,13 @@ def init_report(job_id: str) -> dict[str, Any]:
         "error": state.init_error,
         "init_s": state.init_s,
     }
+
+
+def raise_init_errors(client: Any, job_id: str) -> None:
+    """Raise :class:`InitFailed` with the script's traceback if init() failed on any worker."""
+    for report in client.run(init_report, job_id).values():
+        if report.get("error"):
+            raise InitFailed(f"init() failed:\n{report['error']}", user_traceback=report["error"])
 
 
 def cancel_job(job_id: str) -> bool:

@@ -178,23 +178,14 @@ def _prepare(
 
 
 def _worker_job(plan: _Plan, workers: int) -> WorkerJob:
-    deployment, settings = plan.deployment, plan.deployment.settings
-    return WorkerJob(
-        job_id=plan.books.job_id,
-        code=str(deployment.code),
-        script=str(deployment.scoring_script),
-        model_path=str(deployment.model.path) if deployment.model else None,
-        output=str(plan.out_dir),
-        logs=str(plan.out_dir / "logs"),
-        staging=str(plan.staging),
-        env=dict(settings.environment_variables),
-        timeout=settings.retry_settings.timeout,
-        max_retries=settings.retry_settings.max_retries,
-        output_action=settings.output_action,
+    return WorkerJob.for_deployment(
+        plan.deployment,
+        plan.books.job_id,
+        plan.out_dir,
+        plan.staging,
         output_format=plan.fmt,
         csv_kwargs=plan.csv_kwargs,
         carry_columns=tuple(plan.options.carry_columns),
-        logging_level=settings.logging_level,
         intra_op_threads=intra_op_threads(workers),
     )
 
@@ -307,11 +298,7 @@ def claim_remote_output(url: str, target: str | None, overwrite: bool) -> None:
     names = [n for n in (target, out_mod.SUMMARY_FILE) if n]
     held = [n for n in names if fs.exists(f"{root.rstrip('/')}/{n}")]
     if held and not overwrite:
-        raise OutputError(
-            f"output '{url}' already holds a job's results ({', '.join(held)}); daskscore does "
-            "not overwrite them. Pass --overwrite (overwrite=True) to replace them, or choose "
-            "another --output."
-        )
+        raise out_mod.results_held(f"output '{url}'", held)
     for name in held:
         fs.rm(f"{root.rstrip('/')}/{name}", recursive=True)
     if held and fs.exists(f"{root.rstrip('/')}/logs"):

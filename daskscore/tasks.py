@@ -239,14 +239,15 @@ def run_mini_batch(
 def _attempt(
     state: WorkerState, writer: Any, mini_batch: int, tries: int, work: Work
 ) -> tuple[dict[str, Any], Any]:
+    planned = _count(work)
     rec: dict[str, Any] = {
         "mini_batch": mini_batch,
         "try": tries,
         "worker": state.worker_name,
         "start": time.time(),
-        "total": _count(work),
+        "total": planned,
         "succeeded": 0,
-        "failed": _count(work),
+        "failed": planned,
         "rows": 0,
         "status": RUN_EXCEPTION,
         "error": "",
