@@ -10,6 +10,7 @@ from typing import Any
 from distributed import Client
 
 from .books import JobResult
+from .cluster import parse_resources
 from .config import Deployment, RetrySettings, Settings
 from .deployment import load_deployment, with_overrides
 from .errors import ConfigError
@@ -31,6 +32,9 @@ def run(
     workers: int | None = None,
     scheduler: str | None = None,
     client: Client | None = None,
+    shared_filesystem: bool | None = None,
+    security: Any = None,
+    resources: dict[str, float] | str | None = None,
     set: dict[str, Any] | None = None,
     progress: bool | None = None,
     dashboard: bool = False,
@@ -66,7 +70,16 @@ def run(
     scheduler : str, optional
         Address of a running Dask scheduler to use instead of an embedded cluster.
     client : distributed.Client, optional
-        An existing client to use (a notebook's, say); it is left open.
+        An existing client to use (a notebook's, or a driver script's); it is left open.
+    shared_filesystem : bool, optional
+        Whether the workers of an existing cluster see this machine's files.  Default: found
+        out by asking them.  ``False`` ships the code folder (and a local model) to them, and
+        brings each task's results home in its reply.
+    security : distributed.security.Security, optional
+        TLS settings for a ``tls://`` ``scheduler``.
+    resources : dict or str, optional
+        Worker resources each task needs, as Dask's ``resources=``: ``{"GPU": 1}`` or
+        ``"GPU=1"``.  Workers without them run nothing of the job.
     set : dict, optional
         Dotted overrides, as ``--set`` takes them: ``{"settings.output_file_name": "x.csv"}``.
     progress : bool, optional
@@ -128,6 +141,9 @@ def run(
         workers=workers,
         scheduler=scheduler,
         client=client,
+        shared_filesystem=shared_filesystem,
+        security=security,
+        resources=parse_resources(resources),
         progress=in_jupyter_kernel() if progress is None else progress,
         dashboard=dashboard,
     )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, devtools, scaffold
+from .cluster import parse_resources, tls_security
 from .config import UnknownKeyWarning
 from .deployment import load_deployment
 from .errors import DaskScoreError, JobFailed
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="use the running Dask scheduler at ADDRESS instead of an embedded cluster",
     )
+    _cluster_arguments(run)
     run.add_argument(
         "--mini-batch-size",
         type=int,
@@ -138,6 +140,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     _dev_parsers(sub)
     return parser
+
+
+def _cluster_arguments(run: argparse.ArgumentParser) -> None:
+    """The options of a job on an existing cluster: files, TLS and resources."""
+    share = run.add_mutually_exclusive_group()
+    share.add_argument(
+        "--shared-filesystem",
+        dest="shared_filesystem",
+        action="store_true",
+        default=None,
+        help="the workers see the driver's files (default: found out by asking them)",
+    )
+    share.add_argument(
+        "--no-shared-filesystem",
+        dest="shared_filesystem",
+        action="store_false",
+        help="ship the code and model to the workers and bring results home in task replies",
+    )
+    run.add_argument("--tls-ca-file", metavar="PEM", help="CA certificate of a tls:// scheduler")
+    run.add_argument("--tls-cert", metavar="PEM", help="this client's TLS certificate")
+    run.add_argument("--tls-key", metavar="PEM", help="this client's TLS private key")
+    run.add_argument(
+        "--resources",
+        metavar="NAME=N[,...]",
+        help="worker resources each task needs, as Dask's resources=, e.g. GPU=1",
+    )
 
 
 def _dev_parsers(sub: argparse._SubParsersAction) -> None:
@@ -234,6 +262,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume,
         workers=args.workers,
         scheduler=args.scheduler,
+        shared_filesystem=args.shared_filesystem,
+        security=tls_security(args.tls_ca_file, args.tls_cert, args.tls_key),
+        resources=parse_resources(args.resources),
         output_format=args.output_format,
         partition_on=_columns(args.partition_on),
         rows_per_file=args.rows_per_file,

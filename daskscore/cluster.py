@@ -45,6 +45,25 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def gpu_ids() -> tuple[str, ...]:
+    """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` if set, else those that
+    ``nvidia-smi -L`` lists; none on a machine without NVIDIA's driver."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return tuple(d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1")
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ()
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU "))
+
+
 def intra_op_threads(workers: int) -> int:
     """Threads each worker's numerical libraries may use: cores // workers, at least 1."""
     return max(1, cpu_count() // max(1, workers))
@@ -94,13 +113,20 @@ class ClusterHandle:
 
 @contextlib.contextmanager
 def local_cluster(
-    workers: int, *, dashboard: bool = True, **kwargs: Any
+    workers: int,
+    *,
+    dashboard: bool = True,
+    resources: dict[str, float] | None = None,
+    **kwargs: Any,
 ) -> Iterator[ClusterHandle]:
     """Start a LocalCluster of ``workers`` single-threaded processes on loopback.
 
     Intra-op threads are capped per worker; the dashboard (if bokeh is installed) listens on
     127.0.0.1 only.  Worker and scheduler logs go to the ``distributed`` logger, not to stderr.
+    ``resources`` are offered by every worker (``{"GPU": 1}`` for one GPU per worker).
     """
+    if resources:
+        kwargs["resources"] = dict(resources)
     threads = intra_op_threads(workers)
     env = {name: str(threads) for name in THREAD_ENV_VARS}
     with_dashboard = dashboard and dashboard_available()
@@ -131,10 +157,50 @@ def local_cluster(
 
 
 @contextlib.contextmanager
-def existing_cluster(address: str) -> Iterator[ClusterHandle]:
-    """Connect to a running scheduler at ``address``."""
-    client = Client(address, set_as_default=False)
+def existing_cluster(address: str, security: Any = None) -> Iterator[ClusterHandle]:
+    """Connect to a running scheduler at ``address`` (``tls://`` ones with ``security``)."""
+    client = Client(address, set_as_default=False, security=security)
     try:
         yield ClusterHandle(client, None, dashboard_link(client))
     finally:
         client.close()
+
+
+def tls_security(ca_file: str | None, cert: str | None, key: str | None) -> Any:
+    """A ``Security`` for a TLS-secured scheduler from the three PEM files (None when no file
+    is given: Dask's config, ``distributed.comm.tls.*``, applies then)."""
+    if not (ca_file or cert or key):
+        return None
+    from distributed.security import Security
+
+    return Security(
+        tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, require_encryption=True
+    )
+
+
+def parse_resources(text: str | dict[str, float] | None) -> dict[str, float]:
+    """``"GPU=1,MEM=2e9"`` as ``{"GPU": 1.0, "MEM": 2e9}`` (a dict passes through).
+
+    Examples
+    --------
+    >>> parse_resources("GPU=1, MEM=2e9")
+    {'GPU': 1.0, 'MEM': 2000000000.0}
+    """
+    from .errors import UsageError
+
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        return {str(k): float(v) for k, v in text.items()}
+    found: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, amount = part.strip().partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            found[name.strip()] = float(amount)
+        except ValueError:
+            raise UsageError(
+                f"--resources: '{part.strip()}' is not NAME=AMOUNT (e.g. GPU=1 or GPU=1,MEM=2e9)."
+            ) from None
+    return found

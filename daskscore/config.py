@@ -102,10 +102,40 @@ class Settings:
 
 @dataclass(frozen=True)
 class Model:
-    """The model: ``name`` and a local ``path`` (a folder or a single file)."""
+    """The model: ``name`` and its ``path``: a local folder or file, or a URL (``s3://``,
+    ``az://``, ...) that every worker fetches into its own cache."""
 
-    path: Path
+    path: Path | str
     name: str | None = None
+
+    @property
+    def is_url(self) -> bool:
+        return isinstance(self.path, str)
+
+
+#: Environment variables whose names contain one of these hold secrets: their values are never
+#: written to a log.
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+#: Shorter values are not masked: masking "1" or "on" would garble every log line.
+MIN_SECRET_LENGTH = 4
+
+
+def secret_values(env: dict[str, str]) -> tuple[str, ...]:
+    """The values of the secret variables of ``env``, longest first."""
+    found = {
+        str(v)
+        for k, v in env.items()
+        if any(m in k.upper() for m in SECRET_MARKERS) and len(str(v)) >= MIN_SECRET_LENGTH
+    }
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret value replaced by ``***``."""
+    for value in secrets:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
 
 
 @dataclass(frozen=True)

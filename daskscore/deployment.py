@@ -306,6 +306,9 @@ def _model(value: Any, base: Path, where: str) -> Model | None:
             "cannot be resolved locally. Give the model's files instead: model: {path: <folder>} "
             "relative to the deployment file, or --set model.path=<folder> on the command line."
         )
+    if "://" in path and not path.startswith("file://"):
+        # fetched by every worker into its cache; the driver checks it exists before the job
+        return Model(path=path, name=str(name) if name is not None else None)
     resolved = (base / os.path.expanduser(path)).resolve()
     if not resolved.exists():
         raise ConfigError(f"{where}: model.path: '{path}' does not exist (looked for {resolved}).")

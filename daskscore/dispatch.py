@@ -4,7 +4,9 @@ Each task is a run of several mini-batches, sized by guided self-scheduling
 (:func:`daskscore.batching.next_task_size`); two are in flight per worker.  When a task's
 process dies, its ledger says which mini-batches it committed (kept), which ``run()`` was in
 flight (charged one try: ``PROCESS_DIED`` or ``RUN_TIMEOUT``) and which had not started (run
-again, uncharged).
+again, uncharged).  A shipped job's tasks bring their part files home with their records (see
+:mod:`daskscore.shipping`): the dispatcher writes them, and their ledger, into the staging
+folder; a task lost with its process tells which ``run()`` it was in through the scheduler.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from distributed import Client
@@ -21,9 +24,10 @@ from distributed import Client
 from . import batching
 from .books import Books
 from .errors import DaskScoreError, InitFailed
-from .ledger import read_ledger
+from .ledger import LedgerState, LedgerWriter, read_ledger
 from .plugin import WorkerJob, cancel_job, raise_init_errors
 from .progress import Progress
+from .shipping import put_files, relay_state
 from .tasks import PROGRESS_TOPIC, Payload, TaskResult, run_task
 
 logger = logging.getLogger("daskscore")
@@ -117,6 +121,7 @@ class Dispatcher:
                 payload,
                 key=f"daskscore-{self.job.job_id}-{attempt}",
                 pure=False,
+                resources=self.job.resources or None,
             )
             self.inflight[fut] = (attempt, ids)
             fut.add_done_callback(self.done.put)
@@ -137,6 +142,8 @@ class Dispatcher:
             if result.init_error is not None:
                 raise InitFailed("init() failed", user_traceback=result.init_error)
             if not result.interrupted:
+                if self.job.shipped:
+                    self._land(attempt, result)
                 self._fold(attempt, result.records, ids)
                 return
         else:
@@ -144,6 +151,24 @@ class Dispatcher:
             if not _is_worker_loss(exc):
                 raise DaskScoreError(f"task {attempt} failed inside daskscore: {exc!r}") from exc
         self._recover(attempt, ids)
+
+    def _land(self, attempt: str, result: TaskResult) -> None:
+        """A shipped task's part files, then its ledger, into the staging folder."""
+        staging = Path(self.job.staging)
+        put_files(staging / "parts", result.files)
+        writer = LedgerWriter(staging, attempt)
+        try:
+            if result.records:
+                writer.commit(b"", result.records)
+        finally:
+            writer.close()
+
+    def _lost(self, attempt: str) -> LedgerState:
+        """What is known of an attempt whose process died: its ledger, or for a shipped job
+        the scheduler's note of the run() it was in (its finished mini-batches died with it)."""
+        if self.job.shipped:
+            return relay_state(self.client, self.job.job_id, attempt)
+        return read_ledger(self.job.staging, attempt)
 
     def _fold(self, attempt: str, records: list[dict[str, Any]], ids: list[int]) -> None:
         finished = self.books.record(attempt, records)
@@ -157,7 +182,7 @@ class Dispatcher:
 
     def _recover(self, attempt: str, ids: list[int]) -> None:
         """A task's process died: keep what it committed, charge the run() it was in."""
-        state = read_ledger(self.job.staging, attempt)
+        state = self._lost(attempt)
         finished = self.books.record(attempt, state.committed)
         self.progress.add_done(len(finished), self._items(finished))
         requeue: list[int] = []
@@ -194,7 +219,8 @@ class Dispatcher:
             logger.debug("cancel_job failed", exc_info=True)
         for fut in futures:
             attempt, _ = self.inflight.pop(fut)
-            self.books.record(attempt, read_ledger(self.job.staging, attempt).committed)
+            if not self.job.shipped:  # a shipped task's work is lost with it
+                self.books.record(attempt, read_ledger(self.job.staging, attempt).committed)
         self.queue.clear()
 
     def stop(self) -> None:

@@ -12,6 +12,11 @@ data (a :class:`WorkerJob`) from the driver, and its ``setup`` installs the job 
    ``retry_settings.timeout`` (the nanny then starts a fresh process, whose ``setup`` calls
    ``init()`` again).
 
+A *shipped* job (workers that do not share the driver's disk, see :mod:`daskscore.shipping`)
+first unpacks its code and model into the worker's cache and gets worker-local output, log and
+staging folders (:func:`localize`).  A job that asks for worker ``resources`` installs only on
+workers that offer them.
+
 ``teardown`` calls the script's ``shutdown()`` if it has one and undoes the rest.  Tasks find
 the installed job with :func:`get_state`.  A failing ``init()`` does not raise here: it is kept
 in the state, written to ``logs/user/error/<worker>.txt``, and reported by every task, so the
@@ -29,15 +34,18 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import script as script_mod
-from .config import Deployment
+from .config import redact, secret_values
 from .errors import InitFailed
+from .shipping import read_new, take_files
+from .workerjob import WorkerJob, localize, offers
+
+__all__ = ["ScoringPlugin", "WorkerJob", "WorkerState", "get_state", "localize", "offers"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,62 +56,13 @@ WATCHDOG_PERIOD_S = 0.25
 TIMEOUT_EXIT_STATUS = 75
 
 
-@dataclass(frozen=True)
-class WorkerJob:
-    """Everything a worker needs to run a job's mini-batches; plain, picklable data."""
-
-    job_id: str
-    code: str
-    script: str
-    model_path: str | None
-    output: str
-    logs: str
-    staging: str
-    env: dict[str, str] = field(default_factory=dict)
-    timeout: float = 30.0
-    max_retries: int = 3
-    output_action: str = "append_row"
-    #: append_row, summary_only (Azure's), or a dataset: parquet, csv
-    output_format: str = "append_row"
-    csv_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: tabular mode: input columns to carry into the output (``file`` and ``row`` included)
-    carry_columns: tuple[str, ...] = ()
-    logging_level: str = "info"
-    intra_op_threads: int | None = None
-
-    @classmethod
-    def for_deployment(
-        cls, deployment: Deployment, job_id: str, output: Path, staging: Path, **options: Any
-    ) -> WorkerJob:
-        """The worker's view of ``deployment``: paths as strings, settings unpacked.
-
-        ``options`` are the job's own fields (``output_format``, ``csv_kwargs``,
-        ``carry_columns``, ``intra_op_threads``).
-        """
-        settings = deployment.settings
-        return cls(
-            job_id=job_id,
-            code=str(deployment.code),
-            script=str(deployment.scoring_script),
-            model_path=str(deployment.model.path) if deployment.model else None,
-            output=str(output),
-            logs=str(output / "logs"),
-            staging=str(staging),
-            env=dict(settings.environment_variables),
-            timeout=settings.retry_settings.timeout,
-            max_retries=settings.retry_settings.max_retries,
-            output_action=settings.output_action,
-            logging_level=settings.logging_level,
-            **options,
-        )
-
-
-def set_environment(job: WorkerJob, saved: dict[str, Any]) -> str:
+def set_environment(job: WorkerJob, saved: dict[str, Any], device: str | None = None) -> str:
     """Set what a scoring script sees, as Azure does; return the model folder made for it.
 
     ``AZUREML_MODEL_DIR`` is a new temporary folder holding a symlink to the model under its
     own base name; ``AZUREML_BI_OUTPUT_PATH`` and ``job.env`` are set; ``sys.argv`` is the
-    script's own.  The values replaced are kept in ``saved`` for :func:`restore_environment`.
+    script's own; a ``device`` becomes ``CUDA_VISIBLE_DEVICES``.  The values replaced are kept
+    in ``saved`` for :func:`restore_environment`.
     """
     env = dict(job.env)
     model_dir = tempfile.mkdtemp(prefix="daskscore-model-")
@@ -112,6 +71,8 @@ def set_environment(job: WorkerJob, saved: dict[str, Any]) -> str:
         os.symlink(model, Path(model_dir) / model.name, target_is_directory=model.is_dir())
     env["AZUREML_MODEL_DIR"] = model_dir
     env["AZUREML_BI_OUTPUT_PATH"] = job.output
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
     for key, value in env.items():
         saved.setdefault(key, os.environ.get(key))
         os.environ[key] = value
@@ -134,9 +95,23 @@ def restore_environment(saved: dict[str, Any]) -> None:
 class WorkerState:
     """One job installed in one worker process."""
 
-    def __init__(self, job: WorkerJob, worker_name: str) -> None:
+    def __init__(
+        self,
+        job: WorkerJob,
+        worker_name: str,
+        local_directory: str | None = None,
+        device: str | None = None,
+        eligible: bool = True,
+    ) -> None:
         self.job = job
         self.worker_name = worker_name
+        self.local_directory = local_directory or tempfile.gettempdir()
+        self.device = device
+        #: False on a worker without the job's resources: nothing installed, no task runs here
+        self.eligible = eligible
+        self.secrets = secret_values(job.env)
+        #: how much of each log file a shipped job already sent home (see drain_job)
+        self.drained: dict[str, int] = {}
         self.module: Any = None
         self.init_error: str | None = None
         self.init_error_full: str | None = None
@@ -154,6 +129,17 @@ class WorkerState:
     # ------------------------------------------------------------------ install / uninstall
     def install(self) -> None:
         """Set up the environment, import the script and call init(); never raises."""
+        if self.job.needs_localizing:
+            try:
+                self.job = localize(self.job, self.local_directory)
+            except Exception as exc:  # noqa: BLE001 - reported as the job's init() failure
+                what = f"the model {self.job.model_url}" if self.job.model_url else "the job"
+                self.init_error = self.init_error_full = redact(
+                    f"preparing {what} on worker {self.worker_name} failed: "
+                    f"{type(exc).__name__}: {exc}",
+                    self.secrets,
+                )
+                return
         job = self.job
         self._route_output()
         self._set_environment()
@@ -167,8 +153,8 @@ class WorkerState:
                 raise AttributeError(f"{job.script} defines no callable run(mini_batch)")
             self._limit_threads()
         except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
-            self.init_error = script_mod.user_traceback(exc, Path(job.code))
-            self.init_error_full = script_mod.full_traceback(exc)
+            self.init_error = self.user_traceback(exc)
+            self.init_error_full = self.full_traceback(exc)
             self.write_error("init()", self.init_error_full)
         self.init_s = time.perf_counter() - started
         self._watchdog = threading.Thread(
@@ -178,21 +164,40 @@ class WorkerState:
 
     def uninstall(self) -> None:
         self._stop.set()
+        if not self.eligible or self._stdout is None and self.module is None:
+            return  # nothing was installed (no resources here, or preparing the job failed)
         shutdown = getattr(self.module, "shutdown", None)
         if callable(shutdown) and self.init_error is None:
             try:
                 shutdown()
             except BaseException as exc:  # noqa: BLE001
-                self.write_error("shutdown()", script_mod.full_traceback(exc))
+                self.write_error("shutdown()", self.full_traceback(exc))
         script_mod.forget_code(Path(self.job.code))
         sys.modules.pop(Path(self.job.script).stem, None)
         restore_environment(self._saved)
         self._restore_output()
         if self.model_dir:
             shutil.rmtree(self.model_dir, ignore_errors=True)
+        if self.job.shipped:
+            shutil.rmtree(Path(self.job.staging).parent, ignore_errors=True)
+
+    # ------------------------------------------------------------------ what users see
+    def shown(self, text: str) -> str:
+        """``text`` as the user may see it: the code folder named as the user knows it, and
+        no secret values."""
+        job = self.job
+        if job.display_code and job.display_code != job.code:
+            text = text.replace(job.code, job.display_code)
+        return redact(text, self.secrets)
+
+    def user_traceback(self, exc: BaseException) -> str:
+        return self.shown(script_mod.user_traceback(exc, Path(self.job.code)))
+
+    def full_traceback(self, exc: BaseException) -> str:
+        return self.shown(script_mod.full_traceback(exc))
 
     def _set_environment(self) -> None:
-        self.model_dir = set_environment(self.job, self._saved)
+        self.model_dir = set_environment(self.job, self._saved, self.device)
 
     def _limit_threads(self) -> None:
         n = self.job.intra_op_threads
@@ -208,6 +213,8 @@ class WorkerState:
         path = Path(job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._stdout = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        if self.secrets:
+            self._stdout = _Redacting(self._stdout, self.secrets)
         self._saved_streams = (sys.stdout, sys.stderr)
         sys.stdout = sys.stderr = self._stdout
         handler = logging.StreamHandler(self._stdout)
@@ -234,7 +241,7 @@ class WorkerState:
         path.parent.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(f"{stamp} {context} failed on {self.worker_name}:\n{text}\n\n")
+            fh.write(f"{stamp} {context} failed on {self.worker_name}:\n{self.shown(text)}\n\n")
 
     def _watch(self) -> None:
         while not self._stop.wait(WATCHDOG_PERIOD_S):
@@ -253,6 +260,21 @@ class WorkerState:
                     self._stdout.flush()
             finally:
                 os._exit(TIMEOUT_EXIT_STATUS)
+
+
+class _Redacting:
+    """A text stream that masks secret values before they reach the log file."""
+
+    def __init__(self, stream: Any, secrets: tuple[str, ...]) -> None:
+        self._stream = stream
+        self._secrets = secrets
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text, self._secrets))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 _STATES: dict[str, WorkerState] = {}
@@ -294,8 +316,16 @@ class ScoringPlugin(WorkerPlugin):
         self.name = f"daskscore-{job.job_id}"
 
     async def setup(self, worker: Any) -> None:
-        state = WorkerState(self.job, worker_label(worker.name))
-        _STATES[self.job.job_id] = state
+        job = self.job
+        label = worker_label(worker.name)
+        if job.resources and not offers(worker.state.total_resources, job.resources):
+            _STATES[job.job_id] = WorkerState(job, label, eligible=False)
+            return
+        device = None
+        if job.gpu_ids and str(worker.name).isdigit():  # an embedded cluster's worker number
+            device = job.gpu_ids[int(str(worker.name)) % len(job.gpu_ids)]
+        state = WorkerState(job, label, worker.local_directory, device)
+        _STATES[job.job_id] = state
         executor = worker.executors.get("default")
         await asyncio.get_running_loop().run_in_executor(executor, state.install)
 
@@ -317,6 +347,7 @@ def init_report(job_id: str) -> dict[str, Any]:
         return {"installed": False}
     return {
         "installed": True,
+        "eligible": state.eligible,
         "worker": state.worker_name,
         "error": state.init_error,
         "init_s": state.init_s,
@@ -336,3 +367,21 @@ def cancel_job(job_id: str) -> bool:
     if state is not None:
         state.cancelled = True
     return state is not None
+
+
+def drain_job(job_id: str) -> dict[str, dict[str, bytes]]:
+    """A shipped job's files on this worker (run with ``Client.run`` at the end of the job):
+    ``logs`` — what its log files gained since the last drain, named relative to ``logs/`` —
+    and ``output`` — the files the script wrote into ``AZUREML_BI_OUTPUT_PATH``."""
+    state = _STATES.get(job_id)
+    if state is None or not state.job.shipped or not state.eligible:
+        return {}
+    if state._stdout is not None:
+        state._stdout.flush()
+    logs: dict[str, bytes] = {}
+    for kind in ("stdout", "error"):
+        rel = f"user/{kind}/{state.worker_name}.txt"
+        data, state.drained[rel] = read_new(Path(state.job.logs) / rel, state.drained.get(rel, 0))
+        if data:
+            logs[rel] = data
+    return {"logs": logs, "output": take_files(Path(state.job.output))}

@@ -46,18 +46,34 @@ def _tree_stats(root: Path, contents: bool) -> list[Any]:
     return out
 
 
+def _model_stats(model: Path | str | None) -> Any:
+    if model is None:
+        return None
+    if isinstance(model, str):  # a URL: its listing's names, sizes and etags or times
+        from . import storage
+
+        fs, root = storage.filesystem(model, verb="reading")
+        return [model, sorted(_remote_stat(i) for i in fs.find(root, detail=True).values())]
+    return _tree_stats(model, contents=False)
+
+
+def _remote_stat(info: dict[str, Any]) -> list[Any]:
+    marker = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+    return [str(info.get("name")), info.get("size"), str(marker)]
+
+
 def _input_stats(files: list[str]) -> list[Any]:
     # names only: a stat() per input costs ~0.5 s per 100,000 files on every job start
     return list(files)
 
 
 def fingerprint(
-    code: Path, model: Path | None, files: list[str], batching: Any, output: Any
+    code: Path, model: Path | str | None, files: list[str], batching: Any, output: Any
 ) -> dict[str, str]:
     """The job's fingerprint: one hash per thing that decides its rows."""
     return {
         "code": _hash(_tree_stats(code, contents=True)),
-        "model": _hash(_tree_stats(model, contents=False) if model else None),
+        "model": _hash(_model_stats(model)),
         "inputs": _hash(_input_stats(files)),
         "mini_batches": _hash(batching),
         "output": _hash(output),

@@ -13,18 +13,16 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distributed import Client
-from distributed.utils import silence_logging_cmgr
 
-from . import batching, dashboard, storage, tabular
+from . import batching, dashboard, placement, storage, tabular
 from . import output as out_mod
 from . import resume as resume_mod
 from . import script as script_mod
@@ -33,16 +31,19 @@ from .cluster import (
     ClusterHandle,
     dashboard_link,
     existing_cluster,
+    gpu_ids,
     intra_op_threads,
     local_cluster,
 )
-from .config import Deployment
+from .config import Deployment, secret_values
 from .datasets import FORMATS as DATASET_FORMATS
 from .dispatch import Dispatcher
 from .errors import InitFailed, OutputError, UsageError
+from .joblog import job_logging
 from .ledger import make_staging, read_ledger
 from .plugin import ScoringPlugin, WorkerJob
 from .progress import Progress
+from .shipping import forget_job
 
 logger = logging.getLogger("daskscore")
 
@@ -67,6 +68,13 @@ class JobOptions:
     carry_columns: tuple[str, ...] = ()
     #: finish an interrupted job in the same output folder
     resume: bool = False
+    #: whether the workers see the driver's files: None finds out (an embedded cluster does);
+    #: False ships code and model to them and brings results home in the tasks' replies
+    shared_filesystem: bool | None = None
+    #: a ``distributed.security.Security`` for a TLS-secured scheduler
+    security: Any = None
+    #: worker resources each task needs (Dask's ``resources=``), e.g. ``{"GPU": 1}``
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,6 +92,8 @@ class _Plan:
     remote_out: str | None
     books: Books
     run_no: int
+    #: workers do not share the driver's disk (decided once the cluster is known)
+    shipped: bool = False
 
     @property
     def staging(self) -> Path:
@@ -107,7 +117,9 @@ def execute(
     settings = deployment.settings
     plan.books.partition_on = tuple(options.partition_on)
     with (
-        _job_logging(plan.out_dir, settings.logging_level),
+        job_logging(
+            plan.out_dir, settings.logging_level, secret_values(settings.environment_variables)
+        ),
         _cluster(deployment, options) as h,
         _board(plan, h) as board,
     ):
@@ -118,8 +130,10 @@ def execute(
             # kept, so that the corrected command can run in the same folder
             shutil.rmtree(plan.staging, ignore_errors=True)
             raise
+        # a shipped job's staging folder is on the driver's disk only: assemble it here
+        client = None if plan.shipped else h.client
         result = plan.books.finish(
-            plan.staging, plan.fmt, h.client, options.partition_on, options.rows_per_file
+            plan.staging, plan.fmt, client, options.partition_on, options.rows_per_file
         )
         board.finish(result.summary)
     if plan.remote_out:
@@ -139,6 +153,8 @@ def _prepare(
     files = list_inputs(str(input_path))
     work, unit = plan_work(files, settings.mini_batch_size, options)
     script_mod.check_script(deployment.scoring_script)
+    if deployment.model is not None and deployment.model.is_url:
+        _check_model_url(str(deployment.model.path))
     csv_kwargs = script_mod.read_csv_settings(deployment.code)
     target = settings.output_file_name if fmt == "append_row" else None
     if fmt in DATASET_FORMATS:
@@ -177,8 +193,29 @@ def _prepare(
     return plan
 
 
-def _worker_job(plan: _Plan, workers: int) -> WorkerJob:
-    return WorkerJob.for_deployment(
+def _check_model_url(url: str) -> None:
+    fs, root = storage.filesystem(url, verb="reading")
+    if not fs.exists(root):
+        raise UsageError(f"model.path: '{url}' does not exist (nothing there to fetch).")
+
+
+def _place(plan: _Plan, handle: ClusterHandle) -> int:
+    """Decide whether the job is shipped, check the cluster can run it; return its workers."""
+    client, wanted = handle.client, plan.options.shared_filesystem
+    if handle.cluster is not None:  # our own LocalCluster shares our disk
+        plan.shipped = wanted is False
+    else:
+        placement.check_daskscore(client)
+        if wanted is None:
+            wanted = placement.workers_share_disk(client, plan.staging / resume_mod.MANIFEST)
+        plan.shipped = not wanted
+    if plan.shipped:
+        placement.check_inputs_visible(client, plan.files, str(plan.books.input_path))
+    return placement.eligible_workers(client, plan.options.resources)
+
+
+def _worker_job(plan: _Plan, handle: ClusterHandle, workers: int) -> WorkerJob:
+    job = WorkerJob.for_deployment(
         plan.deployment,
         plan.books.job_id,
         plan.out_dir,
@@ -186,8 +223,12 @@ def _worker_job(plan: _Plan, workers: int) -> WorkerJob:
         output_format=plan.fmt,
         csv_kwargs=plan.csv_kwargs,
         carry_columns=tuple(plan.options.carry_columns),
-        intra_op_threads=intra_op_threads(workers),
+        # an existing cluster's workers were sized by whoever started them
+        intra_op_threads=intra_op_threads(workers) if handle.cluster is not None else None,
+        resources=dict(plan.options.resources),
+        gpu_ids=gpu_ids() if handle.cluster is not None else (),
     )
+    return job.shipped_copy() if plan.shipped else job
 
 
 def _board(plan: _Plan, handle: ClusterHandle) -> dashboard.JobBoard:
@@ -223,8 +264,8 @@ def _score(plan: _Plan, handle: ClusterHandle, board: dashboard.JobBoard) -> Non
         notify(
             f"Resuming: {len(plan.books.final)} of {len(plan.work)} mini-batches were already done."
         )
-    workers = max(1, handle.workers)
-    job = _worker_job(plan, workers)
+    workers = max(1, _place(plan, handle))
+    job = _worker_job(plan, handle, workers)
     total_items = sum(planned_items(w) for w in plan.work)
     rows = f" ({total_items} rows)" if plan.unit == "rows" else ""
     notify(
@@ -251,6 +292,9 @@ def _score(plan: _Plan, handle: ClusterHandle, board: dashboard.JobBoard) -> Non
     finally:
         progress.close()
         loop.stop()
+        if plan.shipped:
+            placement.collect(handle.client, job.job_id, plan.out_dir)
+            forget_job(handle.client, job.job_id)
         _unregister(handle.client, job.job_id)
 
 
@@ -350,59 +394,12 @@ def _cluster(deployment: Deployment, options: JobOptions) -> Iterator[ClusterHan
     if options.client is not None:
         yield ClusterHandle(options.client, None, dashboard_link(options.client))
     elif options.scheduler:
-        with existing_cluster(options.scheduler) as handle:
+        with existing_cluster(options.scheduler, options.security) as handle:
             yield handle
     else:
         with local_cluster(
-            options.workers or deployment.worker_count, dashboard=options.dashboard
+            options.workers or deployment.worker_count,
+            dashboard=options.dashboard,
+            resources=options.resources or None,
         ) as handle:
             yield handle
-
-
-class _FileLogHandler(logging.Handler):
-    """Appends log records to a file.  Not a StreamHandler on purpose: Dask's
-    ``silence_logs`` turns every StreamHandler of the ``distributed`` logger down to CRITICAL
-    while a LocalCluster lives, which would empty the job's own log."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._file.write(self.format(record) + "\n")
-            self._file.flush()
-        except Exception:  # noqa: BLE001 - logging must never fail the job
-            self.handleError(record)
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
-
-
-@contextmanager
-def _job_logging(out_dir: Path, level: str) -> Iterator[None]:
-    """daskscore's and Dask's own log lines go to logs/sys/daskscore.txt, not to stderr."""
-    # Dask's stderr lines go quiet (they still reach the file); silence before adding ours, which
-    # is a StreamHandler too
-    quiet = silence_logging_cmgr(logging.CRITICAL)
-    quiet.__enter__()
-    path = out_dir / "logs" / "sys" / "daskscore.txt"
-    handler = _FileLogHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(level.upper())
-    names = ("daskscore", "distributed")
-    for name in names:
-        logging.getLogger(name).addHandler(handler)
-    saved_level = logger.level
-    logger.setLevel(level.upper())
-    started = time.time()
-    logger.info("job started at %s", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)))
-    try:
-        yield
-    finally:
-        for name in names:
-            logging.getLogger(name).removeHandler(handler)
-        logger.setLevel(saved_level)
-        quiet.__exit__(None, None, None)
-        handler.close()

@@ -6,7 +6,10 @@ runs them one after another in the worker's task thread, retries a ``run()`` tha
 where the job's output format wants it — append_row bytes into the attempt's part file, or a
 Parquet part of a dataset — in flushes of about :data:`FLUSH_BYTES` or :data:`FLUSH_SECONDS`,
 each committed in the attempt's ledger (:mod:`daskscore.ledger`).  Only small records travel
-back to the driver; the rows never do.
+back to the driver; the rows never do — except for a *shipped* job, whose workers do not share
+the driver's disk: there a task returns its part files with its records, and stops after
+about :data:`SHIPPED_TASK_SECONDS` so that results come home often (the driver requeues the
+rest of its mini-batches).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .datasets import FORMATS as DATASET_FORMATS
 from .datasets import MB_COLUMN
 from .ledger import LedgerWriter, ledger_path
 from .plugin import WorkerState, get_state
+from .shipping import RelayLedger, take_files
 
 #: Rows are written to the part file in flushes of about this size ...
 FLUSH_BYTES = 1 << 20
@@ -32,6 +36,11 @@ FLUSH_SECONDS = 1.0
 #: Progress events to the driver at most this often per task.
 PROGRESS_SECONDS = 0.5
 PROGRESS_TOPIC = "daskscore-progress"
+#: A shipped job's task returns after this much work ...
+SHIPPED_TASK_SECONDS = 5.0
+#: ... or this much output, whichever comes first: what it ran is lost if its worker dies
+#: before it returns, and its output travels in one message.
+SHIPPED_TASK_BYTES = 64 << 20
 
 #: A DataFrame returned by run() may list its failed items (one reason each) in
 #: ``df.attrs[FAILED_ITEMS_ATTR]``: when a file yields many rows, counting rows cannot tell
@@ -57,6 +66,8 @@ class TaskResult:
     #: the task found its own ledger from an earlier run: its process died; the driver reads it
     interrupted: bool = False
     cancelled: bool = False
+    #: a shipped job's part files (names relative to the staging folder's ``parts``)
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 class Payload:
@@ -84,17 +95,35 @@ def run_task(
     if state.init_error is not None:
         result.init_error = state.init_error
         return result
-    if ledger_path(state.job.staging, attempt).exists():
+    writer = _open_ledger(state, attempt)
+    if writer is None:
         # Dask ran this task before on a process that died; the driver sorts it out.
         result.interrupted = True
         return result
-    writer = LedgerWriter(state.job.staging, attempt)
     sink = make_sink(state, writer, attempt)
     try:
         _run_batches(state, writer, sink, batches, result)
     finally:
         writer.close()
+    if state.job.shipped:
+        staging = Path(state.job.staging)
+        result.files = take_files(staging / "parts", attempt)
+        take_files(staging / "ledger", attempt)
     return result
+
+
+def _open_ledger(state: WorkerState, attempt: str) -> LedgerWriter | None:
+    """The attempt's ledger; None when the attempt ran before (on a process that died)."""
+    job = state.job
+    if job.shipped:
+        relay = RelayLedger(job.staging, attempt, job.job_id)
+        if relay.claim():
+            return relay
+        relay.close()
+        return None
+    if ledger_path(job.staging, attempt).exists():
+        return None
+    return LedgerWriter(job.staging, attempt)
 
 
 def _run_batches(
@@ -104,16 +133,22 @@ def _run_batches(
     batches: list[tuple[int, int, Work]],
     result: TaskResult,
 ) -> None:
-    last_flush = last_progress = time.monotonic()
-    done_items = 0
+    began = last_flush = last_progress = time.monotonic()
+    done_items = produced = 0
     for mini_batch, tries_used, work in batches:
         if state.cancelled:
             result.cancelled = True
             break
         records, output = run_mini_batch(state, writer, mini_batch, tries_used, work)
+        before = sink.size
         sink.add(records, output)
+        produced += sink.size - before
         done_items += records[-1]["total"]
         now = time.monotonic()
+        if state.job.shipped and (
+            now - began >= SHIPPED_TASK_SECONDS or produced >= SHIPPED_TASK_BYTES
+        ):
+            break  # home with what it has; the driver requeues the rest
         if sink.size >= FLUSH_BYTES or now - last_flush >= FLUSH_SECONDS:
             result.records.extend(sink.flush())
             last_flush = now
@@ -367,9 +402,9 @@ def _failed(
         # daskscore raised it about what run() returned: the message is the whole story
         rec["error"] = f"{type(exc).__name__}: {exc}"
     else:
-        rec["error"] = script_mod.user_traceback(exc, Path(state.job.code))
+        rec["error"] = state.user_traceback(exc)
     context = f"run() of mini-batch {rec['mini_batch']} (try {rec['try']}, {_describe(work)})"
-    state.write_error(context, script_mod.full_traceback(exc))
+    state.write_error(context, state.full_traceback(exc))
     return rec
 
 

@@ -1,0 +1,113 @@
+"""Where a job runs on a cluster it did not start: which workers, and what they can see.
+
+Before a job on an existing cluster, the driver learns whether the workers share its disk (they
+read a file it just wrote), whether they have daskscore, and which of them offer the resources
+the job asks for.  A job whose workers do not share the disk is *shipped* (see
+:mod:`daskscore.shipping`); its workers' logs and ``AZUREML_BI_OUTPUT_PATH`` files are collected
+at the end by :func:`collect`.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .plugin import drain_job, offers
+from .shipping import file_digest, put_files
+
+logger = logging.getLogger("daskscore")
+
+
+def workers_share_disk(client: Any, probe: Path) -> bool:
+    """Whether every worker reads the driver's file ``probe`` with the same contents."""
+    mine = file_digest(str(probe))
+    seen = client.run(file_digest, str(probe))
+    shared = bool(seen) and all(d == mine for d in seen.values())
+    logger.info(
+        "workers %s the driver's disk (%d of %d read %s)",
+        "share" if shared else "do not share",
+        sum(1 for d in seen.values() if d == mine),
+        len(seen),
+        probe,
+    )
+    return shared
+
+
+def check_daskscore(client: Any) -> None:
+    """Refuse a cluster whose workers lack daskscore (tasks are daskscore functions)."""
+    try:
+        versions = client.run(package_version, "daskscore")
+    except PackageNotFoundError:
+        versions = None
+    mine = package_version("daskscore")
+    if versions is None:
+        raise UsageError(
+            "the cluster's workers do not have daskscore installed: its tasks run daskscore's "
+            f"code. Install the same version in the workers' environment (daskscore=={mine})."
+        )
+    other = {w: v for w, v in versions.items() if v != mine}
+    if other:
+        logger.warning(
+            "workers run another daskscore version than the driver (%s): %s", mine, other
+        )
+
+
+def eligible_workers(client: Any, resources: dict[str, float]) -> int:
+    """How many workers can run the job's tasks; refuse a cluster where none can."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    if not resources:
+        return len(workers)
+    able = [w for w in workers.values() if offers(w.get("resources") or {}, resources)]
+    if not able and workers:
+        offered = sorted(
+            {f"{k}={v:g}" for w in workers.values() for k, v in (w.get("resources") or {}).items()}
+        ) or ["none"]
+        wanted = ",".join(f"{k}={v:g}" for k, v in resources.items())
+        raise UsageError(
+            f"resources {wanted}: no worker of the cluster offers them (workers offer: "
+            f"{', '.join(offered)}). Start workers with `dask worker ... --resources "
+            f'"{wanted}"`, or drop --resources.'
+        )
+    return len(able)
+
+
+def check_inputs_visible(client: Any, files: list[str], what: str) -> None:
+    """A shipped job reads local inputs only if every worker sees them (a shared mount)."""
+    if not files or "://" in files[0]:
+        return
+    seen = client.run(_exists, files[0])
+    blind = sorted(w for w, ok in seen.items() if not ok)
+    if blind:
+        raise UsageError(
+            f"input '{what}' is on the driver's disk, which worker {blind[0]} cannot see "
+            f"({len(blind)} of {len(seen)} workers cannot). Put the input where every worker "
+            "can read it — a URL (s3://, az://, gs://, ...) or a filesystem all hosts mount."
+        )
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def collect(client: Any, job_id: str, out_dir: Path) -> None:
+    """Bring a shipped job's worker logs and output files home into ``out_dir``."""
+    try:
+        drained = client.run(drain_job, job_id)
+    except Exception:  # noqa: BLE001 - a worker that left took its logs with it
+        logger.warning("collecting the workers' logs failed", exc_info=True)
+        return
+    for worker, found in sorted(drained.items()):
+        put_files(out_dir / "logs", found.get("logs", {}), append=True)
+        for rel, data in found.get("output", {}).items():
+            dest = out_dir / rel
+            if dest.exists():  # two workers wrote the same name: keep both
+                dest = dest.with_name(f"{dest.stem}.{_label(worker)}{dest.suffix}")
+            put_files(out_dir, {dest.relative_to(out_dir).as_posix(): data})
+
+
+def _label(address: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in address.split("://")[-1]).strip("_")
