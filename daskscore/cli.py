@@ -236,7 +236,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | int]:
         if not sep or not key.strip():
             raise argparse.ArgumentTypeError(f"--set {item!r}: expected KEY=VALUE")
         key = key.strip()
-        if key in ("model.path", "model", "code_configuration.code") and value:
+        if (
+            key in ("model.path", "model", "code_configuration.code")
+            and value
+            and "://" not in value
+        ):
             value = str(Path(value).expanduser().resolve())  # relative to where you are
         overrides[key] = value
     if args.mini_batch_size is not None:

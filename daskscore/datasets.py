@@ -129,7 +129,10 @@ def _sanitise(ddf: Any, partition_on: Sequence[str]) -> Any:
 def write_dataset(
     client: Any, ddf: Any, dest: Path, fmt: str, partition_on: Sequence[str] = ()
 ) -> list[Path]:
-    """Write ``ddf`` into the folder ``dest`` (replaced if it exists); return the files."""
+    """Write ``ddf`` into the folder ``dest`` (replaced if it exists); return the files.
+
+    ``client`` None computes in this process (a shipped job's parts are on the driver's disk).
+    """
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -143,18 +146,29 @@ def write_dataset(
             write_index=False,
             compute=False,
         )
-        client.gather(client.compute(task))
+        _compute(client, task)
     elif partition_on:
         parts = ddf.map_partitions(
             _write_csv_partitioned, str(dest), list(partition_on), meta=(None, "int64")
         )
-        client.gather(client.compute(parts))
+        _compute(client, parts)
     else:
         task = ddf.to_csv(
             str(dest / "part-*.csv"), name_function=lambda i: f"{i:05d}", index=False, compute=False
         )
-        client.gather(client.compute(task))
+        _compute(client, task)
     return sorted(p for p in dest.rglob("*") if p.is_file())
+
+
+def _compute(client: Any, task: Any) -> None:
+    """Compute on the cluster, or (``client`` None: the staged parts are on this machine's disk
+    only) in this process's threads."""
+    if client is None:
+        import dask
+
+        dask.compute(task, scheduler="threads")
+    else:
+        client.gather(client.compute(task))
 
 
 def _write_csv_partitioned(

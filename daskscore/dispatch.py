@@ -155,6 +155,7 @@ class Dispatcher:
     def _land(self, attempt: str, result: TaskResult) -> None:
         """A shipped task's part files, then its ledger, into the staging folder."""
         staging = Path(self.job.staging)
+        put_files(Path(self.job.logs), result.logs, append=True)
         put_files(staging / "parts", result.files)
         writer = LedgerWriter(staging, attempt)
         try:

@@ -181,6 +181,19 @@ class WorkerState:
         if self.job.shipped:
             shutil.rmtree(Path(self.job.staging).parent, ignore_errors=True)
 
+    def drain_logs(self) -> dict[str, bytes]:
+        """What this worker's log files gained since the last call (names relative to
+        ``logs/``): a shipped job's tasks take them home with their results."""
+        if self._stdout is not None:
+            self._stdout.flush()
+        logs: dict[str, bytes] = {}
+        for kind in ("stdout", "error"):
+            rel = f"user/{kind}/{self.worker_name}.txt"
+            data, self.drained[rel] = read_new(Path(self.job.logs) / rel, self.drained.get(rel, 0))
+            if data:
+                logs[rel] = data
+        return logs
+
     # ------------------------------------------------------------------ what users see
     def shown(self, text: str) -> str:
         """``text`` as the user may see it: the code folder named as the user knows it, and
@@ -376,12 +389,4 @@ def drain_job(job_id: str) -> dict[str, dict[str, bytes]]:
     state = _STATES.get(job_id)
     if state is None or not state.job.shipped or not state.eligible:
         return {}
-    if state._stdout is not None:
-        state._stdout.flush()
-    logs: dict[str, bytes] = {}
-    for kind in ("stdout", "error"):
-        rel = f"user/{kind}/{state.worker_name}.txt"
-        data, state.drained[rel] = read_new(Path(state.job.logs) / rel, state.drained.get(rel, 0))
-        if data:
-            logs[rel] = data
-    return {"logs": logs, "output": take_files(Path(state.job.output))}
+    return {"logs": state.drain_logs(), "output": take_files(Path(state.job.output))}

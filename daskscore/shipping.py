@@ -149,13 +149,17 @@ class RelayLedger(LedgerWriter):
     """
 
     def __init__(self, staging: str | Path, attempt: str, job_id: str) -> None:
+        from distributed import get_worker
+
         super().__init__(staging, attempt)
         self.key = _metadata_key(job_id, attempt)
+        # found now, in the task's thread: the watchdog thread that calls timed_out() has none
+        self.worker = get_worker()
         self.entry: dict[str, Any] = {"running": None, "timed_out": None}
 
     def claim(self) -> bool:
         """Mark the attempt as started; False if it started before (its process died)."""
-        if _scheduler_call("get_metadata", keys=self.key, default=None) is not None:
+        if self._call("get_metadata", keys=self.key, default=None) is not None:
             return False
         self._send()
         return True
@@ -176,16 +180,13 @@ class RelayLedger(LedgerWriter):
         self._send()
 
     def _send(self) -> None:
-        _scheduler_call("set_metadata", keys=self.key, value=dict(self.entry))
+        self._call("set_metadata", keys=self.key, value=dict(self.entry))
 
+    def _call(self, op: str, **kwargs: Any) -> Any:
+        """Call a scheduler handler from a task (or watchdog) thread, and wait for it."""
+        from distributed.utils import sync
 
-def _scheduler_call(op: str, **kwargs: Any) -> Any:
-    """Call a scheduler handler from a task (or watchdog) thread of a worker, and wait."""
-    from distributed import get_worker
-    from distributed.utils import sync
-
-    worker = get_worker()
-    return sync(worker.loop, getattr(worker.scheduler, op), **kwargs)
+        return sync(self.worker.loop, getattr(self.worker.scheduler, op), **kwargs)
 
 
 def relay_state(client: Any, job_id: str, attempt: str) -> LedgerState:

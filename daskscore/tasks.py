@@ -66,8 +66,10 @@ class TaskResult:
     #: the task found its own ledger from an earlier run: its process died; the driver reads it
     interrupted: bool = False
     cancelled: bool = False
-    #: a shipped job's part files (names relative to the staging folder's ``parts``)
+    #: a shipped job's part files (names relative to the staging folder's ``parts``) ...
     files: dict[str, bytes] = field(default_factory=dict)
+    #: ... and what the worker's log files gained (names relative to ``logs``)
+    logs: dict[str, bytes] = field(default_factory=dict)
 
 
 class Payload:
@@ -109,6 +111,7 @@ def run_task(
         staging = Path(state.job.staging)
         result.files = take_files(staging / "parts", attempt)
         take_files(staging / "ledger", attempt)
+        result.logs = state.drain_logs()
     return result
 
 

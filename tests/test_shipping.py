@@ -1,0 +1,306 @@
+"""Shipped jobs on a LocalCluster: ``shared_filesystem=False`` makes workers run from the code
+and model the plugin carried, in worker-local folders, and send their results home in their
+task replies — the same rows, logs and failures as a job whose workers share the disk."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import write_deployment, write_inputs
+
+import daskscore
+from daskscore.cluster import local_cluster, parse_resources, tls_security
+from daskscore.config import redact, secret_values
+from daskscore.errors import JobFailed, UsageError
+from daskscore.shipping import Bundle
+
+SCRIPT = """
+    import os
+    import helper
+
+    def init():
+        global weight
+        with open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model", "w.txt")) as fh:
+            weight = int(fh.read())
+        print("init on", os.getpid())
+
+    def run(mini_batch):
+        out = []
+        for path in mini_batch:
+            value = int(open(path).read().split()[1])
+            out.append(f"{os.path.basename(path)} {value * weight + helper.OFFSET} {__file__}")
+        return out
+"""
+
+
+def _deployment(root: Path, offset: int = 0, **settings) -> Path:
+    return write_deployment(
+        root,
+        SCRIPT,
+        extra_code={"helper.py": f"OFFSET = {offset}\n"},
+        model_files={"w.txt": "3"},
+        settings={"mini_batch_size": 2, **settings},
+    )
+
+
+def _rows(path: Path) -> list[list[str]]:
+    return [line.split(" ") for line in path.read_text().splitlines()]
+
+
+def test_shipped_job_gives_the_shared_jobs_rows(tmp_path: Path, client) -> None:
+    dep = _deployment(tmp_path / "dep")
+    inputs = write_inputs(tmp_path / "in", 9, width=3)
+    shared = daskscore.run(dep, inputs, tmp_path / "a", client=client, shared_filesystem=True)
+    shipped = daskscore.run(dep, inputs, tmp_path / "b", client=client, shared_filesystem=False)
+    a, b = _rows(shared.predictions), _rows(shipped.predictions)
+    assert [r[:2] for r in a] == [r[:2] for r in b]
+    assert len(b) == 9 and b[0][1] == str(3 * int(Path(inputs, b[0][0]).read_text().split()[1]))
+    code = str(dep.parent / "code")
+    assert all(r[2].startswith(code) for r in a)  # shared: the driver's own files
+    assert not any(r[2].startswith(code) for r in b)  # shipped: the workers' unpacked copy
+    stdout = list((tmp_path / "b" / "logs" / "user" / "stdout").glob("*.txt"))
+    assert stdout and all("init on" in p.read_text() for p in stdout)  # worker logs came home
+    assert not (tmp_path / "b" / "_daskscore_staging").exists()
+
+
+def test_two_jobs_with_different_code_on_one_cluster_never_mix(tmp_path: Path, client) -> None:
+    inputs = write_inputs(tmp_path / "in", 4, width=3)
+    first = _deployment(tmp_path / "one", offset=1000)
+    second = _deployment(tmp_path / "two", offset=2000)
+    r1 = daskscore.run(first, inputs, tmp_path / "o1", client=client, shared_filesystem=False)
+    r2 = daskscore.run(second, inputs, tmp_path / "o2", client=client, shared_filesystem=False)
+    v1 = {int(r[1]) // 1000 for r in _rows(r1.predictions)}
+    v2 = {int(r[1]) // 1000 for r in _rows(r2.predictions)}
+    assert (v1, v2) == ({1}, {2})
+
+
+def test_bundles_are_named_by_their_contents(tmp_path: Path) -> None:
+    folder = tmp_path / "code"
+    (folder / "__pycache__").mkdir(parents=True)
+    (folder / "a.py").write_text("x = 1\n")
+    (folder / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
+    first = Bundle.of(folder)
+    assert Bundle.of(folder).digest == first.digest  # deterministic
+    (folder / "a.py").write_text("x = 2\n")
+    second = Bundle.of(folder)
+    assert second.digest != first.digest
+    unpacked = second.unpack(tmp_path / "cache")
+    assert unpacked.name == "code" and (unpacked / "a.py").read_text() == "x = 2\n"
+    assert not (unpacked / "__pycache__").exists()
+    assert second.unpack(tmp_path / "cache") == unpacked  # once per cache
+
+
+FAILING = """
+    import os, sys, time
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        out = []
+        for path in mini_batch:
+            name = os.path.basename(path)
+            if name == "f001.csv":
+                raise ValueError(f"cannot score {name}")
+            if name == "f003.csv":
+                time.sleep(60)
+            if name == "f005.csv":
+                os._exit(3)
+            out.append(name)
+        return out
+"""
+
+
+@pytest.mark.slow
+def test_shipped_failures_are_charged_like_shared_ones(tmp_path: Path, client) -> None:
+    dep = write_deployment(
+        tmp_path / "dep",
+        FAILING,
+        settings={"mini_batch_size": 1, "retry_settings": {"max_retries": 1, "timeout": 3}},
+    )
+    inputs = write_inputs(tmp_path / "in", 8, width=3)
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
+    summary = result.summary
+    assert summary["succeeded_items"] == 5 and summary["failed_items"] == 3
+    failures = {Path(f["files"][0]).name: f for f in summary["failures"]}
+    assert set(failures) == {"f001.csv", "f003.csv", "f005.csv"}
+    assert failures["f003.csv"]["status"] == "RUN_TIMEOUT"
+    assert failures["f005.csv"]["status"] == "PROCESS_DIED"
+    assert failures["f001.csv"]["tries"] == 2
+    error = failures["f001.csv"]["error"]
+    assert "ValueError: cannot score f001.csv" in error
+    assert str(dep.parent / "code" / "score.py") in error  # the user's path, not the cache's
+    names = [line.split()[0] for line in result.predictions.read_text().splitlines()]
+    assert names == ["f000.csv", "f002.csv", "f004.csv", "f006.csv", "f007.csv"]  # once each
+    errors = "".join(p.read_text() for p in (result.output / "logs/user/error").glob("*.txt"))
+    assert "cannot score f001.csv" in errors
+
+
+def test_shipped_parquet_dataset(tmp_path: Path, client) -> None:
+    dep = write_deployment(
+        tmp_path / "dep",
+        """
+        import os
+        import pandas as pd
+
+        def run(mini_batch):
+            return pd.DataFrame({"file": [os.path.basename(p) for p in mini_batch],
+                                 "size": [os.path.getsize(p) for p in mini_batch]})
+        """,
+        settings={"mini_batch_size": 3},
+    )
+    inputs = write_inputs(tmp_path / "in", 10, width=3)
+    result = daskscore.run(
+        dep,
+        inputs,
+        tmp_path / "out",
+        client=client,
+        shared_filesystem=False,
+        output_format="parquet",
+        rows_per_file=4,
+    )
+    frame = pd.read_parquet(result.predictions)
+    assert sorted(frame["file"]) == [f"f{i:03d}.csv" for i in range(10)]
+
+
+BI_OUTPUT = """
+    import os
+
+    def run(mini_batch):
+        out = os.environ["AZUREML_BI_OUTPUT_PATH"]
+        for path in mini_batch:
+            with open(os.path.join(out, os.path.basename(path) + ".done"), "w") as fh:
+                fh.write("ok")
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_files_the_script_writes_come_home(tmp_path: Path, client) -> None:
+    dep = write_deployment(tmp_path / "dep", BI_OUTPUT, settings={"mini_batch_size": 2})
+    inputs = write_inputs(tmp_path / "in", 5, width=3)
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
+    assert sorted(p.name for p in result.output.glob("*.done")) == [
+        f"f{i:03d}.csv.done" for i in range(5)
+    ]
+
+
+SECRETS = """
+    import logging, os
+
+    def init():
+        print("the key is", os.environ["API_KEY"])
+        logging.getLogger("score").warning("token=%s", os.environ["SERVICE_TOKEN"])
+
+    def run(mini_batch):
+        raise RuntimeError("login failed with " + os.environ["API_KEY"])
+"""
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_secret_values_never_reach_the_logs(tmp_path: Path, client, shared: bool) -> None:
+    env = {"API_KEY": "sk-live-4242-abcd", "SERVICE_TOKEN": "tok-9876-zyx", "REGION": "west"}
+    dep = write_deployment(
+        tmp_path / "dep",
+        SECRETS,
+        settings={
+            "mini_batch_size": 2,
+            "environment_variables": env,
+            "retry_settings": {"max_retries": 0},
+        },
+    )
+    inputs = write_inputs(tmp_path / "in", 3, width=3)
+    with pytest.raises(JobFailed) as failed:
+        daskscore.run(
+            dep,
+            inputs,
+            tmp_path / "out",
+            client=client,
+            shared_filesystem=shared,
+            error_threshold=0,
+        )
+    texts = {p: p.read_text(errors="replace") for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert texts, "the job wrote no files"
+    for path, text in texts.items():
+        assert "sk-live-4242-abcd" not in text and "tok-9876-zyx" not in text, path
+    logs = "".join(t for p, t in texts.items() if "logs" in p.parts)
+    assert "the key is ***" in logs and "token=***" in logs and "login failed with ***" in logs
+    assert "sk-live-4242-abcd" not in str(failed.value)
+
+
+def test_redaction_helpers() -> None:
+    env = {"DB_PASSWORD": "hunter22", "my_secret": "abcdef", "PATH_KEY": "on", "USER": "bob"}
+    secrets = secret_values(env)
+    assert set(secrets) == {"hunter22", "abcdef"}  # "on" is too short to mask
+    assert redact("pw hunter22 and abcdef, user bob", secrets) == "pw *** and ***, user bob"
+
+
+def test_resources_parse_and_refuse() -> None:
+    assert parse_resources("GPU=1, MEM=2e9") == {"GPU": 1.0, "MEM": 2e9}
+    assert parse_resources({"GPU": 2}) == {"GPU": 2.0}
+    with pytest.raises(UsageError, match="'GPU' is not NAME=AMOUNT"):
+        parse_resources("GPU")
+    assert tls_security(None, None, None) is None
+
+
+def test_a_job_needing_resources_no_worker_offers_is_refused(tmp_path: Path, client) -> None:
+    dep = write_deployment(tmp_path / "dep", BI_OUTPUT)
+    inputs = write_inputs(tmp_path / "in", 2, width=3)
+    with pytest.raises(UsageError, match=r"resources GPU=1: no worker of the cluster offers"):
+        daskscore.run(dep, inputs, tmp_path / "out", client=client, resources={"GPU": 1})
+    assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+DEVICES = """
+    import os
+
+    def run(mini_batch):
+        return [f"{os.path.basename(p)} {os.environ.get('CUDA_VISIBLE_DEVICES')}"
+                for p in mini_batch]
+"""
+
+
+def test_embedded_workers_get_their_own_gpu_and_resources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # two GPUs, as the driver sees them
+    dep = write_deployment(tmp_path / "dep", DEVICES, settings={"mini_batch_size": 1})
+    inputs = write_inputs(tmp_path / "in", 6, width=3)
+    result = daskscore.run(dep, inputs, tmp_path / "out", workers=2, resources="GPU=1")
+    report = pd.read_csv(result.output / "logs/sys/job_report/processed_mini-batches.csv")
+    devices = dict(line.split() for line in result.predictions.read_text().splitlines())
+    by_worker: dict[str, set[str]] = {}
+    for _, row in report.iterrows():  # mini-batch i holds f{i:03d}.csv alone
+        by_worker.setdefault(row["worker"], set()).add(devices[f"f{row['mini_batch_id']:03d}.csv"])
+    assert set(devices.values()) <= {"3", "5"}
+    assert all(len(v) == 1 for v in by_worker.values())  # one device per worker process
+
+
+def test_model_path_may_be_a_url(tmp_path: Path, moto_s3) -> None:
+    import fsspec
+    from storage_emulators import make_bucket
+
+    bucket = make_bucket(moto_s3)
+    fs, base = fsspec.core.url_to_fs(bucket, **moto_s3["storage_options"])
+    fs.pipe({f"{base}/models/model/w.txt": b"7", f"{base}/models/model/sub/extra.bin": b"x"})
+    dep = _deployment(tmp_path / "dep")
+    inputs = write_inputs(tmp_path / "in", 3, width=3)
+    with local_cluster(2, dashboard=False) as handle:  # started with the emulator's credentials
+        result = daskscore.run(
+            dep,
+            inputs,
+            tmp_path / "out",
+            client=handle.client,
+            shared_filesystem=False,
+            set={"model.path": f"{bucket}/models/model"},
+        )
+    for name, value, _ in _rows(result.predictions):
+        assert int(value) == 7 * int((inputs / name).read_text().split()[1])
+    summary = json.loads((result.output / "job_summary.json").read_text())
+    assert summary["status"] == "Completed"
+    with pytest.raises(UsageError, match="does not exist"):
+        daskscore.run(dep, inputs, tmp_path / "o2", set={"model.path": f"{bucket}/models/nope"})
+    assert os.environ.get("AZUREML_MODEL_DIR") is None
