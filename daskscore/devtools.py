@@ -39,6 +39,7 @@ from .deployment import validate as validate_raw
 from .errors import ConfigError, UsageError
 from .plugin import WorkerJob, restore_environment, set_environment
 from .runner import JobOptions, list_inputs, plan_work
+from .shipping import fetch_model
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: how :func:`collect_problems` marks a line that is a warning, not an error
@@ -230,7 +231,7 @@ def dry_run(
         job_id="validate",
         code=str(deployment.code),
         script=str(deployment.scoring_script),
-        model_path=str(deployment.model.path) if deployment.model else None,
+        model_path=_local_model(deployment, scratch),
         output=str(scratch / "output"),
         logs=str(scratch / "logs"),
         staging=str(scratch / "staging"),
@@ -250,6 +251,16 @@ def dry_run(
         shutil.rmtree(model_dir, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
     return report
+
+
+def _local_model(deployment: Deployment, scratch: Path) -> str | None:
+    """The model's local path; a model at a URL is fetched into ``scratch`` first."""
+    model = deployment.model
+    if model is None:
+        return None
+    if model.is_url:
+        return str(fetch_model(str(model.path), scratch / "models"))
+    return str(model.path)
 
 
 def _stages(

@@ -42,6 +42,9 @@ OVERVIEW_S = 10.0
 #: A mini-batch whose task is lost this many times without it ever being charged (the worker
 #: died before it started) is failed rather than retried for ever.
 MAX_UNCHARGED_LOSSES = 10
+#: How often the driver recounts the cluster's workers: on a cluster it did not start, workers
+#: come and go, and the window of tasks in flight and their size follow them.
+RECOUNT_S = 2.0
 
 
 class Dispatcher:
@@ -56,6 +59,7 @@ class Dispatcher:
         workers: int,
         progress: Progress,
         run_no: int = 1,
+        count_workers: Callable[[], int] | None = None,
     ) -> None:
         self.client = client
         self.job = job
@@ -64,6 +68,8 @@ class Dispatcher:
         self.workers = workers
         self.progress = progress
         self.run_no = run_no
+        self.count_workers = count_workers
+        self.last_count = time.monotonic()
         self.queue: deque[int] = deque(mb for mb in range(len(batches)) if not books.is_final(mb))
         self.isolate: set[int] = set()
         self.losses: dict[int, int] = {}
@@ -100,12 +106,25 @@ class Dispatcher:
             if on_tick is not None:
                 on_tick()
             now = time.monotonic()
+            if self.count_workers is not None and now - self.last_count >= RECOUNT_S:
+                self._recount()
+                self.last_count = now
             if now - self.last_overview >= OVERVIEW_S:
                 self.books.write_overview()
                 self.last_overview = now
             if self.books.threshold_exceeded():
                 self._abort()
                 return
+
+    def _recount(self) -> None:
+        try:
+            count = self.count_workers() if self.count_workers else 0
+        except Exception:  # noqa: BLE001 - a busy scheduler: keep the last count
+            logger.debug("counting the workers failed", exc_info=True)
+            return
+        if count and count != self.workers:
+            logger.info("the cluster has %d workers (was %d)", count, self.workers)
+            self.workers = count
 
     def _fill(self) -> None:
         window = self.workers * TASKS_PER_WORKER

@@ -56,13 +56,17 @@ def check_daskscore(client: Any) -> None:
         )
 
 
+def count_eligible(client: Any, resources: dict[str, float]) -> int:
+    """How many of the cluster's workers offer ``resources`` (all of them when none asked)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return sum(1 for w in workers.values() if offers(w.get("resources") or {}, resources))
+
+
 def eligible_workers(client: Any, resources: dict[str, float]) -> int:
     """How many workers can run the job's tasks; refuse a cluster where none can."""
+    able = count_eligible(client, resources)
     workers = client.scheduler_info(n_workers=-1)["workers"]
-    if not resources:
-        return len(workers)
-    able = [w for w in workers.values() if offers(w.get("resources") or {}, resources)]
-    if not able and workers:
+    if resources and not able and workers:
         offered = sorted(
             {f"{k}={v:g}" for w in workers.values() for k, v in (w.get("resources") or {}).items()}
         ) or ["none"]
@@ -72,7 +76,7 @@ def eligible_workers(client: Any, resources: dict[str, float]) -> int:
             f"{', '.join(offered)}). Start workers with `dask worker ... --resources "
             f'"{wanted}"`, or drop --resources.'
         )
-    return len(able)
+    return able
 
 
 def check_inputs_visible(client: Any, files: list[str], what: str) -> None:

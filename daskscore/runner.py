@@ -274,7 +274,15 @@ def _score(plan: _Plan, handle: ClusterHandle, board: dashboard.JobBoard) -> Non
     )
     progress = Progress(len(plan.work), total_items, enabled=plan.options.progress)
     progress.page_link = board.link
-    loop = Dispatcher(handle.client, job, plan.books, plan.work, workers, progress, plan.run_no)
+    recount = None
+    if handle.cluster is None:  # a cluster we did not start: workers come and go
+
+        def recount() -> int:
+            return placement.count_eligible(handle.client, plan.options.resources)
+
+    loop = Dispatcher(
+        handle.client, job, plan.books, plan.work, workers, progress, plan.run_no, recount
+    )
 
     def tick() -> None:
         board.tick(lambda: _live_counts(plan.books, progress))
