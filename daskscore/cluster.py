@@ -18,6 +18,8 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
+from .errors import UsageError
+
 #: Environment variables that cap the intra-op threads of numpy's BLAS, OpenMP (torch) and
 #: friends.  Set in each worker process before it starts, so that workers × threads ≤ cores:
 #: two processes each running a multi-threaded library on two cores run 4x slower.
@@ -159,11 +161,31 @@ def local_cluster(
 @contextlib.contextmanager
 def existing_cluster(address: str, security: Any = None) -> Iterator[ClusterHandle]:
     """Connect to a running scheduler at ``address`` (``tls://`` ones with ``security``)."""
-    client = Client(address, set_as_default=False, security=security)
+    if address.startswith("tls://") and security is None and not _tls_configured():
+        # refused here: a Client without TLS settings hangs on a tls:// address
+        raise UsageError(
+            f"cannot connect to the Dask scheduler at {address}: a tls:// scheduler needs "
+            "--tls-ca-file, --tls-cert and --tls-key (or Dask's distributed.comm.tls "
+            "configuration)."
+        )
+    try:
+        client = Client(address, set_as_default=False, security=security)
+    except (OSError, TypeError, ValueError) as exc:
+        raise UsageError(
+            f"cannot connect to the Dask scheduler at {address}: {type(exc).__name__}: {exc}."
+        ) from None
     try:
         yield ClusterHandle(client, None, dashboard_link(client))
     finally:
         client.close()
+
+
+def _tls_configured() -> bool:
+    """Whether Dask's own configuration gives a client TLS files."""
+    return any(
+        dask.config.get(f"distributed.comm.tls.{key}", None)
+        for key in ("ca-file", "client.cert", "client.key")
+    )
 
 
 def tls_security(ca_file: str | None, cert: str | None, key: str | None) -> Any:
@@ -186,8 +208,6 @@ def parse_resources(text: str | dict[str, float] | None) -> dict[str, float]:
     >>> parse_resources("GPU=1, MEM=2e9")
     {'GPU': 1.0, 'MEM': 2000000000.0}
     """
-    from .errors import UsageError
-
     if not text:
         return {}
     if isinstance(text, dict):

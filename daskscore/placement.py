@@ -22,19 +22,18 @@ from .shipping import file_digest, put_files
 logger = logging.getLogger("daskscore")
 
 
-def workers_share_disk(client: Any, probe: Path) -> bool:
-    """Whether every worker reads the driver's file ``probe`` with the same contents."""
-    mine = file_digest(str(probe))
-    seen = client.run(file_digest, str(probe))
-    shared = bool(seen) and all(d == mine for d in seen.values())
-    logger.info(
-        "workers %s the driver's disk (%d of %d read %s)",
-        "share" if shared else "do not share",
-        sum(1 for d in seen.values() if d == mine),
-        len(seen),
-        probe,
-    )
-    return shared
+def workers_share_disk(client: Any, probes: list[Path]) -> bool:
+    """Whether every worker reads each of the driver's files ``probes`` (the staging folder's
+    manifest, the scoring script, a model file) with the same contents."""
+    for probe in probes:
+        mine = file_digest(str(probe))
+        seen = client.run(file_digest, str(probe))
+        blind = sorted(w for w, d in seen.items() if d != mine)
+        if blind or not seen:
+            logger.info("workers do not share the driver's disk: %s cannot read %s", blind, probe)
+            return False
+    logger.info("workers share the driver's disk (they read %s)", ", ".join(map(str, probes)))
+    return True
 
 
 def check_daskscore(client: Any) -> None:

@@ -207,11 +207,24 @@ def _place(plan: _Plan, handle: ClusterHandle) -> int:
     else:
         placement.check_daskscore(client)
         if wanted is None:
-            wanted = placement.workers_share_disk(client, plan.staging / resume_mod.MANIFEST)
+            wanted = placement.workers_share_disk(client, _probes(plan))
         plan.shipped = not wanted
     if plan.shipped:
         placement.check_inputs_visible(client, plan.files, str(plan.books.input_path))
     return placement.eligible_workers(client, plan.options.resources)
+
+
+def _probes(plan: _Plan) -> list[Path]:
+    """Files the workers read if they share the driver's disk: the job's manifest (in the
+    output), the scoring script, and a file of a local model."""
+    probes = [plan.staging / resume_mod.MANIFEST, plan.deployment.scoring_script]
+    model = plan.deployment.model
+    if model is not None and not model.is_url:
+        path = Path(model.path)
+        first = path if path.is_file() else next((p for p in path.rglob("*") if p.is_file()), None)
+        if first is not None:
+            probes.append(first)
+    return probes
 
 
 def _worker_job(plan: _Plan, handle: ClusterHandle, workers: int) -> WorkerJob:

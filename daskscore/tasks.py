@@ -318,7 +318,8 @@ def _attempt(
     reasons = rec.pop("failed_items", None)
     if reasons:  # the script said which items failed (see FAILED_ITEMS_ATTR)
         failed = min(len(reasons), total)
-        rec.update(succeeded=total - failed, failed=failed, error="\n".join(map(str, reasons)))
+        error = state.shown("\n".join(map(str, reasons)))
+        rec.update(succeeded=total - failed, failed=failed, error=error)
     return rec, output
 
 
@@ -403,7 +404,7 @@ def _failed(
 ) -> dict[str, Any]:
     if isinstance(exc, script_mod.ResultError):
         # daskscore raised it about what run() returned: the message is the whole story
-        rec["error"] = f"{type(exc).__name__}: {exc}"
+        rec["error"] = state.shown(f"{type(exc).__name__}: {exc}")
     else:
         rec["error"] = state.user_traceback(exc)
     context = f"run() of mini-batch {rec['mini_batch']} (try {rec['try']}, {_describe(work)})"

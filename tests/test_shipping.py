@@ -64,7 +64,7 @@ def test_shipped_job_gives_the_shared_jobs_rows(tmp_path: Path, client) -> None:
     assert not any(r[2].startswith(code) for r in b)  # shipped: the workers' unpacked copy
     stdout = list((tmp_path / "b" / "logs" / "user" / "stdout").glob("*.txt"))
     assert stdout and all("init on" in p.read_text() for p in stdout)  # worker logs came home
-    assert not (tmp_path / "b" / "_daskscore_staging").exists()
+    assert not (tmp_path / "b" / ".daskscore").exists()
 
 
 def test_two_jobs_with_different_code_on_one_cluster_never_mix(tmp_path: Path, client) -> None:
