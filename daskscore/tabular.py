@@ -26,13 +26,14 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import IO, Any
-
-import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
+from functools import cache
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputError
+
+if TYPE_CHECKING:  # imported where used: a file-mode job's driver never needs them
+    import numpy as np
+    import pandas as pd
 
 #: Suffixes (case-insensitive) of the files tabular mode reads.
 TABULAR_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -41,8 +42,18 @@ _CHUNK = 1 << 20  # bytes read at a time when scanning a CSV file
 _UNITS = {None: 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _BYTES_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(?:([kmg])i?b?|b)?", re.IGNORECASE)
 _ROWS_RE = re.compile(r"rows?\s*:\s*([0-9]+)|([0-9]+)\s*rows?", re.IGNORECASE)
-_BLANK = np.zeros(256, dtype=bool)  # bytes a blank line may hold (pandas skips such lines)
-_BLANK[[ord(" "), ord("\t"), ord("\r"), ord("\n")]] = True
+
+
+@cache
+def _blank() -> np.ndarray:
+    """Bytes a blank line may hold (pandas skips such lines), as a lookup table."""
+    import numpy as np
+
+    table = np.zeros(256, dtype=bool)
+    table[[ord(" "), ord("\t"), ord("\r"), ord("\n")]] = True
+    return table
+
+
 #: read_csv arguments that would change which lines are rows, and so break the row numbers
 _REFUSED_CSV_KWARGS = frozenset(
     ("header", "skiprows", "skipfooter", "nrows", "chunksize", "iterator", "index_col")
@@ -204,6 +215,8 @@ def read_split(split: Split, **read_kwargs: Any) -> pd.DataFrame:
     InputError
         pandas read another number of CSV rows than the planner counted.
     """
+    import pandas as pd
+
     df = _read_csv(split, read_kwargs) if split.kind == "csv" else _read_parquet(split, read_kwargs)
     df.index = pd.RangeIndex(split.first_row, split.first_row + len(df))
     return df
@@ -282,6 +295,8 @@ def _row_ends(block: bytes, base: int) -> np.ndarray:
     """Offsets just past the ``\\n`` of the non-blank lines of ``block`` (whole lines)."""
     if block.count(b"\r") != block.count(b"\r\n"):
         raise _Unsplittable  # pandas ends a line at a lone '\r' too
+    import numpy as np
+
     arr = np.frombuffer(block, dtype=np.uint8)
     nl = np.flatnonzero(arr == ord("\n"))
     starts = np.concatenate(([0], nl[:-1] + 1))
@@ -289,7 +304,7 @@ def _row_ends(block: bytes, base: int) -> np.ndarray:
         quotes = np.concatenate(([0], np.cumsum(arr == ord('"'))))
         if np.any((quotes[nl] - quotes[starts]) % 2):
             raise _Unsplittable  # a line break may sit inside a quoted field
-    content = np.concatenate(([0], np.cumsum(~_BLANK[arr])))
+    content = np.concatenate(([0], np.cumsum(~_blank()[arr])))
     return nl[content[nl] > content[starts]] + (base + 1)
 
 
@@ -304,7 +319,7 @@ def _row_end_blocks(f: IO[bytes], start: int, size: int) -> Iterator[np.ndarray]
             yield _row_ends(data[:cut], base)
         tail, base = data[cut:], base + cut
     if tail:  # a last line without a line end
-        yield np.minimum(_row_ends(tail + b"\n", base), size)
+        yield _row_ends(tail + b"\n", base).clip(max=size)
 
 
 def _cut_rows(
@@ -314,6 +329,8 @@ def _cut_rows(
 
     The last split runs to the end of the file (``size``), trailing blank lines included.
     """
+    import numpy as np
+
     cuts: list[tuple[int, int, int, int]] = []
     first = row = 0  # the split's first row; rows seen so far
     for ends in blocks:
@@ -349,6 +366,8 @@ def _plan_csv(path: str, kind: str, n: int) -> list[Split]:
 
 
 def _plan_parquet(path: str, kind: str, n: int) -> list[Split]:
+    import pyarrow.parquet as pq
+
     meta = pq.read_metadata(path)
     splits: list[Split] = []
     start = first = rows = weight = 0
@@ -379,6 +398,8 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
         head = f.read(head_len)
         f.seek(split.start)
         body = f.read(split.stop - split.start)
+    import pandas as pd
+
     df = pd.read_csv(io.BytesIO(head + body), header=0, **read_kwargs)
     if split.n_rows is not None and len(df) != split.n_rows:
         raise InputError(
@@ -390,6 +411,9 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
 
 
 def _read_parquet(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     with pq.ParquetFile(split.path) as pf:
         df = pf.read_row_groups(range(split.start, split.stop), **read_kwargs).to_pandas()
     if not isinstance(df.index, pd.RangeIndex):
