@@ -104,8 +104,16 @@ class Books:
         #: dataset outputs: partition columns, checked against the first staged part
         self.partition_on: tuple[str, ...] = ()
         self.started = time.time()
-        self._t0 = time.perf_counter()
+        self._t0 = self._last_mark = time.perf_counter()
         self._failed_items = 0
+        #: seconds spent in each phase of the job (see :meth:`mark`)
+        self.phases: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        """Close ``phase``: the time since the previous mark is charged to it."""
+        now = time.perf_counter()
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + now - self._last_mark, 3)
+        self._last_mark = now
 
     # ------------------------------------------------------------------ folding records
     def record(self, attempt: str, records: list[dict[str, Any]]) -> set[int]:
@@ -234,6 +242,7 @@ class Books:
         elif self.init_error is None and fmt in datasets.FORMATS:
             predictions = self.out_dir / Path(self.settings.output_file_name).stem
             self._write_dataset(staging, predictions, fmt, client, partition_on, rows_per_file)
+        self.mark("assemble")
         summary = self.summary(predictions)
         result = JobResult(summary["status"], self.out_dir, predictions, summary)
         self._write_logs(result)
@@ -304,6 +313,7 @@ class Books:
             "error_threshold": self.settings.error_threshold,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "duration_s": round(time.perf_counter() - self._t0, 3),
+            "phases": dict(self.phases),
             "failures": failures,
             "init_error": self.init_error,
         }

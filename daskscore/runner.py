@@ -268,6 +268,7 @@ def _live_counts(books: Books, progress: Progress) -> dict[str, Any]:
 
 def _score(plan: _Plan, handle: ClusterHandle, board: dashboard.JobBoard) -> None:
     """Install the script on the workers and run every mini-batch not yet done."""
+    plan.books.mark("start_cluster")
     notify = plan.options.notify or (lambda message: None)
     if handle.dashboard_link:
         notify(f"Dask dashboard: {handle.dashboard_link}")
@@ -305,8 +306,10 @@ def _score(plan: _Plan, handle: ClusterHandle, board: dashboard.JobBoard) -> Non
         logger.info("cluster ready with %d workers", workers)
         handle.client.register_plugin(ScoringPlugin(job))
         loop.check_init()
+        plan.books.mark("init")
         logger.info("scoring script installed and init() done on every worker")
         loop.run(on_tick=tick)
+        plan.books.mark("score")
         logger.info("all mini-batches settled; %d tasks", loop.seq)
     except InitFailed as exc:
         plan.books.init_error = exc.user_traceback

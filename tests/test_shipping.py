@@ -304,3 +304,42 @@ def test_model_path_may_be_a_url(tmp_path: Path, moto_s3) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         daskscore.run(dep, inputs, tmp_path / "o2", set={"model.path": f"{bucket}/models/nope"})
     assert os.environ.get("AZUREML_MODEL_DIR") is None
+
+
+def test_embedded_workers_are_forked_only_where_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from daskscore.cluster import start_method
+
+    monkeypatch.delenv("DASKSCORE_START_METHOD", raising=False)
+    for name in ("torch", "tensorflow", "jax"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert start_method() == ("fork" if sys.platform == "linux" else "spawn")
+    monkeypatch.setitem(sys.modules, "torch", object())  # a driver that imported torch
+    assert start_method() == "spawn"
+    monkeypatch.setenv("DASKSCORE_START_METHOD", "forkserver")
+    assert start_method() == "forkserver"
+
+
+FORKED = """
+    import os, sys
+
+    def run(mini_batch):
+        # a forked worker inherits the driver's modules, but not its job: the script runs here
+        return [f"{os.path.basename(p)} {os.getppid() != 1}" for p in mini_batch]
+"""
+
+
+def test_forked_and_spawned_workers_give_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dep = write_deployment(tmp_path / "dep", FORKED, settings={"mini_batch_size": 2})
+    inputs = write_inputs(tmp_path / "in", 6, width=3)
+    rows = {}
+    for method in ("fork", "spawn"):
+        monkeypatch.setenv("DASKSCORE_START_METHOD", method)
+        result = daskscore.run(dep, inputs, tmp_path / method, workers=2)
+        rows[method] = result.predictions.read_text()
+        log = (tmp_path / method / "logs" / "sys" / "daskscore.txt").read_text()
+        assert "Traceback" not in log
+    assert rows["fork"] == rows["spawn"] and rows["fork"].count("\n") == 6
