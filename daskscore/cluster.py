@@ -161,8 +161,12 @@ def local_cluster(
     # The scheduler always serves HTTP (health, metrics); bind it to loopback, on 8787 when
     # that is free and the dashboard is wanted, else on any free port, without a warning.
     port = _free_port(DASHBOARD_PORT) if with_dashboard else 0
-    method = {"distributed.worker.multiprocessing-method": start_method()}
-    with warnings.catch_warnings(), dask.config.set({**NANNY_ENV_UNSET, **method}):
+    config: dict[str, Any] = {"distributed.worker.multiprocessing-method": start_method()}
+    if not with_dashboard:
+        # the statistical profiler samples every thread each 10 ms for the dashboard's profile
+        # page: without a dashboard nobody can look at it
+        config["distributed.worker.profile.enabled"] = False
+    with warnings.catch_warnings(), dask.config.set({**NANNY_ENV_UNSET, **config}):
         # another job may take 8787 between our check and the bind; Dask then picks a free
         # port itself, and the link below is the real one
         warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
