@@ -40,29 +40,104 @@ DASHBOARD_PORT = 8787
 NANNY_ENV_UNSET = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
-#: Libraries whose thread pools do not survive ``fork()``: with one of them loaded in the
-#: driver (a notebook that trained a model, say), the embedded cluster's workers are spawned.
-FORK_UNSAFE_MODULES = ("torch", "tensorflow", "jax", "mxnet", "cupy", "numba", "paddle")
+#: Modules the fork server imports once, for every worker it forks: Dask's worker and
+#: daskscore's task code (numpy comes with them).
+FORKSERVER_PRELOAD = ["distributed", "daskscore.tasks"]
 
 
 def start_method() -> str:
     """How the embedded cluster starts its worker processes.
 
-    ``fork`` where it is safe — Linux, and none of :data:`FORK_UNSAFE_MODULES` imported here —
-    because a forked worker inherits the driver's imports (Dask, numpy, ...) instead of
-    importing them again: 0.7 s less per job on two cores.  Else Dask's own setting
-    (``spawn`` by default).  ``DASKSCORE_START_METHOD`` (fork, spawn, forkserver) decides
-    when set.
+    ``forkserver`` where the platform has it: one clean, single-threaded process imports Dask
+    once (started early by :func:`prestart_workers`, while the driver lists the inputs), and
+    forks each worker from there in milliseconds; spawning makes every worker import Dask
+    itself, and forking the driver directly copies the locks its other threads hold.  Dask's
+    own setting elsewhere.  ``DASKSCORE_START_METHOD`` (spawn, forkserver, fork) decides when
+    set.
     """
+    import multiprocessing
+
     chosen = os.environ.get("DASKSCORE_START_METHOD", "").strip().lower()
     if chosen:
         return chosen
     configured = str(dask.config.get("distributed.worker.multiprocessing-method"))
-    if configured != "spawn" or sys.platform != "linux":
-        return configured
-    if any(name in sys.modules for name in FORK_UNSAFE_MODULES):
-        return "spawn"
-    return "fork"
+    if configured == "spawn" and "forkserver" in multiprocessing.get_all_start_methods():
+        return "forkserver"
+    return configured
+
+
+def prestart_workers(workers: int) -> None:
+    """Start the fork server now, so that workers can be forked from it the moment the cluster
+    asks for them.
+
+    In a process with no other thread yet (the ``daskscore`` command), the server is a
+    ``fork()`` of this process itself: it has Dask and daskscore imported already, and a
+    single-threaded process has no lock held by another thread for its children to inherit.
+    Elsewhere (a notebook, a test run) it is Python's own fork server, a fresh interpreter that
+    imports :data:`FORKSERVER_PRELOAD` while this process lists the inputs.  Its environment
+    carries the workers' intra-op thread caps and not Dask's ``MALLOC_TRIM_THRESHOLD_``.
+    Nothing happens unless workers are to be forked from it; a running server is kept.
+    """
+    if start_method() != "forkserver":
+        return
+    import multiprocessing
+    import multiprocessing.forkserver as forkserver
+    import threading
+
+    import distributed.utils
+
+    threads = str(intra_op_threads(workers))
+    saved = {name: os.environ.get(name) for name in (*THREAD_ENV_VARS, "MALLOC_TRIM_THRESHOLD_")}
+    os.environ.update({name: threads for name in THREAD_ENV_VARS})
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    try:
+        multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
+        # Dask would otherwise import its optional packages here to build its own preload list
+        distributed.utils._forkserver_preload_set = True
+        if threading.active_count() == 1 and hasattr(os, "fork"):
+            _fork_server_from_here(forkserver)
+        forkserver.ensure_running()  # a no-op when the server above runs
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _fork_server_from_here(forkserver: Any) -> None:
+    """Start ``multiprocessing``'s fork server as a fork of this single-threaded process
+    (what ``ForkServer.ensure_running`` does with a fresh interpreter)."""
+    from multiprocessing import connection, resource_tracker
+
+    server = forkserver._forkserver
+    with server._lock:
+        if server._forkserver_pid is not None:
+            return
+        resource_tracker.ensure_running()
+        listener = socket.socket(socket.AF_UNIX)
+        address = connection.arbitrary_address("AF_UNIX")
+        listener.bind(address)
+        os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the server: serve until every client has gone
+            code = 0
+            try:
+                os.close(alive_w)
+                forkserver.main(listener.fileno(), alive_r, [])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 0
+            except BaseException:  # noqa: BLE001 - never return into the driver's code
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(alive_r)
+        listener.close()
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+        server._forkserver_pid = pid
 
 
 def cpu_count() -> int:
@@ -90,6 +165,47 @@ def gpu_ids() -> tuple[str, ...]:
     except (OSError, subprocess.SubprocessError):
         return ()
     return tuple(str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU "))
+
+
+#: OpenBLAS entry points that set its thread count (numpy's bundled build, then a system one).
+_OPENBLAS_SETTERS = (
+    "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "openblas_set_num_threads",
+)
+
+
+def limit_blas_threads(n: int) -> None:
+    """Cap the threads of a BLAS library that is loaded already.
+
+    ``OPENBLAS_NUM_THREADS`` and friends count only when the library loads; a worker forked
+    from a process that had imported numpy inherits its BLAS with one thread per core.  Uses
+    threadpoolctl when installed, else OpenBLAS's own setter; best effort, never raises.
+    """
+    if "numpy" not in sys.modules:
+        return  # not loaded: the environment variables will do
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n, user_api="blas")
+        return
+    except ImportError:
+        pass
+    except Exception:  # noqa: BLE001 - best effort
+        return
+    import ctypes
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as fh:
+            libs = {line.split()[-1] for line in fh if "openblas" in line.lower()}
+        for lib in sorted(libs):
+            dll = ctypes.CDLL(lib)
+            setter = next((getattr(dll, f) for f in _OPENBLAS_SETTERS if hasattr(dll, f)), None)
+            if setter is not None:
+                setter(n)
+    except (OSError, IndexError):
+        pass
 
 
 def intra_op_threads(workers: int) -> int:
@@ -156,7 +272,10 @@ def local_cluster(
     if resources:
         kwargs["resources"] = dict(resources)
     threads = intra_op_threads(workers)
-    env = {name: str(threads) for name in THREAD_ENV_VARS}
+    # this process's environment as it is now: a worker forked from a fork server started by
+    # an earlier job would otherwise see the environment of that time (credentials set since...)
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    env.update({name: str(threads) for name in THREAD_ENV_VARS})
     with_dashboard = dashboard and dashboard_available()
     # The scheduler always serves HTTP (health, metrics); bind it to loopback, on 8787 when
     # that is free and the dashboard is wanted, else on any free port, without a warning.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,22 +19,31 @@ logger = logging.getLogger("daskscore")
 class FileLogHandler(logging.Handler):
     """Appends log records to a file.  Not a StreamHandler on purpose: Dask's
     ``silence_logs`` turns every StreamHandler of the ``distributed`` logger down to CRITICAL
-    while a LocalCluster lives, which would empty the job's own log."""
+    while a LocalCluster lives, which would empty the job's own log.
+
+    Each record is one ``os.write`` on an ``O_APPEND`` descriptor: no buffered file object,
+    whose internal lock a process forked while another thread writes would inherit held.  A
+    forked child (a worker process) drops the handler: its lines are not the driver's."""
 
     def __init__(self, path: Path, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._secrets = secrets
+        self._pid = os.getpid()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._fd is None or os.getpid() != self._pid:
+            return  # closed, or inherited by a forked process
         try:
-            self._file.write(redact(self.format(record), self._secrets) + "\n")
-            self._file.flush()
+            line = redact(self.format(record), self._secrets) + "\n"
+            os.write(self._fd, line.encode("utf-8", errors="replace"))
         except Exception:  # noqa: BLE001 - logging must never fail the job
             self.handleError(record)
 
     def close(self) -> None:
-        self._file.close()
+        fd, self._fd = self._fd, None
+        if fd is not None and os.getpid() == self._pid:
+            os.close(fd)
         super().close()
 
 

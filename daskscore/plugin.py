@@ -40,6 +40,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import script as script_mod
+from .cluster import limit_blas_threads
 from .config import redact, secret_values
 from .errors import InitFailed
 from .shipping import read_new, take_files
@@ -112,6 +113,8 @@ class WorkerState:
         self.secrets = secret_values(job.env)
         #: how much of each log file a shipped job already sent home (see drain_job)
         self.drained: dict[str, int] = {}
+        #: the job's worker-local folders exist (a shipped job's were made by localize)
+        self.localized = not job.shipped
         self.module: Any = None
         self.init_error: str | None = None
         self.init_error_full: str | None = None
@@ -132,6 +135,7 @@ class WorkerState:
         if self.job.needs_localizing:
             try:
                 self.job = localize(self.job, self.local_directory)
+                self.localized = True
             except Exception as exc:  # noqa: BLE001 - reported as the job's init() failure
                 what = f"the model {self.job.model_url}" if self.job.model_url else "the job"
                 self.init_error = self.init_error_full = redact(
@@ -141,6 +145,8 @@ class WorkerState:
                 )
                 return
         job = self.job
+        if job.intra_op_threads:
+            limit_blas_threads(job.intra_op_threads)  # loaded before the caps, if forked
         self._route_output()
         self._set_environment()
         started = time.perf_counter()
@@ -387,6 +393,6 @@ def drain_job(job_id: str) -> dict[str, dict[str, bytes]]:
     ``logs`` — what its log files gained since the last drain, named relative to ``logs/`` —
     and ``output`` — the files the script wrote into ``AZUREML_BI_OUTPUT_PATH``."""
     state = _STATES.get(job_id)
-    if state is None or not state.job.shipped or not state.eligible:
-        return {}
+    if state is None or not state.job.shipped or not state.eligible or not state.localized:
+        return {}  # nothing installed here (yet): its folders are not this worker's own
     return {"logs": state.drain_logs(), "output": take_files(Path(state.job.output))}

@@ -34,6 +34,7 @@ from .cluster import (
     gpu_ids,
     intra_op_threads,
     local_cluster,
+    prestart_workers,
 )
 from .config import Deployment, secret_values
 from .datasets import FORMATS as DATASET_FORMATS
@@ -113,6 +114,9 @@ def execute(
     output or script cannot be used.
     """
     options = options or JobOptions()
+    if options.client is None and not options.scheduler:
+        # the embedded cluster's worker processes start importing Dask while we list inputs
+        prestart_workers(options.workers or deployment.worker_count)
     plan = _prepare(deployment, input_path, output, options)
     settings = deployment.settings
     plan.books.partition_on = tuple(options.partition_on)
