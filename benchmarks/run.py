@@ -506,9 +506,7 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, Any]]:
         if run.method == "daskscore" and run.detail.get("duration_s") is not None:
             entry.setdefault("job_s", []).append(run.detail["duration_s"])
         if run.method in ("daskscore", "seq") and run.detail.get("score_s") is not None:
-            entry.setdefault("score_s", {}).setdefault(run.method, []).append(
-                run.detail["score_s"]
-            )
+            entry.setdefault("score_s", {}).setdefault(run.method, []).append(run.detail["score_s"])
     for entry in summary.values():
         entry["median_s"] = {m: statistics.median(w) for m, w in entry["walls"].items()}
         entry["job_median_s"] = statistics.median(entry["job_s"]) if "job_s" in entry else None
