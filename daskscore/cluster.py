@@ -66,7 +66,7 @@ def start_method() -> str:
     return configured
 
 
-def prestart_workers(workers: int) -> None:
+def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
     """Start the fork server now, so that workers can be forked from it the moment the cluster
     asks for them.
 
@@ -76,7 +76,10 @@ def prestart_workers(workers: int) -> None:
     Elsewhere (a notebook, a test run) it is Python's own fork server, a fresh interpreter that
     imports :data:`FORKSERVER_PRELOAD` while this process lists the inputs.  Its environment
     carries the workers' intra-op thread caps and not Dask's ``MALLOC_TRIM_THRESHOLD_``.
-    Nothing happens unless workers are to be forked from it; a running server is kept.
+    ``preload``: modules the forked server imports before it serves (the scoring script's torch,
+    say — see :data:`daskscore.script.PRELOADABLE`), while this process goes on, so that no
+    worker imports them again.  Nothing happens unless workers are to be forked from it; a
+    running server is kept.
     """
     if start_method() != "forkserver":
         return
@@ -95,7 +98,7 @@ def prestart_workers(workers: int) -> None:
         # Dask would otherwise import its optional packages here to build its own preload list
         distributed.utils._forkserver_preload_set = True
         if threading.active_count() == 1 and hasattr(os, "fork"):
-            _fork_server_from_here(forkserver)
+            _fork_server_from_here(forkserver, preload or [])
         forkserver.ensure_running()  # a no-op when the server above runs
     finally:
         for name, value in saved.items():
@@ -105,7 +108,7 @@ def prestart_workers(workers: int) -> None:
                 os.environ[name] = value
 
 
-def _fork_server_from_here(forkserver: Any) -> None:
+def _fork_server_from_here(forkserver: Any, preload: list[str]) -> None:
     """Start ``multiprocessing``'s fork server as a fork of this single-threaded process
     (what ``ForkServer.ensure_running`` does with a fresh interpreter)."""
     from multiprocessing import connection, resource_tracker
@@ -126,6 +129,11 @@ def _fork_server_from_here(forkserver: Any) -> None:
             code = 0
             try:
                 os.close(alive_w)
+                for name in preload:
+                    try:
+                        __import__(name)
+                    except BaseException:  # noqa: BLE001 - the worker will say it
+                        pass
                 forkserver.main(listener.fileno(), alive_r, [])
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 0

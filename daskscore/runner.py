@@ -116,7 +116,10 @@ def execute(
     options = options or JobOptions()
     if options.client is None and not options.scheduler:
         # the embedded cluster's worker processes start importing Dask while we list inputs
-        prestart_workers(options.workers or deployment.worker_count)
+        prestart_workers(
+            options.workers or deployment.worker_count,
+            script_mod.preloadable_imports(deployment.scoring_script, deployment.code),
+        )
     plan = _prepare(deployment, input_path, output, options)
     settings = deployment.settings
     plan.books.partition_on = tuple(options.partition_on)

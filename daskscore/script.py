@@ -92,6 +92,57 @@ def read_csv_settings(code: Path) -> dict[str, Any]:
     return kwargs
 
 
+#: Libraries a fork server may import ahead of the workers it forks: importing them starts no
+#: thread that ``fork()`` could break, and they cost a worker a second or so to import itself.
+PRELOADABLE = ("torch", "PIL", "pandas", "pyarrow", "numpy")
+
+
+def preloadable_imports(script: Path, code: Path) -> list[str]:
+    """The modules of :data:`PRELOADABLE` the script imports at its top level (and that are
+    installed, not files of the code folder), in the order it imports them."""
+    try:
+        tree = ast.parse(script.read_bytes(), filename=str(script))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    found: list[str] = []
+    for node in ast.walk(ast.Module(body=_top_level_statements(tree.body), type_ignores=[])):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            top = name.split(".")[0]
+            if top in PRELOADABLE and name not in found and _installed(name, code):
+                found.append(name)
+    return found
+
+
+def _top_level_statements(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements that run on import: the module's own, and those inside its if/try blocks."""
+    out: list[ast.stmt] = []
+    for node in body:
+        out.append(node)
+        if isinstance(node, (ast.If, ast.Try)):
+            inner = [*node.body, *node.orelse]
+            if isinstance(node, ast.Try):
+                inner += [*(s for h in node.handlers for s in h.body), *node.finalbody]
+            out.extend(_top_level_statements(inner))
+    return [n for n in out if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def _installed(name: str, code: Path) -> bool:
+    top = name.split(".")[0]
+    if (code / f"{top}.py").exists() or (code / top).is_dir():
+        return False  # the code folder's own module of that name wins in the worker
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    origin = getattr(spec, "origin", None) or ""
+    return spec is not None and not origin.startswith(str(code) + os.sep)
+
+
 def import_script(code: Path, script: Path) -> types.ModuleType:
     """Import the scoring script as a module named after its file, with ``code`` on sys.path."""
     code_str = str(code)

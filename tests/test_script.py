@@ -365,3 +365,32 @@ def test_user_traceback_of_a_chained_exception(raising_module: tuple[Path, Modul
     assert text.splitlines()[-1] == "RuntimeError: scoring failed"
     assert "in middle" not in text
     assert "_driver" not in text
+
+
+def test_preloadable_imports_are_installed_libraries_imported_at_top_level(tmp_path):
+    from daskscore.script import preloadable_imports
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "pandas_helpers.py").write_text("")
+    (code / "PIL.py").write_text("")  # a file of the code folder shadows the library
+    script = code / "score.py"
+    script.write_text(
+        "import os\n"
+        "import numpy as np\n"
+        "from pandas import DataFrame\n"
+        "import PIL\n"
+        "try:\n"
+        "    import torch.nn\n"
+        "except ImportError:\n"
+        "    torch = None\n"
+        "import pandas_helpers\n"
+        "def run(mini_batch):\n"
+        "    import pyarrow  # inside a function: not run on import\n"
+    )
+    found = preloadable_imports(script, code)
+    assert found[:2] == ["numpy", "pandas"]
+    assert "pyarrow" not in found and "pandas_helpers" not in found and "os" not in found
+    assert "PIL" not in found  # the code folder's PIL.py is what the worker would import
+    (code / "bad.py").write_text("def (:\n")
+    assert preloadable_imports(code / "bad.py", code) == []
