@@ -36,13 +36,24 @@ def workers_share_disk(client: Any, probes: list[Path]) -> bool:
     return True
 
 
+def daskscore_version() -> str:
+    """This process's daskscore version (run on workers with ``Client.run``); ``unknown`` for
+    a source checkout on ``sys.path`` that was never installed."""
+    try:
+        return package_version("daskscore")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def check_daskscore(client: Any) -> None:
     """Refuse a cluster whose workers lack daskscore (tasks are daskscore functions)."""
+    mine = daskscore_version()
     try:
-        versions = client.run(package_version, "daskscore")
-    except PackageNotFoundError:
-        versions = None
-    mine = package_version("daskscore")
+        versions = client.run(daskscore_version)
+    except Exception as exc:  # noqa: BLE001 - Dask re-raises a worker's ImportError as Exception
+        if not (isinstance(exc, ImportError) or "No module named 'daskscore" in str(exc)):
+            raise
+        versions = None  # the function could not be unpickled there: no daskscore
     if versions is None:
         raise UsageError(
             "the cluster's workers do not have daskscore installed: its tasks run daskscore's "

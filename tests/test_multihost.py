@@ -181,3 +181,20 @@ def test_tasks_run_only_on_workers_with_the_resources(tmp_path: Path) -> None:
     assert set(tries["worker"]) == {gpu}
     # the worker without the resources installed nothing: no init(), so no stdout of its own
     assert [p.stem for p in (tmp_path / "out/logs/user/stdout").glob("*.txt")] == [gpu]
+
+
+@needs_isolation
+def test_workers_without_daskscore_are_refused(tmp_path: Path) -> None:
+    import daskscore
+
+    source = Path(daskscore.__file__).resolve().parent.parent  # the folder daskscore comes from
+    if "site-packages" in source.parts:
+        pytest.skip("daskscore is installed into site-packages: hiding it would hide Dask too")
+    dep = _driver(tmp_path)
+    inputs = write_inputs(tmp_path / "in", 3, width=3)
+    with ProcessCluster(tmp_path / "cluster", workers=1, hide=[source]) as cluster:
+        proc = _cli(str(dep), "-i", str(inputs), "-o", str(tmp_path / "out"),
+                    "--scheduler", cluster.address, timeout=120)  # fmt: skip
+        assert proc.returncode == 2, _show(proc, cluster)
+        assert "do not have daskscore installed" in proc.stderr, _show(proc, cluster)
+        assert "Traceback" not in proc.stderr
