@@ -259,8 +259,10 @@ class ClusterHandle:
     dashboard_link: str | None
 
     @property
-    def workers(self) -> int:
-        return len(self.client.scheduler_info(n_workers=-1)["workers"])
+    def embedded(self) -> bool:
+        """Whether daskscore started this cluster (its workers share this machine's disk, and
+        their number and threads are daskscore's to choose)."""
+        return self.cluster is not None
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ at the end by :func:`collect`.
 from __future__ import annotations
 
 import logging
+import os
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from .errors import UsageError
 from .plugin import drain_job, offers
-from .shipping import file_digest, put_files
+from .shipping import file_digests, put_files
 
 logger = logging.getLogger("daskscore")
 
@@ -25,14 +26,14 @@ logger = logging.getLogger("daskscore")
 def workers_share_disk(client: Any, probes: list[Path]) -> bool:
     """Whether every worker reads each of the driver's files ``probes`` (the staging folder's
     manifest, the scoring script, a model file) with the same contents."""
-    for probe in probes:
-        mine = file_digest(str(probe))
-        seen = client.run(file_digest, str(probe))
-        blind = sorted(w for w, d in seen.items() if d != mine)
-        if blind or not seen:
-            logger.info("workers do not share the driver's disk: %s cannot read %s", blind, probe)
-            return False
-    logger.info("workers share the driver's disk (they read %s)", ", ".join(map(str, probes)))
+    paths = [str(p) for p in probes]
+    mine = file_digests(paths)
+    seen = client.run(file_digests, paths)
+    blind = sorted(w for w, digests in seen.items() if digests != mine)
+    if blind or not seen:
+        logger.info("workers do not share the driver's disk: %s cannot read %s", blind, paths)
+        return False
+    logger.info("workers share the driver's disk (they read %s)", ", ".join(paths))
     return True
 
 
@@ -68,14 +69,17 @@ def check_daskscore(client: Any) -> None:
 
 def count_eligible(client: Any, resources: dict[str, float]) -> int:
     """How many of the cluster's workers offer ``resources`` (all of them when none asked)."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return _able(client.scheduler_info(n_workers=-1)["workers"], resources)
+
+
+def _able(workers: dict[str, Any], resources: dict[str, float]) -> int:
     return sum(1 for w in workers.values() if offers(w.get("resources") or {}, resources))
 
 
 def eligible_workers(client: Any, resources: dict[str, float]) -> int:
     """How many workers can run the job's tasks; refuse a cluster where none can."""
-    able = count_eligible(client, resources)
     workers = client.scheduler_info(n_workers=-1)["workers"]
+    able = _able(workers, resources)
     if resources and not able and workers:
         offered = sorted(
             {f"{k}={v:g}" for w in workers.values() for k, v in (w.get("resources") or {}).items()}
@@ -93,7 +97,7 @@ def check_inputs_visible(client: Any, files: list[str], what: str) -> None:
     """A shipped job reads local inputs only if every worker sees them (a shared mount)."""
     if not files or "://" in files[0]:
         return
-    seen = client.run(_exists, files[0])
+    seen = client.run(os.path.exists, files[0])
     blind = sorted(w for w, ok in seen.items() if not ok)
     if blind:
         raise UsageError(
@@ -101,10 +105,6 @@ def check_inputs_visible(client: Any, files: list[str], what: str) -> None:
             f"({len(blind)} of {len(seen)} workers cannot). Put the input where every worker "
             "can read it — a URL (s3://, az://, gs://, ...) or a filesystem all hosts mount."
         )
-
-
-def _exists(path: str) -> bool:
-    return Path(path).exists()
 
 
 def collect(client: Any, job_id: str, out_dir: Path) -> None:

@@ -117,7 +117,6 @@ class WorkerState:
         self.localized = not job.shipped
         self.module: Any = None
         self.init_error: str | None = None
-        self.init_error_full: str | None = None
         self.init_s = 0.0
         self.cancelled = False
         self.model_dir: str | None = None
@@ -138,7 +137,7 @@ class WorkerState:
                 self.localized = True
             except Exception as exc:  # noqa: BLE001 - reported as the job's init() failure
                 what = f"the model {self.job.model_url}" if self.job.model_url else "the job"
-                self.init_error = self.init_error_full = redact(
+                self.init_error = redact(
                     f"preparing {what} on worker {self.worker_name} failed: "
                     f"{type(exc).__name__}: {exc}",
                     self.secrets,
@@ -160,8 +159,7 @@ class WorkerState:
             self._limit_threads()
         except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
             self.init_error = self.user_traceback(exc)
-            self.init_error_full = self.full_traceback(exc)
-            self.write_error("init()", self.init_error_full)
+            self.write_error("init()", script_mod.full_traceback(exc))
         self.init_s = time.perf_counter() - started
         self._watchdog = threading.Thread(
             target=self._watch, name=f"daskscore-watchdog-{job.job_id}", daemon=True
@@ -177,7 +175,7 @@ class WorkerState:
             try:
                 shutdown()
             except BaseException as exc:  # noqa: BLE001
-                self.write_error("shutdown()", self.full_traceback(exc))
+                self.write_error("shutdown()", script_mod.full_traceback(exc))
         script_mod.forget_code(Path(self.job.code))
         sys.modules.pop(Path(self.job.script).stem, None)
         restore_environment(self._saved)
@@ -211,9 +209,6 @@ class WorkerState:
 
     def user_traceback(self, exc: BaseException) -> str:
         return self.shown(script_mod.user_traceback(exc, Path(self.job.code)))
-
-    def full_traceback(self, exc: BaseException) -> str:
-        return self.shown(script_mod.full_traceback(exc))
 
     def _set_environment(self) -> None:
         self.model_dir = set_environment(self.job, self._saved, self.device)
@@ -256,6 +251,7 @@ class WorkerState:
 
     # ------------------------------------------------------------------ errors and timeouts
     def write_error(self, context: str, text: str) -> None:
+        """Append ``text`` (a whole traceback, say) to this worker's error log, as shown."""
         path = Path(self.job.logs) / "user" / "error" / f"{self.worker_name}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -209,7 +209,7 @@ def _check_model_url(url: str) -> None:
 def _place(plan: _Plan, handle: ClusterHandle) -> int:
     """Decide whether the job is shipped, check the cluster can run it; return its workers."""
     client, wanted = handle.client, plan.options.shared_filesystem
-    if handle.cluster is not None:  # our own LocalCluster shares our disk
+    if handle.embedded:  # our own LocalCluster shares our disk
         plan.shipped = wanted is False
     else:
         placement.check_daskscore(client)
@@ -244,9 +244,9 @@ def _worker_job(plan: _Plan, handle: ClusterHandle, workers: int) -> WorkerJob:
         csv_kwargs=plan.csv_kwargs,
         carry_columns=tuple(plan.options.carry_columns),
         # an existing cluster's workers were sized by whoever started them
-        intra_op_threads=intra_op_threads(workers) if handle.cluster is not None else None,
+        intra_op_threads=intra_op_threads(workers) if handle.embedded else None,
         resources=dict(plan.options.resources),
-        gpu_ids=gpu_ids() if handle.cluster is not None else (),
+        gpu_ids=gpu_ids() if handle.embedded else (),
     )
     return job.shipped_copy() if plan.shipped else job
 
@@ -296,7 +296,7 @@ def _score(plan: _Plan, handle: ClusterHandle, board: dashboard.JobBoard) -> Non
     progress = Progress(len(plan.work), total_items, enabled=plan.options.progress)
     progress.page_link = board.link
     recount = None
-    if handle.cluster is None:  # a cluster we did not start: workers come and go
+    if not handle.embedded:  # a cluster we did not start: workers come and go
 
         def recount() -> int:
             return placement.count_eligible(handle.client, plan.options.resources)

@@ -258,11 +258,22 @@ def put_files(folder: Path, files: dict[str, bytes], append: bool = False) -> No
             fh.write(data)
 
 
-def file_digest(path: str) -> str | None:
-    """The sha256 of a file, or None when this process cannot see it (run on workers to learn
-    whether they share the driver's disk)."""
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest()
-    except OSError:
-        return None
+#: Bytes of a file read to tell whether two processes see the same file (with its size).
+DIGEST_HEAD = 1 << 20
+
+
+def file_digests(paths: list[str]) -> list[str | None]:
+    """For each file, a sha256 of its size and first :data:`DIGEST_HEAD` bytes, or None when
+    this process cannot see it (run on workers to learn whether they share the driver's disk;
+    a model file may be large, and the job's manifest, unique to the job, is small)."""
+    found: list[str | None] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                head = fh.read(DIGEST_HEAD)
+        except OSError:
+            found.append(None)
+            continue
+        found.append(hashlib.sha256(str(size).encode() + b"\0" + head).hexdigest())
+    return found

@@ -408,7 +408,7 @@ def _failed(
     else:
         rec["error"] = state.user_traceback(exc)
     context = f"run() of mini-batch {rec['mini_batch']} (try {rec['try']}, {_describe(work)})"
-    state.write_error(context, state.full_traceback(exc))
+    state.write_error(context, script_mod.full_traceback(exc))
     return rec
 
 

@@ -81,11 +81,12 @@ class WorkerJob:
             **options,
         )
 
-    def shipped_copy(self, ship_model: bool = True) -> WorkerJob:
+    def shipped_copy(self) -> WorkerJob:
         """This job with its code (and local model) packed to travel to other hosts."""
-        code = Path(self.code)
-        model = Bundle.of(Path(self.model_path)) if self.model_path and ship_model else None
-        return replace(self, shipped=True, code_bundle=Bundle.of(code), model_bundle=model)
+        model = Bundle.of(Path(self.model_path)) if self.model_path else None
+        return replace(
+            self, shipped=True, code_bundle=Bundle.of(Path(self.code)), model_bundle=model
+        )
 
     @property
     def needs_localizing(self) -> bool:
