@@ -6,6 +6,7 @@ user would: ``daskscore run ... --scheduler ADDRESS``."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -198,3 +199,21 @@ def test_workers_without_daskscore_are_refused(tmp_path: Path) -> None:
         assert proc.returncode == 2, _show(proc, cluster)
         assert "do not have daskscore installed" in proc.stderr, _show(proc, cluster)
         assert "Traceback" not in proc.stderr
+
+
+def test_an_unreachable_scheduler_is_one_paragraph(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dep = _driver(tmp_path)
+    inputs = write_inputs(tmp_path / "in", 2, width=3)
+    address = f"tcp://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "daskscore", "run", str(dep), "-i", str(inputs),
+           "-o", str(tmp_path / "out"), "--scheduler", address, "--no-progress"]  # fmt: skip
+    env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot connect to the Dask scheduler at {address}" in proc.stderr
+    assert "Traceback" not in proc.stderr
