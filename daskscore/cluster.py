@@ -40,6 +40,9 @@ DASHBOARD_PORT = 8787
 NANNY_ENV_UNSET = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
+#: How often the embedded cluster's servers check their event loop (Dask's default: 20ms).
+TICK_INTERVAL = "500ms"
+
 #: Modules the fork server imports once, for every worker it forks: Dask's worker and
 #: daskscore's task code (numpy comes with them).
 FORKSERVER_PRELOAD = ["distributed", "daskscore.tasks"]
@@ -290,7 +293,15 @@ def local_cluster(
     # The scheduler always serves HTTP (health, metrics); bind it to loopback, on 8787 when
     # that is free and the dashboard is wanted, else on any free port, without a warning.
     port = _free_port(DASHBOARD_PORT) if with_dashboard else 0
-    config: dict[str, Any] = {"distributed.worker.multiprocessing-method": start_method()}
+    config: dict[str, Any] = {
+        "distributed.worker.multiprocessing-method": start_method(),
+        # Every Dask server (the scheduler, each nanny, each worker) wakes its event loop every
+        # 20 ms by default only to measure how late it wakes: in a worker that wake takes the
+        # GIL from the thread running run(), and on two cores the driver's three servers
+        # preempt the workers 150 times a second.  A blocked loop is still reported (after
+        # distributed.admin.tick.limit, 3 s).
+        "distributed.admin.tick.interval": TICK_INTERVAL,
+    }
     if not with_dashboard:
         # the statistical profiler samples every thread each 10 ms for the dashboard's profile
         # page: without a dashboard nobody can look at it

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import dask
 import pandas as pd
 import pytest
 from conftest import write_deployment, write_inputs
@@ -348,3 +350,22 @@ def test_workers_get_their_thread_caps_however_they_start(tmp_path: Path, method
     lines = (tmp_path / "out/predictions.csv").read_text().splitlines()
     caps = {tuple(line.split()[1:]) for line in lines}
     assert caps == {(str(intra_op_threads(2)), str(intra_op_threads(2)))}
+
+
+def test_embedded_workers_get_the_quiet_settings() -> None:
+    """What the embedded cluster tunes reaches its worker processes: the event-loop health
+    check every TICK_INTERVAL (not every 20 ms), no statistical profiler without a dashboard,
+    and no MALLOC_TRIM_THRESHOLD_ (glibc's own mmap threshold)."""
+    from daskscore.cluster import TICK_INTERVAL
+
+    def settings(dask_worker: Any) -> tuple[Any, Any, Any]:
+        return (
+            dask_worker.periodic_callbacks["tick"].callback_time,
+            dask.config.get("distributed.worker.profile.enabled"),
+            os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        )
+
+    with local_cluster(2, dashboard=False) as handle:
+        seen = set(handle.client.run(settings).values())
+    tick_ms = dask.utils.parse_timedelta(TICK_INTERVAL, default="ms") * 1000
+    assert seen == {(tick_ms, False, None)}
