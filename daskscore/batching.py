@@ -71,8 +71,15 @@ def make_mini_batches(files: Sequence[str], mini_batch_size: int) -> list[list[s
     return [list(files[i : i + mini_batch_size]) for i in range(0, len(files), mini_batch_size)]
 
 
-def next_task_size(remaining: int, workers: int, cap: int = MAX_TASK_MINI_BATCHES) -> int:
+def next_task_size(
+    remaining: int, workers: int, cap: int = MAX_TASK_MINI_BATCHES, least: int = 1
+) -> int:
     """How many mini-batches the next task takes (guided self-scheduling).
+
+    ``least``: a floor for the tail, where guided sizes shrink to one mini-batch: a task so
+    short that it ends before the driver's next one reaches the worker leaves the worker
+    idle, once per task.  The dispatcher sizes it to a tenth of a second of work, which is
+    then the most the last task can keep one worker busy after the others are done.
 
     Examples
     --------
@@ -80,8 +87,12 @@ def next_task_size(remaining: int, workers: int, cap: int = MAX_TASK_MINI_BATCHE
     1250
     >>> next_task_size(3, 2)
     1
+    >>> next_task_size(40, 2, least=15)
+    15
+    >>> next_task_size(12, 2, least=15)
+    12
     """
     if remaining <= 0:
         return 0
-    size = math.ceil(remaining / (max(workers, 1) * GUIDED_FACTOR))
+    size = max(math.ceil(remaining / (max(workers, 1) * GUIDED_FACTOR)), least)
     return max(1, min(size, cap, remaining))

@@ -1,7 +1,8 @@
 """The dispatcher: keeps tasks in flight and folds their outcomes into the job's books.
 
 Each task is a run of several mini-batches, sized by guided self-scheduling
-(:func:`daskscore.batching.next_task_size`); two are in flight per worker.  When a task's
+(:func:`daskscore.batching.next_task_size`), never less than a tenth of a second of work once
+the mini-batches' mean time is known; two are in flight per worker.  When a task's
 process dies, its ledger says which mini-batches it committed (kept), which ``run()`` was in
 flight (charged one try: ``PROCESS_DIED`` or ``RUN_TIMEOUT``) and which had not started (run
 again, uncharged).  A shipped job's tasks bring their part files home with their records (see
@@ -35,6 +36,10 @@ logger = logging.getLogger("daskscore")
 #: Tasks in flight per worker: one running, one queued behind it so a worker never waits for
 #: the driver's round trip between two tasks.
 TASKS_PER_WORKER = 2
+#: The shortest task worth sending once mini-batches are known to be quick: the round trip
+#: between a worker finishing a task and the driver's next one reaching it (5-50 ms on two
+#: busy cores) must fit in the task queued behind it.
+MIN_TASK_SECONDS = 0.1
 #: How long the driver waits for a task before it redraws progress.
 POLL_S = 0.25
 #: Seconds between two lines of logs/job_progress_overview.txt.
@@ -75,6 +80,9 @@ class Dispatcher:
         self.losses: dict[int, int] = {}
         self.inflight: dict[Any, tuple[str, list[int]]] = {}
         self.seq = 0
+        #: seconds and count of the mini-batches finished so far (sizes the tail's tasks)
+        self.mb_seconds = 0.0
+        self.mb_count = 0
         self.last_overview = time.monotonic()
         self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.topic = f"{PROGRESS_TOPIC}-{job.job_id}"
@@ -148,11 +156,19 @@ class Dispatcher:
     def _take(self) -> list[int]:
         if self.queue[0] in self.isolate:
             return [self.queue.popleft()]
-        size = batching.next_task_size(len(self.queue), self.workers)
+        size = batching.next_task_size(len(self.queue), self.workers, least=self._least())
         ids: list[int] = []
         while self.queue and len(ids) < size and self.queue[0] not in self.isolate:
             ids.append(self.queue.popleft())
         return ids
+
+    def _least(self) -> int:
+        """The fewest mini-batches that make a task of MIN_TASK_SECONDS, from the mean time
+        of the mini-batches finished so far (1 until one has)."""
+        if not self.mb_count or self.mb_seconds <= 0:
+            return 1
+        mean = self.mb_seconds / self.mb_count
+        return max(1, min(batching.MAX_TASK_MINI_BATCHES, int(MIN_TASK_SECONDS / mean)))
 
     def _handle(self, fut: Any) -> None:
         attempt, ids = self.inflight.pop(fut)
@@ -192,6 +208,8 @@ class Dispatcher:
 
     def _fold(self, attempt: str, records: list[dict[str, Any]], ids: list[int]) -> None:
         finished = self.books.record(attempt, records)
+        self.mb_count += len(records)
+        self.mb_seconds += sum(float(rec.get("elapsed_s") or 0.0) for rec in records)
         failed = sum(1 for mb in finished if self.books.is_failed(mb))
         self.progress.add_done(len(finished), self._items(finished), failed)
         left = [mb for mb in ids if mb not in finished and not self.books.is_final(mb)]

@@ -204,3 +204,35 @@ def test_repeated_tasks_consume_exactly_remaining(remaining: int, workers: int, 
         left -= size
     assert sum(sizes) == remaining
     assert sizes == sorted(sizes, reverse=True)  # early tasks big, the tail small
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    remaining=st.integers(1, 50_000),
+    workers=st.integers(1, 32),
+    least=st.integers(1, 500),
+)
+def test_the_tails_floor(remaining: int, workers: int, least: int) -> None:
+    """A floor on the task size (quick mini-batches): tasks are never smaller than the floor
+    or the guided size, unless less than that is left."""
+    size = next_task_size(remaining, workers, least=least)
+    guided = next_task_size(remaining, workers)
+    assert 1 <= size <= remaining
+    assert size == min(remaining, MAX_TASK_MINI_BATCHES, max(guided, least))
+
+
+def test_the_tails_floor_on_a_quick_job() -> None:
+    """10,000 quick mini-batches on two workers: without a floor the last ~30 tasks carry
+    one to ten mini-batches each; with a floor of 150 every task but the last has 150+."""
+
+    def tasks(least: int) -> list[int]:
+        left, sizes = 10_000, []
+        while left:
+            sizes.append(next_task_size(left, 2, least=least))
+            left -= sizes[-1]
+        return sizes
+
+    plain, floored = tasks(1), tasks(150)
+    assert sum(plain) == sum(floored) == 10_000
+    assert sum(1 for s in plain if s <= 10) > 10
+    assert min(floored[:-1]) >= 150 and len(floored) < len(plain) - 20
