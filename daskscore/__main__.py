@@ -1,7 +1,5 @@
 """``python -m daskscore`` is the ``daskscore`` command."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -7,7 +7,9 @@ Errors are short â€” one paragraph, and the user's traceback for a failed job â€
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -336,5 +338,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def entry() -> None:
+    """The ``daskscore`` console script (and ``python -m daskscore``): :func:`main`, then exit
+    without tearing the interpreter down."""
+    try:
+        code = main()
+    except SystemExit as exc:  # --help, --version, usage errors
+        code = exc.code
+    leave(code)
+
+
+def leave(code: int | str | None) -> None:
+    """Exit as ``sys.exit(code)`` would, minus the interpreter's teardown.
+
+    By now every file daskscore wrote is closed and the cluster is shut down.  What Python's
+    own exit would still do is run the exit handlers, flush the standard streams, and then
+    take apart every module and object (0.1-0.15 s with Dask loaded: a twentieth of a small
+    job).  The first two happen here; the last is skipped.
+    """
+    atexit._run_exitfuncs()
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (daskscore ... | head), a closed stream
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

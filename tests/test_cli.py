@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -318,3 +321,28 @@ def test_init_failure_exit_1_with_the_users_traceback(tmp_path):
     assert summary_of(out)["status"] == "Failed"
     assert len(processed_of(out)) == 0, "fails fast: no mini-batch is run or retried"
     assert not (out / "run-called").exists()
+
+
+def test_the_command_exits_like_sys_exit_without_the_teardown(tmp_path):
+    """``leave()`` skips the interpreter's teardown but not what users rely on at exit: exit
+    handlers run, buffered standard streams are flushed (a pipe, no PYTHONUNBUFFERED), the
+    status is kept, and a string status is printed and becomes 1."""
+    code = (
+        "import atexit, sys; from daskscore.cli import leave\n"
+        "atexit.register(lambda: print('handler ran'))\n"
+        "sys.stdout.write('buffered ' * 1000)\n"
+        "leave(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    for status, rc in (("0", 0), ("3", 3), ("went wrong", 1)):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, status], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == rc
+        assert proc.stdout.count("buffered") == 1000
+        assert proc.stdout.endswith("handler ran\n")
+        assert proc.stderr == ("went wrong\n" if rc == 1 else "")
+    usage = subprocess.run(
+        [sys.executable, "-m", "daskscore", "run"], capture_output=True, text=True, env=env
+    )
+    assert usage.returncode == 2 and "required" in usage.stderr
