@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -266,6 +267,43 @@ class ClusterHandle:
         """Whether daskscore started this cluster (its workers share this machine's disk, and
         their number and threads are daskscore's to choose)."""
         return self.cluster is not None
+
+
+class EarlyCluster:
+    """A cluster context entered on a thread of its own, so that the cluster starts while the
+    calling thread goes on (listing the inputs: its workers boot in their own processes);
+    entering this object waits for it, leaving it closes the cluster."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self._handle: ClusterHandle | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._start, name="daskscore-cluster-start", daemon=True
+        )
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self._handle = self._context.__enter__()
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            self._error = exc
+
+    def __enter__(self) -> ClusterHandle:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._handle is not None
+        return self._handle
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        return self._context.__exit__(*exc_info)
+
+    def discard(self) -> None:
+        """Close the cluster unused: the job was refused before it ran."""
+        self._thread.join()
+        if self._error is None:
+            self._context.__exit__(None, None, None)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from . import script as script_mod
 from .books import Books, JobResult, planned_items
 from .cluster import (
     ClusterHandle,
+    EarlyCluster,
     dashboard_link,
     existing_cluster,
     gpu_ids,
@@ -114,20 +115,28 @@ def execute(
     output or script cannot be used.
     """
     options = options or JobOptions()
+    early: EarlyCluster | None = None
     if options.client is None and not options.scheduler:
-        # the embedded cluster's worker processes start importing Dask while we list inputs
+        # the embedded cluster's fork server imports what the workers need, then the cluster
+        # starts, while this thread lists and plans the inputs
         prestart_workers(
             options.workers or deployment.worker_count,
             script_mod.preloadable_imports(deployment.scoring_script, deployment.code),
         )
-    plan = _prepare(deployment, input_path, output, options)
+        early = EarlyCluster(_cluster(deployment, options))
+    try:
+        plan = _prepare(deployment, input_path, output, options)
+    except BaseException:
+        if early is not None:
+            early.discard()
+        raise
     settings = deployment.settings
     plan.books.partition_on = tuple(options.partition_on)
     with (
         job_logging(
             plan.out_dir, settings.logging_level, secret_values(settings.environment_variables)
         ),
-        _cluster(deployment, options) as h,
+        early if early is not None else _cluster(deployment, options) as h,
         _board(plan, h) as board,
     ):
         try:

@@ -369,3 +369,43 @@ def test_embedded_workers_get_the_quiet_settings() -> None:
         seen = set(handle.client.run(settings).values())
     tick_ms = dask.utils.parse_timedelta(TICK_INTERVAL, default="ms") * 1000
     assert seen == {(tick_ms, False, None)}
+
+
+def test_the_early_cluster_is_closed_when_the_job_is_refused(tmp_path: Path) -> None:
+    """The embedded cluster starts on a thread while the inputs are listed: a job refused
+    then (its output exists) leaves no cluster, worker process or thread behind, and a
+    cluster that fails to start fails the job in the caller's thread."""
+    import threading
+
+    import psutil
+
+    from daskscore.cluster import EarlyCluster
+
+    dep = write_deployment(tmp_path / "dep", "def run(mini_batch):\n    return mini_batch\n")
+    inputs = write_inputs(tmp_path / "in", 3)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "predictions.csv").write_text("kept\n")
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    with pytest.raises(UsageError, match="already holds a job's results"):
+        daskscore.run(dep, inputs, tmp_path / "out", workers=2)
+    assert (tmp_path / "out" / "predictions.csv").read_text() == "kept\n"
+    assert not [t for t in threading.enumerate() if t.name == "daskscore-cluster-start"]
+    from multiprocessing import forkserver, resource_tracker
+
+    helpers = {forkserver._forkserver._forkserver_pid, resource_tracker._resource_tracker._pid}
+    left = [p for p in me.children(recursive=True) if p.pid not in before | helpers]
+    _, alive = psutil.wait_procs(left, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]
+
+    class Broken:
+        def __enter__(self) -> None:
+            raise OSError("no port")
+
+        def __exit__(self, *exc: Any) -> None:
+            raise AssertionError("never entered, never left")
+
+    early = EarlyCluster(Broken())
+    with pytest.raises(OSError, match="no port"), early:
+        pass
+    early.discard()  # a cluster that never started has nothing to close
