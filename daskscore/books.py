@@ -10,6 +10,7 @@ At the end, :meth:`Books.finish` assembles the append_row file in mini-batch ord
 from __future__ import annotations
 
 import logging
+import operator
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -356,7 +357,7 @@ class Books:
         logs = self.out_dir / "logs"
         out_mod.write_attempts(
             logs / "sys" / "job_report" / "processed_mini-batches.csv",
-            sorted(self.attempts, key=lambda r: (r["mini_batch"], r["try"])),
+            sorted(self.attempts, key=operator.itemgetter("mini_batch", "try")),
         )
         s = result.summary
         self.write_overview()

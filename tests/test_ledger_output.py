@@ -7,6 +7,8 @@ import csv
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daskscore import OutputError
 from daskscore.ledger import (
@@ -341,3 +343,16 @@ def test_write_attempts(tmp_path: Path) -> None:
     assert second["worker"] == ""
     assert second["start"] == "2023-11-14T22:13:20.500+00:00"
     assert second["error"] == "ValueError: bad, file"  # the last line of the traceback
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(ts=st.floats(min_value=1.0, max_value=4e9, allow_nan=False))
+def test_report_times_are_datetimes_isoformat(ts: float) -> None:
+    """processed_mini-batches.csv's start times: what ``datetime.isoformat`` writes, to the
+    millisecond (the report's own formatter caches each second's text)."""
+    import datetime as dt
+
+    from daskscore.output import _iso
+
+    expected = dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds")
+    assert _iso(ts) == expected
