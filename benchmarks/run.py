@@ -693,6 +693,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (CI smoke)")
     parser.add_argument("--data-dir", type=Path, default=HERE / "_data", help="generated inputs")
     parser.add_argument(
+        "--runs-dir", type=Path, default=RUNS_DIR, help="outputs, logs and results.json"
+    )
+    parser.add_argument(
         "--seq-torch-threads",
         type=int,
         help="torch threads of the sequential baseline (default: torch's own default)",
@@ -757,16 +760,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = machine()
     compile_sources()
-    out = RUNS_DIR / ("quick" if args.quick else "full")
+    runs_dir = args.runs_dir.resolve()
+    out = runs_dir / ("quick" if args.quick else "full")
     print(f"{env['cpu']}, {env['cores']} cores, load {env['load_average']}; outputs in {out}")
     runs, failures = run_all(args, out)
     if args.generate_only:
         return 1 if failures else 0
     lines = report(summarize(runs), args.quick) if runs else ["(no completed runs)"]
     print("\n" + "\n".join(lines))
-    save_json(RUNS_DIR / ("results-quick.json" if args.quick else "results.json"), runs, env, args)
+    save_json(runs_dir / ("results-quick.json" if args.quick else "results.json"), runs, env, args)
     if args.write_results:
-        target = RUNS_DIR / "RESULTS-quick.md" if args.quick else RESULTS_MD
+        target = runs_dir / "RESULTS-quick.md" if args.quick else RESULTS_MD
         write_markdown(target, lines, env, args)
     for failure in failures:
         print(f"FAILED {failure.splitlines()[0]}", file=sys.stderr)
