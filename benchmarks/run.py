@@ -62,7 +62,7 @@ POLL_S = 0.05
 MB = 1024 * 1024
 FILES_PER_FOLDER = 1000
 #: Bump when the generators change, so that old data is regenerated.
-DATA_VERSION = 2
+DATA_VERSION = 3
 RUN_TIMEOUT_S = 3600
 METHOD_LABELS = {
     "seq": "sequential",
@@ -216,8 +216,8 @@ def ensure_data(wl: Workload, n: int, data_dir: Path) -> Path:
     """The workload's input folder, generated unless its marker holds the same parameters."""
     folder = data_dir / f"{wl.data or wl.folder}-n{n}"
     marker = folder / ".params.json"  # a dot-file: skipped by daskscore and the baselines
-    params = {
-        "workload": wl.name,
+    params = {  # what the files are made of: workloads sharing data (W1, W1L) share it
+        "data": wl.data or wl.folder,
         "kind": wl.kind,
         "files": n,
         "seed": wl.seed,
