@@ -122,6 +122,9 @@ class WorkerState:
         self.model_dir: str | None = None
         # the run() call in flight: (deadline, mini_batch, ledger) or None; set by tasks
         self.in_flight: tuple[float, int, Any] | None = None
+        #: held by the task running mini-batches: one run() at a time per process, as in
+        #: Azure, even on a worker with several threads (scripts keep one model in a global)
+        self.run_lock = threading.Lock()
         self._saved: dict[str, Any] = {}
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None

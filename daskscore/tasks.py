@@ -97,21 +97,22 @@ def run_task(
     if state.init_error is not None:
         result.init_error = state.init_error
         return result
-    writer = _open_ledger(state, attempt)
-    if writer is None:
-        # Dask ran this task before on a process that died; the driver sorts it out.
-        result.interrupted = True
-        return result
-    sink = make_sink(state, writer, attempt)
-    try:
-        _run_batches(state, writer, sink, batches, result)
-    finally:
-        writer.close()
-    if state.job.shipped:
-        staging = Path(state.job.staging)
-        result.files = take_files(staging / "parts", attempt)
-        take_files(staging / "ledger", attempt)
-        result.logs = state.drain_logs()
+    with state.run_lock:  # a second task on a multi-threaded worker waits for this one
+        writer = _open_ledger(state, attempt)
+        if writer is None:
+            # Dask ran this task before on a process that died; the driver sorts it out.
+            result.interrupted = True
+            return result
+        sink = make_sink(state, writer, attempt)
+        try:
+            _run_batches(state, writer, sink, batches, result)
+        finally:
+            writer.close()
+        if state.job.shipped:  # (the log files' read offsets are the process's, too)
+            staging = Path(state.job.staging)
+            result.files = take_files(staging / "parts", attempt)
+            take_files(staging / "ledger", attempt)
+            result.logs = state.drain_logs()
     return result
 
 

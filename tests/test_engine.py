@@ -663,3 +663,44 @@ def test_existing_output_is_refused_then_overwritten(client, tmp_path):
     assert again.status == "Completed"
     assert read_rows(out / "predictions.csv")[0].tolist() == [f"{s}.csv" for s in stems(3)]
     assert summary_of(out)["total_items"] == 3
+
+
+CONCURRENCY_SCRIPT = """
+    import os
+    import threading
+    import time
+
+    _guard = threading.Lock()
+    _active = 0
+    peak = 0
+
+    def run(mini_batch):
+        global _active, peak
+        with _guard:
+            _active += 1
+            peak = max(peak, _active)
+        time.sleep(0.02)
+        with _guard:
+            _active -= 1
+        return [f"{os.path.basename(p)} {peak}" for p in mini_batch]
+"""
+
+
+def test_run_is_never_called_concurrently_in_one_process(tmp_path):
+    """A worker with several threads (a cluster someone else started) still runs one
+    mini-batch at a time per process, as Azure does: scripts keep one model in a global and
+    are not written to be thread-safe."""
+    from distributed import Client, LocalCluster
+
+    dep = write_deployment(tmp_path / "dep", CONCURRENCY_SCRIPT, settings={"mini_batch_size": 1})
+    inputs = write_inputs(tmp_path / "in", 40)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=4, processes=True, dashboard_address=None
+        ) as lc,
+        Client(lc) as client,
+    ):
+        result = daskscore.run(dep, inputs, tmp_path / "out", client=client)
+    rows = result.predictions.read_text().splitlines()
+    assert len(rows) == 40
+    assert {row.split()[1] for row in rows} == {"1"}
