@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 #: How often the watchdog looks at the run() call in flight; timeouts are whole seconds in
 #: practice, so a quarter of a second is precise enough and costs nothing.
 WATCHDOG_PERIOD_S = 0.25
+#: How an init error that came before init() (fetching the model or the code) begins.
+SETUP_FAILED = "preparing"
 #: Exit status of a process ended by the watchdog (distinct from Azure's 42, and from crashes).
 TIMEOUT_EXIT_STATUS = 75
 
@@ -141,7 +143,7 @@ class WorkerState:
             except Exception as exc:  # noqa: BLE001 - reported as the job's init() failure
                 what = f"the model {self.job.model_url}" if self.job.model_url else "the job"
                 self.init_error = redact(
-                    f"preparing {what} on worker {self.worker_name} failed: "
+                    f"{SETUP_FAILED} {what} on worker {self.worker_name} failed: "
                     f"{type(exc).__name__}: {exc}",
                     self.secrets,
                 )

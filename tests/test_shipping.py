@@ -17,7 +17,7 @@ from conftest import write_deployment, write_inputs
 import daskscore
 from daskscore.cluster import local_cluster, parse_resources, tls_security
 from daskscore.config import redact, secret_values
-from daskscore.errors import JobFailed, UsageError
+from daskscore.errors import InitFailed, JobFailed, UsageError
 from daskscore.shipping import Bundle
 
 SCRIPT = """
@@ -409,3 +409,36 @@ def test_the_early_cluster_is_closed_when_the_job_is_refused(tmp_path: Path) -> 
     with pytest.raises(OSError, match="no port"), early:
         pass
     early.discard()  # a cluster that never started has nothing to close
+
+
+def test_a_model_url_the_workers_cannot_fetch_fails_init_naming_url_and_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver sees the model (``memory://`` lives in its own process) but the workers do
+    not: the job fails as an init() failure whose message names the URL, the worker and the
+    error, with nothing scored and no predictions file."""
+    import fsspec
+
+    monkeypatch.setenv("DASKSCORE_START_METHOD", "spawn")  # forked workers would inherit it
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe({"/daskscore-test/model/w.txt": b"7"})
+    dep = write_deployment(tmp_path / "dep", "def run(mini_batch):\n    return mini_batch\n")
+    inputs = write_inputs(tmp_path / "in", 4)
+    try:
+        with pytest.raises(JobFailed) as info:
+            daskscore.run(
+                dep, inputs, tmp_path / "out", workers=2,
+                set={"model.path": "memory://daskscore-test/model"},
+            )  # fmt: skip
+    finally:
+        fs.rm("/daskscore-test", recursive=True)
+    message = str(info.value)
+    assert isinstance(info.value, InitFailed)
+    assert "could not be prepared on a worker (before init()); nothing was scored" in message
+    assert "First error (preparing):" in message
+    assert "preparing the model memory://daskscore-test/model on worker" in message
+    assert "FileNotFoundError" in message
+    summary = json.loads((tmp_path / "out" / "job_summary.json").read_text())
+    assert summary["status"] == "Failed" and summary["succeeded_items"] == 0
+    assert not (tmp_path / "out" / "predictions.csv").exists()
