@@ -324,13 +324,15 @@ def test_init_failure_exit_1_with_the_users_traceback(tmp_path):
 
 
 def test_the_command_exits_like_sys_exit_without_the_teardown(tmp_path):
-    """``leave()`` skips the interpreter's teardown but not what users rely on at exit: exit
-    handlers run, buffered standard streams are flushed (a pipe, no PYTHONUNBUFFERED), the
-    status is kept, and a string status is printed and becomes 1."""
+    """``leave()`` skips the interpreter's teardown but not what users rely on at exit:
+    running threads are waited for, then exit handlers run, buffered standard streams are
+    flushed (a pipe, no PYTHONUNBUFFERED), the status is kept, and a string status is printed
+    and becomes 1."""
     code = (
-        "import atexit, sys; from daskscore.cli import leave\n"
+        "import atexit, sys, threading, time; from daskscore.cli import leave\n"
         "atexit.register(lambda: print('handler ran'))\n"
         "sys.stdout.write('buffered ' * 1000)\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start()\n"
         "leave(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
@@ -340,7 +342,7 @@ def test_the_command_exits_like_sys_exit_without_the_teardown(tmp_path):
         )
         assert proc.returncode == rc
         assert proc.stdout.count("buffered") == 1000
-        assert proc.stdout.endswith("handler ran\n")
+        assert proc.stdout.endswith("thread done\nhandler ran\n")
         assert proc.stderr == ("went wrong\n" if rc == 1 else "")
     usage = subprocess.run(
         [sys.executable, "-m", "daskscore", "run"], capture_output=True, text=True, env=env
