@@ -244,7 +244,9 @@ class PeakSampler(threading.Thread):
     def __init__(self, root: psutil.Process) -> None:
         super().__init__(daemon=True)
         self.root = root
-        self.root_cmdline = root.cmdline()
+        #: read again at each sample: right after Popen the child may not have exec'd yet,
+        #: and its command line is still this harness's
+        self.root_cmdline: list[str] = []
         self.driver = 0
         self.worker = 0
         self.kinds: dict[int, str] = {}
@@ -258,6 +260,7 @@ class PeakSampler(threading.Thread):
     def sample(self) -> None:
         try:
             self.driver = max(self.driver, self.root.memory_info().rss)
+            self.root_cmdline = self.root.cmdline()
             children = self.root.children(recursive=True)
         except psutil.Error:
             return
