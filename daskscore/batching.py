@@ -34,7 +34,7 @@ def list_input_files(path: str | os.PathLike[str]) -> list[str]:
     Raises
     ------
     InputError
-        The path does not exist, or a folder holds no files.
+        The path does not exist, a folder under it cannot be listed, or it holds no files.
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -52,8 +52,11 @@ def list_input_files(path: str | os.PathLike[str]) -> list[str]:
         try:
             st = os.stat(folder)
             entries = os.scandir(folder)
-        except OSError:  # vanished or unreadable meanwhile: skipped, as os.walk does
-            continue
+        except OSError as exc:  # never skipped quietly: its files would not be scored
+            raise InputError(
+                f"input folder '{folder}' cannot be listed ({exc.strerror or exc}); its files "
+                "would not be scored. Fix its permissions, or choose another input."
+            ) from exc
         if (st.st_dev, st.st_ino) in seen:
             entries.close()
             continue

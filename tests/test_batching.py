@@ -236,3 +236,25 @@ def test_the_tails_floor_on_a_quick_job() -> None:
     assert sum(plain) == sum(floored) == 10_000
     assert sum(1 for s in plain if s <= 10) > 10
     assert min(floored[:-1]) >= 150 and len(floored) < len(plain) - 20
+
+
+def test_a_folder_that_cannot_be_listed_is_an_input_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreadable sub-folder is not skipped quietly (its files would never be scored).
+    Tests run as root here, where permissions do not stop a listing, so scandir is made to
+    refuse that one folder as it would for another user."""
+    root = tmp_path / "in"
+    touch(root, "a.csv", "locked/b.csv")
+    locked = str((root / "locked").resolve())
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(InputError, match="cannot be listed") as info:
+        list_input_files(root)
+    assert locked in str(info.value) and "Permission denied" in str(info.value)
