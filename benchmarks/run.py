@@ -135,6 +135,8 @@ class Run:
     output: str
     sha256: str = ""
     lines: int = 0
+    #: peak RSS of each worker process (MB), largest first
+    worker_peaks_mb: list[float] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -248,7 +250,9 @@ class PeakSampler(threading.Thread):
         #: and its command line is still this harness's
         self.root_cmdline: list[str] = []
         self.driver = 0
-        self.worker = 0
+        #: peak RSS of each process that looked like a worker, and its parent
+        self.peaks: dict[int, int] = {}
+        self.parents: dict[int, int] = {}
         self.kinds: dict[int, str] = {}
         self.done = threading.Event()
 
@@ -267,9 +271,22 @@ class PeakSampler(threading.Thread):
         for child in children:
             try:
                 if self.kind(child) == "worker":
-                    self.worker = max(self.worker, child.memory_info().rss)
+                    rss = child.memory_info().rss
+                    self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
+                    self.parents[child.pid] = child.ppid()
             except psutil.Error:
                 continue
+
+    @property
+    def worker_peaks(self) -> list[int]:
+        """Peak RSS of each worker process, largest first.  A process that forked others
+        like it (daskscore's fork server, which workers are forked from) is not a worker."""
+        forking = set(self.parents.values())
+        return sorted((rss for pid, rss in self.peaks.items() if pid not in forking), reverse=True)
+
+    @property
+    def worker(self) -> int:
+        return max(self.worker_peaks, default=0)
 
     def kind(self, proc: psutil.Process) -> str:
         """``worker`` (spawned or forked by multiprocessing) or ``other``; cached by pid."""
@@ -286,7 +303,7 @@ class PeakSampler(threading.Thread):
 
     @property
     def workers_seen(self) -> int:
-        return sum(1 for k in self.kinds.values() if k == "worker")
+        return len(self.worker_peaks)
 
 
 def kill_tree(proc: psutil.Process) -> None:
@@ -385,6 +402,7 @@ def run_method(plan: Plan, method: str, k: int) -> Run:
     worker = round(sampler.worker / MB, 1) if sampler.worker else None
     run = Run(name, method, k, plan.files, round(wall, 3), rc, driver, worker, 0, str(predictions))
     run.workers_seen = sampler.workers_seen
+    run.worker_peaks_mb = [round(rss / MB, 1) for rss in sampler.worker_peaks]
     if rc != 0:
         raise BenchmarkError(f"{name}/{method} exited with {rc}; see {log}:\n{tail(log)}")
     run.detail = run_detail(method, out / method)
@@ -503,8 +521,9 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, Any]]:
         entry = summary.setdefault(run.workload, {"files": run.files, "walls": {}, "peaks": {}})
         entry["walls"].setdefault(run.method, []).append(run.wall_s)
         driver, worker = entry["peaks"].get(run.method, (0.0, None))
-        if run.worker_peak_mb is not None:
-            worker = max(worker or 0.0, run.worker_peak_mb)
+        if run.worker_peak_mb is not None and run.worker_peak_mb > (worker or 0.0):
+            worker = run.worker_peak_mb
+            entry.setdefault("each", {})[run.method] = run.worker_peaks_mb
         entry["peaks"][run.method] = (max(driver, run.driver_peak_mb), worker)
         if run.method == "daskscore" and run.detail.get("duration_s") is not None:
             entry.setdefault("job_s", []).append(run.detail["duration_s"])
@@ -589,12 +608,23 @@ def timing_table(summary: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def memory_table(summary: dict[str, dict[str, Any]]) -> list[str]:
-    """Peak RSS of the driver and of the largest worker, per workload and method."""
+    """Peak RSS of the driver, of the largest worker and of each worker (in the run with the
+    largest), per workload and method."""
     rows = []
     for name, entry in summary.items():
         for method, (driver, worker) in entry["peaks"].items():
-            rows.append([name, METHOD_LABELS[method], fmt(driver, 0), fmt(worker, 0)])
-    return table(["workload", "method", "driver peak (MB)", "worker peak (MB)"], rows)
+            each = entry.get("each", {}).get(method) or []
+            rows.append(
+                [
+                    name,
+                    METHOD_LABELS[method],
+                    fmt(driver, 0),
+                    fmt(worker, 0),
+                    " / ".join(fmt(mb, 0) for mb in each) or "-",
+                ]
+            )
+    header = ["workload", "method", "driver peak (MB)", "worker peak (MB)", "each worker (MB)"]
+    return table(header, rows)
 
 
 def target_table(found: list[Check]) -> list[str]:
@@ -610,7 +640,7 @@ def report(summary: dict[str, dict[str, Any]], quick: bool) -> list[str]:
     if quick:
         lines += ["(--quick: sizes far too small for the targets to mean anything)", ""]
     lines += target_table(checks(summary))
-    lines += ["", "### Peak RSS (max over repeats; workers: the largest worker process)", ""]
+    lines += ["", "### Peak RSS (max over repeats; each worker: in the run of the largest)", ""]
     lines += memory_table(summary)
     return lines
 
