@@ -70,6 +70,7 @@ METHOD_LABELS = {
     "pool-tuned": "Pool(2), tuned chunksize",
     "daskscore": "daskscore",
     "daskscore-w1": "daskscore --workers 1",
+    "seq-1t": "sequential, 1 torch thread",
 }
 
 
@@ -103,7 +104,16 @@ WORKLOADS: dict[str, Workload] = {
     for w in (
         Workload("W1", "w1", "csv", 100_000, 500, seed=101),
         Workload("W1L", "w1-light", "csv", 100_000, 500, seed=101, data="w1"),
-        Workload("W2", "w2", "npy", 10_000, 200, seed=202),
+        # seq-1t: the sequential loop with one torch thread, for reference (not a target)
+        Workload(
+            "W2",
+            "w2",
+            "npy",
+            10_000,
+            200,
+            seed=202,
+            methods=("seq", "seq-1t", "pool", "pool-tuned", "daskscore"),
+        ),
         Workload(
             "SCALING",
             "scaling",
@@ -380,7 +390,7 @@ def command(plan: Plan, method: str, out: Path) -> tuple[list[str], Path]:
         return cmd, out / "predictions.csv"
     script, mini_batch_size, processes = deployment_settings(wl)
     out.mkdir(parents=True, exist_ok=True)
-    mode = "pool" if method.startswith("pool") else method
+    mode = "pool" if method.startswith("pool") else "seq"
     cmd = [sys.executable, str(HERE / "baseline.py"), mode, "--script", str(script)]
     if method == "pool-tuned":
         cmd += ["--chunksize", "auto"]
@@ -389,6 +399,8 @@ def command(plan: Plan, method: str, out: Path) -> tuple[list[str], Path]:
     cmd += ["--timings", str(out / "timings.json")]
     if method == "seq" and plan.seq_torch_threads:
         cmd += ["--torch-threads", str(plan.seq_torch_threads)]
+    if method == "seq-1t":
+        cmd += ["--torch-threads", "1"]
     return cmd, out / "predictions.csv"
 
 
@@ -640,6 +652,15 @@ def report(summary: dict[str, dict[str, Any]], quick: bool) -> list[str]:
     if quick:
         lines += ["(--quick: sizes far too small for the targets to mean anything)", ""]
     lines += target_table(checks(summary))
+    w2 = summary.get("W2", {}).get("median_s", {})
+    if "seq-1t" in w2 and "daskscore" in w2:
+        lines += [
+            "",
+            f"For reference, not a target: W2 daskscore / sequential with one torch thread = "
+            f"{fmt(ratio(w2['daskscore'], w2['seq-1t']))} (the default sequential loop uses "
+            f"torch's intra-op threads on every core: {fmt(w2.get('seq'))} s against "
+            f"{fmt(w2['seq-1t'])} s with one).",
+        ]
     lines += ["", "### Peak RSS (max over repeats; each worker: in the run of the largest)", ""]
     lines += memory_table(summary)
     return lines
