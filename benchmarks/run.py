@@ -260,9 +260,10 @@ class PeakSampler(threading.Thread):
         #: and its command line is still this harness's
         self.root_cmdline: list[str] = []
         self.driver = 0
-        #: peak RSS of each process that looked like a worker, and its parent
+        #: peak RSS of each process that looked like a worker, its parent, samples seen in
         self.peaks: dict[int, int] = {}
         self.parents: dict[int, int] = {}
+        self.samples: dict[int, int] = {}
         self.kinds: dict[int, str] = {}
         self.done = threading.Event()
 
@@ -283,16 +284,25 @@ class PeakSampler(threading.Thread):
                 if self.kind(child) == "worker":
                     rss = child.memory_info().rss
                     self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
-                    self.parents[child.pid] = child.ppid()
+                    # first seen: at the end a worker may outlive its fork server and be
+                    # re-parented to init
+                    self.parents.setdefault(child.pid, child.ppid())
+                    self.samples[child.pid] = self.samples.get(child.pid, 0) + 1
             except psutil.Error:
                 continue
 
     @property
     def worker_peaks(self) -> list[int]:
-        """Peak RSS of each worker process, largest first.  A process that forked others
-        like it (daskscore's fork server, which workers are forked from) is not a worker."""
-        forking = set(self.parents.values())
-        return sorted((rss for pid, rss in self.peaks.items() if pid not in forking), reverse=True)
+        """Peak RSS of each worker process, largest first.
+
+        A worker is seen in two samples at least: a child caught between its ``fork`` and
+        its ``exec`` (``uname -p`` run by ``platform``, say) has its parent's command line
+        for a moment.  A process that forked workers (daskscore's fork server) is not one.
+        """
+        confirmed = {pid for pid, n in self.samples.items() if n >= 2}
+        forking = {self.parents[pid] for pid in confirmed}
+        peaks = (self.peaks[pid] for pid in confirmed - forking)
+        return sorted(peaks, reverse=True)
 
     @property
     def worker(self) -> int:
