@@ -140,7 +140,7 @@ class Run:
     wall_s: float
     rc: int
     driver_peak_mb: float
-    worker_peak_mb: float | None  # None: no worker process was seen (or lived < 50 ms)
+    worker_peak_mb: float | None  # None: no worker seen in two samples (none, or one < 0.1 s)
     workers_seen: int
     output: str
     sha256: str = ""
