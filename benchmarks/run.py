@@ -147,6 +147,8 @@ class Run:
     lines: int = 0
     #: peak RSS of each worker process (MB), largest first
     worker_peaks_mb: list[float] = field(default_factory=list)
+    #: the processes sampled as possible workers (pid, ppid, samples, peak, command)
+    sampled: list[dict[str, Any]] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -264,6 +266,7 @@ class PeakSampler(threading.Thread):
         self.peaks: dict[int, int] = {}
         self.parents: dict[int, int] = {}
         self.samples: dict[int, int] = {}
+        self.commands: dict[int, str] = {}
         self.kinds: dict[int, str] = {}
         self.done = threading.Event()
 
@@ -288,6 +291,7 @@ class PeakSampler(threading.Thread):
                     # re-parented to init
                     self.parents.setdefault(child.pid, child.ppid())
                     self.samples[child.pid] = self.samples.get(child.pid, 0) + 1
+                    self.commands.setdefault(child.pid, " ".join(child.cmdline())[:120])
             except psutil.Error:
                 continue
 
@@ -303,6 +307,20 @@ class PeakSampler(threading.Thread):
         forking = {self.parents[pid] for pid in confirmed}
         peaks = (self.peaks[pid] for pid in confirmed - forking)
         return sorted(peaks, reverse=True)
+
+    @property
+    def processes(self) -> list[dict[str, Any]]:
+        """Every process that looked like a worker: what the worker count is made of."""
+        return [
+            {
+                "pid": pid,
+                "ppid": self.parents.get(pid),
+                "samples": self.samples.get(pid, 0),
+                "peak_mb": round(rss / MB, 1),
+                "command": self.commands.get(pid, ""),
+            }
+            for pid, rss in self.peaks.items()
+        ]
 
     @property
     def worker(self) -> int:
@@ -425,6 +443,7 @@ def run_method(plan: Plan, method: str, k: int) -> Run:
     run = Run(name, method, k, plan.files, round(wall, 3), rc, driver, worker, 0, str(predictions))
     run.workers_seen = sampler.workers_seen
     run.worker_peaks_mb = [round(rss / MB, 1) for rss in sampler.worker_peaks]
+    run.sampled = sampler.processes
     if rc != 0:
         raise BenchmarkError(f"{name}/{method} exited with {rc}; see {log}:\n{tail(log)}")
     run.detail = run_detail(method, out / method)
