@@ -48,8 +48,9 @@ def test_quick_benchmark_runs_every_method_with_identical_outputs(tmp_path: Path
         assert len(digests) == 1, f"{workload}: outputs differ between methods"
         assert methods["daskscore"]["lines"] > 0
         assert methods["daskscore"]["driver_peak_mb"] > 0
-        # both workers found and sampled.  (Rarely, in the full suite only, a third process
-        # is counted; results.json's "sampled" lists what was counted, for a look later.)
+        # both workers found and sampled (results.json's "sampled" lists every process that
+        # looked like one: in a loaded run a copy of the command once sat beside the fork
+        # server, which the harness now leaves out; at least two keeps this about finding them)
         assert methods["daskscore"]["workers_seen"] >= 2, (workload, methods["daskscore"])
         assert len(methods["daskscore"]["worker_peaks_mb"]) >= 2
         assert methods["daskscore"]["worker_peak_mb"] == max(
