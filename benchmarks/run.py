@@ -252,6 +252,17 @@ def ensure_data(wl: Workload, n: int, data_dir: Path) -> Path:
 # --------------------------------------------------------------------------- measuring
 
 
+@dataclass
+class Sampled:
+    """A process that looked like a worker: its parent when first seen, how many samples
+    saw it, its peak RSS and its command line."""
+
+    ppid: int
+    command: str
+    samples: int = 0
+    peak: int = 0
+
+
 class PeakSampler(threading.Thread):
     """Polls a process tree's RSS every :data:`POLL_S`: peak of the root, peak of any worker."""
 
@@ -262,11 +273,7 @@ class PeakSampler(threading.Thread):
         #: and its command line is still this harness's
         self.root_cmdline: list[str] = []
         self.driver = 0
-        #: peak RSS of each process that looked like a worker, its parent, samples seen in
-        self.peaks: dict[int, int] = {}
-        self.parents: dict[int, int] = {}
-        self.samples: dict[int, int] = {}
-        self.commands: dict[int, str] = {}
+        self.seen: dict[int, Sampled] = {}
         self.kinds: dict[int, str] = {}
         self.done = threading.Event()
 
@@ -284,14 +291,17 @@ class PeakSampler(threading.Thread):
             return
         for child in children:
             try:
-                if self.kind(child) == "worker":
-                    rss = child.memory_info().rss
-                    self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), rss)
-                    # first seen: at the end a worker may outlive its fork server and be
-                    # re-parented to init
-                    self.parents.setdefault(child.pid, child.ppid())
-                    self.samples[child.pid] = self.samples.get(child.pid, 0) + 1
-                    self.commands.setdefault(child.pid, " ".join(child.cmdline())[:120])
+                if self.kind(child) != "worker":
+                    continue
+                rss = child.memory_info().rss
+                # parent as first seen: at the end a worker may outlive its fork server and
+                # be re-parented to init
+                proc = self.seen.get(child.pid)
+                if proc is None:
+                    command = " ".join(child.cmdline())[:120]
+                    proc = self.seen[child.pid] = Sampled(child.ppid(), command)
+                proc.samples += 1
+                proc.peak = max(proc.peak, rss)
             except psutil.Error:
                 continue
 
@@ -305,12 +315,12 @@ class PeakSampler(threading.Thread):
         and where there is such a server, the workers are its children: another copy of the
         command beside it (seen once, for 0.65 s, in a loaded test run) is not a worker.
         """
-        confirmed = {pid for pid, n in self.samples.items() if n >= 2}
-        forking = {self.parents[pid] for pid in confirmed} & set(self.peaks)
+        confirmed = {pid for pid, proc in self.seen.items() if proc.samples >= 2}
+        forking = {self.seen[pid].ppid for pid in confirmed} & set(self.seen)
         workers = confirmed - forking
         if forking:
-            workers = {pid for pid in workers if self.parents[pid] in forking}
-        return sorted((self.peaks[pid] for pid in workers), reverse=True)
+            workers = {pid for pid in workers if self.seen[pid].ppid in forking}
+        return sorted((self.seen[pid].peak for pid in workers), reverse=True)
 
     @property
     def processes(self) -> list[dict[str, Any]]:
@@ -318,12 +328,12 @@ class PeakSampler(threading.Thread):
         return [
             {
                 "pid": pid,
-                "ppid": self.parents.get(pid),
-                "samples": self.samples.get(pid, 0),
-                "peak_mb": round(rss / MB, 1),
-                "command": self.commands.get(pid, ""),
+                "ppid": proc.ppid,
+                "samples": proc.samples,
+                "peak_mb": round(proc.peak / MB, 1),
+                "command": proc.command,
             }
-            for pid, rss in self.peaks.items()
+            for pid, proc in self.seen.items()
         ]
 
     @property

@@ -21,7 +21,7 @@ from . import datasets
 from . import output as out_mod
 from .config import Deployment
 from .errors import ErrorThresholdExceeded, InitFailed, JobFailed
-from .plugin import SETUP_FAILED
+from .plugin import failed_before_init
 from .report import write_report
 from .tasks import PROCESS_DIED, RUN_DONE, RUN_TIMEOUT
 
@@ -333,7 +333,7 @@ class Books:
         }
 
     def _reason(self) -> str | None:
-        if self.init_error and self.init_error.startswith(SETUP_FAILED):
+        if failed_before_init(self.init_error):
             return "the job could not be prepared on a worker (before init()); nothing was scored"
         if self.init_error:
             return "init() of the scoring script raised on a worker; nothing was scored"
@@ -422,9 +422,10 @@ def failure_message(s: dict[str, Any]) -> str:
             lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more (see job_summary.json)")
     first_tb = s.get("init_error") or (failures[0]["error"] if failures else None)
     if first_tb:
-        where = f"mini-batch {failures[0]['mini_batch_id']}" if failures else "init()"
         if s.get("init_error"):
-            where = "preparing" if s["init_error"].startswith(SETUP_FAILED) else "init()"
+            where = "preparing" if failed_before_init(s["init_error"]) else "init()"
+        else:
+            where = f"mini-batch {failures[0]['mini_batch_id']}"
         lines.append(f"First error ({where}):")
         lines.extend("  " + line for line in first_tb.splitlines())
     lines.append(

@@ -89,7 +89,6 @@ def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
         return
     import multiprocessing
     import multiprocessing.forkserver as forkserver
-    import threading
 
     import distributed.utils
 

@@ -59,6 +59,11 @@ SETUP_FAILED = "preparing"
 TIMEOUT_EXIT_STATUS = 75
 
 
+def failed_before_init(init_error: str | None) -> bool:
+    """Whether a worker's init error is about preparing the job, not the script's init()."""
+    return init_error is not None and init_error.startswith(SETUP_FAILED)
+
+
 def set_environment(job: WorkerJob, saved: dict[str, Any], device: str | None = None) -> str:
     """Set what a scoring script sees, as Azure does; return the model folder made for it.
 
