@@ -22,6 +22,8 @@ from distributed import Client, LocalCluster
 
 from .errors import UsageError
 
+logger = logging.getLogger("daskscore")
+
 #: Environment variables that cap the intra-op threads of numpy's BLAS, OpenMP (torch) and
 #: friends.  Set in each worker process before it starts, so that workers × threads ≤ cores:
 #: two processes each running a multi-threaded library on two cores run 4x slower.
@@ -43,6 +45,11 @@ NANNY_ENV_UNSET = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_":
 
 #: How often the embedded cluster's servers check their event loop (Dask's default: 20ms).
 TICK_INTERVAL = "500ms"
+
+#: How often a nanny looks for its new worker's "started" message (Dask's default: 50 ms).
+#: A worker forked from the fork server is up in ~60 ms, and a nanny that just missed the
+#: message slept another 50 ms: the cluster was ready when the slower of two nannies woke.
+HANDSHAKE_POLL_S = 0.005
 
 #: Modules the fork server imports once, for every worker it forks: Dask's worker and
 #: daskscore's task code (numpy comes with them).
@@ -137,6 +144,7 @@ def _fork_server_from_here(forkserver: Any, preload: list[str]) -> None:
                         __import__(name)
                     except BaseException:  # noqa: BLE001 - the worker will say it
                         pass
+                warm_versions()
                 forkserver.main(listener.fileno(), alive_r, [])
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 0
@@ -149,6 +157,21 @@ def _fork_server_from_here(forkserver: Any, preload: list[str]) -> None:
         server._forkserver_address = address
         server._forkserver_alive_fd = alive_w
         server._forkserver_pid = pid
+
+
+def warm_versions() -> None:
+    """Make Dask's version report once in this process, for every process forked from it.
+
+    Each worker sends one when it registers, and the scheduler makes one for the first
+    worker: ~20 ms the first time in a process (``importlib.metadata`` scans, and a fork and
+    exec of ``uname -p`` for ``platform.uname().processor``), all on the path to a ready
+    cluster.  Cached by Dask (and ``platform``) after the first call."""
+    try:
+        from distributed.versions import get_versions
+
+        get_versions()
+    except Exception:  # noqa: BLE001 - Dask makes it again when it needs it
+        logger.debug("could not make Dask's version report in advance", exc_info=True)
 
 
 def cpu_count() -> int:
@@ -343,6 +366,8 @@ def local_cluster(
         # the statistical profiler samples every thread each 10 ms for the dashboard's profile
         # page: without a dashboard nobody can look at it
         config["distributed.worker.profile.enabled"] = False
+    _poll_handshakes_sooner()
+    warm_versions()  # (before the scheduler makes it while the first worker registers)
     with warnings.catch_warnings(), dask.config.set({**NANNY_ENV_UNSET, **config}):
         # another job may take 8787 between our check and the bind; Dask then picks a free
         # port itself, and the link below is the real one
@@ -364,6 +389,18 @@ def local_cluster(
     finally:
         client.close()
         cluster.close()
+
+
+def _poll_handshakes_sooner() -> None:
+    """Nannies in this process read their worker's start-up message every
+    :data:`HANDSHAKE_POLL_S` (a class attribute of Dask's ``WorkerProcess``; left alone if a
+    Dask version has none).  Restarts after a crash or a timeout are quicker, too."""
+    from distributed import nanny
+
+    if isinstance(getattr(nanny.WorkerProcess, "_init_msg_interval", None), (int, float)):
+        nanny.WorkerProcess._init_msg_interval = min(
+            nanny.WorkerProcess._init_msg_interval, HANDSHAKE_POLL_S
+        )
 
 
 @contextlib.contextmanager

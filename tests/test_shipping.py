@@ -352,11 +352,44 @@ def test_workers_get_their_thread_caps_however_they_start(tmp_path: Path, method
     assert caps == {(str(intra_op_threads(2)), str(intra_op_threads(2)))}
 
 
+VERSIONS = """
+    import os
+    from distributed.versions import _version_cached
+
+    def run(mini_batch):
+        # the worker made Dask's version report when it registered: from the cache it was
+        # forked with (hits), or by scanning the packages itself (misses only)
+        info = _version_cached.cache_info()
+        return [f"{os.path.basename(p)} {os.getpid()} {info.hits}" for p in mini_batch]
+"""
+
+
+def test_command_workers_are_forked_with_dask_s_version_report_made(tmp_path: Path) -> None:
+    """The command's fork server makes Dask's version report before it forks the workers
+    (each worker sends one when it registers: package metadata scans and a `uname -p`
+    subprocess, ~20 ms on the way to a ready cluster)."""
+    from conftest import run_cli
+
+    dep = write_deployment(tmp_path / "dep", VERSIONS, settings={"mini_batch_size": 1})
+    inputs = write_inputs(tmp_path / "in", 6, width=3)
+    proc = run_cli(
+        "run", str(dep), "-i", str(inputs), "-o", str(tmp_path / "out"), "--workers", "2",
+        "--no-progress", "--no-dashboard", env={"DASKSCORE_START_METHOD": "forkserver"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in (tmp_path / "out/predictions.csv").read_text().splitlines()]
+    assert len(rows) == 6
+    assert all(int(hits) > 0 for _, _, hits in rows), rows
+
+
 def test_embedded_workers_get_the_quiet_settings() -> None:
     """What the embedded cluster tunes reaches its worker processes: the event-loop health
     check every TICK_INTERVAL (not every 20 ms), no statistical profiler without a dashboard,
-    and no MALLOC_TRIM_THRESHOLD_ (glibc's own mmap threshold)."""
-    from daskscore.cluster import TICK_INTERVAL
+    and no MALLOC_TRIM_THRESHOLD_ (glibc's own mmap threshold).  Its nannies look for their
+    worker's start-up message every HANDSHAKE_POLL_S, not every 50 ms."""
+    from distributed.nanny import WorkerProcess
+
+    from daskscore.cluster import HANDSHAKE_POLL_S, TICK_INTERVAL
 
     def settings(dask_worker: Any) -> tuple[Any, Any, Any]:
         return (
@@ -369,6 +402,7 @@ def test_embedded_workers_get_the_quiet_settings() -> None:
         seen = set(handle.client.run(settings).values())
     tick_ms = dask.utils.parse_timedelta(TICK_INTERVAL, default="ms") * 1000
     assert seen == {(tick_ms, False, None)}
+    assert WorkerProcess._init_msg_interval <= HANDSHAKE_POLL_S
 
 
 def test_the_early_cluster_is_closed_when_the_job_is_refused(tmp_path: Path) -> None:
