@@ -35,7 +35,6 @@ from .cluster import (
     gpu_ids,
     intra_op_threads,
     local_cluster,
-    prestart_workers,
 )
 from .config import Deployment, secret_values
 from .datasets import FORMATS as DATASET_FORMATS
@@ -46,6 +45,7 @@ from .ledger import make_staging, read_ledger
 from .plugin import ScoringPlugin, WorkerJob
 from .progress import Progress
 from .shipping import forget_job
+from .workerfork import prestart_workers
 
 logger = logging.getLogger("daskscore")
 

@@ -30,6 +30,8 @@ LAYERS: dict[str, int] = {
     "dashboard": 2,
     "joblog": 2,
     "shipping": 3,
+    "workerfork": 3,
+    "forkprep": 4,
     "workerjob": 4,
     "plugin": 5,
     "tasks": 6,

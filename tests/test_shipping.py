@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -352,34 +354,47 @@ def test_workers_get_their_thread_caps_however_they_start(tmp_path: Path, method
     assert caps == {(str(intra_op_threads(2)), str(intra_op_threads(2)))}
 
 
-VERSIONS = """
+FORKED = """
+    import gc
     import os
     from distributed.versions import _version_cached
 
     def run(mini_batch):
         # the worker made Dask's version report when it registered: from the cache it was
         # forked with (hits), or by scanning the packages itself (misses only)
-        info = _version_cached.cache_info()
-        return [f"{os.path.basename(p)} {os.getpid()} {info.hits}" for p in mini_batch]
+        hits = _version_cached.cache_info().hits
+        return [f"{os.path.basename(p)} {hits} {gc.get_freeze_count()}" for p in mini_batch]
 """
 
 
-def test_command_workers_are_forked_with_dask_s_version_report_made(tmp_path: Path) -> None:
-    """The command's fork server makes Dask's version report before it forks the workers
-    (each worker sends one when it registers: package metadata scans and a `uname -p`
-    subprocess, ~20 ms on the way to a ready cluster)."""
+def _forked_rows(out: Path) -> list[tuple[int, int]]:
+    rows = [line.split() for line in (out / "predictions.csv").read_text().splitlines()]
+    assert len(rows) == 6
+    return [(int(hits), int(frozen)) for _, hits, frozen in rows]
+
+
+def test_workers_are_forked_ready(tmp_path: Path) -> None:
+    """The fork server readies itself before it forks the workers, from the command and from
+    Python (a notebook): Dask's version report is made (each worker sends one when it
+    registers: package scans and a `uname -p` subprocess, ~20 ms on the way to a ready
+    cluster), and what it imported is frozen out of the garbage collector's walks (a full
+    collection in a worker with torch loaded took 0.1 s)."""
     from conftest import run_cli
 
-    dep = write_deployment(tmp_path / "dep", VERSIONS, settings={"mini_batch_size": 1})
+    dep = write_deployment(tmp_path / "dep", FORKED, settings={"mini_batch_size": 1})
     inputs = write_inputs(tmp_path / "in", 6, width=3)
     proc = run_cli(
         "run", str(dep), "-i", str(inputs), "-o", str(tmp_path / "out"), "--workers", "2",
         "--no-progress", "--no-dashboard", env={"DASKSCORE_START_METHOD": "forkserver"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    rows = [line.split() for line in (tmp_path / "out/predictions.csv").read_text().splitlines()]
-    assert len(rows) == 6
-    assert all(int(hits) > 0 for _, _, hits in rows), rows
+    assert all(hits > 0 and frozen > 10_000 for hits, frozen in _forked_rows(tmp_path / "out"))
+    # from Python, in a fresh interpreter (this one's fork server may predate the test)
+    api = tmp_path / "api"
+    code = f"import daskscore; daskscore.run({str(dep)!r}, {str(inputs)!r}, {str(api)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert all(frozen > 10_000 for _, frozen in _forked_rows(api))
 
 
 def test_embedded_workers_get_the_quiet_settings() -> None:
