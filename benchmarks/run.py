@@ -313,7 +313,8 @@ class PeakSampler(threading.Thread):
         its ``exec`` (``uname -p`` run by ``platform``, say) has its parent's command line
         for a moment.  A process that forked workers (daskscore's fork server) is not one,
         and where there is such a server, the workers are its children: another copy of the
-        command beside it (seen once, for 0.65 s, in a loaded test run) is not a worker.
+        command beside it is not a worker (the command's own ``uname -p``, forked for Dask's
+        version report: seen once for 0.65 s before its ``exec``, in a loaded test run).
         """
         confirmed = {pid for pid, proc in self.seen.items() if proc.samples >= 2}
         forking = {self.seen[pid].ppid for pid in confirmed} & set(self.seen)
