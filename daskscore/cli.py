@@ -344,7 +344,7 @@ def entry() -> None:
     """The ``daskscore`` console script (and ``python -m daskscore``): :func:`main`, then exit
     without tearing the interpreter down.
 
-    Everything imported by now (Dask, daskscore: some 200,000 objects) lives as long as the
+    Everything imported by now (Dask, daskscore: some 60,000 objects) lives as long as the
     process, so it is moved out of the garbage collector's sight (``gc.freeze``): a full
     collection walked all of it, 40 ms at a time (one fell while the job's logs were written),
     and so did the workers forked from this process.

@@ -311,10 +311,8 @@ def _poll_handshakes_sooner() -> None:
     Dask version has none).  Restarts after a crash or a timeout are quicker, too."""
     from distributed import nanny
 
-    if isinstance(getattr(nanny.WorkerProcess, "_init_msg_interval", None), (int, float)):
-        nanny.WorkerProcess._init_msg_interval = min(
-            nanny.WorkerProcess._init_msg_interval, HANDSHAKE_POLL_S
-        )
+    if hasattr(nanny.WorkerProcess, "_init_msg_interval"):
+        nanny.WorkerProcess._init_msg_interval = HANDSHAKE_POLL_S
 
 
 @contextlib.contextmanager
