@@ -3,16 +3,17 @@
 The public API:
 
 * :func:`run` — run a deployment over an input folder into an output folder;
-* :func:`score` — the predictions as a lazy Dask DataFrame;
+* :func:`score` — the predictions as a lazy Dask DataFrame, and :func:`open_session` — the
+  same with its failure report and ``close()``;
 * :func:`load_deployment` — load and validate a ``deployment.yml``;
 * :class:`JobResult` and the exceptions of :mod:`daskscore.errors`.
 """
 
-from .api import run, score
-from .books import JobResult
-from .config import Deployment, Settings, UnknownKeyWarning
-from .deployment import load_deployment
-from .errors import (
+from daskscore.api import open_session, run, score
+from daskscore.config.loader import load_deployment
+from daskscore.config.settings import Deployment, Settings, UnknownKeyWarning
+from daskscore.engine.finish import JobResult
+from daskscore.errors import (
     ConfigError,
     DaskScoreError,
     ErrorThresholdExceeded,
@@ -39,6 +40,7 @@ __all__ = [
     "UnknownKeyWarning",
     "UsageError",
     "load_deployment",
+    "open_session",
     "run",
     "score",
 ]

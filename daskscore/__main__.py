@@ -1,5 +1,5 @@
 """``python -m daskscore`` is the ``daskscore`` command."""
 
-from .cli import entry
+from daskscore.cli import entry
 
 entry()

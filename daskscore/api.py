@@ -1,4 +1,6 @@
-"""The Python API: thin functions over :func:`daskscore.runner.execute`."""
+"""The Python API: thin functions over the engine — :func:`run` over
+:func:`daskscore.engine.runner.execute`, :func:`open_session` and :func:`score` over
+:func:`daskscore.engine.session.open_session`."""
 
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ from typing import Any
 
 from distributed import Client
 
-from .books import JobResult
-from .cluster import parse_resources
-from .config import Deployment, RetrySettings, Settings
-from .deployment import load_deployment, with_overrides
-from .errors import ConfigError
-from .progress import in_jupyter_kernel
-from .runner import JobOptions, execute
+from daskscore.cluster.local import parse_resources
+from daskscore.config.loader import load_deployment, with_overrides
+from daskscore.config.options import JobOptions
+from daskscore.config.settings import Deployment, RetrySettings, Settings
+from daskscore.engine.finish import JobResult
+from daskscore.engine.runner import execute
+from daskscore.engine.session import ScoringSession
+from daskscore.errors import ConfigError
+from daskscore.ui.progress import in_jupyter_kernel
 
 _SETTING_NAMES = {f.name for f in dataclasses.fields(Settings)} | {
     f.name for f in dataclasses.fields(RetrySettings)
@@ -150,7 +154,7 @@ def run(
     return execute(dep, input, output, options)
 
 
-def score(
+def open_session(
     deployment: str | os.PathLike[str] | Deployment,
     input: str | os.PathLike[str],
     *,
@@ -161,8 +165,8 @@ def score(
     carry_columns: list[str] | None = None,
     set: dict[str, Any] | None = None,
     **overrides: Any,
-) -> Any:
-    """The predictions of a deployment over ``input``, as a lazy Dask DataFrame.
+) -> ScoringSession:
+    """Install a deployment's scoring script on a cluster; its predictions as a lazy DataFrame.
 
     Parameters
     ----------
@@ -182,11 +186,62 @@ def score(
 
     Returns
     -------
+    ScoringSession
+        ``.frame`` is the predictions' Dask DataFrame (columns of the DataFrames ``run()``
+        returns, or one ``prediction`` column for lists); ``.report()`` counts the items and
+        failures of the partitions computed so far; ``.close()`` (or leaving a ``with`` block)
+        uninstalls the script (its ``shutdown()`` runs).
+
+    Examples
+    --------
+    >>> from distributed import Client
+    >>> client = Client(n_workers=2, threads_per_worker=1)  # doctest: +SKIP
+    >>> with daskscore.open_session("configs/digits-cnn/deployment.yml",
+    ...                             "configs/digits-cnn/sample-inputs") as session:
+    ...     counts = session.frame["class"].value_counts().compute()  # doctest: +SKIP
+    ...     failed = session.report()["failed_items"]  # doctest: +SKIP
+    """
+    from distributed import get_client
+
+    from daskscore.engine.session import open_session as open_scoring_session
+
+    dep = _load(deployment, _merge_overrides(set, overrides))
+    options = JobOptions(tabular=tabular, carry_columns=_names(carry_columns))
+    return open_scoring_session(
+        dep,
+        str(input),
+        client=client or get_client(),
+        meta=meta,
+        partitions=partitions,
+        options=options,
+    )
+
+
+def score(
+    deployment: str | os.PathLike[str] | Deployment,
+    input: str | os.PathLike[str],
+    **kwargs: Any,
+) -> Any:
+    """The predictions of a deployment over ``input``, as a lazy Dask DataFrame.
+
+    The same as ``open_session(deployment, input, **kwargs).frame``: the script stays installed
+    on the workers until the cluster closes.  Use :func:`open_session` for its failure report,
+    or to uninstall it (``shutdown()``) sooner.
+
+    Parameters
+    ----------
+    deployment : str, path-like or Deployment
+        The deployment YAML file.
+    input : str or path-like
+        A file or folder.
+    **kwargs
+        As for :func:`open_session`: ``client``, ``meta``, ``partitions``, ``tabular``,
+        ``carry_columns``, ``set`` and settings by name.
+
+    Returns
+    -------
     dask.dataframe.DataFrame
-        Columns of the DataFrames ``run()`` returns, or one ``prediction`` column for lists.
-        ``.head()``, ``.compute()`` and ``.to_parquet()`` work as usual; the session behind it
-        is ``daskscore.api.sessions[-1]`` (``.report()`` counts failures, ``.close()`` runs
-        the script's ``shutdown()``).
+        ``.head()``, ``.compute()`` and ``.to_parquet()`` work as usual.
 
     Examples
     --------
@@ -196,27 +251,7 @@ def score(
     ...                       "configs/digits-cnn/sample-inputs", client=client)  # doctest: +SKIP
     >>> ddf["class"].value_counts().compute()  # doctest: +SKIP
     """
-    from distributed import get_client
-
-    from .frames import open_session
-
-    merged = _merge_overrides(set, overrides)
-    dep = _load(deployment, merged)
-    options = JobOptions(tabular=tabular, carry_columns=_names(carry_columns))
-    session = open_session(
-        dep,
-        str(input),
-        client=client or get_client(),
-        meta=meta,
-        partitions=partitions,
-        options=options,
-    )
-    sessions.append(session)
-    return session.frame
-
-
-#: The scoring sessions opened by :func:`score`, oldest first.
-sessions: list[Any] = []
+    return open_session(deployment, input, **kwargs).frame
 
 
 def _names(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -231,7 +266,7 @@ def _merge_overrides(set_: dict[str, Any] | None, overrides: dict[str, Any]) -> 
     merged = dict(set_ or {})
     for key, value in overrides.items():
         if key not in _SETTING_NAMES:
-            from .config import nearest_key
+            from daskscore.config.settings import nearest_key
 
             raise TypeError(f"unexpected keyword argument '{key}'{nearest_key(key)}")
         merged[key] = value
@@ -248,4 +283,4 @@ def _load(deployment: str | os.PathLike[str] | Deployment, overrides: dict[str, 
     return load_deployment(Path(deployment), overrides)
 
 
-__all__ = ["JobResult", "load_deployment", "run", "score"]
+__all__ = ["JobResult", "load_deployment", "open_session", "run", "score"]

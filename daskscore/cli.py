@@ -1,4 +1,4 @@
-"""The ``daskscore`` command: parses, loads, calls :mod:`daskscore.runner`, and reports.
+"""The ``daskscore`` command: parses, loads, calls :mod:`daskscore.engine.runner`, and reports.
 
 Errors are short — one paragraph, and the user's traceback for a failed job — unless
 ``--verbose``; exit codes: 0 Completed, 1 Failed, 2 usage or configuration errors.
@@ -17,12 +17,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, devtools, scaffold
-from .cluster import parse_resources, tls_security
-from .config import UnknownKeyWarning
-from .deployment import load_deployment
-from .errors import DaskScoreError, JobFailed
-from .runner import JobOptions, execute
+from daskscore import __version__
+from daskscore.cluster.local import parse_resources, tls_security
+from daskscore.config.loader import load_deployment
+from daskscore.config.options import JobOptions
+from daskscore.config.settings import UnknownKeyWarning
+from daskscore.devtools import scaffold
+from daskscore.devtools import validate as devtools
+from daskscore.engine.runner import execute
+from daskscore.errors import DaskScoreError, JobFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -290,7 +293,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if s["failures"]:
-        from .books import failure_message
+        from daskscore.engine.finish import failure_message
 
         print(failure_message(s), file=sys.stderr)
     target = result.predictions or result.output

@@ -18,7 +18,7 @@ import yaml
 # modules they would be separate fixtures, each starting its own emulator.
 from storage_emulators import azurite, in_ci, moto_s3  # noqa: E402, F401
 
-from daskscore.cluster import local_cluster
+from daskscore.cluster.local import local_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 

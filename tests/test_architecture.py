@@ -1,96 +1,88 @@
-"""Layers only point down: cli -> api -> runner -> books -> tasks -> plugin -> io/script ->
-config/errors.  A module may import daskscore modules of lower layers only."""
+"""The package's shape: the import contracts of pyproject.toml hold (``lint-imports``), the
+folder listing shows the pipeline, and modules stay small.
+
+The layers (see docs/architecture.md)::
+
+    cli -> api -> devtools -> engine -> cluster | ui -> worker -> io -> protocol -> config
+        -> errors | _compat
+"""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import daskscore
 
 PACKAGE = Path(daskscore.__file__).parent
-
-#: layer of every module; higher layers may import lower ones, never the other way round
-LAYERS: dict[str, int] = {
-    "errors": 0,
-    "config": 1,
-    "deployment": 2,
-    "batching": 2,
-    "script": 2,
-    "ledger": 2,
-    "output": 2,
-    "progress": 2,
-    "cluster": 2,
-    "tabular": 2,
-    "datasets": 2,
-    "storage": 2,
-    "resume": 3,
-    "scaffold": 2,
-    "report": 2,
-    "dashboard": 2,
-    "joblog": 2,
-    "shipping": 3,
-    "workerfork": 3,
-    "forkprep": 4,
-    "workerjob": 4,
-    "plugin": 5,
-    "tasks": 6,
-    "books": 7,
-    "placement": 7,
-    "dispatch": 8,
-    "runner": 9,
-    "frames": 10,
-    "devtools": 10,
-    "api": 11,
-    "cli": 12,
-    "__init__": 12,
-    "__main__": 13,
-}
+ROOT = PACKAGE.parent
+#: Subpackages a reader should see in the listing, one per stage of a job.
+SUBPACKAGES = {"config", "engine", "worker", "io", "cluster", "ui", "devtools"}
+#: The top level holds only the faces, the protocol and the bottom layer.
+TOP_LEVEL = {"__init__", "__main__", "api", "cli", "errors", "protocol", "_compat"}
+MAX_LINES = 450
 
 
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                if node.module:
-                    found.add(node.module.split(".")[0])
-                else:
-                    found.update(alias.name for alias in node.names)
-            elif node.module and node.module.startswith("daskscore"):
-                parts = node.module.split(".")
-                found.add(parts[1] if len(parts) > 1 else "__init__")
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("daskscore."):
-                    found.add(alias.name.split(".")[1])
-    return found
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "builtin" not in p.parts)
 
 
-def test_every_module_has_a_layer() -> None:
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
-    assert modules - set(LAYERS) == set(), "give new modules a layer in this test"
+def test_import_contracts_hold() -> None:
+    """``lint-imports`` (import-linter) checks the contracts in pyproject.toml."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from importlinter.cli import lint_imports_command as c; c()"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 broken" in proc.stdout and "5 kept" in proc.stdout, proc.stdout
 
 
-def test_layers_only_point_down() -> None:
-    violations = []
-    for path in PACKAGE.glob("*.py"):
-        mine = LAYERS[path.stem]
-        for target in _imports(path):
-            if target == "__init__" and path.stem in ("cli",):
-                continue  # the CLI reads __version__
-            if LAYERS.get(target, -1) >= mine:
-                violations.append(
-                    f"{path.stem} (layer {mine}) imports {target} (layer {LAYERS.get(target)})"
-                )
-    assert violations == []
+def test_a_broken_contract_is_caught(tmp_path: Path) -> None:
+    """The contracts bite: a worker module that imports the engine fails ``lint-imports``."""
+    import shutil
+
+    copy = tmp_path / "src"
+    shutil.copytree(PACKAGE, copy / "daskscore", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    bad = copy / "daskscore" / "worker" / "threads.py"
+    bad.write_text(bad.read_text() + "\nfrom daskscore.engine import plan  # noqa\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from importlinter.cli import lint_imports_command as c; c()"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode != 0
+    assert "daskscore.worker.threads -> daskscore.engine.plan" in proc.stdout
+
+
+def test_the_listing_shows_the_pipeline() -> None:
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert SUBPACKAGES <= subpackages
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    assert top <= TOP_LEVEL, f"new top-level modules belong in a subpackage: {top - TOP_LEVEL}"
 
 
 def test_modules_stay_small() -> None:
     too_long = {
-        p.name: n
-        for p in PACKAGE.glob("*.py")
-        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450
+        str(p.relative_to(PACKAGE)): n
+        for p in _modules()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert too_long == {}
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_docstrings_state_the_rule_not_a_section(path: Path) -> None:
+    """Module docstrings say the rule, not "§4 of the contract" (a document users lack)."""
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    assert "§" not in doc

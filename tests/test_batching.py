@@ -1,4 +1,4 @@
-"""Unit tests of daskscore.batching: listing inputs, cutting mini-batches, sizing tasks."""
+"""Unit tests of daskscore.io.inputs: listing inputs, cutting mini-batches, sizing tasks."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daskscore import InputError
-from daskscore.batching import (
-    MAX_TASK_MINI_BATCHES,
-    list_input_files,
-    make_mini_batches,
-    next_task_size,
-)
+from daskscore.engine.policy import MAX_TASK_MINI_BATCHES, next_task_size
+from daskscore.io.inputs import list_input_files, make_mini_batches
 
 
 def touch(root: Path, *names: str) -> None:

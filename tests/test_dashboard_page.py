@@ -22,10 +22,10 @@ from conftest import write_deployment, write_inputs
 from PIL import Image, ImageStat
 
 import daskscore
-from daskscore import dashboard
-from daskscore.cluster import ClusterHandle, local_cluster
-from daskscore.deployment import load_deployment
-from daskscore.runner import JobOptions, execute
+from daskscore.cluster.local import ClusterHandle, local_cluster
+from daskscore.config.loader import load_deployment
+from daskscore.engine.runner import JobOptions, execute
+from daskscore.ui import dashboard
 
 #: 24 files in 12 mini-batches of 2, 0.25 s each on 2 workers: about 3 s; f0005's fails.
 SLEEPY_SCRIPT = """

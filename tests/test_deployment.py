@@ -1,4 +1,4 @@
-"""Unit tests of deployment loading (daskscore.deployment): layouts, defaults, paths, warnings,
+"""Unit tests of deployment loading (daskscore.config.loader): layouts, defaults, paths, warnings,
 errors and overrides. No cluster needed."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from daskscore import ConfigError, UnknownKeyWarning, load_deployment
-from daskscore.deployment import apply_overrides, normalize, read_yaml, resolve_key, validate
+from daskscore.config.loader import apply_overrides, normalize, read_yaml, resolve_key, validate
 
 MINIMAL = """\
 type: model

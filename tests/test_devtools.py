@@ -1,5 +1,5 @@
 """The local debugging loop: ``daskscore validate`` (a dry run of one mini-batch in this
-process, no cluster), :func:`daskscore.devtools.collect_problems` and ``daskscore init``.
+process, no cluster), :func:`daskscore.devtools.validate.collect_problems` and ``daskscore init``.
 
 Most tests call :func:`daskscore.cli.main` in this process (fast; output through ``capsys``);
 ``--pdb`` and one scaffold round trip go through ``python -m daskscore`` in a subprocess.
@@ -22,8 +22,8 @@ from conftest import run_cli, write_deployment, write_inputs
 
 from daskscore import cli
 from daskscore.config import RetrySettings, Settings
-from daskscore.deployment import load_deployment
-from daskscore.devtools import WARNING, collect_problems
+from daskscore.config.loader import load_deployment
+from daskscore.devtools.validate import WARNING, collect_problems
 
 GOOD = """
     import os, sys

@@ -1,5 +1,5 @@
-"""Unit tests of daskscore.ledger (part files and ledgers) and daskscore.output (claiming the
-output folder, assembling predictions.csv, processed_mini-batches.csv)."""
+"""Unit tests of daskscore.io.ledger (part files and ledgers) and daskscore.io.outputdir
+(claiming the output folder, assembling predictions.csv, processed_mini-batches.csv)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daskscore import OutputError
-from daskscore.ledger import (
+from daskscore.protocol import MiniBatchRecord
+from daskscore.io.ledger import (
     LedgerWriter,
     ledger_path,
     make_staging,
     part_path,
     read_ledger,
 )
-from daskscore.output import (
+from daskscore.io.outputdir import (
     ATTEMPT_COLUMNS,
     SUMMARY_FILE,
     _coalesce,
@@ -35,15 +36,10 @@ def staging(tmp_path: Path) -> Path:
     return path
 
 
-def record(mb: int, start: int, length: int, **extra: object) -> dict[str, object]:
-    return {
-        "mini_batch": mb,
-        "try": 1,
-        "start_offset": start,
-        "bytes": length,
-        "final": True,
-        **extra,
-    }
+def record(mb: int, start: int, length: int, **extra: object) -> MiniBatchRecord:
+    return MiniBatchRecord(
+        mini_batch=mb, try_no=1, start_offset=start, bytes=length, final=True, **extra
+    )
 
 
 # --------------------------------------------------------------------------- ledger
@@ -77,7 +73,7 @@ def test_committed_records_round_trip(staging: Path) -> None:
     assert state.exists
     assert state.running is None
     assert not state.timed_out
-    assert [r["mini_batch"] for r in state.committed] == [0, 1, 2]
+    assert [r.mini_batch for r in state.committed] == [0, 1, 2]
     assert state.committed[1] == record(1, 3, 8, status="RUN_DONE")
 
 
@@ -90,7 +86,7 @@ def test_a_reopened_writer_appends_after_the_existing_bytes(staging: Path) -> No
     second.commit(b"de\n", [record(1, 4, 3)])
     second.close()
     assert part_path(staging, "a1").read_bytes() == b"abc\nde\n"
-    assert [r["mini_batch"] for r in read_ledger(staging, "a1").committed] == [0, 1]
+    assert [r.mini_batch for r in read_ledger(staging, "a1").committed] == [0, 1]
 
 
 def test_the_running_mini_batch_after_a_start_without_finish(staging: Path) -> None:
@@ -103,7 +99,7 @@ def test_the_running_mini_batch_after_a_start_without_finish(staging: Path) -> N
     state = read_ledger(staging, "a1")
     assert state.running == (5, 3)
     assert not state.timed_out
-    assert [r["mini_batch"] for r in state.committed] == [0]
+    assert [r.mini_batch for r in state.committed] == [0]
 
 
 def test_finished_but_uncommitted_is_not_running(staging: Path) -> None:
@@ -148,7 +144,7 @@ def test_a_torn_last_line_is_ignored(staging: Path) -> None:
     with open(ledger_path(staging, "a1"), "ab") as fh:
         fh.write(b'C [{"mini_batch":1,"try":1,"start_of')  # died mid-write
     state = read_ledger(staging, "a1")
-    assert [r["mini_batch"] for r in state.committed] == [0]
+    assert [r.mini_batch for r in state.committed] == [0]
     assert state.running is None
 
 
@@ -352,7 +348,7 @@ def test_report_times_are_datetimes_isoformat(ts: float) -> None:
     millisecond (the report's own formatter caches each second's text)."""
     import datetime as dt
 
-    from daskscore.output import _iso
+    from daskscore.io.outputdir import _iso
 
     expected = dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds")
     assert _iso(ts) == expected

@@ -175,11 +175,8 @@ def test_dataset_outputs_have_the_three_columns(client: Any, tmp_path: Path, fmt
 
 
 def test_score_returns_the_three_columns(client: Any) -> None:
-    ddf = daskscore.score(DEPLOYMENT, SAMPLES, client=client)
-    try:
-        frame = client.compute(ddf).result()
-    finally:
-        daskscore.api.sessions[-1].close()
+    with daskscore.open_session(DEPLOYMENT, SAMPLES, client=client) as session:
+        frame = client.compute(session.frame).result()
 
     assert list(frame.columns) == COLUMNS
     assert len(frame) == 60

@@ -15,7 +15,7 @@ from conftest import write_deployment
 
 import daskscore
 import daskscore.api
-from daskscore.progress import Progress, ProgressView, in_jupyter_kernel, render_html
+from daskscore.ui.progress import Progress, ProgressView, in_jupyter_kernel, render_html
 
 
 class FakeHandle:

@@ -13,7 +13,7 @@ from conftest import write_deployment
 from storage_emulators import make_bucket, make_container
 
 import daskscore
-from daskscore.cluster import local_cluster
+from daskscore.cluster.local import local_cluster
 
 pytestmark = pytest.mark.slow
 

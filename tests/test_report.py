@@ -1,4 +1,4 @@
-"""Unit tests of ``daskscore.report.write_report``: the page is self-contained, escapes what the
+"""Unit tests of ``daskscore.ui.report.write_report``: the page is self-contained, escapes what the
 job wrote, copes with a job where nothing ran and with very big jobs, and reads the books'
 records and the rows of ``processed_mini-batches.csv`` alike; one test reports a real job."""
 
@@ -14,7 +14,7 @@ import pytest
 from conftest import write_deployment, write_inputs
 
 import daskscore
-from daskscore import report
+from daskscore.ui import report
 
 T0 = 1_700_000_000.0
 

@@ -17,7 +17,7 @@ from conftest import write_deployment, write_inputs
 from PIL import Image, ImageStat
 
 import daskscore
-from daskscore.report import write_report
+from daskscore.ui.report import write_report
 
 FAILING_SCRIPT = """
     import os

@@ -112,16 +112,27 @@ def inputs(tmp_path: Path) -> Path:
     return write_inputs(tmp_path / "in", N_FILES)
 
 
+#: the sessions this module's tests opened, oldest first (fixtures close them)
+_opened: list[Any] = []
+
+
+def score(*args: Any, **kwargs: Any) -> Any:
+    """``daskscore.open_session(...).frame``, the session kept in ``_opened`` to be closed."""
+    session = daskscore.open_session(*args, **kwargs)
+    _opened.append(session)
+    return session.frame
+
+
 @pytest.fixture
 def current(client: Any) -> Iterator[Any]:
     """The module's client as the current one, so that ``.compute()`` uses it; every session
     the test opened is closed afterwards."""
-    opened = len(api.sessions)
+    opened = len(_opened)
     try:
         with client.as_current():
             yield client
     finally:
-        for session in api.sessions[opened:]:
+        for session in _opened[opened:]:
             session.close()
 
 
@@ -132,7 +143,7 @@ def test_score_is_lazy_then_head_and_compute_give_rows_in_order(
     current: Any, tmp_path: Path, markers: Path, inputs: Path
 ) -> None:
     dep = deploy(tmp_path, markers)
-    ddf = daskscore.score(dep, inputs, client=current, partitions=3)
+    ddf = score(dep, inputs, client=current, partitions=3)
     assert len(runs(markers)) == 1, "only the mini-batch that infers meta runs before compute"
     assert ddf.npartitions == 3
 
@@ -158,7 +169,7 @@ def test_list_returns_give_a_prediction_column(
     current: Any, tmp_path: Path, markers: Path, inputs: Path
 ) -> None:
     dep = deploy(tmp_path, markers, RETURNS="list")
-    ddf = daskscore.score(dep, inputs, client=current)
+    ddf = score(dep, inputs, client=current)
     assert list(ddf.columns) == ["prediction"]
     got = ddf.compute()["prediction"].tolist()
     assert got == [f"f{i:04d}.csv:{i * 10}" for i in range(N_FILES)]
@@ -167,7 +178,7 @@ def test_list_returns_give_a_prediction_column(
 def test_meta_skips_inference(current: Any, tmp_path: Path, markers: Path, inputs: Path) -> None:
     dep = deploy(tmp_path, markers)
     meta = expected_frame().iloc[:0]
-    ddf = daskscore.score(dep, inputs, client=current, meta=meta)
+    ddf = score(dep, inputs, client=current, meta=meta)
     assert runs(markers) == [], "with meta= nothing runs before compute"
     assert list(ddf.columns) == list(meta.columns)
     frame = ddf.compute()
@@ -179,7 +190,7 @@ def test_to_parquet_writes_every_row(
     current: Any, tmp_path: Path, markers: Path, inputs: Path
 ) -> None:
     dep = deploy(tmp_path, markers)
-    ddf = daskscore.score(dep, inputs, client=current)
+    ddf = score(dep, inputs, client=current)
     dest = tmp_path / "pq"
     ddf.to_parquet(str(dest), write_index=False)
     got = pd.read_parquet(dest).sort_values("n").reset_index(drop=True)
@@ -191,8 +202,8 @@ def test_report_counts_and_close_calls_shutdown(
     current: Any, tmp_path: Path, markers: Path, inputs: Path
 ) -> None:
     dep = deploy(tmp_path, markers)
-    ddf = daskscore.score(dep, inputs, client=current)
-    session = api.sessions[-1]
+    ddf = score(dep, inputs, client=current)
+    session = _opened[-1]
     assert session.frame is ddf
     assert session.report()["mini_batches"] == 0, "nothing computed yet"
     ddf.compute()
@@ -213,14 +224,14 @@ def test_failing_mini_batch_is_retried_then_gives_no_rows_and_is_reported(
     current: Any, tmp_path: Path, markers: Path, inputs: Path
 ) -> None:
     dep = deploy(tmp_path, markers, FAIL_ON="f0005.csv")  # mini-batch 2: f0004, f0005
-    ddf = daskscore.score(dep, inputs, client=current)
+    ddf = score(dep, inputs, client=current)
     frame = ddf.compute()
     assert runs(markers).count("f0004.csv f0005.csv") == 2, "max_retries=1: two tries"
     assert frame["n"].tolist() == [i for i in range(N_FILES) if i not in (4, 5)]
     pd.testing.assert_frame_equal(
         frame.reset_index(drop=True), expected_frame(skip=(4, 5)), check_dtype=False
     )
-    report = api.sessions[-1].report()
+    report = _opened[-1].report()
     assert report["succeeded_items"] == N_FILES - 2 and report["failed_items"] == 2
     [failure] = report["failures"]
     assert failure["mini_batch"] == 2 and failure["try"] == 2
@@ -241,7 +252,7 @@ def test_tabular_score_with_carry_columns(current: Any, tmp_path: Path, markers:
         SCRIPT,
         settings={"mini_batch_size": "9 rows", "environment_variables": {"MARKERS": str(markers)}},
     )
-    ddf = daskscore.score(dep, folder, client=current, carry_columns=["id", "row"])
+    ddf = score(dep, folder, client=current, carry_columns=["id", "row"])
     got = ddf.compute().reset_index(drop=True)
     assert list(got.columns) == ["id", "row", "pred"]
     assert got["id"].tolist() == rows["id"].tolist()
@@ -259,11 +270,11 @@ def test_compute_runs_on_the_client_given_to_score(
     set_as_default=False)``, as the fixture's): the frame is scored on that client's workers,
     where the script is installed; ``.compute()`` must not run it anywhere else."""
     dep = deploy(tmp_path, markers)
-    opened = len(api.sessions)
+    opened = len(_opened)
     try:
-        ddf = daskscore.score(dep, inputs, client=client)
+        ddf = score(dep, inputs, client=client)
         frame = ddf.compute()
         assert frame["n"].tolist() == list(range(N_FILES))
     finally:
-        for session in api.sessions[opened:]:
+        for session in _opened[opened:]:
             session.close()

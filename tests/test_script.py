@@ -1,4 +1,4 @@
-"""Unit tests of daskscore.script: checking the scoring script, what run() returns, the
+"""Unit tests of daskscore.worker.script: checking the scoring script, what run() returns, the
 append_row format, parallel_run_step.settings.json, and user-only tracebacks."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 
 from daskscore import ConfigError
-from daskscore.script import (
+from daskscore.io.writers import format_rows
+from daskscore.worker.script import (
     APPEND_ROW_CSV_DEFAULTS,
     ResultError,
     check_script,
-    format_rows,
     normalize_result,
     read_csv_settings,
     user_traceback,
@@ -368,7 +368,7 @@ def test_user_traceback_of_a_chained_exception(raising_module: tuple[Path, Modul
 
 
 def test_preloadable_imports_are_installed_libraries_imported_at_top_level(tmp_path):
-    from daskscore.script import preloadable_imports
+    from daskscore.worker.script import preloadable_imports
 
     code = tmp_path / "code"
     code.mkdir()

@@ -17,10 +17,10 @@ import pytest
 from conftest import write_deployment, write_inputs
 
 import daskscore
-from daskscore.cluster import local_cluster, parse_resources, tls_security
+from daskscore.cluster.local import local_cluster, parse_resources, tls_security
 from daskscore.config import redact, secret_values
 from daskscore.errors import InitFailed, JobFailed, UsageError
-from daskscore.shipping import Bundle
+from daskscore.io.shipping import pack, unpack
 
 SCRIPT = """
     import os
@@ -87,15 +87,15 @@ def test_bundles_are_named_by_their_contents(tmp_path: Path) -> None:
     (folder / "__pycache__").mkdir(parents=True)
     (folder / "a.py").write_text("x = 1\n")
     (folder / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
-    first = Bundle.of(folder)
-    assert Bundle.of(folder).digest == first.digest  # deterministic
+    first = pack(folder)
+    assert pack(folder).digest == first.digest  # deterministic
     (folder / "a.py").write_text("x = 2\n")
-    second = Bundle.of(folder)
+    second = pack(folder)
     assert second.digest != first.digest
-    unpacked = second.unpack(tmp_path / "cache")
+    unpacked = unpack(second, tmp_path / "cache")
     assert unpacked.name == "code" and (unpacked / "a.py").read_text() == "x = 2\n"
     assert not (unpacked / "__pycache__").exists()
-    assert second.unpack(tmp_path / "cache") == unpacked  # once per cache
+    assert unpack(second, tmp_path / "cache") == unpacked  # once per cache
 
 
 FAILING = """
@@ -313,7 +313,7 @@ def test_model_path_may_be_a_url(tmp_path: Path, moto_s3) -> None:
 def test_start_method_of_the_embedded_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     import multiprocessing
 
-    from daskscore.cluster import start_method
+    from daskscore.cluster.local import start_method
 
     monkeypatch.delenv("DASKSCORE_START_METHOD", raising=False)
     has_forkserver = "forkserver" in multiprocessing.get_all_start_methods()
@@ -340,7 +340,7 @@ def test_workers_get_their_thread_caps_however_they_start(tmp_path: Path, method
     pytest.importorskip("threadpoolctl")
     from conftest import run_cli
 
-    from daskscore.cluster import intra_op_threads
+    from daskscore.worker.threads import intra_op_threads
 
     dep = write_deployment(tmp_path / "dep", THREADS, settings={"mini_batch_size": 2})
     inputs = write_inputs(tmp_path / "in", 6, width=3)
@@ -404,7 +404,7 @@ def test_embedded_workers_get_the_quiet_settings() -> None:
     worker's start-up message every HANDSHAKE_POLL_S, not every 50 ms."""
     from distributed.nanny import WorkerProcess
 
-    from daskscore.cluster import HANDSHAKE_POLL_S, TICK_INTERVAL
+    from daskscore.cluster.local import HANDSHAKE_POLL_S, TICK_INTERVAL
 
     def settings(dask_worker: Any) -> tuple[Any, Any, Any]:
         return (
@@ -428,7 +428,7 @@ def test_the_early_cluster_is_closed_when_the_job_is_refused(tmp_path: Path) -> 
 
     import psutil
 
-    from daskscore.cluster import EarlyCluster
+    from daskscore.cluster.local import EarlyCluster
 
     dep = write_deployment(tmp_path / "dep", "def run(mini_batch):\n    return mini_batch\n")
     inputs = write_inputs(tmp_path / "in", 3)

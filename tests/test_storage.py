@@ -1,4 +1,4 @@
-"""daskscore.storage against the real emulators (Azurite for az://, moto for s3://), plus the
+"""daskscore.io.storage against the real emulators (Azurite for az://, moto for s3://), plus the
 parts that need no emulator (URL parsing, options from the environment, error messages)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from storage_emulators import make_bucket, make_container
 
 from daskscore.errors import InputError, UsageError
-from daskscore.storage import (
+from daskscore.io.storage import (
     download,
     filesystem,
     is_remote,
@@ -106,7 +106,7 @@ def test_endpoint_env_fallback_for_old_botocore(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     assert storage_options_from_env("s3") == {}  # botocore >= 1.31 reads it itself
-    monkeypatch.setattr("daskscore.storage._botocore_reads_endpoint_env", lambda: False)
+    monkeypatch.setattr("daskscore.io.storage._botocore_reads_endpoint_env", lambda: False)
     assert storage_options_from_env("s3") == {"endpoint_url": "http://127.0.0.1:9"}
 
 
@@ -250,7 +250,7 @@ def test_a_subprocess_sees_only_the_url(store: dict[str, Any]) -> None:
     the environment the fixtures exported."""
     root, options = store["root"], store["options"]
     _write(root, options, {"in/1.csv": b"1", "in/2.csv": b"2"})
-    code = "import sys; from daskscore.storage import list_files; print(list_files(sys.argv[1]))"
+    code = "import sys; from daskscore.io.storage import list_files; print(list_files(sys.argv[1]))"
     done = subprocess.run(
         [sys.executable, "-c", code, f"{root}/in"],
         capture_output=True,

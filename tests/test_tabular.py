@@ -1,4 +1,4 @@
-"""Unit tests of daskscore.tabular: tabular mini-batch sizes, planning splits, reading them back,
+"""Unit tests of daskscore.io.tabular: tabular mini-batch sizes, planning splits, reading them back,
 carrying input columns onto results."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daskscore.config.sizes import parse_mini_batch_size
 from daskscore.errors import ConfigError, InputError
-from daskscore.tabular import (
+from daskscore.io.tabular import (
     TABULAR_SUFFIXES,
     Split,
     carry_columns,
-    parse_mini_batch_size,
     plan_splits,
     read_split,
 )

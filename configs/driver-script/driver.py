@@ -85,13 +85,14 @@ def main(argv: list[str] | None = None) -> int:
 
         # 2. The same scoring script as a lazy Dask DataFrame, on the same client.
         if not args.no_score:
-            ddf = daskscore.score(DEPLOYMENT, args.input, client=client)
-            print("score(): first rows:")
-            print(ddf.head(3).to_string(index=False))
-            per_class = client.compute(ddf.groupby("class").size()).result().sort_index()
-            print(f"score(): {int(per_class.sum())} rows; images per predicted class:")
-            print(per_class.to_string())
-            daskscore.api.sessions[-1].close()  # the script's shutdown() runs on every worker
+            # (leaving the session uninstalls the script: its shutdown() runs on every worker)
+            with daskscore.open_session(DEPLOYMENT, args.input, client=client) as session:
+                ddf = session.frame
+                print("score(): first rows:")
+                print(ddf.head(3).to_string(index=False))
+                per_class = client.compute(ddf.groupby("class").size()).result().sort_index()
+                print(f"score(): {int(per_class.sum())} rows; images per predicted class:")
+                print(per_class.to_string())
     finally:
         client.close()
         if cluster is not None:

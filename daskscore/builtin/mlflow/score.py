@@ -2,7 +2,7 @@
 
 Azure ML scores an MLflow model that a batch deployment gives without ``code_configuration``
 ("no-code deployment") with a scoring script of its own.  daskscore does the same with this
-file: :func:`daskscore.deployment.validate` points such a deployment's code folder here, and the
+file: :func:`daskscore.config.loader.validate` points such a deployment's code folder here, and the
 engine runs it like any user script (``init()`` once per worker, ``run(mini_batch)`` per
 mini-batch, ``parallel_run_step.settings.json`` next to it making the append_row file
 comma-separated).
@@ -145,7 +145,9 @@ def run(mini_batch: Any) -> pd.DataFrame:
         listed = "\n".join(f"  {reason}" for reason in failed)
         raise FileScoringError(f"no file of this mini-batch could be scored:\n{listed}")
     result = pd.concat(frames, ignore_index=True)
-    if failed:  # daskscore counts these files as failed items (tasks.FAILED_ITEMS_ATTR)
+    if (
+        failed
+    ):  # daskscore counts these files as failed items (daskscore.protocol.FAILED_ITEMS_ATTR)
         result.attrs["daskscore_failed_items"] = failed
     return result
 

@@ -1,0 +1,119 @@
+"""How the embedded cluster's worker processes come to be: forked from a fork server that is
+started early (while the driver lists the inputs) and readied in advance.
+
+In the ``daskscore`` command the server is a ``fork()`` of the command itself, made before it
+has any thread; elsewhere (a notebook, a test run) it is Python's own fork server.  Either way
+it imports Dask, daskscore's task code and, where it can, the scoring script's heavy
+libraries once, makes Dask's version report once, and freezes what it imported out of the
+garbage collector's walks; every worker forked from it starts with all of that done.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import threading
+from typing import Any
+
+from daskscore.cluster.local import start_method, warm_versions
+from daskscore.worker.threads import THREAD_ENV_VARS, intra_op_threads
+
+#: Modules the fork server imports once, for every worker it forks: Dask's worker and
+#: daskscore's task code (numpy comes with them); the last one readies the server to fork.
+FORKSERVER_PRELOAD = ["distributed", "daskscore.worker.task", "daskscore.cluster.forkprep"]
+
+
+def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
+    """Start the fork server now, so that workers can be forked from it the moment the cluster
+    asks for them.
+
+    In a process with no other thread yet (the ``daskscore`` command), the server is a
+    ``fork()`` of this process itself: it has Dask and daskscore imported already, and a
+    single-threaded process has no lock held by another thread for its children to inherit.
+    Elsewhere (a notebook, a test run) it is Python's own fork server, a fresh interpreter that
+    imports :data:`FORKSERVER_PRELOAD` while this process lists the inputs.  Its environment
+    carries the workers' intra-op thread caps and not Dask's ``MALLOC_TRIM_THRESHOLD_``.
+    ``preload``: modules the forked server imports before it serves (the scoring script's torch,
+    say — see :data:`daskscore.worker.script.PRELOADABLE`), while this process goes on, so that no
+    worker imports them again.  Nothing happens unless workers are to be forked from it; a
+    running server is kept.
+    """
+    if start_method() != "forkserver":
+        return
+    import multiprocessing
+    import multiprocessing.forkserver as forkserver
+
+    import distributed.utils
+
+    threads = str(intra_op_threads(workers))
+    saved = {name: os.environ.get(name) for name in (*THREAD_ENV_VARS, "MALLOC_TRIM_THRESHOLD_")}
+    os.environ.update({name: threads for name in THREAD_ENV_VARS})
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    try:
+        multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
+        # Dask would otherwise import its optional packages here to build its own preload list
+        distributed.utils._forkserver_preload_set = True
+        if threading.active_count() == 1 and hasattr(os, "fork"):
+            _fork_server_from_here(forkserver, preload or [])
+        forkserver.ensure_running()  # a no-op when the server above runs
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _fork_server_from_here(forkserver: Any, preload: list[str]) -> None:
+    """Start ``multiprocessing``'s fork server as a fork of this single-threaded process
+    (what ``ForkServer.ensure_running`` does with a fresh interpreter)."""
+    from multiprocessing import connection, resource_tracker
+
+    server = forkserver._forkserver
+    with server._lock:
+        if server._forkserver_pid is not None:
+            return
+        resource_tracker.ensure_running()
+        listener = socket.socket(socket.AF_UNIX)
+        address = connection.arbitrary_address("AF_UNIX")
+        listener.bind(address)
+        os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the server: serve until every client has gone
+            code = 0
+            try:
+                os.close(alive_w)
+                for name in preload:
+                    try:
+                        __import__(name)
+                    except BaseException:  # noqa: BLE001 - the worker will say it
+                        pass
+                prepare_to_fork()
+                forkserver.main(listener.fileno(), alive_r, [])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 0
+            except BaseException:  # noqa: BLE001 - never return into the driver's code
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(alive_r)
+        listener.close()
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+        server._forkserver_pid = pid
+
+
+def prepare_to_fork() -> None:
+    """Ready a fork server for forking workers: Dask's version report made once
+    (:func:`daskscore.cluster.local.warm_versions`), and everything imported so far moved out of the
+    garbage collector's sight (``gc.freeze``).
+
+    A worker's first full collection otherwise walked every object of Dask, daskscore and
+    the preloaded libraries (torch: 0.1 s per worker, on the path of the job), and touched
+    their pages, which the worker then copied from the server.  The objects live as long as
+    the worker anyway."""
+    warm_versions()
+    gc.freeze()

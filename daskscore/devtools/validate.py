@@ -1,0 +1,387 @@
+"""The local debugging loop: ``daskscore validate`` and ``daskscore init``.
+
+:func:`validate` is a dry run in this process, with no cluster: it lists every problem of the
+deployment file at once (:func:`collect_problems`), then imports the scoring script with the
+environment a worker gives it, calls ``init()`` and ``run()`` on the first mini-batch, and
+shows the rows as ``append_row`` would write them.  ``daskscore init`` is
+:mod:`daskscore.devtools.scaffold`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pdb
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daskscore.config.loader import (
+    _build,
+    _code_configuration,
+    _model,
+    apply_overrides,
+    load_deployment,
+    normalize,
+    read_yaml,
+)
+from daskscore.config.loader import validate as validate_raw
+from daskscore.config.settings import Deployment, Settings, UnknownKeyWarning
+from daskscore.engine.plan import list_inputs, plan_job
+from daskscore.errors import ConfigError, UsageError
+from daskscore.io import storage, tabular
+from daskscore.io.shipping import fetch_model
+from daskscore.io.writers import format_rows
+from daskscore.protocol import WorkerJob
+from daskscore.worker import script as script_mod
+from daskscore.worker.environment import restore_environment, set_environment
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: how :func:`collect_problems` marks a line that is a warning, not an error
+WARNING = "warning: "
+
+
+def collect_problems(
+    path: str | os.PathLike[str], overrides: dict[str, Any] | None = None
+) -> list[str]:
+    """Every problem of a deployment file at once, where ``load_deployment`` stops at the first.
+
+    Each override, each setting, the code configuration and the model are checked on their
+    own, with the checks of :func:`daskscore.config.loader.validate`; unknown keys follow.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The deployment file.
+    overrides : dict, optional
+        Dotted keys to override, as ``--set`` takes them.
+
+    Returns
+    -------
+    list of str
+        The error messages, then the unknown-key warnings prefixed with :data:`WARNING`.  No
+        error means that ``load_deployment(path, overrides)`` succeeds.
+    """
+    source = Path(path).resolve()
+    where, problems = str(source), []
+
+    def check(step: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return step(*args)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            return None
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownKeyWarning)
+        raw = check(lambda: normalize(read_yaml(source), where))
+        for key, value in (overrides or {}).items() if raw else ():
+            raw = check(apply_overrides, raw, {key: value}) or raw
+    if raw:
+        _check_parts(raw, source, check)
+    if raw and not problems:
+        check(validate_raw, raw, source)  # anything the parts did not see
+    unknown = [w for w in caught if issubclass(w.category, UnknownKeyWarning)]
+    return problems + [f"{WARNING}{w.message}" for w in unknown]
+
+
+def _check_parts(raw: dict[str, Any], source: Path, check: Callable[..., Any]) -> None:
+    """Check each setting, resources, the code configuration and the model on its own."""
+    where, settings = str(source), raw.get("settings") or {}
+    for key, value in settings.items():
+        if key == "retry_settings" and isinstance(value, dict):
+            for sub, sub_value in value.items():
+                check(_build, Settings, {key: {sub: sub_value}}, "settings", where)
+        else:
+            check(_build, Settings, {key: value}, "settings", where)
+    resources = raw.get("resources")
+    count = resources.get("instance_count") if isinstance(resources, dict) else None
+    if count is not None and "instance_count" not in settings:
+        check(_build, Settings, {"instance_count": count}, "resources", where)
+    code = raw.get("code_configuration")
+    check(_code_configuration, code, raw.get("model"), source.parent, where)
+    check(_model, raw.get("model"), source.parent, where)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+@dataclass
+class DryRun:
+    """What the scoring script did with one mini-batch in this process."""
+
+    items: int = 0
+    returned: int | None = None
+    rows: bytes = b""
+    timings: dict[str, float] = field(default_factory=dict)
+    failed_stage: str | None = None
+    error: str | None = None
+    written: list[str] = field(default_factory=list)
+
+
+def validate(
+    path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str],
+    overrides: dict[str, Any] | None = None,
+    *,
+    rows: int = 10,
+    post_mortem: bool = False,
+) -> int:
+    """Check a deployment and try its scoring script on the first mini-batch, here.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The deployment file.
+    input_path : str or path-like
+        An input file or folder (or an fsspec URL), as ``daskscore run --input`` takes it.
+    overrides : dict, optional
+        Dotted keys to override, as ``--set`` takes them.
+    rows : int
+        How many lines of the append_row output to show.
+    post_mortem : bool
+        On an exception in the script, start ``pdb`` at the script's innermost frame.
+
+    Returns
+    -------
+    int
+        0 when all went well, 1 when the script raised, 2 for problems of the deployment, the
+        script file or the input (all of them are printed, and nothing is run).
+    """
+    prepared = _prepare(path, input_path, overrides)
+    if prepared is None:
+        return EXIT_USAGE
+    deployment, work, unit, csv_kwargs = prepared
+    many = "es" if len(work) != 1 else ""
+    print(
+        f"{path}: {len(work)} mini-batch{many} of {unit}; trying mini-batch 0 in this process, "
+        "without a cluster.",
+        flush=True,
+    )
+    report = dry_run(deployment, work[0], csv_kwargs, post_mortem=post_mortem)
+    _show(report, deployment, unit, rows)
+    return EXIT_FAILED if report.failed_stage else EXIT_OK
+
+
+def _prepare(
+    path: str | os.PathLike[str], input_path: str | os.PathLike[str], overrides: Any
+) -> tuple[Deployment, list[Any], str, dict[str, Any]] | None:
+    """The deployment, its mini-batches, their unit and the append_row arguments; or None
+    when something is wrong, after printing every problem found."""
+    problems = collect_problems(path, overrides)
+    errors = [p for p in problems if not p.startswith(WARNING)]
+    plan = None
+    if errors:  # the deployment cannot be loaded: the input can still be checked
+        errors += _usage_problems(list_inputs, str(input_path))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnknownKeyWarning)  # collect_problems has them
+            deployment = load_deployment(path, overrides)
+        plan = plan_job(deployment, input_path, problems=errors)
+    for line in errors:
+        print(f"daskscore: error: {line}", file=sys.stderr)
+    for line in problems:
+        if line.startswith(WARNING):
+            print(f"daskscore: {line}", file=sys.stderr)
+    if errors:
+        count = f"{len(errors)} problem{'s' if len(errors) != 1 else ''}"
+        print(f"daskscore: {count} found; nothing was run.", file=sys.stderr)
+        return None
+    assert plan is not None
+    return plan.deployment, plan.work, plan.unit, plan.csv_kwargs
+
+
+def _usage_problems(step: Callable[..., Any], *args: Any) -> list[str]:
+    """The message of the UsageError that ``step(*args)`` raises, if it does."""
+    try:
+        step(*args)
+    except UsageError as exc:
+        return [str(exc)]
+    return []
+
+
+def dry_run(
+    deployment: Deployment, work: Any, csv_kwargs: dict[str, Any], *, post_mortem: bool = False
+) -> DryRun:
+    """Import the script as a worker does, then call init(), run(work) and shutdown() here.
+
+    The environment is the one :func:`daskscore.worker.environment.set_environment` gives a worker
+    (``AZUREML_MODEL_DIR``, ``AZUREML_BI_OUTPUT_PATH`` in a temporary folder, the settings'
+    environment variables, ``sys.argv``), and it is undone afterwards.  Exceptions of the
+    script are kept in the report, never raised.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="daskscore-validate-"))
+    (scratch / "output").mkdir()
+    job = WorkerJob(
+        job_id="validate",
+        code=str(deployment.code),
+        script=str(deployment.scoring_script),
+        model_path=_local_model(deployment, scratch),
+        output=str(scratch / "output"),
+        logs=str(scratch / "logs"),
+        staging=str(scratch / "staging"),
+        env=dict(deployment.settings.environment_variables),
+    )
+    report, saved = DryRun(), {}
+    model_dir = set_environment(job, saved)
+    try:
+        with _script_logging(deployment.settings.logging_level):
+            _stages(report, deployment, work, csv_kwargs, scratch, post_mortem)
+        out = scratch / "output"
+        report.written = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+    finally:
+        restore_environment(saved)
+        script_mod.forget_code(deployment.code)
+        sys.modules.pop(deployment.scoring_script.stem, None)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return report
+
+
+def _local_model(deployment: Deployment, scratch: Path) -> str | None:
+    """The model's local path; a model at a URL is fetched into ``scratch`` first."""
+    model = deployment.model
+    if model is None:
+        return None
+    if model.is_url:
+        return str(fetch_model(str(model.path), scratch / "models"))
+    return str(model.path)
+
+
+def _stages(
+    report: DryRun,
+    deployment: Deployment,
+    work: Any,
+    csv_kwargs: dict[str, Any],
+    scratch: Path,
+    post_mortem: bool,
+) -> None:
+    def stage(name: str, step: Callable[[], Any]) -> tuple[bool, Any]:
+        started = time.perf_counter()
+        try:
+            return True, step()
+        except (Exception, SystemExit) as exc:  # the user's code may raise anything
+            if report.failed_stage is None:
+                report.failed_stage, report.error = name, _describe(exc, deployment.code)
+                if post_mortem and not isinstance(exc, script_mod.ResultError):
+                    print(f"{name} raised:\n{report.error}\n", file=sys.stderr, flush=True)
+                    report.error = "(the traceback is above)"
+                    _UserPdb(deployment.code).post_mortem(exc)
+            return False, None
+        finally:
+            report.timings[name] = time.perf_counter() - started
+
+    code, script = deployment.code, deployment.scoring_script
+    ok, module = stage("import", lambda: script_mod.import_script(code, script))
+    init = getattr(module, "init", None)
+    if not ok or (callable(init) and not stage("init()", init)[0]):
+        return
+    argument = _mini_batch(work, scratch / "inputs")
+    report.items = len(argument)
+    ok, result = stage("run()", lambda: _call_run(module, argument, csv_kwargs))
+    if ok:
+        report.returned, report.rows = result
+    shutdown = getattr(module, "shutdown", None)
+    if callable(shutdown):
+        stage("shutdown()", shutdown)
+
+
+def _call_run(module: Any, argument: Any, csv_kwargs: dict[str, Any]) -> tuple[int, bytes]:
+    """run(), what it returned made into append_row bytes as a worker does; and its length."""
+    items = script_mod.normalize_result(module.run(argument))
+    return len(items), format_rows(items, csv_kwargs)
+
+
+def _mini_batch(work: Any, scratch: Path) -> Any:
+    """What run() gets: local paths (remote files downloaded), or a DataFrame of rows."""
+    if isinstance(work, tabular.Split):
+        return tabular.read_split(work)
+    if work and storage.is_remote(work[0]):
+        return storage.download(list(work), scratch)
+    return list(work)
+
+
+def _describe(exc: BaseException, code: Path) -> str:
+    if isinstance(exc, script_mod.ResultError):  # about what run() returned: no traceback
+        return f"{type(exc).__name__}: {exc}"
+    return script_mod.user_traceback(exc, code)
+
+
+class _UserPdb(pdb.Pdb):
+    """pdb, post-mortem at the innermost frame of the scoring script's code folder."""
+
+    def __init__(self, code: Path) -> None:
+        super().__init__(nosigint=True)
+        self.prefix = str(code) + os.sep
+
+    def post_mortem(self, exc: BaseException) -> None:
+        print("--pdb: post-mortem debugging; 'c' or 'q' to go on.", flush=True)
+        self.reset()
+        self.interaction(None, exc.__traceback__)
+
+    def setup(self, f: Any, tb: Any) -> Any:
+        stop = super().setup(f, tb)
+        mine = [
+            i
+            for i, (frame, _) in enumerate(self.stack)
+            if frame.f_code.co_filename.startswith(self.prefix)
+        ]
+        if mine:
+            self.curindex = mine[-1]
+            self.curframe = self.stack[self.curindex][0]
+            self.curframe_locals = self.curframe.f_locals
+        return stop
+
+
+@contextmanager
+def _script_logging(level: str) -> Iterator[None]:
+    """The script's log lines go to stderr at ``settings.logging_level``."""
+    root, handler = logging.getLogger(), logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = root.level
+    root.setLevel(level.upper())
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved)
+
+
+def _show(report: DryRun, deployment: Deployment, unit: str, rows: int) -> None:
+    """Print the rows, the counts and the timings; or the script's traceback."""
+    if report.failed_stage:
+        print(f"daskscore: {report.failed_stage} failed:\n{report.error}", file=sys.stderr)
+        return
+    settings, rows = deployment.settings, max(rows, 0)
+    lines = report.rows.decode("utf-8", errors="replace").splitlines()
+    shown = f"first {min(rows, len(lines))} of {len(lines)}"
+    target = settings.output_file_name
+    if settings.output_action == "summary_only":
+        target += " (output_action summary_only: counted, not written)"
+    print(f"\n{shown} lines of {target}, as append_row writes them:")
+    for line in lines[:rows]:
+        print(f"  {line}")
+    returned = report.returned or 0
+    print(
+        f"\n{report.items} {unit} given; run() returned {returned} results: "
+        f"{min(returned, report.items)} succeeded, {max(report.items - returned, 0)} failed"
+    )
+    print("timings: " + ", ".join(f"{k} {_seconds(v)}" for k, v in report.timings.items()))
+    if report.written:
+        print(f"the script wrote {len(report.written)} files to AZUREML_BI_OUTPUT_PATH (removed)")
+    timeout = settings.retry_settings.timeout
+    if report.timings.get("run()", 0.0) > timeout:
+        print(f"warning: run() took longer than retry_settings.timeout ({timeout:g} s).")
+    print("OK: init() and run() work.")
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"

@@ -1,0 +1,273 @@
+"""The dispatcher: keeps tasks in flight and folds their records into the job's outcomes.
+
+Each task is a run of several mini-batches, sized by the task-sizing policy
+(:class:`daskscore.engine.policy.TaskSizing`); two are in flight per worker.  When a task's
+process dies, what its transport knows of it (its ledger, or for a shipped job the scheduler's
+note) says which mini-batches it committed (kept), which ``run()`` was in flight (charged one
+try: ``PROCESS_DIED`` or ``RUN_TIMEOUT``) and which had not started (run again, uncharged).
+A mini-batch that was in flight when its process died runs alone in its next task, so that it
+is charged alone if it kills its process again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from distributed import Client
+
+from daskscore.engine.finish import write_overview
+from daskscore.engine.outcomes import Outcomes
+from daskscore.engine.policy import TaskSizing
+from daskscore.engine.transport import SharedDisk
+from daskscore.errors import DaskScoreError, InitFailed
+from daskscore.io.writers import OutputWriter
+from daskscore.protocol import PROGRESS_TOPIC, MiniBatchRecord, Payload, TaskResult, WorkerJob
+from daskscore.ui.progress import Progress
+from daskscore.worker.plugin import cancel_job
+from daskscore.worker.task import run_task
+
+logger = logging.getLogger("daskscore")
+
+#: How long the driver waits for a task before it redraws progress.
+POLL_S = 0.25
+#: Seconds between two lines of logs/job_progress_overview.txt.
+OVERVIEW_S = 10.0
+#: A mini-batch whose task is lost this many times without it ever being charged (the worker
+#: died before it started) is failed rather than retried for ever.
+MAX_UNCHARGED_LOSSES = 10
+#: How often the driver recounts the cluster's workers: on a cluster it did not start, workers
+#: come and go, and the window of tasks in flight and their size follow them.
+RECOUNT_S = 2.0
+
+
+class Dispatcher:
+    """Keeps tasks in flight and folds their records into the outcomes.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    job : WorkerJob
+        The job as the workers have it installed.
+    outcomes : Outcomes
+        Where the records go.
+    transport : SharedDisk
+        How results reach the driver (see :mod:`daskscore.engine.transport`).
+    writer : OutputWriter
+        The job's output writer (checks the first staged result).
+    batches : list
+        The mini-batches, by id.
+    workers : int
+        Workers that can run the job's tasks.
+    progress : Progress
+    run_no : int
+        1 for a new job; task attempts are named ``r<run>a<seq>``.
+    count_workers : callable, optional
+        Counts the workers again (a cluster daskscore did not start: workers come and go).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        job: WorkerJob,
+        outcomes: Outcomes,
+        transport: SharedDisk,
+        writer: OutputWriter,
+        batches: list[Any],
+        workers: int,
+        progress: Progress,
+        run_no: int = 1,
+        count_workers: Callable[[], int] | None = None,
+    ) -> None:
+        self.client = client
+        self.job = job
+        self.outcomes = outcomes
+        self.transport = transport
+        self.writer = writer
+        self.batches = batches
+        self.workers = workers
+        self.progress = progress
+        self.run_no = run_no
+        self.count_workers = count_workers
+        self.last_count = time.monotonic()
+        self.queue: deque[int] = deque(
+            mb for mb in range(len(batches)) if not outcomes.is_final(mb)
+        )
+        self.isolate: set[int] = set()
+        self.losses: dict[int, int] = {}
+        self.inflight: dict[Any, tuple[str, list[int]]] = {}
+        self.seq = 0
+        self.sizing = TaskSizing()
+        self.last_overview = time.monotonic()
+        self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.topic = f"{PROGRESS_TOPIC}-{job.job_id}"
+        client.subscribe_topic(self.topic, self._on_progress)
+
+    def _on_progress(self, event: Any) -> None:
+        _, msg = event
+        self.progress.add_live(int(msg.get("items", 0)))
+
+    def run(self, on_tick: Callable[[], None] | None = None) -> None:
+        """Run every mini-batch left; ``on_tick`` is called after each redraw of progress."""
+        while self.queue or self.inflight:
+            self._fill()
+            try:
+                fut = self.done.get(timeout=POLL_S)
+            except queue.Empty:
+                fut = None
+            while fut is not None:
+                if fut in self.inflight:
+                    self._handle(fut)
+                try:
+                    fut = self.done.get_nowait()
+                except queue.Empty:
+                    fut = None
+            self.progress.draw()
+            if on_tick is not None:
+                on_tick()
+            now = time.monotonic()
+            if self.count_workers is not None and now - self.last_count >= RECOUNT_S:
+                self._recount()
+                self.last_count = now
+            if now - self.last_overview >= OVERVIEW_S:
+                write_overview(Path(self.job.output), self.outcomes)
+                self.last_overview = now
+            if self.outcomes.threshold_exceeded():
+                self._abort()
+                return
+
+    def _recount(self) -> None:
+        try:
+            count = self.count_workers() if self.count_workers else 0
+        except Exception:  # noqa: BLE001 - a busy scheduler: keep the last count
+            logger.debug("counting the workers failed", exc_info=True)
+            return
+        if count and count != self.workers:
+            logger.info("the cluster has %d workers (was %d)", count, self.workers)
+            self.workers = count
+
+    def _fill(self) -> None:
+        window = self.sizing.window(self.workers)
+        while self.queue and len(self.inflight) < window:
+            ids = self._take()
+            self.seq += 1
+            attempt = f"r{self.run_no:02d}a{self.seq:06d}"
+            payload = Payload([(mb, self.outcomes.tries_used(mb), self.batches[mb]) for mb in ids])
+            fut = self.client.submit(
+                run_task,
+                self.job.job_id,
+                attempt,
+                payload,
+                key=f"daskscore-{self.job.job_id}-{attempt}",
+                pure=False,
+                resources=self.job.resources or None,
+            )
+            self.inflight[fut] = (attempt, ids)
+            fut.add_done_callback(self.done.put)
+
+    def _take(self) -> list[int]:
+        if self.queue[0] in self.isolate:
+            return [self.queue.popleft()]
+        size = self.sizing.next_size(len(self.queue), self.workers)
+        ids: list[int] = []
+        while self.queue and len(ids) < size and self.queue[0] not in self.isolate:
+            ids.append(self.queue.popleft())
+        return ids
+
+    def _handle(self, fut: Any) -> None:
+        attempt, ids = self.inflight.pop(fut)
+        if fut.status == "finished":
+            result: TaskResult = fut.result()
+            if result.init_error is not None:
+                raise InitFailed("init() failed", user_traceback=result.init_error)
+            if not result.interrupted:
+                self.transport.land(self.job, result)
+                self._fold(attempt, result.records, ids)
+                return
+        else:
+            exc = fut.exception()
+            if not _is_worker_loss(exc):
+                raise DaskScoreError(f"task {attempt} failed inside daskscore: {exc!r}") from exc
+        self._recover(attempt, ids)
+
+    def _fold(self, attempt: str, records: list[MiniBatchRecord], ids: list[int]) -> None:
+        finished = self._record(attempt, records)
+        self.sizing.observe(len(records), sum(rec.elapsed_s for rec in records))
+        failed = sum(1 for mb in finished if self.outcomes.is_failed(mb))
+        self.progress.add_done(len(finished), self._items(finished), failed)
+        left = [mb for mb in ids if mb not in finished and not self.outcomes.is_final(mb)]
+        self.queue.extendleft(reversed(left))  # a cancelled task's rest, back to the front
+
+    def _record(self, attempt: str, records: list[MiniBatchRecord]) -> set[int]:
+        """Fold records into the outcomes; the writer checks each newly staged result."""
+        finished = self.outcomes.record(attempt, records)
+        staging = Path(self.job.staging)
+        for mb in sorted(finished):
+            self.writer.check_staged(staging, self.outcomes.final[mb])
+        return finished
+
+    def _items(self, mbs: set[int]) -> int:
+        return sum(self.outcomes.final[mb].total for mb in mbs if mb in self.outcomes.final)
+
+    def _recover(self, attempt: str, ids: list[int]) -> None:
+        """A task's process died: keep what it committed, charge the run() it was in."""
+        state = self.transport.lost(self.client, self.job, attempt)
+        finished = self._record(attempt, state.committed)
+        self.progress.add_done(len(finished), self._items(finished))
+        requeue: list[int] = []
+        for mb in ids:
+            if mb in finished or self.outcomes.is_final(mb):
+                continue
+            if state.running is not None and state.running[0] == mb:
+                final = self.outcomes.charge_crash(
+                    mb,
+                    state.running[1],
+                    state.timed_out,
+                    worker=state.running_worker,
+                    start=state.running_start,
+                )
+                if not final:
+                    self.isolate.add(mb)
+                    requeue.append(mb)
+                continue
+            self.losses[mb] = self.losses.get(mb, 0) + 1
+            if self.losses[mb] >= MAX_UNCHARGED_LOSSES:
+                self.outcomes.charge_crash(mb, self.outcomes.tries_used(mb) + 1, False, final=True)
+                continue
+            requeue.append(mb)
+        # crashed work goes to the front, in order, so the output can be assembled early
+        self.queue.extendleft(reversed(sorted(requeue)))
+
+    def _abort(self) -> None:
+        """error_threshold exceeded: stop everything, keep what was committed."""
+        futures = list(self.inflight)
+        self.client.cancel(futures)
+        try:
+            self.client.run(cancel_job, self.job.job_id)
+        except Exception:  # noqa: BLE001 - a dying worker must not hide the verdict
+            logger.debug("cancel_job failed", exc_info=True)
+        for fut in futures:
+            attempt, _ = self.inflight.pop(fut)
+            self._record(attempt, self.transport.salvage(self.job, attempt))
+        self.queue.clear()
+
+    def stop(self) -> None:
+        try:
+            self.client.unsubscribe_topic(self.topic)
+        except Exception:  # noqa: BLE001
+            pass
+        if self.inflight:
+            self.client.cancel(list(self.inflight))
+            self.inflight.clear()
+
+
+def _is_worker_loss(exc: BaseException | None) -> bool:
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(exc, (KilledWorker, CommClosedError, OSError))

@@ -1,0 +1,336 @@
+"""The end of a job: the output assembled, the verdict, the summary and the logs users read.
+
+:func:`finish_job` asks the job's output writer to assemble the output from the staged parts of
+every mini-batch's final try (in mini-batch order), then writes ``job_summary.json``,
+``logs/job_result.txt``, ``logs/job_error.txt``, ``processed_mini-batches.csv`` and
+``report.html``, removes the staging folder, and returns the :class:`JobResult`.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daskscore.config import Deployment
+from daskscore.engine.outcomes import Outcomes, describe_work, planned_items
+from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed
+from daskscore.io import outputdir
+from daskscore.io.writers import Assembly, OutputWriter
+from daskscore.protocol import failed_before_init
+from daskscore.ui.report import write_report
+
+logger = logging.getLogger("daskscore")
+
+#: Failed mini-batches listed one per line in the failure message before "... and N more".
+SHOWN_FAILURES = 5
+
+
+@dataclass
+class JobResult:
+    """The outcome of a job (also written to ``<output>/job_summary.json``).
+
+    Attributes
+    ----------
+    status : str
+        ``"Completed"`` or ``"Failed"``.
+    output : Path or str
+        The output folder (a URL for a remote output).
+    predictions : Path or None
+        The append_row file or dataset folder (``None`` for ``summary_only``, or when init()
+        failed).
+    summary : dict
+        Everything in ``job_summary.json``; its counts are also attributes below.
+    """
+
+    status: str
+    output: Path
+    predictions: Path | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        """The job's ``logs/`` folder."""
+        return Path(self.output) / "logs"
+
+    @property
+    def job_id(self) -> str:
+        return str(self.summary.get("job_id", ""))
+
+    @property
+    def reason(self) -> str | None:
+        """Why the job failed (``None`` when it completed)."""
+        return self.summary.get("reason")
+
+    @property
+    def total_items(self) -> int:
+        return int(self.summary.get("total_items", 0))
+
+    @property
+    def succeeded_items(self) -> int:
+        return int(self.summary.get("succeeded_items", 0))
+
+    @property
+    def failed_items(self) -> int:
+        return int(self.summary.get("failed_items", 0))
+
+    @property
+    def not_run_items(self) -> int:
+        return int(self.summary.get("not_run_items", 0))
+
+    @property
+    def rows_written(self) -> int:
+        return int(self.summary.get("rows_written", 0))
+
+    @property
+    def total_mini_batches(self) -> int:
+        return int(self.summary.get("total_mini_batches", 0))
+
+    @property
+    def failed_mini_batches(self) -> int:
+        return int(self.summary.get("failed_mini_batches", 0))
+
+    @property
+    def partial_mini_batches(self) -> int:
+        return int(self.summary.get("partial_mini_batches", 0))
+
+    @property
+    def retried_mini_batches(self) -> int:
+        return int(self.summary.get("retried_mini_batches", 0))
+
+    @property
+    def resumed_mini_batches(self) -> int:
+        return int(self.summary.get("resumed_mini_batches", 0))
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.summary.get("duration_s", 0.0))
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """One entry per mini-batch with failed items: id, status, tries, files, error."""
+        return list(self.summary.get("failures", []))
+
+    @property
+    def init_error(self) -> str | None:
+        return self.summary.get("init_error")
+
+
+class Phases:
+    """Wall-clock seconds spent in each phase of a job, closed one after another."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self._t0 = self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        """Close ``phase``: the time since the previous mark is charged to it."""
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._last, 3)
+        self._last = now
+
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self._t0, 3)
+
+
+@dataclass
+class JobRecord:
+    """What the summary says of a job besides its outcomes."""
+
+    job_id: str
+    deployment: Deployment
+    input_path: str
+    out_dir: Path
+    phases: Phases = field(default_factory=Phases)
+
+
+def finish_job(
+    job: JobRecord, outcomes: Outcomes, writer: OutputWriter, staging: Path, client: Any = None
+) -> JobResult:
+    """Assemble the output, write the summary and logs, and return the result."""
+    predictions = None
+    if outcomes.init_error is None:
+        predictions = writer.assemble(
+            Assembly(
+                job.out_dir,
+                staging,
+                job.deployment.settings.output_file_name,
+                outcomes.done_finals(),
+                client,
+            )
+        )
+    job.phases.mark("assemble")
+    summary = summarize(job, outcomes, predictions)
+    result = JobResult(summary["status"], job.out_dir, predictions, summary)
+    write_logs(job, outcomes, result)
+    shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> dict[str, Any]:
+    """The content of ``job_summary.json``."""
+    settings, final = job.deployment.settings, outcomes.final
+    total_items = sum(
+        final[mb].total if mb in final else planned_items(w) for mb, w in enumerate(outcomes.work)
+    )
+    finals = final.values()
+    succeeded = outcomes.succeeded_items()
+    failures = [_failure(outcomes, mb) for mb in sorted(final) if final[mb].failed]
+    failed = outcomes.init_error or outcomes.threshold_exceeded()
+    source = job.deployment.source
+    return {
+        "status": "Failed" if failed else "Completed",
+        "reason": _reason(outcomes),
+        "job_id": job.job_id,
+        "deployment": str(source) if source else None,
+        "input": job.input_path,
+        "output": str(job.out_dir),
+        "predictions": str(predictions) if predictions else None,
+        "output_action": settings.output_action,
+        "total_items": total_items,
+        "succeeded_items": succeeded,
+        "failed_items": outcomes.failed_items,
+        "not_run_items": total_items - succeeded - outcomes.failed_items,
+        "rows_written": sum(r.rows for r in finals if r.done),
+        "total_mini_batches": len(outcomes.work),
+        "failed_mini_batches": outcomes.failed_mini_batches(),
+        "partial_mini_batches": sum(1 for r in finals if r.done and r.failed),
+        "not_run_mini_batches": len(outcomes.work) - len(final),
+        "retried_mini_batches": len({r.mini_batch for r in outcomes.attempts if r.try_no > 1}),
+        "resumed_mini_batches": outcomes.resumed,
+        "error_threshold": settings.error_threshold,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(job.phases.started)),
+        "duration_s": job.phases.elapsed(),
+        "phases": dict(job.phases.seconds),
+        "failures": failures,
+        "init_error": outcomes.init_error,
+    }
+
+
+def _failure(outcomes: Outcomes, mb: int) -> dict[str, Any]:
+    rec = outcomes.final[mb]
+    return {
+        "mini_batch_id": mb,
+        "status": rec.status.value,
+        "tries": outcomes.tries.get(mb, 1),
+        "succeeded": rec.succeeded,
+        "failed": rec.failed,
+        "files": describe_work(outcomes.work[mb]),
+        "error": rec.error,
+    }
+
+
+def _reason(outcomes: Outcomes) -> str | None:
+    if failed_before_init(outcomes.init_error):
+        return "the job could not be prepared on a worker (before init()); nothing was scored"
+    if outcomes.init_error:
+        return "init() of the scoring script raised on a worker; nothing was scored"
+    if outcomes.threshold_exceeded():
+        return (
+            f"error_threshold exceeded: {outcomes.failed_items} items failed, more than "
+            f"the {outcomes.settings.error_threshold} allowed (settings.error_threshold); "
+            "the remaining mini-batches were cancelled"
+        )
+    return None
+
+
+def write_overview(out_dir: Path, outcomes: Outcomes) -> None:
+    """One line of ``logs/job_progress_overview.txt``: scheduled, processed, failed."""
+    outputdir.append_text(
+        out_dir / "logs" / "job_progress_overview.txt",
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} {len(outcomes.work)} mini-batches scheduled, "
+        f"{len(outcomes.final)} processed, {outcomes.failed_mini_batches()} failed; "
+        f"{outcomes.succeeded_items()} items succeeded, {outcomes.failed_items} failed",
+    )
+
+
+def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult) -> None:
+    """The job's logs, as Azure names them, and ``report.html``."""
+    logs = job.out_dir / "logs"
+    attempts = [
+        r.to_json()
+        for r in sorted(outcomes.attempts, key=operator.attrgetter("mini_batch", "try_no"))
+    ]
+    outputdir.write_attempts(logs / "sys" / "job_report" / "processed_mini-batches.csv", attempts)
+    s = result.summary
+    write_overview(job.out_dir, outcomes)
+    outputdir.write_text(logs / "job_result.txt", _result_text(s))
+    outputdir.write_text(
+        logs / "job_error.txt",
+        failure_message(s) if s["status"] != "Completed" or s["failures"] else "No errors.",
+    )
+    outputdir.write_summary(job.out_dir, s)
+    try:
+        write_report(job.out_dir, s, [r.to_json() for r in outcomes.attempts])
+    except Exception:  # noqa: BLE001 - a report bug must never fail a job
+        logger.warning("could not write report.html", exc_info=True)
+
+
+def failure(outcomes: Outcomes, result: JobResult) -> JobFailed:
+    """The exception of a failed job: init() failed, or the error threshold was exceeded."""
+    cls = InitFailed if outcomes.init_error else ErrorThresholdExceeded
+    failures = result.summary["failures"]
+    first = failures[0]["error"] if failures else None
+    return cls(
+        failure_message(result.summary),
+        result=result,
+        user_traceback=outcomes.init_error or first,
+    )
+
+
+def _result_text(s: dict[str, Any]) -> str:
+    lines = [
+        f"Job {s['status']}" + (f": {s['reason']}" if s["reason"] else ""),
+        f"items: {s['succeeded_items']} succeeded, {s['failed_items']} failed, "
+        f"{s['total_items']} in all",
+        f"mini-batches: {s['total_mini_batches']} in all, {s['failed_mini_batches']} failed",
+        f"duration: {s['duration_s']:.1f} s",
+    ]
+    if s["predictions"]:
+        lines.append(f"predictions: {s['predictions']} ({s['rows_written']} rows)")
+    return "\n".join(lines)
+
+
+def failure_message(s: dict[str, Any]) -> str:
+    """What went wrong, in one screen: why, which mini-batches, the first user traceback."""
+    head = (
+        f"Job {s['status']}: {s['reason']}."
+        if s["reason"]
+        else f"Job {s['status']} with failures: {s['failed_items']} of {s['total_items']} items "
+        "failed (settings.error_threshold allows them)."
+    )
+    lines = [head]
+    failures = s["failures"]
+    if failures:
+        lines.append(
+            f"{len(failures)} mini-batch(es) with failed items "
+            f"({s['failed_items']} of {s['total_items']} items):"
+        )
+        for f in failures[:SHOWN_FAILURES]:
+            files = ", ".join(Path(p).name for p in f["files"][:3])
+            more = f" and {len(f['files']) - 3} more" if len(f["files"]) > 3 else ""
+            lines.append(
+                f"  mini-batch {f['mini_batch_id']} ({f['status']}, {f['tries']} "
+                f"tries, {f['failed']} failed): {files}{more}"
+            )
+        if len(failures) > SHOWN_FAILURES:
+            lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more (see job_summary.json)")
+    first_tb = s.get("init_error") or (failures[0]["error"] if failures else None)
+    if first_tb:
+        if s.get("init_error"):
+            where = "preparing" if failed_before_init(s["init_error"]) else "init()"
+        else:
+            where = f"mini-batch {failures[0]['mini_batch_id']}"
+        lines.append(f"First error ({where}):")
+        lines.extend("  " + line for line in first_tb.splitlines())
+    lines.append(
+        f"Full logs: {s['output']}/logs (start with logs/job_error.txt; tracebacks in "
+        "logs/user/error/, per-try records in "
+        "logs/sys/job_report/processed_mini-batches.csv)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""The plan of a job: everything decided before a cluster or an output folder is touched.
+
+:func:`plan_job` is shared by ``daskscore run`` (:mod:`daskscore.engine.runner`),
+``daskscore.score()`` (:mod:`daskscore.engine.session`) and ``daskscore validate``
+(:mod:`daskscore.devtools.validate`): it picks the output writer, lists the input, cuts it into
+mini-batches (files, or tabular splits), checks the scoring script without running it, checks a
+model URL exists, and reads the append_row ``to_csv`` arguments.  Each problem is a
+:class:`~daskscore.errors.UsageError` naming the file or key; ``validate`` collects them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daskscore.config import Deployment
+from daskscore.config.options import JobOptions
+from daskscore.config.sizes import MiniBatchSize
+from daskscore.errors import UsageError
+from daskscore.io import inputs, storage, tabular
+from daskscore.io.writers import OutputWriter, get_writer
+from daskscore.worker import script as script_mod
+
+
+@dataclass
+class JobPlan:
+    """A job's work, before it runs.
+
+    Attributes
+    ----------
+    files : list of str
+        The input files (local paths, or URLs), sorted.
+    work : list
+        The mini-batches: lists of files, or tabular splits, by mini-batch id.
+    unit : str
+        What a mini-batch holds: ``"files"`` or ``"rows"``.
+    csv_kwargs : dict
+        The append_row ``to_csv`` arguments (``parallel_run_step.settings.json`` applied).
+    """
+
+    deployment: Deployment
+    options: JobOptions
+    input_path: str
+    writer: OutputWriter
+    files: list[str]
+    work: list[Any]
+    unit: str
+    csv_kwargs: dict[str, Any]
+
+
+def plan_job(
+    deployment: Deployment,
+    input_path: str | Path,
+    options: JobOptions | None = None,
+    *,
+    problems: list[str] | None = None,
+) -> JobPlan | None:
+    """Plan ``deployment`` over ``input_path``.
+
+    Parameters
+    ----------
+    deployment : Deployment
+    input_path : str or path-like
+        A file or folder, or an fsspec URL.
+    options : JobOptions, optional
+    problems : list, optional
+        Collect every problem here (their messages) instead of raising the first; the plan is
+        then None when there was any.
+
+    Raises
+    ------
+    UsageError
+        The first problem, when ``problems`` is not given.
+    """
+    options = options or JobOptions()
+    settings = deployment.settings
+    found: dict[str, Any] = {}
+    known = len(problems) if problems is not None else 0
+
+    def step(name: str, make: Callable[[], Any]) -> None:
+        try:
+            found[name] = make()
+        except UsageError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+
+    fmt = options.output_format or settings.output_action
+    step("writer", lambda: get_writer(fmt, options.partition_on, options.rows_per_file))
+    step("files", lambda: list_inputs(str(input_path)))
+    if "files" in found:
+        step("plan", lambda: plan_work(found["files"], settings.mini_batch, options.tabular))
+    step("script", lambda: script_mod.check_script(deployment.scoring_script))
+    if deployment.model is not None and deployment.model.is_url:
+        url = str(deployment.model.path)
+        step("model", lambda: check_model_url(url))
+    step("csv", lambda: script_mod.read_csv_settings(deployment.code))
+    if problems is not None and len(problems) > known:
+        return None
+    work, unit = found["plan"]
+    return JobPlan(
+        deployment=deployment,
+        options=options,
+        input_path=str(input_path),
+        writer=found["writer"],
+        files=found["files"],
+        work=work,
+        unit=unit,
+        csv_kwargs=found["csv"],
+    )
+
+
+def list_inputs(input_path: str) -> list[str]:
+    """The input files: local paths, or full URLs for an fsspec URL."""
+    if storage.is_remote(input_path):
+        return storage.list_files(input_path)
+    return inputs.list_input_files(input_path)
+
+
+def plan_work(
+    files: list[str], size: MiniBatchSize, tabular_mode: bool | None = None
+) -> tuple[list[Any], str]:
+    """Mini-batches of files, or (tabular mode) splits of the tabular files; and their unit."""
+    if tabular_mode is None:
+        tabular_mode = size.implies_tabular
+    if tabular_mode and files and storage.is_remote(files[0]):
+        raise UsageError(
+            "tabular mode reads local CSV/Parquet files; copy the input locally first (remote "
+            "inputs work in file mode, where each mini-batch's files are downloaded)."
+        )
+    if not tabular_mode:
+        if size.files is None:
+            raise UsageError(
+                f"settings.mini_batch_size: '{size.value}' is a byte size, which only means "
+                "something for tabular inputs (--tabular); give a number of files."
+            )
+        return inputs.make_mini_batches(files, size.files), "files"
+    return tabular.plan_splits(files, size.tabular()), "rows"
+
+
+def check_model_url(url: str) -> None:
+    """Refuse a model URL where there is nothing to fetch."""
+    fs, root = storage.filesystem(url, verb="reading")
+    if not fs.exists(root):
+        raise UsageError(f"model.path: '{url}' does not exist (nothing there to fetch).")

@@ -1,0 +1,107 @@
+"""Resuming a job: the fingerprint of what makes old results valid, and the staging manifest.
+
+A job keeps its staging folder (``<output>/.daskscore/``: part files, ledgers, and
+``job.json``) until it has assembled its output.  ``job.json`` holds the job's fingerprint;
+``--resume`` compares it with the new job's and refuses when anything that decides the rows
+changed: the scoring script and its code folder, the model files, the input file list,
+mini-batching, or the output settings.  The fingerprint is cheap for large inputs: the input
+files' names; the model files' names, sizes and modification times; the code folder's contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from daskscore.errors import OutputError
+
+MANIFEST = "job.json"
+#: What each fingerprint key means, for the refusal message.
+WHAT = {
+    "code": "the scoring script or its code folder",
+    "model": "the model files",
+    "inputs": "the input file list",
+    "mini_batches": "the mini-batching (mini_batch_size, tabular mode)",
+    "output": "the output settings (output_action/format, file name, to_csv arguments, "
+    "partitioning, carried columns)",
+}
+
+
+def _hash(items: Any) -> str:
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _tree_stats(root: Path, contents: bool) -> list[Any]:
+    if root.is_file():
+        st = root.stat()
+        return [[root.name, st.st_size, root.read_bytes().hex() if contents else st.st_mtime_ns]]
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        st = path.stat()
+        marker = hashlib.sha256(path.read_bytes()).hexdigest() if contents else st.st_mtime_ns
+        out.append([path.relative_to(root).as_posix(), st.st_size, marker])
+    return out
+
+
+def _model_stats(model: Path | str | None) -> Any:
+    if model is None:
+        return None
+    if isinstance(model, str):  # a URL: its listing's names, sizes and etags or times
+        from daskscore.io import storage
+
+        fs, root = storage.filesystem(model, verb="reading")
+        return [model, sorted(_remote_stat(i) for i in fs.find(root, detail=True).values())]
+    return _tree_stats(model, contents=False)
+
+
+def _remote_stat(info: dict[str, Any]) -> list[Any]:
+    marker = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+    return [str(info.get("name")), info.get("size"), str(marker)]
+
+
+def _input_stats(files: list[str]) -> list[Any]:
+    # names only: a stat() per input costs ~0.5 s per 100,000 files on every job start
+    return list(files)
+
+
+def fingerprint(
+    code: Path, model: Path | str | None, files: list[str], batching: Any, output: Any
+) -> dict[str, str]:
+    """The job's fingerprint: one hash per thing that decides its rows."""
+    return {
+        "code": _hash(_tree_stats(code, contents=True)),
+        "model": _hash(_model_stats(model)),
+        "inputs": _hash(_input_stats(files)),
+        "mini_batches": _hash(batching),
+        "output": _hash(output),
+    }
+
+
+def read_manifest(staging: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((staging / MANIFEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_manifest(staging: Path, manifest: dict[str, Any]) -> None:
+    path = staging / MANIFEST
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_resumable(previous: dict[str, Any], current: dict[str, str], output: Path) -> None:
+    """Refuse to resume when the job changed in a way that makes the old results wrong."""
+    old = previous.get("fingerprint", {})
+    changed = [key for key in current if old.get(key) != current[key]]
+    if changed:
+        what = "; ".join(WHAT[key] for key in changed)
+        raise OutputError(
+            f"cannot resume the job in '{output}': {what} changed since it started, so its "
+            "results so far would not match a run of the job as it is now. Pass --overwrite "
+            "to start it again from the beginning, or use another --output."
+        )

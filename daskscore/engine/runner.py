@@ -1,0 +1,188 @@
+"""The orchestration of one job: from a deployment and an input to a verdict.
+
+:func:`execute` is the one function the CLI and the Python API both call::
+
+    plan_job ─▶ claim the output (or resume it) ─▶ cluster ─▶ transport ─▶ ScoringPlugin
+      ─▶ Dispatcher (tasks ─▶ MiniBatchRecords ─▶ Outcomes) ─▶ finish_job (writer.assemble)
+
+The embedded cluster starts on a thread while the input is listed and planned.  Rows never
+travel through the driver on a shared disk: workers write part files, and the output writer
+assembles them at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from daskscore.cluster.forkserver import prestart_workers
+from daskscore.cluster.local import (
+    ClusterHandle,
+    EarlyCluster,
+    dashboard_link,
+    existing_cluster,
+    local_cluster,
+)
+from daskscore.config import Deployment, secret_values
+from daskscore.config.options import JobOptions
+from daskscore.engine import resume
+from daskscore.engine.finish import JobRecord, JobResult, failure, finish_job
+from daskscore.engine.outcomes import Outcomes
+from daskscore.engine.plan import JobPlan, plan_job
+from daskscore.engine.scoring import JobRun, open_board, score_all
+from daskscore.errors import OutputError, UsageError
+from daskscore.io import outputdir, storage
+from daskscore.io.joblog import job_logging
+from daskscore.io.ledger import make_staging, read_ledger
+from daskscore.worker import script as script_mod
+
+logger = logging.getLogger("daskscore")
+
+
+def execute(
+    deployment: Deployment,
+    input_path: str | Path,
+    output: str | Path,
+    options: JobOptions | None = None,
+) -> JobResult:
+    """Run a deployment over an input and write the results into ``output``.
+
+    Returns the :class:`JobResult` of a Completed job; raises :class:`JobFailed` (carrying the
+    result) when the job fails, and a :class:`UsageError` before anything runs when the input,
+    output or script cannot be used.
+    """
+    options = options or JobOptions()
+    early: EarlyCluster | None = None
+    if options.client is None and not options.scheduler:
+        # the embedded cluster's fork server imports what the workers need, then the cluster
+        # starts, while this thread lists and plans the inputs
+        prestart_workers(
+            options.workers or deployment.worker_count,
+            script_mod.preloadable_imports(deployment.scoring_script, deployment.code),
+        )
+        early = EarlyCluster(_cluster(deployment, options))
+    try:
+        plan = plan_job(deployment, input_path, options)
+        assert plan is not None  # (plan_job raises its first problem)
+        job = _claim(plan, output)
+    except BaseException:
+        if early is not None:
+            early.discard()
+        raise
+    settings = deployment.settings
+    with (
+        job_logging(
+            job.out_dir, settings.logging_level, secret_values(settings.environment_variables)
+        ),
+        early if early is not None else _cluster(deployment, options) as handle,
+        open_board(job, handle) as board,
+    ):
+        try:
+            transport = score_all(job, handle, board)
+        except UsageError:
+            # found out while running (a partition column run() does not return): nothing is
+            # kept, so that the corrected command can run in the same folder
+            shutil.rmtree(job.staging, ignore_errors=True)
+            raise
+        result = finish_job(
+            job.record,
+            job.outcomes,
+            plan.writer,
+            job.staging,
+            transport.assembly_client(handle.client),
+        )
+        board.finish(result.summary)
+    if job.remote_out:
+        result = publish(result, job.out_dir, job.remote_out)
+    logger.info("job %s: %s in %.2f s", job.record.job_id, result.status, result.duration_s)
+    if result.status != "Completed":
+        raise failure(job.outcomes, result)
+    return result
+
+
+def _claim(plan: JobPlan, output: str | Path) -> JobRun:
+    """Claim the output folder (or find the interrupted job to resume there)."""
+    deployment, options = plan.deployment, plan.options
+    settings = deployment.settings
+    target = plan.writer.target(settings.output_file_name)
+    remote_out = str(output) if storage.is_remote(str(output)) else None
+    if remote_out:
+        outputdir.claim_remote_output(remote_out, target, options.overwrite)
+        out_dir = Path(tempfile.mkdtemp(prefix="daskscore-output-"))
+    else:
+        out_dir = Path(output).expanduser().resolve()
+    unfinished = outputdir.claim_output(out_dir, target, options.overwrite, options.resume)
+    source = plan.input_path
+    shown_input = source if storage.is_remote(source) else str(Path(source).expanduser().resolve())
+    record = JobRecord(uuid.uuid4().hex[:12], deployment, shown_input, out_dir)
+    job = JobRun(plan, record, Outcomes(plan.work, settings), remote_out)
+    fp = resume.fingerprint(
+        deployment.code,
+        deployment.model.path if deployment.model else None,
+        plan.files,
+        batching=[settings.mini_batch_size, plan.unit],
+        output=[
+            plan.writer.name,
+            settings.output_file_name,
+            plan.csv_kwargs,
+            options.partition_on,
+            options.rows_per_file,
+            options.carry_columns,
+        ],
+    )
+    if unfinished:
+        job.run_no = _restore(job.outcomes, job.staging, fp, out_dir)  # refuses before changes
+    if options.resume:
+        outputdir.remove_stale(out_dir, target)
+    make_staging(job.staging)
+    resume.write_manifest(job.staging, {"fingerprint": fp, "runs": job.run_no})
+    return job
+
+
+def _restore(outcomes: Outcomes, staging: Path, fp: dict[str, str], out_dir: Path) -> int:
+    """Fold in what an interrupted run committed; return this run's number."""
+    previous = resume.read_manifest(staging)
+    if previous is None:
+        raise OutputError(
+            f"cannot resume the job in '{out_dir}': its staging folder has no job.json (it "
+            "was not started by this version of daskscore). Pass --overwrite to start again."
+        )
+    resume.check_resumable(previous, fp, out_dir)
+    for ledger in sorted((staging / "ledger").glob("*.log")):
+        outcomes.restore(ledger.stem, read_ledger(staging, ledger.stem).committed)
+    logger.info("resumed: %d mini-batches restored from earlier runs", len(outcomes.final))
+    return int(previous.get("runs", 1)) + 1
+
+
+def publish(result: JobResult, out_dir: Path, url: str) -> JobResult:
+    """Upload a job's local output folder to ``url``; the result then names the URL."""
+    summary = dict(result.summary)
+    summary["output"] = url
+    if result.predictions is not None:
+        summary["predictions"] = f"{url.rstrip('/')}/{Path(result.predictions).name}"
+    outputdir.write_summary(out_dir, summary)
+    count = storage.upload_tree(out_dir, url, exclude=(outputdir.STAGING_DIR,))
+    logger.info("uploaded %d files to %s", count, url)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return JobResult(result.status, url, summary["predictions"], summary)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _cluster(deployment: Deployment, options: JobOptions) -> Iterator[ClusterHandle]:
+    if options.client is not None:
+        yield ClusterHandle(options.client, None, dashboard_link(options.client))
+    elif options.scheduler:
+        with existing_cluster(options.scheduler, options.security) as handle:
+            yield handle
+    else:
+        with local_cluster(
+            options.workers or deployment.worker_count,
+            dashboard=options.dashboard,
+            resources=options.resources or None,
+        ) as handle:
+            yield handle

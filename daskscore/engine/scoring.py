@@ -1,0 +1,183 @@
+"""The scoring phase of a job: its transport chosen, the script installed on every worker
+(``init()`` once per worker process), and every mini-batch not yet done dispatched.
+
+Progress goes to the user's terminal or notebook (:mod:`daskscore.ui.progress`) and to the
+daskscore page of the Dask dashboard (:mod:`daskscore.ui.dashboard`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daskscore.cluster.local import ClusterHandle
+from daskscore.engine import probe, transport
+from daskscore.engine.dispatch import Dispatcher
+from daskscore.engine.finish import JobRecord
+from daskscore.engine.outcomes import Outcomes, planned_items
+from daskscore.engine.plan import JobPlan
+from daskscore.engine.resume import MANIFEST
+from daskscore.errors import InitFailed
+from daskscore.io import outputdir
+from daskscore.protocol import WorkerJob
+from daskscore.ui import dashboard
+from daskscore.ui.progress import Progress
+from daskscore.worker.plugin import ScoringPlugin
+from daskscore.worker.threads import intra_op_threads
+
+logger = logging.getLogger("daskscore")
+
+
+@dataclass
+class JobRun:
+    """A planned job with its output folder claimed: what the scoring phase works on."""
+
+    plan: JobPlan
+    record: JobRecord
+    outcomes: Outcomes
+    #: the upload target of a remote output (the job runs in a local folder first)
+    remote_out: str | None
+    #: 1 for a new job; resuming continues the numbering
+    run_no: int = 1
+
+    @property
+    def out_dir(self) -> Path:
+        return self.record.out_dir
+
+    @property
+    def staging(self) -> Path:
+        return self.out_dir / outputdir.STAGING_DIR
+
+
+def open_board(job: JobRun, handle: ClusterHandle) -> dashboard.JobBoard:
+    """The job's row on the daskscore page, installed when the scheduler has a dashboard."""
+    link = None
+    if handle.dashboard_link and dashboard.install(handle.client):
+        link = dashboard.page_link(handle.dashboard_link)
+    source = job.plan.deployment.source
+    return dashboard.JobBoard(
+        handle.client if link else None, job.record.job_id, str(source) if source else None, link
+    )
+
+
+def score_all(
+    job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard
+) -> transport.SharedDisk:
+    """Install the script on the workers and run every mini-batch not yet done; return the
+    job's transport (the assembly needs it)."""
+    plan, outcomes, phases = job.plan, job.outcomes, job.record.phases
+    phases.mark("start_cluster")
+    notify = plan.options.notify or (lambda message: None)
+    if handle.dashboard_link:
+        notify(f"Dask dashboard: {handle.dashboard_link}")
+    if board.link:
+        notify(f"daskscore page: {board.link}")
+    if job.run_no > 1:
+        notify(
+            f"Resuming: {len(outcomes.final)} of {len(plan.work)} mini-batches were already done."
+        )
+    carrier, workers = _place(job, handle)
+    wjob = carrier.worker_job(_worker_job(job, handle, workers))
+    total_items = sum(planned_items(w) for w in plan.work)
+    rows = f" ({total_items} rows)" if plan.unit == "rows" else ""
+    notify(
+        f"Scoring {len(plan.files)} files{rows} in {len(plan.work)} mini-batches on "
+        f"{workers} worker{'s' if workers != 1 else ''}; output: {job.out_dir}"
+    )
+    progress = Progress(len(plan.work), total_items, enabled=plan.options.progress)
+    progress.page_link = board.link
+    recount = None
+    if not handle.embedded:  # a cluster we did not start: workers come and go
+
+        def recount() -> int:
+            return probe.count_eligible(handle.client, plan.options.resources)
+
+    loop = Dispatcher(
+        handle.client, wjob, outcomes, carrier, plan.writer, plan.work, workers, progress,
+        job.run_no, recount,
+    )  # fmt: skip
+
+    def tick() -> None:
+        board.tick(lambda: live_counts(outcomes, progress))
+
+    try:
+        tick()
+        logger.info("cluster ready with %d workers", workers)
+        handle.client.register_plugin(ScoringPlugin(wjob))
+        probe.raise_init_errors(handle.client, wjob.job_id)
+        phases.mark("init")
+        logger.info("scoring script installed and init() done on every worker")
+        loop.run(on_tick=tick)
+        phases.mark("score")
+        logger.info("all mini-batches settled; %d tasks", loop.seq)
+    except InitFailed as exc:
+        outcomes.init_error = exc.user_traceback
+    finally:
+        progress.close()
+        loop.stop()
+        carrier.close(handle.client, wjob, job.out_dir)
+        _unregister(handle.client, wjob.job_id)
+    return carrier
+
+
+def _place(job: JobRun, handle: ClusterHandle) -> tuple[transport.SharedDisk, int]:
+    """The job's transport, checked against the cluster; and the workers that can run it."""
+    options = job.plan.options
+    carrier = transport.choose(handle, options.shared_filesystem, _probes(job))
+    if carrier.shipped:
+        probe.check_inputs_visible(handle.client, job.plan.files, job.record.input_path)
+    return carrier, max(1, probe.eligible_workers(handle.client, options.resources))
+
+
+def _probes(job: JobRun) -> list[Path]:
+    """Files the workers read if they share the driver's disk: the job's manifest (in the
+    output), the scoring script, and a file of a local model."""
+    deployment = job.plan.deployment
+    probes = [job.staging / MANIFEST, deployment.scoring_script]
+    model = deployment.model
+    if model is not None and not model.is_url:
+        path = Path(model.path)
+        first = path if path.is_file() else next((p for p in path.rglob("*") if p.is_file()), None)
+        if first is not None:
+            probes.append(first)
+    return probes
+
+
+def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
+    from daskscore.cluster.local import gpu_ids
+
+    plan = job.plan
+    return WorkerJob.for_deployment(
+        plan.deployment,
+        job.record.job_id,
+        job.out_dir,
+        job.staging,
+        output_format=plan.writer.name,
+        csv_kwargs=plan.csv_kwargs,
+        carry_columns=tuple(plan.options.carry_columns),
+        # an existing cluster's workers were sized by whoever started them
+        intra_op_threads=intra_op_threads(workers) if handle.embedded else None,
+        resources=dict(plan.options.resources),
+        gpu_ids=gpu_ids() if handle.embedded else (),
+    )
+
+
+def live_counts(outcomes: Outcomes, progress: Progress) -> dict[str, Any]:
+    """A running job's counts for the daskscore page: the outcomes', and the live item count."""
+    counts = progress.snapshot()
+    counts.update(
+        mini_batches_done=len(outcomes.final),
+        failed_mini_batches=outcomes.failed_mini_batches(),
+        items_done=max(counts["items_done"], outcomes.items_done()),
+        failed_items=outcomes.failed_items,
+    )
+    return counts
+
+
+def _unregister(client: Any, job_id: str) -> None:
+    try:
+        client.unregister_worker_plugin(f"daskscore-{job_id}")
+    except Exception:  # noqa: BLE001 - workers may be gone already
+        logger.debug("unregistering the plugin failed", exc_info=True)

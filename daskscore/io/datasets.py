@@ -1,0 +1,187 @@
+"""Dataset outputs: the staged Parquet parts as a Dask DataFrame, written with ``to_parquet`` or
+``to_csv`` and configurable partitioning.
+
+While a job runs, workers write the DataFrames that ``run()`` returns into Parquet parts in the
+staging folder, each row tagged with its mini-batch.  At the end, the final try of every
+mini-batch is known; :func:`plan_groups` turns those into output partitions of about
+``rows_per_file`` rows (whole mini-batches, in mini-batch order), :func:`staged_frame` reads them
+as a Dask DataFrame, and :func:`write_dataset` writes it with deterministic file names
+(``part-00000.parquet``, ...), so a rerun overwrites and never duplicates.  With
+``partition_on``, rows go into hive-style folders ``column=value``; values are percent-encoded
+first, so a value such as ``../../etc`` stays one folder name inside the output.
+"""
+
+from __future__ import annotations
+
+import shutil
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from daskscore.errors import UsageError
+
+#: The column that tags staged rows with their mini-batch (dropped before writing).
+MB_COLUMN = "__daskscore_mini_batch"
+#: Output files hold about this many rows unless asked otherwise.
+DEFAULT_ROWS_PER_FILE = 1_000_000
+FORMATS = ("parquet", "csv")
+
+Piece = tuple[str, tuple[int, ...]]  # (staged part file, mini-batches taken from it)
+
+
+def plan_groups(
+    finals: Sequence[tuple[int, str | None, int]], rows_per_file: int | None
+) -> list[list[Piece]]:
+    """Group ``(mini_batch, part, rows)`` (sorted by mini-batch) into output partitions.
+
+    Each partition holds whole mini-batches in order and about ``rows_per_file`` rows;
+    consecutive mini-batches staged in the same part are read together.
+
+    Examples
+    --------
+    >>> plan_groups([(0, "a", 5), (1, "a", 5), (2, "b", 5)], 10)
+    [[('a', (0, 1))], [('b', (2,))]]
+    """
+    target = rows_per_file or DEFAULT_ROWS_PER_FILE
+    groups: list[list[Piece]] = []
+    current: list[list[Any]] = []
+    rows = 0
+    for mb, part, n in finals:
+        if not part or not n:
+            continue
+        if current and rows + n > target:
+            groups.append([(p, tuple(m)) for p, m in current])
+            current, rows = [], 0
+        if current and current[-1][0] == part:
+            current[-1][1].append(mb)
+        else:
+            current.append([part, [mb]])
+        rows += n
+    if current:
+        groups.append([(p, tuple(m)) for p, m in current])
+    return groups
+
+
+def read_group(staging: str, group: list[Piece]) -> Any:
+    """Read one output partition from the staged parts, in mini-batch order."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    frames = []
+    for part, mbs in group:
+        table = pq.read_table(
+            Path(staging) / "parts" / part, filters=[(MB_COLUMN, "in", list(mbs))]
+        )
+        frames.append(table.to_pandas())
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    order = frame[MB_COLUMN].to_numpy().argsort(kind="stable")
+    return frame.iloc[order].drop(columns=[MB_COLUMN]).reset_index(drop=True)
+
+
+def staged_frame(staging: str, groups: list[list[Piece]]) -> Any:
+    """The staged predictions as a lazy Dask DataFrame, one partition per group."""
+    import dask.dataframe as dd
+
+    meta = read_group(staging, groups[0]).iloc[:0]
+    return dd.from_map(
+        read_group,
+        [staging] * len(groups),
+        groups,
+        meta=meta,
+        label="daskscore-predictions",
+        enforce_metadata=False,
+    )
+
+
+def quote_value(value: Any) -> str:
+    """A partition value made safe as one path segment (percent-encoding, as hive readers do)."""
+    text = str(value)
+    quoted = urllib.parse.quote(text, safe=" ")
+    return "%2E%2E" if quoted == ".." else ("%2E" if quoted == "." else quoted)
+
+
+def check_columns(columns: Sequence[str], partition_on: Sequence[str]) -> None:
+    """Refuse partition columns that run()'s results do not have."""
+    missing = [c for c in partition_on if c not in columns and c != MB_COLUMN]
+    if missing:
+        shown = ", ".join(str(c) for c in columns if c != MB_COLUMN)
+        raise UsageError(
+            f"partition_on: column(s) {', '.join(missing)} not in the predictions; run() "
+            f"returned columns {shown}."
+        )
+
+
+def part_columns(staging: str | Path, part: str) -> list[str]:
+    """The columns of a staged part (its schema only is read)."""
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(Path(staging) / "parts" / part).names)
+
+
+def _sanitise(ddf: Any, partition_on: Sequence[str]) -> Any:
+    check_columns(list(ddf.columns), partition_on)
+    return ddf.assign(
+        **{c: ddf[c].astype(str).map(quote_value, meta=(c, "str")) for c in partition_on}
+    )
+
+
+def write_dataset(
+    client: Any, ddf: Any, dest: Path, fmt: str, partition_on: Sequence[str] = ()
+) -> list[Path]:
+    """Write ``ddf`` into the folder ``dest`` (replaced if it exists); return the files.
+
+    ``client`` None computes in this process (a shipped job's parts are on the driver's disk).
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    if partition_on:
+        ddf = _sanitise(ddf, partition_on)
+    if fmt == "parquet":
+        task = ddf.to_parquet(
+            str(dest),
+            partition_on=list(partition_on) or None,
+            name_function=lambda i: f"part-{i:05d}.parquet",
+            write_index=False,
+            compute=False,
+        )
+        _compute(client, task)
+    elif partition_on:
+        parts = ddf.map_partitions(
+            _write_csv_partitioned, str(dest), list(partition_on), meta=(None, "int64")
+        )
+        _compute(client, parts)
+    else:
+        task = ddf.to_csv(
+            str(dest / "part-*.csv"), name_function=lambda i: f"{i:05d}", index=False, compute=False
+        )
+        _compute(client, task)
+    return sorted(p for p in dest.rglob("*") if p.is_file())
+
+
+def _compute(client: Any, task: Any) -> None:
+    """Compute on the cluster, or (``client`` None: the staged parts are on this machine's disk
+    only) in this process's threads."""
+    if client is None:
+        import dask
+
+        dask.compute(task, scheduler="threads")
+    else:
+        client.gather(client.compute(task))
+
+
+def _write_csv_partitioned(
+    frame: Any, dest: str, partition_on: list[str], partition_info: dict[str, Any] | None = None
+) -> Any:
+    import pandas as pd
+
+    number = partition_info["number"] if partition_info else 0
+    for key, sub in frame.groupby(partition_on, sort=True, dropna=False):
+        values = key if isinstance(key, tuple) else (key,)
+        folder = Path(dest).joinpath(
+            *(f"{c}={v}" for c, v in zip(partition_on, values, strict=True))
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        sub.drop(columns=partition_on).to_csv(folder / f"part-{number:05d}.csv", index=False)
+    return pd.Series([len(frame)])

@@ -1,0 +1,132 @@
+"""Part files and ledgers: how workers hand their results to the driver, crash-safely.
+
+Each task attempt writes two files in the job's staging folder:
+
+* ``parts/<attempt>.part``: the append_row bytes of its mini-batches, in the order they ran;
+* ``ledger/<attempt>.log``: an append-only log of lines, each one ``os.write`` call:
+
+  - ``S <mini_batch> <try> <start> <worker>`` before a ``run()`` call starts, and
+    ``F <mini_batch>`` when it returns;
+  - ``T <mini_batch>`` written by the watchdog just before it ends a process whose ``run()``
+    overran ``retry_settings.timeout``;
+  - ``C <json>`` after bytes were appended to the part file: the records of the mini-batches
+    they belong to, each with its byte range.  A mini-batch counts as done only once its
+    ``C`` line is in the ledger, so a process that dies at any instant leaves either a whole
+    mini-batch or none of it.
+
+When a task does not return (its process died, or it was cancelled), the driver reads its
+ledger with :func:`read_ledger`: committed mini-batches are kept, the one that was running when
+the process died is charged one try, and the rest are simply run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daskscore.protocol import MiniBatchRecord
+
+
+def part_path(staging: str | Path, attempt: str) -> Path:
+    return Path(staging) / "parts" / f"{attempt}.part"
+
+
+def ledger_path(staging: str | Path, attempt: str) -> Path:
+    return Path(staging) / "ledger" / f"{attempt}.log"
+
+
+def make_staging(staging: str | Path) -> None:
+    for sub in ("parts", "ledger"):
+        (Path(staging) / sub).mkdir(parents=True, exist_ok=True)
+
+
+class LedgerWriter:
+    """Appends to one attempt's part file and ledger (worker side)."""
+
+    def __init__(self, staging: str | Path, attempt: str) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        self.part_fd = os.open(part_path(staging, attempt), flags, 0o644)
+        self.ledger_fd = os.open(ledger_path(staging, attempt), flags, 0o644)
+        self.offset = os.fstat(self.part_fd).st_size
+
+    def started(self, mini_batch: int, attempt: int, worker: str, start: float) -> None:
+        os.write(self.ledger_fd, f"S {mini_batch} {attempt} {start:.3f} {worker}\n".encode())
+
+    def finished(self, mini_batch: int) -> None:
+        os.write(self.ledger_fd, f"F {mini_batch}\n".encode())
+
+    def timed_out(self, mini_batch: int) -> None:
+        os.write(self.ledger_fd, f"T {mini_batch}\n".encode())
+
+    def commit(self, data: bytes, records: list[MiniBatchRecord]) -> None:
+        """Append ``data`` (the rows of ``records``, in order) and then their commit line."""
+        if data:
+            view = memoryview(data)
+            while view:
+                written = os.write(self.part_fd, view)
+                view = view[written:]
+        self.offset += len(data)
+        rows = [rec.to_json() for rec in records]
+        line = "C " + json.dumps(rows, separators=(",", ":"), default=str) + "\n"
+        os.write(self.ledger_fd, line.encode())
+
+    def close(self) -> None:
+        for fd in (self.part_fd, self.ledger_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@dataclass
+class LedgerState:
+    """What a ledger says about an attempt that did not return."""
+
+    committed: list[MiniBatchRecord] = field(default_factory=list)
+    #: (mini_batch, try) of the run() call in flight when the process ended, if any
+    running: tuple[int, int] | None = None
+    #: when and where that call started
+    running_start: float | None = None
+    running_worker: str = ""
+    timed_out: bool = False
+    exists: bool = False
+
+
+def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
+    """Parse an attempt's ledger; a torn last line (the process died mid-write) is ignored."""
+    path = ledger_path(staging, attempt)
+    state = LedgerState()
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return state
+    state.exists = True
+    done: set[int] = set()
+    started: tuple[int, int] | None = None
+    where: tuple[float | None, str] = (None, "")
+    timed: set[int] = set()
+    for line in text.split("\n")[:-1]:  # the last piece is "" or a torn line
+        kind, _, rest = line.partition(" ")
+        try:
+            if kind == "S":
+                parts = rest.split(" ", 3)
+                started = (int(parts[0]), int(parts[1]))
+                where = (float(parts[2]), parts[3]) if len(parts) == 4 else (None, "")
+            elif kind == "F":
+                if started is not None and started[0] == int(rest):
+                    started = None
+            elif kind == "T":
+                timed.add(int(rest))
+            elif kind == "C":
+                records = [MiniBatchRecord.from_json(r) for r in json.loads(rest)]
+                state.committed.extend(records)
+                done.update(r.mini_batch for r in records)
+        except (ValueError, KeyError):
+            continue
+    if started is not None and started[0] not in done:
+        state.running = started
+        state.running_start, state.running_worker = where
+        state.timed_out = started[0] in timed
+    return state

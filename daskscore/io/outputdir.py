@@ -1,0 +1,241 @@
+"""The output folder: claiming it, assembling the append_row file, and the job's reports.
+
+Layout (Azure's names, which users' tooling looks for)::
+
+    <output>/
+      predictions.csv                    append_row: rows in mini-batch order
+      job_summary.json                   the verdict and the counts
+      logs/job_result.txt, job_error.txt, job_progress_overview.txt
+      logs/user/error/<worker>.txt       full tracebacks from init()/run()
+      logs/user/stdout/<worker>.txt      what the script printed or logged
+      logs/sys/job_report/processed_mini-batches.csv
+      logs/sys/daskscore.txt             daskscore's and Dask's own log
+      .daskscore/                        part files and ledgers while the job runs
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from daskscore.errors import OutputError
+
+SUMMARY_FILE = "job_summary.json"
+STAGING_DIR = ".daskscore"
+ATTEMPT_COLUMNS = [
+    "mini_batch_id",
+    "try",
+    "worker",
+    "start",
+    "total",
+    "succeeded",
+    "failed",
+    "elapsed_s",
+    "run_s",
+    "status",
+    "error",
+]
+_COPY_CHUNK = 1 << 20
+
+
+def claim_output(
+    output: Path, predictions_name: str | None, overwrite: bool, resume: bool = False
+) -> bool:
+    """Make ``output`` ready for a job, or refuse one that already holds a job's results.
+
+    Returns True when an unfinished job is there to be resumed (``resume=True``).
+    """
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"output '{output}' is a file; give a folder (it is created if missing).")
+    unfinished = (output / STAGING_DIR).is_dir()
+    if resume and not overwrite:
+        if not unfinished and (output / SUMMARY_FILE).exists():
+            raise OutputError(
+                f"output folder '{output}' holds a finished job (see {SUMMARY_FILE}); there is "
+                "nothing to resume. Pass --overwrite to run it again."
+            )
+        _make_logs(output)
+        return unfinished
+    names = [n for n in (predictions_name, SUMMARY_FILE, STAGING_DIR) if n]
+    held = [output / n for n in names if (output / n).exists()]
+    if unfinished and not overwrite:
+        raise OutputError(
+            f"output folder '{output}' holds an unfinished job (its staging folder "
+            f"{STAGING_DIR}/ is there: the job was interrupted). Pass --resume to finish it "
+            "where it stopped, or --overwrite to start again."
+        )
+    if held and not overwrite:
+        raise results_held(f"output folder '{output}'", [p.name for p in held])
+    for path in held:
+        _remove(path)
+    if overwrite and (output / "logs").is_dir():
+        shutil.rmtree(output / "logs")
+    _make_logs(output)
+    return False
+
+
+def results_held(where: str, names: list[str]) -> OutputError:
+    """The refusal of an output (a folder or a URL) that holds an earlier job's results."""
+    return OutputError(
+        f"{where} already holds a job's results ({', '.join(names)}); daskscore does not "
+        "overwrite them. Pass --overwrite (overwrite=True) to replace them, or choose another "
+        "--output."
+    )
+
+
+def remove_stale(output: Path, predictions_name: str | None) -> None:
+    """Resuming: the outputs an interrupted run may have left are assembled again."""
+    for name in (predictions_name, SUMMARY_FILE):
+        if name and (output / name).exists():
+            _remove(output / name)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _make_logs(output: Path) -> None:
+    for sub in ("logs/user/error", "logs/user/stdout", "logs/sys/job_report"):
+        (output / sub).mkdir(parents=True, exist_ok=True)
+
+
+def assemble_append_row(staging: Path, pieces: Iterable[tuple[str, int, int]], dest: Path) -> int:
+    """Concatenate byte ranges of part files into ``dest``, atomically; return bytes written.
+
+    ``pieces`` are ``(attempt, start_offset, length)`` in output order; consecutive ranges of
+    the same part file are copied in one go.  The file appears under its name only when whole.
+    """
+    tmp = dest.with_name(dest.name + ".partial")
+    written = 0
+    handles: dict[str, Any] = {}
+    try:
+        with open(tmp, "wb") as out:
+            for attempt, start, length in _coalesce(pieces):
+                src = handles.get(attempt)
+                if src is None:
+                    src = handles[attempt] = open(staging / "parts" / f"{attempt}.part", "rb")
+                src.seek(start)
+                left = length
+                while left:
+                    chunk = src.read(min(left, _COPY_CHUNK))
+                    if not chunk:
+                        raise OSError(f"part file of {attempt} is shorter than its ledger says")
+                    out.write(chunk)
+                    left -= len(chunk)
+                written += length
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return written
+
+
+def _coalesce(pieces: Iterable[tuple[str, int, int]]) -> Iterable[tuple[str, int, int]]:
+    current: list[Any] | None = None
+    for attempt, start, length in pieces:
+        if length <= 0:
+            continue
+        if current and current[0] == attempt and current[1] + current[2] == start:
+            current[2] += length
+            continue
+        if current:
+            yield tuple(current)  # type: ignore[misc]
+        current = [attempt, start, length]
+    if current:
+        yield tuple(current)  # type: ignore[misc]
+
+
+def write_attempts(path: Path, attempts: Iterable[dict[str, Any]]) -> None:
+    """``processed_mini-batches.csv``: one row per try of a mini-batch."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(ATTEMPT_COLUMNS)
+        for rec in attempts:
+            writer.writerow(
+                [
+                    rec["mini_batch"],
+                    rec["try"],
+                    rec.get("worker", ""),
+                    _iso(rec.get("start")),
+                    rec["total"],
+                    rec["succeeded"],
+                    rec["failed"],
+                    f"{rec.get('elapsed_s', 0.0):.4f}",
+                    f"{rec.get('run_s', 0.0):.4f}",
+                    rec["status"],
+                    _last_line(rec.get("error", "")),
+                ]
+            )
+
+
+def _iso(ts: float | None) -> str:
+    """``ts`` (epoch seconds) as ISO 8601 UTC to the millisecond, as ``datetime.isoformat``
+    writes it; the second's text is cached (a job's report writes thousands per second)."""
+    if not ts:
+        return ""
+    sec = math.floor(ts)
+    micro = round((ts - sec) * 1e6)  # datetime.fromtimestamp rounds to the microsecond
+    if micro >= 1_000_000:
+        sec, micro = sec + 1, micro - 1_000_000
+    return f"{_iso_second(sec)}.{micro // 1000:03d}+00:00"
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_second(sec: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(sec, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def write_summary(output: Path, summary: dict[str, Any]) -> Path:
+    path = output / SUMMARY_FILE
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+
+
+def append_text(path: Path, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line.rstrip("\n") + "\n")
+
+
+def claim_remote_output(url: str, target: str | None, overwrite: bool) -> None:
+    """Refuse a remote output folder that holds a job's results, unless overwriting them."""
+    from daskscore.io import storage
+
+    fs, root = storage.filesystem(url, verb="writing")
+    fs.invalidate_cache()
+    names = [n for n in (target, SUMMARY_FILE) if n]
+    held = [n for n in names if fs.exists(f"{root.rstrip('/')}/{n}")]
+    if held and not overwrite:
+        raise results_held(f"output '{url}'", held)
+    for name in held:
+        fs.rm(f"{root.rstrip('/')}/{name}", recursive=True)
+    if held and fs.exists(f"{root.rstrip('/')}/logs"):
+        fs.rm(f"{root.rstrip('/')}/logs", recursive=True)

@@ -1,0 +1,187 @@
+"""Shipping a job to workers that do not share the driver's disk, and bringing results back.
+
+On a LocalCluster (or any cluster whose workers mount the driver's folders) workers read the
+code and the model where they are, and write part files and ledgers into the output's staging
+folder.  On other clusters — separate hosts, containers — nothing on the driver's disk is
+visible, so a job is *shipped*:
+
+* the code folder travels inside the worker plugin as a zip (:class:`Bundle`), unpacked into a
+  worker-local cache under its content hash, so two jobs with different code on one cluster
+  never import each other's files;
+* the model folder travels the same way, or, when ``model.path`` is a URL (``s3://``,
+  ``az://``, ...), each worker fetches it once into its cache (:func:`fetch_model`);
+* tasks write their part files into a worker-local staging folder and hand the bytes back with
+  their result; the driver writes them into its own staging folder and ledger, so resuming and
+  assembling work as on one machine;
+* the "ledger" of the ``run()`` call in flight lives in the scheduler's metadata
+  (:class:`daskscore.worker.relay.RelayLedger`): a worker process that dies mid-call leaves
+  there which mini-batch and try it was running, and whether the watchdog ended it for a
+  timeout.
+
+This module holds the file side of it: packing and unpacking bundles, fetching a model, and
+the files that travel in task replies.  It knows nothing of Dask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from daskscore.protocol import Bundle
+
+logger = logging.getLogger("daskscore")
+
+#: Folders never shipped with the code: caches and version control.
+SKIPPED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".ipynb_checkpoints", ".mypy_cache"}
+#: A fixed timestamp for every zip entry, so the same files always make the same bundle.
+_ZIP_TIME = (2000, 1, 1, 0, 0, 0)
+
+
+def pack(path: Path) -> Bundle:
+    """Pack ``path`` (a folder, walked recursively, or a single file) as a :class:`Bundle`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for rel, full in _walk(path):
+            info = zipfile.ZipInfo(rel, _ZIP_TIME)
+            info.external_attr = (os.stat(full).st_mode & 0o777) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(full, "rb") as fh:
+                zf.writestr(info, fh.read())
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return Bundle(path.name, digest, data, path.is_file())
+
+
+def unpack(bundle: Bundle, cache: Path) -> Path:
+    """Unpack into ``cache/<digest>/<name>`` (once per cache); return that path."""
+    home = cache / bundle.digest
+    target = home / bundle.name
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{bundle.digest}-", dir=cache))
+    try:
+        dest = scratch / bundle.name
+        with zipfile.ZipFile(io.BytesIO(bundle.data)) as zf:
+            if bundle.is_file:
+                dest.write_bytes(zf.read(bundle.name))
+            else:
+                dest.mkdir()
+                zf.extractall(dest)
+        _publish(scratch, home)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _walk(path: Path) -> list[tuple[str, Path]]:
+    if path.is_file():
+        return [(path.name, path)]
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+        for name in sorted(files):
+            full = Path(root) / name
+            found.append((full.relative_to(path).as_posix(), full))
+    return found
+
+
+def _publish(scratch: Path, home: Path) -> None:
+    """Move a finished folder into place; another process may have won the race."""
+    try:
+        os.rename(scratch, home)
+    except OSError:
+        if not home.exists():
+            raise
+
+
+def fetch_model(url: str, cache: Path) -> Path:
+    """Download the model at ``url`` (a file or a folder) into the cache, once; return it."""
+    from daskscore.io import storage  # fsspec is imported only when a model is fetched
+
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "model"
+    home = cache / digest
+    if (home / name).exists():
+        return home / name
+    cache.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=cache))
+    try:
+        fs, root = storage.filesystem(url, verb="reading")
+        if fs.isdir(root):
+            fs.get(root.rstrip("/") + "/", str(scratch / name), recursive=True)
+        else:
+            fs.get(root, str(scratch / name))
+        _publish(scratch, home)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return home / name
+
+
+# ----------------------------------------------------------------------------- files coming back
+
+
+def take_files(folder: Path, attempt: str | None = None) -> dict[str, bytes]:
+    """Read and remove the files under ``folder`` (only ``attempt``'s when given: its name, or
+    its name followed by ``.`` or ``-``)."""
+    found: dict[str, bytes] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.rglob("*")):
+        name = path.name
+        if attempt and not (name == attempt or name.startswith((f"{attempt}.", f"{attempt}-"))):
+            continue
+        if path.is_file():
+            found[path.relative_to(folder).as_posix()] = path.read_bytes()
+            path.unlink()
+    return found
+
+
+def read_new(path: Path, offset: int) -> tuple[bytes, int]:
+    """What a growing file holds past ``offset``, and its new end."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return b"", offset
+    return data, offset + len(data)
+
+
+def put_files(folder: Path, files: dict[str, bytes], append: bool = False) -> None:
+    """Write files that came back from a worker under ``folder`` (names are relative)."""
+    for rel, data in files.items():
+        dest = (folder / rel).resolve()
+        if folder.resolve() not in dest.parents:
+            logger.warning("ignored a returned file outside %s: %s", folder, rel)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "ab" if append else "wb") as fh:
+            fh.write(data)
+
+
+#: Bytes of a file read to tell whether two processes see the same file (with its size).
+DIGEST_HEAD = 1 << 20
+
+
+def file_digests(paths: list[str]) -> list[str | None]:
+    """For each file, a sha256 of its size and first :data:`DIGEST_HEAD` bytes, or None when
+    this process cannot see it (run on workers to learn whether they share the driver's disk;
+    a model file may be large, and the job's manifest, unique to the job, is small)."""
+    found: list[str | None] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                head = fh.read(DIGEST_HEAD)
+        except OSError:
+            found.append(None)
+            continue
+        found.append(hashlib.sha256(str(size).encode() + b"\0" + head).hexdigest())
+    return found

@@ -1,0 +1,365 @@
+"""Tabular mode: CSV and Parquet files cut into DataFrame mini-batches of about
+``mini_batch_size`` bytes or rows; a mini-batch never crosses a file boundary, big files are
+split.
+
+Pure functions, no Dask.  A split never crosses a file boundary and knows the index of its
+first row within its file, so every row keeps its row number (the DataFrame's index).
+
+CSV splitting works on byte ranges cut at line ends, like Dask's ``read_csv(blocksize=...)``,
+and has the same limits, documented here once:
+
+* A quoted field holding a line break cannot be cut safely.  The planner scans the whole file
+  and, when any line holds an odd number of ``"`` (the only way a line break can sit inside
+  quotes), or a lone ``\\r`` (which pandas takes for a line end), it falls back to ONE split for
+  that file.  Other quote characters (``quotechar=``) are not looked for.
+* The file must use an ASCII-compatible encoding (UTF-8, Latin-1, ...), not UTF-16/32.
+* Rows are numbered as pandas counts them by default: blank lines (only spaces, tabs, ``\\r``)
+  are not rows; the header is the first non-blank line.  ``read_split`` therefore refuses
+  keyword arguments that change which lines are rows (``header``, ``skiprows``, ``comment``...).
+* Column types are inferred split by split, so a column may come back as ``int64`` in one split
+  and ``float64`` in another (missing values); pass ``dtype=`` to ``read_split`` to pin them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from typing import IO, TYPE_CHECKING, Any
+
+from daskscore.errors import InputError
+
+if TYPE_CHECKING:  # imported where used: a file-mode job's driver never needs them
+    import numpy as np
+    import pandas as pd
+
+#: Suffixes (case-insensitive) of the files tabular mode reads.
+TABULAR_SUFFIXES = (".csv", ".parquet", ".pq")
+
+_CHUNK = 1 << 20  # bytes read at a time when scanning a CSV file
+
+
+@cache
+def _blank() -> np.ndarray:
+    """Bytes a blank line may hold (pandas skips such lines), as a lookup table."""
+    import numpy as np
+
+    table = np.zeros(256, dtype=bool)
+    table[[ord(" "), ord("\t"), ord("\r"), ord("\n")]] = True
+    return table
+
+
+#: read_csv arguments that would change which lines are rows, and so break the row numbers
+_REFUSED_CSV_KWARGS = frozenset(
+    ("header", "skiprows", "skipfooter", "nrows", "chunksize", "iterator", "index_col")
+    + ("comment", "skip_blank_lines", "lineterminator")
+)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One tabular mini-batch: a part of one file.
+
+    Attributes
+    ----------
+    path, kind : str
+        The file, and ``'csv'`` or ``'parquet'``.
+    start, stop : int
+        CSV: the byte range ``[start, stop)`` of whole lines (the header line is never in it; it
+        is re-attached when reading).  Parquet: the row groups ``range(start, stop)``.
+    first_row : int
+        Index (0-based, within the file, header excluded) of the split's first row.
+    n_rows : int or None
+        Rows in the split as counted by the planner (Parquet: from the metadata; CSV: non-blank
+        lines), or None when not counted (a CSV file that could not be cut).
+    """
+
+    path: str
+    kind: str
+    start: int
+    stop: int
+    first_row: int
+    n_rows: int | None
+
+
+def plan_splits(paths: list[str], size: tuple[str, int]) -> list[Split]:
+    """Cut each file into splits; splits never cross a file and keep the order of ``paths``.
+
+    ``('bytes', n)``: a CSV split holds whole lines, at least ``n`` bytes of them (the last of a
+    file excepted) and less than one line more; a Parquet split holds consecutive row groups of
+    at most ``n`` compressed bytes together, or one row group when that alone is bigger.
+    ``('rows', n)``: a CSV split holds ``n`` rows (the last of a file: the remainder); a Parquet
+    split holds consecutive row groups of at most ``n`` rows together, or one row group.
+    CSV files are scanned once, in binary chunks (no pandas), to find line ends and count rows;
+    a CSV file that cannot be cut safely (see the module notes) gives one split.  A file with no
+    data rows (empty, header only, zero-row Parquet) gives no split.
+
+    Parameters
+    ----------
+    paths : list of str
+        The input files, in the order wanted (normally sorted by path).
+    size : tuple of (str, int)
+        What :meth:`daskscore.config.sizes.MiniBatchSize.tabular` gives.
+
+    Returns
+    -------
+    list of Split
+        The splits of the first file, then of the second, and so on.
+
+    Raises
+    ------
+    InputError
+        A file's suffix is not one of :data:`TABULAR_SUFFIXES`, or a file cannot be read.
+    """
+    kind, n = size
+    if kind not in ("bytes", "rows") or n < 1:
+        raise ValueError(f"size must be ('bytes' | 'rows', n >= 1), not {size!r}")
+    for path in (p for p in paths if _kind_of(p) is None):
+        raise InputError(
+            f"input file '{path}' is not a tabular file: tabular mode reads files ending in "
+            f"{', '.join(TABULAR_SUFFIXES)} (case-insensitive)."
+        )
+    splits: list[Split] = []
+    for path in paths:
+        planner = _plan_csv if _kind_of(path) == "csv" else _plan_parquet
+        try:
+            splits.extend(planner(path, kind, n))
+        except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+            raise InputError(f"cannot plan the splits of input file '{path}': {exc}") from exc
+    return splits
+
+
+def read_split(split: Split, **read_kwargs: Any) -> pd.DataFrame:
+    """Read one split into a DataFrame indexed by file row number.
+
+    CSV: the header line and the byte range go to ``pandas.read_csv(..., header=0,
+    **read_kwargs)`` (``dtype``, ``usecols``, ``sep``, ``names``...; arguments that change which
+    lines are rows are refused).  Parquet: ``ParquetFile.read_row_groups(range(start, stop),
+    **read_kwargs).to_pandas()`` (``columns``...); a stored index that is not a plain range
+    comes back as column(s), as with ``DataFrame.reset_index``.
+
+    Parameters
+    ----------
+    split : Split
+        One split from :func:`plan_splits`.
+    **read_kwargs
+        Passed to the reader.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The split's rows; the index is a RangeIndex starting at ``split.first_row``.
+
+    Raises
+    ------
+    ValueError
+        A refused CSV keyword argument.
+    InputError
+        pandas read another number of CSV rows than the planner counted.
+    """
+    import pandas as pd
+
+    df = _read_csv(split, read_kwargs) if split.kind == "csv" else _read_parquet(split, read_kwargs)
+    df.index = pd.RangeIndex(split.first_row, split.first_row + len(df))
+    return df
+
+
+def carry_columns(split_df: pd.DataFrame, result: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Put chosen input columns in front of ``run()``'s result, row by row (join-with-input).
+
+    Rows are matched by position, so ``result`` must have one row per input row.  A carried
+    column whose name ``result`` already uses is renamed ``input_<name>``.  The result keeps
+    its own index and columns; the row number (the input's index) is left to the caller.
+
+    Parameters
+    ----------
+    split_df : pandas.DataFrame
+        The mini-batch given to ``run()``.
+    result : pandas.DataFrame
+        What ``run()`` returned for it.
+    columns : list of str
+        Input columns to carry, in the order wanted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new frame: the carried columns, then the result's columns.
+
+    Raises
+    ------
+    ValueError
+        The lengths differ, a column is not in the input, or a renamed column still clashes.
+    """
+    if len(result) != len(split_df):
+        raise ValueError(
+            f"cannot carry input columns: run() returned {len(result)} rows for a mini-batch of "
+            f"{len(split_df)} rows; it must return one row per input row, in input order."
+        )
+    missing = [c for c in columns if c not in split_df.columns]
+    if missing:
+        raise ValueError(
+            f"cannot carry input column(s) {missing}: the input has {list(split_df.columns)}."
+        )
+    out = result.copy()
+    for pos, name in enumerate(columns):
+        new = f"input_{name}" if name in result.columns else name
+        if new in out.columns:
+            raise ValueError(f"cannot carry input column {name!r}: {new!r} is already taken.")
+        out.insert(pos, new, split_df[name].array)
+    return out
+
+
+def _kind_of(path: str) -> str | None:
+    suffix = os.path.splitext(path)[1].lower()
+    return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)
+
+
+class _Unsplittable(Exception):
+    """A CSV file holds a line that a byte range must not be cut after."""
+
+
+def _csv_data_start(f: IO[bytes]) -> int:
+    """Offset just past the header (the first non-blank line); the file's size if none ends."""
+    f.seek(0)
+    buf, pos = b"", 0
+    while True:
+        piece = f.read(_CHUNK)
+        buf += piece
+        while (nl := buf.find(b"\n", pos)) >= 0:
+            if buf[pos:nl].strip(b" \t\r"):
+                return nl + 1
+            pos = nl + 1
+        if not piece:
+            return len(buf)
+
+
+def _row_ends(block: bytes, base: int) -> np.ndarray:
+    """Offsets just past the ``\\n`` of the non-blank lines of ``block`` (whole lines)."""
+    if block.count(b"\r") != block.count(b"\r\n"):
+        raise _Unsplittable  # pandas ends a line at a lone '\r' too
+    import numpy as np
+
+    arr = np.frombuffer(block, dtype=np.uint8)
+    nl = np.flatnonzero(arr == ord("\n"))
+    starts = np.concatenate(([0], nl[:-1] + 1))
+    if b'"' in block:
+        quotes = np.concatenate(([0], np.cumsum(arr == ord('"'))))
+        if np.any((quotes[nl] - quotes[starts]) % 2):
+            raise _Unsplittable  # a line break may sit inside a quoted field
+    content = np.concatenate(([0], np.cumsum(~_blank()[arr])))
+    return nl[content[nl] > content[starts]] + (base + 1)
+
+
+def _row_end_blocks(f: IO[bytes], start: int, size: int) -> Iterator[np.ndarray]:
+    """Row end offsets from ``start`` to the end of the file, one array per chunk read."""
+    f.seek(start)
+    tail, base = b"", start
+    while piece := f.read(_CHUNK):
+        data = tail + piece
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield _row_ends(data[:cut], base)
+        tail, base = data[cut:], base + cut
+    if tail:  # a last line without a line end
+        yield _row_ends(tail + b"\n", base).clip(max=size)
+
+
+def _cut_rows(
+    blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n: int
+) -> list[tuple[int, int, int, int]]:
+    """``(start, stop, first_row, n_rows)`` of each split, from the row end offsets.
+
+    The last split runs to the end of the file (``size``), trailing blank lines included.
+    """
+    import numpy as np
+
+    cuts: list[tuple[int, int, int, int]] = []
+    first = row = 0  # the split's first row; rows seen so far
+    for ends in blocks:
+        i = 0
+        while i < len(ends):
+            if kind == "rows":
+                j = i + first + n - row - 1  # the row that fills the split
+            else:
+                j = i + int(np.searchsorted(ends[i:], start + n))  # first end >= start + n
+            if j >= len(ends):
+                row += len(ends) - i
+                break
+            row += j - i + 1
+            cuts.append((start, int(ends[j]), first, row - first))
+            start, first, i = int(ends[j]), row, j + 1
+    if row > first:
+        cuts.append((start, size, first, row - first))
+    elif cuts:
+        cuts[-1] = (cuts[-1][0], size, cuts[-1][2], cuts[-1][3])
+    return cuts
+
+
+def _plan_csv(path: str, kind: str, n: int) -> list[Split]:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data_start = _csv_data_start(f)
+        try:
+            blocks = _row_end_blocks(f, data_start, size)
+            cuts = _cut_rows(blocks, data_start, size, kind, n)
+        except _Unsplittable:
+            return [Split(path, "csv", data_start, size, 0, None)] if data_start < size else []
+    return [Split(path, "csv", a, b, first, rows) for a, b, first, rows in cuts]
+
+
+def _plan_parquet(path: str, kind: str, n: int) -> list[Split]:
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(path)
+    splits: list[Split] = []
+    start = first = rows = weight = 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        if kind == "rows":
+            w = group.num_rows
+        else:
+            w = sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+        if rows and group.num_rows and weight + w > n:  # empty groups join the current split
+            splits.append(Split(path, "parquet", start, i, first, rows))
+            start, first, rows, weight = i, first + rows, 0, 0
+        rows, weight = rows + group.num_rows, weight + w
+    if rows:
+        splits.append(Split(path, "parquet", start, meta.num_row_groups, first, rows))
+    return splits
+
+
+def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
+    refused = sorted(_REFUSED_CSV_KWARGS.intersection(read_kwargs))
+    if refused:
+        raise ValueError(
+            f"read_split cannot take {refused} for a CSV split: they change which lines are rows."
+        )
+    with open(split.path, "rb") as f:
+        head_len = _csv_data_start(f)
+        f.seek(0)
+        head = f.read(head_len)
+        f.seek(split.start)
+        body = f.read(split.stop - split.start)
+    import pandas as pd
+
+    df = pd.read_csv(io.BytesIO(head + body), header=0, **read_kwargs)
+    if split.n_rows is not None and len(df) != split.n_rows:
+        raise InputError(
+            f"input file '{split.path}', bytes {split.start}-{split.stop}: pandas read "
+            f"{len(df)} rows where the planner counted {split.n_rows}; its quoting or line ends "
+            "defeat byte-range splitting (use one mini-batch per file or Parquet)."
+        )
+    return df
+
+
+def _read_parquet(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(split.path) as pf:
+        df = pf.read_row_groups(range(split.start, split.stop), **read_kwargs).to_pandas()
+    if not isinstance(df.index, pd.RangeIndex):
+        df = df.reset_index()
+    return df

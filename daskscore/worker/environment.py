@@ -1,0 +1,69 @@
+"""What a scoring script sees of its process, set as Azure sets it and undone afterwards.
+
+``AZUREML_MODEL_DIR`` holds the model under its own base name, ``AZUREML_BI_OUTPUT_PATH`` is the
+job's output folder, ``settings.environment_variables`` are set, ``sys.argv`` is the script's
+own, and a GPU of an embedded cluster becomes ``CUDA_VISIBLE_DEVICES``.  Used by the worker
+runtime and by ``daskscore validate`` alike.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from daskscore.config import redact
+from daskscore.protocol import WorkerJob
+
+
+def set_environment(job: WorkerJob, saved: dict[str, Any], device: str | None = None) -> str:
+    """Set what a scoring script sees, as Azure does; return the model folder made for it.
+
+    ``AZUREML_MODEL_DIR`` is a new temporary folder holding a symlink to the model under its
+    own base name; ``AZUREML_BI_OUTPUT_PATH`` and ``job.env`` are set; ``sys.argv`` is the
+    script's own; a ``device`` becomes ``CUDA_VISIBLE_DEVICES``.  The values replaced are kept
+    in ``saved`` for :func:`restore_environment`.
+    """
+    env = dict(job.env)
+    model_dir = tempfile.mkdtemp(prefix="daskscore-model-")
+    if job.model_path:
+        model = Path(job.model_path)
+        os.symlink(model, Path(model_dir) / model.name, target_is_directory=model.is_dir())
+    env["AZUREML_MODEL_DIR"] = model_dir
+    env["AZUREML_BI_OUTPUT_PATH"] = job.output
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    for key, value in env.items():
+        saved.setdefault(key, os.environ.get(key))
+        os.environ[key] = value
+    saved["argv"] = list(sys.argv)
+    sys.argv = [job.script]
+    return model_dir
+
+
+def restore_environment(saved: dict[str, Any]) -> None:
+    """Undo :func:`set_environment`: ``sys.argv`` and the environment variables it replaced."""
+    for key, value in saved.items():
+        if key == "argv":
+            sys.argv = value
+        elif value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+class RedactingStream:
+    """A text stream that masks secret values before they reach the log file."""
+
+    def __init__(self, stream: Any, secrets: tuple[str, ...]) -> None:
+        self._stream = stream
+        self._secrets = secrets
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text, self._secrets))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

@@ -1,0 +1,133 @@
+"""The worker plugin: installs a scoring job in every worker process, once.
+
+Modelled on ``distributed.diagnostics.plugin.UploadFile``: :class:`ScoringPlugin` carries plain
+data (a :class:`~daskscore.protocol.WorkerJob`) from the driver, and its ``setup`` installs the
+job in the worker as a :class:`~daskscore.worker.runtime.JobRuntime`, in the worker's task
+thread (the thread ``run()`` will use), so that ``init()`` runs once per process before any
+``run()``.  Workers that join the cluster later get it too.  A job that asks for worker
+``resources`` installs only on workers that offer them.  ``teardown`` uninstalls it (the
+script's ``shutdown()`` runs).
+
+Tasks find the installed job with :func:`get_runtime`; the driver asks every worker with
+``Client.run`` for :func:`init_report`, :func:`cancel_job` and :func:`drain_job`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from daskscore.io.shipping import take_files
+from daskscore.protocol import WorkerJob
+from daskscore.worker.localize import offers
+from daskscore.worker.runtime import JobRuntime
+
+__all__ = ["JobRuntime", "ScoringPlugin", "cancel_job", "drain_job", "get_runtime", "init_report"]
+
+_RUNTIMES: dict[str, JobRuntime] = {}
+
+
+def get_runtime(job_id: str) -> JobRuntime:
+    """The job installed in this worker process by :class:`ScoringPlugin`."""
+    try:
+        return _RUNTIMES[job_id]
+    except KeyError:
+        raise RuntimeError(
+            f"daskscore job {job_id} is not installed in this process: its tasks must run on "
+            "the cluster whose client installed it. For a DataFrame from daskscore.score(..., "
+            "client=c), compute with c.compute(ddf), or inside `with c.as_current():`."
+        ) from None
+
+
+def is_installed(job_id: str) -> bool:
+    """Whether ``job_id`` is installed in this process."""
+    return job_id in _RUNTIMES
+
+
+def worker_label(name: Any) -> str:
+    """A file-name-safe label for a worker: ``worker-0`` for LocalCluster's, else its address."""
+    text = str(name)
+    if text.isdigit():
+        return f"worker-{text}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace("tcp://", "")).strip("_") or "worker"
+
+
+class ScoringPlugin(WorkerPlugin):
+    """Installs a scoring job in every worker: ``init()`` once per worker process.
+
+    Parameters
+    ----------
+    job : WorkerJob
+        The job; plain data, sent once to every worker (and to workers that join later).
+    """
+
+    idempotent = False
+
+    def __init__(self, job: WorkerJob) -> None:
+        self.job = job
+        self.name = f"daskscore-{job.job_id}"
+
+    async def setup(self, worker: Any) -> None:
+        job = self.job
+        label = worker_label(worker.name)
+        if job.resources and not offers(worker.state.total_resources, job.resources):
+            _RUNTIMES[job.job_id] = JobRuntime(job, label, eligible=False)
+            return
+        device = None
+        if job.gpu_ids and str(worker.name).isdigit():  # an embedded cluster's worker number
+            device = job.gpu_ids[int(str(worker.name)) % len(job.gpu_ids)]
+        state = JobRuntime(job, label, worker.local_directory, device)
+        _RUNTIMES[job.job_id] = state
+        executor = worker.executors.get("default")
+        await asyncio.get_running_loop().run_in_executor(executor, state.install)
+
+    async def teardown(self, worker: Any) -> None:
+        state = _RUNTIMES.pop(self.job.job_id, None)
+        if state is None:
+            return
+        executor = worker.executors.get("default")
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, state.uninstall)
+        except RuntimeError:  # the executor is already shut down: the worker is closing
+            state.uninstall()
+
+
+def init_report(job_id: str) -> dict[str, Any]:
+    """This worker's init() outcome (run with ``Client.run``)."""
+    state = _RUNTIMES.get(job_id)
+    if state is None:
+        return {"installed": False}
+    return {
+        "installed": True,
+        "eligible": state.eligible,
+        "worker": state.worker_name,
+        "error": state.init_error,
+        "init_s": state.init_s,
+    }
+
+
+def cancel_job(job_id: str) -> bool:
+    """Ask this worker's tasks of ``job_id`` to stop after their current mini-batch."""
+    state = _RUNTIMES.get(job_id)
+    if state is not None:
+        state.cancelled = True
+    return state is not None
+
+
+def drain_job(job_id: str) -> dict[str, dict[str, bytes]]:
+    """A shipped job's files on this worker (run with ``Client.run`` at the end of the job):
+    ``logs`` — what its log files gained since the last drain, named relative to ``logs/`` —
+    and ``output`` — the files the script wrote into ``AZUREML_BI_OUTPUT_PATH``."""
+    state = _RUNTIMES.get(job_id)
+    if (
+        state is None
+        or not state.handoff.local_folders
+        or not state.eligible
+        or not state.localized
+    ):
+        return {}  # nothing installed here (yet): its folders are not this worker's own
+    return {"logs": state.drain_logs(), "output": take_files(Path(state.job.output))}

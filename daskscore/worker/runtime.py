@@ -1,0 +1,239 @@
+"""A scoring job's life in one worker process: :class:`JobRuntime`.
+
+:meth:`JobRuntime.install` (called by :class:`~daskscore.worker.plugin.ScoringPlugin` in the
+worker's task thread) prepares the job and calls the script's ``init()`` once:
+
+1. a shipped job, or one whose model is a URL, is localized first (code and model unpacked or
+   fetched into the worker's cache, see :mod:`daskscore.worker.localize`);
+2. the script's stdout and logging go to ``logs/user/stdout/<worker>.txt`` and the environment
+   is set as Azure sets it (:mod:`daskscore.worker.environment`);
+3. the script is imported with its code folder on ``sys.path`` and ``init()`` is called;
+4. a watchdog thread ends the process when a ``run()`` call overruns
+   ``retry_settings.timeout`` (the nanny then starts a fresh process, whose plugin calls
+   ``init()`` again).
+
+A failing ``init()`` does not raise: it is kept in :attr:`JobRuntime.init_error`, written to
+``logs/user/error/<worker>.txt`` and reported by every task, so the driver fails the job at
+once with the script's own traceback.  :meth:`JobRuntime.uninstall` calls ``shutdown()`` if
+the script has one and undoes the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from daskscore.config import redact, secret_values
+from daskscore.io.shipping import read_new
+from daskscore.io.writers import OutputWriter, get_writer
+from daskscore.protocol import SETUP_FAILED, WorkerJob
+from daskscore.worker import script as script_mod
+from daskscore.worker.environment import RedactingStream, restore_environment, set_environment
+from daskscore.worker.handoff import SharedDisk, handoff_for
+from daskscore.worker.localize import localize
+from daskscore.worker.threads import limit_blas_threads
+
+logger = logging.getLogger(__name__)
+
+#: How often the watchdog looks at the run() call in flight; timeouts are whole seconds in
+#: practice, so a quarter of a second is precise enough and costs nothing.
+WATCHDOG_PERIOD_S = 0.25
+#: Exit status of a process ended by the watchdog (distinct from Azure's 42, and from crashes).
+TIMEOUT_EXIT_STATUS = 75
+
+
+class JobRuntime:
+    """One job installed in one worker process: its script, its state, its watchdog."""
+
+    def __init__(
+        self,
+        job: WorkerJob,
+        worker_name: str,
+        local_directory: str | None = None,
+        device: str | None = None,
+        eligible: bool = True,
+    ) -> None:
+        self.job = job
+        self.worker_name = worker_name
+        self.local_directory = local_directory or tempfile.gettempdir()
+        self.device = device
+        #: False on a worker without the job's resources: nothing installed, no task runs here
+        self.eligible = eligible
+        self.secrets = secret_values(job.env)
+        #: how much of each log file a shipped job already sent home (see drain_job)
+        self.drained: dict[str, int] = {}
+        #: how results reach the driver: through the shared disk, or in the tasks' replies
+        self.handoff: SharedDisk = handoff_for(job)
+        #: the output format, worker side: what run()'s results are staged as
+        self.writer: OutputWriter = get_writer(job.output_format)
+        #: the job's worker-local folders exist (a shipped job's are made by localize)
+        self.localized = not self.handoff.local_folders
+        self.module: Any = None
+        self.init_error: str | None = None
+        self.init_s = 0.0
+        self.cancelled = False
+        self.model_dir: str | None = None
+        # the run() call in flight: (deadline, mini_batch, ledger) or None; set by tasks
+        self.in_flight: tuple[float, int, Any] | None = None
+        #: held by the task running mini-batches: one run() at a time per process, as in
+        #: Azure, even on a worker with several threads (scripts keep one model in a global)
+        self.run_lock = threading.Lock()
+        self._saved: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self._stdout: Any = None
+        self._log_handler: logging.Handler | None = None
+
+    # ------------------------------------------------------------------ install / uninstall
+    def install(self) -> None:
+        """Set up the environment, import the script and call init(); never raises."""
+        if self.job.needs_localizing:
+            try:
+                self.job = localize(self.job, self.local_directory)
+                self.localized = True
+            except Exception as exc:  # noqa: BLE001 - reported as the job's init() failure
+                what = f"the model {self.job.model_url}" if self.job.model_url else "the job"
+                self.init_error = redact(
+                    f"{SETUP_FAILED} {what} on worker {self.worker_name} failed: "
+                    f"{type(exc).__name__}: {exc}",
+                    self.secrets,
+                )
+                return
+        job = self.job
+        if job.intra_op_threads:
+            limit_blas_threads(job.intra_op_threads)  # loaded before the caps, if forked
+        self._route_output()
+        self._set_environment()
+        started = time.perf_counter()
+        try:
+            self.module = script_mod.import_script(Path(job.code), Path(job.script))
+            init = getattr(self.module, "init", None)
+            if callable(init):
+                init()
+            if not callable(getattr(self.module, "run", None)):
+                raise AttributeError(f"{job.script} defines no callable run(mini_batch)")
+            self._limit_threads()
+        except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
+            self.init_error = self.user_traceback(exc)
+            self.write_error("init()", script_mod.full_traceback(exc))
+        self.init_s = time.perf_counter() - started
+        self._watchdog = threading.Thread(
+            target=self._watch, name=f"daskscore-watchdog-{job.job_id}", daemon=True
+        )
+        self._watchdog.start()
+
+    def uninstall(self) -> None:
+        self._stop.set()
+        if not self.eligible or self._stdout is None and self.module is None:
+            return  # nothing was installed (no resources here, or preparing the job failed)
+        shutdown = getattr(self.module, "shutdown", None)
+        if callable(shutdown) and self.init_error is None:
+            try:
+                shutdown()
+            except BaseException as exc:  # noqa: BLE001
+                self.write_error("shutdown()", script_mod.full_traceback(exc))
+        script_mod.forget_code(Path(self.job.code))
+        sys.modules.pop(Path(self.job.script).stem, None)
+        restore_environment(self._saved)
+        self._restore_output()
+        if self.model_dir:
+            shutil.rmtree(self.model_dir, ignore_errors=True)
+        self.handoff.cleanup(self.job)
+
+    def drain_logs(self) -> dict[str, bytes]:
+        """What this worker's log files gained since the last call (names relative to
+        ``logs/``): a shipped job's tasks take them home with their results."""
+        if self._stdout is not None:
+            self._stdout.flush()
+        logs: dict[str, bytes] = {}
+        for kind in ("stdout", "error"):
+            rel = f"user/{kind}/{self.worker_name}.txt"
+            data, self.drained[rel] = read_new(Path(self.job.logs) / rel, self.drained.get(rel, 0))
+            if data:
+                logs[rel] = data
+        return logs
+
+    # ------------------------------------------------------------------ what users see
+    def shown(self, text: str) -> str:
+        """``text`` as the user may see it: the code folder named as the user knows it, and
+        no secret values."""
+        job = self.job
+        if job.display_code and job.display_code != job.code:
+            text = text.replace(job.code, job.display_code)
+        return redact(text, self.secrets)
+
+    def user_traceback(self, exc: BaseException) -> str:
+        return self.shown(script_mod.user_traceback(exc, Path(self.job.code)))
+
+    def _set_environment(self) -> None:
+        self.model_dir = set_environment(self.job, self._saved, self.device)
+
+    def _limit_threads(self) -> None:
+        n = self.job.intra_op_threads
+        torch = sys.modules.get("torch")
+        if n and torch is not None:
+            try:
+                torch.set_num_threads(n)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+
+    def _route_output(self) -> None:
+        job = self.job
+        path = Path(job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._stdout = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        if self.secrets:
+            self._stdout = RedactingStream(self._stdout, self.secrets)
+        self._saved_streams = (sys.stdout, sys.stderr)
+        sys.stdout = sys.stderr = self._stdout
+        handler = logging.StreamHandler(self._stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        self._saved_root_level = root.level
+        root.setLevel(job.logging_level.upper())
+        root.addHandler(handler)
+        self._log_handler = handler
+
+    def _restore_output(self) -> None:
+        if self._log_handler is not None:
+            root = logging.getLogger()
+            root.removeHandler(self._log_handler)
+            root.setLevel(self._saved_root_level)
+        if self._stdout is not None:
+            sys.stdout, sys.stderr = self._saved_streams
+            self._stdout.close()
+            self._stdout = None
+
+    # ------------------------------------------------------------------ errors and timeouts
+    def write_error(self, context: str, text: str) -> None:
+        """Append ``text`` (a whole traceback, say) to this worker's error log, as shown."""
+        path = Path(self.job.logs) / "user" / "error" / f"{self.worker_name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} {context} failed on {self.worker_name}:\n{self.shown(text)}\n\n")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCHDOG_PERIOD_S):
+            flight = self.in_flight
+            if flight is None or time.monotonic() < flight[0]:
+                continue
+            _, mini_batch, ledger = flight
+            try:
+                ledger.timed_out(mini_batch)
+                self.write_error(
+                    f"run() of mini-batch {mini_batch}",
+                    f"timed out after {self.job.timeout:g} s "
+                    "(retry_settings.timeout); the worker process is restarted.",
+                )
+                if self._stdout is not None:
+                    self._stdout.flush()
+            finally:
+                os._exit(TIMEOUT_EXIT_STATUS)

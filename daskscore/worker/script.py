@@ -1,0 +1,241 @@
+"""The scoring script: importing it, checking it, and making sense of what ``run()`` returns.
+
+Everything here runs inside one process (a worker, or the driver for checks) and knows nothing
+of Dask.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+import traceback
+import types
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+from daskscore.errors import ConfigError
+
+#: to_csv arguments of the append_row file: Azure writes space-separated, no header, no index.
+APPEND_ROW_CSV_DEFAULTS: dict[str, Any] = {"sep": " ", "header": False, "index": False}
+SETTINGS_JSON = "parallel_run_step.settings.json"
+
+
+def check_script(script: Path) -> None:
+    """Check, without running it, that ``script`` parses and defines ``run`` (and maybe ``init``).
+
+    Raises
+    ------
+    ConfigError
+        The script has a syntax error, or binds no top-level ``run``.
+    """
+    try:
+        tree = ast.parse(script.read_bytes(), filename=str(script))
+    except SyntaxError as exc:
+        raise ConfigError(
+            f"{script}: syntax error at line {exc.lineno}: {exc.msg}. {(exc.text or '').strip()}"
+        ) from None
+    names = _top_level_names(tree)
+    if "run" not in names:
+        raise ConfigError(
+            f"{script}: the scoring script defines no run() function; a scoring script needs "
+            "run(mini_batch) (and usually init()) at module level."
+        )
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.If, ast.Try)):
+            bodies = [node.body, node.orelse]
+            if isinstance(node, ast.Try):
+                bodies += [h.body for h in node.handlers] + [node.finalbody]
+            for body in bodies:
+                names |= _top_level_names(ast.Module(body=body, type_ignores=[]))
+    return names
+
+
+def read_csv_settings(code: Path) -> dict[str, Any]:
+    """The append_row ``to_csv`` arguments, updated by ``parallel_run_step.settings.json``."""
+    import json
+
+    kwargs = dict(APPEND_ROW_CSV_DEFAULTS)
+    path = code / SETTINGS_JSON
+    if not path.is_file():
+        return kwargs
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        extra = data.get("append_row", {}).get("pandas.DataFrame.to_csv", {})
+    except (ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path}: expected JSON like "
+            '{"append_row": {"pandas.DataFrame.to_csv": {"sep": ","}}}: ' + str(exc)
+        ) from None
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{path}: append_row.pandas.DataFrame.to_csv: expected a mapping.")
+    kwargs.update(extra)
+    kwargs.pop("path_or_buf", None)
+    return kwargs
+
+
+#: Libraries a fork server may import ahead of the workers it forks: importing them starts no
+#: thread that ``fork()`` could break, and they cost a worker a second or so to import itself.
+PRELOADABLE = ("torch", "PIL", "pandas", "pyarrow", "numpy")
+
+
+def preloadable_imports(script: Path, code: Path) -> list[str]:
+    """The modules of :data:`PRELOADABLE` the script imports at its top level (and that are
+    installed, not files of the code folder), in the order it imports them."""
+    try:
+        tree = ast.parse(script.read_bytes(), filename=str(script))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    found: list[str] = []
+    for node in ast.walk(ast.Module(body=_top_level_statements(tree.body), type_ignores=[])):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            top = name.split(".")[0]
+            if top in PRELOADABLE and name not in found and _installed(name, code):
+                found.append(name)
+    return found
+
+
+def _top_level_statements(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements that run on import: the module's own, and those inside its if/try blocks."""
+    out: list[ast.stmt] = []
+    for node in body:
+        out.append(node)
+        if isinstance(node, (ast.If, ast.Try)):
+            inner = [*node.body, *node.orelse]
+            if isinstance(node, ast.Try):
+                inner += [*(s for h in node.handlers for s in h.body), *node.finalbody]
+            out.extend(_top_level_statements(inner))
+    return [n for n in out if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def _installed(name: str, code: Path) -> bool:
+    top = name.split(".")[0]
+    if (code / f"{top}.py").exists() or (code / top).is_dir():
+        return False  # the code folder's own module of that name wins in the worker
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    origin = getattr(spec, "origin", None) or ""
+    return spec is not None and not origin.startswith(str(code) + os.sep)
+
+
+def import_script(code: Path, script: Path) -> types.ModuleType:
+    """Import the scoring script as a module named after its file, with ``code`` on sys.path."""
+    code_str = str(code)
+    if code_str not in sys.path:
+        sys.path.insert(0, code_str)
+    name = script.stem
+    spec = importlib.util.spec_from_file_location(name, script)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a spec
+        raise ImportError(f"cannot import {script}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def forget_code(code: Path) -> None:
+    """Remove ``code`` from sys.path and drop the modules imported from it."""
+    code_str = str(code)
+    while code_str in sys.path:
+        sys.path.remove(code_str)
+    prefix = code_str + os.sep
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or ""
+        if file.startswith(prefix):
+            del sys.modules[name]
+
+
+def user_traceback(exc: BaseException, code: Path) -> str:
+    """Format ``exc`` keeping the frames of the user's code (and the frame that raised).
+
+    The frames of daskscore and Dask that lead to the user's code are dropped; the frame where
+    the exception was raised is kept even when it is in a library, so ``pd.read_csv`` failing
+    on a file still says so.
+    """
+    te = traceback.TracebackException.from_exception(exc)
+    prefix = str(code) + os.sep
+    link: traceback.TracebackException | None = te
+    while link is not None:
+        frames = list(link.stack)
+        keep = [
+            f for i, f in enumerate(frames) if f.filename.startswith(prefix) or i == len(frames) - 1
+        ]
+        link.stack = traceback.StackSummary.from_list(keep)
+        link = link.__cause__ or link.__context__
+    return "".join(te.format()).rstrip("\n")
+
+
+def full_traceback(exc: BaseException) -> str:
+    """The whole traceback, for the logs."""
+    return "".join(traceback.format_exception(exc)).rstrip("\n")
+
+
+def _pandas() -> Any:
+    """pandas, if the scoring script imported it (a DataFrame can only come from there)."""
+    return sys.modules.get("pandas")
+
+
+class ResultError(TypeError):
+    """``run()`` returned something that is not a list, an array, a Series or a DataFrame."""
+
+
+def normalize_result(result: Any) -> pd.DataFrame | list[Any]:
+    """What ``run()`` returned, as a DataFrame or a list of items.
+
+    Lists, tuples, numpy arrays, Series and generators become lists (one output line each); a
+    DataFrame stays a DataFrame (one line per row).
+    """
+    if isinstance(result, list):
+        return result
+    pd = _pandas()
+    if pd is not None and isinstance(result, pd.DataFrame):
+        return result
+    if pd is not None and isinstance(result, pd.Series):
+        return result.tolist()
+    if result is None:
+        raise ResultError(
+            "run() returned None; it must return a list (one element per "
+            "input file) or a pandas DataFrame"
+        )
+    if isinstance(result, (str, bytes, Mapping)):
+        raise ResultError(
+            f"run() returned a {type(result).__name__}; it must return a list "
+            "(one element per input file) or a pandas DataFrame"
+        )
+    if hasattr(result, "__array__") and hasattr(result, "shape"):
+        if len(result.shape) == 0:
+            raise ResultError("run() returned a 0-d array; return a list or a DataFrame")
+        return list(result)
+    if isinstance(result, Iterable):
+        return list(result)
+    raise ResultError(
+        f"run() returned a {type(result).__name__}; it must return a list "
+        "(one element per input file) or a pandas DataFrame"
+    )

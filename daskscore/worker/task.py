@@ -1,0 +1,256 @@
+"""The Dask task: run several mini-batches through the installed scoring script.
+
+One task carries many mini-batches (the driver's task-sizing policy decides how many).  It
+runs them one after another in the worker's task thread, retries a ``run()`` that raises (up to
+``retry_settings.max_retries`` more tries), and hands each result to the job's output writer
+(:mod:`daskscore.io.writers`), whose sink writes it where the format wants it — append_row bytes
+into the attempt's part file, or a Parquet part of a dataset — in flushes of about
+:data:`FLUSH_BYTES` or :data:`FLUSH_SECONDS`, each committed in the attempt's ledger
+(:mod:`daskscore.io.ledger`).  Only small records (:class:`~daskscore.protocol.MiniBatchRecord`)
+travel back to the driver; how the rows reach it is the job's hand-off
+(:mod:`daskscore.worker.handoff`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from typing import Any
+
+from daskscore.io import storage, tabular
+from daskscore.io.ledger import LedgerWriter
+from daskscore.io.writers import Sink
+from daskscore.protocol import (
+    FAILED_ITEMS_ATTR,
+    PROGRESS_TOPIC,
+    MiniBatchRecord,
+    Payload,
+    Status,
+    TaskResult,
+)
+from daskscore.worker import script as script_mod
+from daskscore.worker.plugin import get_runtime
+from daskscore.worker.runtime import JobRuntime
+
+#: Rows are written to the part file in flushes of about this size ...
+FLUSH_BYTES = 1 << 20
+#: ... or at least this often, so that progress is durable and memory stays flat.
+FLUSH_SECONDS = 1.0
+#: Progress events to the driver at most this often per task.
+PROGRESS_SECONDS = 0.5
+
+Work = list[str] | tabular.Split
+
+
+def run_task(
+    job_id: str, attempt: str, batches: Payload | list[tuple[int, int, Work]]
+) -> TaskResult:
+    """Run ``batches`` — ``(mini_batch_id, tries_used, files or split)`` — return their records."""
+    if isinstance(batches, Payload):
+        batches = batches.items
+    runtime = get_runtime(job_id)
+    result = TaskResult(attempt=attempt, worker=runtime.worker_name)
+    if runtime.init_error is not None:
+        result.init_error = runtime.init_error
+        return result
+    with runtime.run_lock:  # a second task on a multi-threaded worker waits for this one
+        ledger = runtime.handoff.open_ledger(runtime.job, attempt)
+        if ledger is None:
+            # Dask ran this task before on a process that died; the driver sorts it out.
+            result.interrupted = True
+            return result
+        sink = runtime.writer.sink(ledger, runtime.job.staging, attempt)
+        try:
+            _run_batches(runtime, ledger, sink, batches, result)
+        finally:
+            ledger.close()
+        runtime.handoff.pack(runtime, result)
+    return result
+
+
+def _run_batches(
+    runtime: JobRuntime,
+    ledger: LedgerWriter,
+    sink: Sink,
+    batches: list[tuple[int, int, Work]],
+    result: TaskResult,
+) -> None:
+    began = last_flush = last_progress = time.monotonic()
+    done_items = produced = 0
+    for mini_batch, tries_used, work in batches:
+        if runtime.cancelled:
+            result.cancelled = True
+            break
+        records, output = run_mini_batch(runtime, ledger, mini_batch, tries_used, work)
+        before = sink.size
+        sink.add(records, output)
+        produced += sink.size - before
+        done_items += records[-1].total
+        now = time.monotonic()
+        if runtime.handoff.task_full(now - began, produced):
+            break  # home with what it has; the driver requeues the rest
+        if sink.size >= FLUSH_BYTES or now - last_flush >= FLUSH_SECONDS:
+            result.records.extend(sink.flush())
+            last_flush = now
+        if now - last_progress >= PROGRESS_SECONDS:
+            _progress(runtime.job.job_id, result.attempt, done_items)
+            done_items, last_progress = 0, now
+    result.records.extend(sink.flush())
+    if done_items:
+        _progress(runtime.job.job_id, result.attempt, done_items)
+
+
+# ----------------------------------------------------------------------------- one mini-batch
+
+
+def run_mini_batch(
+    runtime: JobRuntime, ledger: Any, mini_batch: int, tries_used: int, work: Work
+) -> tuple[list[MiniBatchRecord], Any]:
+    """Run one mini-batch, with retries on exceptions; return its try records and its output
+    (what the job's writer stages: append_row bytes, a DataFrame, or None)."""
+    records: list[MiniBatchRecord] = []
+    tries = tries_used
+    while True:
+        tries += 1
+        rec, output = _attempt(runtime, ledger, mini_batch, tries, work)
+        records.append(rec)
+        if rec.done or tries > runtime.job.max_retries:
+            rec.final = True
+            return records, output
+
+
+def _attempt(
+    runtime: JobRuntime, ledger: Any, mini_batch: int, tries: int, work: Work
+) -> tuple[MiniBatchRecord, Any]:
+    planned = _count(work)
+    rec = MiniBatchRecord(
+        mini_batch=mini_batch,
+        try_no=tries,
+        worker=runtime.worker_name,
+        start=time.time(),
+        total=planned,
+        failed=planned,
+    )
+    started = time.perf_counter()
+    scratch = None
+    try:
+        argument, scratch = _materialize(work)
+        rec.total = rec.failed = _count(work, argument)
+        items, output, reasons = _call_run(runtime, ledger, work, argument, rec)
+    except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
+        rec.elapsed_s = time.perf_counter() - started
+        return _failed(runtime, rec, exc, work), None
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    n, total = len(items), rec.total
+    rec.succeeded, rec.failed, rec.rows = min(n, total), max(total - n, 0), n
+    rec.status = Status.RUN_DONE
+    rec.elapsed_s = time.perf_counter() - started
+    if n < total:
+        rec.error = f"run() returned {n} results for {total} {_unit(work)}"
+    if reasons:  # the script said which items failed (see FAILED_ITEMS_ATTR)
+        failed = min(len(reasons), total)
+        rec.succeeded, rec.failed = total - failed, failed
+        rec.error = runtime.shown("\n".join(map(str, reasons)))
+    return rec, output
+
+
+def _call_run(
+    runtime: JobRuntime, ledger: Any, work: Work, argument: Any, rec: MiniBatchRecord
+) -> tuple[Any, Any, list[Any]]:
+    """run() under the watchdog's eye; then its result normalized and made into output, and
+    the failed items the script named (if any)."""
+    ledger.started(rec.mini_batch, rec.try_no, runtime.worker_name, rec.start)
+    runtime.in_flight = (time.monotonic() + runtime.job.timeout, rec.mini_batch, ledger)
+    started = time.perf_counter()
+    try:
+        returned = runtime.module.run(argument)
+    finally:
+        runtime.in_flight = None
+        ledger.finished(rec.mini_batch)
+        rec.run_s = time.perf_counter() - started
+    reasons: list[Any] = []
+    attrs = getattr(returned, "attrs", None)
+    if isinstance(attrs, dict) and FAILED_ITEMS_ATTR in attrs:
+        reasons = list(attrs.pop(FAILED_ITEMS_ATTR) or [])
+    items = script_mod.normalize_result(returned)
+    return items, _output(runtime, items, work, argument), reasons
+
+
+def _count(work: Work, argument: Any = None) -> int:
+    if isinstance(work, tabular.Split):
+        if argument is not None:
+            return len(argument)
+        return work.n_rows or 0
+    return len(work)
+
+
+def _unit(work: Work) -> str:
+    return "rows" if isinstance(work, tabular.Split) else "files"
+
+
+def _materialize(work: Work) -> tuple[Any, str | None]:
+    """What run() receives — a list of local paths (remote files are downloaded into a
+    scratch folder, removed after the try), or in tabular mode a DataFrame — and the folder."""
+    if isinstance(work, tabular.Split):
+        return tabular.read_split(work), None
+    if work and storage.is_remote(work[0]):
+        scratch = tempfile.mkdtemp(prefix="daskscore-batch-")
+        return storage.download(list(work), scratch), scratch
+    return list(work), None
+
+
+def _output(runtime: JobRuntime, items: Any, work: Work, argument: Any) -> Any:
+    writer, job = runtime.writer, runtime.job
+    if not writer.keeps_rows:
+        return None
+    if job.carry_columns or writer.wants_frame:
+        items = to_frame(items, argument, work, job.carry_columns)
+    return writer.encode(items, job.csv_kwargs)
+
+
+def to_frame(items: Any, argument: Any, work: Work, carry: tuple[str, ...]) -> Any:
+    """run()'s result as a DataFrame (a list becomes one ``prediction`` column), with the
+    chosen input columns carried through in tabular mode."""
+    import pandas as pd
+
+    frame = items if isinstance(items, pd.DataFrame) else pd.DataFrame({"prediction": items})
+    if carry and isinstance(work, tabular.Split):
+        source = argument.copy(deep=False)
+        source["file"] = work.path
+        source["row"] = argument.index
+        frame = tabular.carry_columns(
+            source.reset_index(drop=True), frame.reset_index(drop=True), list(carry)
+        )
+    return frame
+
+
+def _failed(
+    runtime: JobRuntime, rec: MiniBatchRecord, exc: BaseException, work: Work
+) -> MiniBatchRecord:
+    if isinstance(exc, script_mod.ResultError):
+        # daskscore raised it about what run() returned: the message is the whole story
+        rec.error = runtime.shown(f"{type(exc).__name__}: {exc}")
+    else:
+        rec.error = runtime.user_traceback(exc)
+    context = f"run() of mini-batch {rec.mini_batch} (try {rec.try_no}, {_describe(work)})"
+    runtime.write_error(context, script_mod.full_traceback(exc))
+    return rec
+
+
+def _describe(work: Work) -> str:
+    if isinstance(work, tabular.Split):
+        return f"rows from {work.first_row} of {work.path}"
+    more = " ..." if len(work) > 5 else ""
+    return f"files: {', '.join(work[:5])}{more}"
+
+
+def _progress(job_id: str, attempt: str, items: int) -> None:
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(f"{PROGRESS_TOPIC}-{job_id}", {"attempt": attempt, "items": items})
+    except Exception:  # noqa: BLE001 - progress is best effort; never fail a task for it
+        pass
