@@ -7,17 +7,15 @@ Errors are short â€” one paragraph, and the user's traceback for a failed job â€
 from __future__ import annotations
 
 import argparse
-import atexit
 import gc
 import logging
 import os
 import sys
-import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from daskscore import __version__
+from daskscore import __version__, _compat
 from daskscore.cluster.local import parse_resources, tls_security
 from daskscore.config.loader import load_deployment
 from daskscore.config.options import JobOptions
@@ -369,13 +367,14 @@ def leave(code: int | str | None) -> None:
     module and object (0.1-0.15 s with Dask loaded: a twentieth of a small job).  The first
     three happen here; the last is skipped.
     """
-    threading._shutdown()  # type: ignore[attr-defined]  # what Python's exit calls first
-    atexit._run_exitfuncs()
+    exited = _compat.run_exit_steps()  # the threads, then the exit handlers
     if code is None:
         code = 0
     elif not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
+    if not exited:  # (a Python without those steps at hand: its own exit, teardown and all)
+        sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

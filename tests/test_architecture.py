@@ -10,6 +10,7 @@ The layers (see docs/architecture.md)::
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,15 +32,21 @@ def _modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if "builtin" not in p.parts)
 
 
-def test_import_contracts_hold() -> None:
-    """``lint-imports`` (import-linter) checks the contracts in pyproject.toml."""
-    proc = subprocess.run(
+def lint_imports(cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``lint-imports`` run in ``cwd`` (it reads the contracts of ``cwd/pyproject.toml``)."""
+    return subprocess.run(
         [sys.executable, "-c", "from importlinter.cli import lint_imports_command as c; c()"],
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
+
+
+def test_import_contracts_hold() -> None:
+    """``lint-imports`` (import-linter) checks the contracts in pyproject.toml."""
+    proc = lint_imports(ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 broken" in proc.stdout and "5 kept" in proc.stdout, proc.stdout
 
@@ -53,14 +60,7 @@ def test_a_broken_contract_is_caught(tmp_path: Path) -> None:
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
     bad = copy / "daskscore" / "worker" / "threads.py"
     bad.write_text(bad.read_text() + "\nfrom daskscore.engine import plan  # noqa\n")
-    proc = subprocess.run(
-        [sys.executable, "-c", "from importlinter.cli import lint_imports_command as c; c()"],
-        cwd=copy,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"},
-    )
+    proc = lint_imports(copy, env={**os.environ, "PYTHONPATH": str(copy)})
     assert proc.returncode != 0
     assert "daskscore.worker.threads -> daskscore.engine.plan" in proc.stdout
 

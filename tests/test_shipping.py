@@ -415,9 +415,9 @@ def test_embedded_workers_get_the_quiet_settings() -> None:
 
     with local_cluster(2, dashboard=False) as handle:
         seen = set(handle.client.run(settings).values())
+        assert WorkerProcess._init_msg_interval <= HANDSHAKE_POLL_S
     tick_ms = dask.utils.parse_timedelta(TICK_INTERVAL, default="ms") * 1000
     assert seen == {(tick_ms, False, None)}
-    assert WorkerProcess._init_msg_interval <= HANDSHAKE_POLL_S
 
 
 def test_the_early_cluster_is_closed_when_the_job_is_refused(tmp_path: Path) -> None:

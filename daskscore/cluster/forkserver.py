@@ -10,12 +10,12 @@ garbage collector's walks; every worker forked from it starts with all of that d
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
-import socket
 import threading
-from typing import Any
 
+from daskscore import _compat
 from daskscore.cluster.local import start_method, warm_versions
 from daskscore.worker.threads import THREAD_ENV_VARS, intra_op_threads
 
@@ -44,8 +44,6 @@ def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
     import multiprocessing
     import multiprocessing.forkserver as forkserver
 
-    import distributed.utils
-
     threads = str(intra_op_threads(workers))
     saved = {name: os.environ.get(name) for name in (*THREAD_ENV_VARS, "MALLOC_TRIM_THRESHOLD_")}
     os.environ.update({name: threads for name in THREAD_ENV_VARS})
@@ -53,10 +51,10 @@ def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
     try:
         multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
         # Dask would otherwise import its optional packages here to build its own preload list
-        distributed.utils._forkserver_preload_set = True
+        _compat.skip_dask_forkserver_preload()
         if threading.active_count() == 1 and hasattr(os, "fork"):
-            _fork_server_from_here(forkserver, preload or [])
-        forkserver.ensure_running()  # a no-op when the server above runs
+            _compat.start_forkserver_by_fork(functools.partial(_ready_server, preload or []))
+        forkserver.ensure_running()  # a no-op when the server above runs (Python's own if not)
     finally:
         for name, value in saved.items():
             if value is None:
@@ -65,45 +63,16 @@ def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
                 os.environ[name] = value
 
 
-def _fork_server_from_here(forkserver: Any, preload: list[str]) -> None:
-    """Start ``multiprocessing``'s fork server as a fork of this single-threaded process
-    (what ``ForkServer.ensure_running`` does with a fresh interpreter)."""
-    from multiprocessing import connection, resource_tracker
-
-    server = forkserver._forkserver
-    with server._lock:
-        if server._forkserver_pid is not None:
-            return
-        resource_tracker.ensure_running()
-        listener = socket.socket(socket.AF_UNIX)
-        address = connection.arbitrary_address("AF_UNIX")
-        listener.bind(address)
-        os.chmod(address, 0o600)
-        listener.listen()
-        alive_r, alive_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the server: serve until every client has gone
-            code = 0
-            try:
-                os.close(alive_w)
-                for name in preload:
-                    try:
-                        __import__(name)
-                    except BaseException:  # noqa: BLE001 - the worker will say it
-                        pass
-                prepare_to_fork()
-                forkserver.main(listener.fileno(), alive_r, [])
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 0
-            except BaseException:  # noqa: BLE001 - never return into the driver's code
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(alive_r)
-        listener.close()
-        server._forkserver_address = address
-        server._forkserver_alive_fd = alive_w
-        server._forkserver_pid = pid
+def _ready_server(preload: list[str]) -> None:
+    """In the fork server forked from this process, before it serves: import ``preload`` (a
+    module that fails to import is left to the worker to report), then
+    :func:`prepare_to_fork`."""
+    for name in preload:
+        try:
+            __import__(name)
+        except BaseException:  # noqa: BLE001 - the worker will say it
+            pass
+    prepare_to_fork()
 
 
 def prepare_to_fork() -> None:

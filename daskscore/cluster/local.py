@@ -19,6 +19,7 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
+from daskscore import _compat
 from daskscore.errors import UsageError
 from daskscore.worker.threads import THREAD_ENV_VARS, intra_op_threads
 
@@ -36,7 +37,8 @@ NANNY_ENV_UNSET = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_":
 #: How often the embedded cluster's servers check their event loop (Dask's default: 20ms).
 TICK_INTERVAL = "500ms"
 
-#: How often a nanny looks for its new worker's "started" message (Dask's default: 50 ms).
+#: How often a nanny looks for its new worker's "started" message (Dask's default: 50 ms),
+#: while :func:`local_cluster` is open (:func:`daskscore._compat.nanny_handshake_interval`).
 #: A worker forked from the fork server is up in ~60 ms, and a nanny that just missed the
 #: message slept another 50 ms: the cluster was ready when the slower of two nannies woke.
 HANDSHAKE_POLL_S = 0.005
@@ -191,6 +193,9 @@ def local_cluster(
     Intra-op threads are capped per worker; the dashboard (if bokeh is installed) listens on
     127.0.0.1 only.  Worker and scheduler logs go to the ``distributed`` logger, not to stderr.
     ``resources`` are offered by every worker (``{"GPU": 1}`` for one GPU per worker).
+    While the context is open, this process's nannies look for their worker's start-up message
+    every :data:`HANDSHAKE_POLL_S` (for restarts during the job, too); Dask's own interval is
+    back after.
     """
     if resources:
         kwargs["resources"] = dict(resources)
@@ -203,7 +208,40 @@ def local_cluster(
     # The scheduler always serves HTTP (health, metrics); bind it to loopback, on 8787 when
     # that is free and the dashboard is wanted, else on any free port, without a warning.
     port = _free_port(DASHBOARD_PORT) if with_dashboard else 0
+    with _compat.nanny_handshake_interval(HANDSHAKE_POLL_S):
+        warm_versions()  # (before the scheduler makes it while the first worker registers)
+        with warnings.catch_warnings(), dask.config.set(_cluster_config(with_dashboard)):
+            # another job may take 8787 between our check and the bind; Dask then picks a free
+            # port itself, and the link below is the real one
+            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+            cluster = LocalCluster(
+                **_cluster_kwargs(workers, port, with_dashboard), env=env, **kwargs
+            )
+        client = Client(cluster, set_as_default=False)
+        try:
+            yield ClusterHandle(client, cluster, cluster.dashboard_link if with_dashboard else None)
+        finally:
+            client.close()
+            cluster.close()
+
+
+def _cluster_kwargs(workers: int, port: int, with_dashboard: bool) -> dict[str, Any]:
+    """LocalCluster's arguments: ``workers`` single-threaded processes, all on loopback."""
+    return {
+        "n_workers": workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": f"127.0.0.1:{port}",
+        "scheduler_kwargs": {"dashboard": with_dashboard},
+        "silence_logs": logging.CRITICAL,
+    }
+
+
+def _cluster_config(with_dashboard: bool) -> dict[str, Any]:
+    """The Dask configuration the embedded cluster is started with."""
     config: dict[str, Any] = {
+        **NANNY_ENV_UNSET,
         "distributed.worker.multiprocessing-method": start_method(),
         # Every Dask server (the scheduler, each nanny, each worker) wakes its event loop every
         # 20 ms by default only to measure how late it wakes: in a worker that wake takes the
@@ -216,39 +254,7 @@ def local_cluster(
         # the statistical profiler samples every thread each 10 ms for the dashboard's profile
         # page: without a dashboard nobody can look at it
         config["distributed.worker.profile.enabled"] = False
-    _poll_handshakes_sooner()
-    warm_versions()  # (before the scheduler makes it while the first worker registers)
-    with warnings.catch_warnings(), dask.config.set({**NANNY_ENV_UNSET, **config}):
-        # another job may take 8787 between our check and the bind; Dask then picks a free
-        # port itself, and the link below is the real one
-        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=f"127.0.0.1:{port}",
-            scheduler_kwargs={"dashboard": with_dashboard},
-            silence_logs=logging.CRITICAL,
-            env=env,
-            **kwargs,
-        )
-    client = Client(cluster, set_as_default=False)
-    try:
-        yield ClusterHandle(client, cluster, cluster.dashboard_link if with_dashboard else None)
-    finally:
-        client.close()
-        cluster.close()
-
-
-def _poll_handshakes_sooner() -> None:
-    """Nannies in this process read their worker's start-up message every
-    :data:`HANDSHAKE_POLL_S` (a class attribute of Dask's ``WorkerProcess``; left alone if a
-    Dask version has none).  Restarts after a crash or a timeout are quicker, too."""
-    from distributed import nanny
-
-    if hasattr(nanny.WorkerProcess, "_init_msg_interval"):
-        nanny.WorkerProcess._init_msg_interval = HANDSHAKE_POLL_S
+    return config
 
 
 @contextlib.contextmanager

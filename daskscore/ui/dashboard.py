@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 from tornado import web
 
+from daskscore import _compat
+
 logger = logging.getLogger("daskscore")
 
 #: The scheduler event topic that drivers publish their jobs' counts on.
@@ -90,7 +92,8 @@ def install_page(dask_scheduler: Any) -> bool:
     app = dask_scheduler.http_application
     if getattr(app, "_daskscore_page", False):
         return False
-    path = _http_prefix(app) + PAGE_PATH
+    # Dask's own prefix of its routes (--dashboard-prefix), read off its health route
+    path = _compat.http_route_prefix(app, "/health") + PAGE_PATH
     kwargs = {"scheduler": dask_scheduler}
     app.add_handlers(
         r".*",
@@ -98,16 +101,6 @@ def install_page(dask_scheduler: Any) -> bool:
     )
     app._daskscore_page = True
     return True
-
-
-def _http_prefix(app: Any) -> str:
-    """Dask's own prefix of its routes (``--dashboard-prefix``), read off its health route."""
-    for rule in app.default_router.rules:
-        for inner in getattr(rule.target, "rules", []):
-            regex = getattr(inner.matcher, "regex", None)
-            if regex is not None and regex.pattern.endswith("/health$"):
-                return str(regex.pattern[: -len("/health$")])
-    return ""
 
 
 def jobs(scheduler: Any) -> list[dict[str, Any]]:
