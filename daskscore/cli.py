@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from daskscore import __version__, _compat
 from daskscore.cluster.local import parse_resources, tls_security
@@ -173,7 +174,7 @@ def _cluster_arguments(run: argparse.ArgumentParser) -> None:
     )
 
 
-def _dev_parsers(sub: argparse._SubParsersAction) -> None:
+def _dev_parsers(sub: Any) -> None:
     """``daskscore validate`` and ``daskscore init``: the local debugging loop."""
     check = sub.add_parser(
         "validate",

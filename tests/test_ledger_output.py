@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daskscore import OutputError
-from daskscore.protocol import MiniBatchRecord
 from daskscore.io.ledger import (
     LedgerWriter,
     ledger_path,
@@ -27,6 +26,7 @@ from daskscore.io.outputdir import (
     claim_output,
     write_attempts,
 )
+from daskscore.protocol import MiniBatchRecord
 
 
 @pytest.fixture

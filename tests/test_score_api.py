@@ -18,7 +18,6 @@ import pytest
 from conftest import write_deployment, write_inputs
 
 import daskscore
-from daskscore import api
 
 N_FILES = 12
 MINI_BATCH_SIZE = 2
