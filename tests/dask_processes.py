@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from helpers import tail
 
 HOST = "127.0.0.1"
 #: Seconds for the scheduler and the first workers to come up.
@@ -166,15 +167,6 @@ def _key_usage(*, ca: bool) -> Any:
         encipher_only=False,
         decipher_only=False,
     )
-
-
-def _tail(path: Path, lines: int) -> str:
-    """The last ``lines`` lines of a log file (a note when it does not exist)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"({exc})"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -405,7 +397,8 @@ class ProcessCluster:
     def logs(self, lines: int = 40) -> str:
         """The last ``lines`` lines of every log (scheduler, then workers), for messages."""
         parts = [
-            f"===== {name}: {path} =====\n{_tail(path, lines)}" for name, path in self._logs.items()
+            f"===== {name}: {path} =====\n{tail(path, lines=lines)}"
+            for name, path in self._logs.items()
         ]
         return "\n".join(parts) or "(no logs yet)"
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from helpers import tail
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
@@ -118,13 +119,6 @@ def azurite_binary(install: bool = True) -> Path | None:
     return binary
 
 
-def _tail(log: Path, n: int = 3000) -> str:
-    try:
-        return log.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
 @contextlib.contextmanager
 def _process(name: str, cmd: list[str], port: int, log: Path, cwd: Path) -> Iterator[None]:
     """Run ``cmd`` (output to ``log``) until the ``with`` ends; wait until ``port`` answers."""
@@ -138,14 +132,14 @@ def _process(name: str, cmd: list[str], port: int, log: Path, cwd: Path) -> Iter
                 if proc.poll() is not None:
                     raise RuntimeError(
                         f"{name} exited with code {proc.returncode} while starting; "
-                        f"its log ({log}):\n{_tail(log)}"
+                        f"its log ({log}):\n{tail(log, chars=3000)}"
                     )
                 with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(
                         f"{name} did not answer on {HOST}:{port} within {START_TIMEOUT:.0f} s; "
-                        f"its log ({log}):\n{_tail(log)}"
+                        f"its log ({log}):\n{tail(log, chars=3000)}"
                     )
                 time.sleep(0.1)
             yield

@@ -17,20 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO, run_cli, write_deployment, write_inputs
+from helpers import processed_of, show, summary_of
 
 DIGITS = REPO / "configs" / "digits-cnn"
-
-
-def processed_of(out: Path) -> pd.DataFrame:
-    return pd.read_csv(out / "logs" / "sys" / "job_report" / "processed_mini-batches.csv")
-
-
-def summary_of(out: Path) -> dict:
-    return json.loads((out / "job_summary.json").read_text(encoding="utf-8"))
-
-
-def show(proc) -> str:
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
 
 
 # --------------------------------------------------------------------------- the real example

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import write_deployment, write_inputs
+from helpers import summary_of
 from PIL import Image, ImageStat
 
 import daskscore
@@ -253,7 +254,7 @@ def test_the_page_shows_a_running_job_then_its_summary(
     thread.join(timeout=120)
     if "error" in outcome:
         raise outcome["error"]
-    summary = json.loads((out / "job_summary.json").read_text(encoding="utf-8"))
+    summary = summary_of(out)
     assert (summary["status"], summary["total_items"], summary["failed_items"]) == (
         "Completed",
         24,

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import REPO
+from helpers import summary_of
 
 DRIVER = REPO / "configs" / "driver-script" / "driver.py"
 
@@ -30,7 +30,7 @@ def test_driver_script_scores_the_digits(tmp_path: Path) -> None:
     assert "run(): Completed: 120 of 120 items succeeded, 0 failed" in proc.stdout, shown
     assert "score(): 120 rows" in proc.stdout, shown
 
-    summary = json.loads((out / "job_summary.json").read_text(encoding="utf-8"))
+    summary = summary_of(out)
     assert summary["status"] == "Completed"
     assert summary["succeeded_items"] == 120 and summary["failed_items"] == 0
     rows = (out / "predictions.csv").read_text(encoding="utf-8").splitlines()

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from conftest import write_deployment, write_inputs
+from helpers import processed_of, summary_of
 
 import daskscore
 
@@ -34,14 +35,6 @@ SUMMARY_KEYS = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def summary_of(out: Path) -> dict[str, Any]:
-    return json.loads((out / "job_summary.json").read_text(encoding="utf-8"))
-
-
-def processed_of(out: Path) -> pd.DataFrame:
-    return pd.read_csv(out / "logs" / "sys" / "job_report" / "processed_mini-batches.csv")
 
 
 def read_rows(path: Path) -> pd.DataFrame:

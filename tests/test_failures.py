@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, write_deployment, write_inputs
+from helpers import cli, make_job, summary_of
 
 import daskscore
 
@@ -67,7 +67,7 @@ RAISE_ON_TARGETS = """\
 """
 
 
-def make_job(
+def fault_job(
     tmp_path: Path,
     *,
     n_files: int,
@@ -77,33 +77,14 @@ def make_job(
     targets: tuple[str, ...] = (),
     settings: dict[str, Any] | None = None,
 ) -> tuple[Path, Path, Path, Path]:
-    """Write the deployment and inputs; return (deployment.yml, input, output, marker dir)."""
+    """Write the job of :data:`SCRIPT` with ``check``, ``ret`` and ``init_extra`` put in;
+    return (deployment.yml, input, output, marker dir)."""
     markers = tmp_path / "markers"
     markers.mkdir()
     script = SCRIPT.format(check=check, ret=ret, init_extra=init_extra)
     env = {"MARKER_DIR": str(markers), "TARGETS": ",".join(targets)}
-    merged = {"error_threshold": -1, **(settings or {})}
-    merged["environment_variables"] = {**env, **merged.get("environment_variables", {})}
-    dep = write_deployment(tmp_path / "deploy", script, settings=merged)
-    inputs = write_inputs(tmp_path / "in", n_files)
-    return dep, inputs, tmp_path / "out", markers
-
-
-def cli(dep: Path, inputs: Path, out: Path, *extra: str, timeout: float = 150) -> Any:
-    return run_cli(
-        "run",
-        str(dep),
-        "--input",
-        str(inputs),
-        "--output",
-        str(out),
-        "--workers",
-        "2",
-        "--no-progress",
-        "--no-dashboard",
-        *extra,
-        timeout=timeout,
-    )
+    dep, inputs, out = make_job(tmp_path, script, n_files=n_files, settings=settings, env=env)
+    return dep, inputs, out, markers
 
 
 # --------------------------------------------------------------------------- reading results
@@ -119,10 +100,6 @@ def expected_row(i: int) -> str:
 
 def batches_of(n_files: int, size: int) -> list[list[int]]:
     return [list(range(s, min(s + size, n_files))) for s in range(0, n_files, size)]
-
-
-def read_summary(out: Path) -> dict[str, Any]:
-    return json.loads((out / "job_summary.json").read_text())
 
 
 def read_tries(out: Path) -> dict[int, list[dict[str, str]]]:
@@ -171,7 +148,7 @@ def init_lines(markers: Path) -> list[str]:
 
 def test_raising_mini_batch_is_retried_then_failed_and_job_goes_on(tmp_path, client):
     n, size = 30, 5
-    dep, inputs, out, _ = make_job(
+    dep, inputs, out, _ = fault_job(
         tmp_path,
         n_files=n,
         check=RAISE_ON_TARGETS,
@@ -181,7 +158,7 @@ def test_raising_mini_batch_is_retried_then_failed_and_job_goes_on(tmp_path, cli
     result = daskscore.run(dep, inputs, out, client=client)
 
     batches = batches_of(n, size)
-    s = read_summary(out)
+    s = summary_of(out)
     assert s == json.loads(json.dumps(result.summary, default=str))
     assert result.status == s["status"] == "Completed"
     assert s["succeeded_items"] == 20
@@ -221,7 +198,7 @@ def test_mini_batch_failing_once_succeeds_on_retry_rows_written_once(tmp_path, c
         first.write_text("1")
         raise RuntimeError("transient failure")
 """
-    dep, inputs, out, markers = make_job(
+    dep, inputs, out, markers = fault_job(
         tmp_path,
         n_files=n,
         check=flaky,
@@ -229,7 +206,7 @@ def test_mini_batch_failing_once_succeeds_on_retry_rows_written_once(tmp_path, c
     )
     result = daskscore.run(dep, inputs, out, client=client)
 
-    s = read_summary(out)
+    s = summary_of(out)
     assert result.status == s["status"] == "Completed"
     assert s["succeeded_items"] == n
     assert s["failed_items"] == 0
@@ -255,7 +232,7 @@ def test_hanging_run_times_out_worker_restarted_and_init_runs_again(tmp_path):
     if Path(path).name in TARGETS:
         time.sleep(1000)
 """
-    dep, inputs, out, markers = make_job(
+    dep, inputs, out, markers = fault_job(
         tmp_path,
         n_files=n,
         check=hang,
@@ -265,7 +242,7 @@ def test_hanging_run_times_out_worker_restarted_and_init_runs_again(tmp_path):
     proc = cli(dep, inputs, out)
     assert proc.returncode == 0, proc.stderr
 
-    s = read_summary(out)
+    s = summary_of(out)
     assert s["status"] == "Completed"
     assert s["succeeded_items"] == n - 2
     assert s["failed_items"] == 2
@@ -306,7 +283,7 @@ def test_crashing_run_is_charged_alone_and_job_completes(tmp_path, how):
     if Path(path).name in TARGETS:
         {CRASHES[how]}
 """
-    dep, inputs, out, markers = make_job(
+    dep, inputs, out, markers = fault_job(
         tmp_path,
         n_files=n,
         check=crash,
@@ -318,7 +295,7 @@ def test_crashing_run_is_charged_alone_and_job_completes(tmp_path, how):
     proc = cli(dep, inputs, out)
     assert proc.returncode == 0, proc.stderr
 
-    s = read_summary(out)
+    s = summary_of(out)
     assert s["status"] == "Completed"
     assert s["succeeded_items"] == n - 2
     assert s["failed_items"] == 2
@@ -361,7 +338,7 @@ def test_process_lost_once_then_retry_succeeds_committed_rows_kept_once(tmp_path
         marker.write_text("1")
         {action}
 """
-    dep, inputs, out, markers = make_job(
+    dep, inputs, out, markers = fault_job(
         tmp_path,
         n_files=n,
         check=check,
@@ -371,7 +348,7 @@ def test_process_lost_once_then_retry_succeeds_committed_rows_kept_once(tmp_path
     proc = cli(dep, inputs, out)
     assert proc.returncode == 0, proc.stderr
 
-    s = read_summary(out)
+    s = summary_of(out)
     assert s["status"] == "Completed"
     assert (s["succeeded_items"], s["failed_items"], s["failed_mini_batches"]) == (n, 0, 0)
     assert s["retried_mini_batches"] == 1
@@ -387,12 +364,12 @@ def test_process_lost_once_then_retry_succeeds_committed_rows_kept_once(tmp_path
 
 def test_run_returning_too_few_items_counts_the_missing_as_failed(tmp_path, client):
     n, size = 11, 5  # mini-batches of 5, 5 and 1
-    dep, inputs, out, _ = make_job(
+    dep, inputs, out, _ = fault_job(
         tmp_path, n_files=n, ret="    return results[:-1]\n", settings={"mini_batch_size": size}
     )
     result = daskscore.run(dep, inputs, out, client=client)
 
-    s = read_summary(out)
+    s = summary_of(out)
     assert result.status == s["status"] == "Completed"
     assert s["succeeded_items"] == 8
     assert s["failed_items"] == 3
@@ -416,7 +393,7 @@ def test_run_returning_too_few_items_counts_the_missing_as_failed(tmp_path, clie
 
 def test_run_returning_more_items_is_accepted(tmp_path, client):
     n, size = 6, 3
-    dep, inputs, out, _ = make_job(
+    dep, inputs, out, _ = fault_job(
         tmp_path,
         n_files=n,
         ret="    return results + ['extra row']\n",
@@ -424,7 +401,7 @@ def test_run_returning_more_items_is_accepted(tmp_path, client):
     )
     result = daskscore.run(dep, inputs, out, client=client)
 
-    s = read_summary(out)
+    s = summary_of(out)
     assert result.status == "Completed"
     assert (s["succeeded_items"], s["failed_items"], s["rows_written"]) == (6, 0, 8)
     assert s["failures"] == []
@@ -443,7 +420,7 @@ THRESHOLD_FAILING = (3, 8, 13)  # mini-batches of 5 files whose every file raise
 
 def _threshold_job(tmp_path: Path) -> tuple[Path, Path, Path]:
     targets = tuple(name(i) for mb in THRESHOLD_FAILING for i in range(mb * 5, mb * 5 + 5))
-    dep, inputs, out, _ = make_job(
+    dep, inputs, out, _ = fault_job(
         tmp_path,
         n_files=100,
         check=RAISE_ON_TARGETS,
@@ -488,7 +465,7 @@ def test_error_threshold_exceeded_fails_the_job_api(tmp_path, client):
     assert exc.result.status == "Failed"
     assert "error_threshold" in str(exc)
     assert "# the user's raising line" in (exc.user_traceback or "")
-    s = read_summary(out)
+    s = summary_of(out)
     assert s == json.loads(json.dumps(exc.result.summary, default=str))
     _check_threshold_outcome(out, s)
 
@@ -499,7 +476,7 @@ def test_error_threshold_exceeded_fails_the_job_cli(tmp_path):
     proc = cli(dep, inputs, out)
     assert proc.returncode == 1, proc.stderr
     err = proc.stderr
-    s = read_summary(out)
+    s = summary_of(out)
     _check_threshold_outcome(out, s)
     assert "error_threshold" in err
     assert f"mini-batch {s['failures'][0]['mini_batch_id']}" in err
@@ -521,7 +498,7 @@ def load_model():
 
 
 def _check_init_outcome(out: Path) -> None:
-    s = read_summary(out)
+    s = summary_of(out)
     assert s["status"] == "Failed"
     assert "cannot load the model weights" in s["init_error"]
     assert s["succeeded_items"] == 0
@@ -536,7 +513,7 @@ def _check_init_outcome(out: Path) -> None:
 
 
 def test_init_raising_fails_the_job_at_once_api(tmp_path, client):
-    dep, inputs, out, _ = make_job(tmp_path, n_files=10, init_extra=INIT_RAISES)
+    dep, inputs, out, _ = fault_job(tmp_path, n_files=10, init_extra=INIT_RAISES)
     with pytest.raises(daskscore.InitFailed) as info:
         daskscore.run(dep, inputs, out, client=client)
     exc = info.value
@@ -551,7 +528,7 @@ def test_init_raising_fails_the_job_at_once_api(tmp_path, client):
 
 @pytest.mark.timeout(200)
 def test_init_raising_fails_the_job_at_once_cli(tmp_path):
-    dep, inputs, out, _ = make_job(tmp_path, n_files=10, init_extra=INIT_RAISES)
+    dep, inputs, out, _ = fault_job(tmp_path, n_files=10, init_extra=INIT_RAISES)
     proc = cli(dep, inputs, out)
     assert proc.returncode == 1, proc.stderr
     err = proc.stderr
@@ -573,7 +550,7 @@ def test_init_raising_fails_the_job_at_once_cli(tmp_path):
 )
 def test_run_returning_wrong_type_fails_the_mini_batch_clearly(tmp_path, client, returned, words):
     n, size = 6, 3
-    dep, inputs, out, _ = make_job(
+    dep, inputs, out, _ = fault_job(
         tmp_path,
         n_files=n,
         ret=f"    return {returned}\n",
@@ -581,7 +558,7 @@ def test_run_returning_wrong_type_fails_the_mini_batch_clearly(tmp_path, client,
     )
     result = daskscore.run(dep, inputs, out, client=client)
 
-    s = read_summary(out)
+    s = summary_of(out)
     assert result.status == "Completed"  # error_threshold -1
     assert (s["succeeded_items"], s["failed_items"], s["failed_mini_batches"]) == (0, 6, 2)
     for f in s["failures"]:
@@ -610,14 +587,14 @@ def _usage_error(proc: Any) -> str:
 
 
 def test_missing_input_path_is_a_usage_error(tmp_path):
-    dep, _, out, _ = make_job(tmp_path, n_files=1)
+    dep, _, out, _ = fault_job(tmp_path, n_files=1)
     missing = tmp_path / "no-such-input"
     err = _usage_error(cli(dep, missing, out))
     assert str(missing) in err and "does not exist" in err
 
 
 def test_empty_input_folder_is_a_usage_error(tmp_path):
-    dep, _, out, _ = make_job(tmp_path, n_files=1)
+    dep, _, out, _ = fault_job(tmp_path, n_files=1)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / ".hidden").write_text("x\n1\n")  # dot-files do not count
@@ -626,7 +603,7 @@ def test_empty_input_folder_is_a_usage_error(tmp_path):
 
 
 def test_output_path_that_is_a_file_is_a_usage_error(tmp_path):
-    dep, inputs, _, _ = make_job(tmp_path, n_files=1)
+    dep, inputs, _, _ = fault_job(tmp_path, n_files=1)
     target = tmp_path / "out.txt"
     target.write_text("not a folder")
     err = _usage_error(cli(dep, inputs, target))
@@ -636,7 +613,7 @@ def test_output_path_that_is_a_file_is_a_usage_error(tmp_path):
 
 def test_malformed_input_file_fails_its_mini_batch_naming_the_file(tmp_path, client):
     n, size = 9, 3
-    dep, inputs, out, _ = make_job(
+    dep, inputs, out, _ = fault_job(
         tmp_path,
         n_files=n,
         settings={"mini_batch_size": size, "retry_settings": {"max_retries": 0}},
@@ -645,7 +622,7 @@ def test_malformed_input_file_fails_its_mini_batch_naming_the_file(tmp_path, cli
     bad.write_text("x,y\n1,2\n3,4,5,6,7\n")
     result = daskscore.run(dep, inputs, out, client=client)
 
-    s = read_summary(out)
+    s = summary_of(out)
     assert result.status == "Completed"
     assert (s["succeeded_items"], s["failed_items"], s["failed_mini_batches"]) == (6, 3, 1)
     (failure,) = s["failures"]

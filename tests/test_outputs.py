@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 from conftest import run_cli, write_deployment, write_inputs
+from helpers import show, summary_of
 
 import daskscore
 from daskscore import UsageError
@@ -293,10 +294,6 @@ def test_partition_on_needs_a_dataset_format(
 # --------------------------------------------------------------------------- command line
 
 
-def show(proc: Any) -> str:
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-
-
 def test_cli_parquet_partitioned_on_label_end_to_end(tmp_path: Path, inputs: Path) -> None:
     dep = deploy(tmp_path, ANIMALS)
     out = tmp_path / "out"
@@ -321,7 +318,7 @@ def test_cli_parquet_partitioned_on_label_end_to_end(tmp_path: Path, inputs: Pat
     assert str(dest) in proc.stderr, show(proc)
     assert files_of(dest) == [f"label={a}/part-00000.parquet" for a in ANIMALS]
     same_rows(read_hive(dest, "parquet"), expected(ANIMALS))
-    summary = json.loads((out / "job_summary.json").read_text(encoding="utf-8"))
+    summary = summary_of(out)
     assert summary["status"] == "Completed" and summary["rows_written"] == 2 * N_FILES
 
 

@@ -5,13 +5,13 @@ records and the rows of ``processed_mini-batches.csv`` alike; one test reports a
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import write_deployment, write_inputs
+from helpers import summary_of
 
 import daskscore
 from daskscore.ui import report
@@ -203,7 +203,7 @@ def test_a_real_job_from_its_summary_and_csv(client: Any, tmp_path: Path) -> Non
     out = tmp_path / "out"
     result = daskscore.run(dep, inputs, out, client=client)
     assert result.failed_items == 5
-    s = json.loads((out / "job_summary.json").read_text(encoding="utf-8"))
+    s = summary_of(out)
     csv_path = out / "logs" / "sys" / "job_report" / "processed_mini-batches.csv"
     with open(csv_path, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -8,12 +8,12 @@ fails in CI (``$CI`` set), where ``.ci/run`` installs Chromium.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import write_deployment, write_inputs
+from helpers import summary_of
 from PIL import Image, ImageStat
 
 import daskscore
@@ -48,7 +48,7 @@ def report_of_a_real_job(client: Any, tmp_path_factory: pytest.TempPathFactory) 
     out = root / "out"
     result = daskscore.run(dep, write_inputs(root / "in", 30), out, client=client)
     assert (result.status, result.failed_items) == ("Completed", 5)
-    summary = json.loads((out / "job_summary.json").read_text(encoding="utf-8"))
+    summary = summary_of(out)
     csv_path = out / "logs" / "sys" / "job_report" / "processed_mini-batches.csv"
     with open(csv_path, encoding="utf-8", newline="") as fh:
         attempts = list(csv.DictReader(fh))

@@ -16,6 +16,7 @@ Every resumed output is compared with the output of one clean, uninterrupted run
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -28,9 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import helpers
 import psutil
 import pytest
-from conftest import REPO, run_cli, write_deployment, write_inputs
+from conftest import REPO
+from helpers import cli_args, make_job, summary_of
 
 import daskscore
 
@@ -89,41 +92,24 @@ def run(mini_batch):
 # --------------------------------------------------------------------------- jobs
 
 
-def make_job(root: Path, n_files: int = N_FILES, **env: str) -> tuple[Path, Path, Path]:
-    """Write the deployment and inputs under ``root``; return (deployment.yml, input, output)."""
-    variables = {"DELAY": str(DELAY), "WIDTH": str(WIDTH), **env}
-    dep = write_deployment(
-        root / "deploy",
+def resume_job(root: Path, n_files: int = N_FILES, **env: str) -> tuple[Path, Path, Path]:
+    """Write the job of :data:`SCRIPT` under ``root`` (``env`` over its DELAY and WIDTH);
+    return (deployment.yml, input, output)."""
+    return make_job(
+        root,
         SCRIPT,
+        n_files=n_files,
         settings={
             "mini_batch_size": SIZE,
             "error_threshold": -1,
             "retry_settings": {"max_retries": 2, "timeout": 60},
-            "environment_variables": variables,
         },
+        env={"DELAY": str(DELAY), "WIDTH": str(WIDTH), **env},
     )
-    inputs = write_inputs(root / "in", n_files)
-    return dep, inputs, root / "out"
 
 
-def cli_args(dep: Path, inputs: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        str(dep),
-        "--input",
-        str(inputs),
-        "--output",
-        str(out),
-        "--workers",
-        "2",
-        "--no-progress",
-        "--no-dashboard",
-        *extra,
-    ]
-
-
-def cli(dep: Path, inputs: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(*cli_args(dep, inputs, out, *extra), timeout=120)
+#: A CLI job here is cut off before the test's own timeout (150 s) would stop the test.
+cli = functools.partial(helpers.cli, timeout=120)
 
 
 class Job:
@@ -228,10 +214,6 @@ def has_ledger(out: Path) -> bool:
     return folder.is_dir() and any(folder.glob("*.log"))
 
 
-def summary(out: Path) -> dict[str, Any]:
-    return json.loads((out / "job_summary.json").read_text())
-
-
 def tries_numbered(out: Path) -> dict[int, list[tuple[int, str]]]:
     """processed_mini-batches.csv: each mini-batch's (try, status) rows, in file order."""
     path = out / "logs" / "sys" / "job_report" / "processed_mini-batches.csv"
@@ -269,7 +251,7 @@ def assert_resumed_like_clean(
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert (out / "predictions.csv").read_bytes() == clean
-    s = summary(out)
+    s = summary_of(out)
     assert s["status"] == "Completed"
     assert s["total_items"] == s["succeeded_items"] == s["rows_written"] == N_FILES
     assert s["failed_items"] == s["not_run_items"] == 0
@@ -289,7 +271,7 @@ def assert_resumed_like_clean(
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """predictions.csv of a clean, uninterrupted run of the job."""
-    dep, inputs, out = make_job(tmp_path_factory.mktemp("clean"))
+    dep, inputs, out = resume_job(tmp_path_factory.mktemp("clean"))
     proc = cli(dep, inputs, out)
     assert proc.returncode == 0, proc.stderr
     data = (out / "predictions.csv").read_bytes()
@@ -303,7 +285,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 def interrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, int]:
     """A job killed after it committed at least 10 mini-batches: (deployment, input, output,
     mini-batches committed).  Tests copy the output folder before they use it."""
-    dep, inputs, out = make_job(tmp_path_factory.mktemp("interrupted"))
+    dep, inputs, out = resume_job(tmp_path_factory.mktemp("interrupted"))
     job = Job(dep, inputs, out)
     try:
         assert job.wait_for(lambda: succeeded(out) >= 10), job.stderr()
@@ -334,7 +316,7 @@ def _assembling(out: Path) -> bool:
 def test_job_killed_at_any_point_resumes_to_the_clean_output(
     tmp_path: Path, clean: bytes, point: str
 ) -> None:
-    dep, inputs, out = make_job(tmp_path)
+    dep, inputs, out = resume_job(tmp_path)
     for _ in range(3):  # the assembly window is short: a try that misses it runs again
         job = Job(dep, inputs, out, "--overwrite")
         try:
@@ -362,7 +344,7 @@ def test_job_killed_at_any_point_resumes_to_the_clean_output(
     proc = cli(dep, inputs, out, "--resume")
     assert_resumed_like_clean(out, proc, clean, kept)
     if point != "early":
-        assert kept > 0 and summary(out)["resumed_mini_batches"] > 0
+        assert kept > 0 and summary_of(out)["resumed_mini_batches"] > 0
 
 
 # ------------------------------------------------------------------ 2. refused without flags
@@ -396,13 +378,13 @@ def test_worker_processes_killed_mid_job_lose_and_duplicate_no_rows(
     markers.mkdir()
     # mini-batches 10, 50 and 90 kill their worker process on their first try
     chosen = ["f0030.csv", "f0150.csv", "f0270.csv"]
-    dep, inputs, out = make_job(tmp_path, KILL_ON=",".join(chosen), KILL_MARKERS=str(markers))
+    dep, inputs, out = resume_job(tmp_path, KILL_ON=",".join(chosen), KILL_MARKERS=str(markers))
     proc = cli(dep, inputs, out)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in markers.iterdir()) == chosen, "every chosen run() killed once"
 
     assert (out / "predictions.csv").read_bytes() == clean
-    s = summary(out)
+    s = summary_of(out)
     assert s["status"] == "Completed"
     assert s["total_items"] == s["succeeded_items"] == s["rows_written"] == N_FILES
     assert s["failed_items"] == s["failed_mini_batches"] == 0
@@ -491,7 +473,7 @@ def test_failed_mini_batches_of_the_interrupted_run_are_retried_on_resume(
     marker = tmp_path / "still-failing"
     marker.touch()
     # f0007.csv is in mini-batch 2: it fails all its tries while the marker exists
-    dep, inputs, out = make_job(tmp_path, FAIL_ON="f0007.csv", FAIL_WHILE=str(marker))
+    dep, inputs, out = resume_job(tmp_path, FAIL_ON="f0007.csv", FAIL_WHILE=str(marker))
     job = Job(dep, inputs, out)
     try:
         assert job.wait_for(lambda: committed(out).get(2) == "RUN_EXCEPTION"), job.stderr()
@@ -517,7 +499,7 @@ def test_failed_mini_batches_of_the_interrupted_run_are_retried_on_resume(
 
 
 def test_resume_of_a_finished_job_is_refused(tmp_path: Path) -> None:
-    dep, inputs, out = make_job(tmp_path, n_files=12, DELAY="0")
+    dep, inputs, out = resume_job(tmp_path, n_files=12, DELAY="0")
     first = cli(dep, inputs, out)
     assert first.returncode == 0, first.stderr
     before = snapshot(out)
@@ -534,13 +516,13 @@ def test_resume_of_a_finished_job_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("folder", ["missing", "empty"])
 def test_resume_of_a_new_or_empty_folder_just_runs(tmp_path: Path, folder: str) -> None:
-    dep, inputs, out = make_job(tmp_path, n_files=12, DELAY="0")
+    dep, inputs, out = resume_job(tmp_path, n_files=12, DELAY="0")
     if folder == "empty":
         out.mkdir()
     proc = cli(dep, inputs, out, "--resume")
     assert proc.returncode == 0, proc.stderr
     assert "Resuming" not in proc.stderr
-    s = summary(out)
+    s = summary_of(out)
     assert s["status"] == "Completed"
     assert s["succeeded_items"] == s["rows_written"] == 12
     assert s["resumed_mini_batches"] == 0

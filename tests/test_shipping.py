@@ -4,7 +4,6 @@ task replies — the same rows, logs and failures as a job whose workers share t
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import dask
 import pandas as pd
 import pytest
 from conftest import write_deployment, write_inputs
+from helpers import summary_of
 
 import daskscore
 from daskscore.cluster.local import local_cluster, parse_resources, tls_security
@@ -303,7 +303,7 @@ def test_model_path_may_be_a_url(tmp_path: Path, moto_s3) -> None:
         )
     for name, value, _ in _rows(result.predictions):
         assert int(value) == 7 * int((inputs / name).read_text().split()[1])
-    summary = json.loads((result.output / "job_summary.json").read_text())
+    summary = summary_of(result.output)
     assert summary["status"] == "Completed"
     with pytest.raises(UsageError, match="does not exist"):
         daskscore.run(dep, inputs, tmp_path / "o2", set={"model.path": f"{bucket}/models/nope"})
@@ -488,6 +488,6 @@ def test_a_model_url_the_workers_cannot_fetch_fails_init_naming_url_and_worker(
     assert "First error (preparing):" in message
     assert "preparing the model memory://daskscore-test/model on worker" in message
     assert "FileNotFoundError" in message
-    summary = json.loads((tmp_path / "out" / "job_summary.json").read_text())
+    summary = summary_of(tmp_path / "out")
     assert summary["status"] == "Failed" and summary["succeeded_items"] == 0
     assert not (tmp_path / "out" / "predictions.csv").exists()

@@ -218,7 +218,6 @@ class Dispatcher:
         """A task's process died: keep what it committed, charge the run() it was in."""
         state = self.transport.lost(self.client, self.job, attempt)
         finished = self._record(attempt, state.committed)
-        self.progress.add_done(len(finished), self._items(finished))
         requeue: list[int] = []
         for mb in ids:
             if mb in finished or self.outcomes.is_final(mb):
@@ -231,15 +230,21 @@ class Dispatcher:
                     worker=state.running_worker,
                     start=state.running_start,
                 )
-                if not final:
+                if final:
+                    finished.add(mb)
+                else:
                     self.isolate.add(mb)
                     requeue.append(mb)
                 continue
             self.losses[mb] = self.losses.get(mb, 0) + 1
             if self.losses[mb] >= MAX_UNCHARGED_LOSSES:
                 self.outcomes.charge_crash(mb, self.outcomes.tries_used(mb) + 1, False, final=True)
+                finished.add(mb)
                 continue
             requeue.append(mb)
+        # every mini-batch this loss settled — committed, or charged its last try — is done
+        failed = sum(1 for mb in finished if self.outcomes.is_failed(mb))
+        self.progress.add_done(len(finished), self._items(finished), failed)
         # crashed work goes to the front, in order, so the output can be assembled early
         self.queue.extendleft(reversed(sorted(requeue)))
 

@@ -1,0 +1,440 @@
+"""Unit tests of daskscore.engine.outcomes (and the summary made from it): the tries of every
+mini-batch, the one final try of each, crashes, the error threshold and resumed jobs.
+
+Pure state: no cluster, no worker, nothing written but the summary's own inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daskscore.config import Deployment, RetrySettings, Settings
+from daskscore.engine.finish import JobRecord, failure_message, summarize
+from daskscore.engine.outcomes import Outcomes
+from daskscore.protocol import MiniBatchRecord, Status
+
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "score.py", line 12, in run\n'
+    "    raise ValueError(name)\n"
+    "ValueError: bad file f0003.csv"
+)
+
+
+def make_settings(max_retries: int = 3, error_threshold: int = -1, timeout: float = 30.0):
+    return Settings(
+        retry_settings=RetrySettings(max_retries=max_retries, timeout=timeout),
+        error_threshold=error_threshold,
+    )
+
+
+def files(*sizes: int) -> list[list[str]]:
+    """Mini-batches of ``sizes`` files each, by id."""
+    return [[f"in/mb{mb}/f{i}.csv" for i in range(n)] for mb, n in enumerate(sizes)]
+
+
+def done(mb: int, try_no: int = 1, total: int = 2, succeeded: int | None = None):
+    """A try whose run() returned (``succeeded`` < ``total``: fewer results than items)."""
+    ok = total if succeeded is None else succeeded
+    return MiniBatchRecord(
+        mini_batch=mb,
+        try_no=try_no,
+        total=total,
+        succeeded=ok,
+        failed=total - ok,
+        rows=ok,
+        status=Status.RUN_DONE,
+        error="" if ok == total else f"run() returned {ok} results for {total} files",
+        final=True,
+    )
+
+
+def raised(mb: int, try_no: int, total: int = 2, final: bool = False, error: str = TRACEBACK):
+    """A try whose run() raised; ``final`` when it was the last try allowed."""
+    return MiniBatchRecord(
+        mini_batch=mb,
+        try_no=try_no,
+        total=total,
+        failed=total,
+        status=Status.RUN_EXCEPTION,
+        error=error,
+        final=final,
+    )
+
+
+def tries_of(outcomes: Outcomes, mb: int) -> list[tuple[int, str]]:
+    return [(r.try_no, r.status.value) for r in outcomes.attempts if r.mini_batch == mb]
+
+
+# --------------------------------------------------------------------------- folding records
+
+
+def test_a_final_try_settles_its_mini_batch() -> None:
+    outcomes = Outcomes(files(2, 2, 3), make_settings())
+    finished = outcomes.record(
+        "r01a000001", [done(0), raised(1, 1), raised(1, 2), done(1, 3, total=2)]
+    )
+    assert finished == {0, 1}
+    assert outcomes.is_final(0) and outcomes.is_final(1) and not outcomes.is_final(2)
+    assert not outcomes.is_failed(0) and not outcomes.is_failed(1)
+    # the driver names the attempt that holds the rows; the worker does not know it
+    assert outcomes.final[0].attempt == outcomes.final[1].attempt == "r01a000001"
+    assert outcomes.final[1].try_no == 3
+    assert tries_of(outcomes, 1) == [(1, "RUN_EXCEPTION"), (2, "RUN_EXCEPTION"), (3, "RUN_DONE")]
+    assert outcomes.tries_used(1) == 3 and outcomes.tries_used(2) == 0
+    assert outcomes.succeeded_items() == 4 and outcomes.items_done() == 4
+    assert outcomes.failed_items == 0
+    assert [r.mini_batch for r in outcomes.done_finals()] == [0, 1]
+
+
+def test_tries_that_are_not_final_leave_the_mini_batch_open() -> None:
+    outcomes = Outcomes(files(2), make_settings())
+    assert outcomes.record("r01a000001", [raised(0, 1), raised(0, 2)]) == set()
+    assert not outcomes.is_final(0)
+    assert outcomes.tries_used(0) == 2
+    assert outcomes.failed_items == 0  # only final tries count
+    assert len(outcomes.attempts) == 2
+
+
+def test_records_of_a_settled_mini_batch_are_ignored() -> None:
+    """A second attempt of a mini-batch (a task Dask ran twice, a salvaged ledger) is neither
+    counted nor written twice: its rows would be duplicated in the output."""
+    outcomes = Outcomes(files(2, 2), make_settings())
+    outcomes.record("r01a000001", [done(0)])
+    before = list(outcomes.attempts)
+    finished = outcomes.record("r01a000002", [raised(0, 1), raised(0, 2, final=True), done(1)])
+    assert finished == {1}
+    assert outcomes.final[0].attempt == "r01a000001" and outcomes.final[0].done
+    assert outcomes.attempts[: len(before)] == before
+    assert [r.mini_batch for r in outcomes.attempts[len(before) :]] == [1]
+    assert outcomes.failed_items == 0
+    assert outcomes.tries_used(0) == 1
+    assert len(outcomes.done_finals()) == 2
+
+
+def test_retries_are_recorded_with_their_try_numbers() -> None:
+    outcomes = Outcomes(files(3), make_settings(max_retries=3))
+    records = [raised(0, 1, total=3), raised(0, 2, total=3), raised(0, 3, total=3)]
+    records.append(raised(0, 4, total=3, final=True))
+    assert outcomes.record("r01a000001", records) == {0}
+    assert [t for t, _ in tries_of(outcomes, 0)] == [1, 2, 3, 4]
+    assert outcomes.is_failed(0)
+    assert outcomes.final[0].status is Status.RUN_EXCEPTION
+    assert outcomes.failed_items == 3 and outcomes.failed_mini_batches() == 1
+    assert outcomes.done_finals() == []
+
+
+def test_a_partial_return_counts_its_missing_items_as_failed() -> None:
+    outcomes = Outcomes(files(5, 2), make_settings(error_threshold=1))
+    outcomes.record("r01a000001", [done(0, total=5, succeeded=3), done(1)])
+    assert not outcomes.is_failed(0)  # run() returned: its rows are kept
+    assert outcomes.failed_mini_batches() == 0
+    assert outcomes.failed_items == 2
+    assert outcomes.succeeded_items() == 5
+    assert outcomes.threshold_exceeded()  # 2 failed items > 1 allowed
+    assert [r.mini_batch for r in outcomes.done_finals()] == [0, 1]
+
+
+# --------------------------------------------------------------------------- crashes
+
+
+def test_a_crash_is_charged_as_process_died_until_max_retries() -> None:
+    outcomes = Outcomes(files(4), make_settings(max_retries=2))
+    assert outcomes.charge_crash(0, 1, timed_out=False, worker="tcp://w1", start=1000.0) is False
+    assert outcomes.charge_crash(0, 2, timed_out=False) is False
+    assert not outcomes.is_final(0)
+    assert outcomes.tries_used(0) == 2
+    assert outcomes.charge_crash(0, 3, timed_out=False) is True  # 3 > max_retries
+    assert outcomes.is_failed(0)
+    final = outcomes.final[0]
+    assert final.final and final.status is Status.PROCESS_DIED and final.try_no == 3
+    assert final.total == final.failed == 4 and final.succeeded == 0
+    assert "worker process died" in final.error
+    assert tries_of(outcomes, 0) == [(1, "PROCESS_DIED"), (2, "PROCESS_DIED"), (3, "PROCESS_DIED")]
+    first = outcomes.attempts[0]
+    assert first.worker == "tcp://w1" and first.start == 1000.0
+    assert outcomes.failed_items == 4
+
+
+def test_a_timed_out_run_is_charged_as_run_timeout() -> None:
+    outcomes = Outcomes(files(2), make_settings(max_retries=0, timeout=12))
+    assert outcomes.charge_crash(0, 1, timed_out=True) is True  # no retries allowed
+    final = outcomes.final[0]
+    assert final.status is Status.RUN_TIMEOUT
+    assert "retry_settings.timeout (12 s)" in final.error
+    assert outcomes.failed_items == 2
+
+
+def test_a_crash_can_be_made_final_before_its_retries_are_used() -> None:
+    outcomes = Outcomes(files(3, 1), make_settings(max_retries=3))
+    assert outcomes.charge_crash(0, 1, timed_out=False, final=True) is True
+    assert outcomes.is_failed(0) and outcomes.final[0].try_no == 1
+    assert outcomes.failed_items == 3
+    # a record that comes later for it is ignored
+    assert outcomes.record("r01a000009", [done(0, 2, total=3)]) == set()
+    assert outcomes.is_failed(0) and outcomes.failed_items == 3
+
+
+def test_a_crash_then_a_success_keeps_both_tries() -> None:
+    outcomes = Outcomes(files(2), make_settings())
+    outcomes.charge_crash(0, 1, timed_out=False)
+    outcomes.record("r01a000002", [done(0, 2)])
+    assert tries_of(outcomes, 0) == [(1, "PROCESS_DIED"), (2, "RUN_DONE")]
+    assert outcomes.final[0].done and outcomes.failed_items == 0
+
+
+# --------------------------------------------------------------------------- error threshold
+
+
+@pytest.mark.parametrize(
+    ("threshold", "failed_items", "exceeded"),
+    [
+        (-1, 0, False),
+        (-1, 1000, False),  # -1: never
+        (0, 0, False),
+        (0, 1, True),  # 0: the first failed item
+        (5, 5, False),
+        (5, 6, True),
+    ],
+)
+def test_the_error_threshold_counts_failed_items(
+    threshold: int, failed_items: int, exceeded: bool
+) -> None:
+    outcomes = Outcomes(files(max(failed_items, 1)), make_settings(error_threshold=threshold))
+    if failed_items:
+        outcomes.record("r01a000001", [raised(0, 1, total=failed_items, final=True)])
+    assert outcomes.failed_items == failed_items
+    assert outcomes.threshold_exceeded() is exceeded
+
+
+def test_the_error_threshold_counts_items_not_mini_batches() -> None:
+    outcomes = Outcomes(files(4, 1, 1), make_settings(error_threshold=3))
+    outcomes.record("r01a000001", [raised(0, 1, total=4, final=True)])
+    assert outcomes.failed_mini_batches() == 1
+    assert outcomes.threshold_exceeded()  # one mini-batch, but 4 failed items > 3
+    other = Outcomes(files(4, 1, 1), make_settings(error_threshold=3))
+    other.record("r01a000001", [raised(1, 1, total=1, final=True), raised(2, 1, 1, True)])
+    assert other.failed_mini_batches() == 2
+    assert not other.threshold_exceeded()  # two mini-batches, 2 failed items <= 3
+
+
+def test_crashes_count_towards_the_error_threshold() -> None:
+    outcomes = Outcomes(files(3), make_settings(max_retries=0, error_threshold=2))
+    outcomes.charge_crash(0, 1, timed_out=False)
+    assert outcomes.failed_items == 3 and outcomes.threshold_exceeded()
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_restore_keeps_succeeded_mini_batches_and_gives_failed_ones_a_fresh_budget() -> None:
+    outcomes = Outcomes(files(2, 2, 2), make_settings(max_retries=1))
+    # run 1 committed: mb 0 done; mb 1 failed its 2 tries; mb 2 nothing
+    outcomes.restore("r01a000001", [done(0), raised(1, 1), raised(1, 2, final=True)])
+    assert outcomes.resumed == 1
+    assert outcomes.is_final(0) and outcomes.final[0].attempt == "r01a000001"
+    assert not outcomes.is_final(1)  # retried in this run
+    assert outcomes.failed_items == 0
+    assert outcomes.tries_used(1) == 0  # this run's budget is whole
+
+    # this run: mb 1 fails once more, then succeeds; its tries are numbered after run 1's
+    assert outcomes.record("r02a000001", [raised(1, 1), done(1, 2), done(2)]) == {1, 2}
+    assert tries_of(outcomes, 1) == [
+        (1, "RUN_EXCEPTION"),
+        (2, "RUN_EXCEPTION"),
+        (3, "RUN_EXCEPTION"),
+        (4, "RUN_DONE"),
+    ]
+    assert outcomes.final[1].try_no == 4 and outcomes.final[1].attempt == "r02a000001"
+    assert outcomes.tries_used(1) == 2  # what the worker is told: this run's tries
+    assert tries_of(outcomes, 2) == [(1, "RUN_DONE")]
+    # a succeeded mini-batch of run 1 is not run again: a record of it is ignored
+    assert outcomes.record("r02a000002", [raised(0, 1, final=True)]) == set()
+    assert outcomes.final[0].done and outcomes.failed_items == 0
+
+
+def test_restore_numbers_tries_after_every_earlier_run() -> None:
+    outcomes = Outcomes(files(2), make_settings(max_retries=1))
+    # ledgers in run order; a run's tries may be spread over several attempts
+    outcomes.restore("r01a000001", [raised(0, 1), raised(0, 2, final=True)])
+    outcomes.restore("r02a000003", [raised(0, 1)])
+    outcomes.restore("r02a000004", [raised(0, 2, final=True)])
+    outcomes.charge_crash(0, 1, timed_out=False)  # run 3: a crash, then a success
+    outcomes.record("r03a000002", [done(0, 2)])
+    assert [t for t, _ in tries_of(outcomes, 0)] == [1, 2, 3, 4, 5, 6]
+    assert tries_of(outcomes, 0)[-2:] == [(5, "PROCESS_DIED"), (6, "RUN_DONE")]
+    assert outcomes.final[0].try_no == 6 and outcomes.resumed == 0
+
+
+def test_a_mini_batch_that_succeeded_in_a_later_run_is_restored_final() -> None:
+    outcomes = Outcomes(files(2), make_settings(max_retries=0))
+    outcomes.restore("r01a000001", [raised(0, 1, final=True)])
+    outcomes.restore("r02a000001", [done(0, 1)])
+    assert outcomes.is_final(0) and outcomes.final[0].try_no == 2
+    assert outcomes.final[0].attempt == "r02a000001"
+    assert outcomes.resumed == 1 and outcomes.failed_items == 0
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    runs=st.lists(st.lists(st.integers(1, 4), min_size=1, max_size=3), min_size=1, max_size=4),
+    last_succeeded=st.booleans(),
+    now=st.integers(1, 4),
+)
+def test_resumed_tries_are_numbered_without_gaps(
+    runs: list[list[int]], last_succeeded: bool, now: int
+) -> None:
+    """Whatever earlier runs committed (each run's tries spread over attempts), this run's
+    tries follow them: a mini-batch's history is tries 1, 2, 3, ... with no gap or repeat."""
+    outcomes = Outcomes(files(2), make_settings(max_retries=10))
+    total = 0
+    for run, attempts in enumerate(runs, start=1):
+        try_no = 0
+        for seq, count in enumerate(attempts, start=1):
+            records = [raised(0, try_no + k) for k in range(1, count + 1)]
+            try_no += count
+            last = run == len(runs) and seq == len(attempts)
+            if last and last_succeeded:
+                records[-1] = done(0, try_no)
+            outcomes.restore(f"r{run:02d}a{seq:06d}", records)
+        total += try_no
+    assert outcomes.is_final(0) is last_succeeded
+    assert outcomes.resumed == int(last_succeeded)
+    outcomes.record(
+        f"r{len(runs) + 1:02d}a000001",
+        [raised(0, k) for k in range(1, now)] + [done(0, now)],
+    )
+    expected = total if last_succeeded else total + now
+    assert [t for t, _ in tries_of(outcomes, 0)] == list(range(1, expected + 1))
+    assert outcomes.final[0].try_no == (total if last_succeeded else total + now)
+
+
+# --------------------------------------------------------------------------- any order
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[int, list[tuple[str, list[MiniBatchRecord]]]]:
+    """Task attempts' records, in an arbitrary arrival order: each mini-batch ran in one or
+    more attempts, each run ending in a final try (done, partial or failed)."""
+    n = draw(st.integers(1, 8))
+    attempts: dict[str, list[MiniBatchRecord]] = {}
+    n_attempts = draw(st.integers(1, 5))
+    names = [f"r01a{seq:06d}" for seq in range(1, n_attempts + 1)]
+    for mb in range(n):
+        total = draw(st.integers(1, 5))
+        for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True)):
+            retries = draw(st.integers(0, 2))
+            records = [raised(mb, t, total=total) for t in range(1, retries + 1)]
+            end = draw(st.sampled_from(["done", "partial", "failed"]))
+            if end == "failed":
+                records.append(raised(mb, retries + 1, total=total, final=True))
+            else:
+                ok = total if end == "done" else draw(st.integers(0, total - 1))
+                records.append(done(mb, retries + 1, total=total, succeeded=ok))
+            attempts.setdefault(name, []).extend(records)
+    order = draw(st.permutations(sorted(attempts)))
+    return n, [(name, attempts[name]) for name in order]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(case=deliveries())
+def test_each_mini_batch_has_one_final_try_whatever_the_arrival_order(
+    case: tuple[int, list[tuple[str, list[MiniBatchRecord]]]],
+) -> None:
+    n, arrivals = case
+    outcomes = Outcomes(files(*[5] * n), make_settings(max_retries=2))
+    settled: list[int] = []
+    for attempt, records in arrivals:
+        settled.extend(outcomes.record(attempt, records))
+    assert sorted(settled) == list(range(n))  # each settles once
+    assert sorted(outcomes.final) == list(range(n))
+    for mb in range(n):
+        finals = [r for r in outcomes.attempts if r.mini_batch == mb and r.final]
+        assert len(finals) == 1
+        # the first attempt to arrive with the mini-batch is the one whose tries count
+        first = next(a for a, recs in arrivals if any(r.mini_batch == mb for r in recs))
+        assert outcomes.final[mb].attempt == first
+        expected = [r for a, recs in arrivals if a == first for r in recs if r.mini_batch == mb]
+        assert [r for r in outcomes.attempts if r.mini_batch == mb] == expected
+    assert outcomes.failed_items == sum(r.failed for r in outcomes.final.values())
+    assert outcomes.failed_mini_batches() == sum(1 for r in outcomes.final.values() if not r.done)
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def job_record(tmp_path: Path, settings_: Settings) -> JobRecord:
+    deployment = Deployment(
+        code=tmp_path / "code", scoring_script=tmp_path / "code" / "score.py", settings=settings_
+    )
+    return JobRecord("job-1", deployment, str(tmp_path / "in"), tmp_path / "out")
+
+
+def test_the_summary_counts_items_and_mini_batches(tmp_path: Path) -> None:
+    config = make_settings(max_retries=1)
+    # 0 done, 1 raised on both tries, 2 partial, 3 crashed twice, 4 not run, 5 resumed,
+    # 6 crashed then succeeded
+    outcomes = Outcomes(files(2, 3, 4, 1, 5, 2, 2), config)
+    outcomes.restore("r01a000001", [done(5)])
+    outcomes.record("r02a000001", [done(0), raised(1, 1, 3), raised(1, 2, 3, final=True)])
+    outcomes.record("r02a000002", [done(2, total=4, succeeded=1)])
+    outcomes.charge_crash(3, 1, timed_out=False)
+    outcomes.charge_crash(3, 2, timed_out=False)
+    outcomes.charge_crash(6, 1, timed_out=True)
+    outcomes.record("r02a000004", [done(6, 2)])
+
+    s = summarize(job_record(tmp_path, config), outcomes, None)
+    assert s["status"] == "Completed" and s["reason"] is None
+    assert s["total_items"] == 19
+    assert s["succeeded_items"] == 2 + 1 + 2 + 2
+    assert s["failed_items"] == 3 + 3 + 1
+    assert s["not_run_items"] == 5
+    assert s["total_mini_batches"] == 7
+    assert s["failed_mini_batches"] == 2  # 1 and 3
+    assert s["partial_mini_batches"] == 1  # 2
+    assert s["not_run_mini_batches"] == 1  # 4
+    assert s["retried_mini_batches"] == 3  # 1, 3 and 6
+    assert s["resumed_mini_batches"] == 1  # 5
+    assert s["rows_written"] == 2 + 1 + 2 + 2
+    failures = s["failures"]
+    assert [f["mini_batch_id"] for f in failures] == [1, 2, 3]
+    assert failures[0]["status"] == "RUN_EXCEPTION" and failures[0]["tries"] == 2
+    assert failures[0]["files"] == files(2, 3)[1] and failures[0]["error"] == TRACEBACK
+    assert failures[2]["status"] == "PROCESS_DIED" and failures[2]["failed"] == 1
+
+    message = failure_message(s)
+    assert message.startswith("Job Completed with failures: 7 of 19 items failed")
+    assert "mini-batch 1 (RUN_EXCEPTION, 2 tries, 3 failed): f0.csv, f1.csv, f2.csv" in message
+    assert "mini-batch 3 (PROCESS_DIED, 2 tries, 1 failed)" in message
+    first = message.split("First error (mini-batch 1):\n", 1)[1]
+    assert first.startswith("  Traceback (most recent call last):\n")
+    assert "\n  ValueError: bad file f0003.csv\n" in first
+
+
+def test_the_summary_of_an_exceeded_threshold_says_so(tmp_path: Path) -> None:
+    config = make_settings(max_retries=0, error_threshold=2)
+    outcomes = Outcomes(files(3, 3), config)
+    outcomes.record("r01a000001", [raised(0, 1, total=3, final=True)])
+    s = summarize(job_record(tmp_path, config), outcomes, None)
+    assert s["status"] == "Failed"
+    assert "error_threshold exceeded: 3 items failed, more than the 2 allowed" in s["reason"]
+    assert s["not_run_items"] == 3 and s["not_run_mini_batches"] == 1
+    message = failure_message(s)
+    assert message.startswith(f"Job Failed: {s['reason']}.")
+    assert "First error (mini-batch 0):" in message and "ValueError: bad file" in message
+
+
+def test_the_summary_of_a_failed_init_shows_its_traceback(tmp_path: Path) -> None:
+    config = make_settings()
+    outcomes = Outcomes(files(2, 2), config)
+    outcomes.init_error = "Traceback (most recent call last):\nImportError: no module named x"
+    s = summarize(job_record(tmp_path, config), outcomes, None)
+    assert s["status"] == "Failed" and "init()" in s["reason"]
+    assert s["not_run_items"] == 4 and s["failures"] == []
+    message = failure_message(s)
+    assert "First error (init()):\n  Traceback" in message
+    assert "  ImportError: no module named x" in message
