@@ -26,7 +26,7 @@ from daskscore.io.storage import (
     upload_tree,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # ---------------------------------------------------------------- no emulator needed
 
