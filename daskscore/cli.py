@@ -25,6 +25,7 @@ from daskscore.devtools import scaffold
 from daskscore.devtools import validate as devtools
 from daskscore.engine.runner import execute
 from daskscore.errors import DaskScoreError, JobFailed
+from daskscore.io.writers import formats
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--output-format",
-        choices=("append_row", "summary_only", "parquet", "csv"),
+        choices=formats(),
         help="default: the deployment's output_action; parquet and csv write a dataset folder "
         "named after output_file_name",
     )
