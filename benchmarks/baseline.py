@@ -11,8 +11,12 @@
     ``--chunksize auto``: ``max(1, n_batches // (4 * processes))``).
     The workers also format their rows, so the parent only writes bytes, in order: a strong,
     hand-written baseline.
+``chunks``
+    Tabular inputs the plain way: one process, ``init()``, then for each CSV file (sorted)
+    ``pandas.read_csv(path, chunksize=--mini-batch-size)`` and ``run()`` on each chunk of rows
+    (a DataFrame indexed by row number in its file, as daskscore's tabular mode gives it).
 
-Both write the rows exactly as daskscore's ``append_row`` does (Azure's ``to_csv`` defaults:
+All write the rows exactly as daskscore's ``append_row`` does (Azure's ``to_csv`` defaults:
 space-separated, no header, no index; a list gives one line per element), so the three outputs
 can be compared byte for byte.  Only the standard library is imported here (plus whatever the
 scoring script imports), so the timings include no harness overhead.
@@ -120,18 +124,34 @@ def results_pool(
         yield from pool.imap(run_formatted, mini_batches, chunksize=size)
 
 
+def results_chunks(files: list[str], rows: int) -> Iterator[bytes]:
+    """The read_csv loop: init() once, then run() on every ``rows``-row chunk of each file."""
+    import pandas as pd
+
+    assert _module is not None
+    if hasattr(_module, "init"):
+        _module.init()
+    for path in files:
+        with pd.read_csv(path, chunksize=rows) as reader:
+            for chunk in reader:
+                yield format_rows(_module.run(chunk))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one baseline; write the rows to --output and the phase timings to --timings."""
     global _module
     args = parse_args(argv)
     t0 = time.perf_counter()
     _module = import_script(args.script)
-    mini_batches = batches(list_input_files(args.input), args.mini_batch_size)
+    files = list_input_files(args.input)
+    mini_batches = batches(files, args.mini_batch_size)
     if args.torch_threads and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(args.torch_threads)
     t1 = time.perf_counter()
     if args.mode == "seq":
         results = results_seq(mini_batches, args.processes)
+    elif args.mode == "chunks":
+        results = results_chunks(files, args.mini_batch_size)
     else:
         results = results_pool(mini_batches, args.processes, args.chunksize)
     with open(args.output, "wb") as out:
@@ -139,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             out.write(data)
     t2 = time.perf_counter()
     if args.timings:
-        timings = {"setup_s": t1 - t0, "score_s": t2 - t1, "mini_batches": len(mini_batches)}
+        timings = {"setup_s": t1 - t0, "score_s": t2 - t1}
+        if args.mode != "chunks":  # chunks: rows, not files; the count is daskscore's
+            timings["mini_batches"] = len(mini_batches)
         if "torch" in sys.modules:  # the parent's; Pool workers run with one thread each
             timings["torch_threads"] = sys.modules["torch"].get_num_threads()
         with open(args.timings, "w", encoding="utf-8") as fh:
@@ -149,11 +171,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["seq", "pool"])
+    parser.add_argument("mode", choices=["seq", "pool", "chunks"])
     parser.add_argument("--script", required=True, help="the scoring script (score.py)")
     parser.add_argument("--input", required=True, help="the input folder")
     parser.add_argument("--output", required=True, help="the append_row file to write")
-    parser.add_argument("--mini-batch-size", type=int, default=10)
+    parser.add_argument(
+        "--mini-batch-size", type=int, default=10, help="files per mini-batch (chunks: rows)"
+    )
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument(
         "--torch-threads", type=int, help="torch intra-op threads of this process (seq)"

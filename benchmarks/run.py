@@ -23,9 +23,14 @@ multiprocessing (daskscore's spawned Dask workers, the Pool's forked workers);
 ``resource_tracker`` is skipped.  All outputs must be byte-identical (same lines, same order)
 to the first run's, or the harness stops with the first differing line.
 
-Workloads: W1 (100,000 tiny CSV files, trivial scorer: per-file overhead), W2 (10,000 images,
-a small CNN), SCALING (CPU-bound, 1 vs 2 workers), MEMORY (5,000,000 predicted rows as
-DataFrames: memory of driver and workers), SKEW (1% of the files cost 20x: load balancing).
+Workloads: W1 (100,000 tiny CSV files, trivial scorer: per-file overhead), W1H (W1 with twice
+the per-file cost), W2 (10,000 images, a small CNN), SCALING (CPU-bound, 1 vs 2 workers),
+MEMORY (5,000,000 predicted rows as DataFrames: memory of driver and workers), SKEW (1% of the
+files cost 20x: load balancing), REMOTE (the inputs in S3 behind 30 ms of latency per request,
+against the same files on local disk), TABULAR-100K (one 1,000,000-row CSV in mini-batches of
+10 rows, against a ``read_csv(chunksize=10)`` loop), LIST-1M (1,000,000 empty files: the
+driver's memory and listing), WARM (the second job on a warm ``daskscore cluster``: how soon
+its first mini-batch starts).
 Data is generated deterministically under ``_data/`` (once; a ``.params.json`` marker holds
 the parameters); outputs and ``results.json`` go to ``_runs/``.  See ``README.md``.
 """
@@ -33,19 +38,23 @@ the parameters); outputs and ``results.json`` go to ``_runs/``.  See ``README.md
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import datetime as dt
 import hashlib
 import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,11 +80,22 @@ METHOD_LABELS = {
     "daskscore": "daskscore",
     "daskscore-w1": "daskscore --workers 1",
     "seq-1t": "sequential, 1 torch thread",
+    "chunks": "read_csv(chunksize) loop",
+    "daskscore-remote": "daskscore, S3 + 30 ms",
+    "warm-1": "daskscore, warm, 1st run",
+    "warm-2": "daskscore, warm, 2nd run",
 }
+#: the methods that are a ``daskscore run`` (a job summary, a ledger of mini-batches)
+DASKSCORE_METHODS = ("daskscore", "daskscore-w1", "daskscore-remote", "warm-1", "warm-2")
 
 
 class BenchmarkError(RuntimeError):
     """A run failed, or its output differs from the others'."""
+
+
+class WorkloadSkipped(Exception):
+    """A workload cannot run here (a missing optional package, a daskscore command not there
+    yet): reported, not a failure."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +104,7 @@ class Workload:
 
     name: str
     folder: str
-    kind: str  # the generator: "csv", "npy" or "seed"
+    kind: str  # the generator: "csv", "npy", "seed", "table" (rows of one CSV) or "empty"
     full: int
     quick: int
     seed: int
@@ -93,6 +113,11 @@ class Workload:
     methods: tuple[str, ...] = ("seq", "pool", "pool-tuned", "daskscore")
     #: another workload's data folder to share (same generator, same size)
     data: str | None = None
+    #: shown in the per-method details table instead of the main timing table
+    details: bool = False
+    #: what the workload needs around its runs: "s3" (moto and the delaying proxy) or
+    #: "cluster" (``daskscore cluster``)
+    needs: str | None = None
 
     @property
     def deployment(self) -> Path:
@@ -125,6 +150,52 @@ WORKLOADS: dict[str, Workload] = {
         ),
         Workload("MEMORY", "memory", "seed", 10_000, 200, seed=404, rows_per_file=500),
         Workload("SKEW", "skew", "csv", 20_000, 1_000, seed=505, slow_fraction=0.01),
+        # W1's files, a heavier scorer (about twice W1's per-file cost): W1's targets
+        Workload("W1H", "w1-heavy", "csv", 100_000, 500, seed=101, data="w1"),
+        # the same tiny files on local disk and in S3 (moto) behind a 30 ms-per-request proxy
+        Workload(
+            "REMOTE",
+            "remote",
+            "seed",
+            2_000,  # 10 s of run() sleeps on two workers
+            100,
+            seed=606,
+            methods=("daskscore", "daskscore-remote"),
+            details=True,
+            needs="s3",
+        ),
+        # files = rows of one CSV file; mini_batch_size "10 rows"
+        Workload(
+            "TABULAR-100K",
+            "tabular",
+            "table",
+            1_000_000,
+            10_000,
+            seed=707,
+            methods=("chunks", "daskscore"),
+            details=True,
+        ),
+        Workload(
+            "LIST-1M",
+            "list",
+            "empty",
+            1_000_000,
+            10_000,
+            seed=808,
+            methods=("seq", "daskscore"),
+            details=True,
+        ),
+        Workload(
+            "WARM",
+            "warm",
+            "seed",
+            1_000,
+            100,
+            seed=909,
+            methods=("daskscore", "warm-1", "warm-2"),
+            details=True,
+            needs="cluster",
+        ),
     )
 }
 
@@ -142,9 +213,12 @@ class Run:
     driver_peak_mb: float
     worker_peak_mb: float | None  # None: no worker seen in two samples (none, or one < 0.1 s)
     workers_seen: int
-    output: str
+    output: str = ""
     sha256: str = ""
     lines: int = 0
+    #: CPU seconds (user + system) of the process started, its children excluded: the
+    #: driver's own CPU (read from /proc after it exited, before it was reaped)
+    driver_cpu_s: float | None = None
     #: peak RSS of each worker process (MB), largest first
     worker_peaks_mb: list[float] = field(default_factory=list)
     #: the processes sampled as possible workers (pid, ppid, samples, peak, command)
@@ -162,6 +236,11 @@ class Plan:
     repeats: int
     out: Path
     seq_torch_threads: int | None = None
+    #: REMOTE: the inputs' URL, and the environment that reaches them
+    remote_input: str | None = None
+    env: dict[str, str] | None = None
+    #: REMOTE: the proxy in front of S3 (its request count)
+    proxy: Any = None
 
 
 # --------------------------------------------------------------------------- data generation
@@ -219,10 +298,36 @@ def gen_seed(folder: Path, n: int, seed: int, slow_fraction: float) -> None:
         input_path(folder, i, f"{i:06d}.txt").write_text(f"{value}\n", encoding="ascii")
 
 
+def gen_table(folder: Path, n: int, seed: int, slow_fraction: float) -> None:
+    """One CSV file of ``n`` rows: ``id`` (the row number), ``x`` (a float, 4 decimals),
+    ``y`` (an integer), written in blocks of 100,000 rows."""
+    rng = np.random.default_rng(seed)
+    path = input_path(folder, 0, "table.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="ascii", newline="\n") as fh:
+        fh.write("id,x,y\n")
+        for start in range(0, n, 100_000):
+            count = min(100_000, n - start)
+            x = np.round(rng.standard_normal(count) * 100.0, 4).tolist()
+            y = rng.integers(0, 1000, count).tolist()
+            rows = zip(range(start, start + count), x, y, strict=True)
+            fh.write("".join(f"{i},{a:.4f},{b}\n" for i, a, b in rows))
+
+
+def gen_empty(folder: Path, n: int, seed: int, slow_fraction: float) -> None:
+    """``n`` zero-byte files (``000000.txt``, ...)."""
+    for i in range(n):
+        if i % FILES_PER_FOLDER == 0:
+            input_path(folder, i, "").mkdir(parents=True, exist_ok=True)
+        os.close(os.open(input_path(folder, i, f"{i:06d}.txt"), os.O_CREAT | os.O_WRONLY, 0o644))
+
+
 GENERATORS: dict[str, Callable[[Path, int, int, float], None]] = {
     "csv": gen_csv,
     "npy": gen_npy,
     "seed": gen_seed,
+    "table": gen_table,
+    "empty": gen_empty,
 }
 
 
@@ -245,7 +350,8 @@ def ensure_data(wl: Workload, n: int, data_dir: Path) -> Path:
     started = time.perf_counter()
     GENERATORS[wl.kind](folder, n, wl.seed, wl.slow_fraction)
     marker.write_text(json.dumps(params, indent=1), encoding="utf-8")
-    print(f"[{wl.name}] generated {n:,} files in {folder} ({time.perf_counter() - started:.1f} s)")
+    unit = "rows" if wl.kind == "table" else "files"
+    print(f"[{wl.name}] generated {n:,} {unit} in {folder} ({time.perf_counter() - started:.1f} s)")
     return folder
 
 
@@ -372,23 +478,53 @@ def kill_tree(proc: psutil.Process) -> None:
             pass
 
 
-def measure(cmd: list[str], log: Path) -> tuple[float, int, PeakSampler]:
-    """Run ``cmd`` (output to ``log``); return its wall time, exit code and RSS sampler."""
+@dataclass
+class Measured:
+    """One subprocess, measured: wall time, exit code, RSS peaks, the driver's own CPU."""
+
+    wall: float
+    rc: int
+    sampler: PeakSampler
+    #: epoch seconds just before the process was started (to place the job's own timestamps)
+    started_at: float
+    #: user + system CPU seconds of the process itself (its children excluded)
+    cpu_s: float | None
+
+
+def measure(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT_S
+) -> Measured:
+    """Run ``cmd`` (output to ``log``, ``env`` added to the environment) and measure it.
+
+    The process's own CPU time is read once it has exited but before it is reaped
+    (``waitid(WNOWAIT)``: a zombie's ``/proc/<pid>/stat`` still holds it), so it is exact and
+    excludes its children (daskscore's workers), unlike ``RUSAGE_CHILDREN``, which would add
+    every descendant the process waited for.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **env} if env else None
     with open(log, "wb") as fh:
+        started_at = time.time()
         started = time.perf_counter()
-        proc = psutil.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=HERE)
+        proc = psutil.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=HERE, env=full_env)
         sampler = PeakSampler(proc)
         sampler.start()
+        timer = threading.Timer(timeout, kill_tree, (proc,))
+        timer.start()
+        cpu_s = None
         try:
-            rc = proc.wait(timeout=RUN_TIMEOUT_S)
-        except psutil.TimeoutExpired:
-            kill_tree(proc)
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            wall = time.perf_counter() - started
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                cpu_s = round(times.user + times.system, 3)
             rc = proc.wait()
-        wall = time.perf_counter() - started
+        finally:
+            timer.cancel()
     sampler.done.set()
     sampler.join()
-    return wall, rc, sampler
+    return Measured(wall, rc, sampler, started_at, cpu_s)
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -414,26 +550,29 @@ def daskscore_command() -> list[str]:
 
 
 def deployment_settings(wl: Workload) -> tuple[Path, int, int]:
-    """The scoring script, ``mini_batch_size`` and ``max_concurrency_per_instance``."""
+    """The scoring script, ``mini_batch_size`` (files, or rows: ``"10 rows"``) and
+    ``max_concurrency_per_instance``."""
     doc = yaml.safe_load(wl.deployment.read_text(encoding="utf-8"))
     code = doc["code_configuration"]
     settings = doc.get("settings", {})
     script = wl.deployment.parent / code["code"] / code["scoring_script"]
-    return script, int(settings["mini_batch_size"]), int(settings["max_concurrency_per_instance"])
+    size = str(settings["mini_batch_size"]).split()[0]
+    return script, int(size), int(settings["max_concurrency_per_instance"])
 
 
 def command(plan: Plan, method: str, out: Path) -> tuple[list[str], Path]:
     """The command line of one method, and the append_row file it writes."""
     wl = plan.wl
-    if method.startswith("daskscore"):
-        cmd = [*daskscore_command(), "run", str(wl.deployment), "--input", str(plan.inputs)]
+    if method in DASKSCORE_METHODS:
+        inputs = plan.remote_input if method == "daskscore-remote" else str(plan.inputs)
+        cmd = [*daskscore_command(), "run", str(wl.deployment), "--input", str(inputs)]
         cmd += ["--output", str(out), "--overwrite", "--no-progress"]
         if method == "daskscore-w1":
             cmd += ["--workers", "1"]
         return cmd, out / "predictions.csv"
     script, mini_batch_size, processes = deployment_settings(wl)
     out.mkdir(parents=True, exist_ok=True)
-    mode = "pool" if method.startswith("pool") else "seq"
+    mode = {"pool": "pool", "chunks": "chunks"}.get(method.split("-")[0], "seq")
     cmd = [sys.executable, str(HERE / "baseline.py"), mode, "--script", str(script)]
     if method == "pool-tuned":
         cmd += ["--chunksize", "auto"]
@@ -452,16 +591,32 @@ def run_method(plan: Plan, method: str, k: int) -> Run:
     name, out = plan.wl.name, plan.out / plan.wl.name / f"r{k}"
     cmd, predictions = command(plan, method, out / method)
     log = out / f"{method}.log"
-    wall, rc, sampler = measure(cmd, log)
+    remote = method == "daskscore-remote"
+    requests = plan.proxy.requests if remote and plan.proxy else 0
+    env = (plan.env if remote else None) or {}
+    if method in DASKSCORE_METHODS:
+        env = {**env, **cluster_env(plan)}
+    measured = measure(cmd, log, env)
+    sampler, rc = measured.sampler, measured.rc
     driver = round(sampler.driver / MB, 1)
     worker = round(sampler.worker / MB, 1) if sampler.worker else None
-    run = Run(name, method, k, plan.files, round(wall, 3), rc, driver, worker, 0, str(predictions))
+    run = Run(name, method, k, plan.files, round(measured.wall, 3), rc, driver, worker, 0)
+    run.output = str(predictions)
+    run.driver_cpu_s = measured.cpu_s
     run.workers_seen = sampler.workers_seen
     run.worker_peaks_mb = [round(rss / MB, 1) for rss in sampler.worker_peaks]
     run.sampled = sampler.processes
     if rc != 0:
         raise BenchmarkError(f"{name}/{method} exited with {rc}; see {log}:\n{tail(log)}")
-    run.detail = run_detail(method, out / method)
+    run.detail = run_detail(method, out / method, measured.started_at)
+    if method in DASKSCORE_METHODS and not method.startswith("warm"):
+        if run.detail.get("warm_workers"):
+            raise BenchmarkError(
+                f"{name}/{method} ran on a warm cluster (its summary says warm_workers): "
+                f"not the cold run it should measure; see {out / method}"
+            )
+    if remote and plan.proxy:
+        run.detail["proxy_requests"] = plan.proxy.requests - requests
     status = run.detail.get("status", "Completed")
     if status != "Completed":
         raise BenchmarkError(f"{name}/{method}: job status {status}; see {out / method}")
@@ -469,16 +624,37 @@ def run_method(plan: Plan, method: str, k: int) -> Run:
     return run
 
 
-def run_detail(method: str, out: Path) -> dict[str, Any]:
-    """daskscore's job_summary.json figures, or a baseline's own phase timings."""
-    if method.startswith("daskscore"):
+def run_detail(method: str, out: Path, started_at: float) -> dict[str, Any]:
+    """daskscore's job_summary.json figures, or a baseline's own phase timings.
+
+    For daskscore, also ``first_batch_s``: from the command's start to the start of its
+    first mini-batch (the earliest ``start`` in ``processed_mini-batches.csv``, written by
+    the workers, in milliseconds; same machine, same clock).
+    """
+    if method in DASKSCORE_METHODS:
         summary = json.loads((out / "job_summary.json").read_text(encoding="utf-8"))
         keys = ("status", "duration_s", "total_items", "succeeded_items", "rows_written")
+        keys += ("total_mini_batches", "phases", "warm_workers")
         detail = {key: summary.get(key) for key in keys}
         detail["score_s"] = (summary.get("phases") or {}).get("score")
+        first = first_mini_batch_start(out / "logs" / "sys" / "job_report")
+        detail["first_batch_s"] = None if first is None else round(first - started_at, 3)
         return detail
     timings = out / "timings.json"
     return json.loads(timings.read_text(encoding="utf-8")) if timings.is_file() else {}
+
+
+def first_mini_batch_start(report_dir: Path) -> float | None:
+    """Epoch seconds of the earliest mini-batch ``start`` in the job's processed-mini-batches
+    report, or None without one."""
+    path = report_dir / "processed_mini-batches.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as fh:
+        starts = [row["start"] for row in csv.DictReader(fh) if row.get("start")]
+    if not starts:
+        return None
+    return min(dt.datetime.fromisoformat(s).timestamp() for s in starts)
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -516,20 +692,306 @@ def first_difference(a: Path, b: Path) -> str:
 
 
 def run_workload(plan: Plan) -> list[Run]:
-    """All methods, interleaved, ``repeats`` times; every output checked against the first."""
+    """All methods, interleaved, ``repeats`` times; every output checked against the first.
+
+    WARM's ``warm-1`` and ``warm-2`` run on a ``daskscore cluster`` started just before the
+    first and stopped just after the second, in each repeat (its other methods run before, with
+    no cluster up).
+    """
     runs: list[Run] = []
     for k in range(plan.repeats):
-        for method in plan.wl.methods:
-            run = run_method(plan, method, k)
-            check_same(runs[0] if runs else run, run, plan.files * plan.wl.rows_per_file)
-            runs.append(run)
+        with contextlib.ExitStack() as cluster:
+            for method in plan.wl.methods:
+                started_s = None
+                if method == "warm-1":
+                    started_s = cluster.enter_context(warm_cluster(plan, k))
+                run = run_method(plan, method, k)
+                if started_s is not None:
+                    run.detail["cluster_start_s"] = started_s
+                if method == "warm-2":
+                    cluster.close()
+                    if run.detail.get("warm_workers") is not True:
+                        raise BenchmarkError(
+                            f"{plan.wl.name}/{method}: the job summary does not say "
+                            f'"warm_workers": true (it says {run.detail.get("warm_workers")!r}): '
+                            "the run did not use the warm cluster"
+                        )
+                check_same(runs[0] if runs else run, run, plan.files * plan.wl.rows_per_file)
+                runs.append(run)
+                show_run(run, k, plan.repeats)
+    return runs
+
+
+def show_run(run: Run, k: int, repeats: int) -> None:
+    """One line per measured run."""
+    extra = ""
+    if run.detail.get("first_batch_s") is not None:
+        extra = f"  first mini-batch at {run.detail['first_batch_s']:.3f} s"
+    if run.detail.get("proxy_requests") is not None:
+        extra += f"  {run.detail['proxy_requests']:,} requests via the proxy"
+    print(
+        f"[{run.workload}] repeat {k + 1}/{repeats} {METHOD_LABELS[run.method]:<26} "
+        f"{run.wall_s:8.2f} s  driver {run.driver_peak_mb:7.1f} MB  "
+        f"workers {fmt(run.worker_peak_mb, 1):>7} MB  output ok ({run.lines:,} lines){extra}",
+        flush=True,
+    )
+
+
+# --------------------------------------------------------------------------- WARM: a warm cluster
+
+
+def cluster_env(plan: Plan) -> dict[str, str]:
+    """Where ``daskscore cluster`` keeps its state, for every daskscore command the harness
+    runs: a file of this run's own, so that only WARM's cluster is ever found, never a warm
+    cluster someone else started on this machine."""
+    return {"DASKSCORE_CLUSTER_STATE": str(plan.out / "warm-cluster.json")}
+
+
+def cluster_command_missing() -> str | None:
+    """Why ``daskscore cluster`` cannot be used here, or None when it can."""
+    try:
+        proc = subprocess.run(
+            [*daskscore_command(), "cluster", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if proc.returncode == 0:
+        return None
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit code {proc.returncode}"
+
+
+@contextlib.contextmanager
+def warm_cluster(plan: Plan, k: int) -> Iterator[float]:
+    """``daskscore cluster start --workers 2`` until the ``with`` ends, then ``cluster stop``;
+    yields the seconds the start command took."""
+    base = plan.out / plan.wl.name / f"r{k}"
+    start = [*daskscore_command(), "cluster", "start", "--workers", "2"]
+    measured = measure(start, base / "cluster-start.log", cluster_env(plan), timeout=300)
+    try:
+        if measured.rc != 0:
+            log = base / "cluster-start.log"
+            raise BenchmarkError(
+                f"{plan.wl.name}: `daskscore cluster start` exited with {measured.rc}; see "
+                f"{log}:\n{tail(log)}"
+            )
+        yield round(measured.wall, 3)
+    finally:
+        stop = [*daskscore_command(), "cluster", "stop"]
+        stopped = measure(stop, base / "cluster-stop.log", cluster_env(plan), timeout=120)
+        if stopped.rc != 0:
             print(
-                f"[{run.workload}] repeat {k + 1}/{plan.repeats} {METHOD_LABELS[method]:<22} "
-                f"{run.wall_s:8.2f} s  driver {run.driver_peak_mb:7.1f} MB  "
-                f"workers {fmt(run.worker_peak_mb, 1):>7} MB  output ok ({run.lines:,} lines)",
+                f"[{plan.wl.name}] warning: `daskscore cluster stop` exited with {stopped.rc}; "
+                f"see {base / 'cluster-stop.log'}",
+                file=sys.stderr,
                 flush=True,
             )
-    return runs
+
+
+# --------------------------------------------------------------------------- REMOTE: S3 + latency
+
+#: the latency the proxy adds to every request
+REMOTE_DELAY_S = 0.030
+S3_KEY = S3_SECRET = "testing"
+S3_REGION = "us-east-1"
+#: moto's S3 server on a port of its choosing (printed on the first line), as
+#: tests/storage_emulators.py runs it: less moto's own ``Server`` header (werkzeug sends one
+#: too, and aiohttp's strict parser rejects a response with two: getmoto/moto#9930)
+MOTO_SERVER = """
+import signal, sys
+from werkzeug.serving import make_server
+from moto.server import DomainDispatcherApplication, create_backend_app
+
+moto_app = DomainDispatcherApplication(create_backend_app)
+
+def app(environ, start_response):
+    def start(status, headers, exc_info=None):
+        headers = [h for h in headers if h[0].lower() != "server"]
+        return start_response(status, headers, exc_info)
+    return moto_app(environ, start)
+
+server = make_server(sys.argv[1], 0, app, threaded=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+class DelayProxy:
+    """A tiny threaded TCP proxy to ``upstream`` that holds each HTTP request ``delay_s``
+    seconds before passing it on: network latency, added to a local S3 server.
+
+    A new request is the first bytes from the client on a connection, or the first after the
+    server has answered (HTTP/1.1 clients send the next request on a kept-alive connection
+    only once the previous answer is in).  Used as a context manager; ``url`` is its address.
+    """
+
+    def __init__(self, upstream: tuple[str, int], delay_s: float) -> None:
+        self.upstream, self.delay_s = upstream, delay_s
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.requests = 0
+        self._closed = threading.Event()
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True, name="delay-proxy").start()
+
+    def __enter__(self) -> DelayProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed.set()
+        self.server.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.upstream)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._sockets.update((client, upstream))
+        answered = threading.Event()
+        answered.set()  # the first bytes from the client start a request
+        back = threading.Thread(target=self._pump_back, args=(upstream, client, answered))
+        back.daemon = True
+        back.start()
+        try:
+            while data := client.recv(1 << 16):
+                if answered.is_set():
+                    answered.clear()
+                    with self._lock:
+                        self.requests += 1
+                    time.sleep(self.delay_s)
+                upstream.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                upstream.shutdown(socket.SHUT_WR)
+            back.join()
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.close()
+            with self._lock:
+                self._sockets.difference_update((client, upstream))
+
+    @staticmethod
+    def _pump_back(
+        upstream: socket.socket, client: socket.socket, answered: threading.Event
+    ) -> None:
+        try:
+            while data := upstream.recv(1 << 16):
+                answered.set()
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_WR)
+
+
+@contextlib.contextmanager
+def moto_server(log: Path) -> Iterator[tuple[str, int]]:
+    """moto's S3 server on 127.0.0.1 (a port it picks); yields its address; stopped after."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", MOTO_SERVER, "127.0.0.1"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            if not line.isdigit():
+                proc.wait(10)
+                raise BenchmarkError(f"moto's server did not start; see {log}:\n{tail(log)}")
+            yield "127.0.0.1", int(line)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def upload(folder: Path, endpoint: str, bucket: str) -> int:
+    """Put every file under ``folder`` (dot-files excepted) into a new ``bucket``, keyed by
+    its path relative to ``folder``; return how many."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        region_name=S3_REGION,
+    )
+    client.create_bucket(Bucket=bucket)
+    files = [f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")]
+
+    def put(path: Path) -> None:
+        key = path.relative_to(folder).as_posix()
+        client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, files))
+    return len(files)
+
+
+@contextlib.contextmanager
+def s3_inputs(plan: Plan) -> Iterator[Plan]:
+    """REMOTE: the plan's inputs uploaded to moto's S3 server, reached through a
+    :class:`DelayProxy`; yields the plan with the ``s3://`` URL and the ``AWS_*`` variables
+    that reach it (given to the remote method's process only)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in ("moto", "flask", "boto3", "s3fs") if find_spec(m) is None]
+    if missing:
+        raise WorkloadSkipped(
+            f"needs moto[server] and s3fs (pip install 'moto[server]' s3fs); missing: "
+            f"{', '.join(missing)}"
+        )
+    with moto_server(plan.out / plan.wl.name / "moto.log") as (host, port):
+        bucket = f"bench{uuid.uuid4().hex[:12]}"
+        started = time.perf_counter()
+        count = upload(plan.inputs, f"http://{host}:{port}", bucket)
+        print(
+            f"[{plan.wl.name}] uploaded {count:,} files to moto's S3 "
+            f"({time.perf_counter() - started:.1f} s); every request delayed "
+            f"{REMOTE_DELAY_S * 1000:.0f} ms",
+            flush=True,
+        )
+        with DelayProxy((host, port), REMOTE_DELAY_S) as proxy:
+            env = {
+                "AWS_ACCESS_KEY_ID": S3_KEY,
+                "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+                "AWS_DEFAULT_REGION": S3_REGION,
+                "AWS_ENDPOINT_URL": proxy.url,
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+            yield replace(plan, remote_input=f"s3://{bucket}", env=env, proxy=proxy)
 
 
 # --------------------------------------------------------------------------- summary
@@ -567,6 +1029,14 @@ TARGETS = (
     # the balancing alone: daskscore's scoring phase against the sequential loop's scoring
     # phase shared by two workers (start-up and shutdown of both left out)
     ("SKEW", "scoring phase / (sequential scoring / 2)", "<=", 1.2),
+    ("W1H", "daskscore / sequential", "<=", 0.65),
+    ("W1H", "daskscore / Pool", "<=", 0.9),
+    ("REMOTE", "remote / local (daskscore)", "<=", 1.25),
+    ("TABULAR-100K", "daskscore / read_csv loop", "<=", 0.3),
+    ("TABULAR-100K", "driver CPU per mini-batch (us)", "<=", 20),
+    ("TABULAR-100K", "driver peak RSS (MB)", "<=", 150),
+    ("LIST-1M", "driver peak RSS (MB)", "<=", 400),
+    ("WARM", "2nd warm run: start to 1st mini-batch (s)", "<=", 0.1),
 )
 
 
@@ -574,8 +1044,11 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, Any]]:
     """Per workload: files, median wall time per method, peak RSS per method (max over runs)."""
     summary: dict[str, dict[str, Any]] = {}
     for run in runs:
-        entry = summary.setdefault(run.workload, {"files": run.files, "walls": {}, "peaks": {}})
+        entry = summary.setdefault(
+            run.workload, {"files": run.files, "walls": {}, "peaks": {}, "runs": {}}
+        )
         entry["walls"].setdefault(run.method, []).append(run.wall_s)
+        entry["runs"].setdefault(run.method, []).append(run)
         driver, worker = entry["peaks"].get(run.method, (0.0, None))
         if run.worker_peak_mb is not None and run.worker_peak_mb > (worker or 0.0):
             worker = run.worker_peak_mb
@@ -598,6 +1071,34 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def median_of(runs: list[Run], value: Callable[[Run], float | None]) -> float | None:
+    """The median of ``value(run)`` over the runs where it is known, or None."""
+    values = [v for v in map(value, runs) if v is not None]
+    return statistics.median(values) if values else None
+
+
+def cpu_per_mini_batch_us(run: Run) -> float | None:
+    """The driver's CPU time divided by the job's mini-batches, in microseconds."""
+    batches = run.detail.get("total_mini_batches")
+    if run.driver_cpu_s is None or not batches:
+        return None
+    return run.driver_cpu_s / batches * 1e6
+
+
+def listing_s(run: Run) -> float | None:
+    """The job summary's listing phase (a ``phases`` key starting with ``list``), if any."""
+    phases = run.detail.get("phases") or {}
+    found = [v for k, v in phases.items() if k.startswith("list")]
+    return sum(found) if found else None
+
+
+def outside_job_s(run: Run) -> float | None:
+    """Wall time of the command outside the job's ``duration_s``: interpreter start, imports,
+    listing and planning (before the job's clock starts), the report and exit."""
+    duration = run.detail.get("duration_s")
+    return None if duration is None else run.wall_s - duration
+
+
 def metric(summary: dict[str, dict[str, Any]], workload: str, name: str) -> float | None:
     """The value of one target metric, or None when its workload did not run."""
     entry = summary.get(workload)
@@ -615,6 +1116,14 @@ def metric(summary: dict[str, dict[str, Any]], workload: str, name: str) -> floa
         "daskscore / (sequential / 2)": ratio(ds, med["seq"] / 2 if "seq" in med else None),
         "scoring phase / (sequential scoring / 2)": ratio(
             scored.get("daskscore"), scored["seq"] / 2 if "seq" in scored else None
+        ),
+        "remote / local (daskscore)": ratio(med.get("daskscore-remote"), ds),
+        "daskscore / read_csv loop": ratio(ds, med.get("chunks")),
+        "driver CPU per mini-batch (us)": median_of(
+            entry["runs"].get("daskscore", []), cpu_per_mini_batch_us
+        ),
+        "2nd warm run: start to 1st mini-batch (s)": median_of(
+            entry["runs"].get("warm-2", []), lambda r: r.detail.get("first_batch_s")
         ),
     }
     return values[name]
@@ -651,6 +1160,8 @@ def timing_table(summary: dict[str, dict[str, Any]]) -> list[str]:
     header += ["daskscore/Pool tuned", "daskscore -w1 (s)"]
     rows = []
     for name, entry in summary.items():
+        if WORKLOADS[name].details:
+            continue
         med = entry["median_s"]
         rows.append(
             [name, f"{entry['files']:,}", fmt(med.get("seq")), fmt(med.get("pool"))]
@@ -660,6 +1171,29 @@ def timing_table(summary: dict[str, dict[str, Any]]) -> list[str]:
             + [fmt(ratio(med.get("daskscore"), med.get("pool-tuned")))]
             + [fmt(med.get("daskscore-w1"))]
         )
+    return table(header, rows)
+
+
+def details_table(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """The workloads measured by more than wall time (REMOTE, TABULAR-100K, LIST-1M, WARM):
+    per method, medians of the wall time, the job's own duration, the driver's CPU (in all,
+    and per mini-batch), the start of the first mini-batch, and the listing."""
+    header = ["workload", "method", "wall (s)", "job (s)", "driver CPU (s)"]
+    header += ["CPU/mini-batch (us)", "1st mini-batch at (s)", "listing (s)", "outside job (s)"]
+    rows = []
+    for name, entry in summary.items():
+        if not WORKLOADS[name].details:
+            continue
+        for method, runs in entry["runs"].items():
+            rows.append(
+                [name, METHOD_LABELS[method], fmt(entry["median_s"][method])]
+                + [fmt(median_of(runs, lambda r: r.detail.get("duration_s")))]
+                + [fmt(median_of(runs, lambda r: r.driver_cpu_s))]
+                + [fmt(median_of(runs, cpu_per_mini_batch_us), 1)]
+                + [fmt(median_of(runs, lambda r: r.detail.get("first_batch_s")), 3)]
+                + [fmt(median_of(runs, listing_s), 3)]
+                + [fmt(median_of(runs, outside_job_s))]
+            )
     return table(header, rows)
 
 
@@ -690,9 +1224,22 @@ def target_table(found: list[Check]) -> list[str]:
 
 def report(summary: dict[str, dict[str, Any]], quick: bool) -> list[str]:
     """The whole report: timings, targets, memory."""
-    lines = ["### Wall time, medians (whole subprocess, start-up included)", ""]
-    lines += timing_table(summary)
-    lines += ["", "### Targets", ""]
+    lines = []
+    if not all(WORKLOADS[name].details for name in summary):
+        lines += ["### Wall time, medians (whole subprocess, start-up included)", ""]
+        lines += timing_table(summary) + [""]
+    if any(WORKLOADS[name].details for name in summary):
+        lines += ["### Other workloads, medians", ""]
+        lines += details_table(summary)
+        lines += [
+            "",
+            "`1st mini-batch at`: from the command's start to its first mini-batch's start. "
+            "`listing`: the job summary's listing phase, where it has one. `outside job`: "
+            "the wall time outside the job's own `duration_s` (interpreter start, imports, "
+            "listing and planning, the report, exit).",
+            "",
+        ]
+    lines += ["### Targets", ""]
     if quick:
         lines += ["(--quick: sizes far too small for the targets to mean anything)", ""]
     lines += target_table(checks(summary))
@@ -754,12 +1301,29 @@ def write_markdown(path: Path, lines: list[str], env: dict[str, Any], args: Any)
         f"- versions: {versions}",
         "",
     ]
-    path.write_text("\n".join(head + lines) + "\n", encoding="utf-8")
+    kept = gpu_section(path.read_text(encoding="utf-8")) if path.is_file() else None
+    tail_lines = ["", kept] if kept else []  # benchmarks/gpu.py's section stays
+    path.write_text("\n".join(head + lines + tail_lines) + "\n", encoding="utf-8")
     print(f"wrote {path}")
 
 
-def save_json(path: Path, runs: list[Run], env: dict[str, Any], args: Any) -> None:
-    """The raw timings of every run, with the machine and the options."""
+#: the markers around the "GPU" section of RESULTS.md, written by ``benchmarks/gpu.py``
+GPU_BEGIN = "<!-- gpu.py: begin -->"
+GPU_END = "<!-- gpu.py: end -->"
+
+
+def gpu_section(text: str) -> str | None:
+    """The GPU section of a RESULTS.md text, markers included, or None."""
+    start, end = text.find(GPU_BEGIN), text.find(GPU_END)
+    if start < 0 or end < start:
+        return None
+    return text[start : end + len(GPU_END)]
+
+
+def save_json(
+    path: Path, runs: list[Run], env: dict[str, Any], args: Any, skipped: dict[str, str]
+) -> None:
+    """The raw timings of every run, with the machine, the options and what was skipped."""
     summary = summarize(runs)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -769,6 +1333,7 @@ def save_json(path: Path, runs: list[Run], env: dict[str, Any], args: Any) -> No
         "repeats": args.repeats,
         "machine": env,
         "checks": [asdict(c) | {"verdict": c.verdict} for c in checks(summary)],
+        "skipped": skipped,
         "runs": [asdict(r) for r in runs],
     }
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
@@ -817,24 +1382,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_all(args: argparse.Namespace, out: Path) -> tuple[list[Run], list[str]]:
-    """Generate and run every selected workload; return the runs and the failures."""
+def run_all(args: argparse.Namespace, out: Path) -> tuple[list[Run], list[str], dict[str, str]]:
+    """Generate and run every selected workload; return the runs, the failures and the
+    workloads skipped (with why)."""
     runs: list[Run] = []
     failures: list[str] = []
+    skipped: dict[str, str] = {}
     for name in args.names:
         wl = WORKLOADS[name]
         files = wl.quick if args.quick else wl.full
         try:
+            if wl.needs == "cluster" and not args.generate_only:
+                missing = cluster_command_missing()
+                if missing:
+                    raise WorkloadSkipped(
+                        f"`daskscore cluster` is not available in this daskscore ({missing})"
+                    )
             inputs = ensure_data(wl, files, args.data_dir.resolve())
             if not args.generate_only:
                 plan = Plan(wl, inputs, files, args.repeats, out, args.seq_torch_threads)
-                runs += run_workload(plan)
+                with contextlib.ExitStack() as stack:
+                    if wl.needs == "s3":
+                        plan = stack.enter_context(s3_inputs(plan))
+                    runs += run_workload(plan)
+        except WorkloadSkipped as exc:
+            skipped[name] = str(exc)
+            print(f"[{name}] SKIPPED: {exc}", flush=True)
         except BenchmarkError as exc:
             failures.append(f"{name}: {exc}")
             print(f"\n[{name}] FAILED: {exc}\n", file=sys.stderr, flush=True)
             if not args.keep_going:
                 break
-    return runs, failures
+    return runs, failures, skipped
 
 
 def compile_sources() -> None:
@@ -861,12 +1440,14 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = args.runs_dir.resolve()
     out = runs_dir / ("quick" if args.quick else "full")
     print(f"{env['cpu']}, {env['cores']} cores, load {env['load_average']}; outputs in {out}")
-    runs, failures = run_all(args, out)
+    runs, failures, skipped = run_all(args, out)
     if args.generate_only:
         return 1 if failures else 0
     lines = report(summarize(runs), args.quick) if runs else ["(no completed runs)"]
+    lines += [f"Skipped: {name}: {why}" for name, why in skipped.items()]
     print("\n" + "\n".join(lines))
-    save_json(runs_dir / ("results-quick.json" if args.quick else "results.json"), runs, env, args)
+    results = runs_dir / ("results-quick.json" if args.quick else "results.json")
+    save_json(results, runs, env, args, skipped)
     if args.write_results:
         target = runs_dir / "RESULTS-quick.md" if args.quick else RESULTS_MD
         write_markdown(target, lines, env, args)

@@ -13,7 +13,7 @@ from distributed import Client
 
 from daskscore.cluster.local import parse_resources
 from daskscore.config.loader import load_deployment, with_overrides
-from daskscore.config.options import JobOptions
+from daskscore.config.options import DEFAULT_PREFETCH, DEFAULT_PREFETCH_MB, JobOptions
 from daskscore.config.settings import Deployment, RetrySettings, Settings
 from daskscore.engine.finish import JobResult
 from daskscore.engine.runner import execute
@@ -47,6 +47,9 @@ def run(
     rows_per_file: int | None = None,
     tabular: bool | None = None,
     carry_columns: list[str] | None = None,
+    warm: bool = True,
+    prefetch: int = DEFAULT_PREFETCH,
+    prefetch_mb: float = DEFAULT_PREFETCH_MB,
     **overrides: Any,
 ) -> JobResult:
     """Run a batch deployment over ``input`` and write its results into ``output``.
@@ -106,6 +109,19 @@ def run(
         Default: on when ``mini_batch_size`` is such a string.
     carry_columns : list of str, optional
         Tabular mode: input columns (and ``file``, ``row``) joined onto ``run()``'s result.
+    warm : bool, default True
+        Without ``scheduler`` or ``client``: run on the warm cluster of ``daskscore cluster
+        start`` when one runs.  On the warm cluster or a ``client``'s: leave the script
+        initialised on the workers after the job, so that the next job of the same deployment
+        (same code, model, environment variables and init-time settings) skips ``init()``;
+        its ``shutdown()`` runs when another deployment replaces it or the workers close.
+        ``False``: an embedded cluster, and the script installed for this job only.
+    prefetch : int, default 2
+        Mini-batches each worker fetches ahead (downloads remote files, reads tabular splits)
+        while ``run()`` scores one; ``0`` fetches each when its turn comes.  ``run()`` gets the
+        same arguments, in the same order, and a failed fetch is its own mini-batch's failure.
+    prefetch_mb : float, default 256
+        ... while what a worker holds fetched ahead is under this many megabytes.
     **overrides
         Settings by name: ``mini_batch_size=5``, ``error_threshold=0``, ``timeout=60``,
         ``max_retries=1``, ``output_file_name="x.csv"``, ...
@@ -150,6 +166,9 @@ def run(
         resources=parse_resources(resources),
         progress=in_jupyter_kernel() if progress is None else progress,
         dashboard=dashboard,
+        warm=warm,
+        prefetch=prefetch,
+        prefetch_mb=prefetch_mb,
     )
     return execute(dep, input, output, options)
 

@@ -19,7 +19,7 @@ from typing import Any
 from daskscore import __version__, _compat
 from daskscore.cluster.local import parse_resources, tls_security
 from daskscore.config.loader import load_deployment
-from daskscore.config.options import JobOptions
+from daskscore.config.options import DEFAULT_PREFETCH, DEFAULT_PREFETCH_MB, JobOptions
 from daskscore.config.settings import UnknownKeyWarning
 from daskscore.devtools import scaffold
 from daskscore.devtools import validate as devtools
@@ -115,6 +115,22 @@ def _parser() -> argparse.ArgumentParser:
         "(repeatable, or comma-separated)",
     )
     run.add_argument(
+        "--prefetch",
+        type=int,
+        default=DEFAULT_PREFETCH,
+        metavar="N",
+        help="mini-batches each worker fetches (downloads, reads) ahead while run() scores one; "
+        f"0 turns it off (default {DEFAULT_PREFETCH})",
+    )
+    run.add_argument(
+        "--prefetch-mb",
+        type=float,
+        default=DEFAULT_PREFETCH_MB,
+        metavar="MB",
+        help="fetch ahead only while what a worker holds fetched is under MB megabytes "
+        f"(default {DEFAULT_PREFETCH_MB:g})",
+    )
+    run.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the results of an earlier job in the output folder",
@@ -145,7 +161,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show daskscore's own tracebacks and log lines on stderr",
     )
+    run.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="ignore a running warm cluster (daskscore cluster start): start an embedded one, "
+        "and install the script for this job only",
+    )
     _dev_parsers(sub)
+    _cluster_parser(sub)
     return parser
 
 
@@ -173,6 +196,38 @@ def _cluster_arguments(run: argparse.ArgumentParser) -> None:
         metavar="NAME=N[,...]",
         help="worker resources each task needs, as Dask's resources=, e.g. GPU=1",
     )
+
+
+def _cluster_parser(sub: Any) -> None:
+    """``daskscore cluster start|status|stop``: the warm cluster that jobs reuse."""
+    cluster = sub.add_parser(
+        "cluster",
+        help="start, show or stop the warm cluster that daskscore run uses when it runs",
+        description="A LocalCluster that outlives its jobs: daskscore run uses it when it "
+        "runs, and its workers keep a deployment's script initialised between jobs.",
+    )
+    actions = cluster.add_subparsers(
+        dest="action", metavar="ACTION", required=True, help="start, status or stop"
+    )
+    start = actions.add_parser("start", help="start it in the background (if none runs)")
+    start.add_argument("--workers", type=int, metavar="N", help="worker processes (default: cores)")
+    start.add_argument("--dashboard", action="store_true", help="serve the dashboard on 127.0.0.1")
+    start.add_argument(
+        "--resources", metavar="NAME=N[,...]", help="resources every worker offers, e.g. GPU=1"
+    )
+    actions.add_parser("status", help="its address, workers and initialised scripts")
+    actions.add_parser("stop", help="stop it (the scripts' shutdown() runs)")
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from daskscore.cluster import warm
+
+    given = vars(args)
+    ok, text = warm.act(
+        args.action, given.get("workers"), given.get("dashboard"), given.get("resources")
+    )
+    print(text)
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _dev_parsers(sub: Any) -> None:
@@ -281,9 +336,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows_per_file=args.rows_per_file,
         tabular=args.tabular,
         carry_columns=_columns(args.carry_columns),
+        prefetch=args.prefetch,
+        prefetch_mb=args.prefetch_mb,
         progress=not args.no_progress,
         dashboard=sys.stderr.isatty() if args.dashboard is None else args.dashboard,
         notify=lambda message: print(message, file=sys.stderr, flush=True),
+        warm=not args.no_warm,
     )
     result = execute(deployment, args.input, args.output, options)
     s = result.summary
@@ -301,7 +359,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "init": cmd_init}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "init": cmd_init, "cluster": cmd_cluster}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

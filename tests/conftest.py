@@ -22,6 +22,13 @@ from daskscore.cluster.local import local_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 
+# No job of the suite finds a developer's warm cluster (``daskscore cluster start``): its state
+# file is looked for here (nothing is written unless a test starts one; tests/cluster/test_warm.py
+# points each of its clusters somewhere else).
+os.environ["DASKSCORE_CLUSTER_STATE"] = os.path.join(
+    REPO, ".pytest_cache", f"no-warm-cluster-{os.getpid()}", "cluster.json"
+)
+
 # ------------------------------------------------------------------ headless Chromium
 
 CHROMIUM = Path(os.environ.get("DASKSCORE_TEST_CHROMIUM", "/usr/bin/chromium"))

@@ -1,8 +1,10 @@
-"""The benchmark harness keeps working: ``benchmarks/run.py --quick`` (tiny sizes, one repeat).
+"""The benchmark harnesses keep working: ``benchmarks/run.py --quick`` (tiny sizes, one
+repeat) and ``benchmarks/gpu.py --smoke`` (a tiny CPU version of the GPU benchmark).
 
-Not a timing test: it checks that every method runs every workload and that daskscore's
-output is byte-identical to the sequential loop's and the Pool's (the harness itself stops
-on the first differing line), and that peak memory was sampled for the driver and the workers.
+Not timing tests: they check that every method runs every workload and that the methods'
+outputs are identical (the harness itself stops on the first differing line; the GPU
+benchmark on the first file whose predicted class differs), and that peak memory and the
+driver's CPU were sampled.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,22 @@ from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
+#: the workloads compared with the sequential loop and both Pools
+POOL_WORKLOADS = {"W1", "W1L", "W1H", "W2", "SCALING", "MEMORY", "SKEW"}
 
+
+def cluster_command_available() -> bool:
+    """Whether this daskscore has ``daskscore cluster`` (WARM is skipped without it)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "daskscore", "cluster", "--help"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+@pytest.mark.timeout(900)
 def test_quick_benchmark_runs_every_method_with_identical_outputs(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     proc = subprocess.run(
@@ -32,7 +50,7 @@ def test_quick_benchmark_runs_every_method_with_identical_outputs(tmp_path: Path
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=800,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "runs" / "results-quick.json").read_text())
@@ -41,21 +59,77 @@ def test_quick_benchmark_runs_every_method_with_identical_outputs(tmp_path: Path
     for run in runs:
         assert run["rc"] == 0
         by_workload.setdefault(run["workload"], {})[run["method"]] = run
-    assert set(by_workload) == {"W1", "W1L", "W2", "SCALING", "MEMORY", "SKEW"}
+    expected = POOL_WORKLOADS | {"TABULAR-100K", "LIST-1M"}
+    s3 = all(find_spec(m) for m in ("moto", "flask", "boto3", "s3fs"))
+    warm = cluster_command_available()
+    expected |= {"REMOTE"} if s3 else set()
+    expected |= {"WARM"} if warm else set()
+    assert set(by_workload) == expected, results["skipped"]
+    if not warm:
+        assert "daskscore cluster" in results["skipped"]["WARM"]
+        assert "Skipped: WARM" in proc.stdout
     for workload, methods in by_workload.items():
-        assert {"seq", "pool", "pool-tuned", "daskscore"} <= set(methods), workload
+        if workload in POOL_WORKLOADS:
+            assert {"seq", "pool", "pool-tuned", "daskscore"} <= set(methods), workload
         digests = {m["sha256"] for m in methods.values()}
         assert len(digests) == 1, f"{workload}: outputs differ between methods"
-        assert methods["daskscore"]["lines"] > 0
-        assert methods["daskscore"]["driver_peak_mb"] > 0
+        assert len(methods) >= 2, workload
+        ds = methods["daskscore"]
+        assert ds["lines"] > 0
+        assert ds["driver_peak_mb"] > 0
+        assert ds["driver_cpu_s"] > 0
+        assert ds["detail"]["first_batch_s"] > 0, workload
         # both workers found and sampled (results.json's "sampled" lists every process that
         # looked like one: in a loaded run the command's `uname -p` child, forked for Dask's
         # version report, once sat 0.65 s before its exec beside the fork server; the harness
         # leaves such copies out; at least two keeps this about finding the workers)
-        assert methods["daskscore"]["workers_seen"] >= 2, (workload, methods["daskscore"])
-        assert len(methods["daskscore"]["worker_peaks_mb"]) >= 2
-        assert methods["daskscore"]["worker_peak_mb"] == max(
-            methods["daskscore"]["worker_peaks_mb"]
-        )
+        assert ds["workers_seen"] >= 2, (workload, ds)
+        assert len(ds["worker_peaks_mb"]) >= 2
+        assert ds["worker_peak_mb"] == max(ds["worker_peaks_mb"])
     assert by_workload["SCALING"]["daskscore-w1"]["workers_seen"] >= 1
+    assert set(by_workload["TABULAR-100K"]) == {"chunks", "daskscore"}
+    assert by_workload["TABULAR-100K"]["daskscore"]["lines"] == 10_000  # rows, 10 a mini-batch
+    assert by_workload["TABULAR-100K"]["daskscore"]["detail"]["total_mini_batches"] == 1_000
+    assert by_workload["LIST-1M"]["daskscore"]["lines"] == 10_000
+    if s3:
+        remote = by_workload["REMOTE"]["daskscore-remote"]
+        assert remote["detail"]["proxy_requests"] >= 100  # one GET a file at least
+    if warm:
+        assert by_workload["WARM"]["warm-2"]["detail"]["warm_workers"] is True
+    checked = {(c["workload"], c["metric"]) for c in results["checks"]}
+    assert ("TABULAR-100K", "driver CPU per mini-batch (us)") in checked
+    assert ("LIST-1M", "driver peak RSS (MB)") in checked
     assert "| W1 " in proc.stdout and "daskscore / sequential" in proc.stdout
+    assert "| TABULAR-100K " in proc.stdout and "read_csv(chunksize) loop" in proc.stdout
+
+
+def test_gpu_benchmark_smoke_runs_both_methods_with_the_same_predictions(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("PIL")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "gpu.py"),
+            "--smoke",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "runs" / "gpu-results-smoke.json").read_text())
+    assert results["failure"] is None
+    assert {r["method"] for r in results["runs"]} == {"dataloader", "daskscore"}
+    for run in results["runs"]:
+        assert run["rc"] == 0 and run["images"] == 16 and run["wall_s"] > 0
+        lines = Path(run["output"]).read_text().splitlines()
+        assert len(lines) == 16
+    # the daskscore run's 16 files compared with the DataLoader run's: same class each
+    assert results["predictions"]["files"] == 16
+    assert results["predictions"]["same_class"] + results["predictions"]["near_ties"] == 16
+    assert set(results["summary"]) == {"dataloader", "daskscore"}
+    assert "daskscore / DataLoader images/s" in proc.stdout

@@ -112,6 +112,8 @@ SHUTDOWN_SCRIPT = """
 
 
 def test_optional_shutdown_is_called_when_the_job_ends(client, tmp_path):
+    """With ``warm=False``: by default a client's workers keep the script initialised for the
+    next job, and shutdown() runs when it is replaced (tests/cluster/test_warm.py)."""
     markers = tmp_path / "markers"
     markers.mkdir()
     dep = write_deployment(
@@ -119,7 +121,7 @@ def test_optional_shutdown_is_called_when_the_job_ends(client, tmp_path):
         SHUTDOWN_SCRIPT,
         settings={"environment_variables": {"MARKERS": str(markers)}},
     )
-    result = run_job(client, dep, write_inputs(tmp_path / "in", 6), tmp_path / "out")
+    result = run_job(client, dep, write_inputs(tmp_path / "in", 6), tmp_path / "out", warm=False)
 
     assert result.status == "Completed"
     found = sorted(p.name for p in markers.iterdir())

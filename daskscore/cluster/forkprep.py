@@ -1,9 +1,12 @@
 """Imported last by the embedded cluster's fork server (see
-:data:`daskscore.cluster.forkserver.FORKSERVER_PRELOAD`), never by anything else: it readies
-the server to fork workers (:func:`daskscore.cluster.forkserver.prepare_to_fork`)."""
+:data:`daskscore.cluster.forkserver.FORKSERVER_PRELOAD`), never by anything else: it imports
+the scoring script's libraries named in :data:`~daskscore.cluster.forkserver.PRELOAD_ENV` and
+readies the server to fork workers (:func:`daskscore.cluster.forkserver.ready_server`)."""
 
 from __future__ import annotations
 
-from daskscore.cluster.forkserver import prepare_to_fork
+import os
 
-prepare_to_fork()
+from daskscore.cluster.forkserver import PRELOAD_ENV, ready_server
+
+ready_server([name for name in os.environ.pop(PRELOAD_ENV, "").split(",") if name])

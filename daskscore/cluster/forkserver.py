@@ -22,6 +22,10 @@ from daskscore.worker.threads import THREAD_ENV_VARS, intra_op_threads
 #: Modules the fork server imports once, for every worker it forks: Dask's worker and
 #: daskscore's task code (numpy comes with them); the last one readies the server to fork.
 FORKSERVER_PRELOAD = ["distributed", "daskscore.worker.task", "daskscore.cluster.forkprep"]
+#: The scoring script's libraries for Python's own fork server to import too, comma-separated
+#: in its environment (read, and removed, by :mod:`daskscore.cluster.forkprep`): a module
+#: there that raises is skipped, where one in the preload list would end the server.
+PRELOAD_ENV = "DASKSCORE_FORKSERVER_PRELOAD"
 
 
 def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
@@ -32,7 +36,9 @@ def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
     ``fork()`` of this process itself: it has Dask and daskscore imported already, and a
     single-threaded process has no lock held by another thread for its children to inherit.
     Elsewhere (a notebook, a test run) it is Python's own fork server, a fresh interpreter that
-    imports :data:`FORKSERVER_PRELOAD` while this process lists the inputs.  Its environment
+    imports :data:`FORKSERVER_PRELOAD` while this process lists the inputs, ``preload`` too (in a
+    notebook, whose kernel has threads, this is the path: without it every worker imported the
+    script's torch itself, at the same time, in ``init()``).  Its environment
     carries the workers' intra-op thread caps and not Dask's ``MALLOC_TRIM_THRESHOLD_``.
     ``preload``: modules the forked server imports before it serves (the scoring script's torch,
     say — see :data:`daskscore.worker.script.PRELOADABLE`), while this process goes on, so that no
@@ -45,15 +51,17 @@ def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
     import multiprocessing.forkserver as forkserver
 
     threads = str(intra_op_threads(workers))
-    saved = {name: os.environ.get(name) for name in (*THREAD_ENV_VARS, "MALLOC_TRIM_THRESHOLD_")}
+    names = (*THREAD_ENV_VARS, "MALLOC_TRIM_THRESHOLD_", PRELOAD_ENV)
+    saved = {name: os.environ.get(name) for name in names}
     os.environ.update({name: threads for name in THREAD_ENV_VARS})
     os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    os.environ[PRELOAD_ENV] = ",".join(preload or [])
     try:
         multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
         # Dask would otherwise import its optional packages here to build its own preload list
         _compat.skip_dask_forkserver_preload()
         if threading.active_count() == 1 and hasattr(os, "fork"):
-            _compat.start_forkserver_by_fork(functools.partial(_ready_server, preload or []))
+            _compat.start_forkserver_by_fork(functools.partial(ready_server, preload or []))
         forkserver.ensure_running()  # a no-op when the server above runs (Python's own if not)
     finally:
         for name, value in saved.items():
@@ -63,10 +71,10 @@ def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
                 os.environ[name] = value
 
 
-def _ready_server(preload: list[str]) -> None:
-    """In the fork server forked from this process, before it serves: import ``preload`` (a
-    module that fails to import is left to the worker to report), then
-    :func:`prepare_to_fork`."""
+def ready_server(preload: list[str]) -> None:
+    """In a fork server, before it serves: import ``preload`` (a module that fails to import is
+    left to the worker to report), then :func:`prepare_to_fork`."""
+    os.environ.pop(PRELOAD_ENV, None)  # (not for the workers to inherit)
     for name in preload:
         try:
             __import__(name)

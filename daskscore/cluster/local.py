@@ -135,12 +135,18 @@ class ClusterHandle:
     client: Client
     cluster: LocalCluster | None
     dashboard_link: str | None
+    #: jobs leave their script initialised on these workers for the next job with the same
+    #: code, model and settings (a cluster that outlives the job: the warm one, a caller's)
+    keep_warm: bool = False
+    #: the warm cluster of ``daskscore cluster start`` (daskscore started it, on this machine)
+    warm: bool = False
 
     @property
     def embedded(self) -> bool:
         """Whether daskscore started this cluster (its workers share this machine's disk, and
-        their number and threads are daskscore's to choose)."""
-        return self.cluster is not None
+        their number and threads are daskscore's to choose): the embedded one, or the warm
+        one."""
+        return self.cluster is not None or self.warm
 
 
 class EarlyCluster:

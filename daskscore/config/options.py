@@ -10,6 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from daskscore.errors import UsageError
+
+#: mini-batches a worker fetches ahead of the one run() scores (downloads, tabular reads) ...
+DEFAULT_PREFETCH = 2
+#: ... while what it holds fetched is under this many MB (file sizes, DataFrame memory)
+DEFAULT_PREFETCH_MB = 256.0
+
 
 @dataclass
 class JobOptions:
@@ -42,3 +49,18 @@ class JobOptions:
     security: Any = None
     #: worker resources each task needs (Dask's ``resources=``), e.g. ``{"GPU": 1}``
     resources: dict[str, float] = field(default_factory=dict)
+    #: mini-batches each worker fetches ahead while run() scores one (0: off)
+    prefetch: int = DEFAULT_PREFETCH
+    #: ... while what it holds fetched is under this many MB
+    prefetch_mb: float = DEFAULT_PREFETCH_MB
+    #: use the warm cluster (``daskscore cluster start``) when one runs, and keep the script
+    #: initialised on a warm cluster's or a ``client``'s workers for the next job; False: a
+    #: fresh embedded cluster, and the script installed for this job only
+    warm: bool = True
+
+    def __post_init__(self) -> None:
+        if self.prefetch < 0 or not self.prefetch_mb > 0:
+            raise UsageError(
+                f"prefetch must be 0 or more and prefetch_mb more than 0, not {self.prefetch} "
+                f"and {self.prefetch_mb}."
+            )

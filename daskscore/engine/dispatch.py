@@ -15,7 +15,7 @@ import logging
 import queue
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,7 @@ class Dispatcher:
         self.run_no = run_no
         self.count_workers = count_workers
         self.last_count = time.monotonic()
-        self.queue: deque[int] = deque(
-            mb for mb in range(len(batches)) if not outcomes.is_final(mb)
-        )
+        self.queue = WorkQueue(outcomes.state)
         self.isolate: set[int] = set()
         self.losses: dict[int, int] = {}
         self.inflight: dict[Any, tuple[str, list[int]]] = {}
@@ -157,7 +155,8 @@ class Dispatcher:
             ids = self._take()
             self.seq += 1
             attempt = f"r{self.run_no:02d}a{self.seq:06d}"
-            payload = Payload([(mb, self.outcomes.tries_used(mb), self.batches[mb]) for mb in ids])
+            tries, batches = self.outcomes.tries_used, self.batches
+            payload = Payload([(mb, tries(mb), batches[mb]) for mb in ids])
             fut = self.client.submit(
                 run_task,
                 self.job.job_id,
@@ -171,13 +170,11 @@ class Dispatcher:
             fut.add_done_callback(self.done.put)
 
     def _take(self) -> list[int]:
-        if self.queue[0] in self.isolate:
-            return [self.queue.popleft()]
-        size = self.sizing.next_size(len(self.queue), self.workers)
-        ids: list[int] = []
-        while self.queue and len(ids) < size and self.queue[0] not in self.isolate:
-            ids.append(self.queue.popleft())
-        return ids
+        queue = self.queue
+        if queue[0] in self.isolate:
+            return [queue.popleft()]
+        size = self.sizing.next_size(len(queue), self.workers)
+        return queue.take(size, self.isolate)
 
     def _handle(self, fut: Any) -> None:
         attempt, ids = self.inflight.pop(fut)
@@ -191,28 +188,35 @@ class Dispatcher:
                 return
         else:
             exc = fut.exception()
-            if not _is_worker_loss(exc):
+            # no exception: the result was lost with the worker that held it (the task had
+            # finished); its ledger tells what it committed, as for a dead process
+            if exc is not None and not _is_worker_loss(exc):
                 raise DaskScoreError(f"task {attempt} failed inside daskscore: {exc!r}") from exc
         self._recover(attempt, ids)
 
     def _fold(self, attempt: str, records: list[MiniBatchRecord], ids: list[int]) -> None:
         finished = self._record(attempt, records)
         self.sizing.observe(len(records), sum(rec.elapsed_s for rec in records))
-        failed = sum(1 for mb in finished if self.outcomes.is_failed(mb))
-        self.progress.add_done(len(finished), self._items(finished), failed)
-        left = [mb for mb in ids if mb not in finished and not self.outcomes.is_final(mb)]
-        self.queue.extendleft(reversed(left))  # a cancelled task's rest, back to the front
+        outcomes = self.outcomes
+        failed = outcomes.failed_among(finished)
+        self.progress.add_done(len(finished), outcomes.items_of(finished), failed)
+        state = outcomes.state
+        left = [mb for mb in ids if not state[mb]]
+        if left:
+            self.queue.extendleft(reversed(left))  # a cancelled task's rest, back to the front
 
     def _record(self, attempt: str, records: list[MiniBatchRecord]) -> set[int]:
-        """Fold records into the outcomes; the writer checks each newly staged result."""
+        """Fold records into the outcomes; the writer checks the first newly staged part file
+        (a dataset's columns)."""
         finished = self.outcomes.record(attempt, records)
-        staging = Path(self.job.staging)
+        if not self.outcomes.any_part:
+            return finished
+        has_part = self.outcomes.has_part
         for mb in sorted(finished):
-            self.writer.check_staged(staging, self.outcomes.final[mb])
+            if has_part(mb):
+                self.writer.check_staged(Path(self.job.staging), self.outcomes.final[mb])
+                break
         return finished
-
-    def _items(self, mbs: set[int]) -> int:
-        return sum(self.outcomes.final[mb].total for mb in mbs if mb in self.outcomes.final)
 
     def _recover(self, attempt: str, ids: list[int]) -> None:
         """A task's process died: keep what it committed, charge the run() it was in."""
@@ -243,8 +247,8 @@ class Dispatcher:
                 continue
             requeue.append(mb)
         # every mini-batch this loss settled — committed, or charged its last try — is done
-        failed = sum(1 for mb in finished if self.outcomes.is_failed(mb))
-        self.progress.add_done(len(finished), self._items(finished), failed)
+        failed = self.outcomes.failed_among(finished)
+        self.progress.add_done(len(finished), self.outcomes.items_of(finished), failed)
         # crashed work goes to the front, in order, so the output can be assembled early
         self.queue.extendleft(reversed(sorted(requeue)))
 
@@ -269,6 +273,79 @@ class Dispatcher:
         if self.inflight:
             self.client.cancel(list(self.inflight))
             self.inflight.clear()
+
+
+#: A mini-batch's state (0: not settled) to 1 if it is still to run.
+_TODO = bytes([1] + [0] * 255)
+
+
+class WorkQueue:
+    """The mini-batches left to run, in order: those not settled when the job started (a
+    cursor over the job's states, one byte each), after any put back at the front."""
+
+    def __init__(self, state: bytearray) -> None:
+        #: 1 for each mini-batch still to take from the cursor
+        self.todo = state.translate(_TODO) if any(state) else None
+        self.n = len(state)
+        self.cursor = 0
+        self.left = self.todo.count(1) if self.todo is not None else self.n
+        self.front: deque[int] = deque()
+
+    def _advance(self) -> None:
+        if self.todo is not None and self.left:
+            found = self.todo.find(1, self.cursor)
+            self.cursor = found if found >= 0 else self.n
+
+    def __len__(self) -> int:
+        return len(self.front) + self.left
+
+    def __bool__(self) -> bool:
+        return bool(self.front) or self.left > 0
+
+    def __getitem__(self, index: int) -> int:
+        if index != 0 or not self:
+            raise IndexError(index)
+        if self.front:
+            return self.front[0]
+        self._advance()
+        return self.cursor
+
+    def popleft(self) -> int:
+        if self.front:
+            return self.front.popleft()
+        if not self.left:
+            raise IndexError("pop from an empty queue")
+        self._advance()
+        mb = self.cursor
+        self.cursor += 1
+        self.left -= 1
+        return mb
+
+    def take(self, size: int, isolate: set[int]) -> list[int]:
+        """Up to ``size`` mini-batches from the front, stopping before an isolated one."""
+        ids: list[int] = []
+        front = self.front
+        while front and len(ids) < size and front[0] not in isolate:
+            ids.append(front.popleft())
+        if front or len(ids) >= size or not self.left:
+            return ids
+        if self.todo is None:  # a run of the cursor: never isolated (none of it ran yet)
+            count = min(size - len(ids), self.left)
+            ids.extend(range(self.cursor, self.cursor + count))
+            self.cursor += count
+            self.left -= count
+            return ids
+        while self.left and len(ids) < size:
+            ids.append(self.popleft())
+        return ids
+
+    def extendleft(self, mbs: Iterable[int]) -> None:
+        self.front.extendleft(mbs)
+
+    def clear(self) -> None:
+        self.front.clear()
+        self.left = 0
+        self.cursor = self.n
 
 
 def _is_worker_loss(exc: BaseException | None) -> bool:

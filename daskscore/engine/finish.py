@@ -9,15 +9,15 @@ every mini-batch's final try (in mini-batch order), then writes ``job_summary.js
 from __future__ import annotations
 
 import logging
-import operator
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daskscore.config import Deployment
-from daskscore.engine.outcomes import Outcomes, describe_work, planned_items
+from daskscore.engine.outcomes import Outcomes, describe_work
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed
 from daskscore.io import outputdir
 from daskscore.io.writers import Assembly, OutputWriter
@@ -28,6 +28,12 @@ logger = logging.getLogger("daskscore")
 
 #: Failed mini-batches listed one per line in the failure message before "... and N more".
 SHOWN_FAILURES = 5
+#: Tries ``report.html`` is drawn from, at most (it keeps ~0.5 KB of each while it draws).
+REPORT_TRIES = 20_000
+_REPORT_KEYS = (
+    "mini_batch", "try", "worker", "start", "total", "succeeded", "failed", "elapsed_s", "run_s",
+    "status", "error",
+)  # fmt: skip
 
 
 @dataclass
@@ -147,6 +153,8 @@ class JobRecord:
     input_path: str
     out_dir: Path
     phases: Phases = field(default_factory=Phases)
+    #: the workers reused a script an earlier job had initialised (no init() this job)
+    warm_workers: bool = False
 
 
 def finish_job(
@@ -174,15 +182,13 @@ def finish_job(
 
 def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> dict[str, Any]:
     """The content of ``job_summary.json``."""
-    settings, final = job.deployment.settings, outcomes.final
-    total_items = sum(
-        final[mb].total if mb in final else planned_items(w) for mb, w in enumerate(outcomes.work)
-    )
-    finals = final.values()
+    settings = job.deployment.settings
+    total_items = outcomes.total_items()
     succeeded = outcomes.succeeded_items()
-    failures = [_failure(outcomes, mb) for mb in sorted(final) if final[mb].failed]
+    failures = [_failure(outcomes, mb) for mb in outcomes.failure_ids()]
     failed = outcomes.init_error or outcomes.threshold_exceeded()
     source = job.deployment.source
+    n_work, n_final = len(outcomes.work), len(outcomes.final)
     return {
         "status": "Failed" if failed else "Completed",
         "reason": _reason(outcomes),
@@ -196,17 +202,18 @@ def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> d
         "succeeded_items": succeeded,
         "failed_items": outcomes.failed_items,
         "not_run_items": total_items - succeeded - outcomes.failed_items,
-        "rows_written": sum(r.rows for r in finals if r.done),
-        "total_mini_batches": len(outcomes.work),
+        "rows_written": outcomes.rows_written(),
+        "total_mini_batches": n_work,
         "failed_mini_batches": outcomes.failed_mini_batches(),
-        "partial_mini_batches": sum(1 for r in finals if r.done and r.failed),
-        "not_run_mini_batches": len(outcomes.work) - len(final),
-        "retried_mini_batches": len({r.mini_batch for r in outcomes.attempts if r.try_no > 1}),
+        "partial_mini_batches": outcomes.partial_mini_batches(),
+        "not_run_mini_batches": n_work - n_final,
+        "retried_mini_batches": outcomes.retried_mini_batches(),
         "resumed_mini_batches": outcomes.resumed,
         "error_threshold": settings.error_threshold,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(job.phases.started)),
         "duration_s": job.phases.elapsed(),
         "phases": dict(job.phases.seconds),
+        "warm_workers": job.warm_workers,
         "failures": failures,
         "init_error": outcomes.init_error,
     }
@@ -252,11 +259,9 @@ def write_overview(out_dir: Path, outcomes: Outcomes) -> None:
 def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult) -> None:
     """The job's logs, as Azure names them, and ``report.html``."""
     logs = job.out_dir / "logs"
-    attempts = [
-        r.to_json()
-        for r in sorted(outcomes.attempts, key=operator.attrgetter("mini_batch", "try_no"))
-    ]
-    outputdir.write_attempts(logs / "sys" / "job_report" / "processed_mini-batches.csv", attempts)
+    outputdir.write_attempt_rows(
+        logs / "sys" / "job_report" / "processed_mini-batches.csv", outcomes.attempt_rows()
+    )
     s = result.summary
     write_overview(job.out_dir, outcomes)
     outputdir.write_text(logs / "job_result.txt", _result_text(s))
@@ -266,9 +271,20 @@ def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult) -> None:
     )
     outputdir.write_summary(job.out_dir, s)
     try:
-        write_report(job.out_dir, s, [r.to_json() for r in outcomes.attempts])
+        write_report(job.out_dir, s, report_tries(outcomes))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - a report bug must never fail a job
         logger.warning("could not write report.html", exc_info=True)
+
+
+def report_tries(outcomes: Outcomes, limit: int = REPORT_TRIES) -> Iterator[dict[str, Any]]:
+    """The tries ``report.html`` is drawn from: every try, or for a job of more than ``limit``
+    tries an even sample (the tries of every k-th mini-batch), which its charts and per-worker
+    table then show; the counts at its top are the summary's."""
+    every = 1
+    if outcomes.attempt_count() > limit:
+        every = max(1, -(-outcomes.tried_count() // limit))
+    for row in outcomes.attempt_rows(every):
+        yield dict(zip(_REPORT_KEYS, row, strict=True))
 
 
 def failure(outcomes: Outcomes, result: JobResult) -> JobFailed:

@@ -7,18 +7,40 @@ so rows are written once whatever was retried or crashed; a try charged to a pro
 ``--resume``, the tries of earlier runs are folded in first (:meth:`Outcomes.restore`) and this
 run's tries are numbered after them.
 
+The books cost the driver a few dozen bytes per mini-batch, whatever the job's size: the common
+case, a mini-batch whose first try returned every result, is kept in columns (``array.array``
+by mini-batch id; worker and attempt names interned) and no record object is kept for it.  Only
+mini-batches that failed, were retried, crashed or returned too few results keep their tries as
+:class:`~daskscore.protocol.MiniBatchRecord` objects.  :attr:`Outcomes.final`,
+:attr:`Outcomes.attempts` and :meth:`Outcomes.done_finals` make records on demand.
+
 Pure state: no Dask, no files.  Summaries and logs are made from it by
 :mod:`daskscore.engine.finish`.
 """
 
 from __future__ import annotations
 
+import itertools
+import operator
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from daskscore.config import Settings
+from daskscore.engine.columns import (
+    CLEAN,
+    DONE,
+    FAILED,
+    OPEN,
+    RESTORED,
+    CleanFinals,
+    DoneFinals,
+    Finals,
+)
 from daskscore.protocol import MiniBatchRecord, Status
+
+_TRY_NO = operator.attrgetter("try_no")
 
 
 def planned_items(work: Any) -> int:
@@ -26,6 +48,14 @@ def planned_items(work: Any) -> int:
     if isinstance(work, list):
         return len(work)
     return getattr(work, "n_rows", None) or 0
+
+
+def planned_total(work: Sequence[Any]) -> int:
+    """Items of all mini-batches before they run (a compact work list counts them itself)."""
+    total = getattr(work, "planned_total", None)
+    if total is not None:
+        return int(total())
+    return sum(planned_items(w) for w in work)
 
 
 def describe_work(work: Any) -> list[str]:
@@ -50,19 +80,19 @@ class Outcomes:
 
     Parameters
     ----------
-    work : list
+    work : sequence
         The job's mini-batches (file lists or tabular splits), by id.
     settings : Settings
         The deployment's settings (retries, timeout, error threshold).
     """
 
-    def __init__(self, work: list[Any], settings: Settings) -> None:
+    def __init__(self, work: Sequence[Any], settings: Settings) -> None:
         self.work = work
         self.settings = settings
-        #: every try of this job, in the order they were recorded
-        self.attempts: list[MiniBatchRecord] = []
-        #: the final try of each settled mini-batch
-        self.final: dict[int, MiniBatchRecord] = {}
+        n = len(work)
+        #: each mini-batch's state (OPEN, CLEAN, RESTORED, DONE, FAILED)
+        self.state = bytearray(n)
+        #: this run's tries of the mini-batches kept whole (a clean one has used 1)
         self.tries: dict[int, int] = {}
         #: the first worker's init() traceback, when init() failed (nothing was scored)
         self.init_error: str | None = None
@@ -72,41 +102,64 @@ class Outcomes:
         self.offset: dict[int, int] = {}
         self._earlier: dict[int, dict[str, int]] = {}
         self.failed_items = 0
+        # the tries (numbered, in arrival order) and final record of mini-batches kept whole
+        self._hist: dict[int, list[MiniBatchRecord]] = {}
+        self._full: dict[int, MiniBatchRecord] = {}
+        #: the clean finals (most of them), in columns
+        self.clean = CleanFinals(n)
+        # running counts
+        self._n_final = self._n_failed = self._n_partial = self._n_tries = 0
+        self._items_done = self._succeeded = self._rows_done = self._full_parts = 0
+        self._listed: tuple[int, list[MiniBatchRecord]] | None = None
 
     # ------------------------------------------------------------------ folding records
-    def record(self, attempt: str, records: list[MiniBatchRecord]) -> set[int]:
+    def record(self, attempt: str, records: Iterable[MiniBatchRecord]) -> set[int]:
         """Fold a task's records in; return the mini-batches that became final."""
         finished: set[int] = set()
+        state, hist, keep = self.state, self._hist, self.clean.keep
+        aid = self.clean.intern_attempt(attempt)
+        clean = total = rows = 0  # the clean finals, counted once at the end
         for rec in records:
             mb = rec.mini_batch
-            if mb in self.final:
+            if state[mb]:
                 continue  # already settled by another attempt: never count or write twice
+            if rec.try_no == 1 and mb not in hist and keep(mb, rec, aid):
+                state[mb] = CLEAN
+                finished.add(mb)
+                clean += 1
+                total += rec.total
+                rows += rec.rows
+                continue
             self.tries[mb] = max(self.tries.get(mb, 0), rec.try_no)
             rec = self._numbered(rec)
-            self.attempts.append(rec)
+            self._add_try(mb, rec)
             if rec.final:
                 self._finalize(mb, replace(rec, attempt=attempt))
                 finished.add(mb)
+        self._count_clean(clean, total, rows)
         return finished
 
-    def restore(self, attempt: str, records: list[MiniBatchRecord]) -> None:
+    def restore(self, attempt: str, records: Iterable[MiniBatchRecord]) -> None:
         """Fold in an earlier run's committed records (ledgers in run order): only succeeded
         mini-batches stay final; failed ones get a fresh retry budget in this run, and their
         earlier tries stay in the history, numbered before this run's."""
         run = attempt.split("a", 1)[0]  # "r01a000003" -> "r01"
+        aid = self.clean.intern_attempt(attempt)
         for rec in records:
             mb = rec.mini_batch
-            if mb in self.final:
+            if self.state[mb]:
+                continue
+            if mb not in self._earlier and rec.try_no == 1 and self._keep(mb, rec, aid, RESTORED):
                 continue
             runs = self._earlier.setdefault(mb, {})
             before = sum(n for r, n in runs.items() if r < run)
             rec = replace(rec, try_no=rec.try_no + before)
             runs[run] = max(runs.get(run, 0), rec.try_no - before)
             self.offset[mb] = sum(runs.values())
-            self.attempts.append(rec)
+            self._add_try(mb, rec)
             if rec.final and rec.done:
                 self._finalize(mb, replace(rec, attempt=attempt))
-        self.resumed = len(self.final)
+        self.resumed = self._n_final
 
     def _numbered(self, rec: MiniBatchRecord) -> MiniBatchRecord:
         """A record of this run, its try numbered after the tries of earlier runs."""
@@ -123,7 +176,7 @@ class Outcomes:
         start: float | None = None,
     ) -> bool:
         """Record a try that ended with its process; return True when the mini-batch is final."""
-        total = planned_items(self.work[mb])
+        total = self.planned(mb)
         elapsed = time.time() - start if start else 0.0
         rec = MiniBatchRecord(
             mini_batch=mb,
@@ -137,41 +190,222 @@ class Outcomes:
             elapsed_s=elapsed,
             run_s=elapsed,
         )
-        self.attempts.append(self._numbered(rec))
+        self._expand(mb)
+        self._add_try(mb, self._numbered(rec))
         self.tries[mb] = max(self.tries.get(mb, 0), try_no)
         if final or try_no > self.settings.retry_settings.max_retries:
             self._finalize(mb, replace(self._numbered(rec), final=True))
             return True
         return False
 
+    # ------------------------------------------------------------------ the books
+    def _keep(self, mb: int, rec: MiniBatchRecord, aid: int, state: int) -> bool:
+        """Keep a clean final first try in the columns; False when it is not one (it is then
+        kept whole)."""
+        if not self.clean.keep(mb, rec, aid):
+            return False
+        self.state[mb] = state
+        self._count_clean(1, rec.total, rec.rows)
+        return True
+
+    def _count_clean(self, count: int, total: int, rows: int) -> None:
+        self._n_final += count
+        self._n_tries += count
+        self._items_done += total
+        self._succeeded += total
+        self._rows_done += rows
+
+    def _add_try(self, mb: int, rec: MiniBatchRecord) -> None:
+        self._hist.setdefault(mb, []).append(rec)
+        self._n_tries += 1
+
     def _finalize(self, mb: int, rec: MiniBatchRecord) -> None:
-        self.final[mb] = rec
+        self._expand(mb)
+        if self.state[mb]:  # settled again (a crash charged after all): replace, as before
+            self._uncount(self._full.pop(mb))
+        self._full[mb] = rec
+        self.state[mb] = DONE if rec.done else FAILED
+        self._full_parts += rec.part is not None
+        self._n_final += 1
         self.failed_items += rec.failed
+        self._items_done += rec.total
+        self._succeeded += rec.succeeded
+        if rec.done:
+            self._rows_done += rec.rows
+            self._n_partial += bool(rec.failed)
+        else:
+            self._n_failed += 1
+
+    def _uncount(self, rec: MiniBatchRecord) -> None:
+        self._full_parts -= rec.part is not None
+        self._n_final -= 1
+        self.failed_items -= rec.failed
+        self._items_done -= rec.total
+        self._succeeded -= rec.succeeded
+        if rec.done:
+            self._rows_done -= rec.rows
+            self._n_partial -= bool(rec.failed)
+        else:
+            self._n_failed -= 1
+
+    def _expand(self, mb: int) -> None:
+        """Keep a clean mini-batch whole from now on (a crash charged to it after all)."""
+        if self.state[mb] not in (CLEAN, RESTORED):
+            return
+        clean = self.state[mb] == CLEAN
+        final = self.clean.record(mb, final=True)
+        self.state[mb] = OPEN
+        self._n_final -= 1
+        self._n_tries -= 1
+        self._items_done -= final.total
+        self._succeeded -= final.succeeded
+        self._rows_done -= final.rows
+        self._add_try(mb, replace(final, attempt=None))
+        if clean:
+            self.tries[mb] = max(self.tries.get(mb, 0), 1)
+        self._finalize(mb, final)
 
     # ------------------------------------------------------------------ questions
+    def planned(self, mb: int) -> int:
+        """Items of mini-batch ``mb`` before it runs."""
+        of = getattr(self.work, "planned", None)
+        return int(of(mb)) if of is not None else planned_items(self.work[mb])
+
     def tries_used(self, mb: int) -> int:
-        return self.tries.get(mb, 0)
+        tries = self.tries.get(mb)
+        if tries is not None:
+            return tries
+        return 1 if self.state[mb] == CLEAN else 0
 
     def is_final(self, mb: int) -> bool:
-        return mb in self.final
+        return 0 <= mb < len(self.state) and self.state[mb] != OPEN
 
     def is_failed(self, mb: int) -> bool:
-        return mb in self.final and not self.final[mb].done
+        return 0 <= mb < len(self.state) and self.state[mb] == FAILED
 
     def threshold_exceeded(self) -> bool:
         limit = self.settings.error_threshold
         return limit >= 0 and self.failed_items > limit
 
     def succeeded_items(self) -> int:
-        return sum(r.succeeded for r in self.final.values())
+        return self._succeeded
 
     def failed_mini_batches(self) -> int:
-        return sum(1 for r in self.final.values() if not r.done)
+        return self._n_failed
+
+    def partial_mini_batches(self) -> int:
+        """Settled mini-batches whose run() returned fewer results than items."""
+        return self._n_partial
+
+    def rows_written(self) -> int:
+        """Rows of the mini-batches whose run() returned."""
+        return self._rows_done
 
     def items_done(self) -> int:
         """Items of the settled mini-batches."""
-        return sum(r.total for r in self.final.values())
+        return self._items_done
 
-    def done_finals(self) -> list[MiniBatchRecord]:
-        """The final try of every mini-batch whose run() returned, in mini-batch order."""
-        return [self.final[mb] for mb in sorted(self.final) if self.final[mb].done]
+    def total_items(self) -> int:
+        """Items of the job: of each settled mini-batch's final try, or planned."""
+        total, state = self._items_done, self.state
+        pos = state.find(0)
+        while pos >= 0:
+            total += self.planned(pos)
+            pos = state.find(0, pos + 1)
+        return total
+
+    def items_of(self, mbs: Iterable[int]) -> int:
+        """Items of the final tries of ``mbs`` (those settled)."""
+        total, state, full = 0, self.state, self._full
+        for mb in mbs:
+            s = state[mb]
+            if s == CLEAN or s == RESTORED:
+                total += self.clean.total[mb]
+            elif s:
+                total += full[mb].total
+        return total
+
+    def failed_among(self, mbs: Iterable[int]) -> int:
+        """How many of ``mbs`` are settled and failed."""
+        state = self.state
+        return sum(1 for mb in mbs if state[mb] == FAILED)
+
+    @property
+    def any_part(self) -> bool:
+        """Whether a final try staged a part file (a dataset output) yet."""
+        return self.clean.part is not None or self._full_parts > 0
+
+    def has_part(self, mb: int) -> bool:
+        """Whether mini-batch ``mb``'s final try staged a part file (a dataset output)."""
+        s = self.state[mb]
+        if s == CLEAN or s == RESTORED:
+            return self.clean.has_part(mb)
+        return s != OPEN and self._full[mb].part is not None
+
+    def retried_mini_batches(self) -> int:
+        """Mini-batches with more than one try (in this run or an earlier one)."""
+        return sum(1 for tries in self._hist.values() if any(r.try_no > 1 for r in tries))
+
+    def failure_ids(self) -> list[int]:
+        """The settled mini-batches with failed items, in order."""
+        return sorted(mb for mb, rec in self._full.items() if rec.failed)
+
+    @property
+    def final(self) -> Mapping[int, MiniBatchRecord]:
+        """The final try of each settled mini-batch, by id (records made on demand)."""
+        return Finals(self.state, self.clean, self._full)
+
+    @property
+    def attempts(self) -> list[MiniBatchRecord]:
+        """Every try, by mini-batch and try number (made on the first read after a change, and
+        kept until the next: :meth:`iter_attempts` walks a big job's without keeping them)."""
+        if self._listed is None or self._listed[0] != self._n_tries:
+            self._listed = (self._n_tries, list(self.iter_attempts()))
+        return self._listed[1]
+
+    def attempt_count(self) -> int:
+        return self._n_tries
+
+    def iter_attempts(self) -> Iterator[MiniBatchRecord]:
+        """Every try, by mini-batch and try number."""
+        for mb in self._tried():
+            tries = self._hist.get(mb)
+            if tries is not None:
+                yield from sorted(tries, key=_TRY_NO)
+            else:
+                yield self.clean.record(mb, final=False)
+
+    def attempt_rows(self, every: int = 1) -> Iterator[tuple[Any, ...]]:
+        """Every try as a row of ``processed_mini-batches.csv`` (before formatting): mini-batch,
+        try, worker, start, total, succeeded, failed, elapsed_s, run_s, status, error; by
+        mini-batch and try.  ``every``: the tries of every n-th mini-batch with tries only."""
+        hist, row = self._hist, self.clean.row
+        tried = self._tried()
+        if every > 1:
+            tried = itertools.islice(tried, 0, None, every)
+        for mb in tried:
+            tries = hist.get(mb)
+            if tries is None:
+                yield row(mb)
+                continue
+            for r in sorted(tries, key=_TRY_NO):
+                yield (
+                    mb, r.try_no, r.worker, r.start, r.total, r.succeeded, r.failed,
+                    r.elapsed_s, r.run_s, r.status.value, r.error,
+                )  # fmt: skip
+
+    def tried_count(self) -> int:
+        """Mini-batches with a try."""
+        return self._n_final - len(self._full) + len(self._hist)  # a full final has tries
+
+    def _tried(self) -> Iterator[int]:
+        """The mini-batches with a try, in order: those settled, and those kept whole."""
+        marks = bytearray(self.state) if self._hist else self.state
+        for mb in self._hist:
+            marks[mb] = 1
+        return (mb for mb, mark in enumerate(marks) if mark)
+
+    def done_finals(self) -> Sequence[MiniBatchRecord]:
+        """The final try of every mini-batch whose run() returned, in mini-batch order (records
+        made as they are read)."""
+        return DoneFinals(self.state, self.clean, self._full)

@@ -10,7 +10,7 @@ model URL exists, and reads the append_row ``to_csv`` arguments.  Each problem i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,12 @@ class JobPlan:
 
     Attributes
     ----------
-    files : list of str
-        The input files (local paths, or URLs), sorted.
-    work : list
-        The mini-batches: lists of files, or tabular splits, by mini-batch id.
+    files : sequence of str
+        The input files (local paths, or URLs), sorted (a packed
+        :class:`~daskscore.io.inputs.FileList` for a local folder).
+    work : sequence
+        The mini-batches: lists of files, or tabular splits, by mini-batch id (made as they are
+        read: :class:`~daskscore.io.inputs.FileBatches`, :class:`~daskscore.io.inputs.SplitTable`).
     unit : str
         What a mini-batch holds: ``"files"`` or ``"rows"``.
     csv_kwargs : dict
@@ -44,8 +46,8 @@ class JobPlan:
     options: JobOptions
     input_path: str
     writer: OutputWriter
-    files: list[str]
-    work: list[Any]
+    files: Sequence[str]
+    work: Sequence[Any]
     unit: str
     csv_kwargs: dict[str, Any]
 
@@ -112,7 +114,7 @@ def plan_job(
     )
 
 
-def list_inputs(input_path: str) -> list[str]:
+def list_inputs(input_path: str) -> Sequence[str]:
     """The input files: local paths, or full URLs for an fsspec URL."""
     if storage.is_remote(input_path):
         return storage.list_files(input_path)
@@ -120,8 +122,8 @@ def list_inputs(input_path: str) -> list[str]:
 
 
 def plan_work(
-    files: list[str], size: MiniBatchSize, tabular_mode: bool | None = None
-) -> tuple[list[Any], str]:
+    files: Sequence[str], size: MiniBatchSize, tabular_mode: bool | None = None
+) -> tuple[Sequence[Any], str]:
     """Mini-batches of files, or (tabular mode) splits of the tabular files; and their unit."""
     if tabular_mode is None:
         tabular_mode = size.implies_tabular
@@ -136,8 +138,8 @@ def plan_work(
                 f"settings.mini_batch_size: '{size.value}' is a byte size, which only means "
                 "something for tabular inputs (--tabular); give a number of files."
             )
-        return inputs.make_mini_batches(files, size.files), "files"
-    return tabular.plan_splits(files, size.tabular()), "rows"
+        return inputs.FileBatches(files, size.files), "files"
+    return inputs.SplitTable(tabular.plan_splits(files, size.tabular())), "rows"  # type: ignore[arg-type]
 
 
 def check_model_url(url: str) -> None:

@@ -129,8 +129,13 @@ def _label(address: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in address.split("://")[-1]).strip("_")
 
 
-def raise_init_errors(client: Any, job_id: str) -> None:
-    """Raise :class:`InitFailed` with the script's traceback if init() failed on any worker."""
-    for report in client.run(init_report, job_id).values():
+def raise_init_errors(client: Any, job_id: str) -> bool:
+    """Raise :class:`InitFailed` with the script's traceback if init() failed on any worker;
+    return whether every worker that runs the job reused a script an earlier job initialised
+    (no init() this time)."""
+    reports = list(client.run(init_report, job_id).values())
+    for report in reports:
         if report.get("error"):
             raise InitFailed(f"init() failed:\n{report['error']}", user_traceback=report["error"])
+    running = [r for r in reports if r.get("installed") and r.get("eligible")]
+    return bool(running) and all(r.get("reused") for r in running)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from daskscore.cluster import warm
 from daskscore.cluster.forkserver import prestart_workers
 from daskscore.cluster.local import (
     ClusterHandle,
@@ -58,7 +59,12 @@ def execute(
     """
     options = options or JobOptions()
     early: EarlyCluster | None = None
-    if options.client is None and not options.scheduler:
+    running = None
+    if options.client is None and not options.scheduler and options.warm:
+        running = warm.find_running(options.resources, options.workers, options.notify)
+    if running is not None:
+        early = EarlyCluster(warm.warm_cluster(running))  # connects while this thread plans
+    elif options.client is None and not options.scheduler:
         # the embedded cluster's fork server imports what the workers need, then the cluster
         # starts, while this thread lists and plans the inputs
         prestart_workers(
@@ -175,7 +181,8 @@ def publish(result: JobResult, out_dir: Path, url: str) -> JobResult:
 @contextmanager
 def _cluster(deployment: Deployment, options: JobOptions) -> Iterator[ClusterHandle]:
     if options.client is not None:
-        yield ClusterHandle(options.client, None, dashboard_link(options.client))
+        link = dashboard_link(options.client)
+        yield ClusterHandle(options.client, None, link, keep_warm=options.warm)
     elif options.scheduler:
         with existing_cluster(options.scheduler, options.security) as handle:
             yield handle

@@ -8,7 +8,7 @@ daskscore page of the Dask dashboard (:mod:`daskscore.ui.dashboard`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,16 @@ from daskscore.cluster.local import ClusterHandle
 from daskscore.engine import probe, transport
 from daskscore.engine.dispatch import Dispatcher
 from daskscore.engine.finish import JobRecord
-from daskscore.engine.outcomes import Outcomes, planned_items
+from daskscore.engine.outcomes import Outcomes, planned_total
 from daskscore.engine.plan import JobPlan
 from daskscore.engine.resume import MANIFEST
+from daskscore.engine.reuse import init_key
 from daskscore.errors import InitFailed
 from daskscore.io import outputdir
 from daskscore.protocol import WorkerJob
 from daskscore.ui import dashboard
 from daskscore.ui.progress import Progress
-from daskscore.worker.plugin import ScoringPlugin
+from daskscore.worker.plugin import ScoringPlugin, WarmKeeper
 from daskscore.worker.threads import intra_op_threads
 
 logger = logging.getLogger("daskscore")
@@ -80,7 +81,9 @@ def score_all(
         )
     carrier, workers = _place(job, handle)
     wjob = carrier.worker_job(_worker_job(job, handle, workers))
-    total_items = sum(planned_items(w) for w in plan.work)
+    if handle.keep_warm:  # the script stays initialised for the next job with the same key
+        wjob = replace(wjob, warm_key=init_key(wjob))
+    total_items = planned_total(plan.work)
     rows = f" ({total_items} rows)" if plan.unit == "rows" else ""
     notify(
         f"Scoring {len(plan.files)} files{rows} in {len(plan.work)} mini-batches on "
@@ -105,8 +108,10 @@ def score_all(
     try:
         tick()
         logger.info("cluster ready with %d workers", workers)
+        if wjob.warm_key:
+            handle.client.register_plugin(WarmKeeper())  # (idempotent: once per cluster)
         handle.client.register_plugin(ScoringPlugin(wjob))
-        probe.raise_init_errors(handle.client, wjob.job_id)
+        job.record.warm_workers = probe.raise_init_errors(handle.client, wjob.job_id)
         phases.mark("init")
         logger.info("scoring script installed and init() done on every worker")
         loop.run(on_tick=tick)
@@ -161,6 +166,8 @@ def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
         intra_op_threads=intra_op_threads(workers) if handle.embedded else None,
         resources=dict(plan.options.resources),
         gpu_ids=gpu_ids() if handle.embedded else (),
+        prefetch=plan.options.prefetch,
+        prefetch_bytes=int(plan.options.prefetch_mb * (1 << 20)),
     )
 
 

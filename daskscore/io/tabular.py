@@ -131,7 +131,7 @@ def plan_splits(paths: list[str], size: tuple[str, int]) -> list[Split]:
     return splits
 
 
-def read_split(split: Split, **read_kwargs: Any) -> pd.DataFrame:
+def read_split(split: Split, *, parquet_file: Any = None, **read_kwargs: Any) -> pd.DataFrame:
     """Read one split into a DataFrame indexed by file row number.
 
     CSV: the header line and the byte range go to ``pandas.read_csv(..., header=0,
@@ -144,6 +144,9 @@ def read_split(split: Split, **read_kwargs: Any) -> pd.DataFrame:
     ----------
     split : Split
         One split from :func:`plan_splits`.
+    parquet_file : pyarrow.parquet.ParquetFile, optional
+        The split's Parquet file, already open (a reader of many splits of one file keeps it
+        open, see :mod:`daskscore.io.splitreader`); left open.
     **read_kwargs
         Passed to the reader.
 
@@ -159,9 +162,17 @@ def read_split(split: Split, **read_kwargs: Any) -> pd.DataFrame:
     InputError
         pandas read another number of CSV rows than the planner counted.
     """
+    if split.kind == "csv":
+        df = _read_csv(split, read_kwargs)
+    else:
+        df = _read_parquet(split, read_kwargs, parquet_file)
+    return with_row_index(split, df)
+
+
+def with_row_index(split: Split, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (the rows of ``split``) indexed by file row number, from ``split.first_row``."""
     import pandas as pd
 
-    df = _read_csv(split, read_kwargs) if split.kind == "csv" else _read_parquet(split, read_kwargs)
     df.index = pd.RangeIndex(split.first_row, split.first_row + len(df))
     return df
 
@@ -354,12 +365,14 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
     return df
 
 
-def _read_parquet(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
+def _read_parquet(split: Split, read_kwargs: dict[str, Any], pf: Any = None) -> pd.DataFrame:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(split.path) as pf:
-        df = pf.read_row_groups(range(split.start, split.stop), **read_kwargs).to_pandas()
+    if pf is None:
+        with pq.ParquetFile(split.path) as pf:
+            return _read_parquet(split, read_kwargs, pf)
+    df = pf.read_row_groups(range(split.start, split.stop), **read_kwargs).to_pandas()
     if not isinstance(df.index, pd.RangeIndex):
         df = df.reset_index()
     return df

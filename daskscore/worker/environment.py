@@ -67,3 +67,25 @@ class RedactingStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+class SwitchableStream:
+    """A text stream whose target file can change (a warm runtime's next job has its own log
+    file) while ``sys.stdout`` stays the same object."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def switch(self, stream: Any) -> None:
+        """Write to ``stream`` from now on (the previous target is flushed, not closed)."""
+        old, self._stream = self._stream, stream
+        try:
+            old.flush()
+        except (OSError, ValueError):
+            pass
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

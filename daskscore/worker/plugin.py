@@ -8,6 +8,12 @@ thread (the thread ``run()`` will use), so that ``init()`` runs once per process
 ``resources`` installs only on workers that offer them.  ``teardown`` uninstalls it (the
 script's ``shutdown()`` runs).
 
+A job with a ``warm_key`` (on a cluster that outlives the job) is *parked* instead at its
+teardown: the script stays initialised in the process, and the next job with the same key
+takes it over without ``init()`` (:meth:`JobRuntime.adopt`).  Installing anything else first
+uninstalls what is parked (its ``shutdown()`` runs), and so does the worker's closing
+(:class:`WarmKeeper`'s teardown).
+
 Tasks find the installed job with :func:`get_runtime`; the driver asks every worker with
 ``Client.run`` for :func:`init_report`, :func:`cancel_job` and :func:`drain_job`.
 """
@@ -26,9 +32,21 @@ from daskscore.protocol import WorkerJob
 from daskscore.worker.localize import offers
 from daskscore.worker.runtime import JobRuntime
 
-__all__ = ["JobRuntime", "ScoringPlugin", "cancel_job", "drain_job", "get_runtime", "init_report"]
+__all__ = [
+    "JobRuntime",
+    "ScoringPlugin",
+    "WarmKeeper",
+    "cancel_job",
+    "drain_job",
+    "get_runtime",
+    "init_report",
+    "warm_report",
+]
 
+#: the jobs installed in this process, by job id
 _RUNTIMES: dict[str, JobRuntime] = {}
+#: scripts kept initialised after their job, by ``WorkerJob.warm_key``: no job uses them now
+_PARKED: dict[str, JobRuntime] = {}
 
 
 def get_runtime(job_id: str) -> JobRuntime:
@@ -80,20 +98,83 @@ class ScoringPlugin(WorkerPlugin):
         device = None
         if job.gpu_ids and str(worker.name).isdigit():  # an embedded cluster's worker number
             device = job.gpu_ids[int(str(worker.name)) % len(job.gpu_ids)]
+        parked = _PARKED.pop(job.warm_key, None) if job.warm_key else None
+        if parked is not None:
+            _RUNTIMES[job.job_id] = parked
+            try:
+                await _in_task_thread(worker, parked.adopt, job)
+                return
+            except Exception:  # noqa: BLE001 - could not take it over: install afresh
+                del _RUNTIMES[job.job_id]
+                await _in_task_thread(worker, parked.uninstall)
+        await release_parked(worker)
         state = JobRuntime(job, label, worker.local_directory, device)
         _RUNTIMES[job.job_id] = state
-        executor = worker.executors.get("default")
-        await asyncio.get_running_loop().run_in_executor(executor, state.install)
+        await _in_task_thread(worker, state.install)
 
     async def teardown(self, worker: Any) -> None:
         state = _RUNTIMES.pop(self.job.job_id, None)
         if state is None:
             return
-        executor = worker.executors.get("default")
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, state.uninstall)
-        except RuntimeError:  # the executor is already shut down: the worker is closing
-            state.uninstall()
+        key = self.job.warm_key
+        keep = (
+            key is not None
+            and key not in _PARKED
+            and state.eligible
+            and state.module is not None
+            and state.init_error is None
+            and not _closing(worker)
+        )
+        if keep:
+            await _in_task_thread(worker, state.park)
+            _PARKED[key] = state  # type: ignore[index]
+        else:
+            await _in_task_thread(worker, state.uninstall)
+
+
+class WarmKeeper(WorkerPlugin):
+    """Registered once on a cluster whose jobs keep their script initialised: when the worker
+    closes (or the plugin is removed), what is parked is uninstalled (``shutdown()`` runs)."""
+
+    idempotent = True
+    name = "daskscore-warm"
+
+    async def teardown(self, worker: Any) -> None:
+        await release_parked(worker)
+
+
+async def release_parked(worker: Any) -> None:
+    """Uninstall every script parked in this process (their ``shutdown()`` runs)."""
+    while _PARKED:
+        _, state = _PARKED.popitem()
+        await _in_task_thread(worker, state.uninstall)
+
+
+async def _in_task_thread(worker: Any, fn: Any, *args: Any) -> None:
+    """``fn(*args)`` in the worker's task thread (where init() and run() run), or here when
+    that is shut down already (the worker is closing)."""
+    executor = worker.executors.get("default")
+    try:
+        done = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+    except RuntimeError:  # the executor is already shut down: the worker is closing
+        fn(*args)
+        return
+    await done
+
+
+def _closing(worker: Any) -> bool:
+    """Whether ``worker`` is closing (its plugins are being removed with it)."""
+    return getattr(getattr(worker, "status", None), "name", "").startswith(("closing", "closed"))
+
+
+def warm_report() -> dict[str, Any]:
+    """The scripts kept initialised in this process (run with ``Client.run``): by
+    ``warm_key``, the script and whether a job uses it now."""
+    found = {key: {"script": rt.job.script, "in_use": False} for key, rt in _PARKED.items()}
+    for rt in _RUNTIMES.values():
+        if rt.reused or rt.job.warm_key:
+            found[str(rt.job.warm_key)] = {"script": rt.job.script, "in_use": True}
+    return found
 
 
 def init_report(job_id: str) -> dict[str, Any]:
@@ -107,6 +188,7 @@ def init_report(job_id: str) -> dict[str, Any]:
         "worker": state.worker_name,
         "error": state.init_error,
         "init_s": state.init_s,
+        "reused": state.reused,
     }
 
 

@@ -16,6 +16,12 @@ A failing ``init()`` does not raise: it is kept in :attr:`JobRuntime.init_error`
 ``logs/user/error/<worker>.txt`` and reported by every task, so the driver fails the job at
 once with the script's own traceback.  :meth:`JobRuntime.uninstall` calls ``shutdown()`` if
 the script has one and undoes the rest.
+
+A job of a cluster that outlives it (``daskscore cluster start``, a caller's client) keeps the
+script initialised instead: :meth:`JobRuntime.park` detaches the runtime from its job, and the
+next job with the same ``WorkerJob.warm_key`` (the same code, model, environment variables and
+init-time settings) takes it over with :meth:`JobRuntime.adopt` — its own output folder, logs,
+staging, job id and output format, no second ``init()``.
 """
 
 from __future__ import annotations
@@ -35,7 +41,12 @@ from daskscore.io.shipping import read_new
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob
 from daskscore.worker import script as script_mod
-from daskscore.worker.environment import RedactingStream, restore_environment, set_environment
+from daskscore.worker.environment import (
+    RedactingStream,
+    SwitchableStream,
+    restore_environment,
+    set_environment,
+)
 from daskscore.worker.handoff import SharedDisk, handoff_for
 from daskscore.worker.localize import localize
 from daskscore.worker.threads import limit_blas_threads
@@ -78,6 +89,8 @@ class JobRuntime:
         self.module: Any = None
         self.init_error: str | None = None
         self.init_s = 0.0
+        #: this job took over a script initialised by an earlier job (no init() this time)
+        self.reused = False
         self.cancelled = False
         self.model_dir: str | None = None
         # the run() call in flight: (deadline, mini_batch, ledger) or None; set by tasks
@@ -89,6 +102,8 @@ class JobRuntime:
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._stdout: Any = None
+        self._log_file: Any = None
+        self._sink: SwitchableStream | None = None
         self._log_handler: logging.Handler | None = None
 
     # ------------------------------------------------------------------ install / uninstall
@@ -128,6 +143,54 @@ class JobRuntime:
             target=self._watch, name=f"daskscore-watchdog-{job.job_id}", daemon=True
         )
         self._watchdog.start()
+
+    def adopt(self, job: WorkerJob) -> None:
+        """Take over this runtime, parked by an earlier job with the same ``warm_key``, for
+        ``job``: its folders, job id and output format; the script stays as ``init()`` left it.
+        Raises when a shipped job cannot be localized (the caller installs afresh then)."""
+        if job.needs_localizing:  # unpacked or fetched already: found in the cache
+            job = localize(job, self.local_directory)
+        self.job = job
+        self.handoff = handoff_for(job)
+        self.writer = get_writer(job.output_format)
+        self.localized = True
+        self.drained = {}
+        self.cancelled = False
+        self.in_flight = None
+        self.init_s = 0.0
+        self.reused = True
+        self._switch_log(self._open_log())
+        self._reassert()
+        if self._watchdog is not None:
+            self._watchdog.name = f"daskscore-watchdog-{job.job_id}"
+
+    def _reassert(self) -> None:
+        """What the script sees, set again for the job that takes it over: the environment
+        (``AZUREML_BI_OUTPUT_PATH`` is the new job's), ``sys.argv``, the code folder on
+        ``sys.path``, the output routing (a concurrent job's uninstall may have undone them)."""
+        job = self.job
+        env = {**job.env, "AZUREML_BI_OUTPUT_PATH": job.output}
+        if self.model_dir:
+            env["AZUREML_MODEL_DIR"] = self.model_dir
+        if self.device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.device
+        os.environ.update(env)
+        sys.argv = [job.script]
+        if job.code not in sys.path:
+            sys.path.insert(0, job.code)
+        sys.stdout = sys.stderr = self._stdout
+        root = logging.getLogger()
+        if self._log_handler is not None and self._log_handler not in root.handlers:
+            root.addHandler(self._log_handler)
+        root.setLevel(job.logging_level.upper())
+
+    def park(self) -> None:
+        """The job is over but the script stays initialised for the next job with the same
+        ``warm_key``: its log file is closed (prints go nowhere until then) and a shipped
+        job's worker-local folders are removed."""
+        self.in_flight = None
+        self._switch_log(open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+        self.handoff.cleanup(self.job)
 
     def uninstall(self) -> None:
         self._stop.set()
@@ -184,11 +247,23 @@ class JobRuntime:
             except Exception:  # noqa: BLE001 - best effort
                 pass
 
-    def _route_output(self) -> None:
-        job = self.job
-        path = Path(job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"
+    def _open_log(self) -> Any:
+        path = Path(self.job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._stdout = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        return open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+    def _switch_log(self, log_file: Any) -> None:
+        """Send the script's prints and log lines to ``log_file`` from now on (the same
+        ``sys.stdout`` object: a script may have kept a reference to it)."""
+        old, self._log_file = self._log_file, log_file
+        if self._sink is not None:
+            self._sink.switch(log_file)
+        if old is not None:
+            old.close()
+
+    def _route_output(self) -> None:
+        self._log_file = self._open_log()
+        self._stdout = self._sink = SwitchableStream(self._log_file)
         if self.secrets:
             self._stdout = RedactingStream(self._stdout, self.secrets)
         self._saved_streams = (sys.stdout, sys.stderr)
@@ -197,7 +272,7 @@ class JobRuntime:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         self._saved_root_level = root.level
-        root.setLevel(job.logging_level.upper())
+        root.setLevel(self.job.logging_level.upper())
         root.addHandler(handler)
         self._log_handler = handler
 
@@ -208,8 +283,11 @@ class JobRuntime:
             root.setLevel(self._saved_root_level)
         if self._stdout is not None:
             sys.stdout, sys.stderr = self._saved_streams
-            self._stdout.close()
-            self._stdout = None
+            self._stdout.flush()
+            self._stdout = self._sink = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     # ------------------------------------------------------------------ errors and timeouts
     def write_error(self, context: str, text: str) -> None:

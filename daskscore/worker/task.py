@@ -8,17 +8,18 @@ into the attempt's part file, or a Parquet part of a dataset — in flushes of a
 :data:`FLUSH_BYTES` or :data:`FLUSH_SECONDS`, each committed in the attempt's ledger
 (:mod:`daskscore.io.ledger`).  Only small records (:class:`~daskscore.protocol.MiniBatchRecord`)
 travel back to the driver; how the rows reach it is the job's hand-off
-(:mod:`daskscore.worker.handoff`).
+(:mod:`daskscore.worker.handoff`).  What ``run()`` receives (downloaded files, a split's
+DataFrame) is fetched ahead on a thread while ``run()`` scores the mini-batch before
+(:mod:`daskscore.worker.prefetch`); a failing fetch is still its own mini-batch's failure.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
-from daskscore.io import storage, tabular
+from daskscore.io import tabular
 from daskscore.io.ledger import LedgerWriter
 from daskscore.io.writers import Sink
 from daskscore.protocol import (
@@ -31,6 +32,7 @@ from daskscore.protocol import (
 )
 from daskscore.worker import script as script_mod
 from daskscore.worker.plugin import get_runtime
+from daskscore.worker.prefetch import Fetched, MiniBatchInput, TaskInputs
 from daskscore.worker.runtime import JobRuntime
 
 #: Rows are written to the part file in flushes of about this size ...
@@ -78,24 +80,30 @@ def _run_batches(
 ) -> None:
     began = last_flush = last_progress = time.monotonic()
     done_items = produced = 0
-    for mini_batch, tries_used, work in batches:
-        if runtime.cancelled:
-            result.cancelled = True
-            break
-        records, output = run_mini_batch(runtime, ledger, mini_batch, tries_used, work)
-        before = sink.size
-        sink.add(records, output)
-        produced += sink.size - before
-        done_items += records[-1].total
-        now = time.monotonic()
-        if runtime.handoff.task_full(now - began, produced):
-            break  # home with what it has; the driver requeues the rest
-        if sink.size >= FLUSH_BYTES or now - last_flush >= FLUSH_SECONDS:
-            result.records.extend(sink.flush())
-            last_flush = now
-        if now - last_progress >= PROGRESS_SECONDS:
-            _progress(runtime.job.job_id, result.attempt, done_items)
-            done_items, last_progress = 0, now
+    job = runtime.job
+    inputs = TaskInputs([work for _, _, work in batches], job.prefetch, job.prefetch_bytes)
+    try:
+        for position, (mini_batch, tries_used, work) in enumerate(batches):
+            if runtime.cancelled:
+                result.cancelled = True
+                break
+            first = inputs.first(position)
+            records, output = run_mini_batch(runtime, ledger, mini_batch, tries_used, work, first)
+            before = sink.size
+            sink.add(records, output)
+            produced += sink.size - before
+            done_items += records[-1].total
+            now = time.monotonic()
+            if runtime.handoff.task_full(now - began, produced):
+                break  # home with what it has; the driver requeues the rest
+            if sink.size >= FLUSH_BYTES or now - last_flush >= FLUSH_SECONDS:
+                result.records.extend(sink.flush())
+                last_flush = now
+            if now - last_progress >= PROGRESS_SECONDS:
+                _progress(job.job_id, result.attempt, done_items)
+                done_items, last_progress = 0, now
+    finally:
+        inputs.close()  # what was fetched ahead and not run is removed
     result.records.extend(sink.flush())
     if done_items:
         _progress(runtime.job.job_id, result.attempt, done_items)
@@ -105,23 +113,42 @@ def _run_batches(
 
 
 def run_mini_batch(
-    runtime: JobRuntime, ledger: Any, mini_batch: int, tries_used: int, work: Work
+    runtime: JobRuntime,
+    ledger: Any,
+    mini_batch: int,
+    tries_used: int,
+    work: Work,
+    first: Callable[[], Fetched] | None = None,
 ) -> tuple[list[MiniBatchRecord], Any]:
     """Run one mini-batch, with retries on exceptions; return its try records and its output
-    (what the job's writer stages: append_row bytes, a DataFrame, or None)."""
+    (what the job's writer stages: append_row bytes, a DataFrame, or None).
+
+    ``first`` gives the first try's input (fetched ahead, see :mod:`daskscore.worker.prefetch`;
+    it raises what fetching raised); without it the input is fetched here.  The input (a
+    scratch folder of downloaded files) is removed when the mini-batch is done.
+    """
     records: list[MiniBatchRecord] = []
     tries = tries_used
-    while True:
-        tries += 1
-        rec, output = _attempt(runtime, ledger, mini_batch, tries, work)
-        records.append(rec)
-        if rec.done or tries > runtime.job.max_retries:
-            rec.final = True
-            return records, output
+    source = MiniBatchInput(work, first)
+    try:
+        while True:
+            tries += 1
+            rec, output = _attempt(runtime, ledger, mini_batch, tries, work, source)
+            records.append(rec)
+            if rec.done or tries > runtime.job.max_retries:
+                rec.final = True
+                return records, output
+    finally:
+        source.release()
 
 
 def _attempt(
-    runtime: JobRuntime, ledger: Any, mini_batch: int, tries: int, work: Work
+    runtime: JobRuntime,
+    ledger: Any,
+    mini_batch: int,
+    tries: int,
+    work: Work,
+    source: MiniBatchInput,
 ) -> tuple[MiniBatchRecord, Any]:
     planned = _count(work)
     rec = MiniBatchRecord(
@@ -133,17 +160,13 @@ def _attempt(
         failed=planned,
     )
     started = time.perf_counter()
-    scratch = None
     try:
-        argument, scratch = _materialize(work)
+        argument = source.argument()  # a failed fetch is this try's failure, as run()'s is
         rec.total = rec.failed = _count(work, argument)
         items, output, reasons = _call_run(runtime, ledger, work, argument, rec)
     except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
         rec.elapsed_s = time.perf_counter() - started
         return _failed(runtime, rec, exc, work), None
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
     n, total = len(items), rec.total
     rec.succeeded, rec.failed, rec.rows = min(n, total), max(total - n, 0), n
     rec.status = Status.RUN_DONE
@@ -189,17 +212,6 @@ def _count(work: Work, argument: Any = None) -> int:
 
 def _unit(work: Work) -> str:
     return "rows" if isinstance(work, tabular.Split) else "files"
-
-
-def _materialize(work: Work) -> tuple[Any, str | None]:
-    """What run() receives — a list of local paths (remote files are downloaded into a
-    scratch folder, removed after the try), or in tabular mode a DataFrame — and the folder."""
-    if isinstance(work, tabular.Split):
-        return tabular.read_split(work), None
-    if work and storage.is_remote(work[0]):
-        scratch = tempfile.mkdtemp(prefix="daskscore-batch-")
-        return storage.download(list(work), scratch), scratch
-    return list(work), None
 
 
 def _output(runtime: JobRuntime, items: Any, work: Work, argument: Any) -> Any:

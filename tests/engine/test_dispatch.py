@@ -710,3 +710,60 @@ def test_stop_cancels_what_is_still_in_flight(tmp_path: Path) -> None:
     job.dispatcher.stop()
     assert job.client.cancelled == futures and not job.dispatcher.inflight
     assert job.client.topics == {}
+
+
+# --------------------------------------------------------------------------- big jobs
+
+
+def test_mini_batches_restored_from_an_earlier_run_are_not_run_again(tmp_path: Path) -> None:
+    job = make_job(tmp_path, FakeWorker(), [2] * 50, workers=2)
+    restored = [mb for mb in range(50) if mb % 7 == 3]
+    clean = [FakeWorker()._try(mb, 1, 2) for mb in restored]
+    job.outcomes.restore("r01a000001", clean)
+    job.dispatcher.queue = dispatch.WorkQueue(job.outcomes.state)  # as built after a restore
+    job.dispatcher.run()
+    assert_settled_once(job, 50)
+    ran = [mb for t in job.client.tasks for mb in t.ids]
+    assert ran == [mb for mb in range(50) if mb not in restored]  # in order, each once
+    for mb in restored:
+        assert job.outcomes.final[mb].attempt == "r01a000001"
+    assert job.outcomes.resumed == len(restored)
+
+
+def test_a_big_job_keeps_records_only_of_what_went_wrong(tmp_path: Path) -> None:
+    """3,000 mini-batches: a few raise, return too few results or crash; the books keep
+    records of those alone, and the counts are those of a record per try."""
+    worker = FakeWorker(
+        max_retries=1, raising={10, 2000}, partial={500: 1}, crashes={1500: 1, 2999: 5}
+    )
+    job = make_job(tmp_path, worker, [3] * 3000, workers=2)
+    job.dispatcher.run()
+    assert_settled_once(job, 3000)
+    assert sorted(job.outcomes._hist) == [10, 500, 1500, 2000, 2999]
+    assert job.outcomes.failed_mini_batches() == 3  # 10, 2000 and 2999 (crashed twice)
+    assert job.outcomes.failed_items == 3 + 3 + 2 + 3
+    assert job.tries(1500) == [(1, "PROCESS_DIED"), (2, "RUN_DONE")]
+    assert job.outcomes.items_done() == job.progress.done_items == 9000
+    assert job.progress.done_mb == 3000 and job.progress.failed_mb == 3
+    assert [r.mini_batch for r in job.outcomes.done_finals()] == [
+        mb for mb in range(3000) if mb not in (10, 2000, 2999)
+    ]
+
+
+def test_the_work_queue_takes_in_order_and_puts_back_in_front() -> None:
+    state = bytearray(10)
+    state[2] = state[5] = 1  # settled before the run (resumed)
+    queue = dispatch.WorkQueue(state)
+    assert len(queue) == 8 and queue[0] == 0
+    assert queue.take(3, set()) == [0, 1, 3]
+    queue.extendleft(reversed([1, 3]))
+    assert queue[0] == 1 and len(queue) == 7
+    assert queue.take(1, set()) == [1]
+    assert queue.take(10, {3}) == []  # an isolated mini-batch goes alone
+    assert queue.popleft() == 3
+    assert queue.take(10, set()) == [4, 6, 7, 8, 9]
+    assert not queue and len(queue) == 0
+    fresh = dispatch.WorkQueue(bytearray(5))
+    assert fresh.take(2, set()) == [0, 1] and len(fresh) == 3
+    fresh.clear()
+    assert not fresh

@@ -6,15 +6,23 @@ Pure state: no cluster, no worker, nothing written but the summary's own inputs.
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
+import tracemalloc
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daskscore.config import Deployment, RetrySettings, Settings
-from daskscore.engine.finish import JobRecord, failure_message, summarize
-from daskscore.engine.outcomes import Outcomes
+from daskscore.engine.finish import JobRecord, failure_message, report_tries, summarize
+from daskscore.engine.outcomes import Outcomes, crash_error
+from daskscore.io import outputdir
 from daskscore.protocol import MiniBatchRecord, Status
 
 TRACEBACK = (
@@ -438,3 +446,322 @@ def test_the_summary_of_a_failed_init_shows_its_traceback(tmp_path: Path) -> Non
     message = failure_message(s)
     assert "First error (init()):\n  Traceback" in message
     assert "  ImportError: no module named x" in message
+
+
+# --------------------------------------------------------------------------- compact books
+#
+# Outcomes keeps a clean first try (run() returned every result) in columns, and only the
+# other mini-batches' tries as records.  The reference below is the plain model it replaced —
+# every try a record, one final record per mini-batch — and the summary, the failures, the
+# rows of processed_mini-batches.csv and the finals must be the same whatever the job.
+
+
+class Reference:
+    """Every try as a MiniBatchRecord: the model of what Outcomes must answer."""
+
+    def __init__(self, work: list[list[str]], settings_: Settings) -> None:
+        self.work, self.settings = work, settings_
+        self.attempts: list[MiniBatchRecord] = []
+        self.final: dict[int, MiniBatchRecord] = {}
+        self.tries: dict[int, int] = {}
+        self.offset: dict[int, int] = {}
+        self.earlier: dict[int, dict[str, int]] = {}
+        self.resumed = 0
+
+    def record(self, attempt: str, records: list[MiniBatchRecord]) -> set[int]:
+        finished = set()
+        for rec in records:
+            mb = rec.mini_batch
+            if mb in self.final:
+                continue
+            self.tries[mb] = max(self.tries.get(mb, 0), rec.try_no)
+            rec = self.numbered(rec)
+            self.attempts.append(rec)
+            if rec.final:
+                self.final[mb] = replace(rec, attempt=attempt)
+                finished.add(mb)
+        return finished
+
+    def restore(self, attempt: str, records: list[MiniBatchRecord]) -> None:
+        run = attempt.split("a", 1)[0]
+        for rec in records:
+            mb = rec.mini_batch
+            if mb in self.final:
+                continue
+            runs = self.earlier.setdefault(mb, {})
+            before = sum(n for r, n in runs.items() if r < run)
+            rec = replace(rec, try_no=rec.try_no + before)
+            runs[run] = max(runs.get(run, 0), rec.try_no - before)
+            self.offset[mb] = sum(runs.values())
+            self.attempts.append(rec)
+            if rec.final and rec.done:
+                self.final[mb] = replace(rec, attempt=attempt)
+        self.resumed = len(self.final)
+
+    def numbered(self, rec: MiniBatchRecord) -> MiniBatchRecord:
+        offset = self.offset.get(rec.mini_batch, 0)
+        return replace(rec, try_no=rec.try_no + offset) if offset else rec
+
+    def charge_crash(self, mb: int, try_no: int, timed_out: bool, start: float) -> bool:
+        total = len(self.work[mb])
+        status = Status.RUN_TIMEOUT if timed_out else Status.PROCESS_DIED
+        error = crash_error(timed_out, self.settings.retry_settings.timeout)
+        rec = MiniBatchRecord(mb, try_no, "w", start, total, 0, total, status=status, error=error)
+        self.attempts.append(self.numbered(rec))
+        self.tries[mb] = max(self.tries.get(mb, 0), try_no)
+        if try_no > self.settings.retry_settings.max_retries:
+            self.final[mb] = replace(self.numbered(rec), final=True)
+            return True
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        finals = self.final.values()
+        failed = sum(r.failed for r in finals)
+        total = sum(
+            self.final[mb].total if mb in self.final else len(w) for mb, w in enumerate(self.work)
+        )
+        succeeded = sum(r.succeeded for r in finals)
+        return {
+            "total_items": total,
+            "succeeded_items": succeeded,
+            "failed_items": failed,
+            "not_run_items": total - succeeded - failed,
+            "rows_written": sum(r.rows for r in finals if r.done),
+            "failed_mini_batches": sum(1 for r in finals if not r.done),
+            "partial_mini_batches": sum(1 for r in finals if r.done and r.failed),
+            "not_run_mini_batches": len(self.work) - len(self.final),
+            "retried_mini_batches": len({r.mini_batch for r in self.attempts if r.try_no > 1}),
+            "resumed_mini_batches": self.resumed,
+            "failures": [
+                {
+                    "mini_batch_id": mb,
+                    "status": self.final[mb].status.value,
+                    "tries": self.tries.get(mb, 1),
+                    "succeeded": self.final[mb].succeeded,
+                    "failed": self.final[mb].failed,
+                    "files": list(self.work[mb]),
+                    "error": self.final[mb].error,
+                }
+                for mb in sorted(self.final)
+                if self.final[mb].failed
+            ],
+        }
+
+    def csv_text(self, path: Path) -> str:
+        """processed_mini-batches.csv as the csv module writes it (the format's reference)."""
+        ordered = sorted(self.attempts, key=lambda r: (r.mini_batch, r.try_no))
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(outputdir.ATTEMPT_COLUMNS)
+            for r in ordered:
+                start = r.start
+                iso = (
+                    dt.datetime.fromtimestamp(start, tz=dt.timezone.utc).isoformat(
+                        timespec="milliseconds"
+                    )
+                    if start
+                    else ""
+                )
+                lines = [line for line in (r.error or "").strip().splitlines() if line.strip()]
+                writer.writerow(
+                    [
+                        r.mini_batch,
+                        r.try_no,
+                        r.worker,
+                        iso,
+                        r.total,
+                        r.succeeded,
+                        r.failed,
+                        f"{r.elapsed_s:.4f}",
+                        f"{r.run_s:.4f}",
+                        r.status.value,
+                        lines[-1].strip() if lines else "",
+                    ]  # fmt: skip
+                )
+        return path.read_text(encoding="utf-8")
+
+
+WORKERS = ["tcp://127.0.0.1:4001", "tcp://10.0.0.2:4002", 'odd,"worker"', ""]
+
+
+@st.composite
+def jobs(draw: st.DrawFn) -> tuple[list[list[str]], list[tuple[Any, ...]]]:
+    """A job's mini-batches and what happens to them, in an arrival order: most first tries
+    return every result; some are partial, raise and are retried, fail, or crash."""
+    n = draw(st.integers(1, 40))
+    sizes = draw(st.lists(st.integers(1, 6), min_size=n, max_size=n))
+    work = [[f"in/f{mb}-{i}.csv" for i in range(k)] for mb, k in enumerate(sizes)]
+    events: list[tuple[Any, ...]] = []
+    settled = set()  # by an earlier run: the dispatcher never charges a crash to them
+    for mb in draw(st.lists(st.integers(0, n - 1), unique=True, max_size=n // 3)):
+        # an earlier run's ledger: succeeded (at once or retried), or failed (run again now)
+        end = draw(st.sampled_from(["done", "retried", "failed"]))
+        records = {
+            "done": [done(mb, 1, sizes[mb])],
+            "retried": [raised(mb, 1, sizes[mb]), done(mb, 2, sizes[mb])],
+            "failed": [raised(mb, 1, sizes[mb], final=True)],
+        }[end]
+        if end != "failed":
+            settled.add(mb)
+        events.append(("restore", "r01a000001", records))
+    seq = 0
+    order = draw(st.permutations(list(range(n))))
+    for mb in order:
+        fates = ["clean"] * 6 + ["partial", "retried", "failed"] + ["crash"] * (mb not in settled)
+        fate = draw(st.sampled_from(fates))
+        seq += 1
+        attempt = f"r02a{seq:06d}"
+        total = sizes[mb]
+        start = draw(st.one_of(st.none(), st.floats(1.6e9, 1.8e9)))
+        rec = MiniBatchRecord(
+            mini_batch=mb,
+            try_no=1,
+            worker=draw(st.sampled_from(WORKERS)),
+            start=start,
+            total=total,
+            succeeded=total,
+            rows=draw(st.integers(0, 3 * total)),
+            status=Status.RUN_DONE,
+            final=True,
+            run_s=draw(st.floats(0, 5)),
+            elapsed_s=draw(st.floats(0, 5)),
+            start_offset=draw(st.integers(0, 10**6)),
+            bytes=draw(st.integers(0, 10**4)),
+            part=draw(st.sampled_from([None, f"{attempt}-00001.parquet"])),
+        )
+        if fate == "clean":
+            events.append(("record", attempt, [rec]))
+        elif fate == "partial":
+            ok = draw(st.integers(0, total - 1)) if total > 1 else 0
+            events.append(("record", attempt, [done(mb, 1, total, succeeded=ok)]))
+        elif fate == "retried":
+            events.append(("record", attempt, [raised(mb, 1, total), replace(rec, try_no=2)]))
+        elif fate == "failed":
+            events.append(("record", attempt, [raised(mb, t, total, t == 4) for t in (1, 2, 3, 4)]))
+        else:
+            events.append(("crash", mb, 1, draw(st.booleans()), 1000.0))
+            events.append(("record", attempt, [replace(rec, try_no=2)]))
+        if draw(st.integers(0, 9)) == 0:  # a duplicate attempt of it: ignored
+            events.append(("record", f"r02a{seq + 500:06d}", [replace(rec, rows=99)]))
+    return work, events
+
+
+def _apply(books: Any, events: list[tuple[Any, ...]]) -> list[set[int]]:
+    settled = []
+    for event in events:
+        if event[0] == "restore":
+            books.restore(event[1], event[2])
+        elif event[0] == "record":
+            settled.append(books.record(event[1], event[2]))
+        else:
+            _, mb, try_no, timed_out, start = event
+            if isinstance(books, Reference):
+                books.charge_crash(mb, try_no, timed_out, start)
+            else:
+                books.charge_crash(mb, try_no, timed_out, worker="w", start=start)
+    return settled
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(case=jobs())
+def test_the_compact_books_answer_as_a_record_per_try_would(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[list[list[str]], list[Any]]
+) -> None:
+    work, events = case
+    config = make_settings(max_retries=3)
+    outcomes, reference = Outcomes(work, config), Reference(work, config)
+    with mock.patch("time.time", return_value=1000.0):  # a crash's elapsed time
+        assert _apply(outcomes, events) == _apply(reference, events)
+    root = tmp_path_factory.mktemp("books")
+    summary = summarize(job_record(root, config), outcomes, None)
+    expected = reference.summary()
+    assert {k: summary[k] for k in expected} == expected
+    assert outcomes.failed_items == expected["failed_items"]
+    # finals, tries and their order, the output writer's finals
+    assert dict(outcomes.final) == reference.final
+    assert sorted(outcomes.final) == sorted(reference.final)
+    for mb in range(len(work)):
+        assert outcomes.tries_used(mb) == reference.tries.get(mb, 0)
+        assert outcomes.is_final(mb) == (mb in reference.final)
+    by_try = sorted(reference.attempts, key=lambda r: (r.mini_batch, r.try_no))
+    assert outcomes.attempts == by_try
+    assert outcomes.attempt_count() == len(by_try)
+    assert outcomes.done_finals() == [reference.final[mb] for mb in sorted(reference.final)
+                                      if reference.final[mb].done]  # fmt: skip
+    # processed_mini-batches.csv, byte for byte
+    ours = root / "ours.csv"
+    outputdir.write_attempt_rows(ours, outcomes.attempt_rows())
+    assert ours.read_text(encoding="utf-8") == reference.csv_text(root / "ref.csv")
+    # report.html's input: every try here (a small job), as dicts
+    tries = list(report_tries(outcomes))
+    assert [(t["mini_batch"], t["try"]) for t in tries] == [
+        (r.mini_batch, r.try_no) for r in by_try
+    ]
+
+
+def test_clean_first_tries_keep_no_record(tmp_path: Path) -> None:
+    """20,000 mini-batches, a few failing: only those keep records, and the books take a few
+    dozen bytes per mini-batch."""
+    n = 20_000
+    work = [["f"] * 10] * n
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    outcomes = Outcomes(work, make_settings(max_retries=1))
+    for first in range(0, n, 1000):
+        records = []
+        for mb in range(first, first + 1000):
+            if mb % 5000 == 7:
+                records += [raised(mb, 1, 10), raised(mb, 2, 10, final=True)]
+            else:
+                rec = done(mb, 1, 10)
+                rec.worker, rec.start, rec.bytes, rec.start_offset = "tcp://w:1", 1.7e9, 80, mb
+                records.append(rec)
+        outcomes.record(f"r01a{first:06d}", records)
+        del records
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert used / n < 80, used / n  # bytes per mini-batch (a record per try: ~2 KB)
+    assert sorted(outcomes._hist) == [7, 5007, 10007, 15007]
+    assert outcomes.failed_mini_batches() == 4 and outcomes.failed_items == 40
+    assert outcomes.succeeded_items() == (n - 4) * 10
+    assert outcomes.attempt_count() == n + 4
+    final = outcomes.final[1234]
+    assert (final.attempt, final.start_offset, final.bytes, final.worker) == (
+        "r01a001000",
+        1234,
+        80,
+        "tcp://w:1",
+    )
+    assert [f["mini_batch_id"] for f in summarize(job_record(tmp_path, make_settings()),
+                                                  outcomes, None)["failures"]] == [
+        7, 5007, 10007, 15007
+    ]  # fmt: skip
+
+
+def test_a_value_the_columns_cannot_hold_keeps_its_record() -> None:
+    outcomes = Outcomes(files(2, 2), make_settings())
+    big = done(0)
+    big.bytes = 1 << 40  # a mini-batch's output of a TB
+    outcomes.record("r01a000001", [big, done(1)])
+    assert sorted(outcomes._hist) == [0]
+    assert outcomes.final[0].bytes == 1 << 40 and outcomes.final[0].attempt == "r01a000001"
+    assert [r.mini_batch for r in outcomes.done_finals()] == [0, 1]
+
+
+def test_a_crash_charged_to_a_clean_mini_batch_keeps_both_tries() -> None:
+    """Never done by the dispatcher (a settled mini-batch is not charged), but the books stay
+    consistent: the clean try is kept whole, then the crash settles it again."""
+    outcomes = Outcomes(files(2), make_settings(max_retries=0))
+    outcomes.record("r01a000001", [done(0)])
+    assert outcomes.charge_crash(0, 2, timed_out=False) is True
+    assert tries_of(outcomes, 0) == [(1, "RUN_DONE"), (2, "PROCESS_DIED")]
+    assert outcomes.is_failed(0) and outcomes.failed_items == 2
+    assert outcomes.succeeded_items() == 0 and len(outcomes.final) == 1
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(text=st.text(alphabet=st.sampled_from('ab ,"\r\n\t\x0bé'), max_size=12))
+def test_csv_fields_are_quoted_as_the_csv_module_quotes_them(text: str) -> None:
+    buf = io.StringIO()
+    csv.writer(buf).writerow([text, 1, None])
+    assert buf.getvalue() == f"{outputdir._field(text)},1,{outputdir._field(None)}\r\n"

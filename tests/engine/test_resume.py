@@ -529,3 +529,13 @@ def test_resume_of_a_new_or_empty_folder_just_runs(tmp_path: Path, folder: str) 
     lines = (out / "predictions.csv").read_text().splitlines()
     assert [line.split(" ", 1)[0] for line in lines] == [f"f{i:04d}.csv" for i in range(12)]
     assert not (out / ".daskscore").exists()
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 9_999, 10_000, 25_001])
+def test_the_input_fingerprint_is_hashed_in_chunks_as_one_list(n: int) -> None:
+    """The input list is hashed a chunk at a time (no JSON string of a million names), to the
+    digest of the whole list: jobs started before can still be resumed."""
+    from daskscore.engine.resume import _hash, _hash_names
+
+    files = [f'/in/d{i % 7}/f "{i}" é.csv' for i in range(n)]
+    assert _hash_names(files) == _hash(files)

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from daskscore import InputError
 from daskscore.engine.policy import MAX_TASK_MINI_BATCHES, next_task_size
-from daskscore.io.inputs import list_input_files, make_mini_batches
+from daskscore.io.inputs import (
+    FileBatches,
+    FileList,
+    SplitTable,
+    list_input_files,
+    make_mini_batches,
+)
+from daskscore.io.tabular import Split
 
 
 def touch(root: Path, *names: str) -> None:
@@ -254,3 +261,94 @@ def test_a_folder_that_cannot_be_listed_is_an_input_error_naming_it(
     with pytest.raises(InputError, match="cannot be listed") as info:
         list_input_files(root)
     assert locked in str(info.value) and "Permission denied" in str(info.value)
+
+
+# --------------------------------------------------------------------------- at scale
+
+
+def test_a_folder_lists_as_sorted_full_paths_where_files_and_folders_interleave(
+    tmp_path: Path,
+) -> None:
+    """A folder's files and its sub-folders' files interleave in path order: ``a.csv`` <
+    ``a/x`` < ``a0.csv`` ('.' < '/' < '0'), ``a-b/y`` < ``a/x`` ('-' < '/')."""
+    root = tmp_path / "in"
+    names = ["a.csv", "a/x", "a/b/c", "a0.csv", "a-b/y", "b", "a/b.csv", "é/z", "z/a/b/c/d"]
+    touch(root, *names)
+    files = list_input_files(root)
+    assert isinstance(files, FileList)
+    expected = sorted(str(root.resolve() / n) for n in names)
+    assert files == expected and list(files) == expected and len(files) == len(expected)
+    assert [files[i] for i in range(-len(files), len(files))] == expected + expected
+    assert files[2:5] == expected[2:5] and files[::2] == expected[::2] and files[4:2] == []
+    with pytest.raises(IndexError):
+        files[len(files)]
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    paths=st.lists(
+        st.lists(
+            st.sampled_from(["a", "a.csv", "a0", "b-c", "B", "_", "a b"]), min_size=1, max_size=4
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_any_tree_lists_as_the_sorted_paths_of_its_files(
+    tmp_path_factory: pytest.TempPathFactory, paths: list[list[str]]
+) -> None:
+    root = tmp_path_factory.mktemp("tree")
+    made: set[Path] = set()
+    for parts in paths:  # a file where nothing else is in the way
+        path = root.joinpath(*parts)
+        if any(p == path or p in path.parents or path in p.parents for p in made):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+        made.add(path)
+    expected = sorted(str(p) for p in made)
+    files = list_input_files(root)
+    assert list(files) == expected
+    assert [files[i] for i in range(len(files))] == expected
+
+
+def test_file_batches_cut_as_make_mini_batches_without_copying() -> None:
+    files = [f"f{i:03d}" for i in range(25)]
+    for size in (1, 3, 10, 25, 40):
+        batches = FileBatches(files, size)
+        assert batches == make_mini_batches(files, size)
+        assert len(batches) == len(make_mini_batches(files, size))
+        assert [batches.planned(i) for i in range(len(batches))] == [
+            len(b) for b in make_mini_batches(files, size)
+        ]
+        assert batches.planned_total() == 25 and batches[-1] == make_mini_batches(files, size)[-1]
+    batches = FileBatches(files, 10)
+    batches[0].append("x")  # a new list each time
+    assert batches[0] == files[:10]
+    with pytest.raises(ValueError):
+        FileBatches(files, 0)
+    with pytest.raises(IndexError):
+        batches[3]
+
+
+def test_file_batches_of_a_packed_listing(tmp_path: Path) -> None:
+    touch(tmp_path / "in", *[f"d{d}/f{i:02d}.csv" for d in range(3) for i in range(7)])
+    files = list_input_files(tmp_path / "in")
+    plain = list(files)
+    for size in (1, 4, 7, 30):
+        assert FileBatches(files, size) == make_mini_batches(plain, size)
+
+
+def test_a_split_table_gives_back_the_splits() -> None:
+    splits = [
+        Split("/in/a.csv", "csv", 10, 400, 0, 20),
+        Split("/in/a.csv", "csv", 400, 800, 20, None),
+        Split("/in/b.parquet", "parquet", 0, 3, 0, 3000),
+        Split("/in/c.csv", "csv", 5 * 1 << 32, 6 * 1 << 32, 1 << 33, 7),  # a file of > 4 GB
+    ]
+    table = SplitTable(iter(splits))
+    assert len(table) == 4 and table == splits and list(table) == splits
+    assert table[1].n_rows is None and table[-1] == splits[-1] and table[1:3] == splits[1:3]
+    assert [table.planned(i) for i in range(4)] == [20, 0, 3000, 7]
+    assert table.planned_total() == 3027
+    assert SplitTable([]) == [] and SplitTable([]).planned_total() == 0

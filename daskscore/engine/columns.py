@@ -1,0 +1,247 @@
+"""The clean final tries of a job, in columns: a few dozen bytes per mini-batch; and the views
+that make records of them again.
+
+Most mini-batches of a job end with one try whose ``run()`` returned every result.  The books
+(:class:`daskscore.engine.outcomes.Outcomes`) keep no record object for them: their numbers go
+into ``array.array`` columns indexed by mini-batch id, worker, attempt and part-file names are
+interned, and :meth:`CleanFinals.record` makes the record again when someone asks for it.  A
+try that does not fit (a value out of a column's range, a field the columns do not know) is
+refused, and the books keep it whole.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import MISSING, fields
+from typing import Any
+
+from daskscore.protocol import MiniBatchRecord, Status
+
+_KNOWN = {
+    "mini_batch", "try_no", "worker", "start", "total", "succeeded", "failed", "rows",
+    "status", "error", "final", "run_s", "elapsed_s", "start_offset", "bytes", "part", "attempt",
+}  # fmt: skip
+#: Fields a newer MiniBatchRecord may have that the columns do not keep: a record with any of
+#: them set is kept whole.
+_EXTRA = [(f.name, f.default) for f in fields(MiniBatchRecord) if f.name not in _KNOWN]
+_NAN = math.nan
+
+#: A mini-batch's state in the books: not settled; settled by a clean first try of this run,
+#: or of an earlier run (``--resume``); settled by a record kept whole, whose run() returned,
+#: or not.
+OPEN, CLEAN, RESTORED, DONE, FAILED = 0, 1, 2, 3, 4
+_DONE = Status.RUN_DONE
+
+
+def zeros(code: str, n: int) -> array[Any]:
+    """An ``array.array`` of ``n`` zeros."""
+    return array(code, bytes(array(code).itemsize * n))
+
+
+def is_clean(rec: MiniBatchRecord) -> bool:
+    """Whether ``rec`` is a final try whose run() returned every result, with nothing the
+    columns would lose (the driver names its attempt)."""
+    if not (
+        rec.final
+        and rec.status is Status.RUN_DONE
+        and not rec.failed
+        and rec.succeeded == rec.total
+        and not rec.error
+        and rec.attempt is None
+    ):
+        return False
+    return not _EXTRA or all(getattr(rec, k) == d for k, d in _EXTRA if d is not MISSING)
+
+
+class CleanFinals:
+    """Columns of the clean final tries of ``n`` mini-batches (try 1, every result)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.workers: list[Any] = []
+        self._worker_ids: dict[Any, int] = {}
+        self.attempts: list[str] = []
+        self._attempt_ids: dict[str, int] = {}
+        self.parts: list[str] = []
+        self._part_ids: dict[str, int] = {}
+        self.worker = zeros("H", n)
+        self.attempt = zeros("I", n)
+        self.start = zeros("d", n)
+        self.total = zeros("I", n)
+        self.rows = zeros("I", n)
+        self.elapsed = zeros("d", n)
+        self.run = zeros("d", n)
+        #: append_row's byte ranges and datasets' part files: made when first needed
+        self.offset: array[int] | None = None
+        self.bytes: array[int] | None = None
+        self.part: array[int] | None = None
+
+    def keep(self, mb: int, rec: MiniBatchRecord, attempt_id: int) -> bool:
+        """Keep ``rec`` as mini-batch ``mb``'s final, written by attempt ``attempt_id``, if it
+        is clean (:func:`is_clean`) and its values fit; False otherwise (nothing is kept)."""
+        if not (
+            rec.final
+            and rec.status is _DONE
+            and not rec.failed
+            and rec.succeeded == rec.total
+            and not rec.error
+            and rec.attempt is None
+        ):
+            return False
+        if _EXTRA and not is_clean(rec):
+            return False
+        wid = self._worker_ids.get(rec.worker)
+        if wid is None:
+            wid = self._intern_worker(rec.worker)
+        try:
+            self.worker[mb] = wid
+            self.total[mb] = rec.total
+            self.rows[mb] = rec.rows
+            self.start[mb] = _NAN if rec.start is None else rec.start
+            self.elapsed[mb] = rec.elapsed_s
+            self.run[mb] = rec.run_s
+            if rec.start_offset or rec.bytes:
+                self._where(mb, rec.start_offset, rec.bytes)
+            if rec.part is not None:
+                self._set_part(mb, rec.part)
+        except (OverflowError, TypeError, ValueError):
+            if self.part is not None:
+                self.part[mb] = 0
+            return False
+        self.attempt[mb] = attempt_id
+        return True
+
+    def intern_attempt(self, attempt: str) -> int:
+        aid = self._attempt_ids.get(attempt)
+        if aid is None:
+            aid = self._attempt_ids[attempt] = len(self.attempts)
+            self.attempts.append(attempt)
+        return aid
+
+    def _intern_worker(self, worker: Any) -> int:
+        wid = self._worker_ids.get(worker)
+        if wid is None:
+            wid = self._worker_ids[worker] = len(self.workers)
+            self.workers.append(worker)
+        return wid
+
+    def _where(self, mb: int, offset: int, size: int) -> None:
+        if self.offset is None or self.bytes is None:  # (a part file of > 4 GB: kept whole)
+            self.offset, self.bytes = zeros("I", self.n), zeros("I", self.n)
+        self.bytes[mb] = size
+        self.offset[mb] = offset
+
+    def _set_part(self, mb: int, part: str) -> None:
+        if self.part is None:
+            self.part = zeros("I", self.n)
+        pid = self._part_ids.get(part)
+        if pid is None:
+            pid = self._part_ids[part] = len(self.parts) + 1
+            self.parts.append(part)
+        self.part[mb] = pid
+
+    def has_part(self, mb: int) -> bool:
+        return self.part is not None and self.part[mb] != 0
+
+    def record(self, mb: int, final: bool) -> MiniBatchRecord:
+        """Mini-batch ``mb``'s record: its final (its attempt named), or its try as the worker
+        sent it (``final=False``)."""
+        return self.maker(final)(mb)
+
+    def maker(self, final: bool) -> Callable[[int], MiniBatchRecord]:
+        """:meth:`record` for many mini-batches: the columns looked up once."""
+        workers, worker, attempts, attempt = self.workers, self.worker, self.attempts, self.attempt
+        starts, totals, rows = self.start, self.total, self.rows
+        runs, elapsed = self.run, self.elapsed
+        offsets, sizes, parts, names = self.offset, self.bytes, self.part, self.parts
+        done = Status.RUN_DONE
+
+        def make(mb: int) -> MiniBatchRecord:
+            start, total = starts[mb], totals[mb]
+            part = parts[mb] if parts is not None else 0
+            return MiniBatchRecord(
+                mini_batch=mb,
+                try_no=1,
+                worker=workers[worker[mb]],
+                start=None if start != start else start,  # NaN: no start
+                total=total,
+                succeeded=total,
+                rows=rows[mb],
+                status=done,
+                final=True,
+                run_s=runs[mb],
+                elapsed_s=elapsed[mb],
+                start_offset=offsets[mb] if offsets is not None else 0,
+                bytes=sizes[mb] if sizes is not None else 0,
+                part=names[part - 1] if part else None,
+                attempt=attempts[attempt[mb]] if final else None,
+            )
+
+        return make
+
+    def row(self, mb: int) -> tuple[Any, ...]:
+        """Mini-batch ``mb``'s try as a row of ``processed_mini-batches.csv`` (unformatted)."""
+        start, total = self.start[mb], self.total[mb]
+        return (
+            mb, 1, self.workers[self.worker[mb]], None if start != start else start, total,
+            total, 0, self.elapsed[mb], self.run[mb], "RUN_DONE", "",
+        )  # fmt: skip
+
+
+class Finals(Mapping[int, MiniBatchRecord]):
+    """The final try of each settled mini-batch, by id: a clean one's record is made from the
+    columns when it is read, the others' are the records kept whole (``full``)."""
+
+    def __init__(
+        self, state: bytearray, clean: CleanFinals, full: dict[int, MiniBatchRecord]
+    ) -> None:
+        self._state, self._clean, self._full = state, clean, full
+
+    def __getitem__(self, mb: int) -> MiniBatchRecord:
+        s = self._state[mb] if 0 <= mb < len(self._state) else OPEN
+        if s == CLEAN or s == RESTORED:
+            return self._clean.record(mb, final=True)
+        if s == OPEN:
+            raise KeyError(mb)
+        return self._full[mb]
+
+    def __contains__(self, mb: object) -> bool:
+        return isinstance(mb, int) and 0 <= mb < len(self._state) and self._state[mb] != OPEN
+
+    def __iter__(self) -> Iterator[int]:
+        return (mb for mb, s in enumerate(self._state) if s)
+
+    def __len__(self) -> int:
+        return len(self._state) - self._state.count(OPEN)
+
+
+class DoneFinals(Sequence[MiniBatchRecord]):
+    """The final try of every mini-batch whose run() returned, in mini-batch order; read once
+    by the output writer, each record made as it is read."""
+
+    def __init__(
+        self, state: bytearray, clean: CleanFinals, full: dict[int, MiniBatchRecord]
+    ) -> None:
+        self._state, self._clean, self._full = state, clean, full
+
+    def __iter__(self) -> Iterator[MiniBatchRecord]:
+        make, full = self._clean.maker(final=True), self._full
+        for mb, s in enumerate(self._state):
+            if s == CLEAN or s == RESTORED:
+                yield make(mb)
+            elif s == DONE:
+                yield full[mb]
+
+    def __len__(self) -> int:
+        state = self._state
+        return len(state) - state.count(OPEN) - state.count(FAILED)
+
+    def __getitem__(self, index: Any) -> Any:
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]

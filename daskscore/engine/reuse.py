@@ -1,0 +1,86 @@
+"""When a job may reuse workers that an earlier job initialised: :func:`init_key`.
+
+On a cluster that outlives its jobs (``daskscore cluster start``, or a caller's ``client=``)
+each job's script stays initialised in the workers after the job, and the next job with the
+same key takes it over without calling ``init()`` again (see :mod:`daskscore.worker.plugin`).
+The key is a hash of everything ``init()`` can depend on: the code folder's contents, the model
+(its files' names, sizes and modification times, or its URL), ``environment_variables``, and
+the settings the worker applies before ``init()`` — the logging level, the intra-op threads,
+the GPUs, the resources — and where the code and model are.  Any change makes a new key: the
+workers then uninstall the old script (its ``shutdown()`` runs) and initialise the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from daskscore.io.shipping import SKIPPED_DIRS
+from daskscore.protocol import WorkerJob
+
+#: Bumped when the meaning of a key changes, so that no older key matches.
+KEY_VERSION = 1
+
+
+def init_key(job: WorkerJob) -> str:
+    """The hash of what the script's ``init()`` depends on, for ``job`` (16 hex digits)."""
+    parts: dict[str, Any] = {
+        "version": KEY_VERSION,
+        "code": job.code,
+        "script": job.script,
+        "code_digest": folder_digest(Path(job.code)),
+        "model": job.model_url or job.model_path,
+        "model_files": None if job.model_url or not job.model_path else listing(job.model_path),
+        "env": sorted(job.env.items()),
+        "logging_level": job.logging_level,
+        "intra_op_threads": job.intra_op_threads,
+        "gpu_ids": list(job.gpu_ids),
+        "resources": sorted(job.resources.items()),
+        "shipped": job.shipped,
+    }
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def folder_digest(root: Path) -> str:
+    """The hash of a folder's files, names and contents (caches and version control left
+    out, as when the code is shipped)."""
+    digest = hashlib.sha256()
+    for rel, full in _files(root):
+        digest.update(rel.encode() + b"\0")
+        try:
+            with open(full, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023 - fh is local
+                    digest.update(chunk)
+        except OSError:
+            digest.update(b"\1unreadable")
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def listing(path: str) -> list[tuple[str, int, int]]:
+    """A model's files: name, size and modification time (ns) of each (not their contents:
+    a model may be gigabytes)."""
+    out = []
+    for rel, full in _files(Path(path)):
+        try:
+            st = os.stat(full)
+        except OSError:
+            continue
+        out.append((rel, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _files(root: Path) -> list[tuple[str, Path]]:
+    if root.is_file():
+        return [(root.name, root)]
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+        for name in sorted(files):
+            full = Path(folder) / name
+            found.append((full.relative_to(root).as_posix(), full))
+    return found

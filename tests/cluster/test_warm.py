@@ -1,0 +1,231 @@
+"""The warm cluster (``daskscore cluster start|status|stop``) and warm workers: jobs of the same
+deployment reuse the script a previous job initialised; any change of code, model, environment
+variables or init-time settings initialises again (the old script's ``shutdown()`` runs).
+
+Real processes on 127.0.0.1 (ports chosen by the OS); each test points ``DASKSCORE_CLUSTER_STATE``
+at a state file of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import run_cli, write_deployment, write_inputs
+from helpers import cli_args, show, summary_of
+
+import daskscore
+
+#: init(), run() and shutdown() leave marker files named after the event and the process;
+#: run() also writes into AZUREML_BI_OUTPUT_PATH and prints (the job's stdout log).
+SCRIPT = """
+    import os
+    import uuid
+
+    def _mark(kind):
+        name = f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        with open(os.path.join(os.environ["MARKERS"], name), "w") as fh:
+            fh.write(os.environ.get("VERSION", ""))
+
+    def init():
+        _mark("init")
+
+    def run(mini_batch):
+        out = os.environ["AZUREML_BI_OUTPUT_PATH"]
+        with open(os.path.join(out, f"ran-{os.getpid()}"), "a") as fh:
+            fh.write(f"{len(mini_batch)}\\n")
+        print(f"scored {len(mini_batch)} files")
+        return [f"{os.path.basename(p)} {os.environ.get('VERSION', '')}" for p in mini_batch]
+
+    def shutdown():
+        _mark("shutdown")
+"""
+
+
+def _deploy(root: Path, markers: Path, version: str = "1", script: str = SCRIPT) -> Path:
+    return write_deployment(
+        root,
+        script,
+        settings={
+            "mini_batch_size": 2,
+            "environment_variables": {"MARKERS": str(markers), "VERSION": version},
+        },
+    )
+
+
+def _marks(markers: Path, kind: str, pids: set[int] | None = None) -> list[str]:
+    """The marker files of ``kind`` (of processes ``pids`` only, when given)."""
+    found = [p.name for p in markers.iterdir() if p.name.startswith(f"{kind}-")]
+    if pids is not None:
+        found = [n for n in found if int(n.split("-")[1]) in pids]
+    return sorted(found)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.fixture
+def warm_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of commands that share a warm cluster; it is stopped at the end."""
+    env = {"DASKSCORE_CLUSTER_STATE": str(tmp_path / "state" / "cluster.json")}
+    yield env
+    state = Path(env["DASKSCORE_CLUSTER_STATE"])
+    if state.exists():
+        pids = json.loads(state.read_text())["pids"]
+        run_cli("cluster", "stop", env=env, timeout=120)
+        for pid in pids:  # whatever went wrong above, leave nothing behind
+            if not _gone(pid):
+                os.kill(pid, 9)
+
+
+def _run(dep: Path, inputs: Path, out: Path, env: dict[str, str], *extra: str):
+    proc = run_cli(*cli_args(dep, inputs, out, *extra), env=env)
+    assert proc.returncode == 0, show(proc)
+    return proc
+
+
+def test_jobs_reuse_the_warm_clusters_initialised_workers(tmp_path, warm_env):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    dep = _deploy(tmp_path / "deploy", markers)
+    inputs = write_inputs(tmp_path / "in", 7)
+
+    cold = _run(dep, inputs, tmp_path / "cold", warm_env)  # no warm cluster yet: embedded
+    assert "warm cluster" not in cold.stderr
+    assert summary_of(tmp_path / "cold")["warm_workers"] is False
+
+    started = run_cli("cluster", "start", "--workers", "2", env=warm_env, timeout=180)
+    assert started.returncode == 0, show(started)
+    assert "Started the warm cluster at tcp://127.0.0.1:" in started.stdout
+    state = json.loads(Path(warm_env["DASKSCORE_CLUSTER_STATE"]).read_text())
+    pids = set(state["pids"])
+    assert all(not _gone(pid) for pid in pids)
+    again = run_cli("cluster", "start", env=warm_env)
+    assert again.returncode == 0 and "Already running" in again.stdout, show(again)
+
+    first = _run(dep, inputs, tmp_path / "one", warm_env)
+    assert f"Using the warm cluster at {state['address']}" in first.stderr
+    second = _run(dep, inputs, tmp_path / "two", warm_env)
+    assert "Using the warm cluster" in second.stderr
+
+    one, two = summary_of(tmp_path / "one"), summary_of(tmp_path / "two")
+    assert one["warm_workers"] is False and two["warm_workers"] is True
+    assert one["status"] == two["status"] == "Completed"
+    assert len(_marks(markers, "init", pids)) == 2, "init() once per warm worker, first job"
+    assert _marks(markers, "shutdown", pids) == [], "the script stays initialised"
+    cold_rows = (tmp_path / "cold" / "predictions.csv").read_bytes()
+    assert (tmp_path / "one" / "predictions.csv").read_bytes() == cold_rows
+    assert (tmp_path / "two" / "predictions.csv").read_bytes() == cold_rows
+    # the second job's own folders: AZUREML_BI_OUTPUT_PATH and the stdout logs
+    ran = sum(len(p.read_text().split()) for p in (tmp_path / "two").glob("ran-*"))
+    assert ran == two["total_mini_batches"] == 4
+    logs = "".join(p.read_text() for p in (tmp_path / "two/logs/user/stdout").glob("*.txt"))
+    assert logs.count("scored ") == 4, logs
+    assert sum(len(p.read_text().split()) for p in (tmp_path / "one").glob("ran-*")) == 4
+
+    status = run_cli("cluster", "status", env=warm_env)
+    assert status.returncode == 0, show(status)
+    assert "2 workers" in status.stdout and "score.py on 2 workers" in status.stdout
+
+    # another environment variable: a new key, the old script is shut down first
+    _deploy(tmp_path / "deploy", markers, version="2")
+    _run(dep, inputs, tmp_path / "three", warm_env)
+    assert summary_of(tmp_path / "three")["warm_workers"] is False
+    assert len(_marks(markers, "shutdown", pids)) == 2
+    assert len(_marks(markers, "init", pids)) == 4
+    rows = (tmp_path / "three" / "predictions.csv").read_text().splitlines()
+    assert rows and all(row.endswith(" 2") for row in rows)
+
+    # changed code, same settings: initialised again too
+    _deploy(tmp_path / "deploy", markers, version="2", script=SCRIPT + "    # changed\n")
+    _run(dep, inputs, tmp_path / "four", warm_env)
+    assert summary_of(tmp_path / "four")["warm_workers"] is False
+    assert len(_marks(markers, "shutdown", pids)) == 4
+    assert len(_marks(markers, "init", pids)) == 6
+
+    # --no-warm: an embedded cluster, whatever runs
+    fresh = _run(dep, inputs, tmp_path / "five", warm_env, "--no-warm")
+    assert "warm cluster" not in fresh.stderr
+    assert summary_of(tmp_path / "five")["warm_workers"] is False
+    assert len(_marks(markers, "init", pids)) == 6
+
+    stopped = run_cli("cluster", "stop", env=warm_env, timeout=120)
+    assert stopped.returncode == 0 and "Stopped the warm cluster" in stopped.stdout, show(stopped)
+    assert not Path(warm_env["DASKSCORE_CLUSTER_STATE"]).exists()
+    deadline = time.monotonic() + 10
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in pids if not _gone(pid)] == [], "cluster stop left processes behind"
+    assert len(_marks(markers, "shutdown", pids)) == 6, "the kept script's shutdown() ran"
+
+    after = run_cli("cluster", "status", env=warm_env)
+    assert after.returncode == 1 and "No warm cluster is running" in after.stdout, show(after)
+
+
+def _dead_pid() -> tuple[int, float]:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    created = psutil.Process(proc.pid).create_time()
+    proc.wait()
+    return proc.pid, created
+
+
+def test_a_stale_state_file_is_reported_and_removed(tmp_path, warm_env):
+    path = Path(warm_env["DASKSCORE_CLUSTER_STATE"])
+    pid, created = _dead_pid()
+
+    def write_stale() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"address": "tcp://127.0.0.1:9", "pid": pid, "created": created}
+        path.write_text(json.dumps({**state, "workers": 2, "threads": 1}))
+
+    write_stale()
+    status = run_cli("cluster", "status", env=warm_env)
+    assert status.returncode == 1, show(status)
+    assert f"its process {pid} is not running" in status.stdout
+    assert "removed the stale state file" in status.stdout and not path.exists()
+
+    write_stale()
+    dep = _deploy(tmp_path / "deploy", tmp_path)
+    proc = _run(dep, write_inputs(tmp_path / "in", 3), tmp_path / "out", warm_env)
+    assert f"its process {pid} is not running" in proc.stderr
+    assert "starting an embedded cluster" in proc.stderr and not path.exists()
+    assert summary_of(tmp_path / "out")["status"] == "Completed"
+
+    write_stale()
+    stop = run_cli("cluster", "stop", env=warm_env)
+    assert stop.returncode == 0 and "No warm cluster is running" in stop.stdout, show(stop)
+    assert "stale" in stop.stdout and not path.exists()
+
+
+def test_api_runs_on_one_client_reuse_the_initialised_workers(client, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    dep = _deploy(tmp_path / "deploy", markers)
+    inputs = write_inputs(tmp_path / "in", 6)
+    pids = set(client.run(os.getpid).values())
+
+    first = daskscore.run(dep, inputs, tmp_path / "one", client=client)
+    second = daskscore.run(dep, inputs, tmp_path / "two", client=client)
+    assert first.summary["warm_workers"] is False and second.summary["warm_workers"] is True
+    assert len(_marks(markers, "init", pids)) == 2 and _marks(markers, "shutdown") == []
+    assert first.predictions.read_bytes() == second.predictions.read_bytes()
+    ran = sum(len(p.read_text().split()) for p in (tmp_path / "two").glob("ran-*"))
+    assert ran == second.summary["total_mini_batches"] == 3
+
+    # warm=False: the kept script is replaced (its shutdown() runs), and this job's own
+    # install is uninstalled when it ends, as on an embedded cluster
+    third = daskscore.run(dep, inputs, tmp_path / "three", client=client, warm=False)
+    assert third.summary["warm_workers"] is False
+    assert len(_marks(markers, "init", pids)) == 4
+    assert len(_marks(markers, "shutdown", pids)) == 4
