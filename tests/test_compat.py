@@ -172,7 +172,14 @@ def test_the_command_falls_back_to_pythons_own_fork_server() -> None:
         from daskscore.cluster.forkserver import prestart_workers
         prestart_workers(1)
         server = psutil.Process(forkserver._forkserver._forkserver_pid)
-        assert "from multiprocessing.forkserver import main" in " ".join(server.cmdline())
+        # (on a loaded machine the new server's command line can lag its start: wait for it)
+        import time
+        deadline = time.monotonic() + 30
+        line = " ".join(server.cmdline())
+        while "forkserver import main" not in line and time.monotonic() < deadline:
+            time.sleep(0.05)
+            line = " ".join(server.cmdline())
+        assert "from multiprocessing.forkserver import main" in line, (server.pid, line)
         """,
         DASKSCORE_START_METHOD="forkserver",
     )
