@@ -35,24 +35,25 @@ def cluster_command_available() -> bool:
     return proc.returncode == 0
 
 
+def run_benchmark(
+    tmp_path: Path, script: str, *args: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<script>`` with its data and results under ``tmp_path``; it must pass."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args]
+        + ["--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.timeout(900)
 def test_quick_benchmark_runs_every_method_with_identical_outputs(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "run.py"),
-            "--quick",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--runs-dir",
-            str(tmp_path / "runs"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=800,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_benchmark(tmp_path, "run.py", "--quick", timeout=800)
     results = json.loads((tmp_path / "runs" / "results-quick.json").read_text())
     runs = results["runs"]
     by_workload: dict[str, dict[str, dict]] = {}
@@ -106,21 +107,7 @@ def test_quick_benchmark_runs_every_method_with_identical_outputs(tmp_path: Path
 def test_gpu_benchmark_smoke_runs_both_methods_with_the_same_predictions(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("PIL")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "gpu.py"),
-            "--smoke",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--runs-dir",
-            str(tmp_path / "runs"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_benchmark(tmp_path, "gpu.py", "--smoke", timeout=240)
     results = json.loads((tmp_path / "runs" / "gpu-results-smoke.json").read_text())
     assert results["failure"] is None
     assert {r["method"] for r in results["runs"]} == {"dataloader", "daskscore"}
