@@ -69,7 +69,8 @@ def execute(
         # starts, while this thread lists and plans the inputs
         prestart_workers(
             options.workers or deployment.worker_count,
-            script_mod.preloadable_imports(deployment.scoring_script, deployment.code),
+            script_mod.preloadable_imports(deployment.scoring_script, deployment.code)
+            + _backends(input_path),
         )
         early = EarlyCluster(_cluster(deployment, options))
     try:
@@ -109,6 +110,13 @@ def execute(
     if result.status != "Completed":
         raise failure(job.outcomes, result)
     return result
+
+
+def _backends(input_path: object) -> list[str]:
+    """The storage backends the workers will download the inputs with (imported by the fork
+    server while the inputs are listed, not by each worker at its first mini-batch)."""
+    urls = input_path if isinstance(input_path, (list, tuple)) else [input_path]
+    return sorted({m for u in urls if isinstance(u, str) for m in storage.backend_modules(u)})
 
 
 def _claim(plan: JobPlan, output: str | Path) -> JobRun:

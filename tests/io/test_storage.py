@@ -16,6 +16,7 @@ from storage_emulators import make_bucket, make_container
 
 from daskscore.errors import InputError, UsageError
 from daskscore.io.storage import (
+    backend_modules,
     download,
     filesystem,
     is_remote,
@@ -215,6 +216,30 @@ def test_download_keeps_order_and_names(store: dict[str, Any], tmp_path: Path) -
     assert [Path(p).name for p in twins] == ["y.csv", "y.csv"]
     assert len({Path(p).parent for p in twins}) == 2
     assert [Path(p).read_bytes() for p in twins] == [b"ay", b"root-y"]
+
+
+def test_download_from_several_roots_and_chained_urls(tmp_path: Path) -> None:
+    """One filesystem per protocol and bucket is reused within a download; URLs of other
+    buckets, protocols and chains still resolve each to their own file."""
+    mem = fsspec.filesystem("memory")
+    for path, data in {"/b1/x.txt": b"1x", "/b2/x.txt": b"2x", "/b1/d/y.txt": b"1y"}.items():
+        mem.pipe(path, data)
+    local = tmp_path / "l.txt"
+    local.write_bytes(b"local")
+    urls = ["memory://b1/x.txt", "memory://b2/x.txt", "memory://b1/d/y.txt", str(local)]
+    urls += ["simplecache::memory://b2/x.txt"]
+    got = download(urls, tmp_path / "dl")
+    assert [Path(p).read_bytes() for p in got] == [b"1x", b"2x", b"1y", b"local", b"2x"]
+    assert got[3] == str(local)
+
+
+@pytest.mark.parametrize(
+    ("url", "modules"),
+    [("s3://b/k", ["s3fs"]), ("abfs://c/x", ["adlfs"]), ("simplecache::gs://b/k", ["gcsfs"])]
+    + [("/data/in", []), ("memory://x", []), ("file:///x", [])],
+)
+def test_backend_modules(url: str, modules: list[str]) -> None:
+    assert backend_modules(url) == modules
 
 
 def test_upload_tree_round_trip(store: dict[str, Any], tmp_path: Path) -> None:
