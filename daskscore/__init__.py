@@ -5,11 +5,12 @@ The public API:
 * :func:`run` — run a deployment over an input folder into an output folder;
 * :func:`score` — the predictions as a lazy Dask DataFrame, and :func:`open_session` — the
   same with its failure report and ``close()``;
+* :func:`replay` — one mini-batch of a finished job again, in this process;
 * :func:`load_deployment` — load and validate a ``deployment.yml``;
 * :class:`JobResult` and the exceptions of :mod:`daskscore.errors`.
 """
 
-from daskscore.api import open_session, run, score
+from daskscore.api import open_session, replay, run, score
 from daskscore.config.loader import load_deployment
 from daskscore.config.settings import Deployment, Settings, UnknownKeyWarning
 from daskscore.engine.finish import JobResult
@@ -41,6 +42,7 @@ __all__ = [
     "UsageError",
     "load_deployment",
     "open_session",
+    "replay",
     "run",
     "score",
 ]

@@ -15,6 +15,7 @@ from daskscore.cluster.local import parse_resources
 from daskscore.config.loader import load_deployment, with_overrides
 from daskscore.config.options import DEFAULT_PREFETCH, DEFAULT_PREFETCH_MB, JobOptions
 from daskscore.config.settings import Deployment, RetrySettings, Settings
+from daskscore.devtools.replay import replay as _replay
 from daskscore.engine.finish import JobResult
 from daskscore.engine.runner import execute
 from daskscore.engine.session import ScoringSession
@@ -70,7 +71,8 @@ def run(
     resume : bool, default False
         Finish an interrupted job in ``output``: mini-batches it completed are kept, the rest
         run, and the output is the same as an uninterrupted run's.  Refused when the script,
-        model, inputs, mini-batching or output settings changed since it started.
+        model, inputs, mini-batching or output settings changed since it started, and
+        together with ``overwrite`` (which would discard what the interrupted job did).
     workers : int, optional
         Worker processes of the embedded LocalCluster (default
         ``max_concurrency_per_instance × instance_count``).
@@ -135,7 +137,8 @@ def run(
     Raises
     ------
     UsageError
-        The deployment, input or output cannot be used; nothing ran.
+        The deployment, input or output cannot be used, or an option cannot be meant
+        (``workers=0``, ``prefetch_mb=nan``, ``overwrite`` with ``resume``); nothing ran.
     JobFailed
         The job ran and failed (init() raised, or error_threshold was exceeded); the
         exception's ``result`` holds the counts, ``user_traceback`` the script's traceback.
@@ -271,6 +274,26 @@ def score(
     >>> ddf["class"].value_counts().compute()  # doctest: +SKIP
     """
     return open_session(deployment, input, **kwargs).frame
+
+
+def replay(
+    output: str | os.PathLike[str],
+    mini_batch: int,
+    *,
+    pdb: bool = False,
+    rows: int | None = None,
+) -> int:
+    """Run mini-batch ``mini_batch`` of the finished job in ``output`` again, in this process.
+
+    The twin of ``daskscore replay OUTPUT --mini-batch N``: the job's deployment (its ``--set``
+    overrides and environment variables), its input (downloaded again when remote) and the
+    scoring script as it is now; ``init()`` then ``run()``.  The rows are printed as append_row
+    writes them; an exception of the script is printed with its traceback (``pdb=True`` stops
+    in the script's frame).  Returns 0 when the script worked, 1 when it raised; raises
+    :class:`~daskscore.errors.UsageError` when ``output`` holds no job, ``mini_batch`` is not
+    one of its mini-batches, or the input changed since the job ran.
+    """
+    return _replay(output, mini_batch, post_mortem=pdb, rows=rows)
 
 
 def _names(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:

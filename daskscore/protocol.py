@@ -165,6 +165,9 @@ class WorkerJob:
     csv_kwargs: dict[str, Any] = field(default_factory=dict)
     #: tabular mode: input columns to carry into the output (``file`` and ``row`` included)
     carry_columns: tuple[str, ...] = ()
+    #: dataset outputs: the columns partitioned on (a value too long for a folder name fails
+    #: its mini-batch in the worker)
+    partition_on: tuple[str, ...] = ()
     logging_level: str = "info"
     intra_op_threads: int | None = None
     #: workers do not share the driver's disk: code (and model) travel in the bundles, outputs

@@ -3,7 +3,9 @@ per test module (integration tests reuse it; each job installs its own plugin)."
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -28,6 +30,75 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ["DASKSCORE_CLUSTER_STATE"] = os.path.join(
     REPO, ".pytest_cache", f"no-warm-cluster-{os.getpid()}", "cluster.json"
 )
+
+# ------------------------------------------------------------------ port 8787 is taken
+
+#: Dask's default dashboard port.  A user's machine often has something on it (a notebook's
+#: Dask cluster, a dashboard): the suite holds it for the whole session, so that a cluster a
+#: test starts on 8787 fails the test (Dask warns "Port 8787 is already in use" and
+#: ``filterwarnings = error`` makes that an error) instead of passing only on quiet machines.
+DASHBOARD_PORT = 8787
+
+
+class PortHolder:
+    """A listening socket on :data:`DASHBOARD_PORT`, or the note that another process holds it."""
+
+    def __init__(self, port: int = DASHBOARD_PORT) -> None:
+        self.port = port
+        self.host: str | None = None  # where we listen; None: not ours (or not held)
+        self._sock: socket.socket | None = None
+
+    def take(self, host: str) -> bool:
+        """Listen on ``host:port`` instead of where we listen now; whether that worked."""
+        self.release()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # (as servers do: connections of an earlier run in TIME_WAIT do not block the bind; a
+        # listener there still does)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, self.port))
+            sock.listen()
+        except OSError:
+            sock.close()
+            return False
+        self._sock, self.host = sock, host
+        return True
+
+    def release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self.host = None
+
+    def answers(self) -> bool:
+        """Whether something (this holder or another process) listens on 127.0.0.1:port."""
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 2):
+            return True
+        return False
+
+    @contextlib.contextmanager
+    def held_on(self, host: str) -> Iterator[None]:
+        """Listen on ``host`` for the ``with`` block (when the port is ours), then as before."""
+        before = self.host
+        if before is not None and before != host:
+            assert self.take(host), f"could not move the listener on {self.port} to {host}"
+        try:
+            yield
+        finally:
+            if before is not None and self.host != before:
+                assert self.take(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dashboard_port_taken() -> Iterator[PortHolder]:
+    """Port 8787 is taken for the whole session: on 0.0.0.0 (every address), else on
+    127.0.0.1, else by another process already (a user's Dask dashboard)."""
+    holder = PortHolder()
+    holder.take("0.0.0.0") or holder.take("127.0.0.1")  # else: another process has it
+    try:
+        yield holder
+    finally:
+        holder.release()
+
 
 # ------------------------------------------------------------------ headless Chromium
 
@@ -54,11 +125,18 @@ def _missing(message: str) -> None:
 def chromium() -> Iterator[Any]:
     """Headless Chromium from Debian's package, launched by Playwright."""
     if not CHROMIUM.exists():
-        _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
+        _missing(
+            f"headless Chromium is missing at {CHROMIUM}: install Debian's chromium package "
+            "(sudo apt-get install chromium), or set DASKSCORE_TEST_CHROMIUM to a Chromium or "
+            "Chrome executable; the tests never download a browser (no `playwright install`)"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright is not installed (pip install -e '.[test]')")
+        _missing(
+            "playwright is not installed (pip install -e '.[test]'); the browser itself "
+            "is Debian's chromium package (sudo apt-get install chromium)"
+        )
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -14,10 +14,12 @@ sees a URL (``az://container/path``, ``s3://bucket/key``) reaches the emulator:
   ``AWS_ENDPOINT_URL`` (botocore >= 1.31 reads it, so s3fs needs no ``endpoint_url``).
 
 Azurite comes from npm: ``$DASKSCORE_AZURITE`` (a path to ``azurite-blob``), else the cache
-folder ``${XDG_CACHE_HOME:-~/.cache}/daskscore-test/azurite`` (installed there with ``npm`` on
-first use, as ``.ci/emulators.sh`` does), else ``azurite-blob`` on ``PATH``.  moto needs
-``moto[server]``.  When an emulator cannot be had, its tests are skipped, except in CI
-(``$CI`` set), where they fail.
+folder ``${XDG_CACHE_HOME:-~/.cache}/daskscore-test/azurite`` (``$DASKSCORE_TEST_CACHE``
+replaces ``.../daskscore-test``; installed there with ``npm`` on first use, about 186 MB, as
+``.ci/emulators.sh`` does; ``DASKSCORE_TEST_NO_DOWNLOAD=1`` skips instead), else
+``azurite-blob`` on ``PATH``.  It needs node and npm (Debian: ``apt-get install nodejs npm``).
+moto needs ``moto[server]``.  When an emulator cannot be had, its tests are skipped with a
+message that says how to get it, except in CI (``$CI`` set), where they fail.
 """
 
 from __future__ import annotations
@@ -96,6 +98,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def azurite_where() -> str:
+    """How to get Azurite, for a skip message: what it needs and where the download goes."""
+    return (
+        "Azurite (the Azure Blob emulator of the az:// tests) needs node and npm: on Debian "
+        "`sudo apt-get install nodejs npm`, or run .ci/emulators.sh; the tests then download "
+        f"it from npm ({AZURITE_SPEC}, about 186 MB) into {cache_dir() / 'azurite'} on first "
+        "use (DASKSCORE_TEST_CACHE moves it; DASKSCORE_AZURITE=/path/to/azurite-blob uses "
+        "one you have)"
+    )
+
+
+def downloads_allowed() -> bool:
+    """Whether the tests may download Azurite (``DASKSCORE_TEST_NO_DOWNLOAD`` unset or 0)."""
+    return os.environ.get("DASKSCORE_TEST_NO_DOWNLOAD", "").strip().lower() in ("", "0", "false")
+
+
 def azurite_binary(install: bool = True) -> Path | None:
     """The ``azurite-blob`` executable, installed with npm into :func:`cache_dir` if needed."""
     if os.environ.get("DASKSCORE_AZURITE"):
@@ -107,14 +125,16 @@ def azurite_binary(install: bool = True) -> Path | None:
     on_path = shutil.which("azurite-blob")
     if on_path:
         return Path(on_path)
-    if not install or shutil.which("npm") is None:
+    if not install or not downloads_allowed() or shutil.which("npm") is None:
         return None
     prefix.mkdir(parents=True, exist_ok=True)
     cmd = ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", AZURITE_SPEC]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0 or not binary.exists():
         unavailable(
-            f"npm install {AZURITE_SPEC} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            f"npm install {AZURITE_SPEC} into {prefix} failed (npm needs to reach its registry; "
+            "or point DASKSCORE_AZURITE at an azurite-blob you have):\n"
+            f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
         )
     return binary
 
@@ -188,10 +208,14 @@ def run_azurite(workdir: Path) -> Iterator[dict[str, Any]]:
     ``AZURE_STORAGE_CONNECTION_STRING`` points at it.
     """
     if shutil.which("node") is None and not os.environ.get("DASKSCORE_AZURITE"):
-        unavailable("Azurite needs node (run .ci/emulators.sh)")
+        unavailable(f"node is missing. {azurite_where()}")
     binary = azurite_binary()
     if binary is None:
-        unavailable("azurite-blob is not installed and npm is missing (run .ci/emulators.sh)")
+        if not downloads_allowed():
+            unavailable(
+                f"Azurite is not installed and DASKSCORE_TEST_NO_DOWNLOAD is set. {azurite_where()}"
+            )
+        unavailable(f"Azurite is not installed and npm is missing. {azurite_where()}")
     port = free_port()
     endpoint = f"http://{HOST}:{port}/{AZURITE_ACCOUNT}"
     conn = (
@@ -229,7 +253,10 @@ def run_moto_s3(workdir: Path) -> Iterator[dict[str, Any]]:
     variables (credentials, region, ``AWS_ENDPOINT_URL``) point at it.
     """
     if find_spec("moto") is None or find_spec("flask") is None or find_spec("s3fs") is None:
-        unavailable("moto[server] and s3fs are needed: pip install 'moto[server]' s3fs")
+        unavailable(
+            "moto's S3 server and s3fs are needed for the s3:// tests: pip install -e '.[test]' "
+            "(or pip install 'moto[server]' s3fs)"
+        )
     port = free_port()
     endpoint = f"http://{HOST}:{port}"
     cmd = [sys.executable, "-c", MOTO_SERVER, HOST, str(port)]

@@ -26,6 +26,7 @@ DIGITS = REPO / "configs" / "digits-cnn"
 
 
 def test_digits_cnn_end_to_end(tmp_path):
+    pytest.importorskip("torch")  # the example's CNN (the [torch] extra)
     out = tmp_path / "digits"
     proc = run_cli(
         "run",
@@ -351,3 +352,141 @@ def test_the_command_freezes_what_it_imported() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout) > 10_000
+
+
+# --------------------------------------------------------------------------- impossible options
+
+
+@pytest.mark.parametrize("workers", ["-1", "0"])
+def test_workers_below_one_is_a_usage_error_not_a_hang(tmp_path: Path, workers: str) -> None:
+    """``--workers -1`` waited forever for workers that never came; ``--workers 0`` quietly
+    ran 2.  Both are refused at once, naming the option and the value."""
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    out = tmp_path / "out"
+    proc = run_cli(
+        *("run", str(dep), "--input", str(write_inputs(tmp_path / "in", 4))),
+        *("--output", str(out), "--no-progress", "--no-dashboard", "--workers", workers),
+        timeout=120,  # a hang guard: the refusal takes no cluster
+    )
+    assert proc.returncode == 2, show(proc)
+    assert "argument --workers" in proc.stderr and repr(workers) in proc.stderr, show(proc)
+    assert "Traceback" not in proc.stderr, show(proc)
+    assert not out.exists(), "nothing runs on a usage error"
+
+
+def test_overwrite_with_resume_is_a_usage_error(tmp_path: Path) -> None:
+    """``--overwrite --resume`` let --overwrite win and discard an interrupted job's progress;
+    it is refused, and the folder is left as it was."""
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    out = tmp_path / "out"
+    (out / ".daskscore").mkdir(parents=True)
+    (out / ".daskscore" / "ledger-r01.jsonl").write_text('{"mini_batch": 0}\n')
+    (out / "predictions.csv").write_text("f0000.csv\n")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    proc = run_cli(
+        *("run", str(dep), "--input", str(write_inputs(tmp_path / "in", 4))),
+        *("--output", str(out), "--no-progress", "--no-dashboard", "--overwrite", "--resume"),
+        timeout=120,
+    )
+    assert proc.returncode == 2, show(proc)
+    assert "--resume" in proc.stderr and "--overwrite" in proc.stderr, show(proc)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def _exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``daskscore ARGV`` in this process: its exit code and stderr."""
+    from daskscore import cli
+
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job or a warm cluster that would start fails the test instead (and cannot hang)."""
+    import daskscore.cli
+    from daskscore.cluster import warm
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("it started: the option was not checked")
+
+    monkeypatch.setattr(daskscore.cli, "execute", started)
+    monkeypatch.setattr(warm, "act", started)
+
+
+NUMERIC_OPTIONS = [
+    ("run", "--workers", "-1"),
+    ("run", "--workers", "0"),
+    ("run", "--workers", "1.5"),
+    ("run", "--mini-batch-size", "0"),
+    ("run", "--mini-batch-size", "-3"),
+    ("run", "--instance-count", "0"),
+    ("run", "--rows-per-file", "0"),
+    ("run", "--prefetch", "-1"),
+    ("run", "--prefetch", "two"),
+    ("run", "--prefetch-mb", "0"),
+    ("run", "--prefetch-mb", "-8"),
+    ("run", "--prefetch-mb", "nan"),
+    ("run", "--prefetch-mb", "inf"),
+    ("run", "--resources", "GPU=-1"),
+    ("run", "--resources", "GPU=0"),
+    ("run", "--resources", "GPU=nan"),
+    ("validate", "--mini-batch-size", "0"),
+    ("validate", "--rows", "-1"),
+    ("cluster start", "--workers", "0"),
+    ("cluster start", "--workers", "-2"),
+    ("cluster start", "--resources", "GPU=-1"),
+]
+
+
+@pytest.mark.parametrize(("command", "option", "value"), NUMERIC_OPTIONS)
+def test_every_numeric_option_refuses_what_cannot_be_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], nothing_starts: None,
+    command: str, option: str, value: str,
+) -> None:  # fmt: skip
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    inputs = write_inputs(tmp_path / "in", 2)
+    argv = {
+        "run": ["run", str(dep), "-i", str(inputs), "-o", str(tmp_path / "out")],
+        "validate": ["validate", str(dep), "-i", str(inputs)],
+        "cluster start": ["cluster", "start"],
+    }[command]
+    code, err = _exit([*argv, f"{option}={value}"], capsys)
+    assert code == 2, err
+    assert f"argument {option}" in err and value in err, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("mini_batch_size=-3", "settings.mini_batch_size"),
+        ("mini_batch_size=0 rows", "settings.mini_batch_size"),
+        ("settings.mini_batch_size=0MB", "settings.mini_batch_size"),
+        ("retry_settings.max_retries=-1", "settings.retry_settings.max_retries"),
+        ("max_concurrency_per_instance=0", "settings.max_concurrency_per_instance"),
+        ("instance_count=0", "settings.instance_count"),
+        ("resources.instance_count=-1", "resources.instance_count"),
+        ("timeout=0", "settings.retry_settings.timeout"),
+        ("timeout=.nan", "settings.retry_settings.timeout"),
+        ("timeout=.inf", "settings.retry_settings.timeout"),
+        ("error_threshold=-2", "settings.error_threshold"),
+    ],
+)
+def test_numeric_set_values_are_usage_errors_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], nothing_starts: None,
+    setting: str, key: str,
+) -> None:  # fmt: skip
+    """``--set`` numbers get the checks of the deployment file, and the error says that the
+    value came from an override, not from the file."""
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    inputs = str(write_inputs(tmp_path / "in", 2))
+    for command in (["run", str(dep), "-i", inputs, "-o", str(tmp_path / "out")],
+                    ["validate", str(dep), "-i", inputs]):  # fmt: skip
+        code, err = _exit([*command, "--set", setting], capsys)
+        assert code == 2, err
+        assert f"override: {key}: expected" in err, err
+        assert "Traceback" not in err and not (tmp_path / "out").exists()

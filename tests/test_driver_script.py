@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 from helpers import summary_of
 
@@ -14,6 +15,7 @@ DRIVER = REPO / "configs" / "driver-script" / "driver.py"
 
 
 def test_driver_script_scores_the_digits(tmp_path: Path) -> None:
+    pytest.importorskip("torch")  # the example's CNN (the [torch] extra)
     out = tmp_path / "out"
     # run from another folder: the script finds the example from its own location
     proc = subprocess.run(

@@ -660,6 +660,45 @@ def test_existing_output_is_refused_then_overwritten(client, tmp_path):
     assert summary_of(out)["total_items"] == 3
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"overwrite": True, "resume": True}, ["overwrite", "resume"]),
+        ({"workers": 0}, ["workers=0"]),
+        ({"workers": -1}, ["workers=-1"]),
+        ({"rows_per_file": 0, "output_format": "parquet"}, ["rows_per_file=0"]),
+        ({"prefetch": -1}, ["prefetch=-1"]),
+        ({"prefetch_mb": math.nan}, ["prefetch_mb=nan"]),
+        ({"resources": "GPU=-1"}, ["GPU=-1.0"]),
+        ({"max_retries": -1}, ["override: settings.retry_settings.max_retries"]),
+        ({"set": {"mini_batch_size": "0 rows"}}, ["override: settings.mini_batch_size"]),
+    ],
+    ids=[
+        "overwrite-resume",
+        "workers-0",
+        "workers-minus-1",
+        "rows_per_file-0",
+        "prefetch-minus-1",
+        "prefetch_mb-nan",
+        "resources-minus-1",
+        "max_retries-minus-1",
+        "set-mini_batch_size-0-rows",
+    ],
+)
+def test_the_api_refuses_what_cannot_be_meant_before_anything_runs(client, tmp_path, kwargs, named):
+    """daskscore.run() checks what the command checks: overwrite with resume (overwrite used
+    to win and discard an interrupted job's progress), and numbers that cannot be meant."""
+    dep = write_deployment(
+        tmp_path / "deploy", "def init():\n    pass\n\ndef run(b):\n    return b\n"
+    )
+    out = tmp_path / "out"
+    with pytest.raises(daskscore.UsageError) as info:
+        run_job(client, dep, write_inputs(tmp_path / "in", 3), out, **kwargs)
+    for text in named:
+        assert text in str(info.value), str(info.value)
+    assert not out.exists(), "nothing ran"
+
+
 CONCURRENCY_SCRIPT = """
     import os
     import threading
@@ -681,17 +720,28 @@ CONCURRENCY_SCRIPT = """
 """
 
 
-def test_run_is_never_called_concurrently_in_one_process(tmp_path):
+@pytest.mark.parametrize("listener", ["0.0.0.0", "127.0.0.1"])
+def test_run_is_never_called_concurrently_in_one_process(tmp_path, dashboard_port_taken, listener):
     """A worker with several threads (a cluster someone else started) still runs one
     mini-batch at a time per process, as Azure does: scripts keep one model in a global and
-    are not written to be thread-safe."""
+    are not written to be thread-safe.
+
+    The cluster is started while something listens on port 8787 (on every address, then on
+    loopback only), as on a machine where a Dask dashboard runs: it binds port 0."""
     from distributed import Client, LocalCluster
 
     dep = write_deployment(tmp_path / "dep", CONCURRENCY_SCRIPT, settings={"mini_batch_size": 1})
     inputs = write_inputs(tmp_path / "in", 40)
+    assert dashboard_port_taken.answers(), "something listens on 8787 during the whole suite"
     with (
+        dashboard_port_taken.held_on(listener),
         LocalCluster(
-            n_workers=1, threads_per_worker=4, processes=True, dashboard_address=None
+            n_workers=1,
+            threads_per_worker=4,
+            processes=True,
+            host="127.0.0.1",
+            # (None still serves the dashboard, on 8787: any free port instead)
+            dashboard_address="127.0.0.1:0",
         ) as lc,
         Client(lc) as client,
     ):

@@ -21,6 +21,7 @@ from distributed import Client, LocalCluster
 
 from daskscore import _compat
 from daskscore.errors import UsageError
+from daskscore.worker.deadline import watch_deadlines
 from daskscore.worker.threads import THREAD_ENV_VARS, intra_op_threads
 
 logger = logging.getLogger("daskscore")
@@ -201,7 +202,8 @@ def local_cluster(
     ``resources`` are offered by every worker (``{"GPU": 1}`` for one GPU per worker).
     While the context is open, this process's nannies look for their worker's start-up message
     every :data:`HANDSHAKE_POLL_S` (for restarts during the job, too); Dask's own interval is
-    back after.
+    back after.  Its nannies kill a worker whose ``run()`` overran its deadline without letting
+    the worker's own watchdog act (:mod:`daskscore.worker.deadline`).
     """
     if resources:
         kwargs["resources"] = dict(resources)
@@ -225,6 +227,7 @@ def local_cluster(
             )
         client = Client(cluster, set_as_default=False)
         try:
+            watch_deadlines(client)
             yield ClusterHandle(client, cluster, cluster.dashboard_link if with_dashboard else None)
         finally:
             client.close()

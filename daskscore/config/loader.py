@@ -9,7 +9,8 @@ Loading happens in three pure steps, each easy to test on its own:
 3. :func:`validate` checks every type and value against the dataclasses of
    :mod:`daskscore.config` and resolves paths relative to the YAML file.
 
-Every error names the file, the key and what was expected.
+Every error names the file, the key and what was expected; the checks of one value are in
+:mod:`daskscore.config.values`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import dataclasses
 import importlib.util
 import logging
 import os
-import re
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,16 @@ from daskscore.config.settings import (
     TOP_KEYS,
     Deployment,
     Model,
-    RetrySettings,
     Settings,
     nearest_key,
     warn_unknown,
 )
+from daskscore.config.values import build, check_override, check_value, kind
 from daskscore.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+#: (the name under which :mod:`daskscore.devtools.validate` checks settings one at a time)
+_build = build
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if raw is None:
         raise ConfigError(f"{p}: the deployment file is empty.")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: expected a mapping of keys at the top level, got {_kind(raw)}.")
+        raise ConfigError(f"{p}: expected a mapping of keys at the top level, got {kind(raw)}.")
     return raw
 
 
@@ -78,7 +79,7 @@ def normalize(raw: dict[str, Any], where: str = "<deployment>") -> dict[str, Any
         )
     settings = raw.get("settings") or {}  # an all-commented section is null in YAML
     if not isinstance(settings, dict):
-        raise ConfigError(f"{where}: settings: expected a mapping, got {_kind(settings)}.")
+        raise ConfigError(f"{where}: settings: expected a mapping, got {kind(settings)}.")
     settings = dict(settings)
     setting_names = {f.name for f in dataclasses.fields(Settings)}
     out: dict[str, Any] = {}
@@ -116,7 +117,9 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
     Keys are dotted paths (``settings.output_file_name``); a bare settings name
     (``mini_batch_size``, ``timeout``) is accepted too.  String values are parsed as YAML
-    scalars, so ``--set settings.retry_settings.timeout=60`` gives the number 60.
+    scalars, so ``--set settings.retry_settings.timeout=60`` gives the number 60.  A setting's
+    value gets the checks of :func:`validate` here, and its error says it is an override
+    (``override: settings.mini_batch_size: expected ...``), not the deployment file's value.
 
     Examples
     --------
@@ -128,6 +131,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
         path = resolve_key(key)
         if isinstance(value, str):
             value = _scalar(value)
+        check_override(path, value)
         node = out
         for part in path[:-1]:
             child = node.get(part)
@@ -173,13 +177,13 @@ def validate(raw: dict[str, Any], source: Path | None = None) -> Deployment:
     settings_raw = dict(raw.get("settings") or {})
     resources = raw.get("resources") or {}
     if not isinstance(resources, dict):
-        raise ConfigError(f"{where}: resources: expected a mapping, got {_kind(resources)}.")
+        raise ConfigError(f"{where}: resources: expected a mapping, got {kind(resources)}.")
     if "instance_count" in resources and "instance_count" not in settings_raw:
         meta = {f.name: f.metadata for f in dataclasses.fields(Settings)}["instance_count"]
-        settings_raw["instance_count"] = _check(
+        settings_raw["instance_count"] = check_value(
             resources["instance_count"], int, meta, "resources.instance_count", where
         )
-    settings = _build(Settings, settings_raw, "settings", where)
+    settings = build(Settings, settings_raw, "settings", where)
     code, script = _code_configuration(raw.get("code_configuration"), raw.get("model"), base, where)
     return Deployment(
         code=code,
@@ -188,96 +192,6 @@ def validate(raw: dict[str, Any], source: Path | None = None) -> Deployment:
         settings=settings,
         source=source,
     )
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: {prefix}: expected a mapping, got {_kind(values)}.")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in values or values[f.name] is None and f.name == "environment_variables":
-            continue
-        key = f"{prefix}.{f.name}"
-        value = values[f.name]
-        if hints[f.name] is RetrySettings:
-            kwargs[f.name] = _build(RetrySettings, value or {}, key, where)
-        else:
-            kwargs[f.name] = _check(value, hints[f.name], f.metadata, key, where)
-    return cls(**kwargs)
-
-
-def _check(value: Any, hint: Any, meta: Any, key: str, where: str) -> Any:
-    def fail(expected: str) -> typing.NoReturn:
-        raise ConfigError(f"{where}: {key}: expected {expected}, got {_kind(value)}.")
-
-    if meta.get("size"):
-        return _check_size(value, meta, key, where)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)
-            else:
-                fail(_int_phrase(meta))
-    elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail("a number of seconds" if meta.get("positive") else "a number")
-        value = float(value)
-    elif hint is str:
-        if not isinstance(value, str) or not value:
-            fail("a non-empty string")
-        if "choices" in meta:
-            value = value.lower()
-            if value not in meta["choices"]:
-                fail("one of " + ", ".join(meta["choices"]))
-    elif typing.get_origin(hint) is dict:
-        return _env_vars(value, key, where)
-    if "minimum" in meta and value < meta["minimum"]:
-        fail(_int_phrase(meta))
-    if meta.get("positive") and value <= 0:
-        fail("a positive number of seconds")
-    return value
-
-
-_SIZE = re.compile(r"^\s*(\d+(\.\d+)?\s*([kmgt]i?b?|b)|rows?\s*:\s*\d+|\d+\s*rows?)\s*$", re.I)
-
-
-def _check_size(value: Any, meta: Any, key: str, where: str) -> int | str:
-    """mini_batch_size: a positive integer (files), or a byte size / row count (tabular)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
-        return int(value)
-    if isinstance(value, str) and _SIZE.match(value):
-        return value.strip()
-    raise ConfigError(
-        f"{where}: {key}: expected a positive integer (files per mini-batch), or for tabular "
-        f"inputs a byte size such as '10MB' or a row count such as '500 rows'; got {_kind(value)}."
-    )
-
-
-def _int_phrase(meta: Any) -> str:
-    low = meta.get("minimum")
-    if low == 1:
-        return "a positive integer"
-    if low == 0:
-        return "an integer >= 0"
-    return f"an integer >= {low}" if low is not None else "an integer"
-
-
-def _env_vars(value: Any, key: str, where: str) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise ConfigError(
-            f"{where}: {key}: expected a mapping of names to values, got {_kind(value)}."
-        )
-    out = {}
-    for name, val in value.items():
-        if val is None or isinstance(val, (dict, list)):
-            raise ConfigError(
-                f"{where}: {key}.{name}: expected a string or number, got {_kind(val)}."
-            )
-        out[str(name)] = str(val).lower() if isinstance(val, bool) else str(val)
-    return out
 
 
 def _model(value: Any, base: Path, where: str) -> Model | None:
@@ -296,10 +210,10 @@ def _model(value: Any, base: Path, where: str) -> Model | None:
         path = value
     else:
         raise ConfigError(
-            f"{where}: model: expected a mapping {{name, path}} or a path, got {_kind(value)}."
+            f"{where}: model: expected a mapping {{name, path}} or a path, got {kind(value)}."
         )
     if not isinstance(path, str) or not path:
-        raise ConfigError(f"{where}: model.path: expected a path, got {_kind(path)}.")
+        raise ConfigError(f"{where}: model.path: expected a path, got {kind(path)}.")
     if path.startswith("azureml:"):
         raise ConfigError(
             f"{where}: model: '{path}' is a model registered in an Azure ML workspace, which "
@@ -319,11 +233,11 @@ def _code_configuration(value: Any, model: Any, base: Path, where: str) -> tuple
     if value is None:
         return _mlflow_scorer(model, base, where)
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: code_configuration: expected a mapping, got {_kind(value)}.")
+        raise ConfigError(f"{where}: code_configuration: expected a mapping, got {kind(value)}.")
     for key in ("code", "scoring_script"):
         if not isinstance(value.get(key), str) or not value.get(key):
             raise ConfigError(
-                f"{where}: code_configuration.{key}: expected a path, got {_kind(value.get(key))}."
+                f"{where}: code_configuration.{key}: expected a path, got {kind(value.get(key))}."
             )
     code = (base / os.path.expanduser(value["code"])).resolve()
     if not code.is_dir():
@@ -379,22 +293,6 @@ def to_raw(deployment: Deployment) -> dict[str, Any]:
     if deployment.model is not None:
         raw["model"] = {"name": deployment.model.name, "path": str(deployment.model.path)}
     return raw
-
-
-def _kind(value: Any) -> str:
-    names = {
-        dict: "a mapping",
-        list: "a list",
-        str: "a string",
-        bool: "true/false",
-        int: "an integer",
-        float: "a number",
-        type(None): "nothing",
-    }
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"{names.get(type(value), type(value).__name__)} ({shown})"
 
 
 def load_deployment(

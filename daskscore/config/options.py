@@ -6,6 +6,7 @@ engine reads nothing else.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,8 +60,35 @@ class JobOptions:
     warm: bool = True
 
     def __post_init__(self) -> None:
-        if self.prefetch < 0 or not self.prefetch_mb > 0:
+        """Refuse what cannot be meant, naming the option and the value (nothing has run)."""
+        if self.overwrite and self.resume:
             raise UsageError(
-                f"prefetch must be 0 or more and prefetch_mb more than 0, not {self.prefetch} "
-                f"and {self.prefetch_mb}."
+                "overwrite and resume cannot be used together: resume finishes the interrupted "
+                "job in the output folder where it stopped, overwrite discards it and starts "
+                "again; choose one."
             )
+        _at_least("workers", self.workers, 1, "worker processes")
+        _at_least("rows_per_file", self.rows_per_file, 1, "rows per file")
+        _at_least("prefetch", self.prefetch, 0, "mini-batches fetched ahead; 0: off", needed=True)
+        if not (_is_number(self.prefetch_mb) and self.prefetch_mb > 0):
+            raise UsageError(
+                f"prefetch_mb={self.prefetch_mb!r}: expected a number of megabytes above 0."
+            )
+        for name, amount in self.resources.items():
+            if not (_is_number(amount) and amount > 0):
+                raise UsageError(f"resources: {name}={amount!r}: expected an amount above 0.")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _at_least(name: str, value: Any, minimum: int, meaning: str, needed: bool = False) -> None:
+    """``value`` is a whole number of at least ``minimum`` (or None, unless ``needed``); else a
+    :class:`UsageError`."""
+    if value is None and not needed:
+        return
+    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+        return
+    expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    raise UsageError(f"{name}={value!r}: expected {expected} ({meaning}).")

@@ -128,17 +128,66 @@ MIN_SECRET_LENGTH = 4
 
 
 def secret_values(env: dict[str, str]) -> tuple[str, ...]:
-    """The values of the secret variables of ``env``, longest first."""
+    """The values of the secret variables of ``env``, and every form they take once written
+    down (see :func:`written_forms`), longest first: what :func:`redact` masks.
+
+    Examples
+    --------
+    >>> secret_values({"DB_PASSWORD": "a<bc", "HOME": "/root"})
+    ('a&lt;bc', 'a%3Cbc', 'a<bc')
+    """
     found = {
         str(v)
         for k, v in env.items()
         if any(m in k.upper() for m in SECRET_MARKERS) and len(str(v)) >= MIN_SECRET_LENGTH
     }
-    return tuple(sorted(found, key=len, reverse=True))
+    forms = set().union(*map(written_forms, found)) if found else set()
+    return tuple(sorted(forms, key=lambda f: (-len(f), f)))
+
+
+def _python_forms(value: str) -> set[str]:
+    """``value`` as Python writes it inside a longer text: itself, and inside the quotes of a
+    ``repr()`` / ``ascii()`` of a str or of its UTF-8 bytes (``'`` escaped or not: the quote a
+    repr picks depends on the whole string, a traceback's ``KeyError: '...'`` say)."""
+    forms = {value}
+    for shown in (repr(value + '"')[1:-2], ascii(value + '"')[1:-2]):
+        forms |= {shown, shown.replace("\\'", "'")}
+    shown = repr(value.encode("utf-8", "backslashreplace") + b'"')[2:-2]
+    return forms | {shown, shown.replace("\\'", "'")}
+
+
+def _text_forms(value: str) -> set[str]:
+    """``value`` inside a JSON string, HTML (``html.escape`` and the numeric entities other
+    escapers write), a CSV field and a URL."""
+    import html
+    import json
+    from urllib.parse import quote, quote_plus
+
+    bare = html.escape(value, quote=False)
+    forms = {
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        value.replace('"', '""'),
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+        bare,
+    }
+    for dq in ("&quot;", "&#34;"):
+        for sq in ("&#x27;", "&#39;"):
+            forms.add(bare.replace('"', dq).replace("'", sq))
+    return forms
+
+
+def written_forms(value: str) -> set[str]:
+    """Every form of a secret ``value`` that a log or a report may hold: the value, its
+    ``repr()`` forms, and each of those escaped for JSON, HTML, CSV or a URL."""
+    forms = _python_forms(value)
+    return forms.union(*map(_text_forms, forms))
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret value replaced by ``***``."""
+    """``text`` with every secret value (each form :func:`secret_values` gave) replaced by
+    ``***``."""
     for value in secrets:
         if value in text:
             text = text.replace(value, "***")

@@ -6,12 +6,19 @@ process dies, what its transport knows of it (its ledger, or for a shipped job t
 note) says which mini-batches it committed (kept), which ``run()`` was in flight (charged one
 try: ``PROCESS_DIED`` or ``RUN_TIMEOUT``) and which had not started (run again, uncharged).
 A mini-batch that was in flight when its process died runs alone in its next task, so that it
-is charged alone if it kills its process again.
+is charged alone if it kills its process again.  A task whose result was lost after it finished
+(the worker holding it died before the driver fetched it) is recovered the same way: its
+ledger says what it committed, read back; what it did not is run again, uncharged.
+
+Test hook: :data:`HOLD_ENV` (seconds, unset in real jobs) makes the driver wait that long
+before it looks at a task that finished, so that a test can kill the worker holding the result
+in between (``tests/engine/test_lost_result.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import time
 from collections import deque
@@ -44,6 +51,8 @@ MAX_UNCHARGED_LOSSES = 10
 #: How often the driver recounts the cluster's workers: on a cluster it did not start, workers
 #: come and go, and the window of tasks in flight and their size follow them.
 RECOUNT_S = 2.0
+#: Test hook: seconds the driver waits before it looks at each task that finished.
+HOLD_ENV = "DASKSCORE_TEST_HOLD_RESULTS_S"
 
 
 class Dispatcher:
@@ -66,7 +75,7 @@ class Dispatcher:
         Workers that can run the job's tasks.
     progress : Progress
     run_no : int
-        1 for a new job; task attempts are named ``r<run>a<seq>``.
+        1 for a new job; task attempts are named ``r<run>a<seq>-<job id>``.
     count_workers : callable, optional
         Counts the workers again (a cluster daskscore did not start: workers come and go).
     """
@@ -103,6 +112,7 @@ class Dispatcher:
         self.sizing = TaskSizing()
         self.last_overview = time.monotonic()
         self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.hold_s = float(os.environ.get(HOLD_ENV) or 0)  # a test hook, see HOLD_ENV
         self.topic = f"{PROGRESS_TOPIC}-{job.job_id}"
         client.subscribe_topic(self.topic, self._on_progress)
 
@@ -154,7 +164,7 @@ class Dispatcher:
         while self.queue and len(self.inflight) < window:
             ids = self._take()
             self.seq += 1
-            attempt = f"r{self.run_no:02d}a{self.seq:06d}"
+            attempt = f"r{self.run_no:02d}a{self.seq:06d}-{self.job.job_id}"  # (this job's files)
             tries, batches = self.outcomes.tries_used, self.batches
             payload = Payload([(mb, tries(mb), batches[mb]) for mb in ids])
             fut = self.client.submit(
@@ -178,7 +188,12 @@ class Dispatcher:
 
     def _handle(self, fut: Any) -> None:
         attempt, ids = self.inflight.pop(fut)
-        if fut.status == "finished":
+        if self.hold_s:
+            time.sleep(self.hold_s)
+        status = fut.status
+        if status == "finished":
+            # (a result lost while it is fetched is computed again: the task finds its ledger
+            # and comes back interrupted)
             result: TaskResult = fut.result()
             if result.init_error is not None:
                 raise InitFailed("init() failed", user_traceback=result.init_error)
@@ -186,12 +201,16 @@ class Dispatcher:
                 self.transport.land(self.job, result)
                 self._fold(attempt, result.records, ids)
                 return
-        else:
+        elif status != "lost":
             exc = fut.exception()
-            # no exception: the result was lost with the worker that held it (the task had
-            # finished); its ledger tells what it committed, as for a dead process
+            # no exception: cancelled by the scheduler, not by us; its ledger tells the rest
             if exc is not None and not _is_worker_loss(exc):
                 raise DaskScoreError(f"task {attempt} failed inside daskscore: {exc!r}") from exc
+        # "lost": the task finished, but the worker holding its result died before we fetched
+        # it.  Its ledger (a shipped task's: the scheduler's note) says what it committed; not
+        # waiting for Dask to compute it again (that would find the ledger and do nothing).
+        if status == "lost":
+            logger.info("task %s: its result was lost with its worker; recovering it", attempt)
         self._recover(attempt, ids)
 
     def _fold(self, attempt: str, records: list[MiniBatchRecord], ids: list[int]) -> None:

@@ -4,20 +4,26 @@
 every mini-batch's final try (in mini-batch order), then writes ``job_summary.json``,
 ``logs/job_result.txt``, ``logs/job_error.txt``, ``processed_mini-batches.csv`` and
 ``report.html``, removes the staging folder, and returns the :class:`JobResult`.
+
+``job_summary.json`` is written last: a summary in the folder means the job finished, whatever
+happens after it.  The staging folder is then renamed out of the way in one step and deleted
+(:func:`daskscore.io.outputdir.discard_staging`), so a job killed at any instant leaves either
+its whole staging folder (no summary: resumable) or a finished job.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daskscore.config import Deployment
+from daskscore.config import Deployment, secret_values
+from daskscore.engine.failed_items import FAILED_ITEMS, write_failed_items
 from daskscore.engine.outcomes import Outcomes, describe_work
+from daskscore.engine.recipe import replay_command
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed
 from daskscore.io import outputdir
 from daskscore.io.writers import Assembly, OutputWriter
@@ -125,6 +131,24 @@ class JobResult:
     def init_error(self) -> str | None:
         return self.summary.get("init_error")
 
+    @property
+    def failed_items_path(self) -> Path | None:
+        """``failed_items.csv``: one row per failed input item; None when nothing failed."""
+        path = self.summary.get("failed_items_file")
+        return Path(path) if path else None
+
+    def failed_items_frame(self) -> Any:
+        """``failed_items.csv`` as a pandas DataFrame (empty, with its columns, when nothing
+        failed): ``mini_batch``, ``file``, ``status``, ``tries``, ``error``."""
+        import pandas as pd
+
+        from daskscore.engine.failed_items import COLUMNS
+
+        path = self.failed_items_path
+        if path is None or not path.is_file():
+            return pd.DataFrame({name: [] for name in COLUMNS})
+        return pd.read_csv(path, keep_default_na=False)
+
 
 class Phases:
     """Wall-clock seconds spent in each phase of a job, closed one after another."""
@@ -175,8 +199,8 @@ def finish_job(
     job.phases.mark("assemble")
     summary = summarize(job, outcomes, predictions)
     result = JobResult(summary["status"], job.out_dir, predictions, summary)
-    write_logs(job, outcomes, result)
-    shutil.rmtree(staging, ignore_errors=True)
+    write_logs(job, outcomes, result)  # (the summary last)
+    outputdir.discard_staging(staging, job.job_id)
     return result
 
 
@@ -187,6 +211,7 @@ def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> d
     succeeded = outcomes.succeeded_items()
     failures = [_failure(outcomes, mb) for mb in outcomes.failure_ids()]
     failed = outcomes.init_error or outcomes.threshold_exceeded()
+    first_failed = failures[0]["mini_batch_id"] if failures else None
     source = job.deployment.source
     n_work, n_final = len(outcomes.work), len(outcomes.final)
     return {
@@ -216,6 +241,9 @@ def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> d
         "warm_workers": job.warm_workers,
         "failures": failures,
         "init_error": outcomes.init_error,
+        "failed_items_file": str(job.out_dir / FAILED_ITEMS) if failures else None,
+        # how to run the first failed mini-batch again, here, under a debugger
+        "replay": replay_command(job.out_dir, first_failed) if failures else None,
     }
 
 
@@ -257,23 +285,25 @@ def write_overview(out_dir: Path, outcomes: Outcomes) -> None:
 
 
 def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult) -> None:
-    """The job's logs, as Azure names them, and ``report.html``."""
+    """The job's logs, as Azure names them, ``report.html``, and last the summary."""
     logs = job.out_dir / "logs"
     outputdir.write_attempt_rows(
         logs / "sys" / "job_report" / "processed_mini-batches.csv", outcomes.attempt_rows()
     )
     s = result.summary
+    secrets = secret_values(job.deployment.settings.environment_variables)
+    write_failed_items(job.out_dir, outcomes, secrets)
     write_overview(job.out_dir, outcomes)
     outputdir.write_text(logs / "job_result.txt", _result_text(s))
     outputdir.write_text(
         logs / "job_error.txt",
         failure_message(s) if s["status"] != "Completed" or s["failures"] else "No errors.",
     )
-    outputdir.write_summary(job.out_dir, s)
     try:
         write_report(job.out_dir, s, report_tries(outcomes))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - a report bug must never fail a job
         logger.warning("could not write report.html", exc_info=True)
+    outputdir.write_summary(job.out_dir, s)  # last: a summary says the job finished
 
 
 def report_tries(outcomes: Outcomes, limit: int = REPORT_TRIES) -> Iterator[dict[str, Any]]:
@@ -344,6 +374,10 @@ def failure_message(s: dict[str, Any]) -> str:
             where = f"mini-batch {failures[0]['mini_batch_id']}"
         lines.append(f"First error ({where}):")
         lines.extend("  " + line for line in first_tb.splitlines())
+    if s.get("failed_items_file"):
+        lines.append(f"Failed items, one per line: {s['failed_items_file']}")
+    if s.get("replay"):
+        lines.append(f"Run the first failed mini-batch again here: {s['replay']} [--pdb]")
     lines.append(
         f"Full logs: {s['output']}/logs (start with logs/job_error.txt; tracebacks in "
         "logs/user/error/, per-try records in "

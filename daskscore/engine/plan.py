@@ -11,14 +11,14 @@ model URL exists, and reads the append_row ``to_csv`` arguments.  Each problem i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
 from daskscore.config.sizes import MiniBatchSize
-from daskscore.errors import UsageError
+from daskscore.errors import InputError, UsageError
 from daskscore.io import inputs, storage, tabular
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.worker import script as script_mod
@@ -40,6 +40,9 @@ class JobPlan:
         What a mini-batch holds: ``"files"`` or ``"rows"``.
     csv_kwargs : dict
         The append_row ``to_csv`` arguments (``parallel_run_step.settings.json`` applied).
+    notes : list of str
+        What the listing left out besides dot-files (the output folder inside the input, broken
+        symbolic links), one line each, for the job log.
     """
 
     deployment: Deployment
@@ -50,6 +53,7 @@ class JobPlan:
     work: Sequence[Any]
     unit: str
     csv_kwargs: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
 
 
 def plan_job(
@@ -58,6 +62,7 @@ def plan_job(
     options: JobOptions | None = None,
     *,
     problems: list[str] | None = None,
+    output: str | Path | None = None,
 ) -> JobPlan | None:
     """Plan ``deployment`` over ``input_path``.
 
@@ -70,6 +75,8 @@ def plan_job(
     problems : list, optional
         Collect every problem here (their messages) instead of raising the first; the plan is
         then None when there was any.
+    output : str or path-like, optional
+        The job's output folder: left out of the input when it lies inside it.
 
     Raises
     ------
@@ -80,6 +87,7 @@ def plan_job(
     settings = deployment.settings
     found: dict[str, Any] = {}
     known = len(problems) if problems is not None else 0
+    notes: list[str] = []
 
     def step(name: str, make: Callable[[], Any]) -> None:
         try:
@@ -91,7 +99,7 @@ def plan_job(
 
     fmt = options.output_format or settings.output_action
     step("writer", lambda: get_writer(fmt, options.partition_on, options.rows_per_file))
-    step("files", lambda: list_inputs(str(input_path)))
+    step("files", lambda: list_inputs(str(input_path), output, notes))
     if "files" in found:
         step("plan", lambda: plan_work(found["files"], settings.mini_batch, options.tabular))
     step("script", lambda: script_mod.check_script(deployment.scoring_script))
@@ -111,14 +119,31 @@ def plan_job(
         work=work,
         unit=unit,
         csv_kwargs=found["csv"],
+        notes=notes,
     )
 
 
-def list_inputs(input_path: str) -> Sequence[str]:
-    """The input files: local paths, or full URLs for an fsspec URL."""
-    if storage.is_remote(input_path):
-        return storage.list_files(input_path)
-    return inputs.list_input_files(input_path)
+def list_inputs(
+    input_path: str, output: str | Path | None = None, notes: list[str] | None = None
+) -> Sequence[str]:
+    """The input files: local paths, or full URLs for an fsspec URL; the ``output`` folder is
+    left out when it lies inside the input (a line about it goes into ``notes``)."""
+    if not storage.is_remote(input_path):
+        local_out = None if output is None or storage.is_remote(str(output)) else output
+        return inputs.list_input_files(input_path, exclude=local_out, notes=notes)
+    files = storage.list_files(input_path)
+    inside = str(output).rstrip("/") + "/" if output is not None else ""
+    if inside.startswith(input_path.rstrip("/") + "/") and inside != input_path.rstrip("/") + "/":
+        kept = [f for f in files if not f.startswith(inside)]
+        if len(kept) < len(files) and notes is not None:
+            notes.append(
+                f"the output folder {output} is inside the input folder {input_path}: it is "
+                "left out of the input (its predictions, logs and staging are not scored)"
+            )
+        if not kept:
+            raise InputError(f"input folder '{input_path}' holds no files but the output's.")
+        files = kept
+    return files
 
 
 def plan_work(

@@ -1,7 +1,10 @@
 """Resuming a job: the fingerprint of what makes old results valid, and the staging manifest.
 
 A job keeps its staging folder (``<output>/.daskscore/``: part files, ledgers, and
-``job.json``) until it has assembled its output.  ``job.json`` holds the job's fingerprint;
+``job.json``) until it has written its summary (a staging folder beside ``job_summary.json`` is
+a finished job's, left by a kill as it was removed: nothing to resume).  Part files and ledgers
+keep their names across runs (``r<run>a<seq>-<job id>``): a resumed job reads the earlier runs'
+ledgers and keeps their part files as they are.  ``job.json`` holds the job's fingerprint;
 ``--resume`` compares it with the new job's and refuses when anything that decides the rows
 changed: the scoring script and its code folder, the model files, the input file list,
 mini-batching, or the output settings.  The fingerprint is cheap for large inputs: the input

@@ -5,6 +5,8 @@
     plan_job ─▶ claim the output (or resume it) ─▶ cluster ─▶ transport ─▶ ScoringPlugin
       ─▶ Dispatcher (tasks ─▶ MiniBatchRecords ─▶ Outcomes) ─▶ finish_job (writer.assemble)
 
+The output folder is locked first (:mod:`daskscore.io.outputlock`), before the cluster starts,
+and stays locked until the job has ended: a second job in the same folder is refused at once.
 The embedded cluster starts on a thread while the input is listed and planned.  Rows never
 travel through the driver on a shared disk: workers write part files, and the output writer
 assembles them at the end.
@@ -31,13 +33,13 @@ from daskscore.cluster.local import (
 )
 from daskscore.config import Deployment, secret_values
 from daskscore.config.options import JobOptions
-from daskscore.engine import resume
+from daskscore.engine import recipe, resume
 from daskscore.engine.finish import JobRecord, JobResult, failure, finish_job
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.plan import JobPlan, plan_job
 from daskscore.engine.scoring import JobRun, open_board, score_all
 from daskscore.errors import OutputError, UsageError
-from daskscore.io import outputdir, storage
+from daskscore.io import outputdir, outputlock, storage
 from daskscore.io.joblog import job_logging
 from daskscore.io.ledger import make_staging, read_ledger
 from daskscore.worker import script as script_mod
@@ -58,6 +60,20 @@ def execute(
     output or script cannot be used.
     """
     options = options or JobOptions()
+    lock = outputlock.lock_output(output, uuid.uuid4().hex[:12])  # refuses a folder in use
+    try:
+        return _execute(deployment, input_path, output, options, lock)
+    finally:
+        lock.release()
+
+
+def _execute(
+    deployment: Deployment,
+    input_path: str | Path,
+    output: str | Path,
+    options: JobOptions,
+    lock: outputlock.OutputLock | outputlock.RemoteMarker,
+) -> JobResult:
     early: EarlyCluster | None = None
     running = None
     if options.client is None and not options.scheduler and options.warm:
@@ -74,9 +90,9 @@ def execute(
         )
         early = EarlyCluster(_cluster(deployment, options))
     try:
-        plan = plan_job(deployment, input_path, options)
+        plan = plan_job(deployment, input_path, options, output=output)
         assert plan is not None  # (plan_job raises its first problem)
-        job = _claim(plan, output)
+        job = _claim(plan, output, lock)
     except BaseException:
         if early is not None:
             early.discard()
@@ -89,6 +105,8 @@ def execute(
         early if early is not None else _cluster(deployment, options) as handle,
         open_board(job, handle) as board,
     ):
+        for note in plan.notes:  # what the listing left out (the output folder, broken links)
+            logger.info(note)
         try:
             transport = score_all(job, handle, board)
         except UsageError:
@@ -119,42 +137,40 @@ def _backends(input_path: object) -> list[str]:
     return sorted({m for u in urls if isinstance(u, str) for m in storage.backend_modules(u)})
 
 
-def _claim(plan: JobPlan, output: str | Path) -> JobRun:
-    """Claim the output folder (or find the interrupted job to resume there)."""
+def _claim(
+    plan: JobPlan, output: str | Path, lock: outputlock.OutputLock | outputlock.RemoteMarker
+) -> JobRun:
+    """Claim the output folder (or find the interrupted job to resume there); ``lock`` is
+    this job's lock on it, which names the job once the folder is found usable."""
     deployment, options = plan.deployment, plan.options
     settings = deployment.settings
     target = plan.writer.target(settings.output_file_name)
     remote_out = str(output) if storage.is_remote(str(output)) else None
     if remote_out:
-        outputdir.claim_remote_output(remote_out, target, options.overwrite)
+        outputdir.claim_remote_output(remote_out, target, options.overwrite, lock.announce)
         out_dir = Path(tempfile.mkdtemp(prefix="daskscore-output-"))
     else:
         out_dir = Path(output).expanduser().resolve()
-    unfinished = outputdir.claim_output(out_dir, target, options.overwrite, options.resume)
+    unfinished = outputdir.claim_output(
+        out_dir, target, options.overwrite, options.resume, lock.announce
+    )
     source = plan.input_path
     shown_input = source if storage.is_remote(source) else str(Path(source).expanduser().resolve())
-    record = JobRecord(uuid.uuid4().hex[:12], deployment, shown_input, out_dir)
+    record = JobRecord(lock.holder.job_id, deployment, shown_input, out_dir)
     job = JobRun(plan, record, Outcomes(plan.work, settings), remote_out)
-    fp = resume.fingerprint(
-        deployment.code,
-        deployment.model.path if deployment.model else None,
-        plan.files,
-        batching=[settings.mini_batch_size, plan.unit],
-        output=[
-            plan.writer.name,
-            settings.output_file_name,
-            plan.csv_kwargs,
-            options.partition_on,
-            options.rows_per_file,
-            options.carry_columns,
-        ],
-    )
+    fp = recipe.job_fingerprint(plan)
     if unfinished:
         job.run_no = _restore(job.outcomes, job.staging, fp, out_dir)  # refuses before changes
+    lock.announce()  # (the folder is this job's: a job refused from now on names it)
+    outputdir.clear_trash(out_dir)
     if options.resume:
         outputdir.remove_stale(out_dir, target)
     make_staging(job.staging)
     resume.write_manifest(job.staging, {"fingerprint": fp, "runs": job.run_no})
+    # what `daskscore replay` and --retry-failed need once the staging folder is gone
+    recipe.write_recipe(
+        out_dir, record.job_id, deployment, plan.input_path, options, fp, len(plan.work)
+    )
     return job
 
 
@@ -177,10 +193,14 @@ def publish(result: JobResult, out_dir: Path, url: str) -> JobResult:
     """Upload a job's local output folder to ``url``; the result then names the URL."""
     summary = dict(result.summary)
     summary["output"] = url
+    if summary.get("failed_items_file"):
+        summary["failed_items_file"] = f"{url.rstrip('/')}/failed_items.csv"
+    summary["replay"] = None  # (a replay reads the job's recipe from a local folder)
     if result.predictions is not None:
         summary["predictions"] = f"{url.rstrip('/')}/{Path(result.predictions).name}"
     outputdir.write_summary(out_dir, summary)
-    count = storage.upload_tree(out_dir, url, exclude=(outputdir.STAGING_DIR,))
+    leftovers = (outputdir.STAGING_DIR, f"{outputdir.TRASH_PREFIX}*", outputlock.LOCK_FILE)
+    count = storage.upload_tree(out_dir, url, exclude=leftovers)
     logger.info("uploaded %d files to %s", count, url)
     shutil.rmtree(out_dir, ignore_errors=True)
     return JobResult(result.status, url, summary["predictions"], summary)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from daskscore.io import outputdir
 from daskscore.protocol import WorkerJob
 from daskscore.ui import dashboard
 from daskscore.ui.progress import Progress
+from daskscore.worker.deadline import unwatched_workers, watch_deadlines
 from daskscore.worker.plugin import ScoringPlugin, WarmKeeper
 from daskscore.worker.threads import intra_op_threads
 
@@ -108,6 +109,8 @@ def score_all(
     try:
         tick()
         logger.info("cluster ready with %d workers", workers)
+        if handle.cluster is None:  # (local_cluster registered it on its own)
+            _watch_timeouts(handle.client)
         if wjob.warm_key:
             handle.client.register_plugin(WarmKeeper())  # (idempotent: once per cluster)
         handle.client.register_plugin(ScoringPlugin(wjob))
@@ -162,6 +165,7 @@ def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
         output_format=plan.writer.name,
         csv_kwargs=plan.csv_kwargs,
         carry_columns=tuple(plan.options.carry_columns),
+        partition_on=plan.writer.partition_on,
         # an existing cluster's workers were sized by whoever started them
         intra_op_threads=intra_op_threads(workers) if handle.embedded else None,
         resources=dict(plan.options.resources),
@@ -181,6 +185,26 @@ def live_counts(outcomes: Outcomes, progress: Progress) -> dict[str, Any]:
         failed_items=outcomes.failed_items,
     )
     return counts
+
+
+def _watch_timeouts(client: Any) -> None:
+    """Have the nannies of a cluster daskscore did not start enforce ``run()`` timeouts from
+    outside the worker processes; say once in the job log which workers have no nanny."""
+    watch_deadlines(client)
+    try:
+        bare = unwatched_workers(client.scheduler_info(n_workers=-1)["workers"])
+    except Exception:  # noqa: BLE001 - only a note in the log depends on it
+        logger.debug("listing the workers' nannies failed", exc_info=True)
+        return
+    if bare:
+        logger.warning(
+            "%d worker(s) run without a nanny (%s): retry_settings.timeout is enforced only "
+            "inside their processes there, so a run() that holds the GIL past it (C code, a "
+            "catastrophic regular expression) cannot be stopped on them. Start workers with "
+            "their nanny (dask worker without --no-nanny) to have them killed and restarted.",
+            len(bare),
+            ", ".join(bare[:5]) + (" ..." if len(bare) > 5 else ""),
+        )
 
 
 def _unregister(client: Any, job_id: str) -> None:

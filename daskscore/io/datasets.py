@@ -8,7 +8,10 @@ mini-batch is known; :func:`plan_groups` turns those into output partitions of a
 as a Dask DataFrame, and :func:`write_dataset` writes it with deterministic file names
 (``part-00000.parquet``, ...), so a rerun overwrites and never duplicates.  With
 ``partition_on``, rows go into hive-style folders ``column=value``; values are percent-encoded
-first, so a value such as ``../../etc`` stays one folder name inside the output.
+first, so a value such as ``../../etc`` stays one folder name inside the output.  A value whose
+folder name would be longer than a file system allows (:data:`MAX_NAME_BYTES`) fails its
+mini-batch in the worker (:func:`check_partition_values`): its rows cannot be written under
+their own value, and a shortened or hashed name would hand readers a different value.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ MB_COLUMN = "__daskscore_mini_batch"
 #: Output files hold about this many rows unless asked otherwise.
 DEFAULT_ROWS_PER_FILE = 1_000_000
 FORMATS = ("parquet", "csv")
+#: The longest name of one folder, in bytes, that common file systems allow (ext4, XFS, btrfs,
+#: APFS; NTFS counts 255 UTF-16 units): a partition folder ``column=value`` must fit.
+MAX_NAME_BYTES = 255
+#: Characters of a partition value that an error message shows.
+SHOWN_VALUE_CHARS = 60
 
 Piece = tuple[str, tuple[int, ...]]  # (staged part file, mini-batches taken from it)
 
@@ -61,6 +69,44 @@ def plan_groups(
     if current:
         groups.append([(p, tuple(m)) for p, m in current])
     return groups
+
+
+def printable(text: str) -> str:
+    """``text`` with what is not valid Unicode (a file name that is not UTF-8, listed as
+    ``\\udcff``) written out as backslash escapes, as the logs and append_row write it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def prediction_frame(items: list[Any]) -> Any:
+    """A list run() returned as a DataFrame of one ``prediction`` column (its str items that
+    are not valid Unicode escaped, where the column's type refuses them)."""
+    import pandas as pd
+
+    try:
+        return pd.DataFrame({"prediction": items})
+    except UnicodeEncodeError:
+        return pd.DataFrame({"prediction": [_printable_item(i) for i in items]})
+
+
+def _printable_item(item: Any) -> Any:
+    return printable(item) if isinstance(item, str) else item
+
+
+def write_part(frame: Any, path: Path) -> None:
+    """Stage ``frame`` as the Parquet file ``path``; a str column holding what is not valid
+    Unicode (a file name that is not UTF-8) is written with it escaped, not refused."""
+    try:
+        frame.to_parquet(path, index=False)
+    except UnicodeEncodeError:
+        import pandas as pd
+
+        frame = frame.copy(deep=False)
+        for column in frame.columns:
+            if pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(
+                frame[column]
+            ):
+                frame[column] = frame[column].map(_printable_item)
+        frame.to_parquet(path, index=False)
 
 
 def read_group(staging: str, group: list[Piece]) -> Any:
@@ -99,6 +145,36 @@ def quote_value(value: Any) -> str:
     text = str(value)
     quoted = urllib.parse.quote(text, safe=" ")
     return "%2E%2E" if quoted == ".." else ("%2E" if quoted == "." else quoted)
+
+
+class PartitionValueError(ValueError):
+    """A mini-batch's result holds a partition value whose folder name is too long."""
+
+
+def check_partition_values(frame: Any, partition_on: Sequence[str]) -> None:
+    """Refuse a mini-batch's result (a DataFrame) holding a value of a ``partition_on`` column
+    whose folder name ``column=value`` (percent-encoded) is over :data:`MAX_NAME_BYTES`.
+
+    Raises
+    ------
+    PartitionValueError
+        Naming the column and the value (cut to :data:`SHOWN_VALUE_CHARS` characters).
+    """
+    for column in partition_on:
+        if column not in frame.columns:
+            continue  # the driver names the missing columns (check_columns)
+        for value in frame[column].drop_duplicates().astype(str):
+            size = len(f"{column}={quote_value(value)}".encode())
+            if size <= MAX_NAME_BYTES:
+                continue
+            shown = value if len(value) <= SHOWN_VALUE_CHARS else value[:SHOWN_VALUE_CHARS] + "..."
+            raise PartitionValueError(
+                f"partition_on column '{column}': the value {shown!r} ({len(value)} characters) "
+                f"makes a folder name '{column}=...' of {size} bytes, more than the "
+                f"{MAX_NAME_BYTES} a file system allows; the rows of this mini-batch are not "
+                f"written. Shorten or hash the values of '{column}' in run(), or partition on "
+                "another column."
+            )
 
 
 def check_columns(columns: Sequence[str], partition_on: Sequence[str]) -> None:

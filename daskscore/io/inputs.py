@@ -2,8 +2,9 @@
 
 Pure functions and compact sequences.  Work is split by file count, as Azure does: the files of
 the input are listed recursively, sorted by path (so every run forms the same mini-batches),
-dot-files and dot-folders skipped, and cut into mini-batches of ``mini_batch_size`` files, the
-last taking the remainder; file sizes play no part.
+dot-files and dot-folders skipped (and broken symbolic links, and the job's own output folder
+when it lies inside the input: each said in one line of the job log), and cut into mini-batches
+of ``mini_batch_size`` files, the last taking the remainder; file sizes play no part.
 
 A big input costs the driver little memory: :class:`FileList` keeps each folder's path once and
 the file names packed in one string (about 20 bytes per file where a list of paths takes
@@ -14,6 +15,7 @@ mini-batch's files, a :class:`~daskscore.io.tabular.Split`) when it is asked.
 
 from __future__ import annotations
 
+import errno
 import os
 from array import array
 from bisect import bisect_left, bisect_right
@@ -28,13 +30,33 @@ from daskscore.io.tabular import Split
 #: Paths made at a time when a :class:`FileList` is walked.
 _CHUNK = 4096
 _ONE = 1
+#: Broken symbolic links named in the job log's line about them (the rest are counted).
+SHOWN_LINKS = 5
+#: What following a symbolic link that leads nowhere raises: it is skipped, not listed.
+_BROKEN = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
 
-def list_input_files(path: str | os.PathLike[str]) -> Sequence[str]:
+def list_input_files(
+    path: str | os.PathLike[str],
+    *,
+    exclude: str | os.PathLike[str] | None = None,
+    notes: list[str] | None = None,
+) -> Sequence[str]:
     """Absolute paths of the input files, sorted; a folder is walked recursively.
 
-    Files and folders whose name starts with a dot are skipped.  A folder's paths come as a
-    :class:`FileList` (a sequence of str, packed).
+    Files and folders whose name starts with a dot are skipped, and so are symbolic links that
+    lead nowhere (a file that is not there cannot be scored) and the folder ``exclude``.  A
+    folder's paths come as a :class:`FileList` (a sequence of str, packed).
+
+    Parameters
+    ----------
+    path : path-like
+        A file or a folder.
+    exclude : path-like, optional
+        A folder left out when it lies inside ``path``: the job's output folder, whose
+        predictions, logs and staging a second run would otherwise score as inputs.
+    notes : list, optional
+        Gets one line for each kind of entry skipped besides dot-files (for the job log).
 
     Raises
     ------
@@ -43,14 +65,74 @@ def list_input_files(path: str | os.PathLike[str]) -> Sequence[str]:
     """
     p = Path(path).expanduser()
     if not p.exists():
+        if p.is_symlink():
+            raise InputError(
+                f"input '{path}' is a symbolic link to '{os.readlink(p)}', which does not exist."
+            )
         raise InputError(f"input '{path}' does not exist.")
     p = p.resolve()
     if p.is_file():
         return [str(p)]
-    files = FileList(_walk(str(p)))
+    skipped = _Skipped(_folder_id(exclude))
+    files = FileList(_walk(str(p), skipped))
+    if notes is not None:
+        notes.extend(skipped.notes(str(p)))
     if not files:
-        raise InputError(f"input folder '{path}' holds no files (dot-files are skipped).")
+        more = " and broken symbolic links" if skipped.broken else ""
+        raise InputError(f"input folder '{path}' holds no files (dot-files{more} are skipped).")
     return files
+
+
+def _folder_id(folder: str | os.PathLike[str] | None) -> tuple[int, int] | None:
+    """(device, inode) of ``folder``, if it is one."""
+    if folder is None:
+        return None
+    try:
+        st = os.stat(Path(folder).expanduser())
+    except OSError:
+        return None  # not made yet: nothing in it to leave out
+    return (st.st_dev, st.st_ino)
+
+
+class _Skipped:
+    """What a walk left out besides dot-files: the excluded folder, broken symbolic links."""
+
+    def __init__(self, exclude: tuple[int, int] | None) -> None:
+        self.exclude = exclude
+        self.excluded: str | None = None
+        self.broken = 0
+        self.shown: list[str] = []  # the first broken links found
+
+    def add_broken(self, path: str) -> None:
+        self.broken += 1
+        if len(self.shown) < SHOWN_LINKS:
+            self.shown.append(path)
+
+    def notes(self, root: str) -> list[str]:
+        lines = []
+        if self.excluded:
+            lines.append(
+                f"the output folder {self.excluded} is inside the input folder {root}: it is "
+                "left out of the input (its predictions, logs and staging are not scored)"
+            )
+        if self.broken:
+            more = f" and {self.broken - len(self.shown)} more" if self.broken > SHOWN_LINKS else ""
+            lines.append(
+                f"skipped {self.broken} broken symbolic link(s) in the input folder {root} (they "
+                f"lead to no file): {', '.join(sorted(self.shown))}{more}"
+            )
+        return lines
+
+
+def _broken_link(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a symbolic link to nothing (or to a loop of links)."""
+    if not entry.is_symlink():  # the listing's own file type: no system call
+        return False
+    try:
+        entry.stat()
+    except OSError as exc:
+        return exc.errno in _BROKEN
+    return False
 
 
 class _Folder:
@@ -71,8 +153,10 @@ class _Folder:
         return self.names[self.offsets[i] : self.offsets[i + 1] - 1]
 
 
-def _walk(root: str) -> list[_Folder]:
-    """The folders under ``root`` that are walked (each once), depth first by name."""
+def _walk(root: str, skipped: _Skipped | None = None) -> list[_Folder]:
+    """The folders under ``root`` that are walked (each once), depth first by name; what is
+    left out besides dot-files is noted in ``skipped``."""
+    skipped = skipped or _Skipped(None)
     walked: list[_Folder] = []
     seen: set[tuple[int, int]] = set()  # (device, inode) of folders walked: no symlink loops
     stack: list[tuple[str, int, str]] = [(root, -1, "")]
@@ -91,6 +175,10 @@ def _walk(root: str) -> list[_Folder]:
         if (st.st_dev, st.st_ino) in seen:
             entries.close()
             continue
+        if parent >= 0 and (st.st_dev, st.st_ino) == skipped.exclude:
+            entries.close()
+            skipped.excluded = folder
+            continue
         seen.add((st.st_dev, st.st_ino))
         folders: list[tuple[str, str]] = []
         names: list[str] = []
@@ -104,6 +192,8 @@ def _walk(root: str) -> list[_Folder]:
                     is_folder = False
                 if is_folder:
                     folders.append((entry.name, entry.path))
+                elif _broken_link(entry):
+                    skipped.add_broken(entry.path)
                 else:
                     names.append(entry.name)
         if parent >= 0:

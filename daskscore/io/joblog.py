@@ -36,7 +36,7 @@ class FileLogHandler(logging.Handler):
             return  # closed, or inherited by a forked process
         try:
             line = redact(self.format(record), self._secrets) + "\n"
-            os.write(self._fd, line.encode("utf-8", errors="replace"))
+            os.write(self._fd, line.encode("utf-8", "backslashreplace"))  # a non-UTF-8 name
         except Exception:  # noqa: BLE001 - logging must never fail the job
             self.handleError(record)
 

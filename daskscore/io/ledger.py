@@ -1,6 +1,8 @@
 """Part files and ledgers: how workers hand their results to the driver, crash-safely.
 
-Each task attempt writes two files in the job's staging folder:
+Each task attempt writes two files in the job's staging folder, named after the attempt
+(``r<run>a<seq>-<job id>``: the job id keeps two jobs from ever writing one file, and a resumed
+job, run 2, keeps run 1's files under their names and reads them back by their ledgers):
 
 * ``parts/<attempt>.part``: the append_row bytes of its mini-batches, in the order they ran;
 * ``ledger/<attempt>.log``: an append-only log of lines, each one ``os.write`` call:

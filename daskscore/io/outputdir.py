@@ -11,6 +11,12 @@ Layout (Azure's names, which users' tooling looks for)::
       logs/sys/job_report/processed_mini-batches.csv
       logs/sys/daskscore.txt             daskscore's and Dask's own log
       .daskscore/                        part files and ledgers while the job runs
+      .daskscore.lock                    the running job's lock (see daskscore.io.outputlock)
+
+A job's output is whole once ``job_summary.json`` is written: that is the last thing it writes.
+The staging folder is then renamed to ``.daskscore-trash-<job id>`` (one step, so a job killed
+at any instant leaves either its whole staging folder or none) and deleted; a summary beside a
+staging folder means the job finished, and a trash folder is removed by the next job there.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,8 @@ from daskscore.errors import OutputError
 
 SUMMARY_FILE = "job_summary.json"
 STAGING_DIR = ".daskscore"
+#: A finished job's staging folder, renamed on its way out (never taken for a live one).
+TRASH_PREFIX = ".daskscore-trash-"
 ATTEMPT_COLUMNS = [
     "mini_batch_id",
     "try",
@@ -46,15 +54,22 @@ _COPY_CHUNK = 1 << 20
 
 
 def claim_output(
-    output: Path, predictions_name: str | None, overwrite: bool, resume: bool = False
+    output: Path,
+    predictions_name: str | None,
+    overwrite: bool,
+    resume: bool = False,
+    before_changes: Callable[[], None] | None = None,
 ) -> bool:
     """Make ``output`` ready for a job, or refuse one that already holds a job's results.
 
-    Returns True when an unfinished job is there to be resumed (``resume=True``).
+    Returns True when an unfinished job is there to be resumed (``resume=True``).  A staging
+    folder beside a summary is a finished job's (killed as it removed it), not an unfinished
+    one.  ``before_changes`` is called once the folder is found usable, before anything in it
+    is removed (not when resuming: the caller checks the job first).
     """
     if output.exists() and not output.is_dir():
         raise OutputError(f"output '{output}' is a file; give a folder (it is created if missing).")
-    unfinished = (output / STAGING_DIR).is_dir()
+    unfinished = (output / STAGING_DIR).is_dir() and not (output / SUMMARY_FILE).exists()
     if resume and not overwrite:
         if not unfinished and (output / SUMMARY_FILE).exists():
             raise OutputError(
@@ -72,7 +87,10 @@ def claim_output(
             "where it stopped, or --overwrite to start again."
         )
     if held and not overwrite:
-        raise results_held(f"output folder '{output}'", [p.name for p in held])
+        shown = [p.name for p in held if p.name != STAGING_DIR]
+        raise results_held(f"output folder '{output}'", shown)
+    if before_changes is not None:
+        before_changes()
     for path in held:
         _remove(path)
     if overwrite and (output / "logs").is_dir():
@@ -102,6 +120,26 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def discard_staging(staging: Path, job_id: str) -> None:
+    """Remove a finished job's staging folder: renamed out of the way in one step, then
+    deleted (a kill during the deletion leaves a trash folder, never a half staging folder)."""
+    trash = staging.with_name(f"{TRASH_PREFIX}{job_id}")
+    try:
+        os.rename(staging, trash)
+    except FileNotFoundError:
+        return
+    except OSError:  # (a trash folder of that name: delete in place)
+        trash = staging
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clear_trash(output: Path) -> None:
+    """Delete what earlier jobs' staging folders left while they were being deleted."""
+    for path in output.glob(f"{TRASH_PREFIX}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _make_logs(output: Path) -> None:
@@ -193,7 +231,8 @@ def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...]]) -> int:
     """
     count = 0
     names: dict[Any, str] = {}  # worker names and statuses, quoted: a job has few of them
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    # a non-UTF-8 file name in an error is written as \udcff
+    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         fh.write(",".join(ATTEMPT_COLUMNS) + "\r\n")
         lines: list[str] = []
         for mb, try_no, worker, start, total, ok, failed, elapsed, run, status, error in rows:
@@ -273,16 +312,23 @@ def write_summary(output: Path, summary: dict[str, Any]) -> Path:
 
 def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    text = text if text.endswith("\n") else text + "\n"
+    path.write_text(text, encoding="utf-8", errors="backslashreplace")
 
 
 def append_text(path: Path, line: str) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
+    with open(path, "a", encoding="utf-8", errors="backslashreplace") as fh:
         fh.write(line.rstrip("\n") + "\n")
 
 
-def claim_remote_output(url: str, target: str | None, overwrite: bool) -> None:
-    """Refuse a remote output folder that holds a job's results, unless overwriting them."""
+def claim_remote_output(
+    url: str,
+    target: str | None,
+    overwrite: bool,
+    before_changes: Callable[[], None] | None = None,
+) -> None:
+    """Refuse a remote output folder that holds a job's results, unless overwriting them;
+    ``before_changes`` is called once it is found usable, before anything is removed."""
     from daskscore.io import storage
 
     fs, root = storage.filesystem(url, verb="writing")
@@ -291,6 +337,8 @@ def claim_remote_output(url: str, target: str | None, overwrite: bool) -> None:
     held = [n for n in names if fs.exists(f"{root.rstrip('/')}/{n}")]
     if held and not overwrite:
         raise results_held(f"output '{url}'", held)
+    if before_changes is not None:
+        before_changes()
     for name in held:
         fs.rm(f"{root.rstrip('/')}/{name}", recursive=True)
     if held and fs.exists(f"{root.rstrip('/')}/logs"):

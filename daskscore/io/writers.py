@@ -158,10 +158,10 @@ def format_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> bytes:
         if result.empty and not csv_kwargs.get("header", False):
             return b""
         text = result.to_csv(**{"lineterminator": "\n", **csv_kwargs})
-        return text.encode("utf-8")
+        return text.encode("utf-8", "backslashreplace")  # a non-UTF-8 file name: \udcff
     if not result:
         return b""
-    return ("\n".join(map(_one_line, result)) + "\n").encode("utf-8")
+    return ("\n".join(map(_one_line, result)) + "\n").encode("utf-8", "backslashreplace")
 
 
 def _one_line(item: Any) -> str:
@@ -257,7 +257,7 @@ class DatasetSink(Sink):
 
             self.count += 1
             name = f"{self.attempt}-{self.count:05d}.parquet"
-            pd.concat(self.frames, ignore_index=True).to_parquet(self.staging / name, index=False)
+            datasets.write_part(pd.concat(self.frames, ignore_index=True), self.staging / name)
         for rec in self.pending:
             if rec.final and rec.done and rec.rows:
                 rec.part = name
@@ -276,6 +276,11 @@ class DatasetWriter(OutputWriter):
     def __init__(self, partition_on: Sequence[str] = (), rows_per_file: int | None = None) -> None:
         super().__init__(partition_on, rows_per_file)
         self._checked = not self.partition_on
+
+    def encode(self, items: Any, csv_kwargs: Mapping[str, Any]) -> Any:
+        # a partition value too long for a folder name fails this mini-batch, not the job
+        datasets.check_partition_values(items, self.partition_on)
+        return items
 
     def sink(self, ledger: LedgerWriter, staging: str, attempt: str) -> Sink:
         return DatasetSink(ledger, staging, attempt)

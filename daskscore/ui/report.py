@@ -98,7 +98,7 @@ def write_report(out_dir: Path, summary: dict[str, Any], attempts: list[dict[str
     )
     path = Path(out_dir) / REPORT_FILE
     tmp = path.with_name(REPORT_FILE + ".partial")
-    tmp.write_text(page, encoding="utf-8")
+    tmp.write_text(page, encoding="utf-8", errors="backslashreplace")  # non-UTF-8 names
     os.replace(tmp, path)
     return path
 
@@ -320,9 +320,19 @@ def _failures_section(s: dict[str, Any]) -> str:
     head = '<h2>Failures</h2><div id="failures">'
     if not failures:
         return head + '<p class="muted">No mini-batch failed.</p></div>\n'
+    replay = s.get("replay")
+    how = (
+        f" Run the first of them again in a terminal, under a debugger: "
+        f"<code>{escape(replay)} --pdb</code>."
+        if replay
+        else ""
+    )
+    listed = (
+        " Every failed item: <code>failed_items.csv</code>." if s.get("failed_items_file") else ""
+    )
     out = [
         head,
-        f"<p>{_int(len(failures))} mini-batch(es) with failed items.</p>",
+        f"<p>{_int(len(failures))} mini-batch(es) with failed items.{listed}{how}</p>",
         '<table><tr><th class="n">mini-batch</th><th>status</th><th class="n">tries</th>'
         '<th class="n">failed items</th><th>files</th><th>error</th></tr>',
     ]

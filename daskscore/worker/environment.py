@@ -3,11 +3,13 @@
 ``AZUREML_MODEL_DIR`` holds the model under its own base name, ``AZUREML_BI_OUTPUT_PATH`` is the
 job's output folder, ``settings.environment_variables`` are set, ``sys.argv`` is the script's
 own, and a GPU of an embedded cluster becomes ``CUDA_VISIBLE_DEVICES``.  Used by the worker
-runtime and by ``daskscore validate`` alike.
+runtime and by ``daskscore validate`` alike.  What the script prints or logs is masked
+(:class:`RedactingStream`, :class:`RedactingFilter`) and written whatever the names it holds.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -16,6 +18,10 @@ from typing import Any
 
 from daskscore.config import redact
 from daskscore.protocol import WorkerJob
+
+#: How the logs a script writes encode a str that is not valid Unicode: a file name that is not
+#: UTF-8 (``bad\xffname.txt`` is listed as ``bad\udcffname.txt``) is written ``\udcff``.
+NAME_ERRORS = "backslashreplace"
 
 
 def set_environment(job: WorkerJob, saved: dict[str, Any], device: str | None = None) -> str:
@@ -89,3 +95,45 @@ class SwitchableStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secret values in a log record before a handler writes it: the message with its
+    arguments, the traceback and the stack (the record itself is changed, so every handler
+    after this one sees it masked)."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: the handler reports it
+            return True
+        record.msg, record.args = redact(message, self._secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self._secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self._secrets)
+        return True
+
+
+def mask_handlers(logger: logging.Logger, secrets: tuple[str, ...]) -> Any:
+    """Put a :class:`RedactingFilter` on every handler ``logger`` has now: those a worker
+    process inherited (a worker forked from ``daskscore run --verbose`` holds its stderr
+    handler) as well as its own; return a function that takes them off again."""
+    if not secrets:
+        return lambda: None
+    masking = RedactingFilter(secrets)
+    handlers = list(logger.handlers)
+    for handler in handlers:
+        handler.addFilter(masking)
+
+    def undo() -> None:
+        for handler in handlers:
+            handler.removeFilter(masking)
+
+    return undo

@@ -108,7 +108,9 @@ class ScoringPlugin(WorkerPlugin):
                 del _RUNTIMES[job.job_id]
                 await _in_task_thread(worker, parked.uninstall)
         await release_parked(worker)
-        state = JobRuntime(job, label, worker.local_directory, device)
+        # a worker with a nanny has its timeouts enforced from outside, too (see deadline.py)
+        nanny = bool(getattr(worker, "nanny", None))
+        state = JobRuntime(job, label, worker.local_directory, device, nanny=nanny)
         _RUNTIMES[job.job_id] = state
         await _in_task_thread(worker, state.install)
 

@@ -4,7 +4,8 @@ the scheduler, which outlives the worker process.
 Workers that do not share the driver's disk cannot leave a ledger the driver can read when
 their process dies.  :class:`RelayLedger` writes the part file and ledger as on a shared disk
 (in the worker's own staging folder), and also sets, synchronously, which mini-batch and try is
-running (and whether the watchdog ended it for a timeout) in the scheduler's metadata under
+running (and whether the watchdog, or the worker's nanny, ended it for a timeout) in the
+scheduler's metadata under
 :func:`daskscore.protocol.relay_key`; the driver reads it back with
 :func:`daskscore.engine.transport.relay_state`.
 """
@@ -51,6 +52,13 @@ class RelayLedger(LedgerWriter):
         super().timed_out(mini_batch)
         self.entry["timed_out"] = mini_batch
         self._send()
+
+    @staticmethod
+    def timeout_entry(running: list[Any]) -> dict[str, Any]:
+        """The note of a task whose ``run()`` (``running``: mini-batch, try, start, worker)
+        was ended for a timeout: what :meth:`timed_out` leaves, as the nanny writes it when
+        the process could not (:mod:`daskscore.worker.deadline`)."""
+        return {"running": list(running), "timed_out": running[0]}
 
     def _send(self) -> None:
         self._call("set_metadata", keys=self.key, value=dict(self.entry))

@@ -10,7 +10,10 @@ worker's task thread) prepares the job and calls the script's ``init()`` once:
 3. the script is imported with its code folder on ``sys.path`` and ``init()`` is called;
 4. a watchdog thread ends the process when a ``run()`` call overruns
    ``retry_settings.timeout`` (the nanny then starts a fresh process, whose plugin calls
-   ``init()`` again).
+   ``init()`` again).  The thread needs the GIL, so on a worker with a nanny the deadline of
+   the call in flight is also written where the nanny reads it
+   (:class:`~daskscore.worker.deadline.DeadlineFile`): a ``run()`` stuck in C code holding
+   the GIL is killed from outside, and recorded the same way.
 
 A failing ``init()`` does not raise: it is kept in :attr:`JobRuntime.init_error`, written to
 ``logs/user/error/<worker>.txt`` and reported by every task, so the driver fails the job at
@@ -41,14 +44,18 @@ from daskscore.io.shipping import read_new
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob
 from daskscore.worker import script as script_mod
+from daskscore.worker.deadline import DeadlineFile
 from daskscore.worker.environment import (
+    NAME_ERRORS,
     RedactingStream,
     SwitchableStream,
+    mask_handlers,
     restore_environment,
     set_environment,
 )
 from daskscore.worker.handoff import SharedDisk, handoff_for
 from daskscore.worker.localize import localize
+from daskscore.worker.relay import RelayLedger
 from daskscore.worker.threads import limit_blas_threads
 
 logger = logging.getLogger(__name__)
@@ -70,6 +77,7 @@ class JobRuntime:
         local_directory: str | None = None,
         device: str | None = None,
         eligible: bool = True,
+        nanny: bool = False,
     ) -> None:
         self.job = job
         self.worker_name = worker_name
@@ -83,7 +91,7 @@ class JobRuntime:
         #: how results reach the driver: through the shared disk, or in the tasks' replies
         self.handoff: SharedDisk = handoff_for(job)
         #: the output format, worker side: what run()'s results are staged as
-        self.writer: OutputWriter = get_writer(job.output_format)
+        self.writer: OutputWriter = get_writer(job.output_format, job.partition_on)
         #: the job's worker-local folders exist (a shipped job's are made by localize)
         self.localized = not self.handoff.local_folders
         self.module: Any = None
@@ -95,6 +103,10 @@ class JobRuntime:
         self.model_dir: str | None = None
         # the run() call in flight: (deadline, mini_batch, ledger) or None; set by tasks
         self.in_flight: tuple[float, int, Any] | None = None
+        #: the worker has a nanny, which enforces timeouts from outside (see deadline.py) ...
+        self.nanny = nanny
+        #: ... reading the run() in flight in this file
+        self.deadlines: DeadlineFile | None = None
         #: held by the task running mini-batches: one run() at a time per process, as in
         #: Azure, even on a worker with several threads (scripts keep one model in a global)
         self.run_lock = threading.Lock()
@@ -143,6 +155,12 @@ class JobRuntime:
             target=self._watch, name=f"daskscore-watchdog-{job.job_id}", daemon=True
         )
         self._watchdog.start()
+        if self.nanny:
+            try:
+                self.deadlines = DeadlineFile(self.local_directory)
+                self.watch_attempt(None)
+            except OSError:  # the in-process watchdog still guards run()
+                logger.warning("cannot write run() deadlines for the nanny", exc_info=True)
 
     def adopt(self, job: WorkerJob) -> None:
         """Take over this runtime, parked by an earlier job with the same ``warm_key``, for
@@ -152,7 +170,7 @@ class JobRuntime:
             job = localize(job, self.local_directory)
         self.job = job
         self.handoff = handoff_for(job)
-        self.writer = get_writer(job.output_format)
+        self.writer = get_writer(job.output_format, job.partition_on)
         self.localized = True
         self.drained = {}
         self.cancelled = False
@@ -188,12 +206,14 @@ class JobRuntime:
         """The job is over but the script stays initialised for the next job with the same
         ``warm_key``: its log file is closed (prints go nowhere until then) and a shipped
         job's worker-local folders are removed."""
-        self.in_flight = None
+        self.run_ended()
         self._switch_log(open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
         self.handoff.cleanup(self.job)
 
     def uninstall(self) -> None:
         self._stop.set()
+        if self.deadlines is not None:
+            self.deadlines.close()
         if not self.eligible or self._stdout is None and self.module is None:
             return  # nothing was installed (no resources here, or preparing the job failed)
         shutdown = getattr(self.module, "shutdown", None)
@@ -250,7 +270,8 @@ class JobRuntime:
     def _open_log(self) -> Any:
         path = Path(self.job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        # a non-UTF-8 file name printed by the script is written as \udcff, not an error
+        return open(path, "a", encoding="utf-8", errors=NAME_ERRORS, buffering=1)  # noqa: SIM115
 
     def _switch_log(self, log_file: Any) -> None:
         """Send the script's prints and log lines to ``log_file`` from now on (the same
@@ -275,12 +296,15 @@ class JobRuntime:
         root.setLevel(self.job.logging_level.upper())
         root.addHandler(handler)
         self._log_handler = handler
+        # records also reach the handlers the process inherited (the stderr of --verbose)
+        self._unmask = mask_handlers(root, self.secrets)
 
     def _restore_output(self) -> None:
         if self._log_handler is not None:
             root = logging.getLogger()
             root.removeHandler(self._log_handler)
             root.setLevel(self._saved_root_level)
+            self._unmask()
         if self._stdout is not None:
             sys.stdout, sys.stderr = self._saved_streams
             self._stdout.flush()
@@ -292,11 +316,43 @@ class JobRuntime:
     # ------------------------------------------------------------------ errors and timeouts
     def write_error(self, context: str, text: str) -> None:
         """Append ``text`` (a whole traceback, say) to this worker's error log, as shown."""
-        path = Path(self.job.logs) / "user" / "error" / f"{self.worker_name}.txt"
+        path = self._error_log()
         path.parent.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(path, "a", encoding="utf-8") as fh:
+        with open(path, "a", encoding="utf-8", errors=NAME_ERRORS) as fh:
             fh.write(f"{stamp} {context} failed on {self.worker_name}:\n{self.shown(text)}\n\n")
+
+    def watch_attempt(self, attempt: str | None, ledger: Any = None) -> None:
+        """The task attempt whose ``run()`` calls come next (None: none, as in ``score()``),
+        and its ledger: where the nanny records a timeout it enforces."""
+        if self.deadlines is None:
+            return
+        job = self.job
+        self.deadlines.describe(
+            job_id=job.job_id,
+            worker=self.worker_name,
+            timeout=job.timeout,
+            staging=job.staging if attempt else None,
+            attempt=attempt,
+            relay=ledger.key if isinstance(ledger, RelayLedger) else None,
+            error_log=str(self._error_log()),
+        )
+
+    def run_started(self, mini_batch: int, try_no: int, start: float, ledger: Any) -> None:
+        """A ``run()`` call starts now: the watchdogs (this process's, and the nanny's) end
+        the process if it is still running ``retry_settings.timeout`` seconds later."""
+        deadline = time.monotonic() + self.job.timeout
+        self.in_flight = (deadline, mini_batch, ledger)
+        if self.deadlines is not None:
+            self.deadlines.started(deadline, mini_batch, try_no, start)
+
+    def run_ended(self) -> None:
+        self.in_flight = None
+        if self.deadlines is not None:
+            self.deadlines.finished()
+
+    def _error_log(self) -> Path:
+        return Path(self.job.logs) / "user" / "error" / f"{self.worker_name}.txt"
 
     def _watch(self) -> None:
         while not self._stop.wait(WATCHDOG_PERIOD_S):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from daskscore.errors import ConfigError
+from daskscore.io.datasets import PartitionValueError
 
 #: to_csv arguments of the append_row file: Azure writes space-separated, no header, no index.
 APPEND_ROW_CSV_DEFAULTS: dict[str, Any] = {"sep": " ", "header": False, "index": False}
@@ -204,6 +205,12 @@ def _pandas() -> Any:
 
 class ResultError(TypeError):
     """``run()`` returned something that is not a list, an array, a Series or a DataFrame."""
+
+
+#: What daskscore raises about what ``run()`` returned: the mini-batch fails with the message
+#: alone (no traceback of daskscore's frames); a partition value too long for a folder name is
+#: one of them.
+RESULT_ERRORS = (ResultError, PartitionValueError)
 
 
 def normalize_result(result: Any) -> pd.DataFrame | list[Any]:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from daskscore.io import tabular
+from daskscore.io import datasets, tabular
 from daskscore.io.ledger import LedgerWriter
 from daskscore.io.writers import Sink
 from daskscore.protocol import (
@@ -63,9 +63,11 @@ def run_task(
             result.interrupted = True
             return result
         sink = runtime.writer.sink(ledger, runtime.job.staging, attempt)
+        runtime.watch_attempt(attempt, ledger)  # where the nanny records a timeout
         try:
             _run_batches(runtime, ledger, sink, batches, result)
         finally:
+            runtime.watch_attempt(None)
             ledger.close()
         runtime.handoff.pack(runtime, result)
     return result
@@ -186,12 +188,12 @@ def _call_run(
     """run() under the watchdog's eye; then its result normalized and made into output, and
     the failed items the script named (if any)."""
     ledger.started(rec.mini_batch, rec.try_no, runtime.worker_name, rec.start)
-    runtime.in_flight = (time.monotonic() + runtime.job.timeout, rec.mini_batch, ledger)
+    runtime.run_started(rec.mini_batch, rec.try_no, rec.start or 0.0, ledger)
     started = time.perf_counter()
     try:
         returned = runtime.module.run(argument)
     finally:
-        runtime.in_flight = None
+        runtime.run_ended()
         ledger.finished(rec.mini_batch)
         rec.run_s = time.perf_counter() - started
     reasons: list[Any] = []
@@ -228,10 +230,10 @@ def to_frame(items: Any, argument: Any, work: Work, carry: tuple[str, ...]) -> A
     chosen input columns carried through in tabular mode."""
     import pandas as pd
 
-    frame = items if isinstance(items, pd.DataFrame) else pd.DataFrame({"prediction": items})
+    frame = items if isinstance(items, pd.DataFrame) else datasets.prediction_frame(items)
     if carry and isinstance(work, tabular.Split):
         source = argument.copy(deep=False)
-        source["file"] = work.path
+        source["file"] = datasets.printable(work.path)  # a name not UTF-8: \udcff, not refused
         source["row"] = argument.index
         frame = tabular.carry_columns(
             source.reset_index(drop=True), frame.reset_index(drop=True), list(carry)
@@ -242,7 +244,7 @@ def to_frame(items: Any, argument: Any, work: Work, carry: tuple[str, ...]) -> A
 def _failed(
     runtime: JobRuntime, rec: MiniBatchRecord, exc: BaseException, work: Work
 ) -> MiniBatchRecord:
-    if isinstance(exc, script_mod.ResultError):
+    if isinstance(exc, script_mod.RESULT_ERRORS):
         # daskscore raised it about what run() returned: the message is the whole story
         rec.error = runtime.shown(f"{type(exc).__name__}: {exc}")
     else:

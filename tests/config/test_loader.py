@@ -500,3 +500,63 @@ def test_override_can_fix_a_missing_model(tmp_path: Path) -> None:
     path = make_project(tmp_path, MINIMAL.replace("path: model", "path: gone"))
     dep = load_deployment(path, {"model.path": "model"})
     assert dep.model is not None and dep.model.path == (tmp_path / "model").resolve()
+
+
+# --------------------------------------------------------------------------- numbers, both ways
+
+NUMBERS = [
+    ("mini_batch_size", "-3", "settings.mini_batch_size"),
+    ("mini_batch_size", "0", "settings.mini_batch_size"),
+    ("mini_batch_size", "0 rows", "settings.mini_batch_size"),
+    ("mini_batch_size", "rows:0", "settings.mini_batch_size"),
+    ("mini_batch_size", "0MB", "settings.mini_batch_size"),
+    ("mini_batch_size", "0.0001KB", "settings.mini_batch_size"),
+    ("max_concurrency_per_instance", "0", "settings.max_concurrency_per_instance"),
+    ("instance_count", "0", "settings.instance_count"),
+    ("error_threshold", "-2", "settings.error_threshold"),
+    ("retry_settings.max_retries", "-1", "settings.retry_settings.max_retries"),
+    ("retry_settings.max_retries", "1.5", "settings.retry_settings.max_retries"),
+    ("retry_settings.timeout", "0", "settings.retry_settings.timeout"),
+    ("retry_settings.timeout", "-5", "settings.retry_settings.timeout"),
+    ("retry_settings.timeout", ".nan", "settings.retry_settings.timeout"),
+    ("retry_settings.timeout", ".inf", "settings.retry_settings.timeout"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "key"), NUMBERS)
+def test_numbers_are_checked_alike_in_the_file_and_in_overrides(
+    tmp_path: Path, name: str, value: str, key: str
+) -> None:
+    """The same value is refused from the YAML file (naming the file) and from an override
+    (``--set``, or the API's keywords: naming the override), with the same key and reason."""
+    if "." in name:
+        section, leaf = name.split(".")
+        block = f"{section}:\n  {leaf}: {value}\n"
+    else:
+        block = f"{name}: '{value}'\n" if " " in value or ":" in value else f"{name}: {value}\n"
+    path = make_project(tmp_path, with_settings(block))
+    with pytest.raises(ConfigError) as from_file:
+        load_deployment(path)
+    assert f"{path.resolve()}: {key}: expected" in str(from_file.value)
+
+    clean = make_project(tmp_path / "clean")
+    with pytest.raises(ConfigError) as from_override:
+        load_deployment(clean, {name: value})
+    message = str(from_override.value)
+    assert message.startswith(f"override: {key}: expected"), message
+    reason = str(from_file.value).split(": expected", 1)[1]
+    assert message.split(": expected", 1)[1] == reason
+
+
+def test_an_override_of_resources_instance_count_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^override: resources\.instance_count: expected"):
+        load_deployment(make_project(tmp_path), {"resources.instance_count": "-1"})
+
+
+def test_tabular_sizes_checked_at_load_are_those_the_job_reads(tmp_path: Path) -> None:
+    """A byte size the loader accepts is one the job can cut by; one it cannot ("2TB": no
+    terabytes) is refused at load, naming the override, not later in the job."""
+    dep = load_deployment(make_project(tmp_path), {"mini_batch_size": "1.5 kb"})
+    assert dep.settings.mini_batch.tabular() == ("bytes", 1536)
+    with pytest.raises(ConfigError, match=r"^override: settings\.mini_batch_size: expected"):
+        load_deployment(make_project(tmp_path), {"mini_batch_size": "2TB"})

@@ -354,7 +354,7 @@ def test_every_mini_batch_runs_and_settles_once(tmp_path: Path) -> None:
         assert job.tries(mb) == [(1, "RUN_DONE")]
     assert len(job.client.tasks) > 1  # several mini-batches a task, several tasks
     assert [t.attempt for t in job.client.tasks] == [
-        f"r01a{seq:06d}" for seq in range(1, len(job.client.tasks) + 1)
+        f"r01a{seq:06d}-{JOB_ID}" for seq in range(1, len(job.client.tasks) + 1)
     ]
     # tasks take the mini-batches in order
     assert [mb for t in job.client.tasks for mb in t.ids] == list(range(40))
@@ -488,7 +488,7 @@ def test_the_rest_of_a_task_that_came_home_early_runs_next(tmp_path: Path) -> No
     worker = FakeWorker()
 
     def early(attempt: str, key: str, payload: Payload) -> tuple[str, Any]:
-        worker.home_after = 3 if attempt == "r01a000001" else None
+        worker.home_after = 3 if attempt == f"r01a000001-{JOB_ID}" else None
         return worker(attempt, key, payload)
 
     job = make_job(tmp_path, worker, [1] * 40)
@@ -544,7 +544,7 @@ def test_an_interrupted_task_is_read_from_its_ledger(tmp_path: Path) -> None:
     worker = FakeWorker()
 
     def rerun(attempt: str, key: str, payload: Payload) -> tuple[str, Any]:
-        if attempt == "r01a000001":
+        if attempt == f"r01a000001-{JOB_ID}":
             ids = [mb for mb, _, _ in payload.items]
             committed = [worker._try(ids[0], 1, 2)]
             worker.ledgers[attempt] = LedgerState(committed, running=(ids[1], 1), exists=True)
@@ -555,9 +555,9 @@ def test_an_interrupted_task_is_read_from_its_ledger(tmp_path: Path) -> None:
     job.client.worker = rerun
     job.dispatcher.run()
     assert_settled_once(job, 12)
-    assert job.transport.asked == ["r01a000001"]
-    assert "r01a000001" not in job.transport.landed
-    assert job.outcomes.final[0].attempt == "r01a000001"
+    assert job.transport.asked == [f"r01a000001-{JOB_ID}"]
+    assert f"r01a000001-{JOB_ID}" not in job.transport.landed
+    assert job.outcomes.final[0].attempt == f"r01a000001-{JOB_ID}"
     assert job.tries(1) == [(1, "PROCESS_DIED"), (2, "RUN_DONE")]
 
 
@@ -639,7 +639,7 @@ def test_an_exceeded_error_threshold_aborts_the_job(tmp_path: Path) -> None:
     # are still running (one has committed a mini-batch before it is cancelled)
     worker = FakeWorker(max_retries=0, raising={0})
     job = make_job(tmp_path, worker, [1] * 40, workers=2, error_threshold=0, hold_after=1)
-    second = "r01a000002"
+    second = f"r01a000002-{JOB_ID}"
     worker.ledgers[second] = LedgerState(committed=[worker._try(5, 1, 1)], exists=True)
     job.dispatcher.run()
     held = [t.future for t in job.client.tasks[1:]]
@@ -694,7 +694,8 @@ def test_a_task_error_that_is_no_worker_loss_names_the_attempt(tmp_path: Path) -
 
     job = make_job(tmp_path, FakeWorker(), [1] * 4)
     job.client.worker = broken
-    with pytest.raises(DaskScoreError, match=r"task r01a000001 failed inside daskscore") as info:
+    failed = rf"task r01a000001-{JOB_ID} failed inside daskscore"
+    with pytest.raises(DaskScoreError, match=failed) as info:
         job.dispatcher.run()
     assert not isinstance(info.value, InitFailed)
     assert info.value.__cause__ is bug

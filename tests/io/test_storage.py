@@ -103,6 +103,7 @@ def test_storage_options_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_endpoint_env_fallback_for_old_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("botocore")  # (s3fs's; the [s3] extra)
     monkeypatch.delenv("DASKSCORE_STORAGE_OPTIONS", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")

@@ -357,12 +357,15 @@ def test_workers_get_their_thread_caps_however_they_start(tmp_path: Path, method
 FORKED = """
     import gc
     import os
-    from distributed.versions import _version_cached
+    try:
+        from distributed.versions import _version_cached
+    except ImportError:  # an older distributed caches no version report: -1, nothing to check
+        _version_cached = None
 
     def run(mini_batch):
         # the worker made Dask's version report when it registered: from the cache it was
         # forked with (hits), or by scanning the packages itself (misses only)
-        hits = _version_cached.cache_info().hits
+        hits = _version_cached.cache_info().hits if _version_cached else -1
         return [f"{os.path.basename(p)} {hits} {gc.get_freeze_count()}" for p in mini_batch]
 """
 
@@ -388,7 +391,8 @@ def test_workers_are_forked_ready(tmp_path: Path) -> None:
         "--no-progress", "--no-dashboard", env={"DASKSCORE_START_METHOD": "forkserver"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert all(hits > 0 and frozen > 10_000 for hits, frozen in _forked_rows(tmp_path / "out"))
+    rows = _forked_rows(tmp_path / "out")
+    assert all((hits > 0 or hits == -1) and frozen > 10_000 for hits, frozen in rows)
     # from Python, in a fresh interpreter (this one's fork server may predate the test)
     api = tmp_path / "api"
     code = f"import daskscore; daskscore.run({str(dep)!r}, {str(inputs)!r}, {str(api)!r})"

@@ -1,0 +1,159 @@
+"""One deployment value against its field of :mod:`daskscore.config.settings`: its type, its
+range (``minimum``, ``positive``, finite), its choices, and the sizes of ``mini_batch_size``.
+
+The loader checks the deployment file's values here, and each numeric override (``--set``, the
+API's keywords) on its own before it is merged, so that both get the same reason, naming the
+key, and an override's error says it is an override.  Every error is a
+:class:`~daskscore.errors.ConfigError` of one sentence: ``WHERE: KEY: expected ..., got ...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import typing
+from typing import Any
+
+from daskscore.config.settings import RetrySettings, Settings
+from daskscore.config.sizes import parse_mini_batch_size
+from daskscore.errors import ConfigError
+
+
+def check_override(path: list[str], value: Any) -> None:
+    """Check an override of a numeric setting on its own, as :func:`validate` checks the
+    file's (the others are checked with the file, by :func:`validate`)."""
+    if path == ["resources", "instance_count"]:
+        fields, hints = _fields(Settings), typing.get_type_hints(Settings)
+        name = "instance_count"
+    elif len(path) == 3 and path[:2] == ["settings", "retry_settings"]:
+        fields, hints = _fields(RetrySettings), typing.get_type_hints(RetrySettings)
+        name = path[2]
+    elif len(path) == 2 and path[0] == "settings":
+        fields, hints = _fields(Settings), typing.get_type_hints(Settings)
+        name = path[1]
+    else:
+        return
+    if name in fields and (hints[name] in (int, float) or fields[name].metadata.get("size")):
+        check_value(value, hints[name], fields[name].metadata, ".".join(path), "override")
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def build(cls: type, values: dict[str, Any], prefix: str, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: {prefix}: expected a mapping, got {kind(values)}.")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values or values[f.name] is None and f.name == "environment_variables":
+            continue
+        key = f"{prefix}.{f.name}"
+        value = values[f.name]
+        if hints[f.name] is RetrySettings:
+            kwargs[f.name] = build(RetrySettings, value or {}, key, where)
+        else:
+            kwargs[f.name] = check_value(value, hints[f.name], f.metadata, key, where)
+    return cls(**kwargs)
+
+
+def check_value(value: Any, hint: Any, meta: Any, key: str, where: str) -> Any:
+    def fail(expected: str) -> typing.NoReturn:
+        raise ConfigError(f"{where}: {key}: expected {expected}, got {kind(value)}.")
+
+    if meta.get("size"):
+        return _check_size(value, meta, key, where)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)
+            else:
+                fail(_int_phrase(meta))
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number of seconds" if meta.get("positive") else "a number")
+        value = float(value)
+        if not math.isfinite(value):  # YAML's .nan and .inf
+            fail("a positive number of seconds" if meta.get("positive") else "a finite number")
+    elif hint is str:
+        if not isinstance(value, str) or not value:
+            fail("a non-empty string")
+        if "choices" in meta:
+            value = value.lower()
+            if value not in meta["choices"]:
+                fail("one of " + ", ".join(meta["choices"]))
+    elif typing.get_origin(hint) is dict:
+        return _env_vars(value, key, where)
+    if "minimum" in meta and value < meta["minimum"]:
+        fail(_int_phrase(meta))
+    if meta.get("positive") and value <= 0:
+        fail("a positive number of seconds")
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(\.\d+)?\s*([kmgt]i?b?|b)|rows?\s*:\s*\d+|\d+\s*rows?)\s*$", re.I)
+
+
+def _check_size(value: Any, meta: Any, key: str, where: str) -> int | str:
+    """mini_batch_size: a positive integer (files), or a byte size / row count (tabular)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
+        return int(value)
+    if isinstance(value, str) and _SIZE.match(value) and _positive_size(value):
+        return value.strip()
+    raise ConfigError(
+        f"{where}: {key}: expected a positive integer (files per mini-batch), or for tabular "
+        f"inputs a byte size such as '10MB' or a row count such as '500 rows'; got {kind(value)}."
+    )
+
+
+def _positive_size(value: str) -> bool:
+    """Whether a byte size or row count is at least 1 (not "0MB", "0 rows", "0.0001KB")."""
+    try:
+        parse_mini_batch_size(value)
+    except ConfigError:
+        return False
+    return True
+
+
+def _int_phrase(meta: Any) -> str:
+    low = meta.get("minimum")
+    if low == 1:
+        return "a positive integer"
+    if low == 0:
+        return "an integer >= 0"
+    return f"an integer >= {low}" if low is not None else "an integer"
+
+
+def _env_vars(value: Any, key: str, where: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{where}: {key}: expected a mapping of names to values, got {kind(value)}."
+        )
+    out = {}
+    for name, val in value.items():
+        if val is None or isinstance(val, (dict, list)):
+            raise ConfigError(
+                f"{where}: {key}.{name}: expected a string or number, got {kind(val)}."
+            )
+        out[str(name)] = str(val).lower() if isinstance(val, bool) else str(val)
+    return out
+
+
+def kind(value: Any) -> str:
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        type(None): "nothing",
+    }
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{names.get(type(value), type(value).__name__)} ({shown})"

@@ -1,0 +1,127 @@
+"""``daskscore replay OUTPUT --mini-batch N``: one mini-batch of a finished job, again, here.
+
+The job is read back from its recipe (:mod:`daskscore.engine.recipe`): the deployment as it was
+loaded (``--set`` overrides, environment variables, model), the input and the options that
+cut it into mini-batches.  The input is listed and planned again; when it no longer gives the
+same mini-batches (files added, removed or renamed, another mini_batch_size) the replay is
+refused, since mini-batch N would hold other files.  Then the scoring script, as it is now in
+the code folder, is imported with a worker's environment, and ``init()`` and ``run()`` of that
+mini-batch are called in this process (:func:`daskscore.devtools.validate.dry_run`; remote
+inputs are downloaded again).  The rows are printed as append_row writes them; an exception
+is printed with the user's frames (and ``--pdb`` stops in the innermost of them).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, TextIO
+
+from daskscore.devtools.validate import EXIT_FAILED, EXIT_OK, dry_run
+from daskscore.engine.plan import plan_job
+from daskscore.engine.recipe import job_fingerprint, read_recipe, replay_command
+from daskscore.errors import UsageError
+from daskscore.io import tabular
+
+__all__ = ["replay", "replay_command"]
+
+
+def replay(
+    output: str | os.PathLike[str],
+    mini_batch: int,
+    *,
+    post_mortem: bool = False,
+    rows: int | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Run mini-batch ``mini_batch`` of the job in ``output`` again, in this process.
+
+    Parameters
+    ----------
+    output : str or path-like
+        The output folder of a finished (or failed) job.
+    mini_batch : int
+        The mini-batch id, as ``processed_mini-batches.csv`` and ``failed_items.csv`` name it.
+    post_mortem : bool
+        On an exception in the script, start ``pdb`` at the script's innermost frame.
+    rows : int, optional
+        Print at most this many lines of the rows (default: all of them).
+    out : text stream, optional
+        Where the rows go (default ``sys.stdout``); messages and tracebacks go to stderr.
+
+    Returns
+    -------
+    int
+        0 when ``init()`` and ``run()`` worked, 1 when the script raised.
+
+    Raises
+    ------
+    UsageError
+        ``output`` holds no job, ``mini_batch`` is not one of its mini-batches, or the input
+        no longer gives the job's mini-batches.
+    """
+    out = out or sys.stdout
+    recipe = read_recipe(output)
+    if isinstance(mini_batch, bool) or not isinstance(mini_batch, int):
+        raise UsageError(f"--mini-batch {mini_batch!r}: expected a mini-batch id (an integer).")
+    if not 0 <= mini_batch < recipe.mini_batches:
+        raise UsageError(
+            f"--mini-batch {mini_batch}: the job in '{recipe.output}' has mini-batches 0 to "
+            f"{recipe.mini_batches - 1}."
+        )
+    plan = plan_job(recipe.deployment, recipe.input_path, recipe.options, output=recipe.output)
+    assert plan is not None
+    now = job_fingerprint(plan)
+    changed = [k for k in ("inputs", "mini_batches") if now[k] != recipe.fingerprint.get(k)]
+    if changed or len(plan.work) != recipe.mini_batches:
+        what = "the input file list" if "inputs" in changed else "the mini-batching"
+        raise UsageError(
+            f"cannot replay mini-batch {mini_batch} of the job in '{recipe.output}': "
+            f"{what} of '{recipe.input_path}' changed since the job ran ({len(plan.work)} "
+            f"mini-batches now, {recipe.mini_batches} then), so mini-batch {mini_batch} would "
+            "not hold the same input. Run the job again instead."
+        )
+    notes = []
+    if now["code"] != recipe.fingerprint.get("code"):
+        notes.append(
+            "the scoring script's code folder changed since the job ran: replaying it as it is now"
+        )
+    if now["model"] != recipe.fingerprint.get("model"):
+        notes.append("the model files changed since the job ran")
+    work = plan.work[mini_batch]
+    print(
+        f"daskscore: replaying mini-batch {mini_batch} of job {recipe.job_id} "
+        f"({_describe_work(work)}) in this process, without a cluster.",
+        file=sys.stderr,
+        flush=True,
+    )
+    for note in notes:
+        print(f"daskscore: note: {note}.", file=sys.stderr, flush=True)
+    report = dry_run(plan.deployment, work, plan.csv_kwargs, post_mortem=post_mortem)
+    if report.failed_stage:
+        print(
+            f"daskscore: {report.failed_stage} failed on mini-batch {mini_batch}:\n{report.error}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    lines = report.rows.decode("utf-8", errors="backslashreplace").splitlines()
+    for line in lines if rows is None else lines[: max(rows, 0)]:
+        print(line, file=out)
+    returned = report.returned or 0
+    print(
+        f"daskscore: mini-batch {mini_batch}: {report.items} {plan.unit} given, run() returned "
+        f"{returned} results; {len(lines)} lines as append_row writes them"
+        + (f" ({min(len(lines), max(rows, 0))} shown)" if rows is not None else "")
+        + ".",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _describe_work(work: Any) -> str:
+    if isinstance(work, tabular.Split):
+        rows = f"{work.n_rows} rows" if work.n_rows is not None else "rows"
+        return f"{rows} of {work.path}, from row {work.first_row}"
+    first = os.fsdecode(work[0]) if work else ""
+    more = f" and {len(work) - 1} more" if len(work) > 1 else ""
+    return f"{len(work)} file{'s' if len(work) != 1 else ''}: {first}{more}"

@@ -1,0 +1,82 @@
+"""``<output>/failed_items.csv``: one row per input item that failed, to act on.
+
+Written whenever any item failed (and removed from an output folder when none did, so that a
+file left by an earlier run never describes this one).  Columns::
+
+    mini_batch,file,status,tries,error
+
+``file`` is the input path or URL as listed (a tabular mini-batch is one row naming its file
+and its rows), ``status`` the final try's status as in ``processed_mini-batches.csv``
+(``RUN_EXCEPTION``, ``RUN_TIMEOUT``, ``PROCESS_DIED``), or ``PARTIAL`` for the files of a
+mini-batch whose ``run()`` returned fewer results than it was given (which of them it left out
+cannot be told from a list of results), ``tries`` the tries it had (in every run of the job),
+``error`` the last line of the error (the exception and its message), secrets masked.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from daskscore.config.settings import redact
+from daskscore.engine.outcomes import Outcomes
+from daskscore.protocol import Status
+
+FAILED_ITEMS = "failed_items.csv"
+COLUMNS = ("mini_batch", "file", "status", "tries", "error")
+PARTIAL = "PARTIAL"
+
+
+def failed_item_rows(
+    outcomes: Outcomes, secrets: tuple[str, ...] = ()
+) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``failed_items.csv``, in mini-batch order, then input order."""
+    for mb in outcomes.failure_ids():
+        rec = outcomes.final[mb]
+        status = PARTIAL if rec.status == Status.RUN_DONE else str(rec.status)
+        tries = outcomes.tries.get(mb, rec.try_no)
+        error = redact(last_line(rec.error or ""), secrets)
+        for name in item_names(outcomes.work[mb]):
+            yield mb, name, status, tries, error
+
+
+def item_names(work: Any) -> list[str]:
+    """A mini-batch's items as ``failed_items.csv`` names them."""
+    if isinstance(work, list):
+        return [os.fsdecode(f) if isinstance(f, bytes) else f for f in work]
+    first = work.first_row
+    rows = f"rows {first}-{first + work.n_rows - 1}" if work.n_rows else f"rows from {first}"
+    return [f"{work.path} ({rows})"]
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of an error text (a traceback's exception line)."""
+    for line in reversed(text.strip().splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def write_failed_items(
+    out_dir: Path, outcomes: Outcomes, secrets: tuple[str, ...] = ()
+) -> Path | None:
+    """Write ``<out_dir>/failed_items.csv`` when any item failed and return its path; else
+    remove one left by an earlier run and return None."""
+    path = Path(out_dir) / FAILED_ITEMS
+    rows = failed_item_rows(outcomes, secrets)
+    first = next(rows, None)
+    if first is None:
+        path.unlink(missing_ok=True)
+        return None
+    tmp = path.with_name(FAILED_ITEMS + ".partial")
+    # a non-UTF-8 file name is written with backslash escapes (\xff), never a crash
+    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        writer.writerow(first)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,168 @@
+"""``daskscore replay OUTPUT --mini-batch N`` and ``daskscore.replay``: one mini-batch of a
+finished job run again in this process, with the job's deployment (``--set`` overrides
+included), environment and input, and the scoring script as it is now."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import run_cli, write_deployment, write_inputs
+from helpers import show
+from storage_emulators import make_bucket
+
+import daskscore
+
+# f0003 fails: mini-batch 1 (f0002, f0003) of a job of 6 files in mini-batches of 2
+SCRIPT = """
+    import os
+
+    def init():
+        global flag
+        flag = os.environ.get("MY_FLAG", "unset")
+
+    def check(path):
+        if path.endswith("f0003.csv"):
+            raise ValueError(f"cannot score {os.path.basename(path)}")
+        return f"{os.path.basename(path)} {flag}"
+
+    def run(mini_batch):
+        return [check(p) for p in mini_batch]
+"""
+
+
+@pytest.fixture(scope="module")
+def failed_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A finished job with one failed mini-batch (1), run with a ``--set`` override."""
+    root = tmp_path_factory.mktemp("replay")
+    dep = write_deployment(
+        root / "d",
+        SCRIPT,
+        settings={
+            "mini_batch_size": 2,
+            "error_threshold": -1,
+            "retry_settings": {"max_retries": 0},
+        },
+    )
+    inputs = write_inputs(root / "in", 6)
+    out = root / "out"
+    proc = run_cli(
+        *("run", str(dep), "-i", str(inputs), "-o", str(out), "--workers", "1"),
+        *("--no-progress", "--no-dashboard"),
+        *("--set", "settings.environment_variables.MY_FLAG=from-set"),
+    )
+    assert proc.returncode == 0, show(proc)
+    # every failure summary names the replay command of the first failed mini-batch
+    command = f"daskscore replay {out} --mini-batch 1"
+    assert command in proc.stderr, show(proc)
+    assert command in (out / "logs" / "job_error.txt").read_text()
+    assert command in (out / "report.html").read_text()
+    return dep, inputs, out
+
+
+def test_replay_of_a_good_mini_batch_prints_its_rows(failed_job: tuple[Path, Path, Path]) -> None:
+    _, _, out = failed_job
+    proc = run_cli("replay", str(out), "--mini-batch", "2")
+    assert proc.returncode == 0, show(proc)
+    # the --set override of the job reached init(): the deployment is the job's, not the file's
+    assert proc.stdout.splitlines() == ["f0004.csv from-set", "f0005.csv from-set"], show(proc)
+    assert "replaying mini-batch 2" in proc.stderr
+
+
+def test_replay_of_the_failed_mini_batch_shows_the_users_traceback(
+    failed_job: tuple[Path, Path, Path],
+) -> None:
+    _, _, out = failed_job
+    proc = run_cli("replay", str(out), "--mini-batch", "1")
+    assert proc.returncode == 1, show(proc)
+    assert "ValueError: cannot score f0003.csv" in proc.stderr, show(proc)
+    assert "score.py" in proc.stderr and "in check" in proc.stderr, show(proc)
+    assert "daskscore/" not in proc.stderr.split("Traceback", 1)[-1], show(proc)  # user frames
+    assert proc.stdout == ""
+
+
+def test_replay_pdb_stops_in_the_users_frame(failed_job: tuple[Path, Path, Path]) -> None:
+    _, _, out = failed_job
+    proc = subprocess.run(
+        [sys.executable, "-m", "daskscore", "replay", str(out), "--mini-batch", "1", "--pdb"],
+        input="p path\nc\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, show(proc)
+    assert "(Pdb)" in proc.stdout
+    assert "score.py(10)check()" in proc.stdout, show(proc)
+    assert "f0003.csv'" in proc.stdout, show(proc)
+
+
+def test_replay_refuses_what_it_cannot_replay(
+    failed_job: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, inputs, out = failed_job
+    proc = run_cli("replay", str(out), "--mini-batch", "3")
+    assert proc.returncode == 2, show(proc)
+    assert "mini-batches 0 to 2" in proc.stderr, show(proc)
+    proc = run_cli("replay", str(tmp_path), "--mini-batch", "0")
+    assert proc.returncode == 2, show(proc)
+    assert "job_recipe.json is missing" in proc.stderr, show(proc)
+    extra = inputs / "f0000a.csv"  # sorts into mini-batch 0: every later mini-batch shifts
+    extra.write_text("x\n1\n")
+    try:
+        proc = run_cli("replay", str(out), "--mini-batch", "1")
+    finally:
+        extra.unlink()
+    assert proc.returncode == 2, show(proc)
+    assert "the input file list" in proc.stderr and "changed" in proc.stderr, show(proc)
+
+
+def test_replay_after_a_fix_runs_the_script_as_it_is_now(
+    failed_job: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    dep, _, out = failed_job
+    script = dep.parent / "code" / "score.py"
+    before = script.read_text()
+    script.write_text(before.replace('endswith("f0003.csv")', 'endswith("nothing")'))
+    try:
+        code = daskscore.replay(out, 1)  # the Python twin
+    finally:
+        script.write_text(before)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.splitlines() == ["f0002.csv from-set", "f0003.csv from-set"]
+    assert "code folder changed since the job ran" in captured.err
+
+
+@pytest.mark.slow
+def test_replay_of_a_remote_input_job_downloads_again(
+    tmp_path: Path, moto_s3: dict[str, Any]
+) -> None:
+    """A job over s3:// (moto's server; its AWS_* variables are exported while it runs): the
+    replayed mini-batch is downloaded again."""
+    import fsspec
+
+    root = make_bucket(moto_s3)
+    fs, base = fsspec.core.url_to_fs(root, **moto_s3["storage_options"])
+    fs.pipe({f"{base}/in/f{i:04d}.csv": f"x\n{i}\n".encode() for i in range(4)})
+    fs.invalidate_cache()
+    dep = write_deployment(
+        tmp_path / "d",
+        """
+        import os
+        def run(batch):
+            return [os.path.basename(p) + " " + open(p).read().split()[1] for p in batch]
+        """,
+        settings={"mini_batch_size": 2},
+    )
+    out = tmp_path / "out"
+    proc = run_cli(
+        *("run", str(dep), "-i", f"{root}/in", "-o", str(out), "--workers", "1"),
+        *("--no-progress", "--no-dashboard"),
+    )
+    assert proc.returncode == 0, show(proc)
+    proc = run_cli("replay", str(out), "--mini-batch", "1")
+    assert proc.returncode == 0, show(proc)
+    assert proc.stdout.splitlines() == ["f0002.csv 2", "f0003.csv 3"], show(proc)

@@ -1,0 +1,100 @@
+"""``<output>/failed_items.csv``: one row per failed input item, for exceptions, timeouts,
+process deaths and partial returns; none when nothing failed; the same in ``JobResult``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from helpers import cli_args, make_job, show
+
+import daskscore
+
+# mini-batches of 2 over f0000..f0009: 0 fine, 1 raises, 2 kills its process, 3 hangs past the
+# timeout, 4 returns one result for two files
+SCRIPT = """
+    import os, time
+
+    def run(mini_batch):
+        names = [os.path.basename(p) for p in mini_batch]
+        if "f0002.csv" in names:
+            raise ValueError("bad input " + names[0])
+        if "f0004.csv" in names:
+            os._exit(3)
+        if "f0006.csv" in names:
+            time.sleep(60)
+        if "f0008.csv" in names:
+            return names[:1]
+        return names
+"""
+
+
+@pytest.mark.slow
+def test_failed_items_for_each_way_of_failing(tmp_path: Path) -> None:
+    dep, inputs, out = make_job(
+        tmp_path,
+        SCRIPT,
+        n_files=10,
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 0, "timeout": 3}},
+        env={"API_TOKEN": "s3cr3t-value"},
+    )
+    proc = run_cli(*cli_args(dep, inputs, out))
+    assert proc.returncode == 0, show(proc)  # error_threshold -1: Completed with failures
+    with open(out / "failed_items.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["mini_batch", "file", "status", "tries", "error"]
+    got = [(r["mini_batch"], Path(r["file"]).name, r["status"], r["tries"]) for r in rows]
+    assert got == [
+        ("1", "f0002.csv", "RUN_EXCEPTION", "1"),
+        ("1", "f0003.csv", "RUN_EXCEPTION", "1"),
+        ("2", "f0004.csv", "PROCESS_DIED", "1"),
+        ("2", "f0005.csv", "PROCESS_DIED", "1"),
+        ("3", "f0006.csv", "RUN_TIMEOUT", "1"),
+        ("3", "f0007.csv", "RUN_TIMEOUT", "1"),
+        ("4", "f0008.csv", "PARTIAL", "1"),
+        ("4", "f0009.csv", "PARTIAL", "1"),
+    ], show(proc)
+    assert all(Path(r["file"]).parent == inputs for r in rows)  # full paths
+    assert rows[0]["error"] == "ValueError: bad input f0002.csv"
+    assert "timeout" in rows[4]["error"]
+    assert "\n" not in "".join(r["error"] for r in rows)
+    assert "failed_items.csv" in proc.stderr, show(proc)
+
+
+def test_no_failed_items_file_when_nothing_failed(tmp_path: Path) -> None:
+    dep, inputs, out = make_job(
+        tmp_path, "def run(b):\n    return list(b)\n", n_files=4, settings={"mini_batch_size": 2}
+    )
+    stale = out / "failed_items.csv"
+    out.mkdir()
+    result = daskscore.run(dep, inputs, out, workers=1, progress=False, dashboard=False)
+    assert result.status == "Completed"
+    assert result.failed_items_path is None
+    assert result.failed_items_frame().empty
+    assert not stale.exists()
+
+
+def test_job_result_gives_the_failed_items(tmp_path: Path) -> None:
+    dep, inputs, out = make_job(
+        tmp_path,
+        """
+        import os
+        def run(b):
+            if any(p.endswith("f0001.csv") for p in b):
+                raise KeyError("no " + os.environ["API_TOKEN"])
+            return list(b)
+        """,
+        n_files=4,
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 1}},
+        env={"API_TOKEN": 'tok"<&>\\\\en'},
+    )
+    result = daskscore.run(dep, inputs, out, workers=1, progress=False, dashboard=False)
+    assert result.failed_items_path == out / "failed_items.csv"
+    frame = result.failed_items_frame()
+    assert frame["file"].map(lambda f: Path(f).name).tolist() == ["f0000.csv", "f0001.csv"]
+    assert frame["tries"].tolist() == [2, 2]
+    assert frame["status"].tolist() == ["RUN_EXCEPTION"] * 2
+    text = (out / "failed_items.csv").read_text()
+    assert "tok" not in text and "KeyError" in text  # the secret is masked, in every form

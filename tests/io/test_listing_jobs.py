@@ -1,0 +1,107 @@
+"""What the listing of an input folder leaves out besides dot-files (issue 17, items 7 and 11):
+the job's own output folder when it lies inside the input, and symbolic links that lead to no
+file; each is said in one line of the job log.  Whole jobs through the command, and the listing
+itself."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers import cli, make_job, show, summary_of
+
+from daskscore import InputError
+from daskscore.io.inputs import list_input_files
+
+SCRIPT = """
+    import os
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        return [f"{os.path.basename(path)} {len(open(path).read())}" for path in mini_batch]
+"""
+
+
+def job_log(out: Path) -> str:
+    return (out / "logs" / "sys" / "daskscore.txt").read_text(encoding="utf-8")
+
+
+def test_an_output_folder_inside_the_input_is_not_scored_by_a_second_run(tmp_path: Path) -> None:
+    dep, inputs, _ = make_job(tmp_path, SCRIPT, n_files=3, settings={"mini_batch_size": 1})
+    out = inputs / "out"
+    first = cli(dep, inputs, out)
+    assert first.returncode == 0, show(first)
+    before = (out / "predictions.csv").read_text()
+
+    again = cli(dep, inputs, out, "--overwrite")
+
+    assert again.returncode == 0, show(again)
+    s = summary_of(out)
+    assert (s["total_items"], s["succeeded_items"], s["total_mini_batches"]) == (3, 3, 3)
+    assert (out / "predictions.csv").read_text() == before
+    assert [line.split()[0] for line in before.splitlines()] == [
+        "f0000.csv",
+        "f0001.csv",
+        "f0002.csv",
+    ]
+    lines = [line for line in job_log(out).splitlines() if "inside the input folder" in line]
+    assert len(lines) == 1, job_log(out)
+    assert str(out) in lines[0]
+
+
+def test_broken_symbolic_links_are_skipped_with_one_line_in_the_job_log(tmp_path: Path) -> None:
+    dep, inputs, out = make_job(tmp_path, SCRIPT, n_files=3, settings={"mini_batch_size": 1})
+    (inputs / "gone.csv").symlink_to(tmp_path / "deleted.csv")
+    (inputs / "loop-a.csv").symlink_to(inputs / "loop-b.csv")
+    (inputs / "loop-b.csv").symlink_to(inputs / "loop-a.csv")
+    (inputs / "kept.csv").symlink_to(inputs / "f0000.csv")  # a good link is an input
+
+    proc = cli(dep, inputs, out)
+
+    assert proc.returncode == 0, show(proc)
+    s = summary_of(out)
+    assert (s["total_items"], s["succeeded_items"], s["failed_items"]) == (4, 4, 0)
+    names = [line.split()[0] for line in (out / "predictions.csv").read_text().splitlines()]
+    assert names == ["f0000.csv", "f0001.csv", "f0002.csv", "kept.csv"]
+    lines = [line for line in job_log(out).splitlines() if "broken symbolic link" in line]
+    assert len(lines) == 1, job_log(out)
+    assert "skipped 3 broken symbolic link(s)" in lines[0]
+    assert str(inputs / "gone.csv") in lines[0]
+
+
+# --------------------------------------------------------------------------- the listing
+
+
+def test_the_excluded_folder_is_left_out_and_noted(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    for rel in ("a.csv", "out/predictions.csv", "out/logs/x.txt", "outer/b.csv"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x")
+    (tmp_path / "alias").symlink_to(root / "out")
+    notes: list[str] = []
+
+    # the output named by another path to the same folder is recognised
+    files = list_input_files(root, exclude=tmp_path / "alias", notes=notes)
+
+    assert [Path(f).relative_to(root.resolve()).as_posix() for f in files] == [
+        "a.csv",
+        "outer/b.csv",
+    ]
+    assert len(notes) == 1 and "is inside the input folder" in notes[0]
+    # the input folder itself, or an output elsewhere, leaves everything in
+    notes.clear()
+    assert len(list_input_files(root, exclude=root, notes=notes)) == 4 and notes == []
+    assert len(list_input_files(root, exclude=tmp_path / "missing", notes=notes)) == 4
+
+
+def test_a_folder_of_broken_links_only_holds_no_files(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    os.symlink(tmp_path / "nowhere", root / "a.csv")
+    with pytest.raises(InputError, match="broken symbolic links are skipped"):
+        list_input_files(root)
+    with pytest.raises(InputError, match="is a symbolic link to .*nowhere.*does not exist"):
+        list_input_files(root / "a.csv")
