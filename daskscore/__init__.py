@@ -6,11 +6,12 @@ The public API:
 * :func:`score` — the predictions as a lazy Dask DataFrame, and :func:`open_session` — the
   same with its failure report and ``close()``;
 * :func:`replay` — one mini-batch of a finished job again, in this process;
+* :func:`validate` — a deployment's scoring script tried on one mini-batch, here;
 * :func:`load_deployment` — load and validate a ``deployment.yml``;
 * :class:`JobResult` and the exceptions of :mod:`daskscore.errors`.
 """
 
-from daskscore.api import open_session, replay, run, score
+from daskscore.api import open_session, replay, run, score, validate
 from daskscore.config.loader import load_deployment
 from daskscore.config.settings import Deployment, Settings, UnknownKeyWarning
 from daskscore.engine.finish import JobResult
@@ -45,4 +46,5 @@ __all__ = [
     "replay",
     "run",
     "score",
+    "validate",
 ]

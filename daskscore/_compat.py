@@ -30,6 +30,11 @@ the standard library only, and Dask or tornado lazily, inside the functions.
     ``threading._shutdown`` and ``atexit._run_exitfuncs``.  Why: the command does what
     Python's exit does, minus the interpreter's teardown.  Fallback: it does nothing and says
     so; the command then exits the ordinary way (``sys.exit``).
+:func:`meter` and :func:`span`
+    ``distributed.metrics.context_meter.meter`` and ``distributed.span`` (public, in every
+    supported distributed, 2024.8.0 on).  Why: Dask's fine-grained metrics then say how much
+    of a task's time went to ``run()``, fetching and writing, under the job's span.
+    Fallback: a context that does nothing (the metrics show the task's time undivided).
 """
 
 from __future__ import annotations
@@ -275,3 +280,27 @@ def run_exit_steps() -> bool:
     shutdown()
     run_exitfuncs()
     return True
+
+
+# ---------------------------------------------------------------- Dask's fine-grained metrics
+
+
+def meter(label: str) -> contextlib.AbstractContextManager[Any]:
+    """Time the block as ``label`` in Dask's fine-grained metrics (on a worker, inside a task:
+    ``("execute", <prefix>, label, "seconds")``); elsewhere it records nothing.
+    Fallback: a context that does nothing, when ``context_meter`` is not there."""
+    try:
+        from distributed.metrics import context_meter
+    except ImportError:
+        return contextlib.nullcontext()
+    return context_meter.meter(label)
+
+
+def span(*tags: str) -> contextlib.AbstractContextManager[Any]:
+    """The tasks submitted in the block belong to the span ``tags`` (``distributed.span``).
+    Fallback: a context that does nothing, when ``distributed.span`` is not there."""
+    try:
+        from distributed import span as dask_span
+    except ImportError:
+        return contextlib.nullcontext()
+    return dask_span(*tags)

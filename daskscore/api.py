@@ -15,6 +15,7 @@ from daskscore.cluster.local import parse_resources
 from daskscore.config.loader import load_deployment, with_overrides
 from daskscore.config.options import DEFAULT_PREFETCH, DEFAULT_PREFETCH_MB, JobOptions
 from daskscore.config.settings import Deployment, RetrySettings, Settings
+from daskscore.devtools.checks import validate
 from daskscore.devtools.replay import replay as _replay
 from daskscore.engine.finish import JobResult
 from daskscore.engine.runner import execute
@@ -34,6 +35,7 @@ def run(
     *,
     overwrite: bool = False,
     resume: bool = False,
+    retry_failed: bool = False,
     workers: int | None = None,
     scheduler: str | None = None,
     client: Client | None = None,
@@ -51,6 +53,9 @@ def run(
     warm: bool = True,
     prefetch: int = DEFAULT_PREFETCH,
     prefetch_mb: float = DEFAULT_PREFETCH_MB,
+    lenient: bool = False,
+    isolate_failures: bool = False,
+    worker_memory: str | int | None = None,
     **overrides: Any,
 ) -> JobResult:
     """Run a batch deployment over ``input`` and write its results into ``output``.
@@ -73,6 +78,14 @@ def run(
         run, and the output is the same as an uninterrupted run's.  Refused when the script,
         model, inputs, mini-batching or output settings changed since it started, and
         together with ``overwrite`` (which would discard what the interrupted job did).
+    retry_failed : bool, default False
+        Run again only the mini-batches of the finished job in ``output`` that failed,
+        returned fewer results than items or never ran, after the script or model was fixed;
+        their rows take their place and the whole output, summary and logs are written anew
+        (``job_summary.json`` lists them as ``retried_in_this_pass``).  Refused when the input
+        files, mini-batching or output settings changed, for a URL ``output``, and together
+        with ``overwrite`` or ``resume``.  Nothing failed: nothing runs, and the job's result
+        is returned as it stands.
     workers : int, optional
         Worker processes of the embedded LocalCluster (default
         ``max_concurrency_per_instance × instance_count``).
@@ -124,6 +137,19 @@ def run(
         same arguments, in the same order, and a failed fetch is its own mini-batch's failure.
     prefetch_mb : float, default 256
         ... while what a worker holds fetched ahead is under this many megabytes.
+    lenient : bool, default False
+        Ignore deployment keys that neither daskscore nor Azure ML knows, each with an
+        ``UnknownKeyWarning`` kept in the job's log and ``job_summary.json`` (``warnings``),
+        instead of refusing them with a :class:`~daskscore.errors.ConfigError`.
+    isolate_failures : bool, default False
+        Split a mini-batch that fails every try (an exception, a timeout, a process death) and
+        retry its parts, down to single items, so that only the items that fail on their own
+        are counted failed (Azure counts the whole mini-batch as failed).
+        ``processed_mini-batches.csv`` shows each part's tries (``items`` column).
+    worker_memory : str or int, optional
+        Memory limit of each worker of the embedded cluster (Dask's ``memory_limit``), e.g.
+        ``"4GB"``; a worker killed for exceeding it is charged ``PROCESS_DIED`` with the error
+        ``out of memory (limit 4GB, peak ...)``.  Not with ``scheduler`` or ``client``.
     **overrides
         Settings by name: ``mini_batch_size=5``, ``error_threshold=0``, ``timeout=60``,
         ``max_retries=1``, ``output_file_name="x.csv"``, ...
@@ -152,7 +178,7 @@ def run(
     >>> result.status, result.succeeded_items  # doctest: +SKIP
     ('Completed', 120)
     """
-    dep = _load(deployment, _merge_overrides(set, overrides))
+    dep = _load(deployment, _merge_overrides(set, overrides), lenient)
     options = JobOptions(
         output_format=output_format,
         partition_on=_names(partition_on),
@@ -161,6 +187,7 @@ def run(
         carry_columns=_names(carry_columns),
         overwrite=overwrite,
         resume=resume,
+        retry_failed=retry_failed,
         workers=workers,
         scheduler=scheduler,
         client=client,
@@ -172,6 +199,8 @@ def run(
         warm=warm,
         prefetch=prefetch,
         prefetch_mb=prefetch_mb,
+        isolate_failures=isolate_failures,
+        worker_memory=worker_memory,
     )
     return execute(dep, input, output, options)
 
@@ -186,6 +215,8 @@ def open_session(
     tabular: bool | None = None,
     carry_columns: list[str] | None = None,
     set: dict[str, Any] | None = None,
+    lenient: bool = False,
+    on_error: str = "raise",
     **overrides: Any,
 ) -> ScoringSession:
     """Install a deployment's scoring script on a cluster; its predictions as a lazy DataFrame.
@@ -203,16 +234,26 @@ def open_session(
         mini-batch once.
     partitions : int, optional
         Partitions of the result (each a group of mini-batches); default: 4 per worker.
-    tabular, carry_columns, set, **overrides
+    tabular, carry_columns, set, lenient, **overrides
         As for :func:`run`.
+    on_error : {"raise", "drop"}, default "raise"
+        A mini-batch whose every try failed has no rows.  ``"raise"``: computing a partition
+        that holds one raises :class:`~daskscore.errors.JobFailed` naming the mini-batch, its
+        files and the script's traceback — unless ``settings.error_threshold`` (``N >= 0``)
+        still allows the session's failed items, as ``run`` allows them; then
+        :class:`~daskscore.errors.ErrorThresholdExceeded` once more than ``N`` failed.  (Azure's
+        default ``-1``, any number, does not make ``score()`` drop rows: use ``"drop"``.)
+        ``"drop"``: their rows are left out.  Either way every failure is in
+        ``session.failures`` and ``report()``, and logged as a warning.
 
     Returns
     -------
     ScoringSession
         ``.frame`` is the predictions' Dask DataFrame (columns of the DataFrames ``run()``
-        returns, or one ``prediction`` column for lists); ``.report()`` counts the items and
-        failures of the partitions computed so far; ``.close()`` (or leaving a ``with`` block)
-        uninstalls the script (its ``shutdown()`` runs).
+        returns, or one ``prediction`` column for lists; ``.frame.attrs["daskscore"]`` is the
+        session); ``.failures`` lists the failed mini-batches and ``.report()`` counts the
+        items and failures of the partitions computed so far; ``.close()`` (or leaving a
+        ``with`` block) uninstalls the script (its ``shutdown()`` runs).
 
     Examples
     --------
@@ -227,7 +268,7 @@ def open_session(
 
     from daskscore.engine.session import open_session as open_scoring_session
 
-    dep = _load(deployment, _merge_overrides(set, overrides))
+    dep = _load(deployment, _merge_overrides(set, overrides), lenient)
     options = JobOptions(tabular=tabular, carry_columns=_names(carry_columns))
     return open_scoring_session(
         dep,
@@ -236,6 +277,7 @@ def open_session(
         meta=meta,
         partitions=partitions,
         options=options,
+        on_error=on_error,
     )
 
 
@@ -247,8 +289,10 @@ def score(
     """The predictions of a deployment over ``input``, as a lazy Dask DataFrame.
 
     The same as ``open_session(deployment, input, **kwargs).frame``: the script stays installed
-    on the workers until the cluster closes.  Use :func:`open_session` for its failure report,
-    or to uninstall it (``shutdown()``) sooner.
+    on the workers until the cluster closes.  A failed mini-batch makes the computation raise
+    unless ``on_error="drop"``; its session (``ddf.attrs["daskscore"]``) lists the failures
+    (``.failures``, ``.report()``).  Use :func:`open_session` to uninstall the script
+    (``shutdown()``) sooner.
 
     Parameters
     ----------
@@ -258,7 +302,7 @@ def score(
         A file or folder.
     **kwargs
         As for :func:`open_session`: ``client``, ``meta``, ``partitions``, ``tabular``,
-        ``carry_columns``, ``set`` and settings by name.
+        ``carry_columns``, ``set``, ``lenient``, ``on_error`` and settings by name.
 
     Returns
     -------
@@ -315,14 +359,16 @@ def _merge_overrides(set_: dict[str, Any] | None, overrides: dict[str, Any]) -> 
     return merged
 
 
-def _load(deployment: str | os.PathLike[str] | Deployment, overrides: dict[str, Any]) -> Deployment:
+def _load(
+    deployment: str | os.PathLike[str] | Deployment, overrides: dict[str, Any], lenient: bool
+) -> Deployment:
     if isinstance(deployment, Deployment):
         return with_overrides(deployment, overrides)
     if not isinstance(deployment, (str, os.PathLike)):
         raise ConfigError(
             f"deployment: expected a path to a YAML file, got {type(deployment).__name__}."
         )
-    return load_deployment(Path(deployment), overrides)
+    return load_deployment(Path(deployment), overrides, lenient=lenient)
 
 
-__all__ = ["JobResult", "load_deployment", "open_session", "run", "score"]
+__all__ = ["JobResult", "load_deployment", "open_session", "run", "score", "validate"]

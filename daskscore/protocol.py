@@ -46,6 +46,15 @@ def failed_before_init(init_error: str | None) -> bool:
     return init_error is not None and init_error.startswith(SETUP_FAILED)
 
 
+#: How an init error that came from importing the scoring script (before init()) begins.
+IMPORT_FAILED = "importing the scoring script"
+
+
+def failed_at_import(init_error: str | None) -> bool:
+    """Whether a worker's init error is the scoring script's import, not its init()."""
+    return init_error is not None and init_error.startswith(IMPORT_FAILED)
+
+
 def relay_key(job_id: str, attempt: str) -> list[str]:
     """Where the scheduler's metadata holds the run() in flight of a shipped task attempt."""
     return [RELAY_ROOT, job_id, attempt]
@@ -96,10 +105,18 @@ class MiniBatchRecord:
     bytes: int = 0
     part: str | None = None
     attempt: str | None = None
+    #: a part of the mini-batch run on its own (``--isolate-failures``): its items
+    #: ``[lo, hi)``, by position in the mini-batch; None for the whole mini-batch
+    items: tuple[int, int] | None = None
+    #: the worker process's peak resident memory during run(), in MiB (0: not measured; see
+    #: :mod:`daskscore.worker.memory` for what the number means)
+    peak_rss_mb: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, Status):
             self.status = Status(self.status)  # a plain string, as Azure writes it
+        if self.items is not None and not isinstance(self.items, tuple):
+            self.items = (int(self.items[0]), int(self.items[1]))  # a JSON list
 
     @property
     def done(self) -> bool:
@@ -227,8 +244,31 @@ class WorkerJob:
         return self.shipped or self.model_url is not None
 
 
-#: What a task runs: ``(mini_batch_id, tries_used, files or tabular split)`` per mini-batch.
+#: What a task runs: ``(mini_batch_id, tries_used, files or tabular split)`` per mini-batch
+#: (or a :class:`Part` of one).
 Work = Any
+
+
+@dataclass(frozen=True)
+class Part:
+    """Items ``lo`` to ``hi`` (exclusive) of a mini-batch, run on their own: with
+    ``--isolate-failures`` a mini-batch that failed every try is split into parts, and a part
+    that fails is split again, down to single items.
+
+    ``work`` is what the worker fetches: the part's own files, or the whole tabular split
+    (whose DataFrame is then cut to rows ``lo:hi``).  ``max_retries``: the part's retry budget
+    (a part of several items gets none, a single item the deployment's).
+    """
+
+    work: Any
+    lo: int
+    hi: int
+    max_retries: int = 0
+
+    @property
+    def sliced(self) -> bool:
+        """Whether the fetched input is cut to the part's rows (a tabular split)."""
+        return not isinstance(self.work, list)
 
 
 class Payload:

@@ -68,6 +68,21 @@ def _all_text(book: Any) -> str:
     return "\n".join(_text(c) for c in book.cells if c.cell_type == "code")
 
 
+def _cell(book: Any, start: str) -> Any:
+    """The code cell whose source starts with ``start``."""
+    (cell,) = [c for c in book.cells if c.cell_type == "code" and c.source.startswith(start)]
+    return cell
+
+
+def _rich(cell: Any, mime: str) -> list[str]:
+    """The ``mime`` outputs of a cell (as the last display update left them)."""
+    return [
+        out["data"][mime]
+        for out in cell.get("outputs", [])
+        if out["output_type"] in ("execute_result", "display_data") and mime in out["data"]
+    ]
+
+
 def _errors(book: Any) -> list[tuple[list[str], str]]:
     return [
         (c.metadata.get("tags", []), out["ename"])
@@ -97,16 +112,36 @@ def test_quickstart_notebook() -> None:
     assert "Dask dashboard: http://127.0.0.1:" in text
     assert "120 predictions" in text
     assert "digit_0000_label2.png" in text
-    assert "'succeeded_items': 120" in text and "Completed - 120 items" in text
+    assert "Completed - 120 items" in text
     assert "part.0.parquet" in text
+    # score(...).compute() shows its progress live in the cell, ending at every mini-batch
+    shown = _rich(_cell(book, "predictions = ddf.compute()"), "text/html")
+    (progress,) = [html for html in shown if 'class="daskscore-progress"' in html]
+    assert "data-field='state'>done<" in progress
+    assert '<span data-field="items">120/120</span> items' in progress
+    # the job's result: its card (verdict, report link), a one-line repr
+    job = _cell(book, "result = daskscore.run(")
+    (card,) = [html for html in _rich(job, "text/html") if 'class="daskscore-result"' in html]
+    assert 'data-verdict="Completed"' in card and "120</b> of 120 items succeeded" in card
+    assert re.search(r'<a data-field="report" href="[^"]+report\.html"', card)
+    assert "JobResult(Completed: 120 of 120 items succeeded;" in _text(job)
+    # per-try timings as a DataFrame and the timeline drawn from it, with no helper written
+    timeline = _cell(book, "tries = result.mini_batches")
+    assert "mini_batch_id" in _text(timeline) and "RUN_DONE" in _text(timeline)
+    assert _rich(timeline, "image/png")
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings(PLATFORM_DIRS)
 def test_develop_a_scoring_script_notebook() -> None:
     book = _run("develop-a-scoring-script")
-    # the only error is the one the notebook shows on purpose, in its tagged cell
-    assert _errors(book) == [(["raises-exception"], "ZeroDivisionError")]
+    assert _errors(book) == []  # the script's exception is shown by daskscore.validate
+    assert not [c for c in book.cells if "importlib" in c.source]
     text = _all_text(book)
+    assert "ValidationResult(OK: init() and run() work; mini-batch 0 of 5, 5 files;" in text
+    failing = _cell(book, "check = daskscore.validate(deployment, inputs, mini_batch=1)")
+    assert "ValidationResult(run() failed: ZeroDivisionError: division by zero;" in _text(failing)
+    (shown,) = _rich(failing, "text/html")
+    assert "score.py" in shown and "mean = sum(values) / len(values)" in shown  # its traceback
     assert re.search(r"sample_007\.csv\s+NaN\s+False", text)  # fixed in process, then on Dask
     assert "Completed - 24 of 24 items" in text

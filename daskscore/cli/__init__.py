@@ -44,7 +44,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     return devtools.validate(
-        args.deployment, args.input, _overrides(args), rows=args.rows, post_mortem=args.pdb
+        args.deployment,
+        args.input,
+        _overrides(args),
+        rows=args.rows,
+        post_mortem=args.pdb,
+        lenient=args.lenient,
+        mini_batch=args.mini_batch,
     )
 
 
@@ -93,10 +99,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    deployment = load_deployment(args.deployment, _overrides(args))
+    deployment = load_deployment(args.deployment, _overrides(args), lenient=args.lenient)
     options = JobOptions(
         overwrite=args.overwrite,
         resume=args.resume,
+        retry_failed=args.retry_failed,
         workers=args.workers,
         scheduler=args.scheduler,
         shared_filesystem=args.shared_filesystem,
@@ -113,21 +120,57 @@ def cmd_run(args: argparse.Namespace) -> int:
         dashboard=sys.stderr.isatty() if args.dashboard is None else args.dashboard,
         notify=lambda message: print(message, file=sys.stderr, flush=True),
         warm=not args.no_warm,
+        isolate_failures=args.isolate_failures,
+        worker_memory=args.worker_memory,
     )
     result = execute(deployment, args.input, args.output, options)
     s = result.summary
-    print(
-        f"Job {result.status}: {s['succeeded_items']} of {s['total_items']} items succeeded, "
-        f"{s['failed_items']} failed, in {s['duration_s']:.1f} s.",
-        file=sys.stderr,
-    )
-    if s["failures"]:
-        from daskscore.engine.finish import failure_message
+    from daskscore.engine.finish import failure_message, nothing_succeeded
 
+    verdict = (
+        f"Job {result.status}: {s['succeeded_items']} of {s['total_items']} items succeeded, "
+        f"{s['failed_items']} failed, in {s['duration_s']:.1f} s."
+    )
+    if nothing_succeeded(s):  # red, though Azure's status and exit code say Completed
+        verdict = verdict.replace(": 0 of", ", but no item succeeded: 0 of", 1)
+        if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
+            verdict = f"\033[1;31m{verdict}\033[0m"
+    print(verdict, file=sys.stderr)
+    if s["failures"]:
         print(failure_message(s), file=sys.stderr)
     target = result.predictions or result.output
     print(f"Results: {target}", file=sys.stderr)
+    _print_report(s)  # (always the last line)
     return EXIT_OK
+
+
+def _print_report(summary: dict | None) -> None:
+    """The last line of a job's output: where its report.html is."""
+    output = (summary or {}).get("output")
+    if output:
+        print(f"Report: {str(output).rstrip('/')}/report.html", file=sys.stderr)
+
+
+def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> None:
+    """Ctrl-C: say what was kept, how to go on (the same command, resumed), and the report."""
+    import shlex
+
+    out_dir = getattr(exc, "out_dir", None)
+    if out_dir is None:  # (before the job's output folder was claimed: nothing to resume)
+        print("daskscore: interrupted", file=sys.stderr)
+        return
+    args = [a for a in argv if a != "--overwrite"]
+    how = "--retry-failed" if getattr(exc, "retry", False) else "--resume"
+    if how not in args:
+        args.append(how)
+    s = getattr(exc, "summary", None)
+    done = f": {s['reason']}" if s and s.get("reason") else ""
+    print(f"daskscore: interrupted{done}. What is done is kept in {out_dir}.", file=sys.stderr)
+    if s:
+        print(f"Summary: {out_dir}/job_summary.json", file=sys.stderr)
+    print(f"Go on with: {shlex.join(['daskscore', *args])}", file=sys.stderr)
+    if getattr(exc, "report", None) is not None:
+        print(f"Report: {exc.report}", file=sys.stderr)
 
 
 COMMANDS = {
@@ -156,9 +199,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     except JobFailed as exc:
         print(str(exc), file=sys.stderr)
+        _print_report(getattr(exc.result, "summary", None))
         return EXIT_FAILED
     except DaskScoreError as exc:
-        print(f"daskscore: error: {exc}", file=sys.stderr)
+        problems = getattr(exc, "problems", None) or [str(exc)]  # a deployment's, all at once
+        for problem in problems:
+            print(f"daskscore: error: {problem}", file=sys.stderr)
+        if len(problems) > 1:
+            print(f"daskscore: {len(problems)} problems found; nothing was run.", file=sys.stderr)
         if verbose:
             raise
         return exc.exit_code
@@ -172,8 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("daskscore: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc, list(sys.argv[1:] if argv is None else argv))
         return 130
     return EXIT_USAGE
 

@@ -65,6 +65,10 @@ def resources(text: str) -> str:
 
 
 POSITIVE = integer(1)
+LENIENT_HELP = (
+    "ignore deployment keys that neither daskscore nor Azure ML knows, with a warning (kept in "
+    "the job's log and summary), instead of refusing them"
+)
 
 # --------------------------------------------------------------------------- the parser
 
@@ -130,6 +134,7 @@ def _run_parser(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="override a deployment key, e.g. --set settings.output_file_name=x.csv (repeatable)",
     )
+    run.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     _output_arguments(run)
     run.add_argument(
         "--prefetch",
@@ -159,6 +164,12 @@ def _run_parser(sub: Any) -> None:
         help="finish an interrupted job in the output folder where it stopped (not with "
         "--overwrite, which would discard what it did)",
     )
+    earlier.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again only the failed, partial and unrun mini-batches of the finished job in "
+        "the output folder (after fixing the script or model) and rewrite its whole output",
+    )
     run.add_argument("--no-progress", action="store_true", help="draw no progress")
     board = run.add_mutually_exclusive_group()
     board.add_argument(
@@ -185,6 +196,20 @@ def _run_parser(sub: Any) -> None:
         action="store_true",
         help="ignore a running warm cluster (daskscore cluster start): start an embedded one, "
         "and install the script for this job only",
+    )
+    run.add_argument(
+        "--isolate-failures",
+        action="store_true",
+        help="split a mini-batch that fails every try (exception, timeout, process death) and "
+        "retry its parts, down to single items, so that only the items that fail on their own "
+        "are counted failed (Azure counts the whole mini-batch; off by default)",
+    )
+    run.add_argument(
+        "--worker-memory",
+        metavar="LIMIT",
+        help="memory limit of each embedded worker, e.g. 4GB (Dask's memory_limit; its nanny "
+        "restarts a worker above 95%% of it, and the try is charged out of memory); not with "
+        "--scheduler",
     )
 
 
@@ -282,9 +307,9 @@ def _dev_parsers(sub: Any) -> None:
         "validate",
         help="try a deployment on its first mini-batch, in this process, without a cluster",
         description="List every problem of a deployment file at once, then import the scoring "
-        "script as a worker would, call init() and run() on the first mini-batch, and show the "
-        "rows as append_row writes them. Exit codes: 0 all well, 1 the script raised, 2 a "
-        "problem of the deployment, the script file or the input.",
+        "script as a worker would, call init() and run() on the first mini-batch (or the one "
+        "--mini-batch names), and show the rows as append_row writes them. Exit codes: 0 all "
+        "well, 1 the script raised, 2 a problem of the deployment, the script file or the input.",
     )
     check.add_argument("deployment", metavar="DEPLOYMENT", help="the deployment YAML file")
     check.add_argument("--input", "-i", required=True, metavar="PATH", help="input file or folder")
@@ -295,11 +320,19 @@ def _dev_parsers(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="override a deployment key, as for daskscore run (repeatable)",
     )
+    check.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     check.add_argument(
         "--mini-batch-size",
         type=POSITIVE,
         metavar="N",
         help="files per mini-batch (the first is run)",
+    )
+    check.add_argument(
+        "--mini-batch",
+        type=integer(0),
+        default=0,
+        metavar="N",
+        help="the mini-batch to try, numbered as daskscore run numbers them (default 0)",
     )
     check.add_argument(
         "--pdb",

@@ -1,7 +1,12 @@
 """The embedded cluster: a LocalCluster sized for scoring, and connecting to an existing one.
 
 Like ``LocalCluster.__init__`` itself, this only turns friendly arguments (a number of worker
-processes) into LocalCluster's, then delegates.
+processes, ``--worker-memory``) into LocalCluster's, then delegates.
+
+While an embedded cluster is open, the exit signals of its worker processes (which its nannies,
+in this process, log as "Worker process N was killed by signal S") are kept by pid
+(:func:`exit_signal`): a process the kernel's out-of-memory killer ended is told by its SIGKILL
+(see :mod:`daskscore.engine.memory`).
 """
 
 from __future__ import annotations
@@ -9,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +42,14 @@ DASHBOARD_PORT = 8787
 NANNY_ENV_UNSET = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
+#: While the embedded cluster is open: a LocalCluster closes the nanny of a worker that is
+#: missing from the scheduler 15 s after an earlier loss (``distributed.deploy.
+#: lost-worker-timeout``) — in a job whose run() kills its process again and again, a worker
+#: caught restarting at that instant; the cluster then lost it for good, and the job waited on
+#: a cluster without workers.  Its nannies restart their workers themselves: never give up on
+#: them.
+KEEP_NANNIES = {"distributed.deploy.lost-worker-timeout": "3650d"}
+
 #: How often the embedded cluster's servers check their event loop (Dask's default: 20ms).
 TICK_INTERVAL = "500ms"
 
@@ -43,6 +58,42 @@ TICK_INTERVAL = "500ms"
 #: A worker forked from the fork server is up in ~60 ms, and a nanny that just missed the
 #: message slept another 50 ms: the cluster was ready when the slower of two nannies woke.
 HANDSHAKE_POLL_S = 0.005
+
+
+#: Exit signals of the embedded clusters' worker processes, by pid (the latest few thousand).
+_EXIT_SIGNALS: OrderedDict[int, int] = OrderedDict()
+_KEPT_SIGNALS = 4096
+_DEATH = re.compile(r"Worker process (\d+) was killed by signal (\d+)")
+
+
+class _ExitSignals(logging.Handler):
+    """Keeps the exit signals that this process's nannies log for their worker processes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            found = _DEATH.search(record.getMessage())
+        except Exception:  # noqa: BLE001 - a log line never breaks a job
+            return
+        if found:
+            _EXIT_SIGNALS[int(found[1])] = int(found[2])
+            while len(_EXIT_SIGNALS) > _KEPT_SIGNALS:
+                _EXIT_SIGNALS.popitem(last=False)
+
+
+def exit_signal(pid: int | None) -> int | None:
+    """The signal that ended worker process ``pid`` of an embedded cluster, if one did."""
+    return _EXIT_SIGNALS.get(pid) if pid else None
+
+
+@contextlib.contextmanager
+def _watch_exits() -> Iterator[None]:
+    nanny_log = logging.getLogger("distributed.nanny")
+    handler = _ExitSignals(logging.INFO)
+    nanny_log.addHandler(handler)
+    try:
+        yield
+    finally:
+        nanny_log.removeHandler(handler)
 
 
 def start_method() -> str:
@@ -193,9 +244,14 @@ def local_cluster(
     *,
     dashboard: bool = True,
     resources: dict[str, float] | None = None,
+    memory_limit: str | int | None = None,
     **kwargs: Any,
 ) -> Iterator[ClusterHandle]:
     """Start a LocalCluster of ``workers`` single-threaded processes on loopback.
+
+    ``memory_limit``: each worker's (``--worker-memory``, e.g. ``"4GB"``); its nanny restarts
+    it above ``distributed.worker.memory.terminate`` of it.  None: Dask's own (the machine's
+    memory shared out).
 
     Intra-op threads are capped per worker; the dashboard (if bokeh is installed) listens on
     127.0.0.1 only.  Worker and scheduler logs go to the ``distributed`` logger, not to stderr.
@@ -207,6 +263,8 @@ def local_cluster(
     """
     if resources:
         kwargs["resources"] = dict(resources)
+    if memory_limit is not None:
+        kwargs["memory_limit"] = memory_limit
     threads = intra_op_threads(workers)
     # this process's environment as it is now: a worker forked from a fork server started by
     # an earlier job would otherwise see the environment of that time (credentials set since...)
@@ -216,7 +274,7 @@ def local_cluster(
     # The scheduler always serves HTTP (health, metrics); bind it to loopback, on 8787 when
     # that is free and the dashboard is wanted, else on any free port, without a warning.
     port = _free_port(DASHBOARD_PORT) if with_dashboard else 0
-    with _compat.nanny_handshake_interval(HANDSHAKE_POLL_S):
+    with _compat.nanny_handshake_interval(HANDSHAKE_POLL_S), _watch_exits():
         warm_versions()  # (before the scheduler makes it while the first worker registers)
         with warnings.catch_warnings(), dask.config.set(_cluster_config(with_dashboard)):
             # another job may take 8787 between our check and the bind; Dask then picks a free
@@ -228,7 +286,9 @@ def local_cluster(
         client = Client(cluster, set_as_default=False)
         try:
             watch_deadlines(client)
-            yield ClusterHandle(client, cluster, cluster.dashboard_link if with_dashboard else None)
+            with dask.config.set(KEEP_NANNIES):
+                link = cluster.dashboard_link if with_dashboard else None
+                yield ClusterHandle(client, cluster, link)
         finally:
             client.close()
             cluster.close()

@@ -3,14 +3,17 @@
 Loading happens in three pure steps, each easy to test on its own:
 
 1. :func:`normalize` turns a legacy flat file (settings at the top level, no ``type:``) into the
-   ``type: model`` layout and warns about unknown keys, naming the nearest known one;
+   ``type: model`` layout;
 2. :func:`apply_overrides` merges dotted ``KEY=VALUE`` overrides (as ``az ml batch-endpoint
    invoke --set`` takes them);
 3. :func:`validate` checks every type and value against the dataclasses of
    :mod:`daskscore.config` and resolves paths relative to the YAML file.
 
-Every error names the file, the key and what was expected; the checks of one value are in
-:mod:`daskscore.config.values`.
+:func:`check_deployment` runs them and finds every problem at once: each key neither daskscore
+nor Azure ML knows (:func:`daskscore.config.settings.unknown_keys`, an error as it is for Azure
+ML's own CLI unless ``lenient``), each override and each setting on its own, the code and the
+model.  Every error names the file, the key and what was expected; the checks of one value are
+in :mod:`daskscore.config.values`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import dataclasses
 import importlib.util
 import logging
 import os
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +33,16 @@ import yaml
 from daskscore.config.settings import (
     CLOUD_ONLY_KEYS,
     KNOWN_KEYS,
+    SETTING_NAMES,
     SETTINGS_KEYS,
     TOP_KEYS,
+    UNKNOWN_HINT,
     Deployment,
     Model,
     Settings,
+    UnknownKeyWarning,
     nearest_key,
-    warn_unknown,
+    unknown_keys,
 )
 from daskscore.config.values import build, check_override, check_value, kind
 from daskscore.errors import ConfigError
@@ -66,22 +74,23 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def normalize(raw: dict[str, Any], where: str = "<deployment>") -> dict[str, Any]:
-    """Bring a raw deployment dict to the ``type: model`` layout; warn about unknown keys.
+    """Bring a raw deployment dict to the ``type: model`` layout.
 
     A legacy file (no ``type:``) has its settings at the top level; they move under
-    ``settings``.  Cloud-only keys (``name``, ``compute``, ...) are dropped with an info line.
+    ``settings``.  Cloud-only keys (``name``, ``compute``, ...) are dropped with an info line,
+    and so are unknown keys: :func:`~daskscore.config.settings.unknown_keys` names those, and
+    :func:`check_deployment` refuses them.
     """
-    kind = raw.get("type")
-    if kind is not None and kind != "model":
+    kind_ = raw.get("type")
+    if kind_ is not None and kind_ != "model":
         raise ConfigError(
-            f"{where}: type: '{kind}' deployments are not supported; daskscore runs "
+            f"{where}: type: '{kind_}' deployments are not supported; daskscore runs "
             "'type: model' deployments (a scoring script and a model)."
         )
     settings = raw.get("settings") or {}  # an all-commented section is null in YAML
     if not isinstance(settings, dict):
         raise ConfigError(f"{where}: settings: expected a mapping, got {kind(settings)}.")
-    settings = dict(settings)
-    setting_names = {f.name for f in dataclasses.fields(Settings)}
+    settings = {k: v for k, v in settings.items() if f"settings.{k}" in SETTINGS_KEYS}
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key in CLOUD_ONLY_KEYS:
@@ -89,25 +98,13 @@ def normalize(raw: dict[str, Any], where: str = "<deployment>") -> dict[str, Any
         elif key in TOP_KEYS:
             if key != "settings":
                 out[key] = value
-        elif kind is None and key in setting_names:
+        elif kind_ is None and key in SETTING_NAMES:
             settings.setdefault(key, value)
-        else:
-            warn_unknown(where, str(key))
-    for key in list(settings):
-        if f"settings.{key}" not in SETTINGS_KEYS:
-            warn_unknown(where, f"settings.{key}")
-            del settings[key]
     retry = settings.get("retry_settings")
     if isinstance(retry, dict):
-        for key in list(retry):
-            if f"settings.retry_settings.{key}" not in SETTINGS_KEYS:
-                warn_unknown(where, f"settings.retry_settings.{key}")
-    for section in ("code_configuration", "resources", "model"):
-        value = out.get(section)
-        if isinstance(value, dict):
-            for key in value:
-                if f"{section}.{key}" not in KNOWN_KEYS:
-                    warn_unknown(where, f"{section}.{key}")
+        settings["retry_settings"] = {
+            k: v for k, v in retry.items() if f"settings.retry_settings.{k}" in SETTINGS_KEYS
+        }
     out["settings"] = settings
     return out
 
@@ -164,7 +161,10 @@ def resolve_key(key: str) -> list[str]:
     for candidate in (f"settings.{key}", f"settings.retry_settings.{key}"):
         if candidate in SETTINGS_KEYS:
             return candidate.split(".")
-    raise ConfigError(f"override '{key}': unknown key{nearest_key(key)}.")
+    raise ConfigError(
+        f"override: unknown key '{key}'{nearest_key(key)}; an override that names no setting "
+        "is refused with or without --lenient."
+    )
 
 
 # --------------------------------------------------------------------------- validation
@@ -247,9 +247,17 @@ def _code_configuration(value: Any, model: Any, base: Path, where: str) -> tuple
         )
     script = (code / value["scoring_script"]).resolve()
     if not script.is_file():
+        import difflib  # (a did-you-mean from the code folder's Python files, a few levels)
+
+        found = sorted(
+            p.relative_to(code).as_posix() for g in ("*.py", "*/*.py") for p in code.glob(g)
+        )
+        near = difflib.get_close_matches(value["scoring_script"], found[:2000], n=1, cutoff=0.5)
+        listed = ", ".join(found[:8]) + (" ..." if len(found) > 8 else "") or "no .py file"
+        hint = f" (did you mean '{near[0]}'?)" if near else f"; it holds {listed}"
         raise ConfigError(
             f"{where}: code_configuration.scoring_script: '{value['scoring_script']}' not found "
-            f"in the code folder {code}."
+            f"in the code folder {code}{hint}."
         )
     return code, script
 
@@ -295,8 +303,81 @@ def to_raw(deployment: Deployment) -> dict[str, Any]:
     return raw
 
 
+class ConfigProblems(ConfigError):
+    """Every problem of one deployment, one line each (also in :attr:`problems`)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.problems,)
+
+
+def check_deployment(
+    path: str | os.PathLike[str], overrides: dict[str, Any] | None = None, *, lenient: bool = False
+) -> tuple[Deployment | None, list[str], list[str]]:
+    """Load a deployment file, finding every problem at once where a step would stop at its
+    first.
+
+    Unknown keys come first (errors, or warnings when ``lenient``), then each override, each
+    setting, ``resources``, the code configuration and the model, each checked on its own with
+    the checks of :func:`validate`.
+
+    Returns
+    -------
+    tuple
+        The deployment (``None`` when there is an error), the errors, and the warnings.
+    """
+    source = Path(path).resolve()
+    where, errors = str(source), []
+
+    def check(step: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return step(*args)
+        except ConfigError as exc:
+            errors.extend(getattr(exc, "problems", [str(exc)]))
+            return None
+
+    raw = check(read_yaml, source)
+    if raw is None:
+        return None, errors, []
+    unknown = unknown_keys(raw, where)
+    if unknown and not lenient:
+        errors += [unknown[0] + UNKNOWN_HINT, *unknown[1:]]
+    raw = check(normalize, raw, where)
+    for key, value in (overrides or {}).items() if raw else ():
+        raw = check(apply_overrides, raw, {key: value}) or raw
+    if raw:
+        _check_parts(raw, source, check)
+    deployment = check(validate, raw, source) if raw and not errors else None
+    ignored = [f"{text.removesuffix('.')}; it is ignored (lenient)." for text in unknown]
+    return deployment, errors, ignored if lenient else []
+
+
+def _check_parts(raw: dict[str, Any], source: Path, check: Callable[..., Any]) -> None:
+    """Check each setting, resources, the code configuration and the model on its own."""
+    where, settings = str(source), raw.get("settings") or {}
+    for key, value in settings.items():
+        if key == "retry_settings" and isinstance(value, dict):
+            for sub, sub_value in value.items():
+                check(build, Settings, {key: {sub: sub_value}}, "settings", where)
+        else:
+            check(build, Settings, {key: value}, "settings", where)
+    resources = raw.get("resources")
+    count = resources.get("instance_count") if isinstance(resources, dict) else None
+    if count is not None and "instance_count" not in settings:
+        check(build, Settings, {"instance_count": count}, "resources", where)
+    code = raw.get("code_configuration")
+    check(_code_configuration, code, raw.get("model"), source.parent, where)
+    check(_model, raw.get("model"), source.parent, where)
+
+
 def load_deployment(
-    path: str | os.PathLike[str], overrides: dict[str, Any] | None = None
+    path: str | os.PathLike[str],
+    overrides: dict[str, Any] | None = None,
+    *,
+    lenient: bool = False,
 ) -> Deployment:
     """Load, normalize and validate a deployment YAML file.
 
@@ -307,6 +388,10 @@ def load_deployment(
     overrides : dict, optional
         Dotted keys to override, as ``--set`` takes them, e.g.
         ``{"settings.output_file_name": "x.csv"}`` or ``{"mini_batch_size": 5}``.
+    lenient : bool, default False
+        Ignore keys that neither daskscore nor Azure ML knows, with an
+        :class:`~daskscore.config.UnknownKeyWarning` each (kept in the deployment's
+        ``warnings``), instead of refusing them.  An unknown override key is refused either way.
 
     Returns
     -------
@@ -315,8 +400,10 @@ def load_deployment(
     Raises
     ------
     ConfigError
-        The file is missing or malformed, a value has the wrong type, or a path it names does
-        not exist.  The message names the file and the key.
+        The file is missing or malformed, holds an unknown key (a misspelt ``setings:`` would
+        otherwise leave every setting at its default), a value has the wrong type, or a path it
+        names does not exist.  Every problem is named at once, one line each (the exception's
+        ``problems``), each naming the file and the key.
 
     Examples
     --------
@@ -324,15 +411,17 @@ def load_deployment(
     >>> dep.settings.mini_batch_size  # doctest: +SKIP
     10
     """
-    source = Path(path).resolve()
-    raw = normalize(read_yaml(source), str(source))
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-    return validate(raw, source)
+    deployment, errors, warned = check_deployment(path, overrides, lenient=lenient)
+    if errors or deployment is None:
+        raise ConfigProblems(errors)
+    for text in warned:
+        warnings.warn(text, UnknownKeyWarning, stacklevel=2)
+    return dataclasses.replace(deployment, warnings=tuple(warned))
 
 
 def with_overrides(deployment: Deployment, overrides: dict[str, Any]) -> Deployment:
     """A copy of ``deployment`` with dotted overrides applied and validated again."""
     if not overrides:
         return deployment
-    return validate(apply_overrides(to_raw(deployment), overrides), deployment.source)
+    changed = validate(apply_overrides(to_raw(deployment), overrides), deployment.source)
+    return dataclasses.replace(changed, warnings=deployment.warnings)

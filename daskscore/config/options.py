@@ -7,6 +7,7 @@ engine reads nothing else.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,9 @@ class JobOptions:
     carry_columns: tuple[str, ...] = ()
     #: finish an interrupted job in the same output folder
     resume: bool = False
+    #: run again the failed, partial and unrun mini-batches of a finished job in the output
+    #: folder, and assemble the whole output anew (the code and model may have changed)
+    retry_failed: bool = False
     #: whether the workers see the driver's files: None finds out (an embedded cluster does);
     #: False ships code and model to them and brings results home in the tasks' replies
     shared_filesystem: bool | None = None
@@ -58,6 +62,11 @@ class JobOptions:
     #: initialised on a warm cluster's or a ``client``'s workers for the next job; False: a
     #: fresh embedded cluster, and the script installed for this job only
     warm: bool = True
+    #: a mini-batch that fails every try is split, down to single items, so that only the
+    #: items that fail on their own are counted failed (Azure counts the whole mini-batch)
+    isolate_failures: bool = False
+    #: each embedded worker's memory limit (Dask's ``memory_limit``), e.g. ``"4GB"``
+    worker_memory: str | int | None = None
 
     def __post_init__(self) -> None:
         """Refuse what cannot be meant, naming the option and the value (nothing has run)."""
@@ -66,6 +75,19 @@ class JobOptions:
                 "overwrite and resume cannot be used together: resume finishes the interrupted "
                 "job in the output folder where it stopped, overwrite discards it and starts "
                 "again; choose one."
+            )
+        if self.retry_failed and (self.overwrite or self.resume):
+            other = "overwrite" if self.overwrite else "resume"
+            raise UsageError(
+                f"retry_failed and {other} cannot be used together: retry_failed runs again "
+                "the failed mini-batches of a finished job in the output folder and keeps the "
+                "rest, "
+                + (
+                    "overwrite discards the job and starts again"
+                    if self.overwrite
+                    else "resume finishes an interrupted one"
+                )
+                + "; choose one."
             )
         _at_least("workers", self.workers, 1, "worker processes")
         _at_least("rows_per_file", self.rows_per_file, 1, "rows per file")
@@ -77,6 +99,32 @@ class JobOptions:
         for name, amount in self.resources.items():
             if not (_is_number(amount) and amount > 0):
                 raise UsageError(f"resources: {name}={amount!r}: expected an amount above 0.")
+        _check_worker_memory(self.worker_memory, self.scheduler, self.client)
+
+
+#: A memory size as Dask's ``memory_limit`` reads it: ``4GB``, ``512 MiB``, ``2.5e9``.
+_MEMORY = re.compile(r"\s*[0-9]+(\.[0-9]+)?(e[0-9]+)?\s*([kmgtp]i?)?b?\s*", re.IGNORECASE)
+
+
+def _check_worker_memory(value: Any, scheduler: str | None, client: Any) -> None:
+    """``worker_memory`` is a size above 0, and only for the embedded cluster."""
+    if value is None:
+        return
+    if scheduler or client is not None:
+        where = f"the Dask scheduler at {scheduler}" if scheduler else "the given client"
+        raise UsageError(
+            f"worker_memory (--worker-memory) sets the memory limit of the embedded cluster's "
+            f"workers; the workers of {where} have their own, set where they start (e.g. "
+            "dask worker --memory-limit 4GB). Leave it out with --scheduler or client=."
+        )
+    number = _is_number(value) and value > 0
+    if not number and not (isinstance(value, str) and _MEMORY.fullmatch(value)):
+        raise UsageError(
+            f"worker_memory={value!r}: expected a memory size such as 4GB, 512MiB or a number "
+            "of bytes."
+        )
+    if isinstance(value, str) and not any(c in "123456789" for c in value.split("e")[0]):
+        raise UsageError(f"worker_memory={value!r}: expected a memory size above 0.")
 
 
 def _is_number(value: Any) -> bool:

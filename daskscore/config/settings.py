@@ -9,14 +9,14 @@ constraints (``minimum``, ``positive``, ``choices``) that validation enforces.
 from __future__ import annotations
 
 import difflib
-import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from daskscore.config.sizes import MiniBatchSize
 
-#: Keys that only mean something in the cloud: accepted and ignored.
+#: Top-level keys of an Azure ML batch deployment that only mean something in the cloud:
+#: accepted and ignored.
 CLOUD_ONLY_KEYS = frozenset(
     {
         "$schema",
@@ -27,15 +27,36 @@ CLOUD_ONLY_KEYS = frozenset(
         "environment",
         "compute",
         "properties",
+        "id",
         "deployment_name",
     }
+)
+#: Keys inside ``model`` and ``resources`` that Azure ML reads and daskscore does not: accepted
+#: and ignored.
+CLOUD_ONLY_NESTED = (
+    "model.version",
+    "model.type",
+    "model.description",
+    "model.tags",
+    "model.properties",
+    "model.flavors",
+    "model.stage",
+    "model.utc_time_created",
+    "resources.instance_type",
+    "resources.properties",
+    "resources.shm_size",
+    "resources.docker_args",
+    "resources.locations",
+    "resources.max_instance_count",
 )
 OUTPUT_ACTIONS = ("append_row", "summary_only")
 LOGGING_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class UnknownKeyWarning(UserWarning):
-    """A deployment file holds a key that daskscore does not know; it is ignored."""
+    """A deployment file holds a key that neither daskscore nor Azure ML knows, and it was
+    loaded with ``lenient=True`` (``--lenient``): the key is ignored.  Without ``lenient`` such
+    a key is a :class:`~daskscore.errors.ConfigError`."""
 
 
 def _doc(text: str, **extra: Any) -> dict[str, Any]:
@@ -202,6 +223,9 @@ class Deployment:
     ----------
     source : Path or None
         The YAML file it came from (``None`` when built in Python).
+    warnings : tuple of str
+        What loading it warned about: the unknown keys a ``lenient`` load ignored.  A job
+        keeps them in its log and in ``job_summary.json``.
     model : Model or None
         The model; ``None`` when the deployment names none.
     code : Path
@@ -217,6 +241,7 @@ class Deployment:
     model: Model | None = None
     settings: Settings = field(default_factory=Settings)
     source: Path | None = None
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def worker_count(self) -> int:
@@ -237,6 +262,8 @@ def _settings_keys(cls: type, prefix: str) -> list[str]:
 
 
 SETTINGS_KEYS = _settings_keys(Settings, "settings.")
+#: The settings' own names: at the top level of a legacy file (no ``type:``) they are settings.
+SETTING_NAMES = frozenset(f.name for f in fields(Settings))
 TOP_KEYS = ["type", "model", "code_configuration", "resources", "settings"]
 KNOWN_KEYS = (
     TOP_KEYS
@@ -244,30 +271,90 @@ KNOWN_KEYS = (
     + [
         "model.name",
         "model.path",
-        "model.version",
-        "model.type",
-        "model.description",
         "code_configuration.code",
         "code_configuration.scoring_script",
         "resources.instance_count",
-        "resources.properties",
     ]
+    + list(CLOUD_ONLY_NESTED)
+    + sorted(CLOUD_ONLY_KEYS)
+)
+#: Sections whose keys are checked one by one (``environment_variables``, ``tags``,
+#: ``properties`` and ``environment`` hold whatever the user likes).
+_SECTIONS = ("settings", "settings.retry_settings", "model", "code_configuration", "resources")
+#: What an unknown-key error adds once, under the first such key.
+UNKNOWN_HINT = (
+    " Azure ML refuses unknown keys too; correct the key, or pass --lenient (lenient=True in "
+    "Python) to ignore unknown keys with a warning."
 )
 
 
-def nearest_key(key: str) -> str:
-    leaf = key.rsplit(".", 1)[-1]
+def closest_key(key: str) -> str | None:
+    """The known key nearest to ``key``: the same name in another section (``settings.timeout``
+    -> ``settings.retry_settings.timeout``), else the closest among the keys of its own section,
+    among all keys, and by the last part of the name alone."""
+    parent, _, leaf = key.rpartition(".")
+    for known in KNOWN_KEYS:
+        if known.rpartition(".")[2] == leaf and known != key:
+            return known
+    siblings = {k.rpartition(".")[2]: k for k in KNOWN_KEYS if k.rpartition(".")[0] == parent}
+    match = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+    if match:
+        return siblings[match[0]]
     match = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
-    if not match:
-        by_leaf = {k.rsplit(".", 1)[-1]: k for k in KNOWN_KEYS}
-        leaf_match = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
-        match = [by_leaf[leaf_match[0]]] if leaf_match else []
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    if match:
+        return match[0]
+    by_leaf: dict[str, str] = {}
+    for known in KNOWN_KEYS:  # (settings first: 'instance_count' is settings.instance_count)
+        by_leaf.setdefault(known.rpartition(".")[2], known)
+    match = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
+    return by_leaf[match[0]] if match else None
 
 
-def warn_unknown(where: str, key: str) -> None:
-    warnings.warn(
-        f"{where}: unknown key '{key}'{nearest_key(key)}; it is ignored.",
-        UnknownKeyWarning,
-        stacklevel=4,
-    )
+def nearest_key(key: str) -> str:
+    """`` (did you mean 'KEY'?)`` for the known key nearest to ``key``, or ``""``."""
+    match = closest_key(key)
+    return f" (did you mean '{match}'?)" if match else ""
+
+
+def unknown_keys(raw: dict[str, Any], where: str) -> list[str]:
+    """One message per key of a raw deployment dict that neither daskscore nor Azure ML knows
+    (top-level and nested, in the file's order), each naming the file, the key and the nearest
+    known key; none for the cloud-only keys (:data:`CLOUD_ONLY_KEYS`, :data:`CLOUD_ONLY_NESTED`).
+
+    In a legacy file (no ``type:``) the settings' names are top-level keys; in a ``type: model``
+    file they belong under ``settings:``, and one at the top level is named as misplaced.
+
+    Examples
+    --------
+    >>> unknown_keys({"type": "model", "setings": {}}, "d.yml")
+    ["d.yml: unknown key 'setings' (did you mean 'settings'?)."]
+    """
+    legacy = raw.get("type") is None
+    found = []
+    for key in map(str, raw):
+        if key in CLOUD_ONLY_KEYS or key in TOP_KEYS or (legacy and key in SETTING_NAMES):
+            continue
+        if key in SETTING_NAMES:
+            found.append(
+                f"{where}: unknown key '{key}' (did you mean 'settings.{key}'? In a 'type: "
+                "model' file the settings go under settings:)."
+            )
+        else:
+            found.append(f"{where}: unknown key '{key}'{nearest_key(key)}.")
+    sections = [(name, _get(raw, name)) for name in _SECTIONS]
+    if legacy:
+        sections.append(("settings.retry_settings", raw.get("retry_settings")))
+    for name, section in sections:
+        if isinstance(section, dict):
+            for key in map(str, section):
+                dotted = f"{name}.{key}"
+                if dotted not in KNOWN_KEYS:
+                    found.append(f"{where}: unknown key '{dotted}'{nearest_key(dotted)}.")
+    return found
+
+
+def _get(raw: dict[str, Any], dotted: str) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node

@@ -23,25 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daskscore.config.loader import (
-    _build,
-    _code_configuration,
-    _model,
-    apply_overrides,
-    load_deployment,
-    normalize,
-    read_yaml,
-)
-from daskscore.config.loader import validate as validate_raw
-from daskscore.config.settings import Deployment, Settings, UnknownKeyWarning
+from daskscore.config.loader import check_deployment, load_deployment
+from daskscore.config.settings import Deployment, UnknownKeyWarning
 from daskscore.engine.plan import list_inputs, plan_job
-from daskscore.errors import ConfigError, UsageError
+from daskscore.errors import UsageError
 from daskscore.io import storage, tabular
 from daskscore.io.shipping import fetch_model
 from daskscore.io.writers import format_rows
 from daskscore.protocol import WorkerJob
 from daskscore.worker import script as script_mod
-from daskscore.worker.environment import restore_environment, set_environment
+from daskscore.worker.environment import (
+    missing_model_file,
+    restore_environment,
+    set_environment,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: how :func:`collect_problems` marks a line that is a warning, not an error
@@ -49,12 +44,15 @@ WARNING = "warning: "
 
 
 def collect_problems(
-    path: str | os.PathLike[str], overrides: dict[str, Any] | None = None
+    path: str | os.PathLike[str],
+    overrides: dict[str, Any] | None = None,
+    *,
+    lenient: bool = False,
 ) -> list[str]:
-    """Every problem of a deployment file at once, where ``load_deployment`` stops at the first.
+    """Every problem of a deployment file at once, as ``load_deployment`` names them.
 
-    Each override, each setting, the code configuration and the model are checked on their
-    own, with the checks of :func:`daskscore.config.loader.validate`; unknown keys follow.
+    Unknown keys, each override, each setting, the code configuration and the model are
+    checked on their own (:func:`daskscore.config.loader.check_deployment`).
 
     Parameters
     ----------
@@ -62,52 +60,17 @@ def collect_problems(
         The deployment file.
     overrides : dict, optional
         Dotted keys to override, as ``--set`` takes them.
+    lenient : bool, default False
+        Unknown keys are warnings, not errors (``--lenient``).
 
     Returns
     -------
     list of str
-        The error messages, then the unknown-key warnings prefixed with :data:`WARNING`.  No
-        error means that ``load_deployment(path, overrides)`` succeeds.
+        The error messages, then the warnings prefixed with :data:`WARNING`.  No error means
+        that ``load_deployment(path, overrides, lenient=lenient)`` succeeds.
     """
-    source = Path(path).resolve()
-    where, problems = str(source), []
-
-    def check(step: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return step(*args)
-        except ConfigError as exc:
-            problems.append(str(exc))
-            return None
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UnknownKeyWarning)
-        raw = check(lambda: normalize(read_yaml(source), where))
-        for key, value in (overrides or {}).items() if raw else ():
-            raw = check(apply_overrides, raw, {key: value}) or raw
-    if raw:
-        _check_parts(raw, source, check)
-    if raw and not problems:
-        check(validate_raw, raw, source)  # anything the parts did not see
-    unknown = [w for w in caught if issubclass(w.category, UnknownKeyWarning)]
-    return problems + [f"{WARNING}{w.message}" for w in unknown]
-
-
-def _check_parts(raw: dict[str, Any], source: Path, check: Callable[..., Any]) -> None:
-    """Check each setting, resources, the code configuration and the model on its own."""
-    where, settings = str(source), raw.get("settings") or {}
-    for key, value in settings.items():
-        if key == "retry_settings" and isinstance(value, dict):
-            for sub, sub_value in value.items():
-                check(_build, Settings, {key: {sub: sub_value}}, "settings", where)
-        else:
-            check(_build, Settings, {key: value}, "settings", where)
-    resources = raw.get("resources")
-    count = resources.get("instance_count") if isinstance(resources, dict) else None
-    if count is not None and "instance_count" not in settings:
-        check(_build, Settings, {"instance_count": count}, "resources", where)
-    code = raw.get("code_configuration")
-    check(_code_configuration, code, raw.get("model"), source.parent, where)
-    check(_model, raw.get("model"), source.parent, where)
+    _, errors, warned = check_deployment(path, overrides, lenient=lenient)
+    return errors + [f"{WARNING}{text}" for text in warned]
 
 
 # --------------------------------------------------------------------------- validate
@@ -124,6 +87,8 @@ class DryRun:
     failed_stage: str | None = None
     error: str | None = None
     written: list[str] = field(default_factory=list)
+    #: what run() returned, as it returned it (for :func:`daskscore.validate`)
+    value: Any = None
 
 
 def validate(
@@ -133,8 +98,10 @@ def validate(
     *,
     rows: int = 10,
     post_mortem: bool = False,
+    lenient: bool = False,
+    mini_batch: int = 0,
 ) -> int:
-    """Check a deployment and try its scoring script on the first mini-batch, here.
+    """Check a deployment and try its scoring script on one mini-batch (the first), here.
 
     Parameters
     ----------
@@ -148,6 +115,10 @@ def validate(
         How many lines of the append_row output to show.
     post_mortem : bool
         On an exception in the script, start ``pdb`` at the script's innermost frame.
+    lenient : bool
+        Unknown deployment keys are warnings, not problems (``--lenient``).
+    mini_batch : int
+        The mini-batch to try (``--mini-batch N``), numbered as ``daskscore run`` numbers them.
 
     Returns
     -------
@@ -155,27 +126,37 @@ def validate(
         0 when all went well, 1 when the script raised, 2 for problems of the deployment, the
         script file or the input (all of them are printed, and nothing is run).
     """
-    prepared = _prepare(path, input_path, overrides)
+    prepared = _prepare(path, input_path, overrides, lenient)
     if prepared is None:
         return EXIT_USAGE
     deployment, work, unit, csv_kwargs = prepared
     many = "es" if len(work) != 1 else ""
+    if not 0 <= mini_batch < len(work):
+        print(
+            f"daskscore: error: --mini-batch {mini_batch}: {input_path} makes {len(work)} "
+            f"mini-batch{many} of {unit}, numbered 0 to {len(work) - 1}; nothing was run.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     print(
-        f"{path}: {len(work)} mini-batch{many} of {unit}; trying mini-batch 0 in this process, "
-        "without a cluster.",
+        f"{path}: {len(work)} mini-batch{many} of {unit}; trying mini-batch {mini_batch} in this "
+        "process, without a cluster.",
         flush=True,
     )
-    report = dry_run(deployment, work[0], csv_kwargs, post_mortem=post_mortem)
+    report = dry_run(deployment, work[mini_batch], csv_kwargs, post_mortem=post_mortem)
     _show(report, deployment, unit, rows)
     return EXIT_FAILED if report.failed_stage else EXIT_OK
 
 
 def _prepare(
-    path: str | os.PathLike[str], input_path: str | os.PathLike[str], overrides: Any
+    path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str],
+    overrides: Any,
+    lenient: bool = False,
 ) -> tuple[Deployment, list[Any], str, dict[str, Any]] | None:
     """The deployment, its mini-batches, their unit and the append_row arguments; or None
     when something is wrong, after printing every problem found."""
-    problems = collect_problems(path, overrides)
+    problems = collect_problems(path, overrides, lenient=lenient)
     errors = [p for p in problems if not p.startswith(WARNING)]
     plan = None
     if errors:  # the deployment cannot be loaded: the input can still be checked
@@ -183,7 +164,7 @@ def _prepare(
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnknownKeyWarning)  # collect_problems has them
-            deployment = load_deployment(path, overrides)
+            deployment = load_deployment(path, overrides, lenient=lenient)
         plan = plan_job(deployment, input_path, problems=errors)
     for line in errors:
         print(f"daskscore: error: {line}", file=sys.stderr)
@@ -269,7 +250,7 @@ def _stages(
             return True, step()
         except (Exception, SystemExit) as exc:  # the user's code may raise anything
             if report.failed_stage is None:
-                report.failed_stage, report.error = name, _describe(exc, deployment.code)
+                report.failed_stage, report.error = name, _describe(exc, deployment, name)
                 if post_mortem and not isinstance(exc, script_mod.ResultError):
                     print(f"{name} raised:\n{report.error}\n", file=sys.stderr, flush=True)
                     report.error = "(the traceback is above)"
@@ -285,7 +266,7 @@ def _stages(
         return
     argument = _mini_batch(work, scratch / "inputs")
     report.items = len(argument)
-    ok, result = stage("run()", lambda: _call_run(module, argument, csv_kwargs))
+    ok, result = stage("run()", lambda: _call_run(module, argument, csv_kwargs, report))
     if ok:
         report.returned, report.rows = result
     shutdown = getattr(module, "shutdown", None)
@@ -293,9 +274,12 @@ def _stages(
         stage("shutdown()", shutdown)
 
 
-def _call_run(module: Any, argument: Any, csv_kwargs: dict[str, Any]) -> tuple[int, bytes]:
+def _call_run(
+    module: Any, argument: Any, csv_kwargs: dict[str, Any], report: DryRun
+) -> tuple[int, bytes]:
     """run(), what it returned made into append_row bytes as a worker does; and its length."""
-    items = script_mod.normalize_result(module.run(argument))
+    report.value = module.run(argument)
+    items = script_mod.normalize_result(report.value)
     return len(items), format_rows(items, csv_kwargs)
 
 
@@ -308,10 +292,17 @@ def _mini_batch(work: Any, scratch: Path) -> Any:
     return list(work)
 
 
-def _describe(exc: BaseException, code: Path) -> str:
+def _describe(exc: BaseException, deployment: Deployment, stage: str) -> str:
+    """The script's traceback; after an import error, where to install what is missing;
+    after a file not found under ``AZUREML_MODEL_DIR``, what that folder holds."""
     if isinstance(exc, script_mod.ResultError):  # about what run() returned: no traceback
         return f"{type(exc).__name__}: {exc}"
-    return script_mod.user_traceback(exc, code)
+    code = deployment.code
+    text = script_mod.user_traceback(exc, code)
+    if stage == "import":
+        return f"{script_mod.import_failure(exc, code, deployment.scoring_script)}\n{text}"
+    listing = missing_model_file(exc, os.environ.get("AZUREML_MODEL_DIR"))
+    return f"{text}\n{listing}" if listing else text
 
 
 class _UserPdb(pdb.Pdb):

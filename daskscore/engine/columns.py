@@ -22,6 +22,7 @@ from daskscore.protocol import MiniBatchRecord, Status
 _KNOWN = {
     "mini_batch", "try_no", "worker", "start", "total", "succeeded", "failed", "rows",
     "status", "error", "final", "run_s", "elapsed_s", "start_offset", "bytes", "part", "attempt",
+    "peak_rss_mb",
 }  # fmt: skip
 #: Fields a newer MiniBatchRecord may have that the columns do not keep: a record with any of
 #: them set is kept whole.
@@ -73,6 +74,8 @@ class CleanFinals:
         self.rows = zeros("I", n)
         self.elapsed = zeros("d", n)
         self.run = zeros("d", n)
+        #: peak RSS during run(), MiB (float32: 0.1 MiB is all it says)
+        self.peak = zeros("f", n)
         #: append_row's byte ranges and datasets' part files: made when first needed
         self.offset: array[int] | None = None
         self.bytes: array[int] | None = None
@@ -102,6 +105,7 @@ class CleanFinals:
             self.start[mb] = _NAN if rec.start is None else rec.start
             self.elapsed[mb] = rec.elapsed_s
             self.run[mb] = rec.run_s
+            self.peak[mb] = rec.peak_rss_mb
             if rec.start_offset or rec.bytes:
                 self._where(mb, rec.start_offset, rec.bytes)
             if rec.part is not None:
@@ -154,7 +158,7 @@ class CleanFinals:
         """:meth:`record` for many mini-batches: the columns looked up once."""
         workers, worker, attempts, attempt = self.workers, self.worker, self.attempts, self.attempt
         starts, totals, rows = self.start, self.total, self.rows
-        runs, elapsed = self.run, self.elapsed
+        runs, elapsed, peaks = self.run, self.elapsed, self.peak
         offsets, sizes, parts, names = self.offset, self.bytes, self.part, self.parts
         done = Status.RUN_DONE
 
@@ -177,6 +181,7 @@ class CleanFinals:
                 bytes=sizes[mb] if sizes is not None else 0,
                 part=names[part - 1] if part else None,
                 attempt=attempts[attempt[mb]] if final else None,
+                peak_rss_mb=round(peaks[mb], 1),
             )
 
         return make
@@ -186,7 +191,7 @@ class CleanFinals:
         start, total = self.start[mb], self.total[mb]
         return (
             mb, 1, self.workers[self.worker[mb]], None if start != start else start, total,
-            total, 0, self.elapsed[mb], self.run[mb], "RUN_DONE", "",
+            total, 0, self.elapsed[mb], self.run[mb], "RUN_DONE", "", "", self.peak[mb],
         )  # fmt: skip
 
 
@@ -219,24 +224,35 @@ class Finals(Mapping[int, MiniBatchRecord]):
 
 class DoneFinals(Sequence[MiniBatchRecord]):
     """The final try of every mini-batch whose run() returned, in mini-batch order; read once
-    by the output writer, each record made as it is read."""
+    by the output writer, each record made as it is read.  A mini-batch split into parts
+    (``--isolate-failures``) gives the final tries of its parts that returned, in item order
+    (``pieces``): its rows are theirs, one after the other."""
 
     def __init__(
-        self, state: bytearray, clean: CleanFinals, full: dict[int, MiniBatchRecord]
+        self,
+        state: bytearray,
+        clean: CleanFinals,
+        full: dict[int, MiniBatchRecord],
+        pieces: Mapping[int, list[MiniBatchRecord]] | None = None,
     ) -> None:
         self._state, self._clean, self._full = state, clean, full
+        self._pieces = pieces or {}
 
     def __iter__(self) -> Iterator[MiniBatchRecord]:
-        make, full = self._clean.maker(final=True), self._full
+        make, full, pieces = self._clean.maker(final=True), self._full, self._pieces
         for mb, s in enumerate(self._state):
             if s == CLEAN or s == RESTORED:
                 yield make(mb)
             elif s == DONE:
-                yield full[mb]
+                if pieces and mb in pieces:
+                    yield from pieces[mb]
+                else:
+                    yield full[mb]
 
     def __len__(self) -> int:
         state = self._state
-        return len(state) - state.count(OPEN) - state.count(FAILED)
+        extra = sum(len(p) - 1 for mb, p in self._pieces.items() if state[mb] == DONE)
+        return len(state) - state.count(OPEN) - state.count(FAILED) + extra
 
     def __getitem__(self, index: Any) -> Any:
         return list(self)[index]

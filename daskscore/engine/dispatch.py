@@ -10,6 +10,11 @@ is charged alone if it kills its process again.  A task whose result was lost af
 (the worker holding it died before the driver fetched it) is recovered the same way: its
 ledger says what it committed, read back; what it did not is run again, uncharged.
 
+With ``--isolate-failures`` a mini-batch that failed every try is split by the outcomes
+(:mod:`daskscore.engine.isolate`), and its parts run here, each in a task of its own and
+before any other work, charged and retried as parts.  A process that died is asked whether it
+was killed for its memory (:mod:`daskscore.engine.memory`): that try's error then says so.
+
 Test hook: :data:`HOLD_ENV` (seconds, unset in real jobs) makes the driver wait that long
 before it looks at a task that finished, so that a test can kill the worker holding the result
 in between (``tests/engine/test_lost_result.py``).
@@ -29,13 +34,17 @@ from typing import Any
 from distributed import Client
 
 from daskscore.engine.finish import write_overview
+from daskscore.engine.isolate import PartKey
+from daskscore.engine.memory import MemoryDeaths
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.policy import TaskSizing
 from daskscore.engine.transport import SharedDisk
 from daskscore.errors import DaskScoreError, InitFailed
+from daskscore.io.ledger import LedgerState
 from daskscore.io.writers import OutputWriter
 from daskscore.protocol import PROGRESS_TOPIC, MiniBatchRecord, Payload, TaskResult, WorkerJob
 from daskscore.ui.progress import Progress
+from daskscore.ui.taskkeys import task_key
 from daskscore.worker.plugin import cancel_job
 from daskscore.worker.task import run_task
 
@@ -78,6 +87,9 @@ class Dispatcher:
         1 for a new job; task attempts are named ``r<run>a<seq>-<job id>``.
     count_workers : callable, optional
         Counts the workers again (a cluster daskscore did not start: workers come and go).
+    memory_limit : str, optional
+        The workers' memory limit as the user gave it (``--worker-memory``), for the error of
+        a try whose process was killed for memory.
     """
 
     def __init__(
@@ -92,6 +104,7 @@ class Dispatcher:
         progress: Progress,
         run_no: int = 1,
         count_workers: Callable[[], int] | None = None,
+        memory_limit: str | int | None = None,
     ) -> None:
         self.client = client
         self.job = job
@@ -107,7 +120,12 @@ class Dispatcher:
         self.queue = WorkQueue(outcomes.state)
         self.isolate: set[int] = set()
         self.losses: dict[int, int] = {}
-        self.inflight: dict[Any, tuple[str, list[int]]] = {}
+        #: parts of split mini-batches to run (--isolate-failures), before anything else
+        self.parts: deque[PartKey] = deque()
+        self.part_losses: dict[PartKey, int] = {}
+        self.memory = MemoryDeaths(client, memory_limit)
+        #: each task in flight: its attempt, its mini-batches, and the part it runs (if one)
+        self.inflight: dict[Any, tuple[str, list[int], PartKey | None]] = {}
         self.seq = 0
         self.sizing = TaskSizing()
         self.last_overview = time.monotonic()
@@ -118,11 +136,14 @@ class Dispatcher:
 
     def _on_progress(self, event: Any) -> None:
         _, msg = event
-        self.progress.add_live(int(msg.get("items", 0)))
+        attempt = msg.get("attempt")  # (counted as each mini-batch ends, by task attempt)
+        self.progress.add_live(int(msg.get("items", 0)), attempt, int(msg.get("mini_batches", 0)))
+        if "running" in msg:  # a slow run() call, or its end (worker.inflight)
+            self.progress.set_running(str(msg.get("attempt")), msg["running"])
 
     def run(self, on_tick: Callable[[], None] | None = None) -> None:
         """Run every mini-batch left; ``on_tick`` is called after each redraw of progress."""
-        while self.queue or self.inflight:
+        while self.queue or self.parts or self.inflight:
             self._fill()
             try:
                 fut = self.done.get(timeout=POLL_S)
@@ -161,22 +182,28 @@ class Dispatcher:
 
     def _fill(self) -> None:
         window = self.sizing.window(self.workers)
-        while self.queue and len(self.inflight) < window:
-            ids = self._take()
+        while (self.parts or self.queue) and len(self.inflight) < window:
             self.seq += 1
             attempt = f"r{self.run_no:02d}a{self.seq:06d}-{self.job.job_id}"  # (this job's files)
-            tries, batches = self.outcomes.tries_used, self.batches
-            payload = Payload([(mb, tries(mb), batches[mb]) for mb in ids])
+            part = self.parts.popleft() if self.parts else None
+            if part is not None:  # a part of a split mini-batch, alone in its task
+                split, ids = self.outcomes.split, [part[0]]
+                work = split.part(part, self.batches[part[0]])
+                payload = Payload([(part[0], split.tries_used(*part), work)])
+            else:
+                ids = self._take()
+                tries, batches = self.outcomes.tries_used, self.batches
+                payload = Payload([(mb, tries(mb), batches[mb]) for mb in ids])
             fut = self.client.submit(
                 run_task,
                 self.job.job_id,
                 attempt,
                 payload,
-                key=f"daskscore-{self.job.job_id}-{attempt}",
+                key=task_key(ids, attempt, part),  # daskscore-mb-<first>-<last>-<attempt>
                 pure=False,
                 resources=self.job.resources or None,
             )
-            self.inflight[fut] = (attempt, ids)
+            self.inflight[fut] = (attempt, ids, part)
             fut.add_done_callback(self.done.put)
 
     def _take(self) -> list[int]:
@@ -187,7 +214,8 @@ class Dispatcher:
         return queue.take(size, self.isolate)
 
     def _handle(self, fut: Any) -> None:
-        attempt, ids = self.inflight.pop(fut)
+        attempt, ids, part = self.inflight.pop(fut)
+        self.progress.end_attempt(attempt)  # (its records replace its live counts)
         if self.hold_s:
             time.sleep(self.hold_s)
         status = fut.status
@@ -199,7 +227,7 @@ class Dispatcher:
                 raise InitFailed("init() failed", user_traceback=result.init_error)
             if not result.interrupted:
                 self.transport.land(self.job, result)
-                self._fold(attempt, result.records, ids)
+                self._fold(attempt, result.records, ids, part)
                 return
         elif status != "lost":
             exc = fut.exception()
@@ -211,18 +239,28 @@ class Dispatcher:
         # waiting for Dask to compute it again (that would find the ledger and do nothing).
         if status == "lost":
             logger.info("task %s: its result was lost with its worker; recovering it", attempt)
-        self._recover(attempt, ids)
+        self._recover(attempt, ids, part)
 
-    def _fold(self, attempt: str, records: list[MiniBatchRecord], ids: list[int]) -> None:
+    def _fold(
+        self,
+        attempt: str,
+        records: list[MiniBatchRecord],
+        ids: list[int],
+        part: PartKey | None = None,
+    ) -> None:
         finished = self._record(attempt, records)
         self.sizing.observe(len(records), sum(rec.elapsed_s for rec in records))
+        self.progress.observe(rec.elapsed_s for rec in records)
         outcomes = self.outcomes
         failed = outcomes.failed_among(finished)
         self.progress.add_done(len(finished), outcomes.items_of(finished), failed)
+        if part is not None and outcomes.split.is_open(*part):
+            self.parts.appendleft(part)  # (cancelled before it ran)
         state = outcomes.state
-        left = [mb for mb in ids if not state[mb]]
+        left = [mb for mb in ids if not state[mb] and not outcomes.splitting(mb)]
         if left:
             self.queue.extendleft(reversed(left))  # a cancelled task's rest, back to the front
+        self.parts.extend(outcomes.take_parts())
 
     def _record(self, attempt: str, records: list[MiniBatchRecord]) -> set[int]:
         """Fold records into the outcomes; the writer checks the first newly staged part file
@@ -237,25 +275,18 @@ class Dispatcher:
                 break
         return finished
 
-    def _recover(self, attempt: str, ids: list[int]) -> None:
+    def _recover(self, attempt: str, ids: list[int], part: PartKey | None = None) -> None:
         """A task's process died: keep what it committed, charge the run() it was in."""
         state = self.transport.lost(self.client, self.job, attempt)
         finished = self._record(attempt, state.committed)
         requeue: list[int] = []
-        for mb in ids:
-            if mb in finished or self.outcomes.is_final(mb):
+        for mb in ids if part is None else ():
+            if mb in finished or self.outcomes.is_final(mb) or self.outcomes.splitting(mb):
                 continue
             if state.running is not None and state.running[0] == mb:
-                final = self.outcomes.charge_crash(
-                    mb,
-                    state.running[1],
-                    state.timed_out,
-                    worker=state.running_worker,
-                    start=state.running_start,
-                )
-                if final:
+                if self._charge(state, mb):
                     finished.add(mb)
-                else:
+                elif not self.outcomes.splitting(mb):
                     self.isolate.add(mb)
                     requeue.append(mb)
                 continue
@@ -265,11 +296,50 @@ class Dispatcher:
                 finished.add(mb)
                 continue
             requeue.append(mb)
+        if part is not None and self._recover_part(state, part):
+            finished.add(part[0])
         # every mini-batch this loss settled — committed, or charged its last try — is done
         failed = self.outcomes.failed_among(finished)
         self.progress.add_done(len(finished), self.outcomes.items_of(finished), failed)
         # crashed work goes to the front, in order, so the output can be assembled early
         self.queue.extendleft(reversed(sorted(requeue)))
+        self.parts.extend(self.outcomes.take_parts())
+
+    def _charge(self, state: LedgerState, mb: int, part: PartKey | None = None) -> bool:
+        """Charge the run() in flight when ``state``'s process died (of ``part``, if given)
+        one try, named out of memory when it was killed for that; True when that settled its
+        mini-batch."""
+        assert state.running is not None
+        error, peak = self.memory.explain(state)
+        return self.outcomes.charge_crash(
+            mb,
+            state.running[1],
+            state.timed_out,
+            worker=state.running_worker,
+            start=state.running_start,
+            error=error or state.error,
+            items=(part[1], part[2]) if part is not None else None,
+            peak_rss_mb=peak,
+        )
+
+    def _recover_part(self, state: LedgerState, part: PartKey) -> bool:
+        """A part's process died: charge its try, or run it again; True when that settled its
+        mini-batch."""
+        mb, lo, hi = part
+        split = self.outcomes.split
+        if not split.is_open(mb, lo, hi):
+            return False  # (it committed before the process died)
+        if state.running is not None and state.running[0] == mb:
+            if self._charge(state, mb, part):
+                return True
+        else:
+            self.part_losses[part] = self.part_losses.get(part, 0) + 1
+            if self.part_losses[part] >= MAX_UNCHARGED_LOSSES:
+                used = split.tries_used(mb, lo, hi)
+                return self.outcomes.charge_crash(mb, used + 1, False, final=True, items=(lo, hi))
+        if split.is_open(mb, lo, hi):
+            self.parts.appendleft(part)
+        return False
 
     def _abort(self) -> None:
         """error_threshold exceeded: stop everything, keep what was committed."""
@@ -280,9 +350,10 @@ class Dispatcher:
         except Exception:  # noqa: BLE001 - a dying worker must not hide the verdict
             logger.debug("cancel_job failed", exc_info=True)
         for fut in futures:
-            attempt, _ = self.inflight.pop(fut)
+            attempt, _, _ = self.inflight.pop(fut)
             self._record(attempt, self.transport.salvage(self.job, attempt))
         self.queue.clear()
+        self.parts.clear()
 
     def stop(self) -> None:
         try:

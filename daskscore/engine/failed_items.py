@@ -23,6 +23,7 @@ from typing import Any
 
 from daskscore.config.settings import redact
 from daskscore.engine.outcomes import Outcomes
+from daskscore.engine.work import describe_work, part_of
 from daskscore.protocol import Status
 
 FAILED_ITEMS = "failed_items.csv"
@@ -35,12 +36,30 @@ def failed_item_rows(
 ) -> Iterator[tuple[Any, ...]]:
     """The rows of ``failed_items.csv``, in mini-batch order, then input order."""
     for mb in outcomes.failure_ids():
+        leaves = list(outcomes.split.failed_leaves(mb))
+        if leaves:  # split (--isolate-failures): only the items that failed on their own
+            for lo, hi, part, tries in leaves:
+                status = PARTIAL if part.status == Status.RUN_DONE else str(part.status)
+                error = redact(last_line(part.error or ""), secrets)
+                for name in item_names(part_of(outcomes.work[mb], lo, hi)):
+                    yield mb, name, status, tries, error
+            continue
         rec = outcomes.final[mb]
         status = PARTIAL if rec.status == Status.RUN_DONE else str(rec.status)
-        tries = outcomes.tries.get(mb, rec.try_no)
+        tries = max(outcomes.tries.get(mb, 0), rec.try_no)  # (numbered over every run)
         error = redact(last_line(rec.error or ""), secrets)
         for name in item_names(outcomes.work[mb]):
             yield mb, name, status, tries, error
+
+
+def failed_files(outcomes: Outcomes, mb: int) -> list[str]:
+    """The files of mini-batch ``mb`` that failed, for reports: all of them, or those of a
+    split mini-batch that failed on their own (``--isolate-failures``)."""
+    work = outcomes.work[mb]
+    leaves = list(outcomes.split.failed_leaves(mb))
+    if not leaves:
+        return describe_work(work)
+    return [name for lo, hi, _, _ in leaves for name in describe_work(part_of(work, lo, hi))]
 
 
 def item_names(work: Any) -> list[str]:

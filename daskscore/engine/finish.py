@@ -8,7 +8,10 @@ every mini-batch's final try (in mini-batch order), then writes ``job_summary.js
 ``job_summary.json`` is written last: a summary in the folder means the job finished, whatever
 happens after it.  The staging folder is then renamed out of the way in one step and deleted
 (:func:`daskscore.io.outputdir.discard_staging`), so a job killed at any instant leaves either
-its whole staging folder (no summary: resumable) or a finished job.
+its whole staging folder (no summary: resumable) or a finished job.  A job that ends with
+mini-batches failed, partial or not run keeps it instead, for ``--retry-failed``
+(:mod:`daskscore.engine.retry`): the books of its mini-batches written before the summary, the
+folder renamed to ``.daskscore-kept/`` after it.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.config import Deployment, secret_values
-from daskscore.engine.failed_items import FAILED_ITEMS, write_failed_items
-from daskscore.engine.outcomes import Outcomes, describe_work
+from daskscore.engine import retry
+from daskscore.engine.failed_items import FAILED_ITEMS, failed_files, write_failed_items
+from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.recipe import replay_command
+from daskscore.engine.resultview import ResultViews
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed
 from daskscore.io import outputdir
 from daskscore.io.writers import Assembly, OutputWriter
-from daskscore.protocol import failed_before_init
+from daskscore.protocol import failed_at_import, failed_before_init
+from daskscore.ui.explain import job_settings, shown_path, versions
 from daskscore.ui.report import write_report
 
 logger = logging.getLogger("daskscore")
@@ -38,12 +44,12 @@ SHOWN_FAILURES = 5
 REPORT_TRIES = 20_000
 _REPORT_KEYS = (
     "mini_batch", "try", "worker", "start", "total", "succeeded", "failed", "elapsed_s", "run_s",
-    "status", "error",
+    "status", "error", "items", "peak_rss_mb",
 )  # fmt: skip
 
 
-@dataclass
-class JobResult:
+@dataclass(repr=False)  # (repr, _repr_html_, mini_batches: ResultViews)
+class JobResult(ResultViews):
     """The outcome of a job (also written to ``<output>/job_summary.json``).
 
     Attributes
@@ -119,6 +125,12 @@ class JobResult:
         return int(self.summary.get("resumed_mini_batches", 0))
 
     @property
+    def retried_in_this_pass(self) -> list[int] | None:
+        """``--retry-failed``: the mini-batches this pass ran again (None: not a retry)."""
+        found = self.summary.get("retried_in_this_pass")
+        return None if found is None else list(found)
+
+    @property
     def duration_s(self) -> float:
         return float(self.summary.get("duration_s", 0.0))
 
@@ -179,12 +191,26 @@ class JobRecord:
     phases: Phases = field(default_factory=Phases)
     #: the workers reused a script an earlier job had initialised (no init() this job)
     warm_workers: bool = False
+    #: --retry-failed: the mini-batches this pass ran again (None: not a retry pass)
+    retried: list[int] | None = None
+    #: the slow run() calls still in flight when the job stopped (error_threshold exceeded)
+    running_at_end: list[dict[str, Any]] = field(default_factory=list)
+    #: report.html's "settings": the workers and output format the job ran with
+    ran_with: dict[str, Any] = field(default_factory=dict)
 
 
 def finish_job(
-    job: JobRecord, outcomes: Outcomes, writer: OutputWriter, staging: Path, client: Any = None
+    job: JobRecord,
+    outcomes: Outcomes,
+    writer: OutputWriter,
+    staging: Path,
+    client: Any = None,
+    keep: bool = True,
 ) -> JobResult:
-    """Assemble the output, write the summary and logs, and return the result."""
+    """Assemble the output, write the summary and logs, and return the result.
+
+    ``keep``: a job left with failures keeps its staging folder for ``--retry-failed`` (False
+    for a remote output, whose local folder goes once uploaded)."""
     predictions = None
     if outcomes.init_error is None:
         predictions = writer.assemble(
@@ -197,10 +223,19 @@ def finish_job(
             )
         )
     job.phases.mark("assemble")
+    for text in job.deployment.warnings:  # (a lenient load's unknown keys)
+        logger.warning("deployment: %s", text)
     summary = summarize(job, outcomes, predictions)
     result = JobResult(summary["status"], job.out_dir, predictions, summary)
+    keep = keep and retry.needs_keeping(outcomes) and staging.is_dir()
+    if keep:
+        retry.write_book(staging, outcomes)  # (before the summary: a summary finds it there)
     write_logs(job, outcomes, result)  # (the summary last)
-    outputdir.discard_staging(staging, job.job_id)
+    if keep:
+        kept = outputdir.keep_staging(staging, job.job_id)
+        logger.info("staged results kept in %s for --retry-failed", kept)
+    else:
+        outputdir.discard_staging(staging, job.job_id)
     return result
 
 
@@ -233,12 +268,19 @@ def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> d
         "partial_mini_batches": outcomes.partial_mini_batches(),
         "not_run_mini_batches": n_work - n_final,
         "retried_mini_batches": outcomes.retried_mini_batches(),
+        # --isolate-failures: mini-batches split so that only their failing items failed
+        "split_mini_batches": len(outcomes.split.settled),
         "resumed_mini_batches": outcomes.resumed,
+        "retried_in_this_pass": job.retried,
         "error_threshold": settings.error_threshold,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(job.phases.started)),
         "duration_s": job.phases.elapsed(),
         "phases": dict(job.phases.seconds),
         "warm_workers": job.warm_workers,
+        "running_at_end": job.running_at_end,
+        "warnings": list(job.deployment.warnings),
+        "settings": job_settings(settings, **job.ran_with),
+        "versions": versions(),
         "failures": failures,
         "init_error": outcomes.init_error,
         "failed_items_file": str(job.out_dir / FAILED_ITEMS) if failures else None,
@@ -255,7 +297,7 @@ def _failure(outcomes: Outcomes, mb: int) -> dict[str, Any]:
         "tries": outcomes.tries.get(mb, 1),
         "succeeded": rec.succeeded,
         "failed": rec.failed,
-        "files": describe_work(outcomes.work[mb]),
+        "files": failed_files(outcomes, mb),
         "error": rec.error,
     }
 
@@ -263,6 +305,8 @@ def _failure(outcomes: Outcomes, mb: int) -> dict[str, Any]:
 def _reason(outcomes: Outcomes) -> str | None:
     if failed_before_init(outcomes.init_error):
         return "the job could not be prepared on a worker (before init()); nothing was scored"
+    if failed_at_import(outcomes.init_error):
+        return f"{outcomes.init_error.splitlines()[0]} (on a worker); nothing was scored"
     if outcomes.init_error:
         return "init() of the scoring script raised on a worker; nothing was scored"
     if outcomes.threshold_exceeded():
@@ -331,15 +375,25 @@ def failure(outcomes: Outcomes, result: JobResult) -> JobFailed:
 
 def _result_text(s: dict[str, Any]) -> str:
     lines = [
-        f"Job {s['status']}" + (f": {s['reason']}" if s["reason"] else ""),
+        f"Job {s['status']}"
+        + (f": {s['reason']}" if s["reason"] else "")
+        + (" (no item succeeded)" if nothing_succeeded(s) else ""),
         f"items: {s['succeeded_items']} succeeded, {s['failed_items']} failed, "
         f"{s['total_items']} in all",
         f"mini-batches: {s['total_mini_batches']} in all, {s['failed_mini_batches']} failed",
         f"duration: {s['duration_s']:.1f} s",
     ]
+    if s.get("retried_in_this_pass") is not None:
+        lines.append(f"retried in this pass: {retry.describe(s['retried_in_this_pass'])}")
     if s["predictions"]:
         lines.append(f"predictions: {s['predictions']} ({s['rows_written']} rows)")
     return "\n".join(lines)
+
+
+def nothing_succeeded(s: dict[str, Any]) -> bool:
+    """A job that ran items and not one succeeded: its verdict is shown red, whatever its
+    status (Azure's: ``Completed`` unless ``error_threshold`` is exceeded)."""
+    return bool(s.get("total_items")) and not s.get("succeeded_items") and not s.get("init_error")
 
 
 def failure_message(s: dict[str, Any]) -> str:
@@ -350,19 +404,24 @@ def failure_message(s: dict[str, Any]) -> str:
         else f"Job {s['status']} with failures: {s['failed_items']} of {s['total_items']} items "
         "failed (settings.error_threshold allows them)."
     )
+    if nothing_succeeded(s) and not s["reason"]:
+        head = (
+            f"Job {s['status']}, but no item succeeded: all {s['total_items']} items failed "
+            "(settings.error_threshold allows them, so the exit code is 0)."
+        )
     lines = [head]
     failures = s["failures"]
     if failures:
         lines.append(
-            f"{len(failures)} mini-batch(es) with failed items "
+            f"{len(failures)} mini-batch{'' if len(failures) == 1 else 'es'} with failed items "
             f"({s['failed_items']} of {s['total_items']} items):"
         )
         for f in failures[:SHOWN_FAILURES]:
-            files = ", ".join(Path(p).name for p in f["files"][:3])
+            files = ", ".join(shown_path(p, s.get("input")) for p in f["files"][:3])
             more = f" and {len(f['files']) - 3} more" if len(f["files"]) > 3 else ""
             lines.append(
                 f"  mini-batch {f['mini_batch_id']} ({f['status']}, {f['tries']} "
-                f"tries, {f['failed']} failed): {files}{more}"
+                f"tr{'y' if f['tries'] == 1 else 'ies'}, {f['failed']} failed): {files}{more}"
             )
         if len(failures) > SHOWN_FAILURES:
             lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more (see job_summary.json)")
@@ -370,17 +429,20 @@ def failure_message(s: dict[str, Any]) -> str:
     if first_tb:
         if s.get("init_error"):
             where = "preparing" if failed_before_init(s["init_error"]) else "init()"
+            where = "import" if failed_at_import(s["init_error"]) else where
         else:
             where = f"mini-batch {failures[0]['mini_batch_id']}"
         lines.append(f"First error ({where}):")
         lines.extend("  " + line for line in first_tb.splitlines())
     if s.get("failed_items_file"):
         lines.append(f"Failed items, one per line: {s['failed_items_file']}")
-    if s.get("replay"):
+    if s.get("replay") and nothing_succeeded(s):
+        lines.append(f"Debug the first failed mini-batch here, in pdb: {s['replay']} --pdb")
+    elif s.get("replay"):
         lines.append(f"Run the first failed mini-batch again here: {s['replay']} [--pdb]")
     lines.append(
         f"Full logs: {s['output']}/logs (start with logs/job_error.txt; tracebacks in "
         "logs/user/error/, per-try records in "
-        "logs/sys/job_report/processed_mini-batches.csv)"
+        f"logs/sys/job_report/processed_mini-batches.csv); report: {s['output']}/report.html"
     )
     return "\n".join(lines)

@@ -14,6 +14,9 @@ mini-batches that failed, were retried, crashed or returned too few results keep
 :class:`~daskscore.protocol.MiniBatchRecord` objects.  :attr:`Outcomes.final`,
 :attr:`Outcomes.attempts` and :meth:`Outcomes.done_finals` make records on demand.
 
+With ``--isolate-failures`` a mini-batch that failed every try is split instead, and settled
+when its parts are (:mod:`daskscore.engine.isolate`).
+
 Pure state: no Dask, no files.  Summaries and logs are made from it by
 :mod:`daskscore.engine.finish`.
 """
@@ -38,44 +41,15 @@ from daskscore.engine.columns import (
     DoneFinals,
     Finals,
 )
+from daskscore.engine.isolate import Bisections, SplitBooks, items_text
+from daskscore.engine.rebook import RetryBooks
+from daskscore.engine.work import crash_error, planned_items
 from daskscore.protocol import MiniBatchRecord, Status
 
 _TRY_NO = operator.attrgetter("try_no")
 
 
-def planned_items(work: Any) -> int:
-    """Items of a mini-batch before it runs: its files, or the rows of a tabular split if known."""
-    if isinstance(work, list):
-        return len(work)
-    return getattr(work, "n_rows", None) or 0
-
-
-def planned_total(work: Sequence[Any]) -> int:
-    """Items of all mini-batches before they run (a compact work list counts them itself)."""
-    total = getattr(work, "planned_total", None)
-    if total is not None:
-        return int(total())
-    return sum(planned_items(w) for w in work)
-
-
-def describe_work(work: Any) -> list[str]:
-    """The files of a mini-batch, for reports (a tabular split names its rows)."""
-    if isinstance(work, list):
-        return list(work)
-    return [f"{work.path} (rows from {work.first_row})"]
-
-
-def crash_error(timed_out: bool, timeout: float) -> str:
-    """The error of a try that ended with its process."""
-    if timed_out:
-        return (
-            f"run() exceeded retry_settings.timeout ({timeout:g} s); the worker process "
-            "was restarted"
-        )
-    return "the worker process died during run() (crash, os._exit, or killed, e.g. out of memory)"
-
-
-class Outcomes:
+class Outcomes(SplitBooks, RetryBooks):
     """Per mini-batch tries and final outcomes of one job.
 
     Parameters
@@ -84,11 +58,16 @@ class Outcomes:
         The job's mini-batches (file lists or tabular splits), by id.
     settings : Settings
         The deployment's settings (retries, timeout, error threshold).
+    isolate : bool
+        ``--isolate-failures``: split a mini-batch that failed every try.
     """
 
-    def __init__(self, work: Sequence[Any], settings: Settings) -> None:
+    def __init__(self, work: Sequence[Any], settings: Settings, isolate: bool = False) -> None:
         self.work = work
         self.settings = settings
+        self.isolate = isolate
+        #: the mini-batches being split (--isolate-failures), and their parts
+        self.split = Bisections(settings.retry_settings.max_retries)
         n = len(work)
         #: each mini-batch's state (OPEN, CLEAN, RESTORED, DONE, FAILED)
         self.state = bytearray(n)
@@ -123,6 +102,10 @@ class Outcomes:
             mb = rec.mini_batch
             if state[mb]:
                 continue  # already settled by another attempt: never count or write twice
+            if rec.items is not None or mb in self.split:  # a part's try (or a stale whole one)
+                if rec.items is not None and self._part_try(replace(rec, attempt=attempt)):
+                    finished.add(mb)
+                continue
             if rec.try_no == 1 and mb not in hist and keep(mb, rec, aid):
                 state[mb] = CLEAN
                 finished.add(mb)
@@ -133,7 +116,7 @@ class Outcomes:
             self.tries[mb] = max(self.tries.get(mb, 0), rec.try_no)
             rec = self._numbered(rec)
             self._add_try(mb, rec)
-            if rec.final:
+            if rec.final and not self._split_instead(mb, rec):
                 self._finalize(mb, replace(rec, attempt=attempt))
                 finished.add(mb)
         self._count_clean(clean, total, rows)
@@ -148,6 +131,9 @@ class Outcomes:
         for rec in records:
             mb = rec.mini_batch
             if self.state[mb]:
+                continue
+            if rec.items is not None:  # a part of an earlier split: shown, not kept (it reruns)
+                self._add_try(mb, rec)
                 continue
             if mb not in self._earlier and rec.try_no == 1 and self._keep(mb, rec, aid, RESTORED):
                 continue
@@ -174,9 +160,14 @@ class Outcomes:
         final: bool = False,
         worker: str = "",
         start: float | None = None,
+        error: str = "",
+        items: tuple[int, int] | None = None,
+        peak_rss_mb: float = 0.0,
     ) -> bool:
-        """Record a try that ended with its process; return True when the mini-batch is final."""
-        total = self.planned(mb)
+        """Record a try that ended with its process; return True when the mini-batch is final.
+        ``error``: what is known of it (a timeout's stack, out of memory), else the usual text;
+        ``items``: of that part (--isolate-failures); ``final``: settle it now, never split."""
+        total = self.planned(mb) if items is None else items[1] - items[0]
         elapsed = time.time() - start if start else 0.0
         rec = MiniBatchRecord(
             mini_batch=mb,
@@ -186,15 +177,22 @@ class Outcomes:
             total=total,
             failed=total,
             status=Status.RUN_TIMEOUT if timed_out else Status.PROCESS_DIED,
-            error=crash_error(timed_out, self.settings.retry_settings.timeout),
+            error=error or crash_error(timed_out, self.settings.retry_settings.timeout),
             elapsed_s=elapsed,
             run_s=elapsed,
+            items=items,
+            peak_rss_mb=peak_rss_mb,
         )
+        if items is not None:
+            return self._part_try(rec, True if final else None)
         self._expand(mb)
         self._add_try(mb, self._numbered(rec))
         self.tries[mb] = max(self.tries.get(mb, 0), try_no)
         if final or try_no > self.settings.retry_settings.max_retries:
-            self._finalize(mb, replace(self._numbered(rec), final=True))
+            rec = replace(self._numbered(rec), final=True)
+            if not final and self._split_instead(mb, rec):
+                return False
+            self._finalize(mb, rec)
             return True
         return False
 
@@ -219,30 +217,33 @@ class Outcomes:
         self._hist.setdefault(mb, []).append(rec)
         self._n_tries += 1
 
-    def _finalize(self, mb: int, rec: MiniBatchRecord) -> None:
+    def _finalize(self, mb: int, rec: MiniBatchRecord, done: bool | None = None) -> None:
+        """Settle ``mb`` with ``rec``; ``done``: its rows are written (default: its run()
+        returned; a split mini-batch's when any part returned)."""
         self._expand(mb)
         if self.state[mb]:  # settled again (a crash charged after all): replace, as before
-            self._uncount(self._full.pop(mb))
+            self._uncount(self._full.pop(mb), self.state[mb] == DONE)
+        done = rec.done if done is None else done
         self._full[mb] = rec
-        self.state[mb] = DONE if rec.done else FAILED
+        self.state[mb] = DONE if done else FAILED
         self._full_parts += rec.part is not None
         self._n_final += 1
         self.failed_items += rec.failed
         self._items_done += rec.total
         self._succeeded += rec.succeeded
-        if rec.done:
+        if done:
             self._rows_done += rec.rows
             self._n_partial += bool(rec.failed)
         else:
             self._n_failed += 1
 
-    def _uncount(self, rec: MiniBatchRecord) -> None:
+    def _uncount(self, rec: MiniBatchRecord, done: bool | None = None) -> None:
         self._full_parts -= rec.part is not None
         self._n_final -= 1
         self.failed_items -= rec.failed
         self._items_done -= rec.total
         self._succeeded -= rec.succeeded
-        if rec.done:
+        if rec.done if done is None else done:
             self._rows_done -= rec.rows
             self._n_partial -= bool(rec.failed)
         else:
@@ -367,18 +368,19 @@ class Outcomes:
         return self._n_tries
 
     def iter_attempts(self) -> Iterator[MiniBatchRecord]:
-        """Every try, by mini-batch and try number."""
+        """Every try, by mini-batch and try number (a split one's parts after it)."""
         for mb in self._tried():
             tries = self._hist.get(mb)
             if tries is not None:
-                yield from sorted(tries, key=_TRY_NO)
+                yield from self._in_order(mb, tries)
             else:
                 yield self.clean.record(mb, final=False)
 
     def attempt_rows(self, every: int = 1) -> Iterator[tuple[Any, ...]]:
         """Every try as a row of ``processed_mini-batches.csv`` (before formatting): mini-batch,
-        try, worker, start, total, succeeded, failed, elapsed_s, run_s, status, error; by
-        mini-batch and try.  ``every``: the tries of every n-th mini-batch with tries only."""
+        try, worker, start, total, succeeded, failed, elapsed_s, run_s, status, error, items,
+        peak_rss_mb; by mini-batch and try.  ``every``: the tries of every n-th mini-batch with
+        tries only."""
         hist, row = self._hist, self.clean.row
         tried = self._tried()
         if every > 1:
@@ -388,10 +390,11 @@ class Outcomes:
             if tries is None:
                 yield row(mb)
                 continue
-            for r in sorted(tries, key=_TRY_NO):
+            for r in self._in_order(mb, tries):
                 yield (
                     mb, r.try_no, r.worker, r.start, r.total, r.succeeded, r.failed,
-                    r.elapsed_s, r.run_s, r.status.value, r.error,
+                    r.elapsed_s, r.run_s, r.status.value, r.error, items_text(r.items),
+                    r.peak_rss_mb,
                 )  # fmt: skip
 
     def tried_count(self) -> int:
@@ -407,5 +410,6 @@ class Outcomes:
 
     def done_finals(self) -> Sequence[MiniBatchRecord]:
         """The final try of every mini-batch whose run() returned, in mini-batch order (records
-        made as they are read)."""
-        return DoneFinals(self.state, self.clean, self._full)
+        made as they are read; a split one's parts that returned, in item order)."""
+        pieces = {mb: self.split.pieces(mb) for mb in self.split.settled}
+        return DoneFinals(self.state, self.clean, self._full, pieces)

@@ -1,13 +1,13 @@
 """What a finished job keeps so that it can be run again in part: ``logs/sys/job_recipe.json``.
 
-A job's staging folder goes when the job ends, but ``daskscore replay`` (one mini-batch again,
-in this process) and ``--retry-failed`` (the failed mini-batches again, in the same output)
-need the job exactly as it ran: the deployment as loaded, ``--set`` overrides applied (its
-settings, environment variables, model and code folder), the input, the options that decide
-the mini-batches and the rows, and the fingerprint ``--resume`` checks (:mod:`.resume`).  The
-recipe holds them: readable JSON, plus the loaded :class:`~daskscore.config.Deployment`
-pickled (so that overrides need not be parsed again, and a deployment file edited since does
-not silently change what is replayed).
+A job's staging folder goes when the job ends (a job with failures keeps it, with its own
+fingerprint, for ``--retry-failed``: :mod:`.retry`), but ``daskscore replay`` (one mini-batch
+again, in this process) needs the job exactly as it ran: the deployment as loaded,
+``--set`` overrides applied (its settings, environment variables, model and code folder), the
+input, the options that decide the mini-batches and the rows, and the fingerprint ``--resume``
+checks (:mod:`.resume`).  The recipe holds them: readable JSON, plus the loaded
+:class:`~daskscore.config.Deployment` pickled (so that overrides need not be parsed again, and
+a deployment file edited since does not silently change what is replayed).
 
 The code folder is not frozen: a replay imports the scoring script as it is now, which is the
 point of replaying after a fix.

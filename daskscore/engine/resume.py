@@ -9,6 +9,8 @@ ledgers and keeps their part files as they are.  ``job.json`` holds the job's fi
 changed: the scoring script and its code folder, the model files, the input file list,
 mini-batching, or the output settings.  The fingerprint is cheap for large inputs: the input
 files' names; the model files' names, sizes and modification times; the code folder's contents.
+``--retry-failed`` (:mod:`.retry`) checks the same fingerprint, but for the code and the model,
+which may change (they are the fix).
 """
 
 from __future__ import annotations
@@ -107,14 +109,33 @@ def write_manifest(staging: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def check_resumable(previous: dict[str, Any], current: dict[str, str], output: Path) -> None:
-    """Refuse to resume when the job changed in a way that makes the old results wrong."""
+def check_resumable(
+    previous: dict[str, Any],
+    current: dict[str, str],
+    output: Path,
+    ignore: Sequence[str] = (),
+    verb: str = "resume",
+) -> None:
+    """Refuse to resume when the job changed in a way that makes the old results wrong.
+
+    ``ignore``: fingerprint keys that may change (``--retry-failed``: the code and the model,
+    which is the fix); ``verb``: ``"resume"`` or ``"retry"`` (the refusal says which).
+    """
     old = previous.get("fingerprint", {})
-    changed = [key for key in current if old.get(key) != current[key]]
-    if changed:
-        what = "; ".join(WHAT[key] for key in changed)
+    changed = [key for key in current if key not in ignore and old.get(key) != current[key]]
+    if not changed:
+        return
+    what = "; ".join(WHAT[key] for key in changed)
+    if verb == "retry":
         raise OutputError(
-            f"cannot resume the job in '{output}': {what} changed since it started, so its "
-            "results so far would not match a run of the job as it is now. Pass --overwrite "
-            "to start it again from the beginning, or use another --output."
+            f"cannot retry the failed mini-batches of the job in '{output}': {what} changed "
+            "since it ran, so the rows it kept would not match a run of the job as it is now "
+            "(only the scoring script, its code folder and the model may change for "
+            "--retry-failed). Nothing was changed in the folder. Pass --overwrite to run the "
+            "whole job again, or use another --output."
         )
+    raise OutputError(
+        f"cannot resume the job in '{output}': {what} changed since it started, so its "
+        "results so far would not match a run of the job as it is now. Pass --overwrite "
+        "to start it again from the beginning, or use another --output."
+    )

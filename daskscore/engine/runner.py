@@ -7,6 +7,8 @@
 
 The output folder is locked first (:mod:`daskscore.io.outputlock`), before the cluster starts,
 and stays locked until the job has ended: a second job in the same folder is refused at once.
+``--retry-failed`` (:mod:`daskscore.engine.retry`) is a resumed job whose books come from a
+finished job's kept staging folder, with its failed mini-batches opened again.
 The embedded cluster starts on a thread while the input is listed and planned.  Rows never
 travel through the driver on a shared disk: workers write part files, and the output writer
 assembles them at the end.
@@ -21,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from daskscore.cluster import warm
 from daskscore.cluster.forkserver import prestart_workers
@@ -33,8 +36,15 @@ from daskscore.cluster.local import (
 )
 from daskscore.config import Deployment, secret_values
 from daskscore.config.options import JobOptions
-from daskscore.engine import recipe, resume
-from daskscore.engine.finish import JobRecord, JobResult, failure, finish_job
+from daskscore.engine import recipe, resume, retry
+from daskscore.engine.finish import (
+    JobRecord,
+    JobResult,
+    failure,
+    finish_job,
+    summarize,
+    write_logs,
+)
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.plan import JobPlan, plan_job
 from daskscore.engine.scoring import JobRun, open_board, score_all
@@ -60,6 +70,12 @@ def execute(
     output or script cannot be used.
     """
     options = options or JobOptions()
+    if options.retry_failed and storage.is_remote(str(output)):
+        raise UsageError(
+            f"--retry-failed needs a local output folder: '{output}' is a URL, and a job "
+            "written to a URL does not keep the staged results a retry assembles the output "
+            "from. Run the job into a local folder (and upload it) to retry its failures."
+        )
     lock = outputlock.lock_output(output, uuid.uuid4().hex[:12])  # refuses a folder in use
     try:
         return _execute(deployment, input_path, output, options, lock)
@@ -74,9 +90,14 @@ def _execute(
     options: JobOptions,
     lock: outputlock.OutputLock | outputlock.RemoteMarker,
 ) -> JobResult:
+    if options.retry_failed:  # nothing left to do: say so before any cluster starts
+        done = _nothing_to_retry(Path(output).expanduser().resolve(), options)
+        if done is not None:
+            return done
     early: EarlyCluster | None = None
     running = None
-    if options.client is None and not options.scheduler and options.warm:
+    # (--worker-memory sizes a fresh embedded cluster: the warm one's workers have their own)
+    if options.client is None and not options.scheduler and options.warm and not _sized(options):
         running = warm.find_running(options.resources, options.workers, options.notify)
     if running is not None:
         early = EarlyCluster(warm.warm_cluster(running))  # connects while this thread plans
@@ -89,6 +110,8 @@ def _execute(
             + _backends(input_path),
         )
         early = EarlyCluster(_cluster(deployment, options))
+        n = options.workers or deployment.worker_count
+        _say(options, f"starting {n} worker{'s' if n != 1 else ''}…")
     try:
         plan = plan_job(deployment, input_path, options, output=output)
         assert plan is not None  # (plan_job raises its first problem)
@@ -107,19 +130,31 @@ def _execute(
     ):
         for note in plan.notes:  # what the listing left out (the output folder, broken links)
             logger.info(note)
+        if job.record.retried is not None:
+            _note_retry(job, job.record.retried, options)
         try:
             transport = score_all(job, handle, board)
+        except KeyboardInterrupt:  # Ctrl-C: what is done is written up, the job stays resumable
+            raise _interrupted(job) from None
         except UsageError:
             # found out while running (a partition column run() does not return): nothing is
-            # kept, so that the corrected command can run in the same folder
-            shutil.rmtree(job.staging, ignore_errors=True)
+            # kept, so that the corrected command can run in the same folder (a retry pass
+            # drops its own tries and keeps the earlier passes' results for the next one)
+            if job.record.retried is None:
+                shutil.rmtree(job.staging, ignore_errors=True)
+            else:
+                outputdir.drop_run(job.staging, f"r{job.run_no:02d}a")
+                outputdir.keep_staging(job.staging, job.record.job_id)
             raise
+        writes = plan.writer.target(settings.output_file_name)
+        _say(options, "writing predictions…" if writes else "writing the summary…")
         result = finish_job(
             job.record,
             job.outcomes,
             plan.writer,
             job.staging,
             transport.assembly_client(handle.client),
+            keep=not job.remote_out,
         )
         board.finish(result.summary)
     if job.remote_out:
@@ -137,6 +172,29 @@ def _backends(input_path: object) -> list[str]:
     return sorted({m for u in urls if isinstance(u, str) for m in storage.backend_modules(u)})
 
 
+def _nothing_to_retry(out_dir: Path, options: JobOptions) -> JobResult | None:
+    """``--retry-failed`` on a finished job with nothing failed: its result as it stands (the
+    job is left as it is); None when there is something to run again."""
+    summary = retry.finished_summary(out_dir)  # refuses a folder without a finished job
+    if retry.left_to_do(summary):
+        return None
+    message = (
+        f"Nothing to retry: no mini-batch of the job in {out_dir} failed, returned too few "
+        "results or was left unrun; nothing was run."
+    )
+    logger.info(message)
+    if options.notify is not None:
+        options.notify(message)
+    predictions = summary.get("predictions")
+    summary["retried_in_this_pass"] = []
+    return JobResult(
+        str(summary.get("status", "Completed")),
+        out_dir,
+        Path(predictions) if predictions else None,
+        summary,
+    )
+
+
 def _claim(
     plan: JobPlan, output: str | Path, lock: outputlock.OutputLock | outputlock.RemoteMarker
 ) -> JobRun:
@@ -151,17 +209,28 @@ def _claim(
         out_dir = Path(tempfile.mkdtemp(prefix="daskscore-output-"))
     else:
         out_dir = Path(output).expanduser().resolve()
-    unfinished = outputdir.claim_output(
-        out_dir, target, options.overwrite, options.resume, lock.announce
-    )
+    kept = None
+    if options.retry_failed:  # a finished job's kept staging folder (refused when none)
+        retry.finished_summary(out_dir)
+        kept = retry.kept_staging(out_dir)
+        unfinished = False
+    else:
+        unfinished = outputdir.claim_output(
+            out_dir, target, options.overwrite, options.resume, lock.announce
+        )
     source = plan.input_path
     shown_input = source if storage.is_remote(source) else str(Path(source).expanduser().resolve())
     record = JobRecord(lock.holder.job_id, deployment, shown_input, out_dir)
-    job = JobRun(plan, record, Outcomes(plan.work, settings), remote_out)
+    outcomes = Outcomes(plan.work, settings, isolate=options.isolate_failures)
+    job = JobRun(plan, record, outcomes, remote_out)
     fp = recipe.job_fingerprint(plan)
-    if unfinished:
+    if kept is not None:  # (refuses before anything in the folder changes)
+        job.run_no, record.retried = retry.restore(job.outcomes, kept, fp, out_dir)
+    elif unfinished:
         job.run_no = _restore(job.outcomes, job.staging, fp, out_dir)  # refuses before changes
     lock.announce()  # (the folder is this job's: a job refused from now on names it)
+    if kept is not None:
+        outputdir.reopen_kept(kept, out_dir)
     outputdir.clear_trash(out_dir)
     if options.resume:
         outputdir.remove_stale(out_dir, target)
@@ -189,6 +258,62 @@ def _restore(outcomes: Outcomes, staging: Path, fp: dict[str, str], out_dir: Pat
     return int(previous.get("runs", 1)) + 1
 
 
+class JobInterrupted(KeyboardInterrupt):
+    """A job stopped by Ctrl-C while it scored: ``summary`` (status ``Interrupted``) and
+    ``report`` were written of what was done (None for a retry pass, whose folder keeps the
+    finished job's summary: it goes on with ``--retry-failed``), and the staging folder is
+    kept for ``--resume``."""
+
+    def __init__(
+        self, out_dir: Path, summary: dict[str, Any] | None, report: Path | None, retry: bool
+    ) -> None:
+        super().__init__("interrupted")
+        self.out_dir, self.summary, self.report, self.retry = out_dir, summary, report, retry
+
+
+def _interrupted(job: JobRun) -> KeyboardInterrupt:
+    record, outcomes = job.record, job.outcomes
+    record.phases.mark("score")
+    if job.remote_out:  # (its local folder is a temporary one: nothing there to resume)
+        return KeyboardInterrupt()
+    if record.retried is not None:  # (the folder's summary stays the finished job's)
+        return JobInterrupted(record.out_dir, None, None, True)
+    for ledger in sorted((job.staging / "ledger").glob(f"r{job.run_no:02d}a*.log")):
+        try:  # what the tasks in flight committed (their records come back when they end)
+            outcomes.record(ledger.stem, read_ledger(job.staging, ledger.stem).committed)
+        except Exception:  # noqa: BLE001 - the summary is best effort; --resume reads them again
+            logger.debug("reading ledger %s failed", ledger, exc_info=True)
+    s = summarize(record, outcomes, None)
+    s["status"] = outputdir.INTERRUPTED
+    s["reason"] = (
+        f"interrupted (Ctrl-C) with {len(outcomes.final)} of {len(job.plan.work)} mini-batches "
+        "done; --resume finishes it"
+    )
+    try:  # (the summary last: it says Interrupted, so the folder stays resumable)
+        write_logs(record, outcomes, JobResult(s["status"], record.out_dir, None, s))
+    except Exception:  # noqa: BLE001 - the staging folder, not these logs, is what resumes
+        logger.warning("could not write the interrupted job's summary", exc_info=True)
+    logger.info("interrupted: %d mini-batches done", len(outcomes.final))
+    return JobInterrupted(record.out_dir, s, record.out_dir / "report.html", False)
+
+
+def _say(options: JobOptions, message: str) -> None:
+    if options.notify is not None and options.progress:
+        options.notify(message)
+
+
+def _note_retry(job: JobRun, rerun: list[int], options: JobOptions) -> None:
+    """Say in the job log (and to the user) what this retry pass runs again."""
+    kept = len(job.outcomes.final)
+    message = (
+        f"Retrying the job in {job.out_dir}: {retry.describe(rerun)} run again "
+        f"(failed, partial or not run); {kept} of {len(job.plan.work)} kept as they were."
+    )
+    logger.info(message)
+    if options.notify is not None:
+        options.notify(message)
+
+
 def publish(result: JobResult, out_dir: Path, url: str) -> JobResult:
     """Upload a job's local output folder to ``url``; the result then names the URL."""
     summary = dict(result.summary)
@@ -199,7 +324,12 @@ def publish(result: JobResult, out_dir: Path, url: str) -> JobResult:
     if result.predictions is not None:
         summary["predictions"] = f"{url.rstrip('/')}/{Path(result.predictions).name}"
     outputdir.write_summary(out_dir, summary)
-    leftovers = (outputdir.STAGING_DIR, f"{outputdir.TRASH_PREFIX}*", outputlock.LOCK_FILE)
+    leftovers = (
+        outputdir.STAGING_DIR,
+        outputdir.KEPT_DIR,
+        f"{outputdir.TRASH_PREFIX}*",
+        outputlock.LOCK_FILE,
+    )
     count = storage.upload_tree(out_dir, url, exclude=leftovers)
     logger.info("uploaded %d files to %s", count, url)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -219,5 +349,11 @@ def _cluster(deployment: Deployment, options: JobOptions) -> Iterator[ClusterHan
             options.workers or deployment.worker_count,
             dashboard=options.dashboard,
             resources=options.resources or None,
+            memory_limit=options.worker_memory,
         ) as handle:
             yield handle
+
+
+def _sized(options: JobOptions) -> bool:
+    """Whether the job sets its workers' memory (a fresh embedded cluster then)."""
+    return options.worker_memory is not None

@@ -12,14 +12,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from daskscore import _compat
 from daskscore.cluster.local import ClusterHandle
-from daskscore.engine import probe, transport
+from daskscore.engine import jobview, probe, transport
 from daskscore.engine.dispatch import Dispatcher
 from daskscore.engine.finish import JobRecord
-from daskscore.engine.outcomes import Outcomes, planned_total
+from daskscore.engine.jobview import failures
+from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.plan import JobPlan
+from daskscore.engine.resultview import verdict
 from daskscore.engine.resume import MANIFEST
 from daskscore.engine.reuse import init_key
+from daskscore.engine.work import planned_total
 from daskscore.errors import InitFailed
 from daskscore.io import outputdir
 from daskscore.protocol import WorkerJob
@@ -59,9 +63,11 @@ def open_board(job: JobRun, handle: ClusterHandle) -> dashboard.JobBoard:
     if handle.dashboard_link and dashboard.install(handle.client):
         link = dashboard.page_link(handle.dashboard_link)
     source = job.plan.deployment.source
+    about = jobview.about(source, job.record.input_path, job.out_dir, job.remote_out)
     return dashboard.JobBoard(
-        handle.client if link else None, job.record.job_id, str(source) if source else None, link
-    )
+        handle.client if link else None, job.record.job_id, str(source) if source else None,
+        link, about=about, verdict=verdict,
+    )  # fmt: skip
 
 
 def score_all(
@@ -81,6 +87,7 @@ def score_all(
             f"Resuming: {len(outcomes.final)} of {len(plan.work)} mini-batches were already done."
         )
     carrier, workers = _place(job, handle)
+    job.record.ran_with = {"workers": workers, "output_format": plan.writer.name}
     wjob = carrier.worker_job(_worker_job(job, handle, workers))
     if handle.keep_warm:  # the script stays initialised for the next job with the same key
         wjob = replace(wjob, warm_key=init_key(wjob))
@@ -92,6 +99,9 @@ def score_all(
     )
     progress = Progress(len(plan.work), total_items, enabled=plan.options.progress)
     progress.page_link = board.link
+    progress.backdate(phases.elapsed())  # (elapsed counts from the job's start)
+    if outcomes.final:  # resumed or retried: what earlier runs did is done
+        progress.resumed(len(outcomes.final), outcomes.items_done(), outcomes.failed_mini_batches())
     recount = None
     if not handle.embedded:  # a cluster we did not start: workers come and go
 
@@ -100,11 +110,13 @@ def score_all(
 
     loop = Dispatcher(
         handle.client, wjob, outcomes, carrier, plan.writer, plan.work, workers, progress,
-        job.run_no, recount,
+        job.run_no, recount, plan.options.worker_memory,
     )  # fmt: skip
 
     def tick() -> None:
-        board.tick(lambda: live_counts(outcomes, progress))
+        board.tick(
+            lambda: {**live_counts(outcomes, progress), "failures": failures(outcomes, plan.work)}
+        )
 
     try:
         tick()
@@ -113,17 +125,21 @@ def score_all(
             _watch_timeouts(handle.client)
         if wjob.warm_key:
             handle.client.register_plugin(WarmKeeper())  # (idempotent: once per cluster)
+        if plan.options.progress:
+            notify("init()…")
         handle.client.register_plugin(ScoringPlugin(wjob))
         job.record.warm_workers = probe.raise_init_errors(handle.client, wjob.job_id)
         phases.mark("init")
         logger.info("scoring script installed and init() done on every worker")
-        loop.run(on_tick=tick)
+        with _compat.span("daskscore", job.record.job_id):  # (Dask's metrics, per job)
+            loop.run(on_tick=tick)
         phases.mark("score")
         logger.info("all mini-batches settled; %d tasks", loop.seq)
     except InitFailed as exc:
         outcomes.init_error = exc.user_traceback
     finally:
         progress.close()
+        job.record.running_at_end = progress.running_now()  # (a job cut short: its stragglers)
         loop.stop()
         carrier.close(handle.client, wjob, job.out_dir)
         _unregister(handle.client, wjob.job_id)
@@ -179,7 +195,7 @@ def live_counts(outcomes: Outcomes, progress: Progress) -> dict[str, Any]:
     """A running job's counts for the daskscore page: the outcomes', and the live item count."""
     counts = progress.snapshot()
     counts.update(
-        mini_batches_done=len(outcomes.final),
+        mini_batches_done=max(len(outcomes.final), counts["mini_batches_done"]),  # (live)
         failed_mini_batches=outcomes.failed_mini_batches(),
         items_done=max(counts["items_done"], outcomes.items_done()),
         failed_items=outcomes.failed_items,

@@ -6,11 +6,26 @@ partition of the returned DataFrame runs a group of mini-batches through ``run()
 same retries.
 The columns are those of the DataFrames ``run()`` returns (or one ``prediction`` column for list
 returns); ``meta`` is inferred by scoring the first mini-batch once, unless given.
+
+Nothing is dropped without a word.  A mini-batch whose every try failed has no rows, so by
+default (``on_error="raise"``) the partition that ran it raises :class:`~daskscore.errors.JobFailed`
+naming the mini-batch, its files and the script's traceback, and the computation fails.  A
+deployment that sets ``settings.error_threshold`` to ``N >= 0`` allows ``N`` failed items as
+``daskscore run`` does: failed items are counted over the session's partitions (each
+partition's count in the scheduler's metadata), and the computation raises
+:class:`~daskscore.errors.ErrorThresholdExceeded` once they are more than ``N``.  Azure's
+default ``-1`` ("any number") does not let ``score()`` drop rows silently: a job's summary
+records every failure, a DataFrame cannot.  ``on_error="drop"`` leaves the failed mini-batches'
+rows out without raising.  Either way every failure is recorded where the caller reads it:
+``session.failures`` (also ``ddf.attrs["daskscore"]``, the session, on the frame
+:func:`open_session` and :func:`daskscore.score` return) and ``session.report()``, and a
+warning is logged for each.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import tempfile
 import uuid
@@ -23,7 +38,9 @@ from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
 from daskscore.engine.plan import plan_job
 from daskscore.engine.probe import raise_init_errors
-from daskscore.errors import InitFailed
+from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started
+from daskscore.engine.work import describe_work
+from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, UsageError
 from daskscore.protocol import MiniBatchRecord, WorkerJob
 from daskscore.worker.plugin import ScoringPlugin, get_runtime
 from daskscore.worker.task import run_mini_batch
@@ -32,6 +49,15 @@ from daskscore.worker.task import run_mini_batch
 #: each partition carries many mini-batches.
 PARTITIONS_PER_WORKER = 4
 RECORDS_TOPIC = "daskscore-records"
+#: ``[COUNTS_ROOT, job_id, partition]`` in the scheduler's metadata: a partition's failed items,
+#: summed against ``settings.error_threshold``
+COUNTS_ROOT = "daskscore-score"
+#: What ``on_error`` may be.
+ON_ERROR = ("raise", "drop")
+#: Failures listed in the message of a partition that raises (its first one in full).
+SHOWN_FILES = 10
+
+logger = logging.getLogger("daskscore")
 
 
 class _NoLedger:
@@ -46,34 +72,51 @@ class _NoLedger:
     def timed_out(self, *args: Any) -> None: ...
 
 
-def _forward(address: str, job_id: str, group: list[tuple[int, Any]], meta: Any) -> Any:
+def _forward(
+    address: str, job_id: str, group: list[tuple[int, Any]], meta: Any, policy: tuple[str, int]
+) -> Any:
     """Computed outside the cluster (``ddf.compute()`` with a client that is not the default
     one): run the partition on the cluster that has the script installed."""
     # a short-lived client: a cached one would outlive its cluster and keep reconnecting
     with Client(address, set_as_default=False) as client:
-        return client.submit(score_partition, job_id, group, meta, address, pure=False).result()
+        fut = client.submit(score_partition, job_id, group, meta, address, policy, pure=False)
+        return fut.result()
 
 
 def score_partition(
-    job_id: str, group: list[tuple[int, Any]], meta: Any, address: str | None = None
+    job_id: str,
+    group: list[tuple[int, Any]],
+    meta: Any,
+    address: str | None = None,
+    policy: tuple[str, int] = ("drop", -1),
 ) -> Any:
-    """Run a group of mini-batches on this worker; return their rows as one DataFrame."""
+    """Run a group of mini-batches on this worker; return their rows as one DataFrame.
+
+    ``policy``: ``on_error`` and ``settings.error_threshold`` (see the module's doc): whether
+    a failed mini-batch makes this partition raise.
+    """
     import pandas as pd
 
     from daskscore.worker.plugin import is_installed
 
     if not is_installed(job_id) and address is not None and not _on_worker():
-        return _forward(address, job_id, group, meta)
+        return _forward(address, job_id, group, meta, policy)
     state = get_runtime(job_id)
     if state.init_error is not None:
         raise InitFailed("init() failed", user_traceback=state.init_error)
-    frames, records = [], []
+    frames, finals = [], []
+    partition_started(job_id, group[0][0] if group else -1)  # (a notebook's live display)
     for mb, work in group:
         recs, frame = run_mini_batch(state, _NoLedger(), mb, 0, work)
-        records.extend(recs)
+        finals.append(recs[-1])
+        mini_batch_done(job_id, group[0][0], mb, recs[-1])
         if recs[-1].done and frame is not None and len(frame):
             frames.append(frame)
-    _report(job_id, records)
+    failures = [_failure(rec, work) for rec, (_, work) in zip(finals, group, strict=True)]
+    failures = [f for f in failures if f is not None]
+    _report(job_id, group[0][0] if group else -1, finals, failures)
+    if failures and policy[0] == "raise":
+        _raise_if_over(job_id, group[0][0], failures, policy[1])
     if not frames:
         return meta.copy()
     out = pd.concat(frames, ignore_index=True)
@@ -90,18 +133,102 @@ def _on_worker() -> bool:
     return True
 
 
-#: What a score() partition reports of each try, for ScoringSession.report()
+#: What a score() partition reports of a failed mini-batch's last try (and its files)
 REPORTED = ("mini_batch", "try", "status", "total", "succeeded", "failed", "error", "final")
 
 
-def _report(job_id: str, records: list[MiniBatchRecord]) -> None:
+def _failure(rec: MiniBatchRecord, work: Any) -> dict[str, Any] | None:
+    """A final try with failed items, as reported: its record's fields and its files."""
+    if rec.done and not rec.failed:
+        return None
+    failure = {k: v for k, v in rec.to_json().items() if k in REPORTED}
+    failure["files"] = describe_work(list(work) if isinstance(work, tuple) else work)
+    failure["dropped"] = not rec.done  # its rows are not in the frame
+    return failure
+
+
+def _report(
+    job_id: str, partition: int, finals: list[MiniBatchRecord], failures: list[dict[str, Any]]
+) -> None:
+    """Tell the session what a partition did: one event, its counts and its failures."""
+    event = {
+        "partition": partition,
+        "mini_batches": len(finals),
+        "succeeded": sum(r.succeeded for r in finals),
+        "failed": sum(r.failed for r in finals),
+        "failures": failures,
+    }
     try:
         from distributed import get_worker
 
-        slim = [{k: v for k, v in r.to_json().items() if k in REPORTED} for r in records]
-        get_worker().log_event(f"{RECORDS_TOPIC}-{job_id}", slim)
+        get_worker().log_event(f"{RECORDS_TOPIC}-{job_id}", event)
     except Exception:  # noqa: BLE001 - accounting is best effort off a worker
         pass
+
+
+def _raise_if_over(
+    job_id: str, partition: int, failures: list[dict[str, Any]], threshold: int
+) -> None:
+    """``on_error="raise"``: raise for the partition's failures unless ``error_threshold``
+    (``>= 0``) still allows the session's failed items, counted over its partitions."""
+    if threshold < 0:
+        dropped = [f for f in failures if f["dropped"]]
+        if dropped:  # (a partial return's rows are all in the frame)
+            raise JobFailed(_message(dropped, None), user_traceback=dropped[0]["error"])
+        return
+    failed = sum(int(f["failed"]) for f in failures)
+    total = _count_failed(job_id, partition, failed)
+    if total > threshold:
+        raise ErrorThresholdExceeded(
+            _message(failures, (total, threshold)), user_traceback=failures[0]["error"]
+        )
+
+
+def _count_failed(job_id: str, partition: int, failed: int) -> int:
+    """Note this partition's failed items in the scheduler's metadata; the session's sum."""
+    try:
+        from distributed import get_worker
+        from distributed.utils import sync
+
+        worker = get_worker()
+        call = functools.partial(sync, worker.loop)
+        call(
+            worker.scheduler.set_metadata, keys=[COUNTS_ROOT, job_id, str(partition)], value=failed
+        )
+        counts = call(worker.scheduler.get_metadata, keys=[COUNTS_ROOT, job_id], default={})
+        return sum(int(v) for v in (counts or {}).values())
+    except ValueError:  # not on a worker (a test calling the function): this partition alone
+        return failed
+
+
+def _message(failures: list[dict[str, Any]], over: tuple[int, int] | None) -> str:
+    """One paragraph: which mini-batch failed, its files, the script's traceback, what to do."""
+    first = failures[0]
+    files = [str(f) for f in first["files"]]
+    shown = ", ".join(files[:SHOWN_FILES]) + (
+        f" and {len(files) - SHOWN_FILES} more" if len(files) > SHOWN_FILES else ""
+    )
+    others = [str(f["mini_batch"]) for f in failures[1:]]
+    also = f" (and mini-batch(es) {', '.join(others)} of the same partition)" if others else ""
+    if over is None:
+        head = (
+            f"score(): mini-batch {first['mini_batch']} failed ({first['status']}, "
+            f"{first['try']} tries){also}, so its rows would be missing from the result. "
+        )
+        hint = (
+            'Pass on_error="drop" to leave failed mini-batches out (they are listed in the '
+            'session\'s failures, ddf.attrs["daskscore"].failures), or allow some with '
+            "settings.error_threshold."
+        )
+    else:
+        head = (
+            f"score(): error_threshold exceeded: {over[0]} items failed, more than the "
+            f"{over[1]} allowed (settings.error_threshold); mini-batch {first['mini_batch']} "
+            f"({first['status']}, {first['try']} tries){also}. "
+        )
+        hint = 'Pass on_error="drop" to leave failed mini-batches out without raising.'
+    error = str(first.get("error") or "").rstrip()
+    return f"{head}Its files: {shown}. {hint}\nThe error:\n{error}"
 
 
 def first_rows(job_id: str, work: Any) -> Any:
@@ -129,18 +256,31 @@ class ScoringSession:
         The predictions, one partition per group of mini-batches.
     job_dir : Path
         ``AZUREML_BI_OUTPUT_PATH`` of the session, and its ``logs/``.
+    on_error : str
+        ``"raise"`` or ``"drop"`` (see the module's doc).
     """
 
     def __init__(
-        self, client: Client, job: WorkerJob, work: list[Any], meta: Any, partitions: int | None
+        self,
+        client: Client,
+        job: WorkerJob,
+        work: list[Any],
+        meta: Any,
+        partitions: int | None,
+        on_error: str = "raise",
+        error_threshold: int = -1,
     ) -> None:
         import dask.dataframe as dd
 
         self.client = client
         self.job = job
         self.job_dir = Path(job.output)
-        self.records: list[dict[str, Any]] = []
-        client.subscribe_topic(f"{RECORDS_TOPIC}-{job.job_id}", self._on_records)
+        self.on_error = on_error
+        self.error_threshold = error_threshold
+        #: what each partition computed so far reported, by partition (its first mini-batch)
+        self.events: dict[int, dict[str, Any]] = {}
+        self.topic = f"{RECORDS_TOPIC}-{job.job_id}"
+        client.subscribe_topic(self.topic, self._on_records)
         workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
         n = partitions or max(1, min(len(work), workers * PARTITIONS_PER_WORKER))
         size = math.ceil(len(work) / n)
@@ -149,26 +289,72 @@ class ScoringSession:
             meta = client.submit(first_rows, job.job_id, work[0], pure=False).result()
         self.frame = dd.from_map(
             functools.partial(
-                score_partition, job.job_id, meta=meta, address=client.scheduler.address
+                score_partition,
+                job.job_id,
+                meta=meta,
+                address=client.scheduler.address,
+                policy=(on_error, error_threshold),
             ),
             groups,
             meta=meta,
-            label="daskscore",
+            label="daskscore-mb",  # (the prefix of its tasks in the Dask dashboard)
             enforce_metadata=False,
         )
+        # (set past DataFrame.__setattr__: a column named "attrs" must not be assigned)
+        object.__setattr__(self.frame, "attrs", {"daskscore": self})
+        #: in a Jupyter kernel, the live display of each cell's computation (scorelive)
+        self.live = LiveScore.in_kernel(client, job.job_id, work)
 
     def _on_records(self, event: Any) -> None:
-        self.records.extend(event[1])
+        msg = event[1]
+        if not isinstance(msg, dict):
+            return
+        # (a partition computed again: once; one that raised said it all itself)
+        raised = self.on_error == "raise" and self.error_threshold < 0
+        if msg.get("partition") not in self.events:
+            for f in msg.get("failures") or []:
+                if raised and f.get("dropped"):
+                    continue
+                what = "its rows are left out" if f.get("dropped") else "it returned too few"
+                logger.warning(
+                    "score(): mini-batch %s failed (%s, %s tries; %s): %s",
+                    f.get("mini_batch"), f.get("status"), f.get("try"), what,
+                    _last_line(f.get("error")),
+                )  # fmt: skip
+        self.events[int(msg.get("partition", -1))] = msg
+
+    def _reported(self) -> list[dict[str, Any]]:
+        """Every partition's latest event: those delivered, and those the scheduler holds that
+        were not yet (a computation that just returned)."""
+        try:
+            for _, msg in self.client.get_events(self.topic):
+                if isinstance(msg, dict):
+                    self.events.setdefault(int(msg.get("partition", -1)), msg)
+        except Exception:  # noqa: BLE001 - the cluster may be gone: what was delivered
+            pass
+        return [self.events[k] for k in sorted(self.events)]
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """The mini-batches with failed items in the partitions computed so far, in order:
+        ``mini_batch``, ``status``, ``try`` (its last), ``total``, ``succeeded``, ``failed``,
+        ``files``, ``error`` (the script's traceback), ``dropped`` (its rows are not in the
+        frame: every try failed)."""
+        found = [
+            {**f, "files": list(f.get("files") or ())}  # (events come back with tuples)
+            for e in self._reported()
+            for f in e.get("failures") or []
+        ]
+        return sorted(found, key=lambda f: f["mini_batch"])
 
     def report(self) -> dict[str, Any]:
         """Counts over the partitions computed so far: items, failures, failed mini-batches."""
-        latest = {r["mini_batch"]: r for r in self.records if r.get("final")}
-        finals = list(latest.values())  # a partition computed twice counts once
+        events = self._reported()  # a partition computed twice counts once
         return {
-            "mini_batches": len(finals),
-            "succeeded_items": sum(r["succeeded"] for r in finals),
-            "failed_items": sum(r["failed"] for r in finals),
-            "failures": [r for r in finals if r["status"] != "RUN_DONE"],
+            "mini_batches": sum(e["mini_batches"] for e in events),
+            "succeeded_items": sum(e["succeeded"] for e in events),
+            "failed_items": sum(e["failed"] for e in events),
+            "failures": self.failures,
             "logs": str(self.job_dir / "logs"),
         }
 
@@ -180,8 +366,11 @@ class ScoringSession:
 
     def close(self) -> None:
         """Uninstall the script from the workers (its ``shutdown()`` runs)."""
+        if self.live is not None:
+            self.live.close()
         try:
-            self.client.unsubscribe_topic(f"{RECORDS_TOPIC}-{self.job.job_id}")
+            self.client.unsubscribe_topic(self.topic)
+            self.client.set_metadata([COUNTS_ROOT, self.job.job_id], {})
             self.client.unregister_worker_plugin(f"daskscore-{self.job.job_id}")
         except Exception:  # noqa: BLE001 - the cluster may be gone
             pass
@@ -195,8 +384,11 @@ def open_session(
     meta: Any = None,
     partitions: int | None = None,
     options: JobOptions | None = None,
+    on_error: str = "raise",
 ) -> ScoringSession:
     """Install ``deployment`` on ``client``'s workers and build the predictions' DataFrame."""
+    if on_error not in ON_ERROR:
+        raise UsageError(f"on_error={on_error!r}: expected 'raise' or 'drop'.")
     options = options or JobOptions()
     options.output_format = "frame"
     plan = plan_job(deployment, input_path, options)
@@ -213,4 +405,10 @@ def open_session(
     )
     client.register_plugin(ScoringPlugin(job))
     raise_init_errors(client, job.job_id)
-    return ScoringSession(client, job, plan.work, meta, partitions)
+    threshold = deployment.settings.error_threshold
+    return ScoringSession(client, job, plan.work, meta, partitions, on_error, threshold)
+
+
+def _last_line(text: Any) -> str:
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "?"

@@ -110,6 +110,7 @@ def relay_state(client: Any, job_id: str, attempt: str) -> LedgerState:
         state.running = (int(running[0]), int(running[1]))
         state.running_start, state.running_worker = running[2], str(running[3])
         state.timed_out = entry.get("timed_out") == running[0]
+        state.error = str(entry.get("error") or "") if state.timed_out else ""
     return state
 
 

@@ -10,7 +10,11 @@ job, run 2, keeps run 1's files under their names and reads them back by their l
   - ``S <mini_batch> <try> <start> <worker>`` before a ``run()`` call starts, and
     ``F <mini_batch>`` when it returns;
   - ``T <mini_batch>`` written by the watchdog just before it ends a process whose ``run()``
-    overran ``retry_settings.timeout``;
+    overran ``retry_settings.timeout`` (``T <mini_batch> <json>`` with the error text of the
+    try: where the hung call was, see :mod:`daskscore.worker.stacks`);
+  - ``M <mini_batch> <rss bytes> <pid>``: the worker process's resident memory, sampled
+    during that ``run()`` (each new high; ``M -1 ...`` once when the task starts), so that a
+    process killed for memory is told apart (see :mod:`daskscore.worker.memory`);
   - ``C <json>`` after bytes were appended to the part file: the records of the mini-batches
     they belong to, each with its byte range.  A mini-batch counts as done only once its
     ``C`` line is in the ledger, so a process that dies at any instant leaves either a whole
@@ -29,6 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daskscore.protocol import MiniBatchRecord
+
+#: The books a finished job with failures leaves in its kept staging folder for
+#: ``--retry-failed`` (written by :mod:`daskscore.engine.retry`): every try of the mini-batches
+#: that did not go cleanly, which the ledgers alone cannot tell (crashes, timeouts).
+BOOK_FILE = "book.jsonl"
 
 
 def part_path(staging: str | Path, attempt: str) -> Path:
@@ -59,8 +68,12 @@ class LedgerWriter:
     def finished(self, mini_batch: int) -> None:
         os.write(self.ledger_fd, f"F {mini_batch}\n".encode())
 
-    def timed_out(self, mini_batch: int) -> None:
-        os.write(self.ledger_fd, f"T {mini_batch}\n".encode())
+    def memory(self, mini_batch: int, rss: int, pid: int) -> None:
+        os.write(self.ledger_fd, f"M {mini_batch} {rss} {pid}\n".encode())
+
+    def timed_out(self, mini_batch: int, error: str = "") -> None:
+        detail = f" {json.dumps(error)}" if error else ""
+        os.write(self.ledger_fd, f"T {mini_batch}{detail}\n".encode())
 
     def commit(self, data: bytes, records: list[MiniBatchRecord]) -> None:
         """Append ``data`` (the rows of ``records``, in order) and then their commit line."""
@@ -94,6 +107,11 @@ class LedgerState:
     running_worker: str = ""
     timed_out: bool = False
     exists: bool = False
+    #: the error text the process left for that call (a timeout's: where it hung), if any
+    error: str = ""
+    #: the attempt's worker process, and the highest RSS sampled during that call (bytes)
+    pid: int | None = None
+    running_rss: int = 0
 
 
 def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
@@ -109,6 +127,8 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
     started: tuple[int, int] | None = None
     where: tuple[float | None, str] = (None, "")
     timed: set[int] = set()
+    errors: dict[int, str] = {}
+    rss: dict[int, int] = {}
     for line in text.split("\n")[:-1]:  # the last piece is "" or a torn line
         kind, _, rest = line.partition(" ")
         try:
@@ -120,7 +140,13 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
                 if started is not None and started[0] == int(rest):
                     started = None
             elif kind == "T":
-                timed.add(int(rest))
+                mb, _, detail = rest.partition(" ")
+                timed.add(int(mb))
+                if detail:
+                    errors[int(mb)] = str(json.loads(detail))
+            elif kind == "M":
+                mb, size, pid = (int(v) for v in rest.split(" "))
+                rss[mb], state.pid = max(rss.get(mb, 0), size), pid
             elif kind == "C":
                 records = [MiniBatchRecord.from_json(r) for r in json.loads(rest)]
                 state.committed.extend(records)
@@ -131,4 +157,6 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
         state.running = started
         state.running_start, state.running_worker = where
         state.timed_out = started[0] in timed
+        state.error = errors.get(started[0], "")
+        state.running_rss = rss.get(started[0], 0)
     return state

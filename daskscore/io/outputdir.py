@@ -11,12 +11,17 @@ Layout (Azure's names, which users' tooling looks for)::
       logs/sys/job_report/processed_mini-batches.csv
       logs/sys/daskscore.txt             daskscore's and Dask's own log
       .daskscore/                        part files and ledgers while the job runs
+      .daskscore-kept/                   ... kept by a job that ended with failures, for
+                                         --retry-failed (until it succeeds, or --overwrite)
       .daskscore.lock                    the running job's lock (see daskscore.io.outputlock)
 
 A job's output is whole once ``job_summary.json`` is written: that is the last thing it writes.
 The staging folder is then renamed to ``.daskscore-trash-<job id>`` (one step, so a job killed
 at any instant leaves either its whole staging folder or none) and deleted; a summary beside a
 staging folder means the job finished, and a trash folder is removed by the next job there.
+A job that ends with mini-batches failed, partial or not run renames its staging folder to
+``.daskscore-kept/`` instead (:func:`keep_staging`): ``--retry-failed`` runs those again and
+assembles the whole output anew from the kept part files (see :mod:`daskscore.engine.retry`).
 """
 
 from __future__ import annotations
@@ -32,11 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.errors import OutputError
+from daskscore.io.ledger import BOOK_FILE
 
 SUMMARY_FILE = "job_summary.json"
+#: The status of a summary written when a job was interrupted (Ctrl-C): not a finished job.
+INTERRUPTED = "Interrupted"
 STAGING_DIR = ".daskscore"
 #: A finished job's staging folder, renamed on its way out (never taken for a live one).
 TRASH_PREFIX = ".daskscore-trash-"
+#: A finished job's staging folder, kept because something is left to retry (--retry-failed).
+KEPT_DIR = ".daskscore-kept"
 ATTEMPT_COLUMNS = [
     "mini_batch_id",
     "try",
@@ -49,6 +59,10 @@ ATTEMPT_COLUMNS = [
     "run_s",
     "status",
     "error",
+    # daskscore's own, after Azure's: a part's items (--isolate-failures; empty for the whole
+    # mini-batch) and the peak RSS of the worker process during run() (see worker.memory)
+    "items",
+    "peak_rss_mb",
 ]
 _COPY_CHUNK = 1 << 20
 
@@ -69,16 +83,21 @@ def claim_output(
     """
     if output.exists() and not output.is_dir():
         raise OutputError(f"output '{output}' is a file; give a folder (it is created if missing).")
-    unfinished = (output / STAGING_DIR).is_dir() and not (output / SUMMARY_FILE).exists()
+    unfinished = (output / STAGING_DIR).is_dir() and not finished(output)
     if resume and not overwrite:
         if not unfinished and (output / SUMMARY_FILE).exists():
+            retry = (
+                " or --retry-failed to run its failed mini-batches again"
+                if find_kept(output)
+                else ""
+            )
             raise OutputError(
                 f"output folder '{output}' holds a finished job (see {SUMMARY_FILE}); there is "
-                "nothing to resume. Pass --overwrite to run it again."
+                f"nothing to resume. Pass --overwrite to run it again{retry}."
             )
         _make_logs(output)
         return unfinished
-    names = [n for n in (predictions_name, SUMMARY_FILE, STAGING_DIR) if n]
+    names = [n for n in (predictions_name, SUMMARY_FILE, STAGING_DIR, KEPT_DIR) if n]
     held = [output / n for n in names if (output / n).exists()]
     if unfinished and not overwrite:
         raise OutputError(
@@ -87,7 +106,7 @@ def claim_output(
             "where it stopped, or --overwrite to start again."
         )
     if held and not overwrite:
-        shown = [p.name for p in held if p.name != STAGING_DIR]
+        shown = [p.name for p in held if p.name not in (STAGING_DIR, KEPT_DIR)]
         raise results_held(f"output folder '{output}'", shown)
     if before_changes is not None:
         before_changes()
@@ -133,6 +152,57 @@ def discard_staging(staging: Path, job_id: str) -> None:
     except OSError:  # (a trash folder of that name: delete in place)
         trash = staging
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def keep_staging(staging: Path, job_id: str) -> Path:
+    """Keep a finished job's staging folder for ``--retry-failed``: renamed to
+    :data:`KEPT_DIR` in one step (after the summary: a kill before the rename leaves it beside
+    the summary, where :func:`find_kept` finds it too)."""
+    kept = staging.with_name(KEPT_DIR)
+    if kept.exists():  # (never left beside a live staging folder by daskscore: out of the way)
+        discard_staging(kept, f"{job_id}-kept")
+    os.rename(staging, kept)
+    return kept
+
+
+def drop_run(staging: Path, prefix: str) -> None:
+    """Remove the part files and ledgers of the attempts named ``prefix...`` (one run's)."""
+    for sub in ("parts", "ledger"):
+        for path in (staging / sub).glob(f"{prefix}*"):
+            path.unlink(missing_ok=True)
+
+
+def find_kept(output: Path) -> Path | None:
+    """The staging folder a finished job kept (``--retry-failed``): :data:`KEPT_DIR`, or
+    :data:`STAGING_DIR` beside the summary (a job killed between its summary and the rename,
+    or a retry pass killed before its own summary); None when there is none."""
+    if not finished(output):
+        return None
+    for name in (STAGING_DIR, KEPT_DIR):
+        if (output / name / BOOK_FILE).is_file():
+            return output / name
+    return None
+
+
+def finished(output: Path) -> bool:
+    """Whether ``output`` holds a finished job's summary (not one written as the job was
+    interrupted, status :data:`INTERRUPTED`, which leaves it resumable)."""
+    try:
+        return json.loads((output / SUMMARY_FILE).read_text("utf-8")).get("status") != INTERRUPTED
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, AttributeError):  # unreadable: a finished job's, as before
+        return True
+
+
+def reopen_kept(kept: Path, output: Path) -> Path:
+    """A retry pass takes the kept staging folder back as its own (renamed to
+    :data:`STAGING_DIR`); the logs folders are made again if they were removed."""
+    staging = output / STAGING_DIR
+    if kept != staging:
+        os.rename(kept, staging)
+    _make_logs(output)
+    return staging
 
 
 def clear_trash(output: Path) -> None:
@@ -215,6 +285,8 @@ def write_attempts(path: Path, attempts: Iterable[dict[str, Any]]) -> None:
                 rec.get("run_s", 0.0),
                 rec["status"],
                 rec.get("error", ""),
+                _items(rec.get("items")),
+                rec.get("peak_rss_mb") or 0.0,
             )
             for rec in attempts
         ),
@@ -223,8 +295,8 @@ def write_attempts(path: Path, attempts: Iterable[dict[str, Any]]) -> None:
 
 def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...]]) -> int:
     """``processed_mini-batches.csv`` from rows in :data:`ATTEMPT_COLUMNS` order, not yet
-    formatted (``start`` in epoch seconds, the whole ``error``, numbers as numbers); return how
-    many rows it wrote.
+    formatted (``start`` in epoch seconds, the whole ``error``, numbers as numbers; a row
+    without the last two columns leaves them empty); return how many rows it wrote.
 
     Written as :func:`csv.writer` writes them (CRLF line ends, fields quoted only when they
     must be), thousands of lines at a time: a million tries take about a second.
@@ -235,7 +307,8 @@ def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...]]) -> int:
     with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         fh.write(",".join(ATTEMPT_COLUMNS) + "\r\n")
         lines: list[str] = []
-        for mb, try_no, worker, start, total, ok, failed, elapsed, run, status, error in rows:
+        for mb, tn, worker, start, total, ok, bad, elapsed, run, status, error, *more in rows:
+            items, peak = (more[0], more[1]) if len(more) > 1 else ("", 0.0)
             who = names.get(worker)
             if who is None:
                 who = names[worker] = _field(worker)
@@ -243,9 +316,10 @@ def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...]]) -> int:
             if how is None:
                 how = names[status] = _field(status)
             lines.append(
-                f"{mb},{try_no},{who},{_iso(start)},{total},{ok},{failed},"
+                f"{mb},{tn},{who},{_iso(start)},{total},{ok},{bad},"
                 f"{elapsed:.4f},{run:.4f},{how},"
-                f"{_field(_last_line(error)) if error else ''}\r\n"
+                f"{_field(_last_line(error)) if error else ''},"
+                f"{_field(items) if items else ''},{f'{peak:.1f}' if peak else ''}\r\n"
             )
             if len(lines) >= 4096:
                 count += len(lines)
@@ -257,6 +331,14 @@ def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...]]) -> int:
 
 
 _SPECIAL = re.compile(r'[,"\r\n]')
+
+
+def _items(items: Any) -> str:
+    """A part's items (a record's JSON ``[lo, hi]``) as the ``items`` column shows them."""
+    if not items:
+        return ""
+    lo, hi = int(items[0]), int(items[1])
+    return str(lo) if hi - lo == 1 else f"{lo}-{hi - 1}"
 
 
 def _field(value: Any) -> str:

@@ -40,7 +40,9 @@ _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 class Assembly:
     """What a writer needs to assemble a job's output on the driver.
 
-    ``finals``: the final try of every mini-batch whose ``run()`` returned, in mini-batch order;
+    ``finals``: the final try of every mini-batch whose ``run()`` returned, in mini-batch order
+    (a mini-batch split by ``--isolate-failures``: the final tries of its parts that returned,
+    in item order, each with its own rows: concatenated, they are the mini-batch's rows);
     ``client``: where to compute a dataset (``None``: in this process).
     """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -25,6 +26,8 @@ from urllib.parse import urlsplit
 from tornado import web
 
 from daskscore import _compat
+from daskscore.ui.dashpage import PAGE
+from daskscore.ui.taskkeys import parse_key
 
 logger = logging.getLogger("daskscore")
 
@@ -118,7 +121,33 @@ def jobs(scheduler: Any) -> list[dict[str, Any]]:
             latest[msg["job_id"]] = {**msg, "updated": stamp}
     now = time.time()
     rows = [{**r, "age_s": round(max(0.0, now - r["updated"]), 1)} for r in latest.values()]
+    for r in rows:
+        if r.get("status") == "Running":
+            r["workers"] = workers_of(scheduler, r["job_id"])
     return sorted(rows, key=lambda r: r.get("started", 0), reverse=True)
+
+
+def workers_of(scheduler: Any, job_id: str) -> list[dict[str, Any]]:
+    """Every worker of the scheduler, busy with a task of job ``job_id`` or idle: its name, the
+    task's mini-batches (read off its key, see :mod:`daskscore.ui.taskkeys`) and how long the
+    worker has been executing it (as its last heartbeat said; None before one)."""
+    rows = []
+    for address, ws in list(scheduler.workers.items()):
+        executing = getattr(ws, "executing", None) or {}
+        row: dict[str, Any] = {"worker": str(ws.name if ws.name is not None else address)}
+        for ts in list(ws.processing):
+            parsed = parse_key(ts.key)
+            if parsed is not None and parsed[2].endswith("-" + job_id):
+                seconds = executing.get(ts)
+                row.update(
+                    mini_batches=[parsed[0], parsed[1]],
+                    attempt=parsed[2],
+                    running_s=None if seconds is None else round(float(seconds), 1),
+                )
+                break
+        row["busy"] = "mini_batches" in row
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["worker"])
 
 
 class _Handler(web.RequestHandler):
@@ -190,6 +219,7 @@ def summary_counts(summary: dict[str, Any]) -> dict[str, Any]:
         "failed_mini_batches": summary["failed_mini_batches"],
         "items_done": done,
         "items_total": summary["total_items"],
+        "succeeded_items": summary["succeeded_items"],
         "failed_items": summary["failed_items"],
         "items_per_s": done / duration if duration > 0 else 0.0,
         "elapsed_s": duration,
@@ -197,22 +227,56 @@ def summary_counts(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+Verdict = Callable[[dict[str, Any]], tuple[str, str]]
+
+
+def verdict(summary: dict[str, Any]) -> tuple[str, str]:
+    """A finished job's verdict and tone (``ok``, ``warn``, ``bad``), as ``report.html`` words
+    it; the engine hands :class:`JobBoard` its own (``resultview.verdict``), this is for a
+    board without one (a test's)."""
+    status = str(summary.get("status") or "Unknown")
+    label, tone = status, "ok" if status == "Completed" else "bad"
+    if status == "Completed" and summary.get("failed_items"):
+        label, tone = "Completed with failures", "warn"
+    if summary.get("total_items") and not summary.get("succeeded_items"):
+        if not summary.get("init_error"):
+            label, tone = f"{status}, but no item succeeded", "bad"
+    return label, tone
+
+
+#: Points of a job's throughput kept for its sparkline (one a publication: about 2 minutes).
+HISTORY = 120
+
+
 class JobBoard:
     """A job's row on the daskscore page; with ``client=None`` every method does nothing.
 
     Used as a context manager around the job: a job left by an exception before
     :meth:`finish` shows as ``Failed`` (``Interrupted`` for Ctrl-C).
+
+    ``about``: the job's name and paths (``name``, ``input``, ``output``, ``logs``,
+    ``report``), published with every count; ``verdict``: the report's verdict of a summary.
     """
 
     def __init__(
-        self, client: Any, job_id: str, deployment: str | None, link: str | None = None
+        self,
+        client: Any,
+        job_id: str,
+        deployment: str | None,
+        link: str | None = None,
+        *,
+        about: dict[str, Any] | None = None,
+        verdict: Verdict | None = None,
     ) -> None:
         self.client = client
         self.job_id = job_id
         #: the page's link, when it is installed
         self.link = link
-        self._base = {"deployment": deployment, "started": time.time()}
+        self._base = {**(about or {}), "deployment": deployment, "started": time.time()}
+        self._verdict = verdict or globals()["verdict"]
         self._counts: dict[str, Any] = {}
+        self._counts_fn: Callable[[], dict[str, Any]] | None = None
+        self._history: deque[list[float]] = deque(maxlen=HISTORY)
         self._seq = 0
         self._last = -float("inf")
         self._finished = False
@@ -223,14 +287,33 @@ class JobBoard:
         if self.client is None or now - self._last < PUBLISH_PERIOD_S:
             return
         self._last = now
-        self._counts = counts()
-        self._publish({**self._counts, "status": "Running"}, wait=False)
+        self._counts_fn = counts
+        self._counts = self._sample(counts())
+        self._publish({**self._counts, "status": "Running", "verdict": "Running"}, wait=False)
+
+    def _sample(self, counts: dict[str, Any]) -> dict[str, Any]:
+        """``counts`` with the throughput history: ``[elapsed s, items done]`` points."""
+        point = [round(float(counts.get("elapsed_s") or 0), 2), counts.get("items_done", 0)]
+        if not self._history or self._history[-1] != point:
+            self._history.append(point)
+        return {**counts, "history": list(self._history)}
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """Publish the final counts, those of ``job_summary.json``, and wait until they are in."""
+        """Publish the final counts, those of ``job_summary.json``, with the report's verdict
+        and the failures, and wait until they are in."""
         self._finished = True
-        if self.client is not None:
-            self._publish(summary_counts(summary), wait=True)
+        if self.client is None:
+            return
+        last = self._counts
+        if self._counts_fn is not None:  # the failures settled since the last tick
+            try:
+                last = self._sample(self._counts_fn())
+            except Exception:  # noqa: BLE001 - the page is a convenience
+                logger.debug("the final failures of job %s are not shown", self.job_id)
+        label, tone = self._verdict(summary)
+        final = {**summary_counts(summary), "verdict": label, "tone": tone}
+        extra = {k: last[k] for k in ("failures", "history") if k in last}
+        self._publish({**extra, **final}, wait=True)
 
     def _publish(self, counts: dict[str, Any], wait: bool) -> None:
         self._seq += 1
@@ -248,88 +331,4 @@ class JobBoard:
         if self.client is None or self._finished or exc_type is None:
             return
         status = "Interrupted" if issubclass(exc_type, KeyboardInterrupt) else "Failed"
-        self._publish({**self._counts, "status": status}, wait=True)
-
-
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>daskscore jobs</title>
-<link rel="icon" href="data:,">
-<style>
-body { font: 14px/1.5 system-ui, sans-serif; margin: 24px; color: #1f2328; }
-h1 { font-size: 20px; margin: 0 0 4px; } .note { color: #656d76; margin: 0 0 16px; }
-table { border-collapse: collapse; } th, td { padding: 6px 12px; text-align: right; }
-th { border-bottom: 2px solid #d0d7de; white-space: nowrap; }
-td { border-bottom: 1px solid #eaeef2; font-variant-numeric: tabular-nums; }
-th:nth-child(-n+3), td:nth-child(-n+3) { text-align: left; }
-td[data-field=job-id] { font-family: ui-monospace, monospace; }
-td[data-field=deployment] { max-width: 360px; overflow: hidden; text-overflow: ellipsis; }
-.status { color: #fff; border-radius: 10px; padding: 1px 8px; background: #6e7781; }
-.running .status { background: #0969da; } .completed .status { background: #1a7f37; }
-.failed .status { background: #cf222e; } .bad { color: #cf222e; font-weight: 600; }
-</style></head><body>
-<h1>daskscore jobs on this scheduler</h1>
-<p class="note"><span id="note">loading&hellip;</span> &middot;
-<a id="dask" href="status">Dask dashboard</a> &middot; <a id="json" href="">status.json</a></p>
-<noscript><p>This page needs JavaScript; the counts are in status.json.</p></noscript>
-<table><thead><tr><th>job</th><th>deployment</th><th>status</th><th>mini-batches</th>
-<th>failed mini-batches</th><th>items</th><th>failed items</th><th>items/s</th>
-<th>elapsed</th><th>last update</th></tr></thead><tbody id="rows"></tbody></table>
-<p id="empty" class="note" hidden>No daskscore job has run on this scheduler yet.</p>
-<script>
-"use strict";
-const base = location.pathname.replace(/\\/+$/, "");
-const url = base + "/status.json";
-document.getElementById("json").href = url;
-document.getElementById("dask").href = base.replace(/daskscore$/, "status");
-const num = (n) => Number(n || 0).toLocaleString("en-US");
-const two = (n) => String(Math.floor(n)).padStart(2, "0");
-function secs(s) {
-  s = Math.max(0, Math.floor(s || 0));
-  if (s >= 3600) return Math.floor(s / 3600) + "h" + two(s % 3600 / 60) + "m";
-  if (s >= 60) return Math.floor(s / 60) + "m" + two(s % 60) + "s";
-  return s + "s";
-}
-function cell(tr, field, text, bad) {
-  const td = document.createElement("td");
-  td.dataset.field = field;
-  td.textContent = text;
-  if (bad) td.className = "bad";
-  tr.appendChild(td);
-  return td;
-}
-function row(j) {
-  const tr = document.createElement("tr");
-  tr.dataset.jobId = j.job_id;
-  tr.className = String(j.status).toLowerCase();
-  cell(tr, "job-id", j.job_id);
-  cell(tr, "deployment", j.deployment || "").title = j.deployment || "";
-  const status = document.createElement("span");
-  status.className = "status";
-  status.textContent = j.status;
-  cell(tr, "status", "").appendChild(status);
-  cell(tr, "mini-batches", num(j.mini_batches_done) + "/" + num(j.mini_batches_total));
-  cell(tr, "failed-mini-batches", num(j.failed_mini_batches), j.failed_mini_batches > 0);
-  cell(tr, "items", num(j.items_done) + "/" + num(j.items_total));
-  cell(tr, "failed-items", num(j.failed_items), j.failed_items > 0);
-  const rate = Number(j.items_per_s || 0);
-  cell(tr, "items-per-s", rate < 10 ? rate.toFixed(1) : num(Math.round(rate)));
-  cell(tr, "elapsed", secs(j.elapsed_s));
-  cell(tr, "last-update", j.age_s < 2 ? "just now" : secs(j.age_s) + " ago");
-  return tr;
-}
-async function refresh() {
-  const note = document.getElementById("note");
-  try {
-    const response = await fetch(url, {cache: "no-store"});
-    const data = await response.json();
-    document.getElementById("rows").replaceChildren(...data.jobs.map(row));
-    document.getElementById("empty").hidden = data.jobs.length > 0;
-    note.textContent = "updated " + new Date().toLocaleTimeString();
-  } catch (err) {
-    note.textContent = "the scheduler does not answer (" + err + ")";
-  }
-}
-refresh();
-setInterval(refresh, 2000);
-</script></body></html>
-"""
+        self._publish({**self._counts, "status": status, "verdict": status, "tone": "bad"}, True)

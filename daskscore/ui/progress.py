@@ -1,14 +1,27 @@
 """Progress display: a bar on a terminal, a line every few seconds elsewhere, and a live HTML
-display in a Jupyter notebook."""
+display in a Jupyter notebook.
+
+Near the end of a job ("stuck at 95 %") the display names the mini-batches still running and
+for how long: the workers tell the driver about each ``run()`` call that has run a while
+(:mod:`daskscore.worker.inflight`), and they are shown when at most :data:`NAME_LEFT`
+mini-batches are left, or when one has run :data:`SLOW_FACTOR` times the median mini-batch.
+"""
 
 from __future__ import annotations
 
+import shutil
+import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any, TextIO
+
+from daskscore.ui.barline import fit_bar, fmt_s, plain_line, running_text
+
+__all__ = ["Progress", "ProgressView", "in_jupyter_kernel", "render_html", "running_text"]
 
 #: Seconds between progress lines when stderr is not a terminal (CI logs, nohup).
 LINE_PERIOD_S = 10.0
@@ -16,26 +29,24 @@ LINE_PERIOD_S = 10.0
 BAR_PERIOD_S = 0.2
 #: Seconds between two updates of the notebook display.
 HTML_PERIOD_S = 0.5
+#: The mini-batches still running are named when this few are left ...
+NAME_LEFT = 3
+#: ... or when one has run this many times the median mini-batch's time.
+SLOW_FACTOR = 5.0
+#: Running mini-batches named at most.
+NAMED = 3
+#: Mini-batch times the median is taken over (the latest).
+TIMES_KEPT = 1001
+#: Seconds the current rate is measured over.
+RATE_WINDOW_S = 10.0
 
 
-def _fmt_s(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
+_fmt_s = fmt_s
 
 
 def _line(s: dict[str, Any]) -> str:
     """The one-line form of a :meth:`Progress.snapshot`."""
-    failed = f", {s['failed_mini_batches']} failed" if s["failed_mini_batches"] else ""
-    return (
-        f"{s['mini_batches_done']}/{s['mini_batches_total']} mini-batches{failed} | "
-        f"{s['items_done']}/{s['items_total']} items | {s['items_per_s']:,.0f} items/s | "
-        f"elapsed {_fmt_s(s['elapsed_s'])}"
-        + (f" | ETA {_fmt_s(s['eta_s'])}" if s["eta_s"] is not None else "")
-    )
+    return plain_line(s)
 
 
 def in_jupyter_kernel() -> bool:
@@ -119,6 +130,8 @@ def render_html(snapshot: dict[str, Any], link: str | None = None, finished: boo
         parts.insert(1, f'<span data-field="failed" style="color:#cf222e">{failed} failed</span>')
     if s["eta_s"] is not None and not finished:
         parts.append(f'ETA <span data-field="eta">{_fmt_s(s["eta_s"])}</span>')
+    if s.get("running") and not finished:
+        parts.append(f'<span data-field="running">{escape(running_text(s["running"]))}</span>')
     if link:
         parts.append(f'<a href="{escape(link)}" target="_blank">daskscore page</a>')
     state = "done" if finished else "running"
@@ -136,8 +149,11 @@ def render_html(snapshot: dict[str, Any], link: str | None = None, finished: boo
 class Progress:
     """Counts mini-batches and items; draws itself on ``stream`` when enabled.
 
-    Items are counted from two sources: live events from the workers (``live_items``) and
-    the records of finished tasks; the display shows whichever is further along.  Inside a
+    Mini-batches and items are counted from two sources: live events from the workers, sent
+    as each mini-batch ends (by task attempt, :meth:`add_live`), and the records of finished
+    tasks (:meth:`add_done`), which replace their attempt's live counts
+    (:meth:`end_attempt`).  A resumed job's earlier mini-batches count as done
+    (:meth:`resumed`), but not in its rate.  Inside a
     Jupyter kernel (and when no ``stream`` is given) it draws a live HTML display instead,
     through IPython's ``display(..., display_id=True)``; ``display`` replaces that function.
     """
@@ -156,8 +172,16 @@ class Progress:
         self.done_mb = 0
         self.failed_mb = 0
         self.done_items = 0
-        self.live_items = 0
-        self.started = time.monotonic()
+        #: live counts of the task attempts in flight: attempt -> [mini-batches, items]
+        self.live: dict[Any, list[int]] = {}
+        self._ended: set[Any] = set()
+        #: done before this run (a resumed job's): not part of its rate
+        self.base_items = 0
+        self.started = self.scoring_started = time.monotonic()
+        self._samples: deque[tuple[float, int]] = deque()
+        #: the slow run() calls in flight, by task attempt: (mini-batch, try, start epoch s)
+        self.running: dict[str, tuple[int, int, float]] = {}
+        self._times: deque[float] = deque(maxlen=TIMES_KEPT)
         if enabled and display is None and stream is None and in_jupyter_kernel():
             display = _ipython_display()
         self._display = display
@@ -174,9 +198,37 @@ class Progress:
         self._last_draw = 0.0
         self._lock = threading.Lock()
 
-    def add_live(self, items: int) -> None:
+    @property
+    def live_items(self) -> int:
+        return sum(counts[1] for counts in self.live.values())
+
+    def add_live(self, items: int, attempt: Any = None, mini_batches: int = 0) -> None:
+        """A worker's news: ``mini_batches`` more ended in task ``attempt``, with ``items``.
+        News of an attempt already ended comes too late, and is dropped."""
         with self._lock:
-            self.live_items += items
+            if attempt in self._ended:
+                return
+            counts = self.live.setdefault(attempt, [0, 0])
+            counts[0] += mini_batches
+            counts[1] += items
+
+    def end_attempt(self, attempt: Any) -> None:
+        """A task attempt came back (or was lost): its records, folded in with
+        :meth:`add_done`, replace its live counts; its slow run() call ended with it."""
+        with self._lock:
+            self._ended.add(attempt)
+            self.live.pop(attempt, None)
+            self.running.pop(attempt, None)
+
+    def resumed(self, mini_batches: int, items: int, failed_mini_batches: int = 0) -> None:
+        """What earlier runs of a resumed (or retried) job did: done, though not by this run."""
+        self.add_done(mini_batches, items, failed_mini_batches)
+        self.base_items += items
+
+    def backdate(self, seconds: float) -> None:
+        """The job began ``seconds`` before this display (its cluster started): elapsed
+        time counts from then; the average rate still counts from the first mini-batch."""
+        self.started -= max(0.0, seconds)
 
     def add_done(self, mini_batches: int, items: int, failed_mini_batches: int = 0) -> None:
         with self._lock:
@@ -184,25 +236,89 @@ class Progress:
             self.done_items += items
             self.failed_mb += failed_mini_batches
 
+    def set_running(self, attempt: str, running: Any) -> None:
+        """A worker's news of a slow ``run()`` call (``[mini_batch, try, start]``), or of its
+        end (None); a finished task ends its call too."""
+        with self._lock:
+            if running:
+                self.running[attempt] = (int(running[0]), int(running[1]), float(running[2]))
+            else:
+                self.running.pop(attempt, None)
+
+    def observe(self, seconds: Iterable[float]) -> None:
+        """The times of finished mini-batches (what a straggler is compared with)."""
+        with self._lock:
+            self._times.extend(seconds)
+
+    def stragglers(self, now: float | None = None) -> list[tuple[int, float]]:
+        """The mini-batches worth naming now, longest-running first: (mini-batch, seconds).
+        All the slow ones known when at most :data:`NAME_LEFT` are left; else those running
+        over :data:`SLOW_FACTOR` times the median mini-batch."""
+        now = time.time() if now is None else now
+        with self._lock:
+            calls = sorted(((mb, now - start) for mb, _, start in self.running.values()),
+                           key=lambda c: -c[1])  # fmt: skip
+            times = list(self._times)
+        if self.total_mb - self.mini_batches > NAME_LEFT:
+            if not times:
+                return []
+            limit = SLOW_FACTOR * statistics.median(times)
+            calls = [c for c in calls if c[1] > limit]
+        return calls[:NAMED]
+
+    def running_now(self) -> list[dict[str, Any]]:
+        """Every slow ``run()`` call known to be in flight (for the report of a job that
+        stops): mini-batch, try, start (epoch seconds), seconds running."""
+        now = time.time()
+        with self._lock:
+            calls = sorted(self.running.values())
+        return [
+            {"mini_batch": mb, "try": t, "start": start, "running_s": round(now - start, 3)}
+            for mb, t, start in calls
+        ]
+
     @property
     def items(self) -> int:
-        return min(self.total_items, max(self.live_items, self.done_items))
+        with self._lock:
+            return min(self.total_items, self.done_items + self.live_items)
+
+    @property
+    def mini_batches(self) -> int:
+        with self._lock:
+            live = sum(counts[0] for counts in self.live.values())
+            return min(self.total_mb, self.done_mb + live)
+
+    def _current_rate(self, now: float, items: int) -> float | None:
+        """Items per second over the last :data:`RATE_WINDOW_S` (None before a second)."""
+        samples = self._samples
+        if not samples or samples[-1][1] != items or now - samples[-1][0] >= 1.0:
+            samples.append((now, items))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_S:
+            samples.popleft()
+        t0, n0 = samples[0]
+        return (items - n0) / (now - t0) if now - t0 >= 1.0 else None
 
     def snapshot(self) -> dict[str, Any]:
-        """The counts now: mini-batches, items, items per second, elapsed and ETA seconds."""
-        elapsed = time.monotonic() - self.started
+        """The counts now: mini-batches, items, the average and current items per second,
+        elapsed and ETA seconds, and the mini-batches worth naming."""
+        now = time.monotonic()
         items = self.items
-        rate = items / elapsed if elapsed > 0 else 0.0
-        eta = (self.total_items - items) / rate if items < self.total_items and rate > 0 else None
+        scored = now - self.scoring_started
+        rate = (items - self.base_items) / scored if scored > 0 else 0.0
+        current = self._current_rate(now, items)
+        pace = current if current else rate
+        left = self.total_items - items
         return {
-            "mini_batches_done": self.done_mb,
+            "mini_batches_done": self.mini_batches,
             "mini_batches_total": self.total_mb,
             "failed_mini_batches": self.failed_mb,
             "items_done": items,
             "items_total": self.total_items,
             "items_per_s": rate,
-            "elapsed_s": elapsed,
-            "eta_s": eta,
+            "items_per_s_now": current,
+            "elapsed_s": now - self.started,
+            "eta_s": left / pace if left > 0 and pace > 0 else None,
+            "running": self.stragglers(),
         }
 
     def line(self) -> str:
@@ -219,12 +335,9 @@ class Progress:
         if self.html:
             self._show()
             return
-        if self.tty:
-            frac = self.items / self.total_items if self.total_items else 1.0
-            width = 24
-            filled = int(frac * width)
-            bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(f"\r[{bar}] {frac:4.0%} {self.line()}\033[K")
+        if self.tty:  # (one column spare: a line as wide as the terminal wraps on some)
+            width = max(20, shutil.get_terminal_size().columns - 1)
+            self.stream.write(f"\r{fit_bar(self.snapshot(), width)}\033[K")
         else:
             self.stream.write(f"progress: {self.line()}\n")
         self.stream.flush()

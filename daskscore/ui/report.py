@@ -1,6 +1,7 @@
 """``report.html``: one self-contained page about a finished job.
 
-Verdict and counts, throughput over time, per-worker timings and failures, with inline CSS and
+Verdict and counts, throughput over time, per-worker timings, the slowest mini-batches
+(:mod:`daskscore.ui.slowest`) and failures, with inline CSS and
 SVG charts drawn here: no script, font or image from elsewhere, so the file can be mailed as it
 is.  Every text that comes from the job is escaped.  Its size is bounded whatever the job's:
 charts aggregate (time buckets, the busiest workers), and the first :data:`MAX_FAILURES`
@@ -16,6 +17,10 @@ import re
 from html import escape
 from pathlib import Path
 from typing import Any
+
+from daskscore.protocol import failed_at_import
+from daskscore.ui import explain
+from daskscore.ui.slowest import slowest_section
 
 #: The report's file name, in the job's output folder.
 REPORT_FILE = "report.html"
@@ -34,6 +39,7 @@ _CARDS = [
     ("partial", "partial_mini_batches"), ("retried", "retried_mini_batches"),
     ("resumed", "resumed_mini_batches"), ("not run mini-batches", "not_run_mini_batches"),
 ]  # fmt: skip
+_ALWAYS = ("items", "succeeded", "mini-batches")
 _SUMS = [("items", "total"), ("failed", "failed"), ("busy", "elapsed_s"), ("run", "run_s")]
 _FACTS = ["started", "deployment", "input", "output", "predictions", "output_action"]
 #: Bars of the throughput chart, at most.
@@ -89,12 +95,15 @@ def write_report(out_dir: Path, summary: dict[str, Any], attempts: list[dict[str
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n"
         + _summary_section(summary)
+        + explain.time_section(summary, tries)
         + _throughput_section(tries)
         + _workers_section(tries)
+        + explain.timeline_section(tries)
+        + slowest_section(tries, summary)
         + _failures_section(summary)
-        + '<p class="muted">Written by daskscore. Per-try records: '
-        "<code>logs/sys/job_report/processed_mini-batches.csv</code>; all failures: "
-        "<code>job_summary.json</code>.</p>\n</body></html>\n"
+        + explain.settings_section(summary)
+        + explain.logs_section(summary)
+        + '<p class="muted">Written by daskscore.</p>\n</body></html>\n'
     )
     path = Path(out_dir) / REPORT_FILE
     tmp = path.with_name(REPORT_FILE + ".partial")
@@ -110,6 +119,8 @@ def _normalise(rec: dict[str, Any]) -> dict[str, Any]:
     }
     out["mini_batch"] = rec.get("mini_batch", rec.get("mini_batch_id"))
     out["worker"] = str(rec.get("worker") or "(unknown)")
+    out["try"], out["status"] = rec.get("try"), rec.get("status")
+    out["error"] = _last_line(rec.get("error")) if rec.get("error") else ""
     out["start"] = _epoch(rec.get("start"))
     return out
 
@@ -136,8 +147,12 @@ def _epoch(value: Any) -> float | None:
 def _summary_section(s: dict[str, Any]) -> str:
     status = str(s.get("status") or "Unknown")
     css, label = ("ok", status) if status == "Completed" else ("bad", status)
+    css = "warn" if status == "Interrupted" else css
     if status == "Completed" and _num(s.get("failed_items")):
         css, label = "warn", "Completed with failures"
+    nothing = _num(s.get("total_items")) and not _num(s.get("succeeded_items"))
+    if nothing and not s.get("init_error"):  # red, whatever Azure's status says
+        css, label = "bad", f"{status}, but no item succeeded"
     parts = [
         f"<h1>daskscore job <code>{escape(str(s.get('job_id') or '?'))}</code></h1>",
         f'<p id="status"><span class="badge {css}" data-status="{escape(status)}">'
@@ -145,7 +160,17 @@ def _summary_section(s: dict[str, Any]) -> str:
     ]
     if s.get("reason"):
         parts.append(f'<p class="reason">{escape(str(s["reason"]))}</p>')
-    cards = [(name, s.get(key)) for name, key in _CARDS]
+    if nothing and s.get("replay"):
+        parts.append(
+            f'<p class="reason" id="no-success">Not one of {_int(s.get("total_items"))} items '
+            "succeeded. Debug the first failed mini-batch in a terminal: "
+            f"<code>{escape(str(s['replay']))} --pdb</code></p>"
+        )
+    if s.get("warnings"):
+        shown = "".join(f"<li>{escape(str(w))}</li>" for w in s["warnings"])
+        parts.append(f'<div id="warnings"><b>Warnings</b><ul>{shown}</ul></div>')
+    # (a count of zero is no news: hidden, but the items, mini-batches and duration stay)
+    cards = [(n, s.get(k)) for n, k in _CARDS if n in _ALWAYS or s.get(k) not in (0, None)]
     cards.append(("duration", _duration(s.get("duration_s"))))
     parts.append('<div class="cards" id="counts">')
     for name, value in cards:
@@ -165,11 +190,18 @@ def _summary_section(s: dict[str, Any]) -> str:
     parts.append(f"<dl>{''.join(facts)}</dl>")
     if s.get("init_error"):
         parts.append(
-            '<h2 id="init-error">init() failed</h2><details open><summary>'
+            f'<h2 id="init-error">{escape(_init_title(s["init_error"]))}</h2>'
+            "<details open><summary>"
             f"{escape(_last_line(s['init_error']))}</summary>"
             f"<pre>{escape(_cut(str(s['init_error'])))}</pre></details>"
         )
     return "\n".join(parts) + "\n"
+
+
+def _init_title(init_error: str) -> str:
+    return (
+        "Importing the scoring script failed" if failed_at_import(init_error) else "init() failed"
+    )
 
 
 # ---------------------------------------------------------------------- throughput
@@ -332,7 +364,9 @@ def _failures_section(s: dict[str, Any]) -> str:
     )
     out = [
         head,
-        f"<p>{_int(len(failures))} mini-batch(es) with failed items.{listed}{how}</p>",
+        f"<p>{_plural(len(failures), 'mini-batch', 'mini-batches')} with failed items."
+        f"{listed}{how}</p>",
+        explain.error_groups(failures, _last_line),
         '<table><tr><th class="n">mini-batch</th><th>status</th><th class="n">tries</th>'
         '<th class="n">failed items</th><th>files</th><th>error</th></tr>',
     ]
@@ -341,7 +375,7 @@ def _failures_section(s: dict[str, Any]) -> str:
         shown = "".join(f"<li>{escape(p)}</li>" for p in files[:MAX_FILES])
         if len(files) > MAX_FILES:
             shown += f"<li>… and {_int(len(files) - MAX_FILES)} more</li>"
-        first = ", ".join(os.path.basename(p) for p in files[:2])
+        first = ", ".join(explain.shown_path(p, s.get("input")) for p in files[:2])
         more = f" +{len(files) - 2}" if len(files) > 2 else ""
         error = str(f.get("error") or "")
         out.append(
@@ -377,6 +411,10 @@ def _last_line(text: Any) -> str:
     lines = [line for line in str(text or "").splitlines() if line.strip()]
     line = lines[-1].strip() if lines else "(no error text)"
     return line if len(line) <= 160 else line[:159] + "…"
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
 
 
 def _int(value: Any) -> str:

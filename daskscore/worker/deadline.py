@@ -14,8 +14,10 @@ worker for ever.  So the deadline of the ``run()`` in flight is also written whe
   on (:func:`watch_deadlines`): one thread per nanny process looks at its workers' files every
   :data:`POLL_S`.  Past a deadline plus :data:`GRACE_S` (the in-process watchdog had its
   chance) it records the timeout where the driver reads it — a ``T`` line in the attempt's
-  ledger, and for a shipped job the scheduler's note (:mod:`daskscore.worker.relay`) — adds a
-  line to the worker's error log, and SIGKILLs the worker process.  The nanny starts a fresh
+  ledger, and for a shipped job the scheduler's note (:mod:`daskscore.worker.relay`), each with
+  the stack the worker's ``faulthandler`` timer dumped (:mod:`daskscore.worker.stacks`: the
+  innermost frames of the code folder in the error text, every thread in the worker's error
+  log) — and SIGKILLs the worker process.  The nanny starts a fresh
   one as after any death, and the driver charges the try ``RUN_TIMEOUT`` and runs the task's
   other mini-batches again uncharged, exactly as when the in-process watchdog ends it.
 
@@ -41,6 +43,7 @@ from distributed.diagnostics.plugin import NannyPlugin
 
 from daskscore.io.ledger import LedgerWriter
 from daskscore.worker.relay import RelayLedger
+from daskscore.worker.stacks import read_dump, timeout_error
 
 logger = logging.getLogger("daskscore")
 
@@ -95,13 +98,16 @@ class DeadlineFile:
         mini-batch, try and start (see :func:`record_timeout` for the keys it reads)."""
         self._tail = "," + json.dumps({"pid": os.getpid(), **fields}, default=str)[1:]
 
-    def started(self, deadline: float, mini_batch: int, try_no: int, start: float) -> None:
-        """A ``run()`` call started; it is overdue at ``deadline`` (``time.monotonic()``)."""
+    def started(
+        self, deadline: float, mini_batch: int, try_no: int, start: float, thread: int = 0
+    ) -> None:
+        """A ``run()`` call started in ``thread`` (its ``threading.get_ident()``); it is
+        overdue at ``deadline`` (``time.monotonic()``)."""
         if self.fd is None:
             return
         data = (
             f'1{{"deadline":{deadline!r},"mini_batch":{mini_batch},"try":{try_no},'
-            f'"start":{start!r}{self._tail}'
+            f'"start":{start!r},"thread":{thread}{self._tail}'
         ).encode()
         if len(data) < self.size:
             data = data.ljust(self.size)  # spaces over the rest of a longer earlier record
@@ -164,8 +170,10 @@ def record_timeout(record: dict[str, Any], note: Note) -> None:
     """Record the timeout of ``record``'s ``run()`` where the driver reads it, as the
     in-process watchdog does: ``T`` in the attempt's ledger (``staging``, ``attempt``), the
     scheduler's note of a shipped task (``relay``: ``note(key, entry)`` sets it), and a line
-    in the worker's error log (``error_log``)."""
+    in the worker's error log (``error_log``); with the stack of the hung call when the worker
+    dumped one (``stack``; ``code`` and ``display_code`` tell its frames in the code folder)."""
     mini_batch = int(record["mini_batch"])
+    dump, error = hang_stack(record)
     if record.get("staging") and record.get("attempt"):
         try:
             ledger = LedgerWriter(record["staging"], record["attempt"])
@@ -173,12 +181,12 @@ def record_timeout(record: dict[str, Any], note: Note) -> None:
             logger.debug("the ledger of %s is gone", record["attempt"], exc_info=True)
         else:
             try:
-                ledger.timed_out(mini_batch)
+                ledger.timed_out(mini_batch, error)
             finally:
                 ledger.close()
     if record.get("relay"):
         running = [mini_batch, int(record["try"]), record.get("start"), record.get("worker", "")]
-        note(list(record["relay"]), RelayLedger.timeout_entry(running))
+        note(list(record["relay"]), RelayLedger.timeout_entry(running, error))
     if record.get("error_log"):
         path = Path(record["error_log"])
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -186,7 +194,10 @@ def record_timeout(record: dict[str, Any], note: Note) -> None:
             f"{stamp} run() of mini-batch {mini_batch} failed on {record.get('worker', '')}:\n"
             f"timed out after {float(record.get('timeout', 0)):g} s (retry_settings.timeout) "
             "without letting its process act (C code holding the GIL); the worker's nanny "
-            "killed the process, which is restarted.\n\n"
+            "killed the process, which is restarted.\n"
+            + (f"{error}\n" if error else "")
+            + (f"Every thread of the process then:\n{dump.rstrip()}\n" if dump else "")
+            + "\n"
         )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +205,23 @@ def record_timeout(record: dict[str, Any], note: Note) -> None:
                 fh.write(text)
         except OSError:
             logger.debug("cannot write %s", path, exc_info=True)
+
+
+def hang_stack(record: dict[str, Any]) -> tuple[str, str]:
+    """The dump of the hung call's process and the try's error text made from it, the code
+    folder named as the user knows it; ("", "") when there is none."""
+    try:
+        dump = read_dump(record.get("stack"), since=float(record.get("start") or 0))
+        code, shown = str(record.get("code") or ""), str(record.get("display_code") or "")
+        timeout = float(record.get("timeout", 0))
+        # (the source lines are read where the code is, before it is renamed)
+        error = timeout_error(dump, record.get("thread"), code, timeout) if dump and code else ""
+        if code and shown and shown != code:
+            dump, error = dump.replace(code, shown), error.replace(code, shown)
+        return dump, error
+    except Exception:  # noqa: BLE001 - the timeout is recorded all the same
+        logger.debug("reading the stack of a hung run() failed", exc_info=True)
+        return "", ""
 
 
 def kill(pid: int) -> None:

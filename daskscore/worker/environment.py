@@ -49,6 +49,54 @@ def set_environment(job: WorkerJob, saved: dict[str, Any], device: str | None = 
     return model_dir
 
 
+#: Entries of ``AZUREML_MODEL_DIR`` listed after a file not found there, at most ...
+LISTED_ENTRIES = 20
+#: ... and how deep.
+LISTED_DEPTH = 4
+
+
+def missing_model_file(exc: BaseException, model_dir: str | None) -> str:
+    """For an ``OSError`` about a path under ``AZUREML_MODEL_DIR`` (a script that looks for its
+    model where it is not), what that folder holds: a few entries, recursively; else ""."""
+    missing = getattr(exc, "filename", None)
+    if not model_dir or not isinstance(exc, OSError) or not isinstance(missing, (str, Path)):
+        return ""
+    root = os.path.realpath(model_dir)
+    if not (str(missing).startswith(model_dir) or os.path.realpath(missing).startswith(root)):
+        return ""
+    entries = list_folder(Path(model_dir))
+    shown = "\n".join(f"  $AZUREML_MODEL_DIR/{e}" for e in entries[:LISTED_ENTRIES])
+    more = "\n  ... (more not listed)" if len(entries) > LISTED_ENTRIES else ""
+    return (
+        f"{missing} was looked for under AZUREML_MODEL_DIR ({model_dir}), which holds the "
+        "model under its own base name (model.path: model -> $AZUREML_MODEL_DIR/model/...):\n"
+        + (shown + more if entries else "  (nothing)")
+    )
+
+
+def list_folder(root: Path) -> list[str]:
+    """Up to :data:`LISTED_ENTRIES` + 1 paths under ``root`` (folders end in ``/``), sorted
+    level by level, followed through the symbolic link to the model."""
+    found: list[str] = []
+    level = [root]
+    for _ in range(LISTED_DEPTH):
+        below = []
+        for folder in level:
+            try:
+                children = sorted(folder.iterdir())
+            except OSError:
+                continue
+            for child in children:
+                is_dir = child.is_dir()
+                found.append(child.relative_to(root).as_posix() + ("/" if is_dir else ""))
+                if is_dir:
+                    below.append(child)
+                if len(found) > LISTED_ENTRIES:
+                    return sorted(found)
+        level = below
+    return sorted(found)
+
+
 def restore_environment(saved: dict[str, Any]) -> None:
     """Undo :func:`set_environment`: ``sys.argv`` and the environment variables it replaced."""
     for key, value in saved.items():

@@ -48,17 +48,19 @@ class RelayLedger(LedgerWriter):
         self.entry["running"] = None
         self._send()
 
-    def timed_out(self, mini_batch: int) -> None:
-        super().timed_out(mini_batch)
+    def timed_out(self, mini_batch: int, error: str = "") -> None:
+        super().timed_out(mini_batch, error)
         self.entry["timed_out"] = mini_batch
+        self.entry["error"] = error
         self._send()
 
     @staticmethod
-    def timeout_entry(running: list[Any]) -> dict[str, Any]:
+    def timeout_entry(running: list[Any], error: str = "") -> dict[str, Any]:
         """The note of a task whose ``run()`` (``running``: mini-batch, try, start, worker)
-        was ended for a timeout: what :meth:`timed_out` leaves, as the nanny writes it when
-        the process could not (:mod:`daskscore.worker.deadline`)."""
-        return {"running": list(running), "timed_out": running[0]}
+        was ended for a timeout (``error``: where it hung): what :meth:`timed_out` leaves, as
+        the nanny writes it when the process could not (:mod:`daskscore.worker.deadline`)."""
+        entry = {"running": list(running), "timed_out": running[0]}
+        return {**entry, "error": error} if error else entry
 
     def _send(self) -> None:
         self._call("set_metadata", keys=self.key, value=dict(self.entry))

@@ -13,7 +13,9 @@ worker's task thread) prepares the job and calls the script's ``init()`` once:
    ``init()`` again).  The thread needs the GIL, so on a worker with a nanny the deadline of
    the call in flight is also written where the nanny reads it
    (:class:`~daskscore.worker.deadline.DeadlineFile`): a ``run()`` stuck in C code holding
-   the GIL is killed from outside, and recorded the same way.
+   the GIL is killed from outside, and recorded the same way.  Either way the stack of the
+   hung call goes into the worker's error log and the try's error text
+   (:mod:`daskscore.worker.stacks`).
 
 A failing ``init()`` does not raise: it is kept in :attr:`JobRuntime.init_error`, written to
 ``logs/user/error/<worker>.txt`` and reported by every task, so the driver fails the job at
@@ -44,18 +46,22 @@ from daskscore.io.shipping import read_new
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob
 from daskscore.worker import script as script_mod
-from daskscore.worker.deadline import DeadlineFile
+from daskscore.worker.deadline import FOLDER, DeadlineFile
 from daskscore.worker.environment import (
     NAME_ERRORS,
     RedactingStream,
     SwitchableStream,
     mask_handlers,
+    missing_model_file,
     restore_environment,
     set_environment,
 )
 from daskscore.worker.handoff import SharedDisk, handoff_for
+from daskscore.worker.inflight import Announcer
 from daskscore.worker.localize import localize
+from daskscore.worker.memory import RunMemory
 from daskscore.worker.relay import RelayLedger
+from daskscore.worker.stacks import StackDump, on_timeout
 from daskscore.worker.threads import limit_blas_threads
 
 logger = logging.getLogger(__name__)
@@ -103,10 +109,17 @@ class JobRuntime:
         self.model_dir: str | None = None
         # the run() call in flight: (deadline, mini_batch, ledger) or None; set by tasks
         self.in_flight: tuple[float, int, Any] | None = None
+        #: the peak RSS of the run() in flight (sampled by the watchdog, see worker.memory)
+        self.memory = RunMemory()
         #: the worker has a nanny, which enforces timeouts from outside (see deadline.py) ...
         self.nanny = nanny
         #: ... reading the run() in flight in this file
         self.deadlines: DeadlineFile | None = None
+        #: where the stacks of a hung run() are dumped, and the thread that runs it
+        self.stacks: StackDump | None = None
+        self.run_thread: int | None = None
+        #: tells the driver which mini-batch a slow run() call is (see worker.inflight)
+        self.announcer = Announcer()
         #: held by the task running mini-batches: one run() at a time per process, as in
         #: Azure, even on a worker with several threads (scripts keep one model in a global)
         self.run_lock = threading.Lock()
@@ -139,8 +152,10 @@ class JobRuntime:
         self._route_output()
         self._set_environment()
         started = time.perf_counter()
+        stage = "import"
         try:
             self.module = script_mod.import_script(Path(job.code), Path(job.script))
+            stage = "init()"
             init = getattr(self.module, "init", None)
             if callable(init):
                 init()
@@ -148,13 +163,17 @@ class JobRuntime:
                 raise AttributeError(f"{job.script} defines no callable run(mini_batch)")
             self._limit_threads()
         except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
-            self.init_error = self.user_traceback(exc)
-            self.write_error("init()", script_mod.full_traceback(exc))
+            self.init_error = self._init_error(stage, exc)
+            self.write_error(stage, script_mod.full_traceback(exc))
         self.init_s = time.perf_counter() - started
         self._watchdog = threading.Thread(
             target=self._watch, name=f"daskscore-watchdog-{job.job_id}", daemon=True
         )
         self._watchdog.start()
+        try:
+            self.stacks = StackDump(Path(self.local_directory) / FOLDER)
+        except OSError:  # a timeout is reported without the stack
+            logger.warning("cannot write the stacks of hung run() calls", exc_info=True)
         if self.nanny:
             try:
                 self.deadlines = DeadlineFile(self.local_directory)
@@ -214,6 +233,8 @@ class JobRuntime:
         self._stop.set()
         if self.deadlines is not None:
             self.deadlines.close()
+        if self.stacks is not None:
+            self.stacks.close()
         if not self.eligible or self._stdout is None and self.module is None:
             return  # nothing was installed (no resources here, or preparing the job failed)
         shutdown = getattr(self.module, "shutdown", None)
@@ -254,6 +275,19 @@ class JobRuntime:
 
     def user_traceback(self, exc: BaseException) -> str:
         return self.shown(script_mod.user_traceback(exc, Path(self.job.code)))
+
+    def _init_error(self, stage: str, exc: BaseException) -> str:
+        """The error of a failed import or init(): the script's traceback, after a line saying
+        the import failed (and where to install a missing module), or followed by what
+        ``AZUREML_MODEL_DIR`` holds when init() looked there for a file that is not."""
+        job, text = self.job, self.user_traceback(exc)
+        if stage == "import":
+            head = script_mod.import_failure(
+                exc, Path(job.display_code or job.code), Path(job.script)
+            )
+            return f"{self.shown(head)}\n{text}"
+        listing = missing_model_file(exc, self.model_dir)
+        return f"{text}\n{self.shown(listing)}" if listing else text
 
     def _set_environment(self) -> None:
         self.model_dir = set_environment(self.job, self._saved, self.device)
@@ -325,8 +359,11 @@ class JobRuntime:
     def watch_attempt(self, attempt: str | None, ledger: Any = None) -> None:
         """The task attempt whose ``run()`` calls come next (None: none, as in ``score()``),
         and its ledger: where the nanny records a timeout it enforces."""
+        self.announcer.attempt_starts(self.job.job_id, attempt)
         if self.deadlines is None:
             return
+        if attempt is None and self.stacks is not None:
+            self.stacks.disarm()  # no run() follows soon: no stack dump pending
         job = self.job
         self.deadlines.describe(
             job_id=job.job_id,
@@ -336,15 +373,22 @@ class JobRuntime:
             attempt=attempt,
             relay=ledger.key if isinstance(ledger, RelayLedger) else None,
             error_log=str(self._error_log()),
+            stack=str(self.stacks.path) if self.stacks is not None else None,
+            code=job.code,
+            display_code=job.display_code or job.code,
         )
 
     def run_started(self, mini_batch: int, try_no: int, start: float, ledger: Any) -> None:
         """A ``run()`` call starts now: the watchdogs (this process's, and the nanny's) end
         the process if it is still running ``retry_settings.timeout`` seconds later."""
+        self.run_thread = threading.get_ident()
+        self.announcer.started(mini_batch, try_no, start)
+        if self.deadlines is not None and self.stacks is not None:
+            self.stacks.arm(self.job.timeout)  # for the nanny: a dump if run() keeps the GIL
         deadline = time.monotonic() + self.job.timeout
         self.in_flight = (deadline, mini_batch, ledger)
         if self.deadlines is not None:
-            self.deadlines.started(deadline, mini_batch, try_no, start)
+            self.deadlines.started(deadline, mini_batch, try_no, start, self.run_thread)
 
     def run_ended(self) -> None:
         self.in_flight = None
@@ -357,15 +401,24 @@ class JobRuntime:
     def _watch(self) -> None:
         while not self._stop.wait(WATCHDOG_PERIOD_S):
             flight = self.in_flight
-            if flight is None or time.monotonic() < flight[0]:
+            self.announcer.tick(flight is not None)
+            if flight is None:
+                continue
+            if time.monotonic() < flight[0]:
+                self.memory.sample()
                 continue
             _, mini_batch, ledger = flight
             try:
-                ledger.timed_out(mini_batch)
+                job = self.job
+                dump, error = on_timeout(self.stacks, self.run_thread, job.code, job.timeout)
+                error = self.shown(error)
+                ledger.timed_out(mini_batch, error)
                 self.write_error(
                     f"run() of mini-batch {mini_batch}",
                     f"timed out after {self.job.timeout:g} s "
-                    "(retry_settings.timeout); the worker process is restarted.",
+                    "(retry_settings.timeout); the worker process is restarted."
+                    + (f"\n{error}" if error else "")
+                    + (f"\nEvery thread of the process then:\n{dump.rstrip()}" if dump else ""),
                 )
                 if self._stdout is not None:
                     self._stdout.flush()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 from daskscore.errors import ConfigError
 from daskscore.io.datasets import PartitionValueError
+from daskscore.protocol import IMPORT_FAILED
 
 #: to_csv arguments of the append_row file: Azure writes space-separated, no header, no index.
 APPEND_ROW_CSV_DEFAULTS: dict[str, Any] = {"sep": " ", "header": False, "index": False}
@@ -159,6 +160,27 @@ def import_script(code: Path, script: Path) -> types.ModuleType:
         sys.modules.pop(name, None)
         raise
     return module
+
+
+def import_failure(exc: BaseException, code: Path, script: Path) -> str:
+    """The head of the error of a scoring script whose import raised: a line that begins with
+    :data:`~daskscore.protocol.IMPORT_FAILED` and, for a module that cannot be imported, a
+    second saying where to install it."""
+    head = f"{IMPORT_FAILED} {script.name} failed: {type(exc).__name__}: {exc}"
+    if not isinstance(exc, ImportError):
+        return head
+    name = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+    if name:
+        return (
+            f"{head}\n'{name}' is not installed in the Python environment the workers run in "
+            f"({sys.executable}): install it in that environment (on a cluster: on every "
+            f"worker), or add it to the code folder {code} if it is a module of your own."
+        )
+    return (
+        f"{head}\nA module the script imports is missing or of another version in the Python "
+        f"environment the workers run in ({sys.executable}): install the versions the script "
+        "needs in that environment."
+    )
 
 
 def forget_code(code: Path) -> None:

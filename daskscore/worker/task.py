@@ -11,14 +11,21 @@ travel back to the driver; how the rows reach it is the job's hand-off
 (:mod:`daskscore.worker.handoff`).  What ``run()`` receives (downloaded files, a split's
 DataFrame) is fetched ahead on a thread while ``run()`` scores the mini-batch before
 (:mod:`daskscore.worker.prefetch`); a failing fetch is still its own mini-batch's failure.
+
+A task may carry a :class:`~daskscore.protocol.Part` of a mini-batch instead of a whole one
+(``--isolate-failures``): its own files, or the rows ``lo:hi`` of its tabular split, with the
+part's retry budget; its records carry ``items`` so that the driver knows which part they are.
+Each ``run()`` call's peak RSS is measured (:mod:`daskscore.worker.memory`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+from daskscore import _compat
 from daskscore.io import datasets, tabular
 from daskscore.io.ledger import LedgerWriter
 from daskscore.io.writers import Sink
@@ -26,11 +33,13 @@ from daskscore.protocol import (
     FAILED_ITEMS_ATTR,
     PROGRESS_TOPIC,
     MiniBatchRecord,
+    Part,
     Payload,
     Status,
     TaskResult,
 )
 from daskscore.worker import script as script_mod
+from daskscore.worker.memory import rss_bytes
 from daskscore.worker.plugin import get_runtime
 from daskscore.worker.prefetch import Fetched, MiniBatchInput, TaskInputs
 from daskscore.worker.runtime import JobRuntime
@@ -42,7 +51,7 @@ FLUSH_SECONDS = 1.0
 #: Progress events to the driver at most this often per task.
 PROGRESS_SECONDS = 0.5
 
-Work = list[str] | tabular.Split
+Work = list[str] | tabular.Split | Part
 
 
 def run_task(
@@ -65,6 +74,7 @@ def run_task(
         sink = runtime.writer.sink(ledger, runtime.job.staging, attempt)
         runtime.watch_attempt(attempt, ledger)  # where the nanny records a timeout
         try:
+            ledger.memory(-1, rss_bytes(), os.getpid())  # the process, should it be killed
             _run_batches(runtime, ledger, sink, batches, result)
         finally:
             runtime.watch_attempt(None)
@@ -81,9 +91,11 @@ def _run_batches(
     result: TaskResult,
 ) -> None:
     began = last_flush = last_progress = time.monotonic()
-    done_items = produced = 0
+    done_items = done_batches = produced = 0
     job = runtime.job
-    inputs = TaskInputs([work for _, _, work in batches], job.prefetch, job.prefetch_bytes)
+    inputs = TaskInputs(
+        [_fetched(work) for _, _, work in batches], job.prefetch, job.prefetch_bytes
+    )
     try:
         for position, (mini_batch, tries_used, work) in enumerate(batches):
             if runtime.cancelled:
@@ -92,23 +104,28 @@ def _run_batches(
             first = inputs.first(position)
             records, output = run_mini_batch(runtime, ledger, mini_batch, tries_used, work, first)
             before = sink.size
-            sink.add(records, output)
+            with _compat.meter("write"):
+                sink.add(records, output)
             produced += sink.size - before
             done_items += records[-1].total
+            done_batches += 1
             now = time.monotonic()
             if runtime.handoff.task_full(now - began, produced):
                 break  # home with what it has; the driver requeues the rest
             if sink.size >= FLUSH_BYTES or now - last_flush >= FLUSH_SECONDS:
-                result.records.extend(sink.flush())
+                with _compat.meter("write"):
+                    result.records.extend(sink.flush())
                 last_flush = now
             if now - last_progress >= PROGRESS_SECONDS:
-                _progress(job.job_id, result.attempt, done_items)
-                done_items, last_progress = 0, now
+                _progress(job.job_id, result.attempt, done_items, done_batches)
+                done_items = done_batches = 0
+                last_progress = now
     finally:
         inputs.close()  # what was fetched ahead and not run is removed
-    result.records.extend(sink.flush())
-    if done_items:
-        _progress(runtime.job.job_id, result.attempt, done_items)
+    with _compat.meter("write"):
+        result.records.extend(sink.flush())
+    if done_items or done_batches:
+        _progress(runtime.job.job_id, result.attempt, done_items, done_batches)
 
 
 # ----------------------------------------------------------------------------- one mini-batch
@@ -131,13 +148,14 @@ def run_mini_batch(
     """
     records: list[MiniBatchRecord] = []
     tries = tries_used
-    source = MiniBatchInput(work, first)
+    source = MiniBatchInput(_fetched(work), first)
+    budget = work.max_retries if isinstance(work, Part) else runtime.job.max_retries
     try:
         while True:
             tries += 1
             rec, output = _attempt(runtime, ledger, mini_batch, tries, work, source)
             records.append(rec)
-            if rec.done or tries > runtime.job.max_retries:
+            if rec.done or tries > budget:
                 rec.final = True
                 return records, output
     finally:
@@ -160,10 +178,14 @@ def _attempt(
         start=time.time(),
         total=planned,
         failed=planned,
+        items=(work.lo, work.hi) if isinstance(work, Part) else None,
     )
     started = time.perf_counter()
     try:
-        argument = source.argument()  # a failed fetch is this try's failure, as run()'s is
+        with _compat.meter("fetch"):  # (Dask's fine-grained metrics: the prefetch wait)
+            argument = source.argument()  # a failed fetch is this try's failure, as run()'s is
+        if isinstance(work, Part) and work.sliced:
+            argument = argument.iloc[work.lo : work.hi]  # the part's rows of its split
         rec.total = rec.failed = _count(work, argument)
         items, output, reasons = _call_run(runtime, ledger, work, argument, rec)
     except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
@@ -188,14 +210,17 @@ def _call_run(
     """run() under the watchdog's eye; then its result normalized and made into output, and
     the failed items the script named (if any)."""
     ledger.started(rec.mini_batch, rec.try_no, runtime.worker_name, rec.start)
+    runtime.memory.start(rec.mini_batch, ledger)
     runtime.run_started(rec.mini_batch, rec.try_no, rec.start or 0.0, ledger)
     started = time.perf_counter()
     try:
-        returned = runtime.module.run(argument)
+        with _compat.meter("run"):
+            returned = runtime.module.run(argument)
     finally:
         runtime.run_ended()
         ledger.finished(rec.mini_batch)
         rec.run_s = time.perf_counter() - started
+        rec.peak_rss_mb = runtime.memory.finish()
     reasons: list[Any] = []
     attrs = getattr(returned, "attrs", None)
     if isinstance(attrs, dict) and FAILED_ITEMS_ATTR in attrs:
@@ -204,7 +229,14 @@ def _call_run(
     return items, _output(runtime, items, work, argument), reasons
 
 
+def _fetched(work: Work) -> list[str] | tabular.Split:
+    """What is fetched for ``work``: a part's files, or its whole split."""
+    return work.work if isinstance(work, Part) else work
+
+
 def _count(work: Work, argument: Any = None) -> int:
+    if isinstance(work, Part):
+        return len(argument) if argument is not None else work.hi - work.lo
     if isinstance(work, tabular.Split):
         if argument is not None:
             return len(argument)
@@ -213,13 +245,14 @@ def _count(work: Work, argument: Any = None) -> int:
 
 
 def _unit(work: Work) -> str:
-    return "rows" if isinstance(work, tabular.Split) else "files"
+    return "rows" if isinstance(_fetched(work), tabular.Split) else "files"
 
 
 def _output(runtime: JobRuntime, items: Any, work: Work, argument: Any) -> Any:
     writer, job = runtime.writer, runtime.job
     if not writer.keeps_rows:
         return None
+    work = _fetched(work)
     if job.carry_columns or writer.wants_frame:
         items = to_frame(items, argument, work, job.carry_columns)
     return writer.encode(items, job.csv_kwargs)
@@ -255,16 +288,23 @@ def _failed(
 
 
 def _describe(work: Work) -> str:
+    if isinstance(work, Part):
+        last = "" if work.hi - work.lo == 1 else f"-{work.hi - 1}"
+        return f"its items {work.lo}{last} on their own, {_describe(work.work)}"
     if isinstance(work, tabular.Split):
         return f"rows from {work.first_row} of {work.path}"
     more = " ..." if len(work) > 5 else ""
     return f"files: {', '.join(work[:5])}{more}"
 
 
-def _progress(job_id: str, attempt: str, items: int) -> None:
+def _progress(job_id: str, attempt: str, items: int, mini_batches: int = 0) -> None:
+    """Tell the driver that ``mini_batches`` more (of ``items``) ended in this task."""
     try:
         from distributed import get_worker
 
-        get_worker().log_event(f"{PROGRESS_TOPIC}-{job_id}", {"attempt": attempt, "items": items})
+        get_worker().log_event(
+            f"{PROGRESS_TOPIC}-{job_id}",
+            {"attempt": attempt, "items": items, "mini_batches": mini_batches},
+        )
     except Exception:  # noqa: BLE001 - progress is best effort; never fail a task for it
         pass

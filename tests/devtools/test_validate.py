@@ -95,10 +95,12 @@ def test_collect_problems_lists_settings_code_model_overrides_and_unknown_keys(
     raw["settings"]["mini_batch_sise"] = 3
     raw["settings"]["retry_settings"]["max_retries"] = "often"
     dep.write_text(yaml.safe_dump(raw))
-    problems = collect_problems(dep, {"no.such.key": "1", "max_concurrency_per_instance": "0"})
+    overrides = {"no.such.key": "1", "max_concurrency_per_instance": "0"}
+    problems = collect_problems(dep, overrides)
     errors = [p for p in problems if not p.startswith(WARNING)]
     for needle in (
-        "override 'no.such.key'",
+        "unknown key 'settings.mini_batch_sise' (did you mean 'settings.mini_batch_size'?)",
+        "override: unknown key 'no.such.key'",
         "settings.max_concurrency_per_instance:",
         "settings.retry_settings.timeout:",
         "settings.retry_settings.max_retries:",
@@ -107,9 +109,10 @@ def test_collect_problems_lists_settings_code_model_overrides_and_unknown_keys(
         "model.path:",
     ):
         assert sum(needle in p for p in errors) == 1, (needle, problems)
-    assert len(errors) == 7, problems
-    warned = [p for p in problems if p.startswith(WARNING)]
-    assert len(warned) == 1 and "mini_batch_sise" in warned[0] and "mini_batch_size" in warned[0]
+    assert len(errors) == 8 and errors == problems, problems
+    lenient = collect_problems(dep, overrides, lenient=True)  # the unknown key: a warning
+    assert lenient[:7] == errors[1:]
+    assert len(lenient) == 8 and lenient[7].startswith(f"{WARNING}{dep.resolve()}: unknown key")
 
 
 def test_collect_problems_of_a_good_or_unreadable_file(tmp_path: Path) -> None:
@@ -242,11 +245,11 @@ def test_validate_lists_every_problem_of_a_bad_deployment_and_runs_nothing(
     assert validate(str(dep), "--input", str(tmp_path / "no-inputs")) == 2
     out, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("daskscore: error:")]
-    assert len(errors) == 4, err
+    assert len(errors) == 5, err
     for needle in ("mini_batch_size", "output_action", "model.path", "no-inputs"):
         assert any(needle in line for line in errors), (needle, err)
-    assert "daskscore: warning:" in err and "'settings.timeout'" in err
-    assert "4 problems found; nothing was run." in err
+    assert "unknown key 'settings.timeout'" in errors[0], err
+    assert "5 problems found; nothing was run." in err
     assert not marker.exists() and out == ""
 
 

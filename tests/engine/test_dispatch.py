@@ -200,7 +200,9 @@ class FakeClient:
 
     def submit(self, fn: Any, job_id: str, attempt: str, payload: Payload, **kw: Any) -> Any:
         assert fn is run_task and job_id == JOB_ID
-        assert kw["key"] == f"daskscore-{JOB_ID}-{attempt}" and kw["pure"] is False
+        mbs = [mb for mb, _, _ in payload.items]
+        assert kw["key"].startswith(f"daskscore-mb-{min(mbs)}-{max(mbs)}-")
+        assert kw["key"].endswith(f"-{attempt}") and kw["pure"] is False
         fut = FakeFuture(kw["key"])
         self.tasks.append(Task(attempt, [mb for mb, _, _ in payload.items], payload, fut))
         if self.hold_after is not None and len(self.tasks) > self.hold_after:

@@ -58,7 +58,7 @@ def test_failed_items_for_each_way_of_failing(tmp_path: Path) -> None:
     ], show(proc)
     assert all(Path(r["file"]).parent == inputs for r in rows)  # full paths
     assert rows[0]["error"] == "ValueError: bad input f0002.csv"
-    assert "timeout" in rows[4]["error"]
+    assert "retry_settings.timeout" in rows[4]["error"]
     assert "\n" not in "".join(r["error"] for r in rows)
     assert "failed_items.csv" in proc.stderr, show(proc)
 

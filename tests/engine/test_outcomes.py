@@ -416,7 +416,9 @@ def test_the_summary_counts_items_and_mini_batches(tmp_path: Path) -> None:
 
     message = failure_message(s)
     assert message.startswith("Job Completed with failures: 7 of 19 items failed")
-    assert "mini-batch 1 (RUN_EXCEPTION, 2 tries, 3 failed): f0.csv, f1.csv, f2.csv" in message
+    # (files by their path under the input root; these lie outside it, so shown whole)
+    shown = "in/mb1/f0.csv, in/mb1/f1.csv, in/mb1/f2.csv"
+    assert f"mini-batch 1 (RUN_EXCEPTION, 2 tries, 3 failed): {shown}" in message
     assert "mini-batch 3 (PROCESS_DIED, 2 tries, 1 failed)" in message
     first = message.split("First error (mini-batch 1):\n", 1)[1]
     assert first.startswith("  Traceback (most recent call last):\n")
@@ -576,6 +578,8 @@ class Reference:
                         f"{r.run_s:.4f}",
                         r.status.value,
                         lines[-1].strip() if lines else "",
+                        "",  # items: whole mini-batches here
+                        f"{r.peak_rss_mb:.1f}" if r.peak_rss_mb else "",
                     ]  # fmt: skip
                 )
         return path.read_text(encoding="utf-8")

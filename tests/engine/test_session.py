@@ -223,7 +223,7 @@ def test_failing_mini_batch_is_retried_then_gives_no_rows_and_is_reported(
     current: Any, tmp_path: Path, markers: Path, inputs: Path
 ) -> None:
     dep = deploy(tmp_path, markers, FAIL_ON="f0005.csv")  # mini-batch 2: f0004, f0005
-    ddf = score(dep, inputs, client=current)
+    ddf = score(dep, inputs, client=current, on_error="drop")  # (default: raise)
     frame = ddf.compute()
     assert runs(markers).count("f0004.csv f0005.csv") == 2, "max_retries=1: two tries"
     assert frame["n"].tolist() == [i for i in range(N_FILES) if i not in (4, 5)]

@@ -9,6 +9,7 @@ machine and fails in CI (``$CI`` set), where ``.ci/run`` installs Chromium.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from conftest import write_deployment, write_inputs
 from helpers import summary_of
@@ -25,8 +27,10 @@ from PIL import Image, ImageStat
 import daskscore
 from daskscore.cluster.local import ClusterHandle, local_cluster
 from daskscore.config.loader import load_deployment
+from daskscore.engine import resultview
 from daskscore.engine.runner import JobOptions, execute
 from daskscore.ui import dashboard
+from daskscore.ui.taskkeys import task_key
 
 #: 24 files in 12 mini-batches of 2, 0.25 s each on 2 workers: about 3 s; f0005's fails.
 SLEEPY_SCRIPT = """
@@ -61,9 +65,24 @@ def test_page_link(dashboard_link: str, page: str) -> None:
     assert dashboard.page_link(dashboard_link) == page
 
 
+class FakeTask:
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class FakeWorker:
+    def __init__(self, name: str, keys: list[str], executing: dict[str, float]) -> None:
+        self.name = name
+        self.processing = {FakeTask(k) for k in keys}
+        self.executing = {t: executing[t.key] for t in self.processing if t.key in executing}
+
+
 class FakeScheduler:
-    def __init__(self, events: list[tuple[float, Any]]) -> None:
+    def __init__(
+        self, events: list[tuple[float, Any]], workers: dict[str, FakeWorker] | None = None
+    ) -> None:
         self.events = events
+        self.workers = workers or {}
 
     def get_events(self, topic: str) -> tuple[tuple[float, Any], ...]:
         assert topic == dashboard.TOPIC
@@ -87,6 +106,43 @@ def test_jobs_are_the_newest_event_of_each_job() -> None:
     assert dashboard.jobs(FakeScheduler([])) == []
 
 
+def test_a_running_job_shows_each_worker_busy_or_idle_with_its_mini_batches() -> None:
+    mine = task_key([120, 121, 149], "r01a000007-job1")
+    other_job = task_key([0, 3], "r01a000001-job2")
+    workers = {
+        "tcp://a": FakeWorker("w-a", [mine, "some-other-task-1"], {mine: 12.34}),
+        "tcp://b": FakeWorker("w-b", [other_job], {}),
+        "tcp://c": FakeWorker("w-c", [], {}),
+    }
+    events = [(time.time(), {"job_id": "job1", "seq": 1, "status": "Running"})]
+    (job,) = dashboard.jobs(FakeScheduler(events, workers))
+    assert job["workers"] == [
+        {"worker": "w-a", "busy": True, "mini_batches": [120, 149],
+         "attempt": "r01a000007-job1", "running_s": 12.3},
+        {"worker": "w-b", "busy": False},  # (busy, but with another job's task)
+        {"worker": "w-c", "busy": False},
+    ]  # fmt: skip
+    # a finished job has no workers
+    done = [(time.time(), {"job_id": "job1", "seq": 2, "status": "Completed"})]
+    assert "workers" not in dashboard.jobs(FakeScheduler(done, workers))[0]
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        {"status": "Completed", "failed_items": 0, "succeeded_items": 4, "total_items": 4},
+        {"status": "Completed", "failed_items": 1, "succeeded_items": 3, "total_items": 4},
+        {"status": "Completed", "failed_items": 4, "succeeded_items": 0, "total_items": 4},
+        {"status": "Failed", "failed_items": 2, "succeeded_items": 0, "total_items": 4},
+        {"status": "Failed", "failed_items": 0, "succeeded_items": 0, "total_items": 4,
+         "init_error": "Traceback ..."},
+        {"status": "Interrupted", "failed_items": 0, "succeeded_items": 2, "total_items": 4},
+    ],
+)  # fmt: skip
+def test_the_page_verdict_is_the_reports(summary: dict[str, Any]) -> None:
+    assert dashboard.verdict(summary) == resultview.verdict(summary)
+
+
 def test_final_counts_come_from_the_summary() -> None:
     summary = {
         "status": "Completed",
@@ -105,6 +161,7 @@ def test_final_counts_come_from_the_summary() -> None:
         "failed_mini_batches": 1,
         "items_done": 24,
         "items_total": 24,
+        "succeeded_items": 22,
         "failed_items": 2,
         "items_per_s": 8.0,
         "elapsed_s": 3.0,
@@ -144,12 +201,14 @@ def test_a_board_publishes_at_most_once_a_second_then_the_final_counts() -> None
         board.tick(counts)
         board.tick(counts)  # under a second later: nothing, and counts() is not even called
         board.finish({**_SUMMARY, "status": "Failed"})
-    assert calls == [1]
+    assert calls == [1, 1]  # (and once more at the end: the failures settled since)
     (how1, first), (how2, last) = client.sent
     assert (how1, first["status"], first["items_done"], first["seq"]) == ("later", "Running", 1, 1)
     assert (how2, last["status"], last["items_done"], last["seq"]) == ("waited", "Failed", 24, 2)
     assert first["job_id"] == last["job_id"] == "job1"
     assert first["deployment"] == "deploy.yml" and first["started"] == last["started"]
+    assert (first["verdict"], last["verdict"], last["tone"]) == ("Running", "Failed", "bad")
+    assert first["history"] == [[0.0, 1]] and last["history"] == [[0.0, 1], [0.0, 2]]
 
 
 @pytest.mark.parametrize(
@@ -233,106 +292,228 @@ def _watch_status(url: str, thread: threading.Thread) -> list[dict[str, Any]]:
     return seen
 
 
-@pytest.mark.slow
-def test_the_page_shows_a_running_job_then_its_summary(
-    chromium: Any, cluster: ClusterHandle, tmp_path: Path
-) -> None:
-    from playwright.sync_api import expect
+#: f0000 and f0001 are scored at once; every other file waits for the gate file to exist.
+GATED_SCRIPT = """
+    import os
+    import time
 
-    page_url = dashboard.page_link(cluster.dashboard_link or "")
-    status_url = page_url + "/status.json"
-    dep = write_deployment(
-        tmp_path / "deploy",
-        SLEEPY_SCRIPT,
-        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 0}},
-    )
-    out = tmp_path / "out"
-    thread, outcome = _run_in_thread(
-        lambda: daskscore.run(dep, write_inputs(tmp_path / "in", 24), out, client=cluster.client)
-    )
-    seen = _watch_status(status_url, thread)
-    thread.join(timeout=120)
-    if "error" in outcome:
-        raise outcome["error"]
-    summary = summary_of(out)
-    assert (summary["status"], summary["total_items"], summary["failed_items"]) == (
-        "Completed",
-        24,
-        2,
-    )
+    GATE = {gate!r}
 
-    # while it ran, status.json said so, with counts that grew
-    mine = [j for j in seen if j["job_id"] == summary["job_id"]]
-    running = [j for j in mine if j["status"] == "Running"]
-    assert running, seen
-    assert running[0]["items_total"] == 24 and running[0]["mini_batches_total"] == 12
-    assert min(j["items_done"] for j in running) < 24
+    def init():
+        pass
 
-    page = chromium.new_page(viewport={"width": 1400, "height": 500})
+    def run(mini_batch):
+        if not any(p.endswith(("f0000.csv", "f0001.csv")) for p in mini_batch):
+            deadline = time.time() + 120
+            while not os.path.exists(GATE) and time.time() < deadline:
+                time.sleep(0.05)
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+#: Nothing succeeds.
+FAILING_SCRIPT = """
+    def init():
+        pass
+
+    def run(mini_batch):
+        raise RuntimeError("this model scores nothing")
+"""
+
+BLUE, GREEN, AMBER, RED = (
+    "rgb(9, 105, 218)",
+    "rgb(26, 127, 55)",
+    "rgb(154, 103, 0)",
+    "rgb(207, 34, 46)",
+)
+
+
+def _open(chromium: Any, page_url: str) -> tuple[Any, list[str], list[str]]:
+    """A page on the daskscore page, recording the requests it makes and its errors."""
+    page = chromium.new_page(viewport={"width": 1300, "height": 700})
     requests: list[str] = []
     errors: list[str] = []
     page.on("request", lambda req: requests.append(req.url))
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.goto(page_url)
-    row = page.locator(f"#rows tr[data-job-id='{summary['job_id']}']")
-    expect(row).to_be_visible(timeout=15_000)
+    return page, requests, errors
 
-    # the counts shown are job_summary.json's
-    shown = {
-        field: row.locator(f"td[data-field='{field}']").inner_text()
-        for field in (
-            "job-id",
-            "deployment",
-            "status",
-            "mini-batches",
-            "failed-mini-batches",
-            "items",
-            "failed-items",
-        )
-    }
-    done = summary["succeeded_items"] + summary["failed_items"]
-    assert shown == {
-        "job-id": summary["job_id"],
-        "deployment": summary["deployment"],
-        "status": "Completed",
-        "mini-batches": f"{summary['total_mini_batches']}/{summary['total_mini_batches']}",
-        "failed-mini-batches": str(summary["failed_mini_batches"]),
-        "items": f"{done}/{summary['total_items']}",
-        "failed-items": str(summary["failed_items"]),
-    }
-    assert shown["failed-mini-batches"] == "1"
-    assert row.locator("td[data-field='failed-items']").get_attribute("class") == "bad"
-    badge = row.locator(".status")
-    assert badge.evaluate("el => getComputedStyle(el).backgroundColor") == "rgb(26, 127, 55)"
 
-    # a screenshot that is not blank, with the green of the Completed badge in it
-    shot = tmp_path / "daskscore-page.png"
-    page.screenshot(path=str(shot), full_page=True)
-    with Image.open(shot) as img:
+def _section(page: Any, inputs: Path) -> Any:
+    """The job's section, found by its input folder (the page names jobs by input and output)."""
+    where = page.locator("[data-field=where]", has_text=f"input {inputs} ")
+    return page.locator("section.job", has=where)
+
+
+def _background(locator: Any) -> str:
+    return locator.evaluate("el => getComputedStyle(el).backgroundColor")
+
+
+def _screenshot(page: Any, path: Path, colour: tuple[int, int, int]) -> None:
+    """A screenshot saved at ``path``: not blank, with ``colour`` (a verdict's) in it."""
+    page.screenshot(path=str(path), full_page=True)
+    with Image.open(path) as img:
         rgb = img.convert("RGB")
         assert ImageStat.Stat(rgb.convert("L")).var[0] > 100
         colours = {c for _, c in rgb.getcolors(maxcolors=1 << 20) or []}
-    assert (26, 127, 55) in colours
+    assert colour in colours, path
 
-    # the page refreshes itself from its status.json, and fetches nothing else
-    page.wait_for_timeout(2500)
-    assert {url for url in requests if not url.startswith("data:")} == {page_url, status_url}
-    assert requests.count(status_url) >= 2
+
+@pytest.mark.slow
+def test_a_running_job_shows_its_bar_workers_and_what_it_waits_on(
+    chromium: Any, cluster: ClusterHandle, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page_url = dashboard.page_link(cluster.dashboard_link or "")
+    gate = tmp_path / "gate"
+    dep = write_deployment(
+        tmp_path / "deploy",
+        GATED_SCRIPT.format(gate=str(gate)),
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 0}},
+    )
+    inputs, out = write_inputs(tmp_path / "in", 8), tmp_path / "out"
+    thread, outcome = _run_in_thread(lambda: daskscore.run(dep, inputs, out, client=cluster.client))
+    try:
+        deadline = time.monotonic() + 60  # (the job installs the page as it starts)
+        while _status(page_url + "/status.json") is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        page, requests, errors = _open(chromium, page_url)
+        job = _section(page, inputs)
+        verdict = job.locator("[data-field=verdict]")
+        expect(verdict).to_have_text("Running", timeout=60_000)
+        assert _background(verdict) == BLUE
+        assert f"output {out}" in job.locator("[data-field=where]").inner_text()
+        assert job.locator("[data-field=name]").inner_text() == "test-deployment"
+        # a bar short of the end, an ETA, a throughput sparkline
+        bar = job.locator("[role=progressbar][data-field=bar]")
+        assert int(bar.get_attribute("aria-valuenow") or "100") < 100
+        expect(job.locator("[data-field=counts]")).to_contain_text("ETA")
+        expect(job.locator("svg[data-field=sparkline]")).to_be_visible()
+        # each worker busy or idle; a busy one with the mini-batches of its task
+        busy = job.locator("table[data-field=workers] tbody tr", has=page.locator("td.busy"))
+        expect(busy.first).to_be_visible(timeout=30_000)
+        expect(busy.first.locator("td").nth(2)).to_have_text(re.compile(r"^\d+\u2013\d+$"))
+        # the run() calls held at the gate are named: what the job is waiting on
+        expect(job.locator("[data-field=slow]")).to_contain_text("mini-batch", timeout=30_000)
+        _screenshot(page, tmp_path / "running-job.png", (9, 105, 218))
+    finally:
+        gate.touch()
+        thread.join(timeout=120)
+    if "error" in outcome:
+        raise outcome["error"]
+    summary = summary_of(out)
+    assert (summary["status"], summary["failed_items"]) == ("Completed", 0)
+    expect(verdict).to_have_text("Completed", timeout=15_000)
+    assert _background(verdict) == GREEN
+    assert bar.get_attribute("aria-valuenow") == "100"
+    assert job.locator("table[data-field=workers]").count() == 0  # (a finished job has none)
+    assert job.locator("table[data-field=failures]").count() == 0
+    status_url = page_url + "/status.json"
+    assert {u for u in requests if not u.startswith("data:")} == {page_url, status_url}
     assert errors == []
     page.close()
 
-    # status.json: the same counts, those of the summary
-    jobs = _status(status_url)["jobs"]  # type: ignore[index]
-    (job,) = [j for j in jobs if j["job_id"] == summary["job_id"]]
-    assert {k: job[k] for k in ("job_id", "deployment", "status", "elapsed_s")} == {
-        "job_id": summary["job_id"],
-        "deployment": summary["deployment"],
-        "status": "Completed",
-        "elapsed_s": summary["duration_s"],
-    }
-    assert (job["items_done"], job["items_total"], job["failed_items"]) == (done, 24, 2)
-    assert (job["mini_batches_done"], job["failed_mini_batches"]) == (12, 1)
+
+@pytest.mark.slow
+def test_a_job_with_failures_shows_the_reports_verdict_and_its_failures(
+    chromium: Any, cluster: ClusterHandle, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page_url = dashboard.page_link(cluster.dashboard_link or "")
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SLEEPY_SCRIPT,
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 1}},
+    )
+    inputs, out = write_inputs(tmp_path / "in", 24), tmp_path / "out"
+    daskscore.run(dep, inputs, out, client=cluster.client)
+    summary = summary_of(out)
+    assert (summary["status"], summary["failed_items"], summary["failed_mini_batches"]) == (
+        "Completed",
+        2,
+        1,
+    )
+    page, requests, errors = _open(chromium, page_url)
+    job = _section(page, inputs)
+    verdict = job.locator("[data-field=verdict]")
+    # the report's verdict, not a green "Completed"
+    expect(verdict).to_have_text("Completed with failures", timeout=15_000)
+    assert _background(verdict) == AMBER
+    assert job.get_attribute("data-job-id") == summary["job_id"]
+    assert job.locator("[data-field=bar]").get_attribute("aria-valuenow") == "100"
+    assert job.locator("[data-field=failed-items]").inner_text() == (
+        "2 failed items in 1 mini-batch"
+    )
+    # the failures table: the mini-batch, its files, status, tries, error, traceback
+    (row,) = job.locator("table[data-field=failures] tbody tr").all()
+    cells = row.locator("td").all_inner_texts()
+    listed = pd.read_csv(out / "failed_items.csv")  # (the job's own list of its failures)
+    assert cells[0] == str(int(listed["mini_batch"].iloc[0]))
+    assert cells[2] == str(listed["status"].iloc[0])
+    assert str(inputs / "f0005.csv") in cells[1] and str(inputs / "f0004.csv") in cells[1]
+    assert cells[3] == "2"  # tries: the first and its one retry
+    assert "f0005 cannot be scored" in cells[4]
+    details = row.locator("details")
+    assert details.get_attribute("open") is None
+    details.locator("summary").click()
+    trace = details.locator("pre")
+    expect(trace).to_be_visible()
+    assert "ValueError: f0005 cannot be scored" in trace.inner_text()
+    page.wait_for_timeout(2500)  # a refresh later, the traceback is still open
+    assert requests.count(page_url + "/status.json") >= 2
+    expect(trace).to_be_visible()
+    # the report and the logs: file:// links with their paths as text
+    for field, path in (("report", out / "report.html"), ("logs", out / "logs")):
+        link = job.locator(f"[data-field={field}]")
+        assert link.locator("code").inner_text() == str(path)
+        assert link.locator("a").get_attribute("href") == path.as_uri()
+        assert path.exists()
+    _screenshot(page, tmp_path / "failed-job.png", (154, 103, 0))
+    assert errors == []
+    page.close()
+
+
+@pytest.mark.slow
+def test_two_jobs_are_told_apart_by_input_and_output(
+    chromium: Any, cluster: ClusterHandle, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page_url = dashboard.page_link(cluster.dashboard_link or "")
+    good = write_deployment(tmp_path / "good", SLEEPY_SCRIPT, settings={"mini_batch_size": 2})
+    bad = write_deployment(
+        tmp_path / "bad",
+        FAILING_SCRIPT,
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 0}},
+    )
+    in1, out1 = write_inputs(tmp_path / "in1", 4), tmp_path / "out1"
+    in2, out2 = write_inputs(tmp_path / "in2", 4), tmp_path / "out2"
+    daskscore.run(good, in1, out1, client=cluster.client)
+    daskscore.run(bad, in2, out2, client=cluster.client)
+    first, second = summary_of(out1), summary_of(out2)
+    assert (second["succeeded_items"], second["failed_items"]) == (0, 4)
+
+    page, _, errors = _open(chromium, page_url)
+    jobs = page.locator("section.job")
+    expect(jobs.first).to_be_visible(timeout=15_000)
+    ids = [j.get_attribute("data-job-id") for j in jobs.all()]
+    assert ids.index(second["job_id"]) < ids.index(first["job_id"])  # the newest first
+    one, two = _section(page, in1), _section(page, in2)
+    assert one.get_attribute("data-job-id") == first["job_id"]
+    assert two.get_attribute("data-job-id") == second["job_id"]
+    assert f"output {out1}" in one.inner_text() and f"output {out2}" in two.inner_text()
+    expect(one.locator("[data-field=verdict]")).to_have_text("Completed")
+    # nothing succeeded: the report's words, in red
+    bad_verdict = two.locator("[data-field=verdict]")
+    expect(bad_verdict).to_have_text(dashboard.verdict(second)[0])
+    assert "no item succeeded" in bad_verdict.inner_text()
+    assert _background(bad_verdict) == RED
+    assert two.locator("table[data-field=failures] tbody tr").count() == 2
+    _screenshot(page, tmp_path / "two-jobs.png", (207, 34, 46))
+    assert errors == []
+    page.close()
 
 
 @pytest.mark.slow

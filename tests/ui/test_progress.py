@@ -177,11 +177,14 @@ def test_lines_when_stderr_is_no_terminal() -> None:
     progress.close()
     lines = stream.getvalue().splitlines()
     assert lines[0] == "progress: 0/2 mini-batches | 0/20 items | 0 items/s | elapsed 0s"
+    assert "1 failed" in lines[1]
     assert lines[1].startswith("progress: 2/2 mini-batches, 1 failed | 20/20 items | ")
     assert "ETA" not in lines[1]
 
 
-def test_a_bar_on_a_terminal() -> None:
+def test_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
@@ -189,11 +192,11 @@ def test_a_bar_on_a_terminal() -> None:
     stream = Tty()
     progress = Progress(4, 40, stream=stream)
     assert progress.tty
-    progress.add_live(10)
+    progress.add_live(10, "a1", 1)
     progress.draw(force=True)
     progress.close()
     text = stream.getvalue()
-    assert text.startswith("\r[######------------------]  25% 0/4 mini-batches | 10/40 items")
+    assert text.startswith("\r[####---------------]  25% 1/4 mini-batches | ")
     assert "| ETA " in text and text.endswith("\033[K\n")
 
 

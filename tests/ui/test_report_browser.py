@@ -84,6 +84,24 @@ def test_report_renders_in_chromium(chromium: Any, report_of_a_real_job: Path, t
         "failed-mini-batches": "1",
     }
 
+    # no card says 0; the phases, the settings and the failures grouped by error are shown
+    shown = page.locator("#counts .card b").all_inner_texts()
+    assert shown and "0" not in shown
+    phases = page.locator("#phases-chart [data-phase]")
+    assert [phases.nth(i).get_attribute("data-phase") for i in range(phases.count())] == [
+        "start_cluster", "init", "score", "assemble",
+    ]  # fmt: skip
+    box = page.locator("#phases-chart").bounding_box()
+    assert box is not None and box["width"] > 300
+    assert page.locator("#overhead").is_visible()
+    assert page.locator('#settings [data-setting="mini_batch_size"]').inner_text() == "5"
+    assert page.locator('#settings [data-setting="max_retries"]').inner_text() == "1"
+    assert page.locator('#settings [data-version="dask"]').is_visible()
+    group = page.locator("#failure-groups tr.failure-group")
+    assert group.count() == 1
+    assert "ValueError: cannot read <f0013> & friends" in group.inner_text()
+    assert page.locator('#logs a[href="logs/job_error.txt"]').is_visible()
+
     # the failure entry: visible, its traceback collapsed until clicked, shown as text
     row = page.locator("tr.failure[data-mini-batch='2']")
     assert row.is_visible()
@@ -114,6 +132,6 @@ def test_report_renders_in_chromium(chromium: Any, report_of_a_real_job: Path, t
     assert (9, 105, 218) in colours  # workers' bars
 
     # self-contained: nothing but the file itself was requested, nothing failed
-    assert requests == [url]
+    assert requests == [url]  # (the log links are not followed)
     assert errors == []
     page.close()

@@ -1,0 +1,83 @@
+"""What the daskscore page of the Dask dashboard shows of a job beyond its counts: its name
+(deployment, input, output), where its logs and report are, and its failures so far.
+
+Built by the driver (it has the job's plan and outcomes) and handed to
+:class:`daskscore.ui.dashboard.JobBoard`, which publishes it with the counts.  Events travel
+as msgpack: numbers, strings and lists only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from daskscore.engine.outcomes import Outcomes
+from daskscore.protocol import Part
+
+#: Failures shown on the page, at most (the newest are kept; failed_items.csv has them all).
+MAX_FAILURES = 50
+#: Characters of a traceback shown on the page, at most (its end: where it was raised).
+MAX_TRACEBACK = 4000
+#: Files named in a failure's row, at most.
+MAX_FILES = 3
+
+
+def deployment_name(source: Path | None) -> str | None:
+    """The deployment's ``name`` (the YAML key), or its file's path when it has none."""
+    if source is None:
+        return None
+    try:
+        import yaml
+
+        doc = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - a name for a page: the path will do
+        doc = None
+    name = doc.get("name") if isinstance(doc, dict) else None
+    return str(name) if name else str(source)
+
+
+def about(
+    source: Path | None, input_path: str, out_dir: Path, remote_out: str | None = None
+) -> dict[str, Any]:
+    """The job's name and paths, as the page shows them."""
+    return {
+        "name": deployment_name(source),
+        "deployment_path": str(source) if source else None,
+        "input": str(input_path),
+        "output": remote_out or str(out_dir),
+        "logs": str(out_dir / "logs"),
+        "report": str(out_dir / "report.html"),
+    }
+
+
+def failures(outcomes: Outcomes, work: list[Any]) -> list[list[Any]]:
+    """The settled mini-batches with failed items so far, the last :data:`MAX_FAILURES`:
+    ``[mini_batch, files, status, tries, error (its last line), traceback]``."""
+    rows = []
+    final = outcomes.final
+    for mb in outcomes.failure_ids()[-MAX_FAILURES:]:
+        rec = final[mb]
+        error = str(rec.error or "")
+        last = next((line for line in reversed(error.splitlines()) if line.strip()), "")
+        rows.append(
+            [
+                mb,
+                _files(work[mb]) if 0 <= mb < len(work) else "",
+                str(getattr(rec.status, "value", rec.status)),
+                rec.try_no,
+                last.strip(),
+                error[-MAX_TRACEBACK:],
+            ]
+        )
+    return rows
+
+
+def _files(work: Any) -> str:
+    if isinstance(work, Part):
+        return f"items {work.lo}-{work.hi - 1} of " + _files(work.work)
+    path = getattr(work, "path", None)
+    if path is not None:  # a tabular split
+        return f"rows from {getattr(work, 'first_row', 0)} of {path}"
+    names = [str(p) for p in work]
+    more = f" (+{len(names) - MAX_FILES} more)" if len(names) > MAX_FILES else ""
+    return ", ".join(names[:MAX_FILES]) + more

@@ -1,0 +1,198 @@
+"""``--retry-failed``: the failed mini-batches of a finished job run again in its output folder.
+
+A job that ends with anything left to do (mini-batches that failed, returned fewer results than
+items, or never ran because ``error_threshold`` cancelled them or ``init()`` failed) keeps its
+staging folder: before its summary it writes the books of the mini-batches that did not go
+cleanly (:data:`BOOK`: every try, numbered, and the final try), and once the summary is written
+the folder is renamed ``.daskscore-kept/`` in one step
+(:func:`daskscore.io.outputdir.keep_staging`).  Every part file stays, so the output can be
+assembled again, in any format, from the rows of the mini-batches that succeeded and the new
+rows of those run again.
+
+A retry pass (:func:`restore`) checks the job as ``--resume`` does, except that the scoring
+script, its code folder and the model may have changed (that is the fix); the input file list,
+the mini-batching and the output settings may not.  It restores the clean mini-batches from the
+ledgers, the others from the book, and opens again those that failed, returned too few results
+or never ran; their earlier tries stay in the history and this pass's are numbered after them.
+The staging folder is renamed back to ``.daskscore/`` and the job runs as a resumed one; the old
+summary and predictions stay until the pass writes new ones, so a pass killed half-way leaves
+the folder as the previous pass left it (plus the new ledgers), ready for ``--retry-failed``
+again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from daskscore.engine import resume
+from daskscore.engine.outcomes import Outcomes
+from daskscore.errors import OutputError
+from daskscore.io import outputdir
+from daskscore.io.ledger import BOOK_FILE, read_ledger
+from daskscore.protocol import MiniBatchRecord
+
+logger = logging.getLogger("daskscore")
+
+#: The books of the mini-batches a pass did not settle cleanly, one JSON line each.
+BOOK = BOOK_FILE
+#: What may change between a job and a retry of its failures: the fix.
+MAY_CHANGE = ("code", "model")
+#: Mini-batch ids named in the summary's texts before "and N more".
+SHOWN_IDS = 20
+
+
+def left_to_do(summary: dict[str, Any]) -> int:
+    """Mini-batches of a finished job (its ``job_summary.json``) a retry would run again."""
+    keys = ("failed_mini_batches", "partial_mini_batches", "not_run_mini_batches")
+    return sum(int(summary.get(key) or 0) for key in keys)
+
+
+def needs_keeping(outcomes: Outcomes) -> bool:
+    """Whether a finished job has anything a retry would run again (its staging is kept)."""
+    return bool(
+        outcomes.failed_mini_batches()
+        or outcomes.partial_mini_batches()
+        or len(outcomes.final) < len(outcomes.work)
+    )
+
+
+def write_book(staging: Path, outcomes: Outcomes) -> Path:
+    """Write the books of the mini-batches kept whole into ``staging`` (atomically)."""
+    path = staging / BOOK
+    tmp = path.with_name(BOOK + ".partial")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for tries, final in outcomes.book():
+            entry = {
+                "tries": [rec.to_json() for rec in tries],
+                "final": final.to_json() if final is not None else None,
+            }
+            fh.write(json.dumps(entry, separators=(",", ":"), default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_book(
+    staging: Path,
+) -> dict[int, tuple[list[MiniBatchRecord], MiniBatchRecord | None]]:
+    """The books :func:`write_book` wrote, by mini-batch."""
+    books: dict[int, tuple[list[MiniBatchRecord], MiniBatchRecord | None]] = {}
+    with open(staging / BOOK, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            tries = [_record(r) for r in entry["tries"]]
+            final = _record(entry["final"]) if entry["final"] else None
+            mb = tries[0].mini_batch if tries else final.mini_batch if final else None
+            if mb is not None:
+                books[mb] = (tries, final)
+    return books
+
+
+def _record(data: dict[str, Any]) -> MiniBatchRecord:
+    """A record of the book (JSON gives a list where the record holds a tuple)."""
+    if isinstance(data.get("items"), list):
+        data = {**data, "items": tuple(data["items"])}
+    return MiniBatchRecord.from_json(data)
+
+
+def restore(
+    outcomes: Outcomes, kept: Path, fingerprint: dict[str, str], out_dir: Path
+) -> tuple[int, list[int]]:
+    """Fold a finished job's books into ``outcomes`` (from its kept staging folder ``kept``)
+    and reopen what is left to do; return this pass's run number and the mini-batches it runs.
+
+    Raises
+    ------
+    OutputError
+        The job changed in what decides its rows (nothing in the folder was changed), or its
+        kept staging folder cannot be read.
+    """
+    previous = resume.read_manifest(kept)
+    if previous is None or not (kept / BOOK).is_file():
+        raise OutputError(
+            f"cannot retry the failed mini-batches of the job in '{out_dir}': its kept staging "
+            f"folder {kept.name}/ has no job.json or {BOOK} (it was not left by a job of this "
+            "version of daskscore, or it was changed). Pass --overwrite to run the whole job "
+            "again."
+        )
+    resume.check_resumable(previous, fingerprint, out_dir, ignore=MAY_CHANGE, verb="retry")
+    try:
+        books = read_book(kept)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OutputError(
+            f"cannot retry the failed mini-batches of the job in '{out_dir}': "
+            f"{kept.name}/{BOOK} cannot be read ({type(exc).__name__}: {exc}). Pass --overwrite "
+            "to run the whole job again."
+        ) from None
+    for attempt in _ledgers(kept):
+        committed = read_ledger(kept, attempt).committed
+        outcomes.restore(attempt, [r for r in committed if r.mini_batch not in books])
+    rerun = outcomes.reopen(books[mb] for mb in sorted(books))
+    return int(previous.get("runs", 1)) + 1, rerun
+
+
+def _ledgers(staging: Path) -> Iterator[str]:
+    """The attempts whose ledgers are in ``staging``, in run order."""
+    return (p.stem for p in sorted((staging / "ledger").glob("*.log")))
+
+
+def describe(mbs: list[int]) -> str:
+    """``3 mini-batches (2, 5, 7)``, the ids cut after :data:`SHOWN_IDS`."""
+    shown = ", ".join(str(mb) for mb in mbs[:SHOWN_IDS])
+    more = f" and {len(mbs) - SHOWN_IDS} more" if len(mbs) > SHOWN_IDS else ""
+    return f"{len(mbs)} mini-batch{'es' if len(mbs) != 1 else ''} ({shown}{more})"
+
+
+def finished_summary(out_dir: Path) -> dict[str, Any]:
+    """The ``job_summary.json`` of the finished job in ``out_dir``; an :class:`OutputError`
+    when the folder holds no finished job (none at all, or an interrupted one)."""
+    try:
+        summary = json.loads((out_dir / outputdir.SUMMARY_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if (out_dir / outputdir.STAGING_DIR).is_dir():
+            raise OutputError(
+                f"output folder '{out_dir}' holds an unfinished job (it was interrupted: its "
+                f"staging folder {outputdir.STAGING_DIR}/ is there, and no "
+                f"{outputdir.SUMMARY_FILE}); --retry-failed runs again the failures of a "
+                "finished job. Pass --resume to finish it where it stopped."
+            ) from None
+        raise OutputError(
+            f"output folder '{out_dir}' holds no finished job (no {outputdir.SUMMARY_FILE}); "
+            "--retry-failed runs again the failed mini-batches of a job that ran there. Run "
+            "the job without it first."
+        ) from None
+    except ValueError as exc:
+        raise OutputError(
+            f"cannot read {out_dir / outputdir.SUMMARY_FILE} ({exc}); pass --overwrite to run "
+            "the whole job again."
+        ) from None
+    if isinstance(summary, dict) and summary.get("status") == outputdir.INTERRUPTED:
+        raise OutputError(
+            f"output folder '{out_dir}' holds an interrupted job ({outputdir.SUMMARY_FILE} says "
+            f"{outputdir.INTERRUPTED}); --retry-failed runs again the failures of a finished "
+            "job. Pass --resume to finish it where it stopped."
+        )
+    return dict(summary)
+
+
+def kept_staging(out_dir: Path) -> Path:
+    """The kept staging folder of the finished job in ``out_dir`` (see
+    :func:`daskscore.io.outputdir.find_kept`), or an :class:`OutputError` saying why there is
+    none."""
+    kept = outputdir.find_kept(out_dir)
+    if kept is None:
+        raise OutputError(
+            f"cannot retry the failed mini-batches of the job in '{out_dir}': its staged "
+            f"results ({outputdir.KEPT_DIR}/) are gone (removed by hand, or the job was run by "
+            "an older version of daskscore), so the output could not be assembled again. "
+            "Pass --overwrite to run the whole job again."
+        )
+    return kept

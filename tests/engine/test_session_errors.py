@@ -1,0 +1,146 @@
+"""Nothing is dropped without a word in ``daskscore.score()``.
+
+A mini-batch whose every try failed has no rows.  By default computing the frame raises, naming
+the mini-batch, its files and the script's traceback; ``settings.error_threshold`` (``N >= 0``)
+allows ``N`` failed items over the session, as ``daskscore run`` does; ``on_error="drop"`` keeps
+the rows of the others and records the failures on the session (``ddf.attrs["daskscore"]``).
+Real worker processes: the module's LocalCluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_deployment, write_inputs
+
+import daskscore
+from daskscore.errors import ErrorThresholdExceeded, JobFailed, UsageError
+
+N_FILES, SIZE = 12, 2
+
+SCRIPT = """
+    import os
+
+    FAIL_ON = os.environ.get("FAIL_ON", "").split(",")
+    SHORT_ON = os.environ.get("SHORT_ON", "")
+
+    def run(mini_batch):
+        names = [os.path.basename(p) for p in mini_batch]
+        for name in names:
+            if name in FAIL_ON:
+                raise ValueError(f"cannot score {name}")
+        if SHORT_ON in names:
+            return names[:1]  # fewer results than files: a partial return
+        return names
+"""
+
+
+@pytest.fixture
+def sessions(client: Any) -> Iterator[list[Any]]:
+    """The sessions a test opens (closed afterwards), the module's client the current one."""
+    opened: list[Any] = []
+    with client.as_current():
+        yield opened
+    for session in opened:
+        session.close()
+
+
+def _score(
+    tmp_path: Path, sessions: list[Any], threshold: int = -1, **kwargs: Any
+) -> tuple[Any, Path]:
+    env = {k: v for k, v in kwargs.items() if k in ("FAIL_ON", "SHORT_ON")}
+    options = {k: v for k, v in kwargs.items() if k not in env}
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SCRIPT,
+        settings={
+            "mini_batch_size": SIZE,
+            "error_threshold": threshold,
+            "retry_settings": {"max_retries": 1},
+            "environment_variables": env,
+        },
+    )
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+    ddf = daskscore.score(dep, inputs, meta=_meta(), **options)
+    sessions.append(ddf.attrs["daskscore"])
+    return ddf, inputs
+
+
+def _meta() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({"prediction": pd.Series([], dtype=object)})
+
+
+def test_by_default_a_failed_mini_batch_makes_the_computation_raise(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    ddf, inputs = _score(tmp_path, sessions, FAIL_ON="f0005.csv")  # mini-batch 2
+    with pytest.raises(JobFailed) as caught:
+        ddf.compute()
+    message = str(caught.value)
+    assert "mini-batch 2 failed (RUN_EXCEPTION, 2 tries)" in message, message
+    assert str(inputs / "f0004.csv") in message and str(inputs / "f0005.csv") in message
+    assert 'on_error="drop"' in message
+    # the script's own traceback, its frame and line
+    assert "ValueError: cannot score f0005.csv" in message
+    line = 1 + SCRIPT.splitlines().index('                raise ValueError(f"cannot score {name}")')
+    assert f'score.py", line {line}, in run' in message, message
+    assert "ValueError: cannot score f0005.csv" in caught.value.user_traceback
+
+
+def test_on_error_drop_keeps_the_other_rows_and_records_the_failures(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    ddf, inputs = _score(tmp_path, sessions, FAIL_ON="f0005.csv", on_error="drop")
+    frame = ddf.compute()
+    assert frame["prediction"].tolist() == [
+        f"f{i:04d}.csv" for i in range(N_FILES) if i not in (4, 5)
+    ]
+    session = ddf.attrs["daskscore"]
+    (failure,) = session.failures
+    assert failure["mini_batch"] == 2 and failure["status"] == "RUN_EXCEPTION"
+    assert failure["try"] == 2 and failure["failed"] == 2 and failure["dropped"]
+    assert failure["files"] == [str(inputs / "f0004.csv"), str(inputs / "f0005.csv")]
+    assert "ValueError: cannot score f0005.csv" in failure["error"]
+    report = session.report()
+    assert report["mini_batches"] == N_FILES // SIZE
+    assert report["succeeded_items"] == N_FILES - 2 and report["failed_items"] == 2
+
+
+def test_error_threshold_allows_failed_items_over_the_session_then_raises(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    # mini-batches 1 and 4 fail (2 items each), in different partitions: 4 failed items
+    allowed, _ = _score(
+        tmp_path / "a", sessions, threshold=4, FAIL_ON="f0002.csv,f0009.csv", partitions=3
+    )
+    frame = allowed.compute()
+    assert len(frame) == N_FILES - 4
+    assert [f["mini_batch"] for f in allowed.attrs["daskscore"].failures] == [1, 4]
+    sessions.pop().close()  # (one session at a time: each sets the workers' environment)
+
+    over, _ = _score(
+        tmp_path / "b", sessions, threshold=3, FAIL_ON="f0002.csv,f0009.csv", partitions=3
+    )
+    with pytest.raises(ErrorThresholdExceeded) as caught:
+        over.compute()
+    assert "4 items failed, more than the 3 allowed" in str(caught.value), str(caught.value)
+
+
+def test_a_partial_return_does_not_raise_but_is_recorded(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    ddf, _ = _score(tmp_path, sessions, SHORT_ON="f0006.csv")  # mini-batch 3 returns 1 of 2
+    assert len(ddf.compute()) == N_FILES - 1  # every row run() returned is there
+    (failure,) = ddf.attrs["daskscore"].failures
+    assert failure["mini_batch"] == 3 and failure["failed"] == 1 and not failure["dropped"]
+    assert "returned 1 results for 2 files" in failure["error"]
+
+
+def test_an_unknown_on_error_is_refused(tmp_path: Path, sessions: list[Any]) -> None:
+    with pytest.raises(UsageError, match="on_error='ignore'"):
+        _score(tmp_path, sessions, on_error="ignore")
