@@ -217,6 +217,7 @@ def open_session(
     set: dict[str, Any] | None = None,
     lenient: bool = False,
     on_error: str = "raise",
+    progress: bool | None = None,
     **overrides: Any,
 ) -> ScoringSession:
     """Install a deployment's scoring script on a cluster; its predictions as a lazy DataFrame.
@@ -245,6 +246,11 @@ def open_session(
         default ``-1``, any number, does not make ``score()`` drop rows: use ``"drop"``.)
         ``"drop"``: their rows are left out.  Either way every failure is in
         ``session.failures`` and ``report()``, and logged as a warning.
+    progress : bool, optional
+        The live display of each computation of the frame: mini-batches as they end, items,
+        rate, failures, ETA.  Default (None): drawn in a Jupyter notebook only.  True: also
+        on standard error elsewhere (a driver script, a terminal).  False: none (and the
+        workers send no progress events).
 
     Returns
     -------
@@ -278,6 +284,7 @@ def open_session(
         partitions=partitions,
         options=options,
         on_error=on_error,
+        progress=progress,
     )
 
 
@@ -302,7 +309,8 @@ def score(
         A file or folder.
     **kwargs
         As for :func:`open_session`: ``client``, ``meta``, ``partitions``, ``tabular``,
-        ``carry_columns``, ``set``, ``lenient``, ``on_error`` and settings by name.
+        ``carry_columns``, ``set``, ``lenient``, ``on_error``, ``progress`` and settings by
+        name.
 
     Returns
     -------

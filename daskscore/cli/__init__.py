@@ -27,6 +27,7 @@ from daskscore.devtools import validate as devtools
 from daskscore.devtools.replay import replay
 from daskscore.engine.runner import execute
 from daskscore.errors import DaskScoreError, JobFailed
+from daskscore.ui.termtext import say
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -118,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         prefetch_mb=args.prefetch_mb,
         progress=not args.no_progress,
         dashboard=sys.stderr.isatty() if args.dashboard is None else args.dashboard,
-        notify=lambda message: print(message, file=sys.stderr, flush=True),
+        notify=say,
         warm=not args.no_warm,
         isolate_failures=args.isolate_failures,
         worker_memory=args.worker_memory,
@@ -135,11 +136,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         verdict = verdict.replace(": 0 of", ", but no item succeeded: 0 of", 1)
         if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
             verdict = f"\033[1;31m{verdict}\033[0m"
-    print(verdict, file=sys.stderr)
+    say(verdict)
     if s["failures"]:
-        print(failure_message(s), file=sys.stderr)
+        say(failure_message(s))
     target = result.predictions or result.output
-    print(f"Results: {target}", file=sys.stderr)
+    say(f"Results: {target}")
     _print_report(s)  # (always the last line)
     return EXIT_OK
 
@@ -148,7 +149,7 @@ def _print_report(summary: dict | None) -> None:
     """The last line of a job's output: where its report.html is."""
     output = (summary or {}).get("output")
     if output:
-        print(f"Report: {str(output).rstrip('/')}/report.html", file=sys.stderr)
+        say(f"Report: {str(output).rstrip('/')}/report.html")
 
 
 def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> None:
@@ -156,21 +157,35 @@ def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> None:
     import shlex
 
     out_dir = getattr(exc, "out_dir", None)
-    if out_dir is None:  # (before the job's output folder was claimed: nothing to resume)
-        print("daskscore: interrupted", file=sys.stderr)
+    when = getattr(exc, "when", None)
+    if out_dir is None:
+        if when is None:  # (outside a job: a check, a listing)
+            say("daskscore: interrupted")
+            return
+        say(
+            f"daskscore: interrupted {when}: nothing was run and the output folder was not changed."
+        )
+        say(f"Start again with: {shlex.join(['daskscore', *argv])}")
         return
-    args = [a for a in argv if a != "--overwrite"]
-    how = "--retry-failed" if getattr(exc, "retry", False) else "--resume"
-    if how not in args:
-        args.append(how)
     s = getattr(exc, "summary", None)
-    done = f": {s['reason']}" if s and s.get("reason") else ""
-    print(f"daskscore: interrupted{done}. What is done is kept in {out_dir}.", file=sys.stderr)
-    if s:
-        print(f"Summary: {out_dir}/job_summary.json", file=sys.stderr)
-    print(f"Go on with: {shlex.join(['daskscore', *args])}", file=sys.stderr)
+    if getattr(exc, "finished", False):  # (its own summary was written: nothing to resume)
+        status = s.get("status", "finished") if s else "finished"
+        say(
+            f"daskscore: interrupted as the job ended: it is {status}, its results are in "
+            f"{out_dir}; nothing is left to resume."
+        )
+    else:
+        args = [a for a in argv if a != "--overwrite"]
+        how = "--retry-failed" if getattr(exc, "retry", False) else "--resume"
+        if how not in args:
+            args.append(how)
+        done = f": {s['reason']}" if s and s.get("reason") else ""
+        say(f"daskscore: interrupted{done}. What is done is kept in {out_dir}.")
+        if s:
+            say(f"Summary: {out_dir}/job_summary.json")
+        say(f"Go on with: {shlex.join(['daskscore', *args])}")
     if getattr(exc, "report", None) is not None:
-        print(f"Report: {exc.report}", file=sys.stderr)
+        say(f"Report: {exc.report}")
 
 
 COMMANDS = {
@@ -198,15 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     except JobFailed as exc:
-        print(str(exc), file=sys.stderr)
+        say(str(exc))
         _print_report(getattr(exc.result, "summary", None))
         return EXIT_FAILED
     except DaskScoreError as exc:
         problems = getattr(exc, "problems", None) or [str(exc)]  # a deployment's, all at once
         for problem in problems:
-            print(f"daskscore: error: {problem}", file=sys.stderr)
+            say(f"daskscore: error: {problem}")
         if len(problems) > 1:
-            print(f"daskscore: {len(problems)} problems found; nothing was run.", file=sys.stderr)
+            say(f"daskscore: {len(problems)} problems found; nothing was run.")
         if verbose:
             raise
         return exc.exit_code

@@ -222,7 +222,11 @@ class EarlyCluster:
             self._error = exc
 
     def __enter__(self) -> ClusterHandle:
-        self._thread.join()
+        try:
+            self._thread.join()
+        except BaseException:  # (Ctrl-C while it starts: closed once it has started)
+            self.discard()
+            raise
         if self._error is not None:
             raise self._error
         assert self._handle is not None

@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from daskscore.cluster import warm
 from daskscore.cluster.forkserver import prestart_workers
@@ -36,14 +35,12 @@ from daskscore.cluster.local import (
 )
 from daskscore.config import Deployment, secret_values
 from daskscore.config.options import JobOptions
-from daskscore.engine import recipe, resume, retry
+from daskscore.engine import interrupt, recipe, resume, retry
 from daskscore.engine.finish import (
     JobRecord,
     JobResult,
     failure,
     finish_job,
-    summarize,
-    write_logs,
 )
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.plan import JobPlan, plan_job
@@ -116,10 +113,29 @@ def _execute(
         plan = plan_job(deployment, input_path, options, output=output)
         assert plan is not None  # (plan_job raises its first problem)
         job = _claim(plan, output, lock)
-    except BaseException:
+    except BaseException as exc:
         if early is not None:
             early.discard()
+        if isinstance(exc, KeyboardInterrupt):  # nothing claimed: the command starts again
+            raise interrupt.before_claim() from None
         raise
+    phase = ["start_cluster"]  # (where a Ctrl-C lands; the phases below move it on)
+    try:
+        return _run_claimed(job, plan, options, early, phase)
+    except KeyboardInterrupt:  # Ctrl-C: what is done is written up, the job stays resumable
+        if not phase[0]:  # (already written up, in the scoring phase)
+            raise
+        raise interrupt.interrupted(job, phase[0]) from None
+
+
+def _run_claimed(
+    job: JobRun,
+    plan: JobPlan,
+    options: JobOptions,
+    early: EarlyCluster | None,
+    phase: list[str],
+) -> JobResult:
+    deployment = plan.deployment
     settings = deployment.settings
     with (
         job_logging(
@@ -132,10 +148,12 @@ def _execute(
             logger.info(note)
         if job.record.retried is not None:
             _note_retry(job, job.record.retried, options)
+        phase[0] = "score"
         try:
             transport = score_all(job, handle, board)
-        except KeyboardInterrupt:  # Ctrl-C: what is done is written up, the job stays resumable
-            raise _interrupted(job) from None
+        except KeyboardInterrupt:  # (written up while the job log and the board are open)
+            stopped, phase[0] = interrupt.interrupted(job, phase[0]), ""
+            raise stopped from None
         except UsageError:
             # found out while running (a partition column run() does not return): nothing is
             # kept, so that the corrected command can run in the same folder (a retry pass
@@ -148,6 +166,7 @@ def _execute(
             raise
         writes = plan.writer.target(settings.output_file_name)
         _say(options, "writing predictions…" if writes else "writing the summary…")
+        phase[0] = "assemble"
         result = finish_job(
             job.record,
             job.outcomes,
@@ -256,45 +275,6 @@ def _restore(outcomes: Outcomes, staging: Path, fp: dict[str, str], out_dir: Pat
         outcomes.restore(ledger.stem, read_ledger(staging, ledger.stem).committed)
     logger.info("resumed: %d mini-batches restored from earlier runs", len(outcomes.final))
     return int(previous.get("runs", 1)) + 1
-
-
-class JobInterrupted(KeyboardInterrupt):
-    """A job stopped by Ctrl-C while it scored: ``summary`` (status ``Interrupted``) and
-    ``report`` were written of what was done (None for a retry pass, whose folder keeps the
-    finished job's summary: it goes on with ``--retry-failed``), and the staging folder is
-    kept for ``--resume``."""
-
-    def __init__(
-        self, out_dir: Path, summary: dict[str, Any] | None, report: Path | None, retry: bool
-    ) -> None:
-        super().__init__("interrupted")
-        self.out_dir, self.summary, self.report, self.retry = out_dir, summary, report, retry
-
-
-def _interrupted(job: JobRun) -> KeyboardInterrupt:
-    record, outcomes = job.record, job.outcomes
-    record.phases.mark("score")
-    if job.remote_out:  # (its local folder is a temporary one: nothing there to resume)
-        return KeyboardInterrupt()
-    if record.retried is not None:  # (the folder's summary stays the finished job's)
-        return JobInterrupted(record.out_dir, None, None, True)
-    for ledger in sorted((job.staging / "ledger").glob(f"r{job.run_no:02d}a*.log")):
-        try:  # what the tasks in flight committed (their records come back when they end)
-            outcomes.record(ledger.stem, read_ledger(job.staging, ledger.stem).committed)
-        except Exception:  # noqa: BLE001 - the summary is best effort; --resume reads them again
-            logger.debug("reading ledger %s failed", ledger, exc_info=True)
-    s = summarize(record, outcomes, None)
-    s["status"] = outputdir.INTERRUPTED
-    s["reason"] = (
-        f"interrupted (Ctrl-C) with {len(outcomes.final)} of {len(job.plan.work)} mini-batches "
-        "done; --resume finishes it"
-    )
-    try:  # (the summary last: it says Interrupted, so the folder stays resumable)
-        write_logs(record, outcomes, JobResult(s["status"], record.out_dir, None, s))
-    except Exception:  # noqa: BLE001 - the staging folder, not these logs, is what resumes
-        logger.warning("could not write the interrupted job's summary", exc_info=True)
-    logger.info("interrupted: %d mini-batches done", len(outcomes.final))
-    return JobInterrupted(record.out_dir, s, record.out_dir / "report.html", False)
 
 
 def _say(options: JobOptions, message: str) -> None:

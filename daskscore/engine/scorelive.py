@@ -22,10 +22,11 @@ mini-batch.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 from daskscore.engine.work import planned_total
 from daskscore.protocol import MiniBatchRecord
@@ -76,13 +77,17 @@ class LiveScore:
         The session's job id.
     work : sequence
         The session's mini-batches (their count and planned items are the totals).
-    display : callable
-        IPython's ``display`` (``display(obj, display_id=True)`` returns a handle).
+    display : callable, optional
+        IPython's ``display`` (``display(obj, display_id=True)`` returns a handle); None:
+        drawn on ``stream`` (a terminal's bar, or progress lines) instead.
     events : IPython.core.events.EventManager, optional
         Where ``pre_run_cell``/``post_run_cell`` are registered; without it the display is
         closed by :meth:`end_cell` only.
     publisher : IPython's display publisher, optional
         Whose running cell the display goes to (``shell.display_pub``).
+    stream : text stream, optional
+        Where it draws without ``display`` (outside a notebook: ``sys.stderr``); there is no
+        cell there, so a display ends when every mini-batch of the session has been seen.
     """
 
     def __init__(
@@ -91,15 +96,17 @@ class LiveScore:
         job_id: str,
         work: Sequence[Any],
         *,
-        display: Callable[..., Any],
+        display: Callable[..., Any] | None,
         events: Any = None,
         publisher: Any = None,
+        stream: TextIO | None = None,
     ) -> None:
         self.client = client
         self.topic = topic(job_id)
         self.total_mini_batches = len(work)
         self.total_items = planned_total(work)
         self._display = display
+        self._stream = stream
         self._events = events
         self._publisher = publisher
         self._cell = _running_cell(publisher)
@@ -111,6 +118,21 @@ class LiveScore:
         if events is not None:
             events.register("pre_run_cell", self.start_cell)
             events.register("post_run_cell", self.end_cell)
+
+    @classmethod
+    def for_session(
+        cls, client: Any, job_id: str, work: Sequence[Any], progress: bool | None
+    ) -> LiveScore | None:
+        """The display ``progress`` asks for: None (the default) draws in a Jupyter kernel
+        only; True also on standard error elsewhere (a driver script, a terminal); False
+        draws nothing (and the workers send no progress events)."""
+        if progress is False:
+            return None
+        if in_jupyter_kernel():
+            return cls.in_kernel(client, job_id, work)
+        if progress:
+            return cls(client, job_id, work, display=None, stream=sys.stderr)
+        return None
 
     @classmethod
     def in_kernel(cls, client: Any, job_id: str, work: Sequence[Any]) -> LiveScore | None:
@@ -149,7 +171,10 @@ class LiveScore:
             first = self._progress is None
             if first:
                 self._progress = Progress(
-                    self.total_mini_batches, self.total_items, display=self._display
+                    self.total_mini_batches,
+                    self.total_items,
+                    display=self._display,
+                    stream=self._stream,
                 )
             progress = self._progress
             assert progress is not None
@@ -159,6 +184,12 @@ class LiveScore:
                 progress.add_done(1, int(msg.get("items") or 0), int(bool(msg.get("failed"))))
             with _drawing_for(self._publisher, self._cell):
                 progress.draw(force=first)
+            # (no cells outside a notebook: the display ends with the last mini-batch)
+            ended = self._events is None and len(self._seen) >= self.total_mini_batches
+        if ended:
+            self.end_cell()
+            with self._lock:
+                self._armed = True  # (a later compute opens a new display)
 
     def end_cell(self, *_: Any) -> None:
         """The cell has ended: its display shows its final counts."""

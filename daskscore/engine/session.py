@@ -73,13 +73,20 @@ class _NoLedger:
 
 
 def _forward(
-    address: str, job_id: str, group: list[tuple[int, Any]], meta: Any, policy: tuple[str, int]
+    address: str,
+    job_id: str,
+    group: list[tuple[int, Any]],
+    meta: Any,
+    policy: tuple[str, int],
+    live: bool,
 ) -> Any:
     """Computed outside the cluster (``ddf.compute()`` with a client that is not the default
     one): run the partition on the cluster that has the script installed."""
     # a short-lived client: a cached one would outlive its cluster and keep reconnecting
     with Client(address, set_as_default=False) as client:
-        fut = client.submit(score_partition, job_id, group, meta, address, policy, pure=False)
+        fut = client.submit(
+            score_partition, job_id, group, meta, address, policy, live=live, pure=False
+        )
         return fut.result()
 
 
@@ -89,27 +96,31 @@ def score_partition(
     meta: Any,
     address: str | None = None,
     policy: tuple[str, int] = ("drop", -1),
+    live: bool = True,
 ) -> Any:
     """Run a group of mini-batches on this worker; return their rows as one DataFrame.
 
     ``policy``: ``on_error`` and ``settings.error_threshold`` (see the module's doc): whether
-    a failed mini-batch makes this partition raise.
+    a failed mini-batch makes this partition raise.  ``live``: tell the session's progress
+    display as each mini-batch ends (``progress=False`` sends nothing).
     """
     import pandas as pd
 
     from daskscore.worker.plugin import is_installed
 
     if not is_installed(job_id) and address is not None and not _on_worker():
-        return _forward(address, job_id, group, meta, policy)
+        return _forward(address, job_id, group, meta, policy, live)
     state = get_runtime(job_id)
     if state.init_error is not None:
         raise InitFailed("init() failed", user_traceback=state.init_error)
     frames, finals = [], []
-    partition_started(job_id, group[0][0] if group else -1)  # (a notebook's live display)
+    if live:  # (the live display)
+        partition_started(job_id, group[0][0] if group else -1)
     for mb, work in group:
         recs, frame = run_mini_batch(state, _NoLedger(), mb, 0, work)
         finals.append(recs[-1])
-        mini_batch_done(job_id, group[0][0], mb, recs[-1])
+        if live:
+            mini_batch_done(job_id, group[0][0], mb, recs[-1])
         if recs[-1].done and frame is not None and len(frame):
             frames.append(frame)
     failures = [_failure(rec, work) for rec, (_, work) in zip(finals, group, strict=True)]
@@ -269,6 +280,7 @@ class ScoringSession:
         partitions: int | None,
         on_error: str = "raise",
         error_threshold: int = -1,
+        progress: bool | None = None,
     ) -> None:
         import dask.dataframe as dd
 
@@ -294,6 +306,7 @@ class ScoringSession:
                 meta=meta,
                 address=client.scheduler.address,
                 policy=(on_error, error_threshold),
+                live=progress is not False,
             ),
             groups,
             meta=meta,
@@ -303,7 +316,7 @@ class ScoringSession:
         # (set past DataFrame.__setattr__: a column named "attrs" must not be assigned)
         object.__setattr__(self.frame, "attrs", {"daskscore": self})
         #: in a Jupyter kernel, the live display of each cell's computation (scorelive)
-        self.live = LiveScore.in_kernel(client, job.job_id, work)
+        self.live = LiveScore.for_session(client, job.job_id, work, progress)
 
     def _on_records(self, event: Any) -> None:
         msg = event[1]
@@ -385,8 +398,10 @@ def open_session(
     partitions: int | None = None,
     options: JobOptions | None = None,
     on_error: str = "raise",
+    progress: bool | None = None,
 ) -> ScoringSession:
-    """Install ``deployment`` on ``client``'s workers and build the predictions' DataFrame."""
+    """Install ``deployment`` on ``client``'s workers and build the predictions' DataFrame
+    (``progress``: see :meth:`LiveScore.for_session`)."""
     if on_error not in ON_ERROR:
         raise UsageError(f"on_error={on_error!r}: expected 'raise' or 'drop'.")
     options = options or JobOptions()
@@ -406,7 +421,9 @@ def open_session(
     client.register_plugin(ScoringPlugin(job))
     raise_init_errors(client, job.job_id)
     threshold = deployment.settings.error_threshold
-    return ScoringSession(client, job, plan.work, meta, partitions, on_error, threshold)
+    return ScoringSession(
+        client, job, plan.work, meta, partitions, on_error, threshold, progress=progress
+    )
 
 
 def _last_line(text: Any) -> str:

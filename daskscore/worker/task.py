@@ -31,7 +31,6 @@ from daskscore.io.ledger import LedgerWriter
 from daskscore.io.writers import Sink
 from daskscore.protocol import (
     FAILED_ITEMS_ATTR,
-    PROGRESS_TOPIC,
     MiniBatchRecord,
     Part,
     Payload,
@@ -48,8 +47,6 @@ from daskscore.worker.runtime import JobRuntime
 FLUSH_BYTES = 1 << 20
 #: ... or at least this often, so that progress is durable and memory stays flat.
 FLUSH_SECONDS = 1.0
-#: Progress events to the driver at most this often per task.
-PROGRESS_SECONDS = 0.5
 
 Work = list[str] | tabular.Split | Part
 
@@ -90,8 +87,8 @@ def _run_batches(
     batches: list[tuple[int, int, Work]],
     result: TaskResult,
 ) -> None:
-    began = last_flush = last_progress = time.monotonic()
-    done_items = done_batches = produced = 0
+    began = last_flush = time.monotonic()
+    produced = 0
     job = runtime.job
     inputs = TaskInputs(
         [_fetched(work) for _, _, work in batches], job.prefetch, job.prefetch_bytes
@@ -107,8 +104,6 @@ def _run_batches(
             with _compat.meter("write"):
                 sink.add(records, output)
             produced += sink.size - before
-            done_items += records[-1].total
-            done_batches += 1
             now = time.monotonic()
             if runtime.handoff.task_full(now - began, produced):
                 break  # home with what it has; the driver requeues the rest
@@ -116,16 +111,12 @@ def _run_batches(
                 with _compat.meter("write"):
                     result.records.extend(sink.flush())
                 last_flush = now
-            if now - last_progress >= PROGRESS_SECONDS:
-                _progress(job.job_id, result.attempt, done_items, done_batches)
-                done_items = done_batches = 0
-                last_progress = now
+            runtime.announcer.ended(1, records[-1].total)  # (sent at most every 0.5 s)
     finally:
         inputs.close()  # what was fetched ahead and not run is removed
     with _compat.meter("write"):
         result.records.extend(sink.flush())
-    if done_items or done_batches:
-        _progress(runtime.job.job_id, result.attempt, done_items, done_batches)
+    runtime.announcer.flush(force=True)  # (before the task's result reaches the driver)
 
 
 # ----------------------------------------------------------------------------- one mini-batch
@@ -295,16 +286,3 @@ def _describe(work: Work) -> str:
         return f"rows from {work.first_row} of {work.path}"
     more = " ..." if len(work) > 5 else ""
     return f"files: {', '.join(work[:5])}{more}"
-
-
-def _progress(job_id: str, attempt: str, items: int, mini_batches: int = 0) -> None:
-    """Tell the driver that ``mini_batches`` more (of ``items``) ended in this task."""
-    try:
-        from distributed import get_worker
-
-        get_worker().log_event(
-            f"{PROGRESS_TOPIC}-{job_id}",
-            {"attempt": attempt, "items": items, "mini_batches": mini_batches},
-        )
-    except Exception:  # noqa: BLE001 - progress is best effort; never fail a task for it
-        pass

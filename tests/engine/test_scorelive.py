@@ -118,3 +118,48 @@ def _work(dep: Path, inputs: Path) -> list[Any]:
     plan = plan_job(daskscore.load_deployment(dep), inputs)
     assert plan is not None
     return list(plan.work)
+
+
+def test_progress_true_draws_on_standard_error_outside_a_kernel(
+    client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    dep = write_deployment(tmp_path / "deploy", SCRIPT, settings={"mini_batch_size": 2})
+    inputs = write_inputs(tmp_path / "in", 10)  # 5 mini-batches, the third fails
+    with daskscore.open_session(
+        dep, inputs, client=client, meta=_meta(), on_error="drop", progress=True
+    ) as session:
+        assert session.live is not None
+        assert len(session.frame.compute()) == 8
+        # (the events reach this client on its own thread, just after the result)
+        end = time.monotonic() + 30
+        err = ""
+        while time.monotonic() < end and "5/5 mini-batches" not in err:
+            time.sleep(0.1)
+            err += capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("progress: ")]
+    assert lines and lines[-1].startswith("progress: 5/5 mini-batches, 1 failed"), err
+    assert "10/10 items" in lines[-1], err
+
+
+def test_progress_false_sends_no_events(client: Any, tmp_path: Path) -> None:
+    import time
+
+    from daskscore.engine.scorelive import topic
+
+    dep = write_deployment(tmp_path / "deploy", SCRIPT, settings={"mini_batch_size": 2})
+    inputs = write_inputs(tmp_path / "in", 6)
+    sent = {}
+    for progress in (None, False):
+        with daskscore.open_session(
+            dep, inputs, client=client, meta=_meta(), on_error="drop", progress=progress
+        ) as session:
+            assert session.live is None  # (outside a kernel: no display either way)
+            assert len(session.frame.compute()) == 4
+            name = topic(session.job.job_id)
+            end = time.monotonic() + (10 if progress is None else 1)
+            while time.monotonic() < end and not client.get_events(name):
+                time.sleep(0.1)
+            sent[progress] = len(client.get_events(name))
+    assert sent[None] > 0 and sent[False] == 0, sent

@@ -67,7 +67,8 @@ def _lines(text: str) -> list[str]:
 def test_the_bar_fits_the_terminal_and_ends_at_the_summarys_counts(
     tmp_path: Path, columns: int
 ) -> None:
-    dep, inputs, out = _job(tmp_path, 10, 0.1)
+    # (paths long enough to be wider than the widest terminal: lines holding them are wrapped)
+    dep, inputs, out = _job(tmp_path / ("a-deep-folder-" * 5), 10, 0.1)
     run = PtyRun(_args(dep, inputs, out), columns)
     assert run.finish() == 0, run.text
     bars = run.bars()
@@ -78,12 +79,23 @@ def test_the_bar_fits_the_terminal_and_ends_at_the_summarys_counts(
     assert re.search(rf"100% {done}, {s['failed_mini_batches']} failed", bars[-1]), bars[-1]
     if columns >= 120:
         assert f"{s['total_items']}/{s['total_items']} items" in bars[-1]
+    # the command's own lines fit too: wrapped at spaces; a path or a command to copy alone on
+    # its line may be wider (never cut), and so may the user's traceback (as Python printed it)
+    wide = [
+        f
+        for f in run.frames()
+        if len(f) >= columns
+        and " " in f.strip()
+        and not f.strip().startswith(("daskscore ", 'File "'))
+    ]
+    assert not wide, wide
+    assert any(len(f) >= columns for f in run.frames())  # (the paths alone are wider)
     text = run.text
     phases = ["starting 2 workers…", "init()…", "writing predictions…"]
     assert all(p in text for p in phases), text
     assert [text.index(p) for p in phases] == sorted(text.index(p) for p in phases)
-    assert "b/f0002.csv, b/f0003.csv" in text  # (f0003.csv alone could be a/'s)
-    assert _lines(text)[-1] == f"Report: {out}/report.html"
+    assert re.search(r"b/f0002\.csv,\s+b/f0003\.csv", text), text  # (f0003.csv alone: a/'s?)
+    assert _lines(text)[-1] in (f"Report: {out}/report.html", f"{out}/report.html")
 
 
 def test_progress_lines_off_a_terminal(tmp_path: Path) -> None:
@@ -116,9 +128,11 @@ def test_ctrl_c_writes_the_summary_and_report_and_resume_finishes(tmp_path: Path
         os.kill(run.proc.pid, signal.SIGINT)
     assert run.finish() == 130, run.text
     lines = _lines(run.text)
-    assert lines[-1] == f"Report: {out}/report.html", run.text
-    go_on = [line for line in lines if line.startswith("Go on with: daskscore run ")]
-    assert go_on and go_on[-1].endswith(" --resume"), run.text
+    assert lines[-1] in (f"Report: {out}/report.html", f"{out}/report.html"), run.text
+    # (on 80 columns the command has a line of its own, after its label)
+    at = max(i for i, line in enumerate(lines) if line.startswith("Go on with:"))
+    go_on = [lines[at].removeprefix("Go on with:").strip() or lines[at + 1]]
+    assert go_on[-1].startswith("daskscore run ") and go_on[-1].endswith(" --resume"), run.text
     s = json.loads((out / "job_summary.json").read_text(encoding="utf-8"))
     assert s["status"] == "Interrupted"
     assert 0 < s["total_mini_batches"] - s["not_run_mini_batches"] < 80
@@ -128,7 +142,7 @@ def test_ctrl_c_writes_the_summary_and_report_and_resume_finishes(tmp_path: Path
     assert not (out / "predictions.csv").exists()
 
     # the printed command finishes the job: every row once, the bar at 100 %
-    again = PtyRun(shlex.split(go_on[-1].removeprefix("Go on with: "))[1:], 80)
+    again = PtyRun(shlex.split(go_on[-1])[1:], 80)
     assert again.finish() == 0, again.text
     assert re.search(r"100% 80/80 mini-batches, 1 failed", again.bars()[-1]), again.bars()
     s = summary_of(out)
@@ -167,3 +181,48 @@ def test_an_interrupted_summary_leaves_the_job_resumable(tmp_path: Path) -> None
     outputdir.write_summary(out, {"status": "Completed"})  # (a finished job's, as before)
     with pytest.raises(OutputError, match="holds a finished job"):
         outputdir.claim_output(out, "predictions.csv", overwrite=False, resume=True)
+
+
+GATED = """
+import os
+import time
+
+def init():
+    pass
+
+def run(mini_batch):
+    if any(p.endswith("f0009.csv") for p in mini_batch):  # the first task's last: held
+        end = time.monotonic() + 120
+        while not os.path.exists(os.environ["RELEASE"]) and time.monotonic() < end:
+            time.sleep(0.05)
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+@pytest.mark.timeout(300)
+def test_mini_batches_count_as_they_end_on_dask_worker_processes(tmp_path: Path) -> None:
+    """A real ``dask scheduler`` and ``dask worker`` (one thread): the first task carries
+    mini-batches 0-9 and its last is held until the test lets it go, so no task has come back
+    when the bar must already show the 9 mini-batches that ended inside it."""
+    from dask_processes import ProcessCluster
+
+    release = tmp_path / "release"
+    dep = write_deployment(
+        tmp_path / "deploy",
+        GATED,
+        settings={"mini_batch_size": 1, "environment_variables": {"RELEASE": str(release)}},
+    )
+    inputs = write_inputs(tmp_path / "in", 40)
+    out = tmp_path / "out"
+    with ProcessCluster(tmp_path / "cluster", workers=1) as cluster:
+        args = ["run", str(dep), "--input", str(inputs), "--output", str(out)]
+        run = PtyRun([*args, "--scheduler", cluster.address, "--no-dashboard"], 80)
+        try:
+            live = run.wait_for(lambda text: " 9/40 mini-batches" in text, 120)
+            assert live, f"{run.text}\n--- cluster\n{cluster.logs(30)}"
+            assert not (out / "predictions.csv").exists()
+        finally:
+            release.touch()
+        assert run.finish() == 0, run.text
+    assert re.search(r"100% 40/40 mini-batches", run.bars()[-1]), run.bars()
+    assert summary_of(out)["succeeded_items"] == 40

@@ -1,0 +1,126 @@
+"""Ctrl-C, in whichever phase of a job it comes: what is kept, and how to go on.
+
+* Before the output folder is claimed (the cluster starting while the input is listed and
+  planned): nothing was run and the folder was not changed; the same command starts again.
+* After it (the cluster starting, ``init()``, scoring, the final assembly): the mini-batches
+  done so far are in the staging folder; the summary (status ``Interrupted``) and the report
+  of what was done are written, and ``--resume`` finishes the job.  A Ctrl-C that lands once
+  the job's own summary is written (as the staging folder is removed) finds the job finished:
+  nothing is rewritten and nothing is left to resume.
+
+The CLI prints what :class:`JobInterrupted` carries (``daskscore.cli._interrupted``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from daskscore.engine.finish import JobResult, summarize, write_logs
+from daskscore.engine.scoring import JobRun
+from daskscore.io import outputdir
+from daskscore.io.ledger import read_ledger
+
+logger = logging.getLogger("daskscore")
+
+#: How each phase is named in the interrupted job's summary and on the terminal.
+PHASE_WORDS = {
+    "plan": "while the cluster started and the input was listed",
+    "start_cluster": "while the cluster started",
+    "score": "while scoring",
+    "assemble": "while the output was assembled",
+}
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """A job stopped by Ctrl-C.
+
+    ``out_dir`` is None when nothing was claimed yet (``rerun``: the same command starts the
+    job again).  Otherwise ``summary`` (status ``Interrupted``) and ``report`` were written
+    of what was done (None for a retry pass, whose folder keeps the finished job's summary: it
+    goes on with ``--retry-failed``), and the staging folder is kept for ``--resume``;
+    ``finished``: the job had written its own summary when Ctrl-C came (nothing to resume).
+    """
+
+    def __init__(
+        self,
+        out_dir: Path | None,
+        summary: dict[str, Any] | None,
+        report: Path | None,
+        retry: bool,
+        *,
+        phase: str = "score",
+        finished: bool = False,
+    ) -> None:
+        self.out_dir, self.summary, self.report, self.retry = out_dir, summary, report, retry
+        self.phase, self.finished = phase, finished
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        """What a notebook or a driver script shows of it (the CLI prints its own lines)."""
+        if self.out_dir is None:
+            return f"interrupted {self.when}: nothing was run; the output folder was not changed"
+        if self.finished:
+            return f"interrupted as the job ended; its results are in {self.out_dir}"
+        how = "retry_failed=True" if self.retry else "resume=True"
+        reason = (self.summary or {}).get("reason") or f"interrupted {self.when}"
+        return f"{reason}; what is done is kept in {self.out_dir} (run it again with {how})"
+
+    @property
+    def rerun(self) -> bool:
+        """Nothing was claimed: the same command starts again (no ``--resume``)."""
+        return self.out_dir is None
+
+    @property
+    def when(self) -> str:
+        return PHASE_WORDS.get(self.phase, f"in phase {self.phase}")
+
+
+def before_claim() -> JobInterrupted:
+    """Ctrl-C while the input was listed and planned (the cluster starting beside it)."""
+    logger.info("interrupted before the output folder was claimed: nothing was run")
+    return JobInterrupted(None, None, None, False, phase="plan")
+
+
+def interrupted(job: JobRun, phase: str) -> KeyboardInterrupt:
+    """Write up what ``job`` did before Ctrl-C came in ``phase``; the exception to raise."""
+    record, outcomes = job.record, job.outcomes
+    record.phases.mark(phase)
+    if job.remote_out:  # (its local folder is a temporary one: nothing there to resume)
+        return KeyboardInterrupt()
+    if record.retried is not None:  # (the folder's summary stays the finished job's)
+        return JobInterrupted(record.out_dir, None, None, True, phase=phase)
+    if outputdir.finished(record.out_dir):  # its own summary is written: the job is done
+        done = _read_summary(record.out_dir)
+        logger.info("interrupted after the job's summary was written: the job is finished")
+        return JobInterrupted(
+            record.out_dir, done, record.out_dir / "report.html", False, phase=phase, finished=True
+        )
+    for ledger in sorted((job.staging / "ledger").glob(f"r{job.run_no:02d}a*.log")):
+        try:  # what the tasks in flight committed (their records come back when they end)
+            outcomes.record(ledger.stem, read_ledger(job.staging, ledger.stem).committed)
+        except Exception:  # noqa: BLE001 - the summary is best effort; --resume reads them again
+            logger.debug("reading ledger %s failed", ledger, exc_info=True)
+    s = summarize(record, outcomes, None)
+    s["status"] = outputdir.INTERRUPTED
+    s["interrupted_phase"] = phase
+    s["reason"] = (
+        f"interrupted (Ctrl-C) {PHASE_WORDS.get(phase, phase)}, with {len(outcomes.final)} of "
+        f"{len(job.plan.work)} mini-batches done; --resume finishes it"
+    )
+    try:  # (the summary last: it says Interrupted, so the folder stays resumable)
+        write_logs(record, outcomes, JobResult(s["status"], record.out_dir, None, s))
+    except Exception:  # noqa: BLE001 - the staging folder, not these logs, is what resumes
+        logger.warning("could not write the interrupted job's summary", exc_info=True)
+    logger.info("interrupted %s: %d mini-batches done", phase, len(outcomes.final))
+    return JobInterrupted(record.out_dir, s, record.out_dir / "report.html", False, phase=phase)
+
+
+def _read_summary(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads((out_dir / outputdir.SUMMARY_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,80 @@
+"""The command's own lines on a terminal: wrapped to its width at spaces, never inside a path.
+
+Off a terminal (a log file, CI) lines are printed whole, one message per line, for ``grep``.
+On one, a line wider than the terminal is wrapped at spaces, its continuation indented; a
+path or URL is never cut (one longer than the terminal gets a line of its own), a command to
+copy (``...: daskscore replay ...``) gets a line of its own, whole, and the user's traceback
+is printed as Python printed it.
+
+>>> print(fit("Results: /a/rather/long/path/predictions.csv", 30))
+Results:
+  /a/rather/long/path/predictions.csv
+>>> print(fit("Run it again here: daskscore replay /out --mini-batch 6", 30))
+Run it again here:
+  daskscore replay /out --mini-batch 6
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import textwrap
+from typing import TextIO
+
+_TRACEBACK = re.compile(r"^(\s*)Traceback \(most recent call last\):")
+#: a command to copy after a label: kept whole on a line of its own
+_COMMAND = re.compile(r"^(\s*)(.*?:) (daskscore \S.*)$")
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` with each line wrapped to ``width`` columns (see the module's doc)."""
+    out: list[str] = []
+    tb: int | None = None  # the indent of a traceback's header, from it to its last line
+    for line in text.split("\n"):
+        indent = len(line) - len(line.lstrip())
+        header = _TRACEBACK.match(line)
+        if header:
+            tb = len(header.group(1))
+        elif tb is not None and (not line.strip() or indent > tb):
+            pass  # (its frames)
+        elif tb is not None and indent == tb:
+            tb = None  # (its last line, the exception: as it is)
+            out.append(line)
+            continue
+        else:
+            tb = None
+        out.extend([line] if tb is not None or len(line) <= width else _wrap(line, width))
+    return "\n".join(out)
+
+
+def _wrap(line: str, width: int) -> list[str]:
+    lead = line[: len(line) - len(line.lstrip())]
+    more = lead + "  "
+    command = _COMMAND.match(line)
+    if command:
+        label = textwrap.wrap(
+            command.group(2),
+            width,
+            initial_indent=lead,
+            subsequent_indent=more,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        return [*label, more + command.group(3)]
+    return textwrap.wrap(
+        line.strip(),
+        width,
+        initial_indent=lead,
+        subsequent_indent=more,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [line]
+
+
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Print ``text`` on ``stream`` (standard error), fitted to it when it is a terminal."""
+    stream = stream or sys.stderr
+    if hasattr(stream, "isatty") and stream.isatty():
+        text = fit(text, max(40, shutil.get_terminal_size().columns - 1))
+    print(text, file=stream, flush=True)

@@ -1,0 +1,168 @@
+"""Ctrl-C outside the scoring phase: before the output folder is claimed (nothing was run: the
+same command is printed to start again, the folder is untouched), just after the cluster came
+up, and while the output is assembled (the summary and report of what was done are written,
+the ``--resume`` command printed, and running it finishes the job with every row once), and
+once the job's own summary is written (the job is finished: nothing is rewritten).
+
+The Ctrl-C is raised where it would land, by replacing the function running at that moment
+with one that raises ``KeyboardInterrupt``, as the interpreter does on SIGINT; the job is
+``daskscore run`` in this process, with its real embedded cluster of worker processes.
+(``tests/ui/test_progress_terminal.py`` types Ctrl-C on a terminal while scoring.)"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import write_deployment, write_inputs
+
+from daskscore import cli
+from daskscore.engine import runner
+from daskscore.io import outputdir
+
+pytestmark = pytest.mark.timeout(240)
+
+SCRIPT = """
+import os
+
+def init():
+    pass
+
+def run(mini_batch):
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+N_FILES = 12
+
+
+def _job(root: Path) -> list[str]:
+    dep = write_deployment(
+        root / "deploy",
+        SCRIPT,
+        settings={"mini_batch_size": 2, "output_action": "append_row"},
+    )
+    inputs = write_inputs(root / "in", N_FILES)
+    args = ["run", str(dep), "--input", str(inputs), "--output", str(root / "out")]
+    return [*args, "--workers", "2", "--no-progress", "--no-dashboard"]
+
+
+def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = cli.main(argv)
+    return code, capsys.readouterr().err
+
+
+def _ctrl_c(*args: Any, **kwargs: Any) -> Any:
+    raise KeyboardInterrupt
+
+
+def _summary(out: Path) -> dict[str, Any]:
+    return json.loads((out / outputdir.SUMMARY_FILE).read_text("utf-8"))
+
+
+def _printed_command(err: str, label: str) -> list[str]:
+    line = next(li for li in err.splitlines() if li.startswith(label))
+    words = shlex.split(line[len(label) :])
+    assert words[0] == "daskscore", line
+    return words[1:]
+
+
+def _rows_once(out: Path) -> None:
+    rows = pd.read_csv(out / "predictions.csv", sep=" ", header=None)[0].tolist()
+    assert sorted(rows) == [f"f{i:04d}.csv" for i in range(N_FILES)]
+
+
+def test_before_the_folder_is_claimed_nothing_changes_and_the_command_starts_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = _job(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "plan_job", _ctrl_c)  # Ctrl-C while the input is listed
+        code, err = _main(argv, capsys)
+    assert code == 130, err
+    assert "interrupted while the cluster started and the input was listed" in err, err
+    assert "nothing was run and the output folder was not changed" in err, err
+    assert _printed_command(err, "Start again with: ") == argv  # (no --resume: no job there)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    code, err = _main(argv, capsys)  # the printed command, run: the job from the start
+    assert code == 0, err
+    _rows_once(out)
+
+
+@pytest.mark.parametrize(
+    ("where", "phase", "words"),
+    [
+        ("open_board", "start_cluster", "while the cluster started"),
+        ("finish_job", "assemble", "while the output was assembled"),
+    ],
+)
+def test_after_the_claim_the_summary_is_written_and_resume_finishes(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    phase: str,
+    words: str,
+) -> None:
+    argv = _job(tmp_path)
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, where, _ctrl_c)
+        code, err = _main(argv, capsys)
+    assert code == 130, err
+    s = _summary(out)
+    assert s["status"] == outputdir.INTERRUPTED and s["interrupted_phase"] == phase, s
+    assert words in s["reason"] and words in err, err
+    if phase == "start_cluster":  # (nothing scored yet; everything scored, not assembled)
+        assert s["not_run_mini_batches"] == s["total_mini_batches"] == N_FILES // 2, s
+    else:
+        assert s["not_run_mini_batches"] == 0 and s["failed_mini_batches"] == 0, s
+    assert (out / "report.html").is_file() and f"Report: {out / 'report.html'}" in err, err
+    assert (out / outputdir.STAGING_DIR).is_dir()  # kept for --resume
+    resumed = _printed_command(err, "Go on with: ")
+    assert resumed == [*argv, "--resume"], err
+    code, err = _main(resumed, capsys)
+    assert code == 0, err
+    assert _summary(out)["status"] == "Completed"
+    _rows_once(out)
+
+
+def test_once_its_summary_is_written_the_job_is_finished(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = _job(tmp_path)
+    out = tmp_path / "out"
+    real = runner.finish_job
+
+    def finish_then_ctrl_c(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)  # (the summary written, the staging folder removed)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "finish_job", finish_then_ctrl_c)
+        code, err = _main(argv, capsys)
+    assert code == 130, err
+    assert "interrupted as the job ended: it is Completed" in err, err
+    assert "nothing is left to resume" in err and "--resume" not in err, err
+    assert _summary(out)["status"] == "Completed"  # (not rewritten as Interrupted)
+    _rows_once(out)
+
+
+def test_the_python_api_says_how_to_go_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import daskscore
+
+    root = tmp_path
+    dep = write_deployment(root / "deploy", SCRIPT, settings={"mini_batch_size": 2})
+    inputs = write_inputs(root / "in", 4)
+    monkeypatch.setattr(runner, "open_board", _ctrl_c)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        daskscore.run(dep, inputs, root / "out", workers=1, progress=False, dashboard=False)
+    text = str(caught.value)
+    assert "while the cluster started" in text and "resume=True" in text, text
+    assert str(root / "out") in text
