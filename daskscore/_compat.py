@@ -285,15 +285,27 @@ def run_exit_steps() -> bool:
 # ---------------------------------------------------------------- Dask's fine-grained metrics
 
 
-def meter(label: str) -> contextlib.AbstractContextManager[Any]:
-    """Time the block as ``label`` in Dask's fine-grained metrics (on a worker, inside a task:
-    ``("execute", <prefix>, label, "seconds")``); elsewhere it records nothing.
-    Fallback: a context that does nothing, when ``context_meter`` is not there."""
-    try:
-        from distributed.metrics import context_meter
-    except ImportError:
-        return contextlib.nullcontext()
-    return context_meter.meter(label)
+class TaskMeters:
+    """Seconds by label for Dask's fine-grained metrics, added up while a task runs its
+    mini-batches and reported once, at its end (:meth:`report`, still inside the task: the
+    same ``("execute", <prefix>, label, "seconds")`` as :func:`meter`).  A ``meter`` block
+    per mini-batch cost ~10 µs, a tenth of a 10-row mini-batch's own work.
+    Fallback: nothing is reported when ``context_meter`` is not there."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, label: str, seconds: float) -> None:
+        self.seconds[label] = self.seconds.get(label, 0.0) + seconds
+
+    def report(self) -> None:
+        seconds, self.seconds = self.seconds, {}
+        try:
+            from distributed.metrics import context_meter
+        except ImportError:
+            return
+        for label, value in seconds.items():
+            context_meter.digest_metric(label, value, "seconds")
 
 
 def span(*tags: str) -> contextlib.AbstractContextManager[Any]:
@@ -304,3 +316,13 @@ def span(*tags: str) -> contextlib.AbstractContextManager[Any]:
     except ImportError:
         return contextlib.nullcontext()
     return dask_span(*tags)
+
+
+def column_dtypes(frame: Any) -> tuple[Any, ...]:
+    """The dtype of each column of a pandas DataFrame, in order: from its block manager (3 µs;
+    ``frame.dtypes`` builds a Series: 65 µs, paid per mini-batch of ``append_row`` output).
+    Fallback: ``frame.dtypes``."""
+    try:
+        return tuple(frame._mgr.get_dtypes())
+    except Exception:  # noqa: BLE001 - another pandas: the public way
+        return tuple(frame.dtypes)

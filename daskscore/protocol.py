@@ -283,16 +283,29 @@ class Payload:
     the embedded cluster, holds them as bytes, not as thousands of objects a task.
     """
 
-    __slots__ = ("_items", "_packed")
+    __slots__ = ("_items", "_packed", "_unpack")
 
     def __init__(self, items: list[tuple[int, int, Work]]) -> None:
         self._items: list[tuple[int, int, Work]] | None = items
         self._packed: bytes | None = None
+        #: how ``_packed`` becomes the items (a module-level function): by default, unpickled
+        self._unpack: Any = None
+
+    @classmethod
+    def packed(cls, unpack: Any, data: bytes) -> Payload:
+        """A payload packed by its maker: ``unpack(data)`` gives its items, in the worker
+        (see :mod:`daskscore.io.payloads`)."""
+        payload = _packed_payload(data, unpack)
+        return payload
 
     @property
     def items(self) -> list[tuple[int, int, Work]]:
         if self._items is None:
-            self._items = pickle.loads(zlib.decompress(self._packed or b""))
+            data = self._packed or b""
+            if self._unpack is None:
+                self._items = pickle.loads(zlib.decompress(data))
+            else:
+                self._items = self._unpack(data)
             self._packed = None
         return self._items
 
@@ -300,13 +313,14 @@ class Payload:
         packed = self._packed
         if packed is None:
             packed = zlib.compress(pickle.dumps(self._items, protocol=pickle.HIGHEST_PROTOCOL), 1)
-        return (_packed_payload, (packed,))
+            return (_packed_payload, (packed,))
+        return (_packed_payload, (packed, self._unpack))
 
 
-def _packed_payload(packed: bytes) -> Payload:
+def _packed_payload(packed: bytes, unpack: Any = None) -> Payload:
     """A payload as it arrives: unpacked when its items are read."""
     payload = Payload.__new__(Payload)
-    payload._items, payload._packed = None, packed
+    payload._items, payload._packed, payload._unpack = None, packed, unpack
     return payload
 
 

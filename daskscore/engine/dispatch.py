@@ -41,6 +41,7 @@ from daskscore.engine.policy import TaskSizing
 from daskscore.engine.transport import SharedDisk
 from daskscore.errors import DaskScoreError, InitFailed
 from daskscore.io.ledger import LedgerState
+from daskscore.io.payloads import make_payload
 from daskscore.io.writers import OutputWriter
 from daskscore.protocol import PROGRESS_TOPIC, MiniBatchRecord, Payload, TaskResult, WorkerJob
 from daskscore.ui.progress import Progress
@@ -192,8 +193,7 @@ class Dispatcher:
                 payload = Payload([(part[0], split.tries_used(*part), work)])
             else:
                 ids = self._take()
-                tries, batches = self.outcomes.tries_used, self.batches
-                payload = Payload([(mb, tries(mb), batches[mb]) for mb in ids])
+                payload = make_payload(ids, self.outcomes.tries_used, self.batches)
             fut = self.client.submit(
                 run_task,
                 self.job.job_id,

@@ -34,6 +34,7 @@ from typing import Any
 
 from distributed import Client
 
+from daskscore import _compat
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
 from daskscore.engine.plan import plan_job
@@ -114,6 +115,7 @@ def score_partition(
     if state.init_error is not None:
         raise InitFailed("init() failed", user_traceback=state.init_error)
     frames, finals = [], []
+    state.meters = _compat.TaskMeters()  # (Dask's metrics of this partition's task)
     if live:  # (the live display)
         partition_started(job_id, group[0][0] if group else -1)
     for mb, work in group:
@@ -123,6 +125,7 @@ def score_partition(
             mini_batch_done(job_id, group[0][0], mb, recs[-1])
         if recs[-1].done and frame is not None and len(frame):
             frames.append(frame)
+    state.meters.report()
     failures = [_failure(rec, work) for rec, (_, work) in zip(finals, group, strict=True)]
     failures = [f for f in failures if f is not None]
     _report(job_id, group[0][0] if group else -1, finals, failures)

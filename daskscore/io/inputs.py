@@ -417,6 +417,12 @@ class SplitTable(Sequence[Split]):
             None if rows < 0 else rows,
         )  # fmt: skip
 
+    def columns(self, a: int, b: int) -> tuple[list[tuple[str, str]], tuple[array[int], ...]]:
+        """Splits ``a .. b-1`` as columns: the files, and each split's file (an index into
+        them), start, stop, first row and rows (-1: not counted)."""
+        cols = (self._file, self._start, self._stop, self._first, self._rows)
+        return self._files, tuple(c[a:b] for c in cols)
+
     def planned(self, i: int) -> int:
         """Rows of split ``i`` as the planner counted them (0 when not counted)."""
         return max(self._rows[i], 0)

@@ -218,7 +218,7 @@ def _parse_run(path: str, header: _Header, splits: list[Any], run: list[int]) ->
         return None
     if table.num_rows != sum(rows):
         return None
-    return _Parsed(table, header.columns, run, rows)
+    return _Parsed(table, header.columns, run, rows, [s.first_row for s in splits])
 
 
 def _kind(dtype: pa.DataType) -> str | None:
@@ -249,15 +249,31 @@ class _Parsed:
     """A parsed run as one DataFrame (typed as pandas types the whole run), cut split by split
     and retyped where pandas, reading the split alone, would have typed a column otherwise."""
 
-    def __init__(self, table: pa.Table, columns: pd.Index, run: list[int], rows: list[int]):
+    def __init__(
+        self,
+        table: pa.Table,
+        columns: pd.Index,
+        run: list[int],
+        rows: list[int],
+        first_rows: list[int] | None = None,
+    ):
         import numpy as np
         import pandas as pd
 
         self.misses = 0
-        self._offsets = dict(zip(run, np.cumsum([0, *rows[:-1]]).tolist(), strict=True))
+        offsets = np.cumsum([0, *rows[:-1]]).tolist()
+        self._offsets = dict(zip(run, offsets, strict=True))
         self._cols = [_Column(table.column(i)) for i in range(table.num_columns)]
         self._frame = pd.DataFrame({i: col.whole for i, col in enumerate(self._cols)})
         self._frame.columns = columns
+        # the file's row numbers, when the run's splits number their rows on from each other:
+        # a split's slice then has its index already (setting it cost a third of a cut)
+        self._indexed = bool(first_rows) and all(
+            f == first_rows[0] + o for f, o in zip(first_rows or (), offsets, strict=True)
+        )
+        if self._indexed:
+            start = first_rows[0] if first_rows else 0
+            self._frame.index = pd.RangeIndex(start, start + sum(rows))
 
     def cut(self, position: int, split: Split) -> pd.DataFrame | None:
         a = self._offsets[position]
@@ -273,7 +289,7 @@ class _Parsed:
         frame = self._frame.iloc[a:b].copy()
         for i, values in changes:
             frame.isetitem(i, values)
-        return tabular.with_row_index(split, frame)
+        return frame if self._indexed else tabular.with_row_index(split, frame)
 
 
 _MISS = object()  # pandas, reading the split alone, may have typed the column otherwise

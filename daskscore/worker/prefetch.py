@@ -25,6 +25,8 @@ The contract of a mini-batch does not change:
   and not used, and a fetch still under way removes its own when it ends.
 
 With ``prefetch`` 0, or when nothing needs fetching (local files), or a task of one mini-batch,
+or a task of small CSV splits (below :data:`MIN_PREFETCH_SPLIT_BYTES` on average: each is a
+slice of a run parsed once, and a second thread doing pandas work takes the GIL from ``run()``),
 no thread is started: each mini-batch is fetched in the task's thread when its turn comes.
 """
 
@@ -82,12 +84,15 @@ def needs_fetch(work: Work) -> bool:
     return isinstance(work, tabular.Split) or bool(work) and storage.is_remote(work[0])
 
 
-def fetch(work: Work, reader: SplitReader | None = None, position: int = 0) -> Fetched:
+def fetch(
+    work: Work, reader: SplitReader | None = None, position: int = 0, weigh: bool = True
+) -> Fetched:
     """What ``run()`` receives for ``work``: a list of local paths (remote files are downloaded
-    into a new scratch folder), or a split's DataFrame (from ``reader`` when given)."""
+    into a new scratch folder), or a split's DataFrame (from ``reader`` when given).
+    ``weigh``: measure a DataFrame's memory, for a prefetch budget (not needed otherwise)."""
     if isinstance(work, tabular.Split):
         frame = reader.read(position) if reader is not None else tabular.read_split(work)
-        weight = int(frame.memory_usage(index=False, deep=False).sum())
+        weight = int(frame.memory_usage(index=False, deep=False).sum()) if weigh else 0
         if work.kind == "csv":
             weight = max(weight, work.stop - work.start)
         return Fetched(frame, nbytes=weight)
@@ -225,6 +230,25 @@ class Prefetcher:
         return not self._thread.is_alive()
 
 
+#: Small CSV splits (mean bytes below this) are cut from the task's runs in the task's own
+#: thread: each is a slice of a run parsed once, cheaper than handing it over between
+#: threads, and a second thread doing pandas work would take the GIL from ``run()``.
+MIN_PREFETCH_SPLIT_BYTES = 1 << 20
+
+
+def _worth_a_thread(works: list[Work]) -> bool:
+    """Whether fetching ``works`` ahead on a thread of its own can overlap anything:
+    downloads, Parquet row groups and big CSV splits (parsing releases the GIL), not the cutting
+    of small CSV splits out of a parsed run."""
+    fetched = [w for w in works if needs_fetch(w)]
+    if not fetched:
+        return False
+    small = [w for w in fetched if isinstance(w, tabular.Split) and w.kind == "csv"]
+    if len(small) < len(fetched):
+        return True
+    return sum(w.stop - w.start for w in small) / len(small) >= MIN_PREFETCH_SPLIT_BYTES
+
+
 class TaskInputs:
     """The inputs of one task's mini-batches, fetched ahead on a :class:`Prefetcher` when
     that helps, else each when its turn comes."""
@@ -234,14 +258,14 @@ class TaskInputs:
         splits = [w if isinstance(w, tabular.Split) else None for w in works]
         self._reader = SplitReader(splits) if any(splits) else None
         self.prefetcher: Prefetcher | None = None
-        if depth > 0 and len(works) > 1 and any(needs_fetch(w) for w in works):
+        if depth > 0 and len(works) > 1 and _worth_a_thread(works):
             reader = self._reader
             self.prefetcher = Prefetcher(
                 self._fetch, len(works), depth, max_bytes, reader.close if reader else None
             )
 
     def _fetch(self, position: int) -> Fetched:
-        return fetch(self._works[position], self._reader, position)
+        return fetch(self._works[position], self._reader, position, self.prefetcher is not None)
 
     def first(self, position: int) -> Callable[[], Fetched]:
         """How the first try of mini-batch ``position`` (in the task) gets its input."""

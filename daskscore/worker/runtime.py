@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from daskscore import _compat
 from daskscore.config import redact, secret_values
 from daskscore.io.shipping import read_new
 from daskscore.io.writers import OutputWriter, get_writer
@@ -120,6 +121,8 @@ class JobRuntime:
         self.run_thread: int | None = None
         #: tells the driver which mini-batch a slow run() call is (see worker.inflight)
         self.announcer = Announcer()
+        #: the running task's time in run(), fetching and writing (Dask's metrics)
+        self.meters = _compat.TaskMeters()
         #: held by the task running mini-batches: one run() at a time per process, as in
         #: Azure, even on a worker with several threads (scripts keep one model in a global)
         self.run_lock = threading.Lock()

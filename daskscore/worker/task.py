@@ -90,6 +90,7 @@ def _run_batches(
     began = last_flush = time.monotonic()
     produced = 0
     job = runtime.job
+    meters = runtime.meters = _compat.TaskMeters()
     inputs = TaskInputs(
         [_fetched(work) for _, _, work in batches], job.prefetch, job.prefetch_bytes
     )
@@ -100,22 +101,24 @@ def _run_batches(
                 break
             first = inputs.first(position)
             records, output = run_mini_batch(runtime, ledger, mini_batch, tries_used, work, first)
-            before = sink.size
-            with _compat.meter("write"):
-                sink.add(records, output)
+            before, writing = sink.size, time.perf_counter()
+            sink.add(records, output)
             produced += sink.size - before
             now = time.monotonic()
             if runtime.handoff.task_full(now - began, produced):
+                meters.add("write", time.perf_counter() - writing)
                 break  # home with what it has; the driver requeues the rest
             if sink.size >= FLUSH_BYTES or now - last_flush >= FLUSH_SECONDS:
-                with _compat.meter("write"):
-                    result.records.extend(sink.flush())
+                result.records.extend(sink.flush())
                 last_flush = now
+            meters.add("write", time.perf_counter() - writing)
             runtime.announcer.ended(1, records[-1].total)  # (sent at most every 0.5 s)
     finally:
         inputs.close()  # what was fetched ahead and not run is removed
-    with _compat.meter("write"):
-        result.records.extend(sink.flush())
+    writing = time.perf_counter()
+    result.records.extend(sink.flush())
+    meters.add("write", time.perf_counter() - writing)
+    meters.report()  # (Dask's fine-grained metrics: run, fetch, write, once per task)
     runtime.announcer.flush(force=True)  # (before the task's result reaches the driver)
 
 
@@ -173,8 +176,10 @@ def _attempt(
     )
     started = time.perf_counter()
     try:
-        with _compat.meter("fetch"):  # (Dask's fine-grained metrics: the prefetch wait)
+        try:  # (Dask's fine-grained metrics: the prefetch wait)
             argument = source.argument()  # a failed fetch is this try's failure, as run()'s is
+        finally:
+            runtime.meters.add("fetch", time.perf_counter() - started)
         if isinstance(work, Part) and work.sliced:
             argument = argument.iloc[work.lo : work.hi]  # the part's rows of its split
         rec.total = rec.failed = _count(work, argument)
@@ -205,12 +210,12 @@ def _call_run(
     runtime.run_started(rec.mini_batch, rec.try_no, rec.start or 0.0, ledger)
     started = time.perf_counter()
     try:
-        with _compat.meter("run"):
-            returned = runtime.module.run(argument)
+        returned = runtime.module.run(argument)
     finally:
         runtime.run_ended()
         ledger.finished(rec.mini_batch)
         rec.run_s = time.perf_counter() - started
+        runtime.meters.add("run", rec.run_s)
         rec.peak_rss_mb = runtime.memory.finish()
     reasons: list[Any] = []
     attrs = getattr(returned, "attrs", None)

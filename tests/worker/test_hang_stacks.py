@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,35 +130,53 @@ def test_a_dump_is_read_back_as_the_run_threads_frames(tmp_path: Path) -> None:
     assert stacks.timeout_error("", 0xBB, str(code), 3) == ""
 
 
+TIMER_SCRIPT = """
+import sys, threading, time
+from pathlib import Path
+from daskscore.worker import stacks
+
+dump = stacks.StackDump(Path(sys.argv[1]))
+release = threading.Event()
+
+def hung_here():
+    release.wait(30)
+
+worker = threading.Thread(target=hung_here)
+worker.start()
+try:
+    dump.arm(0.1)  # fires 0.1 + DUMP_AFTER_S later
+    deadline = time.monotonic() + 20
+    while "hung_here" not in stacks.read_dump(dump.path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = stacks.read_dump(dump.path)
+    assert f"line {hung_here.__code__.co_firstlineno + 1} in hung_here" in text, text
+    assert not text.startswith("Timeout")
+    dump.arm(0.1)  # fired already: armed again, the file emptied
+    assert stacks.read_dump(dump.path) == ""
+    dump.disarm()
+    time.sleep(0.1 + stacks.DUMP_AFTER_S + 0.5)
+    assert stacks.read_dump(dump.path) == ""
+finally:
+    release.set()
+    worker.join()
+    dump.close()
+assert not dump.path.exists()
+print("ok")
+"""
+
+
 def test_the_timer_dumps_a_thread_that_keeps_running_and_not_after_disarm(
     tmp_path: Path,
 ) -> None:
-    dump = stacks.StackDump(tmp_path)
-    release = threading.Event()
-
-    def hung_here() -> None:
-        release.wait(30)
-
-    worker = threading.Thread(target=hung_here)
-    worker.start()
-    try:
-        dump.arm(0.1)  # fires 0.1 + DUMP_AFTER_S later
-        deadline = time.monotonic() + 20
-        while "hung_here" not in stacks.read_dump(dump.path) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        text = stacks.read_dump(dump.path)
-        assert f"line {hung_here.__code__.co_firstlineno + 1} in hung_here" in text, text
-        assert not text.startswith("Timeout")
-        dump.arm(0.1)  # fired already: armed again, the file emptied
-        assert stacks.read_dump(dump.path) == ""
-        dump.disarm()
-        time.sleep(0.1 + stacks.DUMP_AFTER_S + 0.5)
-        assert stacks.read_dump(dump.path) == ""
-    finally:
-        release.set()
-        worker.join()
-        dump.close()
-    assert not dump.path.exists()
+    """In a process of its own, as in a worker: ``faulthandler``'s timer is one per process,
+    and the test runner's process has threads of its own that its dump would walk."""
+    proc = subprocess.run(
+        [sys.executable, "-c", TIMER_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 def test_a_timeout_line_carries_its_error_through_the_ledger(tmp_path: Path) -> None:

@@ -486,3 +486,27 @@ def test_a_tabular_job_gets_what_read_split_gives(s3_client, tmp_path: Path) -> 
         with open(tmp_path / "out" / f"mb{split.first_row:06d}.pkl", "rb") as fh:
             got = pickle.load(fh)
         pd.testing.assert_frame_equal(got, tabular.read_split(split), check_exact=True)
+
+
+def test_small_csv_splits_are_cut_in_the_tasks_thread(tmp_path: Path, monkeypatch) -> None:
+    """A task of small CSV splits cuts them from its parsed runs in its own thread (a second
+    thread doing pandas work would only take the GIL from run()); big splits, Parquet row
+    groups and downloads are fetched ahead on a thread.  The frames are the same either way."""
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i / 4}\n" for i in range(300)))
+    splits = tabular.plan_splits([str(path)], ("rows", 10))
+    inputs = TaskInputs(list(splits), depth=2, max_bytes=1 << 30)
+    assert inputs.prefetcher is None
+    small = [inputs.first(i)().argument for i in range(len(splits))]
+    inputs.close()
+    monkeypatch.setattr(prefetch, "MIN_PREFETCH_SPLIT_BYTES", 1)  # (as if they were big)
+    inputs = TaskInputs(list(splits), depth=2, max_bytes=1 << 30)
+    assert inputs.prefetcher is not None
+    big = [inputs.first(i)().argument for i in range(len(splits))]
+    inputs.close()
+    for a, b, split in zip(small, big, splits, strict=True):
+        pd.testing.assert_frame_equal(a, tabular.read_split(split), check_exact=True)
+        pd.testing.assert_frame_equal(b, a, check_exact=True)
+    remote = TaskInputs([["s3://b/k1"], ["s3://b/k2"]], 0, 1 << 30)  # (depth 0: no thread)
+    assert remote.prefetcher is None
+    assert prefetch._worth_a_thread([["s3://b/k1"], ["s3://b/k2"]])

@@ -1,0 +1,135 @@
+"""append_row rows formatted a flush at a time (:class:`daskscore.io.writers.AppendRowSink`):
+the bytes of each mini-batch, and its byte range in the part file, are exactly those of
+formatting its frame alone; a frame changed by ``run()`` after it returned it is written as it
+was returned; what cannot be formatted together (dates, objects, a text with a line break,
+other ``to_csv`` options) is formatted alone.  Also the packed payload of tabular tasks."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from daskscore.io import tabular
+from daskscore.io.inputs import SplitTable
+from daskscore.io.ledger import LedgerWriter, make_staging, part_path, read_ledger
+from daskscore.io.payloads import make_payload
+from daskscore.io.writers import AppendRowWriter, Rows, format_rows
+from daskscore.protocol import MiniBatchRecord, Payload, Status
+from daskscore.worker.script import APPEND_ROW_CSV_DEFAULTS
+
+KW = dict(APPEND_ROW_CSV_DEFAULTS)
+
+
+def _frames() -> list[pd.DataFrame]:
+    rng = np.random.default_rng(7)
+    out = []
+    for i in range(30):
+        n = int(rng.integers(1, 6))
+        frame = pd.DataFrame(
+            {
+                "id": np.arange(n) + 10 * i,
+                "x": rng.normal(size=n) * 10 ** float(rng.integers(-8, 9)),
+                "ok": rng.random(n) > 0.5,
+                "name": pd.array([f"n {i} {j}" for j in range(n)], dtype="string"),
+            }
+        )
+        if i % 7 == 3:
+            frame.loc[0, "x"] = np.nan  # (na_rep)
+        if i % 11 == 5:
+            frame["name"] = frame["name"].astype(object)  # objects: formatted alone
+        if i % 13 == 6:
+            frame.loc[0, "name"] = 'has "quotes" and a\nline break'  # several lines: alone
+        if i % 9 == 8:
+            frame["x"] = frame["x"].astype("float32")  # another kind: another run
+        out.append(frame)
+    out.insert(4, pd.DataFrame({"when": pd.to_datetime(["2024-01-01", "2024-01-02"])}))
+    out.insert(9, pd.DataFrame({"id": [], "x": []}))  # empty: no bytes
+    return out
+
+
+def _commit(tmp_path: Path, outputs: list[object]) -> tuple[bytes, list[MiniBatchRecord]]:
+    staging = tmp_path / "staging"
+    make_staging(staging)
+    ledger = LedgerWriter(staging, "a1")
+    sink = AppendRowWriter().sink(ledger, str(staging), "a1")
+    for mb, output in enumerate(outputs):
+        rec = MiniBatchRecord(mb, 1, status=Status.RUN_DONE, final=True)
+        sink.add([rec], output)
+        if mb == 17:
+            sink.flush()  # (two flushes: offsets go on from the first)
+    sink.flush()
+    ledger.close()
+    return part_path(staging, "a1").read_bytes(), read_ledger(staging, "a1").committed
+
+
+def test_each_mini_batch_gets_exactly_the_bytes_of_its_frame_alone(tmp_path: Path) -> None:
+    frames = _frames()
+    writer = AppendRowWriter()
+    outputs = [writer.encode(f, KW) for f in frames]
+    deferred = [isinstance(o, Rows) for o in outputs]
+    assert sum(deferred) > 20 and not all(deferred)  # (both ways are exercised)
+    assert not isinstance(outputs[4], Rows)  # dates: formatted now
+    data, committed = _commit(tmp_path, outputs)
+    alone = [format_rows(f, KW) for f in frames]
+    assert data == b"".join(alone)
+    for rec, want in zip(committed, alone, strict=True):
+        assert data[rec.start_offset : rec.start_offset + rec.bytes] == want, rec.mini_batch
+
+
+def test_a_frame_changed_after_run_returned_it_is_written_as_returned(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"id": [1, 2], "x": [0.5, 1.5]})
+    before = format_rows(frame, KW)
+    output = AppendRowWriter().encode(frame, KW)
+    assert isinstance(output, Rows)
+    frame.loc[0, "x"] = 99.0  # (a script that reuses its result frame)
+    frame["id"] = [7, 8]
+    data, _ = _commit(tmp_path, [output])
+    assert data == before
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {**KW, "header": True},
+        {**KW, "index": True},
+        {**KW, "date_format": "%Y"},
+        {**KW, "float_format": lambda v: f"{v:.1f}"},
+    ],
+)
+def test_other_options_are_formatted_alone(kwargs: dict) -> None:
+    frame = pd.DataFrame({"id": [1, 2], "x": [0.5, 1.5]})
+    out = AppendRowWriter().encode(frame, kwargs)
+    assert out == format_rows(frame, kwargs)
+
+
+def test_options_that_format_row_by_row_are_batched_with_the_same_bytes(tmp_path: Path) -> None:
+    kwargs = {**KW, "sep": ",", "float_format": "%.3f", "na_rep": "NA"}
+    frames = [pd.DataFrame({"a": [i, i + 1], "b": [i / 3, np.nan]}) for i in range(5)]
+    outputs = [AppendRowWriter().encode(f, kwargs) for f in frames]
+    assert all(isinstance(o, Rows) for o in outputs)
+    data, _ = _commit(tmp_path, outputs)
+    assert data == b"".join(format_rows(f, kwargs) for f in frames)
+
+
+def test_a_tabular_task_travels_as_columns_and_arrives_as_its_splits(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i / 2}\n" for i in range(200)))
+    table = SplitTable(tabular.plan_splits([str(path)], ("rows", 7)))
+    ids = list(range(3, 20))
+
+    def tries(mb: int) -> int:
+        return mb % 3
+
+    want = [(mb, tries(mb), table[mb]) for mb in ids]
+    packed = make_payload(ids, tries, table)
+    assert pickle.loads(pickle.dumps(packed)).items == want
+    assert len(pickle.dumps(packed)) < len(pickle.dumps(Payload(want)))
+    # not consecutive (requeued mini-batches): the list itself, as before
+    gappy = [3, 5, 6]
+    assert pickle.loads(pickle.dumps(make_payload(gappy, tries, table))).items == [
+        (mb, tries(mb), table[mb]) for mb in gappy
+    ]
