@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,12 +236,11 @@ def defer_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> Rows | None:
     text (pandas' string dtype), with options that format row by row.  Else None: it is
     formatted now (dates are not deferred: ``to_csv`` leaves out a column's times when all of
     them are midnight, a choice made over the whole column)."""
-    import pandas as pd
-
+    pd = sys.modules.get("pandas")  # (a script returning lists never imports pandas)
+    if pd is None or not isinstance(result, pd.DataFrame) or result.empty:
+        return None
     from daskscore._compat import column_dtypes
 
-    if not isinstance(result, pd.DataFrame) or result.empty:
-        return None
     if (
         csv_kwargs.get("header")
         or csv_kwargs.get("index", True)

@@ -133,3 +133,29 @@ def test_a_tabular_task_travels_as_columns_and_arrives_as_its_splits(tmp_path: P
     assert pickle.loads(pickle.dumps(make_payload(gappy, tries, table))).items == [
         (mb, tries(mb), table[mb]) for mb in gappy
     ]
+
+
+def test_a_script_returning_lists_never_imports_pandas_in_its_workers(tmp_path: Path) -> None:
+    """Worker memory: pandas costs a worker ~65 MB and half a second to import; a job whose
+    run() returns lists of strings must not import it (a new code path once did)."""
+    from conftest import run_cli, write_deployment, write_inputs
+    from helpers import show
+
+    script = """
+        import os
+        import sys
+
+        def init():
+            pass
+
+        def run(mini_batch):
+            loaded = "pandas" in sys.modules
+            return [f"{os.path.basename(p)} {loaded}" for p in mini_batch]
+    """
+    dep = write_deployment(tmp_path / "deploy", script, settings={"mini_batch_size": 1})
+    inputs = write_inputs(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    proc = run_cli("run", str(dep), "-i", str(inputs), "-o", str(out), "--workers", "1")
+    assert proc.returncode == 0, show(proc)
+    rows = (out / "predictions.csv").read_text().split("\n")
+    assert [r.split()[1] for r in rows if r] == ["False"] * 6, rows
