@@ -217,7 +217,7 @@ class Rows:
 
     frame: Any
     kwargs: dict[str, Any]
-    #: the columns' dtypes: frames of the same kind are formatted together
+    #: the columns' names and dtypes: frames of the same kind are formatted together
     kind: tuple[Any, ...]
     #: bytes it may take, for the sink's flush size until it is formatted
     estimate: int
@@ -249,11 +249,13 @@ def defer_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> Rows | None:
         return None
     if not isinstance(csv_kwargs.get("float_format", ""), str):
         return None
-    kind = column_dtypes(result)
-    for dtype in kind:
+    dtypes = column_dtypes(result)
+    for dtype in dtypes:
         if not (getattr(dtype, "kind", "") in "iufb" or isinstance(dtype, pd.StringDtype)):
             return None
-    return Rows(result.copy(), dict(csv_kwargs), kind, len(result) * (12 * len(kind) + 1))
+    # (the names too: concat aligns columns by name)
+    kind = (tuple(result.columns), dtypes)
+    return Rows(result.copy(), dict(csv_kwargs), kind, len(result) * (12 * len(dtypes) + 1))
 
 
 def _formatted(buffer: list[tuple[MiniBatchRecord, bytes | Rows]]) -> list[bytes]:

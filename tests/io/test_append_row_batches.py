@@ -159,3 +159,21 @@ def test_a_script_returning_lists_never_imports_pandas_in_its_workers(tmp_path: 
     assert proc.returncode == 0, show(proc)
     rows = (out / "predictions.csv").read_text().split("\n")
     assert [r.split()[1] for r in rows if r] == ["False"] * 6, rows
+
+
+def test_frames_with_other_column_names_are_not_aligned(tmp_path: Path) -> None:
+    """Same dtypes, other names (or order): each keeps its own columns' values in its order."""
+    frames = [
+        pd.DataFrame({"a": [1, 2], "b": [0.5, 1.5]}),
+        pd.DataFrame({"c": [3], "d": [2.5]}),
+        pd.DataFrame({"b": [4], "a": [9.5]}),
+        pd.DataFrame({"a": [5], "b": [3.5]}),
+    ]
+    outputs = [AppendRowWriter().encode(f, KW) for f in frames]
+    assert all(isinstance(o, Rows) for o in outputs)
+    data, _ = _commit(tmp_path, outputs)
+    assert (
+        data
+        == b"".join(format_rows(f, KW) for f in frames)
+        == b"1 0.5\n2 1.5\n3 2.5\n4 9.5\n5 3.5\n"
+    )
