@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from distributed import Client
 from daskscore.cluster.local import parse_resources
 from daskscore.config.loader import load_deployment, with_overrides
 from daskscore.config.options import DEFAULT_PREFETCH, DEFAULT_PREFETCH_MB, JobOptions
-from daskscore.config.settings import Deployment, RetrySettings, Settings
+from daskscore.config.settings import Deployment, merge_setting_kwargs
 from daskscore.devtools.checks import validate
 from daskscore.devtools.replay import replay as _replay
 from daskscore.engine.finish import JobResult
@@ -22,10 +21,6 @@ from daskscore.engine.runner import execute
 from daskscore.engine.session import ScoringSession
 from daskscore.errors import ConfigError
 from daskscore.ui.progress import in_jupyter_kernel
-
-_SETTING_NAMES = {f.name for f in dataclasses.fields(Settings)} | {
-    f.name for f in dataclasses.fields(RetrySettings)
-}
 
 
 def run(
@@ -178,7 +173,7 @@ def run(
     >>> result.status, result.succeeded_items  # doctest: +SKIP
     ('Completed', 120)
     """
-    dep = _load(deployment, _merge_overrides(set, overrides), lenient)
+    dep = _load(deployment, merge_setting_kwargs(set, overrides), lenient)
     options = JobOptions(
         output_format=output_format,
         partition_on=_names(partition_on),
@@ -274,7 +269,7 @@ def open_session(
 
     from daskscore.engine.session import open_session as open_scoring_session
 
-    dep = _load(deployment, _merge_overrides(set, overrides), lenient)
+    dep = _load(deployment, merge_setting_kwargs(set, overrides), lenient)
     options = JobOptions(tabular=tabular, carry_columns=_names(carry_columns))
     return open_scoring_session(
         dep,
@@ -354,17 +349,6 @@ def _names(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
     return tuple(value)
-
-
-def _merge_overrides(set_: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(set_ or {})
-    for key, value in overrides.items():
-        if key not in _SETTING_NAMES:
-            from daskscore.config.settings import nearest_key
-
-            raise TypeError(f"unexpected keyword argument '{key}'{nearest_key(key)}")
-        merged[key] = value
-    return merged
 
 
 def _load(

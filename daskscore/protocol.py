@@ -295,8 +295,7 @@ class Payload:
     def packed(cls, unpack: Any, data: bytes) -> Payload:
         """A payload packed by its maker: ``unpack(data)`` gives its items, in the worker
         (see :mod:`daskscore.io.payloads`)."""
-        payload = _packed_payload(data, unpack)
-        return payload
+        return _packed_payload(data, unpack)
 
     @property
     def items(self) -> list[tuple[int, int, Work]]:

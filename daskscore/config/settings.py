@@ -316,6 +316,19 @@ def nearest_key(key: str) -> str:
     return f" (did you mean '{match}'?)" if match else ""
 
 
+def merge_setting_kwargs(set_: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``set=`` and settings given by name (``mini_batch_size=5``, ``timeout=60``) as one dict
+    of overrides, as :func:`daskscore.run` and :func:`daskscore.validate` take them; a name
+    that is no setting is a ``TypeError``, as an unknown keyword argument is."""
+    names = {f.name for f in fields(Settings)} | {f.name for f in fields(RetrySettings)}
+    merged = dict(set_ or {})
+    for key, value in overrides.items():
+        if key not in names:
+            raise TypeError(f"unexpected keyword argument '{key}'{nearest_key(key)}")
+        merged[key] = value
+    return merged
+
+
 def unknown_keys(raw: dict[str, Any], where: str) -> list[str]:
     """One message per key of a raw deployment dict that neither daskscore nor Azure ML knows
     (top-level and nested, in the file's order), each naming the file, the key and the nearest

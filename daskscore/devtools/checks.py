@@ -11,7 +11,6 @@ timings, and the script's traceback when it raised.  A notebook shows it as HTML
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from html import escape
@@ -19,7 +18,7 @@ from typing import Any
 
 from daskscore.config.loader import load_deployment, with_overrides
 from daskscore.config.options import JobOptions
-from daskscore.config.settings import Deployment, RetrySettings, Settings, nearest_key
+from daskscore.config.settings import Deployment, merge_setting_kwargs
 from daskscore.devtools.validate import WARNING, collect_problems, dry_run
 from daskscore.engine.plan import plan_job
 from daskscore.engine.work import describe_work
@@ -27,10 +26,6 @@ from daskscore.errors import ConfigError, UsageError
 
 #: Rows of what run() returned shown in a notebook.
 SHOWN_ROWS = 10
-#: The settings :func:`validate` takes by name, as :func:`daskscore.run` does.
-_SETTING_NAMES = {f.name for f in dataclasses.fields(Settings)} | {
-    f.name for f in dataclasses.fields(RetrySettings)
-}
 
 
 @dataclass
@@ -229,15 +224,10 @@ def validate(
     ...                            "configs/digits-cnn/sample-inputs")  # doctest: +SKIP
     >>> check.ok, check.returned.head()  # doctest: +SKIP
     """
-    merged = dict(set or {})
-    for key, value in overrides.items():
-        if key not in _SETTING_NAMES:
-            raise TypeError(f"unexpected keyword argument '{key}'{nearest_key(key)}")
-        merged[key] = value
     return validate_deployment(
         deployment,
         input,
-        merged,
+        merge_setting_kwargs(set, overrides),
         mini_batch=mini_batch,
         lenient=lenient,
         post_mortem=pdb,

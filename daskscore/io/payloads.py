@@ -22,11 +22,8 @@ from daskscore.protocol import Payload
 
 def make_payload(ids: list[int], tries: Callable[[int], int], batches: Sequence[Any]) -> Payload:
     """The payload of mini-batches ``ids`` (``tries``: the tries each has used)."""
-    if (
-        isinstance(batches, SplitTable)
-        and ids
-        and ids[-1] - ids[0] + 1 == len(ids) == len(set(ids))
-    ):
+    # (consecutive and in order: the worker makes them again as ids[0], ids[0] + 1, ...)
+    if isinstance(batches, SplitTable) and ids and ids == list(range(ids[0], ids[-1] + 1)):
         a, b = ids[0], ids[-1] + 1
         files, cols = batches.columns(a, b)
         used = array("H", (tries(mb) for mb in ids))

@@ -268,12 +268,12 @@ class _Parsed:
         self._frame.columns = columns
         # the file's row numbers, when the run's splits number their rows on from each other:
         # a split's slice then has its index already (setting it cost a third of a cut)
-        self._indexed = bool(first_rows) and all(
-            f == first_rows[0] + o for f, o in zip(first_rows or (), offsets, strict=True)
+        starts = first_rows or []
+        self._indexed = bool(starts) and all(
+            f == starts[0] + o for f, o in zip(starts, offsets, strict=True)
         )
         if self._indexed:
-            start = first_rows[0] if first_rows else 0
-            self._frame.index = pd.RangeIndex(start, start + sum(rows))
+            self._frame.index = pd.RangeIndex(starts[0], starts[0] + sum(rows))
 
     def cut(self, position: int, split: Split) -> pd.DataFrame | None:
         a = self._offsets[position]

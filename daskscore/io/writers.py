@@ -216,7 +216,8 @@ class Rows:
     changes nothing."""
 
     frame: Any
-    kwargs: dict[str, Any]
+    #: the job's ``to_csv`` options (one object for all of a job's mini-batches: not copied)
+    kwargs: Mapping[str, Any]
     #: the columns' names and dtypes: frames of the same kind are formatted together
     kind: tuple[Any, ...]
     #: bytes it may take, for the sink's flush size until it is formatted
@@ -255,7 +256,7 @@ def defer_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> Rows | None:
             return None
     # (the names too: concat aligns columns by name)
     kind = (tuple(result.columns), dtypes)
-    return Rows(result.copy(), dict(csv_kwargs), kind, len(result) * (12 * len(dtypes) + 1))
+    return Rows(result.copy(), csv_kwargs, kind, len(result) * (12 * len(dtypes) + 1))
 
 
 def _formatted(buffer: list[tuple[MiniBatchRecord, bytes | Rows]]) -> list[bytes]:
