@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import MISSING, fields
 from typing import Any
 
-from daskscore.protocol import MiniBatchRecord, Status
+from daskscore.io.triescsv import Lines, clean_lines
+from daskscore.protocol import CLEAN_COLUMNS, CleanTries, MiniBatchRecord, Status
 
 _KNOWN = {
     "mini_batch", "try_no", "worker", "start", "total", "succeeded", "failed", "rows",
@@ -34,6 +35,15 @@ _NAN = math.nan
 #: or not.
 OPEN, CLEAN, RESTORED, DONE, FAILED = 0, 1, 2, 3, 4
 _DONE = Status.RUN_DONE
+
+
+#: The columns of a :class:`CleanTries` as the driver reads them (numpy takes the typecodes
+#: of ``array.array``) ...
+_BLOCK = [(name, code) for name, _, code in CLEAN_COLUMNS]
+#: ... and the columns here that take them as they are (the others: :meth:`keep_block`).
+_KEPT = [("total", "total"), ("rows", "rows"), ("start", "start"), ("elapsed", "elapsed"),
+         ("run", "run"), ("peak", "peak")]  # fmt: skip
+_U32 = (1 << 32) - 1
 
 
 def zeros(code: str, n: int) -> array[Any]:
@@ -117,6 +127,50 @@ class CleanFinals:
         self.attempt[mb] = attempt_id
         return True
 
+    def keep_block(
+        self, block: CleanTries, state: bytearray, aid: int, whole: Collection[int]
+    ) -> Any:
+        """Keep ``block``'s tries (clean first tries, columns) as the finals of their
+        mini-batches, written by attempt ``aid``, and mark those ``CLEAN`` in ``state``: the
+        ones still open, not in ``whole`` (mini-batches kept whole: earlier tries, being
+        split) and whose values fit the columns.  Returns a mask of ``block``'s rows kept
+        (a numpy array): a handful of array operations for a task, whatever its size."""
+        import numpy as np
+
+        ids = np.frombuffer(block.ids, np.int64)
+        ok = (ids >= 0) & (ids < self.n)
+        states = np.frombuffer(state, np.uint8)
+        ok[ok] = states[ids[ok]] == OPEN
+        if whole:
+            ok &= ~np.isin(ids, np.fromiter(whole, np.int64, len(whole)))
+        columns = {name: np.frombuffer(getattr(block, name), dtype) for name, dtype in _BLOCK}
+        for name in ("total", "rows", "offset", "size"):  # unsigned 32-bit columns here
+            ok &= (columns[name] >= 0) & (columns[name] <= _U32)
+        take = ids[ok]
+        wid = self._intern_worker(block.worker) if len(take) else 0
+        if not len(take) or wid > 0xFFFF:
+            return ok & (wid <= 0xFFFF)
+        np.frombuffer(self.worker, np.uint16)[take] = wid
+        np.frombuffer(self.attempt, np.uint32)[take] = aid
+        for mine, name in _KEPT:
+            view = np.frombuffer(getattr(self, mine), getattr(self, mine).typecode)
+            view[take] = columns[name][ok]
+        offsets, sizes = columns["offset"][ok], columns["size"][ok]
+        if offsets.any() or sizes.any():
+            if self.offset is None or self.bytes is None:
+                self.offset, self.bytes = zeros("I", self.n), zeros("I", self.n)
+            np.frombuffer(self.offset, np.uint32)[take] = offsets
+            np.frombuffer(self.bytes, np.uint32)[take] = sizes
+        if block.part is not None:
+            if self.part is None:
+                self.part = zeros("I", self.n)
+            ids_of = np.array([0, *map(self._part_id, block.part_names)], np.uint32)
+            np.frombuffer(self.part, np.uint32)[take] = ids_of[
+                np.frombuffer(block.part, np.uint32)[ok]
+            ]
+        states[take] = CLEAN
+        return ok
+
     def intern_attempt(self, attempt: str) -> int:
         aid = self._attempt_ids.get(attempt)
         if aid is None:
@@ -140,11 +194,14 @@ class CleanFinals:
     def _set_part(self, mb: int, part: str) -> None:
         if self.part is None:
             self.part = zeros("I", self.n)
+        self.part[mb] = self._part_id(part)
+
+    def _part_id(self, part: str) -> int:
         pid = self._part_ids.get(part)
         if pid is None:
             pid = self._part_ids[part] = len(self.parts) + 1
             self.parts.append(part)
-        self.part[mb] = pid
+        return pid
 
     def has_part(self, mb: int) -> bool:
         return self.part is not None and self.part[mb] != 0
@@ -185,6 +242,21 @@ class CleanFinals:
             )
 
         return make
+
+    def csv_lines(self, ids: Any) -> Lines:
+        """The rows of ``processed_mini-batches.csv`` of the clean finals ``ids`` (a numpy
+        array, in order), formatted in one go from the columns."""
+        import numpy as np
+
+        def column(values: array[Any]) -> list[Any]:
+            return np.frombuffer(values, values.typecode)[ids].tolist()  # type: ignore[no-any-return]
+
+        names = self.workers
+        workers = [names[w] for w in column(self.worker)]
+        return clean_lines(
+            ids.tolist(), workers, column(self.start), column(self.total),
+            column(self.elapsed), column(self.run), column(self.peak),
+        )  # fmt: skip
 
     def row(self, mb: int) -> tuple[Any, ...]:
         """Mini-batch ``mb``'s try as a row of ``processed_mini-batches.csv`` (unformatted)."""
@@ -249,6 +321,25 @@ class DoneFinals(Sequence[MiniBatchRecord]):
                 else:
                     yield full[mb]
 
+    def byte_ranges(self) -> Iterator[tuple[str, int, int]]:
+        """``(attempt, start_offset, bytes)`` of each final in order, as :meth:`__iter__`'s
+        records give them, without making the records: the clean ones' ranges come from the
+        columns an array at a time, consecutive ranges of one part file joined."""
+        import numpy as np
+
+        clean, full, pieces = self._clean, self._full, self._pieces
+        state = np.frombuffer(self._state, np.uint8)
+        whole = np.flatnonzero(state == DONE)
+        done = np.flatnonzero((state == CLEAN) | (state == RESTORED))
+        at = 0
+        for mb in [*whole.tolist(), len(state)]:
+            upto = int(np.searchsorted(done, mb))
+            yield from _joined(clean, done[at:upto])
+            at = upto
+            if mb < len(state):
+                for rec in pieces[mb] if mb in pieces else (full[mb],):
+                    yield rec.attempt, rec.start_offset, rec.bytes
+
     def __len__(self) -> int:
         state = self._state
         extra = sum(len(p) - 1 for mb, p in self._pieces.items() if state[mb] == DONE)
@@ -261,3 +352,27 @@ class DoneFinals(Sequence[MiniBatchRecord]):
         return isinstance(other, Sequence) and list(self) == list(other)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _joined(clean: CleanFinals, ids: Any) -> Iterator[tuple[str, int, int]]:
+    """The byte ranges of the clean finals ``ids`` (in order): consecutive ranges of one
+    attempt's part file joined into one."""
+    import numpy as np
+
+    if not len(ids) or clean.offset is None or clean.bytes is None:
+        return
+    attempt = np.frombuffer(clean.attempt, np.uint32)[ids].astype(np.int64)
+    start = np.frombuffer(clean.offset, np.uint32)[ids].astype(np.int64)
+    size = np.frombuffer(clean.bytes, np.uint32)[ids].astype(np.int64)
+    keep = size > 0
+    attempt, start, size = attempt[keep], start[keep], size[keep]
+    if not len(size):
+        return
+    # a new range where the attempt changes or the bytes do not follow on
+    new = np.ones(len(size), bool)
+    new[1:] = (attempt[1:] != attempt[:-1]) | (start[1:] != start[:-1] + size[:-1])
+    heads = np.flatnonzero(new)
+    lengths = np.add.reduceat(size, heads)
+    names = clean.attempts
+    for head, length in zip(heads.tolist(), lengths.tolist(), strict=True):
+        yield names[int(attempt[head])], int(start[head]), length

@@ -27,7 +27,7 @@ import os
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +39,19 @@ from daskscore.engine.memory import MemoryDeaths
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.policy import TaskSizing
 from daskscore.engine.transport import SharedDisk
+from daskscore.engine.workqueue import WorkQueue
 from daskscore.errors import DaskScoreError, InitFailed
 from daskscore.io.ledger import LedgerState
 from daskscore.io.payloads import make_payload
 from daskscore.io.writers import OutputWriter
-from daskscore.protocol import PROGRESS_TOPIC, MiniBatchRecord, Payload, TaskResult, WorkerJob
+from daskscore.protocol import (
+    PROGRESS_TOPIC,
+    CleanTries,
+    MiniBatchRecord,
+    Payload,
+    TaskResult,
+    WorkerJob,
+)
 from daskscore.ui.progress import Progress
 from daskscore.ui.taskkeys import task_key
 from daskscore.worker.plugin import cancel_job
@@ -227,7 +235,7 @@ class Dispatcher:
                 raise InitFailed("init() failed", user_traceback=result.init_error)
             if not result.interrupted:
                 self.transport.land(self.job, result)
-                self._fold(attempt, result.records, ids, part)
+                self._fold(attempt, result, ids, part)
                 return
         elif status != "lost":
             exc = fut.exception()
@@ -242,18 +250,21 @@ class Dispatcher:
         self._recover(attempt, ids, part)
 
     def _fold(
-        self,
-        attempt: str,
-        records: list[MiniBatchRecord],
-        ids: list[int],
-        part: PartKey | None = None,
+        self, attempt: str, result: TaskResult, ids: list[int], part: PartKey | None = None
     ) -> None:
-        finished = self._record(attempt, records)
-        self.sizing.observe(len(records), sum(rec.elapsed_s for rec in records))
-        self.progress.observe(rec.elapsed_s for rec in records)
+        records, block = result.records, result.clean
+        finished, kept, clean_items = self._record(attempt, records, block)
         outcomes = self.outcomes
+        count, seconds = len(records), sum(rec.elapsed_s for rec in records)
+        self.progress.observe(rec.elapsed_s for rec in records)
+        items = outcomes.items_of(finished)
+        if block is not None:  # (most of a task's tries: columns, added up as arrays)
+            count, seconds = count + len(block), seconds + block.elapsed_sum()
+            self.progress.observe(block.elapsed)
+            items += clean_items
+        self.sizing.observe(count, seconds)
         failed = outcomes.failed_among(finished)
-        self.progress.add_done(len(finished), outcomes.items_of(finished), failed)
+        self.progress.add_done(len(finished) + len(kept), items, failed)
         if part is not None and outcomes.split.is_open(*part):
             self.parts.appendleft(part)  # (cancelled before it ran)
         state = outcomes.state
@@ -262,23 +273,34 @@ class Dispatcher:
             self.queue.extendleft(reversed(left))  # a cancelled task's rest, back to the front
         self.parts.extend(outcomes.take_parts())
 
-    def _record(self, attempt: str, records: list[MiniBatchRecord]) -> set[int]:
-        """Fold records into the outcomes; the writer checks the first newly staged part file
-        (a dataset's columns)."""
-        finished = self.outcomes.record(attempt, records)
-        if not self.outcomes.any_part:
-            return finished
-        has_part = self.outcomes.has_part
-        for mb in sorted(finished):
-            if has_part(mb):
-                self.writer.check_staged(Path(self.job.staging), self.outcomes.final[mb])
-                break
-        return finished
+    def _record(
+        self, attempt: str, records: list[MiniBatchRecord], block: CleanTries | None = None
+    ) -> tuple[set[int], Sequence[int], int]:
+        """Fold records (and a task's clean tries in columns) into the outcomes; return the
+        mini-batches that became final: from records, and those kept in columns (and their
+        items).  The writer checks the first newly staged part file (a dataset's columns)."""
+        outcomes = self.outcomes
+        finished = outcomes.record(attempt, records)
+        kept: Sequence[int] = ()
+        items = 0
+        if block is not None:
+            kept, items, more = outcomes.record_clean(attempt, block)
+            finished |= more
+        if not outcomes.any_part:
+            return finished, kept, items
+        has_part = outcomes.has_part
+        first = next((mb for mb in sorted(finished) if has_part(mb)), None)
+        staged = next((int(mb) for mb in kept if has_part(int(mb))), None)
+        if staged is not None and (first is None or staged < first):
+            first = staged
+        if first is not None:
+            self.writer.check_staged(Path(self.job.staging), outcomes.final[first])
+        return finished, kept, items
 
     def _recover(self, attempt: str, ids: list[int], part: PartKey | None = None) -> None:
         """A task's process died: keep what it committed, charge the run() it was in."""
         state = self.transport.lost(self.client, self.job, attempt)
-        finished = self._record(attempt, state.committed)
+        finished, _, _ = self._record(attempt, state.committed)
         requeue: list[int] = []
         for mb in ids if part is None else ():
             if mb in finished or self.outcomes.is_final(mb) or self.outcomes.splitting(mb):
@@ -363,79 +385,6 @@ class Dispatcher:
         if self.inflight:
             self.client.cancel(list(self.inflight))
             self.inflight.clear()
-
-
-#: A mini-batch's state (0: not settled) to 1 if it is still to run.
-_TODO = bytes([1] + [0] * 255)
-
-
-class WorkQueue:
-    """The mini-batches left to run, in order: those not settled when the job started (a
-    cursor over the job's states, one byte each), after any put back at the front."""
-
-    def __init__(self, state: bytearray) -> None:
-        #: 1 for each mini-batch still to take from the cursor
-        self.todo = state.translate(_TODO) if any(state) else None
-        self.n = len(state)
-        self.cursor = 0
-        self.left = self.todo.count(1) if self.todo is not None else self.n
-        self.front: deque[int] = deque()
-
-    def _advance(self) -> None:
-        if self.todo is not None and self.left:
-            found = self.todo.find(1, self.cursor)
-            self.cursor = found if found >= 0 else self.n
-
-    def __len__(self) -> int:
-        return len(self.front) + self.left
-
-    def __bool__(self) -> bool:
-        return bool(self.front) or self.left > 0
-
-    def __getitem__(self, index: int) -> int:
-        if index != 0 or not self:
-            raise IndexError(index)
-        if self.front:
-            return self.front[0]
-        self._advance()
-        return self.cursor
-
-    def popleft(self) -> int:
-        if self.front:
-            return self.front.popleft()
-        if not self.left:
-            raise IndexError("pop from an empty queue")
-        self._advance()
-        mb = self.cursor
-        self.cursor += 1
-        self.left -= 1
-        return mb
-
-    def take(self, size: int, isolate: set[int]) -> list[int]:
-        """Up to ``size`` mini-batches from the front, stopping before an isolated one."""
-        ids: list[int] = []
-        front = self.front
-        while front and len(ids) < size and front[0] not in isolate:
-            ids.append(front.popleft())
-        if front or len(ids) >= size or not self.left:
-            return ids
-        if self.todo is None:  # a run of the cursor: never isolated (none of it ran yet)
-            count = min(size - len(ids), self.left)
-            ids.extend(range(self.cursor, self.cursor + count))
-            self.cursor += count
-            self.left -= count
-            return ids
-        while self.left and len(ids) < size:
-            ids.append(self.popleft())
-        return ids
-
-    def extendleft(self, mbs: Iterable[int]) -> None:
-        self.front.extendleft(mbs)
-
-    def clear(self) -> None:
-        self.front.clear()
-        self.left = 0
-        self.cursor = self.n
 
 
 def _is_worker_loss(exc: BaseException | None) -> bool:

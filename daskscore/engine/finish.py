@@ -30,7 +30,7 @@ from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.recipe import replay_command
 from daskscore.engine.resultview import ResultViews
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed
-from daskscore.io import outputdir
+from daskscore.io import outputdir, triescsv
 from daskscore.io.writers import Assembly, OutputWriter
 from daskscore.protocol import failed_at_import, failed_before_init
 from daskscore.ui.explain import job_settings, shown_path, versions
@@ -331,8 +331,8 @@ def write_overview(out_dir: Path, outcomes: Outcomes) -> None:
 def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult) -> None:
     """The job's logs, as Azure names them, ``report.html``, and last the summary."""
     logs = job.out_dir / "logs"
-    outputdir.write_attempt_rows(
-        logs / "sys" / "job_report" / "processed_mini-batches.csv", outcomes.attempt_rows()
+    triescsv.write_attempt_rows(
+        logs / "sys" / "job_report" / "processed_mini-batches.csv", outcomes.attempt_lines()
     )
     s = result.summary
     secrets = secret_values(job.deployment.settings.environment_variables)

@@ -23,10 +23,9 @@ Pure state: no Dask, no files.  Summaries and logs are made from it by
 
 from __future__ import annotations
 
-import itertools
 import operator
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -41,15 +40,16 @@ from daskscore.engine.columns import (
     DoneFinals,
     Finals,
 )
-from daskscore.engine.isolate import Bisections, SplitBooks, items_text
+from daskscore.engine.isolate import Bisections, SplitBooks
 from daskscore.engine.rebook import RetryBooks
+from daskscore.engine.tryrows import TryRows
 from daskscore.engine.work import crash_error, planned_items
-from daskscore.protocol import MiniBatchRecord, Status
+from daskscore.protocol import CleanTries, MiniBatchRecord, Status
 
 _TRY_NO = operator.attrgetter("try_no")
 
 
-class Outcomes(SplitBooks, RetryBooks):
+class Outcomes(SplitBooks, RetryBooks, TryRows):
     """Per mini-batch tries and final outcomes of one job.
 
     Parameters
@@ -121,6 +121,25 @@ class Outcomes(SplitBooks, RetryBooks):
                 finished.add(mb)
         self._count_clean(clean, total, rows)
         return finished
+
+    def record_clean(self, attempt: str, block: CleanTries) -> tuple[Any, int, set[int]]:
+        """Fold a task's clean first tries (columns) in: most go into the columns in a few
+        array operations; those of a mini-batch kept whole (earlier tries, being split) or
+        with a value the columns cannot hold are folded as records.  Returns the ids kept in
+        the columns (a numpy array), their items, and the other mini-batches that became
+        final."""
+        aid = self.clean.intern_attempt(attempt)
+        whole = self._hist.keys() | self.split.active.keys()
+        kept = self.clean.keep_block(block, self.state, aid, whole)
+        ids, total = block.ids_array()[kept], 0
+        if len(ids):
+            total, rows = block.sums(kept)
+            self._count_clean(len(ids), total, rows)
+        finished: set[int] = set()
+        if not kept.all():
+            rest = [rec for rec, k in zip(block.records(), kept.tolist(), strict=True) if not k]
+            finished = self.record(attempt, rest)
+        return ids, total, finished
 
     def restore(self, attempt: str, records: Iterable[MiniBatchRecord]) -> None:
         """Fold in an earlier run's committed records (ledgers in run order): only succeeded
@@ -355,58 +374,6 @@ class Outcomes(SplitBooks, RetryBooks):
     def final(self) -> Mapping[int, MiniBatchRecord]:
         """The final try of each settled mini-batch, by id (records made on demand)."""
         return Finals(self.state, self.clean, self._full)
-
-    @property
-    def attempts(self) -> list[MiniBatchRecord]:
-        """Every try, by mini-batch and try number (made on the first read after a change, and
-        kept until the next: :meth:`iter_attempts` walks a big job's without keeping them)."""
-        if self._listed is None or self._listed[0] != self._n_tries:
-            self._listed = (self._n_tries, list(self.iter_attempts()))
-        return self._listed[1]
-
-    def attempt_count(self) -> int:
-        return self._n_tries
-
-    def iter_attempts(self) -> Iterator[MiniBatchRecord]:
-        """Every try, by mini-batch and try number (a split one's parts after it)."""
-        for mb in self._tried():
-            tries = self._hist.get(mb)
-            if tries is not None:
-                yield from self._in_order(mb, tries)
-            else:
-                yield self.clean.record(mb, final=False)
-
-    def attempt_rows(self, every: int = 1) -> Iterator[tuple[Any, ...]]:
-        """Every try as a row of ``processed_mini-batches.csv`` (before formatting): mini-batch,
-        try, worker, start, total, succeeded, failed, elapsed_s, run_s, status, error, items,
-        peak_rss_mb; by mini-batch and try.  ``every``: the tries of every n-th mini-batch with
-        tries only."""
-        hist, row = self._hist, self.clean.row
-        tried = self._tried()
-        if every > 1:
-            tried = itertools.islice(tried, 0, None, every)
-        for mb in tried:
-            tries = hist.get(mb)
-            if tries is None:
-                yield row(mb)
-                continue
-            for r in self._in_order(mb, tries):
-                yield (
-                    mb, r.try_no, r.worker, r.start, r.total, r.succeeded, r.failed,
-                    r.elapsed_s, r.run_s, r.status.value, r.error, items_text(r.items),
-                    r.peak_rss_mb,
-                )  # fmt: skip
-
-    def tried_count(self) -> int:
-        """Mini-batches with a try."""
-        return self._n_final - len(self._full) + len(self._hist)  # a full final has tries
-
-    def _tried(self) -> Iterator[int]:
-        """The mini-batches with a try, in order: those settled, and those kept whole."""
-        marks = bytearray(self.state) if self._hist else self.state
-        for mb in self._hist:
-            marks[mb] = 1
-        return (mb for mb, mark in enumerate(marks) if mark)
 
     def done_finals(self) -> Sequence[MiniBatchRecord]:
         """The final try of every mini-batch whose run() returned, in mini-batch order (records

@@ -164,7 +164,7 @@ def plan_work(
                 "something for tabular inputs (--tabular); give a number of files."
             )
         return inputs.FileBatches(files, size.files), "files"
-    return inputs.SplitTable(tabular.plan_splits(files, size.tabular())), "rows"  # type: ignore[arg-type]
+    return inputs.SplitTable.from_cuts(tabular.plan_cuts(list(files), size.tabular())), "rows"  # type: ignore[arg-type]
 
 
 def check_model_url(url: str) -> None:

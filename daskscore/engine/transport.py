@@ -74,8 +74,9 @@ class Shipped(SharedDisk):
         put_files(staging / "parts", result.files)
         writer = LedgerWriter(staging, result.attempt)
         try:
-            if result.records:
-                writer.commit(b"", result.records)
+            records = result.all_records()
+            if records:
+                writer.commit(b"", records)
         finally:
             writer.close()
 

@@ -404,6 +404,19 @@ class SplitTable(Sequence[Split]):
         # 4 bytes a number where they fit (files under 4 GB)
         self._start, self._stop, self._first = map(_narrow, (self._start, self._stop, self._first))
 
+    @classmethod
+    def from_cuts(cls, planned: Iterable[tuple[str, str, Any]]) -> SplitTable:
+        """The table of :func:`daskscore.io.tabular.plan_cuts`' arrays (no object a split)."""
+        table = cls(())
+        cols = (table._start, table._stop, table._first, table._rows) = [array("q") for _ in "1234"]
+        for path, kind, cuts in planned:
+            table._file.frombytes(array("I", [len(table._files)]).tobytes() * len(cuts))
+            table._files.append((path, kind))
+            for column, values in zip(cols, cuts.T, strict=True):
+                column.frombytes(values.astype(column.typecode).tobytes())
+        table._start, table._stop, table._first = map(_narrow, cols[:3])
+        return table
+
     def __len__(self) -> int:
         return len(self._file)
 

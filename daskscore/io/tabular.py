@@ -113,6 +113,17 @@ def plan_splits(paths: list[str], size: tuple[str, int]) -> list[Split]:
     InputError
         A file's suffix is not one of :data:`TABULAR_SUFFIXES`, or a file cannot be read.
     """
+    return [
+        Split(path, kind, *(int(v) for v in cut[:3]), None if cut[3] < 0 else int(cut[3]))
+        for path, kind, cuts in plan_cuts(paths, size)
+        for cut in cuts.tolist()
+    ]
+
+
+def plan_cuts(paths: list[str], size: tuple[str, int]) -> Iterator[tuple[str, str, np.ndarray]]:
+    """:func:`plan_splits` as columns: for each file with splits, its path, its kind and an
+    ``int64`` array of one row per split: start, stop, first row, rows (-1: not counted).
+    A million splits of a file are cut in a few array operations, with no object per split."""
     kind, n = size
     if kind not in ("bytes", "rows") or n < 1:
         raise ValueError(f"size must be ('bytes' | 'rows', n >= 1), not {size!r}")
@@ -121,14 +132,15 @@ def plan_splits(paths: list[str], size: tuple[str, int]) -> list[Split]:
             f"input file '{path}' is not a tabular file: tabular mode reads files ending in "
             f"{', '.join(TABULAR_SUFFIXES)} (case-insensitive)."
         )
-    splits: list[Split] = []
     for path in paths:
-        planner = _plan_csv if _kind_of(path) == "csv" else _plan_parquet
+        file_kind = _kind_of(path)
+        planner = _plan_csv if file_kind == "csv" else _plan_parquet
         try:
-            splits.extend(planner(path, kind, n))
+            cuts = planner(path, kind, n)
         except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
             raise InputError(f"cannot plan the splits of input file '{path}': {exc}") from exc
-    return splits
+        if len(cuts):
+            yield path, file_kind or "csv", cuts
 
 
 def read_split(split: Split, *, parquet_file: Any = None, **read_kwargs: Any) -> pd.DataFrame:
@@ -277,54 +289,66 @@ def _row_end_blocks(f: IO[bytes], start: int, size: int) -> Iterator[np.ndarray]
         yield _row_ends(tail + b"\n", base).clip(max=size)
 
 
-def _cut_rows(
-    blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n: int
-) -> list[tuple[int, int, int, int]]:
-    """``(start, stop, first_row, n_rows)`` of each split, from the row end offsets.
-
-    The last split runs to the end of the file (``size``), trailing blank lines included.
-    """
+def _cut_rows(blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n: int) -> np.ndarray:
+    """Start, stop, first row and rows of each split (an ``int64`` array, a row per split),
+    from the row end offsets.  The last split runs to the end of the file (``size``),
+    trailing blank lines included."""
     import numpy as np
 
-    cuts: list[tuple[int, int, int, int]] = []
+    if kind == "rows":  # every n-th row ends a split: array operations, no loop over splits
+        stops, row = [], 0
+        for ends in blocks:
+            stops.append(ends[(n - 1 - row) % n :: n])
+            row += len(ends)
+        stop = np.concatenate(stops).astype(np.int64) if stops else np.zeros(0, np.int64)
+        first = np.arange(len(stop), dtype=np.int64) * n
+        begin = np.concatenate(([start], stop[:-1])).astype(np.int64)[: len(stop)]
+        cuts = np.stack([begin, stop, first, np.full(len(stop), n, np.int64)], axis=1)
+        if row > len(stop) * n:  # the last split: the rest of the file
+            rest = [stop[-1] if len(stop) else start, size, len(stop) * n, row - len(stop) * n]
+            cuts = np.concatenate([cuts, np.array([rest], np.int64)])
+        elif len(cuts):
+            cuts[-1, 1] = size
+        return cuts
+    found: list[tuple[int, int, int, int]] = []
     first = row = 0  # the split's first row; rows seen so far
     for ends in blocks:
         i = 0
         while i < len(ends):
-            if kind == "rows":
-                j = i + first + n - row - 1  # the row that fills the split
-            else:
-                j = i + int(np.searchsorted(ends[i:], start + n))  # first end >= start + n
+            j = i + int(np.searchsorted(ends[i:], start + n))  # first end >= start + n
             if j >= len(ends):
                 row += len(ends) - i
                 break
             row += j - i + 1
-            cuts.append((start, int(ends[j]), first, row - first))
+            found.append((start, int(ends[j]), first, row - first))
             start, first, i = int(ends[j]), row, j + 1
     if row > first:
-        cuts.append((start, size, first, row - first))
-    elif cuts:
-        cuts[-1] = (cuts[-1][0], size, cuts[-1][2], cuts[-1][3])
-    return cuts
+        found.append((start, size, first, row - first))
+    elif found:
+        found[-1] = (found[-1][0], size, found[-1][2], found[-1][3])
+    return np.array(found, np.int64).reshape(-1, 4)
 
 
-def _plan_csv(path: str, kind: str, n: int) -> list[Split]:
+def _plan_csv(path: str, kind: str, n: int) -> np.ndarray:
+    import numpy as np
+
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         data_start = _csv_data_start(f)
         try:
             blocks = _row_end_blocks(f, data_start, size)
-            cuts = _cut_rows(blocks, data_start, size, kind, n)
+            return _cut_rows(blocks, data_start, size, kind, n)
         except _Unsplittable:
-            return [Split(path, "csv", data_start, size, 0, None)] if data_start < size else []
-    return [Split(path, "csv", a, b, first, rows) for a, b, first, rows in cuts]
+            whole = [[data_start, size, 0, -1]] if data_start < size else []
+            return np.array(whole, np.int64).reshape(-1, 4)
 
 
-def _plan_parquet(path: str, kind: str, n: int) -> list[Split]:
+def _plan_parquet(path: str, kind: str, n: int) -> np.ndarray:
+    import numpy as np
     import pyarrow.parquet as pq
 
     meta = pq.read_metadata(path)
-    splits: list[Split] = []
+    splits: list[tuple[int, int, int, int]] = []
     start = first = rows = weight = 0
     for i in range(meta.num_row_groups):
         group = meta.row_group(i)
@@ -333,12 +357,12 @@ def _plan_parquet(path: str, kind: str, n: int) -> list[Split]:
         else:
             w = sum(group.column(c).total_compressed_size for c in range(group.num_columns))
         if rows and group.num_rows and weight + w > n:  # empty groups join the current split
-            splits.append(Split(path, "parquet", start, i, first, rows))
+            splits.append((start, i, first, rows))
             start, first, rows, weight = i, first + rows, 0, 0
         rows, weight = rows + group.num_rows, weight + w
     if rows:
-        splits.append(Split(path, "parquet", start, meta.num_row_groups, first, rows))
-    return splits
+        splits.append((start, meta.num_row_groups, first, rows))
+    return np.array(splits, np.int64).reshape(-1, 4)
 
 
 def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:

@@ -43,8 +43,9 @@ class Assembly:
 
     ``finals``: the final try of every mini-batch whose ``run()`` returned, in mini-batch order
     (a mini-batch split by ``--isolate-failures``: the final tries of its parts that returned,
-    in item order, each with its own rows: concatenated, they are the mini-batch's rows);
-    ``client``: where to compute a dataset (``None``: in this process).
+    in item order, each with its own rows: concatenated, they are the mini-batch's rows); the
+    books' sequence also offers ``byte_ranges()``, their ``(attempt, start_offset, bytes)``
+    made from columns; ``client``: where to compute a dataset (``None``: in this process).
     """
 
     out_dir: Path
@@ -317,7 +318,11 @@ class AppendRowWriter(OutputWriter):
 
     def assemble(self, job: Assembly) -> Path | None:
         dest = job.out_dir / job.output_file_name
-        pieces = ((rec.attempt, rec.start_offset, rec.bytes) for rec in job.finals)
+        ranges = getattr(job.finals, "byte_ranges", None)  # (the books' own, made from columns)
+        if ranges is not None:
+            pieces = ranges()
+        else:
+            pieces = ((rec.attempt, rec.start_offset, rec.bytes) for rec in job.finals)
         size = assemble_append_row(job.staging, pieces, dest)
         logger.info("assembled %s (%d bytes)", dest, size)
         return dest

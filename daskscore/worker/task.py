@@ -77,6 +77,7 @@ def run_task(
             runtime.watch_attempt(None)
             ledger.close()
         runtime.handoff.pack(runtime, result)
+    result.pack()  # (its clean first tries travel in columns)
     return result
 
 

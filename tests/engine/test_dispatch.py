@@ -10,6 +10,7 @@ sizing, the progress counter and the output writer are the real ones.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,7 +158,8 @@ class FakeWorker:
                     break
             completed.extend(records)
         result.records = completed
-        return "finished", result
+        result.pack()  # as the worker's task does: the clean first tries as columns ...
+        return "finished", pickle.loads(pickle.dumps(result))  # ... and the reply pickled
 
     def _try(self, mb: int, try_no: int, total: int) -> MiniBatchRecord:
         rec = MiniBatchRecord(mini_batch=mb, try_no=try_no, worker=WORKER, total=total)

@@ -24,7 +24,7 @@ import daskscore
 from daskscore.config.settings import RetrySettings, Settings
 from daskscore.engine.failed_items import failed_item_rows
 from daskscore.engine.outcomes import Outcomes
-from daskscore.io import outputdir
+from daskscore.io import triescsv
 from daskscore.protocol import MiniBatchRecord, Status
 
 # --------------------------------------------------------------------------- the books
@@ -195,7 +195,7 @@ def test_isolate_failures_costs_one_failed_item_per_poison_file(tmp_path: Path) 
     # processed_mini-batches.csv: Azure's columns first, then items and peak RSS; the split
     # tries are rows of their mini-batch, each naming its items
     tries = _tries(out)
-    assert list(tries[0])[: len(outputdir.ATTEMPT_COLUMNS) - 2] == outputdir.ATTEMPT_COLUMNS[:-2]
+    assert list(tries[0])[: len(triescsv.ATTEMPT_COLUMNS) - 2] == triescsv.ATTEMPT_COLUMNS[:-2]
     assert list(tries[0])[-2:] == ["items", "peak_rss_mb"]
     clean = [t for t in tries if t["mini_batch_id"] == "0"]
     assert [(t["try"], t["status"], t["items"]) for t in clean] == [("1", "RUN_DONE", "")]

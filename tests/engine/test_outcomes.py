@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import pickle
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -22,8 +23,8 @@ from hypothesis import strategies as st
 from daskscore.config import Deployment, RetrySettings, Settings
 from daskscore.engine.finish import JobRecord, failure_message, report_tries, summarize
 from daskscore.engine.outcomes import Outcomes, crash_error
-from daskscore.io import outputdir
-from daskscore.protocol import MiniBatchRecord, Status
+from daskscore.io import outputdir, triescsv
+from daskscore.protocol import MiniBatchRecord, Status, TaskResult
 
 TRACEBACK = (
     "Traceback (most recent call last):\n"
@@ -554,7 +555,7 @@ class Reference:
         ordered = sorted(self.attempts, key=lambda r: (r.mini_batch, r.try_no))
         with open(path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(outputdir.ATTEMPT_COLUMNS)
+            writer.writerow(triescsv.ATTEMPT_COLUMNS)
             for r in ordered:
                 start = r.start
                 iso = (
@@ -655,6 +656,16 @@ def _apply(books: Any, events: list[tuple[Any, ...]]) -> list[set[int]]:
     for event in events:
         if event[0] == "restore":
             books.restore(event[1], event[2])
+        elif event[0] == "record" and isinstance(books, Outcomes) and len(settled) % 2:
+            # as a task's reply brings them: the clean first tries in columns, pickled
+            result = TaskResult(event[1], event[2][0].worker, records=list(event[2]))
+            result.pack()
+            result = pickle.loads(pickle.dumps(result))
+            finished = books.record(event[1], result.records)
+            if result.clean is not None:
+                kept, _, more = books.record_clean(event[1], result.clean)
+                finished |= more | set(kept.tolist())
+            settled.append(finished)
         elif event[0] == "record":
             settled.append(books.record(event[1], event[2]))
         else:
@@ -692,9 +703,16 @@ def test_the_compact_books_answer_as_a_record_per_try_would(
     assert outcomes.attempt_count() == len(by_try)
     assert outcomes.done_finals() == [reference.final[mb] for mb in sorted(reference.final)
                                       if reference.final[mb].done]  # fmt: skip
+    # the output's byte ranges, made from the columns, as the records say
+    ranges = [(r.attempt, r.start_offset, r.bytes) for r in outcomes.done_finals()]
+    made = outcomes.done_finals().byte_ranges()
+    assert list(outputdir._coalesce(made)) == list(outputdir._coalesce(ranges))
     # processed_mini-batches.csv, byte for byte
     ours = root / "ours.csv"
-    outputdir.write_attempt_rows(ours, outcomes.attempt_rows())
+    triescsv.write_attempt_rows(ours, outcomes.attempt_rows())
+    assert ours.read_text(encoding="utf-8") == reference.csv_text(root / "ref.csv")
+    # ... and with the clean rows formatted from the columns, as a job writes it
+    assert triescsv.write_attempt_rows(ours, outcomes.attempt_lines()) == len(by_try)
     assert ours.read_text(encoding="utf-8") == reference.csv_text(root / "ref.csv")
     # report.html's input: every try here (a small job), as dicts
     tries = list(report_tries(outcomes))
@@ -768,4 +786,30 @@ def test_a_crash_charged_to_a_clean_mini_batch_keeps_both_tries() -> None:
 def test_csv_fields_are_quoted_as_the_csv_module_quotes_them(text: str) -> None:
     buf = io.StringIO()
     csv.writer(buf).writerow([text, 1, None])
-    assert buf.getvalue() == f"{outputdir._field(text)},1,{outputdir._field(None)}\r\n"
+    assert buf.getvalue() == f"{triescsv._field(text)},1,{triescsv._field(None)}\r\n"
+
+
+def test_byte_ranges_join_one_part_file_only_where_its_bytes_follow_on() -> None:
+    """The output's byte ranges made from the columns: consecutive mini-batches of one
+    attempt whose bytes follow on are one range; another attempt's file, a gap, or a
+    mini-batch kept whole starts a new one."""
+    outcomes = Outcomes([["f"]] * 6, make_settings())
+
+    def task(attempt: str, *tries: tuple[int, int, int]) -> None:
+        records = [
+            MiniBatchRecord(mb, 1, "w", total=1, succeeded=1, rows=1, status=Status.RUN_DONE,
+                            final=True, start_offset=off, bytes=size)
+            for mb, off, size in tries
+        ]  # fmt: skip
+        result = TaskResult(attempt, "w", records=records)
+        result.pack()
+        assert result.clean is not None and not result.records
+        outcomes.record_clean(attempt, result.clean)
+
+    task("a1", (0, 0, 10), (1, 10, 5))
+    task("a2", (2, 15, 5), (3, 20, 0), (4, 30, 5))  # follows a1's offsets, in another file
+    short = MiniBatchRecord(5, 1, "w", total=1, rows=1, status=Status.RUN_DONE, final=True)
+    outcomes.record("a3", [replace(short, bytes=3)])  # (no result: kept whole)
+    assert list(outcomes.done_finals().byte_ranges()) == [
+        ("a1", 0, 15), ("a2", 15, 5), ("a2", 30, 5), ("a3", 0, 3)
+    ]  # fmt: skip

@@ -19,13 +19,12 @@ from daskscore.io.ledger import (
     read_ledger,
 )
 from daskscore.io.outputdir import (
-    ATTEMPT_COLUMNS,
     SUMMARY_FILE,
     _coalesce,
     assemble_append_row,
     claim_output,
-    write_attempts,
 )
+from daskscore.io.triescsv import ATTEMPT_COLUMNS, write_attempts
 from daskscore.protocol import MiniBatchRecord
 
 
@@ -348,7 +347,7 @@ def test_report_times_are_datetimes_isoformat(ts: float) -> None:
     millisecond (the report's own formatter caches each second's text)."""
     import datetime as dt
 
-    from daskscore.io.outputdir import _iso
+    from daskscore.io.triescsv import _iso
 
     expected = dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds")
     assert _iso(ts) == expected

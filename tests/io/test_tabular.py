@@ -3,6 +3,7 @@ carrying input columns onto results."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import random
@@ -19,10 +20,13 @@ from hypothesis import strategies as st
 
 from daskscore.config.sizes import parse_mini_batch_size
 from daskscore.errors import ConfigError, InputError
+from daskscore.io import tabular
+from daskscore.io.inputs import SplitTable
 from daskscore.io.tabular import (
     TABULAR_SUFFIXES,
     Split,
     carry_columns,
+    plan_cuts,
     plan_splits,
     read_split,
 )
@@ -207,6 +211,7 @@ def test_csv_splits_read_back_as_the_whole_file(
             paths.append(os.path.join(tmp, f"part-{i}.csv"))
             write_csv(Path(paths[-1]), rng, n_rows, opts)
         splits = plan_splits(paths, size)
+        assert list(SplitTable.from_cuts(plan_cuts(paths, size))) == splits  # (the job's table)
         order = [paths.index(s.path) for s in splits]
         assert order == sorted(order)  # file order kept, no split crosses a file
         for path, (n_rows, opts) in zip(paths, files, strict=True):
@@ -249,6 +254,7 @@ def test_parquet_splits_read_back_as_the_whole_file(
             table = pa.Table.from_pandas(df, preserve_index=False)
             pq.write_table(table, paths[-1], row_group_size=group)
         splits = plan_splits(paths, size)
+        assert list(SplitTable.from_cuts(plan_cuts(paths, size))) == splits
         order = [paths.index(s.path) for s in splits]
         assert order == sorted(order)
         for path in paths:
@@ -413,3 +419,25 @@ def test_carry_columns_errors() -> None:
         carry_columns(split_df, pd.DataFrame({"y": [1, 2]}), ["nope"])
     with pytest.raises(ValueError, match="'input_b' is already taken"):
         carry_columns(split_df, pd.DataFrame({"b": [1, 2]}), ["input_b", "b"])
+
+
+@pytest.mark.parametrize("size", [("rows", 1), ("rows", 7), ("rows", 1000), ("bytes", 50)])
+def test_splits_cut_across_the_scan_chunks_as_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: tuple[str, int]
+) -> None:
+    """A file scanned in many chunks (row ends found a chunk at a time) is cut exactly as
+    one scanned in one go: rows counted on from chunk to chunk, no split lost or doubled."""
+    path = tmp_path / "data.csv"
+    lines = ["id,text"] + [f"{i},{'x' * (i % 13)}" for i in range(537)]
+    path.write_text("\n".join(lines) + "\n\n")
+    whole = plan_splits([str(path)], size)
+    monkeypatch.setattr(tabular, "_CHUNK", 61)  # a few rows a chunk, cut mid-line
+    chunked = plan_splits([str(path)], size)
+    assert chunked == whole
+    assert sum(s.n_rows for s in chunked) == 537
+    assert [s.first_row for s in chunked] == list(
+        itertools.accumulate([0] + [s.n_rows for s in chunked[:-1]])
+    )
+    assert chunked[-1].stop == path.stat().st_size
+    if size[0] == "rows":
+        assert all(s.n_rows == size[1] for s in chunked[:-1])

@@ -258,7 +258,7 @@ def test_run_gets_each_mini_batch_once_in_order(
     work = _batches(remote_files["urls"], 2)
     result = run_in_process(runtime, work, monkeypatch=monkeypatch)
     assert script.seen == [[os.path.basename(u) for u in batch] for batch in work]
-    assert [r.status for r in result.records] == [Status.RUN_DONE] * len(work)
+    assert [r.status for r in result.all_records()] == [Status.RUN_DONE] * len(work)
     assert script.scratch_alive == [False] * (len(work) - 1)  # gone before the next run()
     assert os.listdir(scratch_root) == []
 
@@ -285,7 +285,7 @@ def test_a_failed_download_is_its_own_mini_batch_failure(
     for depth in (0, 2):
         runtime, script = make_runtime(tmp_path / f"d{depth}", prefetch=depth, max_retries=1)
         result = run_in_process(runtime, work, monkeypatch=monkeypatch)
-        outcomes[depth] = _summary(result.records)
+        outcomes[depth] = _summary(result.all_records())
         assert len(script.seen) == len(work) - 1  # run() never saw mini-batch 2
         ledger = ledger_path(runtime.job.staging, "a1").read_text().splitlines()
         assert not any(line.startswith("S 2 ") for line in ledger)  # no run() started
@@ -307,7 +307,7 @@ def test_a_retry_gets_its_files(
     script.delete = delete  # run() removed its files before raising: they are fetched again
     work = _batches(remote_files["urls"], 2)
     result = run_in_process(runtime, work, monkeypatch=monkeypatch)
-    tries = [(r.mini_batch, r.try_no, r.status) for r in result.records]
+    tries = [(r.mini_batch, r.try_no, r.status) for r in result.all_records()]
     assert (1, 1, Status.RUN_EXCEPTION) in tries and (1, 2, Status.RUN_DONE) in tries
     assert script.seen.count(["f02.csv", "f03.csv"]) == 2
     assert os.listdir(scratch_root) == []
@@ -355,7 +355,7 @@ def test_a_tabular_retry_gets_an_unchanged_frame(tmp_path: Path, monkeypatch) ->
     runtime, script = make_runtime(tmp_path, prefetch=2)
     script.fail_first_try = {"boom"}
     result = run_in_process(runtime, list(splits), monkeypatch=monkeypatch)
-    assert [(r.mini_batch, r.try_no, r.status) for r in result.records][:2] == [
+    assert [(r.mini_batch, r.try_no, r.status) for r in result.all_records()][:2] == [
         (0, 1, Status.RUN_EXCEPTION),
         (0, 2, Status.RUN_DONE),
     ]

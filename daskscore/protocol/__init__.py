@@ -12,21 +12,30 @@ job, so both sides import it and neither imports the other's internals::
 
 A :class:`MiniBatchRecord` is one try of one mini-batch; its :class:`Status` is one of Azure's
 ``processed_mini-batches.csv`` statuses.  Records travel pickled in task replies and as JSON
-lines in the ledgers (:meth:`MiniBatchRecord.to_json` / :meth:`MiniBatchRecord.from_json`).
+lines in the ledgers (:meth:`MiniBatchRecord.to_json` / :meth:`MiniBatchRecord.from_json`);
+a task's clean first tries (most of a job's) travel in columns, :class:`CleanTries`
+(:mod:`daskscore.protocol.records`).
 """
 
 from __future__ import annotations
 
-import enum
 import operator
 import pickle
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daskscore.config import Deployment
 from daskscore.config.options import DEFAULT_PREFETCH, DEFAULT_PREFETCH_MB
+from daskscore.protocol.records import CLEAN_COLUMNS as CLEAN_COLUMNS
+from daskscore.protocol.records import PROCESS_DIED as PROCESS_DIED
+from daskscore.protocol.records import RUN_DONE as RUN_DONE
+from daskscore.protocol.records import RUN_EXCEPTION as RUN_EXCEPTION
+from daskscore.protocol.records import RUN_TIMEOUT as RUN_TIMEOUT
+from daskscore.protocol.records import CleanTries as CleanTries
+from daskscore.protocol.records import MiniBatchRecord as MiniBatchRecord
+from daskscore.protocol.records import Status as Status
 
 #: Progress events (items scored) go to the driver on this topic, suffixed with the job id.
 PROGRESS_TOPIC = "daskscore-progress"
@@ -58,94 +67,6 @@ def failed_at_import(init_error: str | None) -> bool:
 def relay_key(job_id: str, attempt: str) -> list[str]:
     """Where the scheduler's metadata holds the run() in flight of a shipped task attempt."""
     return [RELAY_ROOT, job_id, attempt]
-
-
-class Status(str, enum.Enum):
-    """How one try of a mini-batch ended (Azure's names; compares equal to the plain string)."""
-
-    RUN_DONE = "RUN_DONE"
-    RUN_EXCEPTION = "RUN_EXCEPTION"
-    RUN_TIMEOUT = "RUN_TIMEOUT"
-    PROCESS_DIED = "PROCESS_DIED"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-RUN_DONE = Status.RUN_DONE
-RUN_EXCEPTION = Status.RUN_EXCEPTION
-RUN_TIMEOUT = Status.RUN_TIMEOUT
-PROCESS_DIED = Status.PROCESS_DIED
-
-
-@dataclass
-class MiniBatchRecord:
-    """One try of one mini-batch: who ran it, when, and how it ended.
-
-    ``final`` marks the try whose outcome (and rows) counts; a mini-batch has exactly one.
-    Where its rows are: ``attempt`` (the task attempt that wrote them, set by the driver),
-    ``start_offset``/``bytes`` in that attempt's append_row part file, or ``part`` (a staged
-    Parquet file of a dataset output).
-    """
-
-    mini_batch: int
-    try_no: int
-    worker: str = ""
-    start: float | None = None
-    total: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    rows: int = 0
-    status: Status = Status.RUN_EXCEPTION
-    error: str = ""
-    final: bool = False
-    run_s: float = 0.0
-    elapsed_s: float = 0.0
-    start_offset: int = 0
-    bytes: int = 0
-    part: str | None = None
-    attempt: str | None = None
-    #: a part of the mini-batch run on its own (``--isolate-failures``): its items
-    #: ``[lo, hi)``, by position in the mini-batch; None for the whole mini-batch
-    items: tuple[int, int] | None = None
-    #: the worker process's peak resident memory during run(), in MiB (0: not measured; see
-    #: :mod:`daskscore.worker.memory` for what the number means)
-    peak_rss_mb: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.status, Status):
-            self.status = Status(self.status)  # a plain string, as Azure writes it
-        if self.items is not None and not isinstance(self.items, tuple):
-            self.items = (int(self.items[0]), int(self.items[1]))  # a JSON list
-
-    @property
-    def done(self) -> bool:
-        """Whether ``run()`` returned (its rows, possibly fewer than its items, are kept)."""
-        return self.status is Status.RUN_DONE
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (the ledger's format; ``try_no`` is written as ``try``)."""
-        out = {f: getattr(self, f) for f in _FIELDS}
-        out["try"] = out.pop("try_no")
-        out["status"] = self.status.value
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> MiniBatchRecord:
-        """The record of a dict written by :meth:`to_json` (unknown keys are ignored)."""
-        values = {k: data[k] for k in _FIELDS if k in data}
-        values["try_no"] = int(data["try"])
-        values["status"] = Status(data.get("status", Status.RUN_EXCEPTION.value))
-        return cls(**values)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # the values in field order, not the attribute dict: a task's reply of thousands of
-        # records unpickles 2.5x quicker on the driver, in 40% fewer bytes
-        return (MiniBatchRecord, _values(self))
-
-
-_FIELDS = tuple(f.name for f in fields(MiniBatchRecord))
-_values = operator.attrgetter(*_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -325,11 +246,16 @@ def _packed_payload(packed: bytes, unpack: Any = None) -> Payload:
 
 @dataclass
 class TaskResult:
-    """What a task sends back: per mini-batch records, or why it did nothing."""
+    """What a task sends back: per mini-batch records, or why it did nothing.
+
+    Its clean first tries travel in columns (``clean``, see :meth:`pack`); ``records`` are
+    the others (or all of them, before :meth:`pack`).
+    """
 
     attempt: str
     worker: str
     records: list[MiniBatchRecord] = field(default_factory=list)
+    clean: CleanTries | None = None
     init_error: str | None = None
     #: the task found its own ledger from an earlier run: its process died; the driver reads it
     interrupted: bool = False
@@ -338,3 +264,17 @@ class TaskResult:
     files: dict[str, bytes] = field(default_factory=dict)
     #: ... and what the worker's log files gained (names relative to ``logs``)
     logs: dict[str, bytes] = field(default_factory=dict)
+
+    def pack(self) -> None:
+        """Move the clean first tries out of ``records`` into ``clean`` (columns)."""
+        if self.records and self.clean is None:
+            self.clean, self.records = CleanTries.split(self.worker, self.records)
+
+    def all_records(self) -> list[MiniBatchRecord]:
+        """Every try this task sent, as records, by mini-batch (each one's in try order)."""
+        if self.clean is None:
+            return list(self.records)
+        return sorted(self.clean.records() + self.records, key=_MINI_BATCH)
+
+
+_MINI_BATCH = operator.attrgetter("mini_batch")
