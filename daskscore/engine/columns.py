@@ -37,13 +37,19 @@ OPEN, CLEAN, RESTORED, DONE, FAILED = 0, 1, 2, 3, 4
 _DONE = Status.RUN_DONE
 
 
-#: The columns of a :class:`CleanTries` as the driver reads them (numpy takes the typecodes
-#: of ``array.array``) ...
-_BLOCK = [(name, code) for name, _, code in CLEAN_COLUMNS]
+#: The columns of a :class:`CleanTries` the driver reads ...
+_BLOCK = [name for name, _, _ in CLEAN_COLUMNS]
 #: ... and the columns here that take them as they are (the others: :meth:`keep_block`).
 _KEPT = [("total", "total"), ("rows", "rows"), ("start", "start"), ("elapsed", "elapsed"),
          ("run", "run"), ("peak", "peak")]  # fmt: skip
 _U32 = (1 << 32) - 1
+
+
+def _values(column: array[Any]) -> Any:
+    """An ``array.array`` as a numpy array (a view; numpy takes its typecode)."""
+    import numpy as np
+
+    return np.frombuffer(column, column.typecode)
 
 
 def zeros(code: str, n: int) -> array[Any]:
@@ -137,13 +143,13 @@ class CleanFinals:
         (a numpy array): a handful of array operations for a task, whatever its size."""
         import numpy as np
 
-        ids = np.frombuffer(block.ids, np.int64)
+        ids = block.ids_array()
         ok = (ids >= 0) & (ids < self.n)
         states = np.frombuffer(state, np.uint8)
         ok[ok] = states[ids[ok]] == OPEN
         if whole:
             ok &= ~np.isin(ids, np.fromiter(whole, np.int64, len(whole)))
-        columns = {name: np.frombuffer(getattr(block, name), dtype) for name, dtype in _BLOCK}
+        columns = {name: _values(getattr(block, name)) for name in _BLOCK}
         for name in ("total", "rows", "offset", "size"):  # unsigned 32-bit columns here
             ok &= (columns[name] >= 0) & (columns[name] <= _U32)
         take = ids[ok]

@@ -271,8 +271,10 @@ def _row_ends(block: bytes, base: int) -> np.ndarray:
         quotes = np.concatenate(([0], np.cumsum(arr == ord('"'))))
         if np.any((quotes[nl] - quotes[starts]) % 2):
             raise _Unsplittable  # a line break may sit inside a quoted field
-    content = np.concatenate(([0], np.cumsum(~_blank()[arr])))
-    return nl[content[nl] > content[starts]] + (base + 1)
+    if not len(nl):
+        return nl
+    filled = np.logical_or.reduceat(~_blank()[arr[: nl[-1] + 1]], starts)  # (a line's bytes)
+    return nl[filled] + (base + 1)
 
 
 def _row_end_blocks(f: IO[bytes], start: int, size: int) -> Iterator[np.ndarray]:

@@ -199,7 +199,7 @@ class CleanTries:
         """The mini-batch ids, a numpy array (a view of the column)."""
         import numpy as np
 
-        return np.frombuffer(self.ids, np.int64)
+        return np.frombuffer(self.ids, self.ids.typecode).astype(np.int64)
 
     def elapsed_sum(self) -> float:
         """Seconds of all the tries, added up."""
@@ -211,8 +211,9 @@ class CleanTries:
         """Items and rows of the tries picked by ``mask`` (a numpy boolean array)."""
         import numpy as np
 
-        total = np.frombuffer(self.total, np.int64)[mask].sum()
-        return int(total), int(np.frombuffer(self.rows, np.int64)[mask].sum())
+        total = np.frombuffer(self.total, self.total.typecode)[mask].sum(dtype=np.int64)
+        rows = np.frombuffer(self.rows, self.rows.typecode)[mask].sum(dtype=np.int64)
+        return int(total), int(rows)
 
     def records(self) -> list[MiniBatchRecord]:
         """The tries as records, in their order (as the worker made them)."""
@@ -242,8 +243,15 @@ class CleanTries:
         return out
 
     def __reduce__(self) -> tuple[Any, ...]:
-        state = (self.part_names, self.part, *(getattr(self, c[0]) for c in CLEAN_COLUMNS))
-        return (_clean_tries, (self.worker, state))
+        columns = (_narrow(getattr(self, c[0])) for c in CLEAN_COLUMNS)
+        return (_clean_tries, (self.worker, (self.part_names, self.part, *columns)))
+
+
+def _narrow(column: array[Any]) -> array[Any]:
+    """A column of 64-bit integers as 32-bit unsigned ones where they fit (half the bytes)."""
+    if column.typecode == "q" and (not column or (min(column) >= 0 and max(column) < 1 << 32)):
+        return array("I", column)
+    return column
 
 
 def _clean_tries(worker: str, state: tuple[Any, ...]) -> CleanTries:
