@@ -40,3 +40,49 @@ def test_driver_script_scores_the_digits(tmp_path: Path) -> None:
     assert [r.split(" ")[0] for r in rows] == sorted(
         p.name for p in (REPO / "configs" / "digits-cnn" / "sample-inputs").iterdir()
     )
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["forked-driver", "python-forkserver"])
+def test_the_code_folders_module_wins_over_the_drivers_own_of_that_name(
+    tmp_path: Path, threads: bool
+) -> None:
+    """A driver script with a module of its own named like one of the code folder's (both
+    have ``utils.py``): the scoring script imports the code folder's, as a fresh process
+    would.  The embedded cluster's workers are forked from the driver (no thread yet) or
+    from Python's fork server, which runs the driver script's imports too; either way they
+    have the driver's ``utils`` already.  Afterwards the driver still has its own."""
+    code = tmp_path / "code"
+    (code / "tools").mkdir(parents=True)
+    (code / "utils.py").write_text('WHO = "code-folder"\n')
+    (code / "tools" / "__init__.py").write_text("")
+    (code / "tools" / "names.py").write_text('WHO = "code-folder-package"\n')
+    (code / "score.py").write_text(
+        "import utils\nimport tools.names\n\ndef init():\n    pass\n\n"
+        "def run(mini_batch):\n"
+        "    return [f'{utils.WHO}/{tools.names.WHO}' for _ in mini_batch]\n"
+    )
+    (tmp_path / "utils.py").write_text('WHO = "driver"\n')
+    (tmp_path / "tools.py").write_text('WHO = "driver"\n')
+    (tmp_path / "deployment.yml").write_text(
+        "code_configuration:\n  code: code\n  scoring_script: score.py\n"
+        "settings:\n  mini_batch_size: 2\n  max_concurrency_per_instance: 2\n"
+    )
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for i in range(4):
+        (inputs / f"f{i}.txt").write_text(str(i))
+    (tmp_path / "driver.py").write_text(
+        "import threading, utils, tools\nimport daskscore\n\n"
+        "if __name__ == '__main__':\n"
+        + ("    threading.Thread(target=threading.Event().wait, daemon=True).start()\n" * threads)
+        + "    result = daskscore.run('deployment.yml', 'inputs', 'out', workers=2)\n"
+        "    print(result.status, utils.WHO, tools.WHO)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "driver.py"], cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
+    shown = f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert proc.returncode == 0, shown
+    assert proc.stdout.strip().splitlines()[-1] == "Completed driver driver", shown
+    rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert rows == ["code-folder/code-folder-package"] * 4

@@ -23,6 +23,8 @@ from daskscore.worker.script import (
     APPEND_ROW_CSV_DEFAULTS,
     ResultError,
     check_script,
+    forget_code,
+    import_script,
     normalize_result,
     read_csv_settings,
     user_traceback,
@@ -394,3 +396,32 @@ def test_preloadable_imports_are_installed_libraries_imported_at_top_level(tmp_p
     assert "PIL" not in found  # the code folder's PIL.py is what the worker would import
     (code / "bad.py").write_text("def (:\n")
     assert preloadable_imports(code / "bad.py", code) == []
+
+
+def test_a_module_of_the_process_named_like_the_code_folders_is_set_aside_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process has a ``utils`` of its own (a driver's, in the driver's dry run): the
+    script imports the code folder's, and once the code is forgotten the process has its own
+    back.  An installed module of a code folder's name (``json``) is not touched."""
+    own = tmp_path / "driver"
+    own.mkdir()
+    (own / "utils.py").write_text("WHO = 'driver'\n")
+    spec = importlib.util.spec_from_file_location("utils", own / "utils.py")
+    assert spec is not None and spec.loader is not None
+    mine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mine)
+    monkeypatch.setitem(sys.modules, "utils", mine)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "utils.py").write_text("WHO = 'code folder'\n")
+    (code / "json.py").write_text("raise RuntimeError('the installed json is kept')\n")
+    (code / "score.py").write_text("import json, utils\nWHO = utils.WHO\n")
+    module = import_script(code, code / "score.py")
+    try:
+        assert module.WHO == "code folder"
+        assert sys.modules["json"] is json
+    finally:
+        forget_code(code)
+    assert sys.modules["utils"] is mine
+    assert str(code) not in sys.path
