@@ -241,6 +241,8 @@ class Plan:
     env: dict[str, str] | None = None
     #: REMOTE: the proxy in front of S3 (its request count)
     proxy: Any = None
+    #: REMOTE: moto's server process (its CPU time is the storage's, on the same cores)
+    storage_pid: int | None = None
 
 
 # --------------------------------------------------------------------------- data generation
@@ -596,7 +598,9 @@ def run_method(plan: Plan, method: str, k: int) -> Run:
     env = (plan.env if remote else None) or {}
     if method in DASKSCORE_METHODS:
         env = {**env, **cluster_env(plan)}
+    busy, storage = machine_cpu_s(), storage_cpu_s(plan) if remote else None
     measured = measure(cmd, log, env)
+    busy, storage = machine_cpu_s() - busy, storage_cpu_s(plan) - storage if remote else None
     sampler, rc = measured.sampler, measured.rc
     driver = round(sampler.driver / MB, 1)
     worker = round(sampler.worker / MB, 1) if sampler.worker else None
@@ -617,11 +621,37 @@ def run_method(plan: Plan, method: str, k: int) -> Run:
             )
     if remote and plan.proxy:
         run.detail["proxy_requests"] = plan.proxy.requests - requests
+    run.detail["machine_cpu_s"] = round(busy, 2)  # (every process: the run's, and the rest)
+    if storage is not None:
+        run.detail["storage_cpu_s"] = round(storage, 2)
     status = run.detail.get("status", "Completed")
     if status != "Completed":
         raise BenchmarkError(f"{name}/{method}: job status {status}; see {out / method}")
     run.sha256, run.lines = file_digest(predictions)
     return run
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds this machine has been busy so far, all cores and processes together
+    (``/proc/stat``: user, nice, system, irq, softirq, steal); 0.0 where it cannot say."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def storage_cpu_s(plan: Plan) -> float:
+    """REMOTE: CPU seconds used so far by moto's server and by this harness (whose threads are
+    the latency proxy): the storage's share of the machine's two cores."""
+    own = os.times()
+    total = own.user + own.system
+    with contextlib.suppress(psutil.Error, TypeError):
+        times = psutil.Process(plan.storage_pid).cpu_times()  # type: ignore[arg-type]
+        total += times.user + times.system
+    return total
 
 
 def run_detail(method: str, out: Path, started_at: float) -> dict[str, Any]:
@@ -729,6 +759,11 @@ def show_run(run: Run, k: int, repeats: int) -> None:
         extra = f"  first mini-batch at {run.detail['first_batch_s']:.3f} s"
     if run.detail.get("proxy_requests") is not None:
         extra += f"  {run.detail['proxy_requests']:,} requests via the proxy"
+    if run.detail.get("storage_cpu_s") is not None:
+        extra += (
+            f"  storage + proxy CPU {run.detail['storage_cpu_s']:.1f} s, machine CPU "
+            f"{run.detail['machine_cpu_s']:.1f} s"
+        )
     print(
         f"[{run.workload}] repeat {k + 1}/{repeats} {METHOD_LABELS[run.method]:<26} "
         f"{run.wall_s:8.2f} s  driver {run.driver_peak_mb:7.1f} MB  "
@@ -908,8 +943,9 @@ class DelayProxy:
 
 
 @contextlib.contextmanager
-def moto_server(log: Path) -> Iterator[tuple[str, int]]:
-    """moto's S3 server on 127.0.0.1 (a port it picks); yields its address; stopped after."""
+def moto_server(log: Path) -> Iterator[tuple[str, int, int]]:
+    """moto's S3 server on 127.0.0.1 (a port it picks); yields its address and process id;
+    stopped after."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as err:
         proc = subprocess.Popen(
@@ -924,7 +960,7 @@ def moto_server(log: Path) -> Iterator[tuple[str, int]]:
             if not line.isdigit():
                 proc.wait(10)
                 raise BenchmarkError(f"moto's server did not start; see {log}:\n{tail(log)}")
-            yield "127.0.0.1", int(line)
+            yield "127.0.0.1", int(line), proc.pid
         finally:
             proc.terminate()
             try:
@@ -973,7 +1009,7 @@ def s3_inputs(plan: Plan) -> Iterator[Plan]:
             f"needs moto[server] and s3fs (pip install 'moto[server]' s3fs); missing: "
             f"{', '.join(missing)}"
         )
-    with moto_server(plan.out / plan.wl.name / "moto.log") as (host, port):
+    with moto_server(plan.out / plan.wl.name / "moto.log") as (host, port, pid):
         bucket = f"bench{uuid.uuid4().hex[:12]}"
         started = time.perf_counter()
         count = upload(plan.inputs, f"http://{host}:{port}", bucket)
@@ -991,7 +1027,9 @@ def s3_inputs(plan: Plan) -> Iterator[Plan]:
                 "AWS_ENDPOINT_URL": proxy.url,
                 "AWS_EC2_METADATA_DISABLED": "true",
             }
-            yield replace(plan, remote_input=f"s3://{bucket}", env=env, proxy=proxy)
+            yield replace(
+                plan, remote_input=f"s3://{bucket}", env=env, proxy=proxy, storage_pid=pid
+            )
 
 
 # --------------------------------------------------------------------------- summary
