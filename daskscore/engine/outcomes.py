@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -129,7 +129,11 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         the columns (a numpy array), their items, and the other mini-batches that became
         final."""
         aid = self.clean.intern_attempt(attempt)
-        whole = self._hist.keys() | self.split.active.keys()
+        hist, active = self._hist, self.split.active
+        if len(hist) + len(active) <= len(block):
+            whole: Collection[int] = hist.keys() | active.keys()
+        else:  # (many kept whole: look up this task's own only)
+            whole = {mb for mb in block.ids if mb in hist or mb in active}
         kept = self.clean.keep_block(block, self.state, aid, whole)
         ids, total = block.ids_array()[kept], 0
         if len(ids):
