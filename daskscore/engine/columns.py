@@ -340,7 +340,8 @@ class DoneFinals(Sequence[MiniBatchRecord]):
         at = 0
         for mb in [*whole.tolist(), len(state)]:
             upto = int(np.searchsorted(done, mb))
-            yield from _joined(clean, done[at:upto])
+            for a in range(at, upto, _RANGES_AT_ONCE):  # (a few MB at a time, whatever the job)
+                yield from _joined(clean, done[a : min(upto, a + _RANGES_AT_ONCE)])
             at = upto
             if mb < len(state):
                 for rec in pieces[mb] if mb in pieces else (full[mb],):
@@ -358,6 +359,11 @@ class DoneFinals(Sequence[MiniBatchRecord]):
         return isinstance(other, Sequence) and list(self) == list(other)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+#: Clean finals whose byte ranges are joined at a time (the ranges of two such runs that
+#: follow on are joined by the assembly).
+_RANGES_AT_ONCE = 1 << 16
 
 
 def _joined(clean: CleanFinals, ids: Any) -> Iterator[tuple[str, int, int]]:

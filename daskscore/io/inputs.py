@@ -375,47 +375,47 @@ class FileBatches(Sequence[list[str]]):
     __hash__ = None  # type: ignore[assignment]
 
 
-def _narrow(column: array[int]) -> array[int]:
-    """``column`` as unsigned 32-bit numbers, if they fit."""
-    if not column or (min(column) >= 0 and max(column) < 1 << 32):
-        return array("I", column)
-    return column
-
-
 class SplitTable(Sequence[Split]):
     """Tabular splits in columns (about 24 bytes each); split ``i`` is made when asked for."""
 
+    #: each split's start, stop and first row (32-bit where they fit), and rows (-1: not counted)
+    _start: array[int]
+    _stop: array[int]
+    _first: array[int]
+    _rows: array[int]
+
     def __init__(self, splits: Iterable[Split]) -> None:
-        self._files: list[tuple[str, str]] = []
-        ids: dict[tuple[str, str], int] = {}
-        self._file, self._start, self._stop = array("I"), array("q"), array("q")
-        self._first, self._rows = array("q"), array("q")
-        for split in splits:
-            key = (split.path, split.kind)
-            fid = ids.get(key)
-            if fid is None:
-                fid = ids[key] = len(self._files)
-                self._files.append(key)
-            self._file.append(fid)
-            self._start.append(split.start)
-            self._stop.append(split.stop)
-            self._first.append(split.first_row)
-            self._rows.append(-1 if split.n_rows is None else split.n_rows)
-        # 4 bytes a number where they fit (files under 4 GB)
-        self._start, self._stop, self._first = map(_narrow, (self._start, self._stop, self._first))
+        import numpy as np
+
+        groups: list[tuple[str, str, list[tuple[int, int, int, int]]]] = []
+        for split in splits:  # (runs of splits of one file, as plan_cuts gives them)
+            if not groups or groups[-1][:2] != (split.path, split.kind):
+                groups.append((split.path, split.kind, []))
+            rows = -1 if split.n_rows is None else split.n_rows
+            groups[-1][2].append((split.start, split.stop, split.first_row, rows))
+        self._fill([(p, k, np.array(c, np.int64).reshape(-1, 4)) for p, k, c in groups])
 
     @classmethod
     def from_cuts(cls, planned: Iterable[tuple[str, str, Any]]) -> SplitTable:
         """The table of :func:`daskscore.io.tabular.plan_cuts`' arrays (no object a split)."""
-        table = cls(())
-        cols = (table._start, table._stop, table._first, table._rows) = [array("q") for _ in "1234"]
-        for path, kind, cuts in planned:
-            table._file.frombytes(array("I", [len(table._files)]).tobytes() * len(cuts))
-            table._files.append((path, kind))
-            for column, values in zip(cols, cuts.T, strict=True):
-                column.frombytes(values.astype(column.typecode).tobytes())
-        table._start, table._stop, table._first = map(_narrow, cols[:3])
+        table = cls.__new__(cls)
+        table._fill(list(planned))
         return table
+
+    def _fill(self, files: list[tuple[str, str, Any]]) -> None:
+        self._files: list[tuple[str, str]] = []
+        self._file = array("I")
+        for fid, (path, kind, cuts) in enumerate(files):
+            self._files.append((path, kind))
+            self._file.frombytes(array("I", [fid]).tobytes() * len(cuts))
+        for i, name in enumerate(("_start", "_stop", "_first", "_rows")):
+            small = name != "_rows" and all(
+                not len(c) or 0 <= c[:, i].min() <= c[:, i].max() < 1 << 32 for *_, c in files
+            )
+            column = array("I" if small else "q")  # 4 bytes a number where they fit
+            for *_, cuts in files:
+                column.frombytes(cuts[:, i].astype(column.typecode).tobytes())
+            setattr(self, name, column)
 
     def __len__(self) -> int:
         return len(self._file)
