@@ -48,7 +48,19 @@ def fit(text: str, width: int) -> str:
     return "\n".join(out)
 
 
+#: the space between a number and its unit ("0.6 s.", "95 MB"): never a place to wrap
+_UNIT_SPACE = re.compile(r"(?<=\d) (?=(?:s|ms|µs|min|h|B|KB|MB|GB|TB|%)(?:[.,;:)]|\s|$))")
+#: what stands for it while the line is wrapped (as wide as a space, and not one)
+_KEEP = "\u00a0"
+
+
 def _wrap(line: str, width: int) -> list[str]:
+    if _KEEP in line:
+        return _fold(line, width)
+    return [part.replace(_KEEP, " ") for part in _fold(_UNIT_SPACE.sub(_KEEP, line), width)]
+
+
+def _fold(line: str, width: int) -> list[str]:
     lead = line[: len(line) - len(line.lstrip())]
     more = lead + "  "
     command = _COMMAND.match(line)
