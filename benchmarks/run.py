@@ -648,9 +648,10 @@ def storage_cpu_s(plan: Plan) -> float:
     the latency proxy): the storage's share of the machine's two cores."""
     own = os.times()
     total = own.user + own.system
-    with contextlib.suppress(psutil.Error, TypeError):
-        times = psutil.Process(plan.storage_pid).cpu_times()  # type: ignore[arg-type]
-        total += times.user + times.system
+    if plan.storage_pid is not None:  # (psutil.Process(None) would be this process again)
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(plan.storage_pid).cpu_times()
+            total += times.user + times.system
     return total
 
 

@@ -14,34 +14,30 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import MISSING, fields
 from typing import Any
 
 from daskscore.io.triescsv import Lines, clean_lines
-from daskscore.protocol import CLEAN_COLUMNS, CleanTries, MiniBatchRecord, Status
+from daskscore.protocol import (
+    CLEAN_COLUMNS,
+    CleanTries,
+    MiniBatchRecord,
+    Status,
+    is_clean_final,
+)
 
-_KNOWN = {
-    "mini_batch", "try_no", "worker", "start", "total", "succeeded", "failed", "rows",
-    "status", "error", "final", "run_s", "elapsed_s", "start_offset", "bytes", "part", "attempt",
-    "peak_rss_mb",
-}  # fmt: skip
-#: Fields a newer MiniBatchRecord may have that the columns do not keep: a record with any of
-#: them set is kept whole.
-_EXTRA = [(f.name, f.default) for f in fields(MiniBatchRecord) if f.name not in _KNOWN]
 _NAN = math.nan
 
 #: A mini-batch's state in the books: not settled; settled by a clean first try of this run,
 #: or of an earlier run (``--resume``); settled by a record kept whole, whose run() returned,
 #: or not.
 OPEN, CLEAN, RESTORED, DONE, FAILED = 0, 1, 2, 3, 4
-_DONE = Status.RUN_DONE
 
 
 #: The columns of a :class:`CleanTries` the driver reads ...
 _BLOCK = [name for name, _, _ in CLEAN_COLUMNS]
-#: ... and the columns here that take them as they are (the others: :meth:`keep_block`).
-_KEPT = [("total", "total"), ("rows", "rows"), ("start", "start"), ("elapsed", "elapsed"),
-         ("run", "run"), ("peak", "peak")]  # fmt: skip
+#: ... and the columns here, of the same names, that take them as they are (the others:
+#: :meth:`CleanFinals.keep_block`).
+_KEPT = ("total", "rows", "start", "elapsed", "run", "peak")
 _U32 = (1 << 32) - 1
 
 
@@ -55,21 +51,6 @@ def _values(column: array[Any]) -> Any:
 def zeros(code: str, n: int) -> array[Any]:
     """An ``array.array`` of ``n`` zeros."""
     return array(code, bytes(array(code).itemsize * n))
-
-
-def is_clean(rec: MiniBatchRecord) -> bool:
-    """Whether ``rec`` is a final try whose run() returned every result, with nothing the
-    columns would lose (the driver names its attempt)."""
-    if not (
-        rec.final
-        and rec.status is Status.RUN_DONE
-        and not rec.failed
-        and rec.succeeded == rec.total
-        and not rec.error
-        and rec.attempt is None
-    ):
-        return False
-    return not _EXTRA or all(getattr(rec, k) == d for k, d in _EXTRA if d is not MISSING)
 
 
 class CleanFinals:
@@ -99,17 +80,9 @@ class CleanFinals:
 
     def keep(self, mb: int, rec: MiniBatchRecord, attempt_id: int) -> bool:
         """Keep ``rec`` as mini-batch ``mb``'s final, written by attempt ``attempt_id``, if it
-        is clean (:func:`is_clean`) and its values fit; False otherwise (nothing is kept)."""
-        if not (
-            rec.final
-            and rec.status is _DONE
-            and not rec.failed
-            and rec.succeeded == rec.total
-            and not rec.error
-            and rec.attempt is None
-        ):
-            return False
-        if _EXTRA and not is_clean(rec):
+        is clean (:func:`~daskscore.protocol.is_clean_final`) and its values fit; False
+        otherwise (nothing is kept)."""
+        if not is_clean_final(rec):
             return False
         wid = self._worker_ids.get(rec.worker)
         if wid is None:
@@ -156,24 +129,21 @@ class CleanFinals:
         wid = self._intern_worker(block.worker) if len(take) else 0
         if not len(take) or wid > 0xFFFF:
             return ok & (wid <= 0xFFFF)
-        np.frombuffer(self.worker, np.uint16)[take] = wid
-        np.frombuffer(self.attempt, np.uint32)[take] = aid
-        for mine, name in _KEPT:
-            view = np.frombuffer(getattr(self, mine), getattr(self, mine).typecode)
-            view[take] = columns[name][ok]
+        _values(self.worker)[take] = wid
+        _values(self.attempt)[take] = aid
+        for name in _KEPT:
+            _values(getattr(self, name))[take] = columns[name][ok]
         offsets, sizes = columns["offset"][ok], columns["size"][ok]
         if offsets.any() or sizes.any():
             if self.offset is None or self.bytes is None:
                 self.offset, self.bytes = zeros("I", self.n), zeros("I", self.n)
-            np.frombuffer(self.offset, np.uint32)[take] = offsets
-            np.frombuffer(self.bytes, np.uint32)[take] = sizes
+            _values(self.offset)[take] = offsets
+            _values(self.bytes)[take] = sizes
         if block.part is not None:
             if self.part is None:
                 self.part = zeros("I", self.n)
             ids_of = np.array([0, *map(self._part_id, block.part_names)], np.uint32)
-            np.frombuffer(self.part, np.uint32)[take] = ids_of[
-                np.frombuffer(block.part, np.uint32)[ok]
-            ]
+            _values(self.part)[take] = ids_of[_values(block.part)[ok]]
         states[take] = CLEAN
         return ok
 
@@ -252,10 +222,9 @@ class CleanFinals:
     def csv_lines(self, ids: Any) -> Lines:
         """The rows of ``processed_mini-batches.csv`` of the clean finals ``ids`` (a numpy
         array, in order), formatted in one go from the columns."""
-        import numpy as np
 
         def column(values: array[Any]) -> list[Any]:
-            return np.frombuffer(values, values.typecode)[ids].tolist()  # type: ignore[no-any-return]
+            return _values(values)[ids].tolist()  # type: ignore[no-any-return]
 
         names = self.workers
         workers = [names[w] for w in column(self.worker)]
@@ -373,9 +342,9 @@ def _joined(clean: CleanFinals, ids: Any) -> Iterator[tuple[str, int, int]]:
 
     if not len(ids) or clean.offset is None or clean.bytes is None:
         return
-    attempt = np.frombuffer(clean.attempt, np.uint32)[ids].astype(np.int64)
-    start = np.frombuffer(clean.offset, np.uint32)[ids].astype(np.int64)
-    size = np.frombuffer(clean.bytes, np.uint32)[ids].astype(np.int64)
+    attempt, start, size = (
+        _values(c)[ids].astype(np.int64) for c in (clean.attempt, clean.offset, clean.bytes)
+    )
     keep = size > 0
     attempt, start, size = attempt[keep], start[keep], size[keep]
     if not len(size):

@@ -36,6 +36,7 @@ from daskscore.protocol.records import RUN_TIMEOUT as RUN_TIMEOUT
 from daskscore.protocol.records import CleanTries as CleanTries
 from daskscore.protocol.records import MiniBatchRecord as MiniBatchRecord
 from daskscore.protocol.records import Status as Status
+from daskscore.protocol.records import is_clean_final as is_clean_final
 
 #: Progress events (items scored) go to the driver on this topic, suffixed with the job id.
 PROGRESS_TOPIC = "daskscore-progress"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import operator
 from array import array
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 
@@ -111,8 +111,24 @@ _CHECKED = {"try_no", "worker", "succeeded", "failed", "status", "error", "final
 _CLEAN_DEFAULTS = {
     f.name: f.default
     for f in fields(MiniBatchRecord)
-    if f.name not in {c[1] for c in CLEAN_COLUMNS} and f.name not in _CHECKED
+    if f.name not in {c[1] for c in CLEAN_COLUMNS}
+    and f.name not in _CHECKED
+    and f.default is not MISSING
 }
+
+
+def is_clean_final(rec: MiniBatchRecord) -> bool:
+    """Whether ``rec`` is a final try whose run() returned every result, with nothing that
+    columns of its numbers would lose (no attempt named yet, not a part of a mini-batch, any
+    newer field at its default)."""
+    return bool(
+        rec.final
+        and rec.status is Status.RUN_DONE
+        and not rec.failed
+        and rec.succeeded == rec.total
+        and not rec.error
+        and all(getattr(rec, k) == v for k, v in _CLEAN_DEFAULTS.items())
+    )
 
 
 class CleanTries:
@@ -137,18 +153,8 @@ class CleanTries:
 
     @staticmethod
     def fits(rec: MiniBatchRecord, worker: str) -> bool:
-        """Whether ``rec`` is a clean first try that the columns hold whole."""
-        if not (
-            rec.final
-            and rec.try_no == 1
-            and rec.status is Status.RUN_DONE
-            and not rec.failed
-            and rec.succeeded == rec.total
-            and not rec.error
-            and rec.worker == worker
-        ):
-            return False
-        return all(getattr(rec, k) == v for k, v in _CLEAN_DEFAULTS.items())
+        """Whether ``rec`` is a clean first try (:func:`is_clean_final`) of ``worker``."""
+        return rec.try_no == 1 and rec.worker == worker and is_clean_final(rec)
 
     @classmethod
     def split(
