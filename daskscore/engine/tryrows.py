@@ -7,7 +7,6 @@ file they are formatted a few thousand at a time from them
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +47,7 @@ class TryRows:
 
     def iter_attempts(self) -> Iterator[MiniBatchRecord]:
         """Every try, by mini-batch and try number (a split one's parts after it)."""
-        for mb in self._tried():
+        for mb in map(int, self._tried_ids()):
             tries = self._hist.get(mb)
             if tries is not None:
                 yield from self._in_order(mb, tries)
@@ -61,12 +60,8 @@ class TryRows:
         :func:`~daskscore.io.triescsv.write_attempt_rows` writes, at a fraction of the cost."""
         import numpy as np
 
-        state = np.frombuffer(self.state, np.uint8)
-        tried = state != OPEN
-        if self._hist:
-            tried[np.fromiter(self._hist, np.int64, len(self._hist))] = True
-        ids = np.flatnonzero(tried)
-        states = state[ids]
+        ids = self._tried_ids()
+        states = np.frombuffer(self.state, np.uint8)[ids]
         whole = np.flatnonzero((states != CLEAN) & (states != RESTORED))
         at = 0
         for pos in [*whole.tolist(), len(ids)]:
@@ -93,19 +88,19 @@ class TryRows:
         try, worker, start, total, succeeded, failed, elapsed_s, run_s, status, error, items,
         peak_rss_mb; by mini-batch and try.  ``every``: the tries of every n-th mini-batch with
         tries only."""
-        tried = self._tried()
-        if every > 1:
-            tried = itertools.islice(tried, 0, None, every)
-        for mb in tried:
+        for mb in map(int, self._tried_ids()[::every]):
             yield from self._rows_of(mb)
 
     def tried_count(self) -> int:
         """Mini-batches with a try."""
         return self._n_final - len(self._full) + len(self._hist)  # a full final has tries
 
-    def _tried(self) -> Iterator[int]:
-        """The mini-batches with a try, in order: those settled, and those kept whole."""
-        marks = bytearray(self.state) if self._hist else self.state
-        for mb in self._hist:
-            marks[mb] = 1
-        return (mb for mb, mark in enumerate(marks) if mark)
+    def _tried_ids(self) -> Any:
+        """The mini-batches with a try, in order (a numpy array): those settled, and those
+        kept whole."""
+        import numpy as np
+
+        tried = np.frombuffer(self.state, np.uint8) != OPEN
+        if self._hist:
+            tried[np.fromiter(self._hist, np.int64, len(self._hist))] = True
+        return np.flatnonzero(tried)
