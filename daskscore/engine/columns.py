@@ -223,13 +223,11 @@ class CleanFinals:
         """The rows of ``processed_mini-batches.csv`` of the clean finals ``ids`` (a numpy
         array, in order), formatted in one go from the columns."""
 
-        def column(values: array[Any]) -> list[Any]:
-            return _values(values)[ids].tolist()  # type: ignore[no-any-return]
+        def column(values: array[Any]) -> Any:
+            return _values(values)[ids]
 
-        names = self.workers
-        workers = [names[w] for w in column(self.worker)]
         return clean_lines(
-            ids.tolist(), workers, column(self.start), column(self.total),
+            ids, column(self.worker), self.workers, column(self.start), column(self.total),
             column(self.elapsed), column(self.run), column(self.peak),
         )  # fmt: skip
 

@@ -16,7 +16,7 @@ from daskscore.io.triescsv import Lines
 from daskscore.protocol import MiniBatchRecord
 
 #: Clean rows of ``processed_mini-batches.csv`` formatted at a time.
-LINES_AT_ONCE = 4096
+LINES_AT_ONCE = 16384
 
 
 class TryRows:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -351,3 +353,99 @@ def test_report_times_are_datetimes_isoformat(ts: float) -> None:
 
     expected = dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds")
     assert _iso(ts) == expected
+
+
+# the clean tries' rows, made a column at a time (triescsv.clean_lines): the same bytes as the
+# rows formatted one by one; values at and near the ties of their rounding, signs and ends
+_EDGES = [0.0, -0.0, 0.00005, 0.00015, 2.5e-5, 0.99995, 9.99995, 1.00005, 0.05, 0.25, 0.35,
+          -1e-5, -3.25, 1e-300, 123456.78905, 99999.99995, 1e6, 1e12, math.inf, -math.inf,
+          math.nan]  # fmt: skip
+
+
+def _rows_both_ways(tmp_path: Path, columns: dict[str, list[Any]], names: list[Any]) -> tuple[bytes, bytes]:
+    import numpy as np
+
+    from daskscore.io.triescsv import clean_lines, write_attempt_rows
+
+    n = len(columns["ids"])
+    arrays = {k: np.asarray(v) for k, v in columns.items()}
+    lines = clean_lines(
+        arrays["ids"], arrays["workers"], names, arrays["starts"], arrays["totals"],
+        arrays["elapsed"], arrays["runs"], arrays["peaks"],
+    )  # fmt: skip
+    assert lines.count == n
+    write_attempt_rows(tmp_path / "columns.csv", [lines])
+    rows = [
+        (mb, 1, names[w], None if s != s else s, t, t, 0, e, r, "RUN_DONE", "", "", p)
+        for mb, w, s, t, e, r, p in zip(
+            columns["ids"], columns["workers"], columns["starts"], columns["totals"],
+            columns["elapsed"], columns["runs"], columns["peaks"], strict=True,
+        )
+    ]  # fmt: skip
+    write_attempt_rows(tmp_path / "rows.csv", rows)
+    return (tmp_path / "columns.csv").read_bytes(), (tmp_path / "rows.csv").read_bytes()
+
+
+def test_clean_rows_made_in_columns_are_the_rows_made_one_by_one(tmp_path: Path) -> None:
+    n = len(_EDGES)
+    starts = [math.nan, 0.0, 1_700_000_000.5, 1_700_000_000.9999996, 1_700_000_000.0004995,
+              1_700_000_000.9995, 86_399.9999999, 1.0, 4e9, -1.5] * 3  # fmt: skip
+    columns = {
+        "ids": [7 * i for i in range(n)],
+        "workers": [i % 4 for i in range(n)],
+        "starts": starts[:n],
+        "totals": [i * 10**8 for i in range(n)],
+        "elapsed": _EDGES,
+        "runs": _EDGES[::-1],
+        "peaks": _EDGES[3:] + _EDGES[:3],
+    }
+    names = ["tcp://127.0.0.1:4001", 'a "quoted", name', "ünïcode", None]
+    made, expected = _rows_both_ways(tmp_path, columns, names)
+    assert made == expected
+    lines = made.decode("utf-8").split("\r\n")
+    assert lines[1].startswith("0,1,tcp://127.0.0.1:4001,,0,0,0,0.0000,nan,RUN_DONE,,,")
+    assert ',1,"a ""quoted"", name",' in lines[2]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 2**31 - 1),
+            st.integers(0, 2),
+            st.one_of(st.just(math.nan), st.floats(1.0, 4e9)),
+            st.integers(0, 2**40),
+            st.one_of(st.sampled_from(_EDGES), st.floats(0, 1e6), st.decimals(0, 10, places=5).map(float)),
+            st.one_of(st.floats(0, 3600), st.decimals(0, 100, places=5).map(float)),
+            st.one_of(st.just(0.0), st.floats(0, 1e5), st.decimals(0, 1000, places=2).map(float)),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_clean_rows_in_columns_match_python_formatting(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[Any, ...]]
+) -> None:
+    keys = ["ids", "workers", "starts", "totals", "elapsed", "runs", "peaks"]
+    columns = {k: list(v) for k, v in zip(keys, zip(*rows, strict=True), strict=True)}
+    made, expected = _rows_both_ways(tmp_path_factory.mktemp("rows"), columns, ["w0", "w,1", None])
+    assert made == expected
+
+
+def test_clean_rows_are_made_without_importing_pandas() -> None:
+    """The driver of a CSV job never needs pandas (0.6 s to import): formatting its tries'
+    rows must not pull it in through pyarrow."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from daskscore.io.triescsv import clean_lines\n"
+        "n = 5\n"
+        "lines = clean_lines(np.arange(n), np.zeros(n, int), ['w'], np.full(n, 1.7e9),"
+        " np.ones(n, int), np.full(n, 0.00005), np.full(n, -0.0), np.zeros(n))\n"
+        "assert lines.count == n, lines\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
