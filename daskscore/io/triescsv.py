@@ -79,82 +79,95 @@ def clean_lines(
     :func:`write_attempt_rows` formats them, byte for byte, in one go: columns as numpy arrays
     (``workers``: indexes into ``names``; ``starts`` NaN where there is none).
 
-    The fields are made by Arrow's compute kernels, a column at a time, with no Python object
-    per row: about 0.3 µs a row, where formatting each row in Python took 5.  A number Arrow's
-    arithmetic might round otherwise than Python's ``format`` (within a millionth of a tie,
-    negative, not finite, or too big) is formatted by Python.
+    The rows are laid out by numpy as one byte matrix, a row per try and a few columns per
+    field, NUL where a field is shorter than its columns; the NULs dropped, the rest are the
+    rows back to back.  No Python object per row: about 1 µs a row, where formatting each
+    row in Python takes 5.  A row numpy's arithmetic might write otherwise than Python's
+    ``format`` (a number within a millionth of a rounding tie, negative, not finite or big; a
+    start outside years 1-9999) is formatted by Python.
     """
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     n = len(ids)
     if n == 0:
         return Lines("", 0)
-    quoted = _texts([_field(name) for name in names])
-    total = _digits(totals)
-    fields = [
-        _digits(ids), _text("1"), quoted.take(_ints(workers)),
-        _iso_column(starts), total, total, _text("0"), _fixed(elapsed, 4), _fixed(runs, 4),
-        _text("RUN_DONE"), _text(""), _text(""), _fixed(peaks, 1, blank_zero=True),
-    ]  # fmt: skip
-    # the line end joined to the last field, so that the rows lie back to back in one buffer
-    fields[-1] = pc.binary_join_element_wise(fields[-1], _text("\r\n"), _text(""))
-    rows = pc.binary_join_element_wise(*fields, _text(","))
-    ends = np.frombuffer(rows.buffers()[1], np.int32)[rows.offset : rows.offset + n + 1]
-    data = rows.buffers()[2]
-    assert data is not None and rows.null_count == 0
-    return Lines(data[int(ends[0]) : int(ends[-1])].to_pybytes().decode("utf-8"), n)
+    ids, totals = np.asarray(ids, np.int64), np.asarray(totals, np.int64)
+    workers = np.asarray(workers, np.int64)
+    quoted = [_field(name).encode("utf-8") for name in names]
+    e_text, e_ok = _fixed_bytes(elapsed, 4)
+    r_text, r_ok = _fixed_bytes(runs, 4)
+    p_text, p_ok = _fixed_bytes(peaks, 1, blank_zero=True)
+    t_text, t_ok = _iso_bytes(starts)
+    ok = e_ok & r_ok & p_ok & t_ok & (ids >= 0) & (totals >= 0)
+    ok &= np.array([b"\0" not in q for q in quoted], bool)[workers]
+    total = _int_bytes(totals)
+    mat = np.concatenate(
+        [
+            _int_bytes(ids), _const(n, b",1,"), _table(quoted)[workers], _const(n, b","),
+            t_text, _const(n, b","), total, _const(n, b","), total, _const(n, b",0,"),
+            e_text, _const(n, b","), r_text, _const(n, b",RUN_DONE,,,"), p_text,
+            _const(n, b"\r\n"),
+        ],
+        axis=1,
+    )  # fmt: skip
+    kept = mat != 0
+    data = mat[kept].tobytes()
+    odd = np.flatnonzero(~ok)
+    if odd.size == 0:
+        return Lines(data.decode("utf-8"), n)
+    # the rows left to Python take the place of numpy's, which are cut out by their lengths
+    ends = np.cumsum(kept.sum(axis=1)).tolist()
+    parts, at = [], 0
+    for i in odd.tolist():
+        parts.append(data[at : ends[i - 1] if i else 0].decode("utf-8"))
+        start = float(starts[i])
+        parts.append(
+            _line(
+                int(ids[i]), 1, _field(names[int(workers[i])]), None if start != start else start,
+                int(totals[i]), int(totals[i]), 0, float(elapsed[i]), float(runs[i]), "RUN_DONE",
+                "", "", float(peaks[i]),
+            )  # fmt: skip
+        )
+        at = ends[i]
+    parts.append(data[at:].decode("utf-8"))
+    return Lines("".join(parts), n)
 
 
-# Arrow arrays are made from their buffers here: ``pyarrow.array`` imports pandas on its first
-# call (0.6 s), which the driver has no other use for.
-
-
-def _ints(values: Any) -> Any:
-    """An Arrow int64 array of ``values``."""
+def _const(n: int, text: bytes) -> Any:
+    """``text`` in each of ``n`` rows (a read-only view)."""
     import numpy as np
-    import pyarrow as pa
 
-    data = np.ascontiguousarray(values, np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+    return np.broadcast_to(np.frombuffer(text, np.uint8), (n, len(text)))
 
 
-def _bools(values: Any) -> Any:
-    """An Arrow boolean array of ``values``."""
+def _table(texts: Sequence[bytes]) -> Any:
+    """``texts`` as the rows of a byte matrix, NUL after each."""
     import numpy as np
-    import pyarrow as pa
 
-    data = np.asarray(values, bool)
-    bits = np.packbits(data, bitorder="little")
-    return pa.Array.from_buffers(pa.bool_(), len(data), [None, pa.py_buffer(bits)])
-
-
-def _texts(values: Sequence[str]) -> Any:
-    """An Arrow string array of ``values``."""
-    import numpy as np
-    import pyarrow as pa
-
-    encoded = [v.encode("utf-8") for v in values]
-    offsets = np.zeros(len(encoded) + 1, np.int32)
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    return pa.Array.from_buffers(
-        pa.string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    width = max(1, *map(len, texts)) if texts else 1
+    return np.frombuffer(b"".join(t.ljust(width, b"\0") for t in texts), np.uint8).reshape(
+        len(texts), width
     )
 
 
-def _text(value: str) -> Any:
-    """An Arrow string scalar (a ``str`` argument to a compute function is made into one by
-    ``pyarrow.scalar``, which imports pandas)."""
-    return _texts([value])[0]
+def _int_bytes(values: Any, lead: bool = False) -> Any:
+    """Non-negative integers in decimal, a row of bytes each: as ``str`` writes them (NUL for
+    the leading zeros), or with ``lead``, as many digits for each as for the biggest."""
+    import numpy as np
 
-
-def _digits(values: Any) -> Any:
-    """Integers as text, an Arrow array."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return pc.cast(_ints(values), pa.string())
+    v = np.maximum(np.asarray(values, np.int64), 0)
+    width = len(str(int(v.max()))) if len(v) else 1
+    digits = np.empty((len(v), width), np.uint8)
+    for col in range(width - 1, -1, -1):  # the units first
+        v, d = np.divmod(v, 10)
+        digits[:, col] = d
+        digits[:, col] += 48
+    if not lead:
+        # every digit left of the highest non-zero one is a leading zero
+        zero = digits == 48
+        zero[:, -1] = False
+        digits[np.logical_and.accumulate(zero, axis=1)] = 0
+    return digits
 
 
 #: a scaled value at or above this is formatted by Python: a float's product with 10**digits
@@ -162,64 +175,63 @@ def _digits(values: Any) -> Any:
 _FIXED_MAX = 1e9
 
 
-def _fixed(values: Any, digits: int, blank_zero: bool = False) -> Any:
-    """``f"{v:.{digits}f}"`` of each value, an Arrow array (``""`` for a zero, where
-    ``blank_zero``, as ``f"..." if v else ""`` writes it)."""
+def _fixed_bytes(values: Any, digits: int, blank_zero: bool = False) -> tuple[Any, Any]:
+    """``f"{v:.{digits}f}"`` of each value as a row of bytes (nothing for a zero, where
+    ``blank_zero``, as ``f"..." if v else ""`` writes it), and whether numpy wrote it as
+    Python does: not where the value is negative, not finite, too big, or near a tie."""
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     x = np.asarray(values, np.float64)
     scale = 10**digits
     with np.errstate(invalid="ignore", over="ignore"):
         scaled = x * scale
-        safe = np.isfinite(scaled) & ~np.signbit(scaled) & (scaled < _FIXED_MAX)
-        # a tie is rounded on the exact binary value by Python, on the product here: leave
-        # the values near one (and the others Arrow's path cannot take) to Python
-        safe &= np.abs(scaled - np.floor(scaled) - 0.5) > 1e-6
-        whole = np.rint(np.where(safe, scaled, 0.0)).astype(np.int64)
-    text = pc.binary_join_element_wise(
-        _digits(whole // scale),
-        pc.utf8_lpad(_digits(whole % scale), width=digits, padding="0"),
-        _text("."),
+        ok = np.isfinite(scaled) & ~np.signbit(scaled) & (scaled < _FIXED_MAX)
+        # a tie is rounded on the exact binary value by Python, on the product here
+        ok &= np.abs(scaled - np.floor(scaled) - 0.5) > 1e-6
+        whole = np.rint(np.where(ok, scaled, 0.0)).astype(np.int64)
+    out = np.concatenate(
+        [_int_bytes(whole // scale), _int_bytes(whole % scale + scale, True)], axis=1
     )
-    odd = np.flatnonzero(~safe)
-    if odd.size:
-        mask = np.zeros(len(x), bool)
-        mask[odd] = True
-        text = pc.replace_with_mask(
-            text, _bools(mask), _texts([f"{v:.{digits}f}" for v in x[odd].tolist()])
-        )
+    out[:, -digits - 1] = ord(".")  # where the 1 of "+ scale" kept the fraction's zeros
     if blank_zero:
-        text = pc.if_else(_bools(x == 0), _text(""), text)
-    return text
+        out[x == 0] = 0
+        ok |= x == 0
+    return out, ok
 
 
-def _iso_column(starts: Any) -> Any:
-    """:func:`_iso` of each start (``""`` for NaN and zero), an Arrow array."""
+def _iso_bytes(starts: Any) -> tuple[Any, Any]:
+    """:func:`_iso` of each start as a row of bytes (nothing for NaN and zero), and whether
+    numpy wrote it as Python does (years 1000 to 9999: numpy writes year 999 as 0999, C's
+    strftime as 999)."""
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     ts = np.asarray(starts, np.float64)
+    n = len(ts)
     with np.errstate(invalid="ignore"):
         has = np.isfinite(ts) & (ts != 0)
+        ok = ~has | ((ts >= -30610224000.0) & (ts < 253402300799.0))
+        has &= ok
         t = np.where(has, ts, 0.0)
         sec = np.floor(t)
         micro = np.round((t - sec) * 1e6)  # as _iso: to the microsecond, then to the ms
         carry = micro >= 1_000_000
         sec[carry] += 1
         micro[carry] -= 1_000_000
-    # the seconds' text by numpy (a job's starts fall in few seconds: each is made once),
-    # the milliseconds' from a table
+    # each second's text made once (a job's starts fall in few seconds), by numpy
     seconds, which = np.unique(sec.astype(np.int64), return_inverse=True)
-    days = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s")
-    text = pc.binary_join_element_wise(
-        _texts(days.tolist()).take(_ints(which.reshape(-1))),
-        _texts(_MILLIS).take(_ints(micro // 1000)),
-        _text(""),
+    days = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s").astype("S19")
+    out = np.concatenate(
+        [
+            np.frombuffer(days.tobytes(), np.uint8).reshape(-1, 19)[which.reshape(-1)],
+            _const(n, b"."),
+            _int_bytes((micro // 1000).astype(np.int64) + 1000, True),
+            _const(n, b"+00:00"),
+        ],
+        axis=1,
     )
-    return pc.if_else(_bools(has), text, _text(""))
+    out[:, 20] = 0  # the 1 of "+ 1000", which kept the milliseconds' zeros
+    out[~has] = 0
+    return out, ok
 
 
 def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...] | Lines]) -> int:
@@ -252,10 +264,7 @@ def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...] | Lines]) -> i
             if how is None:
                 how = names[status] = _field(status)
             lines.append(
-                f"{mb},{tn},{who},{_iso(start)},{total},{ok},{bad},"
-                f"{elapsed:.4f},{run:.4f},{how},"
-                f"{_field(_last_line(error)) if error else ''},"
-                f"{_field(items) if items else ''},{f'{peak:.1f}' if peak else ''}\r\n"
+                _line(mb, tn, who, start, total, ok, bad, elapsed, run, how, error, items, peak)
             )
             if len(lines) >= 4096:
                 count += len(lines)
@@ -264,6 +273,18 @@ def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...] | Lines]) -> i
         count += len(lines)
         fh.write("".join(lines))
     return count
+
+
+def _line(
+    mb: Any, tn: Any, who: str, start: float | None, total: Any, ok: Any, bad: Any,
+    elapsed: float, run: float, how: str, error: str, items: str, peak: float,
+) -> str:
+    """One row of the file, its worker and status already quoted."""  # fmt: skip
+    return (
+        f"{mb},{tn},{who},{_iso(start)},{total},{ok},{bad},{elapsed:.4f},{run:.4f},{how},"
+        f"{_field(_last_line(error)) if error else ''},"
+        f"{_field(items) if items else ''},{f'{peak:.1f}' if peak else ''}\r\n"
+    )
 
 
 _SPECIAL = re.compile(r'[,"\r\n]')

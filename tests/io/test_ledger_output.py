@@ -387,24 +387,28 @@ def _rows_both_ways(tmp_path: Path, columns: dict[str, list[Any]], names: list[A
 
 
 def test_clean_rows_made_in_columns_are_the_rows_made_one_by_one(tmp_path: Path) -> None:
-    n = len(_EDGES)
+    # the numbers' edges, in rows of one start; then the starts' edges, in rows of plain numbers
     starts = [math.nan, 0.0, 1_700_000_000.5, 1_700_000_000.9999996, 1_700_000_000.0004995,
-              1_700_000_000.9995, 86_399.9999999, 1.0, 4e9, -1.5] * 3  # fmt: skip
+              1_700_000_000.9995, 86_399.9999999, 1.0, 4e9, -1.5, -30_610_224_000.0,
+              -30_610_224_000.5, 253_402_300_798.9]  # fmt: skip
+    numbers, n = len(_EDGES), len(_EDGES) + len(starts)
+    plain = [0.123] * len(starts)
     columns = {
         "ids": [7 * i for i in range(n)],
         "workers": [i % 4 for i in range(n)],
-        "starts": starts[:n],
+        "starts": [1_700_000_000.25] * numbers + starts,
         "totals": [i * 10**8 for i in range(n)],
-        "elapsed": _EDGES,
-        "runs": _EDGES[::-1],
-        "peaks": _EDGES[3:] + _EDGES[:3],
+        "elapsed": _EDGES + plain,
+        "runs": _EDGES[::-1] + plain,
+        "peaks": _EDGES[3:] + _EDGES[:3] + plain,
     }
     names = ["tcp://127.0.0.1:4001", 'a "quoted", name', "ünïcode", None]
     made, expected = _rows_both_ways(tmp_path, columns, names)
     assert made == expected
     lines = made.decode("utf-8").split("\r\n")
-    assert lines[1].startswith("0,1,tcp://127.0.0.1:4001,,0,0,0,0.0000,nan,RUN_DONE,,,")
+    assert lines[1].startswith("0,1,tcp://127.0.0.1:4001,2023-11-14T22:13:20.250+00:00,0,0,0,")
     assert ',1,"a ""quoted"", name",' in lines[2]
+    assert ",999-12-31T23:59:59.500+00:00," in lines[1 + numbers + 11]  # as C's strftime
 
 
 @settings(max_examples=200, deadline=None, database=None)
