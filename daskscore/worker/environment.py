@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,8 @@ def set_environment(job: WorkerJob, saved: dict[str, Any], device: str | None = 
 
     ``AZUREML_MODEL_DIR`` is a new temporary folder holding a symlink to the model under its
     own base name; ``AZUREML_BI_OUTPUT_PATH`` and ``job.env`` are set; ``sys.argv`` is the
-    script's own; a ``device`` becomes ``CUDA_VISIBLE_DEVICES``.  The values replaced are kept
-    in ``saved`` for :func:`restore_environment`.
+    script's own; a ``device`` becomes ``CUDA_VISIBLE_DEVICES``.  What
+    :func:`restore_environment` needs to undo it is kept in ``saved``.
     """
     env = dict(job.env)
     model_dir = tempfile.mkdtemp(prefix="daskscore-model-")
@@ -41,12 +42,62 @@ def set_environment(job: WorkerJob, saved: dict[str, Any], device: str | None = 
     env["AZUREML_BI_OUTPUT_PATH"] = job.output
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
-    for key, value in env.items():
-        saved.setdefault(key, os.environ.get(key))
-        os.environ[key] = value
-    saved["argv"] = list(sys.argv)
-    sys.argv = [job.script]
+    with _LOCK:
+        if not _LAYERS:
+            _BASE_ARGV[:] = sys.argv
+        layer = _Layer({}, [job.script])
+        _LAYERS.append(layer)
+        saved["layer"] = layer
+        _apply(layer, env)
     return model_dir
+
+
+def reassert_environment(saved: dict[str, Any], env: dict[str, str], argv: list[str]) -> None:
+    """Set ``env`` and ``argv`` again for the job whose environment :func:`set_environment`
+    set into ``saved`` (a warm script taken over by the next job: some values are the new
+    job's), as the newest of the jobs installed in this process."""
+    with _LOCK:
+        layer = saved.get("layer")
+        if not isinstance(layer, _Layer) or all(layer is not other for other in _LAYERS):
+            if not _LAYERS:
+                _BASE_ARGV[:] = sys.argv
+            layer = _Layer({}, [])
+            saved["layer"] = layer
+        else:
+            _LAYERS.remove(layer)
+        _LAYERS.append(layer)
+        layer.argv = list(argv)
+        _apply(layer, env)
+
+
+class _Layer:
+    """The variables and ``sys.argv`` one installed job set."""
+
+    __slots__ = ("argv", "env")
+
+    def __init__(self, env: dict[str, str], argv: list[str]) -> None:
+        self.env, self.argv = env, argv
+
+
+#: The environments of the jobs installed in this process, oldest first.  Jobs can overlap (two
+#: sessions on one client): each sees its own values where they differ while it is the newest,
+#: and undoing one, in whatever order, leaves the values of those still installed, then the
+#: process's own once the last one is undone.
+_LAYERS: list[_Layer] = []
+#: Each variable a layer set, as it was before the first of them set it (None: unset) ...
+_BASE: dict[str, str | None] = {}
+#: ... and ``sys.argv`` before the first job was installed.
+_BASE_ARGV: list[str] = []
+_LOCK = threading.RLock()
+
+
+def _apply(layer: _Layer, env: dict[str, str]) -> None:
+    for key, value in env.items():
+        if key not in _BASE:
+            _BASE[key] = os.environ.get(key)
+        layer.env[key] = value
+        os.environ[key] = value
+    sys.argv = list(layer.argv)
 
 
 #: Entries of ``AZUREML_MODEL_DIR`` listed after a file not found there, at most ...
@@ -98,14 +149,26 @@ def list_folder(root: Path) -> list[str]:
 
 
 def restore_environment(saved: dict[str, Any]) -> None:
-    """Undo :func:`set_environment`: ``sys.argv`` and the environment variables it replaced."""
-    for key, value in saved.items():
-        if key == "argv":
-            sys.argv = value
-        elif value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    """Undo :func:`set_environment`: each variable it set takes the value of the newest job
+    still installed that set it, else the process's own; ``sys.argv`` is the newest job's,
+    else the process's own."""
+    with _LOCK:
+        layer = saved.pop("layer", None)
+        if not isinstance(layer, _Layer) or all(layer is not other for other in _LAYERS):
+            return
+        _LAYERS.remove(layer)
+        for key in layer.env:
+            for other in reversed(_LAYERS):
+                if key in other.env:
+                    os.environ[key] = other.env[key]
+                    break
+            else:
+                value = _BASE.pop(key, None)
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        sys.argv = list(_LAYERS[-1].argv if _LAYERS else _BASE_ARGV)
 
 
 class RedactingStream:

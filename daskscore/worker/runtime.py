@@ -54,6 +54,7 @@ from daskscore.worker.environment import (
     SwitchableStream,
     mask_handlers,
     missing_model_file,
+    reassert_environment,
     restore_environment,
     set_environment,
 )
@@ -214,8 +215,7 @@ class JobRuntime:
             env["AZUREML_MODEL_DIR"] = self.model_dir
         if self.device is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.device
-        os.environ.update(env)
-        sys.argv = [job.script]
+        reassert_environment(self._saved, env, [job.script])
         if job.code not in sys.path:
             sys.path.insert(0, job.code)
         sys.stdout = sys.stderr = self._stdout

@@ -277,3 +277,58 @@ def test_compute_runs_on_the_client_given_to_score(
     finally:
         for session in _opened[opened:]:
             session.close()
+
+
+ENV_SCRIPT = """
+    import os
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        seen = {k: os.environ.get(k, "-") for k in ("JOB_TAG", "ONLY_A", "ONLY_B")}
+        return [f"{os.path.basename(p)} {seen['JOB_TAG']} {seen['ONLY_A']} {seen['ONLY_B']}"
+                for p in mini_batch]
+"""
+
+#: a worker's view of the variables the two jobs set (the driver asks each worker)
+WATCHED = ("JOB_TAG", "ONLY_A", "ONLY_B", "AZUREML_BI_OUTPUT_PATH")
+
+
+def _workers_env(client: Any) -> list[dict[str, str | None]]:
+    def look() -> dict[str, str | None]:
+        import os
+
+        return {k: os.environ.get(k) for k in WATCHED}
+
+    return list(client.run(look).values())
+
+
+def test_two_sessions_on_one_client_closed_out_of_order_leave_no_variable_behind(
+    client: Any, tmp_path: Path, inputs: Path
+) -> None:
+    """Two sessions open at once install two jobs in each worker process.  Closing the first
+    one must leave the second its variables, and closing the second must leave the workers
+    as they were: before, the first job's values (a secret, say) stayed set for good."""
+    before = _workers_env(client)
+    deps = {
+        name: write_deployment(
+            tmp_path / f"deploy-{name}", ENV_SCRIPT, script_name=f"score_{name}.py",
+            settings={"mini_batch_size": 3,
+                      "environment_variables": {"JOB_TAG": name, f"ONLY_{name.upper()}": "set"}},
+        )
+        for name in ("a", "b")
+    }  # fmt: skip
+    first = daskscore.open_session(deps["a"], inputs, client=client)
+    second = daskscore.open_session(deps["b"], inputs, client=client)
+    try:
+        first.close()
+        rows = second.frame.compute(scheduler=client.get)
+        tags = {line.split(" ", 1)[1] for line in rows.iloc[:, 0].astype(str)}
+        assert tags == {"b - set"}, tags  # b's own values; none of a's
+        during = _workers_env(client)
+        assert all(env["ONLY_A"] is None and env["JOB_TAG"] == "b" for env in during), during
+    finally:
+        second.close()
+        first.close()
+    assert _workers_env(client) == before

@@ -1,0 +1,133 @@
+"""What a scoring script sees of its process, set and undone per installed job, in a process
+where jobs overlap: two sessions on one client install two jobs in the same worker process,
+and closing them in either order must leave the one still open as it was and, after the last,
+the process as it was (no variable, secret or not, of a closed job left behind)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daskscore.protocol import WorkerJob
+from daskscore.worker.environment import (
+    reassert_environment,
+    restore_environment,
+    set_environment,
+)
+
+PREFIX = "DASKSCORE_TEST_ENV_"
+
+
+def job(name: str, tmp_path: Path, **env: str) -> WorkerJob:
+    return WorkerJob(
+        job_id=name, code=str(tmp_path), script=f"{name}.py", model_path=None,
+        output=str(tmp_path / f"out-{name}"), logs=str(tmp_path / "logs"), staging="s",
+        env={PREFIX + k: v for k, v in env.items()},
+    )  # fmt: skip
+
+
+def ours() -> dict[str, str]:
+    """The test's variables and Azure's two, as the process has them now."""
+    names = ("AZUREML_MODEL_DIR", "AZUREML_BI_OUTPUT_PATH")
+    return {k: v for k, v in os.environ.items() if k.startswith(PREFIX) or k in names}
+
+
+@pytest.fixture
+def process(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """The process as it was: one variable the jobs replace, one they leave, sys.argv."""
+    monkeypatch.setenv(PREFIX + "SHARED", "the process's own")
+    monkeypatch.setenv(PREFIX + "UNTOUCHED", "kept")
+    monkeypatch.delenv("AZUREML_MODEL_DIR", raising=False)
+    monkeypatch.delenv("AZUREML_BI_OUTPUT_PATH", raising=False)
+    monkeypatch.setattr(sys, "argv", ["driver.py", "--flag"])
+    yield {"env": ours(), "argv": list(sys.argv)}
+
+
+@pytest.mark.parametrize("first_closed", ["a", "b"])
+def test_overlapping_jobs_undone_in_either_order_leave_the_open_one_then_the_process(
+    tmp_path: Path, process: dict[str, Any], first_closed: str
+) -> None:
+    saved: dict[str, dict[str, Any]] = {"a": {}, "b": {}}
+    first = job("a", tmp_path, SHARED="a", ONLY_A="a", SECRET="a-secret")
+    dirs = {"a": set_environment(first, saved["a"])}
+    seen_a = ours()
+    dirs["b"] = set_environment(job("b", tmp_path, SHARED="b", ONLY_B="b"), saved["b"])
+    seen_b = ours()
+    try:
+        # the newest job's values win where both set one; the older one's others stay
+        assert seen_b[PREFIX + "SHARED"] == "b" and seen_b[PREFIX + "ONLY_A"] == "a"
+        assert seen_b["AZUREML_MODEL_DIR"] == dirs["b"] and sys.argv == ["b.py"]
+
+        open_one = "b" if first_closed == "a" else "a"
+        restore_environment(saved[first_closed])
+        now = ours()
+        if open_one == "b":
+            # a's own variables go (its secret too), b's stay as b set them
+            gone = {PREFIX + "ONLY_A", PREFIX + "SECRET"}
+            assert now == {k: v for k, v in seen_b.items() if k not in gone}
+            assert sys.argv == ["b.py"]
+        else:
+            # b's own variables go; where b had replaced one of a's, a's value is back
+            assert now == seen_a
+            assert sys.argv == ["a.py"]
+
+        restore_environment(saved[open_one])
+        assert ours() == process["env"]
+        assert sys.argv == process["argv"]
+    finally:
+        for folder in dirs.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_three_jobs_in_every_order_of_undoing_end_as_the_process_began(
+    tmp_path: Path, process: dict[str, Any]
+) -> None:
+    names = ["a", "b", "c"]
+    for order in itertools.permutations(names):
+        saved: dict[str, dict[str, Any]] = {n: {} for n in names}
+        dirs = [
+            set_environment(job(n, tmp_path, SHARED=n, **{n.upper(): n}), saved[n]) for n in names
+        ]
+        open_jobs = list(names)
+        for name in order:
+            restore_environment(saved[name])
+            open_jobs.remove(name)
+            now = ours()
+            for n in names:  # each open job's own variable is there, each closed one's is not
+                assert (PREFIX + n.upper() in now) == (n in open_jobs), (order, name, now)
+            newest = open_jobs[-1] if open_jobs else None
+            expected = newest if newest else process["env"][PREFIX + "SHARED"]
+            assert now[PREFIX + "SHARED"] == expected, (order, name)
+            assert sys.argv == ([f"{newest}.py"] if newest else process["argv"])
+        assert ours() == process["env"], order
+        for folder in dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_warm_script_taken_over_by_the_next_job_becomes_the_newest(
+    tmp_path: Path, process: dict[str, Any]
+) -> None:
+    """A parked script's next job sets its values again (its output folder is new); undoing
+    the other job afterwards must not take them back."""
+    a, b = {}, {}  # type: ignore[var-annotated]
+    dirs = [set_environment(job("a", tmp_path, SHARED="a"), a)]
+    dirs.append(set_environment(job("b", tmp_path, SHARED="b"), b))
+    again = {PREFIX + "SHARED": "a2", "AZUREML_BI_OUTPUT_PATH": "/new/out"}
+    reassert_environment(a, again, ["a.py"])
+    assert os.environ[PREFIX + "SHARED"] == "a2" and sys.argv == ["a.py"]
+    restore_environment(b)
+    assert os.environ[PREFIX + "SHARED"] == "a2"
+    assert os.environ["AZUREML_BI_OUTPUT_PATH"] == "/new/out" and sys.argv == ["a.py"]
+    restore_environment(a)
+    assert ours() == process["env"] and sys.argv == process["argv"]
+    restore_environment(a)  # a second undo does nothing
+    assert ours() == process["env"]
+    for folder in dirs:
+        shutil.rmtree(folder, ignore_errors=True)
