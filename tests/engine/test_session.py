@@ -304,16 +304,21 @@ def _workers_env(client: Any) -> list[dict[str, str | None]]:
     return list(client.run(look).values())
 
 
+@pytest.mark.parametrize("same_name", [False, True], ids=["own-names", "both-score.py"])
 def test_two_sessions_on_one_client_closed_out_of_order_leave_no_variable_behind(
-    client: Any, tmp_path: Path, inputs: Path
+    client: Any, tmp_path: Path, inputs: Path, same_name: bool
 ) -> None:
     """Two sessions open at once install two jobs in each worker process.  Closing the first
     one must leave the second its variables, and closing the second must leave the workers
     as they were: before, the first job's values (a secret, say) stayed set for good."""
     before = _workers_env(client)
+
+    def script_name(name: str) -> str:
+        return "score.py" if same_name else f"score_{name}.py"
+
     deps = {
         name: write_deployment(
-            tmp_path / f"deploy-{name}", ENV_SCRIPT, script_name=f"score_{name}.py",
+            tmp_path / f"deploy-{name}", ENV_SCRIPT, script_name=script_name(name),
             settings={"mini_batch_size": 3,
                       "environment_variables": {"JOB_TAG": name, f"ONLY_{name.upper()}": "set"}},
         )
@@ -322,6 +327,11 @@ def test_two_sessions_on_one_client_closed_out_of_order_leave_no_variable_behind
     first = daskscore.open_session(deps["a"], inputs, client=client)
     second = daskscore.open_session(deps["b"], inputs, client=client)
     try:
+        # both installed in each worker: the first still scores (its own script, even of the
+        # same module name), in the environment the two share, the second's values newest
+        rows = first.frame.compute(scheduler=client.get)
+        assert len(rows) == N_FILES
+        assert {line.split(" ", 1)[1] for line in rows.iloc[:, 0].astype(str)} == {"b set set"}
         first.close()
         rows = second.frame.compute(scheduler=client.get)
         tags = {line.split(" ", 1)[1] for line in rows.iloc[:, 0].astype(str)}
