@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from daskscore.config import redact
@@ -98,6 +99,63 @@ def _apply(layer: _Layer, env: dict[str, str]) -> None:
         layer.env[key] = value
         os.environ[key] = value
     sys.argv = list(layer.argv)
+
+
+class Overlapped:
+    """A setting of the whole process that installed jobs each set while they are open:
+    ``sys.stdout``/``sys.stderr`` (each job's log), the root logger's level.  As with the
+    environment, jobs can overlap in one process: the newest open job's value holds, and
+    undoing one in any order leaves the newest of those still open, then the process's own
+    (never a closed job's stream, whose file is closed)."""
+
+    def __init__(self, get: Callable[[], Any], put: Callable[[Any], None]) -> None:
+        self._get, self._put = get, put
+        self._layers: list[list[Any]] = []
+        self._base: Any = None
+
+    def push(self, value: Any) -> list[Any]:
+        """Set ``value`` for a job; return the token that undoes it."""
+        with _LOCK:
+            if not self._layers:
+                self._base = self._get()
+            token = [value]
+            self._layers.append(token)
+            self._put(value)
+            return token
+
+    def reassert(self, token: list[Any] | None, value: Any) -> list[Any]:
+        """Set ``value`` again for the job of ``token``, now the newest; return its token."""
+        with _LOCK:
+            if token is not None and any(t is token for t in self._layers):
+                self._layers = [t for t in self._layers if t is not token]
+                token[0] = value
+                self._layers.append(token)
+                self._put(value)
+                return token
+        return self.push(value)
+
+    def pop(self, token: list[Any] | None) -> None:
+        """Undo the job of ``token`` (again: nothing)."""
+        with _LOCK:
+            if token is None or all(t is not token for t in self._layers):
+                return
+            self._layers = [t for t in self._layers if t is not token]
+            self._put(self._layers[-1][0] if self._layers else self._base)
+            if not self._layers:
+                self._base = None
+
+
+def _set_streams(stream: Any) -> None:
+    if isinstance(stream, tuple):
+        sys.stdout, sys.stderr = stream
+    else:
+        sys.stdout = sys.stderr = stream
+
+
+#: the jobs' logs as ``sys.stdout`` and ``sys.stderr`` (the process's own: a pair) ...
+STREAMS = Overlapped(lambda: (sys.stdout, sys.stderr), _set_streams)
+#: ... and the root logger's level
+ROOT_LEVEL = Overlapped(lambda: logging.getLogger().level, logging.getLogger().setLevel)
 
 
 #: Entries of ``AZUREML_MODEL_DIR`` listed after a file not found there, at most ...

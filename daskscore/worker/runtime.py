@@ -50,6 +50,8 @@ from daskscore.worker import script as script_mod
 from daskscore.worker.deadline import FOLDER, DeadlineFile
 from daskscore.worker.environment import (
     NAME_ERRORS,
+    ROOT_LEVEL,
+    STREAMS,
     RedactingStream,
     SwitchableStream,
     mask_handlers,
@@ -134,6 +136,9 @@ class JobRuntime:
         self._log_file: Any = None
         self._sink: SwitchableStream | None = None
         self._log_handler: logging.Handler | None = None
+        #: this job's sys.stdout/stderr and root logger level (environment.Overlapped tokens)
+        self._streams: list[Any] | None = None
+        self._root_level: list[Any] | None = None
 
     # ------------------------------------------------------------------ install / uninstall
     def install(self) -> None:
@@ -218,11 +223,11 @@ class JobRuntime:
         reassert_environment(self._saved, env, [job.script])
         if job.code not in sys.path:
             sys.path.insert(0, job.code)
-        sys.stdout = sys.stderr = self._stdout
+        self._streams = STREAMS.reassert(self._streams, self._stdout)
         root = logging.getLogger()
         if self._log_handler is not None and self._log_handler not in root.handlers:
             root.addHandler(self._log_handler)
-        root.setLevel(job.logging_level.upper())
+        self._root_level = ROOT_LEVEL.reassert(self._root_level, job.logging_level.upper())
 
     def park(self) -> None:
         """The job is over but the script stays initialised for the next job with the same
@@ -324,13 +329,11 @@ class JobRuntime:
         self._stdout = self._sink = SwitchableStream(self._log_file)
         if self.secrets:
             self._stdout = RedactingStream(self._stdout, self.secrets)
-        self._saved_streams = (sys.stdout, sys.stderr)
-        sys.stdout = sys.stderr = self._stdout
+        self._streams = STREAMS.push(self._stdout)
         handler = logging.StreamHandler(self._stdout)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
-        self._saved_root_level = root.level
-        root.setLevel(self.job.logging_level.upper())
+        self._root_level = ROOT_LEVEL.push(self.job.logging_level.upper())
         root.addHandler(handler)
         self._log_handler = handler
         # records also reach the handlers the process inherited (the stderr of --verbose)
@@ -340,10 +343,10 @@ class JobRuntime:
         if self._log_handler is not None:
             root = logging.getLogger()
             root.removeHandler(self._log_handler)
-            root.setLevel(self._saved_root_level)
+            ROOT_LEVEL.pop(self._root_level)
             self._unmask()
         if self._stdout is not None:
-            sys.stdout, sys.stderr = self._saved_streams
+            STREAMS.pop(self._streams)
             self._stdout.flush()
             self._stdout = self._sink = None
         if self._log_file is not None:

@@ -286,6 +286,7 @@ ENV_SCRIPT = """
         pass
 
     def run(mini_batch):
+        print("run() of", os.path.basename(os.path.dirname(os.path.dirname(__file__))))
         seen = {k: os.environ.get(k, "-") for k in ("JOB_TAG", "ONLY_A", "ONLY_B")}
         return [f"{os.path.basename(p)} {seen['JOB_TAG']} {seen['ONLY_A']} {seen['ONLY_B']}"
                 for p in mini_batch]
@@ -338,7 +339,23 @@ def test_two_sessions_on_one_client_closed_out_of_order_leave_no_variable_behind
         assert tags == {"b - set"}, tags  # b's own values; none of a's
         during = _workers_env(client)
         assert all(env["ONLY_A"] is None and env["JOB_TAG"] == "b" for env in during), during
+        # the second's prints still reach its own log, not the first's (closed) one
+        printed = "".join(
+            p.read_text() for p in Path(second.report()["logs"]).glob("user/stdout/*")
+        )
+        assert "run() of deploy-b" in printed, printed
     finally:
         second.close()
         first.close()
     assert _workers_env(client) == before
+
+    # and the workers' own streams are back: a print in a later task is not written to a
+    # closed job's log file
+    def prints() -> str:
+        import sys
+
+        print("after both sessions")
+        return type(sys.stdout).__name__
+
+    assert "SwitchableStream" not in set(client.run(prints).values())
+    assert "RedactingStream" not in set(client.run(prints).values())
