@@ -359,3 +359,48 @@ def test_two_sessions_on_one_client_closed_out_of_order_leave_no_variable_behind
 
     assert "SwitchableStream" not in set(client.run(prints).values())
     assert "RedactingStream" not in set(client.run(prints).values())
+
+
+HELPER_SCRIPT = """
+    import helpers
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        import helpers as again  # looked up when run() is called
+        return [f"{helpers.TAG} {again.TAG}" for _ in mini_batch]
+"""
+
+
+def test_sessions_open_at_once_each_keep_their_own_helper_module_of_the_same_name(
+    client: Any, tmp_path: Path, inputs: Path
+) -> None:
+    """Code folders with a helper module of the same name, open at once: each job's script
+    has its own helper, and a job after both have closed gets its own, not a closed one's."""
+
+    def deploy_tag(tag: str) -> Path:
+        return write_deployment(
+            tmp_path / f"deploy-{tag}", HELPER_SCRIPT, script_name=f"score_{tag}.py",
+            extra_code={"helpers.py": f"TAG = {tag!r}\n"}, settings={"mini_batch_size": 4},
+        )  # fmt: skip
+
+    def tags(session: Any) -> set[str]:
+        rows = session.frame.compute(scheduler=client.get)
+        return set(rows.iloc[:, 0].astype(str))
+
+    first = daskscore.open_session(deploy_tag("a"), inputs, client=client)
+    second = daskscore.open_session(deploy_tag("b"), inputs, client=client)
+    try:
+        assert tags(second) == {"b b"}
+        assert {t.split()[0] for t in tags(first)} == {"a"}  # its own module, imported at init
+        first.close()
+        assert tags(second) == {"b b"}
+    finally:
+        second.close()
+        first.close()
+    third = daskscore.open_session(deploy_tag("c"), inputs, client=client)
+    try:
+        assert tags(third) == {"c c"}
+    finally:
+        third.close()
