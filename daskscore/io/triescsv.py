@@ -122,13 +122,13 @@ def clean_lines(
     for i in odd.tolist():
         parts.append(data[at : ends[i - 1] if i else 0].decode("utf-8"))
         start = float(starts[i])
-        parts.append(
-            _line(
-                int(ids[i]), 1, _field(names[int(workers[i])]), None if start != start else start,
-                int(totals[i]), int(totals[i]), 0, float(elapsed[i]), float(runs[i]), "RUN_DONE",
-                "", "", float(peaks[i]),
-            )  # fmt: skip
-        )
+        # fmt: off
+        parts.append(_line(
+            int(ids[i]), 1, _field(names[int(workers[i])]), None if start != start else start,
+            int(totals[i]), int(totals[i]), 0, float(elapsed[i]), float(runs[i]), "RUN_DONE",
+            "", "", float(peaks[i]),
+        ))
+        # fmt: on
         at = ends[i]
     parts.append(data[at:].decode("utf-8"))
     return Lines("".join(parts), n)
@@ -277,11 +277,13 @@ def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...] | Lines]) -> i
     return count
 
 
+# fmt: off
 def _line(
     mb: Any, tn: Any, who: str, start: float | None, total: Any, ok: Any, bad: Any,
     elapsed: float, run: float, how: str, error: str, items: str, peak: float,
 ) -> str:
-    """One row of the file, its worker and status already quoted."""  # fmt: skip
+    """One row of the file, its worker and status already quoted."""
+    # fmt: on
     return (
         f"{mb},{tn},{who},{_iso(start)},{total},{ok},{bad},{elapsed:.4f},{run:.4f},{how},"
         f"{_field(_last_line(error)) if error else ''},"

@@ -362,7 +362,9 @@ _EDGES = [0.0, -0.0, 0.00005, 0.00015, 2.5e-5, 0.99995, 9.99995, 1.00005, 0.05, 
           math.nan]  # fmt: skip
 
 
-def _rows_both_ways(tmp_path: Path, columns: dict[str, list[Any]], names: list[Any]) -> tuple[bytes, bytes]:
+def _rows_both_ways(
+    tmp_path: Path, columns: dict[str, list[Any]], names: list[Any]
+) -> tuple[bytes, bytes]:
     import numpy as np
 
     from daskscore.io.triescsv import clean_lines, write_attempt_rows
@@ -419,7 +421,9 @@ def test_clean_rows_made_in_columns_are_the_rows_made_one_by_one(tmp_path: Path)
             st.integers(0, 2),
             st.one_of(st.just(math.nan), st.floats(1.0, 4e9)),
             st.integers(0, 2**40),
-            st.one_of(st.sampled_from(_EDGES), st.floats(0, 1e6), st.decimals(0, 10, places=5).map(float)),
+            st.one_of(
+                st.sampled_from(_EDGES), st.floats(0, 1e6), st.decimals(0, 10, places=5).map(float)
+            ),
             st.one_of(st.floats(0, 3600), st.decimals(0, 100, places=5).map(float)),
             st.one_of(st.just(0.0), st.floats(0, 1e5), st.decimals(0, 1000, places=2).map(float)),
         ),
