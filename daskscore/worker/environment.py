@@ -14,8 +14,8 @@ import os
 import sys
 import tempfile
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from daskscore.config import redact
@@ -43,13 +43,8 @@ def set_environment(job: WorkerJob, saved: dict[str, Any], device: str | None = 
     env["AZUREML_BI_OUTPUT_PATH"] = job.output
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
-    with _LOCK:
-        if not _LAYERS:
-            _BASE_ARGV[:] = sys.argv
-        layer = _Layer({}, [job.script])
-        _LAYERS.append(layer)
-        saved["layer"] = layer
-        _apply(layer, env)
+    saved["env"] = {key: _variable(key).push(value) for key, value in env.items()}
+    saved["argv"] = ARGV.push([job.script])
     return model_dir
 
 
@@ -57,56 +52,27 @@ def reassert_environment(saved: dict[str, Any], env: dict[str, str], argv: list[
     """Set ``env`` and ``argv`` again for the job whose environment :func:`set_environment`
     set into ``saved`` (a warm script taken over by the next job: some values are the new
     job's), as the newest of the jobs installed in this process."""
-    with _LOCK:
-        layer = saved.get("layer")
-        if not isinstance(layer, _Layer) or all(layer is not other for other in _LAYERS):
-            if not _LAYERS:
-                _BASE_ARGV[:] = sys.argv
-            layer = _Layer({}, [])
-            saved["layer"] = layer
-        else:
-            _LAYERS.remove(layer)
-        _LAYERS.append(layer)
-        layer.argv = list(argv)
-        _apply(layer, env)
-
-
-class _Layer:
-    """The variables and ``sys.argv`` one installed job set."""
-
-    __slots__ = ("argv", "env")
-
-    def __init__(self, env: dict[str, str], argv: list[str]) -> None:
-        self.env, self.argv = env, argv
-
-
-#: The environments of the jobs installed in this process, oldest first.  Jobs can overlap (two
-#: sessions on one client): each sees its own values where they differ while it is the newest,
-#: and undoing one, in whatever order, leaves the values of those still installed, then the
-#: process's own once the last one is undone.
-_LAYERS: list[_Layer] = []
-#: Each variable a layer set, as it was before the first of them set it (None: unset) ...
-_BASE: dict[str, str | None] = {}
-#: ... and ``sys.argv`` before the first job was installed.
-_BASE_ARGV: list[str] = []
-_LOCK = threading.RLock()
-
-
-def _apply(layer: _Layer, env: dict[str, str]) -> None:
+    tokens = saved.setdefault("env", {})
     for key, value in env.items():
-        if key not in _BASE:
-            _BASE[key] = os.environ.get(key)
-        layer.env[key] = value
-        os.environ[key] = value
-    sys.argv = list(layer.argv)
+        tokens[key] = _variable(key).reassert(tokens.get(key), value)
+    saved["argv"] = ARGV.reassert(saved.get("argv"), list(argv))
+
+
+def restore_environment(saved: dict[str, Any]) -> None:
+    """Undo :func:`set_environment`: each variable it set takes the value of the newest job
+    still installed that set it, else the process's own; ``sys.argv`` likewise."""
+    for key, token in saved.pop("env", {}).items():
+        _variable(key).pop(token)
+    ARGV.pop(saved.pop("argv", None))
 
 
 class Overlapped:
-    """A setting of the whole process that installed jobs each set while they are open:
-    ``sys.stdout``/``sys.stderr`` (each job's log), the root logger's level.  As with the
-    environment, jobs can overlap in one process: the newest open job's value holds, and
-    undoing one in any order leaves the newest of those still open, then the process's own
-    (never a closed job's stream, whose file is closed)."""
+    """A setting of the whole process that installed jobs each set while they are open: an
+    environment variable, ``sys.argv``, ``sys.stdout``/``sys.stderr`` (each job's log), the
+    root logger's level.  Jobs can overlap in one process (two sessions on one client): the
+    newest open job's value holds, and undoing one in any order leaves the newest of those
+    still open, then the process's own (never a closed job's value: its log file is closed,
+    its variables may be secrets)."""
 
     def __init__(self, get: Callable[[], Any], put: Callable[[Any], None]) -> None:
         self._get, self._put = get, put
@@ -132,7 +98,7 @@ class Overlapped:
                 self._layers.append(token)
                 self._put(value)
                 return token
-        return self.push(value)
+            return self.push(value)
 
     def pop(self, token: list[Any] | None) -> None:
         """Undo the job of ``token`` (again: nothing)."""
@@ -145,6 +111,30 @@ class Overlapped:
                 self._base = None
 
 
+_LOCK = threading.RLock()
+#: each environment variable a job set (made when first set)
+_VARIABLES: dict[str, Overlapped] = {}
+
+
+def _variable(name: str) -> Overlapped:
+    with _LOCK:
+        found = _VARIABLES.get(name)
+        if found is None:
+
+            def put(value: str | None) -> None:
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+            found = _VARIABLES[name] = Overlapped(lambda: os.environ.get(name), put)
+        return found
+
+
+def _set_argv(argv: list[str]) -> None:
+    sys.argv = list(argv)
+
+
 def _set_streams(stream: Any) -> None:
     if isinstance(stream, tuple):
         sys.stdout, sys.stderr = stream
@@ -152,7 +142,9 @@ def _set_streams(stream: Any) -> None:
         sys.stdout = sys.stderr = stream
 
 
-#: the jobs' logs as ``sys.stdout`` and ``sys.stderr`` (the process's own: a pair) ...
+#: ``sys.argv`` (the script's own) ...
+ARGV = Overlapped(lambda: list(sys.argv), _set_argv)
+#: ... the jobs' logs as ``sys.stdout`` and ``sys.stderr`` (the process's own: a pair) ...
 STREAMS = Overlapped(lambda: (sys.stdout, sys.stderr), _set_streams)
 #: ... and the root logger's level
 ROOT_LEVEL = Overlapped(lambda: logging.getLogger().level, logging.getLogger().setLevel)
@@ -204,29 +196,6 @@ def list_folder(root: Path) -> list[str]:
                     return sorted(found)
         level = below
     return sorted(found)
-
-
-def restore_environment(saved: dict[str, Any]) -> None:
-    """Undo :func:`set_environment`: each variable it set takes the value of the newest job
-    still installed that set it, else the process's own; ``sys.argv`` is the newest job's,
-    else the process's own."""
-    with _LOCK:
-        layer = saved.pop("layer", None)
-        if not isinstance(layer, _Layer) or all(layer is not other for other in _LAYERS):
-            return
-        _LAYERS.remove(layer)
-        for key in layer.env:
-            for other in reversed(_LAYERS):
-                if key in other.env:
-                    os.environ[key] = other.env[key]
-                    break
-            else:
-                value = _BASE.pop(key, None)
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-        sys.argv = list(_LAYERS[-1].argv if _LAYERS else _BASE_ARGV)
 
 
 class RedactingStream:
