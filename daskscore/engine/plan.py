@@ -19,7 +19,7 @@ from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
 from daskscore.config.sizes import MiniBatchSize
 from daskscore.errors import InputError, UsageError
-from daskscore.io import inputs, storage, tabular
+from daskscore.io import inputs, splittable, storage, tabular
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.worker import script as script_mod
 
@@ -35,7 +35,8 @@ class JobPlan:
         :class:`~daskscore.io.inputs.FileList` for a local folder).
     work : sequence
         The mini-batches: lists of files, or tabular splits, by mini-batch id (made as they are
-        read: :class:`~daskscore.io.inputs.FileBatches`, :class:`~daskscore.io.inputs.SplitTable`).
+        read: :class:`~daskscore.io.inputs.FileBatches`,
+        :class:`~daskscore.io.splittable.SplitTable`).
     unit : str
         What a mini-batch holds: ``"files"`` or ``"rows"``.
     csv_kwargs : dict
@@ -164,7 +165,7 @@ def plan_work(
                 "something for tabular inputs (--tabular); give a number of files."
             )
         return inputs.FileBatches(files, size.files), "files"
-    return inputs.SplitTable.from_cuts(tabular.plan_cuts(list(files), size.tabular())), "rows"  # type: ignore[arg-type]
+    return splittable.SplitTable.from_cuts(tabular.plan_cuts(list(files), size.tabular())), "rows"  # type: ignore[arg-type]
 
 
 def check_model_url(url: str) -> None:

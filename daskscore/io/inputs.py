@@ -8,9 +8,9 @@ of ``mini_batch_size`` files, the last taking the remainder; file sizes play no 
 
 A big input costs the driver little memory: :class:`FileList` keeps each folder's path once and
 the file names packed in one string (about 20 bytes per file where a list of paths takes
-100-150), :class:`FileBatches` cuts it into mini-batches without copying it, and
-:class:`SplitTable` keeps tabular splits in columns.  Each makes what is asked for (a path, a
-mini-batch's files, a :class:`~daskscore.io.tabular.Split`) when it is asked.
+100-150), :class:`FileBatches` cuts it into mini-batches without copying it (tabular splits: the
+:class:`~daskscore.io.splittable.SplitTable`).  Each makes what is asked for (a path, a
+mini-batch's files) when it is asked.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import errno
 import os
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 from daskscore.errors import InputError
-from daskscore.io.tabular import Split
 
 #: Paths made at a time when a :class:`FileList` is walked.
 _CHUNK = 4096
@@ -368,80 +367,6 @@ class FileBatches(Sequence[list[str]]):
 
     def planned_total(self) -> int:
         return self._files
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-class SplitTable(Sequence[Split]):
-    """Tabular splits in columns (about 24 bytes each); split ``i`` is made when asked for."""
-
-    #: each split's start, stop and first row (32-bit where they fit), and rows (-1: not counted)
-    _start: array[int]
-    _stop: array[int]
-    _first: array[int]
-    _rows: array[int]
-
-    def __init__(self, splits: Iterable[Split]) -> None:
-        import numpy as np
-
-        groups: list[tuple[str, str, list[tuple[int, int, int, int]]]] = []
-        for split in splits:  # (runs of splits of one file, as plan_cuts gives them)
-            if not groups or groups[-1][:2] != (split.path, split.kind):
-                groups.append((split.path, split.kind, []))
-            rows = -1 if split.n_rows is None else split.n_rows
-            groups[-1][2].append((split.start, split.stop, split.first_row, rows))
-        self._fill([(p, k, np.array(c, np.int64).reshape(-1, 4)) for p, k, c in groups])
-
-    @classmethod
-    def from_cuts(cls, planned: Iterable[tuple[str, str, Any]]) -> SplitTable:
-        """The table of :func:`daskscore.io.tabular.plan_cuts`' arrays (no object a split)."""
-        table = cls.__new__(cls)
-        table._fill(list(planned))
-        return table
-
-    def _fill(self, files: list[tuple[str, str, Any]]) -> None:
-        self._files: list[tuple[str, str]] = []
-        self._file = array("I")
-        for fid, (path, kind, cuts) in enumerate(files):
-            self._files.append((path, kind))
-            self._file.frombytes(array("I", [fid]).tobytes() * len(cuts))
-        for i, name in enumerate(("_start", "_stop", "_first", "_rows")):
-            small = name != "_rows" and all(
-                not len(c) or 0 <= c[:, i].min() <= c[:, i].max() < 1 << 32 for *_, c in files
-            )
-            column = array("I" if small else "q")  # 4 bytes a number where they fit
-            for *_, cuts in files:
-                column.frombytes(cuts[:, i].astype(column.typecode).tobytes())
-            setattr(self, name, column)
-
-    def __len__(self) -> int:
-        return len(self._file)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        path, kind = self._files[self._file[index]]
-        rows = self._rows[index]
-        return Split(
-            path, kind, self._start[index], self._stop[index], self._first[index],
-            None if rows < 0 else rows,
-        )  # fmt: skip
-
-    def columns(self, a: int, b: int) -> tuple[list[tuple[str, str]], tuple[array[int], ...]]:
-        """Splits ``a .. b-1`` as columns: the files, and each split's file (an index into
-        them), start, stop, first row and rows (-1: not counted)."""
-        cols = (self._file, self._start, self._stop, self._first, self._rows)
-        return self._files, tuple(c[a:b] for c in cols)
-
-    def planned(self, i: int) -> int:
-        """Rows of split ``i`` as the planner counted them (0 when not counted)."""
-        return max(self._rows[i], 0)
-
-    def planned_total(self) -> int:
-        return sum(self._rows) + self._rows.count(-1)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)

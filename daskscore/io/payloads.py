@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from daskscore.io.inputs import SplitTable
+from daskscore.io.splittable import SplitTable
 from daskscore.io.tabular import Split
 from daskscore.protocol import Payload
 

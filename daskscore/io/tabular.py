@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # imported where used: a file-mode job's driver never needs t
     import numpy as np
     import pandas as pd
 
+    from daskscore.io.splittable import Cuts
+
 #: Suffixes (case-insensitive) of the files tabular mode reads.
 TABULAR_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -114,16 +116,19 @@ def plan_splits(paths: list[str], size: tuple[str, int]) -> list[Split]:
         A file's suffix is not one of :data:`TABULAR_SUFFIXES`, or a file cannot be read.
     """
     return [
-        Split(path, kind, *(int(v) for v in cut[:3]), None if cut[3] < 0 else int(cut[3]))
+        Split(path, kind, start, stop, first, None if rows < 0 else rows)
         for path, kind, cuts in plan_cuts(paths, size)
-        for cut in cuts.tolist()
+        for start, stop, first, rows in zip(
+            *(c.tolist() for c in cuts.columns(0, len(cuts))), strict=True
+        )
     ]
 
 
-def plan_cuts(paths: list[str], size: tuple[str, int]) -> Iterator[tuple[str, str, np.ndarray]]:
-    """:func:`plan_splits` as columns: for each file with splits, its path, its kind and an
-    ``int64`` array of one row per split: start, stop, first row, rows (-1: not counted).
-    A million splits of a file are cut in a few array operations, with no object per split."""
+def plan_cuts(paths: list[str], size: tuple[str, int]) -> Iterator[tuple[str, str, Cuts]]:
+    """:func:`plan_splits` compactly: for each file with splits, its path, its kind and its
+    splits as :class:`~daskscore.io.splittable.Cuts` (a file cut by rows: its byte offsets
+    only).  A million splits of a file are cut in a few array operations, with no object and
+    no array row per split."""
     kind, n = size
     if kind not in ("bytes", "rows") or n < 1:
         raise ValueError(f"size must be ('bytes' | 'rows', n >= 1), not {size!r}")
@@ -136,10 +141,10 @@ def plan_cuts(paths: list[str], size: tuple[str, int]) -> Iterator[tuple[str, st
         file_kind = _kind_of(path)
         planner = _plan_csv if file_kind == "csv" else _plan_parquet
         try:
-            cuts = planner(path, kind, n)
+            runs = planner(path, kind, n)
         except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
             raise InputError(f"cannot plan the splits of input file '{path}': {exc}") from exc
-        if len(cuts):
+        for cuts in runs:
             yield path, file_kind or "csv", cuts
 
 
@@ -291,27 +296,28 @@ def _row_end_blocks(f: IO[bytes], start: int, size: int) -> Iterator[np.ndarray]
         yield _row_ends(tail + b"\n", base).clip(max=size)
 
 
-def _cut_rows(blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n: int) -> np.ndarray:
-    """Start, stop, first row and rows of each split (an ``int64`` array, a row per split),
-    from the row end offsets.  The last split runs to the end of the file (``size``),
+def _cut_rows(blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n: int) -> list[Cuts]:
+    """The splits of a CSV file from its row end offsets: split ``i`` runs from
+    ``edges[i]`` to ``edges[i + 1]``.  The last split runs to the end of the file (``size``),
     trailing blank lines included."""
     import numpy as np
 
+    from daskscore.io.splittable import Cuts
+
     if kind == "rows":  # every n-th row ends a split: array operations, no loop over splits
-        stops, row = [], 0
+        dtype = np.uint32 if size < 1 << 32 else np.int64
+        stops, row = [np.array([start], dtype)], 0
         for ends in blocks:
-            stops.append(ends[(n - 1 - row) % n :: n])
+            stops.append(ends[(n - 1 - row) % n :: n].astype(dtype))  # (a copy: ends goes)
             row += len(ends)
-        stop = np.concatenate(stops).astype(np.int64) if stops else np.zeros(0, np.int64)
-        first = np.arange(len(stop), dtype=np.int64) * n
-        begin = np.concatenate(([start], stop[:-1])).astype(np.int64)[: len(stop)]
-        cuts = np.stack([begin, stop, first, np.full(len(stop), n, np.int64)], axis=1)
-        if row > len(stop) * n:  # the last split: the rest of the file
-            rest = [stop[-1] if len(stop) else start, size, len(stop) * n, row - len(stop) * n]
-            cuts = np.concatenate([cuts, np.array([rest], np.int64)])
-        elif len(cuts):
-            cuts[-1, 1] = size
-        return cuts
+        if not row:
+            return []
+        edges = np.concatenate(stops)
+        if row > (len(edges) - 1) * n:  # the last split: the rest of the file
+            edges = np.append(edges, np.array(size, dtype))
+        edges[-1] = size
+        last = row - (len(edges) - 2) * n
+        return [Cuts(edges, 0, n, last)]
     found: list[tuple[int, int, int, int]] = []
     first = row = 0  # the split's first row; rows seen so far
     for ends in blocks:
@@ -328,11 +334,11 @@ def _cut_rows(blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n:
         found.append((start, size, first, row - first))
     elif found:
         found[-1] = (found[-1][0], size, found[-1][2], found[-1][3])
-    return np.array(found, np.int64).reshape(-1, 4)
+    return Cuts.of_rows(found)
 
 
-def _plan_csv(path: str, kind: str, n: int) -> np.ndarray:
-    import numpy as np
+def _plan_csv(path: str, kind: str, n: int) -> list[Cuts]:
+    from daskscore.io.splittable import Cuts
 
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -341,13 +347,13 @@ def _plan_csv(path: str, kind: str, n: int) -> np.ndarray:
             blocks = _row_end_blocks(f, data_start, size)
             return _cut_rows(blocks, data_start, size, kind, n)
         except _Unsplittable:
-            whole = [[data_start, size, 0, -1]] if data_start < size else []
-            return np.array(whole, np.int64).reshape(-1, 4)
+            return Cuts.of_rows([[data_start, size, 0, -1]] if data_start < size else [])
 
 
-def _plan_parquet(path: str, kind: str, n: int) -> np.ndarray:
-    import numpy as np
+def _plan_parquet(path: str, kind: str, n: int) -> list[Cuts]:
     import pyarrow.parquet as pq
+
+    from daskscore.io.splittable import Cuts
 
     meta = pq.read_metadata(path)
     splits: list[tuple[int, int, int, int]] = []
@@ -364,7 +370,7 @@ def _plan_parquet(path: str, kind: str, n: int) -> np.ndarray:
         rows, weight = rows + group.num_rows, weight + w
     if rows:
         splits.append((start, meta.num_row_groups, first, rows))
-    return np.array(splits, np.int64).reshape(-1, 4)
+    return Cuts.of_rows(splits)
 
 
 def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:

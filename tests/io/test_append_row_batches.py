@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from daskscore.io import tabular
-from daskscore.io.inputs import SplitTable
 from daskscore.io.ledger import LedgerWriter, make_staging, part_path, read_ledger
 from daskscore.io.payloads import make_payload
+from daskscore.io.splittable import SplitTable
 from daskscore.io.writers import AppendRowWriter, Rows, format_rows
 from daskscore.protocol import MiniBatchRecord, Payload, Status
 from daskscore.worker.script import APPEND_ROW_CSV_DEFAULTS

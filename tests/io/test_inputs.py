@@ -14,10 +14,10 @@ from daskscore.engine.policy import MAX_TASK_MINI_BATCHES, next_task_size
 from daskscore.io.inputs import (
     FileBatches,
     FileList,
-    SplitTable,
     list_input_files,
     make_mini_batches,
 )
+from daskscore.io.splittable import SplitTable
 from daskscore.io.tabular import Split
 
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from daskscore.config.sizes import parse_mini_batch_size
 from daskscore.errors import ConfigError, InputError
 from daskscore.io import tabular
-from daskscore.io.inputs import SplitTable
+from daskscore.io.splittable import SplitTable
 from daskscore.io.tabular import (
     TABULAR_SUFFIXES,
     Split,

@@ -1,0 +1,217 @@
+"""The tabular splits of a job, kept compact: :class:`Cuts` (one file's run of splits) and
+:class:`SplitTable` (the job's, by mini-batch id).
+
+A file cut into mini-batches of ``n`` rows is a list of byte offsets: split ``i`` runs from
+``edges[i]`` to ``edges[i + 1]``, holds ``n`` rows (the last: the remainder) and starts at row
+``i * n``.  That is all :class:`Cuts` keeps for it: 4 bytes a split (8 in a file of 4 GiB or
+more), where a row of start, stop, first row and rows took 24-32.  Splits that do not follow
+that pattern (cut by bytes, Parquet row groups, splits given one by one) keep their first rows
+and row counts too.  A table of a million splits is a few MB, and planning one makes no array
+of a row per split.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from daskscore.io.tabular import Split
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_U32 = 1 << 32
+
+
+def small(values: Any) -> Any:
+    """``values`` (a numpy integer array) as ``uint32`` where every value fits, else
+    ``int64``."""
+    import numpy as np
+
+    fits = not len(values) or (int(values.min()) >= 0 and int(values.max()) < _U32)
+    return values.astype(np.uint32 if fits else np.int64, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Cuts:
+    """Consecutive splits of one file: split ``i`` is ``[edges[i], edges[i + 1])``.
+
+    Regular (``every > 0``): split ``i`` holds ``every`` rows, the last ``last``, and starts at
+    row ``first0 + i * every``.  Otherwise ``first`` and ``rows`` give each split's first row
+    and rows (-1: not counted).
+    """
+
+    edges: np.ndarray
+    first0: int = 0
+    every: int = 0
+    last: int = 0
+    first: np.ndarray | None = None
+    rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.edges) - 1
+
+    @classmethod
+    def of_rows(cls, cuts: Any) -> list[Cuts]:
+        """The splits of an ``int64`` array of a row per split (start, stop, first row, rows),
+        as runs of :class:`Cuts`: a new run where a split does not start at the last one's
+        stop."""
+        import numpy as np
+
+        cuts = np.asarray(cuts, np.int64).reshape(-1, 4)
+        breaks = np.flatnonzero(cuts[1:, 0] != cuts[:-1, 1]) + 1
+        return [cls._run(part) for part in np.split(cuts, breaks) if len(part)]
+
+    @classmethod
+    def _run(cls, cuts: Any) -> Cuts:
+        import numpy as np
+
+        edges = small(np.append(cuts[:, 0], cuts[-1, 1]))
+        first, rows = cuts[:, 2], cuts[:, 3]
+        every = int(rows[0]) if len(rows) > 1 else max(int(rows[0]), 1)
+        regular = (
+            every > 0
+            and rows[-1] >= 0
+            and bool((rows[:-1] == every).all())
+            and bool((first == first[0] + every * np.arange(len(first))).all())
+        )
+        if regular:
+            return cls(edges, int(first[0]), every, int(rows[-1]))
+        return cls(edges, first=small(first), rows=rows.astype(np.int64))
+
+    def columns(self, a: int, b: int) -> tuple[Any, Any, Any, Any]:
+        """Splits ``a .. b-1``: their starts, stops, first rows and rows (numpy arrays)."""
+        import numpy as np
+
+        start, stop = self.edges[a:b], self.edges[a + 1 : b + 1]
+        if self.every:
+            first = self.first0 + self.every * np.arange(a, b, dtype=np.int64)
+            rows = np.full(b - a, self.every, np.int64)
+            if b == len(self):
+                rows[-1] = self.last
+            return start, stop, first, rows
+        assert self.first is not None and self.rows is not None
+        return start, stop, self.first[a:b], self.rows[a:b]
+
+    def rows_of(self, i: int) -> int:
+        """Rows of split ``i`` (-1: not counted)."""
+        if self.every:
+            return self.last if i == len(self) - 1 else self.every
+        assert self.rows is not None
+        return int(self.rows[i])
+
+    def total(self) -> int:
+        """Rows of all the splits as counted (0 for one not counted)."""
+        if self.every:
+            return self.every * (len(self) - 1) + self.last
+        assert self.rows is not None
+        return int(self.rows[self.rows > 0].sum())
+
+    def nbytes(self) -> int:
+        extra = (self.first.nbytes if self.first is not None else 0) + (
+            self.rows.nbytes if self.rows is not None else 0
+        )
+        return int(self.edges.nbytes) + extra
+
+
+class SplitTable(Sequence[Split]):
+    """Tabular splits as :class:`Cuts`, runs of one file each; split ``i`` is made when asked
+    for."""
+
+    def __init__(self, splits: Iterable[Split]) -> None:
+        runs: list[tuple[str, str, list[tuple[int, int, int, int]]]] = []
+        for split in splits:  # (runs of splits of one file, as plan_cuts gives them)
+            if not runs or runs[-1][:2] != (split.path, split.kind):
+                runs.append((split.path, split.kind, []))
+            rows = -1 if split.n_rows is None else split.n_rows
+            runs[-1][2].append((split.start, split.stop, split.first_row, rows))
+        self._fill((path, kind, cuts) for path, kind, rows in runs for cuts in Cuts.of_rows(rows))
+
+    @classmethod
+    def from_cuts(cls, planned: Iterable[tuple[str, str, Cuts]]) -> SplitTable:
+        """The table of :func:`daskscore.io.tabular.plan_cuts`' runs (no object a split)."""
+        table = cls.__new__(cls)
+        table._fill(planned)
+        return table
+
+    def _fill(self, runs: Iterable[tuple[str, str, Cuts]]) -> None:
+        self._files: list[tuple[str, str]] = []
+        self._file_ids: dict[tuple[str, str], int] = {}
+        #: each run's file (an index into _files), its cuts, and the id of its first split
+        self._run_file: list[int] = []
+        self._runs: list[Cuts] = []
+        self._heads: list[int] = []
+        total = 0
+        for path, kind, cuts in runs:
+            if not len(cuts):
+                continue
+            fid = self._file_ids.setdefault((path, kind), len(self._files))
+            if fid == len(self._files):
+                self._files.append((path, kind))
+            self._run_file.append(fid)
+            self._runs.append(cuts)
+            self._heads.append(total)
+            total += len(cuts)
+        self._len = total
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        """Split ``i``'s run, and its place in the run."""
+        if not 0 <= i < self._len:
+            raise IndexError("split index out of range")
+        r = bisect_right(self._heads, i) - 1
+        return r, i - self._heads[r]
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        r, at = self._locate(index + self._len if index < 0 else index)
+        path, kind = self._files[self._run_file[r]]
+        start, stop, first, rows = (int(c[0]) for c in self._runs[r].columns(at, at + 1))
+        return Split(path, kind, start, stop, first, None if rows < 0 else rows)
+
+    def columns(self, a: int, b: int) -> tuple[list[tuple[str, str]], tuple[array[int], ...]]:
+        """Splits ``a .. b-1`` as columns: the files, and each split's file (an index into
+        them), start, stop, first row and rows (-1: not counted), as ``array.array`` (32-bit
+        where the numbers fit)."""
+        import numpy as np
+
+        parts: list[tuple[Any, ...]] = []
+        at = a
+        while at < b:
+            r, i = self._locate(at)
+            cuts = self._runs[r]
+            j = min(len(cuts), i + b - at)
+            cols = cuts.columns(i, j)
+            parts.append((np.full(j - i, self._run_file[r], np.uint32), *cols))
+            at += j - i
+        if not parts:
+            return self._files, tuple(array("I") for _ in range(5))
+        joined = [np.concatenate([p[k] for p in parts]) for k in range(5)]
+        out = []
+        for k, col in enumerate(joined):
+            col = col.astype(np.int64) if k == 4 else small(col)
+            out.append(array("I" if col.dtype == np.uint32 else "q", col.tobytes()))
+        return self._files, tuple(out)
+
+    def planned(self, i: int) -> int:
+        """Rows of split ``i`` as the planner counted them (0 when not counted)."""
+        r, at = self._locate(i)
+        return max(self._runs[r].rows_of(at), 0)
+
+    def planned_total(self) -> int:
+        return sum(cuts.total() for cuts in self._runs)
+
+    def nbytes(self) -> int:
+        """The bytes of the table's arrays (what grows with the splits)."""
+        return sum(cuts.nbytes() for cuts in self._runs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]

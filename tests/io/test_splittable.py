@@ -1,0 +1,90 @@
+"""The compact split table: whatever splits it is given, it gives them back, one by one, as
+slices and as the columns a task's payload carries; a file cut by rows costs it 4 bytes a
+split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daskscore.io.splittable import Cuts, SplitTable
+from daskscore.io.tabular import Split, plan_cuts, plan_splits
+
+
+def _as_splits(table: SplitTable, a: int, b: int) -> list[Split]:
+    files, (fid, start, stop, first, rows) = table.columns(a, b)
+    return [
+        Split(*files[f], s, e, r0, None if n < 0 else n)
+        for f, s, e, r0, n in zip(fid, start, stop, first, rows, strict=True)
+    ]
+
+
+def test_a_file_cut_by_rows_keeps_its_byte_offsets_only(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(10_003)) + "\n\n")
+    for n in (1, 7, 10_003, 20_000):
+        planned = list(plan_cuts([str(path)], ("rows", n)))
+        ((_, _, cuts),) = planned
+        assert cuts.every == n and cuts.first is None and cuts.rows is None
+        table = SplitTable.from_cuts(planned)
+        splits = plan_splits([str(path)], ("rows", n))
+        assert table == splits and len(table) == -(-10_003 // n)
+        assert table.nbytes() == 4 * (len(table) + 1)  # uint32 offsets, one more than splits
+        assert splits[-1].stop == path.stat().st_size  # (the trailing blank lines included)
+        assert sum(s.n_rows or 0 for s in splits) == table.planned_total() == 10_003
+        assert _as_splits(table, 0, len(table)) == splits
+
+
+def test_odd_runs_keep_first_rows_and_counts() -> None:
+    splits = [
+        Split("/a.csv", "csv", 4, 10, 0, 3),  # irregular counts
+        Split("/a.csv", "csv", 10, 30, 3, 5),
+        Split("/a.csv", "csv", 30, 31, 8, 1),
+        Split("/a.csv", "csv", 50, 60, 20, None),  # not where the last stopped: a new run
+        Split("/b.parquet", "parquet", 0, 2, 0, 100),  # regular, the last shorter
+        Split("/b.parquet", "parquet", 2, 4, 100, 100),
+        Split("/b.parquet", "parquet", 4, 5, 200, 7),
+        Split("/c.csv", "csv", 5 << 32, 6 << 32, 1 << 33, 7),  # a file of > 4 GiB
+        Split("/a.csv", "csv", 60, 70, 21, 2),  # a file met again
+    ]
+    table = SplitTable(iter(splits))
+    assert list(table) == splits and table[-1] == splits[-1] and table[2:6] == splits[2:6]
+    assert [table.planned(i) for i in range(len(splits))] == [3, 5, 1, 0, 100, 100, 7, 7, 2]
+    assert table.planned_total() == 225
+    for a in range(len(splits)):
+        for b in range(a, len(splits) + 1):
+            assert _as_splits(table, a, b) == splits[a:b]
+    files, cols = table.columns(0, len(splits))
+    assert files == [("/a.csv", "csv"), ("/b.parquet", "parquet"), ("/c.csv", "csv")]
+    assert cols[1].typecode == "q" and cols[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 0]
+    assert table.columns(3, 5)[1][1].typecode == "I"  # 32-bit where the slice fits
+
+
+def test_an_empty_table() -> None:
+    for table in (SplitTable([]), SplitTable.from_cuts([])):
+        assert table == [] and len(table) == 0 and table.planned_total() == 0
+        assert table.columns(0, 0)[1][0].tolist() == []
+    assert Cuts.of_rows([]) == []
+
+
+_split = st.builds(
+    lambda path, start, size, first, rows: Split(path, "csv", start, start + size, first, rows),
+    st.sampled_from(["/x.csv", "/y.csv"]),
+    st.sampled_from([0, 10, 20, 30, 1 << 32]),
+    st.sampled_from([0, 10]),
+    st.sampled_from([0, 3, 6, 1 << 40]),
+    st.one_of(st.none(), st.sampled_from([0, 1, 3])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_split, max_size=12), st.data())
+def test_any_splits_come_back_as_given(splits: list[Split], data: st.DataObject) -> None:
+    table = SplitTable(splits)
+    assert list(table) == splits and len(table) == len(splits)
+    assert table.planned_total() == sum(s.n_rows or 0 for s in splits)
+    a = data.draw(st.integers(0, len(splits)))
+    b = data.draw(st.integers(a, len(splits)))
+    assert _as_splits(table, a, b) == splits[a:b]
