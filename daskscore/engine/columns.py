@@ -1,21 +1,23 @@
-"""The clean final tries of a job, in columns: a few dozen bytes per mini-batch; and the views
-that make records of them again.
+"""The clean final tries of a job, in fixed-width rows: 54 bytes per mini-batch, in memory
+while the job is small and in a temporary file beyond that; and the views that make records
+of them again.
 
 Most mini-batches of a job end with one try whose ``run()`` returned every result.  The books
 (:class:`daskscore.engine.outcomes.Outcomes`) keep no record object for them: their numbers go
-into ``array.array`` columns indexed by mini-batch id, worker, attempt and part-file names are
-interned, and :meth:`CleanFinals.record` makes the record again when someone asks for it.  A
-try that does not fit (a value out of a column's range, a field the columns do not know) is
-refused, and the books keep it whole.
+into a row of a :class:`~daskscore.io.rowstore.RowStore` at the mini-batch's id (worker,
+attempt and part-file names interned), and :meth:`CleanFinals.record` makes the record again
+when someone asks for it.  A try that does not fit (a value out of a field's range, a field
+the rows do not know) is refused, and the books keep it whole.
 """
 
 from __future__ import annotations
 
 import math
-from array import array
+import operator
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
+from daskscore.io.rowstore import RowStore
 from daskscore.io.triescsv import Lines, clean_lines
 from daskscore.protocol import (
     CLEAN_COLUMNS,
@@ -32,31 +34,44 @@ _NAN = math.nan
 #: or not.
 OPEN, CLEAN, RESTORED, DONE, FAILED = 0, 1, 2, 3, 4
 
-
+#: A clean final's row (54 bytes): peak RSS during run() in MiB as float32 (0.1 MiB is all it
+#: says); ``offset``/``bytes``: append_row's byte range; ``part``: the part file (0: none).
+ROW = [
+    ("worker", "<u2"), ("attempt", "<u4"), ("start", "<f8"), ("total", "<u4"), ("rows", "<u4"),
+    ("elapsed", "<f8"), ("run", "<f8"), ("peak", "<f4"), ("offset", "<u4"), ("bytes", "<u4"),
+    ("part", "<u4"),
+]  # fmt: skip
 #: The columns of a :class:`CleanTries` the driver reads ...
 _BLOCK = [name for name, _, _ in CLEAN_COLUMNS]
-#: ... and the columns here, of the same names, that take them as they are (the others:
+#: ... and the fields here, of the same names, that take them as they are (the others:
 #: :meth:`CleanFinals.keep_block`).
 _KEPT = ("total", "rows", "start", "elapsed", "run", "peak")
 _U32 = (1 << 32) - 1
+#: Rows read at a time by :meth:`CleanFinals.maker` and single look-ups of a stored file.
+_WINDOW = 256
 
 
-def _values(column: array[Any]) -> Any:
+def _values(column: Any) -> Any:
     """An ``array.array`` as a numpy array (a view; numpy takes its typecode)."""
     import numpy as np
 
     return np.frombuffer(column, column.typecode)
 
 
-def zeros(code: str, n: int) -> array[Any]:
-    """An ``array.array`` of ``n`` zeros."""
-    return array(code, bytes(array(code).itemsize * n))
+def _u32(value: Any) -> int:
+    """``value`` as an int of 0 .. 2**32-1; TypeError or OverflowError otherwise."""
+    v = operator.index(value)
+    if not 0 <= v <= _U32:
+        raise OverflowError(v)
+    return v
 
 
 class CleanFinals:
-    """Columns of the clean final tries of ``n`` mini-batches (try 1, every result)."""
+    """Rows of the clean final tries of ``n`` mini-batches (try 1, every result); ``budget``:
+    the bytes kept in memory before the rows go to a file (default
+    :data:`daskscore.io.rowstore.IN_MEMORY_BYTES`)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, budget: int | None = None) -> None:
         self.n = n
         self.workers: list[Any] = []
         self._worker_ids: dict[Any, int] = {}
@@ -64,19 +79,10 @@ class CleanFinals:
         self._attempt_ids: dict[str, int] = {}
         self.parts: list[str] = []
         self._part_ids: dict[str, int] = {}
-        self.worker = zeros("H", n)
-        self.attempt = zeros("I", n)
-        self.start = zeros("d", n)
-        self.total = zeros("I", n)
-        self.rows = zeros("I", n)
-        self.elapsed = zeros("d", n)
-        self.run = zeros("d", n)
-        #: peak RSS during run(), MiB (float32: 0.1 MiB is all it says)
-        self.peak = zeros("f", n)
-        #: append_row's byte ranges and datasets' part files: made when first needed
-        self.offset: array[int] | None = None
-        self.bytes: array[int] | None = None
-        self.part: array[int] | None = None
+        self.rows = RowStore(n, ROW, budget)
+        #: whether any row has a byte range, a part file
+        self.any_range = self.any_part = False
+        self._window: tuple[int, list[tuple[Any, ...]]] = (-1, [])
 
     def keep(self, mb: int, rec: MiniBatchRecord, attempt_id: int) -> bool:
         """Keep ``rec`` as mini-batch ``mb``'s final, written by attempt ``attempt_id``, if it
@@ -84,26 +90,23 @@ class CleanFinals:
         otherwise (nothing is kept)."""
         if not is_clean_final(rec):
             return False
-        wid = self._worker_ids.get(rec.worker)
-        if wid is None:
-            wid = self._intern_worker(rec.worker)
+        wid = self._intern_worker(rec.worker)
         try:
-            self.worker[mb] = wid
-            self.total[mb] = rec.total
-            self.rows[mb] = rec.rows
-            self.start[mb] = _NAN if rec.start is None else rec.start
-            self.elapsed[mb] = rec.elapsed_s
-            self.run[mb] = rec.run_s
-            self.peak[mb] = rec.peak_rss_mb
-            if rec.start_offset or rec.bytes:
-                self._where(mb, rec.start_offset, rec.bytes)
-            if rec.part is not None:
-                self._set_part(mb, rec.part)
+            if wid > 0xFFFF:
+                raise OverflowError(wid)
+            offset, size = _u32(rec.start_offset), _u32(rec.bytes)
+            row = (
+                wid, attempt_id, _NAN if rec.start is None else float(rec.start),
+                _u32(rec.total), _u32(rec.rows), float(rec.elapsed_s), float(rec.run_s),
+                float(rec.peak_rss_mb), offset, size,
+                0 if rec.part is None else _u32(self._part_id(rec.part)),
+            )  # fmt: skip
         except (OverflowError, TypeError, ValueError):
-            if self.part is not None:
-                self.part[mb] = 0
             return False
-        self.attempt[mb] = attempt_id
+        self.any_range |= bool(offset or size)
+        self.any_part |= rec.part is not None
+        self._window = (-1, [])
+        self.rows.put(mb, row)
         return True
 
     def keep_block(
@@ -112,7 +115,7 @@ class CleanFinals:
         """Keep ``block``'s tries (clean first tries, columns) as the finals of their
         mini-batches, written by attempt ``aid``, and mark those ``CLEAN`` in ``state``: the
         ones still open, not in ``whole`` (mini-batches kept whole: earlier tries, being
-        split) and whose values fit the columns.  Returns a mask of ``block``'s rows kept
+        split) and whose values fit the rows.  Returns a mask of ``block``'s rows kept
         (a numpy array): a handful of array operations for a task, whatever its size."""
         import numpy as np
 
@@ -123,27 +126,24 @@ class CleanFinals:
         if whole:
             ok &= ~np.isin(ids, np.fromiter(whole, np.int64, len(whole)))
         columns = {name: _values(getattr(block, name)) for name in _BLOCK}
-        for name in ("total", "rows", "offset", "size"):  # unsigned 32-bit columns here
+        for name in ("total", "rows", "offset", "size"):  # unsigned 32-bit fields here
             ok &= (columns[name] >= 0) & (columns[name] <= _U32)
         take = ids[ok]
         wid = self._intern_worker(block.worker) if len(take) else 0
         if not len(take) or wid > 0xFFFF:
             return ok & (wid <= 0xFFFF)
-        _values(self.worker)[take] = wid
-        _values(self.attempt)[take] = aid
+        rows = np.zeros(len(take), self.rows.dtype)
+        rows["worker"], rows["attempt"] = wid, aid
         for name in _KEPT:
-            _values(getattr(self, name))[take] = columns[name][ok]
-        offsets, sizes = columns["offset"][ok], columns["size"][ok]
-        if offsets.any() or sizes.any():
-            if self.offset is None or self.bytes is None:
-                self.offset, self.bytes = zeros("I", self.n), zeros("I", self.n)
-            _values(self.offset)[take] = offsets
-            _values(self.bytes)[take] = sizes
+            rows[name] = columns[name][ok]
+        rows["offset"], rows["bytes"] = columns["offset"][ok], columns["size"][ok]
+        self.any_range |= bool(rows["offset"].any() or rows["bytes"].any())
         if block.part is not None:
-            if self.part is None:
-                self.part = zeros("I", self.n)
             ids_of = np.array([0, *map(self._part_id, block.part_names)], np.uint32)
-            _values(self.part)[take] = ids_of[_values(block.part)[ok]]
+            rows["part"] = ids_of[_values(block.part)[ok]]
+            self.any_part |= bool(rows["part"].any())
+        self._window = (-1, [])
+        self.rows.write(take, rows)
         states[take] = CLEAN
         return ok
 
@@ -161,17 +161,6 @@ class CleanFinals:
             self.workers.append(worker)
         return wid
 
-    def _where(self, mb: int, offset: int, size: int) -> None:
-        if self.offset is None or self.bytes is None:  # (a part file of > 4 GB: kept whole)
-            self.offset, self.bytes = zeros("I", self.n), zeros("I", self.n)
-        self.bytes[mb] = size
-        self.offset[mb] = offset
-
-    def _set_part(self, mb: int, part: str) -> None:
-        if self.part is None:
-            self.part = zeros("I", self.n)
-        self.part[mb] = self._part_id(part)
-
     def _part_id(self, part: str) -> int:
         pid = self._part_ids.get(part)
         if pid is None:
@@ -179,8 +168,23 @@ class CleanFinals:
             self.parts.append(part)
         return pid
 
+    def _get(self, mb: int) -> tuple[Any, ...]:
+        """Mini-batch ``mb``'s row as a tuple (a stored file's: read a window at a time)."""
+        if not self.rows.on_disk:
+            return self.rows.get(mb)
+        lo, window = self._window
+        if not lo <= mb < lo + len(window):
+            lo = mb - mb % _WINDOW
+            window = self.rows.span(lo, min(self.n, lo + _WINDOW)).tolist()
+            self._window = (lo, window)
+        return window[mb - lo]
+
     def has_part(self, mb: int) -> bool:
-        return self.part is not None and self.part[mb] != 0
+        return self.any_part and self._get(mb)[10] != 0
+
+    def total_of(self, mb: int) -> int:
+        """Items of mini-batch ``mb``'s clean final."""
+        return int(self._get(mb)[3])
 
     def record(self, mb: int, final: bool) -> MiniBatchRecord:
         """Mini-batch ``mb``'s record: its final (its attempt named), or its try as the worker
@@ -188,55 +192,49 @@ class CleanFinals:
         return self.maker(final)(mb)
 
     def maker(self, final: bool) -> Callable[[int], MiniBatchRecord]:
-        """:meth:`record` for many mini-batches: the columns looked up once."""
-        workers, worker, attempts, attempt = self.workers, self.worker, self.attempts, self.attempt
-        starts, totals, rows = self.start, self.total, self.rows
-        runs, elapsed, peaks = self.run, self.elapsed, self.peak
-        offsets, sizes, parts, names = self.offset, self.bytes, self.part, self.parts
+        """:meth:`record` for many mini-batches: the names looked up once, the rows read a
+        window at a time."""
+        workers, attempts, names, get = self.workers, self.attempts, self.parts, self._get
         done = Status.RUN_DONE
 
         def make(mb: int) -> MiniBatchRecord:
-            start, total = starts[mb], totals[mb]
-            part = parts[mb] if parts is not None else 0
+            wid, aid, start, total, rows, elapsed, run, peak, offset, size, part = get(mb)
             return MiniBatchRecord(
                 mini_batch=mb,
                 try_no=1,
-                worker=workers[worker[mb]],
+                worker=workers[wid],
                 start=None if start != start else start,  # NaN: no start
                 total=total,
                 succeeded=total,
-                rows=rows[mb],
+                rows=rows,
                 status=done,
                 final=True,
-                run_s=runs[mb],
-                elapsed_s=elapsed[mb],
-                start_offset=offsets[mb] if offsets is not None else 0,
-                bytes=sizes[mb] if sizes is not None else 0,
+                run_s=run,
+                elapsed_s=elapsed,
+                start_offset=offset,
+                bytes=size,
                 part=names[part - 1] if part else None,
-                attempt=attempts[attempt[mb]] if final else None,
-                peak_rss_mb=round(peaks[mb], 1),
+                attempt=attempts[aid] if final else None,
+                peak_rss_mb=round(peak, 1),
             )
 
         return make
 
     def csv_lines(self, ids: Any) -> Lines:
         """The rows of ``processed_mini-batches.csv`` of the clean finals ``ids`` (a numpy
-        array, in order), formatted in one go from the columns."""
-
-        def column(values: array[Any]) -> Any:
-            return _values(values)[ids]
-
+        array, in order), formatted in one go from the rows."""
+        rows = self.rows.read(ids)
         return clean_lines(
-            ids, column(self.worker), self.workers, column(self.start), column(self.total),
-            column(self.elapsed), column(self.run), column(self.peak),
+            ids, rows["worker"], self.workers, rows["start"], rows["total"],
+            rows["elapsed"], rows["run"], rows["peak"],
         )  # fmt: skip
 
     def row(self, mb: int) -> tuple[Any, ...]:
         """Mini-batch ``mb``'s try as a row of ``processed_mini-batches.csv`` (unformatted)."""
-        start, total = self.start[mb], self.total[mb]
+        wid, _, start, total, _, elapsed, run, peak, *_ = self._get(mb)
         return (
-            mb, 1, self.workers[self.worker[mb]], None if start != start else start, total,
-            total, 0, self.elapsed[mb], self.run[mb], "RUN_DONE", "", "", self.peak[mb],
+            mb, 1, self.workers[wid], None if start != start else start, total,
+            total, 0, elapsed, run, "RUN_DONE", "", "", peak,
         )  # fmt: skip
 
 
@@ -338,11 +336,10 @@ def _joined(clean: CleanFinals, ids: Any) -> Iterator[tuple[str, int, int]]:
     attempt's part file joined into one."""
     import numpy as np
 
-    if not len(ids) or clean.offset is None or clean.bytes is None:
+    if not len(ids) or not clean.any_range:
         return
-    attempt, start, size = (
-        _values(c)[ids].astype(np.int64) for c in (clean.attempt, clean.offset, clean.bytes)
-    )
+    rows = clean.rows.read(ids)
+    attempt, start, size = (rows[c].astype(np.int64) for c in ("attempt", "offset", "bytes"))
     keep = size > 0
     attempt, start, size = attempt[keep], start[keep], size[keep]
     if not len(size):

@@ -344,7 +344,7 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         for mb in mbs:
             s = state[mb]
             if s == CLEAN or s == RESTORED:
-                total += self.clean.total[mb]
+                total += self.clean.total_of(mb)
             elif s:
                 total += full[mb].total
         return total
@@ -357,7 +357,7 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
     @property
     def any_part(self) -> bool:
         """Whether a final try staged a part file (a dataset output) yet."""
-        return self.clean.part is not None or self._full_parts > 0
+        return self.clean.any_part or self._full_parts > 0
 
     def has_part(self, mb: int) -> bool:
         """Whether mini-batch ``mb``'s final try staged a part file (a dataset output)."""

@@ -47,12 +47,13 @@ class TryRows:
 
     def iter_attempts(self) -> Iterator[MiniBatchRecord]:
         """Every try, by mini-batch and try number (a split one's parts after it)."""
+        make = self.clean.maker(final=False)
         for mb in map(int, self._tried_ids()):
             tries = self._hist.get(mb)
             if tries is not None:
                 yield from self._in_order(mb, tries)
             else:
-                yield self.clean.record(mb, final=False)
+                yield make(mb)
 
     def attempt_lines(self) -> Iterator[tuple[Any, ...] | Lines]:
         """:meth:`attempt_rows`, with the clean finals' rows formatted for the CSV file a few

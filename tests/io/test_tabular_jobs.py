@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_deployment
+from helpers import processed_of
 
 import daskscore
+from daskscore.io import rowstore
 
 #: (name, kind, rows): sorted by name, the order the job reads them
 FILES = [("part0.csv", 300), ("part1.parquet", 200), ("part2.csv", 170), ("part3.parquet", 60)]
@@ -246,3 +248,53 @@ def test_tabular_job_writes_parquet(
         got = got.sort_values("id").reset_index(drop=True)
         assert sorted(set(got["file"])) == sorted(set(rows["file"]))
         pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+
+
+# ------------------------------------------------------------------------ the books in a file
+
+
+@pytest.mark.parametrize("output_format", ["append_row", "parquet"])
+def test_a_job_with_its_books_in_a_file_writes_what_one_in_memory_writes(
+    client: Any,
+    tmp_path: Path,
+    table: tuple[Path, pd.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+    output_format: str,
+) -> None:
+    """The driver's rows of clean mini-batches go to a file past a budget (a big job's): the
+    same job, one row short in some mini-batches (kept whole), writes the same output and the
+    same tries as with its books in memory."""
+    folder, rows = table
+    dep = deploy(tmp_path, "7 rows", mode="drop_last")
+    jobs, made = {}, []
+    temporary = rowstore.tempfile.TemporaryFile
+    monkeypatch.setattr(
+        rowstore.tempfile, "TemporaryFile", lambda **kw: made.append(kw) or temporary(**kw)
+    )
+    for where, budget in (("memory", 1 << 24), ("file", 0)):
+        monkeypatch.setattr(rowstore, "IN_MEMORY_BYTES", budget)
+        made.clear()
+        out = tmp_path / where
+        # append_row: predictions.csv, from byte ranges; parquet: part files
+        parts = {"output_format": "parquet", "rows_per_file": 100}
+        kw = parts if output_format == "parquet" else {}
+        result = daskscore.run(dep, folder, out, client=client, **kw)  # type: ignore[arg-type]
+        assert result.status == "Completed" and result.partial_mini_batches == len(FILES)
+        assert len(made) == (where == "file"), "the books' rows went to a file"
+        if output_format == "append_row":
+            written = (out / "predictions.csv").read_bytes()
+        else:
+            written = pd.read_parquet(out / "predictions")
+        tries = processed_of(out)
+        jobs[where] = (result.summary["failures"], written, tries)
+    assert jobs["file"][0] == jobs["memory"][0]
+    if output_format == "append_row":
+        assert jobs["file"][1] == jobs["memory"][1]
+    else:
+        pd.testing.assert_frame_equal(jobs["file"][1], jobs["memory"][1])
+        assert len(jobs["file"][1]) == len(rows) - len(FILES)
+    same = ["mini_batch_id", "try", "total", "succeeded", "failed", "status", "error"]
+    on_file, in_memory = jobs["file"][2], jobs["memory"][2]
+    assert len(on_file) == result.total_mini_batches
+    pd.testing.assert_frame_equal(on_file[same], in_memory[same])
+    assert on_file["worker"].notna().all() and (on_file["elapsed_s"] >= 0).all()
