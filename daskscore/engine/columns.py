@@ -299,18 +299,19 @@ class DoneFinals(Sequence[MiniBatchRecord]):
         import numpy as np
 
         clean, full, pieces = self._clean, self._full, self._pieces
-        state = np.frombuffer(self._state, np.uint8)
-        whole = np.flatnonzero(state == DONE)
-        done = np.flatnonzero((state == CLEAN) | (state == RESTORED))
-        at = 0
-        for mb in [*whole.tolist(), len(state)]:
-            upto = int(np.searchsorted(done, mb))
-            for a in range(at, upto, _RANGES_AT_ONCE):  # (a few MB at a time, whatever the job)
-                yield from _joined(clean, done[a : min(upto, a + _RANGES_AT_ONCE)])
-            at = upto
-            if mb < len(state):
-                for rec in pieces[mb] if mb in pieces else (full[mb],):
-                    yield rec.attempt, rec.start_offset, rec.bytes
+        states = np.frombuffer(self._state, np.uint8)
+        for lo in range(0, len(states), _RANGES_AT_ONCE):  # (a few MB at a time, whatever the job)
+            state = states[lo : lo + _RANGES_AT_ONCE]
+            whole = np.flatnonzero(state == DONE) + lo
+            done = np.flatnonzero((state == CLEAN) | (state == RESTORED)) + lo
+            at = 0
+            for mb in [*whole.tolist(), -1]:
+                upto = len(done) if mb < 0 else int(np.searchsorted(done, mb))
+                yield from _joined(clean, done[at:upto])
+                at = upto
+                if mb >= 0:
+                    for rec in pieces[mb] if mb in pieces else (full[mb],):
+                        yield rec.attempt, rec.start_offset, rec.bytes
 
     def __len__(self) -> int:
         state = self._state

@@ -17,6 +17,8 @@ from daskscore.protocol import MiniBatchRecord
 
 #: Clean rows of ``processed_mini-batches.csv`` formatted at a time.
 LINES_AT_ONCE = 16384
+#: Mini-batches whose tries are walked at a time.
+CHUNK = 1 << 16
 
 
 class TryRows:
@@ -48,12 +50,13 @@ class TryRows:
     def iter_attempts(self) -> Iterator[MiniBatchRecord]:
         """Every try, by mini-batch and try number (a split one's parts after it)."""
         make = self.clean.maker(final=False)
-        for mb in map(int, self._tried_ids()):
-            tries = self._hist.get(mb)
-            if tries is not None:
-                yield from self._in_order(mb, tries)
-            else:
-                yield make(mb)
+        for ids in self._tried_chunks():
+            for mb in map(int, ids):
+                tries = self._hist.get(mb)
+                if tries is not None:
+                    yield from self._in_order(mb, tries)
+                else:
+                    yield make(mb)
 
     def attempt_lines(self) -> Iterator[tuple[Any, ...] | Lines]:
         """:meth:`attempt_rows`, with the clean finals' rows formatted for the CSV file a few
@@ -61,16 +64,17 @@ class TryRows:
         :func:`~daskscore.io.triescsv.write_attempt_rows` writes, at a fraction of the cost."""
         import numpy as np
 
-        ids = self._tried_ids()
-        states = np.frombuffer(self.state, np.uint8)[ids]
-        whole = np.flatnonzero((states != CLEAN) & (states != RESTORED))
-        at = 0
-        for pos in [*whole.tolist(), len(ids)]:
-            for a in range(at, pos, LINES_AT_ONCE):
-                yield self.clean.csv_lines(ids[a : min(pos, a + LINES_AT_ONCE)])
-            if pos < len(ids):
-                yield from self._rows_of(int(ids[pos]))
-            at = pos + 1
+        state = np.frombuffer(self.state, np.uint8)
+        for ids in self._tried_chunks():
+            states = state[ids]
+            whole = np.flatnonzero((states != CLEAN) & (states != RESTORED))
+            at = 0
+            for pos in [*whole.tolist(), len(ids)]:
+                for a in range(at, pos, LINES_AT_ONCE):
+                    yield self.clean.csv_lines(ids[a : min(pos, a + LINES_AT_ONCE)])
+                if pos < len(ids):
+                    yield from self._rows_of(int(ids[pos]))
+                at = pos + 1
 
     def _rows_of(self, mb: int) -> Iterator[tuple[Any, ...]]:
         tries = self._hist.get(mb)
@@ -89,19 +93,29 @@ class TryRows:
         try, worker, start, total, succeeded, failed, elapsed_s, run_s, status, error, items,
         peak_rss_mb; by mini-batch and try.  ``every``: the tries of every n-th mini-batch with
         tries only."""
-        for mb in map(int, self._tried_ids()[::every]):
-            yield from self._rows_of(mb)
+        seen = 0
+        for ids in self._tried_chunks():
+            for mb in map(int, ids[-seen % every :: every]):  # (the chunk's every n-th)
+                yield from self._rows_of(mb)
+            seen += len(ids)
 
     def tried_count(self) -> int:
         """Mini-batches with a try."""
         return self._n_final - len(self._full) + len(self._hist)  # a full final has tries
 
-    def _tried_ids(self) -> Any:
-        """The mini-batches with a try, in order (a numpy array): those settled, and those
-        kept whole."""
+    def _tried_chunks(self) -> Iterator[Any]:
+        """The mini-batches with a try, in order, a chunk of :data:`CHUNK` mini-batches at a
+        time (numpy arrays, none empty): those settled, and those kept whole.  A big job's
+        ids are never all in memory at once."""
         import numpy as np
 
-        tried = np.frombuffer(self.state, np.uint8) != OPEN
-        if self._hist:
-            tried[np.fromiter(self._hist, np.int64, len(self._hist))] = True
-        return np.flatnonzero(tried)
+        state = np.frombuffer(self.state, np.uint8)
+        hist = np.sort(np.fromiter(self._hist, np.int64, len(self._hist)))
+        for lo in range(0, len(state), CHUNK):
+            hi = min(lo + CHUNK, len(state))
+            tried = state[lo:hi] != OPEN
+            a, b = np.searchsorted(hist, [lo, hi])
+            tried[hist[a:b] - lo] = True
+            ids = np.flatnonzero(tried)
+            if len(ids):
+                yield ids + lo

@@ -6,6 +6,7 @@ Pure state: no cluster, no worker, nothing written but the summary's own inputs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daskscore.config import Deployment, RetrySettings, Settings
+from daskscore.engine import columns, tryrows
 from daskscore.engine.finish import JobRecord, failure_message, report_tries, summarize
 from daskscore.engine.outcomes import Outcomes, crash_error
 from daskscore.io import outputdir, rowstore, triescsv
@@ -683,45 +685,55 @@ def _apply(books: Any, events: list[tuple[Any, ...]]) -> list[set[int]]:
 def test_the_compact_books_answer_as_a_record_per_try_would(
     tmp_path_factory: pytest.TempPathFactory, case: tuple[list[list[str]], list[Any]], where: str
 ) -> None:
-    work, events = case
-    config = make_settings(max_retries=3)
-    with mock.patch.object(rowstore, "IN_MEMORY_BYTES", 0 if where == "file" else 1 << 24):
-        outcomes, reference = Outcomes(work, config), Reference(work, config)
-    assert outcomes.clean.rows.on_disk == (where == "file")
-    with mock.patch("time.time", return_value=1000.0):  # a crash's elapsed time
-        assert _apply(outcomes, events) == _apply(reference, events)
-    root = tmp_path_factory.mktemp("books")
-    summary = summarize(job_record(root, config), outcomes, None)
-    expected = reference.summary()
-    assert {k: summary[k] for k in expected} == expected
-    assert outcomes.failed_items == expected["failed_items"]
-    # finals, tries and their order, the output writer's finals
-    assert dict(outcomes.final) == reference.final
-    assert sorted(outcomes.final) == sorted(reference.final)
-    for mb in range(len(work)):
-        assert outcomes.tries_used(mb) == reference.tries.get(mb, 0)
-        assert outcomes.is_final(mb) == (mb in reference.final)
-    by_try = sorted(reference.attempts, key=lambda r: (r.mini_batch, r.try_no))
-    assert outcomes.attempts == by_try
-    assert outcomes.attempt_count() == len(by_try)
-    assert outcomes.done_finals() == [reference.final[mb] for mb in sorted(reference.final)
-                                      if reference.final[mb].done]  # fmt: skip
-    # the output's byte ranges, made from the columns, as the records say
-    ranges = [(r.attempt, r.start_offset, r.bytes) for r in outcomes.done_finals()]
-    made = outcomes.done_finals().byte_ranges()
-    assert list(outputdir._coalesce(made)) == list(outputdir._coalesce(ranges))
-    # processed_mini-batches.csv, byte for byte
-    ours = root / "ours.csv"
-    triescsv.write_attempt_rows(ours, outcomes.attempt_rows())
-    assert ours.read_text(encoding="utf-8") == reference.csv_text(root / "ref.csv")
-    # ... and with the clean rows formatted from the columns, as a job writes it
-    assert triescsv.write_attempt_rows(ours, outcomes.attempt_lines()) == len(by_try)
-    assert ours.read_text(encoding="utf-8") == reference.csv_text(root / "ref.csv")
-    # report.html's input: every try here (a small job), as dicts
-    tries = list(report_tries(outcomes))
-    assert [(t["mini_batch"], t["try"]) for t in tries] == [
-        (r.mini_batch, r.try_no) for r in by_try
-    ]
+    with contextlib.ExitStack() as stack:
+        work, events = case
+        config = make_settings(max_retries=3)
+        with mock.patch.object(rowstore, "IN_MEMORY_BYTES", 0 if where == "file" else 1 << 24):
+            outcomes, reference = Outcomes(work, config), Reference(work, config)
+        assert outcomes.clean.rows.on_disk == (where == "file")
+        with mock.patch("time.time", return_value=1000.0):  # a crash's elapsed time
+            assert _apply(outcomes, events) == _apply(reference, events)
+        if where == "file":  # the end's walks over the books, a few mini-batches at a time
+            stack.enter_context(mock.patch.object(tryrows, "CHUNK", 3))
+            stack.enter_context(mock.patch.object(columns, "_RANGES_AT_ONCE", 2))
+        root = tmp_path_factory.mktemp("books")
+        summary = summarize(job_record(root, config), outcomes, None)
+        expected = reference.summary()
+        assert {k: summary[k] for k in expected} == expected
+        assert outcomes.failed_items == expected["failed_items"]
+        # finals, tries and their order, the output writer's finals
+        assert dict(outcomes.final) == reference.final
+        assert sorted(outcomes.final) == sorted(reference.final)
+        for mb in range(len(work)):
+            assert outcomes.tries_used(mb) == reference.tries.get(mb, 0)
+            assert outcomes.is_final(mb) == (mb in reference.final)
+        by_try = sorted(reference.attempts, key=lambda r: (r.mini_batch, r.try_no))
+        assert outcomes.attempts == by_try
+        assert outcomes.attempt_count() == len(by_try)
+        assert outcomes.done_finals() == [reference.final[mb] for mb in sorted(reference.final)
+                                          if reference.final[mb].done]  # fmt: skip
+        # the output's byte ranges, made from the columns, as the records say
+        ranges = [(r.attempt, r.start_offset, r.bytes) for r in outcomes.done_finals()]
+        made = outcomes.done_finals().byte_ranges()
+        assert list(outputdir._coalesce(made)) == list(outputdir._coalesce(ranges))
+        # processed_mini-batches.csv, byte for byte
+        ours = root / "ours.csv"
+        triescsv.write_attempt_rows(ours, outcomes.attempt_rows())
+        assert ours.read_text(encoding="utf-8") == reference.csv_text(root / "ref.csv")
+        # ... and with the clean rows formatted from the columns, as a job writes it
+        assert triescsv.write_attempt_rows(ours, outcomes.attempt_lines()) == len(by_try)
+        assert ours.read_text(encoding="utf-8") == reference.csv_text(root / "ref.csv")
+        # report.html's input: every try here (a small job), as dicts
+        tries = list(report_tries(outcomes))
+        assert [(t["mini_batch"], t["try"]) for t in tries] == [
+            (r.mini_batch, r.try_no) for r in by_try
+        ]
+        # ... and a bigger job's: the tries of every k-th mini-batch with tries
+        tried = sorted({r.mini_batch for r in by_try})
+        every = -(-len(tried) // 4) if len(by_try) > 4 else 1
+        sample = [(r.mini_batch, r.try_no) for r in by_try if r.mini_batch in tried[::every]]
+        tries = list(report_tries(outcomes, limit=4))
+        assert [(t["mini_batch"], t["try"]) for t in tries] == sample
 
 
 @pytest.mark.parametrize("where", ["memory", "file"])
