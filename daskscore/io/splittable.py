@@ -12,9 +12,8 @@ of a row per split.
 
 from __future__ import annotations
 
-from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +95,14 @@ class Cuts:
         assert self.first is not None and self.rows is not None
         return start, stop, self.first[a:b], self.rows[a:b]
 
+    def slice(self, i: int, j: int) -> Cuts:
+        """Splits ``i .. j-1`` of these, as cuts of their own."""
+        edges = self.edges[i : j + 1]
+        if self.every:
+            return Cuts(edges, self.first0 + i * self.every, self.every, self.rows_of(j - 1))
+        assert self.first is not None and self.rows is not None
+        return Cuts(edges, first=self.first[i:j], rows=self.rows[i:j])
+
     def rows_of(self, i: int) -> int:
         """Rows of split ``i`` (-1: not counted)."""
         if self.every:
@@ -175,29 +182,14 @@ class SplitTable(Sequence[Split]):
         start, stop, first, rows = (int(c[0]) for c in self._runs[r].columns(at, at + 1))
         return Split(path, kind, start, stop, first, None if rows < 0 else rows)
 
-    def columns(self, a: int, b: int) -> tuple[list[tuple[str, str]], tuple[array[int], ...]]:
-        """Splits ``a .. b-1`` as columns: the files, and each split's file (an index into
-        them), start, stop, first row and rows (-1: not counted), as ``array.array`` (32-bit
-        where the numbers fit)."""
-        import numpy as np
-
-        parts: list[tuple[Any, ...]] = []
-        at = a
-        while at < b:
-            r, i = self._locate(at)
+    def runs(self, a: int, b: int) -> Iterator[tuple[str, str, Cuts]]:
+        """Splits ``a .. b-1`` as runs of one file each: path, kind and cuts."""
+        while a < b:
+            r, i = self._locate(a)
             cuts = self._runs[r]
-            j = min(len(cuts), i + b - at)
-            cols = cuts.columns(i, j)
-            parts.append((np.full(j - i, self._run_file[r], np.uint32), *cols))
-            at += j - i
-        if not parts:
-            return self._files, tuple(array("I") for _ in range(5))
-        joined = [np.concatenate([p[k] for p in parts]) for k in range(5)]
-        out = []
-        for k, col in enumerate(joined):
-            col = col.astype(np.int64) if k == 4 else small(col)
-            out.append(array("I" if col.dtype == np.uint32 else "q", col.tobytes()))
-        return self._files, tuple(out)
+            j = min(len(cuts), i + b - a)
+            yield (*self._files[self._run_file[r]], cuts.slice(i, j))
+            a += j - i
 
     def planned(self, i: int) -> int:
         """Rows of split ``i`` as the planner counted them (0 when not counted)."""

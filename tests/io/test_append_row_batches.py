@@ -17,6 +17,7 @@ from daskscore.io import tabular
 from daskscore.io.ledger import LedgerWriter, make_staging, part_path, read_ledger
 from daskscore.io.payloads import make_payload
 from daskscore.io.splittable import SplitTable
+from daskscore.io.tabular import Split
 from daskscore.io.writers import AppendRowWriter, Rows, format_rows
 from daskscore.protocol import MiniBatchRecord, Payload, Status
 from daskscore.worker.script import APPEND_ROW_CSV_DEFAULTS
@@ -115,6 +116,12 @@ def test_options_that_format_row_by_row_are_batched_with_the_same_bytes(tmp_path
     assert data == b"".join(format_rows(f, kwargs) for f in frames)
 
 
+def _rows_file(root: Path, n: int) -> Path:
+    path = root / f"rows{n}.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i % 97 / 3:.3f}\n" for i in range(n)))
+    return path
+
+
 def test_a_tabular_task_travels_as_columns_and_arrives_as_its_splits(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("a,b\n" + "".join(f"{i},{i / 2}\n" for i in range(200)))
@@ -128,6 +135,22 @@ def test_a_tabular_task_travels_as_columns_and_arrives_as_its_splits(tmp_path: P
     packed = make_payload(ids, tries, table)
     assert pickle.loads(pickle.dumps(packed)).items == want
     assert len(pickle.dumps(packed)) < len(pickle.dumps(Payload(want)))
+    # a task of thousands of splits: about a byte each, packed (the driver keeps 1,000 sent)
+    many = SplitTable(tabular.plan_splits([str(_rows_file(tmp_path, 20_000))], ("rows", 2)))
+    big = make_payload(list(range(len(many))), lambda mb: 0, many)
+    assert len(pickle.dumps(big)) < 1.5 * len(many), len(pickle.dumps(big)) / len(many)
+    assert pickle.loads(pickle.dumps(big)).items == [(mb, 0, many[mb]) for mb in range(len(many))]
+    # splits of several files, cut by bytes, over 4 GiB: each as planned
+    odd = SplitTable([
+        Split("/a.csv", "csv", 4, 10, 0, 3), Split("/a.csv", "csv", 10, 300, 3, 5),
+        Split("/a.csv", "csv", 300, 301, 8, None), Split("/b.parquet", "parquet", 0, 2, 0, 9),
+        Split("/c.csv", "csv", 5 << 32, 6 << 32, 1 << 33, 7),
+    ])  # fmt: skip
+    for a, b in ((0, 5), (1, 4), (2, 3), (3, 5)):
+        ids = list(range(a, b))
+        assert pickle.loads(pickle.dumps(make_payload(ids, tries, odd))).items == [
+            (mb, tries(mb), odd[mb]) for mb in ids
+        ]
     # not consecutive (requeued mini-batches): the list itself, as before
     gappy = [3, 5, 6]
     assert pickle.loads(pickle.dumps(make_payload(gappy, tries, table))).items == [

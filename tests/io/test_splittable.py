@@ -14,10 +14,11 @@ from daskscore.io.tabular import Split, plan_cuts, plan_splits
 
 
 def _as_splits(table: SplitTable, a: int, b: int) -> list[Split]:
-    files, (fid, start, stop, first, rows) = table.columns(a, b)
+    """Splits ``a .. b-1`` made from the table's runs, as a task's payload carries them."""
     return [
-        Split(*files[f], s, e, r0, None if n < 0 else n)
-        for f, s, e, r0, n in zip(fid, start, stop, first, rows, strict=True)
+        Split(path, kind, s, e, r0, None if n < 0 else n)
+        for path, kind, cuts in table.runs(a, b)
+        for s, e, r0, n in zip(*(c.tolist() for c in cuts.columns(0, len(cuts))), strict=True)
     ]
 
 
@@ -56,16 +57,16 @@ def test_odd_runs_keep_first_rows_and_counts() -> None:
     for a in range(len(splits)):
         for b in range(a, len(splits) + 1):
             assert _as_splits(table, a, b) == splits[a:b]
-    files, cols = table.columns(0, len(splits))
-    assert files == [("/a.csv", "csv"), ("/b.parquet", "parquet"), ("/c.csv", "csv")]
-    assert cols[1].typecode == "q" and cols[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 0]
-    assert table.columns(3, 5)[1][1].typecode == "I"  # 32-bit where the slice fits
+    runs = [(path, len(cuts), cuts.every) for path, _, cuts in table.runs(0, len(splits))]
+    assert runs == [("/a.csv", 3, 0), ("/a.csv", 1, 0), ("/b.parquet", 3, 100),
+                    ("/c.csv", 1, 7), ("/a.csv", 1, 2)]  # fmt: skip
+    assert [len(c) for _, _, c in table.runs(1, 6)] == [2, 1, 2]
 
 
 def test_an_empty_table() -> None:
     for table in (SplitTable([]), SplitTable.from_cuts([])):
         assert table == [] and len(table) == 0 and table.planned_total() == 0
-        assert table.columns(0, 0)[1][0].tolist() == []
+        assert list(table.runs(0, 0)) == []
     assert Cuts.of_rows([]) == []
 
 
