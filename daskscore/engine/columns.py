@@ -79,7 +79,7 @@ class CleanFinals:
         self._attempt_ids: dict[str, int] = {}
         self.parts: list[str] = []
         self._part_ids: dict[str, int] = {}
-        self.rows = RowStore(n, ROW, budget)
+        self.store = RowStore(n, ROW, budget)
         #: whether any row has a byte range, a part file
         self.any_range = self.any_part = False
         self._window: tuple[int, list[tuple[Any, ...]]] = (-1, [])
@@ -106,7 +106,7 @@ class CleanFinals:
         self.any_range |= bool(offset or size)
         self.any_part |= rec.part is not None
         self._window = (-1, [])
-        self.rows.put(mb, row)
+        self.store.put(mb, row)
         return True
 
     def keep_block(
@@ -132,7 +132,7 @@ class CleanFinals:
         wid = self._intern_worker(block.worker) if len(take) else 0
         if not len(take) or wid > 0xFFFF:
             return ok & (wid <= 0xFFFF)
-        rows = np.zeros(len(take), self.rows.dtype)
+        rows = np.zeros(len(take), self.store.dtype)
         rows["worker"], rows["attempt"] = wid, aid
         for name in _KEPT:
             rows[name] = columns[name][ok]
@@ -143,7 +143,7 @@ class CleanFinals:
             rows["part"] = ids_of[_values(block.part)[ok]]
             self.any_part |= bool(rows["part"].any())
         self._window = (-1, [])
-        self.rows.write(take, rows)
+        self.store.write(take, rows)
         states[take] = CLEAN
         return ok
 
@@ -170,12 +170,12 @@ class CleanFinals:
 
     def _get(self, mb: int) -> tuple[Any, ...]:
         """Mini-batch ``mb``'s row as a tuple (a stored file's: read a window at a time)."""
-        if not self.rows.on_disk:
-            return self.rows.get(mb)
+        if not self.store.on_disk:
+            return self.store.get(mb)
         lo, window = self._window
         if not lo <= mb < lo + len(window):
             lo = mb - mb % _WINDOW
-            window = self.rows.span(lo, min(self.n, lo + _WINDOW)).tolist()
+            window = self.store.span(lo, min(self.n, lo + _WINDOW)).tolist()
             self._window = (lo, window)
         return window[mb - lo]
 
@@ -223,7 +223,7 @@ class CleanFinals:
     def csv_lines(self, ids: Any) -> Lines:
         """The rows of ``processed_mini-batches.csv`` of the clean finals ``ids`` (a numpy
         array, in order), formatted in one go from the rows."""
-        rows = self.rows.read(ids)
+        rows = self.store.read(ids)
         return clean_lines(
             ids, rows["worker"], self.workers, rows["start"], rows["total"],
             rows["elapsed"], rows["run"], rows["peak"],
@@ -339,7 +339,7 @@ def _joined(clean: CleanFinals, ids: Any) -> Iterator[tuple[str, int, int]]:
 
     if not len(ids) or not clean.any_range:
         return
-    rows = clean.rows.read(ids)
+    rows = clean.store.read(ids)
     attempt, start, size = (rows[c].astype(np.int64) for c in ("attempt", "offset", "bytes"))
     keep = size > 0
     attempt, start, size = attempt[keep], start[keep], size[keep]

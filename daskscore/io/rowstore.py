@@ -7,11 +7,13 @@ million mini-batches, half a GB at ten million.  :class:`RowStore` keeps them in
 :data:`IN_MEMORY_BYTES` and beyond that in an unnamed temporary file (``TMPDIR``; removed by
 the system when the process ends, however it ends), written where they land and read back a
 slice at a time: the process's memory no longer grows with the job, and the operating system's
-page cache keeps the file's recent pages at hand.
+page cache keeps the file's recent pages at hand.  The file's room on disk is taken when it is
+made; where there is none, the records stay in memory and the job log says so.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+
+logger = logging.getLogger("daskscore")
 
 #: Records kept in memory up to this many bytes; a bigger store is a file.
 IN_MEMORY_BYTES = 8 << 20
@@ -39,13 +43,36 @@ class RowStore:
         limit = IN_MEMORY_BYTES if budget is None else budget
         self._mem: np.ndarray | None = None
         self._fd = -1
-        if n * self._size <= limit:
+        if n * self._size > limit:
+            self._fd = self._file(n * self._size)
+        if self._fd < 0:
             self._mem = np.zeros(n, self.dtype)
-            return
-        with tempfile.TemporaryFile(prefix="daskscore-books-") as f:  # (no name: unlinked)
-            self._fd = os.dup(f.fileno())
-        self._close = weakref.finalize(self, os.close, self._fd)
-        os.ftruncate(self._fd, n * self._size)
+        else:
+            self._close = weakref.finalize(self, os.close, self._fd)
+
+    @staticmethod
+    def _file(size: int) -> int:
+        """A new unnamed temporary file of ``size`` bytes of zeros, its room taken on the
+        disk now (not met full halfway through the job); -1 where that cannot be done (the
+        records then stay in memory, and the job log says why)."""
+        fd = -1
+        try:
+            with tempfile.TemporaryFile(prefix="daskscore-books-") as f:  # (no name: unlinked)
+                fd = os.dup(f.fileno())
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, size)
+            else:  # (macOS: a sparse file)
+                os.ftruncate(fd, size)
+            return fd
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            logger.warning(
+                "the driver keeps %.0f MB of its books in memory: no room for them in a "
+                "temporary file in %s (%s); set TMPDIR to a folder with room to keep them on "
+                "disk", size / 1e6, tempfile.gettempdir(), exc.strerror or exc,
+            )  # fmt: skip
+            return -1
 
     @property
     def on_disk(self) -> bool:

@@ -690,7 +690,7 @@ def test_the_compact_books_answer_as_a_record_per_try_would(
         config = make_settings(max_retries=3)
         with mock.patch.object(rowstore, "IN_MEMORY_BYTES", 0 if where == "file" else 1 << 24):
             outcomes, reference = Outcomes(work, config), Reference(work, config)
-        assert outcomes.clean.rows.on_disk == (where == "file")
+        assert outcomes.clean.store.on_disk == (where == "file")
         with mock.patch("time.time", return_value=1000.0):  # a crash's elapsed time
             assert _apply(outcomes, events) == _apply(reference, events)
         if where == "file":  # the end's walks over the books, a few mini-batches at a time
@@ -761,7 +761,7 @@ def test_clean_first_tries_keep_no_record(tmp_path: Path, where: str) -> None:
     tracemalloc.stop()
     # bytes per mini-batch (a record per try: ~2 KB); the file's pages are not the process's
     assert used / n < (80 if where == "memory" else 4), used / n
-    assert outcomes.clean.rows.on_disk == (where == "file")
+    assert outcomes.clean.store.on_disk == (where == "file")
     assert sorted(outcomes._hist) == [7, 5007, 10007, 15007]
     assert outcomes.failed_mini_batches() == 4 and outcomes.failed_items == 40
     assert outcomes.succeeded_items() == (n - 4) * 10

@@ -3,7 +3,9 @@ the ids written and read (consecutive, scattered, unsorted, repeated on reading)
 
 from __future__ import annotations
 
+import errno
 import gc
+import logging
 import os
 from pathlib import Path
 
@@ -86,3 +88,24 @@ def test_the_file_has_no_name_and_goes_with_the_store(tmp_path: Path) -> None:
     closed.close()
     closed.close()  # (twice: nothing more)
     assert _fds() - before == set()
+
+
+def test_without_room_on_disk_the_records_stay_in_memory(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file's room is taken when it is made: a full disk is met there, not halfway through
+    a job, and the store keeps its records in memory instead, saying why."""
+    before = _fds()
+
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with caplog.at_level(logging.WARNING, logger="daskscore"):
+        store = RowStore(100_000, ROW, budget=0)
+    assert not store.on_disk and _fds() == before  # (the file's descriptor given back)
+    store.write(range(10), _rows(list(range(10))))
+    assert store.read([9, 0])["c"].tolist() == [9, 0]
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "keeps 1 MB of its books in memory" in message and "No space left" in message
+    assert "TMPDIR" in message
