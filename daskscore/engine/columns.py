@@ -82,7 +82,10 @@ class CleanFinals:
         self.store = RowStore(n, ROW, budget)
         #: whether any row has a byte range, a part file
         self.any_range = self.any_part = False
+        #: rows read from a stored file (first id, rows), and writes so far: a window read
+        #: while a write happened is not kept
         self._window: tuple[int, list[tuple[Any, ...]]] = (-1, [])
+        self._writes = 0
 
     def keep(self, mb: int, rec: MiniBatchRecord, attempt_id: int) -> bool:
         """Keep ``rec`` as mini-batch ``mb``'s final, written by attempt ``attempt_id``, if it
@@ -105,8 +108,9 @@ class CleanFinals:
             return False
         self.any_range |= bool(offset or size)
         self.any_part |= rec.part is not None
-        self._window = (-1, [])
         self.store.put(mb, row)
+        self._writes += 1  # (after the write: a window read meanwhile is not kept)
+        self._window = (-1, [])
         return True
 
     def keep_block(
@@ -142,8 +146,9 @@ class CleanFinals:
             ids_of = np.array([0, *map(self._part_id, block.part_names)], np.uint32)
             rows["part"] = ids_of[_values(block.part)[ok]]
             self.any_part |= bool(rows["part"].any())
-        self._window = (-1, [])
         self.store.write(take, rows)
+        self._writes += 1
+        self._window = (-1, [])
         states[take] = CLEAN
         return ok
 
@@ -174,9 +179,10 @@ class CleanFinals:
             return self.store.get(mb)
         lo, window = self._window
         if not lo <= mb < lo + len(window):
-            lo = mb - mb % _WINDOW
+            lo, writes = mb - mb % _WINDOW, self._writes
             window = self.store.span(lo, min(self.n, lo + _WINDOW)).tolist()
-            self._window = (lo, window)
+            if writes == self._writes:
+                self._window = (lo, window)
         return window[mb - lo]
 
     def has_part(self, mb: int) -> bool:
