@@ -832,3 +832,24 @@ def test_byte_ranges_join_one_part_file_only_where_its_bytes_follow_on() -> None
     assert list(outcomes.done_finals().byte_ranges()) == [
         ("a1", 0, 15), ("a2", 15, 5), ("a2", 30, 5), ("a3", 0, 3)
     ]  # fmt: skip
+
+
+def test_rows_read_from_the_file_while_one_is_written_are_not_kept() -> None:
+    """A window of rows read back from the books' file is kept for the next look-ups, unless
+    a row was written while it was read (another thread's): that write is then seen."""
+    with mock.patch.object(rowstore, "IN_MEMORY_BYTES", 0):
+        outcomes = Outcomes(files(*[1] * 1000), make_settings())
+    clean = outcomes.clean
+    assert clean.store.on_disk
+    outcomes.record("r01a000001", [done(3, total=1)])
+    read = clean.store.span
+
+    def read_while_written(lo: int, hi: int) -> Any:
+        rows = read(lo, hi)
+        clean.store.span = read  # type: ignore[method-assign]  # (once)
+        outcomes.record("r01a000002", [done(5, total=1)])  # lands while the window is read
+        return rows
+
+    clean.store.span = read_while_written  # type: ignore[method-assign]
+    assert outcomes.final[3].attempt == "r01a000001"
+    assert outcomes.final[5].attempt == "r01a000002" and outcomes.final[5].total == 1
