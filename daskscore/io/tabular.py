@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import os
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -305,19 +306,20 @@ def _cut_rows(blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n:
     from daskscore.io.splittable import Cuts
 
     if kind == "rows":  # every n-th row ends a split: array operations, no loop over splits
-        dtype = np.uint32 if size < 1 << 32 else np.int64
-        stops, row = [np.array([start], dtype)], 0
+        # (one buffer grown in place: a list of pieces joined at the end took twice the
+        # memory, and left the heap holding it)
+        code, dtype = ("I", np.uint32) if size < 1 << 32 else ("q", np.int64)
+        stops, row = array(code, [start]), 0
         for ends in blocks:
-            stops.append(ends[(n - 1 - row) % n :: n].astype(dtype))  # (a copy: ends goes)
+            stops.frombytes(ends[(n - 1 - row) % n :: n].astype(dtype).tobytes())
             row += len(ends)
         if not row:
             return []
-        edges = np.concatenate(stops)
-        if row > (len(edges) - 1) * n:  # the last split: the rest of the file
-            edges = np.append(edges, np.array(size, dtype))
-        edges[-1] = size
-        last = row - (len(edges) - 2) * n
-        return [Cuts(edges, 0, n, last)]
+        if row > (len(stops) - 1) * n:  # the last split: the rest of the file
+            stops.append(size)
+        stops[-1] = size
+        last = row - (len(stops) - 2) * n
+        return [Cuts(np.frombuffer(stops, dtype), 0, n, last)]
     found: list[tuple[int, int, int, int]] = []
     first = row = 0  # the split's first row; rows seen so far
     for ends in blocks:
