@@ -89,3 +89,23 @@ def test_any_splits_come_back_as_given(splits: list[Split], data: st.DataObject)
     a = data.draw(st.integers(0, len(splits)))
     b = data.draw(st.integers(a, len(splits)))
     assert _as_splits(table, a, b) == splits[a:b]
+
+
+def test_a_file_of_more_than_4_gib_cut_by_rows_keeps_64_bit_offsets() -> None:
+    """The offsets of a file past 4 GiB do not fit 32 bits: they are kept as int64, and a
+    file under it as uint32 (the row ends as the scanner gives them, chunk by chunk)."""
+    import numpy as np
+
+    from daskscore.io import tabular
+
+    for base in (0, 5 << 32):
+        ends = [np.array([base + 10, base + 20, base + 30]), np.array([base + 40, base + 50])]
+        size = base + 55  # (the bytes after the last row end go to the last split)
+        (cuts,) = tabular._cut_rows(iter(ends), base + 4, size, "rows", 2)
+        assert cuts.edges.dtype == (np.int64 if base else np.uint32)
+        table = SplitTable.from_cuts([("/big.csv", "csv", cuts)])
+        assert list(table) == [
+            Split("/big.csv", "csv", base + 4, base + 20, 0, 2),
+            Split("/big.csv", "csv", base + 20, base + 40, 2, 2),
+            Split("/big.csv", "csv", base + 40, size, 4, 1),
+        ]
