@@ -43,7 +43,7 @@ class RowStore:
         limit = IN_MEMORY_BYTES if budget is None else budget
         self._mem: np.ndarray | None = None
         self._fd = -1
-        if n * self._size > limit:
+        if n * self._size > limit and hasattr(os, "preadv"):  # (POSIX; elsewhere: memory)
             self._fd = self._file(n * self._size)
         if self._fd < 0:
             self._mem = np.zeros(n, self.dtype)
