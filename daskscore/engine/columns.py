@@ -237,7 +237,15 @@ class CleanFinals:
 
     def row(self, mb: int) -> tuple[Any, ...]:
         """Mini-batch ``mb``'s try as a row of ``processed_mini-batches.csv`` (unformatted)."""
-        wid, _, start, total, _, elapsed, run, peak, *_ = self._get(mb)
+        return self._row(mb, self._get(mb))
+
+    def rows(self, ids: Any) -> list[tuple[Any, ...]]:
+        """:meth:`row` of the clean finals ``ids`` (a numpy array), read together."""
+        values = self.store.read(ids).tolist()
+        return [self._row(mb, v) for mb, v in zip(ids.tolist(), values, strict=True)]
+
+    def _row(self, mb: int, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        wid, _, start, total, _, elapsed, run, peak, *_ = values
         return (
             mb, 1, self.workers[wid], None if start != start else start, total,
             total, 0, elapsed, run, "RUN_DONE", "", "", peak,

@@ -93,11 +93,20 @@ class TryRows:
         try, worker, start, total, succeeded, failed, elapsed_s, run_s, status, error, items,
         peak_rss_mb; by mini-batch and try.  ``every``: the tries of every n-th mini-batch with
         tries only."""
-        seen = 0
+        import numpy as np
+
+        state, seen = np.frombuffer(self.state, np.uint8), 0
         for ids in self._tried_chunks():
-            for mb in map(int, ids[-seen % every :: every]):  # (the chunk's every n-th)
-                yield from self._rows_of(mb)
+            picked = ids[-seen % every :: every]  # (the chunk's every n-th)
             seen += len(ids)
+            states = state[picked]
+            clean = (states == CLEAN) | (states == RESTORED)
+            rows = iter(self.clean.rows(picked[clean]))  # (read together, not one by one)
+            for mb, is_clean in zip(picked.tolist(), clean.tolist(), strict=True):
+                if is_clean:
+                    yield next(rows)
+                else:
+                    yield from self._rows_of(mb)
 
     def tried_count(self) -> int:
         """Mini-batches with a try."""
