@@ -7,9 +7,10 @@ so rows are written once whatever was retried or crashed; a try charged to a pro
 ``--resume``, the tries of earlier runs are folded in first (:meth:`Outcomes.restore`) and this
 run's tries are numbered after them.
 
-The books cost the driver a few dozen bytes per mini-batch, whatever the job's size: the common
-case, a mini-batch whose first try returned every result, is kept in columns (``array.array``
-by mini-batch id; worker and attempt names interned) and no record object is kept for it.  Only
+The books cost the driver a byte of state per mini-batch, whatever the job's size: the common
+case, a mini-batch whose first try returned every result, is a 54-byte row by mini-batch id
+(worker and attempt names interned; :class:`~daskscore.engine.columns.CleanFinals`), in memory
+while a job is small and past that in a temporary file, and no record object is kept for it.  Only
 mini-batches that failed, were retried, crashed or returned too few results keep their tries as
 :class:`~daskscore.protocol.MiniBatchRecord` objects.  :attr:`Outcomes.final`,
 :attr:`Outcomes.attempts` and :meth:`Outcomes.done_finals` make records on demand.
@@ -17,8 +18,8 @@ mini-batches that failed, were retried, crashed or returned too few results keep
 With ``--isolate-failures`` a mini-batch that failed every try is split instead, and settled
 when its parts are (:mod:`daskscore.engine.isolate`).
 
-Pure state: no Dask, no files.  Summaries and logs are made from it by
-:mod:`daskscore.engine.finish`.
+Pure state: no Dask, and no files but the temporary one of a big job's rows.  Summaries and
+logs are made from it by :mod:`daskscore.engine.finish`.
 """
 
 from __future__ import annotations
