@@ -34,18 +34,27 @@ def set_environment(job: WorkerJob, saved: dict[str, Any], device: str | None = 
     script's own; a ``device`` becomes ``CUDA_VISIBLE_DEVICES``.  What
     :func:`restore_environment` needs to undo it is kept in ``saved``.
     """
-    env = dict(job.env)
     model_dir = tempfile.mkdtemp(prefix="daskscore-model-")
     if job.model_path:
         model = Path(job.model_path)
         os.symlink(model, Path(model_dir) / model.name, target_is_directory=model.is_dir())
-    env["AZUREML_MODEL_DIR"] = model_dir
-    env["AZUREML_BI_OUTPUT_PATH"] = job.output
-    if device is not None:
-        env["CUDA_VISIBLE_DEVICES"] = device
+    env = script_environment(job, model_dir, device)
     saved["env"] = {key: _variable(key).push(value) for key, value in env.items()}
     saved["argv"] = ARGV.push([job.script])
     return model_dir
+
+
+def script_environment(job: WorkerJob, model_dir: str | None, device: str | None) -> dict[str, str]:
+    """The variables a scoring script of ``job`` sees: the deployment's, then Azure's
+    (``AZUREML_MODEL_DIR``, ``AZUREML_BI_OUTPUT_PATH``) and a ``device``'s
+    ``CUDA_VISIBLE_DEVICES``."""
+    env = dict(job.env)
+    if model_dir:
+        env["AZUREML_MODEL_DIR"] = model_dir
+    env["AZUREML_BI_OUTPUT_PATH"] = job.output
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    return env
 
 
 def reassert_environment(saved: dict[str, Any], env: dict[str, str], argv: list[str]) -> None:

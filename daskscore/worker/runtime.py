@@ -58,6 +58,7 @@ from daskscore.worker.environment import (
     missing_model_file,
     reassert_environment,
     restore_environment,
+    script_environment,
     set_environment,
 )
 from daskscore.worker.handoff import SharedDisk, handoff_for
@@ -215,11 +216,7 @@ class JobRuntime:
         (``AZUREML_BI_OUTPUT_PATH`` is the new job's), ``sys.argv``, the code folder on
         ``sys.path``, the output routing (a concurrent job's uninstall may have undone them)."""
         job = self.job
-        env = {**job.env, "AZUREML_BI_OUTPUT_PATH": job.output}
-        if self.model_dir:
-            env["AZUREML_MODEL_DIR"] = self.model_dir
-        if self.device is not None:
-            env["CUDA_VISIBLE_DEVICES"] = self.device
+        env = script_environment(job, self.model_dir, self.device)
         reassert_environment(self._saved, env, [job.script])
         if job.code not in sys.path:
             sys.path.insert(0, job.code)
