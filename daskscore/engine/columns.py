@@ -109,8 +109,7 @@ class CleanFinals:
         self.any_range |= bool(offset or size)
         self.any_part |= rec.part is not None
         self.store.put(mb, row)
-        self._writes += 1  # (after the write: a window read meanwhile is not kept)
-        self._window = (-1, [])
+        self._wrote()
         return True
 
     def keep_block(
@@ -147,8 +146,7 @@ class CleanFinals:
             rows["part"] = ids_of[_values(block.part)[ok]]
             self.any_part |= bool(rows["part"].any())
         self.store.write(take, rows)
-        self._writes += 1
-        self._window = (-1, [])
+        self._wrote()
         states[take] = CLEAN
         return ok
 
@@ -172,6 +170,11 @@ class CleanFinals:
             pid = self._part_ids[part] = len(self.parts) + 1
             self.parts.append(part)
         return pid
+
+    def _wrote(self) -> None:
+        """After a write (not before: a window read meanwhile is not kept)."""
+        self._writes += 1
+        self._window = (-1, [])
 
     def _get(self, mb: int) -> tuple[Any, ...]:
         """Mini-batch ``mb``'s row as a tuple (a stored file's: read a window at a time)."""

@@ -83,12 +83,7 @@ def unpack_splits(data: bytes) -> list[tuple[int, int, Split]]:
             cuts = Cuts(edges, first0, every, last)
         else:
             cuts = Cuts(edges, first=_widen(first), rows=_widen(rows))
-        columns = zip(*(c.tolist() for c in cuts.columns(0, len(cuts))), strict=True)
-        for start, stop, first_row, n in columns:
+        for split in cuts.splits(path, kind):
             mb = a + len(out)
-            out.append((mb, used[mb - a], Split(path, kind, start, stop, first_row, _rows(n))))
+            out.append((mb, used[mb - a], split))
     return out
-
-
-def _rows(n: int) -> int | None:
-    return None if n < 0 else n

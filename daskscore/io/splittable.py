@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 _U32 = 1 << 32
 
 
-def small(values: Any) -> Any:
+def _small(values: Any) -> Any:
     """``values`` (a numpy integer array) as ``uint32`` where every value fits, else
     ``int64``."""
     import numpy as np
@@ -68,7 +68,7 @@ class Cuts:
     def _run(cls, cuts: Any) -> Cuts:
         import numpy as np
 
-        edges = small(np.append(cuts[:, 0], cuts[-1, 1]))
+        edges = _small(np.append(cuts[:, 0], cuts[-1, 1]))
         first, rows = cuts[:, 2], cuts[:, 3]
         every = int(rows[0]) if len(rows) > 1 else max(int(rows[0]), 1)
         regular = (
@@ -79,7 +79,7 @@ class Cuts:
         )
         if regular:
             return cls(edges, int(first[0]), every, int(rows[-1]))
-        return cls(edges, first=small(first), rows=rows.astype(np.int64))
+        return cls(edges, first=_small(first), rows=rows.astype(np.int64))
 
     def columns(self, a: int, b: int) -> tuple[Any, Any, Any, Any]:
         """Splits ``a .. b-1``: their starts, stops, first rows and rows (numpy arrays)."""
@@ -94,6 +94,13 @@ class Cuts:
             return start, stop, first, rows
         assert self.first is not None and self.rows is not None
         return start, stop, self.first[a:b], self.rows[a:b]
+
+    def splits(self, path: str, kind: str, a: int = 0, b: int | None = None) -> Iterator[Split]:
+        """Splits ``a .. b-1`` (default: all) as :class:`~daskscore.io.tabular.Split` objects
+        of file ``path``."""
+        columns = self.columns(a, len(self) if b is None else b)
+        for start, stop, first, rows in zip(*(c.tolist() for c in columns), strict=True):
+            yield Split(path, kind, start, stop, first, None if rows < 0 else rows)
 
     def slice(self, i: int, j: int) -> Cuts:
         """Splits ``i .. j-1`` of these, as cuts of their own."""
@@ -178,9 +185,7 @@ class SplitTable(Sequence[Split]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         r, at = self._locate(index + self._len if index < 0 else index)
-        path, kind = self._files[self._run_file[r]]
-        start, stop, first, rows = (int(c[0]) for c in self._runs[r].columns(at, at + 1))
-        return Split(path, kind, start, stop, first, None if rows < 0 else rows)
+        return next(self._runs[r].splits(*self._files[self._run_file[r]], at, at + 1))
 
     def runs(self, a: int, b: int) -> Iterator[tuple[str, str, Cuts]]:
         """Splits ``a .. b-1`` as runs of one file each: path, kind and cuts."""

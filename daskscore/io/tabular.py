@@ -117,11 +117,7 @@ def plan_splits(paths: list[str], size: tuple[str, int]) -> list[Split]:
         A file's suffix is not one of :data:`TABULAR_SUFFIXES`, or a file cannot be read.
     """
     return [
-        Split(path, kind, start, stop, first, None if rows < 0 else rows)
-        for path, kind, cuts in plan_cuts(paths, size)
-        for start, stop, first, rows in zip(
-            *(c.tolist() for c in cuts.columns(0, len(cuts))), strict=True
-        )
+        split for path, kind, cuts in plan_cuts(paths, size) for split in cuts.splits(path, kind)
     ]
 
 

@@ -15,11 +15,7 @@ from daskscore.io.tabular import Split, plan_cuts, plan_splits
 
 def _as_splits(table: SplitTable, a: int, b: int) -> list[Split]:
     """Splits ``a .. b-1`` made from the table's runs, as a task's payload carries them."""
-    return [
-        Split(path, kind, s, e, r0, None if n < 0 else n)
-        for path, kind, cuts in table.runs(a, b)
-        for s, e, r0, n in zip(*(c.tolist() for c in cuts.columns(0, len(cuts))), strict=True)
-    ]
+    return [split for path, kind, cuts in table.runs(a, b) for split in cuts.splits(path, kind)]
 
 
 def test_a_file_cut_by_rows_keeps_its_byte_offsets_only(tmp_path: Path) -> None:
