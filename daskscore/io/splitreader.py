@@ -286,7 +286,9 @@ class _Parsed:
                 return None
             if change is not None:
                 changes.append((i, change))
-        frame = self._frame.iloc[a:b].copy()
+        frame = self._frame.iloc[a:b]
+        if not tabular.copy_on_write():  # (with it, a change run() makes copies its part first)
+            frame = frame.copy()
         for i, values in changes:
             frame.isetitem(i, values)
         return frame if self._indexed else tabular.with_row_index(split, frame)

@@ -183,6 +183,30 @@ def read_split(split: Split, *, parquet_file: Any = None, **read_kwargs: Any) ->
     return with_row_index(split, df)
 
 
+@cache
+def _copy_on_write_always() -> bool:
+    import pandas as pd
+
+    return int(pd.__version__.split(".")[0]) >= 3
+
+
+def copy_on_write() -> bool:
+    """Whether pandas copies shared data before changing it (always from pandas 3 on; in
+    pandas 2, when ``mode.copy_on_write`` is set, perhaps by the scoring script)."""
+    if _copy_on_write_always():
+        return True
+    import pandas as pd
+
+    return pd.get_option("mode.copy_on_write") is True
+
+
+def detached(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame with ``frame``'s values that no later change to ``frame`` reaches, nor a change
+    to it ``frame``: with copy-on-write, a new frame sharing the values (a copy is made only by
+    whichever of the two is changed first); else a copy of the values."""
+    return frame.copy(deep=not copy_on_write())
+
+
 def with_row_index(split: Split, df: pd.DataFrame) -> pd.DataFrame:
     """``df`` (the rows of ``split``) indexed by file row number, from ``split.first_row``."""
     import pandas as pd
@@ -227,7 +251,7 @@ def carry_columns(split_df: pd.DataFrame, result: pd.DataFrame, columns: list[st
         raise ValueError(
             f"cannot carry input column(s) {missing}: the input has {list(split_df.columns)}."
         )
-    out = result.copy()
+    out = detached(result)
     for pos, name in enumerate(columns):
         new = f"input_{name}" if name in result.columns else name
         if new in out.columns:

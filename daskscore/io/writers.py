@@ -257,6 +257,9 @@ def defer_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> Rows | None:
             return None
     # (the names too: concat aligns columns by name)
     kind = (tuple(result.columns), dtypes)
+    # a copy of the values, kept until formatted: the script may change the frame it returned
+    # meanwhile, even through an array it made the frame from with copy=False (which
+    # copy-on-write does not see)
     return Rows(result.copy(), csv_kwargs, kind, len(result) * (12 * len(dtypes) + 1))
 
 

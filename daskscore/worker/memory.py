@@ -3,9 +3,9 @@
 What ``peak_rss_mb`` (in ``processed_mini-batches.csv``) means, and what it costs:
 
 * The kernel keeps each process's high-water mark of resident memory (``getrusage``'s
-  ``ru_maxrss``).  It only ever grows, so it is read before and after each ``run()`` (about a
-  microsecond each, see :func:`max_rss_bytes`): when it grew during the call, the call set a new high for the process,
-  and the new mark *is* the call's peak, exactly, however short the spike.
+  ``ru_maxrss``).  It only ever grows, so it is read before and after each ``run()`` (a few
+  microseconds each, see ``_WHO``): when it grew during the call, the call set a new high for
+  the process, and the new mark *is* the call's peak, exactly, however short the spike.
 * When it did not grow, the call's peak was at most an earlier high: the number is then the
   highest RSS seen during the call — sampled every 0.25 s by the runtime's watchdog thread
   (which wakes that often anyway), and read once more when the call returns.  A spike

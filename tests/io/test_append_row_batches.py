@@ -92,6 +92,17 @@ def test_a_frame_changed_after_run_returned_it_is_written_as_returned(tmp_path: 
     assert data == before
 
 
+def test_a_frame_over_an_array_the_script_reuses_is_written_as_returned(tmp_path: Path) -> None:
+    buffer = np.array([[1.0, 0.5], [2.0, 1.5]])  # a preallocated output buffer
+    frame = pd.DataFrame(buffer, columns=["id", "x"], copy=False)
+    before = format_rows(frame, KW)
+    output = AppendRowWriter().encode(frame, KW)
+    assert isinstance(output, Rows)
+    buffer[:] = -1.0  # the next call fills it again: pandas does not see this change
+    data, _ = _commit(tmp_path, [output])
+    assert data == before
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
