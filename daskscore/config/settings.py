@@ -106,7 +106,8 @@ class Settings:
         ),
     )
     output_file_name: str = field(
-        default="predictions.csv", metadata=_doc("The append_row file, inside the output folder.")
+        default="predictions.csv",
+        metadata=_doc("The append_row file, inside the output folder.", file_name=True),
     )
     retry_settings: RetrySettings = field(default_factory=RetrySettings)
     error_threshold: int = field(
@@ -126,6 +127,42 @@ class Settings:
     def mini_batch(self) -> MiniBatchSize:
         """``mini_batch_size``, typed: files per mini-batch, or a tabular byte or row size."""
         return MiniBatchSize(self.mini_batch_size)
+
+
+#: What daskscore itself writes in a job's output folder (``io.outputdir`` and ``ui.report``
+#: name them there; ``tests/config`` checks they agree): the predictions may not take one of
+#: these names, nor one starting with ``.daskscore``.
+OWN_OUTPUT_NAMES = {
+    "job_summary.json": "the job's summary",
+    "report.html": "the job's report",
+    "logs": "the job's logs folder",
+    ".daskscore": "the job's staging folder",
+}
+
+
+def output_name_problem(name: str) -> str | None:
+    """Why the predictions cannot be called ``name`` in the output folder (the name of the
+    append_row file, or of a dataset folder), or None.
+
+    Examples
+    --------
+    >>> output_name_problem("predictions.csv") is None
+    True
+    >>> output_name_problem("report.html")
+    "'report.html' is the name of the job's report, which daskscore writes in the output folder"
+    """
+    if name in (".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        return (
+            f"{name!r} is not a plain file name: the predictions go in the output folder itself, "
+            "so the name has no '/' or '\\' and is not '.' or '..'"
+        )
+    folded = name.casefold()
+    for own, what in OWN_OUTPUT_NAMES.items():
+        if folded == own:
+            return f"{name!r} is the name of {what}, which daskscore writes in the output folder"
+    if folded.startswith(".daskscore"):
+        return f"{name!r} starts as the folders daskscore keeps in the output folder do"
+    return None
 
 
 @dataclass(frozen=True)

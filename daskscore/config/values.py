@@ -15,7 +15,7 @@ import re
 import typing
 from typing import Any
 
-from daskscore.config.settings import RetrySettings, Settings
+from daskscore.config.settings import RetrySettings, Settings, output_name_problem
 from daskscore.config.sizes import parse_mini_batch_size
 from daskscore.errors import ConfigError
 
@@ -84,6 +84,9 @@ def check_value(value: Any, hint: Any, meta: Any, key: str, where: str) -> Any:
             value = value.lower()
             if value not in meta["choices"]:
                 fail("one of " + ", ".join(meta["choices"]))
+        problem = output_name_problem(value) if meta.get("file_name") else None
+        if problem:
+            raise ConfigError(f"{where}: {key}: {problem}; choose another name.")
     elif typing.get_origin(hint) is dict:
         return _env_vars(value, key, where)
     if "minimum" in meta and value < meta["minimum"]:

@@ -17,8 +17,9 @@ from typing import Any
 
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
+from daskscore.config.settings import output_name_problem
 from daskscore.config.sizes import MiniBatchSize
-from daskscore.errors import InputError, UsageError
+from daskscore.errors import ConfigError, InputError, UsageError
 from daskscore.io import inputs, splittable, storage, tabular
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.worker import script as script_mod
@@ -99,7 +100,7 @@ def plan_job(
             problems.append(str(exc))
 
     fmt = options.output_format or settings.output_action
-    step("writer", lambda: get_writer(fmt, options.partition_on, options.rows_per_file))
+    step("writer", lambda: _writer(fmt, options, settings.output_file_name))
     step("files", lambda: list_inputs(str(input_path), output, notes))
     if "files" in found:
         step("plan", lambda: plan_work(found["files"], settings.mini_batch, options.tabular))
@@ -122,6 +123,20 @@ def plan_job(
         csv_kwargs=found["csv"],
         notes=notes,
     )
+
+
+def _writer(fmt: str, options: JobOptions, output_file_name: str) -> OutputWriter:
+    """The job's writer; refused when the dataset folder it names after ``output_file_name``
+    (its stem) would take the name of one of daskscore's own files."""
+    writer = get_writer(fmt, options.partition_on, options.rows_per_file)
+    target = writer.target(output_file_name)
+    problem = output_name_problem(target) if target and target != output_file_name else None
+    if problem:
+        raise ConfigError(
+            f"settings.output_file_name: {output_file_name!r} names the {fmt} dataset folder "
+            f"{target!r}, and {problem}; choose another name."
+        )
+    return writer
 
 
 def list_inputs(

@@ -89,7 +89,32 @@ def read_csv_settings(code: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: append_row.pandas.DataFrame.to_csv: expected a mapping.")
     kwargs.update(extra)
     kwargs.pop("path_or_buf", None)
+    if extra:
+        _try_csv_settings(path, kwargs, extra)
     return kwargs
+
+
+def _try_csv_settings(path: Path, kwargs: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Refuse ``to_csv`` arguments pandas does not take (a misspelt name, a two-character
+    ``sep``) before the job starts, by writing a small frame with them: else every mini-batch
+    would fail as it is written.  Arguments whose fit depends on the columns run() returns
+    (``columns``; ``header`` or ``index_label`` as lists) are not tried."""
+    import pandas as pd
+
+    tried = {
+        k: v
+        for k, v in kwargs.items()
+        if k != "columns" and not (k in ("header", "index_label") and isinstance(v, list))
+    }
+    frame = pd.DataFrame({"a": [1, 2], "b": [0.5, None], "c": ["x", "y z"]})
+    try:
+        frame.to_csv(**{"lineterminator": "\n", **tried})
+    except Exception as exc:  # noqa: BLE001 - any refusal of pandas', shown with the file's name
+        given = ", ".join(f"{k}={v!r}" for k, v in extra.items())
+        raise ConfigError(
+            f"{path}: append_row.pandas.DataFrame.to_csv: pandas' to_csv does not take these "
+            f"arguments ({given}): {type(exc).__name__}: {exc}"
+        ) from None
 
 
 #: Libraries a fork server may import ahead of the workers it forks: importing them starts no

@@ -4,6 +4,7 @@ errors and overrides. No cluster needed."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import textwrap
 import warnings
@@ -287,6 +288,49 @@ def test_wrong_types_name_file_key_and_expectation(tmp_path: Path, settings: str
     assert str(path.resolve()) in message
     assert f"{key}:" in message
     assert "expected" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("sub/preds.csv", "not a plain file name"),
+        ("../escape.csv", "not a plain file name"),
+        ("/tmp/abs.csv", "not a plain file name"),
+        ("a\\b.csv", "not a plain file name"),
+        ("..", "not a plain file name"),
+        ("job_summary.json", "the job's summary"),
+        ("Report.html", "the job's report"),
+        ("logs", "logs folder"),
+        (".daskscore-trash-x", "daskscore keeps"),
+    ],
+)
+def test_an_output_file_name_outside_the_folder_or_taken_by_the_job_is_refused(
+    tmp_path: Path, name: str, why: str
+) -> None:
+    """The predictions go in the output folder, beside daskscore's own files, never over one
+    of them (whose content would then be lost) or elsewhere; in the file and in overrides."""
+    path = make_project(tmp_path, with_settings(f"output_file_name: {json.dumps(name)}\n"))
+    for source, overrides in (
+        (path, None),
+        (make_project(tmp_path / "o"), {"output_file_name": name}),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_deployment(source, overrides)
+        message = str(info.value)
+        assert "settings.output_file_name:" in message and why in message, message
+        assert repr(name) in message
+
+
+def test_the_job_s_own_names_are_those_the_output_folder_holds() -> None:
+    from daskscore.config.settings import OWN_OUTPUT_NAMES, output_name_problem
+    from daskscore.io.outputdir import KEPT_DIR, STAGING_DIR, SUMMARY_FILE, TRASH_PREFIX
+    from daskscore.ui.report import REPORT_FILE
+
+    assert {SUMMARY_FILE, STAGING_DIR, REPORT_FILE, "logs"} == set(OWN_OUTPUT_NAMES)
+    for name in (KEPT_DIR, TRASH_PREFIX + "job", SUMMARY_FILE, REPORT_FILE):
+        assert output_name_problem(name), name
+    for name in ("predictions.csv", "logs.csv", "report.csv", "daskscore.csv", ".hidden.csv"):
+        assert output_name_problem(name) is None, name
 
 
 def test_choices_are_case_insensitive(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from conftest import run_cli, write_deployment, write_inputs
 from helpers import show, summary_of
 
 import daskscore
-from daskscore import UsageError
+from daskscore import ConfigError, UsageError
 
 N_FILES = 10
 MINI_BATCH_SIZE = 2
@@ -288,6 +288,27 @@ def test_partition_on_needs_a_dataset_format(
     out = tmp_path / "out"
     with pytest.raises(UsageError, match="parquet or csv"):
         job(client, dep, inputs, out, **kwargs)
+    assert not (out / "job_summary.json").exists(), "refused before anything ran"
+
+
+def test_a_dataset_folder_may_not_take_the_name_of_the_job_s_logs(
+    client: Any, tmp_path: Path, inputs: Path
+) -> None:
+    """A dataset is a folder named after output_file_name's stem: ``logs.csv`` would write the
+    dataset into the logs folder (an append_row file of that name is fine)."""
+    dep = deploy(tmp_path, ANIMALS)
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError) as info:
+        daskscore.run(
+            dep,
+            inputs,
+            out,
+            client=client,
+            output_format="parquet",
+            set={"settings.output_file_name": "logs.csv"},
+        )
+    message = str(info.value)
+    assert "'logs.csv'" in message and "logs folder" in message, message
     assert not (out / "job_summary.json").exists(), "refused before anything ran"
 
 

@@ -261,6 +261,32 @@ def test_csv_settings_json_without_append_row_keeps_defaults(tmp_path: Path) -> 
     assert read_csv_settings(tmp_path) == {"sep": " ", "header": False, "index": False}
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [({"sep": "||"}, "1-character string"), ({"seperator": ","}, "seperator")],
+)
+def test_to_csv_arguments_pandas_refuses_are_an_error_before_the_job(
+    tmp_path: Path, given: dict, said: str
+) -> None:
+    """Else every mini-batch fails as it is written, as if run() had failed."""
+    path = tmp_path / "parallel_run_step.settings.json"
+    path.write_text(json.dumps({"append_row": {"pandas.DataFrame.to_csv": given}}))
+    with pytest.raises(ConfigError) as info:
+        read_csv_settings(tmp_path)
+    message = str(info.value)
+    assert str(path) in message and said in message
+    assert f"{next(iter(given))}=" in message
+
+
+def test_to_csv_arguments_that_depend_on_the_columns_are_not_tried(tmp_path: Path) -> None:
+    given = {"sep": ",", "columns": ["p"], "header": ["P"], "index_label": ["i"], "index": True}
+    settings = {"append_row": {"pandas.DataFrame.to_csv": given}}
+    (tmp_path / "parallel_run_step.settings.json").write_text(json.dumps(settings))
+    kwargs = read_csv_settings(tmp_path)
+    frame = pd.DataFrame({"p": [1.5], "q": [2]}, index=[7])
+    assert format_rows(frame, kwargs) == b"i,P\n7,1.5\n"
+
+
 def test_csv_settings_ignore_a_path_argument(tmp_path: Path) -> None:
     settings = {"append_row": {"pandas.DataFrame.to_csv": {"path_or_buf": "x.csv"}}}
     (tmp_path / "parallel_run_step.settings.json").write_text(json.dumps(settings))
