@@ -55,7 +55,7 @@ def list_input_files(
         A folder left out when it lies inside ``path``: the job's output folder, whose
         predictions, logs and staging a second run would otherwise score as inputs.
     notes : list, optional
-        Gets one line for each kind of entry skipped besides dot-files (for the job log).
+        Gets one line for each kind of entry skipped (for the job log).
 
     Raises
     ------
@@ -73,6 +73,13 @@ def list_input_files(
     if p.is_file():
         return [str(p)]
     skipped = _Skipped(_folder_id(exclude))
+    if skipped.exclude is not None and skipped.exclude == _folder_id(p):
+        raise InputError(
+            f"the output folder '{exclude}' is the input folder '{path}': daskscore writes its "
+            "predictions, report and logs there, and every later run would score them as "
+            "inputs. Choose an output folder outside the input folder (one inside it is left "
+            "out of the input)."
+        )
     files = FileList(_walk(str(p), skipped))
     if notes is not None:
         notes.extend(skipped.notes(str(p)))
@@ -94,21 +101,36 @@ def _folder_id(folder: str | os.PathLike[str] | None) -> tuple[int, int] | None:
 
 
 class _Skipped:
-    """What a walk left out besides dot-files: the excluded folder, broken symbolic links."""
+    """What a walk left out: dot-files and dot-folders, the excluded folder, broken links."""
 
     def __init__(self, exclude: tuple[int, int] | None) -> None:
         self.exclude = exclude
         self.excluded: str | None = None
         self.broken = 0
         self.shown: list[str] = []  # the first broken links found
+        self.dots = 0
+        self.dots_shown: list[str] = []  # the first dot-files and dot-folders found
 
     def add_broken(self, path: str) -> None:
         self.broken += 1
         if len(self.shown) < SHOWN_LINKS:
             self.shown.append(path)
 
+    def add_dot(self, path: str) -> None:
+        self.dots += 1
+        if len(self.dots_shown) < SHOWN_LINKS:
+            self.dots_shown.append(path)
+
     def notes(self, root: str) -> list[str]:
         lines = []
+        if self.dots:
+            more = (
+                f" and {self.dots - len(self.dots_shown)} more" if self.dots > SHOWN_LINKS else ""
+            )
+            lines.append(
+                f"skipped {self.dots} dot-file(s) and dot-folder(s) in the input folder {root} "
+                f"(names starting with '.'): {', '.join(sorted(self.dots_shown))}{more}"
+            )
         if self.excluded:
             lines.append(
                 f"the output folder {self.excluded} is inside the input folder {root}: it is "
@@ -154,7 +176,7 @@ class _Folder:
 
 def _walk(root: str, skipped: _Skipped | None = None) -> list[_Folder]:
     """The folders under ``root`` that are walked (each once), depth first by name; what is
-    left out besides dot-files is noted in ``skipped``."""
+    left out is noted in ``skipped``."""
     skipped = skipped or _Skipped(None)
     walked: list[_Folder] = []
     seen: set[tuple[int, int]] = set()  # (device, inode) of folders walked: no symlink loops
@@ -184,6 +206,7 @@ def _walk(root: str, skipped: _Skipped | None = None) -> list[_Folder]:
         with entries:
             for entry in entries:
                 if entry.name.startswith("."):
+                    skipped.add_dot(entry.path)
                     continue
                 try:
                     is_folder = entry.is_dir()  # follows symbolic links, as os.walk(followlinks)

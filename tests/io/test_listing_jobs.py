@@ -91,10 +91,47 @@ def test_the_excluded_folder_is_left_out_and_noted(tmp_path: Path) -> None:
         "outer/b.csv",
     ]
     assert len(notes) == 1 and "is inside the input folder" in notes[0]
-    # the input folder itself, or an output elsewhere, leaves everything in
+    # an output elsewhere leaves everything in
     notes.clear()
-    assert len(list_input_files(root, exclude=root, notes=notes)) == 4 and notes == []
     assert len(list_input_files(root, exclude=tmp_path / "missing", notes=notes)) == 4
+    assert notes == []
+
+
+def test_dot_files_and_folders_are_skipped_and_noted(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    for rel in ("a.csv", ".hidden.csv", ".git/config", "sub/.DS_Store", "sub/b.csv"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x")
+    notes: list[str] = []
+    files = list_input_files(root, notes=notes)
+    assert [Path(f).name for f in files] == ["a.csv", "b.csv"]
+    (line,) = notes
+    assert "skipped 3 dot-file(s) and dot-folder(s)" in line, line
+    for rel in (".hidden.csv", ".git", "sub/.DS_Store"):
+        assert str(root.resolve() / rel) in line
+
+
+def test_an_output_folder_that_is_the_input_folder_is_refused(tmp_path: Path) -> None:
+    """Its predictions, report and logs would be the next run's inputs."""
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.csv").write_text("x")
+    (tmp_path / "alias").symlink_to(root)
+    for output in (root, tmp_path / "alias"):
+        with pytest.raises(InputError, match="is the input folder") as info:
+            list_input_files(root, exclude=output)
+        assert str(output) in str(info.value)
+
+
+def test_the_command_refuses_an_output_folder_that_is_the_input_folder(tmp_path: Path) -> None:
+    dep, inputs, _ = make_job(tmp_path, "def run(mb):\n    return mb\n", n_files=3)
+    before = sorted(p.name for p in inputs.iterdir())
+
+    proc = cli(dep, inputs, inputs)
+
+    assert proc.returncode == 2, show(proc)
+    assert "is the input folder" in proc.stderr
+    assert sorted(p.name for p in inputs.iterdir()) == before, "nothing written there"
 
 
 def test_a_folder_of_broken_links_only_holds_no_files(tmp_path: Path) -> None:
