@@ -29,7 +29,8 @@ from daskscore.errors import InputError
 #: Paths made at a time when a :class:`FileList` is walked.
 _CHUNK = 4096
 _ONE = 1
-#: Broken symbolic links named in the job log's line about them (the rest are counted).
+#: Broken symbolic links, and dot-files, named in the job log's lines about them (the rest are
+#: counted).
 SHOWN_LINKS = 5
 #: What following a symbolic link that leads nowhere raises: it is skipped, not listed.
 _BROKEN = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)

@@ -44,6 +44,8 @@ STAGING_DIR = ".daskscore"
 TRASH_PREFIX = ".daskscore-trash-"
 #: A finished job's staging folder, kept because something is left to retry (--retry-failed).
 KEPT_DIR = ".daskscore-kept"
+#: The job's report (``ui.report`` writes it): an --overwrite removes an earlier job's.
+REPORT_FILE = "report.html"
 _COPY_CHUNK = 1 << 20
 
 
@@ -90,12 +92,30 @@ def claim_output(
         raise results_held(f"output folder '{output}'", shown)
     if before_changes is not None:
         before_changes()
+    if overwrite:
+        held += [p for p in _earlier_outputs(output) if p not in held]
     for path in held:
         _remove(path)
     if overwrite and (output / "logs").is_dir():
         shutil.rmtree(output / "logs")
     _make_logs(output)
     return False
+
+
+def _earlier_outputs(output: Path) -> list[Path]:
+    """What an earlier job wrote in ``output`` besides its summary, logs and staging: its
+    report, and its predictions as its summary names them (another ``output_file_name``, a
+    dataset folder of another format); only what lies in ``output`` itself."""
+    found = [output / REPORT_FILE] if (output / REPORT_FILE).is_file() else []
+    try:
+        named = json.loads((output / SUMMARY_FILE).read_text("utf-8")).get("predictions")
+    except (OSError, ValueError, AttributeError):
+        return found
+    if isinstance(named, str) and named:
+        path = Path(named)
+        if path.name and path.parent.resolve() == output.resolve() and path.exists():
+            found.append(output / path.name)
+    return found
 
 
 def results_held(where: str, names: list[str]) -> OutputError:

@@ -323,9 +323,11 @@ def test_an_output_file_name_outside_the_folder_or_taken_by_the_job_is_refused(
 
 def test_the_job_s_own_names_are_those_the_output_folder_holds() -> None:
     from daskscore.config.settings import OWN_OUTPUT_NAMES, output_name_problem
+    from daskscore.io import outputdir
     from daskscore.io.outputdir import KEPT_DIR, STAGING_DIR, SUMMARY_FILE, TRASH_PREFIX
     from daskscore.ui.report import REPORT_FILE
 
+    assert outputdir.REPORT_FILE == REPORT_FILE
     assert {SUMMARY_FILE, STAGING_DIR, REPORT_FILE, "logs"} == set(OWN_OUTPUT_NAMES)
     for name in (KEPT_DIR, TRASH_PREFIX + "job", SUMMARY_FILE, REPORT_FILE):
         assert output_name_problem(name), name

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,36 @@ def test_claim_with_overwrite_removes_the_old_job(tmp_path: Path) -> None:
     assert not (out / "logs" / "user" / "error" / "w0.txt").exists()
     assert (out / "logs" / "user" / "error").is_dir()
     assert (out / "mine.parquet").exists()
+
+
+@pytest.mark.parametrize("new_name", ["scores.csv", None], ids=["renamed", "summary_only"])
+@pytest.mark.parametrize("dataset", [False, True], ids=["file", "dataset"])
+def test_claim_with_overwrite_removes_the_old_job_s_outputs_by_any_name(
+    tmp_path: Path, new_name: str | None, dataset: bool
+) -> None:
+    """The earlier job's predictions (named in its summary) and report go too, whatever the new
+    job writes: else they stay beside the new job's summary, stale."""
+    out = tmp_path / "out"
+    out.mkdir()
+    old = out / ("predictions" if dataset else "predictions.csv")
+    if dataset:
+        (old / "part-00000.parquet").parent.mkdir()
+        (old / "part-00000.parquet").write_bytes(b"old rows")
+    else:
+        old.write_text("old rows")
+    (out / "report.html").write_text("old report")
+    (out / SUMMARY_FILE).write_text(json.dumps({"status": "Completed", "predictions": str(old)}))
+    elsewhere = tmp_path / "elsewhere.csv"  # (a summary naming a file outside: never touched)
+    elsewhere.write_text("not the job's")
+    (out / "notes.txt").write_text("mine")
+
+    claim_output(out, new_name, overwrite=True)
+
+    assert not old.exists() and not (out / "report.html").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / SUMMARY_FILE).write_text(json.dumps({"predictions": str(elsewhere)}))
+    claim_output(out, new_name, overwrite=True)
+    assert elsewhere.read_text() == "not the job's"
 
 
 def test_claim_refuses_a_regular_file(tmp_path: Path) -> None:
