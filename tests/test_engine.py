@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import write_deployment, write_inputs
 from helpers import processed_of, summary_of
 
@@ -308,6 +310,38 @@ def test_single_file_model_is_under_its_own_name(client, tmp_path):
         assert info["file_join_exists"], "$AZUREML_MODEL_DIR/model.pkl must exist"
         assert info["listing"] == ["model.pkl"]
         assert info["model_bytes"] == "pickled"
+
+
+def test_symbolic_links_keep_their_own_names(client, tmp_path):
+    """A model folder, a scoring script and a single input file that are symbolic links (a
+    model store's versions, a shared script, a cache of hashed files) are seen under the names
+    the deployment and the command give them, as Azure, which copies them, shows them."""
+    root = tmp_path / "deploy"
+    dep = write_deployment(root, ENV_PROBE_SCRIPT, extra_code={"labels.txt": "x"}, model_path=None)
+    store = tmp_path / "store" / "v3"
+    store.mkdir(parents=True)
+    (store / "model.pt").write_bytes(b"weights")
+    (root / "model").symlink_to(store, target_is_directory=True)
+    shared = tmp_path / "shared" / "score_impl.py"  # (no labels.txt beside it)
+    shared.parent.mkdir()
+    os.replace(root / "code" / "score.py", shared)
+    (root / "code" / "score.py").symlink_to(shared)
+    raw = yaml.safe_load(dep.read_text())
+    raw["model"] = {"path": "model"}
+    dep.write_text(yaml.safe_dump(raw))
+    inputs = write_inputs(tmp_path / "in", 1)
+    link = tmp_path / "named-input.csv"
+    link.symlink_to(next(inputs.iterdir()))
+    out = tmp_path / "out"
+
+    result = run_job(client, dep, link, out)
+
+    assert result.status == "Completed"
+    for info in _probes(out, "init") + _probes(out, "run"):
+        assert info["listing"] == ["model"], info["listing"]
+        assert info["folder_join_exists"] and info["model_bytes"] == "weights"
+        assert info["label"] == "x", "__file__ is the link's path, beside labels.txt"
+    assert read_rows(result.predictions)[0].tolist() == ["named-input.csv"]
 
 
 def test_code_folder_is_importable_modules_and_subpackages(client, tmp_path):

@@ -223,10 +223,17 @@ def _model(value: Any, base: Path, where: str) -> Model | None:
     if "://" in path and not path.startswith("file://"):
         # fetched by every worker into its cache; the driver checks it exists before the job
         return Model(path=path, name=str(name) if name is not None else None)
-    resolved = (base / os.path.expanduser(path)).resolve()
+    resolved = _absolute(base / os.path.expanduser(path))
     if not resolved.exists():
         raise ConfigError(f"{where}: model.path: '{path}' does not exist (looked for {resolved}).")
     return Model(path=resolved, name=str(name) if name is not None else None)
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute, its symbolic links kept (not ``resolve()``d): the model is under
+    its own name in ``AZUREML_MODEL_DIR`` and ``__file__`` is the script's own path when either
+    is a link, as on Azure, which copies them."""
+    return Path(os.path.abspath(path))
 
 
 def _code_configuration(value: Any, model: Any, base: Path, where: str) -> tuple[Path, Path]:
@@ -239,13 +246,13 @@ def _code_configuration(value: Any, model: Any, base: Path, where: str) -> tuple
             raise ConfigError(
                 f"{where}: code_configuration.{key}: expected a path, got {kind(value.get(key))}."
             )
-    code = (base / os.path.expanduser(value["code"])).resolve()
+    code = _absolute(base / os.path.expanduser(value["code"]))
     if not code.is_dir():
         raise ConfigError(
             f"{where}: code_configuration.code: '{value['code']}' is not a folder "
             f"(looked for {code})."
         )
-    script = (code / value["scoring_script"]).resolve()
+    script = _absolute(code / value["scoring_script"])
     if not script.is_file():
         import difflib  # (a did-you-mean from the code folder's Python files, a few levels)
 

@@ -70,9 +70,9 @@ def list_input_files(
                 f"input '{path}' is a symbolic link to '{os.readlink(p)}', which does not exist."
             )
         raise InputError(f"input '{path}' does not exist.")
+    if p.is_file():  # (a link keeps its own name: run() gets the path as given, made absolute)
+        return [os.path.abspath(p)]
     p = p.resolve()
-    if p.is_file():
-        return [str(p)]
     skipped = _Skipped(_folder_id(exclude))
     if skipped.exclude is not None and skipped.exclude == _folder_id(p):
         raise InputError(

@@ -114,19 +114,26 @@ print(memory.finish(), before / MIB)
 """
 
 
-#: the same, the memory touched by a thread of run()'s own (a data loader's, say): the mark
-#: read in the worker's thread is the whole process's
-MEASURE_THREAD = MEASURE.replace(
-    "block = bytearray(64 << 20)\nfor i in range(0, len(block), 4096):\n    block[i] = 1\n",
-    "import threading\n"
-    "def touch():\n"
-    "    block = bytearray(64 << 20)\n"
-    "    for i in range(0, len(block), 4096):\n"
-    "        block[i] = 1\n"
-    "thread = threading.Thread(target=touch)\n"
-    "thread.start()\n"
-    "thread.join()\n",
-)
+#: the memory touched by a thread of run()'s own (a data loader's, say), read while that thread
+#: holds it: the mark read in the worker's thread is the whole process's
+MEASURE_THREAD = """
+import threading
+from daskscore.worker.memory import MIB, max_rss_bytes, rss_bytes
+before = rss_bytes()
+touched, done = threading.Event(), threading.Event()
+def touch():
+    block = bytearray(64 << 20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    touched.set()
+    done.wait()
+thread = threading.Thread(target=touch)
+thread.start()
+touched.wait()
+print(max_rss_bytes() / MIB, before / MIB)
+done.set()
+thread.join()
+"""
 
 
 @pytest.mark.parametrize("script", [MEASURE, MEASURE_THREAD], ids=["run-thread", "other-thread"])
