@@ -3,8 +3,11 @@
 Each task is a run of several mini-batches, sized by the task-sizing policy
 (:class:`daskscore.engine.policy.TaskSizing`); two are in flight per worker.  When a task's
 process dies, what its transport knows of it (its ledger, or for a shipped job the scheduler's
-note) says which mini-batches it committed (kept), which ``run()`` was in flight (charged one
-try: ``PROCESS_DIED`` or ``RUN_TIMEOUT``) and which had not started (run again, uncharged).
+note) says which mini-batches it committed (kept), which tries of the others failed before it
+died (recorded as they ended: a mini-batch with a failed try is committed as soon as it ends,
+so these are the tries before a retry in flight), which ``run()`` was in flight (charged one
+try: ``PROCESS_DIED`` or ``RUN_TIMEOUT``) and which had not started or not been committed
+(run again, uncharged).
 A mini-batch that was in flight when its process died runs alone in its next task, so that it
 is charged alone if it kills its process again.  A task whose result was lost after it finished
 (the worker holding it died before the driver fetched it) is recovered the same way: its
@@ -300,7 +303,10 @@ class Dispatcher:
     def _recover(self, attempt: str, ids: list[int], part: PartKey | None = None) -> None:
         """A task's process died: keep what it committed, charge the run() it was in."""
         state = self.transport.lost(self.client, self.job, attempt)
-        finished, _, _ = self._record(attempt, state.committed)
+        # its failed tries of mini-batches it did not commit count as they ended, before the
+        # run() in flight (a retry of one of them, maybe) is charged
+        finished, _, _ = self._record(attempt, state.committed + state.tried)
+        tried = {rec.mini_batch for rec in state.tried}
         requeue: list[int] = []
         for mb in ids if part is None else ():
             if mb in finished or self.outcomes.is_final(mb) or self.outcomes.splitting(mb):
@@ -311,6 +317,9 @@ class Dispatcher:
                 elif not self.outcomes.splitting(mb):
                     self.isolate.add(mb)
                     requeue.append(mb)
+                continue
+            if mb in tried:  # (charged: its retries go on from its last try)
+                requeue.append(mb)
                 continue
             self.losses[mb] = self.losses.get(mb, 0) + 1
             if self.losses[mb] >= MAX_UNCHARGED_LOSSES:

@@ -72,6 +72,8 @@ class _NoLedger:
 
     def timed_out(self, *args: Any) -> None: ...
 
+    def tried(self, *args: Any) -> None: ...
+
 
 def _forward(
     address: str,

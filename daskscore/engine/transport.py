@@ -47,8 +47,10 @@ class SharedDisk:
         return read_ledger(job.staging, attempt)
 
     def salvage(self, job: WorkerJob, attempt: str) -> list[MiniBatchRecord]:
-        """What a cancelled attempt committed before it stopped."""
-        return read_ledger(job.staging, attempt).committed
+        """What a cancelled attempt committed before it stopped, and the failed tries of
+        the mini-batches it had not committed."""
+        state = read_ledger(job.staging, attempt)
+        return state.committed + state.tried
 
     def assembly_client(self, client: Any) -> Any:
         """Where a dataset output is computed: the cluster, which sees the staged parts."""

@@ -15,14 +15,19 @@ job, run 2, keeps run 1's files under their names and reads them back by their l
   - ``M <mini_batch> <rss bytes> <pid>``: the worker process's resident memory, sampled
     during that ``run()`` (each new high; ``M -1 ...`` once when the task starts), so that a
     process killed for memory is told apart (see :mod:`daskscore.worker.memory`);
+  - ``E <json>`` as soon as a try has failed (``run()`` raised, or what it returned was
+    refused): that try's record, so that a process that dies before the mini-batch is
+    committed (in a retry of it, or later in the task) does not take the try with it;
   - ``C <json>`` after bytes were appended to the part file: the records of the mini-batches
     they belong to, each with its byte range.  A mini-batch counts as done only once its
     ``C`` line is in the ledger, so a process that dies at any instant leaves either a whole
-    mini-batch or none of it.
+    mini-batch or none of it.  (A mini-batch with a failed try is committed as soon as it
+    ends, see :mod:`daskscore.worker.task`; clean ones are committed in flushes.)
 
 When a task does not return (its process died, or it was cancelled), the driver reads its
-ledger with :func:`read_ledger`: committed mini-batches are kept, the one that was running when
-the process died is charged one try, and the rest are simply run again.
+ledger with :func:`read_ledger`: committed mini-batches are kept, the failed tries of the
+others are recorded as they were, the one that was running when the process died is charged
+one try, and the rest are simply run again.
 """
 
 from __future__ import annotations
@@ -71,6 +76,11 @@ class LedgerWriter:
     def memory(self, mini_batch: int, rss: int, pid: int) -> None:
         os.write(self.ledger_fd, f"M {mini_batch} {rss} {pid}\n".encode())
 
+    def tried(self, record: MiniBatchRecord) -> None:
+        """Note a failed try at once (it is committed again with its mini-batch)."""
+        line = "E " + json.dumps(record.to_json(), separators=(",", ":"), default=str) + "\n"
+        os.write(self.ledger_fd, line.encode())
+
     def timed_out(self, mini_batch: int, error: str = "") -> None:
         detail = f" {json.dumps(error)}" if error else ""
         os.write(self.ledger_fd, f"T {mini_batch}{detail}\n".encode())
@@ -100,6 +110,8 @@ class LedgerState:
     """What a ledger says about an attempt that did not return."""
 
     committed: list[MiniBatchRecord] = field(default_factory=list)
+    #: the failed tries of mini-batches that were not committed, in the order they ran
+    tried: list[MiniBatchRecord] = field(default_factory=list)
     #: (mini_batch, try) of the run() call in flight when the process ended, if any
     running: tuple[int, int] | None = None
     #: when and where that call started
@@ -129,6 +141,7 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
     timed: set[int] = set()
     errors: dict[int, str] = {}
     rss: dict[int, int] = {}
+    tried: list[MiniBatchRecord] = []
     for line in text.split("\n")[:-1]:  # the last piece is "" or a torn line
         kind, _, rest = line.partition(" ")
         try:
@@ -147,12 +160,15 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
             elif kind == "M":
                 mb, size, pid = (int(v) for v in rest.split(" "))
                 rss[mb], state.pid = max(rss.get(mb, 0), size), pid
+            elif kind == "E":
+                tried.append(MiniBatchRecord.from_json(json.loads(rest)))
             elif kind == "C":
                 records = [MiniBatchRecord.from_json(r) for r in json.loads(rest)]
                 state.committed.extend(records)
                 done.update(r.mini_batch for r in records)
         except (ValueError, KeyError):
             continue
+    state.tried = [rec for rec in tried if rec.mini_batch not in done]
     if started is not None and started[0] not in done:
         state.running = started
         state.running_start, state.running_worker = where

@@ -6,11 +6,15 @@ runs them one after another in the worker's task thread, retries a ``run()`` tha
 (:mod:`daskscore.io.writers`), whose sink writes it where the format wants it — append_row bytes
 into the attempt's part file, or a Parquet part of a dataset — in flushes of about
 :data:`FLUSH_BYTES` or :data:`FLUSH_SECONDS`, each committed in the attempt's ledger
-(:mod:`daskscore.io.ledger`).  Only small records (:class:`~daskscore.protocol.MiniBatchRecord`)
-travel back to the driver; how the rows reach it is the job's hand-off
-(:mod:`daskscore.worker.handoff`).  What ``run()`` receives (downloaded files, a split's
-DataFrame) is fetched ahead on a thread while ``run()`` scores the mini-batch before
-(:mod:`daskscore.worker.prefetch`); a failing fetch is still its own mini-batch's failure.
+(:mod:`daskscore.io.ledger`).  A failed try is noted in the ledger as it ends, and a mini-batch
+that had one is committed as soon as it ends: should the process die later in the task (or in
+a retry of that mini-batch), its tries are all in the books and, once it ended, it is not run
+again; what dies uncommitted is clean first tries only, which run again uncharged.  Only small
+records (:class:`~daskscore.protocol.MiniBatchRecord`) travel back to the driver; how the rows
+reach it is the job's hand-off (:mod:`daskscore.worker.handoff`).  What ``run()`` receives
+(downloaded files, a split's DataFrame) is fetched ahead on a thread while ``run()`` scores the
+mini-batch before (:mod:`daskscore.worker.prefetch`); a failing fetch is still its own
+mini-batch's failure.
 
 A task may carry a :class:`~daskscore.protocol.Part` of a mini-batch instead of a whole one
 (``--isolate-failures``): its own files, or the rows ``lo:hi`` of its tabular split, with the
@@ -109,7 +113,11 @@ def _run_batches(
             if runtime.handoff.task_full(now - began, produced):
                 meters.add("write", time.perf_counter() - writing)
                 break  # home with what it has; the driver requeues the rest
-            if sink.size >= FLUSH_BYTES or now - last_flush >= FLUSH_SECONDS:
+            if (
+                sink.size >= FLUSH_BYTES
+                or now - last_flush >= FLUSH_SECONDS
+                or not records[0].done  # (a mini-batch with a failed try: at once)
+            ):
                 result.records.extend(sink.flush())
                 last_flush = now
             meters.add("write", time.perf_counter() - writing)
@@ -152,6 +160,9 @@ def run_mini_batch(
             records.append(rec)
             if rec.done or tries > budget:
                 rec.final = True
+            if not rec.done:
+                ledger.tried(rec)  # kept should the process die before the commit
+            if rec.final:
                 return records, output
     finally:
         source.release()

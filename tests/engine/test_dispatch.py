@@ -109,9 +109,11 @@ class FakeWorker:
     crashes: this many of the mini-batch's tries kill the process (``timeouts``: the watchdog
     ends them).  losses: this many tasks starting with the mini-batch die before anything runs.
     flush: completed mini-batches are committed in the ledger in groups of this many (the
-    rest of a task that dies is lost with it and runs again).  home_after: a task comes home
-    after this many mini-batches (its hand-off is full, or it was cancelled): the driver
-    runs the rest in other tasks.
+    rest of a task that dies is lost with it and runs again), and one that had a failed try
+    at once, as the worker's task does; a failed try is noted in the ledger as it ends.
+    home_after: a task comes home after this many mini-batches (its hand-off is full, or it
+    was cancelled): the driver runs the rest in other tasks.  plans: what the next calls of a
+    mini-batch do, one by one (``raise``, ``crash``, ``return``), before the rules above.
     """
 
     max_retries: int = 3
@@ -122,6 +124,7 @@ class FakeWorker:
     losses: dict[int, int] = field(default_factory=dict)
     flush: int = 1
     home_after: int | None = None
+    plans: dict[int, list[str]] = field(default_factory=dict)
     #: what the fake transport knows of each attempt that did not return
     ledgers: dict[str, LedgerState] = field(default_factory=dict)
     #: (mini-batch, try) of every run() call
@@ -134,17 +137,22 @@ class FakeWorker:
             return "error", killed_worker(key)  # died before its first run()
         result = TaskResult(attempt=attempt, worker=WORKER)
         completed: list[MiniBatchRecord] = []
+        kept = ran = 0  # records committed, mini-batches completed
         for mb, tries_used, work in items[: self.home_after]:
             try_no = tries_used
             records: list[MiniBatchRecord] = []
             while True:
                 try_no += 1
                 self.calls.append((mb, try_no))
-                if self.crashes.get(mb, 0) > 0:
-                    self.crashes[mb] -= 1
-                    kept = len(completed) // self.flush * self.flush
+                plan = self.plans.get(mb)
+                action = plan.pop(0) if plan else None
+                if action == "crash" or (action is None and self.crashes.get(mb, 0) > 0):
+                    if action is None:
+                        self.crashes[mb] -= 1
+                    uncommitted = completed[kept:] + records
                     self.ledgers[attempt] = LedgerState(
                         committed=completed[:kept],
+                        tried=[r for r in uncommitted if not r.done],
                         running=(mb, try_no),
                         running_start=1000.0,
                         running_worker=WORKER,
@@ -152,18 +160,21 @@ class FakeWorker:
                         exists=True,
                     )
                     return "error", killed_worker(key)
-                rec = self._try(mb, try_no, len(work))
+                rec = self._try(mb, try_no, len(work), action)
                 records.append(rec)
                 if rec.final:
                     break
             completed.extend(records)
+            ran += 1
+            if ran % self.flush == 0 or not records[0].done:
+                kept = len(completed)
         result.records = completed
         result.pack()  # as the worker's task does: the clean first tries as columns ...
         return "finished", pickle.loads(pickle.dumps(result))  # ... and the reply pickled
 
-    def _try(self, mb: int, try_no: int, total: int) -> MiniBatchRecord:
+    def _try(self, mb: int, try_no: int, total: int, action: str | None = None) -> MiniBatchRecord:
         rec = MiniBatchRecord(mini_batch=mb, try_no=try_no, worker=WORKER, total=total)
-        if mb in self.raising:
+        if action == "raise" or (action is None and mb in self.raising):
             rec.failed = total
             rec.error = f"Traceback (most recent call last):\nValueError: bad mini-batch {mb}"
             rec.final = try_no > self.max_retries
@@ -265,7 +276,8 @@ class FakeTransport:
         return self.worker.ledgers.get(attempt, LedgerState())
 
     def salvage(self, job: WorkerJob, attempt: str) -> list[MiniBatchRecord]:
-        return self.worker.ledgers.get(attempt, LedgerState()).committed
+        state = self.worker.ledgers.get(attempt, LedgerState())
+        return state.committed + state.tried
 
 
 @dataclass
@@ -469,6 +481,61 @@ def test_a_crash_on_a_retry_continues_the_try_numbers(tmp_path: Path) -> None:
     assert_settled_once(job, 2)
     assert job.tries(0) == [(1, "PROCESS_DIED"), (2, "RUN_EXCEPTION"), (3, "RUN_EXCEPTION")]
     assert worker.calls.count((0, 1)) == 1
+
+
+def test_failed_tries_before_a_crash_on_a_retry_are_kept(tmp_path: Path) -> None:
+    # run() of mini-batch 2 raises, then kills its process on the retry, then returns
+    worker = FakeWorker(max_retries=3, plans={2: ["raise", "crash"]})
+    job = make_job(tmp_path, worker, [2] * 12)
+    job.dispatcher.run()
+    assert_settled_once(job, 12)
+    assert job.tries(2) == [(1, "RUN_EXCEPTION"), (2, "PROCESS_DIED"), (3, "RUN_DONE")]
+    assert [c for c in worker.calls if c[0] == 2] == [(2, 1), (2, 2), (2, 3)]
+    raised = next(r for r in job.outcomes.attempts if r.mini_batch == 2)
+    assert raised.status is Status.RUN_EXCEPTION and "bad mini-batch 2" in raised.error
+    assert job.outcomes.retried_mini_batches() == 1
+
+
+def test_failed_tries_before_a_crash_use_up_the_retry_budget(tmp_path: Path) -> None:
+    worker = FakeWorker(max_retries=1, plans={2: ["raise", "crash"]})
+    job = make_job(tmp_path, worker, [2] * 6)
+    job.dispatcher.run()
+    assert_settled_once(job, 6)
+    assert job.tries(2) == [(1, "RUN_EXCEPTION"), (2, "PROCESS_DIED")]
+    assert job.outcomes.is_failed(2) and job.outcomes.final[2].try_no == 2
+    assert len(job.client.runs_of(2)) == 1  # not run again
+    assert job.outcomes.failed_items == 2
+
+
+@pytest.mark.parametrize("max_retries", [0, 2])
+def test_a_mini_batch_that_failed_a_try_is_kept_when_its_task_dies_later(
+    tmp_path: Path, max_retries: int
+) -> None:
+    """Mini-batch 2 raises once (or, with no retries, fails); 5, in the same task, kills the
+    process.  Clean work is committed 8 mini-batches at a time, but 2 went wrong: it was
+    committed with its tries as soon as it ended, so it is neither run again nor forgotten."""
+    plan = ["raise"] if max_retries else ["raise"] * 5
+    worker = FakeWorker(max_retries=max_retries, plans={2: plan, 5: ["crash"]}, flush=8)
+    job = make_job(tmp_path, worker, [1] * 40)
+    job.dispatcher.run()
+    assert_settled_once(job, 40)
+    first = job.client.tasks[0]
+    assert job.client.runs_of(2) == [first]
+    assert job.outcomes.final[2].attempt == first.attempt
+    if max_retries:
+        assert job.tries(2) == [(1, "RUN_EXCEPTION"), (2, "RUN_DONE")]
+        assert job.tries(5) == [(1, "PROCESS_DIED"), (2, "RUN_DONE")]
+        assert job.outcomes.retried_mini_batches() == 2
+    else:
+        assert job.tries(2) == [(1, "RUN_EXCEPTION")] and job.outcomes.is_failed(2)
+        assert job.tries(5) == [(1, "PROCESS_DIED")] and job.outcomes.is_failed(5)
+        assert job.outcomes.retried_mini_batches() == 0
+    assert [c for c in worker.calls if c[0] == 2] == [(2, 1), (2, 2)][: max_retries + 1]
+    for mb in (0, 1):  # committed with 2
+        assert job.client.runs_of(mb) == [first]
+    for mb in (3, 4):  # clean, not committed yet: run again, uncharged
+        assert len(job.client.runs_of(mb)) == 2
+        assert job.tries(mb) == [(1, "RUN_DONE")]
 
 
 def test_uncommitted_work_of_a_dead_task_runs_again_uncharged(tmp_path: Path) -> None:

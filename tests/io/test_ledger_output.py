@@ -114,6 +114,45 @@ def test_finished_but_uncommitted_is_not_running(staging: Path) -> None:
     assert state.committed == []
 
 
+def failed_try(mb: int, try_no: int, **extra: object) -> MiniBatchRecord:
+    return MiniBatchRecord(
+        mini_batch=mb, try_no=try_no, worker="w", total=2, failed=2, error="E: boom", **extra
+    )
+
+
+def test_failed_tries_of_uncommitted_mini_batches_are_read_back(staging: Path) -> None:
+    """A try that failed is noted at once: the process died in the retry of mini-batch 4,
+    whose first try is known only from that note."""
+    writer = LedgerWriter(staging, "a1")
+    writer.started(4, 1, "w", 1.0)
+    writer.finished(4)
+    writer.tried(failed_try(4, 1, peak_rss_mb=12.5))
+    writer.started(4, 2, "w", 2.0)  # the process dies inside this run()
+    writer.close()
+    state = read_ledger(staging, "a1")
+    assert state.tried == [failed_try(4, 1, peak_rss_mb=12.5)]
+    assert state.running == (4, 2)
+    assert state.committed == []
+
+
+def test_failed_tries_of_committed_mini_batches_come_from_the_commit(staging: Path) -> None:
+    writer = LedgerWriter(staging, "a1")
+    writer.tried(failed_try(0, 1))
+    done = record(0, 0, 2, status="RUN_DONE")
+    done.try_no = 2
+    writer.commit(b"x\n", [failed_try(0, 1), done])
+    writer.tried(failed_try(1, 1, items=(0, 1)))  # a part's try: its items come back too
+    writer.tried(failed_try(2, 3, final=True))
+    writer.started(3, 1, "w", 2.0)
+    writer.close()
+    with open(ledger_path(staging, "a1"), "ab") as fh:
+        fh.write(b'E {"mini_batch":3,"try":1,"err')  # died mid-write
+    state = read_ledger(staging, "a1")
+    assert [(r.mini_batch, r.try_no) for r in state.committed] == [(0, 1), (0, 2)]
+    assert state.tried == [failed_try(1, 1, items=(0, 1)), failed_try(2, 3, final=True)]
+    assert state.running == (3, 1)
+
+
 def test_timed_out_after_t(staging: Path) -> None:
     writer = LedgerWriter(staging, "a1")
     writer.started(2, 1, "w", 1.0)
