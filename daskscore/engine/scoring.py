@@ -8,6 +8,7 @@ daskscore page of the Dask dashboard (:mod:`daskscore.ui.dashboard`).
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,14 @@ def score_all(
         job.record.running_at_end = progress.running_now()  # (a job cut short: its stragglers)
         loop.stop()
         carrier.close(handle.client, wjob, job.out_dir)
-        _unregister(handle.client, wjob.job_id)
+        if outcomes.threshold_exceeded():
+            # a job cut short: removing the plugin runs in each worker's task thread, after
+            # the run() calls still in flight there, which the verdict need not wait for
+            threading.Thread(
+                target=_unregister, args=(handle.client, wjob.job_id), daemon=True
+            ).start()
+        else:
+            _unregister(handle.client, wjob.job_id)
     return carrier
 
 
