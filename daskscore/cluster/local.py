@@ -3,10 +3,11 @@
 Like ``LocalCluster.__init__`` itself, this only turns friendly arguments (a number of worker
 processes, ``--worker-memory``) into LocalCluster's, then delegates.
 
-While an embedded cluster is open, the exit signals of its worker processes (which its nannies,
+While an embedded cluster is open, the exit statuses of its worker processes (which its nannies,
 in this process, log as "Worker process N was killed by signal S") are kept by pid
-(:func:`exit_signal`): a process the kernel's out-of-memory killer ended is told by its SIGKILL
-(see :mod:`daskscore.engine.memory`).
+(:mod:`daskscore.worker.deaths`; :func:`exit_signal`): a process the kernel's out-of-memory
+killer ended is told by its SIGKILL (see :mod:`daskscore.engine.memory`), and a process that
+died in ``init()`` by how it ended.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import socket
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from distributed import Client, LocalCluster
 from daskscore import _compat
 from daskscore.errors import UsageError
 from daskscore.worker.deadline import watch_deadlines
+from daskscore.worker.deaths import exit_status, unwatch_exits, watch_exits
 from daskscore.worker.threads import THREAD_ENV_VARS, intra_op_threads
 
 logger = logging.getLogger("daskscore")
@@ -60,40 +60,19 @@ TICK_INTERVAL = "500ms"
 HANDSHAKE_POLL_S = 0.005
 
 
-#: Exit signals of the embedded clusters' worker processes, by pid (the latest few thousand).
-_EXIT_SIGNALS: OrderedDict[int, int] = OrderedDict()
-_KEPT_SIGNALS = 4096
-_DEATH = re.compile(r"Worker process (\d+) was killed by signal (\d+)")
-
-
-class _ExitSignals(logging.Handler):
-    """Keeps the exit signals that this process's nannies log for their worker processes."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            found = _DEATH.search(record.getMessage())
-        except Exception:  # noqa: BLE001 - a log line never breaks a job
-            return
-        if found:
-            _EXIT_SIGNALS[int(found[1])] = int(found[2])
-            while len(_EXIT_SIGNALS) > _KEPT_SIGNALS:
-                _EXIT_SIGNALS.popitem(last=False)
-
-
 def exit_signal(pid: int | None) -> int | None:
     """The signal that ended worker process ``pid`` of an embedded cluster, if one did."""
-    return _EXIT_SIGNALS.get(pid) if pid else None
+    status = exit_status(pid)
+    return -status if status is not None and status < 0 else None
 
 
 @contextlib.contextmanager
 def _watch_exits() -> Iterator[None]:
-    nanny_log = logging.getLogger("distributed.nanny")
-    handler = _ExitSignals(logging.INFO)
-    nanny_log.addHandler(handler)
+    watch_exits()
     try:
         yield
     finally:
-        nanny_log.removeHandler(handler)
+        unwatch_exits()
 
 
 def start_method() -> str:

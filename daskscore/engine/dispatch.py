@@ -102,6 +102,10 @@ class Dispatcher:
     memory_limit : str, optional
         The workers' memory limit as the user gave it (``--worker-memory``), for the error of
         a try whose process was killed for memory.
+    check_install : callable, optional
+        Raises ``InitFailed`` when a restarted worker process died in ``init()``
+        (:meth:`daskscore.engine.install.ScriptInstall.check`): called as tasks are lost,
+        and every ``RECOUNT_S``.
     """
 
     def __init__(
@@ -117,8 +121,10 @@ class Dispatcher:
         run_no: int = 1,
         count_workers: Callable[[], int] | None = None,
         memory_limit: str | int | None = None,
+        check_install: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
+        self.check_install = check_install
         self.job = job
         self.outcomes = outcomes
         self.transport = transport
@@ -172,8 +178,11 @@ class Dispatcher:
             if on_tick is not None:
                 on_tick()
             now = time.monotonic()
-            if self.count_workers is not None and now - self.last_count >= RECOUNT_S:
-                self._recount()
+            if now - self.last_count >= RECOUNT_S:
+                if self.count_workers is not None:
+                    self._recount()
+                if self.check_install is not None:
+                    self.check_install()
                 self.last_count = now
             if now - self.last_overview >= OVERVIEW_S:
                 write_overview(Path(self.job.output), self.outcomes)
@@ -232,11 +241,16 @@ class Dispatcher:
         status = fut.status
         if status == "finished":
             # (a result lost while it is fetched is computed again: the task finds its ledger
-            # and comes back interrupted)
-            result: TaskResult = fut.result()
-            if result.init_error is not None:
+            # and comes back interrupted, or its new workers died: a loss as below)
+            try:
+                result: TaskResult | None = fut.result()
+            except Exception as exc:  # noqa: BLE001 - sorted out just below
+                if not _is_worker_loss(exc):
+                    raise
+                result = None
+            if result is not None and result.init_error is not None:
                 raise InitFailed("init() failed", user_traceback=result.init_error)
-            if not result.interrupted:
+            if result is not None and not result.interrupted:
                 self.transport.land(self.job, result)
                 self._fold(attempt, result, ids, part)
                 return
@@ -250,6 +264,8 @@ class Dispatcher:
         # waiting for Dask to compute it again (that would find the ledger and do nothing).
         if status == "lost":
             logger.info("task %s: its result was lost with its worker; recovering it", attempt)
+        if self.check_install is not None:  # (its worker may have died in init())
+            self.check_install()
         self._recover(attempt, ids, part)
 
     def _fold(

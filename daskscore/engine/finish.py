@@ -32,7 +32,7 @@ from daskscore.engine.resultview import ResultViews
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed
 from daskscore.io import outputdir, triescsv
 from daskscore.io.writers import Assembly, OutputWriter
-from daskscore.protocol import failed_at_import, failed_before_init
+from daskscore.protocol import died_in_init, failed_at_import, failed_before_init
 from daskscore.ui.explain import job_settings, shown_path, versions
 from daskscore.ui.report import write_report
 
@@ -307,6 +307,8 @@ def _reason(outcomes: Outcomes) -> str | None:
         return "the job could not be prepared on a worker (before init()); nothing was scored"
     if failed_at_import(outcomes.init_error):
         return f"{outcomes.init_error.splitlines()[0]} (on a worker); nothing was scored"
+    if died_in_init(outcomes.init_error):
+        return f"{outcomes.init_error.splitlines()[0]}; nothing was scored"
     if outcomes.init_error:
         return "init() of the scoring script raised on a worker; nothing was scored"
     if outcomes.threshold_exceeded():

@@ -93,7 +93,7 @@ class MemoryDeaths:
         peak = state.running_rss
         if state.timed_out or state.running is None:
             return "", mib(peak)
-        event = self._event(state)
+        event = self._event(state.pid, state.running_start)
         if event is not None:
             peak = max(peak, int(event.get("rss") or 0))
             how = f"its nanny killed the worker process at {_terminate()} of the limit during run()"
@@ -108,8 +108,19 @@ class MemoryDeaths:
             return out_of_memory(self._shown_limit(), peak, how), mib(peak)
         return "", mib(peak)
 
-    def _event(self, state: LedgerState) -> dict[str, Any] | None:
-        """The nanny's memory event of ``state``'s process, if it logged one."""
+    def during_init(self, pid: int | None, since: float) -> str:
+        """The error of a worker process (``pid``; None: not known, then the first event
+        since ``since``, a ``time.time()``) that its nanny killed for memory while the script
+        was installed; ``""`` when it logged no such event."""
+        event = self._event(pid, since)
+        if event is None:
+            return ""
+        how = f"its nanny killed the worker process at {_terminate()} of the limit"
+        return out_of_memory(self._shown_limit(), int(event.get("rss") or 0), how)
+
+    def _event(self, pid: int | None, since: float | None) -> dict[str, Any] | None:
+        """The nanny's memory event of process ``pid``, if it logged one (``pid`` unknown: the
+        first unclaimed one since ``since``)."""
         try:
             events = self.client.get_events(TOPIC)
         except Exception:  # noqa: BLE001 - no events: a plain death
@@ -121,10 +132,10 @@ class MemoryDeaths:
             key = (when, msg.get("pid"))
             if key in self._used:
                 continue
-            if state.pid is not None:
-                matched = msg.get("pid") == state.pid
+            if pid is not None:
+                matched = msg.get("pid") == pid
             else:  # (a shipped job: no pid known; the first unclaimed event since it started)
-                matched = bool(state.running_start) and when >= (state.running_start or 0) - 1
+                matched = bool(since) and when >= (since or 0) - 1
             if matched:
                 self._used.add(key)
                 return msg

@@ -18,6 +18,7 @@ from daskscore.cluster.local import ClusterHandle
 from daskscore.engine import jobview, probe, transport
 from daskscore.engine.dispatch import Dispatcher
 from daskscore.engine.finish import JobRecord
+from daskscore.engine.install import ScriptInstall
 from daskscore.engine.jobview import failures
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.plan import JobPlan
@@ -31,7 +32,7 @@ from daskscore.protocol import WorkerJob
 from daskscore.ui import dashboard
 from daskscore.ui.progress import Progress
 from daskscore.worker.deadline import unwatched_workers, watch_deadlines
-from daskscore.worker.plugin import ScoringPlugin, WarmKeeper
+from daskscore.worker.plugin import WarmKeeper
 from daskscore.worker.threads import intra_op_threads
 
 logger = logging.getLogger("daskscore")
@@ -109,9 +110,10 @@ def score_all(
         def recount() -> int:
             return probe.count_eligible(handle.client, plan.options.resources)
 
+    script = ScriptInstall(handle.client, wjob, job.staging, plan.options.worker_memory)
     loop = Dispatcher(
         handle.client, wjob, outcomes, carrier, plan.writer, plan.work, workers, progress,
-        job.run_no, recount, plan.options.worker_memory,
+        job.run_no, recount, plan.options.worker_memory, script.check,
     )  # fmt: skip
 
     def tick() -> None:
@@ -128,8 +130,7 @@ def score_all(
             handle.client.register_plugin(WarmKeeper())  # (idempotent: once per cluster)
         if plan.options.progress:
             notify("init()…")
-        handle.client.register_plugin(ScoringPlugin(wjob))
-        job.record.warm_workers = probe.raise_init_errors(handle.client, wjob.job_id)
+        job.record.warm_workers = script.install()
         phases.mark("init")
         logger.info("scoring script installed and init() done on every worker")
         with _compat.span("daskscore", job.record.job_id):  # (Dask's metrics, per job)
@@ -146,11 +147,9 @@ def score_all(
         if outcomes.threshold_exceeded():
             # a job cut short: removing the plugin runs in each worker's task thread, after
             # the run() calls still in flight there, which the verdict need not wait for
-            threading.Thread(
-                target=_unregister, args=(handle.client, wjob.job_id), daemon=True
-            ).start()
+            threading.Thread(target=script.uninstall, daemon=True).start()
         else:
-            _unregister(handle.client, wjob.job_id)
+            script.uninstall()
     return carrier
 
 
@@ -229,10 +228,3 @@ def _watch_timeouts(client: Any) -> None:
             len(bare),
             ", ".join(bare[:5]) + (" ..." if len(bare) > 5 else ""),
         )
-
-
-def _unregister(client: Any, job_id: str) -> None:
-    try:
-        client.unregister_worker_plugin(f"daskscore-{job_id}")
-    except Exception:  # noqa: BLE001 - workers may be gone already
-        logger.debug("unregistering the plugin failed", exc_info=True)

@@ -37,13 +37,13 @@ from distributed import Client
 from daskscore import _compat
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
+from daskscore.engine.install import ScriptInstall
 from daskscore.engine.plan import plan_job
-from daskscore.engine.probe import raise_init_errors
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started
 from daskscore.engine.work import describe_work
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, UsageError
 from daskscore.protocol import MiniBatchRecord, WorkerJob
-from daskscore.worker.plugin import ScoringPlugin, get_runtime
+from daskscore.worker.plugin import get_runtime
 from daskscore.worker.task import run_mini_batch
 
 #: Partitions per worker when the caller does not choose: enough to balance, few enough that
@@ -423,8 +423,7 @@ def open_session(
         output_format="frame",
         carry_columns=tuple(options.carry_columns),
     )
-    client.register_plugin(ScoringPlugin(job))
-    raise_init_errors(client, job.job_id)
+    ScriptInstall(client, job, job_dir / ".daskscore").install()
     threshold = deployment.settings.error_threshold
     return ScoringSession(
         client, job, plan.work, meta, partitions, on_error, threshold, progress=progress

@@ -59,7 +59,9 @@ def job_logging(out_dir: Path, level: str, secrets: tuple[str, ...] = ()) -> Ite
     handler = FileLogHandler(path, secrets)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(level.upper())
-    names = ("daskscore", "distributed")
+    # (asyncio: the errors of Dask's coroutines nobody awaited, such as the scheduler's other
+    # broadcasts to worker processes that died during init(), printed on stderr otherwise)
+    names = ("daskscore", "distributed", "asyncio")
     for name in names:
         logging.getLogger(name).addHandler(handler)
     saved_level = logger.level

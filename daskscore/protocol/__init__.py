@@ -65,6 +65,15 @@ def failed_at_import(init_error: str | None) -> bool:
     return init_error is not None and init_error.startswith(IMPORT_FAILED)
 
 
+#: What the first line of the init error of a worker process that died in init() says.
+INIT_DIED = "did not return: its worker process died"
+
+
+def died_in_init(init_error: str | None) -> bool:
+    """Whether a worker's init error is its process dying in init() (no traceback)."""
+    return init_error is not None and INIT_DIED in init_error.split("\n", 1)[0]
+
+
 def relay_key(job_id: str, attempt: str) -> list[str]:
     """Where the scheduler's metadata holds the run() in flight of a shipped task attempt."""
     return [RELAY_ROOT, job_id, attempt]

@@ -42,6 +42,7 @@ from typing import Any
 from distributed.diagnostics.plugin import NannyPlugin
 
 from daskscore.io.ledger import LedgerWriter
+from daskscore.worker.deaths import unwatch_exits, watch_exits
 from daskscore.worker.relay import RelayLedger
 from daskscore.worker.stacks import read_dump, timeout_error
 
@@ -315,16 +316,20 @@ _WATCHER = _Watcher()
 
 
 class DeadlineWatch(NannyPlugin):
-    """Kills a worker process whose ``run()`` overran its deadline (see the module's doc)."""
+    """Kills a worker process whose ``run()`` overran its deadline (see the module's doc).
+    It also keeps how its worker processes ended, for the driver to tell a death during
+    ``init()`` (:mod:`daskscore.worker.deaths`)."""
 
     idempotent = True
     name = PLUGIN_NAME
 
     def setup(self, nanny: Any) -> None:
         _WATCHER.add(nanny)
+        watch_exits()
 
     def teardown(self, nanny: Any) -> None:
         _WATCHER.discard(nanny)
+        unwatch_exits()
 
 
 def watch_deadlines(client: Any) -> None:

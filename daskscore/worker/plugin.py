@@ -15,7 +15,10 @@ uninstalls what is parked (its ``shutdown()`` runs), and so does the worker's cl
 (:class:`WarmKeeper`'s teardown).
 
 Tasks find the installed job with :func:`get_runtime`; the driver asks every worker with
-``Client.run`` for :func:`init_report`, :func:`cancel_job` and :func:`drain_job`.
+``Client.run`` for :func:`init_report`, :func:`cancel_job` and :func:`drain_job`.  When a
+worker process died during ``init()``, the driver takes the plugin off the scheduler's list
+(:func:`forget_plugin`) before its nanny restarts the worker into the same death, and off the
+workers after (:func:`remove_plugin`).
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ __all__ = [
     "WarmKeeper",
     "cancel_job",
     "drain_job",
+    "forget_plugin",
     "get_runtime",
     "init_report",
+    "remove_plugin",
     "warm_report",
 ]
 
@@ -167,6 +172,22 @@ async def _in_task_thread(worker: Any, fn: Any, *args: Any) -> None:
 def _closing(worker: Any) -> bool:
     """Whether ``worker`` is closing (its plugins are being removed with it)."""
     return getattr(getattr(worker, "status", None), "name", "").startswith(("closing", "closed"))
+
+
+def forget_plugin(name: str, dask_scheduler: Any = None) -> bool:
+    """Take worker plugin ``name`` off the scheduler's list (run with
+    ``Client.run_on_scheduler``): workers that start from now on do not install it; those
+    that have it keep it (see :func:`remove_plugin`).  Unlike ``unregister_worker_plugin`` it
+    waits on no worker: one whose process just died may be listed still, and connecting to it
+    would take ``distributed.comm.timeouts.connect``."""
+    return dask_scheduler.worker_plugins.pop(name, None) is not None
+
+
+async def remove_plugin(name: str, dask_worker: Any = None) -> None:
+    """Remove worker plugin ``name`` from this worker, if it has it (run with ``Client.run``;
+    its ``teardown`` runs)."""
+    if name in dask_worker.plugins:
+        await dask_worker.plugin_remove(name)
 
 
 def warm_report() -> dict[str, Any]:

@@ -48,6 +48,7 @@ from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob
 from daskscore.worker import script as script_mod
 from daskscore.worker.deadline import FOLDER, DeadlineFile
+from daskscore.worker.deaths import InstallMark
 from daskscore.worker.environment import (
     NAME_ERRORS,
     ROOT_LEVEL,
@@ -143,8 +144,17 @@ class JobRuntime:
 
     # ------------------------------------------------------------------ install / uninstall
     def install(self) -> None:
-        """Set up the environment, import the script and call init(); never raises."""
+        """Set up the environment, import the script and call init(); never raises.  While it
+        runs, an install mark tells the driver which process this is, should it die here."""
+        mark = InstallMark(self.job.staging, self.worker_name, self._log_path())
+        try:
+            self._install(mark)
+        finally:
+            mark.close()
+
+    def _install(self, mark: InstallMark) -> None:
         if self.job.needs_localizing:
+            mark.stage("preparing")
             try:
                 self.job = localize(self.job, self.local_directory)
                 self.localized = True
@@ -164,8 +174,10 @@ class JobRuntime:
         started = time.perf_counter()
         stage = "import"
         try:
+            mark.stage(stage)
             self.module = script_mod.import_script(Path(job.code), Path(job.script))
             stage = "init()"
+            mark.stage(stage)
             init = getattr(self.module, "init", None)
             if callable(init):
                 init()
@@ -306,8 +318,11 @@ class JobRuntime:
             except Exception:  # noqa: BLE001 - best effort
                 pass
 
+    def _log_path(self) -> Path:
+        return Path(self.job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"
+
     def _open_log(self) -> Any:
-        path = Path(self.job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"
+        path = self._log_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         # a non-UTF-8 file name printed by the script is written as \udcff, not an error
         return open(path, "a", encoding="utf-8", errors=NAME_ERRORS, buffering=1)  # noqa: SIM115

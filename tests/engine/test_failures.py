@@ -487,6 +487,7 @@ def test_error_threshold_exceeded_fails_the_job_cli(tmp_path):
 
 
 # --------------------------------------------------------------------------- 7. init() raises
+# (an init() that kills its own process: test_init_deaths.py)
 
 INIT_RAISES = """\
     load_model()

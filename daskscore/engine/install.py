@@ -1,0 +1,290 @@
+"""Installing the scoring script on a cluster's workers (``init()`` once per worker process),
+and a worker process that dies doing it.
+
+:class:`ScriptInstall` registers the job's :class:`~daskscore.worker.plugin.ScoringPlugin`
+(its ``setup`` imports the script and calls ``init()`` in every worker) and raises
+:class:`~daskscore.errors.InitFailed` with the script's traceback when ``init()`` raised.
+
+A worker process that *dies* there — ``os._exit``, a crash in native code, killed for its
+memory — leaves no traceback, and Dask reports only a closed connection (the scheduler's
+broadcast of the plugin fails).  The job fails the same way then: an ``InitFailed`` whose text
+says which worker process died, during what (``init()``, the import, preparing the job), how
+it ended (its exit code, the signal, out of memory) and what the script printed before, from
+what outlives the process (:mod:`daskscore.worker.deaths`).  The plugin is taken off the
+scheduler's list first, without waiting on any worker: the nanny starts its worker again, and
+every new worker process would run the same ``init()`` into the same death.  A worker that its
+nanny restarts during the job (after a ``run()`` that killed it) and whose ``init()`` then kills
+it fails the job the same way: :meth:`ScriptInstall.check`, called by the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+from daskscore.engine import probe
+from daskscore.engine.memory import MemoryDeaths
+from daskscore.errors import InitFailed
+from daskscore.protocol import IMPORT_FAILED, INIT_DIED, SETUP_FAILED, WorkerJob
+from daskscore.worker.deaths import (
+    describe_exit,
+    nanny_exits,
+    read_marks,
+    reset_marks,
+)
+from daskscore.worker.plugin import ScoringPlugin, forget_plugin, remove_plugin
+
+logger = logging.getLogger("daskscore")
+
+#: How long the driver waits for a dead worker process's nanny to say how it ended.
+WAIT_S = 5.0
+POLL_S = 0.1
+#: The last lines the script printed before its process died, shown with the error.
+SHOWN_LINES = 20
+#: Signals of a crash in the process itself (native code), not sent from outside.
+CRASHES = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
+
+
+class ScriptInstall:
+    """The job's script on ``client``'s workers: :meth:`install`, then :meth:`uninstall`.
+
+    ``staging``: the job's staging folder, where workers that share the driver's disk leave
+    their install marks; ``memory_limit``: the workers' memory limit as the user gave it
+    (``--worker-memory``), for the error of a worker killed for its memory.
+    """
+
+    def __init__(
+        self, client: Any, job: WorkerJob, staging: Path, memory_limit: str | int | None = None
+    ) -> None:
+        self.client = client
+        self.job = job
+        self.staging = staging
+        self.memory_limit = memory_limit
+        self.name = f"daskscore-{job.job_id}"
+        #: the scheduler holds the plugin: workers that start install it
+        self.registered = False
+        #: workers may hold it still (the scheduler no longer does)
+        self.on_workers = False
+        #: where installing worker processes leave their marks (None: nowhere), and since when
+        self.marks: Path | None = None
+        self.since = time.time()
+
+    def install(self) -> bool:
+        """Install the script on every worker (``init()`` runs there); raise
+        :class:`InitFailed` when it raised, or killed its process, on any worker.  Return
+        whether every worker that runs the job reused a script an earlier job initialised."""
+        try:
+            self.marks = reset_marks(self.staging)
+        except OSError:  # the death of a worker process is explained with less
+            self.marks = None
+        self.since = time.time()
+        try:
+            self.registered = self.on_workers = True
+            self.client.register_plugin(ScoringPlugin(self.job))
+            return probe.raise_init_errors(self.client, self.job.job_id)
+        except OSError:  # (CommClosedError) a worker's connection closed: its process died
+            logger.warning(
+                "a worker process died while the scoring script was installed", exc_info=True
+            )
+        self._died()
+
+    def check(self) -> None:
+        """Raise :class:`InitFailed` when a worker process died installing the script since
+        :meth:`install` — one its nanny restarted during the job (after a ``run()`` that
+        killed it) into an ``init()`` that kills it.  Cheap when no worker is installing it
+        (a listing of an empty folder): called as tasks are lost, and now and then."""
+        if self.marks is None or not any(self.marks.glob("*.json")):
+            return
+        found, exits, _ = _look(self.client, self.marks, time.time() - self.since + 1.0)
+        if any(m.get("pid") in exits for m in found):
+            logger.warning("a restarted worker process died while it installed the script")
+            self._died()
+
+    def _died(self) -> NoReturn:
+        self._forget()  # before its nanny starts it into the same init() again
+        text, worker = explain(self.client, self.job, self.marks, self.since, self.memory_limit)
+        if worker:
+            _append(Path(self.job.logs) / "user" / "error" / f"{worker}.txt", text)
+        self.uninstall()
+        raise InitFailed(f"init() failed:\n{text}", user_traceback=text)
+
+    def _forget(self) -> None:
+        """Take the plugin off the scheduler's list at once, without waiting on the workers:
+        worker processes that start from now on do not install it."""
+        try:
+            self.client.run_on_scheduler(forget_plugin, self.name)
+        except Exception:  # noqa: BLE001 - no daskscore on the scheduler: unregistered later
+            logger.debug("taking the plugin off the scheduler's list failed", exc_info=True)
+            return
+        self.registered = False
+
+    def uninstall(self) -> None:
+        """Unregister the job's plugin (the script's ``shutdown()`` runs on every worker)."""
+        try:
+            if self.registered:
+                self.client.unregister_worker_plugin(self.name)
+            elif self.on_workers:  # (after _forget: from the workers that hold it)
+                self.client.run(remove_plugin, self.name, on_error="ignore")
+        except Exception:  # noqa: BLE001 - workers may be gone already
+            logger.debug("unregistering the plugin failed", exc_info=True)
+        self.registered = self.on_workers = False
+
+
+def explain(
+    client: Any,
+    job: WorkerJob,
+    marks: Path | None,
+    since: float,
+    memory_limit: str | int | None = None,
+) -> tuple[str, str | None]:
+    """The error of a job whose worker process died while the script was installed, and the
+    worker it names (None: not known); waits up to :data:`WAIT_S` for its nanny to say how
+    the process ended."""
+    give_up = time.monotonic() + WAIT_S
+    while True:
+        found, exits, alive = _look(client, marks, time.time() - since + 1.0)
+        dead = [m for m in found if m.get("pid") in exits]
+        if dead or (not found and exits) or time.monotonic() >= give_up:
+            break
+        time.sleep(POLL_S)
+    if not dead:  # no nanny said: the marks of processes that are gone
+        dead = [m for m in found if m.get("pid") not in alive][:1]
+    mark = dead[0] if dead else None
+    pid = mark.get("pid") if mark else None
+    status = exits.get(pid) if pid is not None else next(iter(exits.values()), None)
+    memory = MemoryDeaths(client, memory_limit).during_init(pid, since)
+    workers = sorted({str(m.get("worker")) for m in dead})
+    return _message(job, mark, status, memory, workers), mark.get("worker") if mark else None
+
+
+def _look(
+    client: Any, marks: Path | None, window: float
+) -> tuple[list[dict[str, Any]], dict[int, int], set[int]]:
+    """The install marks left, the exit statuses of worker processes that died in the last
+    ``window`` seconds (by pid), and the pids of the worker processes alive now."""
+    found = read_marks(marks) if marks is not None else []
+    reports = [nanny_exits()]  # (the embedded cluster's nannies are in this process)
+    try:
+        reports += list(client.run(nanny_exits, nanny=True, on_error="ignore").values())
+    except Exception:  # noqa: BLE001 - what this process's nannies know is still there
+        logger.debug("asking the nannies how their workers ended failed", exc_info=True)
+    exits: dict[int, int] = {}
+    alive: set[int] = set()
+    for report in reports:
+        if not isinstance(report, dict):
+            continue
+        if report.get("pid"):
+            alive.add(int(report["pid"]))
+        for pid, (status, age) in (report.get("exits") or {}).items():
+            if age <= window:
+                exits[int(pid)] = int(status)
+    return found, exits, alive
+
+
+def _message(
+    job: WorkerJob,
+    mark: dict[str, Any] | None,
+    status: int | None,
+    memory: str,
+    workers: list[str],
+) -> str:
+    """The init error: a first line for the verdict, what the script printed, and a paragraph
+    on how the process ended and where to look."""
+    script = Path(job.script).name
+    stage = (mark or {}).get("stage")
+    ended = "killed for its memory" if memory else describe_exit(status, number=False)
+    ended = ended or "how is not known"
+    if stage == "import":
+        head = f"{IMPORT_FAILED} {script} failed: its worker process died ({ended})"
+        during = f"the import of {script}"
+    elif stage == "preparing":
+        head = f"{SETUP_FAILED} the job failed: its worker process died ({ended})"
+        during = "the preparation of the job (the model or the code fetched)"
+    else:
+        where = "init()" if stage else "init() (or its import)"
+        head = f"{where} of the scoring script {script} {INIT_DIED} ({ended})"
+        during = f"{where} of {script}"
+    who = (
+        f"The worker process {mark.get('pid')} ({mark.get('worker')})"
+        if mark
+        else "A worker process"
+    )
+    also = [w for w in workers if not mark or w != str(mark.get("worker"))]
+    too = f" ({', '.join(also)} too)" if also else ""
+    paragraph = (
+        f"{who} ended during {during}{too} without a Python exception, so there is no "
+        f"traceback: {_cause(status, memory)}. To see where it stops, run the import and "
+        "init() in this process with `daskscore validate` (under `python -X faulthandler -m "
+        "daskscore validate ...`, a crash in native code prints the Python stack where it "
+        "happened)."
+    )
+    printed = _printed(mark, job)
+    return "\n".join([head, *printed, paragraph])
+
+
+def _cause(status: int | None, memory: str) -> str:
+    """How the process ended, in words, and what usually does that."""
+    if memory:
+        return (
+            f"{memory}; init() needs more memory than that (give the workers more with "
+            "--worker-memory, or load less)"
+        )
+    if status is None:
+        return "how it ended is not known here (no nanny of the cluster said)"
+    if status >= 0:
+        return (
+            f"it exited with code {status}, as os._exit({status}) or C's exit({status}) in "
+            "the script or a library it calls ends a process"
+        )
+    what = describe_exit(status)
+    if -status == signal.SIGKILL:
+        return (
+            f"it was {what}, which comes from outside the process: most often the kernel's "
+            "out-of-memory killer, when init() loads more than the machine (or its "
+            "container) has free"
+        )
+    if -status in CRASHES:
+        return (
+            f"it was {what}, a crash in native code (a C extension, or a library loading the model)"
+        )
+    return f"it was {what}, sent from outside the process"
+
+
+def _printed(mark: dict[str, Any] | None, job: WorkerJob) -> list[str]:
+    """What the dead process's script printed (stdout, stderr, logging) before it died: a
+    line naming the log file, then its last :data:`SHOWN_LINES` lines, indented."""
+    if not mark or not mark.get("log"):
+        return []
+    path = Path(mark["log"])
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(int(mark.get("log_offset") or 0))
+            text = fh.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return []
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    try:
+        shown = path.relative_to(Path(job.logs).parent).as_posix()
+    except ValueError:
+        shown = str(path)
+    cut = f", its last {SHOWN_LINES} lines" if len(lines) > SHOWN_LINES else ""
+    return [
+        f"What {Path(job.script).name} printed before ({shown}{cut}):",
+        *("  " + line for line in lines[-SHOWN_LINES:]),
+    ]
+
+
+def _append(path: Path, text: str) -> None:
+    """Append ``text`` to a worker's error log, as the worker writes a raised init()."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} init() failed: the worker process died:\n{text}\n\n")
+    except OSError:
+        logger.warning("cannot write %s", path, exc_info=True)

@@ -1,0 +1,171 @@
+"""Worker processes that die while a job is installed: what the driver can learn of them.
+
+``init()`` (or the script's import) may end its own process — ``os._exit``, a crash in native
+code, the out-of-memory killer — where no exception can be caught and reported.  Two records
+outlive such a process:
+
+* **an install mark**, worker side (:class:`InstallMark`): while
+  :meth:`~daskscore.worker.runtime.JobRuntime.install` runs, a small JSON file
+  ``<staging>/installing/<pid>.json`` says which worker process it is, what it is doing
+  (``preparing``, ``import``, ``init()``) and where its prints went; it is removed when the
+  install returns, so a mark left by a process that is gone names the one that died.  It is
+  written only where the driver made the folder (:func:`reset_marks`): a shipped job's
+  workers do not see the driver's disk, and write none.
+* **its exit status**, nanny side: a nanny logs "Worker process N exited with status S" (or
+  "was killed by signal S") when its worker process ends; :class:`ExitLog` keeps those by pid
+  in the nanny's process (the driver's, for the embedded cluster; the nannies' own elsewhere,
+  installed by the nanny plugin :class:`~daskscore.worker.deadline.DeadlineWatch`), and
+  :func:`nanny_exits` hands them to the driver (``Client.run(..., nanny=True)``).
+
+Exit statuses follow :mod:`multiprocessing`: ``-N`` for a process killed by signal ``N``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+#: The folder, in the job's staging folder, of the install marks.
+MARKS = "installing"
+#: Exit statuses kept per process (the latest few thousand deaths).
+KEPT = 4096
+
+_DEATH = re.compile(r"Worker process (\d+) (?:was killed by signal (\d+)|exited with status (\d+))")
+#: pid -> (exit status, time.monotonic() of the death), in this process (a nanny's)
+_EXITS: OrderedDict[int, tuple[int, float]] = OrderedDict()
+_LOCK = threading.Lock()
+_users = 0
+_handler: logging.Handler | None = None
+
+
+# ------------------------------------------------------------------------------ nanny side
+
+
+class ExitLog(logging.Handler):
+    """Keeps the exit statuses that this process's nannies log for their worker processes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            found = _DEATH.search(record.getMessage())
+        except Exception:  # noqa: BLE001 - a log line never breaks a job
+            return
+        if found:
+            code = -int(found[2]) if found[2] else int(found[3])
+            _EXITS[int(found[1])] = (code, time.monotonic())
+            while len(_EXITS) > KEPT:
+                _EXITS.popitem(last=False)
+
+
+def watch_exits() -> None:
+    """Keep the exit statuses this process's nannies log, until as many
+    :func:`unwatch_exits` (one handler, however many callers)."""
+    global _users, _handler
+    with _LOCK:
+        _users += 1
+        if _handler is None:
+            _handler = ExitLog(logging.INFO)
+            logging.getLogger("distributed.nanny").addHandler(_handler)
+
+
+def unwatch_exits() -> None:
+    global _users, _handler
+    with _LOCK:
+        _users = max(0, _users - 1)
+        if not _users and _handler is not None:
+            logging.getLogger("distributed.nanny").removeHandler(_handler)
+            _handler = None
+
+
+def exit_status(pid: int | None) -> int | None:
+    """How worker process ``pid`` of a nanny in this process ended, if one logged it."""
+    found = _EXITS.get(pid) if pid else None
+    return found[0] if found else None
+
+
+def nanny_exits(dask_worker: Any = None) -> dict[str, Any]:
+    """Run on a nanny (``Client.run(nanny_exits, nanny=True)``): the pid of its worker process
+    now, and the exit statuses this process's nannies logged, with their age in seconds."""
+    now = time.monotonic()
+    pid = getattr(dask_worker, "pid", None)
+    return {"pid": pid, "exits": {p: (code, now - at) for p, (code, at) in list(_EXITS.items())}}
+
+
+def describe_exit(status: int | None, number: bool = True) -> str:
+    """``exit code 3``, ``killed by signal SIGSEGV (11)`` (``number``: with the signal's
+    number); ``""`` when not known."""
+    if status is None:
+        return ""
+    if status >= 0:
+        return f"exit code {status}"
+    try:
+        name = signal.Signals(-status).name
+    except ValueError:
+        return f"killed by signal {-status}"
+    return f"killed by signal {name} ({-status})" if number else f"killed by signal {name}"
+
+
+# ------------------------------------------------------------------------------ worker side
+
+
+class InstallMark:
+    """This process's install mark (see the module's doc); does nothing when the driver made
+    no folder for it."""
+
+    def __init__(self, staging: str | Path, worker: str, log: Path) -> None:
+        folder = Path(staging) / MARKS
+        self.path: Path | None = folder / f"{os.getpid()}.json" if folder.is_dir() else None
+        self.fields: dict[str, Any] = {"pid": os.getpid(), "worker": worker, "log": str(log)}
+        try:
+            self.fields["log_offset"] = log.stat().st_size
+        except OSError:
+            self.fields["log_offset"] = 0
+
+    def stage(self, stage: str) -> None:
+        """The install is ``stage`` now: ``preparing``, ``import`` or ``init()``."""
+        if self.path is None:
+            return
+        self.fields["stage"] = stage
+        part = self.path.with_suffix(".part")
+        try:
+            part.write_text(json.dumps(self.fields), encoding="utf-8")
+            os.replace(part, self.path)
+        except OSError:  # (only a death's explanation depends on it)
+            self.path = None
+
+    def close(self) -> None:
+        """The install returned: this process did not die in it."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def reset_marks(staging: Path) -> Path:
+    """Make the folder of the install marks, empty (marks of an earlier run go): driver side."""
+    folder = staging / MARKS
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def read_marks(folder: Path) -> list[dict[str, Any]]:
+    """The install marks in ``folder`` (each a dict with ``pid``, ``worker``, ``stage``,
+    ``log``, ``log_offset``), oldest first."""
+    found = []
+    try:
+        paths = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    except OSError:  # (removed while listed)
+        return []
+    for path in paths:
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return found

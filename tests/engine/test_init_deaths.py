@@ -1,0 +1,193 @@
+"""An ``init()`` that kills its own worker process (``os._exit``, a signal) fails the job as an
+``init()`` that raises does (§5 of the contract: the user sees why at once): ``InitFailed``,
+exit code 1, the verdict and logs of a failed ``init()``, the staged folder kept so that
+``--retry-failed`` runs the job once the script is fixed — with a message saying how the
+process ended and what the script printed, and no Dask traceback on the user's screen.
+
+Real jobs on real clusters: the CLI's embedded one (in a subprocess), and a caller's
+LocalCluster (its nannies restart the dead workers; the job must not loop on them).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import pytest
+from helpers import cli, make_job, summary_of
+
+import daskscore
+from daskscore.cluster.local import local_cluster
+from daskscore.worker.deaths import describe_exit, exit_status, unwatch_exits, watch_exits
+
+#: One row ``<file name> <sum of x>`` per input file; ``init()`` prints a line, then does
+#: ``{death}`` (nothing, once the script is fixed).
+SCRIPT = """\
+import os
+import signal
+from pathlib import Path
+
+import pandas as pd
+
+
+def init():
+    print("loading the model weights")  # the script's last words
+{death}
+
+def run(mini_batch):
+    return [f"{{Path(p).name}} {{pd.read_csv(p)['x'].sum()}}" for p in mini_batch]
+"""
+
+EXITS = "    os._exit(3)\n"
+SEGFAULTS = "    os.kill(os.getpid(), signal.SIGSEGV)\n"
+FIXED = "    pass\n"
+
+
+def death_job(tmp_path: Path, death: str, n_files: int = 6) -> tuple[Path, Path, Path]:
+    return make_job(
+        tmp_path,
+        SCRIPT.format(death=death),
+        n_files=n_files,
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 1}},
+    )
+
+
+def fix_script(dep: Path) -> None:
+    (dep.parent / "code" / "score.py").write_text(SCRIPT.format(death=FIXED), encoding="utf-8")
+
+
+def expected_rows(n_files: int) -> list[str]:
+    return [f"f{i:04d}.csv {2 * i + 0.5}" for i in range(n_files)]  # (conftest.write_inputs)
+
+
+def check_failed_like_init(out: Path, how: str) -> dict:
+    """The output folder of a job whose init() killed its process with ``how``."""
+    s = summary_of(out)
+    assert s["status"] == "Failed"
+    assert s["succeeded_items"] == 0
+    head = "init() of the scoring script score.py did not return: its worker process died"
+    assert s["init_error"].startswith(f"{head} ({how})"), s["init_error"]
+    assert s["reason"].startswith(f"{head} ({how})")
+    assert "loading the model weights" in s["init_error"]  # what it printed before
+    assert "without a Python exception" in s["init_error"]
+    result = (out / "logs" / "job_result.txt").read_text()
+    assert result.startswith("Job Failed: init() of the scoring script score.py"), result
+    assert how in (out / "logs" / "job_error.txt").read_text()
+    errors = [p.read_text() for p in (out / "logs" / "user" / "error").glob("*.txt")]
+    assert any(head in text for text in errors), errors
+    assert not (out / "predictions.csv").exists()
+    # as after a raising init(): the staged folder kept for --retry-failed, nothing to resume
+    assert (out / ".daskscore-kept").is_dir()
+    assert not (out / ".daskscore").exists()
+    return s
+
+
+@pytest.mark.timeout(240)
+def test_init_calling_os_exit_fails_the_job_with_its_exit_code_cli(tmp_path: Path) -> None:
+    dep, inputs, out = death_job(tmp_path, EXITS)
+    proc = cli(dep, inputs, out)
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr
+    check_failed_like_init(out, "exit code 3")
+    assert "Job Failed: init() of the scoring script score.py did not return" in err
+    assert "it exited with code 3" in err
+    assert "loading the model weights" in err
+    for noise in ("Traceback", "distributed/", "CommClosedError", "internal error", "Future"):
+        assert noise not in err, err
+
+    fix_script(dep)  # the documented way on: fix the script, retry the failures
+    again = cli(dep, inputs, out, "--retry-failed")
+    assert again.returncode == 0, again.stderr
+    assert summary_of(out)["status"] == "Completed"
+    assert (out / "predictions.csv").read_text().splitlines() == expected_rows(6)
+    assert not (out / ".daskscore-kept").exists()
+
+
+@pytest.mark.timeout(240)
+def test_init_killed_by_a_signal_raises_initfailed_on_a_callers_cluster(tmp_path: Path) -> None:
+    dep, inputs, out = death_job(tmp_path, SEGFAULTS)
+    with local_cluster(1, dashboard=False) as handle:
+        with pytest.raises(daskscore.InitFailed) as info:
+            daskscore.run(dep, inputs, out, client=handle.client, progress=False)
+        exc = info.value
+        assert exc.result.status == "Failed"
+        assert "killed by signal SIGSEGV (11)" in exc.user_traceback
+        assert "a crash in native code" in exc.user_traceback
+        assert "distributed/" not in exc.user_traceback
+        assert str(exc).startswith("Job Failed: init() of the scoring script score.py")
+        check_failed_like_init(out, "killed by signal SIGSEGV")
+        # the plugin is off the cluster: its nanny's new worker runs the next job
+        fix_script(dep)
+        result = daskscore.run(
+            dep, inputs, out, client=handle.client, progress=False, retry_failed=True
+        )
+    assert result.status == "Completed"
+    assert (out / "predictions.csv").read_text().splitlines() == expected_rows(6)
+
+
+#: ``run()`` of the first mini-batch leaves a flag and kills its process; ``init()`` of the
+#: worker its nanny restarts finds the flag and kills that one too, as long as it is there.
+RESTART_SCRIPT = """\
+import os
+from pathlib import Path
+
+import pandas as pd
+
+FLAG = Path(os.environ["FLAG"])
+
+
+def init():
+    if FLAG.exists():
+        print("the model is gone")
+        os._exit(2)
+
+
+def run(mini_batch):
+    if any(Path(p).name == "f0000.csv" for p in mini_batch) and not FLAG.exists():
+        FLAG.touch()
+        os._exit(1)
+    return [f"{Path(p).name} {pd.read_csv(p)['x'].sum()}" for p in mini_batch]
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_restarted_worker_whose_init_kills_it_fails_the_job(tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    dep, inputs, out = make_job(
+        tmp_path,
+        RESTART_SCRIPT,
+        n_files=6,
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 2}},
+        env={"FLAG": str(flag)},
+    )
+    with local_cluster(1, dashboard=False) as handle:
+        with pytest.raises(daskscore.InitFailed) as info:
+            daskscore.run(dep, inputs, out, client=handle.client, progress=False)
+        assert "did not return: its worker process died (exit code 2)" in str(info.value)
+        assert "the model is gone" in info.value.user_traceback
+        assert summary_of(out)["status"] == "Failed"
+        code = dep.parent / "code" / "score.py"  # the fix: init() no longer exits
+        code.write_text(RESTART_SCRIPT.replace("os._exit(2)", "pass"), encoding="utf-8")
+        handle.client.wait_for_workers(1, timeout=120)  # (its nanny's new worker)
+        result = daskscore.run(
+            dep, inputs, out, client=handle.client, progress=False, retry_failed=True
+        )
+    assert result.status == "Completed"
+    assert (out / "predictions.csv").read_text().splitlines() == expected_rows(6)
+
+
+def test_exit_statuses_are_read_from_the_nannys_log_lines() -> None:
+    nanny_log = logging.getLogger("distributed.nanny")
+    watch_exits()
+    try:
+        nanny_log.info("Worker process %d exited with status %d", 5151, 3)
+        nanny_log.info("Worker process %d was killed by signal %d", 5152, signal.SIGSEGV)
+    finally:
+        unwatch_exits()
+    assert exit_status(5151) == 3
+    assert exit_status(5152) == -signal.SIGSEGV
+    assert describe_exit(3) == "exit code 3"
+    assert describe_exit(-signal.SIGSEGV) == "killed by signal SIGSEGV (11)"
+    assert describe_exit(-signal.SIGKILL, number=False) == "killed by signal SIGKILL"
+    assert describe_exit(None) == ""
