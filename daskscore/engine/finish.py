@@ -25,7 +25,7 @@ from typing import Any
 
 from daskscore.config import Deployment, secret_values
 from daskscore.engine import retry
-from daskscore.engine.failed_items import FAILED_ITEMS, failed_files, write_failed_items
+from daskscore.engine.failed_items import COLUMNS, FAILED_ITEMS, failed_files, write_failed_items
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.recipe import replay_command
 from daskscore.engine.resultview import ResultViews
@@ -154,8 +154,6 @@ class JobResult(ResultViews):
         failed): ``mini_batch``, ``file``, ``status``, ``tries``, ``error``."""
         import pandas as pd
 
-        from daskscore.engine.failed_items import COLUMNS
-
         path = self.failed_items_path
         if path is None or not path.is_file():
             return pd.DataFrame({name: [] for name in COLUMNS})
@@ -212,7 +210,7 @@ def finish_job(
     ``keep``: a job left with failures keeps its staging folder for ``--retry-failed`` (False
     for a remote output, whose local folder goes once uploaded)."""
     predictions = None
-    if outcomes.init_error is None:
+    if outcomes.init_error is None or outcomes.succeeded_items():  # (what was scored is kept)
         predictions = writer.assemble(
             Assembly(
                 job.out_dir,
@@ -303,14 +301,17 @@ def _failure(outcomes: Outcomes, mb: int) -> dict[str, Any]:
 
 
 def _reason(outcomes: Outcomes) -> str | None:
+    done, first = outcomes.succeeded_items(), (outcomes.init_error or "").split("\n", 1)[0]
+    tail = f"; {done} of {outcomes.total_items()} items were scored before" if done else ""
+    tail = tail and f" started again during the job{tail}" or "; nothing was scored"
     if failed_before_init(outcomes.init_error):
-        return "the job could not be prepared on a worker (before init()); nothing was scored"
+        return "the job could not be prepared on a worker (before init())" + tail
     if failed_at_import(outcomes.init_error):
-        return f"{outcomes.init_error.splitlines()[0]} (on a worker); nothing was scored"
+        return f"{first} (on a worker)" + tail
     if died_in_init(outcomes.init_error):
-        return f"{outcomes.init_error.splitlines()[0]}; nothing was scored"
+        return first + tail
     if outcomes.init_error:
-        return "init() of the scoring script raised on a worker; nothing was scored"
+        return "init() of the scoring script raised on a worker" + tail
     if outcomes.threshold_exceeded():
         return (
             f"error_threshold exceeded: {outcomes.failed_items} items failed, more than "
@@ -393,8 +394,7 @@ def _result_text(s: dict[str, Any]) -> str:
 
 
 def nothing_succeeded(s: dict[str, Any]) -> bool:
-    """A job that ran items and not one succeeded: its verdict is shown red, whatever its
-    status (Azure's: ``Completed`` unless ``error_threshold`` is exceeded)."""
+    """A job that ran items and not one succeeded: its verdict is shown red, whatever its status."""
     return bool(s.get("total_items")) and not s.get("succeeded_items") and not s.get("init_error")
 
 

@@ -177,6 +177,42 @@ def test_a_restarted_worker_whose_init_kills_it_fails_the_job(tmp_path: Path) ->
     assert (out / "predictions.csv").read_text().splitlines() == expected_rows(6)
 
 
+@pytest.mark.timeout(240)
+def test_an_init_failing_after_a_restart_keeps_what_was_scored(tmp_path: Path) -> None:
+    """The job fails, and says how much was scored before; those rows are in the output,
+    and --retry-failed runs the rest once the script is fixed."""
+    flag = tmp_path / "flag"
+    script = RESTART_SCRIPT.replace('"f0000.csv"', '"f0004.csv"')
+    script = script.replace(
+        'print("the model is gone")\n        os._exit(2)', 'raise RuntimeError("the model is gone")'
+    )
+    assert "RuntimeError" in script and "f0004" in script
+    dep, inputs, out = make_job(
+        tmp_path,
+        script,
+        n_files=6,
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 2}},
+        env={"FLAG": str(flag)},
+    )
+    with local_cluster(1, dashboard=False) as handle:
+        with pytest.raises(daskscore.InitFailed) as info:
+            daskscore.run(dep, inputs, out, client=handle.client, progress=False)
+        s = summary_of(out)
+        scored = s["succeeded_items"]
+        assert 0 < scored < 6, s
+        assert f"started again during the job; {scored} of 6 items were scored" in s["reason"]
+        assert "nothing was scored" not in str(info.value)
+        assert (out / "predictions.csv").read_text().splitlines() == expected_rows(6)[:scored]
+        code = dep.parent / "code" / "score.py"
+        code.write_text(script.replace('raise RuntimeError("the model is gone")', "pass"))
+        handle.client.wait_for_workers(1, timeout=120)
+        result = daskscore.run(
+            dep, inputs, out, client=handle.client, progress=False, retry_failed=True
+        )
+    assert result.status == "Completed"
+    assert (out / "predictions.csv").read_text().splitlines() == expected_rows(6)
+
+
 def test_exit_statuses_are_read_from_the_nannys_log_lines() -> None:
     nanny_log = logging.getLogger("distributed.nanny")
     watch_exits()
