@@ -20,7 +20,6 @@ it fails the job the same way: :meth:`ScriptInstall.check`, called by the dispat
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,6 +30,7 @@ from daskscore.errors import InitFailed
 from daskscore.protocol import IMPORT_FAILED, INIT_DIED, SETUP_FAILED, WorkerJob
 from daskscore.worker.deaths import (
     describe_exit,
+    exit_cause,
     nanny_exits,
     read_marks,
     reset_marks,
@@ -44,8 +44,6 @@ WAIT_S = 5.0
 POLL_S = 0.1
 #: The last lines the script printed before its process died, shown with the error.
 SHOWN_LINES = 20
-#: Signals of a crash in the process itself (native code), not sent from outside.
-CRASHES = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 
 
 class ScriptInstall:
@@ -234,23 +232,7 @@ def _cause(status: int | None, memory: str) -> str:
         )
     if status is None:
         return "how it ended is not known here (no nanny of the cluster said)"
-    if status >= 0:
-        return (
-            f"it exited with code {status}, as os._exit({status}) or C's exit({status}) in "
-            "the script or a library it calls ends a process"
-        )
-    what = describe_exit(status)
-    if -status == signal.SIGKILL:
-        return (
-            f"it was {what}, which comes from outside the process: most often the kernel's "
-            "out-of-memory killer, when init() loads more than the machine (or its "
-            "container) has free"
-        )
-    if -status in CRASHES:
-        return (
-            f"it was {what}, a crash in native code (a C extension, or a library loading the model)"
-        )
-    return f"it was {what}, sent from outside the process"
+    return exit_cause(status, "init()")
 
 
 def _printed(mark: dict[str, Any] | None, job: WorkerJob) -> list[str]:

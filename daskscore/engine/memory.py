@@ -13,7 +13,7 @@ Two killers can be told apart without the kernel's log:
   matched by time instead.
 * **the kernel's out-of-memory killer**, which sends SIGKILL: a process that ended by SIGKILL
   (the embedded cluster's nannies report their workers' exit signals,
-  :func:`daskscore.cluster.local.exit_signal`) while the RSS last sampled during its
+  :func:`daskscore.worker.deaths.exit_status`) while the RSS last sampled during its
   ``run()`` was at least :data:`NEAR_LIMIT` of the limit.  Elsewhere (no exit signal known)
   such a death stays the plain "process died".
 """
@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from typing import Any
 
-from daskscore.cluster.local import exit_signal
 from daskscore.io.ledger import LedgerState
+from daskscore.worker.deaths import exit_cause, exit_status, watching
 from daskscore.worker.memory import mib
 
 logger = logging.getLogger("daskscore")
@@ -35,6 +36,22 @@ TOPIC = "worker-restart-memory"
 #: A process killed by SIGKILL with its last sampled RSS at least this fraction of its memory
 #: limit is taken for a victim of the kernel's OOM killer (Dask's own pause threshold).
 NEAR_LIMIT = 0.8
+
+
+#: How long a crash's charge waits for the embedded cluster's nanny to say how its worker
+#: process ended (it logs that as it notices, about when the scheduler does).
+EXIT_WAIT_S = 0.5
+
+
+def _exit_status_soon(pid: int | None) -> int | None:
+    """The exit status of worker process ``pid`` of the embedded cluster, once its nanny
+    logged it (None: not known, or another cluster's, whose nannies are elsewhere)."""
+    status = exit_status(pid)
+    give_up = time.monotonic() + EXIT_WAIT_S
+    while status is None and pid and watching() and time.monotonic() < give_up:
+        time.sleep(0.02)
+        status = exit_status(pid)
+    return status
 
 
 def _terminate() -> str:
@@ -98,7 +115,8 @@ class MemoryDeaths:
             peak = max(peak, int(event.get("rss") or 0))
             how = f"its nanny killed the worker process at {_terminate()} of the limit during run()"
             return out_of_memory(self._shown_limit(), peak, how), mib(peak)
-        killed = exit_signal(state.pid) if state.pid else None
+        status = _exit_status_soon(state.pid)
+        killed = -status if status is not None and status < 0 else None
         limit = self.limit() if killed == signal.SIGKILL and peak else 0
         if limit and peak >= NEAR_LIMIT * limit:
             how = (
@@ -106,6 +124,8 @@ class MemoryDeaths:
                 "kernel's out-of-memory killer most likely"
             )
             return out_of_memory(self._shown_limit(), peak, how), mib(peak)
+        if status is not None:
+            return f"the worker process died during run(): {exit_cause(status, 'run()')}", mib(peak)
         return "", mib(peak)
 
     def during_init(self, pid: int | None, since: float) -> str:

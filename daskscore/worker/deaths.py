@@ -113,6 +113,35 @@ def describe_exit(status: int | None, number: bool = True) -> str:
     return f"killed by signal {name} ({-status})" if number else f"killed by signal {name}"
 
 
+#: Signals of a crash in native code (the process's own fault, not sent from outside).
+CRASHES = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
+
+
+def exit_cause(status: int, call: str) -> str:
+    """How a worker process ended (its exit ``status``, see the module's doc) while the
+    script's ``call`` (``init()``, ``run()``) ran, in words, and what usually does that."""
+    if status >= 0:
+        return (
+            f"it exited with code {status}, as os._exit({status}) or C's exit({status}) in "
+            "the script or a library it calls ends a process"
+        )
+    what = describe_exit(status)
+    if -status == signal.SIGKILL:
+        return (
+            f"it was {what}, which comes from outside the process: most often the kernel's "
+            f"out-of-memory killer, when {call} takes more memory than the machine (or its "
+            "container) has free"
+        )
+    if -status in CRASHES:
+        return f"it was {what}, a crash in native code (a C extension, or a library {call} calls)"
+    return f"it was {what}, sent from outside the process"
+
+
+def watching() -> bool:
+    """Whether this process keeps its nannies' exit statuses (an embedded cluster's)."""
+    return _users > 0
+
+
 # ------------------------------------------------------------------------------ worker side
 
 
