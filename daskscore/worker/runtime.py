@@ -47,7 +47,7 @@ from daskscore.io.shipping import read_new
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob
 from daskscore.worker import script as script_mod
-from daskscore.worker.deadline import FOLDER, DeadlineFile
+from daskscore.worker.deadline import FOLDER, DeadlineFile, kill_children
 from daskscore.worker.deaths import InstallMark
 from daskscore.worker.environment import (
     NAME_ERRORS,
@@ -441,4 +441,5 @@ class JobRuntime:
                 if self._stdout is not None:
                     self._stdout.flush()
             finally:
+                kill_children()
                 os._exit(TIMEOUT_EXIT_STATUS)

@@ -40,3 +40,48 @@ def test_a_death_in_run_names_its_exit_code_or_signal(tmp_path: Path) -> None:
     assert "os._exit(7)" in errors[1]
     assert "killed by signal SIGSEGV" in errors[3] and "native code" in errors[3], errors[3]
     assert (out / "predictions.csv").read_text().split() == ["f0000.csv", "f0002.csv", "f0004.csv"]
+
+
+HANGS_WITH_A_CHILD = """
+import os, subprocess, sys, time
+
+def init():
+    pass
+
+def run(mini_batch):
+    if any(os.path.basename(p) == "f0001.csv" for p in mini_batch):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        with open(os.environ["CHILD_PID"], "w") as fh:
+            fh.write(str(child.pid))
+        time.sleep(300)  # past retry_settings.timeout
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_a_run_ended_for_its_timeout_takes_the_processes_it_started_with_it(
+    tmp_path: Path,
+) -> None:
+    import psutil
+
+    child_pid = tmp_path / "child.pid"
+    dep, inputs, out = make_job(
+        tmp_path,
+        HANGS_WITH_A_CHILD,
+        n_files=3,
+        settings={"mini_batch_size": 1, "retry_settings": {"max_retries": 0, "timeout": 2}},
+        env={"CHILD_PID": str(child_pid)},
+    )
+
+    proc = cli(dep, inputs, out)
+
+    assert proc.returncode == 0, show(proc)
+    (failure,) = summary_of(out)["failures"]
+    assert failure["status"] == "RUN_TIMEOUT"
+    pid = int(child_pid.read_text())
+    try:
+        psutil.Process(pid).wait(timeout=10)  # (gone, or ending: a zombie being reaped)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        psutil.Process(pid).kill()
+        raise AssertionError("the subprocess of the run() that timed out outlived it") from None
