@@ -48,7 +48,8 @@ def failed_item_rows(
         status = PARTIAL if rec.status == Status.RUN_DONE else str(rec.status)
         tries = max(outcomes.tries.get(mb, 0), rec.try_no)  # (numbered over every run)
         error = redact(last_line(rec.error or ""), secrets)
-        for name in item_names(outcomes.work[mb]):
+        unread = mb in outcomes.rows_unknown
+        for name in item_names(outcomes.work[mb], None if unread else rec.total):
             yield mb, name, status, tries, error
 
 
@@ -62,12 +63,15 @@ def failed_files(outcomes: Outcomes, mb: int) -> list[str]:
     return [name for lo, hi, _, _ in leaves for name in describe_work(part_of(work, lo, hi))]
 
 
-def item_names(work: Any) -> list[str]:
-    """A mini-batch's items as ``failed_items.csv`` names them."""
+def item_names(work: Any, read: int | None = None) -> list[str]:
+    """A mini-batch's items as ``failed_items.csv`` names them; ``read``: the rows its final
+    try read (None: none, a split whose rows are not counted then says so)."""
     if isinstance(work, list):
         return [os.fsdecode(f) if isinstance(f, bytes) else f for f in work]
-    first = work.first_row
-    rows = f"rows {first}-{first + work.n_rows - 1}" if work.n_rows else f"rows from {first}"
+    first, n = work.first_row, work.n_rows if work.n_rows is not None else read
+    rows = f"rows {first}-{first + n - 1}" if n else f"rows from {first}"
+    if work.n_rows is None and read is None:
+        rows = f"rows unknown: {work.lines or 0} lines"
     return [f"{work.path} ({rows})"]
 
 

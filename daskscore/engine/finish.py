@@ -295,6 +295,7 @@ def _failure(outcomes: Outcomes, mb: int) -> dict[str, Any]:
         "tries": outcomes.tries.get(mb, 1),
         "succeeded": rec.succeeded,
         "failed": rec.failed,
+        "rows_unknown": mb in outcomes.rows_unknown,
         "files": failed_files(outcomes, mb),
         "error": rec.error,
     }
@@ -420,10 +421,11 @@ def failure_message(s: dict[str, Any]) -> str:
         )
         for f in failures[:SHOWN_FAILURES]:
             files = ", ".join(shown_path(p, s.get("input")) for p in f["files"][:3])
-            more = f" and {len(f['files']) - 3} more" if len(f["files"]) > 3 else ""
+            files += f" and {len(f['files']) - 3} more" if len(f["files"]) > 3 else ""
+            unknown = ", rows unknown: lines counted" if f.get("rows_unknown") else ""
             lines.append(
-                f"  mini-batch {f['mini_batch_id']} ({f['status']}, {f['tries']} "
-                f"tr{'y' if f['tries'] == 1 else 'ies'}, {f['failed']} failed): {files}{more}"
+                f"  mini-batch {f['mini_batch_id']} ({f['status']}, {f['tries']} tr"
+                f"{'y' if f['tries'] == 1 else 'ies'}, {f['failed']} failed{unknown}): {files}"
             )
         if len(failures) > SHOWN_FAILURES:
             lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more (see job_summary.json)")

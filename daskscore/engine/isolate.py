@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from daskscore.engine.work import rows_uncounted
 from daskscore.protocol import MiniBatchRecord, Part, Status
 
 _TRY_NO = operator.attrgetter("try_no")
@@ -188,6 +189,7 @@ class SplitBooks:
     isolate: bool
     split: Bisections
     tries: dict[int, int]
+    work: Any
     _hist: dict[int, list[MiniBatchRecord]]
 
     if TYPE_CHECKING:  # (Outcomes' own)
@@ -203,8 +205,11 @@ class SplitBooks:
         it), when it has two items or more; say whether it did."""
         if not self.isolate or rec.done:
             return False
-        n = rec.total or max((r.total for r in self._hist.get(mb, ())), default=0)
-        n = n or self.planned(mb)  # (0: a tabular split whose rows were never counted)
+        if rows_uncounted(self.work[mb]):  # rows known only from a try that read them
+            n = rec.total  # (0: reading them failed, or the process died; no part would do)
+        else:
+            n = rec.total or max((r.total for r in self._hist.get(mb, ())), default=0)
+            n = n or self.planned(mb)
         if n < 2:
             return False
         self.split.start(mb, n)

@@ -44,7 +44,7 @@ from daskscore.engine.columns import (
 from daskscore.engine.isolate import Bisections, SplitBooks
 from daskscore.engine.rebook import RetryBooks
 from daskscore.engine.tryrows import TryRows
-from daskscore.engine.work import crash_error, planned_items
+from daskscore.engine.work import charged, crash_error, planned_items, rows_uncounted
 from daskscore.protocol import CleanTries, MiniBatchRecord, Status
 
 _TRY_NO = operator.attrgetter("try_no")
@@ -82,6 +82,9 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         self.offset: dict[int, int] = {}
         self._earlier: dict[int, dict[str, int]] = {}
         self.failed_items = 0
+        #: mini-batches whose final try failed before their rows were read (a CSV file that
+        #: could not be cut, whose rows are not counted): charged their lines
+        self.rows_unknown: set[int] = set()
         # the tries (numbered, in arrival order) and final record of mini-batches kept whole
         self._hist: dict[int, list[MiniBatchRecord]] = {}
         self._full: dict[int, MiniBatchRecord] = {}
@@ -191,7 +194,10 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         """Record a try that ended with its process; return True when the mini-batch is final.
         ``error``: what is known of it (a timeout's stack, out of memory), else the usual text;
         ``items``: of that part (--isolate-failures); ``final``: settle it now, never split."""
-        total = self.planned(mb) if items is None else items[1] - items[0]
+        if items is not None:
+            total = items[1] - items[0]
+        else:  # (rows not counted and not read: the books charge the split's lines)
+            total = 0 if rows_uncounted(self.work[mb]) else self.planned(mb)
         elapsed = time.time() - start if start else 0.0
         rec = MiniBatchRecord(
             mini_batch=mb,
@@ -238,8 +244,15 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         self._rows_done += rows
 
     def _add_try(self, mb: int, rec: MiniBatchRecord) -> None:
-        self._hist.setdefault(mb, []).append(rec)
+        self._hist.setdefault(mb, []).append(self._charged(mb, rec))
         self._n_tries += 1
+
+    def _charged(self, mb: int, rec: MiniBatchRecord) -> MiniBatchRecord:
+        """``rec`` as counted: a failed try that never read its split's uncounted rows
+        counts the split's lines (see :func:`~daskscore.engine.work.charged`)."""
+        if rec.done or rec.total or rec.items is not None:
+            return rec
+        return charged(rec, self.work[mb])
 
     def _finalize(self, mb: int, rec: MiniBatchRecord, done: bool | None = None) -> None:
         """Settle ``mb`` with ``rec``; ``done``: its rows are written (default: its run()
@@ -247,7 +260,12 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         self._expand(mb)
         if self.state[mb]:  # settled again (a crash charged after all): replace, as before
             self._uncount(self._full.pop(mb), self.state[mb] == DONE)
-        done = rec.done if done is None else done
+        counted = self._charged(mb, rec)
+        if counted is not rec:
+            self.rows_unknown.add(mb)
+        else:
+            self.rows_unknown.discard(mb)
+        rec, done = counted, rec.done if done is None else done
         self._full[mb] = rec
         self.state[mb] = DONE if done else FAILED
         self._full_parts += rec.part is not None
@@ -292,7 +310,8 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
 
     # ------------------------------------------------------------------ questions
     def planned(self, mb: int) -> int:
-        """Items of mini-batch ``mb`` before it runs."""
+        """Items of mini-batch ``mb`` before it runs (a split whose rows are not counted: its
+        lines)."""
         of = getattr(self.work, "planned", None)
         return int(of(mb)) if of is not None else planned_items(self.work[mb])
 

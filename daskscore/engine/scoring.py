@@ -25,7 +25,7 @@ from daskscore.engine.plan import JobPlan
 from daskscore.engine.resultview import verdict
 from daskscore.engine.resume import MANIFEST
 from daskscore.engine.reuse import init_key
-from daskscore.engine.work import planned_total
+from daskscore.engine.work import planned_total, rows_note
 from daskscore.errors import InitFailed
 from daskscore.io import outputdir
 from daskscore.protocol import WorkerJob
@@ -94,7 +94,7 @@ def score_all(
     if handle.keep_warm:  # the script stays initialised for the next job with the same key
         wjob = replace(wjob, warm_key=init_key(wjob))
     total_items = planned_total(plan.work)
-    rows = f" ({total_items} rows)" if plan.unit == "rows" else ""
+    rows = f" ({rows_note(plan.work)})" if plan.unit == "rows" else ""
     notify(
         f"Scoring {len(plan.files)} files{rows} in {len(plan.work)} mini-batches on "
         f"{workers} worker{'s' if workers != 1 else ''}; output: {job.out_dir}"

@@ -40,7 +40,7 @@ from daskscore.config.options import JobOptions
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.plan import plan_job
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started
-from daskscore.engine.work import describe_work
+from daskscore.engine.work import charged, describe_work
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, UsageError
 from daskscore.protocol import MiniBatchRecord, WorkerJob
 from daskscore.worker.plugin import get_runtime
@@ -122,9 +122,9 @@ def score_partition(
         partition_started(job_id, group[0][0] if group else -1)
     for mb, work in group:
         recs, frame = run_mini_batch(state, _NoLedger(), mb, 0, work)
-        finals.append(recs[-1])
+        finals.append(charged(recs[-1], work))  # (a file never read counts its lines)
         if live:
-            mini_batch_done(job_id, group[0][0], mb, recs[-1])
+            mini_batch_done(job_id, group[0][0], mb, finals[-1])
         if recs[-1].done and frame is not None and len(frame):
             frames.append(frame)
     state.meters.report()

@@ -7,12 +7,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from daskscore.protocol import MiniBatchRecord
+
 
 def planned_items(work: Any) -> int:
-    """Items of a mini-batch before it runs: its files, or the rows of a tabular split if known."""
+    """Items of a mini-batch before it runs: its files, or the rows of a tabular split (the
+    lines of one whose rows are not counted)."""
     if isinstance(work, list):
         return len(work)
-    return getattr(work, "n_rows", None) or 0
+    rows = getattr(work, "n_rows", None)
+    return rows if rows is not None else getattr(work, "lines", None) or 0
 
 
 def planned_total(work: Sequence[Any]) -> int:
@@ -23,10 +27,44 @@ def planned_total(work: Sequence[Any]) -> int:
     return sum(planned_items(w) for w in work)
 
 
+def rows_uncounted(work: Any) -> bool:
+    """Whether ``work`` is a tabular split whose rows are not counted (a CSV file that could
+    not be cut): they are known once it is read."""
+    return not isinstance(work, list) and getattr(work, "n_rows", 0) is None
+
+
+def charged(rec: MiniBatchRecord, work: Any) -> MiniBatchRecord:
+    """``rec`` as the books count it: a failed try of a split whose rows are not counted and
+    were never read (``total`` 0: reading the file failed, or its process died) counts the
+    split's lines as failed items, at least 1; any other try as it is."""
+    if rec.done or rec.total or rec.items is not None or not rows_uncounted(work):
+        return rec
+    n = max(work.lines or 0, 1)
+    return replace(rec, total=n, failed=n)
+
+
+def rows_note(work: Sequence[Any]) -> str:
+    """A tabular job's rows, as the start line gives them: ``35 rows``, or with splits whose
+    rows are not counted, ``10 rows + 1 file of 26 lines, rows unknown until read``."""
+    of = getattr(work, "uncounted", None)
+    if of is not None:
+        n, lines = of()
+    else:
+        found = [w.lines or 0 for w in work if rows_uncounted(w)]
+        n, lines = len(found), sum(found)
+    known = planned_total(work) - lines
+    if not n:
+        return f"{known} rows"
+    files = f"{n} file{'' if n == 1 else 's'} of {lines} lines, rows unknown until read"
+    return f"{known} rows + {files}" if known else files
+
+
 def describe_work(work: Any) -> list[str]:
     """The files of a mini-batch, for reports (a tabular split names its rows)."""
     if isinstance(work, list):
         return list(work)
+    if rows_uncounted(work):
+        return [f"{work.path} (all rows)"]
     return [f"{work.path} (rows from {work.first_row})"]
 
 

@@ -40,7 +40,7 @@ class Cuts:
 
     Regular (``every > 0``): split ``i`` holds ``every`` rows, the last ``last``, and starts at
     row ``first0 + i * every``.  Otherwise ``first`` and ``rows`` give each split's first row
-    and rows (-1: not counted).
+    and rows (negative: not counted, ``-1 - lines``, the split's :attr:`Split.lines`).
     """
 
     edges: np.ndarray
@@ -100,7 +100,10 @@ class Cuts:
         of file ``path``."""
         columns = self.columns(a, len(self) if b is None else b)
         for start, stop, first, rows in zip(*(c.tolist() for c in columns), strict=True):
-            yield Split(path, kind, start, stop, first, None if rows < 0 else rows)
+            if rows < 0:  # not counted: its lines (none known for -1)
+                yield Split(path, kind, start, stop, first, None, -1 - rows if rows < -1 else None)
+            else:
+                yield Split(path, kind, start, stop, first, rows)
 
     def slice(self, i: int, j: int) -> Cuts:
         """Splits ``i .. j-1`` of these, as cuts of their own."""
@@ -111,18 +114,26 @@ class Cuts:
         return Cuts(edges, first=self.first[i:j], rows=self.rows[i:j])
 
     def rows_of(self, i: int) -> int:
-        """Rows of split ``i`` (-1: not counted)."""
+        """Rows of split ``i`` (negative: not counted, ``-1 - lines``)."""
         if self.every:
             return self.last if i == len(self) - 1 else self.every
         assert self.rows is not None
         return int(self.rows[i])
 
     def total(self) -> int:
-        """Rows of all the splits as counted (0 for one not counted)."""
+        """Rows of all the splits as counted (the lines of one not counted)."""
         if self.every:
             return self.every * (len(self) - 1) + self.last
         assert self.rows is not None
-        return int(self.rows[self.rows > 0].sum())
+        return int(self.rows[self.rows > 0].sum() - (self.rows[self.rows < 0] + 1).sum())
+
+    def uncounted(self) -> tuple[int, int]:
+        """The splits whose rows are not counted, and their lines."""
+        if self.every:
+            return 0, 0
+        assert self.rows is not None
+        lines = self.rows[self.rows < 0]
+        return len(lines), int(-(lines + 1).sum())
 
     def nbytes(self) -> int:
         extra = (self.first.nbytes if self.first is not None else 0) + (
@@ -140,7 +151,7 @@ class SplitTable(Sequence[Split]):
         for split in splits:  # (runs of splits of one file, as plan_cuts gives them)
             if not runs or runs[-1][:2] != (split.path, split.kind):
                 runs.append((split.path, split.kind, []))
-            rows = -1 if split.n_rows is None else split.n_rows
+            rows = -1 - (split.lines or 0) if split.n_rows is None else split.n_rows
             runs[-1][2].append((split.start, split.stop, split.first_row, rows))
         self._fill((path, kind, cuts) for path, kind, rows in runs for cuts in Cuts.of_rows(rows))
 
@@ -197,12 +208,19 @@ class SplitTable(Sequence[Split]):
             a += j - i
 
     def planned(self, i: int) -> int:
-        """Rows of split ``i`` as the planner counted them (0 when not counted)."""
+        """Rows of split ``i`` as the planner counted them (not counted: its lines)."""
         r, at = self._locate(i)
-        return max(self._runs[r].rows_of(at), 0)
+        rows = self._runs[r].rows_of(at)
+        return rows if rows >= 0 else -1 - rows
 
     def planned_total(self) -> int:
         return sum(cuts.total() for cuts in self._runs)
+
+    def uncounted(self) -> tuple[int, int]:
+        """The splits whose rows are not counted (CSV files that could not be cut), and their
+        lines."""
+        found = [cuts.uncounted() for cuts in self._runs if not cuts.every]
+        return sum(n for n, _ in found), sum(lines for _, lines in found)
 
     def nbytes(self) -> int:
         """The bytes of the table's arrays (what grows with the splits)."""

@@ -11,7 +11,8 @@ and has the same limits, documented here once:
 * A quoted field holding a line break cannot be cut safely.  The planner scans the whole file
   and, when any line holds an odd number of ``"`` (the only way a line break can sit inside
   quotes), or a lone ``\\r`` (which pandas takes for a line end), it falls back to ONE split for
-  that file.  Other quote characters (``quotechar=``) are not looked for.
+  that file, whose rows are not counted: its non-blank lines stand for them until it is read.
+  Other quote characters (``quotechar=``) are not looked for.
 * The file must use an ASCII-compatible encoding (UTF-8, Latin-1, ...), not UTF-16/32.
 * Rows are numbered as pandas counts them by default: blank lines (only spaces, tabs, ``\\r``)
   are not rows; the header is the first non-blank line.  ``read_split`` therefore refuses
@@ -77,6 +78,9 @@ class Split:
     n_rows : int or None
         Rows in the split as counted by the planner (Parquet: from the metadata; CSV: non-blank
         lines), or None when not counted (a CSV file that could not be cut).
+    lines : int or None
+        A split whose rows are not counted: its non-blank lines, what its rows are taken to be
+        until it is read (a failure to read it counts them).
     """
 
     path: str
@@ -85,6 +89,7 @@ class Split:
     stop: int
     first_row: int
     n_rows: int | None
+    lines: int | None = None
 
 
 def plan_splits(paths: list[str], size: tuple[str, int]) -> list[Split]:
@@ -174,7 +179,8 @@ def read_split(split: Split, *, parquet_file: Any = None, **read_kwargs: Any) ->
     ValueError
         A refused CSV keyword argument.
     InputError
-        pandas read another number of CSV rows than the planner counted.
+        pandas cannot parse the CSV split (the message names the file's line), or read another
+        number of rows than the planner counted.
     """
     if split.kind == "csv":
         df = _read_csv(split, read_kwargs)
@@ -284,16 +290,17 @@ def _csv_data_start(f: IO[bytes]) -> int:
             return len(buf)
 
 
-def _row_ends(block: bytes, base: int) -> np.ndarray:
-    """Offsets just past the ``\\n`` of the non-blank lines of ``block`` (whole lines)."""
-    if block.count(b"\r") != block.count(b"\r\n"):
+def _row_ends(block: bytes, base: int, cut: bool = True) -> np.ndarray:
+    """Offsets just past the ``\\n`` of the non-blank lines of ``block`` (whole lines).
+    ``cut``: raise :class:`_Unsplittable` where the file must not be cut."""
+    if cut and block.count(b"\r") != block.count(b"\r\n"):
         raise _Unsplittable  # pandas ends a line at a lone '\r' too
     import numpy as np
 
     arr = np.frombuffer(block, dtype=np.uint8)
     nl = np.flatnonzero(arr == ord("\n"))
     starts = np.concatenate(([0], nl[:-1] + 1))
-    if b'"' in block:
+    if cut and b'"' in block:
         quotes = np.concatenate(([0], np.cumsum(arr == ord('"'))))
         if np.any((quotes[nl] - quotes[starts]) % 2):
             raise _Unsplittable  # a line break may sit inside a quoted field
@@ -303,18 +310,18 @@ def _row_ends(block: bytes, base: int) -> np.ndarray:
     return nl[filled] + (base + 1)
 
 
-def _row_end_blocks(f: IO[bytes], start: int, size: int) -> Iterator[np.ndarray]:
+def _row_end_blocks(f: IO[bytes], start: int, size: int, cut: bool = True) -> Iterator[np.ndarray]:
     """Row end offsets from ``start`` to the end of the file, one array per chunk read."""
     f.seek(start)
     tail, base = b"", start
     while piece := f.read(_CHUNK):
         data = tail + piece
-        cut = data.rfind(b"\n") + 1
-        if cut:
-            yield _row_ends(data[:cut], base)
-        tail, base = data[cut:], base + cut
+        end = data.rfind(b"\n") + 1
+        if end:
+            yield _row_ends(data[:end], base, cut)
+        tail, base = data[end:], base + end
     if tail:  # a last line without a line end
-        yield _row_ends(tail + b"\n", base).clip(max=size)
+        yield _row_ends(tail + b"\n", base, cut).clip(max=size)
 
 
 def _cut_rows(blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n: int) -> list[Cuts]:
@@ -368,8 +375,9 @@ def _plan_csv(path: str, kind: str, n: int) -> list[Cuts]:
         try:
             blocks = _row_end_blocks(f, data_start, size)
             return _cut_rows(blocks, data_start, size, kind, n)
-        except _Unsplittable:
-            return Cuts.of_rows([[data_start, size, 0, -1]] if data_start < size else [])
+        except _Unsplittable:  # one split; its rows, not counted, are taken to be its lines
+            lines = sum(len(ends) for ends in _row_end_blocks(f, data_start, size, False))
+            return Cuts.of_rows([[data_start, size, 0, -1 - lines]] if data_start < size else [])
 
 
 def _plan_parquet(path: str, kind: str, n: int) -> list[Cuts]:
@@ -409,7 +417,12 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
         body = f.read(split.stop - split.start)
     import pandas as pd
 
-    df = pd.read_csv(io.BytesIO(head + body), header=0, **read_kwargs)
+    try:
+        df = pd.read_csv(io.BytesIO(head + body), header=0, **read_kwargs)
+    except ValueError as exc:  # (pandas' ParserError, a bad byte for the encoding...)
+        from daskscore.io.csvlines import read_error
+
+        raise read_error(split, head, body, exc) from exc
     if split.n_rows is not None and len(df) != split.n_rows:
         raise InputError(
             f"input file '{split.path}', bytes {split.start}-{split.stop}: pandas read "

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daskscore import _compat
+from daskscore.errors import InputError
 from daskscore.io import datasets, tabular
 from daskscore.io.ledger import LedgerWriter
 from daskscore.io.writers import Sink
@@ -285,8 +286,9 @@ def to_frame(items: Any, argument: Any, work: Work, carry: tuple[str, ...]) -> A
 def _failed(
     runtime: JobRuntime, rec: MiniBatchRecord, exc: BaseException, work: Work
 ) -> MiniBatchRecord:
-    if isinstance(exc, script_mod.RESULT_ERRORS):
-        # daskscore raised it about what run() returned: the message is the whole story
+    if isinstance(exc, (*script_mod.RESULT_ERRORS, InputError)):
+        # daskscore raised it about what run() returned, or about an input it could not read
+        # (naming the file and the line): the message is the whole story
         rec.error = runtime.shown(f"{type(exc).__name__}: {exc}")
     else:
         rec.error = runtime.user_traceback(exc)

@@ -544,6 +544,7 @@ class Reference:
                     "tries": self.tries.get(mb, 1),
                     "succeeded": self.final[mb].succeeded,
                     "failed": self.final[mb].failed,
+                    "rows_unknown": False,  # (files: counted)
                     "files": list(self.work[mb]),
                     "error": self.final[mb].error,
                 }

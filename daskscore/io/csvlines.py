@@ -1,0 +1,84 @@
+"""A CSV split that pandas cannot parse, said as the input's error, with the file's line.
+
+A split is parsed as its file's header line followed by the split's byte range (see
+:func:`daskscore.io.tabular.read_split`), so the line pandas names in its error (``Expected 2
+fields in line 4, saw 3``, ``EOF inside string starting at row 14``) counts from the header,
+through the split only; and pandas counts a line break inside a quoted field as no line end.
+:func:`read_error` names the file and the line as an editor numbers the file's lines: every
+``\\n``, ``\\r\\n`` or lone ``\\r`` ends one.  Which line breaks sit inside quotes is told as the
+planner tells it: a line break after an odd number of ``"`` in the text parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import IO, Any
+
+from daskscore.errors import InputError
+
+_CHUNK = 1 << 20
+#: pandas' line numbers: "in line N" (from 1), "at row N" (lines before, as in the C parser)
+_NUMBERED = re.compile(r"\b(in line|at row) (\d+)\b")
+_PREFIX = "Error tokenizing data. C error: "
+
+
+def read_error(split: Any, head: bytes, body: bytes, exc: Exception) -> InputError:
+    """The error to raise for ``exc``, raised by ``pandas.read_csv`` over ``head + body``
+    (``head``: the file's first ``len(head)`` bytes; ``body``: bytes ``split.start`` to
+    ``split.stop``): the file and the line in it named, pandas' C-parser preamble left out."""
+    text = str(exc).strip().removeprefix(_PREFIX)
+
+    def renumbered(match: re.Match[str]) -> str:
+        line = int(match.group(2)) + (match.group(1) == "at row")
+        return f"{match.group(1).split()[0]} line {file_line(split, head, body, line)}"
+
+    try:
+        text, numbered = _NUMBERED.subn(renumbered, text)
+    except OSError:  # (the file is gone: pandas' number stays)
+        numbered = 0
+    where = "" if numbered or split.first_row == 0 else f" (its rows from {split.first_row})"
+    return InputError(f"input file '{split.path}'{where} cannot be read as CSV: {text}")
+
+
+def file_line(split: Any, head: bytes, body: bytes, line: int) -> int:
+    """The file's line (from 1) where line ``line`` of ``head + body``, as pandas counts
+    them, begins."""
+    import numpy as np
+
+    data = head + body
+    arr = np.frombuffer(data, dtype=np.uint8)
+    quoted = np.cumsum(arr == ord('"'), dtype=np.uint8) & 1  # (parity only: wraps harmlessly)
+    ends = _breaks(arr) & (quoted == 0)
+    pos = np.flatnonzero(ends)
+    if line <= 1 or not len(pos):
+        at = 0
+    else:
+        at = int(pos[min(line - 2, len(pos) - 1)]) + 1
+    if at < len(head):
+        return _count_breaks(data[:at]) + 1
+    with open(split.path, "rb") as f:
+        before = _breaks_before(f, split.start)
+    return before + _count_breaks(body[: at - len(head)]) + 1
+
+
+def _breaks(arr: Any) -> Any:
+    """Where a line ends in ``arr`` (bytes as uint8): a ``\\n``, or a ``\\r`` not followed
+    by one."""
+    nl = arr == ord("\n")
+    cr = arr == ord("\r")
+    cr[:-1] &= ~nl[1:]
+    return nl | cr
+
+
+def _count_breaks(data: bytes) -> int:
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
+def _breaks_before(f: IO[bytes], stop: int) -> int:
+    """Line ends in the file's first ``stop`` bytes."""
+    f.seek(0)
+    count, left, last = 0, stop, b""
+    while left > 0 and (piece := f.read(min(_CHUNK, left))):
+        count += _count_breaks(piece) - (last == b"\r" and piece[:1] == b"\n")
+        last, left = piece[-1:], left - len(piece)
+    return count
