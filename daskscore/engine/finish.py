@@ -127,8 +127,7 @@ class JobResult(ResultViews):
     @property
     def retried_in_this_pass(self) -> list[int] | None:
         """``--retry-failed``: the mini-batches this pass ran again (None: not a retry)."""
-        found = self.summary.get("retried_in_this_pass")
-        return None if found is None else list(found)
+        return None if (found := self.summary.get("retried_in_this_pass")) is None else list(found)
 
     @property
     def duration_s(self) -> float:
@@ -431,11 +430,10 @@ def failure_message(s: dict[str, Any]) -> str:
             lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more (see job_summary.json)")
     first_tb = s.get("init_error") or (failures[0]["error"] if failures else None)
     if first_tb:
-        if s.get("init_error"):
-            where = "preparing" if failed_before_init(s["init_error"]) else "init()"
-            where = "import" if failed_at_import(s["init_error"]) else where
-        else:
-            where = f"mini-batch {failures[0]['mini_batch_id']}"
+        init = s.get("init_error")
+        where = "init()" if init else f"mini-batch {failures[0]['mini_batch_id']}"
+        where = "preparing" if init and failed_before_init(init) else where
+        where = "import" if init and failed_at_import(init) else where
         lines.append(f"First error ({where}):")
         lines.extend("  " + line for line in first_tb.splitlines())
     if s.get("failed_items_file"):
