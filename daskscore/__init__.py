@@ -23,6 +23,7 @@ from daskscore.errors import (
     InputError,
     JobFailed,
     OutputError,
+    OutputFailed,
     UsageError,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "JobFailed",
     "JobResult",
     "OutputError",
+    "OutputFailed",
     "Settings",
     "UnknownKeyWarning",
     "UsageError",

@@ -10,7 +10,9 @@ output folder) from failures of the user's own scoring code, and both from the j
     │   └── OutputError             the output folder: already holds a job, is a file
     └── JobFailed                   the job ran and its verdict is Failed (CLI exit code 1)
         ├── InitFailed              the script's init() (or import) raised on a worker
-        └── ErrorThresholdExceeded  more failed items than settings.error_threshold allows
+        ├── ErrorThresholdExceeded  more failed items than settings.error_threshold allows
+        └── OutputFailed            the output could not be written (a dataset column whose
+                                    types in different mini-batches cannot be made one)
 
 Every message is meant to be read by the user as it is: one paragraph naming the file, key or
 mini-batch.  Failures inside the user's script carry the script's own traceback
@@ -76,3 +78,9 @@ class InitFailed(JobFailed):
 
 class ErrorThresholdExceeded(JobFailed):
     """More items failed than ``settings.error_threshold`` allows."""
+
+
+class OutputFailed(JobFailed):
+    """The job's output could not be written: a dataset column whose types in different
+    mini-batches cannot be written as one.  Its summary and logs are written; its dataset
+    folder is not."""

@@ -103,3 +103,13 @@ def write_failed_items(
         writer.writerows(rows)
     os.replace(tmp, path)
     return path
+
+
+def read_failed_items(path: Path | None) -> Any:
+    """``failed_items.csv`` at ``path`` as a pandas DataFrame (empty, with its columns, when
+    there is none)."""
+    import pandas as pd
+
+    if path is None or not path.is_file():
+        return pd.DataFrame({name: [] for name in COLUMNS})
+    return pd.read_csv(path, keep_default_na=False)

@@ -25,12 +25,13 @@ from typing import Any
 
 from daskscore.config import Deployment, secret_values
 from daskscore.engine import retry
-from daskscore.engine.failed_items import COLUMNS, FAILED_ITEMS, failed_files, write_failed_items
+from daskscore.engine.failed_items import FAILED_ITEMS, failed_files, write_failed_items
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.recipe import replay_command
 from daskscore.engine.resultview import ResultViews
-from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed
+from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, OutputFailed
 from daskscore.io import outputdir, triescsv
+from daskscore.io.dataschema import SchemaConflict
 from daskscore.io.writers import Assembly, OutputWriter
 from daskscore.protocol import died_in_init, failed_at_import, failed_before_init
 from daskscore.ui.explain import job_settings, shown_path, versions
@@ -151,12 +152,9 @@ class JobResult(ResultViews):
     def failed_items_frame(self) -> Any:
         """``failed_items.csv`` as a pandas DataFrame (empty, with its columns, when nothing
         failed): ``mini_batch``, ``file``, ``status``, ``tries``, ``error``."""
-        import pandas as pd
+        from daskscore.engine.failed_items import read_failed_items
 
-        path = self.failed_items_path
-        if path is None or not path.is_file():
-            return pd.DataFrame({name: [] for name in COLUMNS})
-        return pd.read_csv(path, keep_default_na=False)
+        return read_failed_items(self.failed_items_path)
 
 
 class Phases:
@@ -194,6 +192,8 @@ class JobRecord:
     running_at_end: list[dict[str, Any]] = field(default_factory=list)
     #: report.html's "settings": the workers and output format the job ran with
     ran_with: dict[str, Any] = field(default_factory=dict)
+    #: why the output could not be written (a dataset column of types that are not one)
+    output_error: str | None = None
 
 
 def finish_job(
@@ -210,15 +210,18 @@ def finish_job(
     for a remote output, whose local folder goes once uploaded)."""
     predictions = None
     if outcomes.init_error is None or outcomes.succeeded_items():  # (what was scored is kept)
-        predictions = writer.assemble(
-            Assembly(
-                job.out_dir,
-                staging,
-                job.deployment.settings.output_file_name,
-                outcomes.done_finals(),
-                client,
+        try:
+            predictions = writer.assemble(
+                Assembly(
+                    job.out_dir,
+                    staging,
+                    job.deployment.settings.output_file_name,
+                    outcomes.done_finals(),
+                    client,
+                )
             )
-        )
+        except SchemaConflict as exc:  # the job's verdict, with its summary and logs
+            job.output_error = str(exc)
     job.phases.mark("assemble")
     for text in job.deployment.warnings:  # (a lenient load's unknown keys)
         logger.warning("deployment: %s", text)
@@ -242,13 +245,13 @@ def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> d
     total_items = outcomes.total_items()
     succeeded = outcomes.succeeded_items()
     failures = [_failure(outcomes, mb) for mb in outcomes.failure_ids()]
-    failed = outcomes.init_error or outcomes.threshold_exceeded()
+    failed = outcomes.init_error or outcomes.threshold_exceeded() or job.output_error
     first_failed = failures[0]["mini_batch_id"] if failures else None
     source = job.deployment.source
     n_work, n_final = len(outcomes.work), len(outcomes.final)
     return {
         "status": "Failed" if failed else "Completed",
-        "reason": _reason(outcomes),
+        "reason": _reason(outcomes) or job.output_error,
         "job_id": job.job_id,
         "deployment": str(source) if source else None,
         "input": job.input_path,
@@ -259,7 +262,7 @@ def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> d
         "succeeded_items": succeeded,
         "failed_items": outcomes.failed_items,
         "not_run_items": total_items - succeeded - outcomes.failed_items,
-        "rows_written": outcomes.rows_written(),
+        "rows_written": 0 if job.output_error else outcomes.rows_written(),
         "total_mini_batches": n_work,
         "failed_mini_batches": outcomes.failed_mini_batches(),
         "partial_mini_batches": outcomes.partial_mini_batches(),
@@ -365,8 +368,9 @@ def report_tries(outcomes: Outcomes, limit: int = REPORT_TRIES) -> Iterator[dict
 
 
 def failure(outcomes: Outcomes, result: JobResult) -> JobFailed:
-    """The exception of a failed job: init() failed, or the error threshold was exceeded."""
-    cls = InitFailed if outcomes.init_error else ErrorThresholdExceeded
+    """The exception of a failed job: init(), the error threshold, or the output failed."""
+    cls = ErrorThresholdExceeded if outcomes.threshold_exceeded() else OutputFailed
+    cls = InitFailed if outcomes.init_error else cls
     failures = result.summary["failures"]
     first = failures[0]["error"] if failures else None
     return cls(

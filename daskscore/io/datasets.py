@@ -5,8 +5,10 @@ While a job runs, workers write the DataFrames that ``run()`` returns into Parqu
 staging folder, each row tagged with its mini-batch.  At the end, the final try of every
 mini-batch is known; :func:`plan_groups` turns those into output partitions of about
 ``rows_per_file`` rows (whole mini-batches, in mini-batch order), :func:`staged_frame` reads them
-as a Dask DataFrame, and :func:`write_dataset` writes it with deterministic file names
-(``part-00000.parquet``, ...), so a rerun overwrites and never duplicates.  With
+as a Dask DataFrame with one schema (:mod:`daskscore.io.dataschema`: a column's dtype may differ
+between mini-batches), and :func:`write_staged` writes it with deterministic file names
+(``part-00000.parquet``, ...) into the staging folder, then renames it into place once whole, so
+a rerun overwrites and never duplicates, and a failed write leaves no dataset.  With
 ``partition_on``, rows go into hive-style folders ``column=value``; values are percent-encoded
 first, so a value such as ``../../etc`` stays one folder name inside the output.  A value whose
 folder name would be longer than a file system allows (:data:`MAX_NAME_BYTES`) fails its
@@ -16,13 +18,18 @@ their own value, and a shortened or hashed name would hand readers a different v
 
 from __future__ import annotations
 
+import logging
 import shutil
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from daskscore.errors import UsageError
+from daskscore.io import dataschema
+from daskscore.io.dataschema import Layout
+
+logger = logging.getLogger("daskscore")
 
 #: The column that tags staged rows with their mini-batch (dropped before writing).
 MB_COLUMN = "__daskscore_mini_batch"
@@ -34,6 +41,9 @@ FORMATS = ("parquet", "csv")
 MAX_NAME_BYTES = 255
 #: Characters of a partition value that an error message shows.
 SHOWN_VALUE_CHARS = 60
+#: The folder in the staging folder a dataset is written into, then renamed to its name once
+#: whole: a dataset that failed half-way is never in the output folder.
+SCRATCH = "dataset"
 
 Piece = tuple[str, tuple[int, ...]]  # (staged part file, mini-batches taken from it)
 
@@ -109,8 +119,35 @@ def write_part(frame: Any, path: Path) -> None:
         frame.to_parquet(path, index=False)
 
 
-def read_group(staging: str, group: list[Piece]) -> Any:
-    """Read one output partition from the staged parts, in mini-batch order."""
+def runs_of_one_kind(entries: list[tuple[Any, Any]]) -> list[tuple[Any, list[Any]]]:
+    """``(frame, records)`` entries (a sink's, in order) as runs of consecutive frames with the
+    same columns and dtypes, each concatenated: ``(frame, the run's records)``.  Each run is a
+    staged part of its own, so that a part never mixes a column's dtypes (ints and text make a
+    column Parquet cannot hold); :mod:`daskscore.io.dataschema` unifies the parts when the
+    dataset is written."""
+    import pandas as pd
+
+    from daskscore._compat import column_dtypes
+
+    runs: list[tuple[list[Any], list[Any]]] = []
+    last = None
+    for frame, records in entries:
+        kind = (tuple(frame.columns), column_dtypes(frame))
+        if runs and kind == last:
+            runs[-1][0].append(frame)
+            runs[-1][1].extend(records)
+        else:
+            runs.append(([frame], list(records)))
+        last = kind
+    return [
+        (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0], records)
+        for frames, records in runs
+    ]
+
+
+def read_group(staging: str, group: list[Piece], layout: Layout | None = None) -> Any:
+    """Read one output partition from the staged parts, in mini-batch order; with ``layout``,
+    with the dataset's columns and dtypes (see :mod:`daskscore.io.dataschema`)."""
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -119,22 +156,42 @@ def read_group(staging: str, group: list[Piece]) -> Any:
         table = pq.read_table(
             Path(staging) / "parts" / part, filters=[(MB_COLUMN, "in", list(mbs))]
         )
-        frames.append(table.to_pandas())
+        frame = table.to_pandas()
+        frames.append(frame if layout is None else layout.conform(frame))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     order = frame[MB_COLUMN].to_numpy().argsort(kind="stable")
     return frame.iloc[order].drop(columns=[MB_COLUMN]).reset_index(drop=True)
 
 
-def staged_frame(staging: str, groups: list[list[Piece]]) -> Any:
-    """The staged predictions as a lazy Dask DataFrame, one partition per group."""
+def layout_of(staging: str | Path, groups: list[list[Piece]]) -> Layout:
+    """The one schema the dataset of ``groups`` is written with, from its parts' schemas."""
+    import pyarrow.parquet as pq
+
+    schemas: dict[str, Any] = {}
+
+    def pieces() -> Iterator[tuple[Any, int]]:
+        for group in groups:
+            for part, mbs in group:
+                if part not in schemas:
+                    schema = pq.read_schema(Path(staging) / "parts" / part)
+                    schemas[part] = schema.remove(schema.get_field_index(MB_COLUMN))
+                yield schemas[part], mbs[0]
+
+    return dataschema.unify(pieces())
+
+
+def staged_frame(staging: str, groups: list[list[Piece]], layout: Layout | None = None) -> Any:
+    """The staged predictions as a lazy Dask DataFrame, one partition per group, every one
+    with the columns and dtypes of ``layout`` (by default, found from the parts)."""
     import dask.dataframe as dd
 
-    meta = read_group(staging, groups[0]).iloc[:0]
+    layout = layout or layout_of(staging, groups)
     return dd.from_map(
         read_group,
         [staging] * len(groups),
         groups,
-        meta=meta,
+        args=[layout],
+        meta=layout.meta,
         label="daskscore-predictions",
         enforce_metadata=False,
     )
@@ -202,12 +259,62 @@ def _sanitise(ddf: Any, partition_on: Sequence[str]) -> Any:
     )
 
 
+def write_staged(
+    client: Any,
+    staging: str | Path,
+    groups: list[list[Piece]],
+    dest: Path,
+    fmt: str,
+    partition_on: Sequence[str] = (),
+) -> list[Path]:
+    """Write the staged rows of ``groups`` as the dataset folder ``dest`` (replaced if it
+    exists), with one schema (:func:`layout_of`); return its files.
+
+    The dataset is written into the staging folder, then renamed to ``dest``: it is there
+    whole, or not at all.
+
+    Raises
+    ------
+    SchemaConflict
+        A column whose types in different mini-batches could not be written as one; nothing
+        is left at ``dest``.
+    """
+    layout = layout_of(staging, groups)
+    for level, line in layout.describe():
+        logger.log(level, line)
+    if dest.exists():  # (an earlier try's; its job wrote no summary)
+        shutil.rmtree(dest)
+    scratch = Path(staging) / SCRATCH
+    try:
+        ddf = staged_frame(str(staging), groups, layout)
+        arrow = {c: t for c, t in layout.arrow.items() if c not in partition_on}
+        write_dataset(client, ddf, scratch, fmt, partition_on, arrow)
+    except (ValueError, TypeError, NotImplementedError) as exc:  # (Arrow's errors among them)
+        shutil.rmtree(scratch, ignore_errors=True)
+        conflict = layout.conflict(exc)
+        if conflict is None:
+            raise
+        logger.error("%s (%s: %s)", conflict, type(exc).__name__, str(exc).strip()[:500])
+        raise conflict from exc
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    shutil.move(str(scratch), str(dest))
+    return sorted(p for p in dest.rglob("*") if p.is_file())
+
+
 def write_dataset(
-    client: Any, ddf: Any, dest: Path, fmt: str, partition_on: Sequence[str] = ()
+    client: Any,
+    ddf: Any,
+    dest: Path,
+    fmt: str,
+    partition_on: Sequence[str] = (),
+    arrow: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``ddf`` into the folder ``dest`` (replaced if it exists); return the files.
 
     ``client`` None computes in this process (a shipped job's parts are on the driver's disk).
+    ``arrow``: Parquet's type of these columns, rather than the one inferred from ``ddf``.
     """
     if dest.exists():
         shutil.rmtree(dest)
@@ -220,6 +327,7 @@ def write_dataset(
             partition_on=list(partition_on) or None,
             name_function=lambda i: f"part-{i:05d}.parquet",
             write_index=False,
+            schema=arrow or "infer",
             compute=False,
         )
         _compute(client, task)
@@ -244,7 +352,12 @@ def _compute(client: Any, task: Any) -> None:
 
         dask.compute(task, scheduler="threads")
     else:
-        client.gather(client.compute(task))
+        future = client.compute(task)
+        try:
+            client.gather(future)
+        except BaseException:
+            client.cancel(future)  # (the partitions not written yet are not)
+            raise
 
 
 def _write_csv_partitioned(

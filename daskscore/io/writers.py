@@ -343,11 +343,12 @@ class SummaryOnlyWriter(OutputWriter):
 
 
 class DatasetSink(Sink):
-    """parquet / csv datasets: frames tagged with their mini-batch, one Parquet part per flush."""
+    """parquet / csv datasets: frames tagged with their mini-batch, one Parquet part per flush
+    (per run of frames of one kind: a column's dtype may differ between mini-batches)."""
 
     def __init__(self, writer: LedgerWriter, staging: str, attempt: str) -> None:
         super().__init__(writer)
-        self.frames: list[Any] = []
+        self.frames: list[tuple[Any, list[MiniBatchRecord]]] = []
         self.staging = Path(staging) / "parts"
         self.attempt = attempt
         self.count = 0
@@ -356,23 +357,20 @@ class DatasetSink(Sink):
         if output is not None and len(output):
             frame = output.copy(deep=False)
             frame[datasets.MB_COLUMN] = records[-1].mini_batch
-            self.frames.append(frame)
+            self.frames.append((frame, records))
             self.size += int(frame.memory_usage(index=False, deep=False).sum())
         self.pending.extend(records)
 
     def flush(self) -> list[MiniBatchRecord]:
         if not self.pending:
             return []
-        name = None
-        if self.frames:
-            import pandas as pd
-
+        for frame, records in datasets.runs_of_one_kind(self.frames):
             self.count += 1
             name = f"{self.attempt}-{self.count:05d}.parquet"
-            datasets.write_part(pd.concat(self.frames, ignore_index=True), self.staging / name)
-        for rec in self.pending:
-            if rec.final and rec.done and rec.rows:
-                rec.part = name
+            datasets.write_part(frame, self.staging / name)
+            for rec in records:
+                if rec.final and rec.done and rec.rows:
+                    rec.part = name
         done, self.pending, self.frames, self.size = self.pending, [], [], 0
         self.writer.commit(b"", done)
         return done
@@ -414,8 +412,9 @@ class DatasetWriter(OutputWriter):
             dest.mkdir(parents=True, exist_ok=True)
             logger.info("no rows to write into %s", dest)
             return dest
-        ddf = datasets.staged_frame(str(job.staging), groups)
-        files = datasets.write_dataset(job.client, ddf, dest, self.name, self.partition_on)
+        files = datasets.write_staged(
+            job.client, job.staging, groups, dest, self.name, self.partition_on
+        )
         logger.info("wrote %d %s files into %s", len(files), self.name, dest)
         return dest
 

@@ -1,0 +1,203 @@
+"""One schema for a dataset: the columns and dtypes every one of its files is written with.
+
+``run()`` may return a column with one dtype in a mini-batch and another in the next (ints in
+one, floats in another; a tabular input's dtypes are inferred for each mini-batch on its own),
+and the staged parts keep what each returned.  A dataset is written with one schema whatever
+its partitioning (``rows_per_file``, ``partition_on``): :func:`unify` finds it from the staged
+parts' schemas alone, with ``pandas.concat``'s rules, as if every mini-batch's rows were
+concatenated into one frame (int64 and float64 make float64; numbers and text make object,
+which Dask writes as text), and :meth:`Layout.conform` gives it to each output partition before
+it is written.  A column that holds nothing but nulls in a mini-batch (Arrow's ``null`` type)
+takes the other mini-batches' dtype, as a column missing there would.  A categorical column
+stays categorical: each file has its own categories, as a dictionary with 32-bit indices
+(:attr:`Layout.arrow`), whatever their number.
+
+A column that still cannot be written with one type (numbers and text in one column with
+Dask's conversion of object columns to text turned off) is a :class:`SchemaConflict` naming the
+column, its types and a mini-batch of each (:meth:`Layout.conflict`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger("daskscore")
+
+#: Types of a column that a conflict's message lists, at most.
+SHOWN_TYPES = 4
+#: Columns named by a conflict that does not say which column failed, at most.
+SHOWN_COLUMNS = 3
+
+
+class SchemaConflict(ValueError):
+    """A dataset column whose types in different mini-batches cannot be written as one."""
+
+
+@dataclass
+class Layout:
+    """A dataset's schema and where its columns' types came from."""
+
+    #: an empty DataFrame: the dataset's columns, in order, and their dtypes
+    meta: Any
+    #: ``column -> [(type, first mini-batch with it), ...]`` for every column whose staged type
+    #: differs between mini-batches (Arrow's names: ``int64``, ``double``, ``large_string``)
+    varying: dict[str, list[tuple[str, int]]]
+    #: the Arrow type of each categorical column in Parquet files: a dictionary with 32-bit
+    #: indices, whatever number of categories each file has
+    arrow: dict[str, Any]
+
+    def conform(self, frame: Any) -> Any:
+        """``frame`` (one staged part's rows) with the dataset's columns and dtypes; its other
+        columns (the mini-batch tag) are kept after them."""
+        columns = list(self.meta.columns)
+        columns += [c for c in frame.columns if c not in self.meta.columns]
+        if list(frame.columns) != columns:
+            frame = frame.reindex(columns=columns)
+        casts = {}
+        for column, dtype in self.meta.dtypes.items():
+            have = frame[column].dtype
+            if have == dtype:
+                continue
+            if _categorical(dtype):  # its categories are each part's own (not in the schema)
+                if not _categorical(have):
+                    casts[column] = "category"
+                continue
+            casts[column] = dtype
+        return frame.astype(casts) if casts else frame
+
+    def describe(self) -> list[tuple[int, str]]:
+        """``(logging level, line)`` for each column whose type differs between mini-batches,
+        for the job log: a warning where its values are written as text."""
+        lines = []
+        for column, types in self.varying.items():
+            dtype = self.meta[column].dtype
+            text = str(dtype) == "object" and _strings_enabled()
+            lines.append(
+                (
+                    logging.WARNING if text else logging.INFO,
+                    f"dataset column '{column}' is {_shown(types)}: written as "
+                    f"{'text (str() of each value)' if text else dtype} in every file",
+                )
+            )
+        return lines
+
+    def conflict(self, exc: BaseException) -> SchemaConflict | None:
+        """The :class:`SchemaConflict` that ``exc`` (raised writing the dataset) comes from: a
+        column whose types in different mini-batches are only one as Python objects (the one
+        ``exc`` names, if it names one); None when there is none (``exc`` is another problem).
+        """
+        mixed = [c for c in self.varying if str(self.meta[c].dtype) == "object"]
+        named = [c for c in self.meta.columns if _names(str(exc), c)]
+        if named:
+            mixed = [c for c in mixed if c in named[:1]]
+        if not mixed:
+            return None
+        parts = [f"column '{c}' is {_shown(self.varying[c])}" for c in mixed[:SHOWN_COLUMNS]]
+        these = "this column" if len(parts) == 1 else "these columns"
+        return SchemaConflict(
+            f"the dataset cannot be written with one type per column: {'; '.join(parts)}, "
+            f"which Parquet cannot hold as one type. Nothing was written to the dataset "
+            f"folder; return one type for {these} from every run() (convert it there, e.g. "
+            "with astype) and run the job again with --overwrite"
+        )
+
+
+def _names(text: str, column: Any) -> bool:
+    """Whether an error's ``text`` names ``column`` (as Arrow's do: ``column x with type``)."""
+    return re.search(rf"\bcolumn '?{re.escape(str(column))}\b", text) is not None
+
+
+def _shown(types: list[tuple[str, int]]) -> str:
+    """``int64 in mini-batch 0, double in mini-batch 5`` (the first :data:`SHOWN_TYPES`)."""
+    shown = ", ".join(f"{t} in mini-batch {mb}" for t, mb in types[:SHOWN_TYPES])
+    return shown + (f" and {len(types) - SHOWN_TYPES} more" if len(types) > SHOWN_TYPES else "")
+
+
+def _strings_enabled() -> bool:
+    """Whether Dask writes object columns as text (``dataframe.convert-string``)."""
+    from dask.dataframe.utils import pyarrow_strings_enabled
+
+    return bool(pyarrow_strings_enabled())
+
+
+def unify(pieces: Iterable[tuple[Any, int]]) -> Layout:
+    """The :class:`Layout` of a dataset whose staged parts have the Arrow schemas of
+    ``pieces``, ``(schema, first mini-batch read from it)`` in mini-batch order."""
+    import pandas as pd
+    import pyarrow as pa
+
+    order: list[str] = []
+    types: dict[str, dict[str, int]] = {}
+    schemas: dict[str, Any] = {}  # (each distinct schema once, in order)
+    for schema, mini_batch in pieces:
+        schemas.setdefault(schema.to_string(), schema)
+        for name, kind in zip(schema.names, schema.types, strict=True):
+            if name not in types:
+                order.append(name)
+            types.setdefault(name, {}).setdefault(_type_name(kind), mini_batch)
+    typed = {c for c, seen in types.items() if set(seen) != {"null"}}
+    empties, values = [], {}
+    for schema in schemas.values():
+        frame = schema.empty_table().to_pandas()
+        for name, kind in zip(schema.names, schema.types, strict=True):
+            if pa.types.is_null(kind) and name in typed:
+                frame = frame.drop(columns=[name])  # (takes the other parts' dtype)
+            elif pa.types.is_dictionary(kind):  # categories: as their values for now
+                values[name] = kind
+                frame[name] = pa.array([], kind.value_type).to_pandas()
+        empties.append(frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # (pandas < 3 on empty frames)
+        meta = pd.concat(empties, ignore_index=True) if len(empties) > 1 else empties[0]
+    meta = _widened(meta.reindex(columns=order), empties)
+    varying = {
+        c: [(t, mb) for t, mb in seen.items() if t != "null"]
+        for c, seen in types.items()
+        if len(set(seen) - {"null"}) > 1
+    }
+    arrow = {}
+    for name, kind in values.items():  # categorical in every mini-batch: stays categorical
+        if name not in varying:
+            categories = pd.Index(pa.array([], kind.value_type).to_pandas())
+            meta[name] = pd.Categorical([], categories=categories, ordered=kind.ordered)
+            arrow[name] = pa.dictionary(pa.int32(), kind.value_type, kind.ordered)
+    return Layout(meta, varying, arrow)
+
+
+def _type_name(kind: Any) -> str:
+    """An Arrow type's name; a dictionary's without its indices' width (which follows the
+    number of categories)."""
+    if hasattr(kind, "value_type") and hasattr(kind, "index_type"):
+        return f"dictionary<values={kind.value_type}{', ordered' if kind.ordered else ''}>"
+    return str(kind)
+
+
+def _widened(meta: Any, empties: list[Any]) -> Any:
+    """``meta`` with a numeric column that some part holds a wider number in made wide enough
+    (pandas < 3 leaves empty frames out when it chooses a dtype: int64 for int64 and float64)."""
+    import numpy as np
+
+    for column in meta.columns:
+        want = meta[column].dtype
+        for frame in empties:
+            have = frame[column].dtype if column in frame.columns else want
+            if (
+                isinstance(want, np.dtype)
+                and isinstance(have, np.dtype)
+                and want.kind in "iufb"
+                and have.kind in "iufb"
+                and not np.can_cast(have, want)
+            ):
+                want = np.result_type(want, have)
+        if want != meta[column].dtype:
+            meta[column] = meta[column].astype(want)
+    return meta
+
+
+def _categorical(dtype: Any) -> bool:
+    return str(dtype) == "category"
