@@ -208,17 +208,11 @@ def finish_job(
 
     ``keep``: a job left with failures keeps its staging folder for ``--retry-failed`` (False
     for a remote output, whose local folder goes once uploaded)."""
-    predictions = None
+    predictions, name = None, job.deployment.settings.output_file_name
     if outcomes.init_error is None or outcomes.succeeded_items():  # (what was scored is kept)
         try:
             predictions = writer.assemble(
-                Assembly(
-                    job.out_dir,
-                    staging,
-                    job.deployment.settings.output_file_name,
-                    outcomes.done_finals(),
-                    client,
-                )
+                Assembly(job.out_dir, staging, name, outcomes.done_finals(), client)
             )
         except SchemaConflict as exc:  # the job's verdict, with its summary and logs
             job.output_error = str(exc)
