@@ -151,16 +151,20 @@ def run(mini_batch):
 """
 
 
-@pytest.mark.timeout(240)
-def test_a_restarted_worker_whose_init_kills_it_fails_the_job(tmp_path: Path) -> None:
-    flag = tmp_path / "flag"
-    dep, inputs, out = make_job(
+def _restart_job(tmp_path: Path, script: str) -> tuple[Path, Path, Path]:
+    """A job of 6 files, 2 a mini-batch, whose ``script`` is :data:`RESTART_SCRIPT`'s kind."""
+    return make_job(
         tmp_path,
-        RESTART_SCRIPT,
+        script,
         n_files=6,
         settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 2}},
-        env={"FLAG": str(flag)},
+        env={"FLAG": str(tmp_path / "flag")},
     )
+
+
+@pytest.mark.timeout(240)
+def test_a_restarted_worker_whose_init_kills_it_fails_the_job(tmp_path: Path) -> None:
+    dep, inputs, out = _restart_job(tmp_path, RESTART_SCRIPT)
     with local_cluster(1, dashboard=False) as handle:
         with pytest.raises(daskscore.InitFailed) as info:
             daskscore.run(dep, inputs, out, client=handle.client, progress=False)
@@ -181,19 +185,12 @@ def test_a_restarted_worker_whose_init_kills_it_fails_the_job(tmp_path: Path) ->
 def test_an_init_failing_after_a_restart_keeps_what_was_scored(tmp_path: Path) -> None:
     """The job fails, and says how much was scored before; those rows are in the output,
     and --retry-failed runs the rest once the script is fixed."""
-    flag = tmp_path / "flag"
     script = RESTART_SCRIPT.replace('"f0000.csv"', '"f0004.csv"')
     script = script.replace(
         'print("the model is gone")\n        os._exit(2)', 'raise RuntimeError("the model is gone")'
     )
     assert "RuntimeError" in script and "f0004" in script
-    dep, inputs, out = make_job(
-        tmp_path,
-        script,
-        n_files=6,
-        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 2}},
-        env={"FLAG": str(flag)},
-    )
+    dep, inputs, out = _restart_job(tmp_path, script)
     with local_cluster(1, dashboard=False) as handle:
         with pytest.raises(daskscore.InitFailed) as info:
             daskscore.run(dep, inputs, out, client=handle.client, progress=False)
