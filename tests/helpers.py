@@ -98,3 +98,28 @@ def tail(path: Path, *, lines: int | None = None, chars: int | None = None) -> s
     if chars is not None:
         text = text[-chars:]
     return text
+
+
+def worker_job(tmp_path: Path, **job: Any) -> Any:
+    """A ``WorkerJob`` for running tasks in this process: ``code/score.py`` (``run`` returns
+    its mini-batch), a fresh staging folder, output and logs under ``tmp_path``; ``job``: more
+    of its fields."""
+    import uuid
+
+    from daskscore.io.ledger import make_staging
+    from daskscore.protocol import WorkerJob
+
+    code, staging = tmp_path / "code", tmp_path / "staging"
+    code.mkdir(parents=True, exist_ok=True)
+    (code / "score.py").write_text("def run(mb):\n    return mb\n")
+    make_staging(staging)
+    return WorkerJob(
+        job_id=f"j{uuid.uuid4().hex[:8]}",
+        code=str(code),
+        script=str(code / "score.py"),
+        model_path=None,
+        output=str(tmp_path / "out"),
+        logs=str(tmp_path / "logs"),
+        staging=str(staging),
+        **job,
+    )

@@ -116,8 +116,7 @@ class MemoryDeaths:
             how = f"its nanny killed the worker process at {_terminate()} of the limit during run()"
             return out_of_memory(self._shown_limit(), peak, how), mib(peak)
         status = _exit_status_soon(state.pid)
-        killed = -status if status is not None and status < 0 else None
-        limit = self.limit() if killed == signal.SIGKILL and peak else 0
+        limit = self.limit() if status == -signal.SIGKILL and peak else 0
         if limit and peak >= NEAR_LIMIT * limit:
             how = (
                 "the worker process was killed (SIGKILL) near the limit during run(), by the "

@@ -44,7 +44,13 @@ from daskscore.engine.columns import (
 from daskscore.engine.isolate import Bisections, SplitBooks
 from daskscore.engine.rebook import RetryBooks
 from daskscore.engine.tryrows import TryRows
-from daskscore.engine.work import charged, crash_error, planned_items, rows_uncounted
+from daskscore.engine.work import (
+    charged,
+    counted_itself,
+    crash_error,
+    planned_items,
+    rows_uncounted,
+)
 from daskscore.protocol import CleanTries, MiniBatchRecord, Status
 
 _TRY_NO = operator.attrgetter("try_no")
@@ -249,10 +255,9 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
 
     def _charged(self, mb: int, rec: MiniBatchRecord) -> MiniBatchRecord:
         """``rec`` as counted: a failed try that never read its split's uncounted rows
-        counts the split's lines (see :func:`~daskscore.engine.work.charged`)."""
-        if rec.done or rec.total or rec.items is not None:
-            return rec
-        return charged(rec, self.work[mb])
+        counts the split's lines (see :func:`~daskscore.engine.work.charged`; ``work[mb]``
+        is only made for a try that did not count its items itself)."""
+        return rec if counted_itself(rec) else charged(rec, self.work[mb])
 
     def _finalize(self, mb: int, rec: MiniBatchRecord, done: bool | None = None) -> None:
         """Settle ``mb`` with ``rec``; ``done``: its rows are written (default: its run()

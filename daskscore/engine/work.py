@@ -33,11 +33,17 @@ def rows_uncounted(work: Any) -> bool:
     return not isinstance(work, list) and getattr(work, "n_rows", 0) is None
 
 
+def counted_itself(rec: MiniBatchRecord) -> bool:
+    """Whether try ``rec`` counted its items itself (it returned, read some rows, or ran a
+    part): :func:`charged` leaves it as it is, whatever its mini-batch."""
+    return bool(rec.done or rec.total or rec.items is not None)
+
+
 def charged(rec: MiniBatchRecord, work: Any) -> MiniBatchRecord:
     """``rec`` as the books count it: a failed try of a split whose rows are not counted and
     were never read (``total`` 0: reading the file failed, or its process died) counts the
     split's lines as failed items, at least 1; any other try as it is."""
-    if rec.done or rec.total or rec.items is not None or not rows_uncounted(work):
+    if counted_itself(rec) or not rows_uncounted(work):
         return rec
     n = max(work.lines or 0, 1)
     return replace(rec, total=n, failed=n)

@@ -25,13 +25,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_deployment
+from helpers import worker_job
 
 import daskscore
 from daskscore.cluster.local import local_cluster
 from daskscore.config.options import JobOptions
 from daskscore.errors import UsageError
 from daskscore.io import tabular
-from daskscore.io.ledger import ledger_path, make_staging
+from daskscore.io.ledger import ledger_path
 from daskscore.protocol import Status, WorkerJob
 from daskscore.worker import plugin, prefetch, task
 from daskscore.worker.prefetch import Fetched, Prefetcher, TaskInputs
@@ -209,22 +210,7 @@ class Script:
 
 
 def make_runtime(tmp_path: Path, **job: Any) -> tuple[JobRuntime, Script]:
-    code = tmp_path / "code"
-    code.mkdir(parents=True, exist_ok=True)
-    (code / "score.py").write_text("def run(mb):\n    return mb\n")
-    staging = tmp_path / "staging"
-    make_staging(staging)
-    wjob = WorkerJob(
-        job_id=f"j{uuid.uuid4().hex[:8]}",
-        code=str(code),
-        script=str(code / "score.py"),
-        model_path=None,
-        output=str(tmp_path / "out"),
-        logs=str(tmp_path / "logs"),
-        staging=str(staging),
-        **job,
-    )
-    runtime = JobRuntime(wjob, "worker-0")
+    runtime = JobRuntime(worker_job(tmp_path, **job), "worker-0")
     script = Script(runtime)
     runtime.module = SimpleNamespace(run=script.run)
     return runtime, script

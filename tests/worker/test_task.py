@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from helpers import worker_job
 
-from daskscore.io.ledger import ledger_path, make_staging, read_ledger
-from daskscore.protocol import Status, WorkerJob
+from daskscore.io.ledger import ledger_path, read_ledger
+from daskscore.protocol import Status
 from daskscore.worker import plugin, task
 from daskscore.worker.runtime import JobRuntime
 
@@ -46,24 +46,12 @@ def run_files(
     """Run ``n`` one-file mini-batches in one task; return its result, its ledger's lines
     (kind, and the mini-batch ids of a commit or a failed try's (mini-batch, try)), the
     script."""
-    code, staging = tmp_path / "code", tmp_path / "staging"
-    code.mkdir()
-    (code / "score.py").write_text("def run(mb):\n    return mb\n")
-    make_staging(staging)
+    job = worker_job(tmp_path, max_retries=1)
+    staging = Path(job.staging)
     files = []
     for i in range(n):
         (tmp_path / f"f{i}.csv").write_text(f"x\n{i}\n")
         files.append(str(tmp_path / f"f{i}.csv"))
-    job = WorkerJob(
-        job_id=f"j{uuid.uuid4().hex[:8]}",
-        code=str(code),
-        script=str(code / "score.py"),
-        model_path=None,
-        output=str(tmp_path / "out"),
-        logs=str(tmp_path / "logs"),
-        staging=str(staging),
-        max_retries=1,
-    )
     runtime = JobRuntime(job, "worker-0")
     script = Script(plans)
     runtime.module = SimpleNamespace(run=script.run)
