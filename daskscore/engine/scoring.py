@@ -121,6 +121,7 @@ def score_all(
             lambda: {**live_counts(outcomes, progress), "failures": failures(outcomes, plan.work)}
         )
 
+    stopping = False
     try:
         tick()
         logger.info("cluster ready with %d workers", workers)
@@ -139,14 +140,18 @@ def score_all(
         logger.info("all mini-batches settled; %d tasks", loop.seq)
     except InitFailed as exc:
         outcomes.init_error = exc.user_traceback
+    except KeyboardInterrupt:
+        stopping = True
+        raise
     finally:
         progress.close()
         job.record.running_at_end = progress.running_now()  # (a job cut short: its stragglers)
         loop.stop()
         carrier.close(handle.client, wjob, job.out_dir)
-        if outcomes.threshold_exceeded():
-            # a job cut short: removing the plugin runs in each worker's task thread, after
-            # the run() calls still in flight there, which the verdict need not wait for
+        if stopping or outcomes.threshold_exceeded():
+            # a job cut short (Ctrl-C, too many failures): removing the plugin runs in each
+            # worker's task thread, after the run() calls still in flight there, which the
+            # verdict need not wait for
             threading.Thread(target=script.uninstall, daemon=True).start()
         else:
             script.uninstall()

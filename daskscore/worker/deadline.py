@@ -42,7 +42,7 @@ from typing import Any
 from distributed.diagnostics.plugin import NannyPlugin
 
 from daskscore.io.ledger import LedgerWriter
-from daskscore.worker.deaths import unwatch_exits, watch_exits
+from daskscore.worker.deaths import end_children, unwatch_exits, watch_exits
 from daskscore.worker.relay import RelayLedger
 from daskscore.worker.stacks import read_dump, timeout_error
 
@@ -227,30 +227,14 @@ def hang_stack(record: dict[str, Any]) -> tuple[str, str]:
 
 def kill(pid: int) -> None:
     """End a worker process at once (SIGKILL; TerminateProcess on Windows), and the processes
-    it started (see :func:`kill_children`)."""
-    kill_children(pid)
+    it started: a ``subprocess`` of the ``run()`` that hung, or a server ``init()`` started,
+    would outlive it (its new process's ``init()`` would then find the port or the device
+    taken)."""
+    end_children(pid)
     try:
         os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def kill_children(pid: int | None = None) -> None:
-    """End the processes worker process ``pid`` (None: this one) started and that still run,
-    as its process is ended for a timeout: a ``subprocess`` of the ``run()`` that hung, or a
-    server ``init()`` started, would outlive it (its new process's ``init()`` would then find
-    the port or the device taken)."""
-    try:
-        import psutil
-
-        children = psutil.Process(pid).children(recursive=True)
-    except Exception:  # noqa: BLE001 - gone already, or no psutil: nothing to end
-        return
-    for child in children:
-        try:
-            child.kill()
-        except Exception:  # noqa: BLE001 - ended meanwhile
-            pass
 
 
 def check(nanny: Any, killed: dict[int, int] | None = None) -> bool:

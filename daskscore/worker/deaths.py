@@ -34,6 +34,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 #: The folder, in the job's staging folder, of the install marks.
 MARKS = "installing"
 #: Exit statuses kept per process (the latest few thousand deaths).
@@ -63,6 +65,7 @@ class ExitLog(logging.Handler):
             _EXITS[int(found[1])] = (code, time.monotonic())
             while len(_EXITS) > KEPT:
                 _EXITS.popitem(last=False)
+            end_group(int(found[1]))
 
 
 def watch_exits() -> None:
@@ -137,12 +140,60 @@ def exit_cause(status: int, call: str) -> str:
     return f"it was {what}, sent from outside the process"
 
 
+def end_group(pid: int) -> None:
+    """End what is left of the process group that worker process ``pid`` led (see
+    :func:`lead_group`): the processes its ``init()`` or ``run()`` started, which outlive a
+    worker that crashed, was killed for memory or exited with ``os._exit`` (they also keep
+    the driver's output pipes open, so a captured ``daskscore run`` would not return until
+    they end).  Nothing happens where no such group is left (no process of it runs), or
+    where the worker did not lead one."""
+    if not pid or not hasattr(os, "killpg"):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:  # (no such group: nothing left, or the worker led none)
+        return
+    logger.info("ended the processes that worker process %d had started and left running", pid)
+
+
 def watching() -> bool:
     """Whether this process keeps its nannies' exit statuses (an embedded cluster's)."""
     return _users > 0
 
 
 # ------------------------------------------------------------------------------ worker side
+
+
+def lead_group() -> None:
+    """Make this worker process the leader of a process group of its own (POSIX), before any
+    script code runs in it.  The processes the script starts join that group, and stay in it
+    when the worker dies and they are handed to another parent: its nanny then ends them
+    (:func:`end_group`).  Its stdin is not the terminal's (multiprocessing gives it
+    ``/dev/null``), so leaving the terminal's foreground group changes nothing else: the
+    driver, not the terminal's Ctrl-C, stops its workers."""
+    if not hasattr(os, "setpgid"):
+        return
+    try:
+        if os.getpgid(0) != os.getpid():
+            os.setpgid(0, 0)
+    except OSError:  # (a session leader, say: the group cannot change)
+        logger.debug("worker process %d stays in its process group", os.getpid(), exc_info=True)
+
+
+def end_children(pid: int | None = None) -> None:
+    """End every process that process ``pid`` (None: this one) started and that still runs,
+    and theirs: the script's own processes, once the script is uninstalled."""
+    try:
+        import psutil
+
+        children = psutil.Process(pid).children(recursive=True)
+    except Exception:  # noqa: BLE001 - gone already, or no psutil: nothing to end
+        return
+    for child in children:
+        try:
+            child.kill()
+        except Exception:  # noqa: BLE001 - ended meanwhile
+            pass
 
 
 class InstallMark:

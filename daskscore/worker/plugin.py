@@ -32,6 +32,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from daskscore.io.shipping import take_files
 from daskscore.protocol import WorkerJob
+from daskscore.worker.deaths import end_children, lead_group
 from daskscore.worker.localize import offers
 from daskscore.worker.runtime import JobRuntime
 
@@ -95,6 +96,7 @@ class ScoringPlugin(WorkerPlugin):
         self.name = f"daskscore-{job.job_id}"
 
     async def setup(self, worker: Any) -> None:
+        lead_group()  # before any script code: what it starts is ended with this process
         job = self.job
         label = worker_label(worker.name)
         if job.resources and not offers(worker.state.total_resources, job.resources):
@@ -136,7 +138,7 @@ class ScoringPlugin(WorkerPlugin):
             await _in_task_thread(worker, state.park)
             _PARKED[key] = state  # type: ignore[index]
         else:
-            await _in_task_thread(worker, state.uninstall)
+            await _uninstall(worker, state)
 
 
 class WarmKeeper(WorkerPlugin):
@@ -154,7 +156,17 @@ async def release_parked(worker: Any) -> None:
     """Uninstall every script parked in this process (their ``shutdown()`` runs)."""
     while _PARKED:
         _, state = _PARKED.popitem()
-        await _in_task_thread(worker, state.uninstall)
+        await _uninstall(worker, state)
+
+
+async def _uninstall(worker: Any, state: JobRuntime) -> None:
+    """Uninstall ``state`` (its ``shutdown()`` runs); once no script is installed or parked in
+    this process, the processes the scripts started and left running (a server ``init()``
+    started, say) are ended: they would outlive the job, and keep the driver's output pipes
+    open."""
+    await _in_task_thread(worker, state.uninstall)
+    if not _RUNTIMES and not _PARKED:
+        end_children()
 
 
 async def _in_task_thread(worker: Any, fn: Any, *args: Any) -> None:

@@ -47,8 +47,8 @@ from daskscore.io.shipping import read_new
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob
 from daskscore.worker import script as script_mod
-from daskscore.worker.deadline import FOLDER, DeadlineFile, kill_children
-from daskscore.worker.deaths import InstallMark
+from daskscore.worker.deadline import FOLDER, DeadlineFile
+from daskscore.worker.deaths import InstallMark, end_children
 from daskscore.worker.environment import (
     NAME_ERRORS,
     ROOT_LEVEL,
@@ -441,5 +441,5 @@ class JobRuntime:
                 if self._stdout is not None:
                     self._stdout.flush()
             finally:
-                kill_children()
+                end_children()
                 os._exit(TIMEOUT_EXIT_STATUS)

@@ -85,3 +85,56 @@ def test_a_run_ended_for_its_timeout_takes_the_processes_it_started_with_it(
     except psutil.TimeoutExpired:
         psutil.Process(pid).kill()
         raise AssertionError("the subprocess of the run() that timed out outlived it") from None
+
+
+LEAVES_CHILDREN = """
+import os, subprocess, sys
+
+def start_child(what):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    with open(os.environ["CHILD_PIDS"], "a") as fh:
+        fh.write(f"{what} {child.pid}\\n")
+
+def init():
+    start_child("init")  # a server the model needs, say
+
+def run(mini_batch):
+    if any(os.path.basename(p) == "f0001.csv" for p in mini_batch):
+        start_child("run")
+        os._exit(3)  # the process dies with its child running
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_processes_the_script_started_end_with_its_worker_and_its_job(tmp_path: Path) -> None:
+    """A child of a run() whose process died, and the children of every init(), are ended
+    with the job: they held the command's output pipes, so it did not return until they
+    ended (the subprocess below would have made it wait 300 s)."""
+    import psutil
+
+    child_pids = tmp_path / "children"
+    dep, inputs, out = make_job(
+        tmp_path,
+        LEAVES_CHILDREN,
+        n_files=4,
+        settings={"mini_batch_size": 1, "retry_settings": {"max_retries": 0}},
+        env={"CHILD_PIDS": str(child_pids)},
+    )
+
+    proc = cli(dep, inputs, out, timeout=90)
+
+    assert proc.returncode == 0, show(proc)
+    (failure,) = summary_of(out)["failures"]
+    assert "exited with code 3" in failure["error"], failure
+    started = [line.split() for line in child_pids.read_text().splitlines()]
+    assert sorted({what for what, _ in started}) == ["init", "run"], started
+    left = []
+    for what, pid in started:
+        try:
+            psutil.Process(int(pid)).wait(timeout=10)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            psutil.Process(int(pid)).kill()
+            left.append(what)
+    assert not left, f"the subprocesses of {left} outlived the job"
