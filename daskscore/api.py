@@ -51,6 +51,7 @@ def run(
     lenient: bool = False,
     isolate_failures: bool = False,
     worker_memory: str | int | None = None,
+    init_timeout: float | None = None,
     **overrides: Any,
 ) -> JobResult:
     """Run a batch deployment over ``input`` and write its results into ``output``.
@@ -145,6 +146,11 @@ def run(
         Memory limit of each worker of the embedded cluster (Dask's ``memory_limit``), e.g.
         ``"4GB"``; a worker killed for exceeding it is charged ``PROCESS_DIED`` with the error
         ``out of memory (limit 4GB, peak ...)``.  Not with ``scheduler`` or ``client``.
+    init_timeout : float, optional
+        Seconds the scoring script's import and ``init()`` may take on a worker; past them the
+        job fails with :class:`~daskscore.errors.InitFailed`, whose text shows where
+        ``init()`` was, and the workers stuck in it are restarted.  Default: no limit (a note
+        in the job's log says where a slow ``init()`` is, after a minute).
     **overrides
         Settings by name: ``mini_batch_size=5``, ``error_threshold=0``, ``timeout=60``,
         ``max_retries=1``, ``output_file_name="x.csv"``, ...
@@ -196,6 +202,7 @@ def run(
         prefetch_mb=prefetch_mb,
         isolate_failures=isolate_failures,
         worker_memory=worker_memory,
+        init_timeout=init_timeout,
     )
     return execute(dep, input, output, options)
 

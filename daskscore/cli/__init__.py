@@ -123,6 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         warm=not args.no_warm,
         isolate_failures=args.isolate_failures,
         worker_memory=args.worker_memory,
+        init_timeout=args.init_timeout,
     )
     result = execute(deployment, args.input, args.output, options)
     s = result.summary

@@ -205,6 +205,14 @@ def _run_parser(sub: Any) -> None:
         "are counted failed (Azure counts the whole mini-batch; off by default)",
     )
     run.add_argument(
+        "--init-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="fail the job when the scoring script's import and init() have not returned on "
+        "a worker after this many seconds, showing where init() was (default: no limit; the "
+        "job log says where a slow init() is after a minute)",
+    )
+    run.add_argument(
         "--worker-memory",
         metavar="LIMIT",
         help="memory limit of each embedded worker, e.g. 4GB (Dask's memory_limit; its nanny "

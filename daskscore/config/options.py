@@ -67,6 +67,10 @@ class JobOptions:
     isolate_failures: bool = False
     #: each embedded worker's memory limit (Dask's ``memory_limit``), e.g. ``"4GB"``
     worker_memory: str | int | None = None
+    #: seconds the scoring script's install (its import and init()) may take on a worker
+    #: before the job gives it up and fails; None: as long as it takes (Azure's YAML has no
+    #: such limit), with a note in the log after a minute
+    init_timeout: float | None = None
 
     def __post_init__(self) -> None:
         """Refuse what cannot be meant, naming the option and the value (nothing has run)."""
@@ -95,6 +99,13 @@ class JobOptions:
         if not (_is_number(self.prefetch_mb) and self.prefetch_mb > 0):
             raise UsageError(
                 f"prefetch_mb={self.prefetch_mb!r}: expected a number of megabytes above 0."
+            )
+        if self.init_timeout is not None and not (
+            _is_number(self.init_timeout) and self.init_timeout > 0
+        ):
+            raise UsageError(
+                f"init_timeout={self.init_timeout!r}: expected a number of seconds above 0 "
+                "(how long init() may run on a worker before the job gives it up)."
             )
         for name, amount in self.resources.items():
             if not (_is_number(amount) and amount > 0):

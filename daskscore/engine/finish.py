@@ -33,7 +33,7 @@ from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, Outp
 from daskscore.io import outputdir, triescsv
 from daskscore.io.dataschema import SchemaConflict
 from daskscore.io.writers import Assembly, OutputWriter
-from daskscore.protocol import died_in_init, failed_at_import, failed_before_init
+from daskscore.protocol import failed_at_import, failed_before_init, init_untraced
 from daskscore.ui.explain import job_settings, shown_path, versions
 from daskscore.ui.report import write_report
 
@@ -305,7 +305,7 @@ def _reason(outcomes: Outcomes) -> str | None:
         return "the job could not be prepared on a worker (before init())" + tail
     if failed_at_import(outcomes.init_error):
         return f"{first} (on a worker)" + tail
-    if died_in_init(outcomes.init_error):
+    if init_untraced(outcomes.init_error):
         return first + tail
     if outcomes.init_error:
         return "init() of the scoring script raised on a worker" + tail

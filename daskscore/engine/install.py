@@ -20,12 +20,15 @@ it fails the job the same way: :meth:`ScriptInstall.check`, called by the dispat
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from daskscore.engine import probe
 from daskscore.engine.memory import MemoryDeaths
+from daskscore.engine.slowinit import InitTimedOut, register_watched
 from daskscore.errors import InitFailed
 from daskscore.protocol import IMPORT_FAILED, INIT_DIED, SETUP_FAILED, WorkerJob
 from daskscore.worker.deaths import (
@@ -55,12 +58,22 @@ class ScriptInstall:
     """
 
     def __init__(
-        self, client: Any, job: WorkerJob, staging: Path, memory_limit: str | int | None = None
+        self,
+        client: Any,
+        job: WorkerJob,
+        staging: Path,
+        memory_limit: str | int | None = None,
+        *,
+        init_timeout: float | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.job = job
         self.staging = staging
         self.memory_limit = memory_limit
+        #: seconds an install may take before the job gives it up (None: no limit), and
+        #: where a note on a slow one goes besides the job log (the terminal)
+        self.init_timeout, self.notify = init_timeout, notify
         self.name = f"daskscore-{job.job_id}"
         #: the scheduler holds the plugin: workers that start install it
         self.registered = False
@@ -81,8 +94,17 @@ class ScriptInstall:
         self.since = time.time()
         try:
             self.registered = self.on_workers = True
-            self.client.register_plugin(ScoringPlugin(self.job))
+            register_watched(
+                lambda: self.client.register_plugin(ScoringPlugin(self.job)),
+                self.client,
+                self.job.job_id,
+                Path(self.job.script).name,
+                self.init_timeout,
+                self.notify,
+            )
             return probe.raise_init_errors(self.client, self.job.job_id)
+        except InitTimedOut as exc:
+            self._gave_up(exc)
         except OSError:  # (CommClosedError) a worker's connection closed: its process died
             logger.warning(
                 "a worker process died while the scoring script was installed", exc_info=True
@@ -108,6 +130,20 @@ class ScriptInstall:
             _append(Path(self.job.logs) / "user" / "error" / f"{worker}.txt", text)
         self.uninstall()
         raise InitFailed(f"init() failed:\n{text}", user_traceback=text)
+
+    def _gave_up(self, exc: InitTimedOut) -> NoReturn:
+        """An install ran past ``init_timeout``: no worker process installs the plugin from
+        now on, the workers still in it are restarted (their nannies end the hung
+        ``init()``), the others' ``shutdown()`` runs (on a thread: a worker that could not be
+        restarted would hold the call), and the job fails as an ``init()`` that raised."""
+        logger.warning("%s", exc.text)
+        self._forget()
+        try:
+            self.client.restart_workers(exc.workers, raise_for_error=False)
+        except Exception:  # noqa: BLE001 - a worker without a nanny keeps its init() running
+            logger.warning("restarting the workers stuck in init() failed", exc_info=True)
+        threading.Thread(target=self.uninstall, name="daskscore-uninstall", daemon=True).start()
+        raise InitFailed(exc.text, user_traceback=exc.text)
 
     def _forget(self) -> None:
         """Take the plugin off the scheduler's list at once, without waiting on the workers:

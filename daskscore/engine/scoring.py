@@ -110,7 +110,14 @@ def score_all(
         def recount() -> int:
             return probe.count_eligible(handle.client, plan.options.resources)
 
-    script = ScriptInstall(handle.client, wjob, job.staging, plan.options.worker_memory)
+    script = ScriptInstall(
+        handle.client,
+        wjob,
+        job.staging,
+        plan.options.worker_memory,
+        init_timeout=plan.options.init_timeout,
+        notify=plan.options.notify,
+    )
     loop = Dispatcher(
         handle.client, wjob, outcomes, carrier, plan.writer, plan.work, workers, progress,
         job.run_no, recount, plan.options.worker_memory, script.check,

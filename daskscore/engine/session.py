@@ -423,7 +423,7 @@ def open_session(
         output_format="frame",
         carry_columns=tuple(options.carry_columns),
     )
-    ScriptInstall(client, job, job_dir / ".daskscore").install()
+    ScriptInstall(client, job, job_dir / ".daskscore", init_timeout=options.init_timeout).install()
     threshold = deployment.settings.error_threshold
     return ScoringSession(
         client, job, plan.work, meta, partitions, on_error, threshold, progress=progress

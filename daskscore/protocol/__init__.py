@@ -67,11 +67,15 @@ def failed_at_import(init_error: str | None) -> bool:
 
 #: What the first line of the init error of a worker process that died in init() says.
 INIT_DIED = "did not return: its worker process died"
+#: ... and of an init() given up for ``--init-timeout``.
+INIT_TIMED_OUT = "did not return within --init-timeout"
 
 
-def died_in_init(init_error: str | None) -> bool:
-    """Whether a worker's init error is its process dying in init() (no traceback)."""
-    return init_error is not None and INIT_DIED in init_error.split("\n", 1)[0]
+def init_untraced(init_error: str | None) -> bool:
+    """Whether a worker's init error is an init() that ended without a traceback (its process
+    died, or it was given up for ``--init-timeout``): its first line says what happened."""
+    first = (init_error or "").split("\n", 1)[0]
+    return INIT_DIED in first or INIT_TIMED_OUT in first
 
 
 def relay_key(job_id: str, attempt: str) -> list[str]:

@@ -201,6 +201,11 @@ class InstallMark:
     no folder for it."""
 
     def __init__(self, staging: str | Path, worker: str, log: Path) -> None:
+        #: the thread installing, since when (``time.monotonic()``) and at what stage: what
+        #: :func:`daskscore.worker.plugin.installing` tells the driver of an install that lasts
+        self.thread = threading.get_ident()
+        self.started = time.monotonic()
+        self.stage_now = "preparing"
         folder = Path(staging) / MARKS
         self.path: Path | None = folder / f"{os.getpid()}.json" if folder.is_dir() else None
         self.fields: dict[str, Any] = {"pid": os.getpid(), "worker": worker, "log": str(log)}
@@ -211,6 +216,7 @@ class InstallMark:
 
     def stage(self, stage: str) -> None:
         """The install is ``stage`` now: ``preparing``, ``import`` or ``init()``."""
+        self.stage_now = stage
         if self.path is None:
             return
         self.fields["stage"] = stage

@@ -24,7 +24,11 @@ workers after (:func:`remove_plugin`).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import sys
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +228,28 @@ def init_report(job_id: str) -> dict[str, Any]:
         "error": state.init_error,
         "init_s": state.init_s,
         "reused": state.reused,
+    }
+
+
+def installing(job_id: str) -> dict[str, Any] | None:
+    """While this worker installs ``job_id``'s script (run with ``Client.run``): its name, the
+    stage (``preparing``, ``import``, ``init()``), for how many seconds the install has run,
+    and where its thread is now: its frames in the code folder, outermost first, as
+    ``(file, line, function, source)`` (its innermost frame when none is).  None when it is
+    not installing that job."""
+    state = _RUNTIMES.get(job_id)
+    mark = state.installing if state is not None else None
+    if state is None or mark is None:
+        return None
+    frame = sys._current_frames().get(mark.thread)
+    stack = traceback.extract_stack(frame) if frame is not None else []
+    prefix = state.job.code.rstrip(os.sep) + os.sep
+    mine = [f for f in stack if f.filename.startswith(prefix)] or stack[-1:]
+    return {
+        "worker": state.worker_name,
+        "stage": mark.stage_now,
+        "seconds": time.monotonic() - mark.started,
+        "where": [(f.filename, f.lineno, f.name, (f.line or "").strip()) for f in mine],
     }
 
 

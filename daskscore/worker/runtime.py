@@ -141,15 +141,18 @@ class JobRuntime:
         #: this job's sys.stdout/stderr and root logger level (environment.Overlapped tokens)
         self._streams: list[Any] | None = None
         self._root_level: list[Any] | None = None
+        #: while install() runs: its mark (the thread, the stage and since when)
+        self.installing: InstallMark | None = None
 
     # ------------------------------------------------------------------ install / uninstall
     def install(self) -> None:
         """Set up the environment, import the script and call init(); never raises.  While it
         runs, an install mark tells the driver which process this is, should it die here."""
-        mark = InstallMark(self.job.staging, self.worker_name, self._log_path())
+        self.installing = mark = InstallMark(self.job.staging, self.worker_name, self._log_path())
         try:
             self._install(mark)
         finally:
+            self.installing = None
             mark.close()
 
     def _install(self, mark: InstallMark) -> None:
