@@ -234,6 +234,64 @@ def check_partition_values(frame: Any, partition_on: Sequence[str]) -> None:
             )
 
 
+class ColumnError(ValueError):
+    """A mini-batch's result (a DataFrame) that no dataset can hold as it is."""
+
+
+#: What ``pandas.api.types.infer_dtype`` calls an object column that Arrow takes as one type
+#: without trying (text under pandas 2, say): only the others are tried.
+_ONE_TYPE = frozenset({"string", "empty", "integer", "floating", "boolean", "bytes"})
+
+
+def check_writable(frame: Any) -> None:
+    """Refuse a mini-batch's result that a dataset cannot hold: a column name given twice, or
+    an object column whose values Arrow (Parquet, the staged parts) cannot hold as one type —
+    ints and text, dicts and text.  Raised for the mini-batch, before anything is staged, so
+    that it fails alone, naming the column; the job goes on.
+
+    Raises
+    ------
+    ColumnError
+        Naming the column and the types of its values.
+    """
+    import pandas as pd
+
+    twice = list(dict.fromkeys(frame.columns[frame.columns.duplicated()]))
+    if twice:
+        names = ", ".join(repr(str(c)) for c in twice)
+        raise ColumnError(
+            f"run() returned a DataFrame with the column name {names} more than once; a "
+            "dataset's columns need names of their own, so the rows of this mini-batch are not "
+            "written. Rename or drop the repeated columns in run()."
+        )
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) in _ONE_TYPE:
+            continue
+        problem = _arrow_problem(values)
+        if problem:
+            kinds = sorted({type(v).__name__ for v in values.dropna().head(10_000)})
+            raise ColumnError(
+                f"column {str(column)!r} of run()'s DataFrame holds values of the types "
+                f"{', '.join(kinds[:6])} together, which one Parquet column cannot hold "
+                f"({problem}); the rows of this mini-batch are not written. Make the column one "
+                f"type in run() (e.g. df[{str(column)!r}].astype(str)), or split it in two."
+            )
+
+
+def _arrow_problem(values: Any) -> str:
+    """Why Arrow refuses ``values`` as one column ("" when it takes them)."""
+    import pyarrow as pa
+
+    try:
+        pa.array(values, from_pandas=True)
+    except UnicodeError:  # text that is not valid Unicode: written escaped (write_part)
+        return ""
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        return str(exc)
+    return ""
+
+
 def check_columns(columns: Sequence[str], partition_on: Sequence[str]) -> None:
     """Refuse partition columns that run()'s results do not have."""
     missing = [c for c in partition_on if c not in columns and c != MB_COLUMN]
@@ -242,6 +300,13 @@ def check_columns(columns: Sequence[str], partition_on: Sequence[str]) -> None:
         raise UsageError(
             f"partition_on: column(s) {', '.join(missing)} not in the predictions; run() "
             f"returned columns {shown}."
+        )
+    data = [c for c in columns if c != MB_COLUMN]
+    if partition_on and data and all(c in partition_on for c in data):
+        raise UsageError(
+            f"partition_on: {', '.join(str(c) for c in partition_on)} names every column run() "
+            "returns, and a dataset needs one column outside its partition folders (they hold "
+            "the values of the columns partitioned on); partition on fewer columns."
         )
 
 

@@ -388,7 +388,9 @@ class DatasetWriter(OutputWriter):
         self._checked = not self.partition_on
 
     def encode(self, items: Any, csv_kwargs: Mapping[str, Any]) -> Any:
-        # a partition value too long for a folder name fails this mini-batch, not the job
+        # what the staged Parquet part cannot hold fails this mini-batch, not the job: a
+        # column name twice, a column of mixed types, a partition value too long for a folder
+        datasets.check_writable(items)
         datasets.check_partition_values(items, self.partition_on)
         return items
 

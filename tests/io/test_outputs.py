@@ -271,6 +271,22 @@ def test_partition_on_a_missing_column_names_it(client: Any, tmp_path: Path, inp
     assert "label" in message, "the message lists the columns run() returned"
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_partition_on_every_column_is_refused_and_fewer_run_in_the_same_folder(
+    client: Any, tmp_path: Path, inputs: Path, fmt: str
+) -> None:
+    """A dataset whose columns all became folders would hold no data: Dask refused it with an
+    internal error at the end of the job."""
+    dep = deploy(tmp_path, ANIMALS)
+    out = tmp_path / "out"
+    every = ["n", "j", "x", "label"]
+    with pytest.raises(UsageError, match="names every column run") as info:
+        job(client, dep, inputs, out, output_format=fmt, partition_on=every)
+    assert "n, j, x, label" in str(info.value)
+    job(client, dep, inputs, out, output_format=fmt, partition_on="label")
+    same_rows(read_hive(out / "predictions", fmt), expected(ANIMALS))
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

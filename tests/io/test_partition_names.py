@@ -73,3 +73,44 @@ def test_the_limit_counts_the_column_and_the_encoded_bytes() -> None:
         check_partition_values(pd.DataFrame({column: ["é" * 50]}), [column])
     # a column run() did not return is the driver's to name, not this check's
     check_partition_values(pd.DataFrame({"other": [fits * 2]}), [column])
+
+
+MIXED = """
+    import os
+    import pandas as pd
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        names = [os.path.basename(path) for path in mini_batch]
+        if "f0001.csv" in names:  # ints and text in one column
+            return pd.DataFrame({"name": names, "label": [7] + ["cat"] * (len(names) - 1)})
+        if "f0003.csv" in names:  # one column name twice
+            return pd.DataFrame([[n, 1] for n in names], columns=["name", "name"])
+        return pd.DataFrame({"name": names, "label": ["dog"] * len(names)})
+"""
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_result_no_dataset_can_hold_fails_its_mini_batch_naming_the_column(
+    tmp_path: Path, fmt: str
+) -> None:
+    """A DataFrame whose column mixes ints and text, or that names a column twice, cannot be
+    staged (a Parquet part); it used to end the job with an internal error and no summary."""
+    settings = {"mini_batch_size": 2, "retry_settings": {"max_retries": 0}}
+    dep, inputs, out = make_job(tmp_path, MIXED, n_files=6, settings=settings)
+
+    proc = cli(dep, inputs, out, "--output-format", fmt)
+
+    assert proc.returncode == 0, show(proc)
+    assert "inside daskscore" not in proc.stderr, show(proc)
+    s = summary_of(out)
+    assert (s["succeeded_items"], s["failed_items"], s["rows_written"]) == (2, 4, 2)
+    errors = {f["mini_batch_id"]: f["error"] for f in s["failures"]}
+    assert errors[0].startswith("ColumnError: column 'label' of run()'s DataFrame holds values")
+    assert "int, str" in errors[0] and "astype(str)" in errors[0]
+    assert errors[1].startswith("ColumnError: run() returned a DataFrame with the column name")
+    assert all("Traceback" not in e for e in errors.values()), errors
+    table = ds.dataset(str(out / "predictions"), format=fmt).to_table()
+    assert sorted(table.to_pandas()["name"]) == ["f0004.csv", "f0005.csv"]
