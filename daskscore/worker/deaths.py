@@ -166,11 +166,12 @@ def watching() -> bool:
 
 def lead_group() -> None:
     """Make this worker process the leader of a process group of its own (POSIX), before any
-    script code runs in it.  The processes the script starts join that group, and stay in it
-    when the worker dies and they are handed to another parent: its nanny then ends them
-    (:func:`end_group`).  Its stdin is not the terminal's (multiprocessing gives it
-    ``/dev/null``), so leaving the terminal's foreground group changes nothing else: the
-    driver, not the terminal's Ctrl-C, stops its workers."""
+    script code runs in it: only for a worker that a nanny started, whose process is its own.
+    The processes the script starts join that group, and stay in it when the worker dies and
+    they are handed to another parent: its nanny then ends them (:func:`end_group`).  Its stdin
+    is not the terminal's (multiprocessing gives it ``/dev/null``), so leaving the terminal's
+    foreground group changes nothing else: the driver (or the nanny), not the terminal's
+    Ctrl-C, stops it."""
     if not hasattr(os, "setpgid"):
         return
     try:

@@ -100,7 +100,8 @@ class ScoringPlugin(WorkerPlugin):
         self.name = f"daskscore-{job.job_id}"
 
     async def setup(self, worker: Any) -> None:
-        lead_group()  # before any script code: what it starts is ended with this process
+        if _own_process(worker):  # before any script code: what it starts ends with it
+            lead_group()
         job = self.job
         label = worker_label(worker.name)
         if job.resources and not offers(worker.state.total_resources, job.resources):
@@ -169,8 +170,15 @@ async def _uninstall(worker: Any, state: JobRuntime) -> None:
     started, say) are ended: they would outlive the job, and keep the driver's output pipes
     open."""
     await _in_task_thread(worker, state.uninstall)
-    if not _RUNTIMES and not _PARKED:
+    if not _RUNTIMES and not _PARKED and _own_process(worker):
         end_children()
+
+
+def _own_process(worker: Any) -> bool:
+    """Whether ``worker`` has its process to itself: a nanny started it.  A worker without
+    one may be a notebook's kernel (``processes=False``) or ``dask worker --no-nanny`` in a
+    terminal, whose process group and other processes are not the script's to change."""
+    return bool(getattr(worker, "nanny", None))
 
 
 async def _in_task_thread(worker: Any, fn: Any, *args: Any) -> None:

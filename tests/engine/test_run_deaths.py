@@ -3,6 +3,7 @@ whose nannies say it): its exit code, or the signal that killed it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from helpers import cli, make_job, show, summary_of
@@ -138,3 +139,33 @@ def test_processes_the_script_started_end_with_its_worker_and_its_job(tmp_path: 
             psutil.Process(int(pid)).kill()
             left.append(what)
     assert not left, f"the subprocesses of {left} outlived the job"
+
+
+def test_a_worker_in_the_callers_process_leaves_its_group_and_children_alone(
+    tmp_path: Path,
+) -> None:
+    """A worker without a nanny may live in a notebook's kernel (``processes=False``): its
+    process group stays, and the processes the kernel started survive the job's end."""
+    import subprocess
+    import sys
+
+    from distributed import Client, LocalCluster
+
+    import daskscore
+
+    script = "import os\ndef init(): pass\ndef run(mb): return [os.path.basename(p) for p in mb]\n"
+    dep, inputs, out = make_job(tmp_path, script, n_files=2, settings={"mini_batch_size": 1})
+    mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    group = os.getpgid(0)
+    try:
+        with (
+            LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+            Client(cluster) as client,
+        ):
+            result = daskscore.run(dep, inputs, out, client=client, progress=False)
+        assert result.summary["succeeded_items"] == 2
+        assert os.getpgid(0) == group, "the caller's process left its process group"
+        assert mine.poll() is None, "a process of the caller was ended with the job"
+    finally:
+        mine.kill()
+        mine.wait()
