@@ -220,6 +220,7 @@ def open_session(
     lenient: bool = False,
     on_error: str = "raise",
     progress: bool | None = None,
+    init_timeout: float | None = None,
     **overrides: Any,
 ) -> ScoringSession:
     """Install a deployment's scoring script on a cluster; its predictions as a lazy DataFrame.
@@ -237,7 +238,7 @@ def open_session(
         mini-batch once.
     partitions : int, optional
         Partitions of the result (each a group of mini-batches); default: 4 per worker.
-    tabular, carry_columns, set, lenient, **overrides
+    tabular, carry_columns, set, lenient, init_timeout, **overrides
         As for :func:`run`.
     on_error : {"raise", "drop"}, default "raise"
         A mini-batch whose every try failed has no rows.  ``"raise"``: computing a partition
@@ -277,7 +278,9 @@ def open_session(
     from daskscore.engine.session import open_session as open_scoring_session
 
     dep = _load(deployment, merge_setting_kwargs(set, overrides), lenient)
-    options = JobOptions(tabular=tabular, carry_columns=_names(carry_columns))
+    options = JobOptions(
+        tabular=tabular, carry_columns=_names(carry_columns), init_timeout=init_timeout
+    )
     return open_scoring_session(
         dep,
         str(input),
@@ -311,8 +314,8 @@ def score(
         A file or folder.
     **kwargs
         As for :func:`open_session`: ``client``, ``meta``, ``partitions``, ``tabular``,
-        ``carry_columns``, ``set``, ``lenient``, ``on_error``, ``progress`` and settings by
-        name.
+        ``carry_columns``, ``set``, ``lenient``, ``on_error``, ``progress``, ``init_timeout``
+        and settings by name.
 
     Returns
     -------

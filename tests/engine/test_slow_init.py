@@ -94,3 +94,26 @@ def test_a_slow_init_is_noted_with_where_it_is_and_the_job_goes_on(
 def test_init_timeout_must_be_a_number_of_seconds_above_0(value: object) -> None:
     with pytest.raises(UsageError, match="init_timeout="):
         JobOptions(init_timeout=value)  # type: ignore[arg-type]
+
+
+def test_open_session_gives_up_init_past_init_timeout(tmp_path: Path) -> None:
+    """The lazy-frame API takes the same limit; its cluster's hung worker is restarted, and
+    the same client scores the next session."""
+    from distributed import Client, LocalCluster
+
+    import daskscore
+    from daskscore.errors import InitFailed
+
+    dep, inputs, _ = make_job(tmp_path, HANGS, n_files=2, env={"HANG": "sleep"})
+    fine, _, _ = make_job(tmp_path / "fine", SLOW.replace("time.sleep(3)", "pass"), n_files=1)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        with pytest.raises(
+            InitFailed, match=r"did not return within --init-timeout \(2 s\)"
+        ) as info:
+            daskscore.open_session(dep, inputs, client=client, init_timeout=2)
+        assert "score.py, line 6, in init: time.sleep(300)" in str(info.value)
+        frame = daskscore.score(fine, inputs, client=client)
+        assert sorted(frame["prediction"].compute()) == ["f0000.csv", "f0001.csv"]
