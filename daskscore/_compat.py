@@ -44,6 +44,7 @@ import contextlib
 import inspect
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -326,3 +327,9 @@ def column_dtypes(frame: Any) -> tuple[Any, ...]:
         return tuple(frame._mgr.get_dtypes())
     except Exception:  # noqa: BLE001 - another pandas: the public way
         return tuple(frame.dtypes)
+
+
+def thread_frame(ident: int) -> Any:
+    """The frame that thread ``ident`` of this process runs now (None: no such thread), from
+    ``sys._current_frames()``, what ``faulthandler`` and debuggers read too."""
+    return sys._current_frames().get(ident)

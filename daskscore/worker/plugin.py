@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from daskscore import _compat
 from daskscore.io.shipping import take_files
 from daskscore.protocol import WorkerJob
 from daskscore.worker.deaths import end_children, lead_group
@@ -249,7 +249,7 @@ def installing(job_id: str) -> dict[str, Any] | None:
     mark = state.installing if state is not None else None
     if state is None or mark is None:
         return None
-    frame = sys._current_frames().get(mark.thread)
+    frame = _compat.thread_frame(mark.thread)
     stack = traceback.extract_stack(frame) if frame is not None else []
     prefix = state.job.code.rstrip(os.sep) + os.sep
     mine = [f for f in stack if f.filename.startswith(prefix)] or stack[-1:]
