@@ -135,6 +135,7 @@ class Settings:
 OWN_OUTPUT_NAMES = {
     "job_summary.json": "the job's summary",
     "report.html": "the job's report",
+    "failed_items.csv": "the job's list of failed items",
     "logs": "the job's logs folder",
     ".daskscore": "the job's staging folder",
 }

@@ -22,7 +22,19 @@ from daskscore.errors import ConfigError
 
 def check_override(path: list[str], value: Any) -> None:
     """Check an override of a numeric setting on its own, as :func:`validate` checks the
-    file's (the others are checked with the file, by :func:`validate`)."""
+    file's (the others are checked with the file, by :func:`validate`).  A whole section set
+    to a value that is not one (``--set settings=5``), and a deployment type other than
+    ``model``, are refused as in the file."""
+    if len(path) == 1 and path[0] in SECTIONS and not isinstance(value, dict):
+        raise ConfigError(
+            f"override: {path[0]}: expected a mapping, got {kind(value)}; set its keys one by "
+            f"one (--set {path[0]}.KEY=VALUE)."
+        )
+    if path == ["type"] and value != "model":
+        raise ConfigError(
+            f"override: type: '{value}' deployments are not supported; daskscore runs "
+            "'type: model' deployments (a scoring script and a model)."
+        )
     if path == ["resources", "instance_count"]:
         fields, hints = _fields(Settings), typing.get_type_hints(Settings)
         name = "instance_count"
@@ -36,6 +48,10 @@ def check_override(path: list[str], value: Any) -> None:
         return
     if name in fields and (hints[name] in (int, float) or fields[name].metadata.get("size")):
         check_value(value, hints[name], fields[name].metadata, ".".join(path), "override")
+
+
+#: The deployment's sections that hold keys of their own.
+SECTIONS = ("settings", "resources", "code_configuration")
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
@@ -142,8 +158,23 @@ def _env_vars(value: Any, key: str, where: str) -> dict[str, str]:
             raise ConfigError(
                 f"{where}: {key}.{name}: expected a string or number, got {kind(val)}."
             )
-        out[str(name)] = str(val).lower() if isinstance(val, bool) else str(val)
+        text = str(val).lower() if isinstance(val, bool) else str(val)
+        problem = _env_problem(str(name), text)
+        if problem:
+            raise ConfigError(f"{where}: {key}.{name}: {problem}.")
+        out[str(name)] = text
     return out
+
+
+def _env_problem(name: str, value: str) -> str | None:
+    """Why ``name=value`` cannot be set in a process's environment (None: it can)."""
+    if not name:
+        return "an environment variable needs a name (this one is empty)"
+    if "=" in name:
+        return "an environment variable's name cannot hold '=' (the environment is NAME=VALUE)"
+    if "\0" in name or "\0" in value:
+        return "an environment variable cannot hold a NUL character"
+    return None
 
 
 def kind(value: Any) -> str:

@@ -24,9 +24,10 @@ from typing import Any
 from daskscore.config.settings import redact
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.work import describe_work, part_of
+from daskscore.io.outputdir import FAILED_ITEMS_FILE
 from daskscore.protocol import Status
 
-FAILED_ITEMS = "failed_items.csv"
+FAILED_ITEMS = FAILED_ITEMS_FILE
 COLUMNS = ("mini_batch", "file", "status", "tries", "error")
 PARTIAL = "PARTIAL"
 

@@ -46,6 +46,9 @@ TRASH_PREFIX = ".daskscore-trash-"
 KEPT_DIR = ".daskscore-kept"
 #: The job's report (``ui.report`` writes it): an --overwrite removes an earlier job's.
 REPORT_FILE = "report.html"
+#: One row per failed input item, beside the predictions (written by the engine's
+#: :mod:`~daskscore.engine.failed_items` when an item failed).
+FAILED_ITEMS_FILE = "failed_items.csv"
 _COPY_CHUNK = 1 << 20
 
 
@@ -79,7 +82,9 @@ def claim_output(
             )
         _make_logs(output)
         return unfinished
-    names = [n for n in (predictions_name, SUMMARY_FILE, STAGING_DIR, KEPT_DIR) if n]
+    names = [
+        n for n in (predictions_name, SUMMARY_FILE, FAILED_ITEMS_FILE, STAGING_DIR, KEPT_DIR) if n
+    ]
     held = [output / n for n in names if (output / n).exists()]
     if unfinished and not overwrite:
         raise OutputError(

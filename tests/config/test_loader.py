@@ -323,13 +323,15 @@ def test_an_output_file_name_outside_the_folder_or_taken_by_the_job_is_refused(
 
 def test_the_job_s_own_names_are_those_the_output_folder_holds() -> None:
     from daskscore.config.settings import OWN_OUTPUT_NAMES, output_name_problem
+    from daskscore.engine.failed_items import FAILED_ITEMS
     from daskscore.io import outputdir
     from daskscore.io.outputdir import KEPT_DIR, STAGING_DIR, SUMMARY_FILE, TRASH_PREFIX
     from daskscore.ui.report import REPORT_FILE
 
     assert outputdir.REPORT_FILE == REPORT_FILE
-    assert {SUMMARY_FILE, STAGING_DIR, REPORT_FILE, "logs"} == set(OWN_OUTPUT_NAMES)
-    for name in (KEPT_DIR, TRASH_PREFIX + "job", SUMMARY_FILE, REPORT_FILE):
+    own = {SUMMARY_FILE, STAGING_DIR, REPORT_FILE, FAILED_ITEMS, "logs"}
+    assert own == set(OWN_OUTPUT_NAMES)
+    for name in (KEPT_DIR, TRASH_PREFIX + "job", SUMMARY_FILE, REPORT_FILE, FAILED_ITEMS):
         assert output_name_problem(name), name
     for name in ("predictions.csv", "logs.csv", "report.csv", "daskscore.csv", ".hidden.csv"):
         assert output_name_problem(name) is None, name
@@ -352,6 +354,34 @@ def test_environment_variables_become_strings(tmp_path: Path) -> None:
         "D": "text",
         "7": "x",
     }
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ('"": e', "needs a name"),
+        ('"A=B": c', "cannot hold '='"),
+        ('X: "a\\0b"', "NUL character"),
+    ],
+)
+def test_environment_variables_a_process_cannot_take_are_refused(
+    tmp_path: Path, entry: str, why: str
+) -> None:
+    """Found in the deployment, not in the workers (an internal error or an init() death)."""
+    path = make_project(tmp_path, with_settings(f"environment_variables:\n  {entry}\n"))
+    with pytest.raises(ConfigError, match="settings.environment_variables.") as info:
+        load_deployment(path)
+    assert why in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["settings=foo", "settings=5", "resources=3", "type=pipeline"])
+def test_a_section_set_to_a_scalar_or_another_type_is_refused_as_in_the_file(
+    tmp_path: Path, override: str
+) -> None:
+    key, _, value = override.partition("=")
+    with pytest.raises(ConfigError, match=f"override: {key}: ") as info:
+        load_deployment(make_project(tmp_path), {key: value})
+    assert "mapping" in str(info.value) or "not supported" in str(info.value)
 
 
 def test_missing_code_folder_is_named(tmp_path: Path) -> None:

@@ -281,7 +281,7 @@ def test_claim_keeps_unrelated_files(tmp_path: Path) -> None:
     assert (out / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("held", ["predictions.csv", SUMMARY_FILE])
+@pytest.mark.parametrize("held", ["predictions.csv", SUMMARY_FILE, "failed_items.csv"])
 def test_claim_refuses_a_folder_holding_a_job(tmp_path: Path, held: str) -> None:
     out = tmp_path / "out"
     out.mkdir()
