@@ -23,6 +23,7 @@ from daskscore.devtools.validate import WARNING, collect_problems, dry_run
 from daskscore.engine.plan import plan_job
 from daskscore.engine.work import describe_work
 from daskscore.errors import ConfigError, UsageError
+from daskscore.protocol import error_line
 
 #: Rows of what run() returned shown in a notebook.
 SHOWN_ROWS = 10
@@ -340,6 +341,5 @@ def _seconds(value: float) -> str:
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "?"
+def _last_line(text: Any) -> str:
+    return error_line(text, empty="?")

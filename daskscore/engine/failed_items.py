@@ -25,7 +25,7 @@ from daskscore.config.settings import redact
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.work import describe_work, part_of
 from daskscore.io.outputdir import FAILED_ITEMS_FILE
-from daskscore.protocol import Status
+from daskscore.protocol import Status, error_line
 
 FAILED_ITEMS = FAILED_ITEMS_FILE
 COLUMNS = ("mini_batch", "file", "status", "tries", "error")
@@ -77,11 +77,9 @@ def item_names(work: Any, read: int | None = None) -> list[str]:
 
 
 def last_line(text: str) -> str:
-    """The last non-blank line of an error text (a traceback's exception line)."""
-    for line in reversed(text.strip().splitlines()):
-        if line.strip():
-            return line.strip()
-    return ""
+    """An error text's one line for the CSV: the traceback's exception (see
+    :func:`daskscore.protocol.error_line`)."""
+    return error_line(text)
 
 
 def write_failed_items(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.io import storage
+from daskscore.protocol import error_line
 from daskscore.ui.report import REPORT_FILE
 
 #: The per-try records of a job, under its output folder.
@@ -273,9 +274,8 @@ def _float(value: Any) -> float:
         return 0.0
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+def _last_line(text: Any) -> str:
+    return error_line(text)
 
 
 # ---------------------------------------------------------------------- per-try frame

@@ -42,7 +42,7 @@ from daskscore.engine.plan import plan_job
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started
 from daskscore.engine.work import charged, describe_work
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, UsageError
-from daskscore.protocol import MiniBatchRecord, WorkerJob
+from daskscore.protocol import MiniBatchRecord, WorkerJob, error_line
 from daskscore.worker.plugin import get_runtime
 from daskscore.worker.task import run_mini_batch
 
@@ -431,5 +431,4 @@ def open_session(
 
 
 def _last_line(text: Any) -> str:
-    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else "?"
+    return error_line(text, empty="?")

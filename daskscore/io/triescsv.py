@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from daskscore.protocol import error_line
+
 #: The columns: Azure's, then daskscore's own.
 ATTEMPT_COLUMNS = [
     "mini_batch_id",
@@ -340,6 +342,5 @@ def _iso_second(sec: int) -> str:
     return dt.datetime.fromtimestamp(sec, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
+def _last_line(text: Any) -> str:
+    return error_line(text)

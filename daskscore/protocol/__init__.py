@@ -292,3 +292,31 @@ class TaskResult:
 
 
 _MINI_BATCH = operator.attrgetter("mini_batch")
+
+
+def error_line(text: Any, limit: int | None = None, empty: str = "") -> str:
+    """An error text in one line, for a CSV column, a table cell or a summary: the exception of
+    a traceback — its first line after the last frame, with the lines that follow it (a
+    message of several lines, as torch's and pandas' often are), joined by spaces — else the
+    text's last line.  ``limit``: at most that many characters (cut with "…"); ``empty``: what
+    an empty text gives.
+
+    Examples
+    --------
+    >>> error_line('Traceback (most recent call last):\\n  File "s.py", line 3, in run\\n'
+    ...            '    f()\\nRuntimeError: Error(s) in loading:\\n\\tsize mismatch for fc')
+    'RuntimeError: Error(s) in loading: size mismatch for fc'
+    """
+    lines = [line.rstrip() for line in str(text or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return empty
+    frames = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
+    start = len(lines) - 1
+    if frames:
+        # after the last frame: its source line (and carets), indented; then the exception
+        start = next(
+            (i for i in range(frames[-1] + 1, len(lines)) if not lines[i][:1].isspace()),
+            len(lines) - 1,
+        )
+    line = " ".join(part.strip() for part in lines[start:])
+    return line if limit is None or len(line) <= limit else line[: limit - 1] + "…"

@@ -18,7 +18,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from daskscore.protocol import failed_at_import
+from daskscore.protocol import error_line, failed_at_import
 from daskscore.ui import explain
 from daskscore.ui.slowest import slowest_section
 
@@ -408,9 +408,7 @@ def _cut(text: str) -> str:
 
 
 def _last_line(text: Any) -> str:
-    lines = [line for line in str(text or "").splitlines() if line.strip()]
-    line = lines[-1].strip() if lines else "(no error text)"
-    return line if len(line) <= 160 else line[:159] + "…"
+    return error_line(text, limit=160, empty="(no error text)")
 
 
 def _plural(n: int, one: str, many: str) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from daskscore.protocol import error_line
+
 #: The slowest tries listed.
 TOP = 5
 #: Tries ended with their process listed at most.
@@ -87,6 +89,4 @@ def _secs(value: Any) -> str:
 
 
 def _last_line(text: Any) -> str:
-    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
-    line = lines[-1] if lines else ""
-    return line if len(line) <= 200 else line[:199] + "…"
+    return error_line(text, limit=200)

@@ -20,7 +20,7 @@ SCRIPT = """
     def run(mini_batch):
         names = [os.path.basename(p) for p in mini_batch]
         if "f0002.csv" in names:
-            raise ValueError("bad input " + names[0])
+            raise ValueError("bad input " + names[0] + "\\n\\tthe second line of its message")
         if "f0004.csv" in names:
             os._exit(3)
         if "f0006.csv" in names:
@@ -57,7 +57,12 @@ def test_failed_items_for_each_way_of_failing(tmp_path: Path) -> None:
         ("4", "f0009.csv", "PARTIAL", "1"),
     ], show(proc)
     assert all(Path(r["file"]).parent == inputs for r in rows)  # full paths
-    assert rows[0]["error"] == "ValueError: bad input f0002.csv"
+    # a message of several lines: the exception's own line first, not the last line alone
+    error = "ValueError: bad input f0002.csv the second line of its message"
+    assert rows[0]["error"] == error
+    with open(out / "logs/sys/job_report/processed_mini-batches.csv", encoding="utf-8") as fh:
+        tries = list(csv.DictReader(fh))
+    assert [t["error"] for t in tries if t["status"] == "RUN_EXCEPTION"] == [error]
     assert "retry_settings.timeout" in rows[4]["error"]
     assert "\n" not in "".join(r["error"] for r in rows)
     assert "failed_items.csv" in proc.stderr, show(proc)

@@ -77,3 +77,43 @@ def test_the_columns_travel_in_fewer_bytes_than_the_records() -> None:
     packed.pack()
     assert len(pickle.dumps(packed)) < len(pickle.dumps(TaskResult("a", "w-1", records))) * 0.8
     assert pickle.loads(pickle.dumps(packed)).all_records() == records
+
+
+def test_error_line_is_the_exception_of_a_traceback_in_one_line() -> None:
+    from daskscore.protocol import error_line
+
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "/code/score.py", line 9, in run\n'
+        "    model.load_state_dict(state)\n"
+        "    ~~~~~~~~~~~~~~~~~~~~~^^^^^^^\n"
+        "RuntimeError: Error(s) in loading state_dict for Net:\n"
+        "\tsize mismatch for fc.weight: copying a param with shape [10, 4]\n"
+    )
+    assert error_line(traceback) == (
+        "RuntimeError: Error(s) in loading state_dict for Net: size mismatch for fc.weight: "
+        "copying a param with shape [10, 4]"
+    )
+    chained = traceback + (
+        "\nThe above exception was the direct cause of the following exception:\n\n"
+        "Traceback (most recent call last):\n"
+        '  File "/code/score.py", line 12, in run\n'
+        "    raise ValueError('cannot load') from exc\n"
+        "ValueError: cannot load\n"
+    )
+    assert error_line(chained) == "ValueError: cannot load"
+    timeout = (
+        "Stack of run() when it was stopped (most recent call last; every thread's: ...):\n"
+        '  File "/code/score.py", line 3, in run\n'
+        "    time.sleep(100)\n"
+        "run() exceeded retry_settings.timeout (3 s) in run (score.py, line 3)"
+    )
+    assert (
+        error_line(timeout)
+        == "run() exceeded retry_settings.timeout (3 s) in run (score.py, line 3)"
+    )
+    assert error_line("ColumnError: column 'x' of run()'s DataFrame ...") == (
+        "ColumnError: column 'x' of run()'s DataFrame ..."
+    )
+    assert error_line("", empty="?") == "?"
+    assert error_line("x" * 300, limit=10) == "x" * 9 + "…"
