@@ -540,6 +540,52 @@ def test_parallel_run_step_settings_json_changes_the_format(client, tmp_path):
     ]
 
 
+def test_rows_the_to_csv_options_cannot_write_fail_their_mini_batch_alone(client, tmp_path):
+    """quoting 3 (QUOTE_NONE) without an escapechar refuses a value holding the separator: that
+    mini-batch fails, naming the options; the job's other rows are written.  (Formatted later
+    with its neighbours, it ended the whole job with an internal error and no output.)  A
+    frame of rows without columns writes an empty line per row, as to_csv does, so that the
+    rows counted are the lines written."""
+    script = """
+        import os
+        import pandas as pd
+
+        def init():
+            pass
+
+        def run(mini_batch):
+            names = [os.path.splitext(os.path.basename(p))[0] for p in mini_batch]
+            if "f0002" in names:
+                return pd.DataFrame({"file": [n + ",x" for n in names]})
+            if "f0004" in names:
+                return pd.DataFrame(index=range(len(names)))
+            return pd.DataFrame({"file": names})
+    """
+    settings_json = json.dumps(
+        {"append_row": {"pandas.DataFrame.to_csv": {"sep": ",", "quoting": 3}}}
+    )
+    dep = write_deployment(
+        tmp_path / "deploy",
+        script,
+        settings={
+            "mini_batch_size": 2,
+            "error_threshold": -1,
+            "retry_settings": {"max_retries": 0},
+        },
+        extra_code={"parallel_run_step.settings.json": settings_json},
+    )
+    result = run_job(client, dep, write_inputs(tmp_path / "in", 6), tmp_path / "out")
+    assert result.status == "Completed"
+    assert result.predictions.read_text().split("\n") == ["f0000", "f0001", "", "", ""]
+    summary = summary_of(tmp_path / "out")
+    assert (summary["succeeded_items"], summary["failed_items"]) == (4, 2)
+    assert summary["rows_written"] == 4
+    (failure,) = summary["failures"]
+    assert failure["mini_batch_id"] == 1
+    assert failure["error"].startswith("FormatError: the rows run() returned cannot be written")
+    assert "quoting=3" in failure["error"] and "escapechar" in failure["error"]
+
+
 def test_output_file_name_override(client, tmp_path):
     script = """
         import os

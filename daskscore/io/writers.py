@@ -18,6 +18,7 @@ A new format is one subclass with ``@register``.  The worker side gets a writer 
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 import sys
@@ -155,13 +156,28 @@ def get_writer(
 # --------------------------------------------------------------------------- append_row
 
 
+class FormatError(ValueError):
+    """A mini-batch's DataFrame that ``to_csv`` refuses with the job's options (those of
+    ``parallel_run_step.settings.json``): its mini-batch fails, not the job."""
+
+
 def format_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> bytes:
     """The append_row bytes of one mini-batch's result, as Azure writes them: a list gives one
-    line per element (its ``str()``, line breaks made spaces), a DataFrame ``to_csv`` lines."""
+    line per element (its ``str()``, line breaks made spaces), a DataFrame ``to_csv`` lines (a
+    frame of rows without columns: an empty line each, as ``to_csv`` writes it)."""
     if not isinstance(result, list):  # a DataFrame: normalize_result let nothing else through
-        if result.empty and not csv_kwargs.get("header", False):
+        if len(result) == 0 and not csv_kwargs.get("header", False):
             return b""
-        text = result.to_csv(**{"lineterminator": "\n", **csv_kwargs})
+        try:
+            text = result.to_csv(**{"lineterminator": "\n", **csv_kwargs})
+        except (csv.Error, ValueError, TypeError) as exc:
+            options = ", ".join(f"{k}={v!r}" for k, v in csv_kwargs.items())
+            raise FormatError(
+                f"the rows run() returned cannot be written as append_row text with the to_csv "
+                f"options ({options}; parallel_run_step.settings.json sets them): "
+                f"{type(exc).__name__}: {exc}; the rows of this mini-batch are not written. "
+                "Change the options (an escapechar with quoting 3, say) or the values in run()."
+            ) from None
         return text.encode("utf-8", "backslashreplace")  # a non-UTF-8 file name: \udcff
     if not result:
         return b""
@@ -247,6 +263,9 @@ def defer_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> Rows | None:
         csv_kwargs.get("header")
         or csv_kwargs.get("index", True)
         or not _ROW_BY_ROW.issuperset(csv_kwargs)
+        # (without quotes, a value holding the separator is refused: formatted now, that fails
+        # this mini-batch, where formatted at the flush it would fail the task)
+        or csv_kwargs.get("quoting") == csv.QUOTE_NONE
     ):
         return None
     if not isinstance(csv_kwargs.get("float_format", ""), str):

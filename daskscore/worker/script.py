@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 from daskscore.errors import ConfigError
 from daskscore.io.datasets import ColumnError, PartitionValueError
+from daskscore.io.writers import FormatError
 from daskscore.protocol import IMPORT_FAILED
 
 #: to_csv arguments of the append_row file: Azure writes space-separated, no header, no index.
@@ -303,8 +304,9 @@ class ResultError(TypeError):
 
 #: What daskscore raises about what ``run()`` returned: the mini-batch fails with the message
 #: alone (no traceback of daskscore's frames); a partition value too long for a folder name, a
-#: DataFrame that no dataset can hold (a column name twice, a column of mixed types) are too.
-RESULT_ERRORS = (ResultError, PartitionValueError, ColumnError)
+#: DataFrame that no dataset can hold (a column name twice, a column of mixed types), or that
+#: the job's to_csv options cannot write, are too.
+RESULT_ERRORS = (ResultError, PartitionValueError, ColumnError, FormatError)
 
 
 def normalize_result(result: Any) -> pd.DataFrame | list[Any]:
