@@ -139,6 +139,12 @@ def test_a_failed_file_leaves_the_rest_of_its_mini_batch(client: Any, tmp_path: 
     assert "b.csv" in result.failures[0]["error"] and result.failures[0]["status"] == "RUN_DONE"
     logs = "".join(p.read_text() for p in (result.logs / "user" / "stdout").glob("*.txt"))
     assert "b.csv: column 'mean radius', row 1: value 'abc' is not a double" in logs
+    # the failed file alone, where the scorer named it: not the files of its mini-batch
+    assert [Path(f).name for f in result.failures[0]["files"]] == ["b.csv"]
+    failed = result.failed_items_frame()
+    assert [Path(f).name for f in failed["file"]] == ["b.csv"], failed
+    assert failed["status"].tolist() == ["PARTIAL"]
+    assert "column 'mean radius', row 1" in failed["error"][0]
 
 
 def test_an_unsupported_file_type_fails_with_a_clear_message(client: Any, tmp_path: Path) -> None:

@@ -48,10 +48,38 @@ def failed_item_rows(
         rec = outcomes.final[mb]
         status = PARTIAL if rec.status == Status.RUN_DONE else str(rec.status)
         tries = max(outcomes.tries.get(mb, 0), rec.try_no)  # (numbered over every run)
+        named = named_failures(outcomes.work[mb], rec.error) if status == PARTIAL else []
+        if named:  # run() said which of its files failed: those, each with its reason
+            for name, reason in named:
+                yield mb, name, status, tries, redact(last_line(reason), secrets)
+            continue
         error = redact(last_line(rec.error or ""), secrets)
         unread = mb in outcomes.rows_unknown
         for name in item_names(outcomes.work[mb], None if unread else rec.total):
             yield mb, name, status, tries, error
+
+
+def named_failures(work: Any, error: str | None) -> list[tuple[str, str]]:
+    """The files of a mini-batch that its run() named as failed, each with its reason: the
+    lines of the try's error that begin ``<file>: `` with one of the mini-batch's files, as
+    the reasons a DataFrame lists in ``attrs[FAILED_ITEMS_ATTR]`` do (the built-in MLflow
+    scorer's).  Empty when no line does: every file of the mini-batch is listed then."""
+    if not isinstance(work, list) or not error:
+        return []
+    names = {os.fsdecode(f) if isinstance(f, bytes) else f for f in work}
+    found: dict[str, str] = {}
+    for line in error.splitlines():
+        at = line.find(": ")
+        while at > 0:
+            if line[:at] in names:
+                found.setdefault(line[:at], line)
+                break
+            at = line.find(": ", at + 2)
+    return sorted(found.items(), key=lambda item: _order(work).get(item[0], 0))
+
+
+def _order(work: list[Any]) -> dict[str, int]:
+    return {(os.fsdecode(f) if isinstance(f, bytes) else f): i for i, f in enumerate(work)}
 
 
 def failed_files(outcomes: Outcomes, mb: int) -> list[str]:
@@ -60,7 +88,9 @@ def failed_files(outcomes: Outcomes, mb: int) -> list[str]:
     work = outcomes.work[mb]
     leaves = list(outcomes.split.failed_leaves(mb))
     if not leaves:
-        return describe_work(work)
+        rec = outcomes.final.get(mb)
+        named = named_failures(work, rec.error) if rec and rec.status == Status.RUN_DONE else []
+        return [name for name, _ in named] or describe_work(work)
     return [name for lo, hi, _, _ in leaves for name in describe_work(part_of(work, lo, hi))]
 
 
