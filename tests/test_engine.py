@@ -174,6 +174,27 @@ def test_init_failure_raises_initfailed_with_the_users_traceback(client, tmp_pat
     assert any("model is broken" in p.read_text() for p in errors)
 
 
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("run = None\n", "binds run = None, not a function"),
+        ("init = 5\ndef run(b):\n    return b\n", "binds init = 5, not a function"),
+        ("run = lambda: []\n", "run(mini_batch) must take one argument"),
+    ],
+    ids=["run-none", "init-number", "run-no-argument"],
+)
+def test_an_entry_azure_cannot_call_fails_the_job_saying_so(client, tmp_path, source, why):
+    """Not "init() raised" with daskscore's own frames (run = None), nor a job that completes
+    (init = 5 was skipped), nor every mini-batch failing at the call (run taking nothing)."""
+    dep = write_deployment(tmp_path / "deploy", source)
+    with pytest.raises(daskscore.InitFailed) as info:
+        run_job(client, dep, write_inputs(tmp_path / "in", 4), tmp_path / "out")
+    text = str(info.value)
+    assert why in text and "importing the scoring script score.py failed" in text, text
+    assert "Traceback" not in text and "daskscore/" not in text, text
+    assert len(processed_of(tmp_path / "out")) == 0
+
+
 # --------------------------------------------------------------------------- the environment
 
 ENV_PROBE_SCRIPT = """

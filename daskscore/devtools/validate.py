@@ -251,7 +251,9 @@ def _stages(
         except (Exception, SystemExit) as exc:  # the user's code may raise anything
             if report.failed_stage is None:
                 report.failed_stage, report.error = name, _describe(exc, deployment, name)
-                if post_mortem and not isinstance(exc, script_mod.ResultError):
+                if post_mortem and not isinstance(
+                    exc, (script_mod.ResultError, script_mod.ScriptShapeError)
+                ):
                     print(f"{name} raised:\n{report.error}\n", file=sys.stderr, flush=True)
                     report.error = "(the traceback is above)"
                     _UserPdb(deployment.code).post_mortem(exc)
@@ -260,7 +262,13 @@ def _stages(
             report.timings[name] = time.perf_counter() - started
 
     code, script = deployment.code, deployment.scoring_script
-    ok, module = stage("import", lambda: script_mod.import_script(code, script))
+
+    def load() -> Any:
+        module = script_mod.import_script(code, script)
+        script_mod.check_entries(module, script.name)  # (init and run callable as Azure calls)
+        return module
+
+    ok, module = stage("import", load)
     init = getattr(module, "init", None)
     if not ok or (callable(init) and not stage("init()", init)[0]):
         return
@@ -297,6 +305,8 @@ def _describe(exc: BaseException, deployment: Deployment, stage: str) -> str:
     after a file not found under ``AZUREML_MODEL_DIR``, what that folder holds."""
     if isinstance(exc, script_mod.ResultError):  # about what run() returned: no traceback
         return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, script_mod.ScriptShapeError):  # init or run not callable as Azure calls
+        return str(exc)
     code = deployment.code
     text = script_mod.user_traceback(exc, code)
     if stage == "import":

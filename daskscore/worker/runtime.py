@@ -179,13 +179,11 @@ class JobRuntime:
         try:
             mark.stage(stage)
             self.module = script_mod.import_script(Path(job.code), Path(job.script))
+            script_mod.check_entries(self.module, Path(job.script).name)
             stage = "init()"
             mark.stage(stage)
-            init = getattr(self.module, "init", None)
-            if callable(init):
-                init()
-            if not callable(getattr(self.module, "run", None)):
-                raise AttributeError(f"{job.script} defines no callable run(mini_batch)")
+            if getattr(self.module, "init", None) is not None:
+                self.module.init()
             self._limit_threads()
         except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
             self.init_error = self._init_error(stage, exc)
@@ -301,6 +299,8 @@ class JobRuntime:
         the import failed (and where to install a missing module), or followed by what
         ``AZUREML_MODEL_DIR`` holds when init() looked there for a file that is not."""
         job, text = self.job, self.user_traceback(exc)
+        if isinstance(exc, script_mod.ScriptShapeError):
+            return self.shown(str(exc))  # (the whole story: no traceback of the check's own)
         if stage == "import":
             head = script_mod.import_failure(
                 exc, Path(job.display_code or job.code), Path(job.script)

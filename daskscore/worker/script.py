@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import os
 import sys
 import traceback
@@ -49,6 +50,73 @@ def check_script(script: Path) -> None:
             f"{script}: the scoring script defines no run() function; a scoring script needs "
             "run(mini_batch) (and usually init()) at module level."
         )
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name in ENTRIES:
+            problem = _arity_problem(node.name, _arity(node.args))
+            if problem:
+                raise ConfigError(f"{script}, line {node.lineno}: {problem}")
+
+
+#: The script's entry points, and the positional arguments each is called with.
+ENTRIES = {"init": 0, "run": 1}
+
+
+def _arity(args: ast.arguments) -> tuple[int, int, bool, bool]:
+    """(positional parameters, required ones, whether it takes *args, whether a keyword-only
+    parameter is required) of a ``def``."""
+    positional = len(args.posonlyargs) + len(args.args)
+    required_kw = any(default is None for default in args.kw_defaults)
+    return positional, positional - len(args.defaults), args.vararg is not None, required_kw
+
+
+def _arity_problem(name: str, arity: tuple[int, int, bool, bool]) -> str | None:
+    """Why ``name()`` (``init`` or ``run``) cannot be called as Azure calls it, or None."""
+    positional, required, star, required_kw = arity
+    given = ENTRIES[name]
+    if required <= given and (positional >= given or star) and not required_kw:
+        return None
+    if name == "init":
+        return "init() must take no arguments: Azure calls init() with none."
+    return (
+        "run(mini_batch) must take one argument, the mini-batch (a list of file paths, or a "
+        "DataFrame in tabular mode): Azure calls run(mini_batch)."
+    )
+
+
+_MISSING = object()
+
+
+class ScriptShapeError(TypeError):
+    """The imported script's ``init`` or ``run`` cannot be called as Azure calls them."""
+
+
+def check_entries(module: Any, script: str) -> None:
+    """Raise :class:`ScriptShapeError` when the imported ``module`` (the scoring script
+    ``script``) has an ``init`` that is not a function taking no argument, or no ``run`` that
+    takes the mini-batch — whatever made them (an assignment, a decorator)."""
+    for name in ENTRIES:
+        entry = getattr(module, name, _MISSING)
+        if entry is _MISSING and name == "init":
+            continue  # (init() is optional)
+        if not callable(entry):
+            what = (
+                "defines no run(mini_batch)"
+                if entry is _MISSING
+                else f"binds {name} = {repr(entry)[:60]}, not a function"
+            )
+            raise ScriptShapeError(
+                f"{IMPORT_FAILED} {script} failed: it {what} (a scoring script defines "
+                "run(mini_batch) and, optionally, init())"
+            )
+        try:
+            inspect.signature(entry).bind(*([None] * ENTRIES[name]))
+        except TypeError:
+            problem = _arity_problem(name, (0, 1, False, True))
+            raise ScriptShapeError(
+                f"{IMPORT_FAILED} {script} failed: {str(problem).rstrip('.')}"
+            ) from None
+        except ValueError:  # (no signature to read: a builtin; it is called as it is)
+            continue
 
 
 def _top_level_names(tree: ast.Module) -> set[str]:
@@ -280,12 +348,21 @@ def user_traceback(exc: BaseException, code: Path) -> str:
     link: traceback.TracebackException | None = te
     while link is not None:
         frames = list(link.stack)
+        # (the raising frame, unless it is daskscore's own: a call of run() that Python refused,
+        # run() taking no argument, says so in its exception line alone)
         keep = [
-            f for i, f in enumerate(frames) if f.filename.startswith(prefix) or i == len(frames) - 1
+            f
+            for i, f in enumerate(frames)
+            if f.filename.startswith(prefix)
+            or (i == len(frames) - 1 and not f.filename.startswith(_OWN))
         ]
         link.stack = traceback.StackSummary.from_list(keep)
         link = link.__cause__ or link.__context__
     return "".join(te.format()).rstrip("\n")
+
+
+#: daskscore's own source folder.
+_OWN = str(Path(__file__).resolve().parent.parent) + os.sep
 
 
 def full_traceback(exc: BaseException) -> str:

@@ -89,6 +89,64 @@ def test_check_script_rejects_a_script_without_run(tmp_path: Path, source: str) 
     assert str(script) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("def run():\n    return []\n", "run(mini_batch) must take one argument"),
+        ("def run(a, b):\n    return []\n", "run(mini_batch) must take one argument"),
+        ("def run(b, *, k):\n    return []\n", "run(mini_batch) must take one argument"),
+        ("def init(model_dir):\n    pass\ndef run(b):\n    return b\n", "init() must take no"),
+    ],
+    ids=["run-none", "run-two", "run-keyword", "init-one"],
+)
+def test_check_script_rejects_entries_azure_cannot_call(
+    tmp_path: Path, source: str, why: str
+) -> None:
+    script = write(tmp_path / "score.py", source)
+    with pytest.raises(ConfigError, match=re.escape(why)) as info:
+        check_script(script)
+    assert f"{script}, line " in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def run(mini_batch, extra=1):\n    return mini_batch\n",
+        "def run(*args):\n    return args[0]\n",
+        "def init(*, debug=False):\n    pass\ndef run(b):\n    return b\n",
+    ],
+)
+def test_check_script_accepts_entries_that_take_the_call(tmp_path: Path, source: str) -> None:
+    check_script(write(tmp_path / "score.py", source))
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("run = None\n", "binds run = None, not a function"),
+        ("init = 5\ndef run(b):\n    return b\n", "binds init = 5, not a function"),
+        ("run = lambda: []\n", "run(mini_batch) must take one argument"),
+        (
+            "import functools\ndef run(b):\n    return b\ninit = functools.partial(run)\n",
+            "init() must take no arguments",
+        ),
+    ],
+    ids=["run-none", "init-number", "run-lambda", "init-partial"],
+)
+def test_check_entries_refuses_what_the_static_check_cannot_see(
+    tmp_path: Path, source: str, why: str
+) -> None:
+    from daskscore.worker.script import ScriptShapeError, check_entries
+
+    module = import_script(tmp_path, write(tmp_path / "score.py", source))
+    try:
+        with pytest.raises(ScriptShapeError, match=re.escape(why)) as info:
+            check_entries(module, "score.py")
+        assert str(info.value).startswith("importing the scoring script score.py failed: ")
+    finally:
+        forget_code(tmp_path)
+
+
 def test_check_script_reports_the_syntax_error_line(tmp_path: Path) -> None:
     script = write(tmp_path / "score.py", "import os\n\ndef run(b)\n    return b\n")
     with pytest.raises(ConfigError, match="line 3") as info:
