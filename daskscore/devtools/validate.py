@@ -381,6 +381,12 @@ def _show(report: DryRun, deployment: Deployment, unit: str, rows: int) -> None:
     timeout = settings.retry_settings.timeout
     if report.timings.get("run()", 0.0) > timeout:
         print(f"warning: run() took longer than retry_settings.timeout ({timeout:g} s).")
+    if returned < report.items:
+        print(
+            f"warning: run() returned {returned} results for {report.items} {unit}: "
+            f"daskscore run counts {report.items - returned} of them failed (a result per item "
+            "is what Azure counts as succeeded)."
+        )
     print("OK: init() and run() work.")
 
 

@@ -228,6 +228,17 @@ def test_validate_fails_with_the_stage_that_raised(
     assert f"{stage} failed" in err and message in err
 
 
+def test_validate_warns_when_run_returns_fewer_results_than_items(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job would count the missing results as failed items; validate says so."""
+    dep = write_deployment(tmp_path / "d", "def run(mini_batch):\n    return mini_batch[:1]\n",
+                           settings={"mini_batch_size": 3})  # fmt: skip
+    assert validate(str(dep), "--input", str(write_inputs(tmp_path / "in", 3))) == 0
+    out = capsys.readouterr().out
+    assert "warning: run() returned 1 results for 3 files: daskscore run counts 2" in out, out
+
+
 def test_validate_lists_every_problem_of_a_bad_deployment_and_runs_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
