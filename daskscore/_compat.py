@@ -333,3 +333,15 @@ def thread_frame(ident: int) -> Any:
     """The frame that thread ``ident`` of this process runs now (None: no such thread), from
     ``sys._current_frames()``, what ``faulthandler`` and debuggers read too."""
     return sys._current_frames().get(ident)
+
+
+def unsubscribe_topic(client: Any, topic: str) -> None:
+    """``client.unsubscribe_topic(topic)``, and its handler dropped: Dask's unsubscribes at the
+    scheduler but keeps the handler (a bound method of whatever subscribed, kept alive with
+    everything it holds, one per job on a client that runs many)."""
+    try:
+        client.unsubscribe_topic(topic)
+    finally:
+        handlers = getattr(client, "_event_handlers", None)
+        if isinstance(handlers, dict):
+            handlers.pop(topic, None)

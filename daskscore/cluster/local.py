@@ -189,6 +189,10 @@ class EarlyCluster:
         self._context = context
         self._handle: ClusterHandle | None = None
         self._error: BaseException | None = None
+        #: set when the start has ended, either way.  (Not ``Thread.join``: a join that Ctrl-C
+        #: interrupts can return early the next time, with the start still running, and the
+        #: cluster was then closed while it started: "generator already executing".)
+        self._started = threading.Event()
         self._thread = threading.Thread(
             target=self._start, name="daskscore-cluster-start", daemon=True
         )
@@ -199,10 +203,16 @@ class EarlyCluster:
             self._handle = self._context.__enter__()
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
             self._error = exc
+        finally:
+            self._started.set()
+
+    def _wait(self) -> None:
+        while not self._started.wait(0.25):  # (short waits: Ctrl-C is seen at once)
+            pass
 
     def __enter__(self) -> ClusterHandle:
         try:
-            self._thread.join()
+            self._wait()
         except BaseException:  # (Ctrl-C while it starts: closed once it has started)
             self.discard()
             raise
@@ -215,8 +225,9 @@ class EarlyCluster:
         return self._context.__exit__(*exc_info)
 
     def discard(self) -> None:
-        """Close the cluster unused: the job was refused before it ran."""
-        self._thread.join()
+        """Close the cluster unused: the job was refused before it ran (or Ctrl-C came while
+        it started: it is closed once it has started)."""
+        self._wait()
         if self._error is None:
             self._context.__exit__(None, None, None)
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from distributed import Client
 
+from daskscore import _compat
 from daskscore.engine.finish import write_overview
 from daskscore.engine.isolate import PartKey
 from daskscore.engine.memory import MemoryDeaths
@@ -404,9 +405,9 @@ class Dispatcher:
 
     def stop(self) -> None:
         try:
-            self.client.unsubscribe_topic(self.topic)
-        except Exception:  # noqa: BLE001
-            pass
+            _compat.unsubscribe_topic(self.client, self.topic)
+        except Exception:  # noqa: BLE001 - a client closed meanwhile
+            logger.debug("unsubscribing from %s failed", self.topic, exc_info=True)
         if self.inflight:
             self.client.cancel(list(self.inflight))
             self.inflight.clear()

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from daskscore import _compat
 from daskscore.engine.work import planned_total
 from daskscore.protocol import MiniBatchRecord
 from daskscore.ui.progress import Progress, in_jupyter_kernel
@@ -210,7 +211,7 @@ class LiveScore:
                 except ValueError:
                     pass
         try:
-            self.client.unsubscribe_topic(self.topic)
+            _compat.unsubscribe_topic(self.client, self.topic)
         except Exception:  # noqa: BLE001 - the cluster may be gone
             pass
 

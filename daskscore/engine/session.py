@@ -387,7 +387,7 @@ class ScoringSession:
         if self.live is not None:
             self.live.close()
         try:
-            self.client.unsubscribe_topic(self.topic)
+            _compat.unsubscribe_topic(self.client, self.topic)
             self.client.set_metadata([COUNTS_ROOT, self.job.job_id], {})
             self.client.unregister_worker_plugin(f"daskscore-{self.job.job_id}")
         except Exception:  # noqa: BLE001 - the cluster may be gone

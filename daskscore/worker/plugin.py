@@ -138,6 +138,9 @@ class ScoringPlugin(WorkerPlugin):
             and state.module is not None
             and state.init_error is None
             and not _closing(worker)
+            # (a worker in the caller's own process, a notebook's processes=False cluster: the
+            # script's streams and environment would stay on in that process, its prints gone)
+            and _own_process(worker)
         )
         if keep:
             await _in_task_thread(worker, state.park)

@@ -156,13 +156,20 @@ def test_a_worker_in_the_callers_process_leaves_its_group_and_children_alone(
     script = "import os\ndef init(): pass\ndef run(mb): return [os.path.basename(p) for p in mb]\n"
     dep, inputs, out = make_job(tmp_path, script, n_files=2, settings={"mini_batch_size": 1})
     mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-    group = os.getpgid(0)
+    group, streams = os.getpgid(0), (sys.stdout, sys.stderr)
     try:
         with (
             LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
             Client(cluster) as client,
         ):
             result = daskscore.run(dep, inputs, out, client=client, progress=False)
+            # the script is not kept initialised in the caller's process (warm=True is the
+            # default): its streams went with it, and the caller's prints are the caller's
+            assert (sys.stdout, sys.stderr) == streams, (
+                "the caller's prints went to the script's log"
+            )
+            # nor is the job's progress handler left on the caller's client
+            assert not [t for t in client._event_handlers if t.startswith("daskscore")]
         assert result.summary["succeeded_items"] == 2
         assert os.getpgid(0) == group, "the caller's process left its process group"
         assert mine.poll() is None, "a process of the caller was ended with the job"
