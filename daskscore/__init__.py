@@ -16,6 +16,7 @@ from daskscore.config.loader import load_deployment
 from daskscore.config.settings import Deployment, Settings, UnknownKeyWarning
 from daskscore.engine.finish import JobResult
 from daskscore.errors import (
+    ClusterLost,
     ConfigError,
     DaskScoreError,
     ErrorThresholdExceeded,
@@ -30,6 +31,7 @@ from daskscore.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClusterLost",
     "ConfigError",
     "DaskScoreError",
     "Deployment",

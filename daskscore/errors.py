@@ -8,6 +8,8 @@ output folder) from failures of the user's own scoring code, and both from the j
     │   ├── ConfigError             deployment YAML: malformed, wrong type, missing file
     │   ├── InputError              the input path: missing, empty
     │   └── OutputError             the output folder: already holds a job, is a file
+    ├── ClusterLost                 the scheduler went away mid-job (CLI exit code 1; the
+    │                               job stays resumable)
     └── JobFailed                   the job ran and its verdict is Failed (CLI exit code 1)
         ├── InitFailed              the script's init() (or import) raised on a worker
         ├── ErrorThresholdExceeded  more failed items than settings.error_threshold allows
@@ -47,6 +49,11 @@ class InputError(UsageError):
 
 class OutputError(UsageError):
     """The output folder cannot be used (it already holds a job, or it is a file)."""
+
+
+class ClusterLost(DaskScoreError):
+    """The Dask scheduler stopped answering mid-job: nothing more can run.  What was committed
+    is kept in the output folder's staging folder, and ``--resume`` finishes the job."""
 
 
 class JobFailed(DaskScoreError):

@@ -345,6 +345,12 @@ class ProcessCluster:
         """
         _stop([self._workers.pop(name)], sig)
 
+    def kill_scheduler(self, sig: int = signal.SIGKILL) -> None:
+        """End the scheduler (its workers stay, without it)."""
+        if self._scheduler is not None:
+            _stop([self._scheduler], sig)
+            self._scheduler = None
+
     def worker_pids(self, name: str) -> list[int]:
         """Pids of a worker's live processes: the nanny first, then its children by pid.
 

@@ -26,7 +26,7 @@ from daskscore.engine.resultview import verdict
 from daskscore.engine.resume import MANIFEST
 from daskscore.engine.reuse import init_key
 from daskscore.engine.work import planned_total, rows_note
-from daskscore.errors import InitFailed
+from daskscore.errors import ClusterLost, InitFailed
 from daskscore.io import outputdir
 from daskscore.protocol import WorkerJob
 from daskscore.ui import dashboard
@@ -147,14 +147,15 @@ def score_all(
         logger.info("all mini-batches settled; %d tasks", loop.seq)
     except InitFailed as exc:
         outcomes.init_error = exc.user_traceback
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ClusterLost):
         stopping = True
         raise
     finally:
         progress.close()
         job.record.running_at_end = progress.running_now()  # (a job cut short: its stragglers)
         loop.stop()
-        carrier.close(handle.client, wjob, job.out_dir)
+        if not loop.lost:  # (no scheduler left to bring a shipped job's files home through)
+            carrier.close(handle.client, wjob, job.out_dir)
         if stopping or outcomes.threshold_exceeded():
             # a job cut short (Ctrl-C, too many failures): removing the plugin runs in each
             # worker's task thread, after the run() calls still in flight there, which the

@@ -217,3 +217,37 @@ def test_an_unreachable_scheduler_is_one_paragraph(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert f"cannot connect to the Dask scheduler at {address}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_scheduler_that_goes_away_ends_the_job_which_resumes_on_another(
+    tmp_path: Path,
+) -> None:
+    """The job waited forever on futures no scheduler held; it now ends (exit 1) once the
+    client has been without its scheduler for a while, and --resume finishes it."""
+    dep = _driver(tmp_path, pause=0.2)
+    inputs = write_inputs(tmp_path / "in", 40, width=3)
+    out = tmp_path / "out"
+    env = {**os.environ, "DASKSCORE_SCHEDULER_LOST_S": "2"}
+    with ProcessCluster(tmp_path / "cluster", workers=2) as cluster:
+        cmd = [sys.executable, "-m", "daskscore", "run", str(dep), "-i", str(inputs),
+               "-o", str(out), "--scheduler", cluster.address, "--no-progress"]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        ledgers = out / ".daskscore"
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size for p in ledgers.glob("ledger/*.log")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        cluster.kill_scheduler()
+        try:
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "has not answered for" in err and "--resume finishes the job" in err, err
+    assert "Traceback" not in err, err
+    with ProcessCluster(tmp_path / "cluster2", workers=2) as cluster:
+        again = _cli(str(dep), "-i", str(inputs), "-o", str(out),
+                     "--scheduler", cluster.address, "--resume")  # fmt: skip
+        assert again.returncode == 0, _show(again, cluster)
+    assert (out / "predictions.csv").read_text().splitlines() == _expected(inputs)
