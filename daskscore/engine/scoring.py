@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,9 @@ from daskscore.worker.plugin import WarmKeeper
 from daskscore.worker.threads import intra_op_threads
 
 logger = logging.getLogger("daskscore")
+
+#: How often a cluster with no worker is asked again whether one joined.
+WORKER_POLL_S = 0.5
 
 
 @dataclass
@@ -88,6 +93,8 @@ def score_all(
         notify(
             f"Resuming: {len(outcomes.final)} of {len(plan.work)} mini-batches were already done."
         )
+    if not handle.embedded:
+        _wait_for_a_worker(handle.client, notify)
     carrier, workers = _place(job, handle)
     job.record.ran_with = {"workers": workers, "output_format": plan.writer.name}
     wjob = carrier.worker_job(_worker_job(job, handle, workers))
@@ -164,6 +171,22 @@ def score_all(
         else:
             script.uninstall()
     return carrier
+
+
+def _wait_for_a_worker(client: Any, notify: Callable[[str], None]) -> None:
+    """A cluster with no worker yet (one that scales up, workers still starting): wait for one
+    before asking the workers anything (whether they see the driver's disk: an empty answer
+    would ship the job), saying so now and after 1, 2, 4... minutes.  Ctrl-C stops it."""
+    started, note_at = time.monotonic(), 0.0
+    while not client.scheduler_info(n_workers=-1)["workers"]:
+        waited = time.monotonic() - started
+        if waited >= note_at:
+            text = "the cluster has no worker yet: waiting for one to join"
+            text += f" ({waited:.0f} s so far)" if note_at else " (Ctrl-C stops)"
+            logger.warning("%s", text)
+            notify(text)
+            note_at = max(60.0, 2 * note_at)
+        time.sleep(WORKER_POLL_S)
 
 
 def _place(job: JobRun, handle: ClusterHandle) -> tuple[transport.SharedDisk, int]:
