@@ -37,6 +37,7 @@ from typing import Any
 from distributed import Client
 
 from daskscore import _compat
+from daskscore.engine.connection import SchedulerWatch
 from daskscore.engine.finish import write_overview
 from daskscore.engine.isolate import PartKey
 from daskscore.engine.memory import MemoryDeaths
@@ -44,7 +45,7 @@ from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.policy import TaskSizing
 from daskscore.engine.transport import SharedDisk
 from daskscore.engine.workqueue import WorkQueue
-from daskscore.errors import ClusterLost, DaskScoreError, InitFailed
+from daskscore.errors import DaskScoreError, InitFailed
 from daskscore.io.ledger import LedgerState
 from daskscore.io.payloads import make_payload
 from daskscore.io.writers import OutputWriter
@@ -75,12 +76,6 @@ MAX_UNCHARGED_LOSSES = 10
 RECOUNT_S = 2.0
 #: Test hook: seconds the driver waits before it looks at each task that finished.
 HOLD_ENV = "DASKSCORE_TEST_HOLD_RESULTS_S"
-#: A client that has not been connected to its scheduler for this long ends the job
-#: (:class:`~daskscore.errors.ClusterLost`): the tasks, and the results they hold, are gone with
-#: the scheduler.
-LOST_S = 20.0
-#: ... that many seconds instead, from this environment variable (a test hook, as HOLD_ENV).
-LOST_ENV = "DASKSCORE_SCHEDULER_LOST_S"
 
 
 class Dispatcher:
@@ -156,10 +151,7 @@ class Dispatcher:
         self.last_overview = time.monotonic()
         self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.hold_s = float(os.environ.get(HOLD_ENV) or 0)  # a test hook, see HOLD_ENV
-        #: since when the client has had no scheduler (None: it has one); whether it was lost
-        self.lost_since: float | None = None
-        self.lost = False
-        self.lost_s = float(os.environ.get(LOST_ENV) or LOST_S)
+        self.connection = SchedulerWatch(client)
         self.topic = f"{PROGRESS_TOPIC}-{job.job_id}"
         client.subscribe_topic(self.topic, self._on_progress)
 
@@ -189,7 +181,7 @@ class Dispatcher:
             if on_tick is not None:
                 on_tick()
             now = time.monotonic()
-            self._check_connected(now)
+            self.connection.check(now, f"{self.outcomes.items_done()} items", self.job.output)
             if now - self.last_count >= RECOUNT_S:
                 if self.count_workers is not None:
                     self._recount()
@@ -202,29 +194,6 @@ class Dispatcher:
             if self.outcomes.threshold_exceeded():
                 self._abort()
                 return
-
-    def _check_connected(self, now: float) -> None:
-        """Raise :class:`ClusterLost` once the client has been without its scheduler for
-        :data:`LOST_S` (it stopped, was killed, or the network failed): the job would wait
-        forever on futures that no scheduler holds."""
-        if getattr(self.client, "status", "running") == "running":
-            self.lost_since = None
-            return
-        if self.lost_since is None:
-            self.lost_since = now
-            logger.warning("the client lost its connection to the Dask scheduler")
-            return
-        if now - self.lost_since < self.lost_s:
-            return
-        self.lost = True
-        address = getattr(getattr(self.client, "scheduler", None), "address", None) or "?"
-        raise ClusterLost(
-            f"the Dask scheduler at {address} has not answered for {now - self.lost_since:.0f} "
-            "s (it stopped, was killed, or the connection to it failed): the job cannot go on. "
-            f"What was committed ({self.outcomes.items_done()} items) is kept in "
-            f"{self.job.output}; once a scheduler runs again, the same command with --resume "
-            "finishes the job."
-        )
 
     def _recount(self) -> None:
         try:
@@ -436,6 +405,11 @@ class Dispatcher:
             self._record(attempt, self.transport.salvage(self.job, attempt))
         self.queue.clear()
         self.parts.clear()
+
+    @property
+    def lost(self) -> bool:
+        """Whether the job ended because the client lost its scheduler."""
+        return self.connection.lost
 
     def stop(self) -> None:
         if self.lost:  # (no scheduler to cancel anything on, or to unsubscribe from)

@@ -18,10 +18,7 @@ A new format is one subclass with ``@register``.  The worker side gets a writer 
 
 from __future__ import annotations
 
-import csv
 import logging
-import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +28,10 @@ from daskscore.errors import UsageError
 from daskscore.io import datasets
 from daskscore.io.ledger import LedgerWriter
 from daskscore.io.outputdir import assemble_append_row
+from daskscore.io.rowtext import FormatError, Rows, defer_rows, format_rows, formatted
 from daskscore.protocol import MiniBatchRecord
 
 logger = logging.getLogger("daskscore")
-
-_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass
@@ -156,41 +152,6 @@ def get_writer(
 # --------------------------------------------------------------------------- append_row
 
 
-class FormatError(ValueError):
-    """A mini-batch's DataFrame that ``to_csv`` refuses with the job's options (those of
-    ``parallel_run_step.settings.json``): its mini-batch fails, not the job."""
-
-
-def format_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> bytes:
-    """The append_row bytes of one mini-batch's result, as Azure writes them: a list gives one
-    line per element (its ``str()``, line breaks made spaces), a DataFrame ``to_csv`` lines (a
-    frame of rows without columns: an empty line each, as ``to_csv`` writes it)."""
-    if not isinstance(result, list):  # a DataFrame: normalize_result let nothing else through
-        if len(result) == 0 and not csv_kwargs.get("header", False):
-            return b""
-        try:
-            text = result.to_csv(**{"lineterminator": "\n", **csv_kwargs})
-        except (csv.Error, ValueError, TypeError) as exc:
-            options = ", ".join(f"{k}={v!r}" for k, v in csv_kwargs.items())
-            raise FormatError(
-                f"the rows run() returned cannot be written as append_row text with the to_csv "
-                f"options ({options}; parallel_run_step.settings.json sets them): "
-                f"{type(exc).__name__}: {exc}; the rows of this mini-batch are not written. "
-                "Change the options (an escapechar with quoting 3, say) or the values in run()."
-            ) from None
-        return text.encode("utf-8", "backslashreplace")  # a non-UTF-8 file name: \udcff
-    if not result:
-        return b""
-    return ("\n".join(map(_one_line, result)) + "\n").encode("utf-8", "backslashreplace")
-
-
-def _one_line(item: Any) -> str:
-    text = str(item)
-    if "\n" in text or "\r" in text:
-        text = _LINE_BREAKS.sub(" ", text)
-    return text
-
-
 class AppendRowSink(Sink):
     """append_row: the rows as Azure writes them, appended to the attempt's part file.
 
@@ -218,109 +179,12 @@ class AppendRowSink(Sink):
         buffer, done = self.buffer, self.pending
         self.buffer, self.pending, self.size = [], [], 0
         offset, chunks = self.writer.offset, []
-        for final, data in zip((rec for rec, _ in buffer), _formatted(buffer), strict=True):
+        for final, data in zip((rec for rec, _ in buffer), formatted(buffer), strict=True):
             final.start_offset, final.bytes = offset, len(data)
             offset += len(data)
             chunks.append(data)
         self.writer.commit(b"".join(chunks), done)
         return done
-
-
-@dataclass
-class Rows:
-    """A mini-batch's DataFrame result, formatted at the flush with its neighbours'
-    (:meth:`AppendRowSink.flush`): a copy, so that what ``run()`` does to its frame later
-    changes nothing."""
-
-    frame: Any
-    #: the job's ``to_csv`` options (one object for all of a job's mini-batches: not copied)
-    kwargs: Mapping[str, Any]
-    #: the columns' names and dtypes: frames of the same kind are formatted together
-    kind: tuple[Any, ...]
-    #: bytes it may take, for the sink's flush size until it is formatted
-    estimate: int
-
-
-#: ``to_csv`` options with which a row's text depends on that row alone.
-_ROW_BY_ROW = {
-    "sep", "header", "index", "na_rep", "float_format", "quoting", "quotechar",
-    "escapechar", "doublequote", "decimal", "lineterminator",
-}  # fmt: skip
-
-
-def defer_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> Rows | None:
-    """``result`` as :class:`Rows` when formatting it with others gives each row the same
-    text as formatting it alone: a DataFrame without header or index of numbers, booleans and
-    text (pandas' string dtype), with options that format row by row.  Else None: it is
-    formatted now (dates are not deferred: ``to_csv`` leaves out a column's times when all of
-    them are midnight, a choice made over the whole column)."""
-    pd = sys.modules.get("pandas")  # (a script returning lists never imports pandas)
-    if pd is None or not isinstance(result, pd.DataFrame) or result.empty:
-        return None
-    from daskscore._compat import column_dtypes
-
-    if (
-        csv_kwargs.get("header")
-        or csv_kwargs.get("index", True)
-        or not _ROW_BY_ROW.issuperset(csv_kwargs)
-        # (without quotes, a value holding the separator is refused: formatted now, that fails
-        # this mini-batch, where formatted at the flush it would fail the task)
-        or csv_kwargs.get("quoting") == csv.QUOTE_NONE
-    ):
-        return None
-    if not isinstance(csv_kwargs.get("float_format", ""), str):
-        return None
-    dtypes = column_dtypes(result)
-    for dtype in dtypes:
-        if not (getattr(dtype, "kind", "") in "iufb" or isinstance(dtype, pd.StringDtype)):
-            return None
-    # (the names too: concat aligns columns by name)
-    kind = (tuple(result.columns), dtypes)
-    # a copy of the values, kept until formatted: the script may change the frame it returned
-    # meanwhile, even through an array it made the frame from with copy=False (which
-    # copy-on-write does not see)
-    return Rows(result.copy(), csv_kwargs, kind, len(result) * (12 * len(dtypes) + 1))
-
-
-def _formatted(buffer: list[tuple[MiniBatchRecord, bytes | Rows]]) -> list[bytes]:
-    """The bytes of each entry of a sink's buffer, in order: runs of :class:`Rows` of one
-    kind and options formatted together."""
-    out: list[bytes] = []
-    run: list[Rows] = []
-    for _, item in buffer:
-        if run and not (
-            isinstance(item, Rows) and item.kind == run[0].kind and item.kwargs == run[0].kwargs
-        ):
-            out.extend(_format_together(run))
-            run = []
-        if isinstance(item, Rows):
-            run.append(item)
-        else:
-            out.append(item)
-    if run:
-        out.extend(_format_together(run))
-    return out
-
-
-def _format_together(run: list[Rows]) -> list[bytes]:
-    """One ``to_csv`` for ``run``, cut into each frame's lines; where the text does not have
-    one line per row (a value with a line break in it), each frame alone."""
-    import pandas as pd
-
-    if len(run) > 1:
-        kwargs = {"lineterminator": "\n", **run[0].kwargs}
-        end = kwargs["lineterminator"]
-        frames = [rows.frame for rows in run]
-        whole = pd.concat(frames, ignore_index=True)
-        lines = whole.to_csv(**kwargs).split(end)
-        if len(lines) == len(whole) + 1 and lines[-1] == "":
-            out, at = [], 0
-            for frame in frames:
-                text = end.join(lines[at : at + len(frame)]) + end
-                out.append(text.encode("utf-8", "backslashreplace"))
-                at += len(frame)
-            return out
-    return [format_rows(rows.frame, rows.kwargs) for rows in run]
 
 
 @register
@@ -461,3 +325,10 @@ class FrameWriter(OutputWriter):
     name = "frame"
     public = False
     wants_frame = True
+
+
+__all__ = [
+    "Assembly", "AppendRowSink", "AppendRowWriter", "DatasetSink", "DatasetWriter", "FormatError",
+    "OutputWriter", "Rows", "Sink", "defer_rows", "format_rows", "formats", "get_writer",
+    "register",
+]  # fmt: skip

@@ -1,0 +1,53 @@
+"""Whether the driver's client still has its scheduler: a job whose scheduler went away (it
+stopped, was killed, the network failed, a warm cluster was stopped mid-job) would wait for
+ever on futures that no scheduler holds; :class:`SchedulerWatch` ends it instead."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from daskscore.errors import ClusterLost
+
+logger = logging.getLogger("daskscore")
+
+#: A client that has not been connected to its scheduler for this long ends the job
+#: (:class:`~daskscore.errors.ClusterLost`): the tasks, and the results they hold, are gone with
+#: the scheduler.
+LOST_S = 20.0
+#: ... that many seconds instead, from this environment variable (a test hook).
+LOST_ENV = "DASKSCORE_SCHEDULER_LOST_S"
+
+
+class SchedulerWatch:
+    """Looks at ``client``'s connection each time :meth:`check` is called (the dispatcher's
+    loop); ``lost``: it raised, and nothing more is to be asked of the client."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        #: since when the client has had no scheduler (None: it has one)
+        self.since: float | None = None
+        self.lost = False
+        self.limit = float(os.environ.get(LOST_ENV) or LOST_S)
+
+    def check(self, now: float, kept: str, output: str) -> None:
+        """Raise :class:`ClusterLost` once the client has been without its scheduler for
+        :data:`LOST_S`; ``kept`` says what was committed, ``output`` where."""
+        if getattr(self.client, "status", "running") == "running":
+            self.since = None
+            return
+        if self.since is None:
+            self.since = now
+            logger.warning("the client lost its connection to the Dask scheduler")
+            return
+        if now - self.since < self.limit:
+            return
+        self.lost = True
+        address = getattr(getattr(self.client, "scheduler", None), "address", None) or "?"
+        raise ClusterLost(
+            f"the Dask scheduler at {address} has not answered for {now - self.since:.0f} s "
+            "(it stopped, was killed, or the connection to it failed): the job cannot go on. "
+            f"What was committed ({kept}) is kept in {output}; once a scheduler runs again, the "
+            "same command with --resume finishes the job."
+        )
