@@ -183,7 +183,9 @@ def lead_group() -> None:
 
 def end_children(pid: int | None = None) -> None:
     """End every process that process ``pid`` (None: this one) started and that still runs,
-    and theirs: the script's own processes, once the script is uninstalled."""
+    and theirs: the script's own processes, once the script is uninstalled.  Python's
+    ``multiprocessing`` resource tracker is left: it ends by itself when its process does,
+    after it has removed the shared memory it tracks (killed, it would leave that behind)."""
     try:
         import psutil
 
@@ -192,9 +194,14 @@ def end_children(pid: int | None = None) -> None:
         return
     for child in children:
         try:
-            child.kill()
+            if not any(TRACKER in part for part in child.cmdline()):
+                child.kill()
         except Exception:  # noqa: BLE001 - ended meanwhile
             pass
+
+
+#: What the command line of ``multiprocessing``'s resource tracker holds.
+TRACKER = "multiprocessing.resource_tracker"
 
 
 class InstallMark:

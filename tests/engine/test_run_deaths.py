@@ -176,3 +176,24 @@ def test_a_worker_in_the_callers_process_leaves_its_group_and_children_alone(
     finally:
         mine.kill()
         mine.wait()
+
+
+def test_ending_a_workers_processes_leaves_the_resource_tracker(tmp_path: Path) -> None:
+    """multiprocessing's resource tracker ends by itself once its process does, after it has
+    removed the shared memory it tracks; killed at the script's uninstall, it would leave that
+    behind (and the next job's script would see it relaunched with a warning)."""
+    import subprocess
+    import sys
+
+    probe = """
+import multiprocessing.resource_tracker as rt, os, subprocess, sys, time
+from daskscore.worker import deaths
+rt.ensure_running()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+deaths.end_children()
+time.sleep(0.3)
+print(os.waitpid(rt._resource_tracker._pid, os.WNOHANG) == (0, 0), child.poll() is not None)
+"""
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert proc.stdout.split() == ["True", "True"], proc.stdout + proc.stderr
