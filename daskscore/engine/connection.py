@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from daskscore.errors import ClusterLost
@@ -24,16 +25,17 @@ class SchedulerWatch:
     """Looks at ``client``'s connection each time :meth:`check` is called (the dispatcher's
     loop); ``lost``: it raised, and nothing more is to be asked of the client."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, client: Any, kept: Callable[[], str], output: str) -> None:
+        #: ``kept()``: what was committed, in words; ``output``: where (for the error only)
+        self.client, self.kept, self.output = client, kept, output
         #: since when the client has had no scheduler (None: it has one)
         self.since: float | None = None
         self.lost = False
         self.limit = float(os.environ.get(LOST_ENV) or LOST_S)
 
-    def check(self, now: float, kept: str, output: str) -> None:
+    def check(self, now: float) -> None:
         """Raise :class:`ClusterLost` once the client has been without its scheduler for
-        :data:`LOST_S`; ``kept`` says what was committed, ``output`` where."""
+        :data:`LOST_S`."""
         if getattr(self.client, "status", "running") == "running":
             self.since = None
             return
@@ -48,6 +50,7 @@ class SchedulerWatch:
         raise ClusterLost(
             f"the Dask scheduler at {address} has not answered for {now - self.since:.0f} s "
             "(it stopped, was killed, or the connection to it failed): the job cannot go on. "
-            f"What was committed ({kept}) is kept in {output}; once a scheduler runs again, the "
+            f"What was committed ({self.kept()}) is kept in {self.output}; once a scheduler runs "
+            "again, the "
             "same command with --resume finishes the job."
         )

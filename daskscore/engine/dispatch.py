@@ -151,7 +151,9 @@ class Dispatcher:
         self.last_overview = time.monotonic()
         self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.hold_s = float(os.environ.get(HOLD_ENV) or 0)  # a test hook, see HOLD_ENV
-        self.connection = SchedulerWatch(client)
+        self.connection = SchedulerWatch(
+            client, lambda: f"{outcomes.items_done()} items", job.output
+        )
         self.topic = f"{PROGRESS_TOPIC}-{job.job_id}"
         client.subscribe_topic(self.topic, self._on_progress)
 
@@ -181,7 +183,7 @@ class Dispatcher:
             if on_tick is not None:
                 on_tick()
             now = time.monotonic()
-            self.connection.check(now, f"{self.outcomes.items_done()} items", self.job.output)
+            self.connection.check(now)
             if now - self.last_count >= RECOUNT_S:
                 if self.count_workers is not None:
                     self._recount()

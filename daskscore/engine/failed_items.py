@@ -41,7 +41,7 @@ def failed_item_rows(
         if leaves:  # split (--isolate-failures): only the items that failed on their own
             for lo, hi, part, tries in leaves:
                 status = PARTIAL if part.status == Status.RUN_DONE else str(part.status)
-                error = redact(last_line(part.error or ""), secrets)
+                error = redact(error_line(part.error or ""), secrets)
                 for name in item_names(part_of(outcomes.work[mb], lo, hi)):
                     yield mb, name, status, tries, error
             continue
@@ -51,9 +51,9 @@ def failed_item_rows(
         named = named_failures(outcomes.work[mb], rec.error) if status == PARTIAL else []
         if named:  # run() said which of its files failed: those, each with its reason
             for name, reason in named:
-                yield mb, name, status, tries, redact(last_line(reason), secrets)
+                yield mb, name, status, tries, redact(error_line(reason), secrets)
             continue
-        error = redact(last_line(rec.error or ""), secrets)
+        error = redact(error_line(rec.error or ""), secrets)
         unread = mb in outcomes.rows_unknown
         for name in item_names(outcomes.work[mb], None if unread else rec.total):
             yield mb, name, status, tries, error
@@ -66,20 +66,17 @@ def named_failures(work: Any, error: str | None) -> list[tuple[str, str]]:
     scorer's).  Empty when no line does: every file of the mini-batch is listed then."""
     if not isinstance(work, list) or not error:
         return []
-    names = {os.fsdecode(f) if isinstance(f, bytes) else f for f in work}
+    names = item_names(work)
+    known = set(names)
     found: dict[str, str] = {}
     for line in error.splitlines():
         at = line.find(": ")
         while at > 0:
-            if line[:at] in names:
+            if line[:at] in known:
                 found.setdefault(line[:at], line)
                 break
             at = line.find(": ", at + 2)
-    return sorted(found.items(), key=lambda item: _order(work).get(item[0], 0))
-
-
-def _order(work: list[Any]) -> dict[str, int]:
-    return {(os.fsdecode(f) if isinstance(f, bytes) else f): i for i, f in enumerate(work)}
+    return [(name, found[name]) for name in names if name in found]
 
 
 def failed_files(outcomes: Outcomes, mb: int) -> list[str]:
@@ -104,12 +101,6 @@ def item_names(work: Any, read: int | None = None) -> list[str]:
     if work.n_rows is None and read is None:
         rows = f"rows unknown: {work.lines or 0} lines"
     return [f"{work.path} ({rows})"]
-
-
-def last_line(text: str) -> str:
-    """An error text's one line for the CSV: the traceback's exception (see
-    :func:`daskscore.protocol.error_line`)."""
-    return error_line(text)
 
 
 def write_failed_items(

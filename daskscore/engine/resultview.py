@@ -207,7 +207,7 @@ def _first_failure(s: dict[str, Any]) -> str:
         text = str(s["init_error"])
         return (
             '<details data-field="init-error" open><summary>The error before any mini-batch '
-            f"ran: <code>{escape(_last_line(text))}</code></summary><pre {pre}>{escape(text)}"
+            f"ran: <code>{escape(error_line(text))}</code></summary><pre {pre}>{escape(text)}"
             "</pre></details>"
         )
     failures = s.get("failures") or []
@@ -226,7 +226,7 @@ def _first_failure(s: dict[str, Any]) -> str:
         f'<details data-field="first-failure"><summary>First failure: mini-batch '
         f"{escape(str(f.get('mini_batch_id')))} ({escape(str(f.get('status')))}, "
         f"{_int(f.get('tries'))} tries, {_int(f.get('failed'))} items failed){more}"
-        f": <code>{escape(_last_line(error))}</code></summary>"
+        f": <code>{escape(error_line(error))}</code></summary>"
         f"<div>files: {named}</div><pre {pre}>{escape(error)}</pre></details>"
     ]
     if s.get("replay"):
@@ -272,10 +272,6 @@ def _float(value: Any) -> float:
         return float(value or 0.0)
     except (TypeError, ValueError):
         return 0.0
-
-
-def _last_line(text: Any) -> str:
-    return error_line(text)
 
 
 # ---------------------------------------------------------------------- per-try frame

@@ -288,7 +288,7 @@ def _line(
     # fmt: on
     return (
         f"{mb},{tn},{who},{_iso(start)},{total},{ok},{bad},{elapsed:.4f},{run:.4f},{how},"
-        f"{_field(_last_line(error)) if error else ''},"
+        f"{_field(error_line(error)) if error else ''},"
         f"{_field(items) if items else ''},{f'{peak:.1f}' if peak else ''}\r\n"
     )
 
@@ -340,7 +340,3 @@ def _iso_second(sec: int) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(sec, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _last_line(text: Any) -> str:
-    return error_line(text)

@@ -75,12 +75,15 @@ def _arity_problem(name: str, arity: tuple[int, int, bool, bool]) -> str | None:
     given = ENTRIES[name]
     if required <= given and (positional >= given or star) and not required_kw:
         return None
-    if name == "init":
-        return "init() must take no arguments: Azure calls init() with none."
-    return (
-        "run(mini_batch) must take one argument, the mini-batch (a list of file paths, or a "
-        "DataFrame in tabular mode): Azure calls run(mini_batch)."
-    )
+    return CALLED_AS[name]
+
+
+#: What each entry point must take, said when it does not.
+CALLED_AS = {
+    "init": "init() must take no arguments: Azure calls init() with none.",
+    "run": "run(mini_batch) must take one argument, the mini-batch (a list of file paths, or a "
+    "DataFrame in tabular mode): Azure calls run(mini_batch).",
+}
 
 
 _MISSING = object()
@@ -111,10 +114,8 @@ def check_entries(module: Any, script: str) -> None:
         try:
             inspect.signature(entry).bind(*([None] * ENTRIES[name]))
         except TypeError:
-            problem = _arity_problem(name, (0, 1, False, True))
-            raise ScriptShapeError(
-                f"{IMPORT_FAILED} {script} failed: {str(problem).rstrip('.')}"
-            ) from None
+            problem = CALLED_AS[name].rstrip(".")
+            raise ScriptShapeError(f"{IMPORT_FAILED} {script} failed: {problem}") from None
         except ValueError:  # (no signature to read: a builtin; it is called as it is)
             continue
 
