@@ -39,6 +39,8 @@ from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.plan import plan_job
+from daskscore.engine.scoredeaths import ROOT as DEATHS_ROOT
+from daskscore.engine.scoredeaths import PartitionWatch
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started
 from daskscore.engine.work import charged, describe_work
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, UsageError
@@ -59,20 +61,6 @@ ON_ERROR = ("raise", "drop")
 SHOWN_FILES = 10
 
 logger = logging.getLogger("daskscore")
-
-
-class _NoLedger:
-    """Lazy scoring keeps no ledger: a lost partition is simply computed again."""
-
-    offset = 0
-
-    def started(self, *args: Any) -> None: ...
-
-    def finished(self, *args: Any) -> None: ...
-
-    def timed_out(self, *args: Any) -> None: ...
-
-    def tried(self, *args: Any) -> None: ...
 
 
 def _forward(
@@ -118,15 +106,25 @@ def score_partition(
         raise InitFailed("init() failed", user_traceback=state.init_error)
     frames, finals = [], []
     state.meters = _compat.TaskMeters()  # (Dask's metrics of this partition's task)
+    partition = group[0][0] if group else -1
     if live:  # (the live display)
-        partition_started(job_id, group[0][0] if group else -1)
-    for mb, work in group:
-        recs, frame = run_mini_batch(state, _NoLedger(), mb, 0, work)
-        finals.append(charged(recs[-1], work))  # (a file never read counts its lines)
-        if live:
-            mini_batch_done(job_id, group[0][0], mb, finals[-1])
-        if recs[-1].done and frame is not None and len(frame):
-            frames.append(frame)
+        partition_started(job_id, partition)
+    watch = PartitionWatch(state.job, partition)
+    try:
+        for mb, work in group:
+            lost = watch.given_up(mb, work)  # (its run() ended its process too often)
+            if lost is not None:
+                recs, frame = [lost], None
+            else:
+                with state.run_lock:  # one run() at a time per process, as in Azure
+                    recs, frame = run_mini_batch(state, watch, mb, 0, work)
+            finals.append(charged(recs[-1], work))  # (a file never read counts its lines)
+            if live:
+                mini_batch_done(job_id, partition, mb, finals[-1])
+            if recs[-1].done and frame is not None and len(frame):
+                frames.append(frame)
+    finally:
+        watch.close()
     state.meters.report()
     failures = [_failure(rec, work) for rec, (_, work) in zip(finals, group, strict=True)]
     failures = [f for f in failures if f is not None]
@@ -229,7 +227,7 @@ def _message(failures: list[dict[str, Any]], over: tuple[int, int] | None) -> st
     if over is None:
         head = (
             f"score(): mini-batch {first['mini_batch']} failed ({first['status']}, "
-            f"{first['try']} tries){also}, so its rows would be missing from the result. "
+            f"{_tries(first['try'])}){also}, so its rows would be missing from the result. "
         )
         hint = (
             'Pass on_error="drop" to leave failed mini-batches out (they are listed in the '
@@ -240,7 +238,7 @@ def _message(failures: list[dict[str, Any]], over: tuple[int, int] | None) -> st
         head = (
             f"score(): error_threshold exceeded: {over[0]} items failed, more than the "
             f"{over[1]} allowed (settings.error_threshold); mini-batch {first['mini_batch']} "
-            f"({first['status']}, {first['try']} tries){also}. "
+            f"({first['status']}, {_tries(first['try'])}){also}. "
         )
         hint = 'Pass on_error="drop" to leave failed mini-batches out without raising.'
     error = str(first.get("error") or "").rstrip()
@@ -252,10 +250,18 @@ def first_rows(job_id: str, work: Any) -> Any:
     state = get_runtime(job_id)
     if state.init_error is not None:
         raise InitFailed("init() failed", user_traceback=state.init_error)
-    recs, frame = run_mini_batch(state, _NoLedger(), 0, 0, work)
+    watch = PartitionWatch(state.job, "meta")
+    try:
+        recs = [watch.given_up(0, work)]
+        frame = None
+        if recs[0] is None:
+            with state.run_lock:
+                recs, frame = run_mini_batch(state, watch, 0, 0, work)
+    finally:
+        watch.close()
     last = recs[-1]
     if not last.done or frame is None:
-        why = last.error.strip().splitlines()[-1] if last.error.strip() else "?"
+        why = error_line(last.error, empty="?")
         raise RuntimeError(
             f"cannot infer the predictions' columns: the first mini-batch failed ({why}); "
             "pass meta= to score()"
@@ -302,8 +308,13 @@ class ScoringSession:
         n = partitions or max(1, min(len(work), workers * PARTITIONS_PER_WORKER))
         size = math.ceil(len(work) / n)
         groups = [list(enumerate(work))[i : i + size] for i in range(0, len(work), size)]
+        self.live: LiveScore | None = None
         if meta is None:
-            meta = client.submit(first_rows, job.job_id, work[0], pure=False).result()
+            try:
+                meta = client.submit(first_rows, job.job_id, work[0], pure=False).result()
+            except BaseException:
+                self.close()  # (the script is not left installed for nothing)
+                raise
         self.frame = dd.from_map(
             functools.partial(
                 score_partition,
@@ -335,8 +346,8 @@ class ScoringSession:
                     continue
                 what = "its rows are left out" if f.get("dropped") else "it returned too few"
                 logger.warning(
-                    "score(): mini-batch %s failed (%s, %s tries; %s): %s",
-                    f.get("mini_batch"), f.get("status"), f.get("try"), what,
+                    "score(): mini-batch %s failed (%s, %s; %s): %s",
+                    f.get("mini_batch"), f.get("status"), _tries(f.get("try")), what,
                     _last_line(f.get("error")),
                 )  # fmt: skip
         self.events[int(msg.get("partition", -1))] = msg
@@ -389,6 +400,7 @@ class ScoringSession:
         try:
             _compat.unsubscribe_topic(self.client, self.topic)
             self.client.set_metadata([COUNTS_ROOT, self.job.job_id], {})
+            self.client.set_metadata([DEATHS_ROOT, self.job.job_id], {})
             self.client.unregister_worker_plugin(f"daskscore-{self.job.job_id}")
         except Exception:  # noqa: BLE001 - the cluster may be gone
             pass
@@ -428,6 +440,10 @@ def open_session(
     return ScoringSession(
         client, job, plan.work, meta, partitions, on_error, threshold, progress=progress
     )
+
+
+def _tries(n: Any) -> str:
+    return "1 try" if n == 1 else f"{n} tries"
 
 
 def _last_line(text: Any) -> str:

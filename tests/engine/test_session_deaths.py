@@ -1,0 +1,182 @@
+"""A ``run()`` that ends its worker process under ``daskscore.score()``.
+
+Dask runs a partition whose worker died again elsewhere, and gives up on the whole computation
+with ``KilledWorker`` after a few deaths.  The session charges the death to the mini-batch whose
+``run()`` was in flight (``PROCESS_DIED``, or ``RUN_TIMEOUT`` from the watchdog), does not run
+it again, and the other mini-batches' rows come back; ``on_error`` decides as for an exception.
+
+A cluster of its own (workers die here): two worker processes of two threads each, so that a
+process also runs a second partition, which must not be charged, and whose ``run()`` calls
+must not overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import write_deployment, write_inputs
+
+import daskscore
+from daskscore.errors import JobFailed
+
+pytestmark = pytest.mark.timeout(240)
+
+N_FILES, SIZE = 16, 2
+
+SCRIPT = """
+    import os
+    import threading
+    import time
+
+    CALLS = os.environ["CALLS"]
+    _guard = threading.Lock()
+    _active = 0
+    peak = 0
+
+    def run(mini_batch):
+        global _active, peak
+        with _guard:
+            _active += 1
+            peak = max(peak, _active)
+        try:
+            names = [os.path.basename(p) for p in mini_batch]
+            for name in names:
+                with open(os.path.join(CALLS, name), "a") as f:
+                    f.write("x")
+            if os.environ.get("DIE_ON") in names:
+                if os.environ.get("HIDE_MARKERS"):  # (as if run on another host)
+                    folder = os.path.join(os.environ["AZUREML_BI_OUTPUT_PATH"], ".daskscore")
+                    for name in os.listdir(os.path.join(folder, "score-markers")):
+                        os.remove(os.path.join(folder, "score-markers", name))
+                os._exit(3)
+            if os.environ.get("HANG_ON") in names:
+                time.sleep(120)
+            time.sleep(0.01)
+            return [f"{name} {peak}" for name in names]
+        finally:
+            with _guard:
+                _active -= 1
+"""
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=2, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def sessions(client: Any) -> Iterator[list[Any]]:
+    opened: list[Any] = []
+    with client.as_current():
+        yield opened
+    for session in opened:
+        session.close()
+
+
+def _score(tmp_path: Path, sessions: list[Any], meta: bool = True, **env: str) -> tuple[Any, Path]:
+    on_error = env.pop("ON", "drop")
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SCRIPT,
+        settings={
+            "mini_batch_size": SIZE,
+            "retry_settings": {"max_retries": 2, "timeout": 3},
+            "environment_variables": {"CALLS": str(calls), **env},
+        },
+    )
+    frame_meta = pd.DataFrame({"prediction": pd.Series([], dtype=object)}) if meta else None
+    ddf = daskscore.score(
+        dep, write_inputs(tmp_path / "in", N_FILES), meta=frame_meta, on_error=on_error
+    )
+    sessions.append(ddf.attrs["daskscore"])
+    return ddf, calls
+
+
+def _calls(calls: Path, name: str) -> int:
+    return len((calls / name).read_text()) if (calls / name).exists() else 0
+
+
+def test_a_run_that_ends_its_process_fails_its_mini_batch_alone(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    ddf, calls = _score(tmp_path, sessions, DIE_ON="f0005.csv", HANG_ON="f0010.csv")
+
+    frame = ddf.compute()
+
+    names = sorted(row.split()[0] for row in frame["prediction"])
+    lost = {"f0004.csv", "f0005.csv", "f0010.csv", "f0011.csv"}
+    assert names == [f"f{i:04d}.csv" for i in range(N_FILES) if f"f{i:04d}.csv" not in lost]
+    failures = {f["mini_batch"]: f for f in ddf.attrs["daskscore"].failures}
+    assert sorted(failures) == [2, 5], failures
+    assert failures[2]["status"] == "PROCESS_DIED"
+    assert "died during run()" in failures[2]["error"]
+    assert [Path(f).name for f in failures[2]["files"]] == ["f0004.csv", "f0005.csv"]
+    assert failures[5]["status"] == "RUN_TIMEOUT"
+    assert "time.sleep(120)" in failures[5]["error"], failures[5]["error"]
+    assert all(f["dropped"] for f in failures.values())
+    # each was run once: a death is not retried (each one also counts against Dask's tasks)
+    assert _calls(calls, "f0005.csv") == 1
+    assert _calls(calls, "f0010.csv") == 1
+    # one run() at a time per process, though each worker runs two partitions
+    assert {row.split()[1] for row in frame["prediction"]} == {"1"}
+    report = ddf.attrs["daskscore"].report()
+    assert report["failed_items"] == 4
+    assert report["succeeded_items"] == N_FILES - 4
+
+    # computed again: the mini-batch that ended its process is not run again
+    assert len(ddf.compute()) == N_FILES - 4
+    assert _calls(calls, "f0005.csv") == 1
+
+
+def test_by_default_the_computation_raises_naming_the_mini_batch(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    ddf, calls = _score(tmp_path, sessions, DIE_ON="f0007.csv", ON="raise")
+
+    with pytest.raises(JobFailed) as info:
+        ddf.compute()
+
+    message = str(info.value)
+    assert "mini-batch 3 failed (PROCESS_DIED, 1 try)" in message, message
+    assert "f0007.csv" in message
+    assert _calls(calls, "f0007.csv") == 1
+
+
+def test_inferring_the_columns_from_a_first_mini_batch_that_ends_its_process(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    with pytest.raises(RuntimeError, match="pass meta= to score") as info:
+        _score(tmp_path, sessions, meta=False, DIE_ON="f0000.csv")
+
+    assert "died during run()" in str(info.value)
+    assert _calls(tmp_path / "calls", "f0000.csv") == 1
+
+
+def test_a_death_no_marker_names_is_placed_at_the_next_one(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    """The task that runs the partition again finds no marker (as on another host): it names
+    each mini-batch to the scheduler as it runs, so the second death is charged."""
+    ddf, calls = _score(tmp_path, sessions, DIE_ON="f0009.csv", HIDE_MARKERS="1")
+
+    frame = ddf.compute()
+
+    assert len(frame) == N_FILES - 2
+    (failure,) = ddf.attrs["daskscore"].failures
+    assert failure["mini_batch"] == 4
+    assert failure["status"] == "PROCESS_DIED"
+    assert _calls(calls, "f0009.csv") == 2
