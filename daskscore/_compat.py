@@ -46,7 +46,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 #: Bytes of the key a Python 3.14+ fork server authenticates its clients with (CPython's own
@@ -345,3 +345,37 @@ def unsubscribe_topic(client: Any, topic: str) -> None:
         handlers = getattr(client, "_event_handlers", None)
         if isinstance(handlers, dict):
             handlers.pop(topic, None)
+
+
+def _forget_on_scheduler(
+    topics: list[str], metadata: list[list[str]], dask_scheduler: Any = None
+) -> int:
+    """Run on the scheduler: drop ``topics`` (their events) and the ``metadata`` entries (key
+    paths, the last one removed from its parent); the number of topics dropped."""
+    dropped = 0
+    broker = getattr(dask_scheduler, "_broker", None)
+    found = getattr(broker, "_topics", None)
+    if isinstance(found, dict):  # (distributed's Broker keeps every topic ever named)
+        for name in topics:
+            dropped += found.pop(name, None) is not None
+    for keys in metadata:
+        parent = getattr(dask_scheduler, "task_metadata", None)
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            parent.pop(keys[-1], None)
+    return dropped
+
+
+def forget_topics(
+    client: Any, topics: Sequence[str], metadata: Sequence[Sequence[str]] = ()
+) -> None:
+    """Drop a finished job's event topics and metadata from the scheduler: Dask keeps every
+    topic's events (up to ``distributed.scheduler.events-log-length`` each) and every metadata
+    key for the scheduler's life, a warm cluster's or a notebook's.  Best effort: Dask has no
+    call for it, so it is run on the scheduler (a scheduler that refuses, or has no such
+    internals, keeps them)."""
+    try:
+        client.run_on_scheduler(_forget_on_scheduler, list(topics), [list(k) for k in metadata])
+    except Exception:  # noqa: BLE001 - nothing depends on it
+        pass

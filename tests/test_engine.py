@@ -131,6 +131,17 @@ def test_optional_shutdown_is_called_when_the_job_ends(client, tmp_path):
     assert all((markers / name).read_text() == "done" for name in found)
 
 
+def test_a_finished_job_leaves_no_events_on_the_scheduler(client, tmp_path):
+    """A scheduler keeps every topic's events for its life (a warm cluster's, a notebook's):
+    the job's progress topic is dropped when it ends."""
+    dep = write_deployment(tmp_path / "deploy", "def run(b):\n    return b\n")
+    result = run_job(client, dep, write_inputs(tmp_path / "in", 6), tmp_path / "out")
+
+    assert result.status == "Completed" and result.job_id
+    left = [name for name in client.get_events() if result.job_id in name]
+    assert left == [], left
+
+
 INIT_FAILS_SCRIPT = """
     import os
 

@@ -421,6 +421,7 @@ class Dispatcher:
             _compat.unsubscribe_topic(self.client, self.topic)
         except Exception:  # noqa: BLE001 - a client closed meanwhile
             logger.debug("unsubscribing from %s failed", self.topic, exc_info=True)
+        _compat.forget_topics(self.client, [self.topic])  # (a warm scheduler runs many jobs)
         if self.inflight:
             self.client.cancel(list(self.inflight))
             self.inflight.clear()

@@ -39,9 +39,8 @@ from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.plan import plan_job
-from daskscore.engine.scoredeaths import ROOT as DEATHS_ROOT
-from daskscore.engine.scoredeaths import PartitionWatch
-from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started
+from daskscore.engine.scoredeaths import ROOT, PartitionWatch
+from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started, topic
 from daskscore.engine.work import charged, describe_work
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, UsageError
 from daskscore.protocol import MiniBatchRecord, WorkerJob, error_line
@@ -348,7 +347,7 @@ class ScoringSession:
                 logger.warning(
                     "score(): mini-batch %s failed (%s, %s; %s): %s",
                     f.get("mini_batch"), f.get("status"), _tries(f.get("try")), what,
-                    _last_line(f.get("error")),
+                    error_line(f.get("error"), empty="?"),
                 )  # fmt: skip
         self.events[int(msg.get("partition", -1))] = msg
 
@@ -399,8 +398,10 @@ class ScoringSession:
             self.live.close()
         try:
             _compat.unsubscribe_topic(self.client, self.topic)
-            self.client.set_metadata([COUNTS_ROOT, self.job.job_id], {})
-            self.client.set_metadata([DEATHS_ROOT, self.job.job_id], {})
+            job_id = self.job.job_id  # (the scheduler would keep them for its life)
+            _compat.forget_topics(
+                self.client, [self.topic, topic(job_id)], [[COUNTS_ROOT, job_id], [ROOT, job_id]]
+            )
             self.client.unregister_worker_plugin(f"daskscore-{self.job.job_id}")
         except Exception:  # noqa: BLE001 - the cluster may be gone
             pass
@@ -444,7 +445,3 @@ def open_session(
 
 def _tries(n: Any) -> str:
     return "1 try" if n == 1 else f"{n} tries"
-
-
-def _last_line(text: Any) -> str:
-    return error_line(text, empty="?")

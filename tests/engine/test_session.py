@@ -18,6 +18,7 @@ import pytest
 from conftest import write_deployment, write_inputs
 
 import daskscore
+from daskscore.engine.scoredeaths import ROOT
 
 N_FILES = 12
 MINI_BATCH_SIZE = 2
@@ -214,7 +215,12 @@ def test_report_counts_and_close_calls_shutdown(
     assert Path(report["logs"]).is_dir()
 
     assert not list(markers.glob("shutdown-*"))
+    job_id = session.job.job_id
+    assert current.get_metadata([ROOT, job_id], None), "its partitions' records"
     session.close()
+    # the scheduler keeps nothing of the session (it would, for its life)
+    assert [name for name in current.get_events() if job_id in name] == []
+    assert current.get_metadata([ROOT, job_id], None) is None
     workers = len(current.scheduler_info(n_workers=-1)["workers"])
     assert len(list(markers.glob("shutdown-*"))) == workers, "shutdown() once per worker"
 
