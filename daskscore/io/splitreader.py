@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from daskscore.io import tabular
+from daskscore.io import csvscan, tabular
 from daskscore.io.tabular import Split
 
 if TYPE_CHECKING:
@@ -87,7 +87,11 @@ class SplitReader:
         if split is None:
             raise ValueError(f"position {position} of the task is not a tabular split")
         if split.kind == "parquet":
-            return tabular.read_split(split, parquet_file=self._parquet_file(split.path))
+            try:
+                pf = self._parquet_file(split.path)
+            except FileNotFoundError as exc:
+                raise tabular.gone(split) from exc
+            return tabular.read_split(split, parquet_file=pf)
         run = self._run_of.get(position)
         if run is None or split.path in self._pandas_only:
             return tabular.read_split(split)
@@ -172,7 +176,7 @@ class _Header:
         import pandas as pd
 
         with open(path, "rb") as f:
-            length = tabular._csv_data_start(f)
+            length = csvscan.data_start(f)
             f.seek(0)
             raw = f.read(length)
         columns = pd.read_csv(io.BytesIO(raw), header=0, nrows=0).columns

@@ -9,13 +9,16 @@ CSV splitting works on byte ranges cut at line ends, like Dask's ``read_csv(bloc
 and has the same limits, documented here once:
 
 * A quoted field holding a line break cannot be cut safely.  The planner scans the whole file
-  and, when any line holds an odd number of ``"`` (the only way a line break can sit inside
-  quotes), or a lone ``\\r`` (which pandas takes for a line end), it falls back to ONE split for
-  that file, whose rows are not counted: its non-blank lines stand for them until it is read.
-  Other quote characters (``quotechar=``) are not looked for.
+  and, when any line holds an odd number of ``"``, or a line holding ``"`` is not one whole
+  record as :mod:`csv` parses it (a ``"`` inside an unquoted field is a plain character, so
+  ``1,x"y,"abc`` opens a quoted field though its quotes are even), or a lone ``\\r`` (which
+  pandas takes for a line end), it falls back to ONE split for that file, whose rows are not
+  counted: its non-blank lines stand for them until it is read.  Other quote characters
+  (``quotechar=``) and other separators (``sep=``) are not looked for.
 * The file must use an ASCII-compatible encoding (UTF-8, Latin-1, ...), not UTF-16/32.
 * Rows are numbered as pandas counts them by default: blank lines (only spaces, tabs, ``\\r``)
-  are not rows; the header is the first non-blank line.  ``read_split`` therefore refuses
+  are not rows; the header is the first non-blank line (a UTF-8 byte-order mark before it is
+  not part of it).  ``read_split`` therefore refuses
   keyword arguments that change which lines are rows (``header``, ``skiprows``, ``comment``...).
 * Column types are inferred split by split, so a column may come back as ``int64`` in one split
   and ``float64`` in another (missing values); pass ``dtype=`` to ``read_split`` to pin them.
@@ -29,9 +32,10 @@ from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from daskscore.errors import InputError
+from daskscore.io import csvscan
 
 if TYPE_CHECKING:  # imported where used: a file-mode job's driver never needs them
     import numpy as np
@@ -41,19 +45,6 @@ if TYPE_CHECKING:  # imported where used: a file-mode job's driver never needs t
 
 #: Suffixes (case-insensitive) of the files tabular mode reads.
 TABULAR_SUFFIXES = (".csv", ".parquet", ".pq")
-
-_CHUNK = 1 << 20  # bytes read at a time when scanning a CSV file
-
-
-@cache
-def _blank() -> np.ndarray:
-    """Bytes a blank line may hold (pandas skips such lines), as a lookup table."""
-    import numpy as np
-
-    table = np.zeros(256, dtype=bool)
-    table[[ord(" "), ord("\t"), ord("\r"), ord("\n")]] = True
-    return table
-
 
 #: read_csv arguments that would change which lines are rows, and so break the row numbers
 _REFUSED_CSV_KWARGS = frozenset(
@@ -182,11 +173,21 @@ def read_split(split: Split, *, parquet_file: Any = None, **read_kwargs: Any) ->
         pandas cannot parse the CSV split (the message names the file's line), or read another
         number of rows than the planner counted.
     """
-    if split.kind == "csv":
-        df = _read_csv(split, read_kwargs)
-    else:
-        df = _read_parquet(split, read_kwargs, parquet_file)
+    try:
+        if split.kind == "csv":
+            df = _read_csv(split, read_kwargs)
+        else:
+            df = _read_parquet(split, read_kwargs, parquet_file)
+    except FileNotFoundError as exc:
+        raise gone(split) from exc
     return with_row_index(split, df)
+
+
+def gone(split: Split) -> InputError:
+    """The error of a split whose file was removed after the job listed it."""
+    return InputError(
+        f"input file '{split.path}' is gone: it was there when the job listed its inputs."
+    )
 
 
 @cache
@@ -271,59 +272,6 @@ def _kind_of(path: str) -> str | None:
     return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)
 
 
-class _Unsplittable(Exception):
-    """A CSV file holds a line that a byte range must not be cut after."""
-
-
-def _csv_data_start(f: IO[bytes]) -> int:
-    """Offset just past the header (the first non-blank line); the file's size if none ends."""
-    f.seek(0)
-    buf, pos = b"", 0
-    while True:
-        piece = f.read(_CHUNK)
-        buf += piece
-        while (nl := buf.find(b"\n", pos)) >= 0:
-            if buf[pos:nl].strip(b" \t\r"):
-                return nl + 1
-            pos = nl + 1
-        if not piece:
-            return len(buf)
-
-
-def _row_ends(block: bytes, base: int, cut: bool = True) -> np.ndarray:
-    """Offsets just past the ``\\n`` of the non-blank lines of ``block`` (whole lines).
-    ``cut``: raise :class:`_Unsplittable` where the file must not be cut."""
-    if cut and block.count(b"\r") != block.count(b"\r\n"):
-        raise _Unsplittable  # pandas ends a line at a lone '\r' too
-    import numpy as np
-
-    arr = np.frombuffer(block, dtype=np.uint8)
-    nl = np.flatnonzero(arr == ord("\n"))
-    starts = np.concatenate(([0], nl[:-1] + 1))
-    if cut and b'"' in block:
-        quotes = np.concatenate(([0], np.cumsum(arr == ord('"'))))
-        if np.any((quotes[nl] - quotes[starts]) % 2):
-            raise _Unsplittable  # a line break may sit inside a quoted field
-    if not len(nl):
-        return nl
-    filled = np.logical_or.reduceat(~_blank()[arr[: nl[-1] + 1]], starts)  # (a line's bytes)
-    return nl[filled] + (base + 1)
-
-
-def _row_end_blocks(f: IO[bytes], start: int, size: int, cut: bool = True) -> Iterator[np.ndarray]:
-    """Row end offsets from ``start`` to the end of the file, one array per chunk read."""
-    f.seek(start)
-    tail, base = b"", start
-    while piece := f.read(_CHUNK):
-        data = tail + piece
-        end = data.rfind(b"\n") + 1
-        if end:
-            yield _row_ends(data[:end], base, cut)
-        tail, base = data[end:], base + end
-    if tail:  # a last line without a line end
-        yield _row_ends(tail + b"\n", base, cut).clip(max=size)
-
-
 def _cut_rows(blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n: int) -> list[Cuts]:
     """The splits of a CSV file from its row end offsets: split ``i`` runs from
     ``edges[i]`` to ``edges[i + 1]``.  The last split runs to the end of the file (``size``),
@@ -371,13 +319,13 @@ def _plan_csv(path: str, kind: str, n: int) -> list[Cuts]:
 
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        data_start = _csv_data_start(f)
+        data_start = csvscan.data_start(f)
         try:
-            blocks = _row_end_blocks(f, data_start, size)
+            blocks = csvscan.row_end_blocks(f, data_start, size)
             return _cut_rows(blocks, data_start, size, kind, n)
-        except _Unsplittable:  # one split; its rows, not counted, are taken to be its lines
-            lines = sum(len(ends) for ends in _row_end_blocks(f, data_start, size, False))
-            return Cuts.of_rows([[data_start, size, 0, -1 - lines]] if data_start < size else [])
+        except csvscan.Unsplittable:  # one split; its rows, not counted, are taken to be its lines
+            lines = sum(len(ends) for ends in csvscan.row_end_blocks(f, data_start, size, False))
+            return Cuts.of_rows([[data_start, size, 0, -1 - lines]] if lines else [])
 
 
 def _plan_parquet(path: str, kind: str, n: int) -> list[Cuts]:
@@ -410,7 +358,8 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
             f"read_split cannot take {refused} for a CSV split: they change which lines are rows."
         )
     with open(split.path, "rb") as f:
-        head_len = _csv_data_start(f)
+        size = os.fstat(f.fileno()).st_size
+        head_len = csvscan.data_start(f)
         f.seek(0)
         head = f.read(head_len)
         f.seek(split.start)
@@ -424,10 +373,22 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
 
         raise read_error(split, head, body, exc) from exc
     if split.n_rows is not None and len(df) != split.n_rows:
+        why = (
+            f"the file changed since the job listed its inputs (it is {size} bytes now; this "
+            f"mini-batch's rows ran to byte {split.stop})"
+            if size < split.stop
+            else "its quoting or line ends defeat byte-range splitting (use one mini-batch per "
+            "file or Parquet), or it changed since the job listed its inputs"
+        )
         raise InputError(
             f"input file '{split.path}', bytes {split.start}-{split.stop}: pandas read "
-            f"{len(df)} rows where the planner counted {split.n_rows}; its quoting or line ends "
-            "defeat byte-range splitting (use one mini-batch per file or Parquet)."
+            f"{len(df)} rows where the planner counted {split.n_rows}; {why}."
+        )
+    if not isinstance(df.index, pd.RangeIndex):  # (pandas' implicit index column)
+        raise InputError(
+            f"input file '{split.path}': its rows have more fields than its header has names "
+            f"({len(df.columns)}), so pandas would take the first field of each row for the "
+            "index and the row would lose it; name every column in the header."
         )
     return df
 

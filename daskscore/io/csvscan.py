@@ -1,0 +1,104 @@
+"""Scanning a CSV file's bytes as pandas' parser reads them: where its header ends, where each
+row ends, and whether it may be cut between rows at all (see :mod:`daskscore.io.tabular` for
+the rules, documented there once).  Pure functions on bytes, no pandas."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from functools import cache
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_CHUNK = 1 << 20  # bytes read at a time when scanning a CSV file
+
+
+@cache
+def _blank() -> np.ndarray:
+    """Bytes a blank line may hold (pandas skips such lines), as a lookup table."""
+    import numpy as np
+
+    table = np.zeros(256, dtype=bool)
+    table[[ord(" "), ord("\t"), ord("\r"), ord("\n")]] = True
+    return table
+
+
+class Unsplittable(Exception):
+    """A CSV file holds a line that a byte range must not be cut after."""
+
+
+#: A line end as pandas' parser sees one: ``\r\n``, ``\n``, or a lone ``\r``
+_LINE_END = re.compile(rb"\r\n?|\n")
+_BOM = b"\xef\xbb\xbf"
+
+
+def data_start(f: IO[bytes]) -> int:
+    """Offset just past the header (the first non-blank line, a UTF-8 byte-order mark before it
+    not counting, and a lone ``\r`` ending a line as for pandas); the file's size if none
+    ends."""
+    f.seek(0)
+    buf, pos = b"", 0
+    while True:
+        piece = f.read(_CHUNK)
+        buf += piece
+        while (end := _LINE_END.search(buf, pos)) is not None:
+            if piece and end.end() == len(buf) and buf.endswith(b"\r"):
+                break  # (a "\r\n" cut by the read: read on)
+            line = buf[pos : end.start()]
+            if (line.removeprefix(_BOM) if pos == 0 else line).strip(b" \t\r"):
+                return end.end()
+            pos = end.end()
+        if not piece:
+            return len(buf)
+
+
+def _row_ends(block: bytes, base: int, cut: bool = True) -> np.ndarray:
+    """Offsets just past the ``\\n`` of the non-blank lines of ``block`` (whole lines).
+    ``cut``: raise :class:`Unsplittable` where the file must not be cut."""
+    if cut and block.count(b"\r") != block.count(b"\r\n"):
+        raise Unsplittable  # pandas ends a line at a lone '\r' too
+    import numpy as np
+
+    arr = np.frombuffer(block, dtype=np.uint8)
+    nl = np.flatnonzero(arr == ord("\n"))
+    starts = np.concatenate(([0], nl[:-1] + 1))
+    if cut and b'"' in block:
+        quotes = np.concatenate(([0], np.cumsum(arr == ord('"'))))
+        in_line = quotes[nl] - quotes[starts]
+        if np.any(in_line % 2) or _quoted_line_break(block):
+            raise Unsplittable  # a line break may sit inside a quoted field
+    if not len(nl):
+        return nl
+    filled = np.logical_or.reduceat(~_blank()[arr[: nl[-1] + 1]], starts)  # (a line's bytes)
+    return nl[filled] + (base + 1)
+
+
+def _quoted_line_break(block: bytes) -> bool:
+    """Whether a quoted field of ``block`` (whole lines) holds a line break though every line
+    has an even number of ``"``: a ``"`` inside an unquoted field is a plain character, so
+    parity alone is fooled by ``1,x"y,"abc`` + ``def",z``.  :mod:`csv` reads quotes as pandas
+    does; each line must be one record (about 20 ms a MB, for blocks holding a ``"``)."""
+    reader = csv.reader(io.StringIO(block.decode("latin-1"), newline=""))
+    try:
+        records = sum(1 for _ in reader)
+    except csv.Error:  # (a NUL byte, a huge field: read whole, as pandas would)
+        return True
+    return records != reader.line_num
+
+
+def row_end_blocks(f: IO[bytes], start: int, size: int, cut: bool = True) -> Iterator[np.ndarray]:
+    """Row end offsets from ``start`` to the end of the file, one array per chunk read."""
+    f.seek(start)
+    tail, base = b"", start
+    while piece := f.read(_CHUNK):
+        data = tail + piece
+        end = data.rfind(b"\n") + 1
+        if end:
+            yield _row_ends(data[:end], base, cut)
+        tail, base = data[end:], base + end
+    if tail:  # a last line without a line end
+        yield _row_ends(tail + b"\n", base, cut).clip(max=size)
