@@ -72,6 +72,11 @@ def list_input_files(
         raise InputError(f"input '{path}' does not exist.")
     if p.is_file():  # (a link keeps its own name: run() gets the path as given, made absolute)
         return [os.path.abspath(p)]
+    if not p.is_dir():
+        raise InputError(
+            f"input '{path}' is neither a file nor a folder (a pipe, a socket or a device): "
+            "run() could wait on it forever. Give a file or a folder of files."
+        )
     p = p.resolve()
     skipped = _Skipped(_folder_id(exclude))
     if skipped.exclude is not None and skipped.exclude == _folder_id(p):
@@ -86,6 +91,7 @@ def list_input_files(
         notes.extend(skipped.notes(str(p)))
     if not files:
         more = " and broken symbolic links" if skipped.broken else ""
+        more += ", pipes, sockets and devices" if skipped.special else ""
         raise InputError(f"input folder '{path}' holds no files (dot-files{more} are skipped).")
     return files
 
@@ -111,11 +117,18 @@ class _Skipped:
         self.shown: list[str] = []  # the first broken links found
         self.dots = 0
         self.dots_shown: list[str] = []  # the first dot-files and dot-folders found
+        self.special = 0
+        self.special_shown: list[str] = []  # the first pipes, sockets and devices found
 
     def add_broken(self, path: str) -> None:
         self.broken += 1
         if len(self.shown) < SHOWN_LINKS:
             self.shown.append(path)
+
+    def add_special(self, path: str) -> None:
+        self.special += 1
+        if len(self.special_shown) < SHOWN_LINKS:
+            self.special_shown.append(path)
 
     def add_dot(self, path: str) -> None:
         self.dots += 1
@@ -143,6 +156,12 @@ class _Skipped:
                 f"skipped {self.broken} broken symbolic link(s) in the input folder {root} (they "
                 f"lead to no file): {', '.join(sorted(self.shown))}{more}"
             )
+        if self.special:
+            more = f" and {self.special - SHOWN_LINKS} more" if self.special > SHOWN_LINKS else ""
+            lines.append(
+                f"skipped {self.special} pipe(s), socket(s) or device(s) in the input folder "
+                f"{root} (not regular files): {', '.join(sorted(self.special_shown))}{more}"
+            )
         return lines
 
 
@@ -155,6 +174,15 @@ def _broken_link(entry: os.DirEntry[str]) -> bool:
     except OSError as exc:
         return exc.errno in _BROKEN
     return False
+
+
+def _special(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is no regular file: a pipe (``open()`` would wait for a writer), a
+    socket, a device."""
+    try:
+        return not entry.is_file()  # (the listing's own file type, but for a link)
+    except OSError:
+        return False
 
 
 class _Folder:
@@ -217,6 +245,8 @@ def _walk(root: str, skipped: _Skipped | None = None) -> list[_Folder]:
                     folders.append((entry.name, entry.path))
                 elif _broken_link(entry):
                     skipped.add_broken(entry.path)
+                elif _special(entry):
+                    skipped.add_special(entry.path)
                 else:
                     names.append(entry.name)
         if parent >= 0:

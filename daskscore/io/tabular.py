@@ -333,6 +333,8 @@ def _plan_parquet(path: str, kind: str, n: int) -> list[Cuts]:
 
     from daskscore.io.splittable import Cuts
 
+    if os.path.getsize(path) == 0:
+        return []  # (an empty file holds no rows, as an empty CSV file does)
     meta = pq.read_metadata(path)
     splits: list[tuple[int, int, int, int]] = []
     start = first = rows = weight = 0

@@ -84,9 +84,20 @@ def _fold(line: str, width: int) -> list[str]:
     ) or [line]
 
 
+#: control characters (but line ends and tabs): a file name's ESC would colour the terminal
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def shown(text: str) -> str:
+    """``text`` with its control characters written as Python writes them (``\\x1b``)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def say(text: str, stream: TextIO | None = None) -> None:
-    """Print ``text`` on ``stream`` (standard error), fitted to it when it is a terminal."""
+    """Print ``text`` on ``stream`` (standard error), fitted to it when it is a terminal; its
+    control characters are written out (a file name may hold an escape sequence)."""
     stream = stream or sys.stderr
+    text = shown(text)
     if hasattr(stream, "isatty") and stream.isatty():
         text = fit(text, max(40, shutil.get_terminal_size().columns - 1))
     print(text, file=stream, flush=True)

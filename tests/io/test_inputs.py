@@ -66,6 +66,28 @@ def test_dot_files_and_dot_folders_are_skipped(tmp_path: Path) -> None:
     assert files == [str((root / "a.csv").resolve()), str((root / "sub" / "b.csv").resolve())]
 
 
+def test_pipes_and_sockets_are_skipped_and_noted_never_opened(tmp_path: Path) -> None:
+    """A named pipe would make whoever opens it (the planner, run()) wait for a writer."""
+    import socket
+
+    root = tmp_path / "in"
+    touch(root, "a.csv")
+    os.mkfifo(root / "pipe.csv")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(root / "s.sock"))
+        notes: list[str] = []
+        files = list_input_files(root, notes=notes)
+    assert files == [str((root / "a.csv").resolve())]
+    (note,) = notes
+    assert "skipped 2 pipe(s), socket(s) or device(s)" in note and "pipe.csv" in note
+
+    with pytest.raises(InputError, match="neither a file nor a folder"):
+        list_input_files(root / "pipe.csv")
+    (root / "a.csv").unlink()
+    with pytest.raises(InputError, match="pipes, sockets and devices"):
+        list_input_files(root)
+
+
 def test_a_single_file_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     touch(tmp_path, "one.csv", "other.csv")
     monkeypatch.chdir(tmp_path)

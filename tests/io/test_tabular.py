@@ -434,6 +434,8 @@ def test_a_zero_row_parquet_file_gives_no_split(tmp_path: Path) -> None:
     path = tmp_path / "z.parquet"
     pq.write_table(pa.table({"a": pa.array([], pa.int64())}), path)
     assert plan_splits([str(path)], ("rows", 5)) == []
+    path.write_bytes(b"")  # (an empty file, as an empty CSV file: no rows, not an error)
+    assert plan_splits([str(path)], ("rows", 5)) == []
 
 
 def test_split_pickles() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daskscore.ui.termtext import fit
+from daskscore.ui.termtext import fit, say
 
 VERDICT = "Job Completed: 120 of 120 items succeeded, 0 failed, in 0.6 s. Peak 95 MB (40 %)."
 
@@ -20,3 +20,11 @@ def test_a_number_keeps_its_unit_on_its_line(width: int) -> None:
     for unit in ("s.", "MB", "%).", "%"):
         assert not any(line.strip().startswith(unit) for line in lines[1:]), out
     assert "\u00a0" not in out
+
+
+def test_control_characters_of_a_file_name_are_written_out(capsys: pytest.CaptureFixture) -> None:
+    """A file name holding an escape sequence must not colour (or rewrite) the terminal."""
+    say("failed: /in/x\x1b[31mRED\x1b[0m.txt and /in/a\rb.txt\n\tnext line")
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err
+    assert "/in/x\\x1b[31mRED\\x1b[0m.txt and /in/a\\rb.txt\n\tnext line" in err
