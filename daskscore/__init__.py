@@ -26,6 +26,7 @@ from daskscore.errors import (
     OutputError,
     OutputFailed,
     UsageError,
+    WriteFailed,
 )
 
 __version__ = "0.1.0"
@@ -45,6 +46,7 @@ __all__ = [
     "Settings",
     "UnknownKeyWarning",
     "UsageError",
+    "WriteFailed",
     "load_deployment",
     "open_session",
     "replay",

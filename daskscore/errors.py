@@ -10,6 +10,8 @@ output folder) from failures of the user's own scoring code, and both from the j
     │   └── OutputError             the output folder: already holds a job, is a file
     ├── ClusterLost                 the scheduler went away mid-job (CLI exit code 1; the
     │                               job stays resumable)
+    ├── WriteFailed                 the job's files could not be written: a full disk, a
+    │                               read-only one (CLI exit code 1; the job stays resumable)
     └── JobFailed                   the job ran and its verdict is Failed (CLI exit code 1)
         ├── InitFailed              the script's init() (or import) raised on a worker
         ├── ErrorThresholdExceeded  more failed items than settings.error_threshold allows
@@ -24,6 +26,7 @@ Dask's frames, goes to the job's logs only.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -54,6 +57,35 @@ class OutputError(UsageError):
 class ClusterLost(DaskScoreError):
     """The Dask scheduler stopped answering mid-job: nothing more can run.  What was committed
     is kept in the output folder's staging folder, and ``--resume`` finishes the job."""
+
+
+class WriteFailed(DaskScoreError):
+    """The job's own files (staged predictions, books, summary) could not be written: the disk
+    is full, over quota or read-only.  Nothing more can be kept, so the job stops; what was
+    committed is kept in the output folder's staging folder, and ``--resume`` goes on once
+    the disk is fixed."""
+
+    exit_code = 1
+
+    #: ``OSError.errno`` values that are the disk's, not the worker's or the network's
+    ERRNOS = frozenset(
+        getattr(errno, name)
+        for name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG")
+        if hasattr(errno, name)
+    )
+
+    @classmethod
+    def of(cls, exc: BaseException | None, out: Any, what: str) -> WriteFailed | None:
+        """The error for ``exc`` if it is a disk's (None otherwise): ``what`` was being
+        written into the output folder ``out``."""
+        if not isinstance(exc, OSError) or exc.errno not in cls.ERRNOS:
+            return None
+        where = f" ({exc.filename})" if exc.filename else ""
+        return cls(
+            f"{what} failed: {exc.strerror}{where}. Nothing more can be kept, so the job "
+            f"stopped; what was done is kept in {out}. Free space on that disk (or make it "
+            "writable), then run the same command with --resume to go on from there."
+        )
 
 
 class JobFailed(DaskScoreError):

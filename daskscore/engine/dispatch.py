@@ -45,7 +45,7 @@ from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.policy import TaskSizing
 from daskscore.engine.transport import SharedDisk
 from daskscore.engine.workqueue import WorkQueue
-from daskscore.errors import DaskScoreError, InitFailed
+from daskscore.errors import DaskScoreError, InitFailed, WriteFailed
 from daskscore.io.ledger import LedgerState
 from daskscore.io.payloads import make_payload
 from daskscore.io.writers import OutputWriter
@@ -191,7 +191,11 @@ class Dispatcher:
                     self.check_install()
                 self.last_count = now
             if now - self.last_overview >= OVERVIEW_S:
-                write_overview(Path(self.job.output), self.outcomes)
+                try:
+                    write_overview(Path(self.job.output), self.outcomes)
+                except OSError as exc:
+                    self._raise_if_disk(exc)
+                    raise
                 self.last_overview = now
             if self.outcomes.threshold_exceeded():
                 self._abort()
@@ -251,6 +255,7 @@ class Dispatcher:
             try:
                 result: TaskResult | None = fut.result()
             except Exception as exc:  # noqa: BLE001 - sorted out just below
+                self._raise_if_disk(exc)
                 if not _is_worker_loss(exc):
                     raise
                 result = None
@@ -262,6 +267,7 @@ class Dispatcher:
                 return
         elif status != "lost":
             exc = fut.exception()
+            self._raise_if_disk(exc)
             # no exception: cancelled by the scheduler, not by us; its ledger tells the rest
             if exc is not None and not _is_worker_loss(exc):
                 raise DaskScoreError(f"task {attempt} failed inside daskscore: {exc!r}") from exc
@@ -273,6 +279,13 @@ class Dispatcher:
         if self.check_install is not None:  # (its worker may have died in init())
             self.check_install()
         self._recover(attempt, ids, part)
+
+    def _raise_if_disk(self, exc: BaseException | None) -> None:
+        """A task that could not write its staged output (a full disk): the job stops, as
+        every other task would fail the same way; no try is charged to its mini-batches."""
+        failed = WriteFailed.of(exc, self.job.output, "writing the job's staged output")
+        if failed is not None:
+            raise failed from exc
 
     def _fold(
         self, attempt: str, result: TaskResult, ids: list[int], part: PartKey | None = None
@@ -431,4 +444,6 @@ def _is_worker_loss(exc: BaseException | None) -> bool:
     from distributed.comm.core import CommClosedError
     from distributed.scheduler import KilledWorker
 
+    if isinstance(exc, OSError) and exc.errno in WriteFailed.ERRNOS:
+        return False  # (the disk's, not the worker's: see Dispatcher._raise_if_disk)
     return isinstance(exc, (KilledWorker, CommClosedError, OSError))

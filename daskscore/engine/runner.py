@@ -45,7 +45,7 @@ from daskscore.engine.finish import (
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.plan import JobPlan, plan_job
 from daskscore.engine.scoring import JobRun, open_board, score_all
-from daskscore.errors import OutputError, UsageError
+from daskscore.errors import OutputError, UsageError, WriteFailed
 from daskscore.io import outputdir, outputlock, storage
 from daskscore.io.joblog import job_logging
 from daskscore.io.ledger import make_staging, read_ledger
@@ -151,6 +151,9 @@ def _run_claimed(
         phase[0] = "score"
         try:
             transport = score_all(job, handle, board)
+        except OSError as exc:  # (the driver's books: a full disk)
+            _raise_if_disk(exc, job, "writing the job's books")
+            raise
         except KeyboardInterrupt:  # (written up while the job log and the board are open)
             stopped, phase[0] = interrupt.interrupted(job, phase[0]), ""
             raise stopped from None
@@ -167,14 +170,18 @@ def _run_claimed(
         writes = plan.writer.target(settings.output_file_name)
         _say(options, "writing predictions…" if writes else "writing the summary…")
         phase[0] = "assemble"
-        result = finish_job(
-            job.record,
-            job.outcomes,
-            plan.writer,
-            job.staging,
-            transport.assembly_client(handle.client),
-            keep=not job.remote_out,
-        )
+        try:
+            result = finish_job(
+                job.record,
+                job.outcomes,
+                plan.writer,
+                job.staging,
+                transport.assembly_client(handle.client),
+                keep=not job.remote_out,
+            )
+        except OSError as exc:
+            _raise_if_disk(exc, job, "writing the predictions and the job's summary")
+            raise
         board.finish(result.summary)
     if job.remote_out:
         result = publish(result, job.out_dir, job.remote_out)
@@ -275,6 +282,14 @@ def _restore(outcomes: Outcomes, staging: Path, fp: dict[str, str], out_dir: Pat
         outcomes.restore(ledger.stem, read_ledger(staging, ledger.stem).committed)
     logger.info("resumed: %d mini-batches restored from earlier runs", len(outcomes.final))
     return int(previous.get("runs", 1)) + 1
+
+
+def _raise_if_disk(exc: OSError, job: JobRun, what: str) -> None:
+    """A full (or read-only) disk under the job's own files: say so, the job resumable."""
+    failed = WriteFailed.of(exc, job.out_dir, what)
+    if failed is not None:
+        logger.error("%s", failed, exc_info=exc)
+        raise failed from exc
 
 
 def _say(options: JobOptions, message: str) -> None:

@@ -1,0 +1,111 @@
+"""A disk that cannot take the job's files (full, over quota, a file-size limit).
+
+Every task would fail the same way, so the job stops at the first one with ``WriteFailed``
+(exit 1), saying what could not be written and that ``--resume`` goes on; no try is charged
+to a mini-batch (a task that raised ``OSError`` used to be taken for a lost worker: every
+mini-batch ended ``PROCESS_DIED``). Once the disk is fixed, ``--resume`` writes every row once.
+
+The disk is made "full" without privileges: a file-size limit (``RLIMIT_FSIZE``; Python
+ignores ``SIGXFSZ``) makes a write past it fail with ``EFBIG``, as ``ENOSPC`` would.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli, write_deployment, write_inputs
+
+pytestmark = pytest.mark.timeout(300)
+
+ROW = 20_000  # characters a row
+N_FILES = 30
+
+SCRIPT = f"""
+    import os
+    import resource
+
+    def init():
+        limit = os.environ.get("FSIZE_LIMIT")
+        if limit:  # (this worker process's disk is "full" past that many bytes a file)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), resource.RLIM_INFINITY))
+        elif os.environ.get("FSIZE_FREE"):  # (the driver's is; not this worker's)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+
+    def run(mini_batch):
+        return [os.path.basename(p) + " " + "y" * {ROW} for p in mini_batch]
+"""
+
+
+def _deployment(tmp_path: Path) -> Path:
+    return write_deployment(tmp_path / "deploy", SCRIPT, settings={"mini_batch_size": 3})
+
+
+def _rows_once(out: Path) -> None:
+    names = [line.split()[0] for line in (out / "predictions.csv").read_text().splitlines()]
+    assert sorted(names) == sorted(f"f{i:04d}.csv" for i in range(N_FILES))
+
+
+def test_a_worker_that_cannot_write_stops_the_job_then_resume_finishes_it(
+    tmp_path: Path,
+) -> None:
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+    out = tmp_path / "out"
+
+    args = ["run", str(_deployment(tmp_path)), "--input", str(inputs), "--output", str(out)]
+
+    full = run_cli(*args, env={"FSIZE_LIMIT": "30000"})
+
+    assert full.returncode == 1, full.stderr
+    assert "daskscore: error: writing the job's staged output failed: File too large" in (
+        full.stderr
+    ), full.stderr
+    assert "--resume" in full.stderr
+    assert "PROCESS_DIED" not in full.stderr and "internal error" not in full.stderr
+    assert not (out / "predictions.csv").exists()
+
+    again = run_cli(*args, "--resume")
+
+    assert again.returncode == 0, again.stderr
+    _rows_once(out)
+
+
+def _limited(limit: int) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (until the interpreter ignores it itself)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+
+def test_a_driver_that_cannot_write_the_predictions_says_so_then_resume_writes_them(
+    tmp_path: Path,
+) -> None:
+    """The driver's files are limited (its workers lift the limit in init()): the job is
+    scored, and the assembled predictions do not fit."""
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+    out = tmp_path / "out"
+    args = ["run", str(_deployment(tmp_path)), "--input", str(inputs), "--output", str(out)]
+
+    full = subprocess.run(
+        [sys.executable, "-m", "daskscore", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "FSIZE_FREE": "1"},
+        preexec_fn=lambda: _limited(N_FILES * ROW // 2),
+    )
+
+    assert full.returncode == 1, full.stderr
+    assert "writing the predictions and the job's summary failed: File too large" in (
+        full.stderr
+    ), full.stderr
+    assert "internal error" not in full.stderr
+
+    again = run_cli(*args, "--resume")
+
+    assert again.returncode == 0, again.stderr
+    _rows_once(out)
