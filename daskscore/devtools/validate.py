@@ -372,7 +372,8 @@ def _show(report: DryRun, deployment: Deployment, unit: str, rows: int) -> None:
         print(f"  {line}")
     returned = report.returned or 0
     print(
-        f"\n{report.items} {unit} given; run() returned {returned} results: "
+        f"\n{report.items} {unit} given; run() returned {returned} result"
+        f"{'' if returned == 1 else 's'}: "
         f"{min(returned, report.items)} succeeded, {max(report.items - returned, 0)} failed"
     )
     print("timings: " + ", ".join(f"{k} {_seconds(v)}" for k, v in report.timings.items()))
@@ -383,7 +384,8 @@ def _show(report: DryRun, deployment: Deployment, unit: str, rows: int) -> None:
         print(f"warning: run() took longer than retry_settings.timeout ({timeout:g} s).")
     if returned < report.items:
         print(
-            f"warning: run() returned {returned} results for {report.items} {unit}: "
+            f"warning: run() returned {returned} result{'' if returned == 1 else 's'} for "
+            f"{report.items} {unit}: "
             f"daskscore run counts {report.items - returned} of them failed (a result per item "
             "is what Azure counts as succeeded)."
         )

@@ -91,7 +91,8 @@ def score_all(
         notify(f"daskscore page: {board.link}")
     if job.run_no > 1:
         notify(
-            f"Resuming: {len(outcomes.final)} of {len(plan.work)} mini-batches were already done."
+            f"Resuming: {len(outcomes.final)} of {_n(len(plan.work), 'mini-batch')} "
+            f"{'was' if len(outcomes.final) == 1 else 'were'} already done."
         )
     if not handle.embedded:
         _wait_for_a_worker(handle.client, notify)
@@ -103,8 +104,8 @@ def score_all(
     total_items = planned_total(plan.work)
     rows = f" ({rows_note(plan.work)})" if plan.unit == "rows" else ""
     notify(
-        f"Scoring {len(plan.files)} files{rows} in {len(plan.work)} mini-batches on "
-        f"{workers} worker{'s' if workers != 1 else ''}; output: {job.out_dir}"
+        f"Scoring {_n(len(plan.files), 'file')}{rows} in {_n(len(plan.work), 'mini-batch')} "
+        f"on {_n(workers, 'worker')}; output: {job.out_dir}"
     )
     progress = Progress(len(plan.work), total_items, enabled=plan.options.progress)
     progress.page_link = board.link
@@ -264,3 +265,8 @@ def _watch_timeouts(client: Any) -> None:
             len(bare),
             ", ".join(bare[:5]) + (" ..." if len(bare) > 5 else ""),
         )
+
+
+def _n(n: int, word: str) -> str:
+    """``1 file``, ``2 files``, ``1 mini-batch``, ``3 mini-batches``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('ch') else 's'}"

@@ -205,7 +205,7 @@ def _attempt(
     rec.status = Status.RUN_DONE
     rec.elapsed_s = time.perf_counter() - started
     if n < total:
-        rec.error = f"run() returned {n} results for {total} {_unit(work)}"
+        rec.error = f"run() returned {n} result{'' if n == 1 else 's'} for {total} {_unit(work)}"
     if reasons:  # the script said which items failed (see FAILED_ITEMS_ATTR)
         failed = min(len(reasons), total)
         rec.succeeded, rec.failed = total - failed, failed

@@ -236,7 +236,7 @@ def test_validate_warns_when_run_returns_fewer_results_than_items(
                            settings={"mini_batch_size": 3})  # fmt: skip
     assert validate(str(dep), "--input", str(write_inputs(tmp_path / "in", 3))) == 0
     out = capsys.readouterr().out
-    assert "warning: run() returned 1 results for 3 files: daskscore run counts 2" in out, out
+    assert "warning: run() returned 1 result for 3 files: daskscore run counts 2" in out, out
 
 
 def test_validate_lists_every_problem_of_a_bad_deployment_and_runs_nothing(

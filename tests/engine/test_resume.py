@@ -259,7 +259,8 @@ def assert_resumed_like_clean(
     assert s["failed_mini_batches"] == s["not_run_mini_batches"] == 0
     assert s["resumed_mini_batches"] == kept
     if kept:
-        assert f"Resuming: {kept} of {N_BATCHES} mini-batches were already done" in proc.stderr
+        were = "was" if kept == 1 else "were"
+        assert f"Resuming: {kept} of {N_BATCHES} mini-batches {were} already done" in proc.stderr
     assert not (out / ".daskscore").exists(), "the staging folder outlived the job"
     assert not (out / "predictions.csv.partial").exists()
     return s

@@ -138,7 +138,7 @@ def test_a_partial_return_does_not_raise_but_is_recorded(
     assert len(ddf.compute()) == N_FILES - 1  # every row run() returned is there
     (failure,) = ddf.attrs["daskscore"].failures
     assert failure["mini_batch"] == 3 and failure["failed"] == 1 and not failure["dropped"]
-    assert "returned 1 results for 2 files" in failure["error"]
+    assert "returned 1 result for 2 files" in failure["error"]
 
 
 def test_an_unknown_on_error_is_refused(tmp_path: Path, sessions: list[Any]) -> None:

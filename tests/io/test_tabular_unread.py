@@ -259,9 +259,7 @@ def test_the_command_says_the_rows_are_unknown_and_fails_at_the_threshold(
     (table / "good.csv").unlink()
     proc = cli(dep, table, out)
     assert proc.returncode == 0, show(proc)  # (Azure's: Completed unless error_threshold)
-    assert "Scoring 1 files (1 file of 25 lines, rows unknown until read)" in proc.stderr, show(
-        proc
-    )
+    assert "Scoring 1 file (1 file of 25 lines, rows unknown until read)" in proc.stderr, show(proc)
     assert "Job Completed, but no item succeeded: 0 of 25 items succeeded, 25 failed" in proc.stderr
     assert "EOF inside string starting at line 16" in proc.stderr
     assert f"daskscore replay {out} --mini-batch 0 --pdb" in proc.stderr
