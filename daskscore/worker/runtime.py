@@ -10,8 +10,9 @@ worker's task thread) prepares the job and calls the script's ``init()`` once:
 3. the script is imported with its code folder on ``sys.path`` and ``init()`` is called;
 4. a watchdog thread ends the process when a ``run()`` call overruns
    ``retry_settings.timeout`` (the nanny then starts a fresh process, whose plugin calls
-   ``init()`` again).  The thread needs the GIL, so on a worker with a nanny the deadline of
-   the call in flight is also written where the nanny reads it
+   ``init()`` again; an in-process cluster's worker is not ended, see
+   :mod:`daskscore.worker.overrun`).  The thread needs the GIL, so on a worker with a nanny
+   the deadline of the call in flight is also written where the nanny reads it
    (:class:`~daskscore.worker.deadline.DeadlineFile`): a ``run()`` stuck in C code holding
    the GIL is killed from outside, and recorded the same way.  Either way the stack of the
    hung call goes into the worker's error log and the try's error text
@@ -46,9 +47,10 @@ from daskscore.config import redact, secret_values
 from daskscore.io.shipping import read_new
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob
+from daskscore.worker import overrun
 from daskscore.worker import script as script_mod
 from daskscore.worker.deadline import FOLDER, DeadlineFile
-from daskscore.worker.deaths import InstallMark, end_children
+from daskscore.worker.deaths import InstallMark
 from daskscore.worker.environment import (
     NAME_ERRORS,
     ROOT_LEVEL,
@@ -67,7 +69,7 @@ from daskscore.worker.inflight import Announcer
 from daskscore.worker.localize import localize
 from daskscore.worker.memory import RunMemory
 from daskscore.worker.relay import RelayLedger
-from daskscore.worker.stacks import StackDump, on_timeout
+from daskscore.worker.stacks import StackDump
 from daskscore.worker.threads import limit_blas_threads
 
 logger = logging.getLogger(__name__)
@@ -75,8 +77,6 @@ logger = logging.getLogger(__name__)
 #: How often the watchdog looks at the run() call in flight; timeouts are whole seconds in
 #: practice, so a quarter of a second is precise enough and costs nothing.
 WATCHDOG_PERIOD_S = 0.25
-#: Exit status of a process ended by the watchdog (distinct from Azure's 42, and from crashes).
-TIMEOUT_EXIT_STATUS = 75
 
 
 class JobRuntime:
@@ -115,6 +115,8 @@ class JobRuntime:
         self.model_dir: str | None = None
         # the run() call in flight: (deadline, mini_batch, ledger) or None; set by tasks
         self.in_flight: tuple[float, int, Any] | None = None
+        #: the error of the call in flight past its deadline, left running (worker/overrun.py)
+        self.overran: str | None = None
         #: the peak RSS of the run() in flight (sampled by the watchdog, see worker.memory)
         self.memory = RunMemory()
         #: the worker has a nanny, which enforces timeouts from outside (see deadline.py) ...
@@ -407,6 +409,7 @@ class JobRuntime:
         if self.deadlines is not None and self.stacks is not None:
             self.stacks.arm(self.job.timeout)  # for the nanny: a dump if run() keeps the GIL
         deadline = time.monotonic() + self.job.timeout
+        self.overran = None
         self.in_flight = (deadline, mini_batch, ledger)
         if self.deadlines is not None:
             self.deadlines.started(deadline, mini_batch, try_no, start, self.run_thread)
@@ -423,26 +426,13 @@ class JobRuntime:
         while not self._stop.wait(WATCHDOG_PERIOD_S):
             flight = self.in_flight
             self.announcer.tick(flight is not None)
-            if flight is None:
+            if flight is None or self.overran is not None:
                 continue
             if time.monotonic() < flight[0]:
                 self.memory.sample()
                 continue
-            _, mini_batch, ledger = flight
-            try:
-                job = self.job
-                dump, error = on_timeout(self.stacks, self.run_thread, job.code, job.timeout)
-                error = self.shown(error)
-                ledger.timed_out(mini_batch, error)
-                self.write_error(
-                    f"run() of mini-batch {mini_batch}",
-                    f"timed out after {self.job.timeout:g} s "
-                    "(retry_settings.timeout); the worker process is restarted."
-                    + (f"\n{error}" if error else "")
-                    + (f"\nEvery thread of the process then:\n{dump.rstrip()}" if dump else ""),
-                )
-                if self._stdout is not None:
-                    self._stdout.flush()
-            finally:
-                end_children()
-                os._exit(TIMEOUT_EXIT_STATUS)
+            overrun.timed_out(self, flight[1], flight[2])
+
+    def flush_output(self) -> None:
+        if self._stdout is not None:
+            self._stdout.flush()

@@ -199,7 +199,12 @@ def _attempt(
         items, output, reasons = _call_run(runtime, ledger, work, argument, rec)
     except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
         rec.elapsed_s = time.perf_counter() - started
+        if runtime.overran is not None:  # (past its timeout, left running: see overrun.py)
+            return _timed_out(rec, runtime.overran), None
         return _failed(runtime, rec, exc, work), None
+    if runtime.overran is not None:
+        rec.elapsed_s = time.perf_counter() - started
+        return _timed_out(rec, runtime.overran), None
     n, total = len(items), rec.total
     rec.succeeded, rec.failed, rec.rows = min(n, total), max(total - n, 0), n
     rec.status = Status.RUN_DONE
@@ -294,6 +299,13 @@ def _failed(
         rec.error = runtime.user_traceback(exc)
     context = f"run() of mini-batch {rec.mini_batch} (try {rec.try_no}, {_describe(work)})"
     runtime.write_error(context, script_mod.full_traceback(exc))
+    return rec
+
+
+def _timed_out(rec: MiniBatchRecord, error: str) -> MiniBatchRecord:
+    """A try whose run() returned past its timeout, where the process could not be ended."""
+    rec.status, rec.error = Status.RUN_TIMEOUT, error
+    rec.succeeded, rec.failed = 0, rec.total
     return rec
 
 
