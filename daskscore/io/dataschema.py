@@ -23,8 +23,10 @@ import logging
 import re
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from daskscore.io import nested
 
 logger = logging.getLogger("daskscore")
 
@@ -51,6 +53,59 @@ class Layout:
     #: indices, whatever number of categories each file has
     arrow: dict[str, Any]
 
+    #: the Arrow type of each column staged with one type in every mini-batch (null aside)
+    staged: dict[str, Any] = field(default_factory=dict)
+
+    def written(self, fmt: str) -> Layout:
+        """This layout as a ``fmt`` dataset is written: a CSV file holds nested values as text
+        (:meth:`prepare`), and, where Dask's ``dataframe.convert-string`` is on, the object
+        columns not written as their Arrow type are made text here (Dask would make nested
+        values text too, with numpy's repr cut short)."""
+        import pandas as pd
+
+        arrow = dict(self.arrow)
+        if fmt == "csv":
+            arrow = {c: kind for c, kind in arrow.items() if not nested.kept(kind)}
+        meta = self.meta.copy()
+        if _strings_enabled():
+            for column in meta.columns:
+                if column not in arrow and str(meta[column].dtype) == "object":
+                    meta[column] = meta[column].astype(pd.StringDtype("pyarrow"))
+        return Layout(meta, self.varying, arrow, self.staged)
+
+    def prepare(self, table: Any) -> Any:
+        """``table`` (one staged part) with each column of nested values of the dataset's
+        Arrow type, or as text (:func:`nested.as_text`: JSON, never numpy's repr) where the
+        dataset holds the column as text."""
+        for at, column in enumerate(table.column_names):
+            values, kind = table.column(at), self.arrow.get(column)
+            if kind is not None and nested.kept(kind):
+                if values.type != kind:
+                    table = table.set_column(at, column, _cast(values, kind))
+            elif nested.kept(values.type):
+                table = table.set_column(at, column, nested.as_text(values))
+        return table
+
+    def schema(self, dtypes: Any, text: Iterable[str] = ()) -> Any:
+        """The Arrow schema of a Parquet file of columns of ``dtypes`` (a Series: column ->
+        dtype), the columns ``text`` (partition folders) as text.  Dask would infer it from
+        sample values, and cannot for a column of Python objects."""
+        import pandas as pd
+        import pyarrow as pa
+
+        text, fields = set(text), []
+        for column, dtype in dtypes.items():
+            if column in self.arrow and column not in text:
+                kind = self.arrow[column]
+            elif str(dtype) == "object":
+                kind = pa.large_string() if column in text else self.staged.get(column)
+                kind = pa.large_string() if kind is None or pa.types.is_null(kind) else kind
+            else:
+                empty = pd.DataFrame({"v": pd.Series([], dtype=dtype)})
+                kind = pa.Schema.from_pandas(empty, preserve_index=False).field("v").type
+            fields.append(pa.field(str(column), kind))
+        return pa.schema(fields)
+
     def conform(self, frame: Any) -> Any:
         """``frame`` (one staged part's rows) with the dataset's columns and dtypes; its other
         columns (the mini-batch tag) are kept after them."""
@@ -75,7 +130,7 @@ class Layout:
         for the job log: a warning where its values are written as text."""
         lines = []
         for column, types in self.varying.items():
-            dtype = self.meta[column].dtype
+            dtype = self.arrow.get(column, self.meta[column].dtype)
             text = str(dtype) == "object" and _strings_enabled()
             lines.append(
                 (
@@ -96,7 +151,7 @@ class Layout:
         if named:
             mixed = [c for c in mixed if c in named[:1]]
         if not mixed:
-            return None
+            return _unwritable(exc, named)
         parts = [f"column '{c}' is {_shown(self.varying[c])}" for c in mixed[:SHOWN_COLUMNS]]
         these = "this column" if len(parts) == 1 else "these columns"
         return SchemaConflict(
@@ -105,6 +160,34 @@ class Layout:
             f"folder; return one type for {these} from every run() (convert it there, e.g. "
             "with astype) and run the job again with --overwrite"
         )
+
+
+def _cast(values: Any, kind: Any) -> Any:
+    """``values`` (an Arrow array) as type ``kind``: Arrow's cast, or (a struct given fields it
+    lacks, which older Arrow does not cast) made again from the values."""
+    import pyarrow as pa
+
+    try:
+        return values.cast(kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.array(values.to_pylist(), type=kind)
+
+
+def _unwritable(exc: BaseException, named: list[Any]) -> SchemaConflict | None:
+    """A :class:`SchemaConflict` for an error of Arrow's (values it cannot write as the
+    dataset's type): the job's verdict, with its summary, rather than an internal error."""
+    import pyarrow as pa
+
+    # (Dask's to_parquet raises Arrow's error as a ValueError of its own, its repr inside)
+    if not isinstance(exc, pa.ArrowException) and "pyarrow schema" not in str(exc):
+        return None
+    what = f"column '{named[0]}'" if named else "a column"
+    text = " ".join(str(exc).split())[:300]
+    return SchemaConflict(
+        f"the dataset cannot be written: {what} holds values Arrow cannot write as the "
+        f"dataset's type ({type(exc).__name__}: {text}). Nothing was written to the dataset "
+        "folder; return one type for it from every run() and run the job again with --overwrite"
+    )
 
 
 def _names(text: str, column: Any) -> bool:
@@ -133,6 +216,7 @@ def unify(pieces: Iterable[tuple[Any, int]]) -> Layout:
 
     order: list[str] = []
     types: dict[str, dict[str, int]] = {}
+    kinds: dict[str, dict[str, Any]] = {}  # (the Arrow types themselves, but null)
     schemas: dict[str, Any] = {}  # (each distinct schema once, in order)
     for schema, mini_batch in pieces:
         schemas.setdefault(schema.to_string(), schema)
@@ -140,6 +224,8 @@ def unify(pieces: Iterable[tuple[Any, int]]) -> Layout:
             if name not in types:
                 order.append(name)
             types.setdefault(name, {}).setdefault(_type_name(kind), mini_batch)
+            if not pa.types.is_null(kind):
+                kinds.setdefault(name, {}).setdefault(str(kind), kind)
     typed = {c for c, seen in types.items() if set(seen) != {"null"}}
     empties, values = [], {}
     for schema in schemas.values():
@@ -161,12 +247,17 @@ def unify(pieces: Iterable[tuple[Any, int]]) -> Layout:
         if len(set(seen) - {"null"}) > 1
     }
     arrow = {}
+    for name, seen in kinds.items():  # nested values: written as their Arrow type
+        kind = nested.unified(seen.values())
+        if kind is not None and str(meta[name].dtype) == "object":
+            arrow[name] = kind
     for name, kind in values.items():  # categorical in every mini-batch: stays categorical
         if name not in varying:
             categories = pd.Index(pa.array([], kind.value_type).to_pandas())
             meta[name] = pd.Categorical([], categories=categories, ordered=kind.ordered)
             arrow[name] = pa.dictionary(pa.int32(), kind.value_type, kind.ordered)
-    return Layout(meta, varying, arrow)
+    staged = {c: next(iter(seen.values())) for c, seen in kinds.items() if len(seen) == 1}
+    return Layout(meta, varying, arrow, staged=staged)
 
 
 def _type_name(kind: Any) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.errors import UsageError
-from daskscore.io import dataschema
+from daskscore.io import dataschema, nested
 from daskscore.io.dataschema import Layout
 
 logger = logging.getLogger("daskscore")
@@ -106,7 +106,7 @@ def write_part(frame: Any, path: Path) -> None:
     """Stage ``frame`` as the Parquet file ``path``; a str column holding what is not valid
     Unicode (a file name that is not UTF-8) is written with it escaped, not refused."""
     try:
-        frame.to_parquet(path, index=False)
+        nested.write_table(frame, path)
     except UnicodeEncodeError:
         import pandas as pd
 
@@ -116,7 +116,7 @@ def write_part(frame: Any, path: Path) -> None:
                 frame[column]
             ):
                 frame[column] = frame[column].map(_printable_item)
-        frame.to_parquet(path, index=False)
+        nested.write_table(frame, path)
 
 
 def runs_of_one_kind(entries: list[tuple[Any, Any]]) -> list[tuple[Any, list[Any]]]:
@@ -156,8 +156,10 @@ def read_group(staging: str, group: list[Piece], layout: Layout | None = None) -
         table = pq.read_table(
             Path(staging) / "parts" / part, filters=[(MB_COLUMN, "in", list(mbs))]
         )
-        frame = table.to_pandas()
-        frames.append(frame if layout is None else layout.conform(frame))
+        if layout is None:
+            frames.append(table.to_pandas())
+        else:
+            frames.append(layout.conform(layout.prepare(table).to_pandas()))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     order = frame[MB_COLUMN].to_numpy().argsort(kind="stable")
     return frame.iloc[order].drop(columns=[MB_COLUMN]).reset_index(drop=True)
@@ -182,19 +184,23 @@ def layout_of(staging: str | Path, groups: list[list[Piece]]) -> Layout:
 
 def staged_frame(staging: str, groups: list[list[Piece]], layout: Layout | None = None) -> Any:
     """The staged predictions as a lazy Dask DataFrame, one partition per group, every one
-    with the columns and dtypes of ``layout`` (by default, found from the parts)."""
+    with the columns and dtypes of ``layout`` (by default, found from the parts, as a Parquet
+    dataset is written).  Dask's ``dataframe.convert-string`` is left to ``layout`` (see
+    :meth:`Layout.written`): Dask would make nested values text."""
+    import dask
     import dask.dataframe as dd
 
-    layout = layout or layout_of(staging, groups)
-    return dd.from_map(
-        read_group,
-        [staging] * len(groups),
-        groups,
-        args=[layout],
-        meta=layout.meta,
-        label="daskscore-predictions",
-        enforce_metadata=False,
-    )
+    layout = layout or layout_of(staging, groups).written("parquet")
+    with dask.config.set({"dataframe.convert-string": False}):
+        return dd.from_map(
+            read_group,
+            [staging] * len(groups),
+            groups,
+            args=[layout],
+            meta=layout.meta,
+            label="daskscore-predictions",
+            enforce_metadata=False,
+        )
 
 
 def quote_value(value: Any) -> str:
@@ -232,64 +238,6 @@ def check_partition_values(frame: Any, partition_on: Sequence[str]) -> None:
                 f"written. Shorten or hash the values of '{column}' in run(), or partition on "
                 "another column."
             )
-
-
-class ColumnError(ValueError):
-    """A mini-batch's result (a DataFrame) that no dataset can hold as it is."""
-
-
-#: What ``pandas.api.types.infer_dtype`` calls an object column that Arrow takes as one type
-#: without trying (text under pandas 2, say): only the others are tried.
-_ONE_TYPE = frozenset({"string", "empty", "integer", "floating", "boolean", "bytes"})
-
-
-def check_writable(frame: Any) -> None:
-    """Refuse a mini-batch's result that a dataset cannot hold: a column name given twice, or
-    an object column whose values Arrow (Parquet, the staged parts) cannot hold as one type —
-    ints and text, dicts and text.  Raised for the mini-batch, before anything is staged, so
-    that it fails alone, naming the column; the job goes on.
-
-    Raises
-    ------
-    ColumnError
-        Naming the column and the types of its values.
-    """
-    import pandas as pd
-
-    twice = list(dict.fromkeys(frame.columns[frame.columns.duplicated()]))
-    if twice:
-        names = ", ".join(repr(str(c)) for c in twice)
-        raise ColumnError(
-            f"run() returned a DataFrame with the column name {names} more than once; a "
-            "dataset's columns need names of their own, so the rows of this mini-batch are not "
-            "written. Rename or drop the repeated columns in run()."
-        )
-    for column in frame.columns:
-        values = frame[column]
-        if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) in _ONE_TYPE:
-            continue
-        problem = _arrow_problem(values)
-        if problem:
-            kinds = sorted({type(v).__name__ for v in values.dropna().head(10_000)})
-            raise ColumnError(
-                f"column {str(column)!r} of run()'s DataFrame holds values of the types "
-                f"{', '.join(kinds[:6])} together, which one Parquet column cannot hold "
-                f"({problem}); the rows of this mini-batch are not written. Make the column one "
-                f"type in run() (e.g. df[{str(column)!r}].astype(str)), or split it in two."
-            )
-
-
-def _arrow_problem(values: Any) -> str:
-    """Why Arrow refuses ``values`` as one column ("" when it takes them)."""
-    import pyarrow as pa
-
-    try:
-        pa.array(values, from_pandas=True)
-    except UnicodeError:  # text that is not valid Unicode: written escaped (write_part)
-        return ""
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        return str(exc)
-    return ""
 
 
 def check_columns(columns: Sequence[str], partition_on: Sequence[str]) -> None:
@@ -347,13 +295,14 @@ def write_staged(
     layout = layout_of(staging, groups)
     for level, line in layout.describe():
         logger.log(level, line)
+    layout = layout.written(fmt)
     if dest.exists():  # (an earlier try's; its job wrote no summary)
         shutil.rmtree(dest)
     scratch = Path(staging) / SCRATCH
     try:
         ddf = staged_frame(str(staging), groups, layout)
-        arrow = {c: t for c, t in layout.arrow.items() if c not in partition_on}
-        write_dataset(client, ddf, scratch, fmt, partition_on, arrow)
+        schema = layout.schema(ddf.dtypes, partition_on) if fmt == "parquet" else None
+        write_dataset(client, ddf, scratch, fmt, partition_on, schema)
     except (ValueError, TypeError, NotImplementedError) as exc:  # (Arrow's errors among them)
         shutil.rmtree(scratch, ignore_errors=True)
         conflict = layout.conflict(exc)
@@ -374,12 +323,12 @@ def write_dataset(
     dest: Path,
     fmt: str,
     partition_on: Sequence[str] = (),
-    arrow: dict[str, Any] | None = None,
+    schema: Any = None,
 ) -> list[Path]:
     """Write ``ddf`` into the folder ``dest`` (replaced if it exists); return the files.
 
     ``client`` None computes in this process (a shipped job's parts are on the driver's disk).
-    ``arrow``: Parquet's type of these columns, rather than the one inferred from ``ddf``.
+    ``schema``: the Parquet files' Arrow schema, rather than the one inferred from ``ddf``.
     """
     if dest.exists():
         shutil.rmtree(dest)
@@ -392,7 +341,7 @@ def write_dataset(
             partition_on=list(partition_on) or None,
             name_function=lambda i: f"part-{i:05d}.parquet",
             write_index=False,
-            schema=arrow or "infer",
+            schema=schema or "infer",
             compute=False,
         )
         _compute(client, task)

@@ -6,6 +6,7 @@ plain columns, at the sink's flush with their neighbours (:class:`Rows`), to the
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
 import sys
@@ -26,7 +27,23 @@ class FormatError(ValueError):
 def format_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> bytes:
     """The append_row bytes of one mini-batch's result, as Azure writes them: a list gives one
     line per element (its ``str()``, line breaks made spaces), a DataFrame ``to_csv`` lines (a
-    frame of rows without columns: an empty line each, as ``to_csv`` writes it)."""
+    frame of rows without columns: an empty line each, as ``to_csv`` writes it).  A numpy
+    array is written whole, on one line (:func:`whole_arrays`)."""
+    with whole_arrays():
+        return _format_rows(result, csv_kwargs)
+
+
+def whole_arrays() -> contextlib.AbstractContextManager[Any]:
+    """A context in which ``str()`` of a numpy array gives every value on one line: numpy's
+    own cuts an array of over 1,000 values short with ``...``, and wraps lines at 75
+    characters."""
+    np = sys.modules.get("numpy")  # (a script that never imports numpy returns no arrays)
+    if np is None:
+        return contextlib.nullcontext()
+    return np.printoptions(threshold=sys.maxsize, linewidth=sys.maxsize)
+
+
+def _format_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> bytes:
     if not isinstance(result, list):  # a DataFrame: normalize_result let nothing else through
         if len(result) == 0 and not csv_kwargs.get("header", False):
             return b""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from daskscore.errors import UsageError
-from daskscore.io import datasets
+from daskscore.io import datasets, nested
 from daskscore.io.ledger import LedgerWriter
 from daskscore.io.outputdir import assemble_append_row
 from daskscore.io.rowtext import FormatError, Rows, defer_rows, format_rows, formatted
@@ -273,9 +273,10 @@ class DatasetWriter(OutputWriter):
     def encode(self, items: Any, csv_kwargs: Mapping[str, Any]) -> Any:
         # what the staged Parquet part cannot hold fails this mini-batch, not the job: a
         # column name twice, a column of mixed types, a partition value too long for a folder
-        datasets.check_writable(items)
-        datasets.check_partition_values(items, self.partition_on)
-        return items
+        # (nested values held as their Arrow type: see daskscore.io.nested)
+        frame = nested.writable(items)
+        datasets.check_partition_values(frame, self.partition_on)
+        return frame
 
     def sink(self, ledger: LedgerWriter, staging: str, attempt: str) -> Sink:
         return DatasetSink(ledger, staging, attempt)

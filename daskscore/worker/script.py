@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from daskscore.errors import ConfigError
-from daskscore.io.datasets import ColumnError, PartitionValueError
+from daskscore.io.datasets import PartitionValueError
+from daskscore.io.nested import ColumnError
 from daskscore.io.writers import FormatError
 from daskscore.protocol import IMPORT_FAILED
 

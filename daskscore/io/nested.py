@@ -1,0 +1,222 @@
+"""Nested values in a dataset: lists, numpy arrays, dicts, maps, decimals and bytes.
+
+pandas holds such a column as Python objects (``object`` dtype), and Dask's
+``dataframe.convert-string`` makes every object column text: ``str()`` of a numpy array is
+numpy's repr, cut short with ``...`` past 1,000 values.  A dataset keeps them whole instead:
+
+* in the worker, :func:`arrow_values` finds the one Arrow type of an object column's values
+  (``list<double>``, ``struct<...>``, ``map<...>``, ``decimal128``), and :func:`staged_frame`
+  holds the column as that type (``pandas.ArrowDtype``), so that mini-batches of different
+  kinds are staged apart and a map is written as a map;
+* the staged parts are written with pandas metadata that any pandas reads back
+  (:func:`write_table`);
+* the driver writes such a column with its Arrow type in a Parquet dataset
+  (:mod:`daskscore.io.dataschema`), and as text in a CSV dataset (:func:`as_text`): JSON for
+  lists, structs and maps, the exact ``str()`` of a decimal, UTF-8 (backslash escapes for what
+  is not) for bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+
+def kept(kind: Any) -> bool:
+    """Whether a column of Arrow type ``kind`` is written as that type (pandas holds its values
+    as Python objects, which Dask would otherwise make text)."""
+    import pyarrow as pa
+
+    t = pa.types
+    return (
+        t.is_nested(kind)
+        or t.is_decimal(kind)
+        or t.is_binary(kind)
+        or t.is_large_binary(kind)
+        or t.is_fixed_size_binary(kind)
+    )
+
+
+class ColumnError(ValueError):
+    """A mini-batch's result (a DataFrame) that no dataset can hold as it is."""
+
+
+#: What ``pandas.api.types.infer_dtype`` calls an object column that Arrow takes as one type
+#: without trying (text under pandas 2, say): only the others are tried.
+_ONE_TYPE = frozenset({"string", "empty", "integer", "floating", "boolean", "bytes"})
+
+
+def writable(frame: Any) -> Any:
+    """``frame`` (a mini-batch's result) as it is staged: each object column of nested values
+    (lists, numpy arrays, dicts, maps, decimals) held as its one Arrow type
+    (:func:`staged_frame`).  Refuses what a dataset cannot hold: a column name given twice,
+    or an object column whose values Arrow cannot hold as one type (ints and text, dicts and
+    text).  Raised for the mini-batch, before anything is staged, so that it fails alone,
+    naming the column; the job goes on.
+
+    Raises
+    ------
+    ColumnError
+        Naming the column and the types of its values.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    twice = list(dict.fromkeys(frame.columns[frame.columns.duplicated()]))
+    if twice:
+        names = ", ".join(repr(str(c)) for c in twice)
+        raise ColumnError(
+            f"run() returned a DataFrame with the column name {names} more than once; a "
+            "dataset's columns need names of their own, so the rows of this mini-batch are not "
+            "written. Rename or drop the repeated columns in run()."
+        )
+    arrays = {}
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) in _ONE_TYPE:
+            continue
+        try:
+            array = arrow_values(values)
+        except UnicodeError:  # text that is not valid Unicode: written escaped (write_part)
+            continue
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            kinds = sorted({type(v).__name__ for v in values.dropna().head(10_000)})
+            held = (
+                f"values of the types {', '.join(kinds[:6])} together"
+                if len(kinds) > 1
+                else f"{''.join(kinds)} values of more than one type inside"
+            )
+            raise ColumnError(
+                f"column {str(column)!r} of run()'s DataFrame holds {held}, which one Parquet "
+                f"column cannot hold ({exc}); the rows of this mini-batch are not written. "
+                "Make the column one "
+                f"type in run() (e.g. df[{str(column)!r}].astype(str)), or split it in two."
+            ) from None
+        if kept(array.type):
+            arrays[column] = array
+    return staged_frame(frame, arrays)
+
+
+def arrow_values(values: Any) -> Any:
+    """``values`` (a pandas object column) as one Arrow array, its type inferred by Arrow; a
+    column of lists of ``(key, value)`` pairs (how pandas holds a Parquet map) as a map.
+
+    Raises
+    ------
+    pyarrow.ArrowInvalid, pyarrow.ArrowTypeError
+        The values are not of one type.
+    """
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        kind = _map_type(values)
+        if kind is None:
+            raise
+        return pa.array(values, type=kind, from_pandas=True)
+
+
+def _map_type(values: Any) -> Any:
+    """The map type of ``values`` when each is a sequence of ``(key, value)`` pairs (else
+    None)."""
+    import pyarrow as pa
+
+    keys, items = [], []
+    for value in values:
+        if value is None or value is pa.NA or (isinstance(value, float) and value != value):
+            continue
+        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+            return None
+        for pair in value:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                return None
+            keys.append(pair[0])
+            items.append(pair[1])
+    if not keys:
+        return None
+    try:
+        key_type = pa.array(keys, from_pandas=True).type
+        item_type = pa.array(items, from_pandas=True).type
+        return pa.map_(key_type, item_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
+def staged_frame(frame: Any, arrays: dict[Any, Any]) -> Any:
+    """``frame`` with the columns of ``arrays`` (Arrow arrays of a type :func:`kept`) held as
+    those arrays."""
+    import pandas as pd
+
+    if not arrays:
+        return frame
+    frame = frame.copy(deep=False)
+    for column, array in arrays.items():
+        frame[column] = pd.arrays.ArrowExtensionArray(array)
+    return frame
+
+
+def write_table(frame: Any, path: Any) -> None:
+    """Write ``frame`` as the Parquet file ``path``, its pandas metadata readable by any
+    pandas: a nested ``ArrowDtype`` column is recorded as an object column (pandas cannot
+    parse the name of a nested ``ArrowDtype`` back, and would refuse the file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = table.schema.pandas_metadata
+    if meta is not None:
+        fixed = False
+        for column in meta.get("columns", []):
+            if str(column.get("numpy_type", "")).endswith("[pyarrow]"):
+                column["numpy_type"], fixed = "object", True
+        if fixed:
+            metadata = dict(table.schema.metadata or {})
+            metadata[b"pandas"] = json.dumps(meta).encode()
+            table = table.replace_schema_metadata(metadata)
+    pq.write_table(table, path)
+
+
+def unified(kinds: Iterable[Any]) -> Any:
+    """The one Arrow type that every type of ``kinds`` (all :func:`kept`) widens to: list<int64>
+    and list<double> make list<double>, two structs one with the fields of both; None when
+    there is none (a list and a struct)."""
+    import pyarrow as pa
+
+    kinds = list(kinds)
+    if not kinds or not all(kept(k) for k in kinds):
+        return None
+    try:
+        schema = pa.unify_schemas(
+            [pa.schema([("v", k)]) for k in kinds], promote_options="permissive"
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    kind = schema.field("v").type
+    return kind if kept(kind) else None
+
+
+def as_text(column: Any) -> Any:
+    """A column of a type :func:`kept` (an Arrow array) as text for a CSV file, every value
+    whole: JSON for lists, structs and maps (a map as a list of ``[key, value]``), the exact
+    ``str()`` of a decimal, and bytes as UTF-8 with backslash escapes for what is not."""
+    import pyarrow as pa
+
+    scalar = not pa.types.is_nested(column.type)
+    texts = [
+        None if v is None else (_scalar_text(v) if scalar else _json(v)) for v in column.to_pylist()
+    ]
+    return pa.array(texts, pa.large_string())
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=_scalar_text)
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
