@@ -44,6 +44,9 @@ SHOWN_VALUE_CHARS = 60
 #: The folder in the staging folder a dataset is written into, then renamed to its name once
 #: whole: a dataset that failed half-way is never in the output folder.
 SCRATCH = "dataset"
+#: The partition folder of a null value (``column=__HIVE_DEFAULT_PARTITION__``): Hive's name,
+#: which Hive readers (pyarrow, Dask, Spark) read back as null.
+NULL_FOLDER = "__HIVE_DEFAULT_PARTITION__"
 
 Piece = tuple[str, tuple[int, ...]]  # (staged part file, mini-batches taken from it)
 
@@ -216,7 +219,8 @@ class PartitionValueError(ValueError):
 
 def check_partition_values(frame: Any, partition_on: Sequence[str]) -> None:
     """Refuse a mini-batch's result (a DataFrame) holding a value of a ``partition_on`` column
-    whose folder name ``column=value`` (percent-encoded) is over :data:`MAX_NAME_BYTES`.
+    whose folder name ``column=value`` (percent-encoded) is over :data:`MAX_NAME_BYTES`, or
+    that is the text :data:`NULL_FOLDER` (read back as null).
 
     Raises
     ------
@@ -226,7 +230,13 @@ def check_partition_values(frame: Any, partition_on: Sequence[str]) -> None:
     for column in partition_on:
         if column not in frame.columns:
             continue  # the driver names the missing columns (check_columns)
-        for value in frame[column].drop_duplicates().astype(str):
+        for value in frame[column].dropna().drop_duplicates().astype(str):
+            if value == NULL_FOLDER:
+                raise PartitionValueError(
+                    f"partition_on column '{column}': the value {NULL_FOLDER!r} is the folder "
+                    "name of a null value, and hive readers would read it back as null; the "
+                    "rows of this mini-batch are not written. Give it another value in run()."
+                )
             size = len(f"{column}={quote_value(value)}".encode())
             if size <= MAX_NAME_BYTES:
                 continue
@@ -268,8 +278,14 @@ def part_columns(staging: str | Path, part: str) -> list[str]:
 def _sanitise(ddf: Any, partition_on: Sequence[str]) -> Any:
     check_columns(list(ddf.columns), partition_on)
     return ddf.assign(
-        **{c: ddf[c].astype(str).map(quote_value, meta=(c, "str")) for c in partition_on}
+        **{c: ddf[c].map_partitions(folder_names, meta=(c, "str")) for c in partition_on}
     )
+
+
+def folder_names(values: Any) -> Any:
+    """The partition folder names of ``values`` (a pandas Series): each value as text,
+    percent-encoded (:func:`quote_value`); a null as Hive's :data:`NULL_FOLDER`."""
+    return values.astype(str).map(quote_value).mask(values.isna(), NULL_FOLDER)
 
 
 def write_staged(

@@ -114,3 +114,43 @@ def test_a_result_no_dataset_can_hold_fails_its_mini_batch_naming_the_column(
     assert all("Traceback" not in e for e in errors.values()), errors
     table = ds.dataset(str(out / "predictions"), format=fmt).to_table()
     assert sorted(table.to_pandas()["name"]) == ["f0004.csv", "f0005.csv"]
+
+
+NULLS = """
+    import os
+
+    import pandas as pd
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        names = [os.path.basename(path) for path in mini_batch]
+        labels = {"f0000.csv": None, "f0001.csv": float("nan"), "f0002.csv": "nan"}
+        return pd.DataFrame({"name": names, "label": [labels.get(n, "cat") for n in names]})
+"""
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_null_partition_value_reads_back_as_null(tmp_path: Path, fmt: str) -> None:
+    """None and NaN used to make the folder ``label=nan``, read back as the text 'nan': they go
+    into Hive's folder for nulls, read back as null; the text 'nan' stays text."""
+    settings = {"mini_batch_size": 2, "retry_settings": {"max_retries": 0}}
+    dep, inputs, out = make_job(tmp_path, NULLS, n_files=4, settings=settings)
+
+    proc = cli(dep, inputs, out, "--output-format", fmt, "--partition-on", "label")
+
+    assert proc.returncode == 0, show(proc)
+    folders = sorted(p.name for p in (out / "predictions").iterdir())
+    assert folders == ["label=__HIVE_DEFAULT_PARTITION__", "label=cat", "label=nan"], folders
+    table = ds.dataset(str(out / "predictions"), format=fmt, partitioning="hive").to_table()
+    names, labels = table.column("name").to_pylist(), table.column("label").to_pylist()
+    got = dict(zip(names, labels, strict=True))
+    assert got == {"f0000.csv": None, "f0001.csv": None, "f0002.csv": "nan", "f0003.csv": "cat"}
+
+
+def test_the_text_of_hive_s_null_folder_is_refused() -> None:
+    frame = pd.DataFrame({"label": ["cat", "__HIVE_DEFAULT_PARTITION__", None]})
+    with pytest.raises(PartitionValueError, match="column 'label'.*read it back as null"):
+        check_partition_values(frame, ["label"])
+    check_partition_values(frame.iloc[[0, 2]], ["label"])  # a null is no such text
