@@ -95,10 +95,12 @@ class Layout:
 
         text, fields = set(text), []
         for column, dtype in dtypes.items():
-            if column in self.arrow and column not in text:
+            if column in text:
+                kind = pa.large_string()
+            elif column in self.arrow:
                 kind = self.arrow[column]
             elif str(dtype) == "object":
-                kind = pa.large_string() if column in text else self.staged.get(column)
+                kind = self.staged.get(column)
                 kind = pa.large_string() if kind is None or pa.types.is_null(kind) else kind
             else:
                 empty = pd.DataFrame({"v": pd.Series([], dtype=dtype)})

@@ -50,7 +50,7 @@ NESTED = """
                 "lst": [n, n + 1] if n < 2 else [n + 0.5, None],  # ints, then floats
                 "d": {"k": n, "name": f"f{n}"},
                 "dec": decimal.Decimal(f"{n}.25"),
-                "raw": bytes([n, 0xFF]),
+                "raw": bytes([n + 65, 0xFF]),
                 "maybe": None if n < 2 else [n],  # only nulls in mini-batch 0
             })
         return pd.DataFrame(rows)
@@ -95,7 +95,7 @@ def test_parquet_keeps_nested_values_as_their_arrow_types(
         assert [None if v != v else v for v in row["lst"]] == lst
         assert row["d"] == {"k": n, "name": f"f{n}"}
         assert row["dec"] == decimal.Decimal(f"{n}.25")
-        assert row["raw"] == bytes([n, 0xFF])
+        assert row["raw"] == bytes([n + 65, 0xFF])
         assert (row["maybe"] is None) if n < 2 else row["maybe"].tolist() == [n]
     log = (out / "logs" / "sys" / "daskscore.txt").read_text()
     [line] = [line for line in log.splitlines() if "dataset column 'lst'" in line]
@@ -122,7 +122,7 @@ def test_csv_writes_nested_values_whole(client: Any, tmp_path: Path) -> None:
         assert json.loads(row["lst"]) == lst
         assert json.loads(row["d"]) == {"k": n, "name": f"f{n}"}
         assert row["dec"] == f"{n}.25"
-        assert row["raw"] == bytes([n, 0xFF]).decode("utf-8", "backslashreplace")
+        assert row["raw"] == bytes([n + 65, 0xFF]).decode("utf-8", "backslashreplace")
         assert row["maybe"] == ("" if n < 2 else json.dumps([n]))
 
 
