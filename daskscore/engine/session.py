@@ -41,7 +41,7 @@ from daskscore.engine.install import ScriptInstall
 from daskscore.engine.plan import plan_job
 from daskscore.engine.scoredeaths import ROOT, PartitionWatch
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started, topic
-from daskscore.engine.work import charged, describe_work
+from daskscore.engine.work import charged, describe_work, tries_text
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, UsageError
 from daskscore.protocol import MiniBatchRecord, WorkerJob, error_line
 from daskscore.worker.plugin import get_runtime
@@ -226,7 +226,7 @@ def _message(failures: list[dict[str, Any]], over: tuple[int, int] | None) -> st
     if over is None:
         head = (
             f"score(): mini-batch {first['mini_batch']} failed ({first['status']}, "
-            f"{_tries(first['try'])}){also}, so its rows would be missing from the result. "
+            f"{tries_text(first['try'])}){also}, so its rows would be missing from the result. "
         )
         hint = (
             'Pass on_error="drop" to leave failed mini-batches out (they are listed in the '
@@ -237,7 +237,7 @@ def _message(failures: list[dict[str, Any]], over: tuple[int, int] | None) -> st
         head = (
             f"score(): error_threshold exceeded: {over[0]} items failed, more than the "
             f"{over[1]} allowed (settings.error_threshold); mini-batch {first['mini_batch']} "
-            f"({first['status']}, {_tries(first['try'])}){also}. "
+            f"({first['status']}, {tries_text(first['try'])}){also}. "
         )
         hint = 'Pass on_error="drop" to leave failed mini-batches out without raising.'
     error = str(first.get("error") or "").rstrip()
@@ -249,17 +249,16 @@ def first_rows(job_id: str, work: Any) -> Any:
     state = get_runtime(job_id)
     if state.init_error is not None:
         raise InitFailed("init() failed", user_traceback=state.init_error)
-    watch = PartitionWatch(state.job, "meta")
+    watch, frame = PartitionWatch(state.job, "meta"), None
     try:
         recs = [watch.given_up(0, work)]
-        frame = None
         if recs[0] is None:
             with state.run_lock:
                 recs, frame = run_mini_batch(state, watch, 0, 0, work)
     finally:
         watch.close()
-    last = recs[-1]
-    if not last.done or frame is None:
+    if not recs[-1].done or frame is None:
+        last = recs[-1]
         why = error_line(last.error, empty="?")
         raise RuntimeError(
             f"cannot infer the predictions' columns: the first mini-batch failed ({why}); "
@@ -346,7 +345,7 @@ class ScoringSession:
                 what = "its rows are left out" if f.get("dropped") else "it returned too few"
                 logger.warning(
                     "score(): mini-batch %s failed (%s, %s; %s): %s",
-                    f.get("mini_batch"), f.get("status"), _tries(f.get("try")), what,
+                    f.get("mini_batch"), f.get("status"), tries_text(f.get("try")), what,
                     error_line(f.get("error"), empty="?"),
                 )  # fmt: skip
         self.events[int(msg.get("partition", -1))] = msg
@@ -436,12 +435,13 @@ def open_session(
         output_format="frame",
         carry_columns=tuple(options.carry_columns),
     )
-    ScriptInstall(client, job, job_dir / ".daskscore", init_timeout=options.init_timeout).install()
+    script = ScriptInstall(client, job, job_dir / ".daskscore", init_timeout=options.init_timeout)
+    try:
+        script.install()
+    except BaseException:  # (init() failed: not left installed, its streams on in-process)
+        script.uninstall()
+        raise
     threshold = deployment.settings.error_threshold
     return ScoringSession(
         client, job, plan.work, meta, partitions, on_error, threshold, progress=progress
     )
-
-
-def _tries(n: Any) -> str:
-    return "1 try" if n == 1 else f"{n} tries"

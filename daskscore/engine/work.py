@@ -90,3 +90,8 @@ def crash_error(timed_out: bool, timeout: float) -> str:
             "was restarted"
         )
     return "the worker process died during run() (crash, os._exit, or killed, e.g. out of memory)"
+
+
+def tries_text(n: Any) -> str:
+    """``1 try``, ``3 tries``."""
+    return "1 try" if n == 1 else f"{n} tries"

@@ -55,6 +55,10 @@ __all__ = [
 
 #: the jobs installed in this process, by job id
 _RUNTIMES: dict[str, JobRuntime] = {}
+#: the workers of this process that use each installed job (an in-process cluster runs
+#: several in one process: the script is installed once for them all, as Azure does per
+#: process, and uninstalled with the last)
+_USERS: dict[str, set[str]] = {}
 #: scripts kept initialised after their job, by ``WorkerJob.warm_key``: no job uses them now
 _PARKED: dict[str, JobRuntime] = {}
 
@@ -100,9 +104,13 @@ class ScoringPlugin(WorkerPlugin):
         self.name = f"daskscore-{job.job_id}"
 
     async def setup(self, worker: Any) -> None:
+        job = self.job
+        users = _USERS.setdefault(job.job_id, set())
+        users.add(worker.address)
+        if len(users) > 1 and job.job_id in _RUNTIMES:
+            return  # (another worker of this process installed it: one script per process)
         if _own_process(worker):  # before any script code: what it starts ends with it
             lead_group()
-        job = self.job
         label = worker_label(worker.name)
         if job.resources and not offers(worker.state.total_resources, job.resources):
             _RUNTIMES[job.job_id] = JobRuntime(job, label, eligible=False)
@@ -127,6 +135,11 @@ class ScoringPlugin(WorkerPlugin):
         await _in_task_thread(worker, state.install)
 
     async def teardown(self, worker: Any) -> None:
+        users = _USERS.get(self.job.job_id, set())
+        users.discard(worker.address)
+        if users:
+            return  # (another worker of this process still uses it)
+        _USERS.pop(self.job.job_id, None)
         state = _RUNTIMES.pop(self.job.job_id, None)
         if state is None:
             return

@@ -1,0 +1,88 @@
+"""An in-process cluster (``LocalCluster(processes=False)``, as in a notebook) with two
+workers in the caller's own process: the script is installed once for the process (Azure's
+``init()`` once per process), and when the job ends, or ``init()`` fails, the caller's
+``sys.stdout``/``sys.stderr``, ``sys.argv`` and environment are its own again. Each worker
+installed its own copy under one job id: the second replaced the first, which was never
+uninstalled, so the caller's prints went on into the script's log after the job."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_deployment, write_inputs
+
+import daskscore
+from daskscore.errors import InitFailed
+
+pytestmark = pytest.mark.timeout(240)
+
+SCRIPT = """
+    import os
+
+    def init():
+        if os.environ.get("FAIL"):
+            raise ValueError("no model")
+        with open(os.path.join(os.environ["MARKS"], f"init-{os.getpid()}-{id(init)}"), "w"):
+            pass
+
+    def run(mini_batch):
+        print("scoring", len(mini_batch))
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+def _process_state() -> tuple[Any, ...]:
+    return sys.stdout, sys.stderr, list(sys.argv), dict(os.environ)
+
+
+def test_a_job_installs_once_per_process_and_leaves_the_callers_streams_as_they_were(
+    client: Any, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SCRIPT,
+        settings={"mini_batch_size": 2, "environment_variables": {"MARKS": str(marks)}},
+    )
+    before = _process_state()
+
+    result = daskscore.run(dep, write_inputs(tmp_path / "in", 12), tmp_path / "out", client=client)
+
+    assert result.status == "Completed" and result.succeeded_items == 12
+    assert len(list(marks.iterdir())) == 1, "init() once for the process's two workers"
+    assert _process_state() == before
+    logs = list((tmp_path / "out" / "logs" / "user" / "stdout").glob("*.txt"))
+    assert "scoring 2" in "".join(p.read_text() for p in logs)
+
+
+def test_a_session_whose_init_fails_leaves_nothing_switched(client: Any, tmp_path: Path) -> None:
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SCRIPT,
+        settings={"environment_variables": {"FAIL": "1", "MARKS": str(tmp_path)}},
+    )
+    before = _process_state()
+
+    with pytest.raises(InitFailed):
+        daskscore.score(dep, write_inputs(tmp_path / "in", 4), client=client)
+
+    assert _process_state() == before
