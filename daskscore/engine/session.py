@@ -37,12 +37,14 @@ from distributed import Client
 from daskscore import _compat
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
+from daskscore.engine.framemeta import conform
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.plan import plan_job
 from daskscore.engine.scoredeaths import ROOT, PartitionWatch
+from daskscore.engine.scorefail import COUNTS_ROOT, failure_of, raise_if_over
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started, topic
-from daskscore.engine.work import charged, describe_work, tries_text
-from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, UsageError
+from daskscore.engine.work import charged, tries_text
+from daskscore.errors import InitFailed, UsageError
 from daskscore.protocol import MiniBatchRecord, WorkerJob, error_line
 from daskscore.worker.plugin import get_runtime
 from daskscore.worker.task import run_mini_batch
@@ -51,13 +53,8 @@ from daskscore.worker.task import run_mini_batch
 #: each partition carries many mini-batches.
 PARTITIONS_PER_WORKER = 4
 RECORDS_TOPIC = "daskscore-records"
-#: ``[COUNTS_ROOT, job_id, partition]`` in the scheduler's metadata: a partition's failed items,
-#: summed against ``settings.error_threshold``
-COUNTS_ROOT = "daskscore-score"
 #: What ``on_error`` may be.
 ON_ERROR = ("raise", "drop")
-#: Failures listed in the message of a partition that raises (its first one in full).
-SHOWN_FILES = 10
 
 logger = logging.getLogger("daskscore")
 
@@ -69,13 +66,14 @@ def _forward(
     meta: Any,
     policy: tuple[str, int],
     live: bool,
+    origin: str,
 ) -> Any:
     """Computed outside the cluster (``ddf.compute()`` with a client that is not the default
     one): run the partition on the cluster that has the script installed."""
     # a short-lived client: a cached one would outlive its cluster and keep reconnecting
     with Client(address, set_as_default=False) as client:
         fut = client.submit(
-            score_partition, job_id, group, meta, address, policy, live=live, pure=False
+            score_partition, job_id, group, meta, address, policy, live, origin, pure=False
         )
         return fut.result()
 
@@ -87,8 +85,11 @@ def score_partition(
     address: str | None = None,
     policy: tuple[str, int] = ("drop", -1),
     live: bool = True,
+    origin: str = "given as meta=",
 ) -> Any:
-    """Run a group of mini-batches on this worker; return their rows as one DataFrame.
+    """Run a group of mini-batches on this worker; return their rows as one DataFrame, with
+    ``meta``'s columns and dtypes (:mod:`daskscore.engine.framemeta`; ``origin``: where it
+    came from).
 
     ``policy``: ``on_error`` and ``settings.error_threshold`` (see the module's doc): whether
     a failed mini-batch makes this partition raise.  ``live``: tell the session's progress
@@ -99,7 +100,7 @@ def score_partition(
     from daskscore.worker.plugin import is_installed
 
     if not is_installed(job_id) and address is not None and not _on_worker():
-        return _forward(address, job_id, group, meta, policy, live)
+        return _forward(address, job_id, group, meta, policy, live, origin)
     state = get_runtime(job_id)
     if state.init_error is not None:
         raise InitFailed("init() failed", user_traceback=state.init_error)
@@ -125,15 +126,15 @@ def score_partition(
     finally:
         watch.close()
     state.meters.report()
-    failures = [_failure(rec, work) for rec, (_, work) in zip(finals, group, strict=True)]
+    failures = [failure_of(rec, work) for rec, (_, work) in zip(finals, group, strict=True)]
     failures = [f for f in failures if f is not None]
     _report(job_id, group[0][0] if group else -1, finals, failures)
     if failures and policy[0] == "raise":
-        _raise_if_over(job_id, group[0][0], failures, policy[1])
+        raise_if_over(job_id, group[0][0], failures, policy[1])
     if not frames:
         return meta.copy()
     out = pd.concat(frames, ignore_index=True)
-    return out.reindex(columns=meta.columns)
+    return conform(out, meta, partition, origin)
 
 
 def _on_worker() -> bool:
@@ -144,20 +145,6 @@ def _on_worker() -> bool:
     except ValueError:
         return False
     return True
-
-
-#: What a score() partition reports of a failed mini-batch's last try (and its files)
-REPORTED = ("mini_batch", "try", "status", "total", "succeeded", "failed", "error", "final")
-
-
-def _failure(rec: MiniBatchRecord, work: Any) -> dict[str, Any] | None:
-    """A final try with failed items, as reported: its record's fields and its files."""
-    if rec.done and not rec.failed:
-        return None
-    failure = {k: v for k, v in rec.to_json().items() if k in REPORTED}
-    failure["files"] = describe_work(list(work) if isinstance(work, tuple) else work)
-    failure["dropped"] = not rec.done  # its rows are not in the frame
-    return failure
 
 
 def _report(
@@ -177,71 +164,6 @@ def _report(
         get_worker().log_event(f"{RECORDS_TOPIC}-{job_id}", event)
     except Exception:  # noqa: BLE001 - accounting is best effort off a worker
         pass
-
-
-def _raise_if_over(
-    job_id: str, partition: int, failures: list[dict[str, Any]], threshold: int
-) -> None:
-    """``on_error="raise"``: raise for the partition's failures unless ``error_threshold``
-    (``>= 0``) still allows the session's failed items, counted over its partitions."""
-    if threshold < 0:
-        dropped = [f for f in failures if f["dropped"]]
-        if dropped:  # (a partial return's rows are all in the frame)
-            raise JobFailed(_message(dropped, None), user_traceback=dropped[0]["error"])
-        return
-    failed = sum(int(f["failed"]) for f in failures)
-    total = _count_failed(job_id, partition, failed)
-    if total > threshold:
-        raise ErrorThresholdExceeded(
-            _message(failures, (total, threshold)), user_traceback=failures[0]["error"]
-        )
-
-
-def _count_failed(job_id: str, partition: int, failed: int) -> int:
-    """Note this partition's failed items in the scheduler's metadata; the session's sum."""
-    try:
-        from distributed import get_worker
-        from distributed.utils import sync
-
-        worker = get_worker()
-        call = functools.partial(sync, worker.loop)
-        call(
-            worker.scheduler.set_metadata, keys=[COUNTS_ROOT, job_id, str(partition)], value=failed
-        )
-        counts = call(worker.scheduler.get_metadata, keys=[COUNTS_ROOT, job_id], default={})
-        return sum(int(v) for v in (counts or {}).values())
-    except ValueError:  # not on a worker (a test calling the function): this partition alone
-        return failed
-
-
-def _message(failures: list[dict[str, Any]], over: tuple[int, int] | None) -> str:
-    """One paragraph: which mini-batch failed, its files, the script's traceback, what to do."""
-    first = failures[0]
-    files = [str(f) for f in first["files"]]
-    shown = ", ".join(files[:SHOWN_FILES]) + (
-        f" and {len(files) - SHOWN_FILES} more" if len(files) > SHOWN_FILES else ""
-    )
-    others = [str(f["mini_batch"]) for f in failures[1:]]
-    also = f" (and mini-batch(es) {', '.join(others)} of the same partition)" if others else ""
-    if over is None:
-        head = (
-            f"score(): mini-batch {first['mini_batch']} failed ({first['status']}, "
-            f"{tries_text(first['try'])}){also}, so its rows would be missing from the result. "
-        )
-        hint = (
-            'Pass on_error="drop" to leave failed mini-batches out (they are listed in the '
-            'session\'s failures, ddf.attrs["daskscore"].failures), or allow some with '
-            "settings.error_threshold."
-        )
-    else:
-        head = (
-            f"score(): error_threshold exceeded: {over[0]} items failed, more than the "
-            f"{over[1]} allowed (settings.error_threshold); mini-batch {first['mini_batch']} "
-            f"({first['status']}, {tries_text(first['try'])}){also}. "
-        )
-        hint = 'Pass on_error="drop" to leave failed mini-batches out without raising.'
-    error = str(first.get("error") or "").rstrip()
-    return f"{head}Its files: {shown}. {hint}\nThe error:\n{error}"
 
 
 def first_rows(job_id: str, work: Any) -> Any:
@@ -307,6 +229,7 @@ class ScoringSession:
         size = math.ceil(len(work) / n)
         groups = [list(enumerate(work))[i : i + size] for i in range(0, len(work), size)]
         self.live: LiveScore | None = None
+        origin = "given as meta=" if meta is not None else "inferred from mini-batch 0"
         if meta is None:
             try:
                 meta = client.submit(first_rows, job.job_id, work[0], pure=False).result()
@@ -321,6 +244,7 @@ class ScoringSession:
                 address=client.scheduler.address,
                 policy=(on_error, error_threshold),
                 live=progress is not False,
+                origin=origin,
             ),
             groups,
             meta=meta,

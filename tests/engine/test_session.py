@@ -51,7 +51,7 @@ SCRIPT = """
         n = [int(name[1:5]) for name in names]
         if RETURNS == "list":
             return [f"{name}:{i * 10}" for name, i in zip(names, n)]
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "n": pd.array(n, dtype="int64"),
                 "score": [i * 0.5 for i in n],
@@ -60,6 +60,9 @@ SCRIPT = """
                 "name": names,
             }
         )
+        if RETURNS == "extra" and "f0006.csv" in names:
+            frame["x"] = 1.5  # (a column the first mini-batch did not return)
+        return frame
 
     def shutdown():
         with open(os.path.join(MARKERS, "shutdown-" + uuid.uuid4().hex), "w") as fh:
@@ -184,6 +187,35 @@ def test_meta_skips_inference(current: Any, tmp_path: Path, markers: Path, input
     frame = ddf.compute()
     assert len(runs(markers)) == N_MINI_BATCHES
     assert frame["n"].tolist() == list(range(N_FILES))
+
+
+def test_a_column_the_frame_does_not_declare_fails_the_compute_not_dropped(
+    current: Any, tmp_path: Path, markers: Path, inputs: Path
+) -> None:
+    ddf = score(deploy(tmp_path, markers, RETURNS="extra"), inputs, client=current)
+    assert "x" not in ddf.columns  # (inferred from mini-batch 0)
+    with pytest.raises(daskscore.UsageError, match=r"column\(s\) \['x'\].*mini-batch 3"):
+        ddf.compute()
+    _opened[-1].close()  # (its RETURNS would stay in the process's environment while open)
+
+    misspelt = expected_frame().iloc[:0].rename(columns={"score": "scor"})
+    ddf = score(deploy(tmp_path / "b", markers), inputs, client=current, meta=misspelt)
+    with pytest.raises(daskscore.UsageError, match=r"\['score'\].*given as meta="):
+        ddf.compute()
+
+
+def test_partitions_hold_the_declared_dtypes(
+    current: Any, tmp_path: Path, markers: Path, inputs: Path
+) -> None:
+    """Ints where meta= says float64, text where it says string: each partition is converted,
+    so the computed frame has the frame's own dtypes (to_parquet holds it to them)."""
+    meta = expected_frame().iloc[:0].astype({"n": "float64", "name": "string"})
+    ddf = score(deploy(tmp_path, markers), inputs, client=current, meta=meta)
+    frame = ddf.compute()
+    assert frame.dtypes.to_dict() == meta.dtypes.to_dict()
+    assert frame["n"].tolist() == [float(i) for i in range(N_FILES)]
+    ddf.to_parquet(str(tmp_path / "pq"), write_index=False)
+    assert pd.read_parquet(tmp_path / "pq")["n"].dtype == "float64"
 
 
 def test_to_parquet_writes_every_row(

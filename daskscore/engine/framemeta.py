@@ -1,0 +1,89 @@
+"""A ``score()`` partition's rows made to match the frame's declared columns (its ``meta``).
+
+A lazy DataFrame declares its columns and dtypes before anything runs: given as ``meta=``, or
+inferred from the first mini-batch's result.  ``run()`` may return otherwise in a later
+mini-batch: another column, a float where the first returned ints, ``None`` first and numbers
+after.  Dask trusts the declaration (``to_parquet`` then fails on a partition, or a column
+silently goes), so each partition is made to match it here, or fails saying how it differs:
+
+* a column ``run()`` returned that the frame does not have is an error (it would be dropped);
+* a declared column a partition lacks is null there (a mini-batch with no such values);
+* a column of another dtype is converted when no value changes (ints to floats, text to the
+  declared text dtype, anything to ``object``); otherwise it is kept as ``run()`` returned it
+  (``compute()`` concatenates it as pandas does: floats where the first mini-batch had ints),
+  with a warning naming the column, both dtypes and what to pass as ``meta=`` for writers
+  that hold the frame to its declaration (``to_parquet``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from daskscore.errors import UsageError
+
+logger = logging.getLogger("daskscore")
+
+
+def conform(frame: Any, meta: Any, mini_batch: int, origin: str) -> Any:
+    """``frame`` (a partition's rows, its first mini-batch ``mini_batch``) with ``meta``'s
+    columns, in order, and dtypes; ``origin`` says where ``meta`` came from."""
+    extra = [c for c in frame.columns if c not in meta.columns]
+    if extra:
+        raise UsageError(
+            f"score(): run() returned the column(s) {_names(extra)} in the partition from "
+            f"mini-batch {mini_batch}, which the frame does not have (its columns "
+            f"{_names(meta.columns)} were {origin}); their values would be dropped. Pass "
+            "meta= to score() with every column run() returns (a mini-batch without one has "
+            "nulls there), or return the same columns from every mini-batch."
+        )
+    if list(frame.columns) != list(meta.columns):
+        frame = frame.reindex(columns=meta.columns)
+    for column in meta.columns:
+        want, got = meta[column].dtype, frame[column].dtype
+        if got != want:
+            frame[column] = _converted(frame[column], want, column, mini_batch, origin)
+    return frame
+
+
+def _converted(values: Any, want: Any, column: Any, mini_batch: int, origin: str) -> Any:
+    import pandas as pd
+    from pandas.api import types
+
+    if types.is_object_dtype(want):
+        return values.astype(object)
+    if isinstance(want, pd.CategoricalDtype) and isinstance(values.dtype, pd.CategoricalDtype):
+        return values  # (each partition's own categories, as a Dask categorical has)
+    text = types.is_string_dtype(want) and not isinstance(want, pd.CategoricalDtype)
+    try:
+        if text and (types.is_object_dtype(values.dtype) or types.is_string_dtype(values.dtype)):
+            if values.map(lambda v: v is None or isinstance(v, str) or v != v).all():
+                return values.astype(want)
+        elif not text:
+            cast = values.astype(want)
+            same = (cast == values) | (cast.isna() & values.isna())
+            if bool(same.all()):
+                return cast
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return _mismatch(values, want, column, mini_batch, origin)
+
+
+def _mismatch(values: Any, want: Any, column: Any, mini_batch: int, origin: str) -> Any:
+    null = bool(values.isna().all())
+    what = "only nulls (it was not returned there)" if null else f"{values.dtype} values"
+    logger.warning(
+        "score(): column %r holds %s in the partition from mini-batch %s, which the frame's "
+        "dtype %s (%s) cannot hold without changing them: kept as they are. Writers that hold "
+        "the frame to its dtypes (to_parquet) will refuse them; pass meta= to score() with a "
+        "dtype every mini-batch's values fit (float64 for numbers with gaps, object for "
+        "mixed ones).",
+        str(column), what, mini_batch, want, origin,
+    )  # fmt: skip
+    return values
+
+
+def _names(columns: Any) -> str:
+    shown = [str(c) for c in list(columns)[:10]]
+    more = f" and {len(columns) - 10} more" if len(columns) > 10 else ""
+    return "[" + ", ".join(repr(c) for c in shown) + "]" + more
