@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from daskscore.cluster.local import ClusterHandle, local_cluster, parse_resources
 from daskscore.errors import UsageError
@@ -40,6 +42,8 @@ from daskscore.worker.threads import cpu_count, intra_op_threads
 STATE_ENV = "DASKSCORE_CLUSTER_STATE"
 #: Seconds ``cluster start`` waits for the cluster to be up.
 START_TIMEOUT_S = 120.0
+#: A job's worker plugin (``ScoringPlugin``: ``daskscore-<job id>``), installed while it runs
+JOB_PLUGIN = re.compile(r"daskscore-[0-9a-f]{12}")
 #: Seconds ``cluster stop`` gives the cluster to close (shutdown() of the scripts included)
 #: before it kills what is left.
 STOP_GRACE_S = 30.0
@@ -240,6 +244,7 @@ def stop() -> str:
     if not state.alive:
         _remove(path, state.pid)
         return f"No warm cluster is running: {state.stale_message()}."
+    running = _running_jobs(state)
     with contextlib.suppress(ProcessLookupError):
         os.kill(state.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
@@ -250,7 +255,30 @@ def stop() -> str:
     _wait_gone(state.pids, 5.0)
     _remove(path, state.pid)
     how = " (killed: it did not close in time)" if forced else ""
-    return f"Stopped the warm cluster at {state.address}{how}."
+    text = f"Stopped the warm cluster at {state.address}{how}."
+    if running:
+        text += (
+            f" It was running {running} daskscore job{'s' if running > 1 else ''}: each ends "
+            "within 20 s (ClusterLost, exit code 1), keeping what it did; the same command "
+            "with --resume finishes it."
+        )
+    return text
+
+
+def _job_plugins(dask_scheduler: Any = None) -> int:
+    """Run on the scheduler: the daskscore jobs installed now (their worker plugins)."""
+    return sum(1 for name in dask_scheduler.worker_plugins if JOB_PLUGIN.fullmatch(str(name)))
+
+
+def _running_jobs(state: WarmState) -> int:
+    """How many daskscore jobs run on the warm cluster now (0 when it cannot tell)."""
+    from distributed import Client
+
+    try:
+        with Client(state.address, set_as_default=False, timeout=CONNECT_TIMEOUT_S) as client:
+            return int(client.run_on_scheduler(_job_plugins))
+    except Exception:  # noqa: BLE001 - only a note depends on it
+        return 0
 
 
 def status() -> tuple[WarmState | None, str]:

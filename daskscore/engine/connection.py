@@ -32,6 +32,8 @@ class SchedulerWatch:
         self.since: float | None = None
         self.lost = False
         self.limit = float(os.environ.get(LOST_ENV) or LOST_S)
+        #: the scheduler's address, taken while connected (a lost client has none)
+        self.address = getattr(getattr(client, "scheduler", None), "address", None) or "?"
 
     def check(self, now: float) -> None:
         """Raise :class:`ClusterLost` once the client has been without its scheduler for
@@ -46,9 +48,8 @@ class SchedulerWatch:
         if now - self.since < self.limit:
             return
         self.lost = True
-        address = getattr(getattr(self.client, "scheduler", None), "address", None) or "?"
         raise ClusterLost(
-            f"the Dask scheduler at {address} has not answered for {now - self.since:.0f} s "
+            f"the Dask scheduler at {self.address} has not answered for {now - self.since:.0f} s "
             "(it stopped, was killed, or the connection to it failed): the job cannot go on. "
             f"What was committed ({self.kept()}) is kept in {self.output}; once a scheduler runs "
             "again, the "

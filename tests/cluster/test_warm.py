@@ -180,6 +180,39 @@ def _dead_pid() -> tuple[int, float]:
     return proc.pid, created
 
 
+def test_stopping_the_cluster_under_a_job_says_so_and_the_job_resumes(tmp_path, warm_env):
+    """``cluster stop`` says which jobs it ends; each ends naming the scheduler it lost (was
+    ``at ?``), and ``--resume`` finishes it."""
+    assert run_cli("cluster", "start", "--workers", "1", env=warm_env).returncode == 0
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    slow = SCRIPT.replace("def run(mini_batch):", "def run(mini_batch):\n        import time\n"
+                          "        time.sleep(0.3)")  # fmt: skip
+    dep = _deploy(tmp_path / "dep", markers, script=slow)
+    inputs, out = write_inputs(tmp_path / "in", 60), tmp_path / "out"
+    env = {**os.environ, **warm_env, "DASKSCORE_SCHEDULER_LOST_S": "2"}
+    command = [sys.executable, "-m", "daskscore", *cli_args(dep, inputs, out)]
+    job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("ran-*")):
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+            time.sleep(0.2)
+        address = json.loads(Path(warm_env["DASKSCORE_CLUSTER_STATE"]).read_text())["address"]
+        stopped = run_cli("cluster", "stop", env=warm_env, timeout=120)
+        _, err = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    assert "It was running 1 daskscore job" in stopped.stdout, show(stopped)
+    assert job.returncode == 1, err
+    assert f"the Dask scheduler at {address} has not answered" in err, err
+
+    again = run_cli(*cli_args(dep, inputs, out, "--resume", "--no-warm"), env=warm_env)
+    assert again.returncode == 0, show(again)
+    assert len((out / "predictions.csv").read_text().splitlines()) == 60
+
+
 def test_a_stale_state_file_is_reported_and_removed(tmp_path, warm_env):
     path = Path(warm_env["DASKSCORE_CLUSTER_STATE"])
     pid, created = _dead_pid()
