@@ -19,7 +19,7 @@ from daskscore.devtools.replay import replay as _replay
 from daskscore.engine.finish import JobResult
 from daskscore.engine.runner import execute
 from daskscore.engine.session import ScoringSession
-from daskscore.errors import ConfigError
+from daskscore.errors import ConfigError, UsageError
 from daskscore.ui.progress import in_jupyter_kernel
 
 
@@ -281,10 +281,19 @@ def open_session(
     options = JobOptions(
         tabular=tabular, carry_columns=_names(carry_columns), init_timeout=init_timeout
     )
+    if client is None:
+        try:
+            client = get_client()
+        except ValueError:
+            raise UsageError(
+                "open_session()/score() score on a Dask cluster and none was given: pass "
+                "client=Client(...) (a LocalCluster's, or one of --scheduler's), or make a "
+                "Client() first (it becomes the default)."
+            ) from None
     return open_scoring_session(
         dep,
         str(input),
-        client=client or get_client(),
+        client=client,
         meta=meta,
         partitions=partitions,
         options=options,

@@ -24,11 +24,14 @@ warning is logged for each.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import math
+import shutil
 import tempfile
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +256,7 @@ class ScoringSession:
         )
         # (set past DataFrame.__setattr__: a column named "attrs" must not be assigned)
         object.__setattr__(self.frame, "attrs", {"daskscore": self})
+        _OPEN.add(self)  # (its folder is removed at exit, should it never be closed)
         #: in a Jupyter kernel, the live display of each cell's computation (scorelive)
         self.live = LiveScore.for_session(client, job.job_id, work, progress)
 
@@ -316,9 +320,11 @@ class ScoringSession:
         self.close()
 
     def close(self) -> None:
-        """Uninstall the script from the workers (its ``shutdown()`` runs)."""
+        """Uninstall the script from the workers (its ``shutdown()`` runs); remove the
+        session's folder (:attr:`job_dir`, its logs) unless a mini-batch failed."""
         if self.live is not None:
             self.live.close()
+        self.failed = bool(self.failures)  # (before its events are forgotten)
         try:
             _compat.unsubscribe_topic(self.client, self.topic)
             job_id = self.job.job_id  # (the scheduler would keep them for its life)
@@ -328,6 +334,28 @@ class ScoringSession:
             self.client.unregister_worker_plugin(f"daskscore-{self.job.job_id}")
         except Exception:  # noqa: BLE001 - the cluster may be gone
             pass
+        self.tidy()
+
+    def tidy(self) -> None:
+        """Remove the session's folder unless a mini-batch failed (its logs say why)."""
+        _OPEN.discard(self)
+        failed = getattr(self, "failed", None)
+        if failed is None:  # (at exit, the cluster perhaps gone: what was delivered)
+            failed = any(e.get("failures") for e in self.events.values())
+        if failed:
+            logger.info("score(): the session's logs are kept in %s", self.job_dir / "logs")
+        else:
+            shutil.rmtree(self.job_dir, ignore_errors=True)
+
+
+#: sessions not closed yet: their folders are tidied when the interpreter exits
+_OPEN: weakref.WeakSet[ScoringSession] = weakref.WeakSet()
+
+
+@atexit.register
+def _tidy_at_exit() -> None:
+    for session in list(_OPEN):
+        session.tidy()
 
 
 def open_session(

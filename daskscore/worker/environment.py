@@ -26,15 +26,18 @@ from daskscore.protocol import WorkerJob
 NAME_ERRORS = "backslashreplace"
 
 
-def set_environment(job: WorkerJob, saved: dict[str, Any], device: str | None = None) -> str:
+def set_environment(
+    job: WorkerJob, saved: dict[str, Any], device: str | None = None, folder: str | None = None
+) -> str:
     """Set what a scoring script sees, as Azure does; return the model folder made for it.
 
-    ``AZUREML_MODEL_DIR`` is a new temporary folder holding a symlink to the model under its
-    own base name; ``AZUREML_BI_OUTPUT_PATH`` and ``job.env`` are set; ``sys.argv`` is the
-    script's own; a ``device`` becomes ``CUDA_VISIBLE_DEVICES``.  What
+    ``AZUREML_MODEL_DIR`` is a new temporary folder (in ``folder``: a worker's own scratch
+    folder, which Dask removes should the process die) holding a symlink to the model under
+    its own base name; ``AZUREML_BI_OUTPUT_PATH`` and ``job.env`` are set; ``sys.argv`` is
+    the script's own; a ``device`` becomes ``CUDA_VISIBLE_DEVICES``.  What
     :func:`restore_environment` needs to undo it is kept in ``saved``.
     """
-    model_dir = tempfile.mkdtemp(prefix="daskscore-model-")
+    model_dir = tempfile.mkdtemp(prefix="daskscore-model-", dir=folder)
     if job.model_path:
         model = Path(job.model_path)
         os.symlink(model, Path(model_dir) / model.name, target_is_directory=model.is_dir())

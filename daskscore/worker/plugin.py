@@ -70,8 +70,10 @@ def get_runtime(job_id: str) -> JobRuntime:
     except KeyError:
         raise RuntimeError(
             f"daskscore job {job_id} is not installed in this process: its tasks must run on "
-            "the cluster whose client installed it. For a DataFrame from daskscore.score(..., "
-            "client=c), compute with c.compute(ddf), or inside `with c.as_current():`."
+            "the cluster whose client installed it, while it is installed. For a DataFrame "
+            "from daskscore.score(..., client=c), compute with c.compute(ddf), or inside "
+            "`with c.as_current():`; and before its session is closed (session.close(), or "
+            "the end of its `with open_session(...)` block), which uninstalls the script."
         ) from None
 
 

@@ -312,7 +312,7 @@ class JobRuntime:
         return f"{text}\n{self.shown(listing)}" if listing else text
 
     def _set_environment(self) -> None:
-        self.model_dir = set_environment(self.job, self._saved, self.device)
+        self.model_dir = set_environment(self.job, self._saved, self.device, self.local_directory)
 
     def _limit_threads(self) -> None:
         n = self.job.intra_op_threads

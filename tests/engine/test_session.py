@@ -253,6 +253,7 @@ def test_report_counts_and_close_calls_shutdown(
     # the scheduler keeps nothing of the session (it would, for its life)
     assert [name for name in current.get_events() if job_id in name] == []
     assert current.get_metadata([ROOT, job_id], None) is None
+    assert not session.job_dir.exists(), "nothing failed: its temporary folder is removed"
     workers = len(current.scheduler_info(n_workers=-1)["workers"])
     assert len(list(markers.glob("shutdown-*"))) == workers, "shutdown() once per worker"
 

@@ -9,6 +9,8 @@ Real worker processes: the module's LocalCluster.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,8 @@ def test_on_error_drop_keeps_the_other_rows_and_records_the_failures(
     report = session.report()
     assert report["mini_batches"] == N_FILES // SIZE
     assert report["succeeded_items"] == N_FILES - 2 and report["failed_items"] == 2
+    session.close()
+    assert (session.job_dir / "logs").is_dir(), "a session with failures keeps its logs"
 
 
 def test_error_threshold_allows_failed_items_over_the_session_then_raises(
@@ -144,3 +148,17 @@ def test_a_partial_return_does_not_raise_but_is_recorded(
 def test_an_unknown_on_error_is_refused(tmp_path: Path, sessions: list[Any]) -> None:
     with pytest.raises(UsageError, match="on_error='ignore'"):
         _score(tmp_path, sessions, on_error="ignore")
+
+
+def test_without_a_client_score_says_what_it_needs(tmp_path: Path) -> None:
+    """(In a process of its own: no client of another test is the default there.)"""
+    dep = write_deployment(tmp_path / "deploy", SCRIPT)
+    inputs = write_inputs(tmp_path / "in", 2)
+    code = f"import daskscore; daskscore.score({str(dep)!r}, {str(inputs)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 1
+    assert "daskscore.errors.UsageError: open_session()/score() score on a Dask cluster" in (
+        proc.stderr
+    ), proc.stderr
+    assert "pass client=Client" in proc.stderr
