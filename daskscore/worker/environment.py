@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +287,35 @@ def mask_handlers(logger: logging.Logger, secrets: tuple[str, ...]) -> Any:
             handler.removeFilter(masking)
 
     return undo
+
+
+class ScriptVariables:
+    """The environment variables a script's import and ``init()`` set of their own
+    (``os.environ["X"] = ...``, not the deployment's): undone when the script is uninstalled,
+    so that the next deployment in the process (a warm worker's) starts from the process's
+    own environment, as in a fresh one.  A variable changed again since (by another job's
+    script) is left as it is."""
+
+    def __init__(self) -> None:
+        self._before = dict(os.environ)
+        self._set: dict[str, str | None] = {}
+
+    def taken(self, managed: Iterable[str]) -> None:
+        """The script's import and ``init()`` are done: note what they changed (``managed``:
+        the variables daskscore set for the job, undone on their own)."""
+        skip = set(managed)
+        now = dict(os.environ)
+        for key in set(now) | set(self._before):
+            if key not in skip and now.get(key) != self._before.get(key):
+                self._set[key] = now.get(key)
+
+    def undo(self) -> None:
+        for key, value in self._set.items():
+            if os.environ.get(key) != value:
+                continue  # (changed since by someone else: theirs)
+            old = self._before.get(key)
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+        self._set = {}

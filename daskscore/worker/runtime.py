@@ -56,6 +56,7 @@ from daskscore.worker.environment import (
     ROOT_LEVEL,
     STREAMS,
     RedactingStream,
+    ScriptVariables,
     SwitchableStream,
     mask_handlers,
     missing_model_file,
@@ -134,6 +135,7 @@ class JobRuntime:
         #: Azure, even on a worker with several threads (scripts keep one model in a global)
         self.run_lock = threading.Lock()
         self._saved: dict[str, Any] = {}
+        self._own_variables: ScriptVariables | None = None
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._stdout: Any = None
@@ -176,6 +178,7 @@ class JobRuntime:
             limit_blas_threads(job.intra_op_threads)  # loaded before the caps, if forked
         self._route_output()
         self._set_environment()
+        self._own_variables = ScriptVariables()
         started = time.perf_counter()
         stage = "import"
         try:
@@ -186,6 +189,7 @@ class JobRuntime:
             mark.stage(stage)
             if getattr(self.module, "init", None) is not None:
                 self.module.init()
+            self._own_variables.taken(self._saved.get("env", {}))
             self._limit_threads()
         except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
             self.init_error = self._init_error(stage, exc)
@@ -266,6 +270,8 @@ class JobRuntime:
         script_mod.forget_code(Path(self.job.code))
         sys.modules.pop(Path(self.job.script).stem, None)
         restore_environment(self._saved)
+        if self._own_variables is not None:
+            self._own_variables.undo()
         self._restore_output()
         if self.model_dir:
             shutil.rmtree(self.model_dir, ignore_errors=True)

@@ -262,3 +262,31 @@ def test_api_runs_on_one_client_reuse_the_initialised_workers(client, tmp_path):
     assert third.summary["warm_workers"] is False
     assert len(_marks(markers, "init", pids)) == 4
     assert len(_marks(markers, "shutdown", pids)) == 4
+
+
+LEAKY_SCRIPT = """
+    import os
+
+    def init():
+        if os.environ.get("SETS"):
+            os.environ["LEAKY"] = os.environ["SETS"]  # (the script's own, not the deployment's)
+
+    def run(mini_batch):
+        return [f"{os.path.basename(p)} {os.environ.get('LEAKY')}" for p in mini_batch]
+"""
+
+
+def test_what_init_sets_in_the_environment_does_not_reach_the_next_deployment(client, tmp_path):
+    """A warm worker runs deployment after deployment in one process: a variable one script's
+    init() set is undone with it, as in a fresh process (Azure's, an embedded cluster's)."""
+    inputs = write_inputs(tmp_path / "in", 4)
+    a = write_deployment(tmp_path / "a", LEAKY_SCRIPT,
+                         settings={"environment_variables": {"SETS": "from-A"}})  # fmt: skip
+    b = write_deployment(tmp_path / "b", LEAKY_SCRIPT.replace("(the", "(this"))
+
+    first = daskscore.run(a, inputs, tmp_path / "one", client=client)
+    second = daskscore.run(b, inputs, tmp_path / "two", client=client)
+
+    assert {r.split()[1] for r in first.predictions.read_text().splitlines()} == {"from-A"}
+    assert {r.split()[1] for r in second.predictions.read_text().splitlines()} == {"None"}
+    assert "LEAKY" not in client.run(lambda: dict(os.environ)).popitem()[1]
