@@ -32,6 +32,7 @@ staging, job id and output format, no second ``init()``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -108,6 +109,7 @@ class JobRuntime:
         #: the job's worker-local folders exist (a shipped job's are made by localize)
         self.localized = not self.handoff.local_folders
         self.module: Any = None
+        self._code: script_mod.CodeImport | None = None  # (its code folder's modules)
         self.init_error: str | None = None
         self.init_s = 0.0
         #: this job took over a script initialised by an earlier job (no init() this time)
@@ -183,7 +185,8 @@ class JobRuntime:
         stage = "import"
         try:
             mark.stage(stage)
-            self.module = script_mod.import_script(Path(job.code), Path(job.script))
+            self._code = script_mod.open_code(Path(job.code))
+            self.module = self._code.load(Path(job.script))
             script_mod.check_entries(self.module, Path(job.script).name)
             stage = "init()"
             mark.stage(stage)
@@ -267,8 +270,8 @@ class JobRuntime:
                 shutdown()
             except BaseException as exc:  # noqa: BLE001
                 self.write_error("shutdown()", script_mod.full_traceback(exc))
-        script_mod.forget_code(Path(self.job.code))
-        sys.modules.pop(Path(self.job.script).stem, None)
+        if self._code is not None:
+            self._code.forget()
         restore_environment(self._saved)
         if self._own_variables is not None:
             self._own_variables.undo()
@@ -324,10 +327,8 @@ class JobRuntime:
         n = self.job.intra_op_threads
         torch = sys.modules.get("torch")
         if n and torch is not None:
-            try:
+            with contextlib.suppress(Exception):  # best effort
                 torch.set_num_threads(n)
-            except Exception:  # noqa: BLE001 - best effort
-                pass
 
     def _log_path(self) -> Path:
         return Path(self.job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"

@@ -1,4 +1,5 @@
-"""The scoring script: importing it, checking it, and making sense of what ``run()`` returns.
+"""The scoring script: importing it (its code folder's modules fresh for each install, see
+:mod:`daskscore.worker.codeimport`), checking it, and making sense of what ``run()`` returns.
 
 Everything here runs inside one process (a worker, or the driver for checks) and knows nothing
 of Dask.
@@ -12,7 +13,6 @@ import inspect
 import os
 import sys
 import traceback
-import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,10 @@ from daskscore.io.datasets import PartitionValueError
 from daskscore.io.nested import ColumnError
 from daskscore.io.writers import FormatError
 from daskscore.protocol import IMPORT_FAILED
+from daskscore.worker.codeimport import CodeImport as CodeImport
+from daskscore.worker.codeimport import forget_code as forget_code
+from daskscore.worker.codeimport import import_script as import_script
+from daskscore.worker.codeimport import open_code as open_code
 
 #: to_csv arguments of the append_row file: Azure writes space-separated, no header, no index.
 APPEND_ROW_CSV_DEFAULTS: dict[str, Any] = {"sep": " ", "header": False, "index": False}
@@ -239,32 +243,6 @@ def _installed(name: str, code: Path) -> bool:
     return spec is not None and not origin.startswith(str(code) + os.sep)
 
 
-def import_script(code: Path, script: Path) -> types.ModuleType:
-    """Import the scoring script as a module named after its file, with ``code`` on sys.path.
-
-    A module of the code folder is imported from it even where this process has a module of
-    that name already from a folder of its own (a driver's ``utils.py``, which a worker forked
-    from the driver inherits): that one is set aside until :func:`forget_code`, as a fresh
-    process would not have it.  Installed modules (the standard library, site-packages) are
-    left as they are."""
-    code_str = str(code)
-    if code_str not in sys.path:
-        sys.path.insert(0, code_str)
-    _SET_ASIDE.setdefault(code_str, {}).update(_set_aside(code))
-    name = script.stem
-    spec = importlib.util.spec_from_file_location(name, script)
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a spec
-        raise ImportError(f"cannot import {script}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
-
-
 def import_failure(exc: BaseException, code: Path, script: Path) -> str:
     """The head of the error of a scoring script whose import raised: a line that begins with
     :data:`~daskscore.protocol.IMPORT_FAILED` and, for a module that cannot be imported, a
@@ -284,58 +262,6 @@ def import_failure(exc: BaseException, code: Path, script: Path) -> str:
         f"environment the workers run in ({sys.executable}): install the versions the script "
         "needs in that environment."
     )
-
-
-def forget_code(code: Path) -> None:
-    """Remove ``code`` from sys.path and drop the modules imported from it (the modules
-    :func:`import_script` set aside come back)."""
-    code_str = str(code)
-    while code_str in sys.path:
-        sys.path.remove(code_str)
-    prefix = code_str + os.sep
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None) or ""
-        if file.startswith(prefix):
-            del sys.modules[name]
-    for name, module in _SET_ASIDE.pop(code_str, {}).items():
-        sys.modules.setdefault(name, module)
-
-
-#: Modules set aside for a code folder's own of the same name, by code folder.
-_SET_ASIDE: dict[str, dict[str, types.ModuleType]] = {}
-
-
-def _set_aside(code: Path) -> dict[str, types.ModuleType]:
-    """Take out of ``sys.modules`` (with their submodules) the modules imported from a folder
-    that is neither ``code`` nor the environment's, under a name a module of ``code`` has."""
-    try:
-        entries = list(os.scandir(code))
-    except OSError:
-        return {}
-    names = {e.name[:-3] if e.name.endswith(".py") else e.name for e in entries}
-    installed = _installed_folders()
-    aside: dict[str, types.ModuleType] = {}
-    for name in names & sys.modules.keys():
-        file = getattr(sys.modules[name], "__file__", None)
-        if not file:
-            continue  # a built-in module, or a namespace package
-        file = os.path.abspath(file)
-        if file.startswith(os.path.join(str(code), "")) or file.startswith(installed):
-            continue  # the code folder's own, or the environment's
-        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-            aside[key] = sys.modules.pop(key)
-    return aside
-
-
-def _installed_folders() -> tuple[str, ...]:
-    """Where the environment's own modules live: the standard library and site-packages."""
-    import site
-    import sysconfig
-
-    keys = ("stdlib", "platstdlib", "purelib", "platlib")
-    folders = {sysconfig.get_paths()[k] for k in keys} | set(site.getsitepackages())
-    folders.add(site.getusersitepackages())
-    return tuple(os.path.join(os.path.abspath(f), "") for f in folders if f)
 
 
 def user_traceback(exc: BaseException, code: Path) -> str:
