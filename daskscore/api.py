@@ -310,7 +310,8 @@ def score(
     """The predictions of a deployment over ``input``, as a lazy Dask DataFrame.
 
     The same as ``open_session(deployment, input, **kwargs).frame``: the script stays installed
-    on the workers until the cluster closes.  A failed mini-batch makes the computation raise
+    on the workers until the cluster closes (or, once ``client`` has closed, until another job
+    installs its own).  A failed mini-batch makes the computation raise
     unless ``on_error="drop"``; its session (``ddf.attrs["daskscore"]``) lists the failures
     (``.failures``, ``.report()``).  Use :func:`open_session` to uninstall the script
     (``shutdown()``) sooner.

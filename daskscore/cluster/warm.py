@@ -332,9 +332,9 @@ def _describe_workers(state: WarmState) -> list[str]:
         return [f"(its scheduler did not answer: {type(exc).__name__}: {exc})"]
     lines = [f"{n} worker{'s' if n != 1 else ''} of {state.threads} intra-op thread(s) each"]
     scripts: dict[str, int] = {}
-    for report in reports.values():
-        for entry in report.values():
-            scripts[entry["script"]] = scripts.get(entry["script"], 0) + 1
+    for report in reports.values():  # (each worker once, however many copies it holds)
+        for script in {entry["script"] for entry in report.values()}:
+            scripts[script] = scripts.get(script, 0) + 1
     for script, count in sorted(scripts.items()):
         lines.append(f"initialised: {script} on {count} worker{'s' if count != 1 else ''}")
     if not scripts:

@@ -15,6 +15,13 @@ scheduler's list first, without waiting on any worker: the nanny starts its work
 every new worker process would run the same ``init()`` into the same death.  A worker that its
 nanny restarts during the job (after a ``run()`` that killed it) and whose ``init()`` then kills
 it fails the job the same way: :meth:`ScriptInstall.check`, called by the dispatcher.
+
+A driver killed mid-job (``kill -9``, a lost machine) never unregisters its plugin: the
+scheduler would keep it for new workers, and the workers its script, its model in memory, for
+the cluster's life.  So each install first removes the plugins of jobs whose client is no longer
+connected (:func:`~daskscore.worker.plugin.claim_plugin`): their teardown runs on every worker
+(the script is uninstalled, or kept for the next job with its warm key).  A job whose client is
+connected keeps its install, running or not.
 """
 
 from __future__ import annotations
@@ -38,7 +45,13 @@ from daskscore.worker.deaths import (
     read_marks,
     reset_marks,
 )
-from daskscore.worker.plugin import ScoringPlugin, forget_plugin, remove_plugin
+from daskscore.worker.plugin import (
+    ScoringPlugin,
+    claim_plugin,
+    forget_plugin,
+    remove_plugin,
+    remove_plugins,
+)
 
 logger = logging.getLogger("daskscore")
 
@@ -92,6 +105,7 @@ class ScriptInstall:
         except OSError:  # the death of a worker process is explained with less
             self.marks = None
         self.since = time.time()
+        self._remove_orphans()
         try:
             self.registered = self.on_workers = True
             register_watched(
@@ -110,6 +124,22 @@ class ScriptInstall:
                 "a worker process died while the scoring script was installed", exc_info=True
             )
         self._died()
+
+    def _remove_orphans(self) -> None:
+        """Remove from the scheduler and the workers the plugins of jobs whose client is gone
+        (their ``shutdown()`` runs, or their script is parked for its warm key), noting this
+        job's plugin as its client's."""
+        try:
+            orphans = self.client.run_on_scheduler(claim_plugin, self.name, self.client.id)
+        except Exception:  # noqa: BLE001 - no daskscore on the scheduler: nothing to claim
+            logger.debug("looking for the plugins of gone drivers failed", exc_info=True)
+            return
+        if orphans:
+            logger.info("removing the scripts of jobs whose driver is gone: %s", orphans)
+            try:
+                self.client.run(remove_plugins, orphans, on_error="ignore")
+            except Exception:  # noqa: BLE001 - workers may be gone already
+                logger.debug("removing the plugins of gone drivers failed", exc_info=True)
 
     def check(self) -> None:
         """Raise :class:`InitFailed` when a worker process died installing the script since

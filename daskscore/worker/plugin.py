@@ -12,7 +12,8 @@ A job with a ``warm_key`` (on a cluster that outlives the job) is *parked* inste
 teardown: the script stays initialised in the process, and the next job with the same key
 takes it over without ``init()`` (:meth:`JobRuntime.adopt`).  Installing anything else first
 uninstalls what is parked (its ``shutdown()`` runs), and so does the worker's closing
-(:class:`WarmKeeper`'s teardown).
+(:class:`WarmKeeper`'s teardown).  A job whose driver is gone never unregisters its plugin:
+the next job's driver removes it (:func:`claim_plugin`, :func:`remove_plugins`).
 
 Tasks find the installed job with :func:`get_runtime`; the driver asks every worker with
 ``Client.run`` for :func:`init_report`, :func:`cancel_job` and :func:`drain_job`.  When a
@@ -45,11 +46,13 @@ __all__ = [
     "ScoringPlugin",
     "WarmKeeper",
     "cancel_job",
+    "claim_plugin",
     "drain_job",
     "forget_plugin",
     "get_runtime",
     "init_report",
     "remove_plugin",
+    "remove_plugins",
     "warm_report",
 ]
 
@@ -214,6 +217,39 @@ async def _in_task_thread(worker: Any, fn: Any, *args: Any) -> None:
 def _closing(worker: Any) -> bool:
     """Whether ``worker`` is closing (its plugins are being removed with it)."""
     return getattr(getattr(worker, "status", None), "name", "").startswith(("closing", "closed"))
+
+
+#: ``[OWNERS, plugin name]`` in the scheduler's metadata: the id of the client that registered
+#: a job's plugin, so that the next job can tell the plugins whose driver is gone
+OWNERS = "daskscore-plugin-owners"
+
+
+def claim_plugin(name: str, client_id: str, dask_scheduler: Any = None) -> list[str]:
+    """Note that client ``client_id`` registers job plugin ``name`` (run with
+    ``Client.run_on_scheduler``, before it does); take off the scheduler's list the job plugins
+    whose client is gone (a driver killed mid-job never unregisters its plugin), and return
+    their names: the caller removes them from the workers (:func:`remove_plugins`).  A plugin
+    whose client is connected is its job's, running or not, and stays."""
+    owners = dask_scheduler.get_metadata(keys=[OWNERS], default=None)
+    if not isinstance(owners, dict):
+        owners = {}
+        dask_scheduler.set_metadata(keys=[OWNERS], value=owners)
+    listed = dask_scheduler.worker_plugins
+    gone = [n for n, owner in owners.items() if n in listed and owner not in dask_scheduler.clients]
+    for stale in [n for n in owners if n not in listed or n in gone]:
+        del owners[stale]
+    for orphan in gone:
+        del listed[orphan]
+    owners[name] = client_id
+    return gone
+
+
+async def remove_plugins(names: list[str], dask_worker: Any = None) -> None:
+    """Remove worker plugins ``names`` from this worker, those it has (run with
+    ``Client.run``): their ``teardown`` runs — a job's script is uninstalled, or parked for the
+    next job with its ``warm_key``."""
+    for name in names:
+        await remove_plugin(name, dask_worker)
 
 
 def forget_plugin(name: str, dask_scheduler: Any = None) -> bool:
