@@ -111,6 +111,7 @@ def open_code(code: Path) -> CodeImport:
             sys.path.insert(0, opened.code)
         opened.aside = _set_aside(code)
         _OPEN.append(opened)
+    importlib.invalidate_caches()  # (a file added to the folder since the last import is seen)
     return opened
 
 

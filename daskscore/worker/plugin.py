@@ -247,8 +247,12 @@ def claim_plugin(name: str, client_id: str, dask_scheduler: Any = None) -> list[
 async def remove_plugins(names: list[str], dask_worker: Any = None) -> None:
     """Remove worker plugins ``names`` from this worker, those it has (run with
     ``Client.run``): their ``teardown`` runs — a job's script is uninstalled, or parked for the
-    next job with its ``warm_key``."""
+    next job with its ``warm_key``.  Their tasks still running here stop after their current
+    mini-batch: no driver waits for them."""
     for name in names:
+        plugin = dask_worker.plugins.get(name)
+        if isinstance(plugin, ScoringPlugin):
+            cancel_job(plugin.job.job_id)
         await remove_plugin(name, dask_worker)
 
 
