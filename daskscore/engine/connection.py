@@ -55,3 +55,10 @@ class SchedulerWatch:
             "again, the "
             "same command with --resume finishes the job."
         )
+
+
+def orphan_grace() -> float:
+    """Seconds a job's client must have been gone before the next job takes its install for a
+    dead driver's (:func:`daskscore.worker.plugin.claim_plugin`): longer than a driver waits
+    for its scheduler before it gives up on its job itself."""
+    return 1.5 * float(os.environ.get(LOST_ENV) or LOST_S)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from daskscore.engine import probe
+from daskscore.engine.connection import orphan_grace
 from daskscore.engine.memory import MemoryDeaths
 from daskscore.engine.slowinit import InitTimedOut, register_watched
 from daskscore.errors import InitFailed
@@ -130,7 +131,9 @@ class ScriptInstall:
         (their ``shutdown()`` runs, or their script is parked for its warm key), noting this
         job's plugin as its client's."""
         try:
-            orphans = self.client.run_on_scheduler(claim_plugin, self.name, self.client.id)
+            orphans = self.client.run_on_scheduler(
+                claim_plugin, self.name, self.client.id, orphan_grace()
+            )
         except Exception:  # noqa: BLE001 - no daskscore on the scheduler: nothing to claim
             logger.debug("looking for the plugins of gone drivers failed", exc_info=True)
             return

@@ -222,26 +222,55 @@ def _closing(worker: Any) -> bool:
 #: ``[OWNERS, plugin name]`` in the scheduler's metadata: the id of the client that registered
 #: a job's plugin, so that the next job can tell the plugins whose driver is gone
 OWNERS = "daskscore-plugin-owners"
+#: ... and since when (``time.time()``) each one's client has been found gone
+ABSENT = "daskscore-plugin-absent"
 
 
-def claim_plugin(name: str, client_id: str, dask_scheduler: Any = None) -> list[str]:
+def claim_plugin(
+    name: str, client_id: str, grace: float = 30.0, dask_scheduler: Any = None
+) -> list[str]:
     """Note that client ``client_id`` registers job plugin ``name`` (run with
     ``Client.run_on_scheduler``, before it does); take off the scheduler's list the job plugins
-    whose client is gone (a driver killed mid-job never unregisters its plugin), and return
-    their names: the caller removes them from the workers (:func:`remove_plugins`).  A plugin
-    whose client is connected is its job's, running or not, and stays."""
+    whose client has been gone ``grace`` seconds or more (a driver killed mid-job never
+    unregisters its plugin), and return their names: the caller removes them from the workers
+    (:func:`remove_plugins`).  A plugin whose client is connected is its job's, running or not,
+    and stays; so does one whose client was found gone less than ``grace`` seconds ago: a
+    client that lost its connection for a moment comes back (one that does not gives up on
+    its job before then, see :mod:`daskscore.engine.connection`)."""
     owners = dask_scheduler.get_metadata(keys=[OWNERS], default=None)
     if not isinstance(owners, dict):
         owners = {}
         dask_scheduler.set_metadata(keys=[OWNERS], value=owners)
-    listed = dask_scheduler.worker_plugins
-    gone = [n for n, owner in owners.items() if n in listed and owner not in dask_scheduler.clients]
+    absent = dask_scheduler.get_metadata(keys=[ABSENT], default=None)
+    if not isinstance(absent, dict):
+        absent = {}
+        dask_scheduler.set_metadata(keys=[ABSENT], value=absent)
+    listed, now = dask_scheduler.worker_plugins, time.time()
+    gone = []
+    for plugin, owner in owners.items():
+        if plugin not in listed or owner in dask_scheduler.clients:
+            absent.pop(plugin, None)
+        elif now - absent.setdefault(plugin, _left_at(dask_scheduler, owner) or now) >= grace:
+            gone.append(plugin)
     for stale in [n for n in owners if n not in listed or n in gone]:
         del owners[stale]
+        absent.pop(stale, None)
     for orphan in gone:
         del listed[orphan]
     owners[name] = client_id
     return gone
+
+
+def _left_at(dask_scheduler: Any, client_id: str) -> float | None:
+    """When client ``client_id`` left the scheduler, as its own event log says (None: not
+    known, the time it is first found gone counts)."""
+    try:
+        for stamp, msg in reversed(dask_scheduler.get_events(client_id)):
+            if isinstance(msg, dict) and msg.get("action") == "remove-client":
+                return float(stamp)
+    except Exception:  # noqa: BLE001 - (a scheduler without that log)
+        pass
+    return None
 
 
 async def remove_plugins(names: list[str], dask_worker: Any = None) -> None:

@@ -138,7 +138,9 @@ def test_a_killed_jobs_install_is_removed_by_the_next_job(
     assert _marks(markers, "shutdown") == []
 
     _deploy(tmp_path / "h2", markers, "helper-version-2")  # (no pause: a new key too)
-    proc = run_cli(*cli_args(dep, inputs, tmp_path / "out"), env=warm_env)
+    # (a driver gone for 1.5 x this many seconds is taken for dead: 30 s by default)
+    quick = {**warm_env, "DASKSCORE_SCHEDULER_LOST_S": "0.1"}
+    proc = run_cli(*cli_args(dep, inputs, tmp_path / "out"), env=quick)
     assert proc.returncode == 0, show(proc)
     assert summary_of(tmp_path / "out")["status"] == "Completed"
     rows = set((tmp_path / "out" / "predictions.csv").read_text().split())
@@ -151,7 +153,9 @@ def test_a_killed_jobs_install_is_removed_by_the_next_job(
     assert "score.py on 2 workers" in status.stdout, status.stdout  # (was: on 4 workers)
 
 
-def test_a_job_whose_client_is_connected_keeps_its_install(client: Any, tmp_path: Path) -> None:
+def test_a_job_whose_client_is_connected_keeps_its_install(
+    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A session left open on a live client keeps its script while other clients' jobs come
     and go; one whose client closed is removed by the next job (its shutdown() runs)."""
     markers = tmp_path / "markers"
@@ -169,6 +173,8 @@ def test_a_job_whose_client_is_connected_keeps_its_install(client: Any, tmp_path
             )  # never closed: its client goes
             assert set(left.frame.compute(scheduler=other.get).iloc[:, 0]) == {"left"}
         _wait_clients_gone(client, before)
+        monkeypatch.setenv("DASKSCORE_SCHEDULER_LOST_S", "0.1")  # (gone for 0.15 s: dead)
+        time.sleep(0.5)
         result = daskscore.run(
             _deploy(tmp_path / "next", markers, "next"), inputs, tmp_path / "out", client=client
         )
@@ -179,3 +185,45 @@ def test_a_job_whose_client_is_connected_keeps_its_install(client: Any, tmp_path
     finally:
         kept.close()
     assert len(_marks(markers, "shutdown", "kept")) == 2
+
+
+class _Scheduler:
+    """What claim_plugin reads of a scheduler: its metadata, plugins and clients."""
+
+    def __init__(self) -> None:
+        self.metadata: dict[str, Any] = {}
+        self.worker_plugins: dict[str, Any] = {}
+        self.clients: set[str] = set()
+
+    def get_metadata(self, keys: list[str], default: Any = None) -> Any:
+        return self.metadata.get(keys[0], default)
+
+    def set_metadata(self, keys: list[str], value: Any) -> None:
+        self.metadata[keys[0]] = value
+
+    def get_events(self, topic: str) -> tuple[Any, ...]:
+        return ()  # (no "remove-client" event kept: the time it is first found gone counts)
+
+
+def test_a_client_gone_for_a_moment_keeps_its_jobs_install() -> None:
+    """A live job whose client lost its connection for a moment (it comes back, or gives up on
+    its job itself within DASKSCORE_SCHEDULER_LOST_S) is not taken for a dead driver's."""
+    from daskscore.worker.plugin import claim_plugin
+
+    scheduler = _Scheduler()
+    scheduler.clients = {"c1", "c2"}
+    scheduler.worker_plugins["daskscore-aaaaaaaaaaaa"] = object()
+    assert claim_plugin("daskscore-aaaaaaaaaaaa", "c1", 30.0, dask_scheduler=scheduler) == []
+    scheduler.clients.discard("c1")  # (a blip: c1 is away)
+    scheduler.worker_plugins["daskscore-bbbbbbbbbbbb"] = object()
+    assert claim_plugin("daskscore-bbbbbbbbbbbb", "c2", 30.0, dask_scheduler=scheduler) == []
+    assert "daskscore-aaaaaaaaaaaa" in scheduler.worker_plugins
+    scheduler.clients.add("c1")  # (back)
+    scheduler.worker_plugins["daskscore-cccccccccccc"] = object()
+    assert claim_plugin("daskscore-cccccccccccc", "c2", 0.0, dask_scheduler=scheduler) == []
+    scheduler.clients.discard("c1")  # (gone for good: found gone again, past the grace)
+    scheduler.worker_plugins["daskscore-dddddddddddd"] = object()
+    assert claim_plugin("daskscore-dddddddddddd", "c2", 0.0, dask_scheduler=scheduler) == [
+        "daskscore-aaaaaaaaaaaa"
+    ]
+    assert "daskscore-aaaaaaaaaaaa" not in scheduler.worker_plugins
