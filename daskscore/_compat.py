@@ -379,3 +379,15 @@ def forget_topics(
         client.run_on_scheduler(_forget_on_scheduler, list(topics), [list(k) for k in metadata])
     except Exception:  # noqa: BLE001 - nothing depends on it
         pass
+
+
+def scheduler_in_process() -> bool:
+    """Whether a Dask scheduler runs in this process (``Scheduler._instances``): an in-process
+    cluster's worker, whose process is its user's (a notebook's kernel), not the worker's to
+    end.  False where that cannot be told (taken for a process of its own)."""
+    try:
+        from distributed import Scheduler
+
+        return bool(len(Scheduler._instances))
+    except Exception:  # noqa: BLE001
+        return False

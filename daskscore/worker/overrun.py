@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Any
 
+from daskscore import _compat
 from daskscore.worker.deaths import end_children
 from daskscore.worker.stacks import on_timeout
 
@@ -26,23 +27,12 @@ logger = logging.getLogger(__name__)
 TIMEOUT_EXIT_STATUS = 75
 
 
-def shared_process() -> bool:
-    """Whether a Dask scheduler runs in this process: an in-process cluster's worker, whose
-    process is its user's (a notebook's kernel), not the worker's to end."""
-    try:
-        from distributed import Scheduler
-
-        return bool(len(Scheduler._instances))
-    except Exception:  # noqa: BLE001 - (no such attribute): taken for a process of its own
-        return False
-
-
 def timed_out(runtime: Any, mini_batch: int, ledger: Any) -> None:
     """The watchdog's act on ``runtime``'s call in flight, past its deadline."""
     job = runtime.job
     dump, error = on_timeout(runtime.stacks, runtime.run_thread, job.code, job.timeout)
     error = runtime.shown(error)
-    if not runtime.nanny and shared_process():
+    if not runtime.nanny and _compat.scheduler_in_process():
         error = error.replace("the worker process was restarted", "the call was left to finish")
         error = error.replace("when it was stopped", "at its timeout")
         runtime.overran = error or (
