@@ -391,3 +391,19 @@ def scheduler_in_process() -> bool:
         return bool(len(Scheduler._instances))
     except Exception:  # noqa: BLE001
         return False
+
+
+def parse_source(source: str | bytes, filename: str = "<unknown>") -> Any:
+    """``ast.parse(source)``, tried again on CPython's spurious ``SystemError: AST constructor
+    recursion depth mismatch``: before 3.12.1 (gh-106905) the AST builder keeps its recursion
+    depth in state every thread shares, so a traceback formatted on another thread meanwhile
+    (Python 3.11 parses source lines for its carets) can make a sound parse fail."""
+    import ast
+
+    for attempt in range(4):
+        try:
+            return ast.parse(source, filename=filename)
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc) or attempt == 3:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover

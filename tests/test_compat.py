@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import atexit
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -275,6 +276,13 @@ async def _get(app: Any, paths: list[str]) -> list[bytes]:
         await server.close_all_connections()
 
 
+def _in_own_thread(fn: Any) -> Any:
+    """``fn()`` on a thread of its own: no event loop runs there, whatever this test process's
+    main thread was left with by an earlier test."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result(timeout=60)
+
+
 @pytest.mark.parametrize("prefix", ["", "/dask"])
 def test_the_page_goes_under_dasks_prefix(prefix: str) -> None:
     from daskscore.ui import dashboard
@@ -284,8 +292,8 @@ def test_the_page_goes_under_dasks_prefix(prefix: str) -> None:
     scheduler = types.SimpleNamespace(http_application=app, get_events=lambda topic: ())
     assert dashboard.install_page(scheduler) is True
     assert dashboard.install_page(scheduler) is False
-    page, status = asyncio.run(
-        _get(app, [f"{prefix}/daskscore", f"{prefix}/daskscore/status.json"])
+    page, status = _in_own_thread(
+        lambda: asyncio.run(_get(app, [f"{prefix}/daskscore", f"{prefix}/daskscore/status.json"]))
     )
     assert b"daskscore jobs on this scheduler" in page
     assert json.loads(status)["jobs"] == []
@@ -414,7 +422,7 @@ def _use(node: ast.AST, imports: dict[str, str]) -> list[str]:
 
 def private_uses(source: str) -> list[str]:
     """The private internals of other libraries that ``source`` touches (annotations aside)."""
-    tree = ast.parse(source)
+    tree = _compat.parse_source(source)
     imports, skip = _imports(tree), _annotations(tree)
     return [use for node in ast.walk(tree) if id(node) not in skip for use in _use(node, imports)]
 
@@ -458,3 +466,26 @@ def test_no_module_but_compat_touches_private_internals() -> None:
         if (uses := private_uses(path.read_text(encoding="utf-8")))
     }
     assert found == {}, "move these into daskscore/_compat.py"
+
+
+def test_a_spurious_ast_recursion_mismatch_is_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython 3.11's AST builder shares its recursion depth between threads (gh-106905): a
+    sound parse may fail with this SystemError while another thread formats a traceback."""
+    real, calls = ast.parse, []
+
+    def flaky(source: Any, filename: str = "<unknown>") -> Any:
+        calls.append(filename)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=144, after=163)")
+        return real(source, filename=filename)
+
+    monkeypatch.setattr(ast, "parse", flaky)
+    tree = _compat.parse_source("def run(mini_batch):\n    return mini_batch\n", "score.py")
+    assert [node.name for node in tree.body] == ["run"] and len(calls) == 2
+
+    def broken(source: Any, filename: str = "<unknown>") -> Any:
+        raise SystemError("something else")
+
+    monkeypatch.setattr(ast, "parse", broken)
+    with pytest.raises(SystemError, match="something else"):
+        _compat.parse_source("x = 1")

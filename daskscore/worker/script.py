@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+from daskscore import _compat
 from daskscore.errors import ConfigError
 from daskscore.io.datasets import PartitionValueError
 from daskscore.io.nested import ColumnError
@@ -44,7 +45,7 @@ def check_script(script: Path) -> None:
         The script has a syntax error, or binds no top-level ``run``.
     """
     try:
-        tree = ast.parse(script.read_bytes(), filename=str(script))
+        tree = _compat.parse_source(script.read_bytes(), str(script))
     except SyntaxError as exc:
         raise ConfigError(
             f"{script}: syntax error at line {exc.lineno}: {exc.msg}. {(exc.text or '').strip()}"
@@ -201,7 +202,7 @@ def preloadable_imports(script: Path, code: Path) -> list[str]:
     """The modules of :data:`PRELOADABLE` the script imports at its top level (and that are
     installed, not files of the code folder), in the order it imports them."""
     try:
-        tree = ast.parse(script.read_bytes(), filename=str(script))
+        tree = _compat.parse_source(script.read_bytes(), str(script))
     except (OSError, SyntaxError, ValueError):
         return []
     found: list[str] = []
