@@ -258,9 +258,9 @@ def stop() -> str:
     text = f"Stopped the warm cluster at {state.address}{how}."
     if running:
         text += (
-            f" It was running {running} daskscore job{'s' if running > 1 else ''}: each ends "
-            "within 20 s (ClusterLost, exit code 1), keeping what it did; the same command "
-            "with --resume finishes it."
+            f" It had {running} daskscore job{'s' if running > 1 else ''} installed: one still "
+            "running ends within 20 s (ClusterLost, exit code 1), keeping what it did; the same "
+            "command with --resume finishes it."
         )
     return text
 

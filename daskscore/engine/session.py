@@ -189,6 +189,11 @@ def first_rows(job_id: str, work: Any) -> Any:
             f"cannot infer the predictions' columns: the first mini-batch failed ({why}); "
             "pass meta= to score()"
         )
+    if not len(frame) and len(frame.columns):
+        logger.warning(
+            "score(): mini-batch 0 returned no rows, so the frame's dtypes are guessed (object, "
+            "written as text); pass meta= to score() with the columns' dtypes"
+        )
     return frame.iloc[:0]
 
 

@@ -386,7 +386,8 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
             f"input file '{split.path}', bytes {split.start}-{split.stop}: pandas read "
             f"{len(df)} rows where the planner counted {split.n_rows}; {why}."
         )
-    if not isinstance(df.index, pd.RangeIndex):  # (pandas' implicit index column)
+    index = df.index  # (pandas' implicit index column: a RangeIndex too where evenly spaced)
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
         raise InputError(
             f"input file '{split.path}': its rows have more fields than its header has names "
             f"({len(df.columns)}), so pandas would take the first field of each row for the "

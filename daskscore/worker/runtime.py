@@ -192,11 +192,11 @@ class JobRuntime:
             mark.stage(stage)
             if getattr(self.module, "init", None) is not None:
                 self.module.init()
-            self._own_variables.taken(self._saved.get("env", {}))
             self._limit_threads()
         except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
             self.init_error = self._init_error(stage, exc)
             self.write_error(stage, script_mod.full_traceback(exc))
+        self._own_variables.taken(self._saved.get("env", {}))  # (an init() that raised, too)
         self.init_s = time.perf_counter() - started
         self._watchdog = threading.Thread(
             target=self._watch, name=f"daskscore-watchdog-{job.job_id}", daemon=True
@@ -242,7 +242,8 @@ class JobRuntime:
         reassert_environment(self._saved, env, [job.script])
         if job.code not in sys.path:
             sys.path.insert(0, job.code)
-        self._streams = STREAMS.reassert(self._streams, self._stdout)
+        if self._streams is not None:
+            self._streams = STREAMS.reassert(self._streams, self._stdout)
         root = logging.getLogger()
         if self._log_handler is not None and self._log_handler not in root.handlers:
             root.addHandler(self._log_handler)
@@ -353,7 +354,10 @@ class JobRuntime:
         self._stdout = self._sink = SwitchableStream(self._log_file)
         if self.secrets:
             self._stdout = RedactingStream(self._stdout, self.secrets)
-        self._streams = STREAMS.push(self._stdout)
+        # (a worker in its caller's process, an in-process cluster's: the caller's prints stay
+        # the caller's, and so do the script's, rather than all going to the log while open)
+        shared = not self.nanny and _compat.scheduler_in_process()
+        self._streams = None if shared else STREAMS.push(self._stdout)
         handler = logging.StreamHandler(self._stdout)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()

@@ -204,7 +204,7 @@ def test_stopping_the_cluster_under_a_job_says_so_and_the_job_resumes(tmp_path, 
         _, err = job.communicate(timeout=120)
     finally:
         job.kill()
-    assert "It was running 1 daskscore job" in stopped.stdout, show(stopped)
+    assert "It had 1 daskscore job installed" in stopped.stdout, show(stopped)
     assert job.returncode == 1, err
     assert f"the Dask scheduler at {address} has not answered" in err, err
 

@@ -25,6 +25,7 @@ SCRIPT = """
     import os
 
     def init():
+        os.environ["SET_BY_INIT"] = "1"  # (the script's own: undone when it is uninstalled)
         if os.environ.get("FAIL"):
             raise ValueError("no model")
         with open(os.path.join(os.environ["MARKS"], f"init-{os.getpid()}-{id(init)}"), "w"):
@@ -54,7 +55,7 @@ def _process_state() -> tuple[Any, ...]:
 
 
 def test_a_job_installs_once_per_process_and_leaves_the_callers_streams_as_they_were(
-    client: Any, tmp_path: Path
+    client: Any, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -70,8 +71,26 @@ def test_a_job_installs_once_per_process_and_leaves_the_callers_streams_as_they_
     assert result.status == "Completed" and result.succeeded_items == 12
     assert len(list(marks.iterdir())) == 1, "init() once for the process's two workers"
     assert _process_state() == before
-    logs = list((tmp_path / "out" / "logs" / "user" / "stdout").glob("*.txt"))
-    assert "scoring 2" in "".join(p.read_text() for p in logs)
+    # (the process is the caller's: what run() printed is the caller's output, as in Python)
+    assert "scoring 2" in capsys.readouterr().out
+
+
+def test_an_open_session_leaves_the_callers_output_alone(
+    client: Any, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A notebook's session stays open (score()'s until the kernel exits): its prints must
+    not go into the session's log meanwhile."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    dep = write_deployment(
+        tmp_path / "deploy", SCRIPT, settings={"environment_variables": {"MARKS": str(marks)}}
+    )
+    before = sys.stdout, sys.stderr
+    with daskscore.open_session(dep, str(write_inputs(tmp_path / "in", 4)), client=client) as s:
+        assert (sys.stdout, sys.stderr) == before
+        print("the notebook's own line")
+        assert len(client.compute(s.frame).result()) == 4
+    assert "the notebook's own line" in capsys.readouterr().out
 
 
 def test_a_session_whose_init_fails_leaves_nothing_switched(client: Any, tmp_path: Path) -> None:
