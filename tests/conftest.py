@@ -280,3 +280,33 @@ def deployment_factory(tmp_path: Path):
         return write_deployment(tmp_path / "deploy", script, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def sessions(client: Any) -> Iterator[list[Any]]:
+    """The ``score()`` sessions a test opens (closed afterwards), the module's ``client`` the
+    current one."""
+    opened: list[Any] = []
+    with client.as_current():
+        yield opened
+    for session in opened:
+        session.close()
+
+
+@pytest.fixture
+def warm_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of commands that share a warm cluster (``daskscore cluster start``);
+    it is stopped at the end, and whatever of it outlives that is killed."""
+    import psutil
+
+    env = {"DASKSCORE_CLUSTER_STATE": str(tmp_path / "state" / "cluster.json")}
+    yield env
+    state = Path(env["DASKSCORE_CLUSTER_STATE"])
+    if state.exists():
+        pids = json.loads(state.read_text())["pids"]
+        run_cli("cluster", "stop", env=env, timeout=120)
+        for pid in pids:  # whatever went wrong above, leave nothing behind
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process = psutil.Process(pid)
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    process.kill()

@@ -74,6 +74,8 @@ class PartitionWatch:
 
     def __init__(self, job: WorkerJob, partition: int | str) -> None:
         self.keys = [ROOT, job.job_id, str(partition)]
+        #: where a nanny notes the run() it ended for its timeout (one that kept the GIL)
+        self.relay_key = [*self.keys, "timeout"]
         self._rpc = _scheduler()
         record: dict[str, Any] = {}
         if self._rpc is not None:
@@ -89,6 +91,9 @@ class PartitionWatch:
         flight = record.get("in_flight") if died else None
         if died and flight is None:
             flight = self._marked()
+        ended = record.get("timeout") if died else None  # (the nanny's note, see deadline.py)
+        if flight is not None and isinstance(ended, dict) and ended.get("timed_out") == flight[0]:
+            flight = [flight[0], str(Status.RUN_TIMEOUT), ended.get("error") or ""]
         if flight is not None:
             mb, status = int(flight[0]), flight[1]
             timed_out = status == str(Status.RUN_TIMEOUT)

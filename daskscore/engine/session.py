@@ -49,6 +49,7 @@ from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_sta
 from daskscore.engine.work import charged, tries_text
 from daskscore.errors import InitFailed, UsageError
 from daskscore.protocol import MiniBatchRecord, WorkerJob, error_line
+from daskscore.worker.deadline import watch_deadlines
 from daskscore.worker.plugin import get_runtime
 from daskscore.worker.task import run_mini_batch
 
@@ -120,6 +121,8 @@ def score_partition(
                 recs, frame = [lost], None
             else:
                 with state.run_lock:  # one run() at a time per process, as in Azure
+                    # (where the nanny notes a run() it ends for keeping the GIL too long)
+                    state.watch_attempt(None, watch)
                     recs, frame = run_mini_batch(state, watch, mb, 0, work)
             finals.append(charged(recs[-1], work))  # (a file never read counts its lines)
             if live:
@@ -127,6 +130,7 @@ def score_partition(
             if recs[-1].done and frame is not None and len(frame):
                 frames.append(frame)
     finally:
+        state.watch_attempt(None)
         watch.close()
     state.meters.report()
     failures = [failure_of(rec, work) for rec, (_, work) in zip(finals, group, strict=True)]
@@ -392,6 +396,7 @@ def open_session(
         output_format="frame",
         carry_columns=tuple(options.carry_columns),
     )
+    watch_deadlines(client)  # (the nannies end a run() that keeps the GIL past its timeout)
     script = ScriptInstall(client, job, job_dir / ".daskscore", init_timeout=options.init_timeout)
     try:
         script.install()

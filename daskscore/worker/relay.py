@@ -26,7 +26,7 @@ class RelayLedger(LedgerWriter):
         from distributed import get_worker
 
         super().__init__(staging, attempt)
-        self.key = relay_key(job_id, attempt)
+        self.key = self.relay_key = relay_key(job_id, attempt)  # (where the nanny notes too)
         # found now, in the task's thread: the watchdog thread that calls timed_out() has none
         self.worker = get_worker()
         self.entry: dict[str, Any] = {"running": None, "timed_out": None}

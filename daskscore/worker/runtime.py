@@ -70,7 +70,6 @@ from daskscore.worker.handoff import SharedDisk, handoff_for
 from daskscore.worker.inflight import Announcer
 from daskscore.worker.localize import localize
 from daskscore.worker.memory import RunMemory
-from daskscore.worker.relay import RelayLedger
 from daskscore.worker.stacks import StackDump
 from daskscore.worker.threads import limit_blas_threads
 
@@ -405,7 +404,7 @@ class JobRuntime:
             timeout=job.timeout,
             staging=job.staging if attempt else None,
             attempt=attempt,
-            relay=ledger.key if isinstance(ledger, RelayLedger) else None,
+            relay=getattr(ledger, "relay_key", None),  # (a RelayLedger's, a score() task's)
             error_log=str(self._error_log()),
             stack=str(self.stacks.path) if self.stacks is not None else None,
             code=job.code,

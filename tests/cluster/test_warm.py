@@ -13,11 +13,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 from conftest import run_cli, write_deployment, write_inputs
 from helpers import cli_args, show, summary_of
 
@@ -73,20 +71,6 @@ def _gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-@pytest.fixture
-def warm_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The environment of commands that share a warm cluster; it is stopped at the end."""
-    env = {"DASKSCORE_CLUSTER_STATE": str(tmp_path / "state" / "cluster.json")}
-    yield env
-    state = Path(env["DASKSCORE_CLUSTER_STATE"])
-    if state.exists():
-        pids = json.loads(state.read_text())["pids"]
-        run_cli("cluster", "stop", env=env, timeout=120)
-        for pid in pids:  # whatever went wrong above, leave nothing behind
-            if not _gone(pid):
-                os.kill(pid, 9)
 
 
 def _run(dep: Path, inputs: Path, out: Path, env: dict[str, str], *extra: str):

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from conftest import REPO, run_cli, write_deployment, write_inputs
 from distributed import Client
@@ -69,20 +66,6 @@ def _deploy(root: Path, markers: Path, name: str, pause: float = 0.0) -> Path:
 def _marks(markers: Path, kind: str, name: str | None = None) -> list[str]:
     found = [p for p in markers.iterdir() if p.name.startswith(f"{kind}-")]
     return sorted(p.name for p in found if name is None or p.read_text() == name)
-
-
-@pytest.fixture
-def warm_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The environment of commands that share a warm cluster; it is stopped at the end."""
-    env = {"DASKSCORE_CLUSTER_STATE": str(tmp_path / "state" / "cluster.json")}
-    yield env
-    state = Path(env["DASKSCORE_CLUSTER_STATE"])
-    if state.exists():
-        pids = json.loads(state.read_text())["pids"]
-        run_cli("cluster", "stop", env=env, timeout=120)
-        for pid in pids:  # whatever went wrong above, leave nothing behind
-            if psutil.pid_exists(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def _clients(client: Any) -> set[str]:

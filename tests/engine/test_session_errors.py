@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +37,6 @@ SCRIPT = """
             return names[:1]  # fewer results than files: a partial return
         return names
 """
-
-
-@pytest.fixture
-def sessions(client: Any) -> Iterator[list[Any]]:
-    """The sessions a test opens (closed afterwards), the module's client the current one."""
-    opened: list[Any] = []
-    with client.as_current():
-        yield opened
-    for session in opened:
-        session.close()
 
 
 def _score(
