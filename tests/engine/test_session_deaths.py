@@ -88,6 +88,33 @@ def client() -> Iterator[Any]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def single_threaded() -> Iterator[Any]:
+    """Two single-threaded workers. (With two threads per worker, the floor's distributed,
+    2024.8, left the computation of these two tests waiting for ever, on CI's Python 3.10 run:
+    not understood yet; the current distributed passes them on either cluster.)"""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 20}),
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def single_sessions(single_threaded: Any) -> Iterator[list[Any]]:
+    opened: list[Any] = []
+    with single_threaded.as_current():
+        yield opened
+    for session in opened:
+        session.close()
+
+
 def _score(tmp_path: Path, sessions: list[Any], meta: bool = True, **env: str) -> tuple[Any, Path]:
     on_error = env.pop("ON", "drop")
     calls = tmp_path / "calls"
@@ -170,11 +197,11 @@ def test_inferring_the_columns_from_a_first_mini_batch_that_ends_its_process(
 
 
 def test_a_death_no_marker_names_is_placed_at_the_next_one(
-    tmp_path: Path, sessions: list[Any]
+    tmp_path: Path, single_sessions: list[Any]
 ) -> None:
     """The task that runs the partition again finds no marker (as on another host): it names
     each mini-batch to the scheduler as it runs, so the second death is charged."""
-    ddf, calls = _score(tmp_path, sessions, DIE_ON="f0009.csv", HIDE_MARKERS="1")
+    ddf, calls = _score(tmp_path, single_sessions, DIE_ON="f0009.csv", HIDE_MARKERS="1")
 
     frame = ddf.compute()
 
@@ -186,12 +213,12 @@ def test_a_death_no_marker_names_is_placed_at_the_next_one(
 
 
 def test_a_run_that_keeps_the_gil_past_its_timeout_is_ended_by_the_nanny(
-    tmp_path: Path, sessions: list[Any]
+    tmp_path: Path, single_sessions: list[Any]
 ) -> None:
     """The worker's own watchdog cannot run while C code keeps the GIL: its nanny ends the
     process at the deadline (it was never told of a score() task's run() calls, and the call
     ran to its end, its rows kept)."""
-    ddf, calls = _score(tmp_path, sessions, HOLD_ON="f0002.csv")
+    ddf, calls = _score(tmp_path, single_sessions, HOLD_ON="f0002.csv")
 
     frame = ddf.compute()
 
