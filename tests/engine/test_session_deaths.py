@@ -12,6 +12,7 @@ must not overlap.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,40 +70,39 @@ SCRIPT = """
 """
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    """(Dask gives up on a task after ``allowed-failures`` deaths of workers it was queued on,
-    its own or not: on a loaded machine the restarts of an earlier test's workers added to
-    this module's innocent partitions, and one reached 3. The deaths each test charges are
-    counted below; the threshold is Dask's.)"""
+@contextlib.contextmanager
+def _cluster(threads: int) -> Iterator[Any]:
+    """Two worker processes of ``threads`` threads. (Dask gives up on a task after
+    ``allowed-failures`` deaths of workers it was queued on, its own or not: on a loaded
+    machine the restarts of an earlier test's workers added to this module's innocent
+    partitions, and one reached 3. The deaths each test charges are counted below; the
+    threshold is Dask's.)"""
     import dask
     from distributed import Client, LocalCluster
 
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": 20}),
         LocalCluster(
-            n_workers=2, threads_per_worker=2, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+            n_workers=2, threads_per_worker=threads, host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
-    ):
+    ):  # fmt: skip
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    with _cluster(2) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def single_threaded() -> Iterator[Any]:
-    """Two single-threaded workers. (With two threads per worker, the floor's distributed,
-    2024.8, left the computation of these two tests waiting for ever, on CI's Python 3.10 run:
-    not understood yet; the current distributed passes them on either cluster.)"""
-    import dask
-    from distributed import Client, LocalCluster
-
-    with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 20}),
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+    """(With two threads per worker, the floor's distributed, 2024.8, left the computation of
+    the two tests that use this waiting for ever, on CI's Python 3.10 run: not understood yet;
+    the current distributed passes them on either cluster.)"""
+    with _cluster(1) as client:
         yield client
 
 
