@@ -47,7 +47,7 @@ ROOT = "daskscore-score-deaths"
 WIDTH = 20
 
 
-def _scheduler() -> tuple[Any, Any] | None:
+def worker_scheduler() -> tuple[Any, Any] | None:
     """This worker's scheduler RPC and a blocking caller of it; None off a worker."""
     try:
         from distributed import get_worker
@@ -76,7 +76,7 @@ class PartitionWatch:
         self.keys = [ROOT, job.job_id, str(partition)]
         #: where a nanny notes the run() it ended for its timeout (one that kept the GIL)
         self.relay_key = [*self.keys, "timeout"]
-        self._rpc = _scheduler()
+        self._rpc = worker_scheduler()
         record: dict[str, Any] = {}
         if self._rpc is not None:
             scheduler, call = self._rpc

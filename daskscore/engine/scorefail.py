@@ -4,9 +4,9 @@ raises (``on_error="raise"``, ``settings.error_threshold``; see :mod:`daskscore.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
+from daskscore.engine.scoredeaths import worker_scheduler
 from daskscore.engine.work import describe_work, tries_text
 from daskscore.errors import ErrorThresholdExceeded, JobFailed
 from daskscore.protocol import MiniBatchRecord
@@ -52,19 +52,13 @@ def raise_if_over(
 
 def _count_failed(job_id: str, partition: int, failed: int) -> int:
     """Note this partition's failed items in the scheduler's metadata; the session's sum."""
-    try:
-        from distributed import get_worker
-        from distributed.utils import sync
-
-        worker = get_worker()
-        call = functools.partial(sync, worker.loop)
-        call(
-            worker.scheduler.set_metadata, keys=[COUNTS_ROOT, job_id, str(partition)], value=failed
-        )
-        counts = call(worker.scheduler.get_metadata, keys=[COUNTS_ROOT, job_id], default={})
-        return sum(int(v) for v in (counts or {}).values())
-    except ValueError:  # not on a worker (a test calling the function): this partition alone
+    rpc = worker_scheduler()
+    if rpc is None:  # not on a worker (a test calling the function): this partition alone
         return failed
+    scheduler, call = rpc
+    call(scheduler.set_metadata, keys=[COUNTS_ROOT, job_id, str(partition)], value=failed)
+    counts = call(scheduler.get_metadata, keys=[COUNTS_ROOT, job_id], default={})
+    return sum(int(v) for v in (counts or {}).values())
 
 
 def _message(failures: list[dict[str, Any]], over: tuple[int, int] | None) -> str:
