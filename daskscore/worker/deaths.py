@@ -252,14 +252,14 @@ def reset_marks(staging: Path) -> Path:
 def read_marks(folder: Path) -> list[dict[str, Any]]:
     """The install marks in ``folder`` (each a dict with ``pid``, ``worker``, ``stage``,
     ``log``, ``log_offset``), oldest first."""
-    found = []
+    dated = []
     try:
-        paths = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
-    except OSError:  # (removed while listed)
+        listed = list(folder.glob("*.json"))
+    except OSError:  # (the folder removed)
         return []
-    for path in paths:
-        try:
-            found.append(json.loads(path.read_text(encoding="utf-8")))
+    for path in listed:
+        try:  # a mark removed between the listing and here is one fewer, not all of them
+            dated.append((path.stat().st_mtime, json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, ValueError):
             continue
-    return found
+    return [mark for _, mark in sorted(dated, key=lambda pair: pair[0])]
