@@ -29,6 +29,12 @@ its record open was run before by a process that died:
 
 The deaths stay charged for the session: a partition computed again does not run a mini-batch
 that ended its process.
+
+Dask also counts each death against every task it had on the dead worker (those queued behind
+the one running, too).  :class:`DeathCounts`, a scheduler plugin, takes back the counts of the
+tasks that were not running there, and a partition that starts again clears its own once the
+death is placed (:meth:`PartitionWatch._absolve`): any number of crashing mini-batches leave the
+others' rows, where Dask alone gave up after three.
 """
 
 from __future__ import annotations
@@ -100,9 +106,38 @@ class PartitionWatch:
             self.deaths[mb] = [status, flight[2] or crash_error(timed_out, job.timeout)]
         #: name each mini-batch in the record (a death nobody could place)
         self.careful = died and flight is None
+        if not self.careful:
+            self._absolve()
+        #: the record also says which task runs where (:class:`DeathCounts` reads it)
+        self._where = _task_and_worker()
         self._save(open=True, in_flight=None)
         if self._rpc is not None:
             self._open_marker()
+
+    def _absolve(self) -> None:
+        """Clear the count of worker deaths Dask holds against this partition's task, as it
+        starts: each death of its own was charged to a mini-batch that is not run again (and
+        :class:`DeathCounts` took back those it was only queued for).  Without this, Dask's
+        ``allowed-failures`` (3) would give up on the whole computation with ``KilledWorker``
+        once a partition held four crashing mini-batches.  A death that could not be placed
+        still counts (``careful``): the next one is placed, and Dask's limit stays the guard
+        against a partition that keeps dying outside ``run()``."""
+        if self._rpc is None:
+            return
+        try:
+            from distributed.protocol.pickle import dumps
+
+            key = _task_and_worker()["task"]
+            scheduler, call = self._rpc
+            call(
+                scheduler.run_function,
+                function=dumps(absolve),
+                args=dumps((key,)),
+                kwargs=dumps({}),
+                wait=True,
+            )
+        except Exception:  # noqa: BLE001 - (no daskscore on the scheduler): Dask's count stays
+            return
 
     # -------------------------------------------------------------------- the marker file
     def _marked(self) -> list[Any] | None:
@@ -128,7 +163,7 @@ class PartitionWatch:
         if self._rpc is None:
             return
         scheduler, call = self._rpc
-        record = {"deaths": {str(k): v for k, v in self.deaths.items()}, **fields}
+        record = {"deaths": {str(k): v for k, v in self.deaths.items()}, **self._where, **fields}
         call(scheduler.set_metadata, keys=self.keys, value=record)
 
     def given_up(self, mb: int, work: Any) -> MiniBatchRecord | None:
@@ -173,3 +208,104 @@ class PartitionWatch:
             self._fd = None
             self._marker.unlink(missing_ok=True)
         self._save(open=False, in_flight=None)
+
+
+def absolve(key: Any, dask_scheduler: Any = None) -> int:
+    """Scheduler side: forget the worker deaths counted against task ``key``; the count it
+    had."""
+    ts = dask_scheduler.tasks.get(key) if dask_scheduler is not None else None
+    if ts is None:
+        return 0
+    count, ts.suspicious = ts.suspicious, 0
+    return count
+
+
+def _task_and_worker() -> dict[str, Any]:
+    """The key of the task running this code, its worker's address and number of threads
+    (empty off a worker)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        return {
+            "task": worker.get_current_task(),
+            "worker": worker.address,
+            "threads": worker.state.nthreads,
+        }
+    except (ValueError, AttributeError):  # (not in a task)
+        return {}
+
+
+try:
+    from distributed.diagnostics.plugin import SchedulerPlugin as _SchedulerPlugin
+except ImportError:  # pragma: no cover - distributed is a dependency
+    _SchedulerPlugin = object  # type: ignore[assignment,misc]
+
+
+class DeathCounts(_SchedulerPlugin):  # type: ignore[misc,valid-type]
+    """Scheduler side: when a worker dies, Dask counts the death against every task it had
+    on that worker (``ws.processing``), the one running and the ones only queued behind it,
+    and gives up on a task with ``KilledWorker`` past ``allowed-failures`` (3).  A
+    ``score()`` partition queued behind another's crashing ``run()`` is innocent: this takes
+    that count back, right after Dask made it (nothing runs in between).  The partition whose
+    record says it was running on that worker keeps it (see :meth:`PartitionWatch._absolve`).
+
+    One instance per scheduler, for every session; registered by the session where daskscore
+    is importable on the scheduler (elsewhere Dask's counts stand).
+    """
+
+    name = "daskscore-score-deaths"
+    idempotent = True
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        try:
+            self._forgive(scheduler, worker)
+        except Exception:  # noqa: BLE001 - never break the scheduler's handling of a death
+            pass
+
+    @staticmethod
+    def _forgive(scheduler: Any, worker: str) -> None:
+        event = next(
+            (
+                msg
+                for _, msg in reversed(scheduler.get_events(worker))
+                if isinstance(msg, dict) and msg.get("action") == "remove-worker"
+            ),
+            None,
+        )
+        if event is None or event.get("expected"):  # (no death counted)
+            return
+        queued = set(event.get("processing-tasks") or ())
+        running = {
+            record.get("task"): record
+            for job in (scheduler.task_metadata.get(ROOT) or {}).values()
+            for record in job.values()
+            if isinstance(record, dict) and record.get("open") and record.get("worker") == worker
+        }
+        # a single-threaded worker running a partition ran nothing else: every other task on
+        # it only waited (with more threads, only the other partitions are known to be clean)
+        alone = any(record.get("threads") == 1 for record in running.values())
+        for key in queued - set(running):
+            if not (alone or _is_partition(key)):
+                continue
+            ts = scheduler.tasks.get(key)
+            if ts is not None and ts.suspicious > 0:
+                ts.suspicious -= 1
+
+
+def _is_partition(key: Any) -> bool:
+    """Whether ``key`` is a ``score()`` partition's task (``("daskscore-mb-<token>", i)``)."""
+    return isinstance(key, tuple) and str(key[0]).startswith("daskscore-mb-")
+
+
+def count_deaths_fairly(client: Any) -> None:
+    """Register :class:`DeathCounts` on ``client``'s scheduler (once); where daskscore is
+    not importable there, Dask's own counts stand."""
+    try:
+        client.register_plugin(DeathCounts())
+    except Exception:  # noqa: BLE001 - (no daskscore on the scheduler)
+        import logging
+
+        logging.getLogger(__name__).debug(
+            "the scheduler keeps Dask's counts of worker deaths", exc_info=True
+        )

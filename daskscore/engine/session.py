@@ -43,7 +43,7 @@ from daskscore.config.options import JobOptions
 from daskscore.engine.framemeta import conform
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.plan import plan_job
-from daskscore.engine.scoredeaths import ROOT, PartitionWatch
+from daskscore.engine.scoredeaths import ROOT, PartitionWatch, count_deaths_fairly
 from daskscore.engine.scorefail import COUNTS_ROOT, failure_of, raise_if_over
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started, topic
 from daskscore.engine.work import charged, tries_text
@@ -236,6 +236,7 @@ class ScoringSession:
         self.events: dict[int, dict[str, Any]] = {}
         self.topic = f"{RECORDS_TOPIC}-{job.job_id}"
         client.subscribe_topic(self.topic, self._on_records)
+        count_deaths_fairly(client)  # (a partition queued behind a crash is not charged)
         workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
         n = partitions or max(1, min(len(work), workers * PARTITIONS_PER_WORKER))
         size = math.ceil(len(work) / n)

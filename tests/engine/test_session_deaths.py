@@ -71,7 +71,7 @@ SCRIPT = """
 
 
 @contextlib.contextmanager
-def _cluster(threads: int) -> Iterator[Any]:
+def _cluster(threads: int, allowed_failures: int = 20) -> Iterator[Any]:
     """Two worker processes of ``threads`` threads. (Dask gives up on a task after
     ``allowed-failures`` deaths of workers it was queued on, its own or not: on a loaded
     machine the restarts of an earlier test's workers added to this module's innocent
@@ -81,7 +81,7 @@ def _cluster(threads: int) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 20}),
+        dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}),
         LocalCluster(
             n_workers=2, threads_per_worker=threads, host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
@@ -226,3 +226,42 @@ def test_a_run_that_keeps_the_gil_past_its_timeout_is_ended_by_the_nanny(
     (failure,) = ddf.attrs["daskscore"].failures
     assert failure["mini_batch"] == 1 and failure["status"] == "RUN_TIMEOUT", failure
     assert not (calls / "held-to-the-end").exists()
+
+
+def test_more_crashing_mini_batches_than_dask_allows_deaths(tmp_path: Path) -> None:
+    """Dask counts each worker death against every task it had on that worker, and gives up
+    with ``KilledWorker`` past ``allowed-failures`` (its default, 3).  Five mini-batches of one
+    partition that each end their process, and one of another: each death is charged to its
+    mini-batch, the partitions and the tasks queued behind them are not held to Dask's
+    limit, and every other row comes back."""
+    crash = ["f0001.csv", "f0003.csv", "f0005.csv", "f0007.csv", "f0009.csv", "f0013.csv"]
+    script = """
+    import os
+
+    def run(mini_batch):
+        names = [os.path.basename(p) for p in mini_batch]
+        if set(names) & set(os.environ["DIE_ON"].split(",")):
+            os._exit(3)
+        return names
+    """
+    dep = write_deployment(
+        tmp_path / "deploy",
+        script,
+        settings={"mini_batch_size": 2, "environment_variables": {"DIE_ON": ",".join(crash)}},
+    )
+    inputs = write_inputs(tmp_path / "in", 24)
+    meta = pd.DataFrame({"prediction": pd.Series([], dtype=object)})
+    with _cluster(1, allowed_failures=3) as client, client.as_current():
+        session = daskscore.open_session(dep, inputs, meta=meta, on_error="drop", partitions=2)
+        try:
+            frame = session.frame.compute()
+            failures = session.failures
+        finally:
+            session.close()
+
+    lost = {f"f{i:04d}.csv" for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13)}
+    assert sorted(frame["prediction"]) == sorted(
+        f"f{i:04d}.csv" for i in range(24) if f"f{i:04d}.csv" not in lost
+    )
+    assert [f["mini_batch"] for f in failures] == [0, 1, 2, 3, 4, 6]
+    assert {f["status"] for f in failures} == {"PROCESS_DIED"}
