@@ -11,10 +11,12 @@ import argparse
 import gc
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from daskscore import _compat
 from daskscore.cli.parser import build_parser as _parser
@@ -209,6 +211,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     warnings.showwarning = _show_warning
+    ended, saved = _stop_like_ctrl_c()
+    try:
+        return _command(args, parser, argv, verbose, ended)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _command(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    verbose: bool,
+    ended: list[int],
+) -> int:
+    """Run the command, and turn what it raises into what the user reads and an exit code."""
     try:
         return COMMANDS[args.command](args)
     except argparse.ArgumentTypeError as exc:
@@ -237,9 +255,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
+        if ended:
+            say(f"daskscore: {signal.Signals(ended[-1]).name} received: stopping as for Ctrl-C")
         _interrupted(exc, list(sys.argv[1:] if argv is None else argv))
-        return 130
+        return 128 + (ended[-1] if ended else signal.SIGINT)
     return EXIT_USAGE
+
+
+#: Signals that stop a command as Ctrl-C does (what is done is kept, and said): a batch
+#: system's or ``timeout``'s SIGTERM, a closed terminal's SIGHUP.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def _stop_like_ctrl_c() -> tuple[list[int], dict[int, Any]]:
+    """Make :data:`STOP_SIGNALS` raise ``KeyboardInterrupt`` in this (the main) thread; the
+    list returned gets each such signal's number as it comes (the exit status is 128 + it),
+    the dict the handlers replaced (put back when the command returns).  Left alone where a
+    handler of the caller's own is set."""
+    ended: list[int] = []
+    saved: dict[int, Any] = {}
+
+    def stop(signum: int, frame: object) -> None:
+        ended.append(signum)
+        raise KeyboardInterrupt
+
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        try:
+            if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+                saved[sig] = signal.signal(sig, stop)
+        except ValueError:  # (main() called off the main thread)
+            pass
+    return ended, saved
 
 
 def entry() -> None:

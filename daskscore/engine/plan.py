@@ -10,6 +10,7 @@ model URL exists, and reads the append_row ``to_csv`` arguments.  Each problem i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,10 @@ def plan_job(
     step("writer", lambda: _writer(fmt, options, settings.output_file_name))
     step("files", lambda: list_inputs(str(input_path), output, notes))
     if "files" in found:
-        step("plan", lambda: plan_work(found["files"], settings.mini_batch, options.tabular))
+        step(
+            "plan",
+            lambda: plan_work(found["files"], settings.mini_batch, options.tabular, notes),
+        )
     step("script", lambda: script_mod.check_script(deployment.scoring_script))
     if deployment.model is not None and deployment.model.is_url:
         url = str(deployment.model.path)
@@ -163,9 +167,13 @@ def list_inputs(
 
 
 def plan_work(
-    files: Sequence[str], size: MiniBatchSize, tabular_mode: bool | None = None
+    files: Sequence[str],
+    size: MiniBatchSize,
+    tabular_mode: bool | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[Sequence[Any], str]:
-    """Mini-batches of files, or (tabular mode) splits of the tabular files; and their unit."""
+    """Mini-batches of files, or (tabular mode) splits of the tabular files; and their unit.
+    A line goes into ``notes`` for the files tabular mode leaves out."""
     if tabular_mode is None:
         tabular_mode = size.implies_tabular
     if tabular_mode and files and storage.is_remote(files[0]):
@@ -180,7 +188,44 @@ def plan_work(
                 "something for tabular inputs (--tabular); give a number of files."
             )
         return inputs.FileBatches(files, size.files), "files"
+    files = _tabular_files(files, size, notes)
     return splittable.SplitTable.from_cuts(tabular.plan_cuts(list(files), size.tabular())), "rows"  # type: ignore[arg-type]
+
+
+def _tabular_files(
+    files: Sequence[str], size: MiniBatchSize, notes: list[str] | None = None
+) -> list[str]:
+    """The files tabular mode reads: those whose name starts with ``_`` are left out, with a
+    log line (a Spark or Hadoop output folder's ``_SUCCESS``, Parquet's ``_metadata``), as
+    pyarrow's and Dask's readers do.  Any other file that is not CSV or Parquet is refused,
+    saying what turned tabular mode on."""
+    kept = [f for f in files if not os.path.basename(f).startswith(tabular.IGNORED_PREFIX)]
+    if len(kept) < len(files) and notes is not None:
+        left = sorted(os.path.basename(f) for f in files if f not in set(kept))
+        more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+        notes.append(
+            f"tabular mode skipped {len(left)} file(s) whose name starts with '_' (writers' "
+            f"markers and metadata, as Spark's _SUCCESS): {', '.join(left[:5])}{more}"
+        )
+    if files and not kept:
+        raise InputError(
+            f"the input holds no tabular file: its {len(files)} file(s) all have names "
+            "starting with '_' (writers' markers and metadata), which tabular mode skips."
+        )
+    odd = next((f for f in kept if not tabular.is_tabular(f)), None)
+    if odd is not None:
+        why = (
+            f"settings.mini_batch_size is '{size.value}', a byte size or a row count, which "
+            "turns tabular mode on"
+            if size.implies_tabular
+            else "tabular mode was asked for (--tabular)"
+        )
+        raise InputError(
+            f"input file '{odd}' is not a tabular file: tabular mode reads files ending in "
+            f"{', '.join(tabular.TABULAR_SUFFIXES)} (case-insensitive), and {why}. To give "
+            "run() lists of files instead, set mini_batch_size to a number of files."
+        )
+    return kept
 
 
 def check_model_url(url: str) -> None:

@@ -361,16 +361,11 @@ def write_dataset(
             compute=False,
         )
         _compute(client, task)
-    elif partition_on:
+    else:
         parts = ddf.map_partitions(
             _write_csv_partitioned, str(dest), list(partition_on), meta=(None, "int64")
         )
         _compute(client, parts)
-    else:
-        task = ddf.to_csv(
-            str(dest / "part-*.csv"), name_function=lambda i: f"{i:05d}", index=False, compute=False
-        )
-        _compute(client, task)
     return sorted(p for p in dest.rglob("*") if p.is_file())
 
 
@@ -393,14 +388,53 @@ def _compute(client: Any, task: Any) -> None:
 def _write_csv_partitioned(
     frame: Any, dest: str, partition_on: list[str], partition_info: dict[str, Any] | None = None
 ) -> Any:
+    """Write partition ``frame`` as ``part-<number>.csv`` under ``dest``, in a folder per value
+    of the ``partition_on`` columns (none: ``dest`` itself)."""
     import pandas as pd
 
     number = partition_info["number"] if partition_info else 0
+    if not partition_on:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        _to_csv(frame, Path(dest) / f"part-{number:05d}.csv")
+        return pd.Series([len(frame)])
     for key, sub in frame.groupby(partition_on, sort=True, dropna=False):
         values = key if isinstance(key, tuple) else (key,)
         folder = Path(dest).joinpath(
             *(f"{c}={v}" for c, v in zip(partition_on, values, strict=True))
         )
         folder.mkdir(parents=True, exist_ok=True)
-        sub.drop(columns=partition_on).to_csv(folder / f"part-{number:05d}.csv", index=False)
+        _to_csv(sub.drop(columns=partition_on), folder / f"part-{number:05d}.csv")
     return pd.Series([len(frame)])
+
+
+def _to_csv(frame: Any, path: Path) -> None:
+    """``frame`` as a CSV file that reads back as it was.  Python's csv writer quotes a value
+    holding a line break of its line terminator (``\\n``) but not a lone carriage return, which
+    readers take as the end of a line (text split on ``\\n`` from CRLF lines ends in one):
+    a file with such values quotes every text value."""
+    import csv
+
+    frame.to_csv(
+        path,
+        index=False,
+        quoting=csv.QUOTE_NONNUMERIC if _holds_cr(frame) else csv.QUOTE_MINIMAL,
+    )
+
+
+def _holds_cr(frame: Any) -> bool:
+    """Whether a text value (or a column name) of ``frame`` holds a carriage return."""
+    import pandas as pd
+
+    if any("\r" in str(c) for c in frame.columns):
+        return True
+    for column in range(frame.shape[1]):
+        values = frame.iloc[:, column]
+        if values.dtype == object:
+            text = values[values.map(lambda v: isinstance(v, str))]
+        elif pd.api.types.is_string_dtype(values.dtype):
+            text = values.dropna()
+        else:
+            continue
+        if len(text) and text.astype("string").str.contains("\r", regex=False).any():
+            return True
+    return False

@@ -63,6 +63,15 @@ def writable(frame: Any) -> Any:
     import pandas as pd
     import pyarrow as pa
 
+    if isinstance(frame.columns, pd.MultiIndex):  # (a groupby().agg([...]), say)
+        example = "_".join(str(level) for level in frame.columns[0]) if len(frame.columns) else ""
+        raise ColumnError(
+            f"run() returned a DataFrame with {frame.columns.nlevels} levels of column names "
+            f"(a MultiIndex, e.g. {frame.columns[0]!r}); a dataset's columns need one name "
+            "each, so the rows of this mini-batch are not written. Flatten them in run(), "
+            "e.g. df.columns = ['_'.join(map(str, c)) for c in df.columns]"
+            + (f" (giving {example!r})." if example else ".")
+        )
     twice = list(dict.fromkeys(frame.columns[frame.columns.duplicated()]))
     if twice:
         names = ", ".join(repr(str(c)) for c in twice)

@@ -267,6 +267,17 @@ def carry_columns(split_df: pd.DataFrame, result: pd.DataFrame, columns: list[st
     return out
 
 
+#: Names of files that tabular mode leaves out, as pyarrow's datasets do: the markers and
+#: metadata that Spark, Hadoop and Parquet writers leave beside the data (``_SUCCESS``,
+#: ``_metadata``, ``_common_metadata``, ``_committed_<id>``, ``_started_<id>``).
+IGNORED_PREFIX = "_"
+
+
+def is_tabular(path: str) -> bool:
+    """Whether tabular mode reads ``path`` (by its suffix)."""
+    return _kind_of(path) is not None
+
+
 def _kind_of(path: str) -> str | None:
     suffix = os.path.splitext(path)[1].lower()
     return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)

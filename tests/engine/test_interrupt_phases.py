@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import write_deployment, write_inputs
+from conftest import REPO, write_deployment, write_inputs
 
 from daskscore import cli
 from daskscore.engine import runner
@@ -166,3 +170,52 @@ def test_the_python_api_says_how_to_go_on(tmp_path: Path, monkeypatch: pytest.Mo
     text = str(caught.value)
     assert "while the cluster started" in text and "resume=True" in text, text
     assert str(root / "out") in text
+
+
+SLOW_SCRIPT = """
+import os
+import time
+
+def run(mini_batch):
+    with open(os.environ["CALLS"], "a") as f:
+        f.write("x")
+    time.sleep(0.3)
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_sigterm_stops_the_job_as_ctrl_c_does_and_resume_finishes_it(tmp_path: Path) -> None:
+    """A batch system's (or ``timeout``'s) SIGTERM while scoring: what is done is kept, the
+    summary says Interrupted, the ``--resume`` command is printed, the exit status is
+    128 + 15; the resumed job has every row once."""
+    calls = tmp_path / "calls"
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SLOW_SCRIPT,
+        settings={"mini_batch_size": 1, "environment_variables": {"CALLS": str(calls)}},
+    )
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+    out = tmp_path / "out"
+    argv = ["run", str(dep), "-i", str(inputs), "-o", str(out), "--workers", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daskscore", *argv, "--no-progress", "--no-dashboard"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not calls.exists() or len(calls.read_text()) < 2:  # scoring has begun
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM received" in err
+    assert _summary(out)["status"] == outputdir.INTERRUPTED
+    again = _printed_command(err, "Go on with: ")
+    assert "--resume" in again
+
+    assert cli.main(again) == 0
+    _rows_once(out)
