@@ -274,8 +274,13 @@ def _stop_like_ctrl_c() -> tuple[list[int], dict[int, Any]]:
     handler of the caller's own is set."""
     ended: list[int] = []
     saved: dict[int, Any] = {}
+    driver = os.getpid()
 
     def stop(signum: int, frame: object) -> None:
+        if os.getpid() != driver:  # a process forked from this one (a worker): as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         ended.append(signum)
         raise KeyboardInterrupt
 

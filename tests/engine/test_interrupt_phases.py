@@ -219,3 +219,35 @@ def test_sigterm_stops_the_job_as_ctrl_c_does_and_resume_finishes_it(tmp_path: P
 
     assert cli.main(again) == 0
     _rows_once(out)
+
+
+def test_a_worker_process_sent_sigterm_still_ends(tmp_path: Path) -> None:
+    """The driver's SIGTERM handler is not a worker's: a worker process forked from the driver
+    and sent SIGTERM ends (its mini-batch PROCESS_DIED), as by default."""
+    script = """
+    import os
+    import signal
+    import time
+
+    def run(mini_batch):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        return ["outlived SIGTERM"]
+    """
+    dep = write_deployment(
+        tmp_path / "deploy",
+        script,
+        settings={"mini_batch_size": N_FILES, "retry_settings": {"max_retries": 0}},
+    )
+    out = tmp_path / "out"
+    argv = ["run", str(dep), "-i", str(write_inputs(tmp_path / "in", N_FILES)), "-o", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "daskscore", *argv, "--workers", "1", "--no-progress"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr  # (error_threshold -1)
+    assert "killed by signal SIGTERM" in proc.stderr, proc.stderr
+    assert _summary(out)["failed_items"] == N_FILES
