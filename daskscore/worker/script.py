@@ -252,6 +252,13 @@ def import_failure(exc: BaseException, code: Path, script: Path) -> str:
     if not isinstance(exc, ImportError):
         return head
     name = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+    if "relative import" in str(exc):  # ("attempted relative import with no known parent...")
+        return (
+            f"{head}\n{script.name} is imported as a top-level module, as Azure ML imports a "
+            "scoring script, so a relative import (`from .utils import x`) has no package to "
+            f"start from: import the modules of the code folder {code} by their names "
+            "(`from utils import x`)."
+        )
     if name:
         return (
             f"{head}\n'{name}' is not installed in the Python environment the workers run in "

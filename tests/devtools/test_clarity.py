@@ -53,6 +53,22 @@ def test_an_import_error_is_reported_as_one_with_the_module_to_install(tmp_path:
     assert "'no_such_module_xyz' is not installed" in check.stderr, show(check)
 
 
+def test_a_relative_import_in_the_script_is_said_to_need_the_module_s_name(
+    tmp_path: Path,
+) -> None:
+    script = "from .helpers import X  # noqa\n" + textwrap.dedent(NAMES)
+    dep, inputs, _ = make_job(tmp_path, script, n_files=2)
+    (dep.parent / "code" / "helpers.py").write_text("X = 1\n")
+
+    check = run_cli("validate", str(dep), "--input", str(inputs))
+
+    assert check.returncode == 1, show(check)
+    assert "attempted relative import" in check.stderr, show(check)
+    assert "score.py is imported as a top-level module" in check.stderr
+    assert "(`from utils import x`)" in check.stderr
+    assert "install the versions" not in check.stderr
+
+
 def test_a_misspelt_scoring_script_gets_a_did_you_mean(tmp_path: Path) -> None:
     dep = write_deployment(
         tmp_path / "deploy",
