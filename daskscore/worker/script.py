@@ -322,11 +322,19 @@ class ResultError(TypeError):
 RESULT_ERRORS = (ResultError, PartitionValueError, ColumnError, FormatError)
 
 
+def _is_table(result: Any) -> bool:
+    """Whether ``result`` is another library's table (rows of named columns, with pandas'
+    form at hand): iterated, it would give its columns, not its rows."""
+    module = type(result).__module__.split(".")[0]
+    return module in ("pyarrow", "polars") and callable(getattr(result, "to_pandas", None))
+
+
 def normalize_result(result: Any) -> pd.DataFrame | list[Any]:
     """What ``run()`` returned, as a DataFrame or a list of items.
 
     Lists, tuples, numpy arrays, Series and generators become lists (one output line each); a
-    DataFrame stays a DataFrame (one line per row).
+    DataFrame stays a DataFrame (one line per row), and a pyarrow Table or RecordBatch (or a
+    polars DataFrame) becomes one.
     """
     if isinstance(result, list):
         return result
@@ -335,6 +343,8 @@ def normalize_result(result: Any) -> pd.DataFrame | list[Any]:
         return result
     if pd is not None and isinstance(result, pd.Series):
         return result.tolist()
+    if pd is not None and _is_table(result):  # a pyarrow Table or RecordBatch, a polars frame
+        return result.to_pandas()
     if result is None:
         raise ResultError(
             "run() returned None; it must return a list (one element per "

@@ -206,6 +206,18 @@ def test_a_dataframe_stays_a_dataframe() -> None:
     pd.testing.assert_frame_equal(out, df)
 
 
+@pytest.mark.parametrize("kind", ["table", "record batch"])
+def test_a_pyarrow_table_gives_one_row_per_row(kind: str) -> None:
+    import pyarrow as pa
+
+    table = pa.table({"file": ["a", "b", "c"], "p": [0.1, 0.2, 0.3]})
+    result = table if kind == "table" else table.to_batches()[0]
+    out = normalize_result(result)
+    assert isinstance(out, pd.DataFrame)
+    assert out["file"].tolist() == ["a", "b", "c"]
+    assert out["p"].tolist() == [0.1, 0.2, 0.3]
+
+
 def test_a_generator_is_consumed_into_a_list() -> None:
     def gen() -> Iterator[str]:
         yield "x"
