@@ -4,8 +4,8 @@ job, and what they can see.
 Before a job on an existing cluster, the driver learns whether the workers share its disk (they
 read a file it just wrote), whether they have daskscore, and which of them offer the resources
 the job asks for.  A job whose workers do not share the disk is *shipped* (see
-:mod:`daskscore.engine.transport`); its workers' logs and ``AZUREML_BI_OUTPUT_PATH`` files
-are collected at the end by :func:`collect`.
+:mod:`daskscore.engine.transport`); its workers' logs (and the ``AZUREML_BI_OUTPUT_PATH`` files
+no task brought home) are collected at the end by :func:`collect`.
 """
 
 from __future__ import annotations
@@ -110,23 +110,18 @@ def check_inputs_visible(client: Any, files: list[str], what: str) -> None:
 
 
 def collect(client: Any, job_id: str, out_dir: Path) -> None:
-    """Bring a shipped job's worker logs and output files home into ``out_dir``."""
+    """Bring a shipped job's worker logs home into ``out_dir``, and the script's files that
+    its tasks did not bring (files it held open, or wrote after its last task)."""
     try:
         drained = client.run(drain_job, job_id)
     except Exception:  # noqa: BLE001 - a worker that left took its logs with it
         logger.warning("collecting the workers' logs failed", exc_info=True)
         return
-    for worker, found in sorted(drained.items()):
+    for _, found in sorted(drained.items()):
         put_files(out_dir / "logs", found.get("logs", {}), append=True)
-        for rel, data in found.get("output", {}).items():
-            dest = out_dir / rel
-            if dest.exists():  # two workers wrote the same name: keep both
-                dest = dest.with_name(f"{dest.stem}.{_label(worker)}{dest.suffix}")
-            put_files(out_dir, {dest.relative_to(out_dir).as_posix(): data})
-
-
-def _label(address: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in address.split("://")[-1]).strip("_")
+        # (a name written before, by a task's reply or another worker, is replaced: the last
+        # write wins, as in a folder all workers share)
+        put_files(out_dir, found.get("output", {}))
 
 
 def raise_init_errors(client: Any, job_id: str) -> bool:

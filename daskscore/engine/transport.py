@@ -7,8 +7,10 @@
   travel in the worker plugin as bundles; tasks bring their part files home in their replies,
   which the driver writes into its own staging folder and ledger, so resuming and assembling
   work as on one machine; the ``run()`` a dead task was in is read from the scheduler's
-  metadata (:func:`relay_state`); at the end the workers' logs and the files the script wrote
-  into ``AZUREML_BI_OUTPUT_PATH`` are collected.
+  metadata (:func:`relay_state`).  The files the script wrote into ``AZUREML_BI_OUTPUT_PATH``
+  come home in the same replies, and are written into the output folder before the task's
+  mini-batches are committed; at the end, the workers' logs and what is left of those files
+  (files the script held open) are collected.
 
 The rest of the engine calls the transport and never asks which mode the job is in.  The
 worker side of the same choice is :mod:`daskscore.worker.handoff`.
@@ -70,9 +72,12 @@ class Shipped(SharedDisk):
         return replace(job, shipped=True, code_bundle=pack(Path(job.code)), model_bundle=model)
 
     def land(self, job: WorkerJob, result: TaskResult) -> None:
-        """A shipped task's part files, then its ledger, into the staging folder."""
+        """A shipped task's custom output files into the output folder, its part files into
+        the staging folder, then its ledger: once a mini-batch is committed its files are
+        here, and a resumed job that keeps it need not run it again."""
         staging = Path(job.staging)
         put_files(Path(job.logs), result.logs, append=True)
+        put_files(Path(job.output), result.outputs)  # (a later file of a name replaces it)
         put_files(staging / "parts", result.files)
         writer = LedgerWriter(staging, result.attempt)
         try:

@@ -276,8 +276,11 @@ class TaskResult:
     cancelled: bool = False
     #: a shipped job's part files (names relative to the staging folder's ``parts``) ...
     files: dict[str, bytes] = field(default_factory=dict)
-    #: ... and what the worker's log files gained (names relative to ``logs``)
+    #: ... what the worker's log files gained (names relative to ``logs``) ...
     logs: dict[str, bytes] = field(default_factory=dict)
+    #: ... and the files the script wrote into ``AZUREML_BI_OUTPUT_PATH`` in the tries that
+    #: returned (names relative to the output folder)
+    outputs: dict[str, bytes] = field(default_factory=dict)
 
     def pack(self) -> None:
         """Move the clean first tries out of ``records`` into ``clean`` (columns)."""

@@ -6,7 +6,13 @@
 * :class:`Shipped` — the worker does not: it writes into a worker-local staging folder, notes
   the ``run()`` in flight in the scheduler (:class:`~daskscore.worker.relay.RelayLedger`), and
   returns its part files and log lines with the task's reply, after about
-  :data:`SHIPPED_TASK_SECONDS` of work so that results come home often.
+  :data:`SHIPPED_TASK_SECONDS` of work so that results come home often.  The files the script
+  writes into ``AZUREML_BI_OUTPUT_PATH`` (a worker-local folder too) are taken as each try of
+  a mini-batch ends (:class:`~daskscore.io.shipping.OutputTaker`) and travel in the same
+  reply: the driver writes them into the output folder before it commits the mini-batches,
+  so a mini-batch that counts as done has its files there, whatever happens to the worker or
+  the driver later.  A try that failed leaves none (its files are removed unread: the retry
+  writes its own).
 
 The task code (:mod:`daskscore.worker.task`) asks the hand-off, never which mode it is in.
 """
@@ -18,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daskscore.io.ledger import LedgerWriter, ledger_path
-from daskscore.io.shipping import take_files
+from daskscore.io.shipping import OutputTaker, take_files
 from daskscore.protocol import TaskResult, WorkerJob
 from daskscore.worker.relay import RelayLedger
 
@@ -48,8 +54,18 @@ class SharedDisk:
         """Whether a task should go home now with what it has (the driver requeues the rest)."""
         return False
 
+    def task_started(self, runtime: JobRuntime) -> None:
+        """A task begins (under the run lock), before its first mini-batch."""
+
+    def try_ended(self, runtime: JobRuntime, done: bool) -> None:
+        """A try of a mini-batch ended; ``done``: run() returned (else it failed)."""
+
     def pack(self, runtime: JobRuntime, result: TaskResult) -> None:
         """Put what the driver cannot read from the disk into the task's reply."""
+
+    def outputs_left(self, runtime: JobRuntime) -> dict[str, bytes]:
+        """At the end of the job: the script's files still on this worker (none here)."""
+        return {}
 
     def cleanup(self, job: WorkerJob) -> None:
         """Remove what the job left on this worker when it is uninstalled."""
@@ -60,6 +76,26 @@ class Shipped(SharedDisk):
 
     local_folders = True
 
+    def __init__(self) -> None:
+        self._taker: OutputTaker | None = None
+        #: the script's files taken during the running task: they go home with its reply
+        self._outputs: dict[str, bytes] = {}
+        self._output_bytes = 0
+
+    def _take(self, runtime: JobRuntime, keep: bool = True) -> None:
+        if self._taker is None:  # (the job's own folder, once it is localized)
+            self._taker = OutputTaker(Path(runtime.job.output))
+        found = self._taker.take(keep)
+        self._outputs.update(found)
+        self._output_bytes += sum(map(len, found.values()))
+
+    def task_started(self, runtime: JobRuntime) -> None:
+        # what init() (or anything between two tasks) wrote: no try's own, it goes home now
+        self._take(runtime)
+
+    def try_ended(self, runtime: JobRuntime, done: bool) -> None:
+        self._take(runtime, keep=done)
+
     def open_ledger(self, job: WorkerJob, attempt: str) -> LedgerWriter | None:
         relay = RelayLedger(job.staging, attempt, job.job_id)
         if relay.claim():
@@ -68,6 +104,7 @@ class Shipped(SharedDisk):
         return None
 
     def task_full(self, elapsed_s: float, produced: int) -> bool:
+        produced += self._output_bytes  # (the script's files travel in the same reply)
         return elapsed_s >= SHIPPED_TASK_SECONDS or produced >= SHIPPED_TASK_BYTES
 
     def pack(self, runtime: JobRuntime, result: TaskResult) -> None:
@@ -76,6 +113,12 @@ class Shipped(SharedDisk):
         result.files = take_files(staging / "parts", result.attempt)
         take_files(staging / "ledger", result.attempt)
         result.logs = runtime.drain_logs()
+        result.outputs, self._outputs, self._output_bytes = self._outputs, {}, 0
+
+    def outputs_left(self, runtime: JobRuntime) -> dict[str, bytes]:
+        self._take(runtime)  # (files held open, or written after the last task)
+        found, self._outputs, self._output_bytes = self._outputs, {}, 0
+        return found
 
     def cleanup(self, job: WorkerJob) -> None:
         shutil.rmtree(Path(job.staging).parent, ignore_errors=True)

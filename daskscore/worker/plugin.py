@@ -29,13 +29,11 @@ import os
 import re
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from daskscore import _compat
-from daskscore.io.shipping import take_files
 from daskscore.protocol import WorkerJob
 from daskscore.worker.deaths import end_children, lead_group
 from daskscore.worker.localize import offers
@@ -359,7 +357,8 @@ def cancel_job(job_id: str) -> bool:
 def drain_job(job_id: str) -> dict[str, dict[str, bytes]]:
     """A shipped job's files on this worker (run with ``Client.run`` at the end of the job):
     ``logs`` — what its log files gained since the last drain, named relative to ``logs/`` —
-    and ``output`` — the files the script wrote into ``AZUREML_BI_OUTPUT_PATH``."""
+    and ``output`` — the files the script wrote into ``AZUREML_BI_OUTPUT_PATH`` that no task
+    took home (files it holds open, or wrote after its last task)."""
     state = _RUNTIMES.get(job_id)
     if (
         state is None
@@ -368,4 +367,4 @@ def drain_job(job_id: str) -> dict[str, dict[str, bytes]]:
         or not state.localized
     ):
         return {}  # nothing installed here (yet): its folders are not this worker's own
-    return {"logs": state.drain_logs(), "output": take_files(Path(state.job.output))}
+    return {"logs": state.drain_logs(), "output": state.handoff.outputs_left(state)}

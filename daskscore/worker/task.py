@@ -77,6 +77,7 @@ def run_task(
         runtime.watch_attempt(attempt, ledger)  # where the nanny records a timeout
         try:
             ledger.memory(-1, rss_bytes(), os.getpid())  # the process, should it be killed
+            runtime.handoff.task_started(runtime)
             _run_batches(runtime, ledger, sink, batches, result)
         finally:
             runtime.watch_attempt(None)
@@ -159,6 +160,7 @@ def run_mini_batch(
             tries += 1
             rec, output = _attempt(runtime, ledger, mini_batch, tries, work, source)
             records.append(rec)
+            runtime.handoff.try_ended(runtime, rec.done)  # (a shipped job's files taken)
             if rec.done or tries > budget:
                 rec.final = True
             if not rec.done:
