@@ -7,6 +7,7 @@ Fixtures and the deployment writer are in ``conftest.py``; this module holds pla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -123,3 +124,49 @@ def worker_job(tmp_path: Path, **job: Any) -> Any:
         staging=str(staging),
         **job,
     )
+
+
+def start_cli(*args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """``python -m daskscore ARGS`` started in its own session (to be killed whole with
+    :func:`kill_tree`), its output discarded."""
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "daskscore", *args],
+        cwd=cwd or conftest.REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process of :func:`start_cli` and every process it started, as a power cut
+    would; reap it."""
+    import os
+    import signal
+
+    import psutil
+
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    for p in family:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+def wait_until(condition: Any, proc: subprocess.Popen[bytes], what: str, timeout: float = 60):
+    """Poll ``condition()`` until it holds; fail naming ``what`` when ``proc`` ends first or
+    ``timeout`` seconds pass."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the job ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)

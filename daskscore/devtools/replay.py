@@ -71,7 +71,7 @@ def replay(
         )
     plan = plan_job(recipe.deployment, recipe.input_path, recipe.options, output=recipe.output)
     assert plan is not None
-    now = job_fingerprint(plan)
+    now = job_fingerprint(plan, recipe.output)
     changed = [k for k in ("inputs", "mini_batches") if now[k] != recipe.fingerprint.get(k)]
     if changed or len(plan.work) != recipe.mini_batches:
         what = "the input file list" if "inputs" in changed else "the mini-batching"

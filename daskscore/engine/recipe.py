@@ -55,9 +55,10 @@ def replay_command(output: str | os.PathLike[str], mini_batch: int) -> str:
     return f"daskscore replay {shlex.quote(os.fspath(output))} --mini-batch {mini_batch}"
 
 
-def job_fingerprint(plan: JobPlan) -> dict[str, str]:
+def job_fingerprint(plan: JobPlan, out_dir: Path | None = None) -> dict[str, str]:
     """The fingerprint of a planned job (:func:`daskscore.engine.resume.fingerprint`): what
-    decides its rows, hashed."""
+    decides its rows, hashed (``out_dir``: its output folder, left out of the code folder's
+    files should it be inside it)."""
     deployment, options = plan.deployment, plan.options
     settings = deployment.settings
     return resume.fingerprint(
@@ -73,6 +74,8 @@ def job_fingerprint(plan: JobPlan) -> dict[str, str]:
             options.rows_per_file,
             options.carry_columns,
         ],
+        script=deployment.scoring_script,
+        out_dir=out_dir,
     )
 
 

@@ -8,7 +8,13 @@ ledgers and keeps their part files as they are.  ``job.json`` holds the job's fi
 ``--resume`` compares it with the new job's and refuses when anything that decides the rows
 changed: the scoring script and its code folder, the model files, the input file list,
 mini-batching, or the output settings.  The fingerprint is cheap for large inputs: the input
-files' names; the model files' names, sizes and modification times; the code folder's contents.
+files' names; the model files' names, sizes and modification times; the code folder's code.
+
+The code is what Python imports: the scoring script and every module of the code folder
+(:func:`code_stats`), compared byte for byte.  Its other files are not: a job's own script may
+write there while it runs (a cache next to ``__file__``), and nothing tells such a write from
+an edit; nor are ``__pycache__``, version control, or the output folders of jobs inside it (a
+job run with ``code: .`` and ``--output out`` writes into its own code folder).
 ``--retry-failed`` (:mod:`.retry`) checks the same fingerprint, but for the code and the model,
 which may change (they are the fix).
 """
@@ -16,6 +22,7 @@ which may change (they are the fix).
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import json
 import os
 from collections.abc import Sequence
@@ -23,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.errors import OutputError
+from daskscore.io.shipping import code_files
 
 MANIFEST = "job.json"
 #: Input names hashed at a time.
@@ -51,6 +59,22 @@ def _tree_stats(root: Path, contents: bool) -> list[Any]:
         st = path.stat()
         marker = hashlib.sha256(path.read_bytes()).hexdigest() if contents else st.st_mtime_ns
         out.append([path.relative_to(root).as_posix(), st.st_size, marker])
+    return out
+
+
+#: What Python imports from a folder: sources, sourceless bytecode, extension modules.
+CODE_SUFFIXES = tuple(importlib.machinery.all_suffixes())
+
+
+def code_stats(code: Path, script: Path | None = None, skip: Path | None = None) -> list[Any]:
+    """The code folder's code: name, size and SHA-256 of the scoring script and of each file
+    Python may import (:data:`CODE_SUFFIXES`), job outputs inside it left out (``skip``: the
+    job's own, see :func:`~daskscore.io.shipping.code_files`)."""
+    out = []
+    for rel, path in code_files(code, skip):
+        if path.name.endswith(CODE_SUFFIXES) or (script is not None and path == script):
+            data = path.read_bytes()
+            out.append([rel, len(data), hashlib.sha256(data).hexdigest()])
     return out
 
 
@@ -83,11 +107,18 @@ def _hash_names(files: Sequence[str]) -> str:
 
 
 def fingerprint(
-    code: Path, model: Path | str | None, files: Sequence[str], batching: Any, output: Any
+    code: Path,
+    model: Path | str | None,
+    files: Sequence[str],
+    batching: Any,
+    output: Any,
+    script: Path | None = None,
+    out_dir: Path | None = None,
 ) -> dict[str, str]:
-    """The job's fingerprint: one hash per thing that decides its rows."""
+    """The job's fingerprint: one hash per thing that decides its rows (``script``: the
+    scoring script; ``out_dir``: the job's output folder, left out of the code folder's)."""
     return {
-        "code": _hash(_tree_stats(code, contents=True)),
+        "code": _hash(code_stats(code, script, out_dir)),
         "model": _hash(_model_stats(model)),
         "inputs": _hash_names(files),
         "mini_batches": _hash(batching),

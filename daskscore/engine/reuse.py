@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from daskscore.io.shipping import SKIPPED_DIRS
+from daskscore.io.shipping import code_files
 from daskscore.protocol import WorkerJob
 
 #: Bumped when the meaning of a key changes, so that no older key matches.
@@ -31,7 +31,7 @@ def init_key(job: WorkerJob) -> str:
         "version": KEY_VERSION,
         "code": job.code,
         "script": job.script,
-        "code_digest": folder_digest(Path(job.code)),
+        "code_digest": folder_digest(Path(job.code), skip=Path(job.output)),
         "model": job.model_url or job.model_path,
         "model_files": None if job.model_url or not job.model_path else listing(job.model_path),
         "env": sorted(job.env.items()),
@@ -45,11 +45,11 @@ def init_key(job: WorkerJob) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def folder_digest(root: Path) -> str:
-    """The hash of a folder's files, names and contents (caches and version control left
-    out, as when the code is shipped)."""
+def folder_digest(root: Path, skip: Path | None = None) -> str:
+    """The hash of a folder's files, names and contents (caches, version control and job
+    outputs left out — ``skip``: the job's own — as when the code is shipped)."""
     digest = hashlib.sha256()
-    for rel, full in _files(root):
+    for rel, full in code_files(root, skip):
         digest.update(rel.encode() + b"\0")
         try:
             with open(full, "rb") as fh:
@@ -65,22 +65,10 @@ def listing(path: str) -> list[tuple[str, int, int]]:
     """A model's files: name, size and modification time (ns) of each (not their contents:
     a model may be gigabytes)."""
     out = []
-    for rel, full in _files(Path(path)):
+    for rel, full in code_files(Path(path)):
         try:
             st = os.stat(full)
         except OSError:
             continue
         out.append((rel, st.st_size, st.st_mtime_ns))
     return out
-
-
-def _files(root: Path) -> list[tuple[str, Path]]:
-    if root.is_file():
-        return [(root.name, root)]
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
-        for name in sorted(files):
-            full = Path(folder) / name
-            found.append((full.relative_to(root).as_posix(), full))
-    return found

@@ -249,7 +249,7 @@ def _claim(
     record = JobRecord(lock.holder.job_id, deployment, shown_input, out_dir)
     outcomes = Outcomes(plan.work, settings, isolate=options.isolate_failures)
     job = JobRun(plan, record, outcomes, remote_out)
-    fp = recipe.job_fingerprint(plan)
+    fp = recipe.job_fingerprint(plan, out_dir)
     if kept is not None:  # (refuses before anything in the folder changes)
         job.run_no, record.retried = retry.restore(job.outcomes, kept, fp, out_dir)
     elif unfinished:

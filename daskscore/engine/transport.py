@@ -69,7 +69,8 @@ class Shipped(SharedDisk):
 
     def worker_job(self, job: WorkerJob) -> WorkerJob:
         model = pack(Path(job.model_path)) if job.model_path else None
-        return replace(job, shipped=True, code_bundle=pack(Path(job.code)), model_bundle=model)
+        code = pack(Path(job.code), skip=Path(job.output))  # (an output inside it stays)
+        return replace(job, shipped=True, code_bundle=code, model_bundle=model)
 
     def land(self, job: WorkerJob, result: TaskResult) -> None:
         """A shipped task's custom output files into the output folder, its part files into

@@ -40,15 +40,20 @@ logger = logging.getLogger("daskscore")
 
 #: Folders never shipped with the code: caches and version control.
 SKIPPED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".ipynb_checkpoints", ".mypy_cache"}
+#: What a job leaves in its output folder (staging, kept staging, lock, summary): a folder
+#: holding one of them is a job's output, never code, even inside a code folder (``code: .``
+#: with ``--output out``).
+OUTPUT_MARKERS = frozenset({".daskscore", ".daskscore-kept", ".daskscore.lock", "job_summary.json"})
 #: A fixed timestamp for every zip entry, so the same files always make the same bundle.
 _ZIP_TIME = (2000, 1, 1, 0, 0, 0)
 
 
-def pack(path: Path) -> Bundle:
-    """Pack ``path`` (a folder, walked recursively, or a single file) as a :class:`Bundle`."""
+def pack(path: Path, skip: Path | None = None) -> Bundle:
+    """Pack ``path`` (a folder, walked recursively as :func:`code_files` does, or a single
+    file) as a :class:`Bundle`; ``skip``: the job's output folder, left out."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for rel, full in _walk(path):
+        for rel, full in code_files(path, skip):
             info = zipfile.ZipInfo(rel, _ZIP_TIME)
             info.external_attr = (os.stat(full).st_mode & 0o777) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -81,11 +86,24 @@ def unpack(bundle: Bundle, cache: Path) -> Path:
     return target
 
 
-def _walk(path: Path) -> list[tuple[str, Path]]:
+def code_files(path: Path, skip: Path | None = None) -> list[tuple[str, Path]]:
+    """The files of a code (or model) folder — (name relative to it, path), sorted — as they
+    are shipped, fingerprinted and hashed for the warm key: caches and version control
+    (:data:`SKIPPED_DIRS`) left out, and so are the output folders of jobs inside it:
+    ``skip`` (the job's own output, which may not exist yet) and any subfolder holding what a
+    job leaves there (:data:`OUTPUT_MARKERS`).  A single file: itself."""
     if path.is_file():
         return [(path.name, path)]
+    skipped = os.path.realpath(skip) if skip is not None else None
     found = []
     for root, dirs, files in os.walk(path):
+        if root != str(path) and (
+            not OUTPUT_MARKERS.isdisjoint(dirs)
+            or not OUTPUT_MARKERS.isdisjoint(files)
+            or os.path.realpath(root) == skipped
+        ):
+            dirs[:] = []  # a job's output folder: none of it is code
+            continue
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
         for name in sorted(files):
             full = Path(root) / name

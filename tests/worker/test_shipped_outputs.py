@@ -5,17 +5,11 @@ leaves none."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import psutil
+import conftest
 import pytest
-from conftest import REPO
-from helpers import cli_args, make_job, summary_of
+from helpers import cli_args, kill_tree, make_job, start_cli, summary_of, wait_until
 
 import daskscore
 from daskscore.io.shipping import OutputTaker
@@ -89,46 +83,16 @@ def test_files_of_kept_mini_batches_are_there_after_a_resume(tmp_path: Path) -> 
         env={"HOLD": "f0005.csv", "RELEASE": str(release)},
     )
     args = cli_args(dep, inputs, out, "--no-shared-filesystem")
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "daskscore", *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = start_cli(*args)
     try:  # the driver killed once some mini-batches are committed and their files home
-        deadline = time.monotonic() + 60
-        while len(_outs(out)) < 3 and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(_outs(out)) >= 3, "the job's files never came home"
+        wait_until(lambda: len(_outs(out)) >= 3, driver, "the job's files came home")
     finally:
-        _kill_tree(driver)
+        kill_tree(driver)
     release.touch()
-    proc = subprocess.run(
-        [sys.executable, "-m", "daskscore", *args, "--resume"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = conftest.run_cli(*args, "--resume", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert summary_of(out)["resumed_mini_batches"] >= 3
     assert _outs(out) == NAMES
-
-
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the driver and every process it started."""
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    for p in family:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
 
 
 def test_the_taker_leaves_files_held_open_and_sends_them_again_when_changed(

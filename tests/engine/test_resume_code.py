@@ -1,0 +1,98 @@
+"""What ``--resume`` compares of the code folder: the code Python imports, byte for byte — not
+what the job writes there itself (its output folder inside the code folder, a cache ``init()``
+writes next to ``__file__``, ``__pycache__``) — and what a shipped job's code bundle holds."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import conftest
+import pytest
+import yaml
+from helpers import cli_args, kill_tree, start_cli, summary_of, wait_until
+
+from daskscore.engine.resume import code_stats
+from daskscore.io.shipping import pack
+
+pytestmark = pytest.mark.timeout(150)
+
+SCRIPT = """
+    import os, time
+    import helper
+
+    def init():
+        here = os.path.dirname(os.path.abspath(__file__))
+        with open(os.path.join(here, "cache.json"), "w") as fh:
+            fh.write(str(time.time()))  # rewritten by every init(), as a tokenizer cache is
+
+    def run(mini_batch):
+        env = os.environ
+        while os.path.basename(mini_batch[0]) == env["HOLD"] and not os.path.exists(env["GO"]):
+            open(env["HELD"], "w").close()
+            time.sleep(0.05)
+        return [helper.tag(p) for p in mini_batch]
+"""
+
+
+def _code_dot(root: Path, **env: str) -> Path:
+    """A deployment with ``code: .`` (its folder holds the script, a module and the model)."""
+    root.mkdir(parents=True)
+    (root / "score.py").write_text(textwrap.dedent(SCRIPT))
+    (root / "helper.py").write_text("import os\n\ndef tag(p):\n    return os.path.basename(p)\n")
+    (root / "model").mkdir()
+    (root / "model" / "w.txt").write_text("3")
+    doc = {
+        "type": "model",
+        "model": {"path": "model"},
+        "code_configuration": {"code": ".", "scoring_script": "score.py"},
+        "settings": {"mini_batch_size": 1, "environment_variables": env},
+    }
+    (root / "deployment.yml").write_text(yaml.safe_dump(doc))
+    return root / "deployment.yml"
+
+
+def test_a_job_writing_into_its_code_folder_resumes(tmp_path: Path) -> None:
+    root = tmp_path / "job"
+    held, go = tmp_path / "held", tmp_path / "go"
+    dep = _code_dot(root, HOLD="f0005.csv", HELD=str(held), GO=str(go))
+    inputs = conftest.write_inputs(tmp_path / "in", 6)
+    out = root / "out"  # inside the code folder
+    args = cli_args(dep, inputs, out)
+    job = start_cli(*args)
+    try:  # killed in the middle: init() wrote its cache, the output folder holds the job
+        wait_until(held.exists, job, "the job reached its last mini-batch")
+    finally:
+        kill_tree(job)
+    go.touch()
+    proc = conftest.run_cli(*args, "--resume", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert summary_of(out)["succeeded_items"] == 6
+
+
+def test_code_stats_are_the_code_python_imports(tmp_path: Path) -> None:
+    root = tmp_path / "job"
+    _code_dot(root)
+    (root / "labels.txt").write_text("cat\n")
+    before = code_stats(root, root / "score.py", skip=root / "out")
+    (root / "cache.json").write_text("written by init()")
+    (root / "labels.txt").write_text("dog\n")
+    for folder in ("out/.daskscore", "__pycache__", "old/.daskscore-kept"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "x.py").write_text("written by a job")
+    assert code_stats(root, root / "score.py", skip=root / "out") == before
+    (root / "helper.py").write_text("def tag(p):\n    return p\n")  # a real edit
+    assert code_stats(root, root / "score.py", skip=root / "out") != before
+
+
+def test_the_code_bundle_leaves_out_job_outputs(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    root = tmp_path / "job"
+    _code_dot(root)
+    for folder in ("out", "old", "old/.daskscore"):
+        (root / folder).mkdir()
+        (root / folder / "predictions.csv").write_text("rows")
+    names = zipfile.ZipFile(io.BytesIO(pack(root, skip=root / "out").data)).namelist()
+    assert sorted(names) == ["deployment.yml", "helper.py", "model/w.txt", "score.py"]
