@@ -1,9 +1,12 @@
 """What ``--resume`` compares of the code folder: the code Python imports, byte for byte — not
 what the job writes there itself (its output folder inside the code folder, a cache ``init()``
-writes next to ``__file__``, ``__pycache__``) — and what a shipped job's code bundle holds."""
+writes next to ``__file__``, ``__pycache__``) — and what a shipped job's code bundle holds.
+What ``init()`` writes into ``$AZUREML_MODEL_DIR/model`` stays off the user's model folder,
+whose files resume compares."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -25,6 +28,9 @@ SCRIPT = """
         here = os.path.dirname(os.path.abspath(__file__))
         with open(os.path.join(here, "cache.json"), "w") as fh:
             fh.write(str(time.time()))  # rewritten by every init(), as a tokenizer cache is
+        model = os.path.join(os.environ["AZUREML_MODEL_DIR"], "model")
+        with open(os.path.join(model, "compiled.cache"), "w") as fh:
+            fh.write(str(time.time()))  # a compiled model next to the weights
 
     def run(mini_batch):
         env = os.environ
@@ -52,7 +58,7 @@ def _code_dot(root: Path, **env: str) -> Path:
     return root / "deployment.yml"
 
 
-def test_a_job_writing_into_its_code_folder_resumes(tmp_path: Path) -> None:
+def test_a_job_writing_into_its_code_and_model_folders_resumes(tmp_path: Path) -> None:
     root = tmp_path / "job"
     held, go = tmp_path / "held", tmp_path / "go"
     dep = _code_dot(root, HOLD="f0005.csv", HELD=str(held), GO=str(go))
@@ -68,6 +74,7 @@ def test_a_job_writing_into_its_code_folder_resumes(tmp_path: Path) -> None:
     proc = conftest.run_cli(*args, "--resume", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert summary_of(out)["succeeded_items"] == 6
+    assert sorted(os.listdir(root / "model")) == ["w.txt"]  # the cache stayed the job's own
 
 
 def test_code_stats_are_the_code_python_imports(tmp_path: Path) -> None:
