@@ -15,13 +15,12 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from daskscore import _compat
 from daskscore.cli.parser import build_parser as _parser
 from daskscore.cluster.local import parse_resources, tls_security
-from daskscore.config.loader import load_deployment
+from daskscore.config.loader import load_deployment, path_from_here
 from daskscore.config.options import JobOptions
 from daskscore.config.settings import UnknownKeyWarning
 from daskscore.devtools import scaffold
@@ -78,13 +77,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | int]:
         if not sep or not key.strip():
             raise argparse.ArgumentTypeError(f"--set {item!r}: expected KEY=VALUE")
         key = key.strip()
-        if (
-            key in ("model.path", "model", "code_configuration.code")
-            and value
-            and "://" not in value
-        ):
-            value = str(Path(value).expanduser().resolve())  # relative to where you are
-        overrides[key] = value
+        overrides[key] = path_from_here(key, value)  # (a path: relative to where you are)
     if args.mini_batch_size is not None:
         overrides["settings.mini_batch_size"] = args.mini_batch_size
     if getattr(args, "instance_count", None) is not None:

@@ -229,6 +229,21 @@ def _model(value: Any, base: Path, where: str) -> Model | None:
     return Model(path=resolved, name=str(name) if name is not None else None)
 
 
+#: Override keys that name a local path (a URL or a registered model may be given too).
+PATH_OVERRIDES = ("model.path", "model", "code_configuration.code")
+
+
+def path_from_here(key: str, value: str) -> str:
+    """A ``--set`` override as the command line means it: a path key's local path is taken
+    from the current folder (the deployment file's own are from its folder), made absolute as
+    they are — its symbolic links kept (:func:`_absolute`); a URL and a registered model
+    (``azureml:...``) are left as they are, for :func:`_model` to take or refuse as it does
+    the file's."""
+    if key not in PATH_OVERRIDES or not value or "://" in value or value.startswith("azureml:"):
+        return value
+    return str(_absolute(Path(os.path.expanduser(value))))
+
+
 def _absolute(path: Path) -> Path:
     """``path`` made absolute, its symbolic links kept (not ``resolve()``d): the model is under
     its own name in ``AZUREML_MODEL_DIR`` and ``__file__`` is the script's own path when either
