@@ -74,11 +74,35 @@ class WriteFailed(DaskScoreError):
         if hasattr(errno, name)
     )
 
+    #: ``OSError.errno`` values that are the disk's when they are about the job's own files
+    #: (inside its output folder): a folder made read-only (``chmod``, ``chattr +i``) under it
+    DENIED = frozenset({errno.EACCES, errno.EPERM})
+
+    @classmethod
+    def is_disk(cls, exc: BaseException | None, out: Any) -> bool:
+        """Whether ``exc`` is the disk's: full, over quota, read-only, or a permission refused
+        on a file inside the output folder ``out``."""
+        if not isinstance(exc, OSError):
+            return False
+        if exc.errno in cls.ERRNOS:
+            return True
+        if exc.errno not in cls.DENIED or not exc.filename or out is None:
+            return False
+        import os
+
+        try:
+            inside = os.path.commonpath(
+                [os.path.abspath(os.fsdecode(exc.filename)), os.path.abspath(os.fspath(out))]
+            ) == os.path.abspath(os.fspath(out))
+        except (TypeError, ValueError):  # (another drive, a URL)
+            return False
+        return inside
+
     @classmethod
     def of(cls, exc: BaseException | None, out: Any, what: str) -> WriteFailed | None:
         """The error for ``exc`` if it is a disk's (None otherwise): ``what`` was being
         written into the output folder ``out``."""
-        if not isinstance(exc, OSError) or exc.errno not in cls.ERRNOS:
+        if not isinstance(exc, OSError) or not cls.is_disk(exc, out):
             return None
         where = f" ({exc.filename})" if exc.filename else ""
         return cls(

@@ -444,6 +444,5 @@ def _is_worker_loss(exc: BaseException | None) -> bool:
     from distributed.comm.core import CommClosedError
     from distributed.scheduler import KilledWorker
 
-    if isinstance(exc, OSError) and exc.errno in WriteFailed.ERRNOS:
-        return False  # (the disk's, not the worker's: see Dispatcher._raise_if_disk)
+    # (a disk's error is raised before this is asked: Dispatcher._raise_if_disk)
     return isinstance(exc, (KilledWorker, CommClosedError, OSError))

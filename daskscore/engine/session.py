@@ -46,8 +46,8 @@ from daskscore.engine.plan import plan_job
 from daskscore.engine.scoredeaths import ROOT, PartitionWatch, count_deaths_fairly
 from daskscore.engine.scorefail import COUNTS_ROOT, failure_of, raise_if_over
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started, topic
-from daskscore.engine.work import charged, tries_text
-from daskscore.errors import InitFailed, UsageError
+from daskscore.engine.work import charged, describe_work, tries_text
+from daskscore.errors import InitFailed, JobFailed, UsageError
 from daskscore.protocol import MiniBatchRecord, WorkerJob, error_line
 from daskscore.worker.deadline import watch_deadlines
 from daskscore.worker.plugin import get_runtime
@@ -189,9 +189,14 @@ def first_rows(job_id: str, work: Any) -> Any:
     if not recs[-1].done or frame is None:
         last = recs[-1]
         why = error_line(last.error, empty="?")
-        raise RuntimeError(
-            f"cannot infer the predictions' columns: the first mini-batch failed ({why}); "
-            "pass meta= to score()"
+        files = [str(f) for f in describe_work(list(work) if isinstance(work, tuple) else work)]
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise JobFailed(
+            f"score(): cannot infer the predictions' columns: mini-batch 0 ({shown}), which "
+            f"score() runs first to see them, failed ({last.status}: {why}). Fix the script, "
+            "or pass meta= to score() (an empty DataFrame with the columns and dtypes run() "
+            "returns) so that no mini-batch is run before the frame is computed.",
+            user_traceback=last.error or None,
         )
     if not len(frame) and len(frame.columns):
         logger.warning(

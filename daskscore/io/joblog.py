@@ -30,15 +30,23 @@ class FileLogHandler(logging.Handler):
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._secrets = secrets
         self._pid = os.getpid()
+        #: lines the file could not take (a full disk)
+        self.lost = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._fd is None or os.getpid() != self._pid:
             return  # closed, or inherited by a forked process
         try:
             line = redact(self.format(record), self._secrets) + "\n"
-            os.write(self._fd, line.encode("utf-8", "backslashreplace"))  # a non-UTF-8 name
         except Exception:  # noqa: BLE001 - logging must never fail the job
             self.handleError(record)
+            return
+        try:
+            os.write(self._fd, line.encode("utf-8", "backslashreplace"))  # a non-UTF-8 name
+        except OSError:
+            # a full (or read-only) disk: the job says so itself (WriteFailed); a traceback
+            # of logging's for every line after would bury that on the terminal
+            self.lost += 1
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -76,3 +84,7 @@ def job_logging(out_dir: Path, level: str, secrets: tuple[str, ...] = ()) -> Ite
         logger.setLevel(saved_level)
         quiet.__exit__(None, None, None)
         handler.close()
+        if handler.lost:
+            logger.warning(
+                "%d line(s) of the job's log could not be written to %s", handler.lost, path
+            )

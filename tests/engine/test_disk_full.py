@@ -109,3 +109,65 @@ def test_a_driver_that_cannot_write_the_predictions_says_so_then_resume_writes_t
 
     assert again.returncode == 0, again.stderr
     _rows_once(out)
+
+
+LOCKING = """
+    import os
+    import subprocess
+
+    def run(mini_batch):
+        parts = os.path.join(os.environ["AZUREML_BI_OUTPUT_PATH"], ".daskscore", "parts")
+        if not os.path.exists(os.environ["LOCKED"]):  # (the first call: the folder goes read-only)
+            open(os.environ["LOCKED"], "w").close()
+            os.chmod(parts, 0o555)
+            if os.geteuid() == 0:  # (root writes through a mode: make the folder immutable)
+                subprocess.run(["chattr", "+i", parts], check=False, capture_output=True)
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return False
+    (folder / "probe").unlink()
+    return True
+
+
+def test_a_staging_folder_made_read_only_stops_the_job_then_resume_finishes_it(
+    tmp_path: Path,
+) -> None:
+    """A permission refused on the job's own files (a folder made read-only under the output
+    folder) is the disk's, as a full disk is: the job stops with WriteFailed, no try charged
+    (each was taken for a worker death, PROCESS_DIED, and the job ended Completed)."""
+    locked = tmp_path / "locked"
+    dep = write_deployment(
+        tmp_path / "deploy",
+        LOCKING,
+        settings={"mini_batch_size": 3, "environment_variables": {"LOCKED": str(locked)}},
+    )
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+    out = tmp_path / "out"
+    args = ["run", str(dep), "--input", str(inputs), "--output", str(out), "--workers", "1"]
+    parts = out / ".daskscore" / "parts"
+    try:
+        proc = run_cli(*args)
+        if proc.returncode == 0 and locked.exists() and _writable(parts):
+            pytest.skip("the staging folder could not be made read-only here")
+
+        assert proc.returncode == 1, proc.stderr
+        assert "daskscore: error: writing the job's staged output failed: " in proc.stderr
+        assert "--resume" in proc.stderr
+        assert "PROCESS_DIED" not in proc.stderr and "internal error" not in proc.stderr
+        assert not (out / "predictions.csv").exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(parts)], check=False, capture_output=True)
+        if parts.exists():
+            parts.chmod(0o755)
+
+    again = run_cli(*args, "--resume")
+
+    assert again.returncode == 0, again.stderr
+    names = (out / "predictions.csv").read_text().split()
+    assert sorted(names) == [f"f{i:04d}.csv" for i in range(N_FILES)]

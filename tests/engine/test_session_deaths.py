@@ -189,10 +189,12 @@ def test_by_default_the_computation_raises_naming_the_mini_batch(
 def test_inferring_the_columns_from_a_first_mini_batch_that_ends_its_process(
     tmp_path: Path, sessions: list[Any]
 ) -> None:
-    with pytest.raises(RuntimeError, match="pass meta= to score") as info:
+    with pytest.raises(JobFailed, match="pass meta= to score") as info:
         _score(tmp_path, sessions, meta=False, DIE_ON="f0000.csv")
 
     assert "died during run()" in str(info.value)
+    assert "mini-batch 0 (" in str(info.value) and "f0000.csv" in str(info.value)
+    assert "PROCESS_DIED" in str(info.value)
     assert _calls(tmp_path / "calls", "f0000.csv") == 1
 
 

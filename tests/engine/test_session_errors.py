@@ -151,3 +151,27 @@ def test_without_a_client_score_says_what_it_needs(tmp_path: Path) -> None:
         proc.stderr
     ), proc.stderr
     assert "pass client=Client" in proc.stderr
+
+
+def test_a_first_mini_batch_that_raises_without_meta_names_it_with_the_traceback(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    """Without ``meta=``, score() runs mini-batch 0 to see the columns: when it fails, the
+    error names it and its files and carries the script's traceback (it was a bare
+    RuntimeError with one line)."""
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SCRIPT,
+        settings={"mini_batch_size": SIZE, "environment_variables": {"FAIL_ON": "f0001.csv"}},
+    )
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+
+    with pytest.raises(JobFailed) as info:
+        daskscore.score(dep, inputs, on_error="drop")
+
+    message = str(info.value)
+    assert "mini-batch 0 (" in message and "f0000.csv" in message and "f0001.csv" in message
+    assert "ValueError: cannot score f0001.csv" in message
+    assert "pass meta= to score()" in message
+    assert info.value.user_traceback is not None
+    assert 'raise ValueError(f"cannot score {name}")' in info.value.user_traceback
