@@ -184,7 +184,9 @@ class Dispatcher:
                 on_tick()
             now = time.monotonic()
             self.connection.check(now)
-            if now - self.last_count >= RECOUNT_S:
+            # (without its scheduler, a question to the cluster waits for the connect timeout,
+            # 30 s, holding back the check above: ClusterLost came 50 s after, not 20)
+            if now - self.last_count >= RECOUNT_S and self.connection.since is None:
                 if self.count_workers is not None:
                     self._recount()
                 if self.check_install is not None:

@@ -151,6 +151,8 @@ class ScriptInstall:
         (a listing of an empty folder): called as tasks are lost, and now and then."""
         if self.marks is None or not any(self.marks.glob("*.json")):
             return
+        if getattr(self.client, "status", "running") != "running":
+            return  # (no scheduler to ask: the job's SchedulerWatch says what happened)
         found, exits, _ = _look(self.client, self.marks, time.time() - self.since + 1.0)
         if any(m.get("pid") in exits for m in found):
             logger.warning("a restarted worker process died while it installed the script")

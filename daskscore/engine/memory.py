@@ -140,6 +140,8 @@ class MemoryDeaths:
     def _event(self, pid: int | None, since: float | None) -> dict[str, Any] | None:
         """The nanny's memory event of process ``pid``, if it logged one (``pid`` unknown: the
         first unclaimed one since ``since``)."""
+        if getattr(self.client, "status", "running") != "running":
+            return None  # (no scheduler to ask: a call would wait for its connect timeout)
         try:
             events = self.client.get_events(TOPIC)
         except Exception:  # noqa: BLE001 - no events: a plain death
