@@ -107,8 +107,9 @@ def interrupted(job: JobRun, phase: str) -> KeyboardInterrupt:
     s["status"] = outputdir.INTERRUPTED
     s["interrupted_phase"] = phase
     s["reason"] = (
-        f"interrupted (Ctrl-C) {PHASE_WORDS.get(phase, phase)}, with {len(outcomes.final)} of "
-        f"{len(job.plan.work)} mini-batches done; --resume finishes it"
+        f"interrupted (Ctrl-C) {PHASE_WORDS.get(phase, phase)}, with at least "
+        f"{len(outcomes.final)} of {len(job.plan.work)} mini-batches done (tasks in flight may "
+        "commit more as they stop); --resume finishes it"
     )
     try:  # (the summary last: it says Interrupted, so the folder stays resumable)
         write_logs(record, outcomes, JobResult(s["status"], record.out_dir, None, s))
