@@ -52,9 +52,7 @@ class SchedulerWatch:
             f"the Dask scheduler at {self.address} has not answered for {now - self.since:.0f} s "
             "(it stopped, was killed, or the connection to it failed): the job cannot go on. "
             f"What was committed (at least {self.kept()}) is kept in {self.output}; once a "
-            "scheduler runs "
-            "again, the "
-            "same command with --resume finishes the job."
+            "scheduler runs again, the same command with --resume finishes the job."
         )
 
 
