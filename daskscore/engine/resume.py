@@ -126,6 +126,20 @@ def fingerprint(
     }
 
 
+def refresh_model(staging: Path, model: Path | str | None) -> None:
+    """Note in the job's manifest the model folder as ``init()`` left it, once it ran on every
+    worker: a script may write there (a compiled cache next to the weights, rewritten by every
+    ``init()``), and that write is the job's own, not a change a resume must refuse.  What a
+    resume compares is then what this job's ``run()`` calls saw.  A URL is left as it was."""
+    if model is None or isinstance(model, str):
+        return
+    manifest = read_manifest(staging)
+    if manifest is None or not isinstance(manifest.get("fingerprint"), dict):
+        return
+    manifest["fingerprint"]["model"] = _hash(_model_stats(model))
+    write_manifest(staging, manifest)
+
+
 def read_manifest(staging: Path) -> dict[str, Any] | None:
     try:
         return json.loads((staging / MANIFEST).read_text(encoding="utf-8"))

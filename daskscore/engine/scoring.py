@@ -17,7 +17,7 @@ from typing import Any
 
 from daskscore import _compat
 from daskscore.cluster.local import ClusterHandle
-from daskscore.engine import jobview, probe, transport
+from daskscore.engine import jobview, probe, resume, transport
 from daskscore.engine.dispatch import Dispatcher
 from daskscore.engine.finish import JobRecord
 from daskscore.engine.install import ScriptInstall
@@ -147,6 +147,11 @@ def score_all(
         if plan.options.progress:
             notify("init()…")
         job.record.warm_workers = script.install()
+        model = plan.deployment.model
+        try:  # (what init() wrote into the model folder is the job's own: resume.refresh_model)
+            resume.refresh_model(job.staging, model.path if model else None)
+        except OSError:
+            logger.debug("noting the model folder after init() failed", exc_info=True)
         phases.mark("init")
         logger.info("scoring script installed and init() done on every worker")
         with _compat.span("daskscore", job.record.job_id):  # (Dask's metrics, per job)

@@ -32,45 +32,19 @@ def set_environment(
     """Set what a scoring script sees, as Azure does; return the model folder made for it.
 
     ``AZUREML_MODEL_DIR`` is a new temporary folder (in ``folder``: a worker's own scratch
-    folder, which Dask removes should the process die) holding the model under its own base
-    name (:func:`model_view`); ``AZUREML_BI_OUTPUT_PATH`` and ``job.env`` are set;
-    ``sys.argv`` is the script's own; a ``device`` becomes ``CUDA_VISIBLE_DEVICES``.  What
+    folder, which Dask removes should the process die) holding a symlink to the model under
+    its own base name; ``AZUREML_BI_OUTPUT_PATH`` and ``job.env`` are set; ``sys.argv`` is
+    the script's own; a ``device`` becomes ``CUDA_VISIBLE_DEVICES``.  What
     :func:`restore_environment` needs to undo it is kept in ``saved``.
     """
     model_dir = tempfile.mkdtemp(prefix="daskscore-model-", dir=folder)
     if job.model_path:
         model = Path(job.model_path)
-        model_view(model, Path(model_dir) / model.name)
+        os.symlink(model, Path(model_dir) / model.name, target_is_directory=model.is_dir())
     env = script_environment(job, model_dir, device)
     saved["env"] = {key: _variable(key).push(value) for key, value in env.items()}
     saved["argv"] = ARGV.push([job.script])
     return model_dir
-
-
-def model_view(model: Path, view: Path) -> None:
-    """Make ``view`` the model as the script sees it: a symlink to a single-file model; for a
-    folder, a tree of real folders whose files are symlinks to the model's files.
-
-    On Azure the model folder is each node's own copy, which a script may write into (a
-    compiled-model cache next to the weights).  The view keeps such writes off the user's
-    model without copying it: reads go through the links, and a file the script creates
-    lands in the view (removed with it when the job ends), so it neither changes the model
-    folder that the resume fingerprint and the warm key read nor shows up in the next job's.
-    A script that opens one of the model's own files for writing still writes through its
-    link into the user's file, as it would with the folder itself.
-    """
-    model = Path(os.path.abspath(model))
-    if not model.is_dir():
-        os.symlink(model, view)
-        return
-    for root, dirs, files in os.walk(model):
-        here = view / os.path.relpath(root, model)
-        here.mkdir(exist_ok=True)
-        for name in dirs:
-            if os.path.islink(os.path.join(root, name)):  # (not walked: linked as it is)
-                os.symlink(os.path.join(root, name), here / name, target_is_directory=True)
-        for name in files:
-            os.symlink(os.path.join(root, name), here / name)
 
 
 def script_environment(job: WorkerJob, model_dir: str | None, device: str | None) -> dict[str, str]:

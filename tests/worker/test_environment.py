@@ -5,13 +5,11 @@ the process as it was (no variable, secret or not, of a closed job left behind).
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -133,28 +131,3 @@ def test_a_warm_script_taken_over_by_the_next_job_becomes_the_newest(
     assert ours() == process["env"]
     for folder in dirs:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def test_the_model_is_seen_under_its_name_and_new_files_stay_off_the_users_folder(
-    tmp_path: Path, process: dict[str, Any]
-) -> None:
-    model = tmp_path / "models" / "digits"
-    (model / "sub").mkdir(parents=True)
-    (model / "w.pt").write_bytes(b"weights")
-    (model / "sub" / "vocab.txt").write_text("a b")
-    before = sorted(str(p.relative_to(model)) for p in model.rglob("*"))
-    saved: dict[str, Any] = {}
-    view = Path(set_environment(replace(job("m", tmp_path), model_path=str(model)), saved))
-    try:
-        assert sorted(os.listdir(view)) == ["digits"]  # the model under its own name, alone
-        assert sorted(glob.glob(f"{view}/*/*.pt")) == [str(view / "digits" / "w.pt")]
-        assert (view / "digits" / "sub" / "vocab.txt").read_text() == "a b"
-        # what init() writes next to the weights (a compiled cache) is the job's own
-        (view / "digits" / "compiled.cache").write_text("cache")
-        (view / "digits" / "sub" / "extra.bin").write_bytes(b"x")
-        assert (view / "digits" / "compiled.cache").read_text() == "cache"
-    finally:
-        restore_environment(saved)
-        shutil.rmtree(view)
-    assert sorted(str(p.relative_to(model)) for p in model.rglob("*")) == before
-    assert (model / "w.pt").read_bytes() == b"weights"  # removing the view left the model
