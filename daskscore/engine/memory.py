@@ -39,8 +39,10 @@ NEAR_LIMIT = 0.8
 
 
 #: How long a crash's charge waits for the embedded cluster's nanny to say how its worker
-#: process ended (it logs that as it notices, about when the scheduler does).
-EXIT_WAIT_S = 0.5
+#: process ended (it logs that as it notices, about when the scheduler does; on a machine
+#: busy with more than its cores can run, that was seen to take over 0.5 s, and the crash was
+#: charged without its signal).  Only a death waits, and only until the nanny has spoken.
+EXIT_WAIT_S = 2.0
 
 
 def _exit_status_soon(pid: int | None) -> int | None:
