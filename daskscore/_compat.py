@@ -132,6 +132,7 @@ def _fork_server(
     key_r, key_w = os.pipe() if with_authkey else (None, None)
     pid = os.fork()
     if pid == 0:  # the server
+        _fresh_client_state(server)
         _serve(forkserver.main, listener.fileno(), alive_r, key_r, [alive_w, key_w], ready)
     os.close(alive_r)
     listener.close()
@@ -166,6 +167,18 @@ def _serve(
         code = 1
     finally:
         os._exit(code)
+
+
+def _fresh_client_state(server: Any) -> None:
+    """In the forked server: its ``ForkServer`` client state as a fresh process has it, for the
+    workers forked from it.  The lock was held by the parent when it forked (a worker's script
+    that started a fork server of its own, ``multiprocessing.get_context("forkserver")``, waited
+    on it for ever), and the preload list is the driver's (the script's own server would import
+    Dask and ready itself as this one).  Fallback: left as it is where the attributes differ."""
+    if hasattr(server, "_lock"):
+        server._lock = threading.Lock()
+    if isinstance(getattr(server, "_preload_modules", None), list):
+        server._preload_modules = ["__main__"]
 
 
 def _send_authkey(key_w: int) -> bytes:

@@ -50,6 +50,16 @@ NANNY_ENV_UNSET = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_":
 #: them.
 KEEP_NANNIES = {"distributed.deploy.lost-worker-timeout": "3650d"}
 
+#: While the embedded cluster is open (its nannies read it each time they start a worker, a
+#: restart too): its worker processes are not daemonic.  Python forbids a daemonic process
+#: children, so ``multiprocessing.Pool``, ``ProcessPoolExecutor`` or a torch ``DataLoader`` with
+#: ``num_workers`` in ``init()`` or ``run()`` failed ("daemonic processes are not allowed to
+#: have children"); on Azure the script's process is an ordinary one.  What the daemonic flag
+#: did (children ended with their parent) is done for every worker anyway: each leads a process
+#: group of its own, ended when the worker ends, however it ends (see
+#: :mod:`daskscore.worker.deaths`).
+NOT_DAEMONIC = {"distributed.worker.daemon": False}
+
 #: How often the embedded cluster's servers check their event loop (Dask's default: 20ms).
 TICK_INTERVAL = "500ms"
 
@@ -266,7 +276,8 @@ def local_cluster(
     While the context is open, this process's nannies look for their worker's start-up message
     every :data:`HANDSHAKE_POLL_S` (for restarts during the job, too); Dask's own interval is
     back after.  Its nannies kill a worker whose ``run()`` overran its deadline without letting
-    the worker's own watchdog act (:mod:`daskscore.worker.deadline`).
+    the worker's own watchdog act (:mod:`daskscore.worker.deadline`), and start worker processes
+    that are not daemonic (:data:`NOT_DAEMONIC`: the script may start its own).
     """
     if resources:
         kwargs["resources"] = dict(resources)
@@ -293,7 +304,7 @@ def local_cluster(
         client = Client(cluster, set_as_default=False)
         try:
             watch_deadlines(client)
-            with dask.config.set(KEEP_NANNIES):
+            with dask.config.set({**KEEP_NANNIES, **NOT_DAEMONIC}):
                 link = cluster.dashboard_link if with_dashboard else None
                 yield ClusterHandle(client, cluster, link)
         finally:
@@ -318,6 +329,7 @@ def _cluster_config(with_dashboard: bool) -> dict[str, Any]:
     """The Dask configuration the embedded cluster is started with."""
     config: dict[str, Any] = {
         **NANNY_ENV_UNSET,
+        **NOT_DAEMONIC,
         "distributed.worker.multiprocessing-method": start_method(),
         # Every Dask server (the scheduler, each nanny, each worker) wakes its event loop every
         # 20 ms by default only to measure how late it wakes: in a worker that wake takes the

@@ -168,10 +168,11 @@ def lead_group() -> None:
     """Make this worker process the leader of a process group of its own (POSIX), before any
     script code runs in it: only for a worker that a nanny started, whose process is its own.
     The processes the script starts join that group, and stay in it when the worker dies and
-    they are handed to another parent: its nanny then ends them (:func:`end_group`).  Its stdin
-    is not the terminal's (multiprocessing gives it ``/dev/null``), so leaving the terminal's
-    foreground group changes nothing else: the driver (or the nanny), not the terminal's
-    Ctrl-C, stops it."""
+    they are handed to another parent: its nanny then ends them (:func:`end_group`), and so
+    does the group's guard (:func:`guard_group`) when the nanny is gone too (its driver was
+    killed).  Its stdin is not the terminal's (multiprocessing gives it ``/dev/null``), so
+    leaving the terminal's foreground group changes nothing else: the driver (or the nanny),
+    not the terminal's Ctrl-C, stops it."""
     if not hasattr(os, "setpgid"):
         return
     try:
@@ -179,13 +180,21 @@ def lead_group() -> None:
             os.setpgid(0, 0)
     except OSError:  # (a session leader, say: the group cannot change)
         logger.debug("worker process %d stays in its process group", os.getpid(), exc_info=True)
+        return
+    guard_group()
+
+
+def leads_group() -> bool:
+    """Whether this process leads its process group (:func:`lead_group` made it)."""
+    return hasattr(os, "getpgid") and os.getpgid(0) == os.getpid()
 
 
 def end_children(pid: int | None = None) -> None:
     """End every process that process ``pid`` (None: this one) started and that still runs,
     and theirs: the script's own processes, once the script is uninstalled.  Python's
     ``multiprocessing`` resource tracker is left: it ends by itself when its process does,
-    after it has removed the shared memory it tracks (killed, it would leave that behind)."""
+    after it has removed the shared memory it tracks (killed, it would leave that behind);
+    so is the group's guard, which outlives the process by design."""
     try:
         import psutil
 
@@ -193,11 +202,120 @@ def end_children(pid: int | None = None) -> None:
     except Exception:  # noqa: BLE001 - gone already, or no psutil: nothing to end
         return
     for child in children:
+        _end(child)
+
+
+def end_leftovers() -> None:
+    """End the script's processes that outlive it in this worker process: its children (and
+    theirs), and the processes of the group this process leads that no longer are its
+    children — a ``subprocess.run(["bash", "-c", "server &"])`` leaves its server to ``init``,
+    still in the group, still holding the files (the driver's output pipe) it inherited.
+    Called once no script is installed in the process.  Nothing of the group is touched where
+    this process does not lead it (a worker without a nanny: its group is its caller's); the
+    worker itself, the resource tracker and the guard are never ended."""
+    end_children()
+    if not leads_group():
+        return
+    try:
+        import psutil
+
+        me = os.getpid()
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != me and os.getpgid(proc.pid) == me:
+                    _end(proc)
+            except (OSError, psutil.Error):  # (ended meanwhile)
+                continue
+    except Exception:  # noqa: BLE001 - no psutil: the children are ended all the same
+        logger.debug("cannot list the processes of group %d", os.getpid(), exc_info=True)
+
+
+def _end(proc: Any) -> None:
+    """SIGKILL ``proc`` (a ``psutil.Process``), unless it is the resource tracker or a guard."""
+    try:
+        cmdline = " ".join(proc.cmdline())
+        if TRACKER not in cmdline and GUARD not in cmdline:
+            proc.kill()
+    except Exception:  # noqa: BLE001 - ended meanwhile
+        pass
+
+
+#: The mark in the command line of a group's guard (see :func:`guard_group`).
+GUARD = "daskscore-group-guard"
+
+#: The guard's program: wait for the worker process (argv[2]) to end, then SIGKILL what is
+#: left of the process group it led, the resource tracker spared (it ends by itself once its
+#: process is gone, after it has removed the shared memory it tracks).  Standard library only,
+#: run with ``-S``: it starts in milliseconds and holds a few MB.
+_GUARD_CODE = """
+import os, signal, sys, time
+pid = int(sys.argv[2])
+try:
+    import select
+    fd = os.pidfd_open(pid)
+    select.select([fd], [], [])
+except (AttributeError, OSError):
+    def alive():
         try:
-            if not any(TRACKER in part for part in child.cmdline()):
-                child.kill()
-        except Exception:  # noqa: BLE001 - ended meanwhile
-            pass
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+    while alive():
+        time.sleep(0.5)
+members = []
+try:
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.getpgid(int(name)) == pid:
+                    with open(f"/proc/{name}/cmdline", "rb") as fh:
+                        if b"multiprocessing.resource_tracker" not in fh.read():
+                            members.append(int(name))
+            except OSError:
+                pass
+except OSError:
+    members = None
+try:
+    if members is None:
+        os.killpg(pid, signal.SIGKILL)
+    for member in members or ():
+        os.kill(member, signal.SIGKILL)
+except OSError:
+    pass
+"""
+
+#: The guard of this process's group (its ``subprocess.Popen``), once started.
+_guard: Any = None
+
+
+def guard_group() -> None:
+    """Start this worker process's guard, once: a small process outside its group that waits
+    for the worker to end, however it ends, and then ends the rest of its group.  Its nanny
+    does the same when it sees the worker die (:func:`end_group`), but a worker whose nanny
+    is gone first — an embedded cluster's, whose driver was killed: Dask's worker then exits
+    at once — leaves no one else to do it, and a script's ``multiprocessing.Pool`` (whose
+    workers wait on their queues for ever) or server would be left running."""
+    global _guard
+    if _guard is not None or not hasattr(os, "killpg"):
+        return
+    import subprocess
+    import sys
+
+    try:
+        _guard = subprocess.Popen(  # noqa: S603 - this interpreter, our own program
+            [sys.executable, "-S", "-c", _GUARD_CODE, GUARD, str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # (not in the group it ends)
+            close_fds=True,
+        )
+    except OSError:  # its nanny still ends the group, where it outlives the worker
+        logger.debug("cannot start the guard of process group %d", os.getpid(), exc_info=True)
 
 
 #: What the command line of ``multiprocessing``'s resource tracker holds.

@@ -35,7 +35,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from daskscore import _compat
 from daskscore.protocol import WorkerJob
-from daskscore.worker.deaths import end_children, lead_group
+from daskscore.worker.deaths import end_leftovers, lead_group
+from daskscore.worker.hosting import ordinary_process
 from daskscore.worker.localize import offers
 from daskscore.worker.runtime import JobRuntime
 
@@ -114,6 +115,7 @@ class ScoringPlugin(WorkerPlugin):
             return  # (another worker of this process installed it: one script per process)
         if _own_process(worker):  # before any script code: what it starts ends with it
             lead_group()
+            ordinary_process()
         label = worker_label(worker.name)
         if job.resources and not offers(worker.state.total_resources, job.resources):
             _RUNTIMES[job.job_id] = JobRuntime(job, label, eligible=False)
@@ -186,11 +188,11 @@ async def release_parked(worker: Any) -> None:
 async def _uninstall(worker: Any, state: JobRuntime) -> None:
     """Uninstall ``state`` (its ``shutdown()`` runs); once no script is installed or parked in
     this process, the processes the scripts started and left running (a server ``init()``
-    started, say) are ended: they would outlive the job, and keep the driver's output pipes
-    open."""
+    started, say, or one a shell of ``run()`` put in the background, whose parent is gone) are
+    ended: they would outlive the job, and keep the driver's output pipes open."""
     await _in_task_thread(worker, state.uninstall)
     if not _RUNTIMES and not _PARKED and _own_process(worker):
-        end_children()
+        end_leftovers()
 
 
 def _own_process(worker: Any) -> bool:

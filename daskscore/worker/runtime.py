@@ -67,6 +67,7 @@ from daskscore.worker.environment import (
     set_environment,
 )
 from daskscore.worker.handoff import SharedDisk, handoff_for
+from daskscore.worker.hosting import hint
 from daskscore.worker.inflight import Announcer
 from daskscore.worker.localize import localize
 from daskscore.worker.memory import RunMemory
@@ -303,7 +304,7 @@ class JobRuntime:
         return redact(text, self.secrets)
 
     def user_traceback(self, exc: BaseException) -> str:
-        return self.shown(script_mod.user_traceback(exc, Path(self.job.code)))
+        return self.shown(script_mod.user_traceback(exc, Path(self.job.code)) + hint(exc))
 
     def _init_error(self, stage: str, exc: BaseException) -> str:
         """The error of a failed import or init(): the script's traceback, after a line saying

@@ -1,0 +1,77 @@
+"""The worker process as the script's host: where it differs from the process Azure runs a
+scoring script in, made alike where it can be, explained where it cannot.
+
+* **Child processes.**  A worker process that a nanny started is the script's own (see
+  :func:`daskscore.worker.plugin._own_process`): :func:`ordinary_process` gives it the
+  platform's default ``multiprocessing`` start method, as a fresh Python process has (a worker
+  inherits the one it was started with: spawn or forkserver, whose children import the
+  driver's main module again, seconds each).  Its workers are not daemonic on daskscore's
+  own clusters (:data:`daskscore.cluster.local.NOT_DAEMONIC`); on a caller's cluster they may
+  be, and Python then forbids them children: :func:`hint` says what to set.
+* **The main thread.**  ``init()`` and ``run()`` run in a thread of the worker, not in its
+  main thread (which serves Dask's event loop), so ``signal.signal()`` raises there; Python
+  runs signal handlers in the main thread only, so no handler the script sets could interrupt
+  its own ``run()`` anyway.  :func:`hint` names the call and what to use instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sys
+
+logger = logging.getLogger(__name__)
+
+#: The start of the message of Python's refusal of a daemonic process's child.
+DAEMONIC = "daemonic processes are not allowed to have children"
+#: ... and of ``signal.signal()`` called outside the main thread.
+NOT_MAIN = "signal only works in main thread"
+
+DAEMONIC_HINT = (
+    "daskscore: this worker process is daemonic, and Python forbids a daemonic process "
+    "children (multiprocessing.Pool, concurrent.futures.ProcessPoolExecutor, a torch "
+    "DataLoader with num_workers > 0). daskscore's own clusters (the embedded one, `daskscore "
+    "cluster start`) start workers that are not; on your own cluster set Dask's "
+    "distributed.worker.daemon to False where the workers' nannies start: "
+    "`DASK_DISTRIBUTED__WORKER__DAEMON=False dask worker ...` (or `worker: {daemon: false}` "
+    "under `distributed:` in the Dask configuration file), or run `dask worker --no-nanny`."
+)
+
+SIGNAL_HINT = (
+    "daskscore: init() and run() run in a thread of the worker process, not in its main "
+    "thread, so signal.signal() cannot be called there (Python runs signal handlers in the "
+    "main thread only: a SIGALRM handler could not interrupt run() anyway). For a per-item "
+    "timeout, use a concurrent.futures.ThreadPoolExecutor's future.result(timeout=...) or a "
+    "child process; for the whole run() call, daskscore already enforces "
+    "settings.retry_settings.timeout. A script that must also run standalone can guard the "
+    "call: `if threading.current_thread() is threading.main_thread(): signal.signal(...)`."
+)
+
+
+def hint(exc: BaseException) -> str:
+    """What to do about ``exc`` (or an exception it was raised from), when it is one of the
+    failures that come of the script's host rather than of the script: a paragraph to put
+    after its traceback (starting with a blank line); ``""`` otherwise."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = str(cause)
+        if isinstance(cause, AssertionError) and DAEMONIC in text:
+            return f"\n\n{DAEMONIC_HINT}"
+        if isinstance(cause, ValueError) and NOT_MAIN in text:
+            return f"\n\n{SIGNAL_HINT}"
+        cause = cause.__cause__ or cause.__context__
+    return ""
+
+
+def ordinary_process() -> None:
+    """Give this worker process the platform's default ``multiprocessing`` start method, as
+    the process of a script run by Python itself has it (``fork`` on Linux up to Python 3.13):
+    a ``Pool`` in ``run()`` then starts in milliseconds, as on Azure.  The worker inherited the
+    method it was started with; Dask's own processes name theirs explicitly, so nothing of
+    Dask's changes."""
+    try:
+        multiprocessing.set_start_method(None, force=True)
+    except Exception:  # noqa: BLE001 - the script keeps the inherited method
+        logger.debug("multiprocessing's start method stays %s", sys.platform, exc_info=True)
