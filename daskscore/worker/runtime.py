@@ -32,7 +32,6 @@ staging, job id and output format, no second ``init()``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -66,13 +65,14 @@ from daskscore.worker.environment import (
     script_environment,
     set_environment,
 )
+from daskscore.worker.fdroute import FDS
 from daskscore.worker.handoff import SharedDisk, handoff_for
 from daskscore.worker.hosting import hint
 from daskscore.worker.inflight import Announcer
 from daskscore.worker.localize import localize
 from daskscore.worker.memory import RunMemory
 from daskscore.worker.stacks import StackDump
-from daskscore.worker.threads import limit_blas_threads
+from daskscore.worker.threads import cap_torch, chosen_threads, limit_blas_threads, torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ class JobRuntime:
         self._log_handler: logging.Handler | None = None
         #: this job's sys.stdout/stderr and root logger level (environment.Overlapped tokens)
         self._streams: list[Any] | None = None
+        self._fds: list[str] | None = None  # (descriptors 1 and 2 routed: worker.fdroute)
         self._root_level: list[Any] | None = None
         #: while install() runs: its mark (the thread, the stage and since when)
         self.installing: InstallMark | None = None
@@ -176,13 +177,13 @@ class JobRuntime:
                 )
                 return
         job = self.job
-        if job.intra_op_threads:
-            limit_blas_threads(job.intra_op_threads)  # loaded before the caps, if forked
+        if job.intra_op_threads:  # loaded before the caps, if forked: the deployment's, or ours
+            limit_blas_threads(chosen_threads(job.env) or job.intra_op_threads)
         self._route_output()
         self._set_environment()
         self._own_variables = ScriptVariables()
         started = time.perf_counter()
-        stage = "import"
+        stage, torch_before = "import", torch_threads()
         try:
             mark.stage(stage)
             self._code = script_mod.open_code(Path(job.code))
@@ -192,7 +193,7 @@ class JobRuntime:
             mark.stage(stage)
             if getattr(self.module, "init", None) is not None:
                 self.module.init()
-            self._limit_threads()
+            cap_torch(job.intra_op_threads, job.env, torch_before)
         except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
             self.init_error = self._init_error(stage, exc)
             self.write_error(stage, script_mod.full_traceback(exc))
@@ -230,6 +231,7 @@ class JobRuntime:
         self.reused = True
         self._switch_log(self._open_log())
         self._reassert()
+        self._fds = FDS.push(str(self._log_path())) if self.nanny else None
         if self._watchdog is not None:
             self._watchdog.name = f"daskscore-watchdog-{job.job_id}"
 
@@ -254,6 +256,7 @@ class JobRuntime:
         ``warm_key``: its log file is closed (prints go nowhere until then) and a shipped
         job's worker-local folders are removed."""
         self.run_ended()
+        FDS.pop(self._fds)
         self._switch_log(open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
         self.handoff.cleanup(self.job)
 
@@ -324,13 +327,6 @@ class JobRuntime:
     def _set_environment(self) -> None:
         self.model_dir = set_environment(self.job, self._saved, self.device, self.local_directory)
 
-    def _limit_threads(self) -> None:
-        n = self.job.intra_op_threads
-        torch = sys.modules.get("torch")
-        if n and torch is not None:
-            with contextlib.suppress(Exception):  # best effort
-                torch.set_num_threads(n)
-
     def _log_path(self) -> Path:
         return Path(self.job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"
 
@@ -352,6 +348,8 @@ class JobRuntime:
     def _route_output(self) -> None:
         self._log_file = self._open_log()
         self._stdout = self._sink = SwitchableStream(self._log_file)
+        if self.nanny:  # (its process is its own: what is written below sys.stdout too)
+            self._fds = FDS.push(str(self._log_path()))
         if self.secrets:
             self._stdout = RedactingStream(self._stdout, self.secrets)
         # (a worker in its caller's process, an in-process cluster's: the caller's prints stay
@@ -373,6 +371,7 @@ class JobRuntime:
             root.removeHandler(self._log_handler)
             ROOT_LEVEL.pop(self._root_level)
             self._unmask()
+        FDS.pop(self._fds)
         if self._stdout is not None:
             STREAMS.pop(self._streams)
             self._stdout.flush()

@@ -4,13 +4,18 @@ Two worker processes each running a multi-threaded numerical library on two core
 slower than with one thread each, so every worker gets ``cores // workers`` threads: through
 environment variables set before the process starts (:data:`THREAD_ENV_VARS`), and, for a
 library that a forked worker inherited already loaded, through the library itself
-(:func:`limit_blas_threads`).
+(:func:`limit_blas_threads`, :func:`cap_torch`).
+
+The script's own choice wins: a deployment that sets one of those variables
+(``settings.environment_variables``) gets its value, as a fresh process would, and an
+``init()`` that sets torch's thread count keeps it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 #: Environment variables that cap the intra-op threads of numpy's BLAS, OpenMP (torch) and
 #: friends.  Set in each worker process before it starts, so that workers × threads ≤ cores:
@@ -76,3 +81,46 @@ def limit_blas_threads(n: int) -> None:
 def intra_op_threads(workers: int) -> int:
     """Threads each worker's numerical libraries may use: cores // workers, at least 1."""
     return max(1, cpu_count() // max(1, workers))
+
+
+#: The variables that set torch's intra-op threads, in the order torch reads them ...
+TORCH_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: ... and a BLAS library's.
+BLAS_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def chosen_threads(env: Mapping[str, str], names: tuple[str, ...] = BLAS_VARS) -> int | None:
+    """The thread count the deployment chose (``env``: its ``settings.environment_variables``)
+    in the first of ``names`` it sets to a positive whole number; None when it chose none."""
+    for name in names:
+        try:
+            value = int(str(env.get(name, "")).strip())
+        except ValueError:
+            continue
+        if value > 0:
+            return value
+    return None
+
+
+def torch_threads() -> int | None:
+    """torch's intra-op thread count now, if torch is loaded in this process (else None)."""
+    torch = sys.modules.get("torch")
+    try:
+        return int(torch.get_num_threads()) if torch is not None else None
+    except Exception:  # noqa: BLE001 - a torch without it: nothing to cap
+        return None
+
+
+def cap_torch(n: int | None, env: Mapping[str, str], before: int | None) -> None:
+    """After the script's import and ``init()``: give a torch that this process had loaded
+    before them (``before``: its thread count then; a worker forked from a server that
+    preloaded torch inherits its threads) the deployment's thread count, else ``n``, unless
+    ``init()`` set its own.  A torch the script's import loaded read the thread variables as it
+    loaded (the cap, or the deployment's): it is left as the script left it."""
+    torch = sys.modules.get("torch")
+    if not n or torch is None or before is None or torch_threads() != before:
+        return
+    try:
+        torch.set_num_threads(chosen_threads(env, TORCH_VARS) or n)
+    except Exception:  # noqa: BLE001 - best effort
+        pass

@@ -1,0 +1,148 @@
+"""The worker process's own output, file descriptors 1 and 2, sent to a job's log file.
+
+``print`` and ``logging`` reach the job's ``logs/user/stdout/<worker>.txt`` through
+``sys.stdout`` (see :mod:`daskscore.worker.environment`), but not what is written below
+Python's streams: ``sys.__stdout__``, a ``subprocess`` that inherits the process's output (a
+CLI tool, ``nvidia-smi``), a C library's ``printf``.  Those went to the worker process's
+file descriptors 1 and 2 — an embedded cluster's are the driver's own — so that the output
+was lost among the driver's lines, and a driver whose standard output is a closed pipe
+(``daskscore run ... | head -1``) failed the script's ``run()`` with ``BrokenPipeError``.
+
+While a job is installed in a worker process that is its own (a nanny started it),
+:class:`FdRoute` points both descriptors at the job's log file (opened to append, as the
+Python-level log is: lines of both land whole).  Log handlers that wrote to the process's
+standard error (Dask's own, ``daskscore run --verbose``'s) keep writing where they did, through
+a copy of the descriptor kept for them.  Jobs that overlap in one process layer as
+:class:`~daskscore.worker.environment.Overlapped` settings do: the newest open job's log holds;
+when the last is uninstalled (or parked), the process's own descriptors are back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: The descriptors routed: standard output and standard error.
+ROUTED = (1, 2)
+
+
+class FdRoute:
+    """The process's descriptors 1 and 2, layered per open job (one instance per process:
+    :data:`FDS`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._layers: list[list[str]] = []
+        #: copies of the process's own descriptors, while a job is routed
+        self._saved: dict[int, int] = {}
+        #: handlers moved to the copy of standard error, and the streams they had
+        self._moved: list[tuple[logging.StreamHandler[Any], Any]] = []
+        self._stderr: Any = None
+
+    def push(self, path: str) -> list[str] | None:
+        """Send descriptors 1 and 2 to ``path`` (appending) for a job; return the token that
+        undoes it, or None when they cannot be (left as they are)."""
+        with self._lock:
+            try:
+                if not self._layers:
+                    self._save()
+                self._point(path)
+            except OSError:
+                logger.debug("output of descriptors 1 and 2 not routed to %s", path, exc_info=True)
+                if not self._layers:
+                    self._restore()
+                return None
+            token = [path]
+            self._layers.append(token)
+            return token
+
+    def pop(self, token: list[str] | None) -> None:
+        """Undo the job of ``token``: the newest job still routed holds, else the process's own
+        descriptors are back (again, or None: nothing)."""
+        with self._lock:
+            if token is None or all(t is not token for t in self._layers):
+                return
+            self._layers = [t for t in self._layers if t is not token]
+            try:
+                if self._layers:
+                    self._point(self._layers[-1][0])
+                    return
+            except OSError:
+                logger.debug("descriptors 1 and 2 back to the process's own", exc_info=True)
+            self._layers = []
+            self._restore()
+
+    def _point(self, path: str) -> None:
+        _flush()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            for target in ROUTED:
+                os.dup2(fd, target)
+        finally:
+            os.close(fd)
+
+    def _save(self) -> None:
+        _flush()
+        for target in ROUTED:
+            self._saved[target] = os.dup(target)
+        # the handlers that write to the process's standard error keep writing there
+        own = {id(sys.__stderr__), id(sys.stderr)}
+        handlers = [h for lg in _loggers() for h in lg.handlers]
+        moved = [
+            h for h in handlers if isinstance(h, logging.StreamHandler) and id(h.stream) in own
+        ]
+        if moved:
+            self._stderr = open(  # noqa: SIM115 - closed in _restore
+                self._saved[2], "w", buffering=1, closefd=False, errors="backslashreplace"
+            )
+            for handler in moved:
+                self._moved.append((handler, handler.setStream(self._stderr)))
+
+    def _restore(self) -> None:
+        _flush()
+        for handler, stream in self._moved:
+            if handler.stream is self._stderr:
+                handler.setStream(stream)
+        self._moved = []
+        if self._stderr is not None:
+            try:
+                self._stderr.close()
+            except OSError:
+                pass
+            self._stderr = None
+        for target, copy in self._saved.items():
+            try:
+                os.dup2(copy, target)
+            except OSError:
+                logger.debug("descriptor %d not restored", target, exc_info=True)
+            finally:
+                os.close(copy)
+        self._saved = {}
+
+
+def _flush() -> None:
+    """Flush what Python buffered for the descriptors before they change."""
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # (a closed pipe: what was buffered for it is lost)
+            pass
+
+
+def _loggers() -> list[logging.Logger]:
+    """The root logger and every logger made so far."""
+    found = [logging.getLogger()]
+    for item in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(item, logging.Logger):
+            found.append(item)
+    return found
+
+
+#: This process's routing.
+FDS = FdRoute()
