@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import sys
+import signal
+import threading
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +67,23 @@ def hint(exc: BaseException) -> str:
 
 
 def ordinary_process() -> None:
-    """Give this worker process the platform's default ``multiprocessing`` start method, as
-    the process of a script run by Python itself has it (``fork`` on Linux up to Python 3.13):
-    a ``Pool`` in ``run()`` then starts in milliseconds, as on Azure.  The worker inherited the
-    method it was started with; Dask's own processes name theirs explicitly, so nothing of
-    Dask's changes."""
+    """Make this worker process, for the script, what a fresh Python process is: the
+    platform's default ``multiprocessing`` start method (``fork`` on Linux up to Python 3.13:
+    a ``Pool`` in ``run()`` starts in milliseconds, as on Azure), and the default action of
+    SIGTERM.  A worker inherits the start method it was started with, and the signal handlers
+    of the process it was forked from (the warm cluster's server stops on SIGTERM: its handler
+    only sets an event, so a ``Pool``'s forked workers ignored ``Pool.terminate()`` and the
+    ``with mp.Pool()`` block waited on them for ever).  Dask's own processes name their start
+    method explicitly, and Dask's nanny ends a worker with SIGTERM expecting the default
+    action: nothing of Dask's changes.  Call from the main thread (a worker's plugin setup)."""
     try:
         multiprocessing.set_start_method(None, force=True)
     except Exception:  # noqa: BLE001 - the script keeps the inherited method
-        logger.debug("multiprocessing's start method stays %s", sys.platform, exc_info=True)
+        logger.debug("multiprocessing's start method stays as inherited", exc_info=True)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if callable(signal.getsignal(signal.SIGTERM)):  # (a handler inherited by a fork)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (OSError, ValueError):
+        logger.debug("SIGTERM keeps its inherited handler", exc_info=True)
