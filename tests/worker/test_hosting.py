@@ -271,3 +271,56 @@ def test_a_callers_daemonic_workers_fail_with_what_to_set(tmp_path: Path) -> Non
             raise AssertionError("init() started a Pool on a daemonic worker")
     assert "daemonic processes are not allowed" in error, error
     assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in error, error
+
+
+WARM_POOLS = """
+import multiprocessing as mp, os, time
+
+def busy(path):
+    open(path, "w").close()
+    time.sleep(300)
+
+def init():
+    global POOL
+    POOL = mp.Pool(2)
+    with open(os.path.join(os.environ["PIDS"], str(os.getpid())), "w") as fh:
+        fh.write(" ".join(str(p.pid) for p in POOL._pool))
+
+def run(mini_batch):
+    started = os.path.join(os.environ["PIDS"], "busy")
+    with mp.Pool(1) as pool:  # left while its worker is busy: terminate() ends it
+        pool.apply_async(busy, (started,))
+        while not os.path.exists(started):
+            time.sleep(0.05)
+    return POOL.map(os.path.basename, mini_batch)
+"""
+
+
+def test_the_warm_clusters_workers_may_start_processes(tmp_path: Path, warm_env) -> None:
+    """The warm cluster's workers too: a Pool in init(), kept while the script stays
+    initialised and ended with the cluster; a Pool left while busy in run() ends at once
+    (Pool.terminate()'s SIGTERM: the warm server's own handler is not its workers')."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    dep, inputs, out = make_job(
+        tmp_path,
+        WARM_POOLS,
+        n_files=2,
+        settings={"retry_settings": {"max_retries": 0, "timeout": 60}},
+        env={"PIDS": str(pids)},
+    )
+    started = conftest.run_cli("cluster", "start", "--workers", "1", env=warm_env, timeout=180)
+    assert started.returncode == 0, show(started)
+
+    proc = conftest.run_cli(*cli_args(dep, inputs, out), env=warm_env)
+
+    assert proc.returncode == 0, show(proc)
+    assert summary_of(out)["succeeded_items"] == 2, show(proc)
+    kept = [int(p) for f in pids.glob("[0-9]*") for p in f.read_text().split()]
+    try:
+        assert len(kept) == 2 and sorted(_gone(kept, within=0)) == sorted(kept), "ended early"
+        stopped = conftest.run_cli("cluster", "stop", env=warm_env, timeout=120)
+        assert stopped.returncode == 0, show(stopped)
+        assert not _gone(kept), "the script's Pool outlived the warm cluster"
+    finally:
+        _kill(kept)
