@@ -13,6 +13,7 @@ import logging
 import os
 import pdb
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -89,6 +90,9 @@ class DryRun:
     written: list[str] = field(default_factory=list)
     #: what run() returned, as it returned it (for :func:`daskscore.validate`)
     value: Any = None
+    #: the signals the script set a handler for (put back afterwards): fine here, in this
+    #: process's main thread, but signal.signal() raises in a worker's thread
+    signals: list[str] = field(default_factory=list)
 
 
 def validate(
@@ -212,18 +216,44 @@ def dry_run(
     )
     report, saved = DryRun(), {}
     model_dir = set_environment(job, saved)
+    handlers = _signal_handlers()
     try:
         with _script_logging(deployment.settings.logging_level):
             _stages(report, deployment, work, csv_kwargs, scratch, post_mortem)
         out = scratch / "output"
         report.written = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
     finally:
+        report.signals = _restore_signals(handlers)
         restore_environment(saved)
         script_mod.forget_code(deployment.code)
         sys.modules.pop(deployment.scoring_script.stem, None)
         shutil.rmtree(model_dir, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
     return report
+
+
+def _signal_handlers() -> dict[signal.Signals, Any]:
+    """This process's signal handlers now, by signal (those Python can read)."""
+    found = {}
+    for sig in signal.valid_signals():
+        try:
+            found[signal.Signals(sig)] = signal.getsignal(sig)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _restore_signals(before: dict[signal.Signals, Any]) -> list[str]:
+    """Put back the handlers the script changed since ``before``; return those signals' names."""
+    changed = []
+    for sig, handler in before.items():
+        try:
+            if signal.getsignal(sig) is not handler:
+                changed.append(sig.name)
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        except (OSError, ValueError, TypeError):
+            continue
+    return changed
 
 
 def _local_model(deployment: Deployment, scratch: Path) -> str | None:
@@ -388,6 +418,13 @@ def _show(report: DryRun, deployment: Deployment, unit: str, rows: int) -> None:
             f"{report.items} {unit}: "
             f"daskscore run counts {report.items - returned} of them failed (a result per item "
             "is what Azure counts as succeeded)."
+        )
+    if report.signals:
+        print(
+            f"warning: the script set a handler for {', '.join(report.signals)} with "
+            "signal.signal(), which works here, in this process's main thread; in daskscore "
+            "run's workers init() and run() run in a thread, where it raises ValueError (see "
+            "'What a script cannot do in a worker' in docs/failures.md)."
         )
     print("OK: init() and run() work.")
 

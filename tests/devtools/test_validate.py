@@ -352,3 +352,25 @@ def test_init_deployment_lists_every_setting_and_loads_to_the_defaults(tmp_path:
     assert deployment.settings == Settings()
     assert deployment.scoring_script == (root / "code" / "score.py").resolve()
     assert deployment.model is not None and deployment.model.path == (root / "model").resolve()
+
+
+def test_validate_warns_of_a_signal_handler_a_worker_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """signal.signal() works in validate's main thread but raises in a worker's thread: the
+    dry run passes, says so, and puts the handler back."""
+    import signal
+
+    script = (
+        "import signal\n\n"
+        "def init():\n"
+        "    signal.signal(signal.SIGALRM, lambda *_: None)\n\n"
+        "def run(mini_batch):\n"
+        "    return mini_batch\n"
+    )
+    before = signal.getsignal(signal.SIGALRM)
+    dep = write_deployment(tmp_path / "d", script)
+    assert validate(str(dep), "--input", str(write_inputs(tmp_path / "in", 1))) == 0
+    out = capsys.readouterr().out
+    assert "warning: the script set a handler for SIGALRM with signal.signal()" in out, out
+    assert signal.getsignal(signal.SIGALRM) is before
