@@ -66,24 +66,32 @@ def hint(exc: BaseException) -> str:
     return ""
 
 
+#: Signals whose handler, when a process the worker was forked from set one, goes back to the
+#: default action in the worker: a fresh process's (SIGINT keeps Python's own, a callable too).
+RESET_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
 def ordinary_process() -> None:
     """Make this worker process, for the script, what a fresh Python process is: the
     platform's default ``multiprocessing`` start method (``fork`` on Linux up to Python 3.13:
     a ``Pool`` in ``run()`` starts in milliseconds, as on Azure), and the default action of
-    SIGTERM.  A worker inherits the start method it was started with, and the signal handlers
-    of the process it was forked from (the warm cluster's server stops on SIGTERM: its handler
-    only sets an event, so a ``Pool``'s forked workers ignored ``Pool.terminate()`` and the
-    ``with mp.Pool()`` block waited on them for ever).  Dask's own processes name their start
-    method explicitly, and Dask's nanny ends a worker with SIGTERM expecting the default
-    action: nothing of Dask's changes.  Call from the main thread (a worker's plugin setup)."""
+    SIGTERM and SIGHUP.  A worker inherits the start method it was started with, and the
+    signal handlers of the process it was forked from (the warm cluster's server stops on
+    SIGTERM: its handler only sets an event, so a ``Pool``'s forked workers ignored
+    ``Pool.terminate()`` and the ``with mp.Pool()`` block waited on them for ever).  Dask's
+    own processes name their start method explicitly, and Dask's nanny ends a worker with
+    SIGTERM expecting the default action: nothing of Dask's changes.  Call from the main
+    thread (a worker's plugin setup)."""
     try:
         multiprocessing.set_start_method(None, force=True)
     except Exception:  # noqa: BLE001 - the script keeps the inherited method
         logger.debug("multiprocessing's start method stays as inherited", exc_info=True)
     if threading.current_thread() is not threading.main_thread():
         return
-    try:
-        if callable(signal.getsignal(signal.SIGTERM)):  # (a handler inherited by a fork)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    except (OSError, ValueError):
-        logger.debug("SIGTERM keeps its inherited handler", exc_info=True)
+    for name in RESET_SIGNALS:
+        sig = getattr(signal, name, None)
+        try:
+            if sig is not None and callable(signal.getsignal(sig)):  # (inherited by a fork)
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            logger.debug("%s keeps its inherited handler", name, exc_info=True)
