@@ -25,6 +25,7 @@ workers after (:func:`remove_plugin`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import time
@@ -192,7 +193,16 @@ async def _uninstall(worker: Any, state: JobRuntime) -> None:
     ended: they would outlive the job, and keep the driver's output pipes open."""
     await _in_task_thread(worker, state.uninstall)
     if not _RUNTIMES and not _PARKED and _own_process(worker):
-        end_leftovers()
+        await _in_task_thread(worker, _end_leftovers)
+
+
+def _end_leftovers() -> None:
+    """End what the uninstalled scripts left running (:func:`end_leftovers`), once what they
+    held is collected: a ``multiprocessing.Pool`` a script kept in a global is terminated by its
+    own finalizer then (its workers, killed from outside while it lived, were started again
+    by the pool's own thread)."""
+    gc.collect()
+    end_leftovers()
 
 
 def _own_process(worker: Any) -> bool:

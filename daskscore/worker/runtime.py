@@ -276,6 +276,7 @@ class JobRuntime:
                 self.write_error("shutdown()", script_mod.full_traceback(exc))
         if self._code is not None:
             self._code.forget()
+        self._code = self.module = None  # (what the script holds, a Pool, may be collected)
         restore_environment(self._saved)
         if self._own_variables is not None:
             self._own_variables.undo()

@@ -16,6 +16,7 @@ import conftest
 import psutil
 from helpers import cli, cli_args, make_job, show, summary_of
 
+from daskscore.worker.deaths import GUARD
 from daskscore.worker.hosting import DAEMONIC_HINT, SIGNAL_HINT, hint
 
 POOLS = """
@@ -298,8 +299,9 @@ def run(mini_batch):
 
 def test_the_warm_clusters_workers_may_start_processes(tmp_path: Path, warm_env) -> None:
     """The warm cluster's workers too: a Pool in init(), kept while the script stays
-    initialised and ended with the cluster; a Pool left while busy in run() ends at once
-    (Pool.terminate()'s SIGTERM: the warm server's own handler is not its workers')."""
+    initialised and ended when another deployment takes the worker; a Pool left while busy in
+    run() ends at once (Pool.terminate()'s SIGTERM: the warm server's own handler is not its
+    workers')."""
     pids = tmp_path / "pids"
     pids.mkdir()
     dep, inputs, out = make_job(
@@ -316,11 +318,26 @@ def test_the_warm_clusters_workers_may_start_processes(tmp_path: Path, warm_env)
 
     assert proc.returncode == 0, show(proc)
     assert summary_of(out)["succeeded_items"] == 2, show(proc)
-    kept = [int(p) for f in pids.glob("[0-9]*") for p in f.read_text().split()]
+    (worker,) = [int(f.name) for f in pids.glob("[0-9]*")]
+    kept = [int(p) for p in (pids / str(worker)).read_text().split()]
     try:
         assert len(kept) == 2 and sorted(_gone(kept, within=0)) == sorted(kept), "ended early"
+        # another deployment: the parked script is uninstalled, its Pool ended (not killed
+        # under the pool, whose own thread would start its workers again)
+        other = make_job(tmp_path / "other", "def run(mini_batch):\n    return mini_batch\n",
+                         n_files=1)  # fmt: skip
+        assert conftest.run_cli(*cli_args(*other), env=warm_env).returncode == 0
+        assert not _gone(kept), "the script's Pool outlived its uninstall"
+        left = [c.cmdline() for c in psutil.Process(worker).children() if not _guard(c)]
+        assert left == [], left
         stopped = conftest.run_cli("cluster", "stop", env=warm_env, timeout=120)
         assert stopped.returncode == 0, show(stopped)
-        assert not _gone(kept), "the script's Pool outlived the warm cluster"
     finally:
         _kill(kept)
+
+
+def _guard(proc: psutil.Process) -> bool:
+    try:
+        return GUARD in " ".join(proc.cmdline())
+    except psutil.Error:
+        return True  # (gone)
