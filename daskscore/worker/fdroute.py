@@ -90,12 +90,11 @@ class FdRoute:
         _flush()
         for target in ROUTED:
             self._saved[target] = os.dup(target)
-        # the handlers that write to the process's standard error keep writing there
-        own = {id(sys.__stderr__), id(sys.stderr)}
+        # the handlers that write to the process's standard error keep writing there (those
+        # whose stream is descriptor 2 itself: a job's own handler writes to a stream of its
+        # log file, which sys.stderr may be by now, a warm job's taken over)
         handlers = [h for lg in _loggers() for h in lg.handlers]
-        moved = [
-            h for h in handlers if isinstance(h, logging.StreamHandler) and id(h.stream) in own
-        ]
+        moved = [h for h in handlers if isinstance(h, logging.StreamHandler) and _on_fd2(h)]
         if moved:
             self._stderr = open(  # noqa: SIM115 - closed in _restore
                 self._saved[2], "w", buffering=1, closefd=False, errors="backslashreplace"
@@ -123,6 +122,17 @@ class FdRoute:
             finally:
                 os.close(copy)
         self._saved = {}
+
+
+def _on_fd2(handler: logging.StreamHandler[Any]) -> bool:
+    """Whether ``handler`` writes straight to descriptor 2 (the process's standard error)."""
+    stream = handler.stream
+    if stream is sys.__stderr__:
+        return True
+    try:
+        return type(stream).__module__ in ("io", "_io") and stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _flush() -> None:

@@ -230,8 +230,8 @@ class JobRuntime:
         self.init_s = 0.0
         self.reused = True
         self._switch_log(self._open_log())
+        self._fds = FDS.push(str(self._log_path())) if self.nanny else None  # (before streams)
         self._reassert()
-        self._fds = FDS.push(str(self._log_path())) if self.nanny else None
         if self._watchdog is not None:
             self._watchdog.name = f"daskscore-watchdog-{job.job_id}"
 

@@ -341,3 +341,36 @@ def _guard(proc: psutil.Process) -> bool:
         return GUARD in " ".join(proc.cmdline())
     except psutil.Error:
         return True  # (gone)
+
+
+LOGS = """
+import logging, os
+
+def run(mini_batch):
+    names = [os.path.basename(p) for p in mini_batch]
+    logging.getLogger("score").error("logged %s", names[0])
+    print("printed", names[0], flush=True)
+    os.write(1, f"below {names[0]}\\n".encode())
+    return names
+"""
+
+
+def test_a_warm_jobs_output_goes_to_its_own_log(tmp_path: Path) -> None:
+    """The second job on a caller's cluster takes over the script its first job initialised:
+    its log lines, prints and what is written below sys.stdout go to its own stdout log (the
+    log lines went to the worker's standard error: the job's handler was taken for one of the
+    process's own)."""
+    import daskscore
+    from daskscore.cluster.local import local_cluster
+
+    dep, inputs, _ = make_job(tmp_path, LOGS, n_files=2, settings={"mini_batch_size": 2})
+    with local_cluster(1, dashboard=False) as handle:
+        results = [
+            daskscore.run(dep, inputs, tmp_path / f"out{i}", client=handle.client, progress=False)
+            for i in range(2)
+        ]
+    assert results[1].summary["warm_workers"] is True
+    for result in results:
+        text = "".join(p.read_text() for p in (result.logs / "user" / "stdout").glob("*.txt"))
+        assert "ERROR score: logged f0000.csv" in text, text
+        assert "printed f0000.csv" in text and "below f0000.csv" in text, text
