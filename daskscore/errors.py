@@ -9,7 +9,9 @@ output folder) from failures of the user's own scoring code, and both from the j
     │   ├── InputError              the input path: missing, empty
     │   └── OutputError             the output folder: already holds a job, is a file
     ├── ClusterLost                 the scheduler went away mid-job (CLI exit code 1; the
-    │                               job stays resumable)
+    │   │                           job stays resumable)
+    │   └── NoWorkersLeft           the cluster has no worker and can start none (a cluster
+    │                               object of this process: closed, scaled to 0, nannies gone)
     ├── WriteFailed                 the job's files could not be written: a full disk, a
     │                               read-only one (CLI exit code 1; the job stays resumable)
     └── JobFailed                   the job ran and its verdict is Failed (CLI exit code 1)
@@ -57,6 +59,12 @@ class OutputError(UsageError):
 class ClusterLost(DaskScoreError):
     """The Dask scheduler stopped answering mid-job: nothing more can run.  What was committed
     is kept in the output folder's staging folder, and ``--resume`` finishes the job."""
+
+
+class NoWorkersLeft(ClusterLost):
+    """The job's cluster, a cluster object of this process, has had no worker for a while and
+    can start none again: nothing more can run.  As with :class:`ClusterLost`, what was
+    committed is kept, and ``resume=True`` finishes the job once the cluster has workers."""
 
 
 class WriteFailed(DaskScoreError):

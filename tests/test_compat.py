@@ -489,3 +489,30 @@ def test_a_spurious_ast_recursion_mismatch_is_parsed_again(monkeypatch: pytest.M
     monkeypatch.setattr(ast, "parse", broken)
     with pytest.raises(SystemError, match="something else"):
         _compat.parse_source("x = 1")
+
+
+def test_cluster_internals_fall_back_to_dasks_own_handling() -> None:
+    class Bare:  # (a cluster object without the internals: nothing wrapped, adapting unknown)
+        pass
+
+    assert _compat.on_worker_removal(Bare(), lambda original, op, msg: None) is None
+    assert _compat.adapting(Bare()) is None
+
+    class Spec:
+        def __init__(self, state: str | None) -> None:
+            self._adaptive = types.SimpleNamespace(state=state) if state else None
+            self.seen: list[tuple[str, str]] = []
+
+        def _update_worker_status(self, op: str, msg: str) -> None:
+            self.seen.append((op, msg))
+
+    cluster = Spec("running")
+    assert _compat.adapting(cluster) is True
+    assert _compat.adapting(Spec("stopped")) is False and _compat.adapting(Spec(None)) is False
+    undo = _compat.on_worker_removal(cluster, lambda original, op, msg: original(op, msg + "!"))
+    assert undo is not None
+    cluster._update_worker_status("remove", "a")
+    undo()
+    cluster._update_worker_status("remove", "b")
+    assert cluster.seen == [("remove", "a!"), ("remove", "b")]
+    assert "_update_worker_status" not in vars(cluster)

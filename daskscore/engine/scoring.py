@@ -17,11 +17,13 @@ from typing import Any
 
 from daskscore import _compat
 from daskscore.cluster.local import ClusterHandle
+from daskscore.cluster.nannies import keep_nannies
 from daskscore.engine import jobview, probe, resume, transport
 from daskscore.engine.dispatch import Dispatcher
 from daskscore.engine.finish import JobRecord
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.jobview import failures
+from daskscore.engine.noworkers import WorkerWatch
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.plan import JobPlan
 from daskscore.engine.resultview import verdict
@@ -82,6 +84,16 @@ def score_all(
 ) -> transport.SharedDisk:
     """Install the script on the workers and run every mini-batch not yet done; return the
     job's transport (the assembly needs it)."""
+    # a caller's cluster object in this process keeps the nannies of workers that die under
+    # the job (cluster.nannies), and is left as it was after
+    release = (lambda: None) if handle.embedded else keep_nannies(handle.client)
+    try:
+        return _score(job, handle, board)
+    finally:
+        release()
+
+
+def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> transport.SharedDisk:
     plan, outcomes, phases = job.plan, job.outcomes, job.record.phases
     phases.mark("start_cluster")
     notify = plan.options.notify or (lambda message: None)
@@ -94,8 +106,12 @@ def score_all(
             f"Resuming: {len(outcomes.final)} of {_n(len(plan.work), 'mini-batch')} "
             f"{'was' if len(outcomes.final) == 1 else 'were'} already done."
         )
-    if not handle.embedded:
-        _wait_for_a_worker(handle.client, notify)
+    watch = None
+    if not handle.embedded:  # a cluster we did not start: its workers may all go
+        watch = WorkerWatch(
+            handle.client, notify, lambda: f"{outcomes.items_done()} items", str(job.out_dir)
+        )
+        _wait_for_a_worker(handle.client, notify, watch)
     carrier, workers = _place(job, handle)
     job.record.ran_with = {"workers": workers, "output_format": plan.writer.name}
     wjob = carrier.worker_job(_worker_job(job, handle, workers))
@@ -109,6 +125,8 @@ def score_all(
     )
     progress = Progress(len(plan.work), total_items, enabled=plan.options.progress)
     progress.page_link = board.link
+    if watch is not None:  # (a cluster without workers: said beside the counts, next draw)
+        watch.show = lambda text: setattr(progress, "alert", text)
     progress.backdate(phases.elapsed())  # (elapsed counts from the job's start)
     if outcomes.final:  # resumed or retried: what earlier runs did is done
         progress.resumed(len(outcomes.final), outcomes.items_done(), outcomes.failed_mini_batches())
@@ -126,9 +144,15 @@ def score_all(
         init_timeout=plan.options.init_timeout,
         notify=plan.options.notify,
     )
+
+    def checks() -> None:  # (at each recount: the install, and a cluster without workers)
+        script.check()
+        if watch is not None:
+            watch.check()
+
     loop = Dispatcher(
         handle.client, wjob, outcomes, carrier, plan.writer, plan.work, workers, progress,
-        job.run_no, recount, plan.options.worker_memory, script.check,
+        job.run_no, recount, plan.options.worker_memory, checks,
     )  # fmt: skip
 
     def tick() -> None:
@@ -179,20 +203,25 @@ def score_all(
     return carrier
 
 
-def _wait_for_a_worker(client: Any, notify: Callable[[str], None]) -> None:
+def _wait_for_a_worker(client: Any, notify: Callable[[str], None], watch: WorkerWatch) -> None:
     """A cluster with no worker yet (one that scales up, workers still starting): wait for one
     before asking the workers anything (whether they see the driver's disk: an empty answer
-    would ship the job), saying so now and after 1, 2, 4... minutes.  Ctrl-C stops it."""
+    would ship the job), saying so now and after 1, 2, 4... minutes.  Ctrl-C stops it; a
+    cluster of this process that can start no worker ends the job (``watch``)."""
     started, note_at = time.monotonic(), 0.0
     while not client.scheduler_info(n_workers=-1)["workers"]:
-        waited = time.monotonic() - started
+        now = time.monotonic()
+        waited = now - started
         if waited >= note_at:
             text = "the cluster has no worker yet: waiting for one to join"
             text += f" ({waited:.0f} s so far)" if note_at else " (Ctrl-C stops)"
             logger.warning("%s", text)
             notify(text)
             note_at = max(60.0, 2 * note_at)
+        watch.note_at = float("inf")  # (said here already)
+        watch.check(now, 0)
         time.sleep(WORKER_POLL_S)
+    watch.note_at = watch.note_s
 
 
 def _place(job: JobRun, handle: ClusterHandle) -> tuple[transport.SharedDisk, int]:

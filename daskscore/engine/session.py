@@ -42,6 +42,7 @@ from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
 from daskscore.engine.framemeta import conform
 from daskscore.engine.install import ScriptInstall
+from daskscore.engine.noworkers import watch_session
 from daskscore.engine.plan import plan_job
 from daskscore.engine.scoredeaths import ROOT, PartitionWatch, count_deaths_fairly
 from daskscore.engine.scorefail import COUNTS_ROOT, failure_of, raise_if_over
@@ -241,6 +242,8 @@ class ScoringSession:
         self.events: dict[int, dict[str, Any]] = {}
         self.topic = f"{RECORDS_TOPIC}-{job.job_id}"
         client.subscribe_topic(self.topic, self._on_records)
+        #: the nannies of a cluster of this process kept, its workers watched (noworkers)
+        self.leave = watch_session(client)
         count_deaths_fairly(client)  # (a partition queued behind a crash is not charged)
         workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
         n = partitions or max(1, min(len(work), workers * PARTITIONS_PER_WORKER))
@@ -339,6 +342,7 @@ class ScoringSession:
         session's folder (:attr:`job_dir`, its logs) unless a mini-batch failed."""
         if self.live is not None:
             self.live.close()
+        self.leave()
         self.failed = bool(self.failures)  # (before its events are forgotten)
         try:
             _compat.unsubscribe_topic(self.client, self.topic)

@@ -43,6 +43,8 @@ def fields(s: dict[str, Any]) -> list[tuple[int, str]]:
     if s["failed_mini_batches"]:
         mb += f", {s['failed_mini_batches']} failed"
     out = [(0, mb), (4, f"{s['items_done']:,}/{s['items_total']:,} items")]
+    if s.get("alert"):  # (the cluster has no worker: why nothing moves)
+        out.insert(1, (1, s["alert"]))
     now, avg = s.get("items_per_s_now"), s["items_per_s"]
     out.append((3, f"{_rate(avg if now is None else now)} items/s"))
     if now is not None:  # (the current rate, over the last seconds; then the average)

@@ -128,6 +128,8 @@ def render_html(snapshot: dict[str, Any], link: str | None = None, finished: boo
     ]
     if failed:
         parts.insert(1, f'<span data-field="failed" style="color:#cf222e">{failed} failed</span>')
+    if s.get("alert") and not finished:
+        parts.insert(1, f'<b data-field="alert" style="color:#bf8700">{escape(s["alert"])}</b>')
     if s["eta_s"] is not None and not finished:
         parts.append(f'ETA <span data-field="eta">{_fmt_s(s["eta_s"])}</span>')
     if s.get("running") and not finished:
@@ -191,6 +193,8 @@ class Progress:
         self.tty = (
             enabled and not self.html and hasattr(self.stream, "isatty") and self.stream.isatty()
         )
+        #: what holds the job up, shown beside the counts (a cluster without workers)
+        self.alert: str | None = None
         #: the job's page on the Dask dashboard, linked from the notebook display
         self.page_link: str | None = None
         self._handle: Any = None
@@ -319,6 +323,7 @@ class Progress:
             "elapsed_s": now - self.started,
             "eta_s": left / pace if left > 0 and pace > 0 else None,
             "running": self.stragglers(),
+            "alert": self.alert,
         }
 
     def line(self) -> str:

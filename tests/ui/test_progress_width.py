@@ -84,3 +84,12 @@ def test_a_terminal_bar_fits_the_columns(monkeypatch: pytest.MonkeyPatch) -> Non
         p.draw(force=True)
         frames = [re.sub(r"\x1b\[K", "", f) for f in stream.getvalue().split("\r") if f]
         assert frames and all(len(f) < columns for f in frames), (columns, frames)
+
+
+def test_a_cluster_without_workers_is_said_beside_the_count() -> None:
+    stalled = {**BIG, "alert": "no worker for 40s"}
+    assert plain_line(stalled).startswith("123456/240000 mini-batches, 12 failed | no worker for")
+    assert "failed | no worker for 40s | ETA" in fit_bar(stalled, 119)  # (kept before the ETA)
+    progress = Progress(4, 4, stream=io.StringIO())
+    progress.alert = "no worker for 40s"
+    assert progress.snapshot()["alert"] == "no worker for 40s"
