@@ -62,12 +62,16 @@ class WorkerWatch:
         self.since: float | None = None
         self.dead_since: float | None = None
         self.note_at = self.note_s
+        self.counted = float("-inf")  # (when it last asked the scheduler)
 
     def check(self, now: float | None = None, count: int | None = None) -> None:
         """Count the workers (``count``: already counted); say so, or raise
         :class:`NoWorkersLeft`, as the module says."""
         now = time.monotonic() if now is None else now
         if count is None:
+            if now - self.counted < 1.0:  # (also called as each lost task is handled)
+                return
+            self.counted = now
             try:
                 count = len(self.client.scheduler_info(n_workers=-1)["workers"])
             except Exception:  # noqa: BLE001 - a busy scheduler: look again next time

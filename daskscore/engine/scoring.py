@@ -106,11 +106,12 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
             f"Resuming: {len(outcomes.final)} of {_n(len(plan.work), 'mini-batch')} "
             f"{'was' if len(outcomes.final) == 1 else 'were'} already done."
         )
-    watch = None
-    if not handle.embedded:  # a cluster we did not start: its workers may all go
-        watch = WorkerWatch(
-            handle.client, notify, lambda: f"{outcomes.items_done()} items", str(job.out_dir)
-        )
+    # (any cluster may lose every worker: a caller's, the embedded one whose workers cannot
+    # start again)
+    watch = WorkerWatch(
+        handle.client, notify, lambda: f"{outcomes.items_done()} items", str(job.out_dir)
+    )
+    if not handle.embedded:  # a cluster we did not start: it may have none yet
         _wait_for_a_worker(handle.client, notify, watch)
     carrier, workers = _place(job, handle)
     job.record.ran_with = {"workers": workers, "output_format": plan.writer.name}
@@ -125,8 +126,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
     )
     progress = Progress(len(plan.work), total_items, enabled=plan.options.progress)
     progress.page_link = board.link
-    if watch is not None:  # (a cluster without workers: said beside the counts, next draw)
-        watch.show = lambda text: setattr(progress, "alert", text)
+    watch.show = lambda text: setattr(progress, "alert", text)  # (beside the counts)
     progress.backdate(phases.elapsed())  # (elapsed counts from the job's start)
     if outcomes.final:  # resumed or retried: what earlier runs did is done
         progress.resumed(len(outcomes.final), outcomes.items_done(), outcomes.failed_mini_batches())
@@ -147,8 +147,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
 
     def checks() -> None:  # (at each recount: the install, and a cluster without workers)
         script.check()
-        if watch is not None:
-            watch.check()
+        watch.check()
 
     loop = Dispatcher(
         handle.client, wjob, outcomes, carrier, plan.writer, plan.work, workers, progress,
