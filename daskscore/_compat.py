@@ -30,11 +30,9 @@ the standard library only, and Dask or tornado lazily, inside the functions.
     ``threading._shutdown`` and ``atexit._run_exitfuncs``.  Why: the command does what
     Python's exit does, minus the interpreter's teardown.  Fallback: it does nothing and says
     so; the command then exits the ordinary way (``sys.exit``).
-:func:`on_worker_removal` and :func:`adapting`
-    ``SpecCluster._update_worker_status`` (the same in 2024.8.0 and 2026.8: it schedules the
-    close of a removed worker's nanny) and ``Cluster._adaptive``.  Why: a job on a caller's
-    cluster keeps its nannies, and tells a cluster that can start no worker again from one
-    that adapts.  Fallback: nothing wrapped (Dask's own timeout); adapting not known.
+:func:`on_worker_removal`, :func:`adapting`
+    ``SpecCluster._update_worker_status`` (closes a lost worker's nanny), ``Cluster._adaptive``.
+    Why: a caller's cluster keeps its nannies under a job.  Fallback: Dask's timeout; not known.
 :func:`meter` and :func:`span`
     ``distributed.metrics.context_meter.meter`` and ``distributed.span`` (public, in every
     supported distributed, 2024.8.0 on).  Why: Dask's fine-grained metrics then say how much
@@ -46,6 +44,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import inspect
 import os
 import socket
@@ -428,25 +427,16 @@ def parse_source(source: str | bytes, filename: str = "<unknown>") -> Any:
 
 
 def on_worker_removal(cluster: Any, around: Callable[..., Any]) -> Callable[[], None] | None:
-    """Have ``around(original, op, msg)`` take the worker updates of SpecCluster ``cluster``
-    (``_update_worker_status``, looked up on the instance at each message); return what undoes
-    it, or None where the method is not there."""
+    """``around(original, op, msg)`` takes SpecCluster ``cluster``'s worker updates (looked up on
+    the instance) until the function returned is called; None where it cannot (not wrapped)."""
     original = getattr(cluster, "_update_worker_status", None)
-    if not callable(original):
+    if not callable(original) or "_update_worker_status" in vars(cluster):  # (someone's own)
         return None
-    own = "_update_worker_status" in vars(cluster)
-
-    def update(op: str, msg: Any) -> Any:
-        return around(original, op, msg)
-
-    cluster._update_worker_status = update
+    cluster._update_worker_status = update = functools.partial(around, original)
 
     def undo() -> None:
         if vars(cluster).get("_update_worker_status") is update:
-            if own:
-                cluster._update_worker_status = original
-            else:
-                del cluster._update_worker_status
+            del cluster._update_worker_status  # (the class's again)
 
     return undo
 
@@ -455,7 +445,6 @@ def adapting(cluster: Any) -> bool | None:
     """Whether ``cluster.adapt()`` is on (it may start workers); None where not known."""
     if "_adaptive" not in vars(cluster):
         return None
-    adaptive, state = cluster._adaptive, getattr(cluster._adaptive, "state", None)
-    if state is not None:  # (2026.8: "stopped" by scale(), "inactive" without an interval)
-        return state not in ("inactive", "stopped")
-    return adaptive is not None and getattr(adaptive, "periodic_callback", None) is not None
+    adaptive = cluster._adaptive  # (2026.8 keeps one "stopped"; 2024.8 drops its callback)
+    alive = getattr(adaptive, "periodic_callback", None) is not None
+    return alive and getattr(adaptive, "state", "running") not in ("inactive", "stopped")

@@ -500,7 +500,8 @@ def test_cluster_internals_fall_back_to_dasks_own_handling() -> None:
 
     class Spec:
         def __init__(self, state: str | None) -> None:
-            self._adaptive = types.SimpleNamespace(state=state) if state else None
+            adaptive = types.SimpleNamespace(state=state, periodic_callback=object())
+            self._adaptive = adaptive if state else None
             self.seen: list[tuple[str, str]] = []
 
         def _update_worker_status(self, op: str, msg: str) -> None:

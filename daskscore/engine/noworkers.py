@@ -71,6 +71,8 @@ class WorkerWatch:
         if count is None:
             if now - self.counted < 1.0:  # (also called as each lost task is handled)
                 return
+            if getattr(self.client, "status", "running") != "running":
+                return  # (no scheduler: a question would wait out the connect timeout)
             self.counted = now
             try:
                 count = len(self.client.scheduler_info(n_workers=-1)["workers"])
