@@ -62,13 +62,15 @@ def versions() -> dict[str, str]:
 
 def shown_path(path: str, root: Any) -> str:
     """A failed file as the user knows it: relative to the input root when it lies under it
-    (base names alone are ambiguous when folders repeat names), else as it is."""
+    (base names alone are ambiguous when folders repeat names), else as it is; a line break
+    in its name written out (``\\n``), so that the failure's line stays one line."""
     if root:
         base = str(root).rstrip("/\\")
         for sep in ("/", "\\"):
             if path.startswith(base + sep):
-                return path[len(base) + 1 :]
-    return path
+                path = path[len(base) + 1 :]
+                break
+    return path.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _secs(value: Any) -> str:

@@ -164,3 +164,26 @@ def test_a_job_with_such_a_name_killed_half_way_resumes(tmp_path: Path) -> None:
     assert rows == ["bad\\udcffname.csv 4"] + [f"f{i:04d}.csv {sizes[i]}" for i in range(3)]
     assert json.loads((out / "job_summary.json").read_text())["failures"] == []
     assert_all_utf8(out)
+
+
+def test_a_line_break_in_a_failed_file_s_name_keeps_its_failure_on_one_line(
+    tmp_path: Path,
+) -> None:
+    script = """
+import os
+
+def run(mini_batch):
+    for path in mini_batch:
+        if "\\n" in os.path.basename(path):
+            raise ValueError("cannot score that one")
+    return [os.path.basename(p) for p in mini_batch]
+"""
+    dep, inputs, out = make_job(tmp_path, script, n_files=2, settings={"mini_batch_size": 1})
+    (inputs / "two\nlines.csv").write_text("x\n1\n")
+
+    proc = cli(dep, inputs, out)
+
+    assert proc.returncode == 0, show(proc)  # (error_threshold -1)
+    for text in (proc.stderr, (out / "logs" / "job_error.txt").read_text()):
+        [line] = [li for li in text.splitlines() if li.lstrip().startswith("mini-batch ")]
+        assert line.endswith("1 failed): two\\nlines.csv"), line
