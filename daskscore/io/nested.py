@@ -91,11 +91,13 @@ def writable(frame: Any) -> Any:
             continue
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             kinds = sorted({type(v).__name__ for v in values.dropna().head(10_000)})
-            held = (
-                f"values of the types {', '.join(kinds[:6])} together"
-                if len(kinds) > 1
-                else f"{''.join(kinds)} values of more than one type inside"
-            )
+            containers = {"list", "tuple", "dict", "ndarray", "set", "frozenset"}
+            if len(kinds) > 1:
+                held = f"values of the types {', '.join(kinds[:6])} together"
+            elif kinds and kinds[0] in containers:
+                held = f"{kinds[0]} values of more than one type inside"
+            else:
+                held = f"{''.join(kinds) or 'object'} values (a type Arrow cannot convert)"
             raise ColumnError(
                 f"column {str(column)!r} of run()'s DataFrame holds {held}, which one Parquet "
                 f"column cannot hold ({exc}); the rows of this mini-batch are not written. "

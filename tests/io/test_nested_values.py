@@ -269,3 +269,23 @@ def test_an_arrow_error_writing_the_dataset_is_the_job_s_verdict() -> None:
     assert isinstance(conflict, dataschema.SchemaConflict)
     assert "column 'v'" in str(conflict) and "ArrowInvalid" in str(conflict)
     assert layout.conflict(ValueError("something else")) is None
+
+
+class _Unconvertible:
+    """A value of a type Arrow has no conversion for."""
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        ([_Unconvertible(), _Unconvertible()], "_Unconvertible values (a type Arrow cannot"),
+        ([1, "a"], "values of the types int, str together"),
+        ([[1, "a"], [2]], "list values of more than one type inside"),
+    ],
+    ids=["one-odd-type", "two-types", "mixed-inside"],
+)
+def test_a_column_no_parquet_column_holds_is_refused_saying_why(values: list, said: str) -> None:
+    frame = pd.DataFrame({"c": pd.Series(values, dtype=object)})
+    with pytest.raises(nested.ColumnError) as info:
+        nested.writable(frame)
+    assert f"column 'c' of run()'s DataFrame holds {said}" in str(info.value), info.value
