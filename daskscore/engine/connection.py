@@ -21,6 +21,12 @@ LOST_S = 20.0
 LOST_ENV = "DASKSCORE_SCHEDULER_LOST_S"
 
 
+def connected(client: Any) -> bool:
+    """Whether ``client`` has its scheduler now: a question to the cluster asked without it
+    waits out the connect timeout (30 s)."""
+    return getattr(client, "status", "running") == "running"
+
+
 class SchedulerWatch:
     """Looks at ``client``'s connection each time :meth:`check` is called (the dispatcher's
     loop); ``lost``: it raised, and nothing more is to be asked of the client."""
@@ -38,7 +44,7 @@ class SchedulerWatch:
     def check(self, now: float) -> None:
         """Raise :class:`ClusterLost` once the client has been without its scheduler for
         :data:`LOST_S`."""
-        if getattr(self.client, "status", "running") == "running":
+        if connected(self.client):
             self.since = None
             return
         if self.since is None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from daskscore.engine import probe
-from daskscore.engine.connection import orphan_grace
+from daskscore.engine.connection import connected, orphan_grace
 from daskscore.engine.memory import MemoryDeaths
 from daskscore.engine.slowinit import InitTimedOut, register_watched
 from daskscore.errors import InitFailed
@@ -151,7 +151,7 @@ class ScriptInstall:
         (a listing of an empty folder): called as tasks are lost, and now and then."""
         if self.marks is None or not any(self.marks.glob("*.json")):
             return
-        if getattr(self.client, "status", "running") != "running":
+        if not connected(self.client):
             return  # (no scheduler to ask: the job's SchedulerWatch says what happened)
         found, exits, _ = _look(self.client, self.marks, time.time() - self.since + 1.0)
         if any(m.get("pid") in exits for m in found):

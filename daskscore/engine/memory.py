@@ -25,6 +25,7 @@ import signal
 import time
 from typing import Any
 
+from daskscore.engine.connection import connected
 from daskscore.io.ledger import LedgerState
 from daskscore.worker.deaths import exit_cause, exit_status, watching
 from daskscore.worker.memory import mib
@@ -142,7 +143,7 @@ class MemoryDeaths:
     def _event(self, pid: int | None, since: float | None) -> dict[str, Any] | None:
         """The nanny's memory event of process ``pid``, if it logged one (``pid`` unknown: the
         first unclaimed one since ``since``)."""
-        if getattr(self.client, "status", "running") != "running":
+        if not connected(self.client):
             return None  # (no scheduler to ask: a call would wait for its connect timeout)
         try:
             events = self.client.get_events(TOPIC)

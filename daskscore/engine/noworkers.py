@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daskscore.cluster.nannies import cannot_start_workers, keep_nannies
+from daskscore.engine.connection import connected
 from daskscore.errors import NoWorkersLeft
 
 logger = logging.getLogger("daskscore")
@@ -71,7 +72,7 @@ class WorkerWatch:
         if count is None:
             if now - self.counted < 1.0:  # (also called as each lost task is handled)
                 return
-            if getattr(self.client, "status", "running") != "running":
+            if not connected(self.client):
                 return  # (no scheduler: a question would wait out the connect timeout)
             self.counted = now
             try:

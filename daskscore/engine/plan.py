@@ -199,9 +199,12 @@ def _tabular_files(
     log line (a Spark or Hadoop output folder's ``_SUCCESS``, Parquet's ``_metadata``), as
     pyarrow's and Dask's readers do.  Any other file that is not CSV or Parquet is refused,
     saying what turned tabular mode on."""
-    kept = [f for f in files if not os.path.basename(f).startswith(tabular.IGNORED_PREFIX)]
-    if len(kept) < len(files) and notes is not None:
-        left = sorted(os.path.basename(f) for f in files if f not in set(kept))
+    kept, left = [], []
+    for f in files:
+        name = os.path.basename(f)
+        (left if name.startswith(tabular.IGNORED_PREFIX) else kept).append(f)
+    if left and notes is not None:
+        left = sorted(os.path.basename(f) for f in left)
         more = f" and {len(left) - 5} more" if len(left) > 5 else ""
         notes.append(
             f"tabular mode skipped {len(left)} file(s) whose name starts with '_' (writers' "

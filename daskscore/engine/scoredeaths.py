@@ -40,13 +40,22 @@ others' rows, where Dask alone gave up after three.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from distributed.diagnostics.plugin import SchedulerPlugin
+
 from daskscore.engine.work import crash_error, planned_items
 from daskscore.protocol import MiniBatchRecord, Status, WorkerJob
+from daskscore.ui.taskkeys import PREFIX
 
+logger = logging.getLogger(__name__)
+
+#: The label of a session's partition tasks (``("daskscore-mb-<token>", i)``): the prefix the
+#: Dask dashboard shows them under, as it does ``daskscore run``'s tasks
+PARTITION_LABEL = PREFIX
 #: ``[ROOT, job_id, partition]`` in the scheduler's metadata: a partition's record
 ROOT = "daskscore-score-deaths"
 #: A marker's width: the mini-batch in flight, or blanks
@@ -106,10 +115,10 @@ class PartitionWatch:
             self.deaths[mb] = [status, flight[2] or crash_error(timed_out, job.timeout)]
         #: name each mini-batch in the record (a death nobody could place)
         self.careful = died and flight is None
-        if not self.careful:
-            self._absolve()
         #: the record also says which task runs where (:class:`DeathCounts` reads it)
         self._where = _task_and_worker()
+        if not self.careful:
+            self._absolve()
         self._save(open=True, in_flight=None)
         if self._rpc is not None:
             self._open_marker()
@@ -122,12 +131,12 @@ class PartitionWatch:
         once a partition held four crashing mini-batches.  A death that could not be placed
         still counts (``careful``): the next one is placed, and Dask's limit stays the guard
         against a partition that keeps dying outside ``run()``."""
-        if self._rpc is None:
+        if self._rpc is None or "task" not in self._where:
             return
         try:
             from distributed.protocol.pickle import dumps
 
-            key = _task_and_worker()["task"]
+            key = self._where["task"]
             scheduler, call = self._rpc
             call(
                 scheduler.run_function,
@@ -236,13 +245,7 @@ def _task_and_worker() -> dict[str, Any]:
         return {}
 
 
-try:
-    from distributed.diagnostics.plugin import SchedulerPlugin as _SchedulerPlugin
-except ImportError:  # pragma: no cover - distributed is a dependency
-    _SchedulerPlugin = object  # type: ignore[assignment,misc]
-
-
-class DeathCounts(_SchedulerPlugin):  # type: ignore[misc,valid-type]
+class DeathCounts(SchedulerPlugin):
     """Scheduler side: when a worker dies, Dask counts the death against every task it had
     on that worker (``ws.processing``), the one running and the ones only queued behind it,
     and gives up on a task with ``KilledWorker`` past ``allowed-failures`` (3).  A
@@ -295,7 +298,7 @@ class DeathCounts(_SchedulerPlugin):  # type: ignore[misc,valid-type]
 
 def _is_partition(key: Any) -> bool:
     """Whether ``key`` is a ``score()`` partition's task (``("daskscore-mb-<token>", i)``)."""
-    return isinstance(key, tuple) and str(key[0]).startswith("daskscore-mb-")
+    return isinstance(key, tuple) and str(key[0]).startswith(f"{PARTITION_LABEL}-")
 
 
 def count_deaths_fairly(client: Any) -> None:
@@ -304,8 +307,4 @@ def count_deaths_fairly(client: Any) -> None:
     try:
         client.register_plugin(DeathCounts())
     except Exception:  # noqa: BLE001 - (no daskscore on the scheduler)
-        import logging
-
-        logging.getLogger(__name__).debug(
-            "the scheduler keeps Dask's counts of worker deaths", exc_info=True
-        )
+        logger.debug("the scheduler keeps Dask's counts of worker deaths", exc_info=True)

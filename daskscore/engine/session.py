@@ -44,7 +44,12 @@ from daskscore.engine.framemeta import conform
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.noworkers import watch_session
 from daskscore.engine.plan import plan_job
-from daskscore.engine.scoredeaths import ROOT, PartitionWatch, count_deaths_fairly
+from daskscore.engine.scoredeaths import (
+    PARTITION_LABEL,
+    ROOT,
+    PartitionWatch,
+    count_deaths_fairly,
+)
 from daskscore.engine.scorefail import COUNTS_ROOT, failure_of, raise_if_over
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started, topic
 from daskscore.engine.work import charged, describe_work, tries_text
@@ -269,7 +274,7 @@ class ScoringSession:
             ),
             groups,
             meta=meta,
-            label="daskscore-mb",  # (the prefix of its tasks in the Dask dashboard)
+            label=PARTITION_LABEL,  # (the prefix of its tasks in the Dask dashboard)
             enforce_metadata=False,
         )
         # (set past DataFrame.__setattr__: a column named "attrs" must not be assigned)
