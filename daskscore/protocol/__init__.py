@@ -297,6 +297,17 @@ class TaskResult:
 _MINI_BATCH = operator.attrgetter("mini_batch")
 
 
+def exception_text(exc: BaseException, with_type: bool = True) -> str:
+    """``"Type: message"`` of ``exc`` (its message alone without ``with_type``), whatever its
+    ``__str__`` does: a script's exception whose ``__str__`` raises (a field set on some code
+    paths only) is shown as Python's traceback shows it, never raised again from our code."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - the script's __str__, any failure of it
+        text = "<exception str() failed>"
+    return f"{type(exc).__name__}: {text}" if with_type else text
+
+
 def error_line(text: Any, limit: int | None = None, empty: str = "") -> str:
     """An error text in one line, for a CSV column, a table cell or a summary: the exception of
     a traceback — its first line after the last frame, with the lines that follow it (a

@@ -21,6 +21,8 @@ import multiprocessing
 import signal
 import threading
 
+from daskscore.protocol import exception_text
+
 logger = logging.getLogger(__name__)
 
 #: The start of the message of Python's refusal of a daemonic process's child.
@@ -57,7 +59,7 @@ def hint(exc: BaseException) -> str:
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        text = str(cause)
+        text = exception_text(cause, with_type=False)
         if isinstance(cause, AssertionError) and DAEMONIC in text:
             return f"\n\n{DAEMONIC_HINT}"
         if isinstance(cause, ValueError) and NOT_MAIN in text:

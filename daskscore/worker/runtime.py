@@ -46,7 +46,7 @@ from daskscore import _compat
 from daskscore.config import redact, secret_values
 from daskscore.io.shipping import read_new
 from daskscore.io.writers import OutputWriter, get_writer
-from daskscore.protocol import SETUP_FAILED, WorkerJob
+from daskscore.protocol import SETUP_FAILED, WorkerJob, exception_text
 from daskscore.worker import overrun
 from daskscore.worker import script as script_mod
 from daskscore.worker.deadline import FOLDER, DeadlineFile
@@ -172,7 +172,7 @@ class JobRuntime:
                 what = f"the model {self.job.model_url}" if self.job.model_url else "the job"
                 self.init_error = redact(
                     f"{SETUP_FAILED} {what} on worker {self.worker_name} failed: "
-                    f"{type(exc).__name__}: {exc}",
+                    f"{exception_text(exc)}",
                     self.secrets,
                 )
                 return

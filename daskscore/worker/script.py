@@ -25,7 +25,7 @@ from daskscore.errors import ConfigError
 from daskscore.io.datasets import PartitionValueError
 from daskscore.io.nested import ColumnError
 from daskscore.io.writers import FormatError
-from daskscore.protocol import IMPORT_FAILED
+from daskscore.protocol import IMPORT_FAILED, exception_text
 from daskscore.worker.codeimport import CodeImport as CodeImport
 from daskscore.worker.codeimport import forget_code as forget_code
 from daskscore.worker.codeimport import import_script as import_script
@@ -248,11 +248,12 @@ def import_failure(exc: BaseException, code: Path, script: Path) -> str:
     """The head of the error of a scoring script whose import raised: a line that begins with
     :data:`~daskscore.protocol.IMPORT_FAILED` and, for a module that cannot be imported, a
     second saying where to install it."""
-    head = f"{IMPORT_FAILED} {script.name} failed: {type(exc).__name__}: {exc}"
+    head = f"{IMPORT_FAILED} {script.name} failed: {exception_text(exc)}"
     if not isinstance(exc, ImportError):
         return head
     name = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
-    if "relative import" in str(exc):  # ("attempted relative import with no known parent...")
+    # ("attempted relative import with no known parent package")
+    if "relative import" in exception_text(exc):
         return (
             f"{head}\n{script.name} is imported as a top-level module, as Azure ML imports a "
             "scoring script, so a relative import (`from .utils import x`) has no package to "

@@ -41,6 +41,7 @@ from daskscore.protocol import (
     Payload,
     Status,
     TaskResult,
+    exception_text,
 )
 from daskscore.worker import script as script_mod
 from daskscore.worker.memory import rss_bytes
@@ -296,7 +297,7 @@ def _failed(
     if isinstance(exc, (*script_mod.RESULT_ERRORS, InputError)):
         # daskscore raised it about what run() returned, or about an input it could not read
         # (naming the file and the line): the message is the whole story
-        rec.error = runtime.shown(f"{type(exc).__name__}: {exc}")
+        rec.error = runtime.shown(exception_text(exc))
     else:
         rec.error = runtime.user_traceback(exc)
     context = f"run() of mini-batch {rec.mini_batch} (try {rec.try_no}, {_describe(work)})"

@@ -187,6 +187,57 @@ def test_raising_mini_batch_is_retried_then_failed_and_job_goes_on(tmp_path, cli
     assert "mini-batch 1" in job_error and "mini-batch 4" in job_error
 
 
+BAD_STR_ERROR = """\
+class ServiceError(Exception):
+    def __str__(self):
+        return f"[{self.status}] {self.detail}"  # fields set on some code paths only
+"""
+
+
+def test_an_exception_whose_str_raises_fails_its_mini_batch_only(tmp_path, client):
+    """A script's exception whose ``__str__`` itself raises is the failure of its mini-batch,
+    shown as Python shows it, not an error of the whole job (which lost every row)."""
+    n, size = 15, 5
+    check = """\
+    if Path(path).name in TARGETS:
+        raise ServiceError()
+"""
+    dep, inputs, out, _ = fault_job(
+        tmp_path,
+        n_files=n,
+        check=check,
+        init_extra=BAD_STR_ERROR.replace("class", "\nclass"),
+        targets=(name(6),),  # mini-batch 1
+        settings={"mini_batch_size": size, "retry_settings": {"max_retries": 0}},
+    )
+    result = daskscore.run(dep, inputs, out, client=client)
+
+    assert result.status == "Completed"
+    s = summary_of(out)
+    assert (s["succeeded_items"], s["failed_items"]) == (10, 5)
+    [failure] = s["failures"]
+    assert failure["mini_batch_id"] == 1 and failure["status"] == "RUN_EXCEPTION"
+    assert "ServiceError: <exception str() failed>" in failure["error"]
+    assert "raise ServiceError()" in failure["error"]  # the script's own line
+    assert_rows_once(out, [*range(0, 5), *range(10, 15)])
+
+
+def test_init_raising_an_exception_whose_str_raises_is_the_init_failure(tmp_path, client):
+    dep, inputs, out, _ = fault_job(
+        tmp_path,
+        n_files=4,
+        init_extra="    raise ServiceError()\n" + BAD_STR_ERROR,
+        settings={"mini_batch_size": 2},
+    )
+    with pytest.raises(daskscore.JobFailed) as caught:
+        daskscore.run(dep, inputs, out, client=client)
+    s = summary_of(out)
+    assert s["status"] == "Failed" and s["succeeded_items"] == 0
+    shown = str(caught.value) + json.dumps(s)
+    assert "ServiceError: <exception str() failed>" in shown
+    assert "failed inside daskscore" not in shown
+
+
 # --------------------------------------------------------------------------- 2. flaky run()
 
 
