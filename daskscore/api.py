@@ -185,7 +185,7 @@ def run(
         partition_on=_names(partition_on),
         rows_per_file=rows_per_file,
         tabular=tabular,
-        carry_columns=_names(carry_columns),
+        carry_columns=_names(carry_columns, "carry_columns"),
         overwrite=overwrite,
         resume=resume,
         retry_failed=retry_failed,
@@ -204,7 +204,7 @@ def run(
         worker_memory=worker_memory,
         init_timeout=init_timeout,
     )
-    return execute(dep, input, output, options)
+    return execute(dep, _one_path(input, "input"), _one_path(output, "output"), options)
 
 
 def open_session(
@@ -278,8 +278,15 @@ def open_session(
     from daskscore.engine.session import open_session as open_scoring_session
 
     dep = _load(deployment, merge_setting_kwargs(set, overrides), lenient)
+    if partitions is not None and not (
+        isinstance(partitions, int) and not isinstance(partitions, bool) and partitions >= 1
+    ):
+        raise UsageError(f"partitions={partitions!r}: expected a positive integer (or None).")
     options = JobOptions(
-        tabular=tabular, carry_columns=_names(carry_columns), init_timeout=init_timeout
+        tabular=tabular,
+        carry_columns=_names(carry_columns, "carry_columns"),
+        init_timeout=init_timeout,
+        client=client,
     )
     if client is None:
         try:
@@ -292,7 +299,7 @@ def open_session(
             ) from None
     return open_scoring_session(
         dep,
-        str(input),
+        str(_one_path(input, "input")),
         client=client,
         meta=meta,
         partitions=partitions,
@@ -363,12 +370,27 @@ def replay(
     return _replay(output, mini_batch, post_mortem=pdb, rows=rows)
 
 
-def _names(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+def _names(
+    value: str | list[str] | tuple[str, ...] | None, option: str = "partition_on"
+) -> tuple[str, ...]:
     if not value:
         return ()
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{option}={value!r}: expected a column name or a list of them.")
     return tuple(value)
+
+
+def _one_path(value: Any, option: str) -> str | os.PathLike[str]:
+    """``value``, one path or URL: a list of files is no input (a folder of them is)."""
+    if isinstance(value, (str, os.PathLike)):
+        return value
+    what = f"a list of {len(value)} paths" if isinstance(value, (list, tuple)) else repr(value)
+    raise UsageError(
+        f"{option}: expected one file, folder or URL, got {what}"
+        + (". Put the files in one folder and pass the folder." if option == "input" else ".")
+    )
 
 
 def _load(

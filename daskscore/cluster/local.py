@@ -233,6 +233,14 @@ class EarlyCluster:
         while not self._started.wait(0.25):  # (short waits: Ctrl-C is seen at once)
             pass
 
+    def check(self) -> None:
+        """Wait for the start, and raise what it raised (then :meth:`discard`): a job checks
+        its cluster before it claims the output folder, whose earlier results an overwrite
+        removes."""
+        self._wait()
+        if self._error is not None:
+            raise self._error
+
     def __enter__(self) -> ClusterHandle:
         try:
             self._wait()

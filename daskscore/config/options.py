@@ -74,6 +74,11 @@ class JobOptions:
 
     def __post_init__(self) -> None:
         """Refuse what cannot be meant, naming the option and the value (nothing has run)."""
+        for name in FLAGS:  # (overwrite="no" is a true string: it replaced earlier results)
+            value = getattr(self, name)
+            if not isinstance(value, bool) and type(value).__name__ != "bool_":
+                raise UsageError(f"{name}={value!r}: expected True or False.")
+        _check_cluster(self.workers, self.scheduler, self.client)
         if self.overwrite and self.resume:
             raise UsageError(
                 "overwrite and resume cannot be used together: resume finishes the interrupted "
@@ -111,6 +116,30 @@ class JobOptions:
             if not (_is_number(amount) and amount > 0):
                 raise UsageError(f"resources: {name}={amount!r}: expected an amount above 0.")
         _check_worker_memory(self.worker_memory, self.scheduler, self.client)
+
+
+#: The options that are True or False.
+FLAGS = ("overwrite", "resume", "retry_failed", "warm", "isolate_failures", "progress")
+
+
+def _check_cluster(workers: Any, scheduler: Any, client: Any) -> None:
+    """One cluster is named, in a form that can be meant."""
+    if isinstance(client, str):
+        raise UsageError(
+            f"client={client!r}: expected a distributed.Client; to use the scheduler at an "
+            "address, pass scheduler= (--scheduler) instead."
+        )
+    if client is not None and scheduler:
+        raise UsageError(
+            f"client= and scheduler={scheduler!r} name two clusters: pass one of them."
+        )
+    if workers is not None and (client is not None or scheduler):
+        where = f"the Dask scheduler at {scheduler}" if scheduler else "the given client"
+        raise UsageError(
+            f"workers={workers!r} (--workers) sets the worker processes of the embedded "
+            f"cluster; the workers of {where} are started where that cluster starts. Leave it "
+            "out with --scheduler or client=."
+        )
 
 
 #: A memory size as Dask's ``memory_limit`` reads it: ``4GB``, ``512 MiB``, ``2.5e9``.

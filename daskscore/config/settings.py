@@ -9,11 +9,13 @@ constraints (``minimum``, ``positive``, ``choices``) that validation enforces.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from daskscore.config.sizes import MiniBatchSize
+from daskscore.errors import UsageError
 
 #: Top-level keys of an Azure ML batch deployment that only mean something in the cloud:
 #: accepted and ignored.
@@ -359,6 +361,11 @@ def merge_setting_kwargs(set_: dict[str, Any] | None, overrides: dict[str, Any])
     of overrides, as :func:`daskscore.run` and :func:`daskscore.validate` take them; a name
     that is no setting is a ``TypeError``, as an unknown keyword argument is."""
     names = {f.name for f in fields(Settings)} | {f.name for f in fields(RetrySettings)}
+    if set_ is not None and not isinstance(set_, Mapping):
+        raise UsageError(
+            f"set={set_!r}: expected a dict of dotted keys and values, as --set takes them: "
+            '{"settings.mini_batch_size": 2}.'
+        )
     merged = dict(set_ or {})
     for key, value in overrides.items():
         if key not in names:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from daskscore.errors import ClusterLost
+from daskscore.errors import ClusterLost, UsageError
 
 logger = logging.getLogger("daskscore")
 
@@ -25,6 +25,19 @@ def connected(client: Any) -> bool:
     """Whether ``client`` has its scheduler now: a question to the cluster asked without it
     waits out the connect timeout (30 s)."""
     return getattr(client, "status", "running") == "running"
+
+
+def require_connected(client: Any) -> None:
+    """Raise :class:`UsageError` unless ``client`` has its scheduler: a closed client (or one
+    whose cluster was closed) can run nothing, and said so as a KeyError of Dask's."""
+    if connected(client):
+        return
+    status = getattr(client, "status", "?")
+    raise UsageError(
+        f"the Dask client given (client=) is not connected to its scheduler (status "
+        f"{status!r}): it was closed, or its cluster was. Make a new Client (and cluster) and "
+        "pass that; nothing was run or written."
+    )
 
 
 class SchedulerWatch:

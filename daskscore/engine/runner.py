@@ -36,6 +36,7 @@ from daskscore.cluster.local import (
 from daskscore.config import Deployment, secret_values
 from daskscore.config.options import JobOptions
 from daskscore.engine import interrupt, recipe, resume, retry
+from daskscore.engine.connection import require_connected
 from daskscore.engine.finish import (
     JobRecord,
     JobResult,
@@ -91,7 +92,6 @@ def _execute(
         done = _nothing_to_retry(Path(output).expanduser().resolve(), options)
         if done is not None:
             return done
-    early: EarlyCluster | None = None
     running = None
     # (--worker-memory sizes a fresh embedded cluster: the warm one's workers have their own)
     if options.client is None and not options.scheduler and options.warm and not _sized(options):
@@ -109,13 +109,17 @@ def _execute(
         early = EarlyCluster(_cluster(deployment, options))
         n = options.workers or deployment.worker_count
         _say(options, f"starting {n} worker{'s' if n != 1 else ''}…")
+    else:  # (the scheduler's connection is made while the inputs are planned)
+        early = EarlyCluster(_cluster(deployment, options))
     try:
         plan = plan_job(deployment, input_path, options, output=output)
         assert plan is not None  # (plan_job raises its first problem)
+        # a cluster that cannot be used fails the job before the output is claimed: an
+        # --overwrite would have removed the earlier job's results for nothing
+        early.check()
         job = _claim(plan, output, lock)
     except BaseException as exc:
-        if early is not None:
-            early.discard()
+        early.discard()
         if isinstance(exc, KeyboardInterrupt):  # nothing claimed: the command starts again
             raise interrupt.before_claim() from None
         raise
@@ -132,7 +136,7 @@ def _run_claimed(
     job: JobRun,
     plan: JobPlan,
     options: JobOptions,
-    early: EarlyCluster | None,
+    early: EarlyCluster,
     phase: list[str],
 ) -> JobResult:
     deployment = plan.deployment
@@ -141,7 +145,7 @@ def _run_claimed(
         job_logging(
             job.out_dir, settings.logging_level, secret_values(settings.environment_variables)
         ),
-        early if early is not None else _cluster(deployment, options) as handle,
+        early as handle,
         open_board(job, handle) as board,
     ):
         for note in plan.notes:  # what the listing left out (the output folder, broken links)
@@ -334,6 +338,7 @@ def publish(result: JobResult, out_dir: Path, url: str) -> JobResult:
 @contextmanager
 def _cluster(deployment: Deployment, options: JobOptions) -> Iterator[ClusterHandle]:
     if options.client is not None:
+        require_connected(options.client)
         link = dashboard_link(options.client)
         yield ClusterHandle(options.client, None, link, keep_warm=options.warm)
     elif options.scheduler:

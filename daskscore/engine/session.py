@@ -40,6 +40,7 @@ from distributed import Client
 from daskscore import _compat
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
+from daskscore.engine.connection import require_connected
 from daskscore.engine.framemeta import conform
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.noworkers import watch_session
@@ -397,6 +398,7 @@ def open_session(
     (``progress``: see :meth:`LiveScore.for_session`)."""
     if on_error not in ON_ERROR:
         raise UsageError(f"on_error={on_error!r}: expected 'raise' or 'drop'.")
+    require_connected(client)
     options = options or JobOptions()
     options.output_format = "frame"
     plan = plan_job(deployment, input_path, options)
