@@ -30,6 +30,7 @@ import logging
 import math
 import shutil
 import tempfile
+import threading
 import uuid
 import weakref
 from pathlib import Path
@@ -40,7 +41,7 @@ from distributed import Client
 from daskscore import _compat
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
-from daskscore.engine.connection import require_connected
+from daskscore.engine.connection import connected, require_connected
 from daskscore.engine.framemeta import conform
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.noworkers import watch_session
@@ -379,8 +380,19 @@ _OPEN: weakref.WeakSet[ScoringSession] = weakref.WeakSet()
 
 @atexit.register
 def _tidy_at_exit() -> None:
+    """Sessions left open when the interpreter exits: uninstalled from a cluster that is
+    still there (else its workers kept the script initialised, and installed it on each worker
+    that joined later), within a few seconds; their folders tidied."""
     for session in list(_OPEN):
+        if connected(session.client):
+            closing = threading.Thread(target=session.close, daemon=True)
+            closing.start()
+            closing.join(EXIT_CLOSE_S)
         session.tidy()
+
+
+#: How long the interpreter's exit waits for an open session to be uninstalled.
+EXIT_CLOSE_S = 5.0
 
 
 def open_session(

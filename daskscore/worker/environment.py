@@ -42,7 +42,8 @@ def set_environment(
         model = Path(job.model_path)
         os.symlink(model, Path(model_dir) / model.name, target_is_directory=model.is_dir())
     env = script_environment(job, model_dir, device)
-    saved["env"] = {key: _variable(key).push(value) for key, value in env.items()}
+    saved["env"] = {}
+    _own_view(saved, env)
     saved["argv"] = ARGV.push([job.script])
     return model_dir
 
@@ -64,10 +65,28 @@ def reassert_environment(saved: dict[str, Any], env: dict[str, str], argv: list[
     """Set ``env`` and ``argv`` again for the job whose environment :func:`set_environment`
     set into ``saved`` (a warm script taken over by the next job: some values are the new
     job's), as the newest of the jobs installed in this process."""
-    tokens = saved.setdefault("env", {})
-    for key, value in env.items():
-        tokens[key] = _variable(key).reassert(tokens.get(key), value)
+    _own_view(saved, env)
     saved["argv"] = ARGV.reassert(saved.get("argv"), list(argv))
+
+
+def _own_view(saved: dict[str, Any], env: dict[str, str]) -> None:
+    """Make the job of ``saved`` the newest, seeing ``env`` and otherwise the process's own
+    values: a variable another open job set (a ``score()`` session whose client closed, a
+    killed driver's job not yet removed) is the process's own for this job, not that job's
+    value — it went into the next job's results unseen."""
+    tokens = saved.setdefault("env", {})
+    with _LOCK:
+        others = [name for name, v in _VARIABLES.items() if v.layered() and name not in env]
+        for key in [*env, *others, *(k for k in tokens if k not in env and k not in others)]:
+            var = _variable(key)
+            value = env[key] if key in env else var.own()
+            tokens[key] = var.reassert(tokens.get(key), value)
+        _NEWEST[0] = saved
+
+
+def is_newest(saved: dict[str, Any]) -> bool:
+    """Whether the job of ``saved`` is the one whose environment the process has now."""
+    return _NEWEST[0] is saved
 
 
 def restore_environment(saved: dict[str, Any]) -> None:
@@ -76,6 +95,8 @@ def restore_environment(saved: dict[str, Any]) -> None:
     for key, token in saved.pop("env", {}).items():
         _variable(key).pop(token)
     ARGV.pop(saved.pop("argv", None))
+    if _NEWEST[0] is saved:
+        _NEWEST[0] = None
 
 
 class Overlapped:
@@ -112,6 +133,14 @@ class Overlapped:
                 return token
             return self.push(value)
 
+    def layered(self) -> bool:
+        """Whether an open job set it."""
+        return bool(self._layers)
+
+    def own(self) -> Any:
+        """The process's own value (from before any open job set one)."""
+        return self._base if self._layers else self._get()
+
     def pop(self, token: list[Any] | None) -> None:
         """Undo the job of ``token`` (again: nothing)."""
         with _LOCK:
@@ -124,6 +153,8 @@ class Overlapped:
 
 
 _LOCK = threading.RLock()
+#: the ``saved`` of the job whose environment the process has (the newest, or the last made so)
+_NEWEST: list[Any] = [None]
 #: each environment variable a job set (made when first set)
 _VARIABLES: dict[str, Overlapped] = {}
 

@@ -136,7 +136,7 @@ class JobRuntime:
         #: held by the task running mini-batches: one run() at a time per process, as in
         #: Azure, even on a worker with several threads (scripts keep one model in a global)
         self.run_lock = threading.Lock()
-        self._saved: dict[str, Any] = {}
+        self.saved: dict[str, Any] = {}
         self._own_variables: ScriptVariables | None = None
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
@@ -197,7 +197,7 @@ class JobRuntime:
         except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
             self.init_error = self._init_error(stage, exc)
             self.write_error(stage, script_mod.full_traceback(exc))
-        self._own_variables.taken(self._saved.get("env", {}))  # (an init() that raised, too)
+        self._own_variables.taken(self.saved.get("env", {}))  # (an init() that raised, too)
         self.init_s = time.perf_counter() - started
         self._watchdog = threading.Thread(
             target=self._watch, name=f"daskscore-watchdog-{job.job_id}", daemon=True
@@ -231,17 +231,17 @@ class JobRuntime:
         self.reused = True
         self._switch_log(self._open_log())
         self._fds = FDS.push(str(self._log_path())) if self.nanny else None  # (before streams)
-        self._reassert()
+        self.reassert()
         if self._watchdog is not None:
             self._watchdog.name = f"daskscore-watchdog-{job.job_id}"
 
-    def _reassert(self) -> None:
+    def reassert(self) -> None:
         """What the script sees, set again for the job that takes it over: the environment
         (``AZUREML_BI_OUTPUT_PATH`` is the new job's), ``sys.argv``, the code folder on
         ``sys.path``, the output routing (a concurrent job's uninstall may have undone them)."""
         job = self.job
         env = script_environment(job, self.model_dir, self.device)
-        reassert_environment(self._saved, env, [job.script])
+        reassert_environment(self.saved, env, [job.script])
         if job.code not in sys.path:
             sys.path.insert(0, job.code)
         if self._streams is not None:
@@ -277,7 +277,7 @@ class JobRuntime:
         if self._code is not None:
             self._code.forget()
         self._code = self.module = None  # (what the script holds, a Pool, may be collected)
-        restore_environment(self._saved)
+        restore_environment(self.saved)
         if self._own_variables is not None:
             self._own_variables.undo()
         self._restore_output()
@@ -326,7 +326,7 @@ class JobRuntime:
         return f"{text}\n{self.shown(listing)}" if listing else text
 
     def _set_environment(self) -> None:
-        self.model_dir = set_environment(self.job, self._saved, self.device, self.local_directory)
+        self.model_dir = set_environment(self.job, self.saved, self.device, self.local_directory)
 
     def _log_path(self) -> Path:
         return Path(self.job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"

@@ -44,6 +44,7 @@ from daskscore.protocol import (
     exception_text,
 )
 from daskscore.worker import script as script_mod
+from daskscore.worker.environment import is_newest
 from daskscore.worker.memory import rss_bytes
 from daskscore.worker.plugin import get_runtime
 from daskscore.worker.prefetch import Fetched, MiniBatchInput, TaskInputs
@@ -152,6 +153,8 @@ def run_mini_batch(
     it raises what fetching raised); without it the input is fetched here.  The input (a
     scratch folder of downloaded files) is removed when the mini-batch is done.
     """
+    if not is_newest(runtime.saved):  # another job was installed here since: this job's
+        runtime.reassert()  # environment, argv and streams again, not that job's
     records: list[MiniBatchRecord] = []
     tries = tries_used
     source = MiniBatchInput(_fetched(work), first)

@@ -370,10 +370,10 @@ def test_two_sessions_on_one_client_closed_out_of_order_leave_no_variable_behind
     second = daskscore.open_session(deps["b"], inputs, client=client)
     try:
         # both installed in each worker: the first still scores (its own script, even of the
-        # same module name), in the environment the two share, the second's values newest
+        # same module name), with its own variables and none of the second's
         rows = first.frame.compute(scheduler=client.get)
         assert len(rows) == N_FILES
-        assert {line.split(" ", 1)[1] for line in rows.iloc[:, 0].astype(str)} == {"b set set"}
+        assert {line.split(" ", 1)[1] for line in rows.iloc[:, 0].astype(str)} == {"a set -"}
         first.close()
         rows = second.frame.compute(scheduler=client.get)
         tags = {line.split(" ", 1)[1] for line in rows.iloc[:, 0].astype(str)}

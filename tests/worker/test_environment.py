@@ -17,6 +17,7 @@ import pytest
 
 from daskscore.protocol import WorkerJob
 from daskscore.worker.environment import (
+    is_newest,
     reassert_environment,
     restore_environment,
     set_environment,
@@ -61,8 +62,11 @@ def test_overlapping_jobs_undone_in_either_order_leave_the_open_one_then_the_pro
     dirs["b"] = set_environment(job("b", tmp_path, SHARED="b", ONLY_B="b"), saved["b"])
     seen_b = ours()
     try:
-        # the newest job's values win where both set one; the older one's others stay
-        assert seen_b[PREFIX + "SHARED"] == "b" and seen_b[PREFIX + "ONLY_A"] == "a"
+        # the newest job sees its own values and the process's: none of the older one's (a
+        # closed session's or a killed driver's job, not yet removed, went into its results)
+        assert seen_b[PREFIX + "SHARED"] == "b" and seen_b[PREFIX + "ONLY_B"] == "b"
+        assert PREFIX + "ONLY_A" not in seen_b and PREFIX + "SECRET" not in seen_b
+        assert seen_b[PREFIX + "UNTOUCHED"] == "kept"
         assert seen_b["AZUREML_MODEL_DIR"] == dirs["b"] and sys.argv == ["b.py"]
 
         open_one = "b" if first_closed == "a" else "a"
@@ -100,9 +104,9 @@ def test_three_jobs_in_every_order_of_undoing_end_as_the_process_began(
             restore_environment(saved[name])
             open_jobs.remove(name)
             now = ours()
-            for n in names:  # each open job's own variable is there, each closed one's is not
-                assert (PREFIX + n.upper() in now) == (n in open_jobs), (order, name, now)
             newest = open_jobs[-1] if open_jobs else None
+            for n in names:  # the newest open job's own variable is there, no other job's
+                assert (PREFIX + n.upper() in now) == (n == newest), (order, name, now)
             expected = newest if newest else process["env"][PREFIX + "SHARED"]
             assert now[PREFIX + "SHARED"] == expected, (order, name)
             assert sys.argv == ([f"{newest}.py"] if newest else process["argv"])
@@ -129,5 +133,31 @@ def test_a_warm_script_taken_over_by_the_next_job_becomes_the_newest(
     assert ours() == process["env"] and sys.argv == process["argv"]
     restore_environment(a)  # a second undo does nothing
     assert ours() == process["env"]
+    for folder in dirs:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_an_older_jobs_variables_come_back_when_it_is_made_current_again(
+    tmp_path: Path, process: dict[str, Any]
+) -> None:
+    """A task of the older of two open jobs makes its job current again (``reassert``): its
+    own variables are back and the newer job's are not, until the newer one's next task."""
+    a, b = {}, {}  # type: ignore[var-annotated]
+    dirs = [set_environment(job("a", tmp_path, ONLY_A="a", SHARED="a"), a)]
+    dirs.append(set_environment(job("b", tmp_path, ONLY_B="b"), b))
+    assert is_newest(b) and not is_newest(a)
+    assert PREFIX + "ONLY_A" not in os.environ
+    assert os.environ[PREFIX + "SHARED"] == "the process's own"
+    env_a = {PREFIX + "ONLY_A": "a", PREFIX + "SHARED": "a", "AZUREML_BI_OUTPUT_PATH": "/a"}
+    reassert_environment(a, env_a, ["a.py"])
+    assert is_newest(a) and not is_newest(b)
+    assert os.environ[PREFIX + "ONLY_A"] == "a" and os.environ[PREFIX + "SHARED"] == "a"
+    assert PREFIX + "ONLY_B" not in os.environ and sys.argv == ["a.py"]
+    restore_environment(a)
+    assert not is_newest(a)
+    assert os.environ[PREFIX + "ONLY_B"] == "b" and PREFIX + "ONLY_A" not in os.environ
+    assert os.environ[PREFIX + "SHARED"] == "the process's own"
+    restore_environment(b)
+    assert ours() == process["env"] and sys.argv == process["argv"]
     for folder in dirs:
         shutil.rmtree(folder, ignore_errors=True)
