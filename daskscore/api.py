@@ -234,8 +234,9 @@ def open_session(
     client : distributed.Client, optional
         The cluster to score on; default: the current client (``distributed.get_client()``).
     meta : pandas.DataFrame, optional
-        The empty frame of the predictions; default: inferred by scoring the first
-        mini-batch once.
+        The empty frame of the predictions, kept as given; default: inferred by scoring the
+        first mini-batch once (its dtypes; object columns keep run()'s values, whatever
+        Dask's ``dataframe.convert-string``).
     partitions : int, optional
         Partitions of the result (each a group of mini-batches); default: 4 per worker.
     tabular, carry_columns, set, lenient, init_timeout, **overrides

@@ -13,6 +13,12 @@ silently goes), so each partition is made to match it here, or fails saying how 
   (``compute()`` concatenates it as pandas does: floats where the first mini-batch had ints),
   with a warning naming the column, both dtypes and what to pass as ``meta=`` for writers
   that hold the frame to its declaration (``to_parquet``).
+
+The declaration is made here too (:func:`declared`), from the first mini-batch's result: its
+dtypes, whatever Dask's ``dataframe.convert-string``.  Dask would declare every object column
+text and ``str()`` each value (a numpy array becomes a truncated ``'[0. 1. ...]'``, bytes fail
+to decode), so the frame is built with it off, and where the caller has it on a column only
+becomes Dask's string dtype where every value of that mini-batch is text.
 """
 
 from __future__ import annotations
@@ -23,6 +29,40 @@ from typing import Any
 from daskscore.errors import UsageError
 
 logger = logging.getLogger("daskscore")
+
+
+def declared(frame: Any, strings: bool) -> Any:
+    """The empty frame declaring ``frame``'s columns and dtypes (``frame``: the first
+    mini-batch's rows); ``strings``: Dask's ``dataframe.convert-string`` is on where the frame
+    is made, so a column of text (every value a ``str`` or null, one at least a ``str``) is
+    declared with Dask's string dtype, as Dask would; an object column of anything else stays
+    ``object``, its values as ``run()`` returned them."""
+    import pandas as pd
+    from pandas.api import types
+
+    meta = frame.iloc[:0]
+    if not strings:
+        return meta
+    text = pd.StringDtype("pyarrow")  # (Dask's; pandas 3's ``str`` is another StringDtype)
+    wanted = {
+        column: text
+        for column, values in frame.items()
+        if values.dtype != text
+        and (types.is_object_dtype(values.dtype) or isinstance(values.dtype, pd.StringDtype))
+        and bool(values.notna().any())
+        and _is_text(values)
+    }
+    return meta.astype(wanted) if wanted else meta
+
+
+def _is_text(values: Any) -> bool:
+    """Whether every value of ``values`` is a ``str`` or null (``None``, NaN, ``pd.NA``)."""
+    import pandas as pd
+
+    def text(v: Any) -> bool:
+        return v is None or v is pd.NA or isinstance(v, str) or (isinstance(v, float) and v != v)
+
+    return bool(values.map(text).all())
 
 
 def conform(frame: Any, meta: Any, mini_batch: int, origin: str) -> Any:
@@ -57,7 +97,7 @@ def _converted(values: Any, want: Any, column: Any, mini_batch: int, origin: str
     text = types.is_string_dtype(want) and not isinstance(want, pd.CategoricalDtype)
     try:
         if text and (types.is_object_dtype(values.dtype) or types.is_string_dtype(values.dtype)):
-            if values.map(lambda v: v is None or isinstance(v, str) or v != v).all():
+            if _is_text(values):
                 return values.astype(want)
         elif not text:
             cast = values.astype(want)

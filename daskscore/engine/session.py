@@ -42,7 +42,7 @@ from daskscore import _compat
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
 from daskscore.engine.connection import connected, require_connected
-from daskscore.engine.framemeta import conform
+from daskscore.engine.framemeta import conform, declared
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.noworkers import watch_session
 from daskscore.engine.plan import plan_job
@@ -181,8 +181,9 @@ def _report(
         pass
 
 
-def first_rows(job_id: str, work: Any) -> Any:
-    """Score one mini-batch and return its empty frame: the DataFrame's ``meta``."""
+def first_rows(job_id: str, work: Any, strings: bool = False) -> Any:
+    """Score one mini-batch and return its empty frame: the DataFrame's ``meta``
+    (``strings``: the caller's Dask makes text columns its string dtype; see ``declared``)."""
     state = get_runtime(job_id)
     if state.init_error is not None:
         raise InitFailed("init() failed", user_traceback=state.init_error)
@@ -208,10 +209,10 @@ def first_rows(job_id: str, work: Any) -> Any:
         )
     if not len(frame) and len(frame.columns):
         logger.warning(
-            "score(): mini-batch 0 returned no rows, so the frame's dtypes are guessed (object, "
-            "written as text); pass meta= to score() with the columns' dtypes"
+            "score(): mini-batch 0 returned no rows, so the frame's dtypes are guessed "
+            "(object); pass meta= to score() with the columns' dtypes"
         )
-    return frame.iloc[:0]
+    return declared(frame, strings)
 
 
 class ScoringSession:
@@ -238,7 +239,9 @@ class ScoringSession:
         error_threshold: int = -1,
         progress: bool | None = None,
     ) -> None:
+        import dask
         import dask.dataframe as dd
+        from dask.dataframe.utils import pyarrow_strings_enabled
 
         self.client = client
         self.job = job
@@ -259,26 +262,30 @@ class ScoringSession:
         self.live: LiveScore | None = None
         origin = "given as meta=" if meta is not None else "inferred from mini-batch 0"
         if meta is None:
+            strings = bool(pyarrow_strings_enabled())  # (this process's Dask config)
             try:
-                meta = client.submit(first_rows, job.job_id, work[0], pure=False).result()
+                meta = client.submit(first_rows, job.job_id, work[0], strings, pure=False).result()
             except BaseException:
                 self.close()  # (the script is not left installed for nothing)
                 raise
-        self.frame = dd.from_map(
-            functools.partial(
-                score_partition,
-                job.job_id,
+        # (Dask's convert-string would make every object column text: the frame keeps
+        # run()'s values and dtypes, the text columns of mini-batch 0 made strings above)
+        with dask.config.set({"dataframe.convert-string": False}):
+            self.frame = dd.from_map(
+                functools.partial(
+                    score_partition,
+                    job.job_id,
+                    meta=meta,
+                    address=client.scheduler.address,
+                    policy=(on_error, error_threshold),
+                    live=progress is not False,
+                    origin=origin,
+                ),
+                groups,
                 meta=meta,
-                address=client.scheduler.address,
-                policy=(on_error, error_threshold),
-                live=progress is not False,
-                origin=origin,
-            ),
-            groups,
-            meta=meta,
-            label=PARTITION_LABEL,  # (the prefix of its tasks in the Dask dashboard)
-            enforce_metadata=False,
-        )
+                label=PARTITION_LABEL,  # (the prefix of its tasks in the Dask dashboard)
+                enforce_metadata=False,
+            )
         # (set past DataFrame.__setattr__: a column named "attrs" must not be assigned)
         object.__setattr__(self.frame, "attrs", {"daskscore": self})
         _OPEN.add(self)  # (its folder is removed at exit, should it never be closed)
