@@ -99,6 +99,25 @@ class DeadlineFile:
         mini-batch, try and start (see :func:`record_timeout` for the keys it reads)."""
         self._tail = "," + json.dumps({"pid": os.getpid(), **fields}, default=str)[1:]
 
+    def describe_attempt(
+        self, job: Any, worker: str, attempt: str | None, ledger: Any, error_log: str, stack: Any
+    ) -> None:
+        """:meth:`describe` the task attempt ``attempt`` of ``job`` (a ``WorkerJob``) on
+        ``worker`` (None: none, as in ``score()``), and its ``ledger``: where a timeout is
+        recorded; ``error_log`` and ``stack`` (the dump's path): the worker's files."""
+        self.describe(
+            job_id=job.job_id,
+            worker=worker,
+            timeout=job.timeout,
+            staging=job.staging if attempt else None,
+            attempt=attempt,
+            relay=getattr(ledger, "relay_key", None),  # (a RelayLedger's, a score() task's)
+            error_log=error_log,
+            stack=stack,
+            code=job.code,
+            display_code=job.display_code or job.code,
+        )
+
     def started(
         self, deadline: float, mini_batch: int, try_no: int, start: float, thread: int = 0
     ) -> None:

@@ -45,6 +45,8 @@ def set_environment(
     saved["env"] = {}
     _own_view(saved, env)
     saved["argv"] = ARGV.push([job.script])
+    saved["cwd"] = cwd = WorkingDirectory()
+    cwd.enter()
     return model_dir
 
 
@@ -91,12 +93,92 @@ def is_newest(saved: dict[str, Any]) -> bool:
 
 def restore_environment(saved: dict[str, Any]) -> None:
     """Undo :func:`set_environment`: each variable it set takes the value of the newest job
-    still installed that set it, else the process's own; ``sys.argv`` likewise."""
+    still installed that set it, else the process's own; ``sys.argv`` likewise; the current
+    directory is the process's own again (see :class:`WorkingDirectory`)."""
     for key, token in saved.pop("env", {}).items():
         _variable(key).pop(token)
     ARGV.pop(saved.pop("argv", None))
     if _NEWEST[0] is saved:
         _NEWEST[0] = None
+    cwd = saved.pop("cwd", None)
+    if cwd is not None:
+        cwd.close()
+
+
+class WorkingDirectory:
+    """The current directory of a job's script: one for the whole process, changed by a script
+    that calls ``os.chdir`` (so that its relative paths find its files).
+
+    In a worker process of its own, where the script's import and ``init()`` leave it holds
+    while the script is installed, and the process's own is set again when it is uninstalled
+    (the next job starts where a fresh process would).  A worker in its caller's process (an
+    in-process cluster: a notebook, a driver script; :attr:`per_call`) shares it with the
+    caller, whose own relative paths (the next job's deployment file) must keep their meaning:
+    there the script's directory holds while one of its calls runs (import and ``init()``,
+    ``run()``, ``shutdown()``), the caller's is set again as soon as none runs, and the
+    script's again before its next call.  Jobs of one process whose calls run at once share
+    it: the newest call's holds.
+    """
+
+    def __init__(self) -> None:
+        #: the caller's directory comes back between the script's calls (an in-process worker)
+        self.per_call = False
+        self._own: str | None = None  # (where the script went; None: it stayed)
+        self._calls = 0
+
+    def enter(self) -> None:
+        """A call of the script starts: its directory (where it went before) is set."""
+        with _LOCK:
+            if self._calls and not self.per_call:
+                return  # (the script's already, until close())
+            if not _CWD["calls"]:
+                _CWD["caller"] = _getcwd()
+            _CWD["calls"] += 1
+            self._calls += 1
+            if self._own is not None and self._own != _getcwd():
+                _chdir(self._own)
+            _CWD["set"] = _getcwd()
+
+    def leave(self, final: bool = False) -> None:
+        """A call of the script ended: where it went is noted, and, on an in-process worker
+        (or ``final``), the caller's directory is set again once no call runs."""
+        with _LOCK:
+            if not self._calls or not (self.per_call or final):
+                return
+            now = _getcwd()
+            if now != _CWD["set"]:
+                self._own = now  # (the script moved: another call's chdir is not its own)
+            self._calls -= 1
+            _CWD["calls"] -= 1
+            if not _CWD["calls"]:
+                _chdir(_CWD["caller"])
+            _CWD["set"] = _getcwd()
+
+    def close(self) -> None:
+        """The script is uninstalled: the process's directory is set again (unless a call of
+        another job still runs)."""
+        while self._calls:
+            self.leave(final=True)
+
+
+#: The process's current directory as the scripts' calls share it: how many are in flight,
+#: the caller's directory before the first, and the one set last (a script's own move differs)
+_CWD: dict[str, Any] = {"calls": 0, "caller": None, "set": None}
+
+
+def _getcwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # (removed while current: no directory to go back to)
+        return None
+
+
+def _chdir(path: str | None) -> None:
+    if path is not None:
+        try:
+            os.chdir(path)
+        except OSError:  # (removed since: the directory stays as it is)
+            pass
 
 
 class Overlapped:

@@ -58,6 +58,7 @@ from daskscore.worker.environment import (
     RedactingStream,
     ScriptVariables,
     SwitchableStream,
+    WorkingDirectory,
     mask_handlers,
     missing_model_file,
     reassert_environment,
@@ -138,6 +139,7 @@ class JobRuntime:
         self.run_lock = threading.Lock()
         self.saved: dict[str, Any] = {}
         self._own_variables: ScriptVariables | None = None
+        self.cwd = WorkingDirectory()  # (the script's current directory; set_environment's)
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._stdout: Any = None
@@ -197,6 +199,7 @@ class JobRuntime:
         except BaseException as exc:  # noqa: BLE001 - the user's code may raise anything
             self.init_error = self._init_error(stage, exc)
             self.write_error(stage, script_mod.full_traceback(exc))
+        self.cwd.leave()  # (an in-process worker's: the caller's directory between calls)
         self._own_variables.taken(self.saved.get("env", {}))  # (an init() that raised, too)
         self.init_s = time.perf_counter() - started
         self._watchdog = threading.Thread(
@@ -270,6 +273,7 @@ class JobRuntime:
             return  # nothing was installed (no resources here, or preparing the job failed)
         shutdown = getattr(self.module, "shutdown", None)
         if callable(shutdown) and self.init_error is None:
+            self.cwd.enter()  # (undone by restore_environment)
             try:
                 shutdown()
             except BaseException as exc:  # noqa: BLE001
@@ -327,6 +331,8 @@ class JobRuntime:
 
     def _set_environment(self) -> None:
         self.model_dir = set_environment(self.job, self.saved, self.device, self.local_directory)
+        self.cwd = self.saved["cwd"]  # (entered: the import and init() follow)
+        self.cwd.per_call = not self.nanny and _compat.scheduler_in_process()
 
     def _log_path(self) -> Path:
         return Path(self.job.logs) / "user" / "stdout" / f"{self.worker_name}.txt"
@@ -398,24 +404,16 @@ class JobRuntime:
             return
         if attempt is None and self.stacks is not None:
             self.stacks.disarm()  # no run() follows soon: no stack dump pending
-        job = self.job
-        self.deadlines.describe(
-            job_id=job.job_id,
-            worker=self.worker_name,
-            timeout=job.timeout,
-            staging=job.staging if attempt else None,
-            attempt=attempt,
-            relay=getattr(ledger, "relay_key", None),  # (a RelayLedger's, a score() task's)
-            error_log=str(self._error_log()),
-            stack=str(self.stacks.path) if self.stacks is not None else None,
-            code=job.code,
-            display_code=job.display_code or job.code,
+        stack = str(self.stacks.path) if self.stacks is not None else None
+        self.deadlines.describe_attempt(
+            self.job, self.worker_name, attempt, ledger, str(self._error_log()), stack
         )
 
     def run_started(self, mini_batch: int, try_no: int, start: float, ledger: Any) -> None:
         """A ``run()`` call starts now: the watchdogs (this process's, and the nanny's) end
         the process if it is still running ``retry_settings.timeout`` seconds later."""
         self.run_thread = threading.get_ident()
+        self.cwd.enter()
         self.announcer.started(mini_batch, try_no, start)
         if self.deadlines is not None and self.stacks is not None:
             self.stacks.arm(self.job.timeout)  # for the nanny: a dump if run() keeps the GIL
@@ -427,6 +425,7 @@ class JobRuntime:
 
     def run_ended(self) -> None:
         self.in_flight = None
+        self.cwd.leave()
         if self.deadlines is not None:
             self.deadlines.finished()
 

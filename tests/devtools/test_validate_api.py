@@ -141,3 +141,28 @@ def test_validate_a_loaded_deployment(tmp_path: Path, inputs: Path) -> None:
     loaded = daskscore.load_deployment(_deployment(tmp_path, GOOD))
     result = daskscore.validate(loaded, inputs, mini_batch_size=2)
     assert result.ok and result.mini_batches == 4 and result.items == 2
+
+
+def test_validate_a_script_that_changes_directory_leaves_the_callers(
+    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = """
+        import os
+
+        def init():
+            os.chdir(os.path.dirname(os.path.abspath(__file__)))
+
+        def run(mini_batch):
+            return [os.path.exists("label.txt") for p in mini_batch]
+    """
+    dep = write_deployment(
+        tmp_path / "deploy",
+        script,
+        extra_code={"label.txt": "cat"},
+        settings={"mini_batch_size": 3},
+    )
+    monkeypatch.chdir(tmp_path)
+    caller = os.getcwd()
+    result = daskscore.validate(dep, inputs)
+    assert result.ok and result.returned == [True, True, True], "run() had the script's directory"
+    assert os.getcwd() == caller

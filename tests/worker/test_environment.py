@@ -1,7 +1,9 @@
 """What a scoring script sees of its process, set and undone per installed job, in a process
 where jobs overlap: two sessions on one client install two jobs in the same worker process,
 and closing them in either order must leave the one still open as it was and, after the last,
-the process as it was (no variable, secret or not, of a closed job left behind)."""
+the process as it was (no variable, secret or not, of a closed job left behind).  The current
+directory a script moves to is its own for its calls; the caller's comes back between them on
+an in-process worker, and when the script is uninstalled everywhere."""
 
 from __future__ import annotations
 
@@ -161,3 +163,76 @@ def test_an_older_jobs_variables_come_back_when_it_is_made_current_again(
     assert ours() == process["env"] and sys.argv == process["argv"]
     for folder in dirs:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """The caller's directory (the current one) and two a script may move to."""
+    found = {name: (tmp_path / name).resolve() for name in ("caller", "a", "b")}
+    for folder in found.values():
+        folder.mkdir()
+    monkeypatch.chdir(found["caller"])
+    return found
+
+
+def test_an_in_process_scripts_directory_holds_for_its_calls_the_callers_between_them(
+    tmp_path: Path, process: dict[str, Any], dirs: dict[str, Path]
+) -> None:
+    saved: dict[str, Any] = {}
+    model_dir = set_environment(job("a", tmp_path), saved)  # (the import and init() follow)
+    cwd = saved["cwd"]
+    cwd.per_call = True  # (a worker in its caller's process)
+    os.chdir(dirs["a"])  # init()
+    cwd.leave()
+    assert Path.cwd() == dirs["caller"]
+    for _ in range(2):  # run(), twice
+        cwd.enter()
+        assert Path.cwd() == dirs["a"]
+        cwd.leave()
+        assert Path.cwd() == dirs["caller"]
+    cwd.enter()  # shutdown(), then the script is uninstalled
+    restore_environment(saved)
+    assert Path.cwd() == dirs["caller"]
+    shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def test_calls_of_two_in_process_jobs_at_once_give_the_caller_its_directory_after_the_last(
+    tmp_path: Path, process: dict[str, Any], dirs: dict[str, Path]
+) -> None:
+    saved: dict[str, dict[str, Any]] = {"a": {}, "b": {}}
+    folders = [set_environment(job(n, tmp_path), saved[n]) for n in ("a", "b")]
+    a, b = saved["a"]["cwd"], saved["b"]["cwd"]
+    a.per_call = b.per_call = True
+    os.chdir(dirs["b"])  # b's init() (a's install is still in its init(): both calls in flight)
+    b.leave()
+    assert Path.cwd() == dirs["b"], "a call still runs: the directory is left as it is"
+    a.leave()
+    assert Path.cwd() == dirs["caller"]
+    a.enter()
+    assert Path.cwd() == dirs["caller"], "b's move is not a's: a stayed where it began"
+    b.enter()
+    assert Path.cwd() == dirs["b"]
+    a.leave()
+    b.leave()
+    assert Path.cwd() == dirs["caller"]
+    for name in ("a", "b"):
+        restore_environment(saved[name])
+    assert Path.cwd() == dirs["caller"]
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_worker_process_of_its_own_keeps_the_scripts_directory_until_it_is_uninstalled(
+    tmp_path: Path, process: dict[str, Any], dirs: dict[str, Path]
+) -> None:
+    saved: dict[str, Any] = {}
+    model_dir = set_environment(job("a", tmp_path), saved)
+    cwd = saved["cwd"]
+    os.chdir(dirs["a"])  # init()
+    cwd.leave()
+    cwd.enter()  # run()
+    cwd.leave()
+    assert Path.cwd() == dirs["a"], "the process is the script's while it is installed"
+    restore_environment(saved)
+    assert Path.cwd() == dirs["caller"], "the next job starts where a fresh process would"
+    shutil.rmtree(model_dir, ignore_errors=True)

@@ -3,7 +3,10 @@ workers in the caller's own process: the script is installed once for the proces
 ``init()`` once per process), and when the job ends, or ``init()`` fails, the caller's
 ``sys.stdout``/``sys.stderr``, ``sys.argv`` and environment are its own again. Each worker
 installed its own copy under one job id: the second replaced the first, which was never
-uninstalled, so the caller's prints went on into the script's log after the job."""
+uninstalled, so the caller's prints went on into the script's log after the job.  A script
+that changes directory (``os.chdir`` in ``init()``) has it for each of its calls, and the
+caller has its own between them: it was left in the script's folder, so that a second job
+given by relative paths found no deployment file."""
 
 from __future__ import annotations
 
@@ -34,6 +37,24 @@ SCRIPT = """
     def run(mini_batch):
         print("scoring", len(mini_batch))
         return [os.path.basename(p) for p in mini_batch]
+"""
+
+CHDIR = """
+    import os
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+
+    def init():
+        os.chdir(HERE)  # (so that the script's relative paths find its files)
+
+    def run(mini_batch):
+        with open("label.txt") as fh:
+            label = fh.read().strip()
+        return [f"{label}:{os.path.basename(p)}" for p in mini_batch]
+
+    def shutdown():
+        with open("shutdown.txt", "w") as fh:
+            fh.write(os.getcwd())
 """
 
 
@@ -105,3 +126,45 @@ def test_a_session_whose_init_fails_leaves_nothing_switched(client: Any, tmp_pat
         daskscore.score(dep, write_inputs(tmp_path / "in", 4), client=client)
 
     assert _process_state() == before
+
+
+def _chdir_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CHDIR script's deployment and inputs in ``tmp_path``, the caller's directory;
+    returns the script's code folder."""
+    write_deployment(
+        tmp_path / "deploy",
+        CHDIR,
+        extra_code={"label.txt": "cat\n"},
+        settings={"mini_batch_size": 2},
+    )
+    write_inputs(tmp_path / "in", 4)
+    monkeypatch.chdir(tmp_path)
+    return (tmp_path / "deploy" / "code").resolve()
+
+
+def test_a_script_that_changes_directory_leaves_the_callers_after_the_job(
+    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = _chdir_job(tmp_path, monkeypatch)
+    caller = os.getcwd()
+    for out in ("out1", "out2"):  # (the second job's relative paths: the caller's directory)
+        result = daskscore.run("deploy/deployment.yml", "in", out, client=client)
+        assert result.status == "Completed" and result.succeeded_items == 4
+        assert os.getcwd() == caller
+        assert "cat:f0003.csv" in Path(result.predictions).read_text()  # (run() found its file)
+        assert (code / "shutdown.txt").read_text() == str(code)  # (so did shutdown())
+        assert not (tmp_path / out / "shutdown.txt").exists()
+
+
+def test_an_open_session_leaves_the_caller_its_directory_and_each_run_the_scripts(
+    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = _chdir_job(tmp_path, monkeypatch)
+    caller = os.getcwd()
+    with daskscore.open_session("deploy/deployment.yml", "in", client=client) as session:
+        assert os.getcwd() == caller, "between the script's calls the directory is the caller's"
+        frame = client.compute(session.frame).result()
+        assert frame["prediction"].tolist() == [f"cat:f{i:04d}.csv" for i in range(4)]
+        assert os.getcwd() == caller
+    assert os.getcwd() == caller
+    assert (code / "shutdown.txt").read_text() == str(code)
