@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.errors import InputError
+from daskscore.io.outputdir import SUMMARY_FILE as SUMMARY
 
 #: Paths made at a time when a :class:`FileList` is walked.
 _CHUNK = 4096
@@ -119,6 +120,7 @@ class _Skipped:
         self.dots_shown: list[str] = []  # the first dot-files and dot-folders found
         self.special = 0
         self.special_shown: list[str] = []  # the first pipes, sockets and devices found
+        self.jobs: list[str] = []  # earlier jobs' output folders
 
     def add_broken(self, path: str) -> None:
         self.broken += 1
@@ -150,6 +152,11 @@ class _Skipped:
                 f"the output folder {self.excluded} is inside the input folder {root}: it is "
                 "left out of the input (its predictions, logs and staging are not scored)"
             )
+        for folder in self.jobs:
+            lines.append(
+                f"the folder {folder} in the input folder {root} holds an earlier daskscore "
+                "job's results (job_summary.json, logs/): it is left out of the input"
+            )
         if self.broken:
             more = f" and {self.broken - len(self.shown)} more" if self.broken > SHOWN_LINKS else ""
             lines.append(
@@ -163,6 +170,18 @@ class _Skipped:
                 f"{root} (not regular files): {', '.join(sorted(self.special_shown))}{more}"
             )
         return lines
+
+
+def _job_output(folder: str, names: list[str], folders: list[tuple[str, str]]) -> bool:
+    """Whether ``folder`` holds an earlier daskscore job's results (``job_summary.json`` and
+    ``logs/``): no inputs."""
+    if not any(sub == "logs" for sub, _ in folders) or SUMMARY not in names:
+        return False
+    try:
+        with open(os.path.join(folder, SUMMARY), encoding="utf-8", errors="replace") as fh:
+            return '"total_mini_batches"' in fh.read(1 << 16)
+    except OSError:
+        return False
 
 
 def _broken_link(entry: os.DirEntry[str]) -> bool:
@@ -249,6 +268,9 @@ def _walk(root: str, skipped: _Skipped | None = None) -> list[_Folder]:
                     skipped.add_special(entry.path)
                 else:
                     names.append(entry.name)
+        if parent >= 0 and _job_output(folder, names, folders):
+            skipped.jobs.append(folder)  # (neither its files nor its sub-folders)
+            continue
         if parent >= 0:
             walked[parent].children.append((name + os.sep, len(walked)))
         index = len(walked)

@@ -52,6 +52,32 @@ def test_an_output_folder_inside_the_input_is_not_scored_by_a_second_run(tmp_pat
     assert str(out) in lines[0]
 
 
+def test_an_earlier_jobs_output_folder_inside_the_input_is_not_scored(tmp_path: Path) -> None:
+    """A job into ``input/scores`` then one into ``input/scores2``: the second left out the
+    first's results (predictions, report, summary, logs), which it scored as 12 more items."""
+    dep, inputs, _ = make_job(tmp_path, SCRIPT, n_files=3, settings={"mini_batch_size": 1})
+    first = cli(dep, inputs, inputs / "scores")
+    assert first.returncode == 0, show(first)
+    data = inputs / "more"  # a folder of inputs that merely has a summary-like name in it
+    data.mkdir()
+    (data / "job_summary.json").write_text('{"not": "a job"}')
+    (data / "logs").mkdir()
+    (data / "logs" / "x.txt").write_text("x")
+
+    second = cli(dep, inputs, inputs / "scores2")
+
+    assert second.returncode == 0, show(second)
+    s = summary_of(inputs / "scores2")
+    assert (s["total_items"], s["succeeded_items"]) == (5, 5)
+    rows = (inputs / "scores2" / "predictions.csv").read_text().splitlines()
+    names = [line.split()[0] for line in rows]
+    assert names == ["f0000.csv", "f0001.csv", "f0002.csv", "job_summary.json", "x.txt"]
+    lines = [line for line in job_log(inputs / "scores2").splitlines() if "earlier daskscore job" in line]
+    assert len(lines) == 1 and str(inputs / "scores") in lines[0], lines
+    # the earlier job's folder given as the input itself is scored (a chained job)
+    assert len(list_input_files(inputs / "scores")) > 3
+
+
 def test_broken_symbolic_links_are_skipped_with_one_line_in_the_job_log(tmp_path: Path) -> None:
     dep, inputs, out = make_job(tmp_path, SCRIPT, n_files=3, settings={"mini_batch_size": 1})
     (inputs / "gone.csv").symlink_to(tmp_path / "deleted.csv")
