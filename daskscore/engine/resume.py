@@ -50,12 +50,20 @@ def _hash(items: Any) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _tree_stats(root: Path, contents: bool) -> list[Any]:
+def _tree_stats(root: Path, contents: bool, skip: Path | None = None) -> list[Any]:
+    """Name, size and contents (or mtime) of each file under ``root``; ``skip``: the job's
+    output folder, left out should it lie inside (a model path of ``.``: its writes are no
+    change of the model's)."""
     if root.is_file():
         st = root.stat()
         return [[root.name, st.st_size, root.read_bytes().hex() if contents else st.st_mtime_ns]]
     out = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    inside = _inside(skip, root)
+    for path in sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and not (inside and _under(p, inside))
+    ):
         st = path.stat()
         marker = hashlib.sha256(path.read_bytes()).hexdigest() if contents else st.st_mtime_ns
         out.append([path.relative_to(root).as_posix(), st.st_size, marker])
@@ -78,7 +86,19 @@ def code_stats(code: Path, script: Path | None = None, skip: Path | None = None)
     return out
 
 
-def _model_stats(model: Path | str | None) -> Any:
+def _inside(folder: Path | None, root: Path) -> Path | None:
+    """``folder`` resolved, when it lies inside ``root``."""
+    if folder is None:
+        return None
+    resolved = Path(folder).resolve()
+    return resolved if _under(resolved, Path(root).resolve()) else None
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.resolve().parents
+
+
+def _model_stats(model: Path | str | None, skip: Path | None = None) -> Any:
     if model is None:
         return None
     if isinstance(model, str):  # a URL: its listing's names, sizes and etags or times
@@ -86,7 +106,7 @@ def _model_stats(model: Path | str | None) -> Any:
 
         fs, root = storage.filesystem(model, verb="reading")
         return [model, sorted(_remote_stat(i) for i in fs.find(root, detail=True).values())]
-    return _tree_stats(model, contents=False)
+    return _tree_stats(model, contents=False, skip=skip)
 
 
 def _remote_stat(info: dict[str, Any]) -> list[Any]:
@@ -119,14 +139,14 @@ def fingerprint(
     scoring script; ``out_dir``: the job's output folder, left out of the code folder's)."""
     return {
         "code": _hash(code_stats(code, script, out_dir)),
-        "model": _hash(_model_stats(model)),
+        "model": _hash(_model_stats(model, out_dir)),
         "inputs": _hash_names(files),
         "mini_batches": _hash(batching),
         "output": _hash(output),
     }
 
 
-def refresh_model(staging: Path, model: Path | str | None) -> None:
+def refresh_model(staging: Path, model: Path | str | None, out_dir: Path | None = None) -> None:
     """Note in the job's manifest the model folder as ``init()`` left it, once it ran on every
     worker: a script may write there (a compiled cache next to the weights, rewritten by every
     ``init()``), and that write is the job's own, not a change a resume must refuse.  What a
@@ -136,7 +156,7 @@ def refresh_model(staging: Path, model: Path | str | None) -> None:
     manifest = read_manifest(staging)
     if manifest is None or not isinstance(manifest.get("fingerprint"), dict):
         return
-    manifest["fingerprint"]["model"] = _hash(_model_stats(model))
+    manifest["fingerprint"]["model"] = _hash(_model_stats(model, out_dir))
     write_manifest(staging, manifest)
 
 

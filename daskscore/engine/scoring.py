@@ -173,7 +173,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
         model = plan.deployment.model
         try:  # (what init() wrote into the model folder is the job's own: resume.refresh_model)
             if model is not None and not job.record.warm_workers:  # (no init() ran: as it was)
-                resume.refresh_model(job.staging, model.path)
+                resume.refresh_model(job.staging, model.path, job.out_dir)
         except OSError:
             logger.debug("noting the model folder after init() failed", exc_info=True)
         phases.mark("init")

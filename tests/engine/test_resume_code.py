@@ -74,6 +74,34 @@ def test_a_job_writing_into_its_code_and_model_folders_resumes(tmp_path: Path) -
     assert summary_of(out)["succeeded_items"] == 6
 
 
+def test_an_output_folder_inside_the_model_folder_resumes(tmp_path: Path) -> None:
+    """``model: {path: .}`` with the output folder inside: the job's own writes there were
+    taken for a change of the model, and every resume was refused."""
+    root = tmp_path / "job"
+    held, go = tmp_path / "held", tmp_path / "go"
+    dep = _code_dot(root, HOLD="f0005.csv", HELD=str(held), GO=str(go))
+    (root / "score.py").write_text(
+        textwrap.dedent(SCRIPT).replace("def init():", "def init():\n    return\n\ndef _no():")
+    )
+    doc = yaml.safe_load(dep.read_text())
+    doc["model"]["path"] = "."
+    dep.write_text(yaml.safe_dump(doc))
+    inputs = conftest.write_inputs(tmp_path / "in", 6)
+    out = root / "out"  # inside the model folder (and the code folder)
+    args = cli_args(dep, inputs, out)
+    job = start_cli(*args)
+    try:
+        wait_until(held.exists, job, "the job reached its last mini-batch")
+    finally:
+        kill_tree(job)
+    go.touch()
+    proc = conftest.run_cli(*args, "--resume", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert summary_of(out)["succeeded_items"] == 6
+    rows = (out / "predictions.csv").read_text().split()
+    assert rows == [f"f{i:04d}.csv" for i in range(6)]
+
+
 def test_code_stats_are_the_code_python_imports(tmp_path: Path) -> None:
     root = tmp_path / "job"
     _code_dot(root)
