@@ -42,7 +42,7 @@ from daskscore import _compat
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
 from daskscore.engine.connection import connected, require_connected
-from daskscore.engine.framemeta import conform, declared
+from daskscore.engine.framemeta import conform
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.noworkers import watch_session
 from daskscore.engine.plan import plan_job
@@ -54,8 +54,9 @@ from daskscore.engine.scoredeaths import (
 )
 from daskscore.engine.scorefail import COUNTS_ROOT, failure_of, raise_if_over
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started, topic
-from daskscore.engine.work import charged, describe_work, tries_text
-from daskscore.errors import InitFailed, JobFailed, UsageError
+from daskscore.engine.sessionmeta import first_rows, say_unknown
+from daskscore.engine.work import charged, tries_text
+from daskscore.errors import InitFailed, UsageError
 from daskscore.protocol import MiniBatchRecord, WorkerJob, error_line
 from daskscore.worker.deadline import watch_deadlines
 from daskscore.worker.plugin import get_runtime
@@ -181,40 +182,6 @@ def _report(
         pass
 
 
-def first_rows(job_id: str, work: Any, strings: bool = False) -> Any:
-    """Score one mini-batch and return its empty frame: the DataFrame's ``meta``
-    (``strings``: the caller's Dask makes text columns its string dtype; see ``declared``)."""
-    state = get_runtime(job_id)
-    if state.init_error is not None:
-        raise InitFailed("init() failed", user_traceback=state.init_error)
-    watch, frame = PartitionWatch(state.job, "meta"), None
-    try:
-        recs = [watch.given_up(0, work)]
-        if recs[0] is None:
-            with state.run_lock:
-                recs, frame = run_mini_batch(state, watch, 0, 0, work)
-    finally:
-        watch.close()
-    if not recs[-1].done or frame is None:
-        last = recs[-1]
-        why = error_line(last.error, empty="?")
-        files = [str(f) for f in describe_work(list(work) if isinstance(work, tuple) else work)]
-        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-        raise JobFailed(
-            f"score(): cannot infer the predictions' columns: mini-batch 0 ({shown}), which "
-            f"score() runs first to see them, failed ({last.status}: {why}). Fix the script, "
-            "or pass meta= to score() (an empty DataFrame with the columns and dtypes run() "
-            "returns) so that no mini-batch is run before the frame is computed.",
-            user_traceback=last.error or None,
-        )
-    if not len(frame) and len(frame.columns):
-        logger.warning(
-            "score(): mini-batch 0 returned no rows, so the frame's dtypes are guessed "
-            "(object); pass meta= to score() with the columns' dtypes"
-        )
-    return declared(frame, strings)
-
-
 class ScoringSession:
     """A scoring script installed on a cluster, and the lazy DataFrame of its predictions.
 
@@ -264,10 +231,14 @@ class ScoringSession:
         if meta is None:
             strings = bool(pyarrow_strings_enabled())  # (this process's Dask config)
             try:
-                meta = client.submit(first_rows, job.job_id, work[0], strings, pure=False).result()
+                meta, unknown = client.submit(
+                    first_rows, job.job_id, work[0], strings, pure=False
+                ).result()
             except BaseException:
                 self.close()  # (the script is not left installed for nothing)
                 raise
+            if unknown:
+                say_unknown(unknown, bool(len(work) > 1))
         # (Dask's convert-string would make every object column text: the frame keeps
         # run()'s values and dtypes, the text columns of mini-batch 0 made strings above)
         with dask.config.set({"dataframe.convert-string": False}):

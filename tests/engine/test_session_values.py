@@ -122,3 +122,31 @@ def test_a_text_column_of_mini_batch_0_that_later_holds_bytes_keeps_them(
     frame = ddf.compute()
     assert frame["note"].tolist() == ["ok", "ok"] + [b"\xff"] * (N_FILES - 2)
     _check_values(frame)
+
+
+NULLS_FIRST = """
+    import os
+
+    import pandas as pd
+
+    def run(mini_batch):
+        n = [int(os.path.basename(p)[1:5]) for p in mini_batch]
+        # no answer for the first files: None, then numbers
+        return pd.DataFrame({"n": n, "score": [None if i < 2 else i * 10 for i in n]})
+"""
+
+
+def test_a_column_only_null_in_mini_batch_0_is_said_to_be_undeclared(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    """Its dtype cannot be inferred from mini-batch 0: a warning names it and says how to
+    declare it (before, later numbers silently stayed objects and ``.sum()`` failed)."""
+    dep = write_deployment(tmp_path / "deploy", NULLS_FIRST, settings={"mini_batch_size": SIZE})
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+    with pytest.warns(UserWarning, match=r"column\(s\) 'score' held no value but nulls"):
+        ddf = daskscore.score(dep, inputs, progress=False)
+    sessions.append(ddf.attrs["daskscore"])
+    meta = pd.DataFrame({"n": pd.Series(dtype="int64"), "score": pd.Series(dtype="float64")})
+    declared = daskscore.score(dep, inputs, progress=False, meta=meta)
+    sessions.append(declared.attrs["daskscore"])
+    assert declared["score"].sum().compute() == sum(i * 10 for i in range(2, N_FILES))
