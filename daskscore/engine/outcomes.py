@@ -205,6 +205,8 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         else:  # (rows not counted and not read: the books charge the split's lines)
             total = 0 if rows_uncounted(self.work[mb]) else self.planned(mb)
         elapsed = time.time() - start if start else 0.0
+        if timed_out:  # (ended at its deadline: not the worker's restart and init() since)
+            elapsed = min(elapsed, float(self.settings.retry_settings.timeout))
         rec = MiniBatchRecord(
             mini_batch=mb,
             try_no=try_no,

@@ -317,6 +317,33 @@ def test_hanging_run_times_out_worker_restarted_and_init_runs_again(tmp_path):
     assert "mini-batch 1" in proc.stderr and "RUN_TIMEOUT" in proc.stderr
 
 
+@pytest.mark.timeout(200)
+def test_a_timed_out_trys_time_is_not_the_restart_and_init_after_it(tmp_path):
+    """One worker, a slow init(): the try that timed out was charged once the restarted worker
+    had run init() again, and its recorded time (elapsed_s, run_s) included both."""
+    hang_once = """\
+    flag = MARKERS / "hung"
+    if Path(path).name in TARGETS and not flag.exists():
+        flag.touch()
+        time.sleep(1000)
+"""
+    dep, inputs, out, _ = fault_job(
+        tmp_path,
+        n_files=4,
+        check=hang_once,
+        init_extra="    time.sleep(3)  # (run again by the restarted worker)\n",
+        targets=(name(1),),  # mini-batch 0
+        settings={"mini_batch_size": 2, "retry_settings": {"timeout": 2, "max_retries": 1}},
+    )
+    proc = cli(dep, inputs, out, "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    tries = read_tries(out)
+    assert statuses(tries[0]) == [(1, "RUN_TIMEOUT"), (2, "RUN_DONE")]
+    timed_out = tries[0][0]
+    assert float(timed_out["elapsed_s"]) <= 2.0 and float(timed_out["run_s"]) <= 2.0, timed_out
+    assert_rows_once(out, list(range(4)))
+
+
 # --------------------------------------------------------------------------- 4. run() crashes
 
 CRASHES = {
