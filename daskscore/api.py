@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,8 @@ def run(
     prefetch_mb : float, default 256
         ... while what a worker holds fetched ahead is under this many megabytes.
     lenient : bool, default False
-        Ignore deployment keys that neither daskscore nor Azure ML knows, each with an
+        Ignore deployment keys that neither daskscore nor Azure ML knows (and keys of the code
+        folder's ``parallel_run_step.settings.json`` nobody knows), each with an
         ``UnknownKeyWarning`` kept in the job's log and ``job_summary.json`` (``warnings``),
         instead of refusing them with a :class:`~daskscore.errors.ConfigError`.
     isolate_failures : bool, default False
@@ -397,8 +399,9 @@ def _one_path(value: Any, option: str) -> str | os.PathLike[str]:
 def _load(
     deployment: str | os.PathLike[str] | Deployment, overrides: dict[str, Any], lenient: bool
 ) -> Deployment:
-    if isinstance(deployment, Deployment):
-        return with_overrides(deployment, overrides)
+    if isinstance(deployment, Deployment):  # (lenient: for parallel_run_step.settings.json)
+        loaded = with_overrides(deployment, overrides)
+        return dataclasses.replace(loaded, lenient=True) if lenient else loaded
     if not isinstance(deployment, (str, os.PathLike)):
         raise ConfigError(
             f"deployment: expected a path to a YAML file, got {type(deployment).__name__}."

@@ -490,3 +490,75 @@ def test_numeric_set_values_are_usage_errors_naming_the_key(
         assert code == 2, err
         assert f"override: {key}: expected" in err, err
         assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+TABLE_SCRIPT = """
+    def init():
+        pass
+
+    def run(mini_batch):
+        return [f"{x}" for x in mini_batch["x"]]
+"""
+
+
+@pytest.mark.parametrize(("size", "mini_batches"), [("3 rows", 4), ("2KB", 3)])
+def test_mini_batch_size_takes_what_the_key_takes(
+    tmp_path: Path, size: str, mini_batches: int
+) -> None:
+    """A tabular size was refused by the option (a positive integer only), though the key
+    (and --set) took it."""
+    dep = write_deployment(tmp_path / "deploy", TABLE_SCRIPT)
+    table = tmp_path / "in" / "t.csv"
+    table.parent.mkdir()
+    n = 10 if size == "3 rows" else 500  # (500 rows of ~10 bytes: ~5 KB)
+    table.write_text("x\n" + "".join(f"r{i:08d}\n" for i in range(n)))
+    out = tmp_path / "out"
+    proc = run_cli("run", str(dep), "-i", str(table.parent), "-o", str(out),
+                   "--mini-batch-size", size, "--workers", "1", "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    summary = summary_of(out)
+    assert summary["total_mini_batches"] == mini_batches and summary["succeeded_items"] == n
+    assert (out / "predictions.csv").read_text().split() == [f"r{i:08d}" for i in range(n)]
+
+
+@pytest.mark.parametrize("value", ["0 rows", "10 parsecs", "0", "-2", "1.5"])
+def test_mini_batch_size_refuses_what_the_key_refuses_in_its_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], nothing_starts: None, value: str
+) -> None:
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    inputs = str(write_inputs(tmp_path / "in", 2))
+    for command in (["run", str(dep), "-i", inputs, "-o", str(tmp_path / "out")],
+                    ["validate", str(dep), "-i", inputs]):  # fmt: skip
+        code, key_err = _exit([*command, "--set", f"mini_batch_size={value}"], capsys)
+        assert code == 2, key_err
+        said = key_err.split("override: settings.mini_batch_size: ", 1)[1].splitlines()[0]
+        code, err = _exit([*command, "--mini-batch-size", value], capsys)
+        assert code == 2, err
+        assert f"argument --mini-batch-size: {said}" in err, err
+        assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_script_s_file_of_the_output_s_name_is_kept_and_said_after_the_verdict(
+    tmp_path: Path,
+) -> None:
+    script = """
+        import os
+
+        def run(mini_batch):
+            out = os.path.join(os.environ["AZUREML_BI_OUTPUT_PATH"], "predictions.csv")
+            with open(out, "a") as fh:
+                fh.writelines(f"side {os.path.basename(p)}\\n" for p in mini_batch)
+            return [os.path.basename(p) for p in mini_batch]
+    """
+    dep = write_deployment(tmp_path / "deploy", script, settings={"mini_batch_size": 2})
+    inputs, out = write_inputs(tmp_path / "in", 5), tmp_path / "out"
+    proc = run_cli("run", str(dep), "-i", str(inputs), "-o", str(out), "--no-progress")
+    assert proc.returncode == 0, show(proc)
+    lines = proc.stderr.splitlines()
+    said = [line for line in lines if line.startswith("daskscore: warning: ")]
+    assert len(said) == 1 and "'predictions.from-script.csv'" in said[0], show(proc)
+    assert lines.index(said[0]) == 1 + next(
+        i for i, line in enumerate(lines) if line.startswith("Job Completed")
+    )
+    assert len((out / "predictions.from-script.csv").read_text().splitlines()) == 5
+    assert (out / "predictions.csv").read_text().split() == [f"f{i:04d}.csv" for i in range(5)]

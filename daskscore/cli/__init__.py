@@ -89,8 +89,13 @@ def _columns(values: list[str]) -> tuple[str, ...]:
     return tuple(v.strip() for item in values for v in item.split(",") if v.strip())
 
 
+#: The warnings said on stderr so far: a job's summary's others are said after its verdict.
+_SAID: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     prefix = "warning" if issubclass(category, UnknownKeyWarning) else category.__name__
+    _SAID.add(str(message))
     print(f"daskscore: {prefix}: {message}", file=sys.stderr)
 
 
@@ -133,6 +138,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
             verdict = f"\033[1;31m{verdict}\033[0m"
     say(verdict)
+    for text in s.get("warnings") or []:  # (what the job warned of: a script's file set aside)
+        if text not in _SAID:
+            say(f"daskscore: warning: {text}")
     if s["failures"]:
         say(failure_message(s))
     target = result.predictions or result.output

@@ -15,7 +15,9 @@ from typing import Any
 
 from daskscore import __version__
 from daskscore.cluster.local import parse_resources
+from daskscore.config.loader import scalar
 from daskscore.config.options import DEFAULT_PREFETCH, DEFAULT_PREFETCH_MB
+from daskscore.config.values import mini_batch_size as check_mini_batch_size
 from daskscore.devtools import scaffold
 from daskscore.errors import UsageError
 from daskscore.io.writers import formats
@@ -62,6 +64,15 @@ def resources(text: str) -> str:
                 f"{name}: expected an amount above 0, got {amount:g} (in {text!r})"
             )
     return text
+
+
+def mini_batch_size(text: str) -> int | str:
+    """An argparse ``type``: what ``settings.mini_batch_size`` takes (files per mini-batch, or
+    a tabular byte size or row count: ``10``, ``2KB``, ``"500 rows"``), checked as the key is."""
+    try:
+        return check_mini_batch_size(scalar(text))  # (as --set reads a value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 POSITIVE = integer(1)
@@ -120,9 +131,10 @@ def _run_parser(sub: Any) -> None:
     _cluster_arguments(run)
     run.add_argument(
         "--mini-batch-size",
-        type=POSITIVE,
+        type=mini_batch_size,
         metavar="N",
-        help="files per mini-batch (settings.mini_batch_size)",
+        help="files per mini-batch, or for tabular inputs a byte size (10MB) or a row count "
+        "('500 rows') (settings.mini_batch_size)",
     )
     run.add_argument(
         "--instance-count", type=POSITIVE, metavar="N", help="instances (resources.instance_count)"
@@ -331,9 +343,10 @@ def _dev_parsers(sub: Any) -> None:
     check.add_argument("--lenient", action="store_true", help=LENIENT_HELP)
     check.add_argument(
         "--mini-batch-size",
-        type=POSITIVE,
+        type=mini_batch_size,
         metavar="N",
-        help="files per mini-batch (the first is run)",
+        help="files per mini-batch, or a tabular byte size or row count, as "
+        "settings.mini_batch_size takes it (the first is run)",
     )
     check.add_argument(
         "--mini-batch",

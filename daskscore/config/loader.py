@@ -127,7 +127,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     for key, value in overrides.items():
         path = resolve_key(key)
         if isinstance(value, str):
-            value = _scalar(value)
+            value = scalar(value)
         check_override(path, value)
         node = out
         for part in path[:-1]:
@@ -140,7 +140,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return out
 
 
-def _scalar(text: str) -> Any:
+def scalar(text: str) -> Any:
     """A ``--set`` value as YAML reads a scalar (``60`` -> 60, ``true`` -> True); anything that
     would not stay a scalar (``a: b``, ``[1]``, ``x #y``) is kept as the string it was."""
     if not text.strip() or "#" in text:
@@ -438,7 +438,7 @@ def load_deployment(
         raise ConfigProblems(errors)
     for text in warned:
         warnings.warn(text, UnknownKeyWarning, stacklevel=2)
-    return dataclasses.replace(deployment, warnings=tuple(warned))
+    return dataclasses.replace(deployment, warnings=tuple(warned), lenient=lenient)
 
 
 def with_overrides(deployment: Deployment, overrides: dict[str, Any]) -> Deployment:
@@ -446,4 +446,4 @@ def with_overrides(deployment: Deployment, overrides: dict[str, Any]) -> Deploym
     if not overrides:
         return deployment
     changed = validate(apply_overrides(to_raw(deployment), overrides), deployment.source)
-    return dataclasses.replace(changed, warnings=deployment.warnings)
+    return dataclasses.replace(changed, warnings=deployment.warnings, lenient=deployment.lenient)

@@ -264,8 +264,12 @@ class Deployment:
     source : Path or None
         The YAML file it came from (``None`` when built in Python).
     warnings : tuple of str
-        What loading it warned about: the unknown keys a ``lenient`` load ignored.  A job
-        keeps them in its log and in ``job_summary.json``.
+        What loading it warned about: the unknown keys a ``lenient`` load ignored (and its
+        plan: those of ``parallel_run_step.settings.json``).  A job keeps them in its log and
+        in ``job_summary.json``.
+    lenient : bool
+        It was loaded with ``lenient=True``: unknown keys of the code folder's
+        ``parallel_run_step.settings.json`` are warnings too.
     model : Model or None
         The model; ``None`` when the deployment names none.
     code : Path
@@ -282,6 +286,7 @@ class Deployment:
     settings: Settings = field(default_factory=Settings)
     source: Path | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    lenient: bool = field(default=False, compare=False)
 
     @property
     def worker_count(self) -> int:
@@ -328,11 +333,34 @@ UNKNOWN_HINT = (
 )
 
 
+#: ParallelRunStep's (and parallel jobs') names of settings, wherever they stand: the key each
+#: became, and how it differs.  Spelling alone points them elsewhere (``allowed_failed_percent``
+#: looks most like ``output_file_name``).
+RENAMED_KEYS = {
+    "allowed_failed_count": ("settings.error_threshold", "counts failed items, not mini-batches"),
+    "allowed_failed_percent": ("settings.error_threshold", "counts failed items, not a percentage"),
+    "mini_batch_error_threshold": ("settings.error_threshold", "counts failed items"),
+    "run_invocation_timeout": ("settings.retry_settings.timeout", ""),
+    "run_max_try": (
+        "settings.retry_settings.max_retries",
+        "counts the retries after the first try: run_max_try - 1",
+    ),
+    "process_count_per_node": ("settings.max_concurrency_per_instance", ""),
+    "node_count": ("settings.instance_count", ""),
+    "append_row_file_name": ("settings.output_file_name", ""),
+    "entry_script": ("code_configuration.scoring_script", ""),
+    "source_directory": ("code_configuration.code", ""),
+}
+
+
 def closest_key(key: str) -> str | None:
-    """The known key nearest to ``key``: the same name in another section (``settings.timeout``
-    -> ``settings.retry_settings.timeout``), else the closest among the keys of its own section,
+    """The known key nearest to ``key``: the key a ParallelRunStep name became
+    (:data:`RENAMED_KEYS`), the same name in another section (``settings.timeout`` ->
+    ``settings.retry_settings.timeout``), else the closest among the keys of its own section,
     among all keys, and by the last part of the name alone."""
     parent, _, leaf = key.rpartition(".")
+    if leaf in RENAMED_KEYS:
+        return RENAMED_KEYS[leaf][0]
     for known in KNOWN_KEYS:
         if known.rpartition(".")[2] == leaf and known != key:
             return known
@@ -351,9 +379,17 @@ def closest_key(key: str) -> str | None:
 
 
 def nearest_key(key: str) -> str:
-    """`` (did you mean 'KEY'?)`` for the known key nearest to ``key``, or ``""``."""
+    """`` (did you mean 'KEY'?)`` for the known key nearest to ``key``, or ``""``; for a
+    ParallelRunStep name, how the key differs from it."""
     match = closest_key(key)
-    return f" (did you mean '{match}'?)" if match else ""
+    if not match:
+        return ""
+    leaf = key.rpartition(".")[2]
+    if leaf not in RENAMED_KEYS:
+        return f" (did you mean '{match}'?)"
+    differs = RENAMED_KEYS[leaf][1]
+    differs = f"; {match.rpartition('.')[2]} {differs}" if differs else ""
+    return f" (did you mean '{match}'? {leaf} is its ParallelRunStep / parallel job name{differs})"
 
 
 def merge_setting_kwargs(set_: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:

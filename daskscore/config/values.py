@@ -117,15 +117,31 @@ _SIZE = re.compile(r"^\s*(\d+(\.\d+)?\s*([kmgt]i?b?|b)|rows?\s*:\s*\d+|\d+\s*row
 
 def _check_size(value: Any, meta: Any, key: str, where: str) -> int | str:
     """mini_batch_size: a positive integer (files), or a byte size / row count (tabular)."""
+    try:
+        return mini_batch_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {key}: {exc}") from None
+
+
+def mini_batch_size(value: Any) -> int | str:
+    """``value`` as ``mini_batch_size`` holds it: a positive integer (files per mini-batch; an
+    integer's digits too), or a byte size / row count, stripped.  The command's
+    ``--mini-batch-size`` takes the same.
+
+    Raises
+    ------
+    ValueError
+        Saying what is expected, and what ``value`` is.
+    """
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
     if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
         return int(value)
     if isinstance(value, str) and _SIZE.match(value) and _positive_size(value):
         return value.strip()
-    raise ConfigError(
-        f"{where}: {key}: expected a positive integer (files per mini-batch), or for tabular "
-        f"inputs a byte size such as '10MB' or a row count such as '500 rows'; got {kind(value)}."
+    raise ValueError(
+        "expected a positive integer (files per mini-batch), or for tabular inputs a byte size "
+        f"such as '10MB' or a row count such as '500 rows'; got {kind(value)}."
     )
 
 

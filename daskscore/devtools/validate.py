@@ -29,6 +29,7 @@ from daskscore.config.settings import Deployment, UnknownKeyWarning
 from daskscore.engine.plan import list_inputs, plan_job
 from daskscore.errors import UsageError
 from daskscore.io import storage, tabular
+from daskscore.io.rowtext import decoded
 from daskscore.io.shipping import fetch_model
 from daskscore.io.writers import format_rows
 from daskscore.protocol import WorkerJob
@@ -315,10 +316,14 @@ def _stages(
 def _call_run(
     module: Any, argument: Any, csv_kwargs: dict[str, Any], report: DryRun
 ) -> tuple[int, bytes]:
-    """run(), what it returned made into append_row bytes as a worker does; and its length."""
+    """run(), what it returned made into append_row bytes as a worker does (shown: UTF-8,
+    whatever the file's encoding); and its length."""
     report.value = module.run(argument)
     items = script_mod.normalize_result(report.value)
-    return len(items), format_rows(items, csv_kwargs)
+    rows = format_rows(items, csv_kwargs)
+    if csv_kwargs.get("encoding"):
+        rows = decoded(rows, csv_kwargs).encode("utf-8", "backslashreplace")
+    return len(items), rows
 
 
 def _mini_batch(work: Any, scratch: Path) -> Any:

@@ -194,6 +194,8 @@ class JobRecord:
     ran_with: dict[str, Any] = field(default_factory=dict)
     #: why the output could not be written (a dataset column of types that are not one)
     output_error: str | None = None
+    #: what assembling the output warned about (a script's file of its name, set aside)
+    warnings: list[str] = field(default_factory=list)
 
 
 def finish_job(
@@ -212,7 +214,7 @@ def finish_job(
     if outcomes.init_error is None or outcomes.succeeded_items():  # (what was scored is kept)
         try:
             predictions = writer.assemble(
-                Assembly(job.out_dir, staging, name, outcomes.done_finals(), client)
+                Assembly(job.out_dir, staging, name, outcomes.done_finals(), client, job.warnings)
             )
         except SchemaConflict as exc:  # the job's verdict, with its summary and logs
             job.output_error = str(exc)
@@ -272,7 +274,7 @@ def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> d
         "phases": dict(job.phases.seconds),
         "warm_workers": job.warm_workers,
         "running_at_end": job.running_at_end,
-        "warnings": list(job.deployment.warnings),
+        "warnings": [*job.deployment.warnings, *job.warnings],
         "settings": job_settings(settings, **job.ran_with),
         "versions": versions(),
         "failures": failures,

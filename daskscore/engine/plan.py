@@ -10,15 +10,18 @@ model URL exists, and reads the append_row ``to_csv`` arguments.  Each problem i
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daskscore.config import Deployment
+from daskscore.config.csvsettings import read_csv_settings
 from daskscore.config.options import JobOptions
-from daskscore.config.settings import output_name_problem
+from daskscore.config.settings import UnknownKeyWarning, output_name_problem
 from daskscore.config.sizes import MiniBatchSize
 from daskscore.errors import ConfigError, InputError, UsageError
 from daskscore.io import inputs, splittable, storage, tabular
@@ -112,10 +115,17 @@ def plan_job(
     if deployment.model is not None and deployment.model.is_url:
         url = str(deployment.model.path)
         step("model", lambda: check_model_url(url))
-    step("csv", lambda: script_mod.read_csv_settings(deployment.code))
+    warned: list[str] = []  # (a lenient deployment's unknown keys of the settings JSON)
+    lenient = deployment.lenient
+    step("csv", lambda: read_csv_settings(deployment.code, lenient=lenient, warned=warned))
     if problems is not None and len(problems) > known:
         return None
     work, unit = found["plan"]
+    for text in warned:
+        warnings.warn(text, UnknownKeyWarning, stacklevel=2)
+    if warned:
+        deployment = dataclasses.replace(deployment, warnings=(*deployment.warnings, *warned))
+    found["writer"].csv_kwargs = found["csv"]  # (the assembly writes the encoding's head)
     return JobPlan(
         deployment=deployment,
         options=options,

@@ -47,13 +47,14 @@ class ColumnError(ValueError):
 _ONE_TYPE = frozenset({"string", "empty", "integer", "floating", "boolean", "bytes"})
 
 
-def writable(frame: Any) -> Any:
+def writable(frame: Any, fmt: str = "parquet") -> Any:
     """``frame`` (a mini-batch's result) as it is staged: each object column of nested values
     (lists, numpy arrays, dicts, maps, decimals) held as its one Arrow type
     (:func:`staged_frame`).  Refuses what a dataset cannot hold: a column name given twice,
     or an object column whose values Arrow cannot hold as one type (ints and text, dicts and
     text).  Raised for the mini-batch, before anything is staged, so that it fails alone,
-    naming the column; the job goes on.
+    naming the column (and the dataset's format, ``fmt``: ``parquet`` or ``csv``); the job
+    goes on.
 
     Raises
     ------
@@ -98,9 +99,10 @@ def writable(frame: Any) -> Any:
                 held = f"{kinds[0]} values of more than one type inside"
             else:
                 held = f"{''.join(kinds) or 'object'} values (a type Arrow cannot convert)"
+            holder = "one Parquet column" if fmt == "parquet" else "one column of a CSV dataset"
             raise ColumnError(
-                f"column {str(column)!r} of run()'s DataFrame holds {held}, which one Parquet "
-                f"column cannot hold ({exc}); the rows of this mini-batch are not written. "
+                f"column {str(column)!r} of run()'s DataFrame holds {held}, which {holder} "
+                f"cannot hold ({exc}); the rows of this mini-batch are not written. "
                 "Make the column one "
                 f"type in run() (e.g. df[{str(column)!r}].astype(str)), or split it in two."
             ) from None

@@ -133,10 +133,66 @@ def results_held(where: str, names: list[str]) -> OutputError:
 
 
 def remove_stale(output: Path, predictions_name: str | None) -> None:
-    """Resuming: the outputs an interrupted run may have left are assembled again."""
+    """Resuming: the outputs an interrupted run may have left are assembled again (the
+    predictions only where they are the job's own: a file of that name the script wrote is
+    set aside when they are, :func:`set_aside`)."""
     for name in (predictions_name, SUMMARY_FILE):
-        if name and (output / name).exists():
+        if not name or not (output / name).exists():
+            continue
+        if name == SUMMARY_FILE or assembled_here(output / STAGING_DIR, output / name):
             _remove(output / name)
+
+
+#: In the staging folder: what the job's assembly left under the output's name (its inode,
+#: and a file's size and time), so that a resumed or retried job tells it from a file of that
+#: name the script wrote.
+ASSEMBLED_FILE = "assembled.json"
+
+
+def _identity(path: Path) -> list[int] | None:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    return [st.st_ino] if path.is_dir() else [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def mark_assembled(staging: Path, path: Path, name: str) -> None:
+    """Note ``path`` (assembled, to be renamed ``name`` in the output folder) as the job's own."""
+    (staging / ASSEMBLED_FILE).write_text(json.dumps({name: _identity(path)}), "utf-8")
+
+
+def assembled_here(staging: Path, path: Path) -> bool:
+    """Whether ``path`` is the output an earlier assembly of this job left, untouched since."""
+    try:
+        noted = json.loads((staging / ASSEMBLED_FILE).read_text("utf-8")).get(path.name)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return noted is not None and noted == _identity(path)
+
+
+def set_aside(dest: Path, staging: Path, what: str) -> str | None:
+    """Make way for the job's output ``dest`` (``what`` it is): a file or folder of that name
+    that is not an earlier assembly of this job's was written by the scoring script (into
+    ``AZUREML_BI_OUTPUT_PATH``, which is the output folder); it is renamed beside it,
+    ``predictions.from-script.csv``, and the warning saying so is returned (None: nothing
+    there, or the job's own, which is replaced)."""
+    if _identity(dest) is None or assembled_here(staging, dest):
+        return None
+    suffix = "" if dest.is_dir() else dest.suffix
+    stem = dest.name.removesuffix(suffix) if suffix else dest.name
+    aside, n = dest.with_name(f"{stem}.from-script{suffix}"), 1
+    while aside.exists() or aside.is_symlink():
+        n += 1
+        aside = dest.with_name(f"{stem}.from-script-{n}{suffix}")
+    os.rename(dest, aside)
+    return (
+        f"the scoring script wrote its own '{dest.name}' into the output folder "
+        f"(AZUREML_BI_OUTPUT_PATH), the name of the job's {what} (settings.output_file_name): "
+        f"the script's is kept as '{aside.name}', and '{dest.name}' holds the job's rows. Have "
+        "the script write another name, or give the job's output another with "
+        "settings.output_file_name."
+    )
 
 
 def _remove(path: Path) -> None:
@@ -222,11 +278,14 @@ def _make_logs(output: Path) -> None:
         (output / sub).mkdir(parents=True, exist_ok=True)
 
 
-def assemble_append_row(staging: Path, pieces: Iterable[tuple[str, int, int]], dest: Path) -> int:
+def assemble_append_row(
+    staging: Path, pieces: Iterable[tuple[str, int, int]], dest: Path, head: bytes = b""
+) -> int:
     """Concatenate byte ranges of part files into ``dest``, atomically; return bytes written.
 
     ``pieces`` are ``(attempt, start_offset, length)`` in output order; consecutive ranges of
-    the same part file are copied in one go.  The file appears under its name only when whole.
+    the same part file are copied in one go.  ``head`` (an encoding's byte order mark) starts
+    a file that has rows.  The file appears under its name only when whole.
     """
     tmp = dest.with_name(dest.name + ".partial")
     written = 0
@@ -234,6 +293,8 @@ def assemble_append_row(staging: Path, pieces: Iterable[tuple[str, int, int]], d
     try:
         with open(tmp, "wb") as out:
             for attempt, start, length in _coalesce(pieces):
+                if head and not written:
+                    written = out.write(head)
                 src = handles.get(attempt)
                 if src is None:
                     src = handles[attempt] = open(staging / "parts" / f"{attempt}.part", "rb")
@@ -248,6 +309,7 @@ def assemble_append_row(staging: Path, pieces: Iterable[tuple[str, int, int]], d
                 written += length
             out.flush()
             os.fsync(out.fileno())
+        mark_assembled(staging, tmp, dest.name)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

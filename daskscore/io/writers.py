@@ -20,15 +20,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from daskscore.errors import UsageError
 from daskscore.io import datasets, nested
 from daskscore.io.ledger import LedgerWriter
-from daskscore.io.outputdir import assemble_append_row
-from daskscore.io.rowtext import FormatError, Rows, defer_rows, format_rows, formatted
+from daskscore.io.outputdir import assemble_append_row, mark_assembled, set_aside
+from daskscore.io.rowtext import (
+    FormatError,
+    Rows,
+    defer_rows,
+    file_head,
+    format_rows,
+    formatted,
+)
 from daskscore.protocol import MiniBatchRecord
 
 logger = logging.getLogger("daskscore")
@@ -50,6 +57,8 @@ class Assembly:
     output_file_name: str
     finals: list[MiniBatchRecord]
     client: Any = None
+    #: what assembling warned about (a file of the output's name the script wrote, set aside)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Sink:
@@ -88,6 +97,8 @@ class OutputWriter:
     def __init__(self, partition_on: Sequence[str] = (), rows_per_file: int | None = None) -> None:
         self.partition_on = tuple(partition_on)
         self.rows_per_file = rows_per_file
+        #: the job's append_row ``to_csv`` options (the driver's writer: set by its plan)
+        self.csv_kwargs: Mapping[str, Any] = {}
 
     # ------------------------------------------------------------------ worker side
     def encode(self, items: Any, csv_kwargs: Mapping[str, Any]) -> Any:
@@ -149,6 +160,15 @@ def get_writer(
     return cls(partition_on, rows_per_file)
 
 
+def _set_aside(job: Assembly, dest: Path, what: str) -> None:
+    """A file or folder the script wrote under the name of the job's output is kept beside it,
+    with a warning (see :func:`daskscore.io.outputdir.set_aside`)."""
+    warning = set_aside(dest, job.staging, what)
+    if warning:
+        logger.warning("%s", warning)
+        job.warnings.append(warning)
+
+
 # --------------------------------------------------------------------------- append_row
 
 
@@ -204,12 +224,13 @@ class AppendRowWriter(OutputWriter):
 
     def assemble(self, job: Assembly) -> Path | None:
         dest = job.out_dir / job.output_file_name
+        _set_aside(job, dest, "append_row file")
         ranges = getattr(job.finals, "byte_ranges", None)  # (the books' own, made from columns)
         if ranges is not None:
             pieces = ranges()
         else:
             pieces = ((rec.attempt, rec.start_offset, rec.bytes) for rec in job.finals)
-        size = assemble_append_row(job.staging, pieces, dest)
+        size = assemble_append_row(job.staging, pieces, dest, file_head(self.csv_kwargs))
         logger.info("assembled %s (%d bytes)", dest, size)
         return dest
 
@@ -274,7 +295,7 @@ class DatasetWriter(OutputWriter):
         # what the staged Parquet part cannot hold fails this mini-batch, not the job: a
         # column name twice, a column of mixed types, a partition value too long for a folder
         # (nested values held as their Arrow type: see daskscore.io.nested)
-        frame = nested.writable(items)
+        frame = nested.writable(items, self.name)
         datasets.check_partition_values(frame, self.partition_on)
         return frame
 
@@ -294,13 +315,16 @@ class DatasetWriter(OutputWriter):
         dest = job.out_dir / Path(job.output_file_name).stem
         finals = [(rec.mini_batch, rec.part, rec.rows) for rec in job.finals]
         groups = datasets.plan_groups(finals, self.rows_per_file)
+        _set_aside(job, dest, f"{self.name} dataset folder")
         if not groups:
             dest.mkdir(parents=True, exist_ok=True)
+            mark_assembled(job.staging, dest, dest.name)
             logger.info("no rows to write into %s", dest)
             return dest
         files = datasets.write_staged(
             job.client, job.staging, groups, dest, self.name, self.partition_on
         )
+        mark_assembled(job.staging, dest, dest.name)
         logger.info("wrote %d %s files into %s", len(files), self.name, dest)
         return dest
 

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from daskscore import _compat
+from daskscore.config.csvsettings import APPEND_ROW_CSV_DEFAULTS as APPEND_ROW_CSV_DEFAULTS
+from daskscore.config.csvsettings import SETTINGS_JSON as SETTINGS_JSON
+from daskscore.config.csvsettings import read_csv_settings as read_csv_settings
 from daskscore.errors import ConfigError
 from daskscore.io.datasets import PartitionValueError
 from daskscore.io.nested import ColumnError
@@ -30,10 +33,6 @@ from daskscore.worker.codeimport import CodeImport as CodeImport
 from daskscore.worker.codeimport import forget_code as forget_code
 from daskscore.worker.codeimport import import_script as import_script
 from daskscore.worker.codeimport import open_code as open_code
-
-#: to_csv arguments of the append_row file: Azure writes space-separated, no header, no index.
-APPEND_ROW_CSV_DEFAULTS: dict[str, Any] = {"sep": " ", "header": False, "index": False}
-SETTINGS_JSON = "parallel_run_step.settings.json"
 
 
 def check_script(script: Path) -> None:
@@ -143,54 +142,6 @@ def _top_level_names(tree: ast.Module) -> set[str]:
             for body in bodies:
                 names |= _top_level_names(ast.Module(body=body, type_ignores=[]))
     return names
-
-
-def read_csv_settings(code: Path) -> dict[str, Any]:
-    """The append_row ``to_csv`` arguments, updated by ``parallel_run_step.settings.json``."""
-    import json
-
-    kwargs = dict(APPEND_ROW_CSV_DEFAULTS)
-    path = code / SETTINGS_JSON
-    if not path.is_file():
-        return kwargs
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        extra = data.get("append_row", {}).get("pandas.DataFrame.to_csv", {})
-    except (ValueError, AttributeError) as exc:
-        raise ConfigError(
-            f"{path}: expected JSON like "
-            '{"append_row": {"pandas.DataFrame.to_csv": {"sep": ","}}}: ' + str(exc)
-        ) from None
-    if not isinstance(extra, dict):
-        raise ConfigError(f"{path}: append_row.pandas.DataFrame.to_csv: expected a mapping.")
-    kwargs.update(extra)
-    kwargs.pop("path_or_buf", None)
-    if extra:
-        _try_csv_settings(path, kwargs, extra)
-    return kwargs
-
-
-def _try_csv_settings(path: Path, kwargs: dict[str, Any], extra: dict[str, Any]) -> None:
-    """Refuse ``to_csv`` arguments pandas does not take (a misspelt name, a two-character
-    ``sep``) before the job starts, by writing a small frame with them: else every mini-batch
-    would fail as it is written.  Arguments whose fit depends on the columns run() returns
-    (``columns``; ``header`` or ``index_label`` as lists) are not tried."""
-    import pandas as pd
-
-    tried = {
-        k: v
-        for k, v in kwargs.items()
-        if k != "columns" and not (k in ("header", "index_label") and isinstance(v, list))
-    }
-    frame = pd.DataFrame({"a": [1, 2], "b": [0.5, None], "c": ["x", "y z"]})
-    try:
-        frame.to_csv(**{"lineterminator": "\n", **tried})
-    except Exception as exc:  # noqa: BLE001 - any refusal of pandas', shown with the file's name
-        given = ", ".join(f"{k}={v!r}" for k, v in extra.items())
-        raise ConfigError(
-            f"{path}: append_row.pandas.DataFrame.to_csv: pandas' to_csv does not take these "
-            f"arguments ({given}): {type(exc).__name__}: {exc}"
-        ) from None
 
 
 #: Libraries a fork server may import ahead of the workers it forks: importing them starts no

@@ -115,6 +115,61 @@ def test_lenient_ignores_an_unknown_key_with_a_warning_kept_on_the_deployment(
     assert pickle.loads(pickle.dumps(loaded)).warnings == loaded.warnings  # (the job recipe)
 
 
+# ParallelRunStep's (and parallel jobs') names of settings: the key each became, whatever
+# name it is spelt most like (allowed_failed_percent looks most like output_file_name)
+RENAMED = [
+    ("allowed_failed_percent", "settings.error_threshold", "not a percentage"),
+    ("allowed_failed_count", "settings.error_threshold", "not mini-batches"),
+    ("mini_batch_error_threshold", "settings.error_threshold", "counts failed items"),
+    ("run_invocation_timeout", "settings.retry_settings.timeout", ""),
+    ("run_max_try", "settings.retry_settings.max_retries", "run_max_try - 1"),
+    ("process_count_per_node", "settings.max_concurrency_per_instance", ""),
+    ("node_count", "settings.instance_count", ""),
+    ("append_row_file_name", "settings.output_file_name", ""),
+    ("entry_script", "code_configuration.scoring_script", ""),
+    ("source_directory", "code_configuration.code", ""),
+]
+
+
+@pytest.mark.parametrize(("name", "nearest", "differs"), RENAMED, ids=[r[0] for r in RENAMED])
+@pytest.mark.parametrize("where", ["settings.", "", "override"])
+def test_a_parallel_run_step_name_points_to_the_key_it_became(
+    tmp_path: Path, name: str, nearest: str, differs: str, where: str
+) -> None:
+    if where == "override":
+        dep = deployment(tmp_path)
+        with pytest.raises(ConfigError) as info:
+            load_deployment(dep, {name: 3})
+        shown = name
+    else:
+        dep = deployment(tmp_path, lambda doc: nest(doc, f"{where}{name}", 3))
+        with pytest.raises(ConfigError) as info:
+            load_deployment(dep)
+        shown = f"{where}{name}"
+    (problem,) = info.value.problems
+    said = f"unknown key '{shown}' (did you mean '{nearest}'? {name} is its ParallelRunStep"
+    assert said in problem, problem
+    assert differs in problem
+
+
+def test_every_parallel_run_step_name_of_a_file_at_once(tmp_path: Path) -> None:
+    """A deployment written from a ParallelRunConfig: each name with the key it became."""
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["settings"].update(
+            run_invocation_timeout=60, append_row_file_name="out.txt",
+            allowed_failed_percent=10, run_max_try=2,
+        )  # fmt: skip
+
+    with pytest.raises(ConfigError) as info:
+        load_deployment(deployment(tmp_path, edit))
+    pointed = [p.split("did you mean '")[1].split("'")[0] for p in info.value.problems]
+    assert pointed == [
+        "settings.retry_settings.timeout", "settings.output_file_name",
+        "settings.error_threshold", "settings.retry_settings.max_retries",
+    ]  # fmt: skip
+
+
 def test_every_problem_is_named_at_once(tmp_path: Path) -> None:
     def edit(doc: dict[str, Any]) -> None:
         doc["setings"] = {"max_concurrency_per_instance": 2}

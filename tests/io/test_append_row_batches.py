@@ -6,6 +6,7 @@ other ``to_csv`` options) is formatted alone.  Also the packed payload of tabula
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from daskscore.io import tabular
 from daskscore.io.ledger import LedgerWriter, make_staging, part_path, read_ledger
 from daskscore.io.payloads import make_payload
+from daskscore.io.rowtext import file_head
 from daskscore.io.splittable import SplitTable
 from daskscore.io.tabular import Split
 from daskscore.io.writers import AppendRowWriter, Rows, format_rows
@@ -125,6 +127,57 @@ def test_options_that_format_row_by_row_are_batched_with_the_same_bytes(tmp_path
     assert all(isinstance(o, Rows) for o in outputs)
     data, _ = _commit(tmp_path, outputs)
     assert data == b"".join(format_rows(f, kwargs) for f in frames)
+
+
+DTYPES = ("string", object)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [KW, {**KW, "sep": ";", "quotechar": "'"}, {**KW, "quoting": 3, "escapechar": "\\"}],
+    ids=["default", "quotechar", "escaped"],
+)
+def test_a_value_with_a_carriage_return_is_quoted_and_reads_back(
+    tmp_path: Path, kwargs: dict
+) -> None:
+    """Unquoted, a lone "\r" ends a row for pandas' reader.  Deferred frames of text (string
+    dtype) and frames formatted at once (objects) alike; the frames without one keep the bytes
+    to_csv gives them."""
+    texts = ["cat\r", "dog", "a\rb 'c' \"d\"", "x\r\ny", "\\r\\"]
+    frames = [
+        pd.DataFrame({"n": [i, i + 1], "t": pd.Series([texts[i % 5], "z"], dtype=dtype)})
+        for i in range(10)
+        for dtype in DTYPES
+    ]
+    outputs = [AppendRowWriter().encode(f, kwargs) for f in frames]
+    deferred = [isinstance(o, Rows) for o in outputs]
+    assert deferred == [dtype == "string" and "quoting" not in kwargs for dtype in DTYPES] * 10
+    data, _ = _commit(tmp_path, outputs)
+    read = {"sep": kwargs["sep"], "header": None, "quotechar": kwargs.get("quotechar", '"')}
+    if kwargs.get("escapechar"):
+        read.update(quoting=3, escapechar="\\", engine="python")
+    back = pd.read_csv(io.BytesIO(data), **read, keep_default_na=False)
+    assert back.values.tolist() == pd.concat(frames).values.tolist()
+    plain = pd.DataFrame({"n": [1], "t": ["dog"]})
+    assert format_rows(plain, kwargs) == plain.to_csv(**kwargs, lineterminator="\n").encode()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-16-le", "latin-1"])
+def test_encoded_frames_batched_or_alone_have_no_byte_order_mark_of_their_own(
+    tmp_path: Path, encoding: str
+) -> None:
+    """Each mini-batch's bytes are its text in the encoding without the mark: the assembled
+    file starts with it once (its head)."""
+    kwargs = {**KW, "encoding": encoding}
+    frames = [pd.DataFrame({"a": [i, i + 1], "t": ["é", "ü"]}) for i in range(4)]
+    outputs = [AppendRowWriter().encode(f, kwargs) for f in frames]
+    assert isinstance(outputs[0], Rows) == (encoding != "latin-1")
+    data, _ = _commit(tmp_path, outputs)
+    head = file_head(kwargs)
+    assert (head + data).decode(encoding) == "".join(
+        f.to_csv(**KW, lineterminator="\n") for f in frames
+    )
+    assert head == {"utf-16": b"\xff\xfe", "utf-32": b"\xff\xfe\x00\x00"}.get(encoding, b"")
 
 
 def _rows_file(root: Path, n: int) -> Path:

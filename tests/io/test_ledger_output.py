@@ -25,7 +25,10 @@ from daskscore.io.outputdir import (
     SUMMARY_FILE,
     _coalesce,
     assemble_append_row,
+    assembled_here,
     claim_output,
+    remove_stale,
+    set_aside,
 )
 from daskscore.io.triescsv import ATTEMPT_COLUMNS, write_attempts
 from daskscore.protocol import MiniBatchRecord
@@ -237,6 +240,42 @@ def test_assemble_nothing_gives_an_empty_file(staging: Path, tmp_path: Path) -> 
     dest = tmp_path / "out" / "predictions.csv"
     assert assemble_append_row(staging, [], dest) == 0
     assert dest.read_bytes() == b""
+
+
+def test_a_resumed_job_removes_its_own_assembled_file_and_keeps_the_script_s(
+    staging: Path, tmp_path: Path
+) -> None:
+    """An interrupted job's predictions are assembled again; a file of their name the script
+    wrote (the interrupted run never assembled) is not the job's to remove: it is set aside."""
+    out = tmp_path / "out"
+    write_part(staging, "a", b"row\n")
+    assemble_append_row(staging, [("a", 0, 4)], out / "predictions.csv")
+    assert assembled_here(staging, out / "predictions.csv")
+    assert set_aside(out / "predictions.csv", staging, "append_row file") is None
+    remove_stale(out, "predictions.csv")
+    assert not (out / "predictions.csv").exists()
+    (out / "predictions.csv").write_text("side f0\n")  # the script's, since
+    remove_stale(out, "predictions.csv")
+    assert (out / "predictions.csv").read_text() == "side f0\n"
+    warning = set_aside(out / "predictions.csv", staging, "append_row file")
+    assert warning and "'predictions.from-script.csv'" in warning
+    assert (out / "predictions.from-script.csv").read_text() == "side f0\n"
+    (out / "predictions.csv").write_text("side f1\n")  # a name taken: the next one free
+    assert "'predictions.from-script-2.csv'" in set_aside(out / "predictions.csv", staging, "x")
+    assert not (out / "predictions.csv").exists()
+
+
+def test_the_job_s_file_the_script_appended_to_is_set_aside_whole(
+    staging: Path, tmp_path: Path
+) -> None:
+    """--retry-failed: the previous pass's predictions, written to by the script since."""
+    out = tmp_path / "out"
+    write_part(staging, "a", b"row\n")
+    assemble_append_row(staging, [("a", 0, 4)], out / "predictions.csv")
+    with open(out / "predictions.csv", "a") as fh:
+        fh.write("side f0\n")
+    assert set_aside(out / "predictions.csv", staging, "append_row file")
+    assert (out / "predictions.from-script.csv").read_text() == "row\nside f0\n"
 
 
 def test_assemble_a_short_part_file_fails_without_a_partial_output(

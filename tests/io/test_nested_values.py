@@ -26,7 +26,8 @@ import pytest
 from conftest import write_deployment, write_inputs
 
 import daskscore
-from daskscore.io import dataschema, nested
+from daskscore.io import dataschema, datasets, nested
+from daskscore.io.writers import CsvWriter, ParquetWriter
 
 N_FILES = 6  # three mini-batches of two files
 
@@ -289,3 +290,18 @@ def test_a_column_no_parquet_column_holds_is_refused_saying_why(values: list, sa
     with pytest.raises(nested.ColumnError) as info:
         nested.writable(frame)
     assert f"column 'c' of run()'s DataFrame holds {said}" in str(info.value), info.value
+
+
+@pytest.mark.parametrize(
+    ("writer", "holder"),
+    [(ParquetWriter, "one Parquet column"), (CsvWriter, "one column of a CSV dataset")],
+    ids=["parquet", "csv"],
+)
+def test_the_refusal_names_the_dataset_s_format(writer: type, holder: str) -> None:
+    """A CSV dataset's mini-batch was refused in Parquet's name."""
+    frame = datasets.prediction_frame([_Unconvertible(), _Unconvertible()])  # (a list returned)
+    with pytest.raises(nested.ColumnError) as info:
+        writer().encode(frame, {})
+    message = str(info.value)
+    assert f"_Unconvertible values (a type Arrow cannot convert), which {holder} cannot" in message
+    assert ("Parquet" in message) == (writer is ParquetWriter), message

@@ -326,14 +326,15 @@ def test_csv_settings_may_change_the_line_terminator(tmp_path: Path) -> None:
     assert format_rows(pd.DataFrame({"x": [1, 2], "y": [3, 4]}), kwargs) == b"1;3\r\n2;4\r\n"
 
 
-def test_csv_settings_json_without_append_row_keeps_defaults(tmp_path: Path) -> None:
-    (tmp_path / "parallel_run_step.settings.json").write_text('{"other": 1}')
+@pytest.mark.parametrize("text", ["{}", '{"append_row": {}}'])
+def test_csv_settings_json_without_append_row_keeps_defaults(tmp_path: Path, text: str) -> None:
+    (tmp_path / "parallel_run_step.settings.json").write_text(text)
     assert read_csv_settings(tmp_path) == {"sep": " ", "header": False, "index": False}
 
 
 @pytest.mark.parametrize(
     ("given", "said"),
-    [({"sep": "||"}, "1-character string"), ({"seperator": ","}, "seperator")],
+    [({"sep": "||"}, "1-character string"), ({"sep": ",", "quoting": 9}, "quoting")],
 )
 def test_to_csv_arguments_pandas_refuses_are_an_error_before_the_job(
     tmp_path: Path, given: dict, said: str
