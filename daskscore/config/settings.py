@@ -265,11 +265,9 @@ class Deployment:
         The YAML file it came from (``None`` when built in Python).
     warnings : tuple of str
         What loading it warned about: the unknown keys a ``lenient`` load ignored (and its
-        plan: those of ``parallel_run_step.settings.json``).  A job keeps them in its log and
-        in ``job_summary.json``.
+        plan: those of ``parallel_run_step.settings.json``), kept in the job's log and summary.
     lenient : bool
-        It was loaded with ``lenient=True``: unknown keys of the code folder's
-        ``parallel_run_step.settings.json`` are warnings too.
+        Loaded with ``lenient=True``: ``parallel_run_step.settings.json``'s unknown keys too.
     model : Model or None
         The model; ``None`` when the deployment names none.
     code : Path
@@ -333,9 +331,8 @@ UNKNOWN_HINT = (
 )
 
 
-#: ParallelRunStep's (and parallel jobs') names of settings, wherever they stand: the key each
-#: became, and how it differs.  Spelling alone points them elsewhere (``allowed_failed_percent``
-#: looks most like ``output_file_name``).
+#: ParallelRunStep's (and parallel jobs') names of settings: the key each became, and how it
+#: differs (by spelling alone ``allowed_failed_percent`` looks most like ``output_file_name``).
 RENAMED_KEYS = {
     "allowed_failed_count": ("settings.error_threshold", "counts failed items, not mini-batches"),
     "allowed_failed_percent": ("settings.error_threshold", "counts failed items, not a percentage"),
@@ -346,7 +343,7 @@ RENAMED_KEYS = {
         "counts the retries after the first try: run_max_try - 1",
     ),
     "process_count_per_node": ("settings.max_concurrency_per_instance", ""),
-    "node_count": ("settings.instance_count", ""),
+    "node_count": ("resources.instance_count", ""),
     "append_row_file_name": ("settings.output_file_name", ""),
     "entry_script": ("code_configuration.scoring_script", ""),
     "source_directory": ("code_configuration.code", ""),
@@ -398,10 +395,8 @@ def merge_setting_kwargs(set_: dict[str, Any] | None, overrides: dict[str, Any])
     that is no setting is a ``TypeError``, as an unknown keyword argument is."""
     names = {f.name for f in fields(Settings)} | {f.name for f in fields(RetrySettings)}
     if set_ is not None and not isinstance(set_, Mapping):
-        raise UsageError(
-            f"set={set_!r}: expected a dict of dotted keys and values, as --set takes them: "
-            '{"settings.mini_batch_size": 2}.'
-        )
+        example = '{"settings.mini_batch_size": 2}'
+        raise UsageError(f"set={set_!r}: expected a dict of dotted keys and values: {example}.")
     merged = dict(set_ or {})
     for key, value in overrides.items():
         if key not in names:

@@ -124,7 +124,7 @@ RENAMED = [
     ("run_invocation_timeout", "settings.retry_settings.timeout", ""),
     ("run_max_try", "settings.retry_settings.max_retries", "run_max_try - 1"),
     ("process_count_per_node", "settings.max_concurrency_per_instance", ""),
-    ("node_count", "settings.instance_count", ""),
+    ("node_count", "resources.instance_count", ""),
     ("append_row_file_name", "settings.output_file_name", ""),
     ("entry_script", "code_configuration.scoring_script", ""),
     ("source_directory", "code_configuration.code", ""),

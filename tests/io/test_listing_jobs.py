@@ -72,7 +72,8 @@ def test_an_earlier_jobs_output_folder_inside_the_input_is_not_scored(tmp_path: 
     rows = (inputs / "scores2" / "predictions.csv").read_text().splitlines()
     names = [line.split()[0] for line in rows]
     assert names == ["f0000.csv", "f0001.csv", "f0002.csv", "job_summary.json", "x.txt"]
-    lines = [line for line in job_log(inputs / "scores2").splitlines() if "earlier daskscore job" in line]
+    log = job_log(inputs / "scores2").splitlines()
+    lines = [line for line in log if "earlier daskscore job" in line]
     assert len(lines) == 1 and str(inputs / "scores") in lines[0], lines
     # the earlier job's folder given as the input itself is scored (a chained job)
     assert len(list_input_files(inputs / "scores")) > 3
