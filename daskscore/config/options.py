@@ -78,7 +78,6 @@ class JobOptions:
             value = getattr(self, name)
             if not isinstance(value, bool) and type(value).__name__ != "bool_":
                 raise UsageError(f"{name}={value!r}: expected True or False.")
-        _check_cluster(self.workers, self.scheduler, self.client)
         if self.overwrite and self.resume:
             raise UsageError(
                 "overwrite and resume cannot be used together: resume finishes the interrupted "
@@ -116,6 +115,7 @@ class JobOptions:
             if not (_is_number(amount) and amount > 0):
                 raise UsageError(f"resources: {name}={amount!r}: expected an amount above 0.")
         _check_worker_memory(self.worker_memory, self.scheduler, self.client)
+        _check_cluster(self.workers, self.scheduler, self.client)
 
 
 #: The options that are True or False.
