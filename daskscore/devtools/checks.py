@@ -225,15 +225,20 @@ def validate(
     ...                            "configs/digits-cnn/sample-inputs")  # doctest: +SKIP
     >>> check.ok, check.returned.head()  # doctest: +SKIP
     """
-    return validate_deployment(
-        deployment,
-        input,
-        merge_setting_kwargs(set, overrides),
-        mini_batch=mini_batch,
-        lenient=lenient,
-        post_mortem=pdb,
-        tabular=tabular,
-    )
+    here = os.getcwd()  # (the caller's, whatever the script's chdir and the jobs in process)
+    try:
+        return validate_deployment(
+            deployment,
+            input,
+            merge_setting_kwargs(set, overrides),
+            mini_batch=mini_batch,
+            lenient=lenient,
+            post_mortem=pdb,
+            tabular=tabular,
+        )
+    finally:
+        if os.getcwd() != here:
+            os.chdir(here)
 
 
 def validate_deployment(
