@@ -303,8 +303,7 @@ class Dispatcher:
             self.progress.observe(block.elapsed)
             items += clean_items
         self.sizing.observe(count, seconds)
-        failed = outcomes.failed_among(finished)
-        self.progress.add_done(len(finished) + len(kept), items, failed)
+        self.progress.add_done(len(finished) + len(kept), items, *outcomes.failed_among(finished))
         if part is not None and outcomes.split.is_open(*part):
             self.parts.appendleft(part)  # (cancelled before it ran)
         state = outcomes.state
@@ -368,7 +367,7 @@ class Dispatcher:
             finished.add(part[0])
         # every mini-batch this loss settled — committed, or charged its last try — is done
         failed = self.outcomes.failed_among(finished)
-        self.progress.add_done(len(finished), self.outcomes.items_of(finished), failed)
+        self.progress.add_done(len(finished), self.outcomes.items_of(finished), *failed)
         # crashed work goes to the front, in order, so the output can be assembled early
         self.queue.extendleft(reversed(sorted(requeue)))
         self.parts.extend(self.outcomes.take_parts())

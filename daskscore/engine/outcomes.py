@@ -376,10 +376,14 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
                 total += full[mb].total
         return total
 
-    def failed_among(self, mbs: Iterable[int]) -> int:
-        """How many of ``mbs`` are settled and failed."""
-        state = self.state
-        return sum(1 for mb in mbs if state[mb] == FAILED)
+    def failed_among(self, mbs: Iterable[int]) -> tuple[int, int]:
+        """How many of ``mbs`` are settled failed, and how many settled partial (their run()
+        returned fewer results than items), as ``job_summary.json`` counts them."""
+        state, full, failed, partial = self.state, self._full, 0, 0
+        for mb in mbs:
+            failed += state[mb] == FAILED
+            partial += state[mb] == DONE and bool(full[mb].failed)
+        return failed, partial
 
     @property
     def any_part(self) -> bool:

@@ -62,7 +62,8 @@ def mini_batch_done(job_id: str, partition: int, mb: int, final: MiniBatchRecord
             "partition": partition,
             "mini_batch": mb,
             "items": int(final.total),
-            "failed": bool(not final.done or final.failed),
+            "failed": not final.done,  # (every try failed)
+            "partial": bool(final.done and final.failed),  # (run() returned too few)
         },
     )
 
@@ -182,7 +183,8 @@ class LiveScore:
             mb = msg.get("mini_batch")
             if mb is not None and int(mb) not in self._seen:  # (a partition run again: once)
                 self._seen.add(int(mb))
-                progress.add_done(1, int(msg.get("items") or 0), int(bool(msg.get("failed"))))
+                failed, partial = bool(msg.get("failed")), bool(msg.get("partial"))
+                progress.add_done(1, int(msg.get("items") or 0), failed, partial)
             with _drawing_for(self._publisher, self._cell):
                 progress.draw(force=first)
             # (no cells outside a notebook: the display ends with the last mini-batch)

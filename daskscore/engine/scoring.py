@@ -129,7 +129,10 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
     watch.show = lambda text: setattr(progress, "alert", text)  # (beside the counts)
     progress.backdate(phases.elapsed())  # (elapsed counts from the job's start)
     if outcomes.final:  # resumed or retried: what earlier runs did is done
-        progress.resumed(len(outcomes.final), outcomes.items_done(), outcomes.failed_mini_batches())
+        done, items = len(outcomes.final), outcomes.items_done()
+        progress.resumed(
+            done, items, outcomes.failed_mini_batches(), outcomes.partial_mini_batches()
+        )
     recount = None
     if not handle.embedded:  # a cluster we did not start: workers come and go
 
@@ -275,6 +278,7 @@ def live_counts(outcomes: Outcomes, progress: Progress) -> dict[str, Any]:
     counts.update(
         mini_batches_done=max(len(outcomes.final), counts["mini_batches_done"]),  # (live)
         failed_mini_batches=outcomes.failed_mini_batches(),
+        partial_mini_batches=outcomes.partial_mini_batches(),
         items_done=max(counts["items_done"], outcomes.items_done()),
         failed_items=outcomes.failed_items,
     )

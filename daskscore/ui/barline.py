@@ -42,6 +42,8 @@ def fields(s: dict[str, Any]) -> list[tuple[int, str]]:
     mb = f"{s['mini_batches_done']}/{total_mb} mini-batch{'' if total_mb == 1 else 'es'}"
     if s["failed_mini_batches"]:
         mb += f", {s['failed_mini_batches']} failed"
+    if s.get("partial_mini_batches"):  # (run() returned fewer results than items)
+        mb += f", {s['partial_mini_batches']} partial"
     out = [(0, mb), (4, f"{s['items_done']:,}/{s['items_total']:,} items")]
     if s.get("alert"):  # (the cluster has no worker: why nothing moves)
         out.insert(1, (1, s["alert"]))

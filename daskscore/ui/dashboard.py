@@ -217,6 +217,7 @@ def summary_counts(summary: dict[str, Any]) -> dict[str, Any]:
         "mini_batches_done": summary["total_mini_batches"] - summary["not_run_mini_batches"],
         "mini_batches_total": summary["total_mini_batches"],
         "failed_mini_batches": summary["failed_mini_batches"],
+        "partial_mini_batches": summary.get("partial_mini_batches", 0),
         "items_done": done,
         "items_total": summary["total_items"],
         "succeeded_items": summary["succeeded_items"],

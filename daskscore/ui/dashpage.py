@@ -135,10 +135,14 @@ function job(j, open) {
                  "elapsed " + secs(j.elapsed_s)];
   if (running) parts.push(j.eta_s == null ? "ETA \\u2014" : "ETA " + secs(j.eta_s));
   const counts = el("span", {class: "counts", field: "counts"}, parts.join(" \\u00b7 "));
-  if (j.failed_items > 0) {
+  if (j.failed_items > 0) {  // (partial: run() returned fewer results than items)
+    const failed = Number(j.failed_mini_batches || 0);
+    const partial = Number(j.partial_mini_batches || 0), mbs = failed + partial;
+    const kinds = partial ? " (" + (failed ? num(failed) + " failed, " : "") + num(partial) +
+      " partial)" : "";
     counts.append(" \\u00b7 ", el("span", {class: "bad", field: "failed-items"},
       num(j.failed_items) + " failed item" + (j.failed_items === 1 ? "" : "s") + " in " +
-      num(j.failed_mini_batches) + " mini-batch" + (j.failed_mini_batches === 1 ? "" : "es")));
+      num(mbs) + " mini-batch" + (mbs === 1 ? "" : "es") + kinds));
   }
   sec.append(el("div", {class: "row"}, bar, counts, spark(j.history || [])));
   if (running && (j.workers || []).length) {

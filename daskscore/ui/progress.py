@@ -117,8 +117,8 @@ def render_html(snapshot: dict[str, Any], link: str | None = None, finished: boo
     s = snapshot
     total, items = s["items_total"], s["items_done"]
     frac = items / total if total else 1.0
-    failed = s["failed_mini_batches"]
-    colour = "#bf8700" if failed else "#2da44e"
+    failed, partial = s["failed_mini_batches"], s.get("partial_mini_batches", 0)
+    colour = "#bf8700" if failed or partial else "#2da44e"
     parts = [
         f'<span data-field="mini-batches">{s["mini_batches_done"]}/{s["mini_batches_total"]}'
         "</span> mini-batches",
@@ -126,6 +126,10 @@ def render_html(snapshot: dict[str, Any], link: str | None = None, finished: boo
         f'<span data-field="rate">{s["items_per_s"]:,.0f}</span> items/s',
         f"elapsed {_fmt_s(s['elapsed_s'])}",
     ]
+    if partial:  # (run() returned fewer results than items: as report.html counts them)
+        parts.insert(
+            1, f'<span data-field="partial" style="color:#bf8700">{partial} partial</span>'
+        )
     if failed:
         parts.insert(1, f'<span data-field="failed" style="color:#cf222e">{failed} failed</span>')
     if s.get("alert") and not finished:
@@ -172,7 +176,7 @@ class Progress:
         self.total_mb = total_mini_batches
         self.total_items = total_items
         self.done_mb = 0
-        self.failed_mb = 0
+        self.failed_mb = self.partial_mb = 0
         self.done_items = 0
         #: live counts of the task attempts in flight: attempt -> [mini-batches, items]
         self.live: dict[Any, list[int]] = {}
@@ -224,9 +228,11 @@ class Progress:
             self.live.pop(attempt, None)
             self.running.pop(attempt, None)
 
-    def resumed(self, mini_batches: int, items: int, failed_mini_batches: int = 0) -> None:
+    def resumed(
+        self, mini_batches: int, items: int, failed_mini_batches: int = 0, partial: int = 0
+    ) -> None:
         """What earlier runs of a resumed (or retried) job did: done, though not by this run."""
-        self.add_done(mini_batches, items, failed_mini_batches)
+        self.add_done(mini_batches, items, failed_mini_batches, partial)
         self.base_items += items
 
     def backdate(self, seconds: float) -> None:
@@ -234,11 +240,16 @@ class Progress:
         time counts from then; the average rate still counts from the first mini-batch."""
         self.started -= max(0.0, seconds)
 
-    def add_done(self, mini_batches: int, items: int, failed_mini_batches: int = 0) -> None:
+    def add_done(
+        self, mini_batches: int, items: int, failed_mini_batches: int = 0, partial: int = 0
+    ) -> None:
+        """``mini_batches`` settled, with ``items``: ``failed_mini_batches`` of them failed,
+        ``partial`` returned fewer results than items (``partial_mini_batches``)."""
         with self._lock:
             self.done_mb += mini_batches
             self.done_items += items
             self.failed_mb += failed_mini_batches
+            self.partial_mb += partial
 
     def set_running(self, attempt: str, running: Any) -> None:
         """A worker's news of a slow ``run()`` call (``[mini_batch, try, start]``), or of its
@@ -316,6 +327,7 @@ class Progress:
             "mini_batches_done": self.mini_batches,
             "mini_batches_total": self.total_mb,
             "failed_mini_batches": self.failed_mb,
+            "partial_mini_batches": self.partial_mb,
             "items_done": items,
             "items_total": self.total_items,
             "items_per_s": rate,

@@ -401,7 +401,9 @@ def test_raising_and_partial_mini_batches_are_counted(tmp_path: Path) -> None:
     assert job.outcomes.is_failed(3)
     assert not job.outcomes.is_failed(5) and job.outcomes.final[5].failed == 3
     assert job.outcomes.failed_items == 4 + 3
-    assert job.progress.failed_mb == 1
+    assert (job.progress.failed_mb, job.progress.partial_mb) == (1, 1)  # as the summary
+    line = job.progress.line()
+    assert "8/8 mini-batches, 1 failed, 1 partial" in line, line
     assert worker.calls.count((3, 1)) == 1  # retried within its task, not run again
     assert len(job.client.runs_of(3)) == 1
 
@@ -681,6 +683,9 @@ def test_whatever_the_script_every_mini_batch_settles_once(
         job.dispatcher.run(on_tick=lambda: job.client.release(rng.shuffle))
     n = len(sizes)
     assert_settled_once(job, n)
+    # the progress counts the failed and partial mini-batches as the job's summary does
+    assert job.progress.failed_mb == job.outcomes.failed_mini_batches()
+    assert job.progress.partial_mb == job.outcomes.partial_mini_batches()
     for mb in range(n):
         final, history = job.outcomes.final[mb], job.tries(mb)
         charged = [t for t, status in history if status in ("PROCESS_DIED", "RUN_TIMEOUT")]
@@ -817,6 +822,7 @@ def test_a_big_job_keeps_records_only_of_what_went_wrong(tmp_path: Path) -> None
     assert job.tries(1500) == [(1, "PROCESS_DIED"), (2, "RUN_DONE")]
     assert job.outcomes.items_done() == job.progress.done_items == 9000
     assert job.progress.done_mb == 3000 and job.progress.failed_mb == 3
+    assert job.progress.partial_mb == job.outcomes.partial_mini_batches() == 1
     assert [r.mini_batch for r in job.outcomes.done_finals()] == [
         mb for mb in range(3000) if mb not in (10, 2000, 2999)
     ]

@@ -163,3 +163,38 @@ def test_progress_false_sends_no_events(client: Any, tmp_path: Path) -> None:
                 time.sleep(0.1)
             sent[progress] = len(client.get_events(name))
     assert sent[None] > 0 and sent[False] == 0, sent
+
+
+#: Mini-batch 2 raises; mini-batch 3 returns one result too few (a partial mini-batch).
+PARTIAL_SCRIPT = """
+    import os
+
+    def run(mini_batch):
+        names = [os.path.basename(p) for p in mini_batch]
+        if "f0004.csv" in names:
+            raise ValueError("cannot score f0004.csv")
+        return names[:-1] if "f0006.csv" in names else names
+"""
+
+
+def test_failed_and_partial_mini_batches_are_counted_as_a_job_counts_them(
+    client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    dep = write_deployment(tmp_path / "deploy", PARTIAL_SCRIPT, settings={"mini_batch_size": 2})
+    inputs = write_inputs(tmp_path / "in", 10)
+    with daskscore.open_session(
+        dep, inputs, client=client, meta=_meta(), on_error="drop", progress=True
+    ) as session:
+        assert len(session.frame.compute()) == 7
+        end = time.monotonic() + 30
+        err = ""
+        while time.monotonic() < end and "5/5 mini-batches" not in err:
+            time.sleep(0.1)
+            err += capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("progress: ")]
+    # as job_summary.json and report.html count them: 1 failed, 1 partial
+    assert lines and lines[-1].startswith("progress: 5/5 mini-batches, 1 failed, 1 partial"), err
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, progress=False)
+    assert (result.failed_mini_batches, result.partial_mini_batches) == (1, 1)

@@ -152,6 +152,7 @@ def test_final_counts_come_from_the_summary() -> None:
         "total_mini_batches": 12,
         "not_run_mini_batches": 0,
         "failed_mini_batches": 1,
+        "partial_mini_batches": 1,
         "duration_s": 3.0,
     }
     assert dashboard.summary_counts(summary) == {
@@ -159,6 +160,7 @@ def test_final_counts_come_from_the_summary() -> None:
         "mini_batches_done": 12,
         "mini_batches_total": 12,
         "failed_mini_batches": 1,
+        "partial_mini_batches": 1,
         "items_done": 24,
         "items_total": 24,
         "succeeded_items": 22,
@@ -471,6 +473,49 @@ def test_a_job_with_failures_shows_the_reports_verdict_and_its_failures(
         assert link.locator("a").get_attribute("href") == path.as_uri()
         assert path.exists()
     _screenshot(page, tmp_path / "failed-job.png", (154, 103, 0))
+    assert errors == []
+    page.close()
+
+
+#: Mini-batch 2 raises; mini-batch 3 returns one result too few (a partial mini-batch).
+PARTIAL_SCRIPT = """
+    import os
+
+    def run(mini_batch):
+        names = [os.path.basename(p) for p in mini_batch]
+        if "f0004.csv" in names:
+            raise ValueError("cannot score f0004.csv")
+        return names[:-1] if "f0006.csv" in names else names
+"""
+
+
+@pytest.mark.slow
+def test_partial_mini_batches_are_counted_as_the_report_counts_them(
+    chromium: Any, cluster: ClusterHandle, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page_url = dashboard.page_link(cluster.dashboard_link or "")
+    dep = write_deployment(
+        tmp_path / "deploy",
+        PARTIAL_SCRIPT,
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 0}},
+    )
+    inputs, out = write_inputs(tmp_path / "in", 10), tmp_path / "out"
+    daskscore.run(dep, inputs, out, client=cluster.client)
+    summary = summary_of(out)
+    assert (summary["failed_items"], summary["failed_mini_batches"]) == (3, 1)
+    assert summary["partial_mini_batches"] == 1
+    (row,) = [j for j in _status(page_url + "/status.json")["jobs"] if j["input"] == str(inputs)]
+    assert (row["failed_mini_batches"], row["partial_mini_batches"]) == (1, 1)
+    assert len(row["failures"]) == 2
+    page, _, errors = _open(chromium, page_url)
+    job = _section(page, inputs)
+    expect(job.locator("[data-field=verdict]")).to_have_text("Completed with failures")
+    assert job.locator("[data-field=failed-items]").inner_text() == (
+        "3 failed items in 2 mini-batches (1 failed, 1 partial)"
+    )
+    assert job.locator("table[data-field=failures] tbody tr").count() == 2
     assert errors == []
     page.close()
 

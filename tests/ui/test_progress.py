@@ -95,6 +95,15 @@ def test_html_of_failures_and_of_a_finished_job() -> None:
     assert "data-field='state'>done<" in html
 
 
+def test_html_counts_partial_mini_batches_as_the_report_does() -> None:
+    html = render_html(_snapshot(failed_mini_batches=1, partial_mini_batches=1), finished=True)
+    assert '<span data-field="failed" style="color:#cf222e">1 failed</span>' in html
+    assert '<span data-field="partial" style="color:#bf8700">1 partial</span>' in html
+    alone = render_html(_snapshot(partial_mini_batches=1))  # (no mini-batch failed outright)
+    assert "1 partial" in alone and 'data-field="failed"' not in alone
+    assert "background:#bf8700" in alone  # amber: items failed
+
+
 def test_html_links_the_daskscore_page_escaped() -> None:
     html = render_html(_snapshot(), link='http://127.0.0.1:8787/daskscore?a=1&b="<x>"')
     assert 'href="http://127.0.0.1:8787/daskscore?a=1&amp;b=&quot;&lt;x&gt;&quot;"' in html
