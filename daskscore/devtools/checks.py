@@ -19,7 +19,7 @@ from typing import Any
 from daskscore.config.loader import load_deployment, with_overrides
 from daskscore.config.options import JobOptions
 from daskscore.config.settings import Deployment, merge_setting_kwargs
-from daskscore.devtools.validate import WARNING, collect_problems, dry_run
+from daskscore.devtools.validate import WARNING, collect_problems, dry_run, dry_run_warnings
 from daskscore.engine.plan import plan_job
 from daskscore.engine.work import describe_work
 from daskscore.errors import ConfigError, UsageError
@@ -64,6 +64,11 @@ class ValidationResult:
         Files the script wrote to ``AZUREML_BI_OUTPUT_PATH`` (removed afterwards).
     timeout_s : float
         ``retry_settings.timeout``: the time ``run()`` gets on a worker.
+    warnings : list of str
+        What ``daskscore validate`` warns of though nothing raised: ``run()`` returned fewer
+        results than items (a job counts the rest as failed items), took longer than
+        ``retry_settings.timeout``, or set a signal handler.  ``ok`` stays True, as the
+        command's exit code stays 0.
     """
 
     deployment: str
@@ -80,10 +85,12 @@ class ValidationResult:
     error: str | None = None
     written: list[str] = field(default_factory=list)
     timeout_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """The script imported, and init(), run() and shutdown() did not raise."""
+        """The script imported, and init(), run() and shutdown() did not raise (what it still
+        got wrong is in :attr:`warnings`)."""
         return self.failed_stage is None
 
     @property
@@ -101,15 +108,18 @@ class ValidationResult:
         return self.timings.get("run()", 0.0) > self.timeout_s > 0
 
     def headline(self) -> str:
-        """``OK: init() and run() work`` or ``run() failed: ZeroDivisionError: ...``."""
+        """``OK: init() and run() work`` (``, with 1 warning``), or ``run() failed:
+        ZeroDivisionError: ...``."""
         if not self.ok:
             return f"{self.failed_stage} failed: {_last_line(self.error or '')}"
-        return "OK: init() and run() work"
+        n = len(self.warnings)
+        return "OK: init() and run() work" + (f", with {n} warning{'s' * (n > 1)}" if n else "")
 
     def __repr__(self) -> str:
         what = f"mini-batch {self.mini_batch} of {self.mini_batches}, {self.items} {self.unit}"
         if self.ok:
             what += f"; run() returned {self.results} results"
+            what += f" ({self.failed} failed)" if self.failed else ""
         return f"ValidationResult({self.headline()}; {what}; {_timings(self.timings)})"
 
     def __str__(self) -> str:
@@ -122,15 +132,14 @@ class ValidationResult:
                   "as append_row writes them:"]  # fmt: skip
         lines += [f"  {row}" for row in self.rows[:SHOWN_ROWS]]
         lines.append(f"{self.succeeded} succeeded, {self.failed} failed")
-        if self.slow:
-            lines.append(f"warning: run() took longer than retry_settings.timeout "
-                         f"({self.timeout_s:g} s).")  # fmt: skip
+        lines += [f"{WARNING}{text}" for text in self.warnings]  # (as the command prints them)
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        colour = "#1a7f37" if self.ok else "#cf222e"
+        verdict = ("warn" if self.warnings else "ok") if self.ok else "failed"
+        colour = {"ok": "#1a7f37", "warn": "#9a6700", "failed": "#cf222e"}[verdict]
         head = (
-            f'<span data-verdict="{"ok" if self.ok else "failed"}" style="background:{colour};'
+            f'<span data-verdict="{verdict}" style="background:{colour};'
             'color:#fff;border-radius:10px;padding:1px 9px;font-weight:600">'
             f"{escape(self.headline())}</span> "
             f"mini-batch {self.mini_batch} of {self.mini_batches} ({self.items} {self.unit}) "
@@ -149,11 +158,10 @@ class ValidationResult:
                 f"{self.succeeded} succeeded, {self.failed} failed</div>"
             )
             parts.append(_returned_html(self, pre))
-            if self.slow:
-                parts.append(
-                    '<div style="color:#9a6700">run() took longer than '
-                    f"retry_settings.timeout ({self.timeout_s:g} s)</div>"
-                )
+            parts += [
+                f'<div data-field="warning" style="color:#9a6700">warning: {escape(text)}</div>'
+                for text in self.warnings
+            ]
         parts.append(f'<div data-field="timings">{escape(_timings(self.timings))}</div>')
         if self.written:
             parts.append(
@@ -306,6 +314,7 @@ def validate_deployment(
     work = plan.work[mini_batch]
     report = dry_run(plan.deployment, work, plan.csv_kwargs, post_mortem=post_mortem)
     failed = report.failed_stage is not None
+    timeout = float(plan.deployment.settings.retry_settings.timeout)
     return ValidationResult(
         deployment=name,
         mini_batch=mini_batch,
@@ -320,7 +329,8 @@ def validate_deployment(
         failed_stage=report.failed_stage,
         error=report.error,
         written=list(report.written),
-        timeout_s=float(plan.deployment.settings.retry_settings.timeout),
+        timeout_s=timeout,
+        warnings=[] if failed else dry_run_warnings(report, plan.unit, timeout),
     )
 
 

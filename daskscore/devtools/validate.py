@@ -414,24 +414,37 @@ def _show(report: DryRun, deployment: Deployment, unit: str, rows: int) -> None:
     print("timings: " + ", ".join(f"{k} {_seconds(v)}" for k, v in report.timings.items()))
     if report.written:
         print(f"the script wrote {len(report.written)} files to AZUREML_BI_OUTPUT_PATH (removed)")
-    timeout = settings.retry_settings.timeout
+    warned = dry_run_warnings(report, unit, settings.retry_settings.timeout)
+    for text in warned:
+        print(f"{WARNING}{text}")
+    print(f"OK: init() and run() work{_with(warned)}.")
+
+
+def _with(warned: list[str]) -> str:
+    return f", with {len(warned)} warning{'s' if len(warned) > 1 else ''}" if warned else ""
+
+
+def dry_run_warnings(report: DryRun, unit: str, timeout: float) -> list[str]:
+    """What a run that did not raise still got wrong, as ``daskscore validate`` warns of it:
+    run() slower than ``timeout``, fewer results than items, a signal handler set."""
+    warned, returned = [], report.returned or 0
     if report.timings.get("run()", 0.0) > timeout:
-        print(f"warning: run() took longer than retry_settings.timeout ({timeout:g} s).")
+        warned.append(f"run() took longer than retry_settings.timeout ({timeout:g} s).")
     if returned < report.items:
-        print(
-            f"warning: run() returned {returned} result{'' if returned == 1 else 's'} for "
+        warned.append(
+            f"run() returned {returned} result{'' if returned == 1 else 's'} for "
             f"{report.items} {unit}: "
             f"daskscore run counts {report.items - returned} of them failed (a result per item "
             "is what Azure counts as succeeded)."
         )
     if report.signals:
-        print(
-            f"warning: the script set a handler for {', '.join(report.signals)} with "
+        warned.append(
+            f"the script set a handler for {', '.join(report.signals)} with "
             "signal.signal(), which works here, in this process's main thread; in daskscore "
             "run's workers init() and run() run in a thread, where it raises ValueError (see "
             "'What a script cannot do in a worker' in docs/failures.md)."
         )
-    print("OK: init() and run() work.")
+    return warned
 
 
 def _seconds(value: float) -> str:

@@ -115,6 +115,38 @@ def test_validate_a_raising_script_returns_the_users_traceback(
     assert "score" not in sys.modules  # (imported afresh each time)
 
 
+def test_validate_warns_as_the_command_does_when_run_returns_too_few_results(
+    tmp_path: Path, inputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job counts the missing results as failed items: the result says so, as
+    ``daskscore validate`` does (a warning; its exit code stays 0, ``ok`` stays True)."""
+    from daskscore.cli import main
+
+    script = "import os\ndef run(mini_batch):\n    return mini_batch[1:]\n"
+    dep = write_deployment(tmp_path / "deploy", script, settings={"mini_batch_size": 3})
+    result = daskscore.validate(dep, inputs)
+    assert (result.ok, result.items, result.succeeded, result.failed) == (True, 3, 2, 1)
+    assert main(["validate", str(dep), "--input", str(inputs)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    warned = [line.removeprefix("warning: ") for line in printed if line.startswith("warning: ")]
+    assert warned == result.warnings
+    assert result.warnings == [
+        "run() returned 2 results for 3 files: daskscore run counts 1 of them failed (a result "
+        "per item is what Azure counts as succeeded)."
+    ]
+    assert printed[-1] == "OK: init() and run() work, with 1 warning."
+    assert result.headline() == "OK: init() and run() work, with 1 warning"
+    assert "run() returned 2 results (1 failed)" in repr(result)
+    assert str(result).splitlines()[-1] == "warning: " + result.warnings[0]
+    html = result._repr_html_()
+    assert 'data-verdict="warn"' in html and 'data-field="warning"' in html
+    assert "daskscore run counts 1 of them failed" in html
+    # a script that returns a result per item has nothing to warn of
+    clean = daskscore.validate(_deployment(tmp_path / "ok", GOOD), inputs)
+    assert clean.ok and clean.warnings == [] and 'data-verdict="ok"' in clean._repr_html_()
+    assert clean.headline() == "OK: init() and run() work"
+
+
 def test_validate_names_every_problem_of_the_deployment_at_once(
     tmp_path: Path, inputs: Path
 ) -> None:
