@@ -183,6 +183,9 @@ def _summary_section(s: dict[str, Any]) -> str:
     parts.append("</div>")
     threshold = s.get("error_threshold")
     rows = [(key.replace("_", " "), s.get(key)) for key in _FACTS]
+    wrote = (s.get("settings") or {}).get("output_format")  # (--output-format: what was written)
+    if wrote and wrote != s.get("output_action"):
+        rows[_FACTS.index("output_action")] = ("output format", wrote)
     rows.append(("error threshold", "none (-1)" if threshold == -1 else threshold))
     facts = (
         f"<dt>{escape(k)}</dt><dd>{escape(str(v) if v or v == 0 else '—')}</dd>" for k, v in rows

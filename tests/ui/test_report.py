@@ -218,3 +218,25 @@ def test_a_real_job_from_its_summary_and_csv(client: Any, tmp_path: Path) -> Non
     assert "25 succeeded (green), 10 in tries that failed" in page
     workers = _per_worker(page)
     assert sum(int(re.findall(r">(\d+)<", cells)[1]) for _, cells in workers) == len(rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("output_format", "fact"),
+    [("parquet", ("output format", "parquet")), (None, ("output action", "append_row"))],
+)
+def test_the_header_names_what_the_job_wrote(
+    client: Any, tmp_path: Path, output_format: str | None, fact: tuple[str, str]
+) -> None:
+    """A dataset job's header says its output format, as its settings do, not the
+    deployment's output_action it did not write."""
+    dep = write_deployment(tmp_path / "deploy", "def run(mini_batch):\n    return mini_batch\n")
+    out = tmp_path / "out"
+    daskscore.run(dep, write_inputs(tmp_path / "in", 4), out, client=client,
+                  output_format=output_format)  # fmt: skip
+    page = (out / "report.html").read_text(encoding="utf-8")
+    header = page.split('id="counts"', 1)[1].split("</dl>", 1)[0]
+    facts = dict(re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", header))
+    assert facts[fact[0]] == fact[1], facts
+    assert ("output action" in facts) == (output_format is None), facts
+    assert summary_of(out)["settings"]["output_format"] == (output_format or "append_row")
