@@ -20,6 +20,9 @@ output folder) from failures of the user's own scoring code, and both from the j
         └── OutputFailed            the output could not be written (a dataset column whose
                                     types in different mini-batches cannot be made one)
 
+    StopSignal (a KeyboardInterrupt) SIGTERM or SIGHUP, which stop ``daskscore run`` as Ctrl-C
+                                    does: the job says which signal it was
+
 Every message is meant to be read by the user as it is: one paragraph naming the file, key or
 mini-batch.  Failures inside the user's script carry the script's own traceback
 (:attr:`JobFailed.user_traceback`, user frames only); the full traceback, with daskscore's and
@@ -155,3 +158,13 @@ class OutputFailed(JobFailed):
     """The job's output could not be written: a dataset column whose types in different
     mini-batches cannot be written as one.  Its summary and logs are written; its dataset
     folder is not."""
+
+
+class StopSignal(KeyboardInterrupt):
+    """A stop signal (SIGTERM: a batch system's or ``timeout``'s; SIGHUP: a closed terminal)
+    raised in ``daskscore run`` as Ctrl-C is: the job stops as for Ctrl-C and says which
+    signal stopped it (``signal_name``)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name

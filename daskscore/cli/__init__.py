@@ -27,7 +27,7 @@ from daskscore.devtools import scaffold
 from daskscore.devtools import validate as devtools
 from daskscore.devtools.replay import replay
 from daskscore.engine.runner import execute
-from daskscore.errors import DaskScoreError, JobFailed
+from daskscore.errors import DaskScoreError, JobFailed, StopSignal
 from daskscore.ui.termtext import say
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -256,10 +256,11 @@ def _command(
         )
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
-        if ended:
-            say(f"daskscore: {signal.Signals(ended[-1]).name} received: stopping as for Ctrl-C")
+        first = ended[-1] if ended else signal.SIGINT  # (the one that stopped the command)
+        if first != signal.SIGINT:
+            say(f"daskscore: {signal.Signals(first).name} received: stopping as for Ctrl-C")
         _interrupted(exc, list(sys.argv[1:] if argv is None else argv))
-        return 128 + (ended[-1] if ended else signal.SIGINT)
+        return 128 + first
     return EXIT_USAGE
 
 
@@ -269,30 +270,61 @@ STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
 def _stop_like_ctrl_c() -> tuple[list[int], dict[int, Any]]:
-    """Make :data:`STOP_SIGNALS` raise ``KeyboardInterrupt`` in this (the main) thread; the
-    list returned gets each such signal's number as it comes (the exit status is 128 + it),
-    the dict the handlers replaced (put back when the command returns).  Left alone where a
-    handler of the caller's own is set."""
+    """Make :data:`STOP_SIGNALS` raise ``KeyboardInterrupt`` (a :class:`StopSignal`) in this
+    (the main) thread, as SIGINT does; the list returned gets the number of each signal that
+    stopped the command (the exit status is 128 + the last), the dict the handlers replaced
+    (put back when the command returns).  Left alone where a handler of the caller's own is set.
+
+    A signal that comes while the ``KeyboardInterrupt`` of an earlier one is handled (what is
+    done written up, the cluster closed, the resume command printed) is noted and ignored: a
+    key pressed twice, a batch system's SIGTERM sent twice, would cut that short.  (One whose
+    ``KeyboardInterrupt`` was lost, raised where Python ignores exceptions, stops the
+    command as the first would.)"""
     ended: list[int] = []
     saved: dict[int, Any] = {}
     driver = os.getpid()
+    noted: list[int] = []
 
-    def stop(signum: int, frame: object) -> None:
-        if os.getpid() != driver:  # a process forked from this one (a worker): as by default
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+    def stop(signum: int, frame: Any) -> None:
+        if os.getpid() != driver:  # a process forked from this one (a worker): as before
+            before = saved[signum]
+            signal.signal(signum, before)
+            if callable(before):
+                before(signum, frame)
+            else:
+                os.kill(os.getpid(), signum)
+            return
+        if _handling_interrupt():
+            if not noted:  # (os.write: a print here could land inside another one)
+                noted.append(signum)
+                os.write(2, b"daskscore: stopping already, writing up what is done\n")
             return
         ended.append(signum)
-        raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        raise KeyboardInterrupt if signum == signal.SIGINT else StopSignal(name)
 
-    for name in STOP_SIGNALS:
+    for name in ("SIGINT", *STOP_SIGNALS):
         sig = getattr(signal, name, None)
+        default = signal.default_int_handler if name == "SIGINT" else signal.SIG_DFL
         try:
-            if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+            if sig is not None and signal.getsignal(sig) in (default, None):
                 saved[sig] = signal.signal(sig, stop)
         except ValueError:  # (main() called off the main thread)
             pass
     return ended, saved
+
+
+def _handling_interrupt() -> bool:
+    """Whether this thread is handling a ``KeyboardInterrupt`` now: in a clause it reached
+    (``except``, ``finally``, a context manager's exit), or in one of an exception raised
+    meanwhile."""
+    exc, seen = sys.exc_info()[1], set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
 
 
 def entry() -> None:
@@ -309,7 +341,16 @@ def entry() -> None:
         code = main()
     except SystemExit as exc:  # --help, --version, usage errors
         code = exc.code
+    if isinstance(code, int) and code - 128 in _stop_numbers():  # stopped by a signal:
+        for sig in _stop_numbers():  # another one must not cut its exit short
+            signal.signal(sig, signal.SIG_IGN)
     leave(code)
+
+
+def _stop_numbers() -> list[int]:
+    """SIGINT's and the :data:`STOP_SIGNALS`' numbers (those this platform has)."""
+    names = ("SIGINT", *STOP_SIGNALS)
+    return [int(getattr(signal, n)) for n in names if hasattr(signal, n)]
 
 
 def leave(code: int | str | None) -> None:

@@ -27,6 +27,7 @@ from daskscore.config import Deployment, secret_values
 from daskscore.engine import retry
 from daskscore.engine.failed_items import FAILED_ITEMS, failed_files, write_failed_items
 from daskscore.engine.outcomes import Outcomes
+from daskscore.engine.phases import Phases
 from daskscore.engine.recipe import replay_command
 from daskscore.engine.resultview import ResultViews
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, OutputFailed
@@ -155,24 +156,6 @@ class JobResult(ResultViews):
         from daskscore.engine.failed_items import read_failed_items
 
         return read_failed_items(self.failed_items_path)
-
-
-class Phases:
-    """Wall-clock seconds spent in each phase of a job, closed one after another."""
-
-    def __init__(self) -> None:
-        self.started = time.time()
-        self._t0 = self._last = time.perf_counter()
-        self.seconds: dict[str, float] = {}
-
-    def mark(self, phase: str) -> None:
-        """Close ``phase``: the time since the previous mark is charged to it."""
-        now = time.perf_counter()
-        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._last, 3)
-        self._last = now
-
-    def elapsed(self) -> float:
-        return round(time.perf_counter() - self._t0, 3)
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""Ctrl-C, in whichever phase of a job it comes: what is kept, and how to go on.
+"""Ctrl-C, in whichever phase of a job it comes: what is kept, and how to go on.  (SIGTERM and
+SIGHUP stop ``daskscore run`` the same way: :class:`~daskscore.errors.StopSignal`.)
 
 * Before the output folder is claimed (the cluster starting while the input is listed and
   planned): nothing was run and the folder was not changed; the same command starts again.
-* After it (the cluster starting, ``init()``, scoring, the final assembly): the mini-batches
+* After it (the cluster starting, ``init()``, scoring, the final assembly: the job's
+  :class:`~daskscore.engine.phases.Phases`): the mini-batches
   done so far are in the staging folder; the summary (status ``Interrupted``) and the report
   of what was done are written, and ``--resume`` finishes the job.  A Ctrl-C that lands once
   the job's own summary is written (as the staging folder is removed) finds the job finished:
@@ -20,6 +22,7 @@ from typing import Any
 
 from daskscore.engine.finish import JobResult, summarize, write_logs
 from daskscore.engine.scoring import JobRun
+from daskscore.errors import StopSignal
 from daskscore.io import outputdir
 from daskscore.io.ledger import read_ledger
 
@@ -29,6 +32,7 @@ logger = logging.getLogger("daskscore")
 PHASE_WORDS = {
     "plan": "while the cluster started and the input was listed",
     "start_cluster": "while the cluster started",
+    "init": "while init() ran",
     "score": "while scoring",
     "assemble": "while the output was assembled",
 }
@@ -84,8 +88,10 @@ def before_claim() -> JobInterrupted:
     return JobInterrupted(None, None, None, False, phase="plan")
 
 
-def interrupted(job: JobRun, phase: str) -> KeyboardInterrupt:
-    """Write up what ``job`` did before Ctrl-C came in ``phase``; the exception to raise."""
+def interrupted(job: JobRun, phase: str, cause: BaseException | None = None) -> KeyboardInterrupt:
+    """Write up what ``job`` did before Ctrl-C came in ``phase``; the exception to raise.
+    ``cause``: the ``KeyboardInterrupt`` that stopped it (a :class:`StopSignal` names its
+    signal)."""
     record, outcomes = job.record, job.outcomes
     record.phases.mark(phase)
     if job.remote_out:  # (its local folder is a temporary one: nothing there to resume)
@@ -107,7 +113,7 @@ def interrupted(job: JobRun, phase: str) -> KeyboardInterrupt:
     s["status"] = outputdir.INTERRUPTED
     s["interrupted_phase"] = phase
     s["reason"] = (
-        f"interrupted (Ctrl-C) {PHASE_WORDS.get(phase, phase)}, with at least "
+        f"interrupted ({stopped_by(cause)}) {PHASE_WORDS.get(phase, phase)}, with at least "
         f"{len(outcomes.final)} of {len(job.plan.work)} mini-batches done (tasks in flight may "
         "commit more as they stop); --resume finishes it"
     )
@@ -117,6 +123,11 @@ def interrupted(job: JobRun, phase: str) -> KeyboardInterrupt:
         logger.warning("could not write the interrupted job's summary", exc_info=True)
     logger.info("interrupted %s: %d mini-batches done", phase, len(outcomes.final))
     return JobInterrupted(record.out_dir, s, record.out_dir / "report.html", False, phase=phase)
+
+
+def stopped_by(cause: BaseException | None) -> str:
+    """``Ctrl-C``, or the signal that stopped the job as Ctrl-C does (``SIGTERM``)."""
+    return cause.signal_name if isinstance(cause, StopSignal) else "Ctrl-C"
 
 
 def _read_summary(out_dir: Path) -> dict[str, Any] | None:

@@ -123,23 +123,17 @@ def _execute(
         if isinstance(exc, KeyboardInterrupt):  # nothing claimed: the command starts again
             raise interrupt.before_claim() from None
         raise
-    phase = ["start_cluster"]  # (where a Ctrl-C lands; the phases below move it on)
+    phases = job.record.phases  # (where a Ctrl-C lands: the job moves its phase on)
     try:
-        return _run_claimed(job, plan, options, early, phase)
-    except KeyboardInterrupt:  # Ctrl-C: what is done is written up, the job stays resumable
-        if not phase[0]:  # (already written up, in the scoring phase)
+        return _run_claimed(job, plan, options, early)
+    except KeyboardInterrupt as exc:  # Ctrl-C: what is done is written up, job resumable
+        if not phases.current:  # (already written up, in the install and scoring phases)
             raise
-        raise interrupt.interrupted(job, phase[0]) from None
+        raise interrupt.interrupted(job, phases.current, exc) from None
 
 
-def _run_claimed(
-    job: JobRun,
-    plan: JobPlan,
-    options: JobOptions,
-    early: EarlyCluster,
-    phase: list[str],
-) -> JobResult:
-    deployment = plan.deployment
+def _run_claimed(job: JobRun, plan: JobPlan, options: JobOptions, early: EarlyCluster) -> JobResult:
+    deployment, phases = plan.deployment, job.record.phases
     settings = deployment.settings
     with (
         job_logging(
@@ -152,14 +146,13 @@ def _run_claimed(
             logger.info(note)
         if job.record.retried is not None:
             _note_retry(job, job.record.retried, options)
-        phase[0] = "score"
-        try:
+        try:  # (init, then score: its phases)
             transport = score_all(job, handle, board)
         except OSError as exc:  # (the driver's books: a full disk)
             _raise_if_disk(exc, job, "writing the job's books")
             raise
-        except KeyboardInterrupt:  # (written up while the job log and the board are open)
-            stopped, phase[0] = interrupt.interrupted(job, phase[0]), ""
+        except KeyboardInterrupt as exc:  # (written up while the job log and board are open)
+            stopped, phases.current = interrupt.interrupted(job, phases.current, exc), ""
             raise stopped from None
         except UsageError:
             # found out while running (a partition column run() does not return): nothing is
@@ -173,7 +166,7 @@ def _run_claimed(
             raise
         writes = plan.writer.target(settings.output_file_name)
         _say(options, "writing predictions…" if writes else "writing the summary…")
-        phase[0] = "assemble"
+        phases.current = "assemble"
         try:
             result = finish_job(
                 job.record,

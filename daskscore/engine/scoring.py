@@ -170,6 +170,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
             _watch_timeouts(handle.client)
         if wjob.warm_key:
             handle.client.register_plugin(WarmKeeper())  # (idempotent: once per cluster)
+        phases.current = "init"  # (the script imported and init() run on every worker)
         if plan.options.progress:
             notify("init()…")
         job.record.warm_workers = script.install()
@@ -179,7 +180,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
                 resume.refresh_model(job.staging, model.path, job.out_dir)
         except OSError:
             logger.debug("noting the model folder after init() failed", exc_info=True)
-        phases.mark("init")
+        phases.mark("init", then="score")
         logger.info("scoring script installed and init() done on every worker")
         with _compat.span("daskscore", job.record.job_id):  # (Dask's metrics, per job)
             loop.run(on_tick=tick)

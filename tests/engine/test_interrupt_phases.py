@@ -25,7 +25,7 @@ import pytest
 from conftest import REPO, write_deployment, write_inputs
 
 from daskscore import cli
-from daskscore.engine import runner
+from daskscore.engine import interrupt, runner, scoring
 from daskscore.io import outputdir
 
 pytestmark = pytest.mark.timeout(240)
@@ -134,6 +134,27 @@ def test_after_the_claim_the_summary_is_written_and_resume_finishes(
     code, err = _main(resumed, capsys)
     assert code == 0, err
     assert _summary(out)["status"] == "Completed"
+    _rows_once(out)
+
+
+def test_ctrl_c_while_init_runs_is_the_init_phase_and_resume_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the script is installed on the workers (its import, init()): the phase is
+    ``init``, its time counted under it, and nothing is charged to scoring."""
+    argv = _job(tmp_path)
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(scoring.ScriptInstall, "install", _ctrl_c)
+        code, err = _main(argv, capsys)
+    assert code == 130, err
+    s = _summary(out)
+    assert s["interrupted_phase"] == "init", s
+    assert sorted(s["phases"]) == ["init", "start_cluster"], s["phases"]
+    assert s["reason"].startswith("interrupted (Ctrl-C) while init() ran, with at least 0 of ")
+    assert "while init() ran" in err and "while scoring" not in err, err
+    code, err = _main(_printed_command(err, "Go on with: "), capsys)
+    assert code == 0, err
     _rows_once(out)
 
 
@@ -251,3 +272,104 @@ def test_a_worker_process_sent_sigterm_still_ends(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr  # (error_threshold -1)
     assert "killed by signal SIGTERM" in proc.stderr, proc.stderr
     assert _summary(out)["failed_items"] == N_FILES
+
+
+#: init() waits while the file named by $HOLD exists (up to a minute), after saying it began.
+SLOW_INIT = """
+import os
+import time
+
+def init():
+    open(os.environ["BEGAN"], "w").close()
+    end = time.time() + 60
+    while os.path.exists(os.environ["HOLD"]) and time.time() < end:
+        time.sleep(0.05)
+
+def run(mini_batch):
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_sigterm_while_init_runs_is_named_and_resume_finishes(tmp_path: Path) -> None:
+    """SIGTERM (a batch system's) while init() runs on the workers: the summary says the
+    init phase, and the signal as it was, not Ctrl-C."""
+    hold, began = tmp_path / "hold", tmp_path / "began"
+    hold.touch()
+    env = {"HOLD": str(hold), "BEGAN": str(began)}
+    dep = write_deployment(tmp_path / "deploy", SLOW_INIT, settings={"environment_variables": env})
+    out = tmp_path / "out"
+    argv = ["run", str(dep), "-i", str(write_inputs(tmp_path / "in", 4)), "-o", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daskscore", *argv, "--workers", "1", "--no-progress"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not began.exists():  # init() is running
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    s = _summary(out)
+    assert (s["status"], s["interrupted_phase"]) == (outputdir.INTERRUPTED, "init"), s
+    assert "init" in s["phases"] and "score" not in s["phases"], s["phases"]
+    assert s["reason"].startswith("interrupted (SIGTERM) while init() ran"), s["reason"]
+    assert "(SIGTERM) while init() ran" in err and "Ctrl-C)" not in err, err
+    hold.unlink()
+    assert cli.main(_printed_command(err, "Go on with: ")) == 0
+    assert _summary(out)["succeeded_items"] == 4
+
+
+def test_a_second_signal_while_the_first_is_written_up_is_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM sent twice (as a batch system may): the second comes while the first's
+    interruption is written up, and does not cut it short: the summary, the report and the
+    resume command all come, and the exit status is the first's."""
+    argv = _job(tmp_path)
+    out = tmp_path / "out"
+    write_logs = interrupt.write_logs
+
+    def sigterm(*args: Any, **kwargs: Any) -> Any:
+        signal.raise_signal(signal.SIGTERM)
+
+    def sigterm_again(*args: Any, **kwargs: Any) -> Any:
+        signal.raise_signal(signal.SIGTERM)  # (in the middle of the write-up)
+        return write_logs(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(scoring.ScriptInstall, "install", sigterm)
+        patch.setattr(interrupt, "write_logs", sigterm_again)
+        code, err = _main(argv, capsys)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # (put back)
+    assert code == 128 + signal.SIGTERM, err
+    assert _summary(out)["status"] == outputdir.INTERRUPTED
+    assert f"Report: {out / 'report.html'}" in err, err
+    code, err = _main(_printed_command(err, "Go on with: "), capsys)
+    assert code == 0, err
+    _rows_once(out)
+
+
+def test_a_signal_whose_interrupt_was_lost_still_stops() -> None:
+    """Only a signal that comes while an earlier one's KeyboardInterrupt is handled is
+    ignored: one raised where Python drops exceptions (a __del__) leaves the next to stop."""
+    ended, saved = cli._stop_like_ctrl_c()
+    try:
+        with pytest.raises(KeyboardInterrupt) as first:
+            signal.raise_signal(signal.SIGTERM)
+        assert first.value.signal_name == "SIGTERM"  # type: ignore[attr-defined]
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            signal.raise_signal(signal.SIGTERM)  # (handled: ignored)
+            signal.raise_signal(signal.SIGHUP)
+        assert ended == [signal.SIGTERM, signal.SIGTERM]
+        with pytest.raises(KeyboardInterrupt):  # (nothing handled now: this one stops)
+            signal.raise_signal(signal.SIGHUP)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
