@@ -425,8 +425,7 @@ def _with(warned: list[str]) -> str:
 
 
 def dry_run_warnings(report: DryRun, unit: str, timeout: float) -> list[str]:
-    """What a run that did not raise still got wrong, as ``daskscore validate`` warns of it:
-    run() slower than ``timeout``, fewer results than items, a signal handler set."""
+    """What ``daskscore validate`` warns of in a run that did not raise (slow, short, signals)."""
     warned, returned = [], report.returned or 0
     if report.timings.get("run()", 0.0) > timeout:
         warned.append(f"run() took longer than retry_settings.timeout ({timeout:g} s).")
