@@ -49,6 +49,9 @@ REPORT_FILE = "report.html"
 #: One row per failed input item, beside the predictions (written by the engine's
 #: :mod:`~daskscore.engine.failed_items` when an item failed).
 FAILED_ITEMS_FILE = "failed_items.csv"
+#: What a finished job leaves beside its predictions: an output holding one of them (or the
+#: predictions) holds a job's results, which only --overwrite replaces (a folder or a URL)
+RESULT_FILES = (SUMMARY_FILE, FAILED_ITEMS_FILE)
 _COPY_CHUNK = 1 << 20
 
 
@@ -82,9 +85,7 @@ def claim_output(
             )
         _make_logs(output)
         return unfinished
-    names = [
-        n for n in (predictions_name, SUMMARY_FILE, FAILED_ITEMS_FILE, STAGING_DIR, KEPT_DIR) if n
-    ]
+    names = [n for n in (predictions_name, *RESULT_FILES, STAGING_DIR, KEPT_DIR) if n]
     held = [output / n for n in names if (output / n).exists()]
     if unfinished and not overwrite:
         raise OutputError(
@@ -361,18 +362,43 @@ def claim_remote_output(
     before_changes: Callable[[], None] | None = None,
 ) -> None:
     """Refuse a remote output folder that holds a job's results, unless overwriting them;
-    ``before_changes`` is called once it is found usable, before anything is removed."""
+    ``before_changes`` is called once it is found usable, before anything is removed.
+
+    An overwrite removes what it removes in a local folder (:func:`claim_output`): the
+    predictions, the summary, ``failed_items.csv``, the earlier job's report and predictions
+    as its summary names them, and ``logs/``; nothing else there (what the script wrote).
+    """
     from daskscore.io import storage
 
     fs, root = storage.filesystem(url, verb="writing")
     fs.invalidate_cache()
-    names = [n for n in (target, SUMMARY_FILE) if n]
-    held = [n for n in names if fs.exists(f"{root.rstrip('/')}/{n}")]
+    base = root.rstrip("/")
+    names = [n for n in (target, *RESULT_FILES) if n]
+    held = [n for n in names if fs.exists(f"{base}/{n}")]
     if held and not overwrite:
         raise results_held(f"output '{url}'", held)
     if before_changes is not None:
         before_changes()
+    if overwrite:
+        held += [n for n in _earlier_remote(fs, base) if n not in held]
+        if fs.isdir(f"{base}/logs"):
+            held.append("logs")
     for name in held:
-        fs.rm(f"{root.rstrip('/')}/{name}", recursive=True)
-    if held and fs.exists(f"{root.rstrip('/')}/logs"):
-        fs.rm(f"{root.rstrip('/')}/logs", recursive=True)
+        fs.rm(f"{base}/{name}", recursive=True)
+    fs.invalidate_cache()
+
+
+def _earlier_remote(fs: Any, base: str) -> list[str]:
+    """:func:`_earlier_outputs` of an output URL (``base``: its path in ``fs``): the report,
+    and the predictions as the summary names them, where they lie in the folder itself."""
+    found = [REPORT_FILE] if fs.isfile(f"{base}/{REPORT_FILE}") else []
+    try:
+        named = json.loads(fs.cat_file(f"{base}/{SUMMARY_FILE}")).get("predictions")
+    except (OSError, ValueError, AttributeError):
+        return found
+    if isinstance(named, str) and named:
+        path = fs._strip_protocol(named).rstrip("/")
+        name = path.rsplit("/", 1)[-1]
+        if path == f"{base}/{name}" and name and fs.exists(path):
+            found.append(name)
+    return found

@@ -99,3 +99,51 @@ def test_missing_remote_input_is_a_clear_error(bucket, remote_client, tmp_path) 
     dep = write_deployment(tmp_path / "d", SCRIPT)
     with pytest.raises(daskscore.InputError, match="does not exist"):
         daskscore.run(dep, f"{bucket['root']}/nothing-here", tmp_path / "out", client=remote_client)
+
+
+FAILING_SCRIPT = """
+    import os
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        names = [os.path.basename(p) for p in mini_batch]
+        if "f001.csv" in names and os.environ.get("FAIL_ONE") == "1":
+            raise ValueError("f001 is bad")
+        return names
+"""
+
+
+def test_remote_overwrite_removes_what_a_local_one_does(bucket, remote_client, tmp_path) -> None:
+    """An --overwrite into a URL removes the earlier job's failed_items.csv, report, logs and
+    predictions of another name, as in a local folder; files the user put there stay."""
+    root, options = bucket["root"], bucket["options"]
+    _upload_inputs(root, options, 3)
+    fs, base = fsspec.core.url_to_fs(root, **options)
+    fs.pipe({f"{base}/out/notes/mine.txt": b"the user's own"})
+    settings = {"mini_batch_size": 1, "error_threshold": -1, "output_file_name": "first.csv"}
+    env = {"environment_variables": {"FAIL_ONE": "1"}}
+    first = write_deployment(
+        tmp_path / "d1",
+        FAILING_SCRIPT,
+        settings={**settings, **env, "retry_settings": {"max_retries": 0}},
+    )
+    daskscore.run(first, f"{root}/in/part1", f"{root}/out", client=remote_client)
+    fs.invalidate_cache()
+    before = {p.rsplit("/out/", 1)[1] for p in fs.find(f"{base}/out")}
+    assert {"failed_items.csv", "first.csv", "report.html", "job_summary.json"} <= before
+    second = write_deployment(tmp_path / "d2", FAILING_SCRIPT, settings={"mini_batch_size": 1})
+    result = daskscore.run(
+        second, f"{root}/in/part1", f"{root}/out", client=remote_client, overwrite=True
+    )
+    assert result.status == "Completed" and result.failed_items == 0
+    fs.invalidate_cache()
+    after = {p.rsplit("/out/", 1)[1] for p in fs.find(f"{base}/out")}
+    assert "failed_items.csv" not in after, sorted(after)
+    assert "first.csv" not in after, sorted(after)
+    assert {"predictions.csv", "job_summary.json", "notes/mine.txt"} <= after
+    assert fs.cat_file(f"{base}/out/notes/mine.txt") == b"the user's own"
+    # the logs are the second job's only: its first mini-batch's error is not there
+    errors = [p for p in after if p.startswith("logs/user/error/")]
+    assert not any(b"f001 is bad" in fs.cat_file(f"{base}/out/{p}") for p in errors)
