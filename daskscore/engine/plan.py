@@ -109,7 +109,10 @@ def plan_job(
     if "files" in found:
         step(
             "plan",
-            lambda: plan_work(found["files"], settings.mini_batch, options.tabular, notes),
+            lambda: _carried(
+                plan_work(found["files"], settings.mini_batch, options.tabular, notes),
+                options.carry_columns,
+            ),
         )
     step("script", lambda: script_mod.check_script(deployment.scoring_script))
     if deployment.model is not None and deployment.model.is_url:
@@ -137,6 +140,23 @@ def plan_job(
         csv_kwargs=found["csv"],
         notes=notes,
     )
+
+
+def _carried(planned: tuple[Sequence[Any], str], carry: Sequence[str]) -> tuple[Sequence[Any], str]:
+    """``planned`` as it is, unless input columns are to be carried in file mode: refused
+    there, where run() gets a list of files and no row of its result is an input row's (not
+    even ``file`` or ``row``: a mini-batch holds several files, and rows are run()'s own)."""
+    if carry and planned[1] == "files":
+        raise UsageError(
+            f"--carry-columns (carry_columns=) {', '.join(carry)}: carrying input columns "
+            "needs tabular mode, where run() gets a DataFrame of one input file's rows and "
+            "returns one row per input row, which the columns (and file, row) are joined "
+            "onto; this job is in file mode (run() gets a list of files), where nothing can "
+            "be carried. Turn tabular mode on (--tabular, or a mini_batch_size such as 10MB "
+            "or '500 rows'), or leave --carry-columns out (in file mode run() can return "
+            "each row's file name itself)."
+        )
+    return planned
 
 
 def _writer(fmt: str, options: JobOptions, output_file_name: str) -> OutputWriter:

@@ -185,6 +185,22 @@ def test_carry_columns_join_input_columns(
     np.testing.assert_allclose(got["pred"], rows["v"] * 2 + 1)
 
 
+@pytest.mark.parametrize("carry", [["id"], ["file"]])
+def test_carry_columns_in_file_mode_are_refused(
+    client: Any, tmp_path: Path, table: tuple[Path, pd.DataFrame], carry: list[str]
+) -> None:
+    """File mode has no input rows to join: --carry-columns (even file) is a usage error
+    before anything runs, not silently ignored."""
+    folder, _ = table
+    dep = deploy(tmp_path, 2)
+    out = tmp_path / "out"
+    with pytest.raises(daskscore.UsageError, match="needs tabular mode") as caught:
+        daskscore.run(dep, folder, out, client=client, carry_columns=carry)
+    assert f"carry_columns=) {carry[0]}:" in str(caught.value)
+    assert "--tabular" in str(caught.value)
+    assert not out.exists()
+
+
 def test_partial_returns_count_failed_rows(
     client: Any, tmp_path: Path, table: tuple[Path, pd.DataFrame]
 ) -> None:
