@@ -26,6 +26,7 @@ from daskscore.errors import (
     NoWorkersLeft,
     OutputError,
     OutputFailed,
+    UploadFailed,
     UsageError,
     WriteFailed,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "OutputFailed",
     "Settings",
     "UnknownKeyWarning",
+    "UploadFailed",
     "UsageError",
     "WriteFailed",
     "load_deployment",

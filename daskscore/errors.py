@@ -13,7 +13,9 @@ output folder) from failures of the user's own scoring code, and both from the j
     │   └── NoWorkersLeft           the cluster has no worker and can start none (a cluster
     │                               object of this process: closed, scaled to 0, nannies gone)
     ├── WriteFailed                 the job's files could not be written: a full disk, a
-    │                               read-only one (CLI exit code 1; the job stays resumable)
+    │   │                           read-only one (CLI exit code 1; the job stays resumable)
+    │   └── UploadFailed            an output URL could not take the finished job's output:
+    │                               it is kept in a local folder, which the message names
     └── JobFailed                   the job ran and its verdict is Failed (CLI exit code 1)
         ├── InitFailed              the script's init() (or import) raised on a worker
         ├── ErrorThresholdExceeded  more failed items than settings.error_threshold allows
@@ -121,6 +123,20 @@ class WriteFailed(DaskScoreError):
             f"stopped; what was done is kept in {out}. Free space on that disk (or make it "
             "writable), then run the same command with --resume to go on from there."
         )
+
+
+class UploadFailed(WriteFailed):
+    """The job ran to its end, but its output could not be uploaded to the output URL (the
+    store went away, refused a write, ...).  Nothing is lost: the whole output is kept in the
+    local folder it was assembled in (:attr:`kept`), which the message names, with how to
+    upload it or run the job again.  CLI exit code 1, as :class:`WriteFailed`."""
+
+    def __init__(self, message: str, *, url: str = "", kept: Any = None) -> None:
+        super().__init__(message)
+        #: the output URL
+        self.url = url
+        #: the local folder that holds the job's complete output
+        self.kept = kept
 
 
 class JobFailed(DaskScoreError):

@@ -45,8 +45,9 @@ from daskscore.engine.finish import (
 )
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.plan import JobPlan, plan_job
+from daskscore.engine.publish import publish
 from daskscore.engine.scoring import JobRun, open_board, score_all
-from daskscore.errors import OutputError, UsageError, WriteFailed
+from daskscore.errors import OutputError, UploadFailed, UsageError, WriteFailed
 from daskscore.io import outputdir, outputlock, storage
 from daskscore.io.joblog import job_logging
 from daskscore.io.ledger import make_staging, read_ledger
@@ -77,6 +78,13 @@ def execute(
     lock = outputlock.lock_output(output, uuid.uuid4().hex[:12])  # refuses a folder in use
     try:
         return _execute(deployment, input_path, output, options, lock)
+    except UploadFailed as exc:  # (the store is likely gone: its marker, said in the error)
+        if isinstance(lock, outputlock.RemoteMarker) and not lock.release(quiet=True):
+            exc.args = (
+                f"{exc} Its marker {lock.where} could not be removed either: a job started on "
+                "this machine ignores it (its job has ended); elsewhere, delete it first.",
+            )
+        raise
     finally:
         lock.release()
 
@@ -181,7 +189,8 @@ def _run_claimed(job: JobRun, plan: JobPlan, options: JobOptions, early: EarlyCl
             raise
         board.finish(result.summary)
     if job.remote_out:
-        result = publish(result, job.out_dir, job.remote_out)
+        secrets = secret_values(settings.environment_variables)
+        result = publish(result, job.out_dir, job.remote_out, secrets)
     logger.info("job %s: %s in %.2f s", job.record.job_id, result.status, result.duration_s)
     if result.status != "Completed":
         raise failure(job.outcomes, result)
@@ -304,28 +313,6 @@ def _note_retry(job: JobRun, rerun: list[int], options: JobOptions) -> None:
     logger.info(message)
     if options.notify is not None:
         options.notify(message)
-
-
-def publish(result: JobResult, out_dir: Path, url: str) -> JobResult:
-    """Upload a job's local output folder to ``url``; the result then names the URL."""
-    summary = dict(result.summary)
-    summary["output"] = url
-    if summary.get("failed_items_file"):
-        summary["failed_items_file"] = f"{url.rstrip('/')}/failed_items.csv"
-    summary["replay"] = None  # (a replay reads the job's recipe from a local folder)
-    if result.predictions is not None:
-        summary["predictions"] = f"{url.rstrip('/')}/{Path(result.predictions).name}"
-    outputdir.write_summary(out_dir, summary)
-    leftovers = (
-        outputdir.STAGING_DIR,
-        outputdir.KEPT_DIR,
-        f"{outputdir.TRASH_PREFIX}*",
-        outputlock.LOCK_FILE,
-    )
-    count = storage.upload_tree(out_dir, url, exclude=leftovers)
-    logger.info("uploaded %d files to %s", count, url)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    return JobResult(result.status, url, summary["predictions"], summary)  # type: ignore[arg-type]
 
 
 @contextmanager

@@ -276,11 +276,10 @@ class RemoteMarker:
         if holder is not None and holder.gone():
             logger.info("ignoring the marker of %s: it has ended", holder.describe())
             return self
-        where = self.url.rstrip("/") + "/" + LOCK_FILE
         raise _refusal(
             f"output '{self.url}'",
             holder,
-            f" (The marker {where} says so; it is advisory: if that job is no longer running, "
+            f" (The marker {self.where} says so; it is advisory: if that job is no longer running, "
             "delete it.)",
         )
 
@@ -290,16 +289,29 @@ class RemoteMarker:
         self.fs.pipe_file(self.path, self.holder.encode())
         self.announced = True
 
-    def release(self) -> None:
+    @property
+    def where(self) -> str:
+        """The marker's URL."""
+        return self.url.rstrip("/") + "/" + LOCK_FILE
+
+    def release(self, quiet: bool = False) -> bool:
+        """Remove the marker (if this job wrote it); whether that went well.  A failure is
+        a warning of one line (the traceback at debug level), none when ``quiet``: the
+        caller says it."""
         if not self.announced:
-            return
+            return True
         self.announced = False
         try:
             self.fs.invalidate_cache()
             if Holder.parse(self.fs.cat_file(self.path)) == self.holder:
                 self.fs.rm(self.path)
-        except Exception:  # noqa: BLE001 - the job's outcome stands; the marker is advisory
-            logger.warning("could not remove the marker %s", self.path, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - the job's outcome stands; it is advisory
+            logger.debug("could not remove the marker %s", self.where, exc_info=True)
+            if not quiet:
+                text = f"{type(exc).__name__}: {exc}".split("\n", 1)[0][:300]
+                logger.warning("could not remove the marker %s (%s)", self.where, text)
+            return False
+        return True
 
     def __enter__(self) -> RemoteMarker:
         return self

@@ -1,0 +1,107 @@
+"""A job whose output is a URL: its output folder, assembled locally, uploaded at the end.
+
+The job runs into a local folder (``daskscore-output-*`` in the temporary directory) and
+:func:`publish` uploads it when the job has ended, then removes it.  An upload that fails (the
+store went away, refused a write) loses nothing: the folder is kept, and the job raises
+:class:`~daskscore.errors.UploadFailed` naming the URL, what failed, the folder and how to
+upload it or run the job again; the traceback goes to the folder's own job log
+(``logs/sys/daskscore.txt``), not to the terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from daskscore.config import redact
+from daskscore.engine.finish import JobResult
+from daskscore.errors import UploadFailed
+from daskscore.io import outputdir, outputlock, storage
+from daskscore.io.joblog import FileLogHandler
+
+logger = logging.getLogger("daskscore")
+
+#: What a job's local output folder holds that is not uploaded: the staging folders, the lock
+LEFTOVERS = (
+    outputdir.STAGING_DIR,
+    outputdir.KEPT_DIR,
+    f"{outputdir.TRASH_PREFIX}*",
+    outputlock.LOCK_FILE,
+)
+#: The longest an exception's text is quoted in the error (its first line)
+SHOWN_CHARS = 300
+
+
+def publish(result: JobResult, out_dir: Path, url: str, secrets: tuple[str, ...] = ()) -> JobResult:
+    """Upload a job's local output folder to ``url``; the result then names the URL.
+
+    Raises
+    ------
+    UploadFailed
+        The upload failed: ``out_dir`` is kept, with the job's whole output.
+    """
+    summary = dict(result.summary)
+    summary["output"] = url
+    if summary.get("failed_items_file"):
+        summary["failed_items_file"] = f"{url.rstrip('/')}/failed_items.csv"
+    summary["replay"] = None  # (a replay reads the job's recipe from a local folder)
+    if result.predictions is not None:
+        summary["predictions"] = f"{url.rstrip('/')}/{Path(result.predictions).name}"
+    outputdir.write_summary(out_dir, summary)
+    try:
+        count = storage.upload_tree(out_dir, url, exclude=LEFTOVERS)
+    except Exception as exc:  # noqa: BLE001 - any failure of the store: the folder is kept
+        raise upload_failed(exc, result, out_dir, url, secrets) from exc
+    logger.info("uploaded %d files to %s", count, url)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return JobResult(result.status, url, summary["predictions"], summary)  # type: ignore[arg-type]
+
+
+def upload_failed(
+    exc: BaseException, result: JobResult, out_dir: Path, url: str, secrets: tuple[str, ...] = ()
+) -> UploadFailed:
+    """The error of an upload of ``out_dir`` to ``url`` that failed with ``exc``; its
+    traceback is written into the folder's job log (``secrets`` masked)."""
+    log = out_dir / "logs" / "sys" / "daskscore.txt"
+    _log_to(log, secrets, exc, url)
+    text = redact(f"{type(exc).__name__}: {str(exc).strip()}".split("\n", 1)[0], secrets)
+    if len(text) > SHOWN_CHARS:
+        text = text[: SHOWN_CHARS - 3] + "..."
+    return UploadFailed(
+        f"uploading the job's output to {url} failed ({text}). The job itself ran to its "
+        f"end ({result.status}), and its whole output is kept in {out_dir}, which was not "
+        f"deleted; part of it may have reached {url}. Copy that folder's contents to {url} "
+        f"with your storage's tools{_tool_hint(out_dir, url)}, or run the same command again "
+        f"with --overwrite once {url} can be written to. The traceback is in {log}.",
+        url=url,
+        kept=out_dir,
+    )
+
+
+def _log_to(log: Path, secrets: tuple[str, ...], exc: BaseException, url: str) -> None:
+    """The upload's failure, with its traceback, in the job log ``log`` (and nowhere else:
+    the terminal gets the error's one paragraph)."""
+    try:
+        handler = FileLogHandler(log, secrets)
+    except OSError:
+        return
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)  # (a handler of its own: Python's last resort prints none)
+    try:
+        logger.error("uploading the output to %s failed", url, exc_info=exc)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _tool_hint(out_dir: Path, url: str) -> str:
+    """A command that uploads ``out_dir`` to ``url``, for the protocols that have a common one."""
+    protocol, _, path = url.partition("://")
+    if protocol.lower() in ("s3", "s3a"):
+        return f" (`aws s3 cp --recursive {out_dir} s3://{path}`)"
+    container, _, prefix = path.partition("/")
+    if protocol.lower() == "az" and container:
+        where = f" --destination-path {prefix.rstrip('/')}" if prefix.strip("/") else ""
+        return f" (`az storage blob upload-batch --source {out_dir} -d {container}{where}`)"
+    return ""
