@@ -4,7 +4,8 @@ On a cluster that outlives its jobs (``daskscore cluster start``, or a caller's 
 each job's script stays initialised in the workers after the job, and the next job with the
 same key takes it over without calling ``init()`` again (see :mod:`daskscore.worker.plugin`).
 The key is a hash of everything ``init()`` can depend on: the code folder's contents, the model
-(its files' names, sizes and modification times, or its URL), ``environment_variables``, and
+(its files' names, sizes and modification times, or its URL), ``environment_variables`` (and
+on a warm cluster the driver's storage variables, see ``WorkerJob.storage_env``), and
 the settings the worker applies before ``init()`` — the logging level, the intra-op threads,
 the GPUs, the resources — and where the code and model are.  Any change makes a new key: the
 workers then uninstall the old script (its ``shutdown()`` runs) and initialise the new one.
@@ -40,6 +41,8 @@ def init_key(job: WorkerJob) -> str:
         "gpu_ids": list(job.gpu_ids),
         "resources": sorted(job.resources.items()),
         "shipped": job.shipped,
+        # (a warm cluster's job: its driver's storage credentials, which init() may read)
+        "storage_env": sorted((job.storage_env or {}).items()),
     }
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -31,7 +31,7 @@ from daskscore.engine.resume import MANIFEST
 from daskscore.engine.reuse import init_key
 from daskscore.engine.work import planned_total, rows_note
 from daskscore.errors import ClusterLost, InitFailed
-from daskscore.io import outputdir
+from daskscore.io import outputdir, storage
 from daskscore.protocol import WorkerJob
 from daskscore.ui import dashboard
 from daskscore.ui.progress import Progress
@@ -270,6 +270,9 @@ def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
         gpu_ids=gpu_ids() if handle.embedded else (),
         prefetch=plan.options.prefetch,
         prefetch_bytes=int(plan.options.prefetch_mb * (1 << 20)),
+        # the warm cluster's workers were started from another shell: they read the URLs
+        # with this job's storage variables, not theirs
+        storage_env=storage.storage_environment() if handle.warm else None,
     )
 
 

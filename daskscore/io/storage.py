@@ -21,6 +21,7 @@ import json
 import os
 import posixpath
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from fnmatch import fnmatch
@@ -116,6 +117,95 @@ def _botocore_reads_endpoint_env() -> bool:
     except (PackageNotFoundError, ValueError):
         return False
     return (major, minor) >= (1, 31)
+
+
+#: The environment variables the storage backends read credentials, endpoints and their
+#: settings from: botocore's (``AWS_*``), the Azure SDK's and adlfs's (``AZURE_*``), Google's
+#: and gcsfs's (``GOOGLE_*``, ``GCSFS_*``, ``STORAGE_EMULATOR_HOST``), and
+#: ``DASKSCORE_STORAGE_OPTIONS``: what a warm cluster's workers take from the job's driver
+STORAGE_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCSFS_")
+STORAGE_NAMES = frozenset({OPTIONS_ENV, "STORAGE_EMULATOR_HOST"})
+#: Keys of ``DASKSCORE_STORAGE_OPTIONS`` (any case) and parts of a connection string whose
+#: values are secrets, masked in the logs of the workers that get them
+_SECRET_PARTS = ("key", "secret", "token", "password", "credential", "connection_string", "sas")
+_CONNECTION_SECRETS = ("accountkey", "sharedaccesssignature", "sharedaccesskey")
+
+
+def is_storage_variable(name: str) -> bool:
+    """Whether the environment variable ``name`` is one a storage backend reads."""
+    return name in STORAGE_NAMES or name.startswith(STORAGE_PREFIXES)
+
+
+def storage_environment() -> dict[str, str]:
+    """This process's storage variables (:func:`is_storage_variable`): what a warm cluster's
+    workers, started from another shell, need to read and write the URLs as this job does."""
+    return {k: v for k, v in os.environ.items() if is_storage_variable(k)}
+
+
+def storage_view(driver: dict[str, str]) -> dict[str, str | None]:
+    """The storage variables a worker process sets for a job whose driver has ``driver``:
+    the driver's, and the process's own others unset (None), so that it reads the URLs with
+    the job's credentials and options alone, not those of the shell that started it."""
+    return {**{k: None for k in os.environ if is_storage_variable(k)}, **driver}
+
+
+def storage_secrets(env: dict[str, str] | None) -> dict[str, str]:
+    """Storage variables ``env`` (a warm cluster's job's), and the secret values inside those
+    whose names do not say so (a connection string's key or signature, the ``secret`` of
+    ``DASKSCORE_STORAGE_OPTIONS``) under names that :func:`daskscore.config.secret_values`
+    masks, as it masks the variables named ``*KEY*``, ``*SECRET*``, ``*TOKEN*``."""
+    found: list[str] = []
+    for name, value in (env or {}).items():
+        if "CONNECTION_STRING" in name.upper():
+            found += [value, *_connection_secrets(value)]
+        elif name == OPTIONS_ENV:
+            found += _option_secrets(value)
+    return {**(env or {}), **{f"STORAGE_SECRET_{i}": v for i, v in enumerate(found) if v}}
+
+
+def _connection_secrets(text: str) -> list[str]:
+    parts = (part.partition("=") for part in text.split(";"))
+    return [v for k, _, v in parts if k.strip().lower() in _CONNECTION_SECRETS]
+
+
+def _option_secrets(raw: str) -> list[str]:
+    try:
+        doc: Any = json.loads(raw)
+    except ValueError:
+        return [raw]
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict):
+            stack += [(str(k).lower(), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(key, v) for v in value]
+        elif isinstance(value, str) and any(part in key for part in _SECRET_PARTS):
+            found += [value, *_connection_secrets(value)]
+    return found
+
+
+#: A digest of the storage variables the cached filesystems were made with (see below)
+_MADE_WITH: list[str | None] = [None]
+
+
+def refresh_filesystems() -> None:
+    """Drop fsspec's cached filesystems (of the backends imported) when the storage variables
+    changed since the last call: a filesystem, and the client it holds, keeps the credentials
+    it was made with, and a warm worker's next job may bring others (see :func:`storage_view`)."""
+    now = hashlib.sha256(json.dumps(sorted(storage_environment().items())).encode()).hexdigest()
+    if _MADE_WITH[0] == now:
+        return
+    _MADE_WITH[0] = now
+    for protocol, (module, _, _) in BACKENDS.items():
+        if module in sys.modules:
+            import fsspec
+
+            try:
+                fsspec.get_filesystem_class(protocol).clear_instance_cache()
+            except (ImportError, ValueError):  # (a backend that cannot load: nothing cached)
+                continue
 
 
 def _require_backend(protocol: str, verb: str) -> None:

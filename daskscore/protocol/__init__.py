@@ -143,6 +143,11 @@ class WorkerJob:
     #: model, environment variables, init-time settings); the script stays initialised after
     #: the job, and the next job with the same key reuses it without init()
     warm_key: str | None = None
+    #: a warm cluster's job: the driver's storage variables (credentials, endpoints,
+    #: ``DASKSCORE_STORAGE_OPTIONS``), set on the workers instead of their own while the job
+    #: is installed; None: the workers' own (an embedded cluster's are the driver's already).
+    #: Secrets: never shown (``repr``), masked in the job's logs
+    storage_env: dict[str, str] | None = field(default=None, repr=False)
 
     @classmethod
     def for_deployment(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.config import redact
+from daskscore.io import storage
 from daskscore.protocol import WorkerJob
 
 #: How the logs a script writes encode a str that is not valid Unicode: a file name that is not
@@ -44,17 +45,24 @@ def set_environment(
     env = script_environment(job, model_dir, device)
     saved["env"] = {}
     _own_view(saved, env)
+    storage.refresh_filesystems()
     saved["argv"] = ARGV.push([job.script])
     saved["cwd"] = cwd = WorkingDirectory()
     cwd.enter()
     return model_dir
 
 
-def script_environment(job: WorkerJob, model_dir: str | None, device: str | None) -> dict[str, str]:
-    """The variables a scoring script of ``job`` sees: the deployment's, then Azure's
+def script_environment(
+    job: WorkerJob, model_dir: str | None, device: str | None
+) -> dict[str, str | None]:
+    """The variables a scoring script of ``job`` sees: a warm cluster's job's storage
+    variables, the driver's (None: unset), then the deployment's, then Azure's
     (``AZUREML_MODEL_DIR``, ``AZUREML_BI_OUTPUT_PATH``) and a ``device``'s
     ``CUDA_VISIBLE_DEVICES``."""
-    env = dict(job.env)
+    env: dict[str, str | None] = {}
+    if job.storage_env is not None:
+        env.update(storage.storage_view(job.storage_env))
+    env.update(job.env)
     if model_dir:
         env["AZUREML_MODEL_DIR"] = model_dir
     env["AZUREML_BI_OUTPUT_PATH"] = job.output
@@ -63,15 +71,18 @@ def script_environment(job: WorkerJob, model_dir: str | None, device: str | None
     return env
 
 
-def reassert_environment(saved: dict[str, Any], env: dict[str, str], argv: list[str]) -> None:
+def reassert_environment(
+    saved: dict[str, Any], env: dict[str, str | None], argv: list[str]
+) -> None:
     """Set ``env`` and ``argv`` again for the job whose environment :func:`set_environment`
     set into ``saved`` (a warm script taken over by the next job: some values are the new
     job's), as the newest of the jobs installed in this process."""
     _own_view(saved, env)
+    storage.refresh_filesystems()
     saved["argv"] = ARGV.reassert(saved.get("argv"), list(argv))
 
 
-def _own_view(saved: dict[str, Any], env: dict[str, str]) -> None:
+def _own_view(saved: dict[str, Any], env: dict[str, str | None]) -> None:
     """Make the job of ``saved`` the newest, seeing ``env`` and otherwise the process's own
     values: a variable another open job set (a ``score()`` session whose client closed, a
     killed driver's job not yet removed) is the process's own for this job, not that job's

@@ -45,6 +45,7 @@ from typing import Any
 from daskscore import _compat
 from daskscore.config import redact, secret_values
 from daskscore.io.shipping import read_new
+from daskscore.io.storage import storage_secrets
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob, exception_text
 from daskscore.worker import overrun
@@ -100,7 +101,7 @@ class JobRuntime:
         self.device = device
         #: False on a worker without the job's resources: nothing installed, no task runs here
         self.eligible = eligible
-        self.secrets = secret_values(job.env)
+        self.secrets = secret_values({**storage_secrets(job.storage_env), **job.env})
         #: how much of each log file a shipped job already sent home (see drain_job)
         self.drained: dict[str, int] = {}
         #: how results reach the driver: through the shared disk, or in the tasks' replies
