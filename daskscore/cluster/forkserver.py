@@ -50,6 +50,8 @@ def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
     import multiprocessing
     import multiprocessing.forkserver as forkserver
 
+    short_socket_folder()
+
     threads = str(intra_op_threads(workers))
     names = (*THREAD_ENV_VARS, "MALLOC_TRIM_THRESHOLD_", PRELOAD_ENV)
     saved = {name: os.environ.get(name) for name in names}
@@ -69,6 +71,29 @@ def prestart_workers(workers: int, preload: list[str] | None = None) -> None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+#: The longest temporary folder whose fork server socket (``<folder>/pymp-XXXXXXXX/listener-
+#: XXXXXXXX``) fits an AF_UNIX address (107 bytes on Linux).
+SOCKET_FOLDER_MAX = 70
+
+
+def short_socket_folder() -> None:
+    """Make ``multiprocessing``'s temporary folder, where the fork server's socket goes, in
+    ``/tmp`` when ``TMPDIR`` is too long for a socket path (Python 3.11 fails with "AF_UNIX
+    path too long", and the job with it; Python 3.12 picks a short folder itself).  A folder
+    made earlier is kept."""
+    import tempfile
+    from multiprocessing import util
+
+    if len(tempfile.gettempdir()) <= SOCKET_FOLDER_MAX or not os.path.isdir("/tmp"):
+        return
+    saved = tempfile.tempdir
+    tempfile.tempdir = "/tmp"
+    try:
+        util.get_temp_dir()  # (made now, removed when this process exits)
+    finally:
+        tempfile.tempdir = saved
 
 
 def ready_server(preload: list[str]) -> None:
