@@ -133,11 +133,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"Job {result.status}: {s['succeeded_items']} of {s['total_items']} items succeeded, "
         f"{s['failed_items']} failed, in {s['duration_s']:.1f} s."
     )
-    if nothing_succeeded(s):  # red, though Azure's status and exit code say Completed
+    bad = nothing_succeeded(s)  # red, though Azure's status and exit code say Completed
+    if bad:
         verdict = verdict.replace(": 0 of", ", but no item succeeded: 0 of", 1)
-        if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
-            verdict = f"\033[1;31m{verdict}\033[0m"
-    say(verdict)
+    say(verdict, style="1;31" if bad else None)
     for text in s.get("warnings") or []:  # (what the job warned of: a script's file set aside)
         if text not in _SAID:
             say(f"daskscore: warning: {text}")

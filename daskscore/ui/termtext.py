@@ -16,6 +16,7 @@ Run it again here:
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -93,11 +94,15 @@ def shown(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-def say(text: str, stream: TextIO | None = None) -> None:
+def say(text: str, stream: TextIO | None = None, style: str | None = None) -> None:
     """Print ``text`` on ``stream`` (standard error), fitted to it when it is a terminal; its
-    control characters are written out (a file name may hold an escape sequence)."""
+    control characters are written out (a file name may hold an escape sequence).  ``style``:
+    an SGR code (``"1;31"``, bold red) the text is drawn with on a terminal, unless
+    ``NO_COLOR`` is set."""
     stream = stream or sys.stderr
     text = shown(text)
     if hasattr(stream, "isatty") and stream.isatty():
         text = fit(text, max(40, shutil.get_terminal_size().columns - 1))
+        if style and "NO_COLOR" not in os.environ:
+            text = "\n".join(f"\033[{style}m{line}\033[0m" for line in text.split("\n"))
     print(text, file=stream, flush=True)

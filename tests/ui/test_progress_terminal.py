@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli, write_deployment, write_inputs
-from helpers import show, summary_of
+from helpers import make_job, show, summary_of
 from ptyrun import PtyRun
 
 from daskscore.io import outputdir
@@ -226,3 +226,19 @@ def test_mini_batches_count_as_they_end_on_dask_worker_processes(tmp_path: Path)
         assert run.finish() == 0, run.text
     assert re.search(r"100% 40/40 mini-batches", run.bars()[-1]), run.bars()
     assert summary_of(out)["succeeded_items"] == 40
+
+
+def test_a_verdict_where_nothing_succeeded_is_red_on_a_terminal(tmp_path: Path) -> None:
+    """Drawn red, not written out: the colour's escape codes went through the text's own
+    escaping of control characters and showed as ``\\x1b[1;31m``."""
+    script = """
+        def run(mini_batch):
+            raise RuntimeError("every mini-batch fails")
+    """
+    dep, inputs, out = make_job(
+        tmp_path, script, n_files=2, settings={"retry_settings": {"max_retries": 0}}
+    )
+    run = PtyRun(_args(dep, inputs, out), 100)
+    assert run.finish() == 0, run.text
+    assert "\x1b[1;31mJob Completed, but no item succeeded" in run.text, run.text
+    assert "\\x1b" not in run.text, run.text
