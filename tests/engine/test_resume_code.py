@@ -62,16 +62,21 @@ def test_a_job_writing_into_its_code_and_model_folders_resumes(tmp_path: Path) -
     dep = _code_dot(root, HOLD="f0005.csv", HELD=str(held), GO=str(go))
     inputs = conftest.write_inputs(tmp_path / "in", 6)
     out = root / "out"  # inside the code folder
-    args = cli_args(dep, inputs, out)
+    # killed in the middle: init() wrote its cache, the output folder holds the job
+    _kill_at_the_last_then_resume(cli_args(dep, inputs, out), held, go)
+    assert summary_of(out)["succeeded_items"] == 6
+
+
+def _kill_at_the_last_then_resume(args: list[str], held: Path, go: Path) -> None:
+    """Start the job, kill it once its last mini-batch is held, let that one go, resume."""
     job = start_cli(*args)
-    try:  # killed in the middle: init() wrote its cache, the output folder holds the job
+    try:
         wait_until(held.exists, job, "the job reached its last mini-batch")
     finally:
         kill_tree(job)
     go.touch()
     proc = conftest.run_cli(*args, "--resume", timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert summary_of(out)["succeeded_items"] == 6
 
 
 def test_an_output_folder_inside_the_model_folder_resumes(tmp_path: Path) -> None:
@@ -88,15 +93,7 @@ def test_an_output_folder_inside_the_model_folder_resumes(tmp_path: Path) -> Non
     dep.write_text(yaml.safe_dump(doc))
     inputs = conftest.write_inputs(tmp_path / "in", 6)
     out = root / "out"  # inside the model folder (and the code folder)
-    args = cli_args(dep, inputs, out)
-    job = start_cli(*args)
-    try:
-        wait_until(held.exists, job, "the job reached its last mini-batch")
-    finally:
-        kill_tree(job)
-    go.touch()
-    proc = conftest.run_cli(*args, "--resume", timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    _kill_at_the_last_then_resume(cli_args(dep, inputs, out), held, go)
     assert summary_of(out)["succeeded_items"] == 6
     rows = (out / "predictions.csv").read_text().split()
     assert rows == [f"f{i:04d}.csv" for i in range(6)]

@@ -123,22 +123,10 @@ def _work(dep: Path, inputs: Path) -> list[Any]:
 def test_progress_true_draws_on_standard_error_outside_a_kernel(
     client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import time
 
     dep = write_deployment(tmp_path / "deploy", SCRIPT, settings={"mini_batch_size": 2})
     inputs = write_inputs(tmp_path / "in", 10)  # 5 mini-batches, the third fails
-    with daskscore.open_session(
-        dep, inputs, client=client, meta=_meta(), on_error="drop", progress=True
-    ) as session:
-        assert session.live is not None
-        assert len(session.frame.compute()) == 8
-        # (the events reach this client on its own thread, just after the result)
-        end = time.monotonic() + 30
-        err = ""
-        while time.monotonic() < end and "5/5 mini-batches" not in err:
-            time.sleep(0.1)
-            err += capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("progress: ")]
+    lines, err = _progress_lines(client, dep, inputs, capsys, rows=8)
     assert lines and lines[-1].startswith("progress: 5/5 mini-batches, 1 failed"), err
     assert "10/10 items" in lines[-1], err
 
@@ -180,21 +168,30 @@ PARTIAL_SCRIPT = """
 def test_failed_and_partial_mini_batches_are_counted_as_a_job_counts_them(
     client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import time
 
     dep = write_deployment(tmp_path / "deploy", PARTIAL_SCRIPT, settings={"mini_batch_size": 2})
     inputs = write_inputs(tmp_path / "in", 10)
+    lines, err = _progress_lines(client, dep, inputs, capsys, rows=7)
+    # as job_summary.json and report.html count them: 1 failed, 1 partial
+    assert lines and lines[-1].startswith("progress: 5/5 mini-batches, 1 failed, 1 partial"), err
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, progress=False)
+    assert (result.failed_mini_batches, result.partial_mini_batches) == (1, 1)
+
+
+def _progress_lines(client: Any, dep: Path, inputs: Path, capsys: Any, rows: int) -> Any:
+    """A ``progress=True`` session's frame computed (``rows`` rows): the progress lines it
+    drew on stderr by the time the last of its 5 mini-batches was shown, and all it drew."""
+    import time
+
     with daskscore.open_session(
         dep, inputs, client=client, meta=_meta(), on_error="drop", progress=True
     ) as session:
-        assert len(session.frame.compute()) == 7
+        assert session.live is not None
+        assert len(session.frame.compute()) == rows
+        # (the events reach this client on its own thread, just after the result)
         end = time.monotonic() + 30
         err = ""
         while time.monotonic() < end and "5/5 mini-batches" not in err:
             time.sleep(0.1)
             err += capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("progress: ")]
-    # as job_summary.json and report.html count them: 1 failed, 1 partial
-    assert lines and lines[-1].startswith("progress: 5/5 mini-batches, 1 failed, 1 partial"), err
-    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, progress=False)
-    assert (result.failed_mini_batches, result.partial_mini_batches) == (1, 1)
+    return [line for line in err.splitlines() if line.startswith("progress: ")], err

@@ -14,6 +14,11 @@ from distributed import Client, LocalCluster
 
 import daskscore
 
+
+def _one_worker() -> LocalCluster:
+    return LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0", host="127.0.0.1")
+
+
 SCRIPT = """
     import os
 
@@ -27,9 +32,7 @@ def test_a_left_sessions_variables_do_not_reach_the_next_job(tmp_path: Path) -> 
     dep = write_deployment(tmp_path / "deploy", SCRIPT, settings={"mini_batch_size": 2})
     inputs = write_inputs(tmp_path / "in", 6)
     out = tmp_path / "out"
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, dashboard_address=":0", host="127.0.0.1"
-    ) as cluster:
+    with _one_worker() as cluster:
         first = Client(cluster)
         ddf = daskscore.score(
             dep,
@@ -59,9 +62,7 @@ def test_two_open_sessions_each_see_their_own_variables_in_turn(tmp_path: Path) 
     dep = write_deployment(tmp_path / "deploy", SCRIPT, settings={"mini_batch_size": 2})
     inputs = write_inputs(tmp_path / "in", 4)
     with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, dashboard_address=":0", host="127.0.0.1"
-        ) as cluster,
+        _one_worker() as cluster,
         Client(cluster) as client,
     ):
         older = daskscore.score(
@@ -96,9 +97,7 @@ def test_a_session_left_open_at_exit_is_uninstalled(tmp_path: Path) -> None:
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, dashboard_address=":0", host="127.0.0.1"
-        ) as cluster,
+        _one_worker() as cluster,
         Client(cluster) as client,
     ):
         done = subprocess.run(
