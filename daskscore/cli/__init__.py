@@ -247,7 +247,9 @@ def _command(
     except Exception as exc:  # noqa: BLE001 - an internal error: short, details in the log
         if verbose:
             raise
-        logging.getLogger("daskscore").exception("internal error")
+        log = logging.getLogger("daskscore")
+        if log.hasHandlers():  # (a job's log: the traceback is kept there; else --verbose's)
+            log.exception("internal error")
         print(
             f"daskscore: internal error: {type(exc).__name__}: {exc} (rerun with --verbose "
             "for the traceback)",

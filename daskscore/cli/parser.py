@@ -15,9 +15,9 @@ from typing import Any
 
 from daskscore import __version__
 from daskscore.cluster.local import parse_resources
-from daskscore.config.loader import scalar
 from daskscore.config.options import DEFAULT_PREFETCH, DEFAULT_PREFETCH_MB
 from daskscore.config.values import mini_batch_size as check_mini_batch_size
+from daskscore.config.values import override_value
 from daskscore.devtools import scaffold
 from daskscore.errors import UsageError
 from daskscore.io.writers import formats
@@ -70,7 +70,8 @@ def mini_batch_size(text: str) -> int | str:
     """An argparse ``type``: what ``settings.mini_batch_size`` takes (files per mini-batch, or
     a tabular byte size or row count: ``10``, ``2KB``, ``"500 rows"``), checked as the key is."""
     try:
-        return check_mini_batch_size(scalar(text))  # (as --set reads a value)
+        value = override_value(["settings", "mini_batch_size"], text)  # (as --set reads it)
+        return check_mini_batch_size(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

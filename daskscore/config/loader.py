@@ -28,8 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from daskscore.config.settings import (
     CLOUD_ONLY_KEYS,
     KNOWN_KEYS,
@@ -44,33 +42,18 @@ from daskscore.config.settings import (
     nearest_key,
     unknown_keys,
 )
-from daskscore.config.values import build, check_override, check_value, kind
+from daskscore.config.values import build, check_override, check_value, kind, override_value
+from daskscore.config.yamlfile import (
+    duplicate_problem,
+    duplicate_warning,
+    read_yaml_checked,
+)
+from daskscore.config.yamlfile import read_yaml as read_yaml  # (imported from here too)
 from daskscore.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 #: (the name under which :mod:`daskscore.devtools.validate` checks settings one at a time)
 _build = build
-
-
-def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a deployment file into a dict; errors name the file and the line."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: deployment file not found.")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{p}: not valid YAML{where}: {problem}.") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: not a UTF-8 text file ({exc.reason}).") from None
-    if raw is None:
-        raise ConfigError(f"{p}: the deployment file is empty.")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: expected a mapping of keys at the top level, got {kind(raw)}.")
-    return raw
 
 
 def normalize(raw: dict[str, Any], where: str = "<deployment>") -> dict[str, Any]:
@@ -113,21 +96,23 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     """Return a copy of a normalized dict with dotted overrides applied.
 
     Keys are dotted paths (``settings.output_file_name``); a bare settings name
-    (``mini_batch_size``, ``timeout``) is accepted too.  String values are parsed as YAML
-    scalars, so ``--set settings.retry_settings.timeout=60`` gives the number 60.  A setting's
-    value gets the checks of :func:`validate` here, and its error says it is an override
-    (``override: settings.mini_batch_size: expected ...``), not the deployment file's value.
+    (``mini_batch_size``, ``timeout``) is accepted too.  A string is read as the key's type
+    reads it (:func:`~daskscore.config.values.override_value`): a number's digits give the
+    number (``--set settings.retry_settings.timeout=60`` gives 60), and every other key keeps
+    the text exactly as typed (``--set settings.environment_variables.T=1:30`` sets ``1:30``).
+    A setting's value gets the checks of :func:`validate` here, and its error says it is an
+    override (``override: settings.mini_batch_size: expected ...``), not the deployment file's
+    value.
 
     Examples
     --------
-    >>> apply_overrides({"settings": {}}, {"timeout": "60"})
-    {'settings': {'retry_settings': {'timeout': 60}}}
+    >>> apply_overrides({"settings": {}}, {"timeout": "60", "output_file_name": "007"})
+    {'settings': {'retry_settings': {'timeout': 60}, 'output_file_name': '007'}}
     """
     out = copy.deepcopy(raw)
     for key, value in overrides.items():
         path = resolve_key(key)
-        if isinstance(value, str):
-            value = scalar(value)
+        value = override_value(path, value)
         check_override(path, value)
         node = out
         for part in path[:-1]:
@@ -138,18 +123,6 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             node = child
         node[path[-1]] = value
     return out
-
-
-def scalar(text: str) -> Any:
-    """A ``--set`` value as YAML reads a scalar (``60`` -> 60, ``true`` -> True); anything that
-    would not stay a scalar (``a: b``, ``[1]``, ``x #y``) is kept as the string it was."""
-    if not text.strip() or "#" in text:
-        return text
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return text if isinstance(value, (dict, list)) or value is None else value
 
 
 def resolve_key(key: str) -> list[str]:
@@ -361,10 +334,12 @@ def check_deployment(
             errors.extend(getattr(exc, "problems", [str(exc)]))
             return None
 
-    raw = check(read_yaml, source)
+    raw, duplicates = check(read_yaml_checked, source) or (None, [])
     if raw is None:
         return None, errors, []
     unknown = unknown_keys(raw, where)
+    if not lenient:
+        errors += [duplicate_problem(text) for text in duplicates]
     if unknown and not lenient:
         errors += [unknown[0] + UNKNOWN_HINT, *unknown[1:]]
     raw = check(normalize, raw, where)
@@ -373,7 +348,8 @@ def check_deployment(
     if raw:
         _check_parts(raw, source, check)
     deployment = check(validate, raw, source) if raw and not errors else None
-    ignored = [f"{text.removesuffix('.')}; it is ignored (lenient)." for text in unknown]
+    ignored = [duplicate_warning(text) for text in duplicates]
+    ignored += [f"{text.removesuffix('.')}; it is ignored (lenient)." for text in unknown]
     return deployment, errors, ignored if lenient else []
 
 

@@ -56,9 +56,9 @@ LOGGING_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class UnknownKeyWarning(UserWarning):
-    """A deployment file holds a key that neither daskscore nor Azure ML knows, and it was
-    loaded with ``lenient=True`` (``--lenient``): the key is ignored.  Without ``lenient`` such
-    a key is a :class:`~daskscore.errors.ConfigError`."""
+    """A deployment file holds a key that neither daskscore nor Azure ML knows (or one key
+    twice), loaded with ``lenient=True`` (``--lenient``): it is ignored (the first of the two).
+    Without ``lenient`` such a key is a :class:`~daskscore.errors.ConfigError`."""
 
 
 def _doc(text: str, **extra: Any) -> dict[str, Any]:

@@ -21,10 +21,10 @@ from daskscore.errors import ConfigError
 
 
 def check_override(path: list[str], value: Any) -> None:
-    """Check an override of a numeric setting on its own, as :func:`validate` checks the
-    file's (the others are checked with the file, by :func:`validate`).  A whole section set
-    to a value that is not one (``--set settings=5``), and a deployment type other than
-    ``model``, are refused as in the file."""
+    """Check an override of a setting on its own, as :func:`validate` checks the file's, so
+    that its error names the override, not the file.  A whole section set to a value that is
+    not one (``--set settings=5``), and a deployment type other than ``model``, are refused as
+    in the file.  (The paths of the code and the model are checked with the file.)"""
     if len(path) == 1 and path[0] in SECTIONS and not isinstance(value, dict):
         raise ConfigError(
             f"override: {path[0]}: expected a mapping, got {kind(value)}; set its keys one by "
@@ -35,19 +35,77 @@ def check_override(path: list[str], value: Any) -> None:
             f"override: type: '{value}' deployments are not supported; daskscore runs "
             "'type: model' deployments (a scoring script and a model)."
         )
-    if path == ["resources", "instance_count"]:
-        fields, hints = _fields(Settings), typing.get_type_hints(Settings)
-        name = "instance_count"
-    elif len(path) == 3 and path[:2] == ["settings", "retry_settings"]:
-        fields, hints = _fields(RetrySettings), typing.get_type_hints(RetrySettings)
-        name = path[2]
-    elif len(path) == 2 and path[0] == "settings":
-        fields, hints = _fields(Settings), typing.get_type_hints(Settings)
-        name = path[1]
-    else:
+    if path[:2] == ["settings", "environment_variables"] and len(path) == 3:
+        _env_vars({path[2]: value}, "settings.environment_variables", "override")
         return
-    if name in fields and (hints[name] in (int, float) or fields[name].metadata.get("size")):
-        check_value(value, hints[name], fields[name].metadata, ".".join(path), "override")
+    field = _field(path)
+    if field is None or value is None and path[-1] == "environment_variables":
+        return  # (none: as an empty section in the file)
+    hint, meta = field
+    key = ".".join(path)
+    if hint is RetrySettings:
+        if not isinstance(value, dict):
+            raise ConfigError(f"override: {key}: expected a mapping, got {kind(value)}.")
+        for name, sub in value.items():
+            if name in _fields(RetrySettings):
+                check_override([*path, name], sub)
+    else:
+        check_value(value, hint, meta, key, "override")
+
+
+def _field(path: list[str]) -> tuple[Any, Any] | None:
+    """The type and metadata of the setting at ``path`` (None: no setting)."""
+    if path == ["resources", "instance_count"]:
+        cls, name = Settings, "instance_count"
+    elif len(path) == 3 and path[:2] == ["settings", "retry_settings"]:
+        cls, name = RetrySettings, path[2]
+    elif len(path) == 2 and path[0] == "settings":
+        cls, name = Settings, path[1]
+    else:
+        return None
+    fields = _fields(cls)
+    if name not in fields:
+        return None
+    return typing.get_type_hints(cls)[name], fields[name].metadata
+
+
+def override_value(path: list[str], value: Any) -> Any:
+    """An override's value as its key's type reads it.  A string for a number (an integer or a
+    number of seconds, ``mini_batch_size``) gives the number its digits say (``60``, ``1e3``,
+    ``-1``), and is left as it is where they say none, for the check to refuse; every other
+    key keeps its string exactly as typed (an environment variable's ``1:30``, ``0x10``,
+    ``no``, ``1.10``, a file name's ``007``): no YAML reading of it.  Other values (the Python
+    API's) are left as they are."""
+    field = _field(path)
+    if not isinstance(value, str) or field is None:
+        return value
+    hint, meta = field
+    if hint in (int, float) or meta.get("size"):
+        found = number(value)
+        return value if found is None else found
+    return value
+
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?\.inf|\.nan", re.I)
+
+
+def number(text: str) -> int | float | None:
+    """The number ``text`` writes in ASCII digits (an integer, or a decimal number with an
+    exponent or not; YAML's ``.inf`` and ``.nan`` too), or None: ``'--1'``, ``'²'``, ``'1:30'``
+    and ``'0x10'`` write none.
+
+    Examples
+    --------
+    >>> number(" 60 "), number("1e3"), number("-1"), number("²")
+    (60, 1000.0, -1, None)
+    """
+    text = text.strip()
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text.replace(".", "", 1) if text[-1].isalpha() else text)  # (.inf: inf)
+    return None
 
 
 #: The deployment's sections that hold keys of their own.
@@ -83,11 +141,12 @@ def check_value(value: Any, hint: Any, meta: Any, key: str, where: str) -> Any:
         return _check_size(value, meta, key, where)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)
-            else:
+            if not (isinstance(value, str) and _INT.fullmatch(value.strip())):
                 fail(_int_phrase(meta))
+            value = int(value)
     elif hint is float:
+        if isinstance(value, str) and number(value) is not None:
+            value = number(value)  # (as the integers' settings take "10")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail("a number of seconds" if meta.get("positive") else "a number")
         value = float(value)
@@ -135,7 +194,7 @@ def mini_batch_size(value: Any) -> int | str:
     """
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
+    if isinstance(value, str) and re.fullmatch("[0-9]+", value.strip()) and int(value) >= 1:
         return int(value)
     if isinstance(value, str) and _SIZE.match(value) and _positive_size(value):
         return value.strip()

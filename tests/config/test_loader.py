@@ -480,13 +480,36 @@ def test_apply_overrides_dotted_and_bare_keys() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
-    [("60", 60), ("2.5", 2.5), ("true", True), ("x.csv", "x.csv"), ("", ""), (7, 7)],
+    ("key", "value", "expected"),
+    [
+        ("settings.retry_settings.timeout", "60", 60),
+        ("settings.retry_settings.timeout", "2.5", 2.5),
+        ("settings.retry_settings.timeout", "1e3", 1000.0),
+        ("settings.output_file_name", "60", "60"),
+        ("settings.output_file_name", "true", "true"),
+        ("settings.output_file_name", "x.csv", "x.csv"),
+        ("settings.environment_variables.A", "", ""),
+        ("settings.environment_variables.A", 7, 7),  # (made '7' by validate, as the file's)
+    ],
 )
-def test_override_strings_are_yaml_scalars(value: object, expected: object) -> None:
-    out = apply_overrides({"settings": {}}, {"settings.output_file_name": value})
-    assert out["settings"]["output_file_name"] == expected
-    assert type(out["settings"]["output_file_name"]) is type(expected)
+def test_override_strings_are_read_as_their_key_type(
+    key: str, value: object, expected: object
+) -> None:
+    """A number's digits give the number; any other key keeps the string as typed (no YAML
+    reading: see tests/config/test_value_types.py)."""
+    out = apply_overrides({"settings": {}}, {key: value})
+    *parents, leaf = key.split(".")
+    node = out
+    for part in parents:
+        node = node[part]
+    assert node[leaf] == expected
+    assert type(node[leaf]) is type(expected)
+
+
+@pytest.mark.parametrize("value", ["", 7])
+def test_a_string_setting_s_override_is_checked_as_an_override(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"^override: settings\.output_file_name: expected"):
+        apply_overrides({"settings": {}}, {"settings.output_file_name": value})
 
 
 def test_resolve_key() -> None:
