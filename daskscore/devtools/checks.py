@@ -19,11 +19,12 @@ from typing import Any
 from daskscore.config.loader import load_deployment, with_overrides
 from daskscore.config.options import JobOptions
 from daskscore.config.settings import Deployment, merge_setting_kwargs
-from daskscore.devtools.validate import WARNING, collect_problems, dry_run, dry_run_warnings
+from daskscore.devtools.outcome import WARNING, dry_run_warnings
+from daskscore.devtools.validate import collect_problems, dry_run
 from daskscore.engine.plan import plan_job
 from daskscore.engine.work import describe_work
 from daskscore.errors import ConfigError, UsageError
-from daskscore.protocol import error_line
+from daskscore.protocol import error_line, item_counts
 
 #: Rows of what run() returned shown in a notebook.
 SHOWN_ROWS = 10
@@ -65,10 +66,14 @@ class ValidationResult:
     timeout_s : float
         ``retry_settings.timeout``: the time ``run()`` gets on a worker.
     warnings : list of str
-        What ``daskscore validate`` warns of though nothing raised: ``run()`` returned fewer
-        results than items (a job counts the rest as failed items), took longer than
-        ``retry_settings.timeout``, or set a signal handler.  ``ok`` stays True, as the
-        command's exit code stays 0.
+        What ``daskscore validate`` warns of though nothing raised: ``run()`` named failed
+        items, or returned fewer results than items (a job counts them as failed items), took
+        longer than ``retry_settings.timeout``, or set a signal handler.  ``ok`` stays True,
+        as the command's exit code stays 0.
+    failed_items : list of str
+        The failed items ``run()`` named, one reason each, in
+        ``df.attrs["daskscore_failed_items"]`` (as the built-in MLflow scorer does); a job
+        counts them as failed.
     """
 
     deployment: str
@@ -86,6 +91,7 @@ class ValidationResult:
     written: list[str] = field(default_factory=list)
     timeout_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    failed_items: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -95,8 +101,11 @@ class ValidationResult:
 
     @property
     def succeeded(self) -> int:
-        """Items with a result (Azure counts a result per item)."""
-        return min(self.results or 0, self.items) if self.ok else 0
+        """Items that succeeded, as ``daskscore run`` counts them: a result each (as Azure
+        counts), less the failed items run() named (:attr:`failed_items`)."""
+        if not self.ok:
+            return 0
+        return item_counts(self.results or 0, self.items, self.failed_items)[0]
 
     @property
     def failed(self) -> int:
@@ -158,10 +167,8 @@ class ValidationResult:
                 f"{self.succeeded} succeeded, {self.failed} failed</div>"
             )
             parts.append(_returned_html(self, pre))
-            parts += [
-                f'<div data-field="warning" style="color:#9a6700">warning: {escape(text)}</div>'
-                for text in self.warnings
-            ]
+            warn = 'data-field="warning" style="color:#9a6700;white-space:pre-wrap"'
+            parts += [f"<div {warn}>warning: {escape(text)}</div>" for text in self.warnings]
         parts.append(f'<div data-field="timings">{escape(_timings(self.timings))}</div>')
         if self.written:
             parts.append(
@@ -331,6 +338,7 @@ def validate_deployment(
         written=list(report.written),
         timeout_s=timeout,
         warnings=[] if failed else dry_run_warnings(report, plan.unit, timeout),
+        failed_items=[] if failed else list(report.failed_items),
     )
 
 

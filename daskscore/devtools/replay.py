@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
+from daskscore.config.settings import Deployment
+from daskscore.devtools.outcome import WARNING, dry_run_warnings
 from daskscore.devtools.validate import EXIT_FAILED, EXIT_OK, dry_run
 from daskscore.engine.plan import plan_job
-from daskscore.engine.recipe import job_fingerprint, read_recipe, replay_command
+from daskscore.engine.recipe import RECIPE, job_fingerprint, read_recipe, replay_command
 from daskscore.errors import UsageError
 from daskscore.io import tabular
 
@@ -69,6 +72,7 @@ def replay(
             f"--mini-batch {mini_batch}: the job in '{recipe.output}' has mini-batches 0 to "
             f"{recipe.mini_batches - 1}."
         )
+    _check_script(recipe.deployment, recipe.output, mini_batch)
     plan = plan_job(recipe.deployment, recipe.input_path, recipe.options, output=recipe.output)
     assert plan is not None
     now = job_fingerprint(plan, recipe.output)
@@ -107,15 +111,36 @@ def replay(
     lines = report.rows.decode("utf-8", errors="backslashreplace").splitlines()
     for line in lines if rows is None else lines[: max(rows, 0)]:
         print(line, file=out)
-    returned = report.returned or 0
+    returned, (succeeded, failed) = report.returned or 0, report.counts
     print(
         f"daskscore: mini-batch {mini_batch}: {report.items} {plan.unit} given, run() returned "
-        f"{returned} results; {len(lines)} lines as append_row writes them"
+        f"{returned} results ({succeeded} succeeded, {failed} failed); {len(lines)} lines as "
+        "append_row writes them"
         + (f" ({min(len(lines), max(rows, 0))} shown)" if rows is not None else "")
         + ".",
         file=sys.stderr,
     )
+    timeout = plan.deployment.settings.retry_settings.timeout
+    for text in dry_run_warnings(report, plan.unit, timeout):
+        print(f"daskscore: {WARNING}{text}", file=sys.stderr)
     return EXIT_OK
+
+
+def _check_script(deployment: Deployment, output: Path, mini_batch: int) -> None:
+    """A :class:`UsageError` when the job's scoring script is no longer where the job ran it
+    from (the code folder moved or deleted since)."""
+    code, script = deployment.code, deployment.scoring_script
+    if script.is_file():
+        return
+    gone = "no longer exists" if not code.is_dir() else "no longer holds it"
+    source = f" (from {deployment.source})" if deployment.source else ""
+    raise UsageError(
+        f"cannot replay mini-batch {mini_batch} of the job in '{output}': its scoring script "
+        f"{script} is missing (the code folder {code} {gone}). The job recorded that path"
+        f"{source} in {output / RECIPE} when it ran, and replay runs the script from there: put "
+        "the code folder back, or run the job again from the deployment file where the code "
+        "is now."
+    )
 
 
 def _describe_work(work: Any) -> str:

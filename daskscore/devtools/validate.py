@@ -20,19 +20,20 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daskscore.config.loader import check_deployment, load_deployment
 from daskscore.config.settings import Deployment, UnknownKeyWarning
+from daskscore.devtools.outcome import WARNING, DryRun, show
+from daskscore.devtools.outcome import dry_run_warnings as dry_run_warnings
 from daskscore.engine.plan import list_inputs, plan_job
 from daskscore.errors import UsageError
 from daskscore.io import storage, tabular
 from daskscore.io.rowtext import decoded
 from daskscore.io.shipping import fetch_model
 from daskscore.io.writers import format_rows
-from daskscore.protocol import WorkerJob
+from daskscore.protocol import WorkerJob, failed_item_reasons
 from daskscore.worker import script as script_mod
 from daskscore.worker.environment import (
     missing_model_file,
@@ -41,8 +42,6 @@ from daskscore.worker.environment import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-#: how :func:`collect_problems` marks a line that is a warning, not an error
-WARNING = "warning: "
 
 
 def collect_problems(
@@ -76,24 +75,6 @@ def collect_problems(
 
 
 # --------------------------------------------------------------------------- validate
-
-
-@dataclass
-class DryRun:
-    """What the scoring script did with one mini-batch in this process."""
-
-    items: int = 0
-    returned: int | None = None
-    rows: bytes = b""
-    timings: dict[str, float] = field(default_factory=dict)
-    failed_stage: str | None = None
-    error: str | None = None
-    written: list[str] = field(default_factory=list)
-    #: what run() returned, as it returned it (for :func:`daskscore.validate`)
-    value: Any = None
-    #: the signals the script set a handler for (put back afterwards): fine here, in this
-    #: process's main thread, but signal.signal() raises in a worker's thread
-    signals: list[str] = field(default_factory=list)
 
 
 def validate(
@@ -149,7 +130,10 @@ def validate(
         flush=True,
     )
     report = dry_run(deployment, work[mini_batch], csv_kwargs, post_mortem=post_mortem)
-    _show(report, deployment, unit, rows)
+    if report.failed_stage:
+        print(f"daskscore: {report.failed_stage} failed:\n{report.error}", file=sys.stderr)
+    else:
+        show(report, deployment, unit, rows)
     return EXIT_FAILED if report.failed_stage else EXIT_OK
 
 
@@ -319,6 +303,7 @@ def _call_run(
     """run(), what it returned made into append_row bytes as a worker does (shown: UTF-8,
     whatever the file's encoding); and its length."""
     report.value = module.run(argument)
+    report.failed_items = [str(r) for r in failed_item_reasons(report.value)]
     items = script_mod.normalize_result(report.value)
     rows = format_rows(items, csv_kwargs)
     if csv_kwargs.get("encoding"):
@@ -389,62 +374,3 @@ def _script_logging(level: str) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         root.setLevel(saved)
-
-
-def _show(report: DryRun, deployment: Deployment, unit: str, rows: int) -> None:
-    """Print the rows, the counts and the timings; or the script's traceback."""
-    if report.failed_stage:
-        print(f"daskscore: {report.failed_stage} failed:\n{report.error}", file=sys.stderr)
-        return
-    settings, rows = deployment.settings, max(rows, 0)
-    lines = report.rows.decode("utf-8", errors="replace").splitlines()
-    shown = f"first {min(rows, len(lines))} of {len(lines)}"
-    target = settings.output_file_name
-    if settings.output_action == "summary_only":
-        target += " (output_action summary_only: counted, not written)"
-    print(f"\n{shown} lines of {target}, as append_row writes them:")
-    for line in lines[:rows]:
-        print(f"  {line}")
-    returned = report.returned or 0
-    print(
-        f"\n{report.items} {unit} given; run() returned {returned} result"
-        f"{'' if returned == 1 else 's'}: "
-        f"{min(returned, report.items)} succeeded, {max(report.items - returned, 0)} failed"
-    )
-    print("timings: " + ", ".join(f"{k} {_seconds(v)}" for k, v in report.timings.items()))
-    if report.written:
-        print(f"the script wrote {len(report.written)} files to AZUREML_BI_OUTPUT_PATH (removed)")
-    warned = dry_run_warnings(report, unit, settings.retry_settings.timeout)
-    for text in warned:
-        print(f"{WARNING}{text}")
-    print(f"OK: init() and run() work{_with(warned)}.")
-
-
-def _with(warned: list[str]) -> str:
-    return f", with {len(warned)} warning{'s' if len(warned) > 1 else ''}" if warned else ""
-
-
-def dry_run_warnings(report: DryRun, unit: str, timeout: float) -> list[str]:
-    """What ``daskscore validate`` warns of in a run that did not raise (slow, short, signals)."""
-    warned, returned = [], report.returned or 0
-    if report.timings.get("run()", 0.0) > timeout:
-        warned.append(f"run() took longer than retry_settings.timeout ({timeout:g} s).")
-    if returned < report.items:
-        warned.append(
-            f"run() returned {returned} result{'' if returned == 1 else 's'} for "
-            f"{report.items} {unit}: "
-            f"daskscore run counts {report.items - returned} of them failed (a result per item "
-            "is what Azure counts as succeeded)."
-        )
-    if report.signals:
-        warned.append(
-            f"the script set a handler for {', '.join(report.signals)} with "
-            "signal.signal(), which works here, in this process's main thread; in daskscore "
-            "run's workers init() and run() run in a thread, where it raises ValueError (see "
-            "'What a script cannot do in a worker' in docs/failures.md)."
-        )
-    return warned
-
-
-def _seconds(value: float) -> str:
-    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"

@@ -44,6 +44,27 @@ PROGRESS_TOPIC = "daskscore-progress"
 #: ``df.attrs[FAILED_ITEMS_ATTR]``: when a file yields many rows, counting rows cannot tell
 #: that a file failed.  The built-in MLflow scorer uses it.
 FAILED_ITEMS_ATTR = "daskscore_failed_items"
+
+
+def failed_item_reasons(returned: Any, *, take: bool = False) -> list[Any]:
+    """The failed items (one reason each) that what run() returned names in
+    ``attrs[FAILED_ITEMS_ATTR]``; taken out of its attrs when ``take``."""
+    attrs = getattr(returned, "attrs", None)
+    if not isinstance(attrs, dict) or FAILED_ITEMS_ATTR not in attrs:
+        return []
+    return list((attrs.pop if take else attrs.get)(FAILED_ITEMS_ATTR) or [])
+
+
+def item_counts(results: int, items: int, reasons: list[Any]) -> tuple[int, int]:
+    """``(succeeded, failed)`` of a run() that returned ``results`` results for ``items``
+    items: a result per item succeeded (as Azure counts), unless run() named its failed items
+    (:func:`failed_item_reasons`), which then are the failed ones."""
+    if reasons:
+        failed = min(len(reasons), items)
+        return items - failed, failed
+    return min(results, items), max(items - results, 0)
+
+
 #: A shipped job's run() in flight is noted in the scheduler's metadata under
 #: ``[RELAY_ROOT, job_id, attempt]`` (see :func:`relay_key`).
 RELAY_ROOT = "daskscore"

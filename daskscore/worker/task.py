@@ -35,13 +35,14 @@ from daskscore.io import datasets, tabular
 from daskscore.io.ledger import LedgerWriter
 from daskscore.io.writers import Sink
 from daskscore.protocol import (
-    FAILED_ITEMS_ATTR,
     MiniBatchRecord,
     Part,
     Payload,
     Status,
     TaskResult,
     exception_text,
+    failed_item_reasons,
+    item_counts,
 )
 from daskscore.worker import script as script_mod
 from daskscore.worker.environment import is_newest
@@ -212,14 +213,13 @@ def _attempt(
         rec.elapsed_s = time.perf_counter() - started
         return _timed_out(rec, runtime.overran), None
     n, total = len(items), rec.total
-    rec.succeeded, rec.failed, rec.rows = min(n, total), max(total - n, 0), n
+    rec.succeeded, rec.failed = item_counts(n, total, reasons)
+    rec.rows = n
     rec.status = Status.RUN_DONE
     rec.elapsed_s = time.perf_counter() - started
     if n < total:
         rec.error = f"run() returned {n} result{'' if n == 1 else 's'} for {total} {_unit(work)}"
     if reasons:  # the script said which items failed (see FAILED_ITEMS_ATTR)
-        failed = min(len(reasons), total)
-        rec.succeeded, rec.failed = total - failed, failed
         rec.error = runtime.shown("\n".join(map(str, reasons)))
     return rec, output
 
@@ -241,10 +241,7 @@ def _call_run(
         rec.run_s = time.perf_counter() - started
         runtime.meters.add("run", rec.run_s)
         rec.peak_rss_mb = runtime.memory.finish()
-    reasons: list[Any] = []
-    attrs = getattr(returned, "attrs", None)
-    if isinstance(attrs, dict) and FAILED_ITEMS_ATTR in attrs:
-        reasons = list(attrs.pop(FAILED_ITEMS_ATTR) or [])
+    reasons = failed_item_reasons(returned, take=True)
     items = script_mod.normalize_result(returned)
     return items, _output(runtime, items, work, argument), reasons
 
