@@ -140,9 +140,6 @@ def resolve_key(key: str) -> list[str]:
     )
 
 
-# --------------------------------------------------------------------------- validation
-
-
 def validate(raw: dict[str, Any], source: Path | None = None) -> Deployment:
     """Build a :class:`Deployment` from a normalized dict, checking every type and path."""
     where = str(source) if source else "<deployment>"
@@ -190,8 +187,10 @@ def _model(value: Any, base: Path, where: str) -> Model | None:
     if path.startswith("azureml:"):
         raise ConfigError(
             f"{where}: model: '{path}' is a model registered in an Azure ML workspace, which "
-            "cannot be resolved locally. Give the model's files instead: model: {path: <folder>} "
-            "relative to the deployment file, or --set model.path=<folder> on the command line."
+            "cannot be fetched locally. Download its files (az ml model download) and point "
+            "model.path at their folder: model: {path: <folder>} relative to the deployment "
+            "file, or --set model.path=<folder> on the command line; without "
+            "code_configuration, that folder is the MLflow model (the one with the MLmodel file)."
         )
     if "://" in path and not path.startswith("file://"):
         # fetched by every worker into its cache; the driver checks it exists before the job
@@ -265,6 +264,8 @@ def _mlflow_scorer(model: Any, base: Path, where: str) -> tuple[Path, Path]:
     """No ``code_configuration``: the built-in MLflow scorer when the model folder holds an
     ``MLmodel`` file (and mlflow is installed), else a :class:`ConfigError`."""
     path = model.get("path") if isinstance(model, dict) else model
+    if isinstance(path, str) and path.startswith("azureml:"):
+        _model(model, base, where)  # (raises: the model's own error, not a missing script's)
     folder = (base / os.path.expanduser(path)).resolve() if isinstance(path, str) else None
     if not (folder and (folder / "MLmodel").is_file()):
         found = f"; {folder} has no MLmodel file" if folder else ""
@@ -331,7 +332,7 @@ def check_deployment(
         try:
             return step(*args)
         except ConfigError as exc:
-            errors.extend(getattr(exc, "problems", [str(exc)]))
+            errors.extend(e for e in getattr(exc, "problems", [str(exc)]) if e not in errors)
             return None
 
     raw, duplicates = check(read_yaml_checked, source) or (None, [])

@@ -47,3 +47,24 @@ def test_a_registered_model_given_by_set_gets_the_files_message(
     code, text = _validate(capsys, dep, "--set", "model.path=azureml:mymodel:1")
     assert code == 2, text
     assert "'azureml:mymodel:1' is a model registered in an Azure ML workspace" in text
+
+
+@pytest.mark.parametrize("model", ["azureml:heart-classifier-mlflow@latest",
+                                   {"name": "heart", "path": "azureml:heart:3"}])  # fmt: skip
+def test_a_registered_model_without_a_scoring_script_gets_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: object
+) -> None:
+    """Azure's no-code MLflow deployment (a registered model, no code_configuration): the one
+    error says the model cannot be fetched here and how to point model.path at its folder,
+    not that a scoring script is missing or that the reference is a path without MLmodel."""
+    import yaml
+
+    dep = tmp_path / "azml.yml"
+    dep.write_text(yaml.safe_dump({"type": "model", "model": model, "name": "classifier"}))
+    code, text = _validate(capsys, dep)
+    assert code == 2, text
+    errors = [line for line in text.splitlines() if line.startswith("daskscore: error:")]
+    assert len(errors) == 1, text
+    assert "registered in an Azure ML workspace, which cannot be fetched locally" in errors[0]
+    assert "--set model.path=<folder>" in errors[0] and "MLmodel file" in errors[0]
+    assert "code_configuration: missing" not in text and "has no MLmodel file" not in text
