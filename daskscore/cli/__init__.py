@@ -11,6 +11,7 @@ import argparse
 import gc
 import logging
 import os
+import shlex
 import signal
 import sys
 import warnings
@@ -63,8 +64,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     root = scaffold.scaffold(args.name, args.template)
     print(
-        f"Created {root}/. Try it: daskscore validate {root / 'deployment.yml'} "
-        f"--input {root / 'sample-inputs'}",
+        f"Created {root}/. Try it: daskscore validate {shlex.quote(str(root / 'deployment.yml'))} "
+        f"--input {shlex.quote(str(root / 'sample-inputs'))}",
         file=sys.stderr,
     )
     return EXIT_OK

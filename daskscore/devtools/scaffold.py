@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import textwrap
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +48,22 @@ def scaffold(name: str | os.PathLike[str], template: str = "minimal") -> Path:
     UsageError
         ``name`` exists and is not an empty folder, or the template is unknown.
     """
+    if not os.fspath(name).strip():
+        raise UsageError(
+            f"daskscore init: the folder name {os.fspath(name)!r} is empty; give the name of "
+            "a new folder to create, as in: daskscore init my-model"
+        )
     root = Path(name)
     if template not in TEMPLATES:
         raise UsageError(f"template '{template}': expected one of {', '.join(TEMPLATES)}.")
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"'{root}' already exists and is a file, not a folder; choose a new name.")
+    if root.exists() and any(root.iterdir()):
         raise UsageError(f"'{root}' already exists and is not empty; choose a new folder.")
     for folder in ("code", "model", "sample-inputs"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    (root / "deployment.yml").write_text(deployment_yaml(root.resolve().name), encoding="utf-8")
+    text = deployment_yaml(azure_name(root.resolve().name))
+    (root / "deployment.yml").write_text(text, encoding="utf-8")
     script = MINIMAL_SCRIPT if template == "minimal" else TORCH_SCRIPT
     (root / "code" / "score.py").write_text(script, encoding="utf-8")
     (root / "model" / "README.md").write_text(MODEL_README, encoding="utf-8")
@@ -66,6 +76,16 @@ def scaffold(name: str | os.PathLike[str], template: str = "minimal") -> Path:
         text = ",".join(FEATURES) + "\n" + "\n".join(values) + "\n"
         (root / "sample-inputs" / f"sample-{i:03d}.csv").write_text(text, encoding="utf-8")
     return root
+
+
+def azure_name(folder: str) -> str:
+    """A deployment name Azure ML takes, from a folder's name: lower-case ASCII letters,
+    digits and dashes, beginning with a letter and ending with a letter or digit, 3 to 23
+    characters (so that ``<name>-endpoint`` stays within the endpoint names' 32)."""
+    ascii_name = unicodedata.normalize("NFKD", folder).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower())
+    slug = re.sub(r"^[^a-z]+", "", slug)[:23].strip("-")
+    return slug if len(slug) >= 3 else f"scoring-{slug}".strip("-")
 
 
 def deployment_yaml(name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from conftest import run_cli, write_deployment, write_inputs
 from daskscore import cli
 from daskscore.config import RetrySettings, Settings
 from daskscore.config.loader import load_deployment
+from daskscore.devtools import scaffold
 from daskscore.devtools.validate import WARNING, collect_problems
 
 GOOD = """
@@ -331,11 +333,38 @@ def test_init_refuses_an_existing_folder(
     assert cli.main(["init", str(taken)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert [p.name for p in taken.iterdir()] == ["mine.txt"]
+    capsys.readouterr()
     (tmp_path / "file").write_text("x")
     assert cli.main(["init", str(tmp_path / "file")]) == 2
+    assert "already exists and is a file, not a folder" in capsys.readouterr().err
+    assert cli.main(["init", ""]) == 2  # not the current folder
+    assert "the folder name '' is empty" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli.main(["init", str(empty)]) == 0  # an empty folder is fine
+
+
+def test_init_of_a_name_with_spaces_prints_a_command_that_pastes_and_a_valid_azure_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The printed command is quoted for the shell, and deployment.yml's names are Azure's
+    (letters, digits and dashes), whatever the folder is called."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["init", "My model (v2)"]) == 0
+    printed = capsys.readouterr().err
+    command = shlex.split(printed.split("Try it: ", 1)[1])
+    assert command == [
+        *("daskscore", "validate", "My model (v2)/deployment.yml"),
+        *("--input", "My model (v2)/sample-inputs"),
+    ]
+    raw = yaml.safe_load((tmp_path / "My model (v2)" / "deployment.yml").read_text())
+    assert (raw["name"], raw["endpoint_name"]) == ("my-model-v2", "my-model-v2-endpoint")
+    for folder, name in [("9 lives", "lives"), ("ab", "scoring-ab"), ("Ünï_" * 10, None)]:
+        made = scaffold.azure_name(folder)
+        assert name is None or made == name
+        assert re.fullmatch(r"[a-z][a-z0-9-]{1,21}[a-z0-9]", made), made
 
 
 def test_init_deployment_lists_every_setting_and_loads_to_the_defaults(tmp_path: Path) -> None:
