@@ -143,10 +143,11 @@ def storage_environment() -> dict[str, str]:
 
 
 def storage_view(driver: dict[str, str]) -> dict[str, str | None]:
-    """The storage variables a worker process sets for a job whose driver has ``driver``:
-    the driver's, and the process's own others unset (None), so that it reads the URLs with
-    the job's credentials and options alone, not those of the shell that started it."""
-    return {**{k: None for k in os.environ if is_storage_variable(k)}, **driver}
+    """The storage variables a worker process sets for a job whose driver has ``driver``: the
+    driver's, over the process's own.  The process's others are kept: unsetting them each
+    time the job is made current again also unset those the script's own ``init()`` set
+    (``AWS_DEFAULT_REGION``), which a warm job taking the script over never sets again."""
+    return dict(driver)
 
 
 def storage_secrets(env: dict[str, str] | None) -> dict[str, str]:
@@ -242,6 +243,7 @@ def filesystem(
     """
     from fsspec.core import url_to_fs
 
+    refresh_filesystems()  # (a filesystem cached under other credentials, another endpoint)
     url = os.fspath(url)
     protocols = _protocols(url)
     for protocol in protocols:

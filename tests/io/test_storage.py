@@ -287,3 +287,17 @@ def test_a_subprocess_sees_only_the_url(store: dict[str, Any]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str([f"{root}/in/1.csv", f"{root}/in/2.csv"])
+
+
+def test_a_filesystem_made_under_other_storage_variables_is_not_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fsspec caches a filesystem by its arguments: one made from the environment's
+    credentials and endpoint was handed out again after they changed (a notebook that sets
+    other credentials between jobs read with the old ones)."""
+    monkeypatch.delenv("DASKSCORE_STORAGE_OPTIONS", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    first, _ = filesystem("s3://bucket/x")
+    assert filesystem("s3://bucket/x")[0] is first  # (unchanged: the cached one)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
+    assert filesystem("s3://bucket/x")[0] is not first

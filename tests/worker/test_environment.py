@@ -7,6 +7,7 @@ an in-process worker, and when the script is uninstalled everywhere."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shutil
@@ -22,6 +23,7 @@ from daskscore.worker.environment import (
     is_newest,
     reassert_environment,
     restore_environment,
+    script_environment,
     set_environment,
 )
 
@@ -236,3 +238,27 @@ def test_a_worker_process_of_its_own_keeps_the_scripts_directory_until_it_is_uni
     restore_environment(saved)
     assert Path.cwd() == dirs["caller"], "the next job starts where a fresh process would"
     shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def test_a_storage_variable_the_script_set_stays_when_a_warm_job_takes_it_over(
+    tmp_path: Path, process: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm job's storage variables are set over the worker's own; one the script's init()
+    set (its region) stays when the next job takes the script over, whose init() does not run
+    again: unsetting the worker's others took it away."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    first = dataclasses.replace(
+        job("a", tmp_path), storage_env={"AWS_ACCESS_KEY_ID": "from-the-driver"}
+    )
+    saved: dict[str, Any] = {}
+    folder = set_environment(first, saved)
+    try:
+        assert os.environ["AWS_ACCESS_KEY_ID"] == "from-the-driver"
+        os.environ["AWS_DEFAULT_REGION"] = "eu-west-1"  # the script's init()
+        reassert_environment(saved, script_environment(first, None, None), ["a.py"])
+        assert os.environ["AWS_DEFAULT_REGION"] == "eu-west-1"
+        assert os.environ["AWS_ACCESS_KEY_ID"] == "from-the-driver"
+    finally:
+        restore_environment(saved)
+        os.environ.pop("AWS_DEFAULT_REGION", None)
+        shutil.rmtree(folder, ignore_errors=True)
