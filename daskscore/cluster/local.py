@@ -208,8 +208,13 @@ class EarlyCluster:
     calling thread goes on (listing the inputs: its workers boot in their own processes);
     entering this object waits for it, leaving it closes the cluster."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, connects: bool = False) -> None:
         self._context = context
+        #: it only connects to a cluster (no process of its own to end): a Ctrl-C need not
+        #: wait out its connect timeout, the start's thread closes it once it has started
+        self._connects = connects
+        self._abandoned = False
+        self._lock = threading.Lock()
         self._handle: ClusterHandle | None = None
         self._error: BaseException | None = None
         #: set when the start has ended, either way.  (Not ``Thread.join``: a join that Ctrl-C
@@ -227,7 +232,11 @@ class EarlyCluster:
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
             self._error = exc
         finally:
-            self._started.set()
+            with self._lock:
+                self._started.set()
+                abandoned = self._abandoned
+            if abandoned and self._error is None:
+                self._context.__exit__(None, None, None)
 
     def _wait(self) -> None:
         while not self._started.wait(0.25):  # (short waits: Ctrl-C is seen at once)
@@ -257,7 +266,13 @@ class EarlyCluster:
 
     def discard(self) -> None:
         """Close the cluster unused: the job was refused before it ran (or Ctrl-C came while
-        it started: it is closed once it has started)."""
+        it started: it is closed once it has started; a connection still being made is left to
+        its thread, which closes it)."""
+        if self._connects:
+            with self._lock:
+                if not self._started.is_set():
+                    self._abandoned = True
+                    return
         self._wait()
         if self._error is None:
             self._context.__exit__(None, None, None)

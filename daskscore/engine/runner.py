@@ -118,7 +118,7 @@ def _execute(
         n = options.workers or deployment.worker_count
         _say(options, f"starting {n} worker{'s' if n != 1 else ''}…")
     else:  # (the scheduler's connection is made while the inputs are planned)
-        early = EarlyCluster(_cluster(deployment, options))
+        early = EarlyCluster(_cluster(deployment, options), connects=True)
     try:
         plan = plan_job(deployment, input_path, options, output=output)
         assert plan is not None  # (plan_job raises its first problem)

@@ -99,6 +99,38 @@ def test_before_the_folder_is_claimed_nothing_changes_and_the_command_starts_aga
     _rows_once(out)
 
 
+def test_ctrl_c_while_connecting_to_a_scheduler_does_not_wait_for_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler that does not answer: Ctrl-C while the job waits for the connection stops
+    the job at once; the connection attempt is left to its thread (before, the job waited
+    out Dask's connect timeout, and every further Ctrl-C was taken as the first's)."""
+    import _thread
+    import threading
+
+    import dask
+
+    import daskscore
+    from daskscore.cluster.local import EarlyCluster
+
+    seen: list[EarlyCluster] = []
+    original = EarlyCluster.check
+
+    def check(self: EarlyCluster) -> None:
+        seen.append(self)
+        threading.Timer(0.5, _thread.interrupt_main).start()  # Ctrl-C while it waits
+        original(self)
+
+    monkeypatch.setattr(EarlyCluster, "check", check)
+    argv = _job(tmp_path)
+    with dask.config.set({"distributed.comm.timeouts.connect": "120s"}):
+        with pytest.raises(KeyboardInterrupt):
+            daskscore.run(argv[1], argv[3], tmp_path / "out", scheduler="tcp://127.0.0.1:1")
+        [early] = seen
+        assert not early._started.is_set()  # returned while the connection was still tried
+    assert not (tmp_path / "out" / "job_summary.json").exists()
+
+
 @pytest.mark.parametrize(
     ("where", "phase", "words"),
     [
