@@ -84,6 +84,8 @@ def frame_text(frame: Any, csv_kwargs: Mapping[str, Any]) -> str:
     end = kwargs["lineterminator"]
     if "\r" not in text or "\r" in end:
         return text
+    if kwargs.get("quoting") == csv.QUOTE_NONE and not kwargs.get("escapechar"):
+        return text  # (nothing may be quoted or escaped: written raw, as Azure writes it)
     wide = "\r" + end
     quote = None if kwargs.get("quoting") == csv.QUOTE_NONE else kwargs.get("quotechar") or '"'
     ends = _row_ends(wide, quote, kwargs.get("escapechar"))

@@ -162,6 +162,15 @@ def test_a_value_with_a_carriage_return_is_quoted_and_reads_back(
     assert format_rows(plain, kwargs) == plain.to_csv(**kwargs, lineterminator="\n").encode()
 
 
+def test_quoting_none_without_an_escapechar_writes_a_carriage_return_raw() -> None:
+    """``quoting=3`` and no escapechar: nothing can be quoted or escaped, and to_csv writes
+    the value as it is (as Azure's writer does); quoting it failed the mini-batch ("need to
+    escape")."""
+    kwargs = {**KW, "quoting": 3}
+    frame = pd.DataFrame({"t": ["x\ry", "z"], "n": [1, 2]})
+    assert format_rows(frame, kwargs) == b"x\ry 1\nz 2\n"
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-16-le", "latin-1"])
 def test_encoded_frames_batched_or_alone_have_no_byte_order_mark_of_their_own(
     tmp_path: Path, encoding: str
