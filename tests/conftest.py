@@ -20,7 +20,7 @@ import yaml
 
 # The storage emulators are session fixtures defined once, here: imported into several test
 # modules they would be separate fixtures, each starting its own emulator.
-from storage_emulators import azurite, in_ci, moto_s3  # noqa: E402, F401
+from storage_emulators import azurite, in_ci, moto_env, moto_s3  # noqa: E402, F401
 
 from daskscore.cluster.local import local_cluster
 

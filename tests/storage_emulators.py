@@ -333,8 +333,32 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         yield info
 
 
+#: The session's moto server, once started (:func:`moto_s3`): :func:`moto_env` exports its
+#: variables again for each test.
+SESSION_MOTO: list[dict[str, Any]] = []
+
+
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """moto's S3 server for the whole session; see :func:`run_moto_s3`."""
     with run_moto_s3(tmp_path_factory.mktemp("moto")) as info:
-        yield info
+        SESSION_MOTO.append(info)
+        try:
+            yield info
+        finally:
+            SESSION_MOTO.remove(info)
+
+
+@pytest.fixture(autouse=True)
+def moto_env() -> Iterator[None]:
+    """Each test starts with the session moto server's variables exported (a test of another
+    server, or one that set an endpoint of its own, may have left others: twice in CI a later
+    S3 test on the same process listed its bucket at another endpoint); restored after it."""
+    if not SESSION_MOTO:
+        yield
+        return
+    env = SESSION_MOTO[-1]["env"]
+    if any(os.environ.get(k) != v for k, v in env.items()):
+        clear_fsspec_instances("s3")
+    with exported(env):
+        yield
