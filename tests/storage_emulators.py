@@ -140,8 +140,11 @@ def azurite_binary(install: bool = True) -> Path | None:
 
 
 @contextlib.contextmanager
-def _process(name: str, cmd: list[str], port: int, log: Path, cwd: Path) -> Iterator[None]:
-    """Run ``cmd`` (output to ``log``) until the ``with`` ends; wait until ``port`` answers."""
+def _process(
+    name: str, cmd: list[str], port: int, log: Path, cwd: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` (output to ``log``) until the ``with`` ends; wait until ``port`` answers;
+    yield the process."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd
@@ -162,7 +165,7 @@ def _process(name: str, cmd: list[str], port: int, log: Path, cwd: Path) -> Iter
                         f"its log ({log}):\n{tail(log, chars=3000)}"
                     )
                 time.sleep(0.1)
-            yield
+            yield proc
         finally:
             proc.terminate()
             try:
@@ -284,7 +287,8 @@ def run_moto_s3(workdir: Path) -> Iterator[dict[str, Any]]:
     # a developer's session token or profile must not reach the emulator
     hidden = {k: os.environ.pop(k) for k in ("AWS_SESSION_TOKEN", "AWS_PROFILE") if k in os.environ}
     try:
-        with _process("moto", cmd, port, info["log"], workdir), exported(info["env"]):
+        with _process("moto", cmd, port, info["log"], workdir) as proc, exported(info["env"]):
+            info["process"] = proc
             try:
                 yield info
             finally:
@@ -357,7 +361,14 @@ def moto_env() -> Iterator[None]:
     if not SESSION_MOTO:
         yield
         return
-    env = SESSION_MOTO[-1]["env"]
+    info = SESSION_MOTO[-1]
+    proc = info.get("process")
+    if proc is not None and proc.poll() is not None:  # (said, not hidden: what ended it?)
+        pytest.fail(
+            f"the session's moto server (pid {proc.pid}, port {info['port']}) exited with "
+            f"{proc.returncode} before this test: an earlier test of this process ended it"
+        )
+    env = info["env"]
     if any(os.environ.get(k) != v for k, v in env.items()):
         clear_fsspec_instances("s3")
     with exported(env):
