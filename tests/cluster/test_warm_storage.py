@@ -18,7 +18,7 @@ import fsspec
 import pytest
 from conftest import REPO, write_deployment
 from helpers import show, summary_of
-from storage_emulators import make_bucket, moto_s3  # noqa: F401  (pytest fixture)
+from storage_emulators import make_bucket
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_warm_workers_use_the_jobs_storage_credentials(moto_s3, tmp_path, warm_env) -> None:  # noqa: F811
+def test_warm_workers_use_the_jobs_storage_credentials(moto_s3, tmp_path, warm_env) -> None:
     bucket = make_bucket(moto_s3)
     fs, base = fsspec.core.url_to_fs(bucket, **moto_s3["storage_options"])
     fs.pipe({f"{base}/in/f{i}.txt": f"{i}".encode() for i in range(4)})
