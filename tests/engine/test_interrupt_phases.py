@@ -250,21 +250,9 @@ def test_sigterm_stops_the_job_as_ctrl_c_does_and_resume_finishes_it(tmp_path: P
     inputs = write_inputs(tmp_path / "in", N_FILES)
     out = tmp_path / "out"
     argv = ["run", str(dep), "-i", str(inputs), "-o", str(out), "--workers", "2"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daskscore", *argv, "--no-progress", "--no-dashboard"],
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        while not calls.exists() or len(calls.read_text()) < 2:  # scoring has begun
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    scoring = lambda: calls.exists() and len(calls.read_text()) >= 2  # noqa: E731
+    code, err = _sigterm_when(scoring, *argv, "--no-progress", "--no-dashboard")
+    assert code == 128 + signal.SIGTERM, err
     assert "SIGTERM received" in err
     assert _summary(out)["status"] == outputdir.INTERRUPTED
     again = _printed_command(err, "Go on with: ")
@@ -331,21 +319,8 @@ def test_sigterm_while_init_runs_is_named_and_resume_finishes(tmp_path: Path) ->
     dep = write_deployment(tmp_path / "deploy", SLOW_INIT, settings={"environment_variables": env})
     out = tmp_path / "out"
     argv = ["run", str(dep), "-i", str(write_inputs(tmp_path / "in", 4)), "-o", str(out)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daskscore", *argv, "--workers", "1", "--no-progress"],
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        while not began.exists():  # init() is running
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    code, err = _sigterm_when(began.exists, *argv, "--workers", "1", "--no-progress")
+    assert code == 128 + signal.SIGTERM, err
     s = _summary(out)
     assert (s["status"], s["interrupted_phase"]) == (outputdir.INTERRUPTED, "init"), s
     assert "init" in s["phases"] and "score" not in s["phases"], s["phases"]
@@ -405,3 +380,20 @@ def test_a_signal_whose_interrupt_was_lost_still_stops() -> None:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def _sigterm_when(ready: Any, *argv: str) -> tuple[int, str]:
+    """``daskscore ARGV`` in a subprocess, sent SIGTERM once ``ready()``; its exit status and
+    standard error."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daskscore", *argv], cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        while not ready():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, err
