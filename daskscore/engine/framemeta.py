@@ -68,6 +68,7 @@ def _is_text(values: Any) -> bool:
 def conform(frame: Any, meta: Any, mini_batch: int, origin: str) -> Any:
     """``frame`` (a partition's rows, its first mini-batch ``mini_batch``) with ``meta``'s
     columns, in order, and dtypes; ``origin`` says where ``meta`` came from."""
+    unique_columns(frame, mini_batch)
     extra = [c for c in frame.columns if c not in meta.columns]
     if extra:
         raise UsageError(
@@ -86,6 +87,19 @@ def conform(frame: Any, meta: Any, mini_batch: int, origin: str) -> Any:
     return frame
 
 
+def unique_columns(frame: Any, mini_batch: Any) -> None:
+    """Refuse a frame whose column names are not unique: a column of a Dask DataFrame is one
+    name, and ``frame[name]`` of a repeated one is a DataFrame."""
+    columns = frame.columns
+    if columns.has_duplicates:
+        twice = list(dict.fromkeys(columns[columns.duplicated()]))
+        raise UsageError(
+            f"score(): run() returned the column(s) {_names(twice)} more than once in the "
+            f"partition from mini-batch {mini_batch}; a Dask DataFrame's column names must be "
+            "unique. Rename them in run() (or return them under one name)."
+        )
+
+
 def _converted(values: Any, want: Any, column: Any, mini_batch: int, origin: str) -> Any:
     import pandas as pd
     from pandas.api import types
@@ -102,11 +116,27 @@ def _converted(values: Any, want: Any, column: Any, mini_batch: int, origin: str
         elif not text:
             cast = values.astype(want)
             same = (cast == values) | (cast.isna() & values.isna())
-            if bool(same.all()):
+            if bool(same.all()) and _round_trips(values, cast):
                 return cast
     except (TypeError, ValueError, OverflowError):
         pass
     return _mismatch(values, want, column, mini_batch, origin)
+
+
+def _round_trips(values: Any, cast: Any) -> bool:
+    """Whether ``cast`` converted back gives ``values``: ``cast == values`` compares an int64
+    with a float64 as floats, so ``2**53 + 1`` and its float ``2**53`` compare equal."""
+    import numpy as np
+
+    if values.dtype == object:  # (Python compares its ints and floats exactly)
+        return True
+    try:
+        with np.errstate(all="ignore"):
+            back = cast.astype(values.dtype)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    same = (back == values) | values.isna()
+    return bool(same.all())
 
 
 def _mismatch(values: Any, want: Any, column: Any, mini_batch: int, origin: str) -> Any:

@@ -149,7 +149,7 @@ def score_partition(
         raise_if_over(job_id, group[0][0], failures, policy[1])
     if not frames:
         return meta.copy()
-    out = pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames)  # (each mini-batch's own index, as run() returned it)
     return conform(out, meta, partition, origin)
 
 

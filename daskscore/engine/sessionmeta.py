@@ -8,7 +8,7 @@ import logging
 import warnings
 from typing import Any
 
-from daskscore.engine.framemeta import declared
+from daskscore.engine.framemeta import declared, unique_columns
 from daskscore.engine.scoredeaths import PartitionWatch
 from daskscore.engine.work import describe_work
 from daskscore.errors import InitFailed, JobFailed
@@ -45,6 +45,7 @@ def first_rows(job_id: str, work: Any, strings: bool = False) -> Any:
             "returns) so that no mini-batch is run before the frame is computed.",
             user_traceback=last.error or None,
         )
+    unique_columns(frame, 0)
     # columns whose dtype mini-batch 0 cannot tell: no rows, or only nulls (object)
     unknown = [
         str(c)
@@ -61,7 +62,8 @@ def say_unknown(columns: list[str], more: bool) -> None:
         f"score(): column(s) {', '.join(map(repr, columns))} held no value but nulls in "
         "mini-batch 0, from which the frame's dtypes are inferred: they are declared object"
         + (", and later mini-batches' values stay Python objects" if more else "")
-        + ". Pass meta= (an empty DataFrame with the dtypes run() returns) to declare them."
+        + " (Dask's to_parquet cannot write such a column). Pass meta= (an empty DataFrame "
+        "with the dtypes run() returns) to declare them."
     )
     logger.warning(text)
     warnings.warn(text, UserWarning, stacklevel=4)

@@ -150,3 +150,94 @@ def test_a_column_only_null_in_mini_batch_0_is_said_to_be_undeclared(
     declared = daskscore.score(dep, inputs, progress=False, meta=meta)
     sessions.append(declared.attrs["daskscore"])
     assert declared["score"].sum().compute() == sum(i * 10 for i in range(2, N_FILES))
+
+
+INDEXED = """
+    import os
+
+    import pandas as pd
+
+    def run(mini_batch):
+        names = [os.path.basename(p) for p in mini_batch]
+        if os.environ.get("AS_LIST"):
+            return names
+        return pd.DataFrame({"score": [0.5] * len(names)}, index=pd.Index(names, name="file"))
+"""
+
+
+@pytest.mark.parametrize("as_list", [False, True], ids=["frame", "list"])
+def test_each_partition_keeps_the_index_run_returned(
+    tmp_path: Path, sessions: list[Any], as_list: bool
+) -> None:
+    """A frame indexed by file name keeps those names (they were replaced by 0..n-1 over the
+    partition, and ``.loc`` by name found nothing); a list's rows are 0, 1, ... per
+    mini-batch, as the docs say."""
+    env = {"AS_LIST": "1"} if as_list else {}
+    dep = write_deployment(
+        tmp_path / "deploy",
+        INDEXED,
+        settings={"mini_batch_size": SIZE, "environment_variables": env},
+    )
+    ddf = daskscore.score(dep, write_inputs(tmp_path / "in", N_FILES), progress=False, partitions=1)
+    sessions.append(ddf.attrs["daskscore"])
+    frame = ddf.compute()
+    names = [f"f{i:04d}.csv" for i in range(N_FILES)]
+    if as_list:
+        assert frame.index.tolist() == list(range(SIZE)) * (N_FILES // SIZE)
+        assert frame["prediction"].tolist() == names
+    else:
+        assert frame.index.name == "file" and frame.index.tolist() == names
+        assert ddf.loc["f0003.csv"].compute()["score"].tolist() == [0.5]
+
+
+DUPLICATED = """
+    import pandas as pd
+
+    def run(mini_batch):
+        return pd.DataFrame([[1, 2]] * len(mini_batch), columns=["p", "p"])
+"""
+
+
+@pytest.mark.parametrize("given_meta", [False, True], ids=["inferred", "meta"])
+def test_a_column_name_run_returns_twice_is_refused_by_name(
+    tmp_path: Path, sessions: list[Any], given_meta: bool
+) -> None:
+    """Before, mini-batch 0's inference failed with ``AttributeError: 'DataFrame' object has
+    no attribute 'dtype'`` (``frame['p']`` of a repeated name is a DataFrame)."""
+    dep = write_deployment(tmp_path / "deploy", DUPLICATED, settings={"mini_batch_size": SIZE})
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+    twice = r"column\(s\) \['p'\] more than once in the partition from mini-batch 0"
+    if not given_meta:
+        with pytest.raises(daskscore.UsageError, match=twice):
+            daskscore.score(dep, inputs, progress=False)
+        return
+    meta = pd.DataFrame({"p": pd.Series(dtype="int64")})
+    ddf = daskscore.score(dep, inputs, progress=False, meta=meta, partitions=1)
+    sessions.append(ddf.attrs["daskscore"])
+    with pytest.raises(daskscore.UsageError, match=twice):
+        ddf.compute()
+
+
+BIG_INTS = """
+    import os
+
+    import pandas as pd
+
+    def run(mini_batch):
+        n = [int(os.path.basename(p)[1:5]) for p in mini_batch]
+        return pd.DataFrame({"v": [2**60 + 1 + 2 * i for i in n]})
+"""
+
+
+def test_ints_a_declared_float_would_round_are_kept(tmp_path: Path, sessions: list[Any]) -> None:
+    """int64 values past 2**53 are not converted to a declared float64 (``cast == values``
+    compared them as floats: 2**60 + 1 became 2**60, silently)."""
+    dep = write_deployment(tmp_path / "deploy", BIG_INTS, settings={"mini_batch_size": SIZE})
+    meta = pd.DataFrame({"v": pd.Series(dtype="float64")})
+    ddf = daskscore.score(
+        dep, write_inputs(tmp_path / "in", N_FILES), progress=False, meta=meta, partitions=2
+    )
+    sessions.append(ddf.attrs["daskscore"])
+    part = ddf.partitions[0].compute()
+    assert part["v"].dtype == np.dtype("int64")
+    assert part["v"].tolist() == [2**60 + 1 + 2 * i for i in range(N_FILES // 2)]
