@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from daskscore import _compat
@@ -235,6 +235,8 @@ def _call_run(
     started = time.perf_counter()
     try:
         returned = runtime.module.run(argument)
+        if isinstance(returned, Iterator):  # (a generator's work is done as it is consumed)
+            returned = list(returned)
     finally:
         runtime.run_ended()
         ledger.finished(rec.mini_batch)

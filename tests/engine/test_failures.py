@@ -344,6 +344,35 @@ def test_a_timed_out_trys_time_is_not_the_restart_and_init_after_it(tmp_path):
     assert_rows_once(out, list(range(4)))
 
 
+GENERATOR_FAULTS = {
+    "hang": ("        time.sleep(1000)\n", "RUN_TIMEOUT", "timeout"),
+    "exit": ("        os._exit(7)\n", "PROCESS_DIED", "exited with code 7"),
+}
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("fault", sorted(GENERATOR_FAULTS))
+def test_a_generator_runs_work_is_watched_as_a_lists_is(tmp_path, fault):
+    """run() written as a generator (``yield`` per file, as Azure's own examples do) does its
+    work as it is consumed: that is inside the try's timeout and death watch. Before, a hang
+    there ran past the timeout for ever, and a death was one try, its exit code unknown."""
+    code, status, said = GENERATOR_FAULTS[fault]
+    dep, inputs, out, _ = fault_job(
+        tmp_path,
+        n_files=6,
+        check=f"    if Path(path).name in TARGETS:\n{code}",
+        ret="    yield from results\n",
+        targets=(name(3),),  # mini-batch 1
+        settings={"mini_batch_size": 2, "retry_settings": {"timeout": 3, "max_retries": 1}},
+    )
+    proc = cli(dep, inputs, out, "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    tries = read_tries(out)
+    assert_tries(tries, 3, {1: [status, status]})
+    assert all(said in t["error"] for t in tries[1]), tries[1]
+    assert_rows_once(out, [0, 1, 4, 5])
+
+
 # --------------------------------------------------------------------------- 4. run() crashes
 
 CRASHES = {
