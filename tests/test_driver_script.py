@@ -48,9 +48,9 @@ def test_the_code_folders_module_wins_over_the_drivers_own_of_that_name(
 ) -> None:
     """A driver script with a module of its own named like one of the code folder's (both
     have ``utils.py``): the scoring script imports the code folder's, as a fresh process
-    would.  The embedded cluster's workers are forked from the driver (no thread yet) or
-    from Python's fork server, which runs the driver script's imports too; either way they
-    have the driver's ``utils`` already.  Afterwards the driver still has its own."""
+    would.  The embedded cluster's workers are forked from the driver (no thread yet: they
+    have the driver's ``utils`` already) or from Python's fork server.  Afterwards the driver
+    still has its own."""
     code = tmp_path / "code"
     (code / "tools").mkdir(parents=True)
     (code / "utils.py").write_text('WHO = "code-folder"\n')
@@ -86,3 +86,51 @@ def test_the_code_folders_module_wins_over_the_drivers_own_of_that_name(
     assert proc.stdout.strip().splitlines()[-1] == "Completed driver driver", shown
     rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
     assert rows == ["code-folder/code-folder-package"] * 4
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("threads", [False, True], ids=["forked-driver", "python-forkserver"])
+def test_a_driver_script_without_a_main_guard_runs_once(tmp_path: Path, threads: bool) -> None:
+    """The README's snippet saved as a file: ``daskscore.run`` at the script's top level, no
+    ``if __name__ == "__main__":``. A worker process never imports it: before, Python's fork
+    server (the script has a thread) and each worker a nanny restarted after a timeout (Dask's
+    spawn) ran the script again, and its job, in the worker: the job failed to start, or
+    restarted workers for ever."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "score.py").write_text(
+        "import os, time\n\ndef init():\n    pass\n\n"
+        "def run(mini_batch):\n"
+        "    for path in mini_batch:\n"
+        "        marker = path + '.hung'\n"
+        "        if path.endswith('slow.txt') and not os.path.exists(marker):\n"
+        "            open(marker, 'w').close()\n"
+        "            time.sleep(600)  # past the timeout once: the nanny restarts the worker\n"
+        "    return [os.path.basename(p) for p in mini_batch]\n"
+    )
+    (tmp_path / "deployment.yml").write_text(
+        "code_configuration:\n  code: code\n  scoring_script: score.py\n"
+        "settings:\n  mini_batch_size: 1\n  max_concurrency_per_instance: 2\n"
+        "  retry_settings: {max_retries: 1, timeout: 2}\n"
+    )
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("a.txt", "b.txt", "slow.txt"):
+        (inputs / name).write_text(name)
+    (tmp_path / "driver.py").write_text(
+        "import os, threading\nimport daskscore\n\n"
+        "with open('ran.log', 'a') as fh:\n    fh.write(f'{os.getpid()}\\n')\n"
+        + ("threading.Thread(target=threading.Event().wait, daemon=True).start()\n" * threads)
+        + "result = daskscore.run('deployment.yml', 'inputs', 'out', workers=2)\n"
+        "print(result.status, result.succeeded_items, result.failed_items)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "driver.py"], cwd=tmp_path, capture_output=True, text=True, timeout=200
+    )
+    shown = f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert proc.returncode == 0, shown
+    assert proc.stdout.strip().splitlines()[-1] == "Completed 3 0", shown
+    assert len((tmp_path / "ran.log").read_text().split()) == 1, shown
+    summary = summary_of(tmp_path / "out")
+    assert summary["status"] == "Completed" and summary["succeeded_items"] == 3
+    assert (tmp_path / "inputs" / "slow.txt.hung").exists()  # (the restart did happen)

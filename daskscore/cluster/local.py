@@ -26,6 +26,7 @@ import dask
 from distributed import Client, LocalCluster
 
 from daskscore import _compat
+from daskscore.cluster.mainmodule import workers_skip_main
 from daskscore.errors import UsageError
 from daskscore.worker.deadline import watch_deadlines
 from daskscore.worker.deaths import exit_status, unwatch_exits, watch_exits
@@ -59,6 +60,8 @@ KEEP_NANNIES = {"distributed.deploy.lost-worker-timeout": "3650d"}
 #: group of its own, ended when the worker ends, however it ends (see
 #: :mod:`daskscore.worker.deaths`).
 NOT_DAEMONIC = {"distributed.worker.daemon": False}
+#: How a nanny starts its worker process (read by Dask at each start and restart).
+METHOD_KEY = "distributed.worker.multiprocessing-method"
 
 #: How often the embedded cluster's servers check their event loop (Dask's default: 20ms).
 TICK_INTERVAL = "500ms"
@@ -315,6 +318,8 @@ def local_cluster(
     # The scheduler always serves HTTP (health, metrics); bind it to loopback, on 8787 when
     # that is free and the dashboard is wanted, else on any free port, without a warning.
     port = _free_port(DASHBOARD_PORT) if with_dashboard else 0
+    method = start_method()
+    workers_skip_main()
     with _compat.nanny_handshake_interval(HANDSHAKE_POLL_S), _watch_exits():
         warm_versions()  # (before the scheduler makes it while the first worker registers)
         with warnings.catch_warnings(), dask.config.set(_cluster_config(with_dashboard)):
@@ -327,7 +332,10 @@ def local_cluster(
         client = Client(cluster, set_as_default=False)
         try:
             watch_deadlines(client)
-            with dask.config.set({**KEEP_NANNIES, **NOT_DAEMONIC}):
+            # (also how a nanny restarts its worker during the job: Dask's spawn re-imports
+            # the caller's __main__, which reran an unguarded script's job in every restart)
+            during = {**KEEP_NANNIES, **NOT_DAEMONIC, METHOD_KEY: method}
+            with dask.config.set(during):
                 link = cluster.dashboard_link if with_dashboard else None
                 yield ClusterHandle(client, cluster, link)
         finally:
@@ -353,7 +361,7 @@ def _cluster_config(with_dashboard: bool) -> dict[str, Any]:
     config: dict[str, Any] = {
         **NANNY_ENV_UNSET,
         **NOT_DAEMONIC,
-        "distributed.worker.multiprocessing-method": start_method(),
+        METHOD_KEY: start_method(),
         # Every Dask server (the scheduler, each nanny, each worker) wakes its event loop every
         # 20 ms by default only to measure how late it wakes: in a worker that wake takes the
         # GIL from the thread running run(), and on two cores the driver's three servers
