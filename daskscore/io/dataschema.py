@@ -4,13 +4,18 @@
 one, floats in another; a tabular input's dtypes are inferred for each mini-batch on its own),
 and the staged parts keep what each returned.  A dataset is written with one schema whatever
 its partitioning (``rows_per_file``, ``partition_on``): :func:`unify` finds it from the staged
-parts' schemas alone, with ``pandas.concat``'s rules, as if every mini-batch's rows were
-concatenated into one frame (int64 and float64 make float64; numbers and text make object,
-which Dask writes as text), and :meth:`Layout.conform` gives it to each output partition before
-it is written.  A column that holds nothing but nulls in a mini-batch (Arrow's ``null`` type)
-takes the other mini-batches' dtype, as a column missing there would.  A categorical column
-stays categorical: each file has its own categories, as a dictionary with 32-bit indices
-(:attr:`Layout.arrow`), whatever their number.
+parts' schemas alone (their Arrow types and the pandas dtypes recorded with them), with
+``pandas.concat``'s rules for the dtypes a column has in the mini-batches that hold values in
+it (int64 and float64 make float64; numbers and text make object, which Dask writes as text),
+and :meth:`Layout.conform` gives it to each output partition before it is written.  A column
+that holds nothing but nulls in a mini-batch (Arrow's ``null`` type), or is missing there,
+takes the other mini-batches' dtype; where that is numpy's int or bool, which hold no nulls,
+or a part's column of it may hold nulls (ints or bools with ``None`` among them, pandas'
+``Int64``), the column is pandas' nullable one (``Int64``, ``boolean``: Arrow's int64 and bool
+with nulls), and :meth:`Layout.conform` converts its values from Arrow, so that no value
+changes (never through float64 or numpy's bool).  A categorical column stays categorical: each
+file has its own categories, as a dictionary with 32-bit indices (:attr:`Layout.arrow`),
+whatever their number.
 
 A column that still cannot be written with one type (numbers and text in one column with
 Dask's conversion of object columns to text turned off) is a :class:`SchemaConflict` naming the
@@ -34,6 +39,11 @@ logger = logging.getLogger("daskscore")
 SHOWN_TYPES = 4
 #: Columns named by a conflict that does not say which column failed, at most.
 SHOWN_COLUMNS = 3
+#: pandas' nullable dtypes of ints, floats and bools (numpy's hold no nulls, or only NaN).
+_MASKED = frozenset(
+    [f"{sign}Int{bits}" for sign in ("", "U") for bits in (8, 16, 32, 64)]
+    + ["Float32", "Float64", "boolean"]
+)
 
 
 class SchemaConflict(ValueError):
@@ -108,9 +118,21 @@ class Layout:
             fields.append(pa.field(str(column), kind))
         return pa.schema(fields)
 
-    def conform(self, frame: Any) -> Any:
-        """``frame`` (one staged part's rows) with the dataset's columns and dtypes; its other
-        columns (the mini-batch tag) are kept after them."""
+    def conform(self, table: Any) -> Any:
+        """``table`` (one staged part's rows, an Arrow table) as a pandas frame with the
+        dataset's columns and dtypes; its other columns (the mini-batch tag) are kept after
+        them.  A column of a nullable dtype is made from its Arrow values (:func:`_nullable`);
+        an int column with nulls of another is made of Python ints, never float64."""
+        import pandas as pd
+
+        table = self.prepare(table)
+        direct = {
+            c: _nullable(table, c, dtype) for c, dtype in self.meta.dtypes.items() if _masked(dtype)
+        }
+        rest = table.drop_columns([c for c in direct if c in table.column_names])
+        frame = rest.to_pandas(integer_object_nulls=True)
+        for column, values in direct.items():
+            frame[column] = pd.Series(values, index=frame.index)
         columns = list(self.meta.columns)
         columns += [c for c in frame.columns if c not in self.meta.columns]
         if list(frame.columns) != columns:
@@ -175,6 +197,31 @@ def _cast(values: Any, kind: Any) -> Any:
         return pa.array(values.to_pylist(), type=kind)
 
 
+def _masked(dtype: Any) -> bool:
+    """Whether ``dtype`` is one of pandas' nullable ints, floats or bools (``Int64``,
+    ``boolean``): made from a column's Arrow values (:func:`_nullable`)."""
+    import numpy as np
+
+    return not isinstance(dtype, np.dtype) and str(dtype) in _MASKED
+
+
+def _nullable(table: Any, column: Any, dtype: Any) -> Any:
+    """Column ``column`` of ``table`` (nulls where it has none) as a pandas array of ``dtype``
+    (:func:`_masked`), made from its Arrow values: ints over 2**53 and nulls kept.  Ints made
+    floats (a dataset column of ints in some mini-batches, floats in others) are cast as
+    ``pandas.concat`` casts them."""
+    import pyarrow as pa
+
+    kind = pa.from_numpy_dtype(dtype.numpy_dtype)
+    names = table.column_names
+    if column not in names:
+        return dtype.__from_arrow__(pa.chunked_array([pa.nulls(table.num_rows, kind)]))
+    values = table.column(names.index(column))
+    if values.type != kind:
+        values = values.cast(kind, safe=not pa.types.is_floating(kind))
+    return dtype.__from_arrow__(values)
+
+
 def _unwritable(exc: BaseException, named: list[Any]) -> SchemaConflict | None:
     """A :class:`SchemaConflict` for an error of Arrow's (values it cannot write as the
     dataset's type): the job's verdict, with its summary, rather than an internal error."""
@@ -216,33 +263,42 @@ def unify(pieces: Iterable[tuple[Any, int]]) -> Layout:
     import pandas as pd
     import pyarrow as pa
 
-    order: list[str] = []
-    types: dict[str, dict[str, int]] = {}
+    types: dict[str, dict[str, int]] = {}  # (column -> type name -> first mini-batch: in order)
     kinds: dict[str, dict[str, Any]] = {}  # (the Arrow types themselves, but null)
-    schemas: dict[str, Any] = {}  # (each distinct schema once, in order)
+    dtypes: dict[str, dict[str, Any]] = {}  # (the pandas dtypes of the parts with values)
+    holds: dict[str, int] = {}  # (column -> the number of pieces that have it)
+    nulls: set[str] = set()  # (columns null, or that may hold nulls, in some part)
+    values = {}  # (dictionary columns: their Arrow type)
+    schemas: set[bytes] = set()  # (each distinct schema once, its pandas metadata too)
+    count = 0
     for schema, mini_batch in pieces:
-        schemas.setdefault(schema.to_string(), schema)
+        count += 1
         for name, kind in zip(schema.names, schema.types, strict=True):
-            if name not in types:
-                order.append(name)
             types.setdefault(name, {}).setdefault(_type_name(kind), mini_batch)
+            holds[name] = holds.get(name, 0) + 1
             if not pa.types.is_null(kind):
                 kinds.setdefault(name, {}).setdefault(str(kind), kind)
-    typed = {c for c, seen in types.items() if set(seen) != {"null"}}
-    empties, values = [], {}
-    for schema in schemas.values():
-        frame = schema.empty_table().to_pandas()
+        key = schema.serialize().to_pybytes()
+        if key in schemas:
+            continue
+        schemas.add(key)
+        empty, recorded = schema.empty_table().to_pandas(), _recorded(schema)
         for name, kind in zip(schema.names, schema.types, strict=True):
-            if pa.types.is_null(kind) and name in typed:
-                frame = frame.drop(columns=[name])  # (takes the other parts' dtype)
-            elif pa.types.is_dictionary(kind):  # categories: as their values for now
+            if pa.types.is_null(kind):
+                nulls.add(name)
+                continue
+            if pa.types.is_dictionary(kind):  # categories: as their values for now
                 values[name] = kind
-                frame[name] = pa.array([], kind.value_type).to_pandas()
-        empties.append(frame)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # (pandas < 3 on empty frames)
-        meta = pd.concat(empties, ignore_index=True) if len(empties) > 1 else empties[0]
-    meta = _widened(meta.reindex(columns=order), empties)
+                dtype = pa.array([], kind.value_type).to_pandas().dtype
+            else:
+                dtype = empty[name].dtype
+                if _may_hold_nulls(dtype, recorded.get(name)):
+                    nulls.add(name)
+            dtypes.setdefault(name, {}).setdefault(str(dtype), dtype)
+    nulls.update(c for c, n in holds.items() if n < count)  # (missing from some parts)
+    meta = pd.DataFrame(
+        {c: pd.Series([], dtype=_common(dtypes.get(c, {}), c in nulls)) for c in types}
+    )
     varying = {
         c: [(t, mb) for t, mb in seen.items() if t != "null"]
         for c, seen in types.items()
@@ -262,34 +318,50 @@ def unify(pieces: Iterable[tuple[Any, int]]) -> Layout:
     return Layout(meta, varying, arrow, staged=staged)
 
 
+def _recorded(schema: Any) -> dict[str, str]:
+    """``column -> the dtype pandas had`` as a staged part's pandas metadata records it."""
+    meta = schema.pandas_metadata or {}
+    return {
+        str(c.get("field_name", c.get("name"))): str(c.get("numpy_type"))
+        for c in meta.get("columns", [])
+    }
+
+
+def _may_hold_nulls(dtype: Any, recorded: str | None) -> bool:
+    """Whether a part's column read as numpy's int or bool ``dtype`` (of an empty table) may
+    hold nulls: pandas had it as another dtype (``object`` of ints and None, ``Int64``)."""
+    import numpy as np
+
+    return isinstance(dtype, np.dtype) and dtype.kind in "iub" and recorded != str(dtype)
+
+
+def _common(dtypes: dict[str, Any], nulls: bool) -> Any:
+    """The one dtype of a column that has ``dtypes`` in the parts with values in it
+    (``pandas.concat``'s rules; ``object`` where none has); with ``nulls``, numpy's int or
+    bool made pandas' nullable one (``Int64``, ``boolean``), which holds them."""
+    import numpy as np
+    import pandas as pd
+
+    if not dtypes:
+        return np.dtype(object)
+    found = list(dtypes.values())
+    if len(found) > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # (pandas < 3 on empty Series)
+            empties = [pd.Series([], dtype=d) for d in found]
+            found = [pd.concat(empties, ignore_index=True).dtype]
+    dtype = found[0]
+    if nulls and isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return pd.array(np.array([], dtype=dtype)).dtype
+    return dtype
+
+
 def _type_name(kind: Any) -> str:
     """An Arrow type's name; a dictionary's without its indices' width (which follows the
     number of categories)."""
     if hasattr(kind, "value_type") and hasattr(kind, "index_type"):
         return f"dictionary<values={kind.value_type}{', ordered' if kind.ordered else ''}>"
     return str(kind)
-
-
-def _widened(meta: Any, empties: list[Any]) -> Any:
-    """``meta`` with a numeric column that some part holds a wider number in made wide enough
-    (pandas < 3 leaves empty frames out when it chooses a dtype: int64 for int64 and float64)."""
-    import numpy as np
-
-    for column in meta.columns:
-        want = meta[column].dtype
-        for frame in empties:
-            have = frame[column].dtype if column in frame.columns else want
-            if (
-                isinstance(want, np.dtype)
-                and isinstance(have, np.dtype)
-                and want.kind in "iufb"
-                and have.kind in "iufb"
-                and not np.can_cast(have, want)
-            ):
-                want = np.result_type(want, have)
-        if want != meta[column].dtype:
-            meta[column] = meta[column].astype(want)
-    return meta
 
 
 def _categorical(dtype: Any) -> bool:

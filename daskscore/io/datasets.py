@@ -162,7 +162,7 @@ def read_group(staging: str, group: list[Piece], layout: Layout | None = None) -
         if layout is None:
             frames.append(table.to_pandas())
         else:
-            frames.append(layout.conform(layout.prepare(table).to_pandas()))
+            frames.append(layout.conform(table))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     order = frame[MB_COLUMN].to_numpy().argsort(kind="stable")
     return frame.iloc[order].drop(columns=[MB_COLUMN]).reset_index(drop=True)

@@ -1,19 +1,22 @@
-"""Nested values in a dataset: lists, numpy arrays, dicts, maps, decimals and bytes.
+"""Nested values in a dataset: lists, numpy arrays, dicts, maps, decimals, bytes and dates.
 
 pandas holds such a column as Python objects (``object`` dtype), and Dask's
 ``dataframe.convert-string`` makes every object column text: ``str()`` of a numpy array is
 numpy's repr, cut short with ``...`` past 1,000 values.  A dataset keeps them whole instead:
 
 * in the worker, :func:`arrow_values` finds the one Arrow type of an object column's values
-  (``list<double>``, ``struct<...>``, ``map<...>``, ``decimal128``), and :func:`staged_frame`
+  (``list<double>``, ``struct<...>``, ``map<...>``, ``decimal128``, ``date32``), and
+  :func:`staged_frame`
   holds the column as that type (``pandas.ArrowDtype``), so that mini-batches of different
   kinds are staged apart and a map is written as a map;
 * the staged parts are written with pandas metadata that any pandas reads back
   (:func:`write_table`);
 * the driver writes such a column with its Arrow type in a Parquet dataset
   (:mod:`daskscore.io.dataschema`), and as text in a CSV dataset (:func:`as_text`): JSON for
-  lists, structs and maps, the exact ``str()`` of a decimal, UTF-8 (backslash escapes for what
-  is not) for bytes.
+  lists, structs and maps, ISO 8601 for dates and times, UTF-8 (backslash escapes for what is
+  not) for bytes; a column of decimals is staged as each one's exact ``str()`` for a CSV
+  dataset (Arrow would give every decimal of the mini-batch its widest scale: ``1.10`` as
+  ``1.100``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def kept(kind: Any) -> bool:
         or t.is_binary(kind)
         or t.is_large_binary(kind)
         or t.is_fixed_size_binary(kind)
+        or t.is_date(kind)
+        or t.is_time(kind)
     )
 
 
@@ -43,18 +48,21 @@ class ColumnError(ValueError):
 
 
 #: What ``pandas.api.types.infer_dtype`` calls an object column that Arrow takes as one type
-#: without trying (text under pandas 2, say): only the others are tried.
-_ONE_TYPE = frozenset({"string", "empty", "integer", "floating", "boolean", "bytes"})
+#: without trying (text under pandas 2, say): only the others are tried (ints too: one may be
+#: beyond 64 bits).
+_ONE_TYPE = frozenset({"string", "empty", "floating", "boolean", "bytes"})
+#: Digits of a too large int that an error message shows.
+SHOWN_DIGITS = 40
 
 
 def writable(frame: Any, fmt: str = "parquet") -> Any:
     """``frame`` (a mini-batch's result) as it is staged: each object column of nested values
-    (lists, numpy arrays, dicts, maps, decimals) held as its one Arrow type
-    (:func:`staged_frame`).  Refuses what a dataset cannot hold: a column name given twice,
-    or an object column whose values Arrow cannot hold as one type (ints and text, dicts and
-    text).  Raised for the mini-batch, before anything is staged, so that it fails alone,
-    naming the column (and the dataset's format, ``fmt``: ``parquet`` or ``csv``); the job
-    goes on.
+    (lists, numpy arrays, dicts, maps, decimals, dates) held as its one Arrow type
+    (:func:`staged_frame`); for a CSV dataset, a column of decimals as each one's ``str()``.
+    Refuses what a dataset cannot hold: a column name given twice, or an object column whose
+    values Arrow cannot hold as one type (ints and text, dicts and text, an int beyond int64).
+    Raised for the mini-batch, before anything is staged, so that it fails alone, naming the
+    column (and the dataset's format, ``fmt``: ``parquet`` or ``csv``); the job goes on.
 
     Raises
     ------
@@ -91,24 +99,48 @@ def writable(frame: Any, fmt: str = "parquet") -> Any:
         except UnicodeError:  # text that is not valid Unicode: written escaped (write_part)
             continue
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-            kinds = sorted({type(v).__name__ for v in values.dropna().head(10_000)})
-            containers = {"list", "tuple", "dict", "ndarray", "set", "frozenset"}
-            if len(kinds) > 1:
-                held = f"values of the types {', '.join(kinds[:6])} together"
-            elif kinds and kinds[0] in containers:
-                held = f"{kinds[0]} values of more than one type inside"
-            else:
-                held = f"{''.join(kinds) or 'object'} values (a type Arrow cannot convert)"
-            holder = "one Parquet column" if fmt == "parquet" else "one column of a CSV dataset"
-            raise ColumnError(
-                f"column {str(column)!r} of run()'s DataFrame holds {held}, which {holder} "
-                f"cannot hold ({exc}); the rows of this mini-batch are not written. "
-                "Make the column one "
-                f"type in run() (e.g. df[{str(column)!r}].astype(str)), or split it in two."
-            ) from None
-        if kept(array.type):
+            raise _column_error(column, values, fmt, exc) from None
+        except OverflowError as exc:  # (an int beyond int64's range)
+            raise _column_error(column, values, fmt, exc) from None
+        if fmt == "csv" and pa.types.is_decimal(array.type):  # (each one's own digits)
+            valid = array.is_valid().to_pylist()
+            texts = [str(v) if ok else None for v, ok in zip(values, valid, strict=True)]
+            arrays[column] = pa.array(texts, pa.large_string())
+        elif kept(array.type):
             arrays[column] = array
     return staged_frame(frame, arrays)
+
+
+def _column_error(column: Any, values: Any, fmt: str, exc: Exception) -> ColumnError:
+    """The :class:`ColumnError` of an object column whose values Arrow cannot hold as one type
+    (``exc``, Arrow's error: an ``OverflowError`` for an int beyond 64 bits)."""
+    kinds = sorted({type(v).__name__ for v in values.dropna().head(10_000)})
+    containers = {"list", "tuple", "dict", "ndarray", "set", "frozenset"}
+    big = next((v for v in values if isinstance(v, int) and not -(2**63) <= v < 2**63), None)
+    if big is not None:
+        digits = str(big)
+        shown = digits if len(digits) <= SHOWN_DIGITS else digits[:SHOWN_DIGITS] + "..."
+        held = f"the int {shown}, beyond the range of a 64-bit integer column"
+        advice = (
+            f"Make the column text in run() (df[{str(column)!r}].astype(str)), which keeps "
+            "every digit, or float where the digits need not be exact."
+        )
+    else:
+        if len(kinds) > 1:
+            held = f"values of the types {', '.join(kinds[:6])} together"
+        elif kinds and kinds[0] in containers:
+            held = f"{kinds[0]} values of more than one type inside"
+        else:
+            held = f"{''.join(kinds) or 'object'} values (a type Arrow cannot convert)"
+        advice = (
+            f"Make the column one type in run() (e.g. df[{str(column)!r}].astype(str)), or "
+            "split it in two."
+        )
+    holder = "one Parquet column" if fmt == "parquet" else "one column of a CSV dataset"
+    return ColumnError(
+        f"column {str(column)!r} of run()'s DataFrame holds {held}, which {holder} cannot "
+        f"hold ({exc}); the rows of this mini-batch are not written. {advice}"
+    )
 
 
 def arrow_values(values: Any) -> Any:
