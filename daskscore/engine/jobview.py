@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.engine.outcomes import Outcomes
-from daskscore.protocol import Part
+from daskscore.protocol import Part, error_line
 
 #: Failures shown on the page, at most (the newest are kept; failed_items.csv has them all).
 MAX_FAILURES = 50
 #: Characters of a traceback shown on the page, at most (its end: where it was raised).
 MAX_TRACEBACK = 4000
+#: The newest failures shown with their traceback (the others with their error line only):
+#: each publication of the page's counts is an event the scheduler keeps (1000 of them).
+MAX_TRACEBACKS = 5
+#: Characters of a failure's error line shown on the page, at most.
+MAX_ERROR_LINE = 300
 #: Files named in a failure's row, at most.
 MAX_FILES = 3
 
@@ -52,21 +57,22 @@ def about(
 
 def failures(outcomes: Outcomes, work: list[Any]) -> list[list[Any]]:
     """The settled mini-batches with failed items so far, the last :data:`MAX_FAILURES`:
-    ``[mini_batch, files, status, tries, error (its last line), traceback]``."""
+    ``[mini_batch, files, status, tries, error (its line, cut to :data:`MAX_ERROR_LINE`),
+    traceback (its end, for the newest :data:`MAX_TRACEBACKS`; else empty)]``."""
     rows = []
     final = outcomes.final
-    for mb in outcomes.failure_ids()[-MAX_FAILURES:]:
+    shown = outcomes.failure_ids()[-MAX_FAILURES:]
+    for i, mb in enumerate(shown):
         rec = final[mb]
         error = str(rec.error or "")
-        last = next((line for line in reversed(error.splitlines()) if line.strip()), "")
         rows.append(
             [
                 mb,
                 _files(work[mb]) if 0 <= mb < len(work) else "",
                 str(getattr(rec.status, "value", rec.status)),
                 rec.try_no,
-                last.strip(),
-                error[-MAX_TRACEBACK:],
+                error_line(error, limit=MAX_ERROR_LINE),
+                error[-MAX_TRACEBACK:] if len(shown) - i <= MAX_TRACEBACKS else "",
             ]
         )
     return rows

@@ -334,6 +334,30 @@ def exception_text(exc: BaseException, with_type: bool = True) -> str:
     return f"{type(exc).__name__}: {text}" if with_type else text
 
 
+#: Characters of an error text a try's record keeps, at most (its summary, ledgers and CSV
+#: columns hold it): a longer one keeps its start and its end, the whole text stays in the
+#: worker's ``logs/user/error/`` file.
+MAX_RECORD_ERROR = 16_000
+
+
+def bounded_error(text: str, limit: int = MAX_RECORD_ERROR) -> str:
+    """``text`` (a try's error) cut in its middle to at most about ``limit`` characters: its
+    first quarter (the traceback's frames, the exception's name) and its last three quarters
+    (where the message ends), with a line saying how much was cut and where the rest is.
+
+    Examples
+    --------
+    >>> bounded_error("a" * 10 + "b" * 30, limit=8)
+    'aa\\n… 32 characters cut (the whole text: logs/user/error/) …\\nbbbbbb'
+    """
+    if len(text) <= limit:
+        return text
+    head, tail = limit // 4, limit - limit // 4
+    cut = len(text) - head - tail
+    said = f"… {cut:,} characters cut (the whole text: logs/user/error/) …"
+    return f"{text[:head]}\n{said}\n{text[-tail:]}"
+
+
 def error_line(text: Any, limit: int | None = None, empty: str = "") -> str:
     """An error text in one line, for a CSV column, a table cell or a summary: the exception of
     a traceback — its first line after the last frame, with the lines that follow it (a

@@ -7,7 +7,8 @@ that refreshes itself every two seconds, and ``/daskscore/status.json``, what it
 A driver publishes its job's counts as scheduler events on the topic :data:`TOPIC`
 (``Scheduler.log_event``: no daskscore code runs on the scheduler for that), at most once per
 :data:`PUBLISH_PERIOD_S` and without waiting for the answer, so the dispatch loop never
-blocks on it; the final counts, those of ``job_summary.json``, are sent and waited for.  The
+blocks on it (its failures only when they changed: the page shows a job's newest); the
+final counts, those of ``job_summary.json``, are sent and waited for.  The
 page shows the newest event of every job; the scheduler keeps the last
 ``distributed.admin.low-level-log-length`` events (1000) of the topic.
 """
@@ -37,6 +38,9 @@ TOPIC = "daskscore-jobs"
 PAGE_PATH = "/daskscore"
 #: Seconds between two publications of a running job's counts.
 PUBLISH_PERIOD_S = 1.0
+#: Seconds after which a running job's failures are published again though unchanged (the
+#: scheduler keeps its last 1000 events: an old one may be gone).
+RESEND_S = 30.0
 #: Seconds the final publication of a job may take before it is given up.
 FINAL_TIMEOUT_S = 5.0
 #: The page fetches nothing but its own status.json, and runs nothing but its inline script.
@@ -113,12 +117,18 @@ def jobs(scheduler: Any) -> list[dict[str, Any]]:
     arrived in), with ``updated`` (the event's time) and ``age_s`` (seconds since) added.
     """
     latest: dict[str, dict[str, Any]] = {}
+    failures: dict[str, tuple[int, Any]] = {}  # (job -> the newest failures sent, and seq)
     for stamp, msg in scheduler.get_events(TOPIC):
         if not isinstance(msg, dict) or not isinstance(msg.get("job_id"), str):
             continue
-        held = latest.get(msg["job_id"])
-        if held is None or msg.get("seq", 0) >= held.get("seq", 0):
-            latest[msg["job_id"]] = {**msg, "updated": stamp}
+        job, seq = msg["job_id"], msg.get("seq", 0)
+        if "failures" in msg and seq >= failures.get(job, (-1, None))[0]:
+            failures[job] = (seq, msg["failures"])
+        held = latest.get(job)
+        if held is None or seq >= held.get("seq", 0):
+            latest[job] = {**msg, "updated": stamp}
+    for job, (_, shown) in failures.items():  # (a job's failures are sent when they change)
+        latest[job].setdefault("failures", shown)
     now = time.time()
     rows = [{**r, "age_s": round(max(0.0, now - r["updated"]), 1)} for r in latest.values()]
     for r in rows:
@@ -281,6 +291,8 @@ class JobBoard:
         self._seq = 0
         self._last = -float("inf")
         self._finished = False
+        self._failures: Any = None  # (the failures last published, and when)
+        self._failures_at = -float("inf")
 
     def tick(self, counts: Callable[[], dict[str, Any]]) -> None:
         """Publish ``counts()`` as the running job's, unless that was done under a second ago."""
@@ -290,7 +302,12 @@ class JobBoard:
         self._last = now
         self._counts_fn = counts
         self._counts = self._sample(counts())
-        self._publish({**self._counts, "status": "Running", "verdict": "Running"}, wait=False)
+        sent = dict(self._counts)
+        if sent.get("failures") == self._failures and now - self._failures_at < RESEND_S:
+            sent.pop("failures", None)  # (unchanged: the page keeps the last it was sent)
+        else:
+            self._failures, self._failures_at = sent.get("failures"), now
+        self._publish({**sent, "status": "Running", "verdict": "Running"}, wait=False)
 
     def _sample(self, counts: dict[str, Any]) -> dict[str, Any]:
         """``counts`` with the throughput history: ``[elapsed s, items done]`` points."""

@@ -40,6 +40,7 @@ from daskscore.protocol import (
     Payload,
     Status,
     TaskResult,
+    bounded_error,
     exception_text,
     failed_item_reasons,
     item_counts,
@@ -299,9 +300,9 @@ def _failed(
     if isinstance(exc, (*script_mod.RESULT_ERRORS, InputError)):
         # daskscore raised it about what run() returned, or about an input it could not read
         # (naming the file and the line): the message is the whole story
-        rec.error = runtime.shown(exception_text(exc))
+        rec.error = bounded_error(runtime.shown(exception_text(exc)))
     else:
-        rec.error = runtime.user_traceback(exc)
+        rec.error = bounded_error(runtime.user_traceback(exc))
     context = f"run() of mini-batch {rec.mini_batch} (try {rec.try_no}, {_describe(work)})"
     runtime.write_error(context, script_mod.full_traceback(exc))
     return rec
