@@ -562,3 +562,41 @@ def test_a_script_s_file_of_the_output_s_name_is_kept_and_said_after_the_verdict
     )
     assert len((out / "predictions.from-script.csv").read_text().splitlines()) == 5
     assert (out / "predictions.csv").read_text().split() == [f"f{i:04d}.csv" for i in range(5)]
+
+
+@pytest.mark.parametrize(("extra", "lines"), [((), 2), (("--no-progress",), 1)])
+def test_a_closed_output_pipe_ends_what_is_written_not_the_job(
+    tmp_path: Path, extra: tuple[str, ...], lines: int
+) -> None:
+    """``daskscore run ... 2>&1 | head -2``: once the reader has gone, the command's lines are
+    dropped quietly; the job runs to its end, writes every output, and exits with its own
+    status.  (Before, the next line's ``BrokenPipeError`` ended the driver: exit 1, and no
+    summary or predictions where that line came before they were written.)"""
+    script = """
+        import os, time
+
+        def run(mini_batch):
+            time.sleep(0.2)
+            return [os.path.basename(p) for p in mini_batch]
+    """
+    dep = write_deployment(tmp_path / "deploy", script, settings={"mini_batch_size": 1})
+    inputs, out = write_inputs(tmp_path / "in", 6), tmp_path / "out"
+    args = ["run", str(dep), "-i", str(inputs), "-o", str(out), "--workers", "2"]
+    driver = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "daskscore", *args, "--no-dashboard", *extra],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert driver.stdout is not None
+    read = [driver.stdout.readline() for _ in range(lines)]
+    driver.stdout.close()  # (head has its lines)
+    assert driver.wait(timeout=150) == 0, read
+    s = summary_of(out)
+    assert (s["status"], s["succeeded_items"]) == ("Completed", 6), s
+    assert sorted((out / "predictions.csv").read_text().split()) == sorted(
+        f"f{i:04d}.csv" for i in range(6)
+    )
+    assert (out / "report.html").is_file()
+    log = (out / "logs" / "sys" / "daskscore.txt").read_text()
+    assert "all mini-batches settled" in log and "assembled " in log, log[-2000:]

@@ -8,6 +8,7 @@ Errors are short â€” one paragraph, and the user's traceback for a failed job â€
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -29,7 +30,7 @@ from daskscore.devtools import validate as devtools
 from daskscore.devtools.replay import replay
 from daskscore.engine.runner import execute
 from daskscore.errors import DaskScoreError, JobFailed, StopSignal
-from daskscore.ui.termtext import say
+from daskscore.ui.termtext import closed, say, write
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -41,7 +42,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     ok, text = warm.act(
         args.action, given.get("workers"), given.get("dashboard"), given.get("resources")
     )
-    print(text)
+    write(text + "\n", sys.stdout)
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -63,10 +64,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     root = scaffold.scaffold(args.name, args.template)
-    print(
+    write(
         f"Created {root}/. Try it: daskscore validate {shlex.quote(str(root / 'deployment.yml'))} "
-        f"--input {shlex.quote(str(root / 'sample-inputs'))}",
-        file=sys.stderr,
+        f"--input {shlex.quote(str(root / 'sample-inputs'))}\n"
     )
     return EXIT_OK
 
@@ -97,7 +97,7 @@ _SAID: set[str] = set()
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     prefix = "warning" if issubclass(category, UnknownKeyWarning) else category.__name__
     _SAID.add(str(message))
-    print(f"daskscore: {prefix}: {message}", file=sys.stderr)
+    write(f"daskscore: {prefix}: {message}\n")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -251,10 +251,9 @@ def _command(
         log = logging.getLogger("daskscore")
         if log.hasHandlers():  # (a job's log: the traceback is kept there; else --verbose's)
             log.exception("internal error")
-        print(
+        write(
             f"daskscore: internal error: {type(exc).__name__}: {exc} (rerun with --verbose "
-            "for the traceback)",
-            file=sys.stderr,
+            "for the traceback)\n"
         )
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
@@ -299,7 +298,8 @@ def _stop_like_ctrl_c() -> tuple[list[int], dict[int, Any]]:
         if _handling_interrupt():
             if not noted:  # (os.write: a print here could land inside another one)
                 noted.append(signum)
-                os.write(2, b"daskscore: stopping already, writing up what is done\n")
+                with contextlib.suppress(OSError):  # (a closed pipe: said nowhere)
+                    os.write(2, b"daskscore: stopping already, writing up what is done\n")
             return
         ended.append(signum)
         name = signal.Signals(signum).name
@@ -368,13 +368,15 @@ def leave(code: int | str | None) -> None:
     if code is None:
         code = 0
     elif not isinstance(code, int):
-        print(code, file=sys.stderr)
+        write(f"{code}\n")
         code = 1
-    if not exited:  # (a Python without those steps at hand: its own exit, teardown and all)
-        sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (daskscore ... | head), a closed stream
+        except BrokenPipeError:  # a closed pipe (daskscore ... | head): no error at exit
+            closed(stream)
+        except (OSError, ValueError):  # a closed stream
             pass
+    if not exited:  # (a Python without those steps at hand: its own exit, teardown and all)
+        sys.exit(code)
     os._exit(code)

@@ -20,6 +20,7 @@ from html import escape
 from typing import Any, TextIO
 
 from daskscore.ui.barline import fit_bar, fmt_s, plain_line, running_text
+from daskscore.ui.termtext import write
 
 __all__ = ["Progress", "ProgressView", "in_jupyter_kernel", "render_html", "running_text"]
 
@@ -354,10 +355,9 @@ class Progress:
             return
         if self.tty:  # (one column spare: a line as wide as the terminal wraps on some)
             width = max(20, shutil.get_terminal_size().columns - 1)
-            self.stream.write(f"\r{fit_bar(self.snapshot(), width)}\033[K")
-        else:
-            self.stream.write(f"progress: {self.line()}\n")
-        self.stream.flush()
+            write(f"\r{fit_bar(self.snapshot(), width)}\033[K", self.stream)
+        else:  # (a closed pipe, `2>&1 | head`: nothing more is written, the job goes on)
+            write(f"progress: {self.line()}\n", self.stream)
 
     def _show(self, finished: bool = False) -> None:
         """Show the notebook display, or update the one shown."""
@@ -377,5 +377,4 @@ class Progress:
             return
         self.draw(force=True)
         if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+            write("\n", self.stream)

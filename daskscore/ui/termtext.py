@@ -94,15 +94,46 @@ def shown(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+def write(text: str, stream: TextIO | None = None) -> None:
+    """Write ``text`` on ``stream`` (standard error) and flush it.  A reader that went away
+    (``daskscore run ... | head -2``) ends what is written there, quietly: the stream writes
+    to ``os.devnull`` from then on (see :func:`closed`), and the job goes on."""
+    stream = stream or sys.stderr
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        closed(stream)
+
+
+def closed(stream: TextIO) -> None:
+    """The reader of ``stream`` went away: point its descriptor at ``os.devnull``, as Python's
+    documentation advises for a closed pipe, so that what it still holds, what is written
+    later and the flush at exit fail nothing."""
+    try:
+        fd = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (AttributeError, OSError, ValueError):  # (no descriptor: nothing to point)
+        return
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def say(text: str, stream: TextIO | None = None, style: str | None = None) -> None:
     """Print ``text`` on ``stream`` (standard error), fitted to it when it is a terminal; its
     control characters are written out (a file name may hold an escape sequence).  ``style``:
     an SGR code (``"1;31"``, bold red) the text is drawn with on a terminal, unless
-    ``NO_COLOR`` is set."""
+    ``NO_COLOR`` is set.  A closed stream is skipped (:func:`write`)."""
     stream = stream or sys.stderr
     text = shown(text)
     if hasattr(stream, "isatty") and stream.isatty():
         text = fit(text, max(40, shutil.get_terminal_size().columns - 1))
         if style and "NO_COLOR" not in os.environ:
             text = "\n".join(f"\033[{style}m{line}\033[0m" for line in text.split("\n"))
-    print(text, file=stream, flush=True)
+    write(text + "\n", stream)

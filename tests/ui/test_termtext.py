@@ -28,3 +28,24 @@ def test_control_characters_of_a_file_name_are_written_out(capsys: pytest.Captur
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\r" not in err
     assert "/in/x\\x1b[31mRED\\x1b[0m.txt and /in/a\\rb.txt\n\tnext line" in err
+
+
+def test_a_stream_whose_reader_went_away_takes_every_line_quietly() -> None:
+    """A closed pipe (``daskscore run ... | head``): the command's lines and the progress
+    display are dropped, the job goes on; the stream then writes to ``os.devnull``, so its
+    flush at exit fails nothing either."""
+    import os
+
+    from daskscore.ui.progress import Progress
+
+    read, written = os.pipe()
+    stream = open(written, "w")  # noqa: SIM115 - closed below, after the writes
+    os.close(read)
+    say("Scoring 4 files", stream)
+    progress = Progress(4, 4, stream=stream)
+    progress.add_done(4, 4)
+    progress.draw(force=True)
+    progress.close()
+    say("Job Completed", stream)
+    assert os.path.samestat(os.fstat(written), os.stat(os.devnull))
+    stream.close()
