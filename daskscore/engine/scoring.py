@@ -162,7 +162,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
             lambda: {**live_counts(outcomes, progress), "failures": failures(outcomes, plan.work)}
         )
 
-    stopping = False
+    stopping, ending = False, "failed"  # (until every mini-batch has settled)
     try:
         tick()
         logger.info("cluster ready with %d workers", workers)
@@ -186,13 +186,15 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
             loop.run(on_tick=tick)
         phases.mark("score")
         logger.info("all mini-batches settled; %d tasks", loop.seq)
+        ending = "failed" if outcomes.threshold_exceeded() else "done"
     except InitFailed as exc:
         outcomes.init_error = exc.user_traceback
-    except (KeyboardInterrupt, ClusterLost):
+    except (KeyboardInterrupt, ClusterLost) as exc:
         stopping = True
+        ending = "interrupted" if isinstance(exc, KeyboardInterrupt) else ending
         raise
     finally:
-        progress.close()
+        progress.close(ending)  # (the notebook's display says how the job ended)
         job.record.running_at_end = progress.running_now()  # (a job cut short: its stragglers)
         loop.stop()
         if not loop.lost:  # (no scheduler left to bring a shipped job's files home through)

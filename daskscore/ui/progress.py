@@ -98,7 +98,14 @@ class ProgressView:
         return self.text
 
 
-def render_html(snapshot: dict[str, Any], link: str | None = None, finished: bool = False) -> str:
+#: How a job's display ends (:meth:`Progress.close`): the word shown, and its colour (the
+#: bar's too; "done" is green, or amber where mini-batches failed, as report.html's verdict).
+ENDINGS = {"done": None, "interrupted": "#bf8700", "failed": "#cf222e"}
+
+
+def render_html(
+    snapshot: dict[str, Any], link: str | None = None, finished: bool = False, ending: str = "done"
+) -> str:
     """The notebook display of a :meth:`Progress.snapshot`: a small bar and the counts.
 
     Parameters
@@ -108,7 +115,11 @@ def render_html(snapshot: dict[str, Any], link: str | None = None, finished: boo
     link : str, optional
         The job's page on the Dask dashboard, shown as a link.
     finished : bool, default False
-        The job is over: no ETA, and the bar says so.
+        The job is over: no ETA, and the bar says how it ended.
+    ending : {"done", "interrupted", "failed"}, default "done"
+        How it ended (with ``finished``): every mini-batch settled; stopped by Ctrl-C, a
+        kernel interrupt or a signal; or failed (``init()`` raised, ``error_threshold``
+        exceeded, no worker left...).
 
     Returns
     -------
@@ -120,6 +131,11 @@ def render_html(snapshot: dict[str, Any], link: str | None = None, finished: boo
     frac = items / total if total else 1.0
     failed, partial = s["failed_mini_batches"], s.get("partial_mini_batches", 0)
     colour = "#bf8700" if failed or partial else "#2da44e"
+    state, tone = "running", ""
+    if finished:
+        state, ended = ending, ENDINGS.get(ending)
+        colour = ended or colour
+        tone = f' style="color:{ended};font-weight:600"' if ended else ""
     parts = [
         f'<span data-field="mini-batches">{s["mini_batches_done"]}/{s["mini_batches_total"]}'
         "</span> mini-batches",
@@ -141,14 +157,13 @@ def render_html(snapshot: dict[str, Any], link: str | None = None, finished: boo
         parts.append(f'<span data-field="running">{escape(running_text(s["running"]))}</span>')
     if link:
         parts.append(f'<a href="{escape(link)}" target="_blank">daskscore page</a>')
-    state = "done" if finished else "running"
     return (
         '<div class="daskscore-progress" style="font:13px/1.6 sans-serif">'
         '<div style="display:flex;align-items:center;gap:8px">'
         f'<div role="progressbar" aria-valuenow="{frac * 100:.0f}" style="width:240px;'
         'height:10px;background:#e5e7eb;border-radius:5px;overflow:hidden">'
         f'<div style="width:{frac * 100:.1f}%;height:100%;background:{colour}"></div></div>'
-        f"<b>{frac:.0%}</b> <span data-field='state'>{state}</span></div>"
+        f"<b>{frac:.0%}</b> <span data-field='state'{tone}>{escape(state)}</span></div>"
         f"<div>{' &middot; '.join(parts)}</div></div>"
     )
 
@@ -359,21 +374,24 @@ class Progress:
         else:  # (a closed pipe, `2>&1 | head`: nothing more is written, the job goes on)
             write(f"progress: {self.line()}\n", self.stream)
 
-    def _show(self, finished: bool = False) -> None:
+    def _show(self, finished: bool = False, ending: str = "done") -> None:
         """Show the notebook display, or update the one shown."""
         snapshot = self.snapshot()
-        view = ProgressView(render_html(snapshot, self.page_link, finished), _line(snapshot))
+        text = _line(snapshot) + (f" | {ending}" if finished else "")
+        view = ProgressView(render_html(snapshot, self.page_link, finished, ending), text)
         if not self._shown:
             self._shown = True
             self._handle = self._display(view, display_id=True)  # type: ignore[misc]
         elif self._handle is not None:
             self._handle.update(view)
 
-    def close(self) -> None:
+    def close(self, ending: str = "done") -> None:
+        """The last drawing: in a notebook, the display says how the job ended (``ending``,
+        one of :data:`ENDINGS`), in its colour."""
         if not self.enabled:
             return
         if self.html:
-            self._show(finished=True)
+            self._show(finished=True, ending=ending)
             return
         self.draw(force=True)
         if self.tty:

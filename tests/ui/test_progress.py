@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
+import _thread
 import io
+import re
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_deployment
+from conftest import write_deployment, write_inputs
 
 import daskscore
 import daskscore.api
@@ -104,6 +106,16 @@ def test_html_counts_partial_mini_batches_as_the_report_does() -> None:
     assert "background:#bf8700" in alone  # amber: items failed
 
 
+@pytest.mark.parametrize(
+    ("ending", "colour"), [("interrupted", "#bf8700"), ("failed", "#cf222e"), ("done", "#2da44e")]
+)
+def test_html_of_a_job_that_ended_says_how(ending: str, colour: str) -> None:
+    html = render_html(_snapshot(), finished=True, ending=ending)
+    assert f"background:{colour}" in html
+    assert re.search(rf"data-field='state'[^>]*>{ending}</span>", html), html
+    assert "ETA" not in html
+
+
 def test_html_links_the_daskscore_page_escaped() -> None:
     html = render_html(_snapshot(), link='http://127.0.0.1:8787/daskscore?a=1&b="<x>"')
     assert 'href="http://127.0.0.1:8787/daskscore?a=1&amp;b=&quot;&lt;x&gt;&quot;"' in html
@@ -157,12 +169,19 @@ def test_disabled_progress_shows_nothing() -> None:
     assert display.shown == []
 
 
-def test_a_kernel_gets_ipythons_display(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def kernel_display(monkeypatch: pytest.MonkeyPatch) -> FakeDisplay:
+    """This process seen as a Jupyter kernel, whose ``display`` is a :class:`FakeDisplay`."""
     display = FakeDisplay()
     _fake_ipython(monkeypatch, lambda: FakeShell({"IPKernelApp": {"connection_file": "k.json"}}))
     module = types.ModuleType("IPython.display")
     module.display = display  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "IPython.display", module)
+    return display
+
+
+def test_a_kernel_gets_ipythons_display(kernel_display: FakeDisplay) -> None:
+    display = kernel_display
     progress = Progress(2, 20)
     progress.draw(force=True)
     assert [kind for kind, _ in display.shown] == ["display"]
@@ -254,3 +273,84 @@ def test_run_shows_progress_by_default_in_a_kernel(
     kwargs = {} if given is None else {"progress": given}
     daskscore.run(dep, tmp_path, tmp_path / "out", **kwargs)
     assert [options.progress for options in seen] == [expected]
+
+
+# ----------------------------------------------------------------------------- real jobs' endings
+
+ENDINGS_SCRIPT = """
+import os, time
+
+def run(mini_batch):
+    time.sleep(0.1)
+    if os.environ["FAIL"] == "1" and any(p.endswith("f0003.csv") for p in mini_batch):
+        raise ValueError("bad file")
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+class InterruptingDisplay(FakeDisplay):
+    """A kernel's display whose user stops the kernel (``KeyboardInterrupt`` in the main
+    thread, as Jupyter's interrupt does) once it shows a mini-batch done."""
+
+    def __call__(self, obj: Any, display_id: bool = False) -> FakeHandle:
+        handle = super().__call__(obj, display_id)
+        stop, update = [True], handle.update
+
+        def watched(view: Any) -> None:
+            update(view)
+            if stop and re.search(r'"mini-batches">[1-9]', view.html):
+                stop.clear()
+                _thread.interrupt_main()
+
+        handle.update = watched  # type: ignore[method-assign]
+        return handle
+
+
+@pytest.mark.parametrize(
+    ("fail", "threshold", "state", "colour"),
+    [
+        ("0", -1, "done", "#2da44e"),
+        ("1", -1, "done", "#bf8700"),  # (completed; its failed mini-batch said, in amber)
+        ("1", 0, "failed", "#cf222e"),  # (ErrorThresholdExceeded)
+        ("0", -1, "interrupted", "#bf8700"),
+    ],
+)
+def test_a_jobs_display_ends_saying_how_the_job_ended(
+    tmp_path: Path,
+    client: Any,
+    kernel_display: FakeDisplay,
+    monkeypatch: pytest.MonkeyPatch,
+    fail: str,
+    threshold: int,
+    state: str,
+    colour: str,
+) -> None:
+    """daskscore.run in a notebook: the display's last state is the job's ending, in its
+    colour (an interrupted job's read "55% done", in green)."""
+    from daskscore.errors import ErrorThresholdExceeded
+
+    if state == "interrupted":
+        kernel_display = InterruptingDisplay()
+        monkeypatch.setattr(sys.modules["IPython.display"], "display", kernel_display)
+    settings = {
+        "mini_batch_size": 1,
+        "error_threshold": threshold,
+        "retry_settings": {"max_retries": 0},
+        "environment_variables": {"FAIL": fail},
+    }
+    dep = write_deployment(tmp_path / "deploy", ENDINGS_SCRIPT, settings=settings)
+    inputs = write_inputs(tmp_path / "in", 20)
+    raised = {"done": None, "failed": ErrorThresholdExceeded, "interrupted": KeyboardInterrupt}
+    expected = raised[state]
+    try:
+        daskscore.run(dep, inputs, tmp_path / "out", client=client)
+    except BaseException as exc:  # noqa: BLE001 - the ending is checked below
+        assert expected is not None and isinstance(exc, expected), repr(exc)
+    else:
+        assert expected is None
+    last = kernel_display.shown[-1][1]
+    assert re.search(rf"data-field='state'[^>]*>{state}</span>", last.html), last.html
+    assert f"background:{colour}" in last.html, last.html
+    assert last.text.endswith(f" | {state}"), last.text
+    if fail == "1":
+        assert 'data-field="failed"' in last.html, last.html
