@@ -20,7 +20,7 @@ from html import escape
 from typing import Any, TextIO
 
 from daskscore.ui.barline import fit_bar, fmt_s, plain_line, running_text
-from daskscore.ui.termtext import write
+from daskscore.ui.termtext import escapes_allowed, write
 
 __all__ = ["Progress", "ProgressView", "in_jupyter_kernel", "render_html", "running_text"]
 
@@ -370,7 +370,8 @@ class Progress:
             return
         if self.tty:  # (one column spare: a line as wide as the terminal wraps on some)
             width = max(20, shutil.get_terminal_size().columns - 1)
-            write(f"\r{fit_bar(self.snapshot(), width)}\033[K", self.stream)
+            bar = fit_bar(self.snapshot(), width)  # (erased to its end; TERM=dumb: by spaces)
+            write(f"\r{bar}\033[K" if escapes_allowed() else f"\r{bar:<{width}}", self.stream)
         else:  # (a closed pipe, `2>&1 | head`: nothing more is written, the job goes on)
             write(f"progress: {self.line()}\n", self.stream)
 

@@ -94,6 +94,12 @@ def shown(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+def escapes_allowed() -> bool:
+    """Whether a terminal may be sent escape sequences (colours, erasing a line): not one
+    whose ``TERM`` is ``dumb`` (an editor's shell, a plain console)."""
+    return os.environ.get("TERM") != "dumb"
+
+
 def write(text: str, stream: TextIO | None = None) -> None:
     """Write ``text`` on ``stream`` (standard error) and flush it.  A reader that went away
     (``daskscore run ... | head -2``) ends what is written there, quietly: the stream writes
@@ -129,11 +135,11 @@ def say(text: str, stream: TextIO | None = None, style: str | None = None) -> No
     """Print ``text`` on ``stream`` (standard error), fitted to it when it is a terminal; its
     control characters are written out (a file name may hold an escape sequence).  ``style``:
     an SGR code (``"1;31"``, bold red) the text is drawn with on a terminal, unless
-    ``NO_COLOR`` is set.  A closed stream is skipped (:func:`write`)."""
+    ``NO_COLOR`` is set or ``TERM`` is ``dumb``.  A closed stream is skipped (:func:`write`)."""
     stream = stream or sys.stderr
     text = shown(text)
     if hasattr(stream, "isatty") and stream.isatty():
         text = fit(text, max(40, shutil.get_terminal_size().columns - 1))
-        if style and "NO_COLOR" not in os.environ:
+        if style and "NO_COLOR" not in os.environ and escapes_allowed():
             text = "\n".join(f"\033[{style}m{line}\033[0m" for line in text.split("\n"))
     write(text + "\n", stream)

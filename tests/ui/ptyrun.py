@@ -28,7 +28,7 @@ class PtyRun:
     def __init__(self, args: list[str], columns: int, env: dict[str, str] | None = None):
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-        full_env = {**os.environ, **(env or {}), "COLUMNS": str(columns), "TERM": "xterm"}
+        full_env = {**os.environ, "TERM": "xterm", **(env or {}), "COLUMNS": str(columns)}
         full_env.pop("NO_COLOR", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daskscore", *args],

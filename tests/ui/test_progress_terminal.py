@@ -228,9 +228,12 @@ def test_mini_batches_count_as_they_end_on_dask_worker_processes(tmp_path: Path)
     assert summary_of(out)["succeeded_items"] == 40
 
 
-def test_a_verdict_where_nothing_succeeded_is_red_on_a_terminal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("term", ["xterm", "dumb"])
+def test_a_verdict_where_nothing_succeeded_is_red_on_a_terminal(tmp_path: Path, term: str):
     """Drawn red, not written out: the colour's escape codes went through the text's own
-    escaping of control characters and showed as ``\\x1b[1;31m``."""
+    escaping of control characters and showed as ``\\x1b[1;31m``.  A terminal whose
+    ``TERM`` is ``dumb`` gets no escape sequence at all: no colour, and the bar is erased
+    to its end with spaces, not ``\\033[K``."""
     script = """
         def run(mini_batch):
             raise RuntimeError("every mini-batch fails")
@@ -238,7 +241,12 @@ def test_a_verdict_where_nothing_succeeded_is_red_on_a_terminal(tmp_path: Path) 
     dep, inputs, out = make_job(
         tmp_path, script, n_files=2, settings={"retry_settings": {"max_retries": 0}}
     )
-    run = PtyRun(_args(dep, inputs, out), 100)
+    run = PtyRun(_args(dep, inputs, out), 100, env={"TERM": term})
     assert run.finish() == 0, run.text
-    assert "\x1b[1;31mJob Completed, but no item succeeded" in run.text, run.text
     assert "\\x1b" not in run.text, run.text
+    if term == "dumb":
+        assert "\x1b" not in run.text, run.text
+        assert "Job Completed, but no item succeeded" in run.text, run.text
+        assert re.search(r"100% 1/1 mini-batch, 1 failed", run.bars()[-1]), run.bars()
+    else:
+        assert "\x1b[1;31mJob Completed, but no item succeeded" in run.text, run.text
