@@ -12,6 +12,8 @@ import platform
 from html import escape
 from typing import Any
 
+from daskscore.ui.termtext import shown
+
 #: The phases of a job, in order, as ``job_summary.json`` ``phases`` names them.
 PHASES = ("start_cluster", "init", "score", "assemble")
 _PHASE_COLOURS = {"start_cluster": "#8250df", "init": "#bf8700", "score": "#2da44e"}
@@ -63,14 +65,16 @@ def versions() -> dict[str, str]:
 def shown_path(path: str, root: Any) -> str:
     """A failed file as the user knows it: relative to the input root when it lies under it
     (base names alone are ambiguous when folders repeat names), else as it is; a line break
-    in its name written out (``\\n``), so that the failure's line stays one line."""
+    in its name written out (``\\n``), so that the failure's line stays one line, and so are
+    its control and format characters (``\\x1b``, a right-to-left override ``\\u202e``:
+    :func:`~daskscore.ui.termtext.shown`), on a terminal and in ``report.html`` alike."""
     if root:
         base = str(root).rstrip("/\\")
         for sep in ("/", "\\"):
             if path.startswith(base + sep):
                 path = path[len(base) + 1 :]
                 break
-    return path.replace("\r", "\\r").replace("\n", "\\n")
+    return shown(path.replace("\n", "\\n"))
 
 
 def _secs(value: Any) -> str:

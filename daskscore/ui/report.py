@@ -375,7 +375,9 @@ def _failures_section(s: dict[str, Any]) -> str:
     ]
     for f in failures[:MAX_FAILURES]:
         files = [str(p) for p in f.get("files") or []]
-        shown = "".join(f"<li>{escape(p)}</li>" for p in files[:MAX_FILES])
+        shown = "".join(
+            f"<li>{escape(explain.shown_path(p, None))}</li>" for p in files[:MAX_FILES]
+        )
         if len(files) > MAX_FILES:
             shown += f"<li>… and {_int(len(files) - MAX_FILES)} more</li>"
         first = ", ".join(explain.shown_path(p, s.get("input")) for p in files[:2])

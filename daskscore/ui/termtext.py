@@ -21,6 +21,7 @@ import re
 import shutil
 import sys
 import textwrap
+import unicodedata
 from typing import TextIO
 
 _TRACEBACK = re.compile(r"^(\s*)Traceback \(most recent call last\):")
@@ -85,13 +86,24 @@ def _fold(line: str, width: int) -> list[str]:
     ) or [line]
 
 
-#: control characters (but line ends and tabs): a file name's ESC would colour the terminal
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+#: what may be a control character: any but printable ASCII, line ends and tabs (a fast test)
+_ODD = re.compile(r"[^\x20-\x7e\n\t]")
+#: the Unicode categories written out: controls (ESC, C1's CSI) and format characters (the
+#: bidirectional overrides and isolates, U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C,
+#: which reorder what follows them on the screen; zero-width spaces and joiners)
+_WRITTEN_OUT = ("Cc", "Cf")
 
 
 def shown(text: str) -> str:
-    """``text`` with its control characters written as Python writes them (``\\x1b``)."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    """``text`` with its control and format characters written as Python writes them
+    (``\\x1b``, ``\\u202e``): a file name's escape sequence would colour the terminal, its
+    right-to-left override show another name.  Line ends and tabs are kept."""
+    return _ODD.sub(_written_out, text)
+
+
+def _written_out(match: re.Match[str]) -> str:
+    char = match.group()
+    return repr(char)[1:-1] if unicodedata.category(char) in _WRITTEN_OUT else char
 
 
 def escapes_allowed() -> bool:

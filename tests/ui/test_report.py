@@ -111,6 +111,17 @@ def test_errors_paths_and_names_from_the_job_are_escaped(tmp_path: Path) -> None
     assert "<details>" in page and "class='failure' data-mini-batch='2'" in page
 
 
+def test_control_and_bidi_characters_of_a_name_are_shown_written_out(tmp_path: Path) -> None:
+    """A file name's right-to-left override would reorder the page's text, its ESC be
+    invisible: both are shown as Python writes them, in the list of files and its summary."""
+    name = "/data/in/zz\u202eexe.txt\x1b[31m"
+    s = summary(failed_items=10, failures=[failure(1, "ValueError: bad", [name])])
+    page = report.write_report(tmp_path, s, [attempt(0)]).read_text(encoding="utf-8")
+    assert "\u202e" not in page and "\x1b" not in page
+    assert "<li>/data/in/zz\\u202eexe.txt\\x1b[31m</li>" in page
+    assert "<summary>zz\\u202eexe.txt\\x1b[31m</summary>" in page
+
+
 def test_completed_with_failures_is_amber(tmp_path: Path) -> None:
     s = summary(failed_items=10, failures=[failure(1, "ValueError: bad")])
     page = report.write_report(tmp_path, s, [attempt(0)]).read_text(encoding="utf-8")

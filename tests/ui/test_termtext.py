@@ -49,3 +49,18 @@ def test_a_stream_whose_reader_went_away_takes_every_line_quietly() -> None:
     say("Job Completed", stream)
     assert os.path.samestat(os.fstat(written), os.stat(os.devnull))
     stream.close()
+
+
+@pytest.mark.parametrize(
+    "char", ["\u202e", "\u202a", "\u2066", "\u2069", "\u200e", "\u200f", "\u061c", "\u200b", "\x9b"]
+)
+def test_bidi_and_other_format_characters_of_a_file_name_are_written_out(
+    capsys: pytest.CaptureFixture, char: str
+) -> None:
+    """A right-to-left override (and the other bidirectional controls, zero-width and C1
+    control characters) would show another name than the file's: written out, as Python
+    writes them; letters of any script are kept."""
+    say(f"failed: /in/zz{char}txt.exe and /in/été-中文.csv")
+    err = capsys.readouterr().err
+    assert char not in err
+    assert f"/in/zz{repr(char)[1:-1]}txt.exe and /in/été-中文.csv" in err
