@@ -35,7 +35,7 @@ from daskscore.io import outputdir, triescsv
 from daskscore.io.dataschema import SchemaConflict
 from daskscore.io.writers import Assembly, OutputWriter
 from daskscore.protocol import failed_at_import, failed_before_init, init_untraced
-from daskscore.ui.explain import job_settings, shown_path, versions
+from daskscore.ui.explain import failure_status, job_settings, shown_path, versions
 from daskscore.ui.report import write_report
 
 logger = logging.getLogger("daskscore")
@@ -405,9 +405,10 @@ def failure_message(s: dict[str, Any]) -> str:
             files = ", ".join(shown_path(p, s.get("input")) for p in f["files"][:3])
             files += f" and {len(f['files']) - 3} more" if len(f["files"]) > 3 else ""
             unknown = ", rows unknown: lines counted" if f.get("rows_unknown") else ""
+            failed = "" if f["status"] == "RUN_DONE" else f", {f['failed']} failed"  # (partial)
             lines.append(
-                f"  mini-batch {f['mini_batch_id']} ({f['status']}, {f['tries']} tr"
-                f"{'y' if f['tries'] == 1 else 'ies'}, {f['failed']} failed{unknown}): {files}"
+                f"  mini-batch {f['mini_batch_id']} ({failure_status(f)}, {f['tries']} tr"
+                f"{'y' if f['tries'] == 1 else 'ies'}{failed}{unknown}): {files}"
             )
         if len(failures) > SHOWN_FAILURES:
             lines.append(f"  ... and {len(failures) - SHOWN_FAILURES} more (see job_summary.json)")

@@ -77,6 +77,25 @@ def shown_path(path: str, root: Any) -> str:
     return shown(path.replace("\n", "\\n"))
 
 
+#: How run() that returned fewer results than items says so (the try's error, a partial's)
+_SHORT = "run() returned "
+
+
+def failure_status(failure: dict[str, Any]) -> str:
+    """A failed mini-batch's status (a ``failures`` entry of ``job_summary.json``) as the
+    terminal and ``report.html`` say it: a partial one, whose run() returned (``RUN_DONE``,
+    Azure's status, which the summary keeps) with fewer results than items or naming its
+    failed items, says so: ``partial: returned 1 result for 2 files``."""
+    status = str(failure.get("status") or "")
+    if status != "RUN_DONE":
+        return status
+    error = str(failure.get("error") or "")
+    if error.startswith(_SHORT):
+        return "partial: " + error.splitlines()[0][len("run() ") :]
+    failed, succeeded = failure.get("failed") or 0, failure.get("succeeded") or 0
+    return f"partial: {failed} of {failed + succeeded} items failed"
+
+
 def _secs(value: Any) -> str:
     try:
         s = float(value)

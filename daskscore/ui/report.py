@@ -386,7 +386,7 @@ def _failures_section(s: dict[str, Any]) -> str:
         out.append(
             f"<tr class='failure' data-mini-batch='{escape(str(f.get('mini_batch_id')))}'>"
             f"<td class='n'>{escape(str(f.get('mini_batch_id')))}</td>"
-            f"<td>{escape(str(f.get('status', '')))}</td>"
+            f"<td>{escape(explain.failure_status(f))}</td>"
             f"<td class='n'>{_int(f.get('tries'))}</td>"
             f"<td class='n'>{_int(f.get('failed'))} of "
             f"{_int(_num(f.get('failed')) + _num(f.get('succeeded')))}</td>"

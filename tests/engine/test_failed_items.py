@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from helpers import cli_args, make_job, show
+from helpers import cli_args, make_job, show, summary_of
 
 import daskscore
 
@@ -103,3 +103,41 @@ def test_job_result_gives_the_failed_items(tmp_path: Path) -> None:
     assert frame["status"].tolist() == ["RUN_EXCEPTION"] * 2
     text = (out / "failed_items.csv").read_text()
     assert "tok" not in text and "KeyError" in text  # the secret is masked, in every form
+
+
+ODD_SCRIPT = """
+    import os
+
+    def run(mini_batch):
+        names = [os.path.basename(p) for p in mini_batch]
+        if any("bad" in n for n in names):
+            raise ValueError("bad file")
+        return names[:-1]  # one result short: a partial mini-batch
+"""
+
+
+def test_a_partial_and_odd_names_are_said_plainly_on_the_terminal_and_in_the_report(
+    tmp_path: Path,
+) -> None:
+    """A partial mini-batch is said as such where its failure is listed (it read
+    ``RUN_DONE, 1 failed``, Azure's status, which job_summary.json keeps); a name's
+    right-to-left override and escape sequence are written out there, never printed raw."""
+    settings = {"mini_batch_size": 2, "retry_settings": {"max_retries": 0}}
+    dep, inputs, out = make_job(tmp_path, ODD_SCRIPT, n_files=0, settings=settings)
+    for name in ("a1.txt", "a2.txt", "zz\x1b[31mredbad.txt", "zz\u202eRTLbad.txt"):
+        (inputs / name).write_text("x")
+    proc = run_cli(*cli_args(dep, inputs, out))
+    assert proc.returncode == 0, show(proc)
+    said = "mini-batch 0 (partial: returned 1 result for 2 files, 1 try): a1.txt, a2.txt"
+    assert said in proc.stderr, show(proc)
+    bad = (
+        "mini-batch 1 (RUN_EXCEPTION, 1 try, 2 failed): zz\\x1b[31mredbad.txt, zz\\u202eRTLbad.txt"
+    )
+    assert bad in proc.stderr, show(proc)
+    assert "\x1b" not in proc.stderr and "\u202e" not in proc.stderr, show(proc)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<td>partial: returned 1 result for 2 files</td>" in page
+    assert "RUN_DONE" not in page.split('id="failures"', 1)[1]
+    assert "\u202e" not in page and "zz\\u202eRTLbad.txt" in page
+    s = summary_of(out)  # (its schema as it was: Azure's status)
+    assert [f["status"] for f in s["failures"]] == ["RUN_DONE", "RUN_EXCEPTION"]

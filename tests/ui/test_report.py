@@ -122,6 +122,18 @@ def test_control_and_bidi_characters_of_a_name_are_shown_written_out(tmp_path: P
     assert "<summary>zz\\u202eexe.txt\\x1b[31m</summary>" in page
 
 
+def test_a_partial_mini_batch_is_said_as_such(tmp_path: Path) -> None:
+    """``RUN_DONE`` (Azure's status, kept in job_summary.json) among the failures is a partial
+    mini-batch: said so, with what run() returned, or how many items it named failed."""
+    short = {**failure(1, "run() returned 1 result for 2 files"), "status": "RUN_DONE"}
+    named = {**failure(2, "/data/in/2.png: unreadable"), "status": "RUN_DONE", "succeeded": 9}
+    s = summary(failed_items=11, failures=[short, named])
+    page = report.write_report(tmp_path, s, [attempt(0)]).read_text(encoding="utf-8")
+    assert "<td>partial: returned 1 result for 2 files</td>" in page
+    assert "<td>partial: 10 of 19 items failed</td>" in page
+    assert "RUN_DONE" not in page.split('id="failures"', 1)[1]
+
+
 def test_completed_with_failures_is_amber(tmp_path: Path) -> None:
     s = summary(failed_items=10, failures=[failure(1, "ValueError: bad")])
     page = report.write_report(tmp_path, s, [attempt(0)]).read_text(encoding="utf-8")
