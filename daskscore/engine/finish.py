@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daskscore.config import Deployment, secret_values
+from daskscore.config import Deployment
 from daskscore.engine import retry
 from daskscore.engine.failed_items import FAILED_ITEMS, failed_files, write_failed_items
 from daskscore.engine.outcomes import Outcomes
@@ -31,7 +31,7 @@ from daskscore.engine.phases import Phases
 from daskscore.engine.recipe import replay_command
 from daskscore.engine.resultview import ResultViews
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, OutputFailed
-from daskscore.io import outputdir, triescsv
+from daskscore.io import outputdir, storage, triescsv
 from daskscore.io.dataschema import SchemaConflict
 from daskscore.io.writers import Assembly, OutputWriter
 from daskscore.protocol import failed_at_import, failed_before_init, init_untraced
@@ -320,7 +320,7 @@ def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult) -> None:
         logs / "sys" / "job_report" / "processed_mini-batches.csv", outcomes.attempt_lines()
     )
     s = result.summary
-    secrets = secret_values(job.deployment.settings.environment_variables)
+    secrets = storage.job_secrets(job.deployment.settings.environment_variables)
     write_failed_items(job.out_dir, outcomes, secrets)
     write_overview(job.out_dir, outcomes)
     outputdir.write_text(logs / "job_result.txt", _result_text(s))

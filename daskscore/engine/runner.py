@@ -33,7 +33,7 @@ from daskscore.cluster.local import (
     existing_cluster,
     local_cluster,
 )
-from daskscore.config import Deployment, secret_values
+from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
 from daskscore.engine import interrupt, recipe, resume, retry
 from daskscore.engine.connection import require_connected
@@ -143,10 +143,9 @@ def _execute(
 def _run_claimed(job: JobRun, plan: JobPlan, options: JobOptions, early: EarlyCluster) -> JobResult:
     deployment, phases = plan.deployment, job.record.phases
     settings = deployment.settings
+    secrets = storage.job_secrets(settings.environment_variables)  # (and the storage ones)
     with (
-        job_logging(
-            job.out_dir, settings.logging_level, secret_values(settings.environment_variables)
-        ),
+        job_logging(job.out_dir, settings.logging_level, secrets),
         early as handle,
         open_board(job, handle) as board,
     ):
@@ -189,7 +188,6 @@ def _run_claimed(job: JobRun, plan: JobPlan, options: JobOptions, early: EarlyCl
             raise
         board.finish(result.summary)
     if job.remote_out:
-        secrets = secret_values(settings.environment_variables)
         result = publish(result, job.out_dir, job.remote_out, secrets)
     logger.info("job %s: %s in %.2f s", job.record.job_id, result.status, result.duration_s)
     if result.status != "Completed":

@@ -28,6 +28,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daskscore.config.settings import secret_values
 from daskscore.errors import InputError, UsageError
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def _botocore_reads_endpoint_env() -> bool:
 STORAGE_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCSFS_")
 STORAGE_NAMES = frozenset({OPTIONS_ENV, "STORAGE_EMULATOR_HOST"})
 #: Keys of ``DASKSCORE_STORAGE_OPTIONS`` (any case) and parts of a connection string whose
-#: values are secrets, masked in the logs of the workers that get them
+#: values are secrets, masked in the job's logs (:func:`job_secrets`)
 _SECRET_PARTS = ("key", "secret", "token", "password", "credential", "connection_string", "sas")
 _CONNECTION_SECRETS = ("accountkey", "sharedaccesssignature", "sharedaccesskey")
 
@@ -151,10 +152,10 @@ def storage_view(driver: dict[str, str]) -> dict[str, str | None]:
 
 
 def storage_secrets(env: dict[str, str] | None) -> dict[str, str]:
-    """Storage variables ``env`` (a warm cluster's job's), and the secret values inside those
-    whose names do not say so (a connection string's key or signature, the ``secret`` of
-    ``DASKSCORE_STORAGE_OPTIONS``) under names that :func:`daskscore.config.secret_values`
-    masks, as it masks the variables named ``*KEY*``, ``*SECRET*``, ``*TOKEN*``."""
+    """Storage variables ``env``, and the secret values inside those whose names do not say
+    so (a connection string's key or signature, the ``secret`` of ``DASKSCORE_STORAGE_OPTIONS``)
+    under names that :func:`daskscore.config.secret_values` masks, as it masks the variables
+    named ``*KEY*``, ``*SECRET*``, ``*TOKEN*``."""
     found: list[str] = []
     for name, value in (env or {}).items():
         if "CONNECTION_STRING" in name.upper():
@@ -162,6 +163,20 @@ def storage_secrets(env: dict[str, str] | None) -> dict[str, str]:
         elif name == OPTIONS_ENV:
             found += _option_secrets(value)
     return {**(env or {}), **{f"STORAGE_SECRET_{i}": v for i, v in enumerate(found) if v}}
+
+
+def job_secrets(
+    variables: dict[str, str], storage_env: dict[str, str] | None = None
+) -> tuple[str, ...]:
+    """What a job's logs mask, longest first (see :func:`daskscore.config.secret_values`): the
+    secrets of ``variables`` (``settings.environment_variables``) and of the storage variables
+    the job sees: this process's, with ``storage_env`` (a warm cluster's job's) over them.
+
+    Where the secrets come from is not where they are set: only ``storage_env`` is set on a
+    worker (:func:`storage_view`), these are only masked."""
+    seen = {**storage_environment(), **(storage_env or {})}
+    forms = {*secret_values(storage_secrets(seen)), *secret_values(variables)}
+    return tuple(sorted(forms, key=lambda f: (-len(f), f)))
 
 
 def _connection_secrets(text: str) -> list[str]:

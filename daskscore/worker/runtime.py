@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from daskscore import _compat
-from daskscore.config import redact, secret_values
+from daskscore.config import redact
 from daskscore.io.shipping import read_new
-from daskscore.io.storage import storage_secrets
+from daskscore.io.storage import job_secrets
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob, exception_text
 from daskscore.worker import overrun
@@ -101,7 +101,7 @@ class JobRuntime:
         self.device = device
         #: False on a worker without the job's resources: nothing installed, no task runs here
         self.eligible = eligible
-        self.secrets = secret_values({**storage_secrets(job.storage_env), **job.env})
+        self.secrets = job_secrets(job.env, job.storage_env)  # (and the storage variables')
         #: how much of each log file a shipped job already sent home (see drain_job)
         self.drained: dict[str, int] = {}
         #: how results reach the driver: through the shared disk, or in the tasks' replies
