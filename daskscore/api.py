@@ -359,6 +359,7 @@ def replay(
     *,
     pdb: bool = False,
     rows: int | None = None,
+    set: dict[str, Any] | None = None,
 ) -> int:
     """Run mini-batch ``mini_batch`` of the finished job in ``output`` again, in this process.
 
@@ -369,8 +370,12 @@ def replay(
     in the script's frame).  Returns 0 when the script worked, 1 when it raised; raises
     :class:`~daskscore.errors.UsageError` when ``output`` holds no job, ``mini_batch`` is not
     one of its mini-batches, or the input changed since the job ran.
+
+    The recipe does not keep secret values: ``set={"settings.environment_variables.NAME":
+    value}`` gives them, else they are taken from the deployment file or this process's
+    environment (a ``UsageError`` names the one found nowhere).
     """
-    return _replay(output, mini_batch, post_mortem=pdb, rows=rows)
+    return _replay(output, mini_batch, post_mortem=pdb, rows=rows, overrides=set)
 
 
 def _names(

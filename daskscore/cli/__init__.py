@@ -59,7 +59,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    return replay(args.output, args.mini_batch, post_mortem=args.pdb, rows=args.rows)
+    return replay(
+        args.output,
+        args.mini_batch,
+        post_mortem=args.pdb,
+        rows=args.rows,
+        overrides=_overrides(args),
+    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -79,7 +85,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | int]:
             raise argparse.ArgumentTypeError(f"--set {item!r}: expected KEY=VALUE")
         key = key.strip()
         overrides[key] = path_from_here(key, value)  # (a path: relative to where you are)
-    if args.mini_batch_size is not None:
+    if getattr(args, "mini_batch_size", None) is not None:
         overrides["settings.mini_batch_size"] = args.mini_batch_size
     if getattr(args, "instance_count", None) is not None:
         overrides["settings.instance_count"] = args.instance_count

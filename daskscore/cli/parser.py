@@ -395,6 +395,14 @@ def _dev_parsers(sub: Any) -> None:
     again.add_argument(
         "--rows", type=integer(0), metavar="N", help="output lines to show (default: all)"
     )
+    again.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings.environment_variables.NAME=VALUE: a secret value the job's recipe does "
+        "not keep (default: from the deployment file, else the environment) (repeatable)",
+    )
     init = sub.add_parser(
         "init",
         help="create a deployment folder to start a scoring script from",

@@ -9,20 +9,28 @@ the code folder, is imported with a worker's environment, and ``init()`` and ``r
 mini-batch are called in this process (:func:`daskscore.devtools.validate.dry_run`; remote
 inputs are downloaded again).  The rows are printed as append_row writes them; an exception
 is printed with the user's frames (and ``--pdb`` stops in the innermost of them).
+
+The recipe does not keep the values of secret environment variables: each is given with
+``--set settings.environment_variables.NAME=VALUE``, or taken from the deployment file the job
+was loaded from (as it is now), or from this process's environment, in that order; a replay
+that finds none of them says which variable it needs and how to give it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from daskscore.config.settings import Deployment
+from daskscore.config.loader import normalize, read_yaml
+from daskscore.config.settings import Deployment, Settings
+from daskscore.config.values import build
 from daskscore.devtools.outcome import WARNING, dry_run_warnings
 from daskscore.devtools.validate import EXIT_FAILED, EXIT_OK, dry_run
 from daskscore.engine.plan import plan_job
-from daskscore.engine.recipe import RECIPE, job_fingerprint, read_recipe, replay_command
+from daskscore.engine.recipe import RECIPE, Recipe, job_fingerprint, read_recipe, replay_command
 from daskscore.errors import UsageError
 from daskscore.io import tabular
 
@@ -36,6 +44,7 @@ def replay(
     post_mortem: bool = False,
     rows: int | None = None,
     out: TextIO | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> int:
     """Run mini-batch ``mini_batch`` of the job in ``output`` again, in this process.
 
@@ -51,6 +60,9 @@ def replay(
         Print at most this many lines of the rows (default: all of them).
     out : text stream, optional
         Where the rows go (default ``sys.stdout``); messages and tracebacks go to stderr.
+    overrides : dict, optional
+        ``settings.environment_variables.NAME``: value, as ``--set`` gives them: the values
+        of the secret variables the recipe does not keep (or others, changed for the replay).
 
     Returns
     -------
@@ -60,8 +72,9 @@ def replay(
     Raises
     ------
     UsageError
-        ``output`` holds no job, ``mini_batch`` is not one of its mini-batches, or the input
-        no longer gives the job's mini-batches.
+        ``output`` holds no job, ``mini_batch`` is not one of its mini-batches, the input
+        no longer gives the job's mini-batches, or the value of a secret variable is not
+        found.
     """
     out = out or sys.stdout
     recipe = read_recipe(output)
@@ -73,7 +86,8 @@ def replay(
             f"{recipe.mini_batches - 1}."
         )
     _check_script(recipe.deployment, recipe.output, mini_batch)
-    plan = plan_job(recipe.deployment, recipe.input_path, recipe.options, output=recipe.output)
+    deployment, notes = _with_secrets(recipe, overrides or {}, mini_batch)
+    plan = plan_job(deployment, recipe.input_path, recipe.options, output=recipe.output)
     assert plan is not None
     now = job_fingerprint(plan, recipe.output)
     changed = [k for k in ("inputs", "mini_batches") if now[k] != recipe.fingerprint.get(k)]
@@ -85,7 +99,6 @@ def replay(
             f"mini-batches now, {recipe.mini_batches} then), so mini-batch {mini_batch} would "
             "not hold the same input. Run the job again instead."
         )
-    notes = []
     if now["code"] != recipe.fingerprint.get("code"):
         notes.append(
             "the scoring script's code folder changed since the job ran: replaying it as it is now"
@@ -124,6 +137,71 @@ def replay(
     for text in dry_run_warnings(report, plan.unit, timeout):
         print(f"daskscore: {WARNING}{text}", file=sys.stderr)
     return EXIT_OK
+
+
+ENV_KEY = "settings.environment_variables."
+
+
+def _with_secrets(
+    recipe: Recipe, overrides: dict[str, Any], mini_batch: int
+) -> tuple[Deployment, list[str]]:
+    """The job's deployment with the overrides' variables set, and the values of the secret
+    variables its recipe does not keep put back (from the overrides, the deployment file, this
+    process's environment); and notes saying where those came from."""
+    deployment = recipe.deployment
+    given: dict[str, str] = {}
+    for key, value in overrides.items():
+        if not key.startswith(ENV_KEY) or key.count(".") != 2:
+            raise UsageError(
+                f"replay --set {key}=...: only {ENV_KEY}NAME=VALUE can be given to a replay "
+                "(the values of secret variables, which the job's recipe does not keep); the "
+                "rest of the deployment is replayed as the job ran it."
+            )
+        given[key[len(ENV_KEY) :]] = str(value)
+    variables = {**deployment.settings.environment_variables, **given}
+    in_file = _file_variables(deployment.source)
+    found: dict[str, list[str]] = {}
+    missing = []
+    for name in (n for n in recipe.masked if n not in given):
+        if name in in_file:
+            variables[name] = in_file[name]
+            found.setdefault(f"the deployment file {deployment.source}", []).append(name)
+        elif name in os.environ:
+            variables[name] = os.environ[name]
+            found.setdefault("this process's environment", []).append(name)
+        else:
+            missing.append(name)
+    if missing:
+        keys = ", ".join(f"{ENV_KEY}{name}" for name in missing)
+        first = f"{ENV_KEY}{missing[0]}"
+        what, it = ("value of", "it") if len(missing) == 1 else ("values of", "them")
+        source = f"the deployment file {deployment.source}" if deployment.source else "no file"
+        raise UsageError(
+            f"cannot replay mini-batch {mini_batch} of the job in '{recipe.output}': the job's "
+            f"recipe ({recipe.output / RECIPE}) does not keep the {what} {keys} (secrets are "
+            f"not written into the output folder), and neither {source} nor this process's "
+            f"environment has {it}. Give {it} with --set {first}=VALUE (set={{'{first}': ...}} "
+            f"in Python), or set {missing[0]} in the environment."
+        )
+    notes = [
+        f"the value of {', '.join(names)} (a secret the recipe does not keep) is taken from {where}"
+        for where, names in found.items()
+    ]
+    settings = dataclasses.replace(deployment.settings, environment_variables=variables)
+    return dataclasses.replace(deployment, settings=settings), notes
+
+
+def _file_variables(source: Path | None) -> dict[str, str]:
+    """``settings.environment_variables`` of the deployment file ``source`` as it is now, read
+    as a job reads them; none when it is gone or cannot be read."""
+    if source is None or not source.is_file():
+        return {}
+    try:
+        raw = normalize(read_yaml(source), str(source))
+        values = {"environment_variables": raw["settings"].get("environment_variables")}
+        return build(Settings, values, "settings", str(source)).environment_variables
+    except (OSError, UsageError):
+        return {}
 
 
 def _check_script(deployment: Deployment, output: Path, mini_batch: int) -> None:

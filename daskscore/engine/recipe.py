@@ -5,9 +5,14 @@ fingerprint, for ``--retry-failed``: :mod:`.retry`), but ``daskscore replay`` (o
 again, in this process) needs the job exactly as it ran: the deployment as loaded,
 ``--set`` overrides applied (its settings, environment variables, model and code folder), the
 input, the options that decide the mini-batches and the rows, and the fingerprint ``--resume``
-checks (:mod:`.resume`).  The recipe holds them: readable JSON, plus the loaded
-:class:`~daskscore.config.Deployment` pickled (so that overrides need not be parsed again, and
-a deployment file edited since does not silently change what is replayed).
+checks (:mod:`.resume`).  The recipe holds them, all readable JSON: the loaded
+:class:`~daskscore.config.Deployment` field by field (so that overrides need not be parsed
+again, and a deployment file edited since does not silently change what is replayed).
+
+Secrets are not kept: ``logs/`` is what users share.  The value of each environment variable
+whose name marks a secret (:data:`~daskscore.config.settings.SECRET_MARKERS`) is written
+``***`` and its name listed under ``masked``; a replay takes those values again from where
+they came from (:mod:`daskscore.devtools.replay`).
 
 The code folder is not frozen: a replay imports the scoring script as it is now, which is the
 point of replaying after a fix.
@@ -15,10 +20,9 @@ point of replaying after a fix.
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import json
 import os
-import pickle
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +30,16 @@ from typing import Any
 
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
+from daskscore.config.settings import SECRET_MARKERS, Model, RetrySettings, Settings
 from daskscore.engine import resume
 from daskscore.engine.plan import JobPlan
 from daskscore.errors import UsageError
 
 RECIPE = Path("logs") / "sys" / "job_recipe.json"
-VERSION = 1
+#: 2: the deployment as JSON, secret values left out (1: pickled, with them; not read)
+VERSION = 2
+#: what a secret value is written as
+MASK = "***"
 #: the JobOptions that decide the mini-batches and the rows (the others only decide how the
 #: job runs: workers, cluster, progress, prefetch)
 PLANNING = ("output_format", "partition_on", "rows_per_file", "tabular", "carry_columns")
@@ -48,6 +56,8 @@ class Recipe:
     options: JobOptions
     fingerprint: dict[str, str]
     mini_batches: int
+    #: the environment variables whose values the recipe does not keep (secrets)
+    masked: tuple[str, ...] = ()
 
 
 def replay_command(output: str | os.PathLike[str], mini_batch: int) -> str:
@@ -88,7 +98,9 @@ def write_recipe(
     fingerprint: dict[str, str],
     mini_batches: int,
 ) -> Path:
-    """Write ``<out_dir>/logs/sys/job_recipe.json`` (atomically) and return its path."""
+    """Write ``<out_dir>/logs/sys/job_recipe.json`` (atomically) and return its path; the
+    secret values of the deployment's environment variables are left out."""
+    deployment_doc, masked = _deployment_doc(deployment)
     doc = {
         "version": VERSION,
         "job_id": job_id,
@@ -97,7 +109,8 @@ def write_recipe(
         "options": {name: _plain(getattr(options, name)) for name in PLANNING},
         "fingerprint": fingerprint,
         "mini_batches": mini_batches,
-        "deployment": base64.b64encode(pickle.dumps(deployment)).decode("ascii"),
+        "deployment": deployment_doc,
+        "masked": masked,
     }
     path = out_dir / RECIPE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +122,52 @@ def write_recipe(
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable named ``name`` holds a secret, by its name."""
+    return any(marker in name.upper() for marker in SECRET_MARKERS)
+
+
+def _deployment_doc(deployment: Deployment) -> tuple[dict[str, Any], list[str]]:
+    """The deployment as JSON, its secret variables' values written :data:`MASK`; and their
+    names."""
+    settings = dataclasses.asdict(deployment.settings)
+    variables = settings["environment_variables"]
+    masked = sorted(name for name in variables if is_secret_name(name))
+    variables.update(dict.fromkeys(masked, MASK))
+    model = deployment.model
+    doc = {
+        "code": str(deployment.code),
+        "scoring_script": str(deployment.scoring_script),
+        "model": None
+        if model is None
+        else {"name": model.name, "path": str(model.path), "url": model.is_url},
+        "settings": settings,
+        "source": str(deployment.source) if deployment.source else None,
+        "warnings": list(deployment.warnings),
+        "lenient": deployment.lenient,
+    }
+    return doc, masked
+
+
+def _deployment(doc: dict[str, Any]) -> Deployment:
+    """The inverse of :func:`_deployment_doc` (the masked values stay :data:`MASK`)."""
+    settings = dict(doc["settings"])
+    settings["retry_settings"] = RetrySettings(**settings["retry_settings"])
+    model = doc["model"]
+    if model is not None:
+        path = model["path"] if model["url"] else Path(model["path"])
+        model = Model(path=path, name=model["name"])
+    return Deployment(
+        code=Path(doc["code"]),
+        scoring_script=Path(doc["scoring_script"]),
+        model=model,
+        settings=Settings(**settings),
+        source=Path(doc["source"]) if doc["source"] else None,
+        warnings=tuple(doc["warnings"]),
+        lenient=bool(doc["lenient"]),
+    )
 
 
 def read_recipe(output: str | os.PathLike[str]) -> Recipe:
@@ -130,9 +189,20 @@ def read_recipe(output: str | os.PathLike[str]) -> Recipe:
         )
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        deployment = pickle.loads(base64.b64decode(doc["deployment"]))
-        if not isinstance(deployment, Deployment):
-            raise TypeError(type(deployment).__name__)
+        if not isinstance(doc, dict):
+            raise TypeError(f"a JSON {type(doc).__name__}, not an object")
+    except Exception as exc:  # noqa: BLE001 - any damage to the file reads the same way
+        raise _unreadable(path, exc) from None
+    version = doc.get("version")
+    if version != VERSION:
+        then = "an earlier" if isinstance(version, int) and version < VERSION else "another"
+        raise UsageError(
+            f"the job recipe {path} was written by {then} version of daskscore (recipe "
+            f"version {version}; this one reads version {VERSION}), so the job cannot be "
+            "replayed from it: run the job again to get a new one." + (_OLD if version == 1 else "")
+        )
+    try:
+        deployment = _deployment(doc["deployment"])
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["options"].items()}
         options = JobOptions(progress=False, dashboard=False, **fields)
         return Recipe(
@@ -143,9 +213,21 @@ def read_recipe(output: str | os.PathLike[str]) -> Recipe:
             options=options,
             fingerprint=dict(doc["fingerprint"]),
             mini_batches=int(doc["mini_batches"]),
+            masked=tuple(map(str, doc["masked"])),
         )
     except Exception as exc:  # noqa: BLE001 - any damage to the file reads the same way
-        raise UsageError(
-            f"cannot read the job recipe {path}: {type(exc).__name__}: {exc}. It is written "
-            "by the job; run the job again to get a new one."
-        ) from None
+        raise _unreadable(path, exc) from None
+
+
+#: What a version 1 recipe holds that the user may want to know before sharing its folder.
+_OLD = (
+    " That recipe holds the deployment pickled, with the values of its secret environment "
+    "variables in clear: delete it before sharing the folder."
+)
+
+
+def _unreadable(path: Path, exc: BaseException) -> UsageError:
+    return UsageError(
+        f"cannot read the job recipe {path}: {type(exc).__name__}: {exc}. It is written by the "
+        "job; run the job again to get a new one."
+    )

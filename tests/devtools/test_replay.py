@@ -4,6 +4,7 @@ included), environment and input, and the scoring script as it is now."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,79 @@ def test_replay_of_a_remote_input_job_downloads_again(
     proc = run_cli("replay", str(out), "--mini-batch", "1")
     assert proc.returncode == 0, show(proc)
     assert proc.stdout.splitlines() == ["f0002.csv 2", "f0003.csv 3"], show(proc)
+
+
+# --------------------------------------------------------------------------- secrets
+
+SECRET_SCRIPT = """
+    import hashlib
+    import os
+
+    def init():
+        global digest
+        both = os.environ["API_KEY"] + os.environ["DB_PASSWORD"]
+        digest = hashlib.sha256(both.encode()).hexdigest()[:12]
+
+    def run(mini_batch):
+        return [f"{os.path.basename(p)} {digest}" for p in mini_batch]
+"""
+API_KEY, DB_PASSWORD = "sk-live-ABCDEF123456", "hunter2hunter2"
+
+
+def test_the_recipe_keeps_no_secret_and_replay_takes_them_back(tmp_path: Path) -> None:
+    """The job's secret variables (one in the deployment file, one a --set override) are
+    written *** in its recipe; a replay takes them from the file, this process's environment
+    or --set, and says which one it found nowhere."""
+    dep = write_deployment(
+        tmp_path / "d",
+        SECRET_SCRIPT,
+        settings={"mini_batch_size": 2, "environment_variables": {"API_KEY": API_KEY}},
+    )
+    inputs, out = write_inputs(tmp_path / "in", 4), tmp_path / "out"
+    proc = run_cli(
+        *("run", str(dep), "-i", str(inputs), "-o", str(out), "--workers", "1"),
+        *("--no-progress", "--no-dashboard"),
+        *("--set", f"settings.environment_variables.DB_PASSWORD={DB_PASSWORD}"),
+    )
+    assert proc.returncode == 0, show(proc)
+    recipe = json.loads((out / "logs" / "sys" / "job_recipe.json").read_text())
+    assert recipe["masked"] == ["API_KEY", "DB_PASSWORD"]
+    variables = recipe["deployment"]["settings"]["environment_variables"]
+    assert variables == {"API_KEY": "***", "DB_PASSWORD": "***"}
+    for path in (p for p in out.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        assert API_KEY.encode() not in data and DB_PASSWORD.encode() not in data, path
+    rows = (out / "predictions.csv").read_text().splitlines()[2:]  # (mini-batch 1's)
+
+    proc = run_cli("replay", str(out), "--mini-batch", "1")  # DB_PASSWORD: nowhere
+    assert proc.returncode == 2, show(proc)
+    assert "settings.environment_variables.DB_PASSWORD" in proc.stderr, show(proc)
+    assert "--set settings.environment_variables.DB_PASSWORD=VALUE" in proc.stderr, show(proc)
+    assert "API_KEY" not in proc.stderr.split("does not keep", 1)[1], show(proc)
+
+    given = ("--set", f"settings.environment_variables.DB_PASSWORD={DB_PASSWORD}")
+    proc = run_cli("replay", str(out), "--mini-batch", "1", *given)
+    assert proc.returncode == 0, show(proc)
+    assert proc.stdout.splitlines() == rows, show(proc)  # the job's secrets, so its rows
+    found = f"API_KEY (a secret the recipe does not keep) is taken from the deployment file {dep}"
+    assert found in proc.stderr, show(proc)
+
+    proc = run_cli("replay", str(out), "--mini-batch", "1", env={"DB_PASSWORD": DB_PASSWORD})
+    assert proc.returncode == 0, show(proc)
+    assert proc.stdout.splitlines() == rows, show(proc)
+    assert "taken from this process's environment" in proc.stderr, show(proc)
+
+    proc = run_cli("replay", str(out), "--mini-batch", "1", "--set", "settings.timeout=5")
+    assert proc.returncode == 2, show(proc)
+    assert "only settings.environment_variables.NAME=VALUE" in proc.stderr, show(proc)
+
+
+def test_a_recipe_of_the_first_version_is_refused_saying_why(tmp_path: Path) -> None:
+    copy = tmp_path / "out"
+    (copy / "logs" / "sys").mkdir(parents=True)
+    old = {"version": 1, "deployment": "gASV...", "job_id": "x"}  # (a pickle, secrets in clear)
+    (copy / "logs" / "sys" / "job_recipe.json").write_text(json.dumps(old))
+    proc = run_cli("replay", str(copy), "--mini-batch", "0")
+    assert proc.returncode == 2, show(proc)
+    assert "earlier version of daskscore (recipe version 1" in proc.stderr, show(proc)
+    assert "delete it before sharing the folder" in proc.stderr, show(proc)
