@@ -33,6 +33,7 @@ from daskscore.engine.plan import plan_job
 from daskscore.engine.recipe import RECIPE, Recipe, job_fingerprint, read_recipe, replay_command
 from daskscore.errors import UsageError
 from daskscore.io import tabular
+from daskscore.ui.termtext import shown
 
 __all__ = ["replay", "replay_command"]
 
@@ -108,16 +109,17 @@ def replay(
     work = plan.work[mini_batch]
     print(
         f"daskscore: replaying mini-batch {mini_batch} of job {recipe.job_id} "
-        f"({_describe_work(work)}) in this process, without a cluster.",
+        f"({shown(_describe_work(work))}) in this process, without a cluster.",
         file=sys.stderr,
         flush=True,
     )
     for note in notes:
-        print(f"daskscore: note: {note}.", file=sys.stderr, flush=True)
+        print(f"daskscore: note: {shown(note)}.", file=sys.stderr, flush=True)
     report = dry_run(plan.deployment, work, plan.csv_kwargs, post_mortem=post_mortem)
     if report.failed_stage:
         print(
-            f"daskscore: {report.failed_stage} failed on mini-batch {mini_batch}:\n{report.error}",
+            f"daskscore: {report.failed_stage} failed on mini-batch {mini_batch}:\n"
+            + shown(report.error or ""),
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -135,7 +137,7 @@ def replay(
     )
     timeout = plan.deployment.settings.retry_settings.timeout
     for text in dry_run_warnings(report, plan.unit, timeout):
-        print(f"daskscore: {WARNING}{text}", file=sys.stderr)
+        print(f"daskscore: {WARNING}{shown(text)}", file=sys.stderr)
     return EXIT_OK
 
 

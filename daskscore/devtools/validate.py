@@ -19,12 +19,12 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 from daskscore.config.loader import check_deployment, load_deployment
-from daskscore.config.settings import Deployment, UnknownKeyWarning
+from daskscore.config.settings import Deployment, UnknownKeyWarning, redact
 from daskscore.devtools.outcome import WARNING, DryRun, show
 from daskscore.devtools.outcome import dry_run_warnings as dry_run_warnings
 from daskscore.engine.plan import list_inputs, plan_job
@@ -34,8 +34,11 @@ from daskscore.io.rowtext import decoded
 from daskscore.io.shipping import fetch_model
 from daskscore.io.writers import format_rows
 from daskscore.protocol import WorkerJob, failed_item_reasons
+from daskscore.ui.termtext import shown
 from daskscore.worker import script as script_mod
 from daskscore.worker.environment import (
+    RedactingStream,
+    mask_handlers,
     missing_model_file,
     restore_environment,
     set_environment,
@@ -131,7 +134,10 @@ def validate(
     )
     report = dry_run(deployment, work[mini_batch], csv_kwargs, post_mortem=post_mortem)
     if report.failed_stage:
-        print(f"daskscore: {report.failed_stage} failed:\n{report.error}", file=sys.stderr)
+        print(
+            f"daskscore: {report.failed_stage} failed:\n{shown(report.error or '')}",
+            file=sys.stderr,
+        )
     else:
         show(report, deployment, unit, rows)
     return EXIT_FAILED if report.failed_stage else EXIT_OK
@@ -185,7 +191,9 @@ def dry_run(
     The environment is the one :func:`daskscore.worker.environment.set_environment` gives a worker
     (``AZUREML_MODEL_DIR``, ``AZUREML_BI_OUTPUT_PATH`` in a temporary folder, the settings'
     environment variables, ``sys.argv``), and it is undone afterwards.  Exceptions of the
-    script are kept in the report, never raised.
+    script are kept in the report, never raised.  The job's secrets (those a worker masks:
+    :func:`daskscore.io.storage.job_secrets`) are masked in what the script prints and logs,
+    in the error and in the failed items' reasons.
     """
     scratch = Path(tempfile.mkdtemp(prefix="daskscore-validate-"))
     (scratch / "output").mkdir()
@@ -200,11 +208,13 @@ def dry_run(
         env=dict(deployment.settings.environment_variables),
     )
     report, saved = DryRun(), {}
+    secrets = storage.job_secrets(job.env)
     model_dir = set_environment(job, saved)
     handlers = _signal_handlers()
     try:
-        with _script_logging(deployment.settings.logging_level):
-            _stages(report, deployment, work, csv_kwargs, scratch, post_mortem)
+        with _masked(secrets), _script_logging(deployment.settings.logging_level):
+            _stages(report, deployment, work, csv_kwargs, scratch, post_mortem, secrets)
+        report.failed_items = [redact(reason, secrets) for reason in report.failed_items]
         out = scratch / "output"
         report.written = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
     finally:
@@ -258,6 +268,7 @@ def _stages(
     csv_kwargs: dict[str, Any],
     scratch: Path,
     post_mortem: bool,
+    secrets: tuple[str, ...] = (),
 ) -> None:
     def stage(name: str, step: Callable[[], Any]) -> tuple[bool, Any]:
         started = time.perf_counter()
@@ -265,7 +276,8 @@ def _stages(
             return True, step()
         except (Exception, SystemExit) as exc:  # the user's code may raise anything
             if report.failed_stage is None:
-                report.failed_stage, report.error = name, _describe(exc, deployment, name)
+                report.failed_stage = name
+                report.error = redact(_describe(exc, deployment, name), secrets)
                 if post_mortem and not isinstance(
                     exc, (script_mod.ResultError, script_mod.ScriptShapeError)
                 ):
@@ -359,6 +371,22 @@ class _UserPdb(pdb.Pdb):
             self.curframe = self.stack[self.curindex][0]
             self.curframe_locals = self.curframe.f_locals
         return stop
+
+
+@contextmanager
+def _masked(secrets: tuple[str, ...]) -> Iterator[None]:
+    """What the script prints (``sys.stdout``, ``sys.stderr``) and logs, with ``secrets``
+    masked, as a worker masks them in the job's logs."""
+    if not secrets:
+        yield
+        return
+    out, err = RedactingStream(sys.stdout, secrets), RedactingStream(sys.stderr, secrets)
+    with redirect_stdout(out), redirect_stderr(err):  # type: ignore[type-var]
+        unmask = mask_handlers(logging.getLogger(), secrets)
+        try:
+            yield
+        finally:
+            unmask()
 
 
 @contextmanager

@@ -243,3 +243,43 @@ def test_a_recipe_of_the_first_version_is_refused_saying_why(tmp_path: Path) -> 
     assert proc.returncode == 2, show(proc)
     assert "earlier version of daskscore (recipe version 1" in proc.stderr, show(proc)
     assert "delete it before sharing the folder" in proc.stderr, show(proc)
+
+
+def test_replay_and_validate_print_no_secret_and_no_raw_escape(tmp_path: Path) -> None:
+    """What the script prints and raises is masked on the terminal as in a job's logs, and a
+    file name's escape sequence is written out (``\\x1b``) as ``daskscore run`` writes it."""
+    dep = write_deployment(
+        tmp_path / "d",
+        """
+        import os
+        def init():
+            print("connecting with", os.environ["API_KEY"])
+        def run(mini_batch):
+            raise ValueError("failed with key " + os.environ["API_KEY"])
+        """,
+        settings={
+            "mini_batch_size": 2,
+            "retry_settings": {"max_retries": 0},
+            "environment_variables": {"API_KEY": API_KEY},
+        },
+    )
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a\x1b[31mred.csv").write_text("x\n1\n")
+    out = tmp_path / "out"
+    proc = run_cli(
+        *("run", str(dep), "-i", str(inputs), "-o", str(out), "--workers", "1"),
+        *("--no-progress", "--no-dashboard"),
+    )
+    assert proc.returncode == 0, show(proc)
+
+    replayed = run_cli("replay", str(out), "--mini-batch", "0")
+    validated = run_cli("validate", str(dep), "-i", str(inputs))
+
+    for proc in (replayed, validated):
+        assert proc.returncode == 1, show(proc)
+        both = proc.stdout + proc.stderr
+        assert API_KEY not in both and "\x1b" not in both, show(proc)
+        assert "ValueError: failed with key ***" in proc.stderr, show(proc)
+        assert "connecting with ***" in proc.stdout, show(proc)
+    assert "a\\x1b[31mred.csv" in replayed.stderr.splitlines()[0], show(replayed)

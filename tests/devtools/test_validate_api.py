@@ -198,3 +198,62 @@ def test_validate_a_script_that_changes_directory_leaves_the_callers(
     result = daskscore.validate(dep, inputs)
     assert result.ok and result.returned == [True, True, True], "run() had the script's directory"
     assert os.getcwd() == caller
+
+
+SECRET_SCRIPT = """
+    import logging
+    import os
+
+    import pandas as pd
+
+    def secrets():
+        return os.environ["API_KEY"] + " " + os.environ["AWS_SECRET_ACCESS_KEY"]
+
+    def init():
+        print("connecting with", secrets())
+        logging.getLogger("score").warning("connecting with %r", secrets())
+
+    def run(mini_batch):
+        if os.environ.get("NAME_THEM"):
+            frame = pd.DataFrame({"file": [os.path.basename(p) for p in mini_batch]})
+            frame.attrs["daskscore_failed_items"] = [f"{mini_batch[0]}: refused {secrets()}"]
+            return frame
+        raise KeyError(secrets())
+"""
+SECRETS = ("sk-live-ABCDEF123456", "AWSSECRETvalue12345")
+
+
+def test_validate_masks_the_jobs_secrets_as_a_job_does(
+    tmp_path: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The deployment's secret variables and this process's storage secrets are masked in
+    what the script prints and logs, in the result's error (its repr, str and HTML) and in the
+    failed items' reasons, as a job masks them in its logs."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRETS[1])
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SECRET_SCRIPT,
+        settings={"mini_batch_size": 3, "environment_variables": {"API_KEY": SECRETS[0]}},
+    )
+
+    result = daskscore.validate(dep, inputs)
+    named = daskscore.validate(dep, inputs, set={"settings.environment_variables.NAME_THEM": "1"})
+
+    printed = capsys.readouterr()
+    assert result.failed_stage == "run()", result
+    assert "KeyError: '*** ***'" in (result.error or ""), result.error
+    assert named.ok and named.failed_items and "refused *** ***" in named.failed_items[0]
+    texts = {
+        "error": result.error or "",
+        "repr": repr(result),
+        "str": str(result),
+        "html": result._repr_html_(),
+        "failed items": "\n".join(named.failed_items),
+        "warnings": "\n".join(named.warnings),
+        "stdout": printed.out,
+        "stderr": printed.err,
+    }
+    leaks = {name: [s for s in SECRETS if s in text] for name, text in texts.items()}
+    assert not any(leaks.values()), leaks
+    assert "connecting with *** ***" in printed.out, printed
+    assert "connecting with '*** ***'" in printed.err, printed
