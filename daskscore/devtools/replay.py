@@ -186,7 +186,10 @@ def _with_secrets(
             f"in Python), or set {missing[0]} in the environment."
         )
     notes = [
-        f"the value of {', '.join(names)} (a secret the recipe does not keep) is taken from {where}"
+        f"the value of {names[0]} (a secret the recipe does not keep) is taken from {where}"
+        if len(names) == 1
+        else f"the values of {', '.join(names)} (secrets the recipe does not keep) are taken "
+        f"from {where}"
         for where, names in found.items()
     ]
     settings = dataclasses.replace(deployment.settings, environment_variables=variables)
