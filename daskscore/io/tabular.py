@@ -147,8 +147,9 @@ def read_split(split: Split, *, parquet_file: Any = None, **read_kwargs: Any) ->
     CSV: the header line and the byte range go to ``pandas.read_csv(..., header=0,
     **read_kwargs)`` (``dtype``, ``usecols``, ``sep``, ``names``...; arguments that change which
     lines are rows are refused).  Parquet: ``ParquetFile.read_row_groups(range(start, stop),
-    **read_kwargs).to_pandas()`` (``columns``...); a stored index that is not a plain range
-    comes back as column(s), as with ``DataFrame.reset_index``.
+    **read_kwargs).to_pandas()`` (``columns``...); an index the file's pandas metadata records
+    (index columns; a RangeIndex named or not 0, 1, 2...) comes back as column(s) in front, as
+    with ``DataFrame.reset_index``, whatever its values.
 
     Parameters
     ----------
@@ -408,13 +409,42 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
 
 
 def _read_parquet(split: Split, read_kwargs: dict[str, Any], pf: Any = None) -> pd.DataFrame:
-    import pandas as pd
     import pyarrow.parquet as pq
 
     if pf is None:
         with pq.ParquetFile(split.path) as pf:
             return _read_parquet(split, read_kwargs, pf)
-    df = pf.read_row_groups(range(split.start, split.stop), **read_kwargs).to_pandas()
-    if not isinstance(df.index, pd.RangeIndex):
-        df = df.reset_index()
-    return df
+    table = pf.read_row_groups(range(split.start, split.stop), **read_kwargs)
+    df = table.to_pandas()
+    descriptors = (pf.schema_arrow.pandas_metadata or {}).get("index_columns") or []
+    if not any(isinstance(d, str) and d in table.column_names for d in descriptors):
+        ranged = _range_index(descriptors, pf.metadata.num_rows, split.first_row, len(df))
+        columns = read_kwargs.get("columns")
+        if ranged is None or (columns is not None and ranged.name not in columns):
+            return df
+        df.index = ranged
+    try:
+        return df.reset_index()
+    except ValueError as exc:  # (a column has the name the index comes back under)
+        names = [str(n) for n in df.index.names]
+        raise InputError(
+            f"input file '{split.path}': its stored index ({', '.join(names)}) comes back as "
+            f"column(s) of the mini-batch, and a column has that name already ({exc}); rename "
+            "the index or the column where the file is written."
+        ) from exc
+
+
+def _range_index(descriptors: list[Any], rows: int, first: int, n: int) -> pd.RangeIndex | None:
+    """The rows ``first`` to ``first + n`` of the file's RangeIndex stored as pandas metadata
+    alone, where it holds data (named, or not the row numbers 0, 1, 2...); else None.  pyarrow
+    rebuilds it only when the whole file is read, and as a RangeIndex, which looked like none."""
+    import pandas as pd
+
+    found = [d for d in descriptors if isinstance(d, dict) and d.get("kind") == "range"]
+    if len(found) != 1:
+        return None
+    whole, name = range(found[0]["start"], found[0]["stop"], found[0]["step"]), found[0]["name"]
+    if len(whole) != rows or (name is None and whole.start == 0 and whole.step == 1):
+        return None  # (metadata of another frame, as pyarrow judges it; or the row numbers)
+    part = whole[first : first + n]
+    return pd.RangeIndex(part.start, part.stop, part.step, name=name)

@@ -437,6 +437,55 @@ def test_parquet_stored_index_and_columns(tmp_path: Path) -> None:
     assert list(read_split(splits[0], columns=["v"]).columns) == ["v"]
 
 
+@pytest.mark.parametrize(
+    "index",
+    [
+        pd.RangeIndex(101, 107, name="id"),  # consecutive ids: a range in the metadata alone
+        pd.Index([101, 205, 307, 409, 500, 611], name="id"),  # ids with gaps: a stored column
+        pd.RangeIndex(100, 112, 2),  # unnamed, but not the row numbers 0, 1, 2...
+        pd.Index(list("uvwxyz")),  # unnamed, stored as __index_level_0__
+        pd.MultiIndex.from_arrays([list("aabbcc"), [5, 6, 7, 8, 9, 10]], names=["g", None]),
+    ],
+    ids=["named-range", "named-gaps", "unnamed-range", "unnamed-text", "multiindex"],
+)
+def test_a_stored_index_comes_back_as_columns_in_every_split(
+    tmp_path: Path, index: pd.Index
+) -> None:
+    """Whatever its values, an index the file records reaches run() as column(s), as
+    ``pd.read_parquet(...).reset_index()`` gives them; run()'s index stays the row numbers."""
+    path = tmp_path / "i.parquet"
+    pd.DataFrame({"v": np.arange(6) * 1.5}, index=index).to_parquet(path, row_group_size=2)
+    splits = plan_splits([str(path)], ("rows", 2))
+    assert len(splits) == 3  # (pyarrow rebuilds a RangeIndex only when the whole file is read)
+    got = [read_split(s) for s in splits]
+
+    want = pd.read_parquet(path).reset_index()
+    pd.testing.assert_frame_equal(pd.concat(got, ignore_index=True), want)
+    assert [list(g.index) for g in got] == [[0, 1], [2, 3], [4, 5]]
+    (whole,) = plan_splits([str(path)], ("rows", 6))
+    pd.testing.assert_frame_equal(read_split(whole), want)
+    assert list(read_split(splits[1], columns=["v"]).columns) == ["v"]
+
+
+def test_the_default_range_index_is_not_a_column(tmp_path: Path) -> None:
+    path = tmp_path / "plain.parquet"
+    pd.DataFrame({"v": [1, 2, 3, 4]}).to_parquet(path, row_group_size=2)
+    assert [list(read_split(s).columns) for s in plan_splits([str(path)], ("rows", 2))] == [
+        ["v"],
+        ["v"],
+    ]
+
+
+def test_a_stored_index_named_as_a_column_is_an_input_error_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "twice.parquet"
+    pd.DataFrame({"id": [1, 2]}, index=pd.RangeIndex(7, 9, name="id")).to_parquet(path)
+    (split,) = plan_splits([str(path)], ("rows", 5))
+    with pytest.raises(InputError, match=r"twice\.parquet': its stored index \(id\)"):
+        read_split(split)
+
+
 def test_a_zero_row_parquet_file_gives_no_split(tmp_path: Path) -> None:
     path = tmp_path / "z.parquet"
     pq.write_table(pa.table({"a": pa.array([], pa.int64())}), path)
