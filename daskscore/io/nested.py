@@ -55,8 +55,44 @@ _ONE_TYPE = frozenset({"string", "empty", "floating", "boolean", "bytes"})
 SHOWN_DIGITS = 40
 
 
+def index_columns(frame: Any) -> Any:
+    """``frame`` (a mini-batch's result) with its index made its first column(s) where it holds
+    data, as ``DataFrame.to_parquet`` keeps it: a named index, a MultiIndex, any index but a
+    RangeIndex.  The columns are named after the index's names (``index``, or ``level_N`` for
+    level N of a MultiIndex, where unnamed).  An unnamed RangeIndex is left out: ``0..n-1``, or
+    a tabular mini-batch's row numbers (whose first rows would have it, its later ones not).
+
+    Raises
+    ------
+    ColumnError
+        A name the index would be written under is a column's too (or two levels').
+    """
+    import pandas as pd
+
+    index = frame.index
+    if isinstance(index, pd.RangeIndex) and index.name is None:
+        return frame
+    one = index.nlevels == 1
+    names = [
+        n if n is not None else ("index" if one else f"level_{i}")
+        for i, n in enumerate(index.names)
+    ]
+    taken = [n for i, n in enumerate(names) if n in frame.columns or n in names[:i]]
+    if taken:
+        raise ColumnError(
+            f"run() returned a DataFrame whose index a dataset keeps as column(s) "
+            f"{', '.join(repr(str(n)) for n in names)}, and the name "
+            f"{', '.join(repr(str(n)) for n in taken)} is taken by a column (or another index "
+            "level); the rows of this mini-batch are not written. Rename the index in run() "
+            "(df.rename_axis('new_name')), or drop it (df.reset_index(drop=True)) where it "
+            "holds nothing to keep."
+        )
+    return frame.rename_axis(names).reset_index()
+
+
 def writable(frame: Any, fmt: str = "parquet") -> Any:
-    """``frame`` (a mini-batch's result) as it is staged: each object column of nested values
+    """``frame`` (a mini-batch's result) as it is staged: its index as column(s) where it holds
+    data (:func:`index_columns`); each object column of nested values
     (lists, numpy arrays, dicts, maps, decimals, dates) held as its one Arrow type
     (:func:`staged_frame`); for a CSV dataset, a column of decimals as each one's ``str()``.
     Refuses what a dataset cannot hold: a column name given twice, or an object column whose
@@ -67,7 +103,7 @@ def writable(frame: Any, fmt: str = "parquet") -> Any:
     Raises
     ------
     ColumnError
-        Naming the column and the types of its values.
+        Naming the column and the types of its values (or the index's name that a column has).
     """
     import pandas as pd
     import pyarrow as pa
@@ -89,6 +125,7 @@ def writable(frame: Any, fmt: str = "parquet") -> Any:
             "dataset's columns need names of their own, so the rows of this mini-batch are not "
             "written. Rename or drop the repeated columns in run()."
         )
+    frame = index_columns(frame)
     arrays = {}
     for column in frame.columns:
         values = frame[column]

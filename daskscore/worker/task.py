@@ -31,7 +31,7 @@ from typing import Any
 
 from daskscore import _compat
 from daskscore.errors import InputError
-from daskscore.io import datasets, tabular
+from daskscore.io import datasets, nested, tabular
 from daskscore.io.ledger import LedgerWriter
 from daskscore.io.writers import Sink
 from daskscore.protocol import (
@@ -274,17 +274,22 @@ def _output(runtime: JobRuntime, items: Any, work: Work, argument: Any) -> Any:
         return None
     work = _fetched(work)
     if job.carry_columns or writer.wants_frame:
-        items = to_frame(items, argument, work, job.carry_columns)
+        items = to_frame(items, argument, work, job.carry_columns, writer.dataset)
     return writer.encode(items, job.csv_kwargs)
 
 
-def to_frame(items: Any, argument: Any, work: Work, carry: tuple[str, ...]) -> Any:
+def to_frame(
+    items: Any, argument: Any, work: Work, carry: tuple[str, ...], dataset: bool = False
+) -> Any:
     """run()'s result as a DataFrame (a list becomes one ``prediction`` column), with the
-    chosen input columns carried through in tabular mode."""
+    chosen input columns carried through in tabular mode (in front of its index where a
+    ``dataset`` keeps that as column(s): :func:`daskscore.io.nested.index_columns`)."""
     import pandas as pd
 
     frame = items if isinstance(items, pd.DataFrame) else datasets.prediction_frame(items)
     if carry and isinstance(work, tabular.Split):
+        if dataset:
+            frame = nested.index_columns(frame)
         source = argument.copy(deep=False)
         source["file"] = datasets.printable(work.path)  # a name not UTF-8: \udcff, not refused
         source["row"] = argument.index

@@ -7,6 +7,10 @@ real folders.
 * a text value ending in a lone carriage return (text split on ``\\n`` from CRLF lines): the
   CSV dataset reads back with the value whole (it was written unquoted, and readers took the
   ``\\r`` for the end of a line);
+* the index of the DataFrame ``run()`` returns: kept as column(s) where it holds data (a named
+  index, a MultiIndex), in Parquet and CSV datasets, behind the carried input columns (it was
+  dropped); a name a column has too fails each mini-batch with a ``ColumnError`` naming it;
+  an unnamed RangeIndex (0..n-1, a tabular mini-batch's row numbers) is no column;
 * a Spark output folder (``_SUCCESS`` beside the Parquet files) is read in tabular mode, the
   marker left out with a line in the job log; another file that is not tabular is refused,
   saying that the byte-size mini_batch_size turned tabular mode on.
@@ -133,3 +137,101 @@ def test_a_file_tabular_mode_cannot_read_is_refused_saying_what_turned_it_on(
     assert "notes.txt' is not a tabular file" in message
     assert "settings.mini_batch_size is '1MB'" in message
     assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+INDEXED = """
+    import os
+
+    import pandas as pd
+
+    def run(mini_batch):
+        names = [os.path.basename(p) for p in mini_batch]
+        frame = pd.DataFrame({"f": names, "n": range(len(names)), "x": 0.5})
+        kind = os.environ["INDEX"]
+        if kind == "named":
+            return frame.set_index("f")
+        if kind == "multi":  # (its second level unnamed)
+            return frame.set_index(["f", "n"]).rename_axis(["f", None])
+        if kind == "clash":
+            return frame.set_index("f").rename_axis("x")
+        return frame  # the default RangeIndex
+"""
+
+
+def _indexed_job(client: Any, tmp_path: Path, kind: str, fmt: str) -> tuple[Any, pd.DataFrame]:
+    """A file-mode job of :data:`INDEXED` (``run()``'s index of kind ``kind``) into a ``fmt``
+    dataset; its result, and the dataset read back with its rows in file order."""
+    settings = {"mini_batch_size": 2, "environment_variables": {"INDEX": kind}}
+    dep = write_deployment(tmp_path / "deploy", INDEXED, settings=settings)
+    out = tmp_path / "out"
+    result = daskscore.run(
+        dep, write_inputs(tmp_path / "in", N_FILES), out, client=client, output_format=fmt
+    )
+    files = sorted((out / "predictions").glob(f"*.{fmt}"))
+    read = pd.read_parquet if fmt == "parquet" else pd.read_csv
+    frame = pd.concat([read(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+    return result, frame
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize(
+    ("kind", "columns"),
+    [("named", ["f", "n", "x"]), ("multi", ["f", "level_1", "x"]), ("plain", ["f", "n", "x"])],
+)
+def test_a_dataset_keeps_the_index_run_returned_as_columns(
+    client: Any, tmp_path: Path, kind: str, columns: list[str], fmt: str
+) -> None:
+    result, frame = _indexed_job(client, tmp_path, kind, fmt)
+
+    assert result.status == "Completed"
+    assert list(frame.columns) == columns
+    assert frame["f"].tolist() == [f.name for f in sorted((tmp_path / "in").iterdir())]
+    assert frame[columns[1]].tolist() == [0, 1] * (N_FILES // 2)  # (each mini-batch's own)
+
+
+def test_an_index_named_as_a_column_fails_each_mini_batch_naming_it(
+    client: Any, tmp_path: Path
+) -> None:
+    result, frame = _indexed_job(client, tmp_path, "clash", "parquet")
+
+    assert result.failed_items == N_FILES and frame.empty
+    error = (tmp_path / "out" / "logs" / "job_error.txt").read_text()
+    assert "ColumnError" in error and "keeps as column(s) 'x'" in error, error
+    assert "df.rename_axis(" in error
+
+
+ROW_INDEXED = """
+    import os
+
+    def run(df):
+        out = df.assign(y=df["x"] * 2)
+        return out.set_index("y") if os.environ.get("INDEX") == "named" else out
+"""
+
+
+@pytest.mark.parametrize(("kind", "columns"), [("named", ["row", "y", "x"]), ("rows", ["x", "y"])])
+def test_a_tabular_dataset_keeps_a_named_index_behind_the_carried_columns(
+    client: Any, tmp_path: Path, kind: str, columns: list[str]
+) -> None:
+    """The row numbers tabular mode indexes a mini-batch by (an unnamed RangeIndex from the
+    split's first row: 0 in a file's first mini-batch only) are no column."""
+    settings = {"mini_batch_size": "1 rows", "environment_variables": {"INDEX": kind}}
+    dep = write_deployment(tmp_path / "deploy", ROW_INDEXED, settings=settings)
+    inputs = write_inputs(tmp_path / "in", 3)
+    out = tmp_path / "out"
+
+    result = daskscore.run(
+        dep,
+        inputs,
+        out,
+        client=client,
+        output_format="parquet",
+        carry_columns=["row"] if kind == "named" else None,
+    )
+
+    assert result.status == "Completed"
+    frame = pd.read_parquet(out / "predictions")
+    assert list(frame.columns) == columns
+    want = pd.concat([pd.read_csv(f) for f in sorted(inputs.iterdir())], ignore_index=True)
+    assert frame["x"].tolist() == want["x"].tolist()
+    assert frame["y"].tolist() == (want["x"] * 2).tolist()
