@@ -12,14 +12,22 @@ scoring script in, made alike where it can be, explained where it cannot.
   main thread (which serves Dask's event loop), so ``signal.signal()`` raises there; Python
   runs signal handlers in the main thread only, so no handler the script sets could interrupt
   its own ``run()`` anyway.  :func:`hint` names the call and what to use instead.
+  A SIGINT of the process (``_thread.interrupt_main()``, ``os.kill(os.getpid(), SIGINT)``,
+  as a library's own timeout may send) raised ``KeyboardInterrupt`` in that main thread and
+  closed the worker (and, where the worker was forked from the ``daskscore`` command, ran its
+  handler): :func:`interrupt_script_on_sigint` raises it in the thread running ``run()``,
+  where a script that ran in a main thread would get it, and nowhere else.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import signal
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from daskscore.protocol import exception_text
 
@@ -97,3 +105,26 @@ def ordinary_process() -> None:
                 signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
             logger.debug("%s keeps its inherited handler", name, exc_info=True)
+
+
+def interrupt_script_on_sigint(script_thread: Callable[[], int | None]) -> None:
+    """Make SIGINT in this worker process raise ``KeyboardInterrupt`` in the thread that
+    ``script_thread()`` names (the one running ``run()`` now), not in the main thread, whose
+    event loop is Dask's; with no ``run()`` running it is logged and ignored.  Call from the
+    main thread (a worker's plugin setup)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        target = script_thread()
+        if target is None:
+            logger.warning("SIGINT ignored: no run() is running in this worker")
+            return
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(target), ctypes.py_object(KeyboardInterrupt)
+        )
+
+    try:
+        signal.signal(signal.SIGINT, interrupt)
+    except (OSError, ValueError):
+        logger.debug("SIGINT keeps its handler", exc_info=True)

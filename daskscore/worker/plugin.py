@@ -37,7 +37,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from daskscore import _compat
 from daskscore.protocol import WorkerJob
 from daskscore.worker.deaths import end_leftovers, lead_group
-from daskscore.worker.hosting import ordinary_process
+from daskscore.worker.hosting import interrupt_script_on_sigint, ordinary_process
 from daskscore.worker.localize import offers
 from daskscore.worker.runtime import JobRuntime
 
@@ -117,6 +117,7 @@ class ScoringPlugin(WorkerPlugin):
         if _own_process(worker):  # before any script code: what it starts ends with it
             lead_group()
             ordinary_process()
+            interrupt_script_on_sigint(_script_thread)
         label = worker_label(worker.name)
         if job.resources and not offers(worker.state.total_resources, job.resources):
             _RUNTIMES[job.job_id] = JobRuntime(job, label, eligible=False)
@@ -203,6 +204,14 @@ def _end_leftovers() -> None:
     by the pool's own thread)."""
     gc.collect()
     end_leftovers()
+
+
+def _script_thread() -> int | None:
+    """The thread running a ``run()`` call in this process now, if one is."""
+    for runtime in list(_RUNTIMES.values()):
+        if runtime.in_flight is not None and runtime.run_thread is not None:
+            return runtime.run_thread
+    return None
 
 
 def _own_process(worker: Any) -> bool:

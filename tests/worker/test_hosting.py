@@ -14,6 +14,7 @@ from pathlib import Path
 
 import conftest
 import psutil
+import pytest
 from helpers import cli, cli_args, make_job, show, summary_of
 
 from daskscore.worker.deaths import GUARD
@@ -374,3 +375,44 @@ def test_a_warm_jobs_output_goes_to_its_own_log(tmp_path: Path) -> None:
         text = "".join(p.read_text() for p in (result.logs / "user" / "stdout").glob("*.txt"))
         assert "ERROR score: logged f0000.csv" in text, text
         assert "printed f0000.csv" in text and "below f0000.csv" in text, text
+
+
+INTERRUPTS = """
+import _thread, os, signal, time
+
+def init():
+    pass
+
+def run(mini_batch):
+    if any(os.path.basename(p) == "f0002.csv" for p in mini_batch):
+        {how}
+        time.sleep(2)  # (the KeyboardInterrupt comes here, in run()'s own thread)
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize(
+    "how", ["_thread.interrupt_main()", "os.kill(os.getpid(), signal.SIGINT)"], ids=["main", "kill"]
+)
+def test_a_sigint_run_sends_its_own_process_fails_that_run_only(tmp_path: Path, how: str) -> None:
+    """A library's own timeout may interrupt the main thread, as if the script ran there: the
+    ``KeyboardInterrupt`` is raised in ``run()`` (its try fails with it). Before, it was raised
+    in the worker's event loop, through the handler the worker inherited from the
+    ``daskscore`` command: both workers closed, and the job hung or ended as NoWorkersLeft."""
+    dep, inputs, out = make_job(
+        tmp_path,
+        INTERRUPTS.format(how=how),
+        n_files=8,
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 0}},
+    )
+    proc = cli(dep, inputs, out, timeout=120)
+    assert proc.returncode == 0, show(proc)
+    summary = summary_of(out)
+    assert summary["status"] == "Completed", summary
+    (failure,) = summary["failures"]
+    assert failure["mini_batch_id"] == 1 and failure["status"] == "RUN_EXCEPTION"
+    assert "KeyboardInterrupt" in failure["error"] and "time.sleep(2)" in failure["error"]
+    rows = (out / "predictions.csv").read_text().split()
+    assert rows == [f"f{i:04d}.csv" for i in (0, 1, 4, 5, 6, 7)]
+    assert "Traceback" not in proc.stderr.split("First error")[0], show(proc)
