@@ -93,23 +93,39 @@ class WriteFailed(DaskScoreError):
 
     @classmethod
     def is_disk(cls, exc: BaseException | None, out: Any) -> bool:
-        """Whether ``exc`` is the disk's: full, over quota, read-only, or a permission refused
-        on a file inside the output folder ``out``."""
+        """Whether ``exc`` is the disk's: full, over quota, read-only, a permission refused
+        on a file inside the output folder ``out``, or a folder of it gone (:meth:`removed`)."""
         if not isinstance(exc, OSError):
             return False
         if exc.errno in cls.ERRNOS:
             return True
         if exc.errno not in cls.DENIED or not exc.filename or out is None:
+            return cls.removed(exc, out)
+        return cls._inside(exc.filename, out)
+
+    @classmethod
+    def removed(cls, exc: BaseException | None, out: Any) -> bool:
+        """Whether ``exc`` says a file inside the output folder ``out`` is missing because its
+        folder is gone (``rm -rf`` of the output folder while the job ran)."""
+        import os
+
+        if not isinstance(exc, FileNotFoundError) or not exc.filename or out is None:
             return False
+        try:
+            folder = os.path.dirname(os.path.abspath(os.fsdecode(exc.filename)))
+        except (TypeError, ValueError):
+            return False
+        return cls._inside(folder, out) and not os.path.isdir(folder)
+
+    @staticmethod
+    def _inside(path: Any, out: Any) -> bool:
         import os
 
         try:
-            inside = os.path.commonpath(
-                [os.path.abspath(os.fsdecode(exc.filename)), os.path.abspath(os.fspath(out))]
-            ) == os.path.abspath(os.fspath(out))
+            root = os.path.abspath(os.fspath(out))
+            return os.path.commonpath([os.path.abspath(os.fsdecode(path)), root]) == root
         except (TypeError, ValueError):  # (another drive, a URL)
             return False
-        return inside
 
     @classmethod
     def of(cls, exc: BaseException | None, out: Any, what: str) -> WriteFailed | None:
@@ -117,6 +133,13 @@ class WriteFailed(DaskScoreError):
         written into the output folder ``out``."""
         if not isinstance(exc, OSError) or not cls.is_disk(exc, out):
             return None
+        if cls.removed(exc, out):
+            return cls(
+                f"{what} failed: the folder of {exc.filename} is gone: the output folder {out} "
+                "(or its staging folder, .daskscore/) was removed or moved while the job ran, "
+                "and with it what the job had kept. Nothing more can be kept, so the job "
+                "stopped. Run the job again (with --overwrite if that folder exists again)."
+            )
         where = f" ({exc.filename})" if exc.filename else ""
         return cls(
             f"{what} failed: {exc.strerror}{where}. Nothing more can be kept, so the job "

@@ -171,3 +171,38 @@ def test_a_staging_folder_made_read_only_stops_the_job_then_resume_finishes_it(
     assert again.returncode == 0, again.stderr
     names = (out / "predictions.csv").read_text().split()
     assert sorted(names) == [f"f{i:04d}.csv" for i in range(N_FILES)]
+
+
+REMOVED = """
+    import os
+    import time
+
+    def run(mini_batch):
+        time.sleep(0.5)
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_an_output_folder_removed_while_the_job_runs_stops_it_saying_so(tmp_path: Path) -> None:
+    """``rm -rf`` of the output folder mid-job: the first task that cannot commit stops the
+    job with an error saying the folder went, not an internal ``FileNotFoundError`` at the
+    end (the tasks were sent again and again meanwhile)."""
+    import shutil
+    import time
+
+    dep = write_deployment(tmp_path / "deploy", REMOVED, settings={"mini_batch_size": 1})
+    inputs, out = write_inputs(tmp_path / "in", N_FILES), tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daskscore", "run", str(dep), "--input", str(inputs), "--output",
+         str(out), "--workers", "2", "--no-progress", "--no-dashboard"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    ledgers = out / ".daskscore" / "ledger"
+    deadline = time.monotonic() + 120
+    while not (ledgers.is_dir() and any(ledgers.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    shutil.rmtree(out)
+    _, stderr = proc.communicate(timeout=150)
+    assert proc.returncode == 1, stderr
+    assert "internal error" not in stderr, stderr
+    assert "was removed or moved while the job ran" in stderr, stderr
