@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,8 @@ logger = logging.getLogger("daskscore")
 LOST_S = 20.0
 #: ... that many seconds instead, from this environment variable (a test hook).
 LOST_ENV = "DASKSCORE_SCHEDULER_LOST_S"
+#: Seconds between the cluster's checks while a finished task's result is fetched.
+RESULT_CHECK_S = 5.0
 
 
 def connected(client: Any) -> bool:
@@ -73,6 +76,29 @@ class SchedulerWatch:
             f"What was committed (at least {self.kept()}) is kept in {self.output}; once a "
             "scheduler runs again, the same command with --resume finishes the job."
         )
+
+
+def wait_result(
+    fut: Any,
+    watch: SchedulerWatch,
+    checks: Callable[[], None] | None = None,
+    every: float = RESULT_CHECK_S,
+    get: Callable[..., Any] | None = None,
+) -> Any:
+    """``fut.result()`` of a finished task, with ``watch.check()`` and ``checks()`` (the
+    dispatcher's: the install, a cluster without workers) every ``every`` seconds while it
+    waits.  A result lost with its worker is computed again; where no worker can come back
+    (they all closed, with their nannies) that wait had no end: the job hung.  Now
+    :class:`~daskscore.errors.ClusterLost` or :class:`~daskscore.errors.NoWorkersLeft` ends it,
+    as in the dispatcher's loop.  ``get``: ``fut.exception`` instead of ``fut.result``."""
+    get = fut.result if get is None else get
+    while True:
+        try:
+            return get(timeout=every)
+        except TimeoutError:
+            watch.check(time.monotonic())
+            if checks is not None:
+                checks()
 
 
 def orphan_grace() -> float:

@@ -37,7 +37,7 @@ from typing import Any
 from distributed import Client
 
 from daskscore import _compat
-from daskscore.engine.connection import SchedulerWatch
+from daskscore.engine.connection import SchedulerWatch, wait_result
 from daskscore.engine.finish import write_overview
 from daskscore.engine.isolate import PartKey
 from daskscore.engine.memory import MemoryDeaths
@@ -255,7 +255,7 @@ class Dispatcher:
             # (a result lost while it is fetched is computed again: the task finds its ledger
             # and comes back interrupted, or its new workers died: a loss as below)
             try:
-                result: TaskResult | None = fut.result()
+                result: TaskResult | None = wait_result(fut, self.connection, self.check_install)
             except Exception as exc:  # noqa: BLE001 - sorted out just below
                 self._raise_if_disk(exc)
                 if not _is_worker_loss(exc):
@@ -268,7 +268,7 @@ class Dispatcher:
                 self._fold(attempt, result, ids, part)
                 return
         elif status != "lost":
-            exc = fut.exception()
+            exc = wait_result(fut, self.connection, self.check_install, get=fut.exception)
             self._raise_if_disk(exc)
             # no exception: cancelled by the scheduler, not by us; its ledger tells the rest
             if exc is not None and not _is_worker_loss(exc):

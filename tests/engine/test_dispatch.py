@@ -67,11 +67,11 @@ class FakeFuture:
         self._exception: BaseException | None = None
         self._callbacks: list[Callable[[FakeFuture], None]] = []
 
-    def result(self) -> Any:
+    def result(self, timeout: float | None = None) -> Any:
         assert self.status == "finished", self.status
         return self._result
 
-    def exception(self) -> BaseException | None:
+    def exception(self, timeout: float | None = None) -> BaseException | None:
         assert self.status == "error", self.status
         return self._exception
 

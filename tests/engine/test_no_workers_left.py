@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dask
 import pytest
@@ -164,3 +165,52 @@ def test_a_score_computation_without_workers_says_none_will_come_back(
     assert "score(): the computation's tasks wait for one" in caplog.text, caplog.text
     assert "scaled to 0 workers" in caplog.text, caplog.text
     assert "waits for ever" in caplog.text, caplog.text
+
+
+class _Pending:
+    """A task's future whose result is being computed again and never comes (its worker
+    left with it, and no worker can come back)."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+
+    def result(self, timeout: float | None = None) -> Any:
+        assert timeout is not None, "a wait without a timeout never ends"
+        self.asked.append(timeout)
+        raise TimeoutError(f"timed out after {timeout} s")
+
+    exception = result
+
+
+class _Gone:
+    status = "closed"
+
+
+@pytest.mark.parametrize("what", ["result", "exception"])
+def test_fetching_a_result_that_never_comes_ends_with_the_clusters_checks(what: str) -> None:
+    """The dispatcher's fetch of a finished task's result (or error) looks at the cluster
+    while it waits: it waited without a timeout, and a result lost with the last worker
+    hung the job for ever (the loop's checks never ran)."""
+    from daskscore.engine.connection import SchedulerWatch, wait_result
+    from daskscore.errors import ClusterLost, NoWorkersLeft
+
+    fut, checked = _Pending(), []
+
+    def checks() -> None:
+        checked.append(1)
+        if len(checked) == 3:
+            raise NoWorkersLeft("no worker can come back")
+
+    watch = SchedulerWatch(_Client(), lambda: "2 items", "out")
+    get = getattr(fut, what)
+    with pytest.raises(NoWorkersLeft):
+        wait_result(fut, watch, checks, every=0.01, get=get)
+    assert fut.asked == [0.01] * 3
+    gone = SchedulerWatch(_Gone(), lambda: "2 items", "out")
+    gone.limit = 0.0
+    with pytest.raises(ClusterLost):
+        wait_result(fut, gone, None, every=0.01, get=get)
+
+
+class _Client:
+    status = "running"
