@@ -13,6 +13,8 @@ from typing import Any
 
 from daskscore.engine.outcomes import Outcomes
 from daskscore.protocol import Part, error_line
+from daskscore.ui.explain import failure_status
+from daskscore.ui.termtext import shown as written_out
 
 #: Failures shown on the page, at most (the newest are kept; failed_items.csv has them all).
 MAX_FAILURES = 50
@@ -65,11 +67,13 @@ def failures(outcomes: Outcomes, work: list[Any]) -> list[list[Any]]:
     for i, mb in enumerate(shown):
         rec = final[mb]
         error = str(rec.error or "")
+        status = str(getattr(rec.status, "value", rec.status))
+        said = {"status": status, "error": error, "failed": rec.failed, "succeeded": rec.succeeded}
         rows.append(
             [
                 mb,
-                _files(work[mb]) if 0 <= mb < len(work) else "",
-                str(getattr(rec.status, "value", rec.status)),
+                written_out(_files(work[mb])) if 0 <= mb < len(work) else "",
+                failure_status(said),  # (a partial one says so, as the report does)
                 rec.try_no,
                 error_line(error, limit=MAX_ERROR_LINE),
                 error[-MAX_TRACEBACK:] if len(shown) - i <= MAX_TRACEBACKS else "",

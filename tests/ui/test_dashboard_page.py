@@ -516,6 +516,8 @@ def test_partial_mini_batches_are_counted_as_the_report_counts_them(
         "3 failed items in 2 mini-batches (1 failed, 1 partial)"
     )
     assert job.locator("table[data-field=failures] tbody tr").count() == 2
+    statuses = sorted(f[2] for f in row["failures"])  # (said as the report says them)
+    assert statuses == ["RUN_EXCEPTION", "partial: returned 1 result for 2 files"], statuses
     assert errors == []
     page.close()
 
