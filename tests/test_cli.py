@@ -600,3 +600,38 @@ def test_a_closed_output_pipe_ends_what_is_written_not_the_job(
     assert (out / "report.html").is_file()
     log = (out / "logs" / "sys" / "daskscore.txt").read_text()
     assert "all mini-batches settled" in log and "assembled " in log, log[-2000:]
+
+
+@pytest.mark.parametrize("command", ["validate", "replay"])
+def test_validate_and_replay_to_a_closed_pipe_end_with_their_own_status(
+    tmp_path: Path, command: str
+) -> None:
+    """``daskscore validate ... | head -1``: the command goes on to its own end and status
+    once its reader has gone (it ended with ``internal error: BrokenPipeError``, exit 1)."""
+    script = """
+        import os
+
+        def run(mini_batch):
+            return [os.path.basename(p) for p in mini_batch]
+    """
+    dep = write_deployment(tmp_path / "deploy", script, settings={"mini_batch_size": 2})
+    inputs, out = write_inputs(tmp_path / "in", 4), tmp_path / "out"
+    if command == "validate":
+        args = ["validate", str(dep), "--input", str(inputs)]
+    else:
+        ran = run_cli("run", str(dep), "-i", str(inputs), "-o", str(out), "--workers", "1")
+        assert ran.returncode == 0, ran.stderr
+        args = ["replay", str(out), "--mini-batch", "1"]
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "daskscore", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # (the reader has gone before the first line)
+    with proc.stderr:
+        err = proc.stderr.read()
+    assert proc.wait(timeout=150) == 0, err
+    assert "internal error" not in err and "BrokenPipeError" not in err, err

@@ -30,7 +30,7 @@ from daskscore.devtools import validate as devtools
 from daskscore.devtools.replay import replay
 from daskscore.engine.runner import execute
 from daskscore.errors import DaskScoreError, JobFailed, StopSignal
-from daskscore.ui.termtext import closed, say, write
+from daskscore.ui.termtext import closed, quiet_when_closed, say, write
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -47,25 +47,27 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    return devtools.validate(
-        args.deployment,
-        args.input,
-        _overrides(args),
-        rows=args.rows,
-        post_mortem=args.pdb,
-        lenient=args.lenient,
-        mini_batch=args.mini_batch,
-    )
+    with quiet_when_closed():  # (`daskscore validate ... | head -3`)
+        return devtools.validate(
+            args.deployment,
+            args.input,
+            _overrides(args),
+            rows=args.rows,
+            post_mortem=args.pdb,
+            lenient=args.lenient,
+            mini_batch=args.mini_batch,
+        )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    return replay(
-        args.output,
-        args.mini_batch,
-        post_mortem=args.pdb,
-        rows=args.rows,
-        overrides=_overrides(args),
-    )
+    with quiet_when_closed():
+        return replay(
+            args.output,
+            args.mini_batch,
+            post_mortem=args.pdb,
+            rows=args.rows,
+            overrides=_overrides(args),
+        )
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -22,7 +22,9 @@ import shutil
 import sys
 import textwrap
 import unicodedata
-from typing import TextIO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
 
 _TRACEBACK = re.compile(r"^(\s*)Traceback \(most recent call last\):")
 #: a command to copy after a label: kept whole on a line of its own
@@ -141,6 +143,43 @@ def closed(stream: TextIO) -> None:
         stream.flush()
     except (OSError, ValueError):
         pass
+
+
+class QuietOnClose:
+    """``stream``, whose writes and flushes end quietly once its reader went away (see
+    :func:`closed`); anything else is the stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            closed(self.stream)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            closed(self.stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def quiet_when_closed() -> Iterator[None]:
+    """Standard output and error that a closed reader ends quietly while the block runs
+    (``daskscore validate ... | head -3``: the command goes on to its end and its own exit
+    status, not an internal ``BrokenPipeError``)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = QuietOnClose(sys.stdout), QuietOnClose(sys.stderr)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def say(text: str, stream: TextIO | None = None, style: str | None = None) -> None:
