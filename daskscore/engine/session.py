@@ -33,6 +33,7 @@ import tempfile
 import threading
 import uuid
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,10 +207,6 @@ class ScoringSession:
         error_threshold: int = -1,
         progress: bool | None = None,
     ) -> None:
-        import dask
-        import dask.dataframe as dd
-        from dask.dataframe.utils import pyarrow_strings_enabled
-
         self.client = client
         self.job = job
         self.job_dir = Path(job.output)
@@ -218,6 +215,20 @@ class ScoringSession:
         #: what each partition computed so far reported, by partition (its first mini-batch)
         self.events: dict[int, dict[str, Any]] = {}
         self.topic = f"{RECORDS_TOPIC}-{job.job_id}"
+        self.live: LiveScore | None = None
+        self.leave: Callable[[], None] = lambda: None
+        try:  # (anything raised, a Ctrl-C too, does not leave the script installed)
+            self._build(work, meta, partitions, progress)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, work: list[Any], meta: Any, partitions: int | None, progress: Any) -> None:
+        import dask
+        import dask.dataframe as dd
+        from dask.dataframe.utils import pyarrow_strings_enabled
+
+        client, job = self.client, self.job
         client.subscribe_topic(self.topic, self._on_records)
         #: the nannies of a cluster of this process kept, its workers watched (noworkers)
         self.leave = watch_session(client)
@@ -226,17 +237,11 @@ class ScoringSession:
         n = partitions or max(1, min(len(work), workers * PARTITIONS_PER_WORKER))
         size = math.ceil(len(work) / n)
         groups = [list(enumerate(work))[i : i + size] for i in range(0, len(work), size)]
-        self.live: LiveScore | None = None
         origin = "given as meta=" if meta is not None else "inferred from mini-batch 0"
         if meta is None:
             strings = bool(pyarrow_strings_enabled())  # (this process's Dask config)
-            try:
-                meta, unknown = client.submit(
-                    first_rows, job.job_id, work[0], strings, pure=False
-                ).result()
-            except BaseException:
-                self.close()  # (the script is not left installed for nothing)
-                raise
+            future = client.submit(first_rows, job.job_id, work[0], strings, pure=False)
+            meta, unknown = future.result()
             if unknown:
                 say_unknown(unknown, bool(len(work) > 1))
         # (Dask's convert-string would make every object column text: the frame keeps
@@ -248,7 +253,7 @@ class ScoringSession:
                     job.job_id,
                     meta=meta,
                     address=client.scheduler.address,
-                    policy=(on_error, error_threshold),
+                    policy=(self.on_error, self.error_threshold),
                     live=progress is not False,
                     origin=origin,
                 ),
@@ -403,6 +408,8 @@ def open_session(
         output_format="frame",
         carry_columns=tuple(options.carry_columns),
     )
+    import dask.dataframe  # noqa: F401 - (seconds the first time: before anything is installed)
+
     watch_deadlines(client)  # (the nannies end a run() that keeps the GIL past its timeout)
     script = ScriptInstall(client, job, job_dir / ".daskscore", init_timeout=options.init_timeout)
     try:

@@ -175,3 +175,32 @@ def test_a_first_mini_batch_that_raises_without_meta_names_it_with_the_traceback
     assert "pass meta= to score()" in message
     assert info.value.user_traceback is not None
     assert 'raise ValueError(f"cannot score {name}")' in info.value.user_traceback
+
+
+@pytest.mark.parametrize("where", ["count_deaths_fairly", "watch_session", "LiveScore"])
+def test_a_ctrl_c_while_the_frame_is_built_leaves_nothing_installed(
+    tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A ``KeyboardInterrupt`` (Ctrl-C, a kernel's stop) after the script's install, while
+    the session is built: no session comes back to close, so the install goes with it.
+    Before, only a failure of the inference of the columns uninstalled it: the plugin, and
+    the initialised script, stayed on every worker."""
+    from daskscore.engine import session as session_mod
+
+    def interrupt(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    if where == "LiveScore":
+        monkeypatch.setattr(session_mod.LiveScore, "for_session", interrupt)
+    else:
+        monkeypatch.setattr(session_mod, where, interrupt)
+    dep = write_deployment(tmp_path / "deploy", SCRIPT, settings={"mini_batch_size": 2})
+
+    def installed(dask_worker: Any) -> list[str]:
+        return [name for name in dask_worker.plugins if name.startswith("daskscore-")]
+
+    with pytest.raises(KeyboardInterrupt):
+        daskscore.score(dep, write_inputs(tmp_path / "in", 4), client=client, progress=False)
+    assert all(not names for names in client.run(installed).values())
+    leftovers = list(session_mod._OPEN)
+    assert leftovers == [], leftovers
