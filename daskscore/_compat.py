@@ -375,6 +375,9 @@ def _forget_on_scheduler(
     if isinstance(found, dict):  # (distributed's Broker keeps every topic ever named)
         for name in topics:
             dropped += found.pop(name, None) is not None
+        for name, kept in list(found.items()):  # (an earlier job's, named again by its late
+            if str(name).startswith("daskscore-") and not (kept.events or kept.subscribers):
+                found.pop(name)  # unsubscribe: the Broker's dict makes what it is asked for)
     for keys in metadata:
         parent = getattr(dask_scheduler, "task_metadata", None)
         for key in keys[:-1]:
@@ -387,11 +390,8 @@ def _forget_on_scheduler(
 def forget_topics(
     client: Any, topics: Sequence[str], metadata: Sequence[Sequence[str]] = ()
 ) -> None:
-    """Drop a finished job's event topics and metadata from the scheduler: Dask keeps every
-    topic's events (up to ``distributed.scheduler.events-log-length`` each) and every metadata
-    key for the scheduler's life, a warm cluster's or a notebook's.  Best effort: Dask has no
-    call for it, so it is run on the scheduler (a scheduler that refuses, or has no such
-    internals, keeps them)."""
+    """Drop a finished job's event topics and metadata (and earlier jobs' empty topics) from the
+    scheduler, which keeps them for its life; best effort: Dask has no call for it."""
     try:
         client.run_on_scheduler(_forget_on_scheduler, list(topics), [list(k) for k in metadata])
     except Exception:  # noqa: BLE001 - nothing depends on it
