@@ -50,7 +50,7 @@ def publish(result: JobResult, out_dir: Path, url: str, secrets: tuple[str, ...]
         summary["predictions"] = f"{url.rstrip('/')}/{Path(result.predictions).name}"
     outputdir.write_summary(out_dir, summary)
     try:
-        count = storage.upload_tree(out_dir, url, exclude=LEFTOVERS)
+        count = storage.upload_tree(out_dir, url, exclude=LEFTOVERS, last=(outputdir.SUMMARY_FILE,))
     except Exception as exc:  # noqa: BLE001 - any failure of the store: the folder is kept
         raise upload_failed(exc, result, out_dir, url, secrets) from exc
     logger.info("uploaded %d files to %s", count, url)

@@ -380,6 +380,7 @@ def upload_tree(
     storage_options: dict[str, Any] | None = None,
     *,
     exclude: tuple[str, ...] = (),
+    last: tuple[str, ...] = (),
 ) -> int:
     """Upload the files under ``local_dir`` to ``url``, keeping their relative layout.
 
@@ -388,6 +389,9 @@ def upload_tree(
     exclude : tuple of str
         Glob patterns; a file is left out when a pattern matches its relative path (``/``
         separated) or any of its path segments (``"*.tmp"``, ``"logs"``, ``"sys/*.txt"``).
+    last : tuple of str
+        Relative paths uploaded only once every other file has landed (a job's summary: a
+        folder with one holds a finished job); not at all if an earlier one failed.
 
     Returns
     -------
@@ -411,7 +415,11 @@ def upload_tree(
     if not is_remote(url):
         for parent in sorted({posixpath.dirname(r) for r in remote}):
             fs.makedirs(parent, exist_ok=True)
-    fs.put(local, remote)
+    after = [i for i, rel in enumerate(rels) if rel in last]
+    first = [i for i in range(len(rels)) if i not in set(after)]
+    for group in (first, after):  # (one concurrent put each: the last ones after the rest)
+        if group:
+            fs.put([local[i] for i in group], [remote[i] for i in group])
     fs.invalidate_cache(base)
     return len(local)
 

@@ -301,3 +301,53 @@ def test_a_filesystem_made_under_other_storage_variables_is_not_reused(
     assert filesystem("s3://bucket/x")[0] is first  # (unchanged: the cached one)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
     assert filesystem("s3://bucket/x")[0] is not first
+
+
+class _Recording:
+    """A filesystem that records each ``put`` (and fails the first one when asked)."""
+
+    def __init__(self, fs: Any, fail: bool) -> None:
+        self.fs, self.fail, self.puts = fs, fail, []
+
+    def put(self, local: list[str], remote: list[str]) -> None:
+        self.puts.append([Path(r).name for r in remote])
+        if self.fail:
+            raise OSError("the store went away")
+        self.fs.put(local, remote)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fs, name)
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["landed", "failed"])
+def test_the_summary_is_uploaded_after_everything_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool
+) -> None:
+    """A folder with ``job_summary.json`` holds a finished job: it is put after the other
+    files have landed, and not at all when they could not be (it went in the same concurrent
+    put, and a store that failed midway could hold a "Completed" summary and no predictions)."""
+    from daskscore.io import storage
+
+    src = tmp_path / "out"
+    for rel in ("predictions.csv", "job_summary.json", "logs/job_result.txt"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    real = storage.filesystem
+    recorded: list[_Recording] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        fs, base = real(*args, **kwargs)
+        recorded.append(_Recording(fs, fail))
+        return recorded[-1], base
+
+    monkeypatch.setattr(storage, "filesystem", recording)
+    dest = tmp_path / "dest"
+    if fail:
+        with pytest.raises(OSError, match="went away"):
+            upload_tree(src, str(dest), last=("job_summary.json",))
+        assert recorded[0].puts == [["job_result.txt", "predictions.csv"]]
+        assert not (dest / "job_summary.json").exists()
+        return
+    assert upload_tree(src, str(dest), last=("job_summary.json",)) == 3
+    assert recorded[0].puts == [["job_result.txt", "predictions.csv"], ["job_summary.json"]]
+    assert (dest / "job_summary.json").read_text() == "job_summary.json"
