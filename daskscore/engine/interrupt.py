@@ -10,6 +10,9 @@ SIGHUP stop ``daskscore run`` the same way: :class:`~daskscore.errors.StopSignal
   the job's own summary is written (as the staging folder is removed) finds the job finished:
   nothing is rewritten and nothing is left to resume.
 
+A job to an output URL is written up the same way in its local assembly folder (named by the
+URL: :func:`daskscore.engine.publish.assembly_dir`), which ``--resume`` finds again.
+
 The CLI prints what :class:`JobInterrupted` carries (``daskscore.cli._interrupted``).
 """
 
@@ -94,8 +97,6 @@ def interrupted(job: JobRun, phase: str, cause: BaseException | None = None) -> 
     signal)."""
     record, outcomes = job.record, job.outcomes
     record.phases.mark(phase)
-    if job.remote_out:  # (its local folder is a temporary one: nothing there to resume)
-        return KeyboardInterrupt()
     if record.retried is not None:  # (the folder's summary stays the finished job's)
         return JobInterrupted(record.out_dir, None, None, True, phase=phase)
     if outputdir.finished(record.out_dir):  # its own summary is written: the job is done

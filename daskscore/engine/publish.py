@@ -1,7 +1,10 @@
 """A job whose output is a URL: its output folder, assembled locally, uploaded at the end.
 
-The job runs into a local folder (``daskscore-output-*`` in the temporary directory) and
-:func:`publish` uploads it when the job has ended, then removes it.  An upload that fails (the
+The job runs into a local folder of the temporary directory, named by a hash of the URL
+(:func:`assembly_dir`: ``daskscore-output-<hash>``), and :func:`publish` uploads it when the
+job has ended, then removes it.  The same URL always gets the same folder: an interrupted job
+(Ctrl-C, SIGTERM, a lost scheduler, a killed driver) keeps what it committed there, and the
+same command with ``--resume`` finds it and scores only the rest.  An upload that fails (the
 store went away, refused a write) loses nothing: the folder is kept, and the job raises
 :class:`~daskscore.errors.UploadFailed` naming the URL, what failed, the folder and how to
 upload it or run the job again; the traceback goes to the folder's own job log
@@ -10,13 +13,17 @@ upload it or run the job again; the traceback goes to the folder's own job log
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
+import stat
+import tempfile
 from pathlib import Path
 
 from daskscore.config import redact
 from daskscore.engine.finish import JobResult
-from daskscore.errors import UploadFailed
+from daskscore.errors import OutputError, UploadFailed
 from daskscore.io import outputdir, outputlock, storage
 from daskscore.io.joblog import FileLogHandler
 
@@ -31,6 +38,25 @@ LEFTOVERS = (
 )
 #: The longest an exception's text is quoted in the error (its first line)
 SHOWN_CHARS = 300
+
+
+def assembly_dir(url: str) -> Path:
+    """The local folder where the output of ``url`` is assembled (created, private to this
+    user): the same for every job written to that URL, so that ``--resume`` finds what an
+    interrupted one committed."""
+    key = hashlib.sha256(url.rstrip("/").encode("utf-8")).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"daskscore-output-{key}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
+        raise OutputError(
+            f"the local folder where the output '{url}' is assembled, {folder}, is not a "
+            "folder of your own; remove it, or set TMPDIR to another temporary directory."
+        )
+    return folder
 
 
 def publish(result: JobResult, out_dir: Path, url: str, secrets: tuple[str, ...] = ()) -> JobResult:

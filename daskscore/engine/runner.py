@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ from daskscore.engine.finish import (
 )
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.plan import JobPlan, plan_job
-from daskscore.engine.publish import publish
+from daskscore.engine.publish import assembly_dir, publish
 from daskscore.engine.scoring import JobRun, open_board, score_all
 from daskscore.errors import OutputError, UploadFailed, UsageError, WriteFailed
 from daskscore.io import outputdir, outputlock, storage
@@ -236,7 +235,7 @@ def _claim(
     remote_out = str(output) if storage.is_remote(str(output)) else None
     if remote_out:
         outputdir.claim_remote_output(remote_out, target, options.overwrite, lock.announce)
-        out_dir = Path(tempfile.mkdtemp(prefix="daskscore-output-"))
+        out_dir = assembly_dir(remote_out)  # (the same folder again: --resume finds it)
     else:
         out_dir = Path(output).expanduser().resolve()
     kept = None
@@ -245,9 +244,14 @@ def _claim(
         kept = retry.kept_staging(out_dir)
         unfinished = False
     else:
-        unfinished = outputdir.claim_output(
-            out_dir, target, options.overwrite, options.resume, lock.announce
-        )
+        try:
+            unfinished = outputdir.claim_output(
+                out_dir, target, options.overwrite, options.resume, lock.announce
+            )
+        except OutputError as exc:
+            if remote_out:  # (its local folder, named for what it is)
+                exc.args = (f"output '{remote_out}' is assembled locally, and its {exc}",)
+            raise
     source = plan.input_path
     shown_input = source if storage.is_remote(source) else str(Path(source).expanduser().resolve())
     record = JobRecord(lock.holder.job_id, deployment, shown_input, out_dir)

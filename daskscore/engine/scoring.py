@@ -122,7 +122,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
     rows = f" ({rows_note(plan.work)})" if plan.unit == "rows" else ""
     notify(
         f"Scoring {_n(len(plan.files), 'file')}{rows} in {_n(len(plan.work), 'mini-batch')} "
-        f"on {_n(workers, 'worker')}; output: {job.out_dir}"
+        f"on {_n(workers, 'worker')}; output: {_output(job)}"
     )
     progress = Progress(len(plan.work), total_items, enabled=plan.options.progress)
     progress.page_link = board.link
@@ -314,3 +314,10 @@ def _watch_timeouts(client: Any) -> None:
 def _n(n: int, word: str) -> str:
     """``1 file``, ``2 files``, ``1 mini-batch``, ``3 mini-batches``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('ch') else 's'}"
+
+
+def _output(job: JobRun) -> str:
+    """The job's output as the start line names it: an output URL, and where it is assembled."""
+    if job.remote_out:
+        return f"{job.remote_out} (assembled in {job.out_dir})"
+    return str(job.out_dir)

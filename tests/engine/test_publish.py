@@ -6,16 +6,25 @@ scoring script ends it with SIGKILL while it scores, after the job has claimed i
 URL, so the upload at the end finds no store.  The command then says, in one paragraph and
 without a traceback, that the upload to the URL failed and which local folder holds the whole
 output (kept, not deleted), and exits 1, as a job whose files could not be written does.
+
+A job to an output URL stopped by SIGTERM while it scores keeps what it committed in its local
+assembly folder (named by the URL), and the same command with ``--resume`` scores only the rest,
+uploads each row once and removes that folder.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import fsspec
 import pandas as pd
 import pytest
-from conftest import run_cli, write_deployment, write_inputs
+from conftest import REPO, run_cli, write_deployment, write_inputs
 from helpers import show
 from storage_emulators import make_bucket, run_moto_s3
 
@@ -85,3 +94,72 @@ def test_failed_upload_keeps_the_output_and_says_where(tmp_path: Path) -> None:
     assert f"uploading the output to {url} failed" in log
     assert "Traceback" in log
     assert os.path.isdir(folder / "logs" / "user")
+
+
+#: each run() call, once it has scored its mini-batch, is noted in the file $CALLS
+NOTED = """
+    import os
+    import time
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        time.sleep(0.3)
+        with open(os.environ["CALLS"], "a") as f:
+            f.write("".join(os.path.basename(p) + "\\n" for p in mini_batch))
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_sigterm_then_resume_finishes_a_job_written_to_a_url(tmp_path: Path) -> None:
+    n = 10
+    calls = tmp_path / "calls"
+    settings = {"mini_batch_size": 1, "environment_variables": {"CALLS": str(calls)}}
+    dep = write_deployment(tmp_path / "d", NOTED, settings=settings)
+    inputs = write_inputs(tmp_path / "in", n)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with run_moto_s3(tmp_path) as info:
+        url = f"{make_bucket(info)}/out"
+        argv = ["run", str(dep), "-i", str(inputs), "-o", url, "--workers", "1"]
+        argv += ["--no-progress", "--no-dashboard"]
+        env = {**os.environ, "TMPDIR": str(scratch)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daskscore", *argv],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            while not (calls.exists() and len(calls.read_text().split()) >= 3):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        message = " ".join(err.split())
+        kept = sorted(scratch.glob("daskscore-output-*"))
+        assert len(kept) == 1, err
+        assert f"What is done is kept in {kept[0]}" in message, err
+        assert "--resume finishes it" in message, err
+        line = next(li for li in err.splitlines() if li.startswith("Go on with: "))
+        again = line[len("Go on with: ") :].split()
+        assert again[0] == "daskscore" and "--resume" in again, line
+        first = calls.read_text().split()
+        calls.unlink()
+
+        resumed = run_cli(*again[1:], env={"TMPDIR": str(scratch)})
+        assert resumed.returncode == 0, show(resumed)
+        assert f"output: {url} (assembled in {kept[0]})" in resumed.stderr, show(resumed)
+        rescored = calls.read_text().split()
+        fs, base = fsspec.core.url_to_fs(url, **info["storage_options"])
+        rows = fs.cat_file(f"{base}/predictions.csv").decode().split()
+    # only what the interrupted run had not committed is scored again
+    assert len(rescored) < n, (first, rescored)
+    assert sorted(set(first) | set(rescored)) == [f"f{i:04d}.csv" for i in range(n)]
+    assert sorted(rows) == [f"f{i:04d}.csv" for i in range(n)]  # each row once
+    assert not list(scratch.glob("daskscore-output-*")), show(resumed)  # (removed once uploaded)
