@@ -20,9 +20,11 @@ The contract of a mini-batch does not change:
   process that dies (or is ended by the watchdog) while prefetching loses nothing.
 * A retry gets the files of the failed try if they are all still there, unchanged; otherwise
   (and always in tabular mode: ``run()`` may have changed its DataFrame) it fetches again.
-* Scratch folders go when their mini-batch is done; when the task stops early (cancelled,
-  shipped task full, an exception), :meth:`TaskInputs.close` removes what was fetched ahead
-  and not used, and a fetch still under way removes its own when it ends.
+* Scratch folders (``daskscore-batch-*``, in the worker's local directory, which Dask removes
+  should the process die, as the model folder is) go when their mini-batch is done; when the
+  task stops early (cancelled, shipped task full, an exception), :meth:`TaskInputs.close`
+  removes what was fetched ahead and not used, and a fetch still under way removes its own
+  when it ends.
 
 With ``prefetch`` 0, or when nothing needs fetching (local files), or a task of one mini-batch,
 or a task of small CSV splits (below :data:`MIN_PREFETCH_SPLIT_BYTES` on average: each is a
@@ -85,10 +87,15 @@ def needs_fetch(work: Work) -> bool:
 
 
 def fetch(
-    work: Work, reader: SplitReader | None = None, position: int = 0, weigh: bool = True
+    work: Work,
+    reader: SplitReader | None = None,
+    position: int = 0,
+    weigh: bool = True,
+    folder: str | None = None,
 ) -> Fetched:
     """What ``run()`` receives for ``work``: a list of local paths (remote files are downloaded
-    into a new scratch folder), or a split's DataFrame (from ``reader`` when given).
+    into a new scratch folder, in ``folder``: the worker's own local directory, which Dask
+    removes should the process die), or a split's DataFrame (from ``reader`` when given).
     ``weigh``: measure a DataFrame's memory, for a prefetch budget (not needed otherwise)."""
     if isinstance(work, tabular.Split):
         frame = reader.read(position) if reader is not None else tabular.read_split(work)
@@ -98,7 +105,7 @@ def fetch(
         return Fetched(frame, nbytes=weight)
     if not needs_fetch(work):
         return Fetched(list(work))
-    scratch = tempfile.mkdtemp(prefix="daskscore-batch-")
+    scratch = tempfile.mkdtemp(prefix="daskscore-batch-", dir=folder)
     try:
         paths = storage.download(list(work), scratch)
         stamps = tuple(_stamp(p) for p in paths)
@@ -117,9 +124,12 @@ class MiniBatchInput:
     """One mini-batch's input, try after try: the first try's comes from ``first`` (fetched
     ahead, or now), a retry's is the last one again when it can be, else fetched anew."""
 
-    def __init__(self, work: Work, first: Callable[[], Fetched] | None = None) -> None:
+    def __init__(
+        self, work: Work, first: Callable[[], Fetched] | None = None, folder: str | None = None
+    ) -> None:
         self._work = work
         self._first = first
+        self._folder = folder
         self._current: Fetched | None = None
 
     def argument(self) -> Any:
@@ -131,7 +141,7 @@ class MiniBatchInput:
         reused = self._current.again() if self._current is not None else None
         if reused is None:
             self.release()
-            reused = fetch(self._work)
+            reused = fetch(self._work, folder=self._folder)
         self._current = reused
         return reused.argument
 
@@ -253,8 +263,11 @@ class TaskInputs:
     """The inputs of one task's mini-batches, fetched ahead on a :class:`Prefetcher` when
     that helps, else each when its turn comes."""
 
-    def __init__(self, works: list[Work], depth: int, max_bytes: int) -> None:
+    def __init__(
+        self, works: list[Work], depth: int, max_bytes: int, folder: str | None = None
+    ) -> None:
         self._works = works
+        self._folder = folder  # (where downloads go: the worker's local directory)
         splits = [w if isinstance(w, tabular.Split) else None for w in works]
         self._reader = SplitReader(splits) if any(splits) else None
         self.prefetcher: Prefetcher | None = None
@@ -265,7 +278,8 @@ class TaskInputs:
             )
 
     def _fetch(self, position: int) -> Fetched:
-        return fetch(self._works[position], self._reader, position, self.prefetcher is not None)
+        weigh = self.prefetcher is not None
+        return fetch(self._works[position], self._reader, position, weigh, self._folder)
 
     def first(self, position: int) -> Callable[[], Fetched]:
         """How the first try of mini-batch ``position`` (in the task) gets its input."""

@@ -103,7 +103,10 @@ def _run_batches(
     job = runtime.job
     meters = runtime.meters = _compat.TaskMeters()
     inputs = TaskInputs(
-        [_fetched(work) for _, _, work in batches], job.prefetch, job.prefetch_bytes
+        [_fetched(work) for _, _, work in batches],
+        job.prefetch,
+        job.prefetch_bytes,
+        runtime.local_directory,  # (a dead worker's downloads go with its folder)
     )
     try:
         for position, (mini_batch, tries_used, work) in enumerate(batches):
@@ -159,7 +162,7 @@ def run_mini_batch(
         runtime.reassert()  # environment, argv and streams again, not that job's
     records: list[MiniBatchRecord] = []
     tries = tries_used
-    source = MiniBatchInput(_fetched(work), first)
+    source = MiniBatchInput(_fetched(work), first, runtime.local_directory)
     budget = work.max_retries if isinstance(work, Part) else runtime.job.max_retries
     try:
         while True:

@@ -24,8 +24,8 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_deployment
-from helpers import worker_job
+from conftest import run_cli, write_deployment
+from helpers import show, worker_job
 
 import daskscore
 from daskscore.cluster.local import local_cluster
@@ -496,3 +496,45 @@ def test_small_csv_splits_are_cut_in_the_tasks_thread(tmp_path: Path, monkeypatc
     remote = TaskInputs([["s3://b/k1"], ["s3://b/k2"]], 0, 1 << 30)  # (depth 0: no thread)
     assert remote.prefetcher is None
     assert prefetch._worth_a_thread([["s3://b/k1"], ["s3://b/k2"]])
+
+
+#: run() kills its worker process the first time it is called (as the OOM killer would)
+DIES_ONCE = """
+    import os
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        if not os.path.exists(os.environ["DIED"]):
+            open(os.environ["DIED"], "w").close()
+            os._exit(1)
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_worker_leaves_no_downloaded_inputs(moto_s3, tmp_path: Path) -> None:
+    """The downloads of a mini-batch whose worker process died in run() are in that worker's
+    local directory, which goes with it: none is left anywhere under TMPDIR after the job."""
+    from storage_emulators import make_bucket
+
+    root = make_bucket(moto_s3)
+    fs, base = fsspec.core.url_to_fs(root, **moto_s3["storage_options"])
+    fs.pipe({f"{base}/in/f{i:03d}.txt": f"v {i}\n".encode() for i in range(6)})
+    fs.invalidate_cache()
+    settings = {"mini_batch_size": 2, "environment_variables": {"DIED": str(tmp_path / "died")}}
+    dep = write_deployment(tmp_path / "d", DIES_ONCE, settings=settings)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "out"
+    proc = run_cli(
+        *("run", str(dep), "-i", f"{root}/in", "-o", str(out), "--workers", "2"),
+        *("--no-progress", "--no-dashboard"),
+        env={"TMPDIR": str(scratch)},
+    )
+    assert proc.returncode == 0, show(proc)
+    assert (tmp_path / "died").exists()  # (a worker process did die in run())
+    rows = (out / "predictions.csv").read_text().split()
+    assert sorted(rows) == [f"f{i:03d}.txt" for i in range(6)], show(proc)
+    assert not list(scratch.rglob(f"{SCRATCH_PREFIX}*")), show(proc)
