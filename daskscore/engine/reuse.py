@@ -53,7 +53,7 @@ def folder_digest(root: Path, skip: Path | None = None) -> str:
     outputs left out — ``skip``: the job's own — as when the code is shipped)."""
     digest = hashlib.sha256()
     for rel, full in code_files(root, skip):
-        digest.update(rel.encode() + b"\0")
+        digest.update(os.fsencode(rel) + b"\0")
         try:
             with open(full, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023 - fh is local

@@ -47,7 +47,7 @@ from daskscore.engine.plan import JobPlan, plan_job
 from daskscore.engine.publish import assembly_dir, publish
 from daskscore.engine.scoring import JobRun, open_board, score_all
 from daskscore.errors import OutputError, UploadFailed, UsageError, WriteFailed
-from daskscore.io import outputdir, outputlock, storage
+from daskscore.io import outputdir, outputlock, shipping, storage
 from daskscore.io.joblog import job_logging
 from daskscore.io.ledger import make_staging, read_ledger
 from daskscore.worker import script as script_mod
@@ -124,6 +124,10 @@ def _execute(
         # a cluster that cannot be used fails the job before the output is claimed: an
         # --overwrite would have removed the earlier job's results for nothing
         early.check()
+        if options.shared_filesystem is False or (
+            options.shared_filesystem is None and (options.scheduler or options.client)
+        ):  # (the code may be shipped: a file it cannot read is refused before the claim)
+            _check_shippable(plan.deployment, output)
         job = _claim(plan, output, lock)
     except BaseException as exc:
         early.discard()
@@ -222,6 +226,13 @@ def _nothing_to_retry(out_dir: Path, options: JobOptions) -> JobResult | None:
         Path(predictions) if predictions else None,
         summary,
     )
+
+
+def _check_shippable(deployment: Deployment, output: str | Path) -> None:
+    skip = None if storage.is_remote(str(output)) else Path(output).expanduser().resolve()
+    shipping.check_shippable(Path(deployment.code), skip)
+    if deployment.model is not None and not deployment.model.is_url:
+        shipping.check_shippable(Path(deployment.model.path))
 
 
 def _claim(

@@ -34,6 +34,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from daskscore.errors import InputError
 from daskscore.protocol import Bundle
 
 logger = logging.getLogger("daskscore")
@@ -50,18 +51,72 @@ _ZIP_TIME = (2000, 1, 1, 0, 0, 0)
 
 def pack(path: Path, skip: Path | None = None) -> Bundle:
     """Pack ``path`` (a folder, walked recursively as :func:`code_files` does, or a single
-    file) as a :class:`Bundle`; ``skip``: the job's output folder, left out."""
+    file) as a :class:`Bundle`; ``skip``: the job's output folder, left out.  A file that
+    cannot be read is an :class:`~daskscore.errors.InputError` naming it."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for rel, full in code_files(path, skip):
-            info = zipfile.ZipInfo(rel, _ZIP_TIME)
-            info.external_attr = (os.stat(full).st_mode & 0o777) << 16
+            info = zipfile.ZipInfo(_zip_name(rel), _ZIP_TIME)
+            if info.filename != rel:  # not UTF-8: its bytes travel in the entry's comment
+                info.comment = _RAW_NAME + os.fsencode(rel)
             info.compress_type = zipfile.ZIP_DEFLATED
-            with open(full, "rb") as fh:
-                zf.writestr(info, fh.read())
+            try:
+                info.external_attr = (os.stat(full).st_mode & 0o777) << 16
+                with open(full, "rb") as fh:
+                    zf.writestr(info, fh.read())
+            except OSError as exc:
+                raise _unshippable(full, exc) from exc
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()[:16]
     return Bundle(path.name, digest, data, path.is_file())
+
+
+def check_shippable(path: Path, skip: Path | None = None) -> None:
+    """Refuse, before anything is claimed, a file of ``path`` that :func:`pack` could not
+    read (each is opened, none read)."""
+    for _rel, full in code_files(path, skip):
+        try:
+            with open(full, "rb"):
+                pass
+        except OSError as exc:
+            raise _unshippable(full, exc) from exc
+
+
+def _unshippable(full: Path, exc: OSError) -> InputError:
+    return InputError(
+        f"cannot ship {os.fsdecode(full)!r} to the workers (they do not see this disk, so the "
+        f"code and model folders travel to them): {exc.strerror or exc}. Make it readable, "
+        f"or move it out of the folder."
+    )
+
+
+#: What starts a zip entry's comment holding the entry's real name (bytes, not UTF-8).
+_RAW_NAME = b"daskscore-name:"
+
+
+def _zip_name(rel: str) -> str:
+    """The entry name of ``rel`` in a bundle: itself, or, for a name that is not UTF-8 (a
+    file name is bytes on POSIX), a stand-in; the real name travels in the comment."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return ".daskscore-raw-name/" + hashlib.sha256(os.fsencode(rel)).hexdigest()
+    return rel
+
+
+def _extract(zf: zipfile.ZipFile, dest: Path) -> None:
+    """Unpack a folder's bundle into ``dest``, names that are not UTF-8 as they were."""
+    zf.extractall(dest, [m for m in zf.infolist() if not m.comment.startswith(_RAW_NAME)])
+    root = os.fsencode(dest.resolve())
+    for member in zf.infolist():
+        if not member.comment.startswith(_RAW_NAME):
+            continue
+        target = os.path.normpath(os.path.join(root, member.comment[len(_RAW_NAME) :]))
+        if not target.startswith(root + b"/"):
+            continue  # (never outside the folder)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as fh:
+            fh.write(zf.read(member))
 
 
 def unpack(bundle: Bundle, cache: Path) -> Path:
@@ -76,10 +131,10 @@ def unpack(bundle: Bundle, cache: Path) -> Path:
         dest = scratch / bundle.name
         with zipfile.ZipFile(io.BytesIO(bundle.data)) as zf:
             if bundle.is_file:
-                dest.write_bytes(zf.read(bundle.name))
+                dest.write_bytes(zf.read(zf.infolist()[0]))
             else:
                 dest.mkdir()
-                zf.extractall(dest)
+                _extract(zf, dest)
         _publish(scratch, home)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -91,22 +146,37 @@ def code_files(path: Path, skip: Path | None = None) -> list[tuple[str, Path]]:
     are shipped, fingerprinted and hashed for the warm key: caches and version control
     (:data:`SKIPPED_DIRS`) left out, and so are the output folders of jobs inside it:
     ``skip`` (the job's own output, which may not exist yet) and any subfolder holding what a
-    job leaves there (:data:`OUTPUT_MARKERS`).  A single file: itself."""
+    job leaves there (:data:`OUTPUT_MARKERS`).  Symlinked folders are followed, as Python's
+    import follows them; a folder reached twice (by its real path: a symlink loop) is walked
+    once, and a symlink to nothing is left out (both logged).  A name need not be UTF-8 (it
+    stays as the disk has it: ``os.fsencode`` gives its bytes).  A single file: itself."""
     if path.is_file():
         return [(path.name, path)]
     skipped = os.path.realpath(skip) if skip is not None else None
+    seen: set[str] = set()
     found = []
-    for root, dirs, files in os.walk(path):
+    for root, dirs, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            logger.info("not shipping %s again: it is %s, already in the code", root, real)
+            dirs[:] = []
+            continue
+        seen.add(real)
         if root != str(path) and (
             not OUTPUT_MARKERS.isdisjoint(dirs)
             or not OUTPUT_MARKERS.isdisjoint(files)
-            or os.path.realpath(root) == skipped
+            or real == skipped
         ):
             dirs[:] = []  # a job's output folder: none of it is code
             continue
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
         for name in sorted(files):
             full = Path(root) / name
+            if not full.exists():  # a symlink to nothing: Python could not import it either
+                logger.info(
+                    "left out %s: a symlink to %s, which does not exist", full, os.readlink(full)
+                )
+                continue
             found.append((full.relative_to(path).as_posix(), full))
     return found
 

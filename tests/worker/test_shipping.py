@@ -5,6 +5,7 @@ task replies — the same rows, logs and failures as a job whose workers share t
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -495,3 +496,59 @@ def test_a_model_url_the_workers_cannot_fetch_fails_init_naming_url_and_worker(
     summary = summary_of(tmp_path / "out")
     assert summary["status"] == "Failed" and summary["succeeded_items"] == 0
     assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+ODD_CODE_SCRIPT = """
+    import os, sys
+    HERE = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(HERE, "lib"))
+
+    def init():
+        global helper
+        import helper
+
+    def run(mini_batch):
+        raw = os.path.exists(os.path.join(os.fsencode(HERE), b"caf\\xe9.txt"))
+        return [f"{os.path.basename(p)} {helper.f()} {raw}" for p in mini_batch]
+"""
+
+
+def test_shipped_code_folder_follows_symlinked_folders_and_keeps_odd_names(
+    tmp_path: Path, client
+) -> None:
+    """A symlinked folder travels (Python's import follows it), a loop is walked once, a
+    symlink to nothing is left out, and a name that is not UTF-8 travels as its bytes."""
+    dep = write_deployment(tmp_path / "dep", ODD_CODE_SCRIPT, settings={"mini_batch_size": 2})
+    code = dep.parent / "code"
+    shared = tmp_path / "shared" / "lib"
+    shared.mkdir(parents=True)
+    (shared / "helper.py").write_text("def f():\n    return 'helper-ok'\n")
+    (code / "lib").symlink_to(os.path.relpath(shared, code))
+    (shared / "loop").symlink_to("..")  # a loop back to lib's parent
+    (code / "dangling").symlink_to(tmp_path / "nonexistent")
+    with open(os.path.join(os.fsencode(code), b"caf\xe9.txt"), "wb") as fh:
+        fh.write(b"x")
+    inputs = write_inputs(tmp_path / "in", 4, width=3)
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
+    rows = _rows(result.predictions)
+    assert len(rows) == 4 and {tuple(r[1:]) for r in rows} == {("helper-ok", "True")}
+    log = (tmp_path / "out" / "logs" / "sys" / "daskscore.txt").read_text()
+    assert "left out" in log and "dangling" in log and "already in the code" in log
+
+
+def test_a_code_file_a_shipped_job_cannot_read_is_named_before_the_claim(
+    tmp_path: Path, client
+) -> None:
+    dep = _deployment(tmp_path / "dep")
+    sock = socket.socket(socket.AF_UNIX)  # (a socket file: open() refuses it, even as root)
+    sock.bind(str(dep.parent / "code" / "agent.sock"))
+    inputs = write_inputs(tmp_path / "in", 2, width=3)
+    try:
+        with pytest.raises(UsageError, match="agent.sock"):
+            daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
+    finally:
+        sock.close()
+    (dep.parent / "code" / "agent.sock").unlink()
+    assert not (tmp_path / "out").exists()  # refused before the output folder was claimed
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
+    assert len(_rows(result.predictions)) == 2
