@@ -368,8 +368,23 @@ def claim_remote_output(
     predictions, the summary, ``failed_items.csv``, the earlier job's report and predictions
     as its summary names them, and ``logs/``; nothing else there (what the script wrote).
     """
-    from daskscore.io import storage
+    from daskscore.io import storage, storeaccess
 
+    try:
+        _claim_remote(storage, url, target, overwrite, before_changes)
+    except Exception as exc:
+        if not storeaccess.backend_error(exc):
+            raise
+        raise OutputError(storeaccess.access_problem(f"output '{url}'", "written", exc)) from exc
+
+
+def _claim_remote(
+    storage: Any,
+    url: str,
+    target: str | None,
+    overwrite: bool,
+    before_changes: Callable[[], None] | None,
+) -> None:
     fs, root = storage.filesystem(url, verb="writing")
     fs.invalidate_cache()
     base = root.rstrip("/")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.errors import OutputError
-from daskscore.io import storage
+from daskscore.io import storage, storeaccess
 
 try:
     import fcntl
@@ -264,6 +264,16 @@ class RemoteMarker:
         self.path = ""
 
     def acquire(self) -> RemoteMarker:
+        try:
+            return self._acquire()
+        except Exception as exc:
+            if not storeaccess.backend_error(exc):
+                raise
+            raise OutputError(
+                storeaccess.access_problem(f"output '{self.url}'", "written", exc)
+            ) from exc
+
+    def _acquire(self) -> RemoteMarker:
         self.fs, root = storage.filesystem(self.url, verb="writing")
         self.path = f"{root.rstrip('/')}/{LOCK_FILE}"
         self.fs.invalidate_cache()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from daskscore.config.settings import secret_values
 from daskscore.errors import InputError, UsageError
+from daskscore.io import storeaccess
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -298,6 +299,10 @@ def list_files(url: str, storage_options: dict[str, Any] | None = None) -> list[
         raise InputError(f"input '{url}' does not exist.") from None
     except PermissionError as exc:
         raise InputError(f"input '{url}' cannot be read: {exc}") from None
+    except Exception as exc:
+        if not storeaccess.backend_error(exc):
+            raise
+        raise InputError(storeaccess.access_problem(f"input '{url}'", "read", exc)) from exc
     base = (url if is_remote(url) else root).rstrip("/")
     prefix = root.rstrip("/") + "/"
     files = []

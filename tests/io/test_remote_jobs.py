@@ -4,13 +4,14 @@ what it writes to AZUREML_BI_OUTPUT_PATH reaches the remote output."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import fsspec
 import pandas as pd
 import pytest
 from conftest import write_deployment
-from storage_emulators import make_bucket, make_container
+from storage_emulators import clear_fsspec_instances, make_bucket, make_container
 
 import daskscore
 from daskscore.cluster.local import local_cluster
@@ -147,3 +148,44 @@ def test_remote_overwrite_removes_what_a_local_one_does(bucket, remote_client, t
     # the logs are the second job's only: its first mini-batch's error is not there
     errors = [p for p in after if p.startswith("logs/user/error/")]
     assert not any(b"f001 is bad" in fs.cat_file(f"{base}/out/{p}") for p in errors)
+
+
+WRONG_KEY = "V3JvbmdLZXlTdXBlclNlY3JldA=="
+
+
+def _without_credentials(bucket: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No S3 credentials at all, or a wrong Azure account key."""
+    if bucket["root"].startswith("s3://"):
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    else:
+        conn = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+        good = conn.split("AccountKey=")[1].split(";")[0]
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", conn.replace(good, WRONG_KEY))
+    clear_fsspec_instances("s3", "az", "abfs")
+
+
+def test_storage_credentials_refused_name_the_url(
+    bucket, remote_client, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missing or wrong credentials: one paragraph naming the input or output URL, saying it
+    is about credentials, no secret in it (an internal error before)."""
+    dep = write_deployment(tmp_path / "d", SCRIPT)
+    _upload_inputs(bucket["root"], bucket["options"], 2)
+    local_in = tmp_path / "in"
+    local_in.mkdir()
+    (local_in / "a.csv").write_text("x\n1\n")
+    _without_credentials(bucket, monkeypatch)
+    url = f"{bucket['root']}/in"
+    with pytest.raises(daskscore.InputError) as got:
+        daskscore.run(dep, url, tmp_path / "out", client=remote_client)
+    text = str(got.value)
+    assert f"input '{url}'" in text and "credentials" in text and WRONG_KEY not in text
+    out = f"{bucket['root']}/out"
+    with pytest.raises(daskscore.OutputError) as got:
+        daskscore.run(dep, local_in, out, client=remote_client)
+    text = str(got.value)
+    assert f"output '{out}'" in text and "credentials" in text and WRONG_KEY not in text
+    clear_fsspec_instances("s3", "az", "abfs")

@@ -1,0 +1,30 @@
+"""Telling a storage backend's refusal (credentials, access) from a daskscore bug, and saying
+it in one paragraph that names the URL.  Imports nothing of the backends: an exception is
+known by the module of its class."""
+
+from __future__ import annotations
+
+#: Where the exceptions of the storage backends' client libraries come from: one of these is
+#: the storage's answer (credentials, access, the service), never a daskscore bug.
+BACKEND_MODULES = ("botocore", "aiobotocore", "boto3", "azure.", "google.", "gcsfs", "adlfs")
+
+
+def backend_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a storage backend's answer: raised by its client library (or a
+    :class:`PermissionError`), not by daskscore itself."""
+    if isinstance(exc, PermissionError):
+        return True
+    return any(type(exc).__module__.startswith(m) for m in BACKEND_MODULES)
+
+
+def access_problem(what: str, verb: str, exc: BaseException) -> str:
+    """One paragraph: ``what`` (e.g. ``input 's3://b/d'``) could not be reached with the
+    credentials found; the backend's own words (their first line: no secret is in them)."""
+    said = (str(exc).strip().splitlines() or [""])[0][:300]
+    return (
+        f"{what} cannot be {verb} with the storage credentials found "
+        f"({type(exc).__name__}: {said}). Check that credentials are set for it (for example "
+        f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile for s3://, "
+        f"AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_KEY for az://) and that "
+        f"they are allowed to {'read' if verb == 'read' else 'write'} it."
+    )
