@@ -351,7 +351,7 @@ def download(
     """
     dest = Path(dest_dir)
     names = local_names(u for u in urls if is_remote(u))
-    groups: dict[int, tuple[AbstractFileSystem, list[str], list[str]]] = {}
+    groups: dict[int, tuple[AbstractFileSystem, list[str], list[str], list[str]]] = {}
     # one filesystem per protocol and bucket, where stripping the protocol gives what
     # url_to_fs gives (not for chained URLs): resolving one per URL cost ~2 ms a file
     resolved: dict[str, AbstractFileSystem] = {}
@@ -365,11 +365,17 @@ def download(
             path = fs._strip_protocol(url)
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        group = groups.setdefault(id(fs), (fs, [], []))
+        group = groups.setdefault(id(fs), (fs, [], [], []))
         group[1].append(path)
         group[2].append(str(target))
-    for fs, remote, local in groups.values():
-        fs.get(remote, local)
+        group[3].append(url)
+    for fs, remote, local, asked in groups.values():
+        try:
+            fs.get(remote, local)
+        except Exception as exc:  # noqa: BLE001 - the storage's answer: said, naming the input
+            if (failed := storeaccess.download_failed(exc, asked, remote, local)) is None:
+                raise
+            raise failed from exc
     return [str(dest / names[u]) if u in names else u for u in urls]
 
 

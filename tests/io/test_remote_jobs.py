@@ -189,3 +189,23 @@ def test_storage_credentials_refused_name_the_url(
     text = str(got.value)
     assert f"output '{out}'" in text and "credentials" in text and WRONG_KEY not in text
     clear_fsspec_instances("s3", "az", "abfs")
+
+
+def test_an_input_gone_before_its_download_is_named(bucket, tmp_path) -> None:
+    """An object removed (or refused) between the listing and its mini-batch's download: the
+    error names it and says run() was not called (it was the backend's bare
+    ``FileNotFoundError: The specified key does not exist.`` with an s3fs traceback)."""
+    from daskscore.io import storage
+
+    root, options = bucket["root"], bucket["options"]
+    _upload_inputs(root, options, 3)
+    urls = [f"{root}/in/part{i % 3}/f{i:03d}.csv" for i in range(3)]
+    fs, base = fsspec.core.url_to_fs(root, **options)
+    fs.rm(f"{base}/in/part1/f001.csv")
+    fs.invalidate_cache()
+    clear_fsspec_instances()
+    with pytest.raises(daskscore.InputError) as raised:
+        storage.download(urls, tmp_path / "dl", options)
+    text = str(raised.value)
+    assert f"'{urls[1]}'" in text and "could not be downloaded" in text, text
+    assert "run() was not called" in text and urls[0] not in text, text
