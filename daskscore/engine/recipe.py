@@ -34,6 +34,7 @@ from daskscore.config.settings import SECRET_MARKERS, Model, RetrySettings, Sett
 from daskscore.engine import resume
 from daskscore.engine.plan import JobPlan
 from daskscore.errors import UsageError
+from daskscore.io.splittable import SplitTable
 
 RECIPE = Path("logs") / "sys" / "job_recipe.json"
 #: 2: the deployment as JSON, secret values left out (1: pickled, with them; not read)
@@ -87,6 +88,15 @@ def job_fingerprint(plan: JobPlan, out_dir: Path | None = None) -> dict[str, str
         script=deployment.scoring_script,
         out_dir=out_dir,
     )
+
+
+def job_splits(plan: JobPlan) -> dict[str, list[Any]] | None:
+    """What a tabular job's mini-batch ids mean, file by file
+    (:func:`daskscore.engine.resume.split_record`): kept in its manifest, compared by a resume
+    or a retry; None in file mode (its input names are all the fingerprint compares)."""
+    if plan.unit != "rows" or not isinstance(plan.work, SplitTable):
+        return None
+    return resume.split_record(plan.work.ranges())
 
 
 def write_recipe(

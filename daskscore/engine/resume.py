@@ -17,6 +17,16 @@ an edit; nor are ``__pycache__``, version control, or the output folders of jobs
 job run with ``code: .`` and ``--output out`` writes into its own code folder).
 ``--retry-failed`` (:mod:`.retry`) checks the same fingerprint, but for the code and the model,
 which may change (they are the fix).
+
+A tabular job's kept mini-batches are matched to the new plan by id, and an id means a range of
+one file's rows: ``job.json`` also notes, per tabular input file with rows (:data:`SPLITS`), its
+size, modification time, splits, rows and a digest of the rows each split holds
+(:meth:`~daskscore.io.splittable.SplitTable.ranges`).  A resume or retry is refused, naming the
+files, when any file's digest differs (rows appended, a fix that moved the cuts: the ids would
+mean other rows), and goes on when every file's splits hold the rows they held (a fix of the
+data in place that keeps them); the size and time are only said in the refusal.  A tabular
+job's manifest written before that note was kept is refused: nothing tells whether its ids still
+mean the same rows.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from daskscore.errors import OutputError
 from daskscore.io.shipping import code_files
 
 MANIFEST = "job.json"
+#: The manifest's key for the tabular inputs' splits (absent in file mode).
+SPLITS = "tabular_inputs"
 #: Input names hashed at a time.
 _HASH_CHUNK = 10_000
 #: What each fingerprint key means, for the refusal message.
@@ -146,6 +158,29 @@ def fingerprint(
     }
 
 
+def split_record(ranges: dict[str, tuple[int, int, str]]) -> dict[str, list[Any]]:
+    """Per tabular input file with rows (``ranges``: its splits, rows and digest, from
+    :meth:`~daskscore.io.splittable.SplitTable.ranges`): ``[size, mtime_ns, splits, rows,
+    digest]``, as :data:`SPLITS` keeps it (the size and time: ``None`` for a file gone)."""
+    record = {}
+    for path, (n, rows, digest) in ranges.items():
+        try:
+            st = os.stat(path)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime = None
+        record[path] = [size, mtime, n, rows, digest]
+    return record
+
+
+def manifest(fp: dict[str, str], runs: int, splits: dict[str, list[Any]] | None) -> dict[str, Any]:
+    """The manifest of a job's run: its fingerprint, the run's number and (tabular) its splits."""
+    doc: dict[str, Any] = {"fingerprint": fp, "runs": runs}
+    if splits is not None:
+        doc[SPLITS] = splits
+    return doc
+
+
 def refresh_model(staging: Path, model: Path | str | None, out_dir: Path | None = None) -> None:
     """Note in the job's manifest the model folder as ``init()`` left it, once it ran on every
     worker: a script may write there (a compiled cache next to the weights, rewritten by every
@@ -153,11 +188,11 @@ def refresh_model(staging: Path, model: Path | str | None, out_dir: Path | None 
     resume compares is then what this job's ``run()`` calls saw.  A URL is left as it was."""
     if model is None or isinstance(model, str):
         return
-    manifest = read_manifest(staging)
-    if manifest is None or not isinstance(manifest.get("fingerprint"), dict):
+    doc = read_manifest(staging)
+    if doc is None or not isinstance(doc.get("fingerprint"), dict):
         return
-    manifest["fingerprint"]["model"] = _hash(_model_stats(model, out_dir))
-    write_manifest(staging, manifest)
+    doc["fingerprint"]["model"] = _hash(_model_stats(model, out_dir))
+    write_manifest(staging, doc)
 
 
 def read_manifest(staging: Path) -> dict[str, Any] | None:
@@ -167,10 +202,11 @@ def read_manifest(staging: Path) -> dict[str, Any] | None:
         return None
 
 
-def write_manifest(staging: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(staging: Path, doc: dict[str, Any]) -> None:
     path = staging / MANIFEST
     tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    # one line: the tabular inputs' entries would take a line per value indented
+    tmp.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -180,15 +216,20 @@ def check_resumable(
     output: Path,
     ignore: Sequence[str] = (),
     verb: str = "resume",
+    splits: dict[str, list[Any]] | None = None,
 ) -> None:
     """Refuse to resume when the job changed in a way that makes the old results wrong.
 
     ``ignore``: fingerprint keys that may change (``--retry-failed``: the code and the model,
-    which is the fix); ``verb``: ``"resume"`` or ``"retry"`` (the refusal says which).
+    which is the fix); ``verb``: ``"resume"`` or ``"retry"`` (the refusal says which);
+    ``splits``: a tabular job's :func:`split_record` (None in file mode), compared file by
+    file with the one ``previous`` noted (:func:`check_splits`).
     """
     old = previous.get("fingerprint", {})
     changed = [key for key in current if key not in ignore and old.get(key) != current[key]]
     if not changed:
+        if splits is not None:
+            check_splits(previous, splits, output, verb)
         return
     what = "; ".join(WHAT[key] for key in changed)
     if verb == "retry":
@@ -204,3 +245,93 @@ def check_resumable(
         "results so far would not match a run of the job as it is now. Pass --overwrite "
         "to start it again from the beginning, or use another --output."
     )
+
+
+def check_splits(
+    previous: dict[str, Any], current: dict[str, list[Any]], output: Path, verb: str
+) -> None:
+    """Refuse when a tabular input file's splits hold other rows than when ``previous`` (the
+    manifest of the runs whose mini-batches are kept) was written, naming the files; or when
+    ``previous`` noted none (written before they were noted)."""
+    retry = verb == "retry"
+    head = (
+        f"cannot retry the failed mini-batches of the job in '{output}'"
+        if retry
+        else f"cannot resume the job in '{output}'"
+    )
+    before = previous.get(SPLITS)
+    if not isinstance(before, dict):
+        raise OutputError(
+            f"{head}: it is a tabular job whose job.json was written by an earlier version of "
+            "daskscore, which did not note which rows each input file's mini-batches hold, so "
+            "whether the mini-batches it kept still hold the rows of their ids cannot be told "
+            "(rows could be lost or scored twice). Pass --overwrite to run the whole job "
+            "again, or use another --output."
+        )
+    then = {path: _entry(value) for path, value in before.items()}
+    moved = sorted(
+        path
+        for path in {*then, *current}
+        if (then.get(path) or _NO_ROWS)[4] != (current.get(path) or _NO_ROWS)[4]
+    )
+    if not moved:
+        return
+    shown = "; ".join(_moved(path, then.get(path), current.get(path)) for path in moved[:5])
+    more = f"; and {len(moved) - 5} more" if len(moved) > 5 else ""
+    many = len(moved) > 1
+    files = f"input files {shown}{more}" if many else f"input file {shown}"
+    if retry:
+        advice = (
+            "A fix of the data keeps a retry possible only where every mini-batch of a file "
+            "keeps its rows (with 'N rows' mini-batches: as many rows in the file; with a byte "
+            "size: cuts at the same rows, as a fix that keeps the file's length and its line "
+            "ends gives); a fix that moves rows needs the whole job run again. Nothing was "
+            "changed in the folder: pass --overwrite to run the whole job again, or use "
+            "another --output."
+        )
+    else:
+        advice = (
+            f"Put the {'files' if many else 'file'} back as {'they were' if many else 'it was'} "
+            "to resume, or pass --overwrite to start the job again from the beginning, or use "
+            "another --output."
+        )
+    raise OutputError(
+        f"{head}: its tabular {files} changed since it {'ran' if retry else 'started'} so that "
+        f"{'their' if many else 'its'} mini-batches hold other rows. The mini-batches kept are "
+        f"matched to the new ones by id, so rows would be lost or scored twice. {advice}"
+    )
+
+
+#: The entry in :data:`SPLITS` of a file with no rows (it has none).
+_NO_ROWS: list[Any] = [None, None, 0, 0, ""]
+
+
+def _entry(value: Any) -> list[Any] | None:
+    """A file's entry in a manifest's :data:`SPLITS`; one that is not as :func:`split_record`
+    writes it (a damaged file) as if the file had no rows (it then differs)."""
+    ok = isinstance(value, list) and len(value) == len(_NO_ROWS) and isinstance(value[2], int)
+    return value if ok and isinstance(value[3], int) else None
+
+
+def _moved(path: str, then: list[Any] | None, now: list[Any] | None) -> str:
+    """``path (1,000 rows in 20 mini-batches then, 2,000 rows in 40 mini-batches now; 6,890
+    bytes then, 13,890 now)``: a changed file, for the refusal."""
+    rows_then, rows_now = _rows(then), _rows(now)
+    said = [
+        f"{rows_then} then, {rows_now} now"
+        if rows_then != rows_now
+        else f"{rows_now} then and now, cut at other rows"
+    ]
+    if then and now and None not in (then[0], now[0]):
+        if then[0] != now[0]:
+            said.append(f"{then[0]:,} bytes then, {now[0]:,} now")
+        elif then[1] != now[1]:
+            said.append("the same size, modified since")
+    return f"{path} ({'; '.join(said)})"
+
+
+def _rows(entry: list[Any] | None) -> str:
+    if not entry:
+        return "no rows"
+    n, rows = entry[2], entry[3]
+    return f"{rows:,} row{'s' * (rows != 1)} in {n:,} mini-batch{'es' * (n != 1)}"

@@ -11,13 +11,14 @@ rows of those run again.
 
 A retry pass (:func:`restore`) checks the job as ``--resume`` does, except that the scoring
 script, its code folder and the model may have changed (that is the fix); the input file list,
-the mini-batching and the output settings may not.  It restores the clean mini-batches from the
-ledgers, the others from the book, and opens again those that failed, returned too few results
-or never ran; their earlier tries stay in the history and this pass's are numbered after them.
-The staging folder is renamed back to ``.daskscore/`` and the job runs as a resumed one; the old
-summary and predictions stay until the pass writes new ones, so a pass killed half-way leaves
-the folder as the previous pass left it (plus the new ledgers), ready for ``--retry-failed``
-again.
+the mini-batching and the output settings may not, nor (tabular) the rows each mini-batch of a
+file holds: the data may be fixed in place only where every mini-batch keeps its rows.  It
+restores the clean mini-batches from the ledgers, the others from the book, and opens again
+those that failed, returned too few results or never ran; their earlier tries stay in the
+history and this pass's are numbered after them.  The staging folder is renamed back to
+``.daskscore/`` and the job runs as a resumed one; the old summary and predictions stay until
+the pass writes new ones, so a pass killed half-way leaves the folder as the previous pass left
+it (plus the new ledgers), ready for ``--retry-failed`` again.
 """
 
 from __future__ import annotations
@@ -104,10 +105,15 @@ def _record(data: dict[str, Any]) -> MiniBatchRecord:
 
 
 def restore(
-    outcomes: Outcomes, kept: Path, fingerprint: dict[str, str], out_dir: Path
+    outcomes: Outcomes,
+    kept: Path,
+    fingerprint: dict[str, str],
+    out_dir: Path,
+    splits: dict[str, list[Any]] | None = None,
 ) -> tuple[int, list[int]]:
     """Fold a finished job's books into ``outcomes`` (from its kept staging folder ``kept``)
-    and reopen what is left to do; return this pass's run number and the mini-batches it runs.
+    and reopen what is left to do; return this pass's run number and the mini-batches it runs
+    (``splits``: a tabular job's, which must hold the rows they held, file by file).
 
     Raises
     ------
@@ -123,7 +129,9 @@ def restore(
             "version of daskscore, or it was changed). Pass --overwrite to run the whole job "
             "again."
         )
-    resume.check_resumable(previous, fingerprint, out_dir, ignore=MAY_CHANGE, verb="retry")
+    resume.check_resumable(
+        previous, fingerprint, out_dir, ignore=MAY_CHANGE, verb="retry", splits=splits
+    )
     try:
         books = read_book(kept)
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from daskscore.cluster import warm
 from daskscore.cluster.forkserver import prestart_workers
@@ -268,11 +269,11 @@ def _claim(
     record = JobRecord(lock.holder.job_id, deployment, shown_input, out_dir)
     outcomes = Outcomes(plan.work, settings, isolate=options.isolate_failures)
     job = JobRun(plan, record, outcomes, remote_out)
-    fp = recipe.job_fingerprint(plan, out_dir)
+    fp, splits = recipe.job_fingerprint(plan, out_dir), recipe.job_splits(plan)
     if kept is not None:  # (refuses before anything in the folder changes)
-        job.run_no, record.retried = retry.restore(job.outcomes, kept, fp, out_dir)
-    elif unfinished:
-        job.run_no = _restore(job.outcomes, job.staging, fp, out_dir)  # refuses before changes
+        job.run_no, record.retried = retry.restore(job.outcomes, kept, fp, out_dir, splits)
+    elif unfinished:  # (refuses before anything in the folder changes)
+        job.run_no = _restore(job.outcomes, job.staging, fp, out_dir, splits)
     lock.announce()  # (the folder is this job's: a job refused from now on names it)
     if kept is not None:
         outputdir.reopen_kept(kept, out_dir)
@@ -280,7 +281,7 @@ def _claim(
     if options.resume:
         outputdir.remove_stale(out_dir, target)
     make_staging(job.staging)
-    resume.write_manifest(job.staging, {"fingerprint": fp, "runs": job.run_no})
+    resume.write_manifest(job.staging, resume.manifest(fp, job.run_no, splits))
     # what `daskscore replay` and --retry-failed need once the staging folder is gone
     recipe.write_recipe(
         out_dir, record.job_id, deployment, plan.input_path, options, fp, len(plan.work)
@@ -288,15 +289,22 @@ def _claim(
     return job
 
 
-def _restore(outcomes: Outcomes, staging: Path, fp: dict[str, str], out_dir: Path) -> int:
-    """Fold in what an interrupted run committed; return this run's number."""
+def _restore(
+    outcomes: Outcomes,
+    staging: Path,
+    fp: dict[str, str],
+    out_dir: Path,
+    splits: dict[str, list[Any]] | None,
+) -> int:
+    """Fold in what an interrupted run committed; return this run's number (``splits``: a
+    tabular job's, compared with those its manifest noted)."""
     previous = resume.read_manifest(staging)
     if previous is None:
         raise OutputError(
             f"cannot resume the job in '{out_dir}': its staging folder has no job.json (it "
             "was not started by this version of daskscore). Pass --overwrite to start again."
         )
-    resume.check_resumable(previous, fp, out_dir)
+    resume.check_resumable(previous, fp, out_dir, splits=splits)
     for ledger in sorted((staging / "ledger").glob("*.log")):
         outcomes.restore(ledger.stem, read_ledger(staging, ledger.stem).committed)
     logger.info("resumed: %d mini-batches restored from earlier runs", len(outcomes.final))

@@ -8,10 +8,16 @@ more), where a row of start, stop, first row and rows took 24-32.  Splits that d
 that pattern (cut by bytes, Parquet row groups, splits given one by one) keep their first rows
 and row counts too.  A table of a million splits is a few MB, and planning one makes no array
 of a row per split.
+
+What a resumed job keeps of an earlier run's mini-batches is matched to this table by mini-batch
+id: :meth:`SplitTable.ranges` says, per file, which rows its splits hold (a digest of their
+first rows and row counts), so that a resume can tell whether the ids still mean those rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +29,10 @@ if TYPE_CHECKING:
     import numpy as np
 
 _U32 = 1 << 32
+#: Splits hashed at a time by :meth:`Cuts.digest` (two int64 arrays of that many: 16 MiB).
+_DIGEST_CHUNK = 1 << 20
+#: Splits of a run :meth:`Cuts.digest` hashes without numpy.
+_FEW = 64
 
 
 def _small(values: Any) -> Any:
@@ -135,6 +145,31 @@ class Cuts:
         lines = self.rows[self.rows < 0]
         return len(lines), int(-(lines + 1).sum())
 
+    def digest(self, into: Any) -> None:
+        """Feed ``into`` (a :mod:`hashlib` object) which rows each split holds: its first row
+        and row count, little-endian int64 pairs; a split whose rows are not counted (a CSV
+        file that is not cut: the whole file) is ``-1`` rows, whatever its lines.  The same
+        splits give the same bytes whatever their arrays' types; the byte offsets are not fed
+        (a row's length may change, and with it the offsets of those after it, while every
+        split holds the same rows)."""
+        n = len(self)
+        if n <= _FEW:  # (a few splits, as most files have: plain ints, no numpy call)
+            if self.every:
+                first = [self.first0 + i * self.every for i in range(n)]
+            else:
+                assert self.first is not None
+                first = self.first.tolist()
+            pairs = [v for i in range(n) for v in (first[i], max(self.rows_of(i), -1))]
+            into.update(struct.pack(f"<{2 * n}q", *pairs))
+            return
+        import numpy as np
+
+        for a in range(0, n, _DIGEST_CHUNK):
+            _, _, first, rows = self.columns(a, min(n, a + _DIGEST_CHUNK))
+            pairs = np.empty((len(first), 2), "<i8")
+            pairs[:, 0], pairs[:, 1] = first, np.maximum(rows, -1)
+            into.update(pairs.tobytes())
+
     def nbytes(self) -> int:
         extra = (self.first.nbytes if self.first is not None else 0) + (
             self.rows.nbytes if self.rows is not None else 0
@@ -221,6 +256,22 @@ class SplitTable(Sequence[Split]):
         lines."""
         found = [cuts.uncounted() for cuts in self._runs if not cuts.every]
         return sum(n for n, _ in found), sum(lines for _, lines in found)
+
+    def ranges(self) -> dict[str, tuple[int, int, str]]:
+        """Per file with splits: their number, its rows (:meth:`Cuts.total`), and a digest of
+        the rows each split holds (:meth:`Cuts.digest`).  Two tables of the same files, in the
+        same order, whose files all give the same digests hold the same rows under every
+        split id; a file with no rows has no entry."""
+        found: dict[str, list[Any]] = {}
+        for fid, cuts in zip(self._run_file, self._runs, strict=True):
+            path, kind = self._files[fid]
+            entry = found.get(path)
+            if entry is None:
+                entry = found[path] = [0, 0, hashlib.blake2b(kind.encode(), digest_size=16)]
+            entry[0] += len(cuts)
+            entry[1] += cuts.total()
+            cuts.digest(entry[2])
+        return {path: (n, rows, h.hexdigest()) for path, (n, rows, h) in found.items()}
 
     def nbytes(self) -> int:
         """The bytes of the table's arrays (what grows with the splits)."""

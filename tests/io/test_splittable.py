@@ -105,3 +105,36 @@ def test_a_file_of_more_than_4_gib_cut_by_rows_keeps_64_bit_offsets() -> None:
             Split("/big.csv", "csv", base + 20, base + 40, 2, 2),
             Split("/big.csv", "csv", base + 40, size, 4, 1),
         ]
+
+
+def test_ranges_say_which_rows_each_split_holds_not_where_its_bytes_are() -> None:
+    """What a resume compares per file: its splits, rows, and a digest of each split's first
+    row and rows, the same however the table keeps them; byte offsets and the lines of a
+    split not counted (a file not cut) do not count."""
+    import numpy as np
+
+    def ranges(*runs: tuple[str, str, Cuts]) -> dict[str, tuple[int, int, str]]:
+        return SplitTable.from_cuts(runs).ranges()
+
+    edges = np.array([4, 20, 40, 45], np.uint32)
+    regular = ranges(("/a.csv", "csv", Cuts(edges, 0, 10, 3)))
+    assert [(n, rows) for n, rows, _ in regular.values()] == [(3, 23)]
+    listed = Cuts(edges.astype(np.int64), first=np.array([0, 10, 20]), rows=np.array([10, 10, 3]))
+    assert ranges(("/a.csv", "csv", listed)) == regular  # (kept as lists: the same digest)
+    longer = Cuts(np.array([4, 90, 200, 230], np.uint32), 0, 10, 3)  # longer rows
+    assert ranges(("/a.csv", "csv", longer))["/a.csv"][2] == regular["/a.csv"][2]
+    moved = Cuts(edges, first=np.array([0, 11, 20]), rows=np.array([11, 9, 3]))
+    assert ranges(("/a.csv", "csv", moved))["/a.csv"][2] != regular["/a.csv"][2]
+    more = Cuts(np.array([4, 20, 40, 60], np.uint32), 0, 10, 4)  # a row appended
+    assert ranges(("/a.csv", "csv", more))["/a.csv"][2] != regular["/a.csv"][2]
+    split_in_two = [("/a.csv", "csv", listed.slice(0, 1)), ("/a.csv", "csv", listed.slice(1, 3))]
+    assert ranges(*split_in_two) == regular
+    # a file not cut: its one split holds the whole file, whatever its lines
+    whole = [Cuts.of_rows([[4, 99, 0, -1 - lines]])[0] for lines in (7, 9)]
+    uncut = [ranges(("/q.csv", "csv", cuts))["/q.csv"] for cuts in whole]
+    assert uncut[0][2] == uncut[1][2] and (uncut[0][:2], uncut[1][:2]) == ((1, 7), (1, 9))
+    # two files: one entry each; a file with no rows has none
+    both = ranges(("/a.csv", "csv", Cuts(edges, 0, 10, 3)), ("/b.pq", "parquet", longer))
+    assert sorted(both) == ["/a.csv", "/b.pq"] and both["/a.csv"] == regular["/a.csv"]
+    assert both["/b.pq"][2] != regular["/a.csv"][2]  # (another kind of file)
+    assert SplitTable([]).ranges() == {}
