@@ -107,10 +107,11 @@ def plan_job(
     step("writer", lambda: _writer(fmt, options, settings.output_file_name))
     step("files", lambda: list_inputs(str(input_path), output, notes))
     if "files" in found:
+        root = _local_folder(str(input_path))
         step(
             "plan",
             lambda: _carried(
-                plan_work(found["files"], settings.mini_batch, options.tabular, notes),
+                plan_work(found["files"], settings.mini_batch, options.tabular, notes, root),
                 options.carry_columns,
             ),
         )
@@ -123,7 +124,7 @@ def plan_job(
     step("csv", lambda: read_csv_settings(deployment.code, lenient=lenient, warned=warned))
     if problems is not None and len(problems) > known:
         return None
-    work, unit = found["plan"]
+    work, unit, files = found["plan"]
     for text in warned:
         warnings.warn(text, UnknownKeyWarning, stacklevel=2)
     if warned:
@@ -134,7 +135,7 @@ def plan_job(
         options=options,
         input_path=str(input_path),
         writer=found["writer"],
-        files=found["files"],
+        files=files,
         work=work,
         unit=unit,
         csv_kwargs=found["csv"],
@@ -142,7 +143,7 @@ def plan_job(
     )
 
 
-def _carried(planned: tuple[Sequence[Any], str], carry: Sequence[str]) -> tuple[Sequence[Any], str]:
+def _carried(planned: tuple[Any, str, Any], carry: Sequence[str]) -> tuple[Any, str, Any]:
     """``planned`` as it is, unless input columns are to be carried in file mode: refused
     there, where run() gets a list of files and no row of its result is an input row's (not
     even ``file`` or ``row``: a mini-batch holds several files, and rows are run()'s own)."""
@@ -201,9 +202,11 @@ def plan_work(
     size: MiniBatchSize,
     tabular_mode: bool | None = None,
     notes: list[str] | None = None,
-) -> tuple[Sequence[Any], str]:
-    """Mini-batches of files, or (tabular mode) splits of the tabular files; and their unit.
-    A line goes into ``notes`` for the files tabular mode leaves out."""
+    root: str | None = None,
+) -> tuple[Sequence[Any], str, Sequence[str]]:
+    """Mini-batches of files, or (tabular mode) splits of the tabular files; their unit; and
+    the files they read.  A line goes into ``notes`` for the files tabular mode leaves out
+    (``root``: the input folder, below which a folder's name may leave its files out)."""
     if tabular_mode is None:
         tabular_mode = size.implies_tabular
     if tabular_mode and files and storage.is_remote(files[0]):
@@ -217,33 +220,50 @@ def plan_work(
                 f"settings.mini_batch_size: '{size.value}' is a byte size, which only means "
                 "something for tabular inputs (--tabular); give a number of files."
             )
-        return inputs.FileBatches(files, size.files), "files"
-    files = _tabular_files(files, size, notes)
-    return splittable.SplitTable.from_cuts(tabular.plan_cuts(list(files), size.tabular())), "rows"  # type: ignore[arg-type]
+        return inputs.FileBatches(files, size.files), "files", files
+    kept = _tabular_files(files, size, notes, root)
+    cuts = tabular.plan_cuts(kept, size.tabular())
+    read = files if len(kept) == len(files) else kept  # (a listing stays packed)
+    return splittable.SplitTable.from_cuts(cuts), "rows", read  # type: ignore[arg-type]
 
 
 def _tabular_files(
-    files: Sequence[str], size: MiniBatchSize, notes: list[str] | None = None
+    files: Sequence[str],
+    size: MiniBatchSize,
+    notes: list[str] | None = None,
+    root: str | None = None,
 ) -> list[str]:
-    """The files tabular mode reads: those whose name starts with ``_`` are left out, with a
-    log line (a Spark or Hadoop output folder's ``_SUCCESS``, Parquet's ``_metadata``), as
-    pyarrow's and Dask's readers do.  Any other file that is not CSV or Parquet is refused,
-    saying what turned tabular mode on."""
-    kept, left = [], []
+    """The files tabular mode reads: as pyarrow's and Dask's readers do, those whose name
+    starts with ``_`` or ``.`` are left out (a Spark or Hadoop output folder's ``_SUCCESS``,
+    Parquet's ``_metadata``), and so are those in a folder so named below ``root`` (Spark's
+    ``_temporary/`` attempts), with a log line.  Any other file that is not CSV or Parquet is
+    refused, saying what turned tabular mode on."""
+    kept: list[str] = []
+    left: dict[str, list[str]] = {"file": [], "folder": []}
+    top = root.rstrip(os.sep) + os.sep if root else None
     for f in files:
-        name = os.path.basename(f)
-        (left if name.startswith(tabular.IGNORED_PREFIX) else kept).append(f)
-    if left and notes is not None:
-        left = sorted(os.path.basename(f) for f in left)
-        more = f" and {len(left) - 5} more" if len(left) > 5 else ""
-        notes.append(
-            f"tabular mode skipped {len(left)} file(s) whose name starts with '_' (writers' "
-            f"markers and metadata, as Spark's _SUCCESS): {', '.join(left[:5])}{more}"
-        )
+        part = _ignored_part(f, top)
+        (left[part] if part else kept).append(f)
+    if notes is not None:
+        names = sorted(os.path.basename(f) for f in left["file"])
+        if names:
+            notes.append(
+                f"tabular mode skipped {len(names)} file(s) whose name starts with '_' or '.' "
+                f"(writers' markers and metadata, as Spark's _SUCCESS): {_some(names)}"
+            )
+        inside = sorted(f[len(top) :] for f in left["folder"]) if top else []
+        if inside:
+            notes.append(
+                f"tabular mode skipped {len(inside)} file(s) in folders whose name starts with "
+                f"'_' or '.' below the input folder (as Spark's _temporary/, which holds "
+                f"uncommitted attempts): {_some(inside)}"
+            )
     if files and not kept:
         raise InputError(
-            f"the input holds no tabular file: its {len(files)} file(s) all have names "
-            "starting with '_' (writers' markers and metadata), which tabular mode skips."
+            f"the input holds no tabular file: tabular mode skips all its {len(files)} "
+            "file(s), as pyarrow does: their names start with '_' or '.' (writers' markers "
+            "and metadata), or they lie in a folder so named below the input folder "
+            "(uncommitted attempts, as Spark's _temporary/)."
         )
     odd = next((f for f in kept if not tabular.is_tabular(f)), None)
     if odd is not None:
@@ -259,6 +279,36 @@ def _tabular_files(
             "run() lists of files instead, set mini_batch_size to a number of files."
         )
     return kept
+
+
+def _ignored_part(path: str, top: str | None) -> str | None:
+    """``"file"`` when the name of ``path`` starts with one of
+    :data:`~daskscore.io.tabular.IGNORED_PREFIXES`, ``"folder"`` when a folder's does between
+    ``top`` (the input folder, ending in a separator, not judged itself) and it; else None."""
+    prefixes = tabular.IGNORED_PREFIXES
+    cut = path.rfind(os.sep) + 1
+    if path.startswith(prefixes, cut):
+        return "file"
+    if top is None or not path.startswith(top) or cut <= len(top):
+        return None
+    folders = path[len(top) : cut]  # (each folder's name followed by the separator)
+    if folders.startswith(prefixes) or any(os.sep + p in folders for p in prefixes):
+        return "folder"
+    return None
+
+
+def _some(names: list[str]) -> str:
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return f"{', '.join(names[:5])}{more}"
+
+
+def _local_folder(input_path: str) -> str | None:
+    """The input folder as its files' paths begin (resolved, as the listing makes them), or
+    None for a file or a URL."""
+    if storage.is_remote(input_path):
+        return None
+    path = Path(input_path).expanduser()
+    return str(path.resolve()) if path.is_dir() else None
 
 
 def check_model_url(url: str) -> None:

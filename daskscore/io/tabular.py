@@ -268,10 +268,11 @@ def carry_columns(split_df: pd.DataFrame, result: pd.DataFrame, columns: list[st
     return out
 
 
-#: Names of files that tabular mode leaves out, as pyarrow's datasets do: the markers and
-#: metadata that Spark, Hadoop and Parquet writers leave beside the data (``_SUCCESS``,
-#: ``_metadata``, ``_common_metadata``, ``_committed_<id>``, ``_started_<id>``).
-IGNORED_PREFIX = "_"
+#: Name prefixes that leave a file out of tabular mode, as pyarrow's datasets do (their
+#: ``ignore_prefixes``): the file's name (the markers and metadata that writers leave beside
+#: the data: ``_SUCCESS``, ``_metadata``, ``_committed_<id>``), or a folder's below the input
+#: folder (Spark's ``_temporary/``, where uncommitted task attempts lie).
+IGNORED_PREFIXES = ("_", ".")
 
 
 def is_tabular(path: str) -> bool:

@@ -11,9 +11,10 @@ real folders.
   index, a MultiIndex), in Parquet and CSV datasets, behind the carried input columns (it was
   dropped); a name a column has too fails each mini-batch with a ``ColumnError`` naming it;
   an unnamed RangeIndex (0..n-1, a tabular mini-batch's row numbers) is no column;
-* a Spark output folder (``_SUCCESS`` beside the Parquet files) is read in tabular mode, the
-  marker left out with a line in the job log; another file that is not tabular is refused,
-  saying that the byte-size mini_batch_size turned tabular mode on.
+* a Spark output folder (``_SUCCESS`` beside the Parquet files, an uncommitted attempt under
+  ``_temporary/``) is read in tabular mode as pyarrow reads it, the marker and the attempt left
+  out with a line in the job log; another file that is not tabular is refused, saying that the
+  byte-size mini_batch_size turned tabular mode on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 import pyarrow.csv as pacsv
 import pytest
 from conftest import write_deployment, write_inputs
+from helpers import cli, show
 
 import daskscore
 from daskscore.errors import InputError
@@ -121,6 +123,36 @@ def test_a_spark_output_folder_is_read_without_its_success_marker(
     log = (out / "logs" / "sys" / "daskscore.txt").read_text()
     assert "tabular mode skipped 1 file(s) whose name starts with '_'" in log
     assert "_SUCCESS" in log
+
+
+def test_a_spark_attempt_under_temporary_is_left_out_as_pyarrow_leaves_it(
+    tmp_path: Path,
+) -> None:
+    """An uncommitted task attempt under ``_temporary/`` (a file in a folder whose name starts
+    with ``_``, below the input folder) is not scored: it was, and every row came twice where
+    ``pandas.read_parquet`` reads each once; the start line counts the files read only (the
+    skipped ``_SUCCESS`` and attempt were counted).  A ``_`` inside a folder's name, and in
+    the input folder's own path, leave nothing out."""
+    dep = write_deployment(tmp_path / "deploy", PASS_THROUGH, settings={"mini_batch_size": "1MB"})
+    root = tmp_path / "_staging" / "in"
+    root.parent.mkdir()
+    _spark_folder(root)
+    attempt = root / "_temporary" / "0" / "task_1"
+    attempt.mkdir(parents=True)
+    pd.DataFrame({"x": range(100, 105)}).to_parquet(attempt / "part-00000-abc.snappy.parquet")
+    (root / "year_2024").mkdir()
+    pd.DataFrame({"x": [50]}).to_parquet(root / "year_2024" / "part-00002.parquet")
+    out = tmp_path / "out"
+
+    proc = cli(dep, root, out, "--output-format", "parquet")
+
+    assert proc.returncode == 0, show(proc)
+    want = sorted(pd.read_parquet(root)["x"] * 2)
+    assert sorted(pd.read_parquet(out / "predictions")["x"]) == want == [*range(0, 20, 2), 100]
+    assert "Scoring 3 files (11 rows) in " in proc.stderr, show(proc)
+    log = (out / "logs" / "sys" / "daskscore.txt").read_text()
+    assert "tabular mode skipped 1 file(s) in folders whose name starts with '_'" in log
+    assert "_temporary/0/task_1/part-00000-abc.snappy.parquet" in log
 
 
 def test_a_file_tabular_mode_cannot_read_is_refused_saying_what_turned_it_on(
