@@ -6,11 +6,15 @@ fields in line 4, saw 3``, ``EOF inside string starting at row 14``) counts from
 through the split only; and pandas counts a line break inside a quoted field as no line end.
 :func:`read_error` names the file and the line as an editor numbers the file's lines: every
 ``\\n``, ``\\r\\n`` or lone ``\\r`` ends one.  Which line breaks sit inside quotes is told as the
-planner tells it: a line break after an odd number of ``"`` in the text parsed.
+planner tells it: a line break after an odd number of ``"`` in the text parsed.  A byte that
+is not UTF-8 is named by its line and its offset in the file (pandas names its position in a
+buffer of its own), with a way to re-encode the file.
 """
 
 from __future__ import annotations
 
+import codecs
+import os
 import re
 from typing import IO, Any
 
@@ -26,6 +30,10 @@ def read_error(split: Any, head: bytes, body: bytes, exc: Exception) -> InputErr
     """The error to raise for ``exc``, raised by ``pandas.read_csv`` over ``head + body``
     (``head``: the file's first ``len(head)`` bytes; ``body``: bytes ``split.start`` to
     ``split.stop``): the file and the line in it named, pandas' C-parser preamble left out."""
+    if isinstance(exc, UnicodeDecodeError):  # (its position is in a buffer of pandas' own)
+        found = not_utf8(split, head, body, exc)
+        if found is not None:
+            return found
     text = str(exc).strip().removeprefix(_PREFIX)
 
     def renumbered(match: re.Match[str]) -> str:
@@ -38,6 +46,35 @@ def read_error(split: Any, head: bytes, body: bytes, exc: Exception) -> InputErr
         numbered = 0
     where = "" if numbered or split.first_row == 0 else f" (its rows from {split.first_row})"
     return InputError(f"input file '{split.path}'{where} cannot be read as CSV: {text}")
+
+
+def not_utf8(split: Any, head: bytes, body: bytes, exc: UnicodeDecodeError) -> InputError | None:
+    """The error of a split holding a byte that is not UTF-8, naming the file's line and the
+    byte's offset in the file; None when ``exc`` is not about UTF-8, or ``head + body`` decode
+    (pandas' error then stays as it is)."""
+    if codecs.lookup(exc.encoding).name != "utf-8":
+        return None
+    try:
+        (head + body).decode("utf-8")
+    except UnicodeDecodeError as bad:
+        at, found = bad.start, bad
+    else:
+        return None
+    offset = at if at < len(head) else split.start + at - len(head)
+    try:
+        with open(split.path, "rb") as f:
+            where = f"line {_breaks_before(f, offset) + 1} (byte offset {offset} of the file)"
+    except OSError:  # (the file is gone: the offset is known still)
+        where = f"byte offset {offset} of the file"
+    byte = " ".join(f"0x{b:02x}" for b in found.object[found.start : found.end][:4])
+    name = os.path.basename(split.path)
+    return InputError(
+        f"input file '{split.path}' cannot be read as CSV: it is not UTF-8 (tabular mode reads "
+        f"CSV files as UTF-8, with or without a byte-order mark): {where} holds {byte} "
+        f"({found.reason}). Re-encode the file as UTF-8 from the encoding it was written in, "
+        f"e.g. `iconv -f latin1 -t utf-8 {name} > utf8/{name}` (latin1, cp1252, ...), or write "
+        "it as UTF-8 or Parquet."
+    )
 
 
 def file_line(split: Any, head: bytes, body: bytes, line: int) -> int:

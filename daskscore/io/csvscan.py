@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections.abc import Iterator
 from functools import cache
 from typing import IO, TYPE_CHECKING
+
+from daskscore.errors import InputError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,6 +57,38 @@ def data_start(f: IO[bytes]) -> int:
             pos = end.end()
         if not piece:
             return len(buf)
+
+
+#: Byte-order marks of UTF-32 and UTF-16 (longest first: UTF-32-LE's begins as UTF-16-LE's)
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def refuse_wide(f: IO[bytes], path: str, header_end: int) -> None:
+    """Raise :class:`InputError` when the file is UTF-16 or UTF-32: its byte-order mark says
+    so, or a quarter or more of its header line's bytes (its first ``header_end``) are NUL, as
+    in ASCII text in either.  Its lines cannot be found nor counted byte by byte (a ``\\n`` is
+    two or four bytes there), and pandas would read it as UTF-8, which it is not."""
+    f.seek(0)
+    head = f.read(min(header_end, _CHUNK))
+    found = next((name for bom, name in _WIDE_BOMS if head.startswith(bom)), None)
+    if found is not None:
+        said = f"{found} (its byte-order mark says so)"
+    elif head and head.count(b"\x00") * 4 >= len(head):
+        said = "UTF-16 or UTF-32 (its header line holds NUL bytes between its characters)"
+    else:
+        return
+    name = os.path.basename(path)
+    raise InputError(
+        f"input file '{path}' is {said}, not UTF-8: tabular mode reads CSV files as UTF-8, "
+        f"with or without a byte-order mark. Re-encode it, e.g. `iconv -f {found or 'UTF-16'} "
+        f"-t UTF-8 {name} > utf8/{name}`, or write it as UTF-8 (pandas: "
+        "to_csv(..., encoding='utf-8'))."
+    )
 
 
 def _row_ends(block: bytes, base: int, cut: bool = True) -> np.ndarray:

@@ -1,9 +1,7 @@
 """Tabular mode: CSV and Parquet files cut into DataFrame mini-batches of about
-``mini_batch_size`` bytes or rows; a mini-batch never crosses a file boundary, big files are
-split.
-
-Pure functions, no Dask.  A split never crosses a file boundary and knows the index of its
-first row within its file, so every row keeps its row number (the DataFrame's index).
+``mini_batch_size`` bytes or rows.  Pure functions, no Dask.  A split (a mini-batch) never
+crosses a file boundary and knows the index of its first row within its file, so every row
+keeps its row number (the DataFrame's index); big files are split.
 
 CSV splitting works on byte ranges cut at line ends, like Dask's ``read_csv(blocksize=...)``,
 and has the same limits, documented here once:
@@ -15,11 +13,13 @@ and has the same limits, documented here once:
   pandas takes for a line end), it falls back to ONE split for that file, whose rows are not
   counted: its non-blank lines stand for them until it is read.  Other quote characters
   (``quotechar=``) and other separators (``sep=``) are not looked for.
-* The file must use an ASCII-compatible encoding (UTF-8, Latin-1, ...), not UTF-16/32.
+* A job reads CSV files as UTF-8, with or without a byte-order mark: a UTF-16/32 file is
+  refused when planned, a byte that is not UTF-8 fails its mini-batch naming its line.
+  (``read_split(..., encoding=...)`` reads an ASCII-compatible one; a job names none.)
 * Rows are numbered as pandas counts them by default: blank lines (only spaces, tabs, ``\\r``)
   are not rows; the header is the first non-blank line (a UTF-8 byte-order mark before it is
-  not part of it).  ``read_split`` therefore refuses
-  keyword arguments that change which lines are rows (``header``, ``skiprows``, ``comment``...).
+  not part of it).  ``read_split`` therefore refuses keyword arguments that change which lines
+  are rows (``header``, ``skiprows``, ``comment``...).
 * Column types are inferred split by split, so a column may come back as ``int64`` in one split
   and ``float64`` in another (missing values); pass ``dtype=`` to ``read_split`` to pin them.
 """
@@ -268,10 +268,8 @@ def carry_columns(split_df: pd.DataFrame, result: pd.DataFrame, columns: list[st
     return out
 
 
-#: Name prefixes that leave a file out of tabular mode, as pyarrow's datasets do (their
-#: ``ignore_prefixes``): the file's name (the markers and metadata that writers leave beside
-#: the data: ``_SUCCESS``, ``_metadata``, ``_committed_<id>``), or a folder's below the input
-#: folder (Spark's ``_temporary/``, where uncommitted task attempts lie).
+#: Name prefixes that leave a file out of tabular mode, as pyarrow's ``ignore_prefixes``: its
+#: name's (``_SUCCESS``, ``_metadata``) or a folder's below the input folder (``_temporary/``).
 IGNORED_PREFIXES = ("_", ".")
 
 
@@ -333,6 +331,7 @@ def _plan_csv(path: str, kind: str, n: int) -> list[Cuts]:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         data_start = csvscan.data_start(f)
+        csvscan.refuse_wide(f, path, data_start)
         try:
             blocks = csvscan.row_end_blocks(f, data_start, size)
             return _cut_rows(blocks, data_start, size, kind, n)

@@ -414,6 +414,37 @@ def test_a_broken_parquet_file_is_an_input_error(tmp_path: Path) -> None:
         plan_splits([str(path)], ("bytes", 100))
 
 
+@pytest.mark.parametrize(
+    ("encoding", "said"),
+    [
+        ("utf-16", "is UTF-16 (its byte-order mark says so)"),
+        ("utf-32", "is UTF-32 (its byte-order mark says so)"),
+        ("utf-16-le", "is UTF-16 or UTF-32 (its header line holds NUL bytes"),
+        ("utf-16-be", "is UTF-16 or UTF-32 (its header line holds NUL bytes"),
+    ],
+)
+def test_a_utf16_or_utf32_csv_is_refused_naming_the_file(
+    tmp_path: Path, encoding: str, said: str
+) -> None:
+    """Its lines were counted byte by byte: the NUL after the last ``\\n`` made a phantom row
+    (300 rows counted 301), and every mini-batch failed with pandas' UTF-8 error."""
+    path = tmp_path / "u.csv"
+    path.write_bytes(("id,name\n" + "".join(f"{i},n{i}\n" for i in range(300))).encode(encoding))
+    with pytest.raises(InputError) as info:
+        plan_splits([str(path)], ("bytes", 1024))
+    message = str(info.value)
+    assert message.startswith(f"input file '{path}' {said}")
+    assert "not UTF-8" in message and "iconv -f UTF-" in message
+
+
+def test_utf8_with_a_byte_order_mark_or_nul_bytes_in_a_row_is_planned(tmp_path: Path) -> None:
+    bom, nul = tmp_path / "bom.csv", tmp_path / "nul.csv"
+    bom.write_bytes(b"\xef\xbb\xbfid,name\n" + b"".join(b"%d,n\n" % i for i in range(30)))
+    nul.write_bytes(b"id,name\n" + b"".join(b"%d,\x00\x00\x00\n" % i for i in range(30)))
+    splits = plan_splits([str(bom), str(nul)], ("bytes", 1 << 20))
+    assert [s.n_rows for s in splits] == [30, 30]
+
+
 def test_a_bad_size_is_a_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="size"):
         plan_splits([], ("files", 3))

@@ -6,7 +6,7 @@ non-blank lines stand for them.  When reading it fails, the job must count it as
 (its lines, at least 1) wherever failures count: the verdict, the summary's failures,
 ``failed_items.csv``, the replay hint and ``error_threshold``; a later try that reads it counts
 its real rows.  A parse error names the file and the line in the file (not in the
-mini-batch's slice of it).
+mini-batch's slice of it), and so does a byte that is not UTF-8.
 
 The jobs run on the module's LocalCluster (the ``client`` fixture), one through the
 ``daskscore`` command; ``run()`` returns each row's ``id``, so the predictions show every row
@@ -120,6 +120,60 @@ def test_an_unclosed_quote_names_the_line_it_opens_on(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"bad\.csv' cannot be read as CSV: EOF inside string "
                        r"starting at line 16$"):  # fmt: skip
         read_split(split)
+
+
+@pytest.mark.parametrize(
+    ("head", "line"), [(b"id,x\n", 8), (b"\xef\xbb\xbfid,x\r\n\r\n", 9), (b"id,caf\xe9\n", 1)]
+)
+def test_a_byte_that_is_not_utf8_is_named_by_its_line_and_offset_in_the_file(
+    tmp_path: Path, head: bytes, line: int
+) -> None:
+    """pandas' error named the byte's position in a buffer of its own (``'utf-8' codec can't
+    decode byte 0xe9 in position 3``), in no line of the file."""
+    path = tmp_path / "latin.csv"
+    end = b"\r\n" if b"\r" in head else b"\n"
+    rows = [b"r%d,%d" % (i, i) + end for i in range(12)]
+    rows[6] = rows[6].replace(b"r6,6", b"r6,caf\xe9")  # (line 8 after "id,x", 9 after a blank)
+    path.write_bytes(head + b"".join(rows))
+    offset = (head + b"".join(rows)).index(b"\xe9")
+    bad = [s for s in plan_splits([str(path)], ("rows", 4)) if not _reads(s)]
+    assert len(bad) == (3 if line == 1 else 1)
+    with pytest.raises(InputError) as info:
+        read_split(bad[-1])
+    assert str(info.value).startswith(
+        f"input file '{path}' cannot be read as CSV: it is not UTF-8 (tabular mode reads CSV "
+        f"files as UTF-8, with or without a byte-order mark): line {line} (byte offset {offset} "
+        "of the file) holds 0xe9 ("
+    )
+    assert "iconv -f latin1 -t utf-8 latin.csv" in str(info.value)
+
+
+def test_a_job_names_the_line_of_a_byte_that_is_not_utf8(tmp_path: Path, client: Any) -> None:
+    dep, _, out = make_job(tmp_path, SCRIPT, n_files=0, settings={"mini_batch_size": "4 rows"})
+    table = tmp_path / "table"
+    table.mkdir()
+    lines = ["id,x", *[f"c{i},{i}" for i in range(12)]]
+    lines[6] = "c5,caf\xe9"  # row 5, in the mini-batch of rows 4-7; line 7 of the file
+    data = ("\n".join(lines) + "\n").encode("latin-1")
+    (table / "latin.csv").write_bytes(data)
+    result = daskscore.run(dep, table, out, client=client, max_retries=0)
+    assert (result.total_items, result.failed_items, result.succeeded_items) == (12, 4, 8)
+    (failure,) = result.failures
+    assert "cannot be read as CSV: it is not UTF-8" in failure["error"]
+    offset = data.index(b"\xe9")
+    assert f"line 7 (byte offset {offset} of the file) holds 0xe9" in failure["error"]
+    assert predicted(out) == ["c0", "c1", "c2", "c3", "c8", "c9", "c10", "c11"]
+
+
+def test_a_job_over_a_utf16_csv_is_refused_before_it_runs(tmp_path: Path, client: Any) -> None:
+    """It ran, counting a phantom row (``301 rows`` for 300), and failed every mini-batch."""
+    dep, _, out = make_job(tmp_path, SCRIPT, n_files=0, settings={"mini_batch_size": "1KB"})
+    table = write_table(tmp_path / "table")
+    text = "id,x\n" + "".join(f"u{i},{i}\n" for i in range(300))
+    (table / "wide.csv").write_bytes(text.encode("utf-16"))
+    with pytest.raises(InputError, match=r"wide\.csv' is UTF-16 \(its byte-order mark"):
+        daskscore.run(dep, table, out, client=client)
+    assert not (out / "predictions.csv").exists()
 
 
 def _reads(split: Any) -> bool:
