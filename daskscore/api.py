@@ -13,8 +13,13 @@ from distributed import Client
 
 from daskscore.cluster.local import parse_resources
 from daskscore.config.loader import load_deployment, with_overrides
-from daskscore.config.options import DEFAULT_PREFETCH, DEFAULT_PREFETCH_MB, JobOptions
-from daskscore.config.settings import Deployment, merge_setting_kwargs
+from daskscore.config.options import (
+    DEFAULT_PREFETCH,
+    DEFAULT_PREFETCH_MB,
+    JobOptions,
+    merge_setting_kwargs,
+)
+from daskscore.config.settings import Deployment
 from daskscore.devtools.checks import validate
 from daskscore.devtools.replay import replay as _replay
 from daskscore.engine.finish import JobResult
@@ -155,7 +160,9 @@ def run(
         in the job's log says where a slow ``init()`` is, after a minute).
     **overrides
         Settings by name: ``mini_batch_size=5``, ``error_threshold=0``, ``timeout=60``,
-        ``max_retries=1``, ``output_file_name="x.csv"``, ...
+        ``max_retries=1``, ``output_file_name="x.csv"``, ...  A section of the deployment file
+        (``settings={...}``) is no keyword argument: another name is a ``TypeError`` naming
+        the nearest setting or argument.
 
     Returns
     -------
@@ -181,7 +188,7 @@ def run(
     >>> result.status, result.succeeded_items  # doctest: +SKIP
     ('Completed', 120)
     """
-    dep = _load(deployment, merge_setting_kwargs(set, overrides), lenient)
+    dep = _load(deployment, merge_setting_kwargs(set, overrides, run), lenient)
     options = JobOptions(
         output_format=output_format,
         partition_on=_names(partition_on),
@@ -280,7 +287,7 @@ def open_session(
 
     from daskscore.engine.session import open_session as open_scoring_session
 
-    dep = _load(deployment, merge_setting_kwargs(set, overrides), lenient)
+    dep = _load(deployment, merge_setting_kwargs(set, overrides, open_session), lenient)
     if partitions is not None and not (
         isinstance(partitions, int) and not isinstance(partitions, bool) and partitions >= 1
     ):

@@ -6,12 +6,21 @@ engine reads nothing else.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from daskscore.config.settings import (
+    CLOUD_ONLY_KEYS,
+    RENAMED_KEYS,
+    TOP_KEYS,
+    RetrySettings,
+    Settings,
+)
 from daskscore.errors import UsageError
 
 #: mini-batches a worker fetches ahead of the one run() scores (downloads, tabular reads) ...
@@ -180,3 +189,74 @@ def _at_least(name: str, value: Any, minimum: int, meaning: str, needed: bool = 
         return
     expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     raise UsageError(f"{name}={value!r}: expected {expected} ({meaning}).")
+
+
+# --------------------------------------------------------------------------- settings by name
+
+#: The settings the Python API takes by name, as keyword arguments (``mini_batch_size=5``)
+SETTING_KWARGS = frozenset(f.name for f in fields(Settings)) | {
+    f.name for f in fields(RetrySettings)
+}
+#: How settings are given to the Python API (``%s``: an example of ``set=``'s keys)
+_HOW = (
+    "a setting is given by its own name (mini_batch_size='10MB', timeout=60), or any key of "
+    "the deployment file dotted in set= (set={%s})."
+)
+#: The example of ``set=`` for a section of the deployment file given as a keyword argument
+_EXAMPLES = {
+    "model": "model.path",
+    "code_configuration": "code_configuration.scoring_script",
+    "resources": "resources.instance_count",
+}
+_EXAMPLE = "settings.mini_batch_size"
+
+
+def merge_setting_kwargs(
+    set_: dict[str, Any] | None, overrides: dict[str, Any], takes: Callable[..., Any] | None = None
+) -> dict[str, Any]:
+    """``set=`` and settings given by name (``mini_batch_size=5``, ``timeout=60``) as one dict
+    of overrides, as :func:`daskscore.run` and :func:`daskscore.validate` take them; a name
+    that is no setting is a ``TypeError``, as an unknown keyword argument is, naming the
+    nearest setting or parameter of ``takes`` (the function called)."""
+    if set_ is not None and not isinstance(set_, Mapping):
+        example = '{"settings.mini_batch_size": 2}'
+        raise UsageError(f"set={set_!r}: expected a dict of dotted keys and values: {example}.")
+    merged = dict(set_ or {})
+    for key, value in overrides.items():
+        if key not in SETTING_KWARGS:
+            raise TypeError(unknown_kwarg(key, _parameters(takes)))
+        merged[key] = value
+    return merged
+
+
+def unknown_kwarg(key: str, parameters: list[str]) -> str:
+    """The message of a keyword argument that is neither a setting nor one of ``parameters``:
+    the nearest of them; for a key of the deployment file (a section, ``settings``, or a dotted
+    key), how settings are given to the function instead."""
+    text = f"unexpected keyword argument '{key}'"
+    section, _, rest = key.partition(".")
+    if section in TOP_KEYS or section in CLOUD_ONLY_KEYS:
+        name = rest.rpartition(".")[2]
+        if name in SETTING_KWARGS:
+            text += f" (did you mean {name}=...?)"
+        example = key if rest else _EXAMPLES.get(key, _EXAMPLE)
+        why = "the deployment file's keys are not keyword arguments"
+        return f"{text}: {why}; {_HOW}" % f"'{example}': ..."
+    if key in RENAMED_KEYS:
+        new = RENAMED_KEYS[key][0]
+        name = new.rpartition(".")[2]
+        said = f"'{name}'" if name in SETTING_KWARGS else f"set={{'{new}': ...}}"
+        return f"{text} (did you mean {said}? {key} is its ParallelRunStep / parallel job name)"
+    names = sorted(SETTING_KWARGS | set(parameters))
+    match = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if match:
+        return f"{text} (did you mean '{match[0]}'?)"
+    return f"{text}; {_HOW}" % f"'{_EXAMPLE}': '10MB'"
+
+
+def _parameters(takes: Callable[..., Any] | None) -> list[str]:
+    """The names ``takes`` takes as keyword arguments (not its ``**kwargs``)."""
+    if takes is None:
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in inspect.signature(takes).parameters.values() if p.kind in kinds]

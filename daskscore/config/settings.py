@@ -9,13 +9,11 @@ constraints (``minimum``, ``positive``, ``choices``) that validation enforces.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from daskscore.config.sizes import MiniBatchSize
-from daskscore.errors import UsageError
 
 #: Top-level keys of an Azure ML batch deployment that only mean something in the cloud:
 #: accepted and ignored.
@@ -387,22 +385,6 @@ def nearest_key(key: str) -> str:
     differs = RENAMED_KEYS[leaf][1]
     differs = f"; {match.rpartition('.')[2]} {differs}" if differs else ""
     return f" (did you mean '{match}'? {leaf} is its ParallelRunStep / parallel job name{differs})"
-
-
-def merge_setting_kwargs(set_: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``set=`` and settings given by name (``mini_batch_size=5``, ``timeout=60``) as one dict
-    of overrides, as :func:`daskscore.run` and :func:`daskscore.validate` take them; a name
-    that is no setting is a ``TypeError``, as an unknown keyword argument is."""
-    names = {f.name for f in fields(Settings)} | {f.name for f in fields(RetrySettings)}
-    if set_ is not None and not isinstance(set_, Mapping):
-        example = '{"settings.mini_batch_size": 2}'
-        raise UsageError(f"set={set_!r}: expected a dict of dotted keys and values: {example}.")
-    merged = dict(set_ or {})
-    for key, value in overrides.items():
-        if key not in names:
-            raise TypeError(f"unexpected keyword argument '{key}'{nearest_key(key)}")
-        merged[key] = value
-    return merged
 
 
 def unknown_keys(raw: dict[str, Any], where: str) -> list[str]:

@@ -17,8 +17,8 @@ from html import escape
 from typing import Any
 
 from daskscore.config.loader import load_deployment, with_overrides
-from daskscore.config.options import JobOptions
-from daskscore.config.settings import Deployment, merge_setting_kwargs
+from daskscore.config.options import JobOptions, merge_setting_kwargs
+from daskscore.config.settings import Deployment
 from daskscore.devtools.outcome import WARNING, dry_run_warnings
 from daskscore.devtools.validate import collect_problems, dry_run
 from daskscore.engine.plan import plan_job
@@ -245,7 +245,7 @@ def validate(
         return validate_deployment(
             deployment,
             input,
-            merge_setting_kwargs(set, overrides),
+            merge_setting_kwargs(set, overrides, validate),
             mini_batch=mini_batch,
             lenient=lenient,
             post_mortem=pdb,

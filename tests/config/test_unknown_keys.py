@@ -319,6 +319,57 @@ def test_the_python_api_refuses_unknown_keys_and_takes_lenient(
         assert given.settings.mini_batch_size == 5
 
 
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("settings", "set={'settings.mini_batch_size': ...}"),
+        ("resources", "set={'resources.instance_count': ...}"),
+        ("model", "set={'model.path': ...}"),
+        ("settings.mini_batch_size", "(did you mean mini_batch_size=...?)"),
+    ],
+)
+def test_a_deployment_key_as_a_keyword_argument_says_how_settings_are_given(
+    tmp_path: Path, key: str, said: str
+) -> None:
+    """``settings={...}`` was refused with ``(did you mean 'settings'?)``: the suggestion was
+    the nearest key of the deployment file, which is no keyword argument."""
+    dep = deployment(tmp_path)
+    inputs, out = write_inputs(tmp_path / "in", 3), tmp_path / "out"
+    calls = {
+        "run": lambda **kw: daskscore.run(dep, inputs, out, **kw),
+        "score": lambda **kw: daskscore.score(dep, inputs, client=object(), **kw),
+        "validate": lambda **kw: daskscore.validate(dep, inputs, **kw),
+    }
+    for name, call in calls.items():
+        if name == "run" and key == "resources":
+            continue  # (one of run()'s own arguments)
+        with pytest.raises(TypeError) as info:
+            call(**{key: {"mini_batch_size": 2}})
+        message = str(info.value)
+        assert message.startswith(f"unexpected keyword argument '{key}'"), (name, message)
+        assert f"did you mean '{key}'" not in message, (name, message)
+        assert said in message and "own name (mini_batch_size=" in message, (name, message)
+    assert not out.exists()
+
+
+def test_a_misspelt_keyword_argument_names_the_nearest_setting_or_argument(
+    tmp_path: Path,
+) -> None:
+    dep = deployment(tmp_path)
+    inputs, out = write_inputs(tmp_path / "in", 3), tmp_path / "out"
+    cases = [
+        (lambda: daskscore.run(dep, inputs, out, mini_bach_size=2), "'mini_batch_size'"),
+        (lambda: daskscore.run(dep, inputs, out, overwite=True), "'overwrite'"),
+        (lambda: daskscore.score(dep, inputs, client=object(), partitons=2), "'partitions'"),
+        (lambda: daskscore.validate(dep, inputs, timout=5), "'timeout'"),
+        (lambda: daskscore.run(dep, inputs, out, run_invocation_timeout=5), "'timeout'"),
+    ]
+    for call, nearest in cases:
+        with pytest.raises(TypeError, match=f"\\(did you mean {nearest}\\?"):
+            call()
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- the command
 
 
