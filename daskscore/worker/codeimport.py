@@ -1,31 +1,35 @@
-"""A code folder's modules in one process: :func:`open_code`, :meth:`CodeImport.load` and
-:meth:`CodeImport.forget`.
+"""A code folder's modules in one process: :func:`open_code`, :meth:`CodeImport.load`,
+:meth:`CodeImport.reassert` and :meth:`CodeImport.forget`.
 
 Several installs can be open at once in one worker process — two sessions on one client, a
-session left open while a job of the same code folder, edited since, runs; a killed job's
-install until it is removed — and each must run its own code.  So every import of a code folder
-starts from fresh modules:
+session beside a job, a session left open while a job of the same code folder, edited since,
+runs; a killed job's install until it is removed — and each must run its own code, as if it
+were alone.  The open imports are layered, like the environment of the jobs (see
+:mod:`daskscore.worker.environment`): one of them is *current*, the one whose modules
+``sys.modules`` has under its folder's names and whose folder is first on ``sys.path``:
 
-* :func:`open_code` puts the folder on ``sys.path`` and takes out of ``sys.modules`` whatever is
-  there under a name one of its files or folders has (``helper`` for ``helper.py``) and was not
-  imported from the environment (the standard library, site-packages): an older install's
-  ``helper`` (of this folder, before an edit, or of another), or the process's own (a driver's
-  ``utils.py``, inherited by a worker forked from it).  Such a module is *set aside*, with the
-  open import it belongs to (None: the process's own);
-* the script, and what it imports from its folder, are then imported afresh from the files as
-  they are now;
-* :meth:`CodeImport.forget` drops this import's modules (unless a newer import of the same folder
-  holds that folder's names now) and puts back what it set aside, as long as what it belongs to
-  is still open; what a newer import set aside of this one's is replaced, in that import's keep,
-  by what this one had set aside.  The folder leaves ``sys.path`` when no open import has it.
+* :func:`open_code` makes a new import current.  What ``sys.modules`` has under a name one of
+  the folder's files or folders has (``helper`` for ``helper.py``) and that was not imported from
+  the environment (the standard library, site-packages) is taken out: the modules of the import
+  current until then are kept with it, and the process's own (a driver's ``utils.py``, inherited
+  by a worker forked from it) are kept aside.  The script, and what it imports from its folder,
+  are then imported afresh from the files as they are now, its folder first on ``sys.path``
+  (ahead of another open import's folder with a ``helper.py`` of its own);
+* :meth:`CodeImport.reassert` makes an older open import current again (each mini-batch of a
+  job that another install followed: :meth:`~daskscore.worker.runtime.JobRuntime.reassert`),
+  so that an ``import helper`` inside its ``run()`` finds its own ``helper``;
+* :meth:`CodeImport.forget` drops this import's modules; each name they had goes back to the
+  newest open import that has a module under it (unless a newer one's folder has that name:
+  it imports its own), else to the process's own.  The folder leaves ``sys.path`` when no open
+  import has it; the newest open import's folder is first again.
 
 A module an install imported keeps its own references (``import helper`` at the script's top
-binds the module it imported, for as long as the install lives); a name looked up later in
-``sys.modules`` (an ``import`` inside ``run()``) finds the newest open import's.
+binds the module it imported, for as long as the install lives).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -33,18 +37,17 @@ import threading
 import types
 from pathlib import Path
 
-#: A set-aside module: the open import it belongs to (None: the process's own), and the module.
-Aside = tuple["CodeImport | None", types.ModuleType]
-
 
 class CodeImport:
     """One import of a code folder in this process, open until :meth:`forget`."""
 
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, names: set[str]) -> None:
         #: the code folder, as put on ``sys.path``
         self.code = code
-        #: the modules set aside for this import, by name
-        self.aside: dict[str, Aside] = {}
+        #: the names of its files and folders when it was opened (and its scripts' names)
+        self.names = names
+        #: its modules, by name, kept while another import is current
+        self.held: dict[str, types.ModuleType] = {}
         #: the scripts :meth:`load` imported (dropped by :meth:`forget` wherever they are)
         self.scripts: list[types.ModuleType] = []
 
@@ -55,7 +58,11 @@ class CodeImport:
         if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
             raise ImportError(f"cannot import {script}")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        with _LOCK:
+            if name not in self.names:  # (a script in a subfolder: its name is taken too)
+                self.names.add(name)
+                _take_out({name})
+            sys.modules[name] = module
         self.scripts.append(module)
         try:
             spec.loader.exec_module(module)
@@ -65,52 +72,55 @@ class CodeImport:
             raise
         return module
 
+    def reassert(self) -> None:
+        """Make this import the current one again (if still open): its folder first on
+        ``sys.path``, its modules those ``sys.modules`` has under its folder's names."""
+        with _LOCK:
+            if self in _OPEN and _OPEN[-1] is not self:
+                _make_current(self)
+            elif self in _OPEN and sys.path[:1] != [self.code]:
+                _first_on_path(self.code)
+
     def forget(self) -> None:
-        """Drop this import's modules and put back what it set aside (again: nothing)."""
+        """Drop this import's modules and give their names back (again: nothing)."""
         with _LOCK:
             if self not in _OPEN:
                 return
-            newest = not any(o.code == self.code for o in _OPEN[_OPEN.index(self) + 1 :])
+            if _OPEN[-1] is self:
+                _keep(self)
             _OPEN.remove(self)
-            if newest:  # (else the folder's names in sys.modules are a newer import's)
-                prefix = os.path.join(self.code, "")
-                for name, module in list(sys.modules.items()):
-                    if (getattr(module, "__file__", None) or "").startswith(prefix):
-                        del sys.modules[name]
-            for module in self.scripts:
-                if sys.modules.get(module.__name__) is module:
-                    del sys.modules[module.__name__]
-            handed = set()
-            for other in _OPEN:  # what a newer import set aside of this one's
-                for name, (owner, _) in list(other.aside.items()):
-                    if owner is self:
-                        handed.add(name)
-                        if name in self.aside:
-                            other.aside[name] = self.aside[name]
-                        else:
-                            del other.aside[name]
-            for name, (owner, module) in self.aside.items():
-                if name not in handed and (owner is None or owner in _OPEN):
-                    sys.modules.setdefault(name, module)
-            self.aside = {}
+            mine = {id(m) for m in [*self.held.values(), *self.scripts]}
+            gone = [name for name, m in list(sys.modules.items()) if id(m) in mine]
+            for name in gone:
+                del sys.modules[name]
+            claimed = self.names | {_top(name) for name in self.held}
+            taken = [n for o in _OPEN for n in o.held if _top(n) in claimed]
+            for name in {*gone, *self.held, *taken, *(n for n in _BASE if _top(n) in claimed)}:
+                _give_back(name)
+            self.held, self.scripts = {}, []
             if not any(o.code == self.code for o in _OPEN):
                 while self.code in sys.path:
                     sys.path.remove(self.code)
+            if _OPEN and sys.path[:1] != [_OPEN[-1].code]:
+                _first_on_path(_OPEN[-1].code)
 
 
-#: The imports open in this process, oldest first.
+#: The imports open in this process, the current one last.
 _OPEN: list[CodeImport] = []
+#: The process's own modules taken out while an open import has their names, by name.
+_BASE: dict[str, types.ModuleType] = {}
 _LOCK = threading.RLock()
 
 
 def open_code(code: Path) -> CodeImport:
-    """Open an import of ``code``: on ``sys.path``, with the modules of its names set aside."""
-    opened = CodeImport(str(code))
+    """Open an import of ``code`` and make it current (see the module's docstring)."""
+    try:
+        names = {e.name[:-3] if e.name.endswith(".py") else e.name for e in os.scandir(code)}
+    except OSError:
+        names = set()
+    opened = CodeImport(str(code), names)
     with _LOCK:
-        if opened.code not in sys.path:
-            sys.path.insert(0, opened.code)
-        opened.aside = _set_aside(code)
-        _OPEN.append(opened)
+        _make_current(opened)
     importlib.invalidate_caches()  # (a file added to the folder since the last import is seen)
     return opened
 
@@ -128,37 +138,92 @@ def forget_code(code: Path) -> None:
             opened.forget()
 
 
-def _set_aside(code: Path) -> dict[str, Aside]:
-    """Take out of ``sys.modules`` (with their submodules) the modules under a name a file or
-    folder of ``code`` has, but those of the environment; each with the import it belongs to."""
-    try:
-        entries = list(os.scandir(code))
-    except OSError:
-        return {}
-    names = {e.name[:-3] if e.name.endswith(".py") else e.name for e in entries}
-    installed = _installed_folders()
-    aside: dict[str, Aside] = {}
-    for name in names & sys.modules.keys():
-        file = getattr(sys.modules[name], "__file__", None)
-        if not file:
-            continue  # a built-in module, or a namespace package
-        file = os.path.abspath(file)
-        owner = _owner(file)
-        if owner is None and file.startswith(installed):
-            continue  # the environment's
-        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-            aside[key] = (owner, sys.modules.pop(key))
-    return aside
+def _make_current(opened: CodeImport) -> None:
+    """The current import's modules kept with it; ``opened``'s names taken out of
+    ``sys.modules`` and its own modules put there; its folder first on ``sys.path``."""
+    if _OPEN:
+        _keep(_OPEN[-1])
+    if opened in _OPEN:
+        _OPEN.remove(opened)
+    _OPEN.append(opened)
+    _take_out(opened.names | {_top(name) for name in opened.held})
+    sys.modules.update(opened.held)
+    _first_on_path(opened.code)
 
 
-def _owner(file: str) -> CodeImport | None:
-    """The newest open import whose code folder holds ``file`` (None: none)."""
+def _keep(current: CodeImport) -> None:
+    """Note, with ``current``, the modules of its folder (and its scripts) ``sys.modules`` has
+    now under its folder's names: those it imported since it became current too (an ``import``
+    inside ``run()``)."""
+    prefix = os.path.join(os.path.abspath(current.code), "")
+    others = _held(but=current)
+    claimed = current.names | {_top(name) for name in current.held}
+    for name, module in list(sys.modules.items()):
+        if _top(name) not in claimed:
+            continue  # (not a name of its folder's files)
+        file = getattr(module, "__file__", None) or ""
+        if file.startswith(prefix) and id(module) not in others:
+            current.held[name] = module
+    for module in current.scripts:
+        if sys.modules.get(module.__name__) is module:
+            current.held[module.__name__] = module
+
+
+def _take_out(names: set[str]) -> None:
+    """Take out of ``sys.modules`` the modules under ``names`` (with their submodules): an open
+    import's stay with it, the process's own go aside; the environment's stay where they are."""
+    held = _held()
+    installed: tuple[str, ...] | None = None
+    groups: dict[str, list[str]] = {}
+    for key in list(sys.modules):
+        if _top(key) in names:
+            groups.setdefault(_top(key), []).append(key)
+    for top, keys in groups.items():
+        first = sys.modules.get(top)
+        if first is not None and id(first) not in held:
+            file = getattr(first, "__file__", None)
+            if not file:
+                continue  # a built-in module, or a namespace package
+            installed = installed or _installed_folders()
+            if os.path.abspath(file).startswith(installed):
+                continue  # the environment's
+        for key in keys:
+            module = sys.modules.pop(key)
+            if id(module) not in held:
+                _BASE.setdefault(key, module)
+
+
+def _give_back(name: str) -> None:
+    """Put under ``name`` the module of the newest open import that has one, unless a newer
+    one's folder has that name (it imports its own); else the process's own, if any."""
+    if name in sys.modules:
+        return
     for opened in reversed(_OPEN):
-        if file.startswith(os.path.join(opened.code, "")):
-            return opened
-    return None
+        if name in opened.held:
+            sys.modules[name] = opened.held[name]
+            return
+        if _top(name) in opened.names:
+            return
+    if name in _BASE:
+        sys.modules[name] = _BASE.pop(name)
 
 
+def _held(but: CodeImport | None = None) -> set[int]:
+    """The ids of the modules the open imports (but ``but``) hold."""
+    return {id(m) for o in _OPEN if o is not but for m in [*o.held.values(), *o.scripts]}
+
+
+def _top(name: str) -> str:
+    return name.partition(".")[0]
+
+
+def _first_on_path(code: str) -> None:
+    while code in sys.path:
+        sys.path.remove(code)
+    sys.path.insert(0, code)
+
+
+@functools.cache
 def _installed_folders() -> tuple[str, ...]:
     """Where the environment's own modules live: the standard library and site-packages."""
     import site

@@ -2,7 +2,9 @@
 
 ``AZUREML_MODEL_DIR`` holds the model under its own base name, ``AZUREML_BI_OUTPUT_PATH`` is the
 job's output folder, ``settings.environment_variables`` are set, ``sys.argv`` is the script's
-own, and a GPU of an embedded cluster becomes ``CUDA_VISIBLE_DEVICES``.  Used by the worker
+own, and a GPU of an embedded cluster becomes ``CUDA_VISIBLE_DEVICES``; what the script's
+import and ``init()`` set in ``os.environ`` is its job's own as well (:class:`ScriptVariables`),
+and so is its current directory (:mod:`daskscore.worker.workdir`).  Used by the worker
 runtime and by ``daskscore validate`` alike.  What the script prints or logs is masked
 (:class:`RedactingStream`, :class:`RedactingFilter`) and written whatever the names it holds.
 """
@@ -14,13 +16,14 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from daskscore.config import redact
 from daskscore.io import storage
 from daskscore.protocol import WorkerJob
+from daskscore.worker.workdir import WorkingDirectory
 
 #: How the logs a script writes encode a str that is not valid Unicode: a file name that is not
 #: UTF-8 (``bad\xffname.txt`` is listed as ``bad\udcffname.txt``) is written ``\udcff``.
@@ -76,10 +79,13 @@ def reassert_environment(
 ) -> None:
     """Set ``env`` and ``argv`` again for the job whose environment :func:`set_environment`
     set into ``saved`` (a warm script taken over by the next job: some values are the new
-    job's), as the newest of the jobs installed in this process."""
-    _own_view(saved, env)
+    job's), as the newest of the jobs installed in this process: with the variables its
+    script's import and ``init()`` set (:class:`ScriptVariables`) and its current directory."""
+    _own_view(saved, {**env, **saved.get("script_env", {})})
     storage.refresh_filesystems()
     saved["argv"] = ARGV.reassert(saved.get("argv"), list(argv))
+    if saved.get("cwd") is not None:
+        saved["cwd"].reassert()
 
 
 def _own_view(saved: dict[str, Any], env: dict[str, str | None]) -> None:
@@ -109,6 +115,7 @@ def restore_environment(saved: dict[str, Any]) -> None:
     for key, token in saved.pop("env", {}).items():
         _variable(key).pop(token)
     ARGV.pop(saved.pop("argv", None))
+    saved.pop("script_env", None)
     if _NEWEST[0] is saved:
         _NEWEST[0] = None
     cwd = saved.pop("cwd", None)
@@ -116,80 +123,8 @@ def restore_environment(saved: dict[str, Any]) -> None:
         cwd.close()
 
 
-class WorkingDirectory:
-    """The current directory of a job's script: one for the whole process, changed by a script
-    that calls ``os.chdir`` (so that its relative paths find its files).
-
-    In a worker process of its own, where the script's import and ``init()`` leave it holds
-    while the script is installed, and the process's own is set again when it is uninstalled
-    (the next job starts where a fresh process would).  A worker in its caller's process (an
-    in-process cluster: a notebook, a driver script; :attr:`per_call`) shares it with the
-    caller, whose own relative paths (the next job's deployment file) must keep their meaning:
-    there the script's directory holds while one of its calls runs (import and ``init()``,
-    ``run()``, ``shutdown()``), the caller's is set again as soon as none runs, and the
-    script's again before its next call.  Jobs of one process whose calls run at once share
-    it: the newest call's holds.
-    """
-
-    def __init__(self) -> None:
-        #: the caller's directory comes back between the script's calls (an in-process worker)
-        self.per_call = False
-        self._own: str | None = None  # (where the script went; None: it stayed)
-        self._calls = 0
-
-    def enter(self) -> None:
-        """A call of the script starts: its directory (where it went before) is set."""
-        with _LOCK:
-            if self._calls and not self.per_call:
-                return  # (the script's already, until close())
-            if not _CWD["calls"]:
-                _CWD["caller"] = _getcwd()
-            _CWD["calls"] += 1
-            self._calls += 1
-            if self._own is not None and self._own != _getcwd():
-                _chdir(self._own)
-            _CWD["set"] = _getcwd()
-
-    def leave(self, final: bool = False) -> None:
-        """A call of the script ended: where it went is noted, and, on an in-process worker
-        (or ``final``), the caller's directory is set again once no call runs."""
-        with _LOCK:
-            if not self._calls or not (self.per_call or final):
-                return
-            now = _getcwd()
-            if now != _CWD["set"]:
-                self._own = now  # (the script moved: another call's chdir is not its own)
-            self._calls -= 1
-            _CWD["calls"] -= 1
-            if not _CWD["calls"]:
-                _chdir(_CWD["caller"])
-            _CWD["set"] = _getcwd()
-
-    def close(self) -> None:
-        """The script is uninstalled: the process's directory is set again (unless a call of
-        another job still runs)."""
-        while self._calls:
-            self.leave(final=True)
-
-
-#: The process's current directory as the scripts' calls share it: how many are in flight,
-#: the caller's directory before the first, and the one set last (a script's own move differs)
-_CWD: dict[str, Any] = {"calls": 0, "caller": None, "set": None}
-
-
-def _getcwd() -> str | None:
-    try:
-        return os.getcwd()
-    except OSError:  # (removed while current: no directory to go back to)
-        return None
-
-
-def _chdir(path: str | None) -> None:
-    if path is not None:
-        try:
-            os.chdir(path)
-        except OSError:  # (removed since: the directory stays as it is)
-            pass
+#: (:meth:`Overlapped.push` without a ``base``: the value the process has now)
+_NOW = object()
 
 
 class Overlapped:
@@ -205,18 +140,20 @@ class Overlapped:
         self._layers: list[list[Any]] = []
         self._base: Any = None
 
-    def push(self, value: Any) -> list[Any]:
-        """Set ``value`` for a job; return the token that undoes it."""
+    def push(self, value: Any, base: Any = _NOW) -> list[Any]:
+        """Set ``value`` for a job; return the token that undoes it (to ``base`` when no other
+        job's value is set: by default the value the process has now)."""
         with _LOCK:
             if not self._layers:
-                self._base = self._get()
+                self._base = self._get() if base is _NOW else base
             token = [value]
             self._layers.append(token)
             self._put(value)
             return token
 
-    def reassert(self, token: list[Any] | None, value: Any) -> list[Any]:
-        """Set ``value`` again for the job of ``token``, now the newest; return its token."""
+    def reassert(self, token: list[Any] | None, value: Any, base: Any = _NOW) -> list[Any]:
+        """Set ``value`` again for the job of ``token``, now the newest; return its token
+        (``base``: as :meth:`push`'s)."""
         with _LOCK:
             if token is not None and any(t is token for t in self._layers):
                 self._layers = [t for t in self._layers if t is not token]
@@ -224,7 +161,7 @@ class Overlapped:
                 self._layers.append(token)
                 self._put(value)
                 return token
-            return self.push(value)
+            return self.push(value, base)
 
     def layered(self) -> bool:
         """Whether an open job set it."""
@@ -415,31 +352,28 @@ def mask_handlers(logger: logging.Logger, secrets: tuple[str, ...]) -> Any:
 
 class ScriptVariables:
     """The environment variables a script's import and ``init()`` set of their own
-    (``os.environ["X"] = ...``, not the deployment's): undone when the script is uninstalled,
-    so that the next deployment in the process (a warm worker's) starts from the process's
-    own environment, as in a fresh one.  A variable changed again since (by another job's
-    script) is left as it is."""
+    (``os.environ["X"] = ...``, or a value over the deployment's): layered as its job's own
+    (see :class:`Overlapped`), so that its ``run()`` calls see them again when another job
+    installed in the process since set or unset them (:func:`reassert_environment`), other
+    jobs' calls do not see them, and they are undone with the job's in any order: the next
+    deployment in the process (a warm worker's) starts from the process's own environment,
+    as in a fresh one."""
 
     def __init__(self) -> None:
         self._before = dict(os.environ)
-        self._set: dict[str, str | None] = {}
 
-    def taken(self, managed: Iterable[str]) -> None:
-        """The script's import and ``init()`` are done: note what they changed (``managed``:
-        the variables daskscore set for the job, undone on their own)."""
-        skip = set(managed)
+    def taken(self, saved: dict[str, Any]) -> None:
+        """The script's import and ``init()`` are done: what they changed becomes part of the
+        environment of the job of ``saved`` (set by :func:`set_environment`)."""
         now = dict(os.environ)
-        for key in set(now) | set(self._before):
-            if key not in skip and now.get(key) != self._before.get(key):
-                self._set[key] = now.get(key)
-
-    def undo(self) -> None:
-        for key, value in self._set.items():
-            if os.environ.get(key) != value:
-                continue  # (changed since by someone else: theirs)
-            old = self._before.get(key)
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-        self._set = {}
+        changed = {
+            key: now.get(key)
+            for key in set(now) | set(self._before)
+            if now.get(key) != self._before.get(key)
+        }
+        saved["script_env"] = changed
+        tokens = saved.setdefault("env", {})
+        with _LOCK:
+            for key, value in changed.items():
+                before = self._before.get(key)  # (the process's own, if no job set it)
+                tokens[key] = _variable(key).reassert(tokens.get(key), value, before)

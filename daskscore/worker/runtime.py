@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -201,7 +200,7 @@ class JobRuntime:
             self.init_error = self._init_error(stage, exc)
             self.write_error(stage, script_mod.full_traceback(exc))
         self.cwd.leave()  # (an in-process worker's: the caller's directory between calls)
-        self._own_variables.taken(self.saved.get("env", {}))  # (an init() that raised, too)
+        self._own_variables.taken(self.saved)  # (an init() that raised, too)
         self.init_s = time.perf_counter() - started
         self._watchdog = threading.Thread(
             target=self._watch, name=f"daskscore-watchdog-{job.job_id}", daemon=True
@@ -241,13 +240,14 @@ class JobRuntime:
 
     def reassert(self) -> None:
         """What the script sees, set again for the job that takes it over: the environment
-        (``AZUREML_BI_OUTPUT_PATH`` is the new job's), ``sys.argv``, the code folder on
-        ``sys.path``, the output routing (a concurrent job's uninstall may have undone them)."""
+        (``AZUREML_BI_OUTPUT_PATH`` is the new job's) with what its ``init()`` set, its current
+        directory, ``sys.argv``, its code folder's modules (first on ``sys.path``), the output
+        routing (another job's install or uninstall may have changed them)."""
         job = self.job
         env = script_environment(job, self.model_dir, self.device)
         reassert_environment(self.saved, env, [job.script])
-        if job.code not in sys.path:
-            sys.path.insert(0, job.code)
+        if self._code is not None:
+            self._code.reassert()
         if self._streams is not None:
             self._streams = STREAMS.reassert(self._streams, self._stdout)
         root = logging.getLogger()
@@ -282,9 +282,7 @@ class JobRuntime:
         if self._code is not None:
             self._code.forget()
         self._code = self.module = None  # (what the script holds, a Pool, may be collected)
-        restore_environment(self.saved)
-        if self._own_variables is not None:
-            self._own_variables.undo()
+        restore_environment(self.saved)  # (with what the script's init() set in os.environ)
         self._restore_output()
         if self.model_dir:
             shutil.rmtree(self.model_dir, ignore_errors=True)

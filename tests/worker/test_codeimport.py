@@ -5,6 +5,7 @@ and forgetting them in any order leaves the process as it was."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import sys
 from pathlib import Path
 
@@ -79,3 +80,37 @@ def test_the_processs_own_module_comes_back_whatever_order_the_imports_close(
         assert sys.modules["helper"].NAME == "one"
     second.forget()
     assert sys.modules["helper"] is mine
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_imports_of_two_folders_each_find_their_own_modules_when_made_current_again(
+    tmp_path: Path, order: tuple[int, ...]
+) -> None:
+    """A's folder already on sys.path (an older import of it still open) no longer leaves B's,
+    opened since, ahead of it; an older import made current again (each of its mini-batches)
+    finds its own helper in a lookup; forgetting them in any order leaves the process clean."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    _write(a, "", "helper of A")
+    _write(b, "", "helper of B")
+    opened = [open_code(a)]
+    try:
+        scripts = [opened[0].load(a / "score.py")]
+        for code in (b, a):
+            opened.append(open_code(code))
+            scripts.append(opened[-1].load(code / "score.py"))
+        assert scripts[2].run([]) == ("helper of A", "helper of A")  # (was helper of B)
+        assert sys.path[:2] == [str(a), str(b)]
+        for i in (1, 0, 2, 1):
+            opened[i].reassert()
+            assert scripts[i].run([])[1] == scripts[i].run([])[0]
+            assert sys.path[0] == opened[i].code
+        for i in order:
+            opened[i].forget()
+            for j in set(range(3)) - set(order[: order.index(i) + 1]):
+                opened[j].reassert()
+                assert scripts[j].run([])[1] == scripts[j].run([])[0]
+    finally:
+        for one in opened:
+            one.forget()
+    assert "helper" not in sys.modules and "score" not in sys.modules
+    assert str(a) not in sys.path and str(b) not in sys.path

@@ -20,6 +20,7 @@ import pytest
 
 from daskscore.protocol import WorkerJob
 from daskscore.worker.environment import (
+    ScriptVariables,
     is_newest,
     reassert_environment,
     restore_environment,
@@ -261,4 +262,49 @@ def test_a_storage_variable_the_script_set_stays_when_a_warm_job_takes_it_over(
     finally:
         restore_environment(saved)
         os.environ.pop("AWS_DEFAULT_REGION", None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_worker_process_of_its_own_gives_each_script_its_directory_again_when_reasserted(
+    tmp_path: Path, process: dict[str, Any], dirs: dict[str, Path]
+) -> None:
+    """Two scripts installed in one worker process: the one made newest again (its next
+    mini-batch) has where its own init() went (the worker's own: it never moved), not where
+    the other one's init() went; the worker's comes back after the last is uninstalled."""
+    saved: dict[str, dict[str, Any]] = {"a": {}, "b": {}, "c": {}}
+    folders = []
+    for name in ("a", "b", "c"):
+        folders.append(set_environment(job(name, tmp_path), saved[name]))
+        if name in dirs:
+            os.chdir(dirs[name])  # (its init(); c's stays where it began)
+        saved[name]["cwd"].leave()
+    for name, where in (("a", "a"), ("c", "caller"), ("b", "b"), ("a", "a")):
+        reassert_environment(saved[name], {}, [f"{name}.py"])
+        assert Path.cwd() == dirs[where]
+    for name in ("a", "c", "b"):
+        restore_environment(saved[name])
+    assert Path.cwd() == dirs["caller"] and ours() == process["env"]
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations("ab")))
+def test_variables_two_scripts_init_set_are_each_ones_own_and_undone_in_any_order(
+    tmp_path: Path, process: dict[str, Any], order: tuple[str, ...]
+) -> None:
+    saved: dict[str, dict[str, Any]] = {"a": {}, "b": {}}
+    folders = []
+    for name in ("a", "b"):
+        folders.append(set_environment(job(name, tmp_path), saved[name]))
+        assert PREFIX + "INIT" not in os.environ, "another script's init() set it, not this one"
+        own = ScriptVariables()
+        os.environ[PREFIX + "INIT"] = os.environ[PREFIX + "SHARED"] = name  # its init()
+        own.taken(saved[name])
+    reassert_environment(saved["a"], script_environment(job("a", tmp_path), None, None), ["a"])
+    assert os.environ[PREFIX + "INIT"] == os.environ[PREFIX + "SHARED"] == "a"
+    restore_environment(saved[order[0]])
+    assert os.environ[PREFIX + "INIT"] == order[1]
+    restore_environment(saved[order[1]])
+    assert ours() == process["env"]
+    for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
