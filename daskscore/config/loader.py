@@ -100,6 +100,8 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     reads it (:func:`~daskscore.config.values.override_value`): a number's digits give the
     number (``--set settings.retry_settings.timeout=60`` gives 60), and every other key keeps
     the text exactly as typed (``--set settings.environment_variables.T=1:30`` sets ``1:30``).
+    A mapping given for a key that holds one (``retry_settings={"timeout": 5}``) is merged
+    into it, key by key.
     A setting's value gets the checks of :func:`validate` here, and its error says it is an
     override (``override: settings.mini_batch_size: expected ...``), not the deployment file's
     value.
@@ -121,7 +123,20 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
                 child = {}
                 node[part] = child
             node = child
-        node[path[-1]] = value
+        held = node.get(path[-1])
+        # a mapping given for a mapping key is merged into it, key by key (retry_settings=
+        # {"timeout": 5} keeps the file's max_retries; it went back to its default)
+        node[path[-1]] = _merged(held, value) if isinstance(held, dict) else value
+    return out
+
+
+def _merged(held: dict[str, Any], value: Any) -> Any:
+    """``value`` laid over ``held`` (both mappings: key by key, deeply); else ``value``."""
+    if not isinstance(value, dict):
+        return value
+    out = dict(held)
+    for key, item in value.items():
+        out[key] = _merged(out[key], item) if isinstance(out.get(key), dict) else item
     return out
 
 

@@ -624,3 +624,24 @@ def test_settings_that_are_not_a_mapping_are_named(tmp_path: Path) -> None:
     path = make_project(tmp_path, MINIMAL + "settings: [mini_batch_size, 3]\n")
     with pytest.raises(ConfigError, match=r"settings: expected a mapping, got a list"):
         load_deployment(path)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"retry_settings": {"timeout": 5}},
+        {"settings.retry_settings": {"timeout": 5}},
+        {"settings": {"retry_settings": {"timeout": 5}, "environment_variables": {"B": "y"}}},
+    ],
+    ids=["by-name", "dotted", "section"],
+)
+def test_a_mapping_override_is_merged_into_the_files(tmp_path: Path, overrides: dict) -> None:
+    """``retry_settings={"timeout": 5}`` (or a whole ``settings`` mapping in ``set=``) changes
+    what it names and keeps the rest of the file's: the file's other keys went back to their
+    defaults (``max_retries`` 2 became 3; with ``settings``, mini_batch_size 5 became 10)."""
+    dep = load_deployment(make_project(tmp_path, TYPE_MODEL), overrides)
+    s = dep.settings
+    assert (s.retry_settings.max_retries, s.retry_settings.timeout) == (2, 5)
+    assert (s.mini_batch_size, s.output_file_name, s.error_threshold) == (5, "out.csv", 4)
+    expected = {"A": "x", "B": "y"} if "settings" in overrides else {"A": "x"}
+    assert s.environment_variables == expected
