@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,3 +173,24 @@ def wait_until(condition: Any, proc: subprocess.Popen[bytes], what: str, timeout
         assert proc.poll() is None, f"the job ended before {what}"
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.05)
+
+
+def sigterm_when(ready: Any, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``daskscore ARGV`` in a subprocess (``env``: its whole environment), sent SIGTERM once
+    ``ready()``; its exit status and standard error."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daskscore", *argv],
+        cwd=conftest.REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not ready():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, err

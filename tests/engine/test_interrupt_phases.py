@@ -16,13 +16,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from conftest import REPO, write_deployment, write_inputs
+from helpers import sigterm_when
 
 from daskscore import cli
 from daskscore.engine import interrupt, runner, scoring
@@ -251,7 +251,7 @@ def test_sigterm_stops_the_job_as_ctrl_c_does_and_resume_finishes_it(tmp_path: P
     out = tmp_path / "out"
     argv = ["run", str(dep), "-i", str(inputs), "-o", str(out), "--workers", "2"]
     scoring = lambda: calls.exists() and len(calls.read_text()) >= 2  # noqa: E731
-    code, err = _sigterm_when(scoring, *argv, "--no-progress", "--no-dashboard")
+    code, err = sigterm_when(scoring, *argv, "--no-progress", "--no-dashboard")
     assert code == 128 + signal.SIGTERM, err
     assert "SIGTERM received" in err
     assert _summary(out)["status"] == outputdir.INTERRUPTED
@@ -319,7 +319,7 @@ def test_sigterm_while_init_runs_is_named_and_resume_finishes(tmp_path: Path) ->
     dep = write_deployment(tmp_path / "deploy", SLOW_INIT, settings={"environment_variables": env})
     out = tmp_path / "out"
     argv = ["run", str(dep), "-i", str(write_inputs(tmp_path / "in", 4)), "-o", str(out)]
-    code, err = _sigterm_when(began.exists, *argv, "--workers", "1", "--no-progress")
+    code, err = sigterm_when(began.exists, *argv, "--workers", "1", "--no-progress")
     assert code == 128 + signal.SIGTERM, err
     s = _summary(out)
     assert (s["status"], s["interrupted_phase"]) == (outputdir.INTERRUPTED, "init"), s
@@ -380,20 +380,3 @@ def test_a_signal_whose_interrupt_was_lost_still_stops() -> None:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-
-
-def _sigterm_when(ready: Any, *argv: str) -> tuple[int, str]:
-    """``daskscore ARGV`` in a subprocess, sent SIGTERM once ``ready()``; its exit status and
-    standard error."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daskscore", *argv], cwd=REPO, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        while not ready():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    return proc.returncode, err

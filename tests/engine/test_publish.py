@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import fsspec
 import pandas as pd
 import pytest
-from conftest import REPO, run_cli, write_deployment, write_inputs
-from helpers import show
+from conftest import run_cli, write_deployment, write_inputs
+from helpers import show, sigterm_when
 from storage_emulators import make_bucket, run_moto_s3
 
 pytestmark = pytest.mark.slow
@@ -125,22 +122,10 @@ def test_sigterm_then_resume_finishes_a_job_written_to_a_url(tmp_path: Path) -> 
         argv = ["run", str(dep), "-i", str(inputs), "-o", url, "--workers", "1"]
         argv += ["--no-progress", "--no-dashboard"]
         env = {**os.environ, "TMPDIR": str(scratch)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daskscore", *argv],
-            cwd=REPO,
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
+        code, err = sigterm_when(
+            lambda: calls.exists() and len(calls.read_text().split()) >= 3, *argv, env=env
         )
-        try:
-            while not (calls.exists() and len(calls.read_text().split()) >= 3):
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=120)
-        finally:
-            proc.kill()
-        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert code == 128 + signal.SIGTERM, err
         message = " ".join(err.split())
         kept = sorted(scratch.glob("daskscore-output-*"))
         assert len(kept) == 1, err
