@@ -99,6 +99,13 @@ def job_splits(plan: JobPlan) -> dict[str, list[Any]] | None:
     return resume.split_record(plan.work.ranges())
 
 
+def _absolute(input_path: str) -> str:
+    """``input_path`` as an absolute path, a URL as it is."""
+    from daskscore.io.storage import is_remote
+
+    return input_path if is_remote(input_path) else os.path.abspath(input_path)
+
+
 def write_recipe(
     out_dir: Path,
     job_id: str,
@@ -115,7 +122,7 @@ def write_recipe(
         "version": VERSION,
         "job_id": job_id,
         "deployment_file": str(deployment.source) if deployment.source else None,
-        "input": input_path,
+        "input": _absolute(input_path),  # (a replay may run from another folder)
         "options": {name: _plain(getattr(options, name)) for name in PLANNING},
         "fingerprint": fingerprint,
         "mini_batches": mini_batches,

@@ -283,3 +283,25 @@ def test_replay_and_validate_print_no_secret_and_no_raw_escape(tmp_path: Path) -
         assert "ValueError: failed with key ***" in proc.stderr, show(proc)
         assert "connecting with ***" in proc.stdout, show(proc)
     assert "a\\x1b[31mred.csv" in replayed.stderr.splitlines()[0], show(replayed)
+
+
+def test_replay_from_another_folder_finds_an_input_given_relative(tmp_path: Path) -> None:
+    """A job run with ``-i in`` (relative to where it ran) is replayed from anywhere, as its
+    closing message suggests (``daskscore replay /abs/out ...``): the recipe kept ``in`` as
+    given, and a replay elsewhere said the input does not exist."""
+    dep = write_deployment(
+        tmp_path / "d",
+        SCRIPT,
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 0}},
+    )
+    write_inputs(tmp_path / "in", 6)
+    ran = run_cli(
+        *("run", str(dep), "-i", "in", "-o", "out", "--workers", "1", "--no-progress"),
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, show(ran)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = run_cli("replay", str(tmp_path / "out"), "--mini-batch", "1", cwd=elsewhere)
+    assert proc.returncode == 1, show(proc)  # (the mini-batch's own failure, replayed)
+    assert "ValueError: cannot score f0003.csv" in proc.stderr, show(proc)
