@@ -265,6 +265,7 @@ def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
         output_format=plan.writer.name,
         csv_kwargs=plan.csv_kwargs,
         carry_columns=tuple(plan.options.carry_columns),
+        text_columns=mlflow_text_columns(plan) if plan.unit == "rows" else (),
         partition_on=plan.writer.partition_on,
         # an existing cluster's workers were sized by whoever started them
         intra_op_threads=intra_op_threads(workers) if handle.embedded else None,
@@ -275,6 +276,32 @@ def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
         # the warm cluster's workers were started from another shell: they read the URLs
         # with this job's storage variables, not theirs
         storage_env=storage.storage_environment() if handle.warm else None,
+    )
+
+
+def mlflow_text_columns(plan: JobPlan) -> tuple[str, ...]:
+    """The ``string`` columns of the signature of a model the built-in MLflow scorer scores:
+    tabular mode reads them as text, as the scorer does in file mode ("007" stays "007")."""
+    import json
+
+    import yaml
+
+    from daskscore.config.loader import MLFLOW_SCORER
+
+    dep = plan.deployment
+    if dep.code != MLFLOW_SCORER or dep.model is None or dep.model.is_url:
+        return ()
+    root = Path(dep.model.path)
+    found = [root / "MLmodel", *(p / "MLmodel" for p in root.glob("*") if p.is_dir())]
+    found = [p for p in found if p.is_file()]
+    if not found:
+        return ()
+    meta = yaml.safe_load(found[0].read_text(encoding="utf-8")) or {}
+    inputs = json.loads((meta.get("signature") or {}).get("inputs") or "[]")
+    return tuple(
+        str(c["name"])
+        for c in inputs
+        if isinstance(c, dict) and c.get("type") == "string" and c.get("name")
     )
 
 

@@ -23,6 +23,9 @@ costs (opening the file, finding the header, setting up the parser) per split.  
 * **Parquet** — consecutive splits of one file share one open ``ParquetFile`` (its footer is
   parsed once); each split's row groups are read once, as ``read_split`` reads them.
 
+A reader given ``text_columns`` reads every CSV split with ``read_split(dtype=...)``, those
+columns as text (a job's :attr:`~daskscore.protocol.WorkerJob.text_columns`).
+
 Splits bigger than one pandas low-memory block (``2**20 // columns`` rows, rounded down to a
 power of two: pandas may infer types per block inside them) and CSV files that could not be
 cut (one split, ``n_rows`` unknown) are read with ``read_split``.  Memory stays bounded: one
@@ -69,8 +72,10 @@ def low_memory_rows(columns: int) -> int:
 class SplitReader:
     """Read a task's splits, by position in the task, in order (see the module notes)."""
 
-    def __init__(self, splits: Sequence[Split | None]) -> None:
+    def __init__(self, splits: Sequence[Split | None], text_columns: Sequence[str] = ()) -> None:
         self._splits = list(splits)
+        #: CSV columns read as text (``read_split(dtype=...)``, split by split, no pyarrow run)
+        self._text = dict.fromkeys(text_columns, str)
         #: position -> the positions of its CSV run (runs of one split are not listed)
         self._run_of: dict[int, list[int]] = {}
         for run in _plan_runs(self._splits):
@@ -92,6 +97,8 @@ class SplitReader:
             except FileNotFoundError as exc:
                 raise tabular.gone(split) from exc
             return tabular.read_split(split, parquet_file=pf)
+        if self._text:
+            return tabular.read_split(split, dtype=self._text)
         run = self._run_of.get(position)
         if run is None or split.path in self._pandas_only:
             return tabular.read_split(split)

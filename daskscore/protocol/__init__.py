@@ -138,6 +138,9 @@ class WorkerJob:
     csv_kwargs: dict[str, Any] = field(default_factory=dict)
     #: tabular mode: input columns to carry into the output (``file`` and ``row`` included)
     carry_columns: tuple[str, ...] = ()
+    #: tabular mode: CSV columns read as text, never typed by inference (the built-in MLflow
+    #: scorer's signature ``string`` columns: "007" stays "007")
+    text_columns: tuple[str, ...] = ()
     #: dataset outputs: the columns partitioned on (a value too long for a folder name fails
     #: its mini-batch in the worker)
     partition_on: tuple[str, ...] = ()

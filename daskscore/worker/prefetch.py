@@ -38,7 +38,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,12 +264,17 @@ class TaskInputs:
     that helps, else each when its turn comes."""
 
     def __init__(
-        self, works: list[Work], depth: int, max_bytes: int, folder: str | None = None
+        self,
+        works: list[Work],
+        depth: int,
+        max_bytes: int,
+        folder: str | None = None,
+        text_columns: Sequence[str] = (),
     ) -> None:
         self._works = works
         self._folder = folder  # (where downloads go: the worker's local directory)
         splits = [w if isinstance(w, tabular.Split) else None for w in works]
-        self._reader = SplitReader(splits) if any(splits) else None
+        self._reader = SplitReader(splits, text_columns) if any(splits) else None
         self.prefetcher: Prefetcher | None = None
         if depth > 0 and len(works) > 1 and _worth_a_thread(works):
             reader = self._reader

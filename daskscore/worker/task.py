@@ -107,6 +107,7 @@ def _run_batches(
         job.prefetch,
         job.prefetch_bytes,
         runtime.local_directory,  # (a dead worker's downloads go with its folder)
+        job.text_columns,
     )
     try:
         for position, (mini_batch, tries_used, work) in enumerate(batches):

@@ -1,0 +1,81 @@
+"""The built-in MLflow scorer's reading of input values: signature types kept exactly.
+
+Each test saves a small pyfunc model (a loader module echoing its input as text) with a
+signature of its own, deploys it without a scoring script and scores real files.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import daskscore
+
+if not os.environ.get("CI"):  # CI installs the mlflow extra: a missing mlflow fails there
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+        pytest.importorskip("mlflow")
+
+from test_mlflow import without_script  # noqa: E402
+
+ECHO_MODEL = """
+    class Echo:
+        def predict(self, model_input, params=None):
+            return ["|".join(repr(v) for v in row) for row in model_input.itertuples(False)]
+
+
+    def _load_pyfunc(path):
+        return Echo()
+"""
+
+
+def echo_deployment(tmp_path: Path, columns: dict[str, str], **settings: Any) -> Path:
+    """A deployment of a model returning each row's values (``repr``, ``|``-joined), typed by
+    a signature of ``columns`` (name: MLflow type)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+        import mlflow.pyfunc
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        code = tmp_path / "echo_model.py"
+        code.write_text(textwrap.dedent(ECHO_MODEL), encoding="utf-8")
+        signature = ModelSignature(
+            inputs=Schema([ColSpec(kind, name) for name, kind in columns.items()])
+        )
+        mlflow.pyfunc.save_model(
+            str(tmp_path / "echo"),
+            loader_module=code.stem,
+            code_paths=[str(code)],
+            signature=signature,
+            pip_requirements=[],
+        )
+    return without_script(tmp_path / "deploy", tmp_path / "echo", **settings)
+
+
+@pytest.fixture(autouse=True)
+def _no_mlruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # not ./mlruns
+
+
+# --------------------------------------------------------------------------- string columns
+
+
+@pytest.mark.parametrize("tabular", [False, True])
+def test_string_columns_keep_their_text(client: Any, tmp_path: Path, tabular: bool) -> None:
+    dep = echo_deployment(tmp_path, {"code": "string", "n": "long"})
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "codes.csv").write_text("code,n\n007,1\n0123,2\n1e3,3\nTrue,4\n", encoding="utf-8")
+
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, tabular=tabular)
+
+    assert (result.succeeded_items, result.failed_items) == ((4, 0) if tabular else (1, 0))
+    lines = result.predictions.read_text(encoding="utf-8").splitlines()
+    predictions = [line.split(",")[1] for line in lines]
+    assert predictions == ["'007'|1", "'0123'|2", "'1e3'|3", "'True'|4"]
