@@ -79,3 +79,59 @@ def test_string_columns_keep_their_text(client: Any, tmp_path: Path, tabular: bo
     lines = result.predictions.read_text(encoding="utf-8").splitlines()
     predictions = [line.split(",")[1] for line in lines]
     assert predictions == ["'007'|1", "'0123'|2", "'1e3'|3", "'True'|4"]
+
+
+# --------------------------------------------------------------------------- numbers in range
+
+LONGS = ["1", "9223372036854775807", "-9223372036854775808", "007", "2e3"]
+
+
+@pytest.mark.parametrize("tabular", [False, True])
+def test_integers_arrive_exactly(client: Any, tmp_path: Path, tabular: bool) -> None:
+    dep = echo_deployment(tmp_path, {"n": "long", "k": "integer"})
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    ints = ["1", "2147483647", "-2147483648", "4", "5"]
+    rows = [f"{n},{k}" for n, k in zip(LONGS, ints, strict=True)]
+    (inputs / "big.csv").write_text("n,k\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, tabular=tabular)
+
+    assert result.failed_items == 0, result.failures
+    lines = result.predictions.read_text(encoding="utf-8").splitlines()
+    assert [line.split(",")[1] for line in lines] == [
+        "1|1",
+        "9223372036854775807|2147483647",
+        "-9223372036854775808|-2147483648",
+        "7|4",
+        "2000|5",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "shown"),
+    [
+        ("integer", "3000000000", "'3000000000'"),  # (integers are read as text)
+        ("integer", "-2147483649", "'-2147483649'"),
+        ("long", "1e19", "'1e19'"),
+        ("long", "9223372036854775808", "'9223372036854775808'"),
+        ("float", "1e40", "1e+40"),
+    ],
+)
+def test_a_value_out_of_the_types_range_fails_its_file(
+    client: Any, tmp_path: Path, kind: str, value: str, shown: str
+) -> None:
+    dep = echo_deployment(tmp_path, {"v": kind})
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.csv").write_text("v\n1\n2\n", encoding="utf-8")
+    (inputs / "b.csv").write_text(f"v\n1\n{value}\n", encoding="utf-8")
+
+    result = daskscore.run(
+        dep, inputs, tmp_path / "out", client=client, mini_batch_size=1, max_retries=0
+    )
+
+    assert (result.succeeded_items, result.failed_items) == (1, 1)
+    (failure,) = result.failures
+    expected = f"b.csv: column 'v', row 1: value {shown} is not a {kind}"
+    assert expected in failure["error"], failure["error"]

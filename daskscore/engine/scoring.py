@@ -280,8 +280,9 @@ def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
 
 
 def mlflow_text_columns(plan: JobPlan) -> tuple[str, ...]:
-    """The ``string`` columns of the signature of a model the built-in MLflow scorer scores:
-    tabular mode reads them as text, as the scorer does in file mode ("007" stays "007")."""
+    """The ``string``, ``long`` and ``integer`` columns of the signature of a model the built-in
+    MLflow scorer scores: tabular mode reads them as text, as the scorer does in file mode
+    ("007" stays "007"; integers are converted exactly, a value out of range is refused)."""
     import json
 
     import yaml
@@ -301,7 +302,7 @@ def mlflow_text_columns(plan: JobPlan) -> tuple[str, ...]:
     return tuple(
         str(c["name"])
         for c in inputs
-        if isinstance(c, dict) and c.get("type") == "string" and c.get("name")
+        if isinstance(c, dict) and c.get("type") in ("string", "long", "integer") and c.get("name")
     )
 
 

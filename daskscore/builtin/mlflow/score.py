@@ -34,6 +34,7 @@ named in ``df.attrs["daskscore_failed_items"]``, so daskscore counts it as a fai
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -48,6 +49,8 @@ TABULAR = (".csv", ".parquet", ".pq")
 IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".tiff", ".tif", ".gif")
 #: numpy dtype kinds of a tensor signature, as the column types this script converts to
 _TENSOR_KINDS = {"f": "double", "i": "long", "u": "long", "b": "boolean"}
+#: signature column types read from CSV as text (then converted exactly)
+TEXT_KINDS = ("string", "long", "integer")
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 
 logger = logging.getLogger("daskscore.builtin.mlflow")
@@ -177,10 +180,10 @@ def score_file(path: str) -> pd.DataFrame:
 
 
 def read_table(path: str, suffix: str) -> pd.DataFrame:
-    """A CSV or Parquet file, its index the row number; the signature's string columns of a
-    CSV file are read as text."""
+    """A CSV or Parquet file, its index the row number; the signature's string and integer
+    columns of a CSV file are read as text (the text exact, the integers converted exactly)."""
     if suffix == ".csv":
-        text = [s.name for s in _column_specs() if _kind(s.type) == "string" and s.name]
+        text = [s.name for s in _column_specs() if _kind(s.type) in TEXT_KINDS and s.name]
         return pd.read_csv(path, dtype=dict.fromkeys(text, str))
     return pd.read_parquet(path).reset_index(drop=True)
 
@@ -221,15 +224,19 @@ def convert(column: pd.Series, kind: str, where: str, name: str) -> pd.Series:
         A value cannot be converted; the message names ``where``, the column, the row and the
         value.
     """
-    if kind in ("double", "float", "long", "integer"):
+    if kind in ("long", "integer"):
+        bits = 32 if kind == "integer" else 64
+        exact = [_exact_int(v) for v in column.tolist()]
+        bad = [v is None or not -(2 ** (bits - 1)) <= v < 2 ** (bits - 1) for v in exact]
+        _check(column, pd.Series(bad, index=column.index), kind, where, name)
+        return pd.Series(exact, index=column.index, dtype=f"int{bits}", name=column.name)
+    if kind in ("double", "float"):
         converted = pd.to_numeric(column, errors="coerce")
         bad = converted.isna() & column.notna()
-        if kind in ("long", "integer"):
-            bad |= converted.notna() & (converted != converted.round())
-            bad |= column.isna()
+        if kind == "float":  # beyond float32: it would become an infinity
+            bad |= np.isfinite(converted) & (converted.abs() > np.finfo(np.float32).max)
         _check(column, bad, kind, where, name)
-        dtype = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32"}
-        return converted.astype(dtype[kind])
+        return converted.astype("float64" if kind == "double" else "float32")
     if kind == "boolean":
         if pd.api.types.is_bool_dtype(column):
             return column
@@ -243,6 +250,23 @@ def convert(column: pd.Series, kind: str, where: str, name: str) -> pd.Series:
         _check(column, converted.isna() & column.notna(), kind, where, name)
         return converted
     return column
+
+
+def _exact_int(value: Any) -> int | None:
+    """``value`` as a Python int, exactly (``"007"``, ``"1e3"``, ``3.0``), or None when it is
+    missing or no whole number."""
+    if isinstance(value, (bool, np.bool_, int, np.integer)):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())  # digits: exact, however many
+        except ValueError:
+            pass
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
 
 
 def _check(column: pd.Series, bad: pd.Series, kind: str, where: str, name: str) -> None:
