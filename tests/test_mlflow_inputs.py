@@ -21,7 +21,7 @@ if not os.environ.get("CI"):  # CI installs the mlflow extra: a missing mlflow f
         warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
         pytest.importorskip("mlflow")
 
-from test_mlflow import without_script  # noqa: E402
+from test_mlflow import read_rows, without_script  # noqa: E402
 
 ECHO_MODEL = """
     class Echo:
@@ -135,3 +135,31 @@ def test_a_value_out_of_the_types_range_fails_its_file(
     (failure,) = result.failures
     expected = f"b.csv: column 'v', row 1: value {shown} is not a {kind}"
     assert expected in failure["error"], failure["error"]
+
+
+# --------------------------------------------------------------------------- empty tables
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_a_header_only_file_fails_alone_whatever_its_mini_batch(
+    client: Any, tmp_path: Path, size: int
+) -> None:
+    dep = echo_deployment(tmp_path, {"v": "long"})
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a_empty.csv").write_text("v\n", encoding="utf-8")
+    (inputs / "b_one.csv").write_text("v\n1\n", encoding="utf-8")
+    (inputs / "c_three.csv").write_text("v\n1\n2\n3\n", encoding="utf-8")
+
+    result = daskscore.run(
+        dep, inputs, tmp_path / "out", client=client, mini_batch_size=size, max_retries=0
+    )
+
+    assert (result.succeeded_items, result.failed_items) == (2, 1)
+    failed = result.failed_items_frame()
+    assert [Path(f).name for f in failed["file"]] == ["a_empty.csv"], failed
+    assert "a_empty.csv: the file has no rows" in failed["error"][0]
+    assert read_rows(result.predictions).groupby("file").size().to_dict() == {
+        "b_one.csv": 1,
+        "c_three.csv": 3,
+    }

@@ -12,7 +12,7 @@ What it does, per file of a mini-batch (``predict`` is called once per file):
 * ``.csv``, ``.parquet`` (``.pq``): read into a DataFrame; the columns the model's signature
   names are converted to its types, in its order (other columns are dropped).  A value that
   cannot be converted fails the file with a message naming the file, the column, the row and
-  the value.
+  the value; a file with no rows (a header only) fails too.
 * images (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tiff``, ``.tif``, ``.gif``): read with
   Pillow into a numpy array of one image, shaped by a tensor signature (``(-1, H, W)``,
   ``(-1, H, W, C)`` or ``(-1, C, H, W)``: converted to grey/RGB/RGBA, resized to ``H × W`` when
@@ -161,11 +161,12 @@ def score_file(path: str) -> pd.DataFrame:
     suffix = Path(path).suffix.lower()
     if suffix in TABULAR:
         data = read_table(path, suffix)
+        if not len(data):  # a failed item whatever its mini-batch holds (rows cannot tell)
+            raise FileScoringError(
+                f"{path}: the file has no rows (a header only): nothing to score"
+            )
         rows = pd.array(np.arange(len(data)), dtype="Int64")
-        if len(data):
-            values = as_list(model.predict(enforce_columns(data, path)), len(data), path)
-        else:
-            values = []
+        values = as_list(model.predict(enforce_columns(data, path)), len(data), path)
     elif suffix in IMAGES:
         values = as_list(model.predict(read_image(path)), None, path)
         values = [values[0] if len(values) == 1 else values]
