@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 import daskscore
@@ -163,3 +164,25 @@ def test_a_header_only_file_fails_alone_whatever_its_mini_batch(
         "b_one.csv": 1,
         "c_three.csv": 3,
     }
+
+
+# --------------------------------------------------------------------------- datetimes
+
+
+def test_datetimes_of_several_iso_formats_are_read(client: Any, tmp_path: Path) -> None:
+    dep = echo_deployment(tmp_path, {"t": "datetime"})
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    values = ["2024-01-01", "2024-01-02 10:30:00", "2024-01-03T04:05:06.5"]
+    (inputs / "good.csv").write_text("t\n" + "\n".join(values) + "\n", encoding="utf-8")
+    (inputs / "bad.csv").write_text("t\n2024-01-01\nnot a date\n", encoding="utf-8")
+
+    result = daskscore.run(
+        dep, inputs, tmp_path / "out", client=client, mini_batch_size=1, max_retries=0
+    )
+
+    assert (result.succeeded_items, result.failed_items) == (1, 1)
+    rows = read_rows(result.predictions)
+    assert rows["prediction"].tolist() == [repr(pd.Timestamp(v)) for v in values]
+    (failure,) = result.failures
+    assert "bad.csv: column 't', row 1: value 'not a date' is not a datetime" in failure["error"]

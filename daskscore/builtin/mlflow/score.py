@@ -247,10 +247,31 @@ def convert(column: pd.Series, kind: str, where: str, name: str) -> pd.Series:
     if kind == "string":
         return column.where(column.isna(), column.astype(str))
     if kind == "datetime":
-        converted = pd.to_datetime(column, errors="coerce")
+        converted = _datetimes(column)
         _check(column, converted.isna() & column.notna(), kind, where, name)
         return converted
     return column
+
+
+def _datetimes(column: pd.Series) -> pd.Series:
+    """``column`` parsed value by value (not in the format of its first value): as ISO 8601,
+    else each value in whatever format it has; mixed UTC offsets (or offsets beside none) in
+    UTC. A value that is no date is ``NaT``."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return column
+
+    def parse(values: pd.Series, fmt: str) -> pd.Series:
+        try:
+            return pd.to_datetime(values, errors="coerce", format=fmt)
+        except ValueError:  # mixed time zones
+            return pd.to_datetime(values, errors="coerce", format=fmt, utc=True)
+
+    converted = parse(column, "ISO8601")
+    if (converted.isna() & column.notna()).any():
+        mixed = parse(column, "mixed")
+        if mixed.isna().sum() < converted.isna().sum():
+            converted = mixed
+    return converted
 
 
 def _exact_int(value: Any) -> int | None:
