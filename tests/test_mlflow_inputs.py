@@ -186,3 +186,21 @@ def test_datetimes_of_several_iso_formats_are_read(client: Any, tmp_path: Path) 
     assert rows["prediction"].tolist() == [repr(pd.Timestamp(v)) for v in values]
     (failure,) = result.failures
     assert "bad.csv: column 't', row 1: value 'not a date' is not a datetime" in failure["error"]
+
+
+# --------------------------------------------------------------------------- file types
+
+
+@pytest.mark.parametrize("tabular", [False, True])
+def test_pqt_files_are_read_as_parquet(client: Any, tmp_path: Path, tabular: bool) -> None:
+    dep = echo_deployment(tmp_path, {"v": "long"})
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    pd.DataFrame({"v": [1, 2]}).to_parquet(inputs / "a.pqt", index=False)
+    pd.DataFrame({"v": [3]}).to_parquet(inputs / "b.pq", index=False)
+
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, tabular=tabular)
+
+    assert (result.succeeded_items, result.failed_items) == ((3, 0) if tabular else (2, 0))
+    lines = result.predictions.read_text(encoding="utf-8").splitlines()
+    assert [line.split(",")[1] for line in lines] == ["1", "2", "3"]

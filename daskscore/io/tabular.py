@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # imported where used: a file-mode job's driver never needs t
     from daskscore.io.splittable import Cuts
 
 #: Suffixes (case-insensitive) of the files tabular mode reads.
-TABULAR_SUFFIXES = (".csv", ".parquet", ".pq")
+TABULAR_SUFFIXES = (".csv", ".parquet", ".pq", ".pqt")
 
 #: read_csv arguments that would change which lines are rows, and so break the row numbers
 _REFUSED_CSV_KWARGS = frozenset(
@@ -280,7 +280,7 @@ def is_tabular(path: str) -> bool:
 
 def _kind_of(path: str) -> str | None:
     suffix = os.path.splitext(path)[1].lower()
-    return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix)
+    return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".pqt": "parquet"}.get(suffix)
 
 
 def _cut_rows(blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n: int) -> list[Cuts]:

@@ -9,10 +9,10 @@ comma-separated).
 
 What it does, per file of a mini-batch (``predict`` is called once per file):
 
-* ``.csv``, ``.parquet`` (``.pq``): read into a DataFrame; the columns the model's signature
-  names are converted to its types, in its order (other columns are dropped).  A value that
-  cannot be converted fails the file with a message naming the file, the column, the row and
-  the value; a file with no rows (a header only) fails too.
+* ``.csv``, ``.parquet`` (``.pq``, ``.pqt``): read into a DataFrame; the columns the model's
+  signature names are converted to its types, in its order (other columns are dropped).  A
+  value that cannot be converted fails the file with a message naming the file, the column,
+  the row and the value; a file with no rows (a header only) fails too.
 * images (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tiff``, ``.tif``, ``.gif``): read with
   Pillow into a numpy array of one image, shaped by a tensor signature (``(-1, H, W)``,
   ``(-1, H, W, C)`` or ``(-1, C, H, W)``: converted to grey/RGB/RGBA, resized to ``H × W`` when
@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-TABULAR = (".csv", ".parquet", ".pq")
+TABULAR = (".csv", ".parquet", ".pq", ".pqt")
 IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".tiff", ".tif", ".gif")
 #: numpy dtype kinds of a tensor signature, as the column types this script converts to
 _TENSOR_KINDS = {"f": "double", "i": "long", "u": "long", "b": "boolean"}
