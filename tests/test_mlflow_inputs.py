@@ -204,3 +204,37 @@ def test_pqt_files_are_read_as_parquet(client: Any, tmp_path: Path, tabular: boo
     assert (result.succeeded_items, result.failed_items) == ((3, 0) if tabular else (2, 0))
     lines = result.predictions.read_text(encoding="utf-8").splitlines()
     assert [line.split(",")[1] for line in lines] == ["1", "2", "3"]
+
+
+# --------------------------------------------------------------------------- model URLs
+
+
+def test_an_mlflow_model_may_be_given_as_a_url(tmp_path: Path, moto_s3: Any) -> None:
+    import fsspec
+    from storage_emulators import make_bucket
+
+    from daskscore.cluster.local import local_cluster
+    from daskscore.errors import UsageError
+
+    dep = echo_deployment(tmp_path, {"code": "string"})
+    bucket = make_bucket(moto_s3)
+    fs, base = fsspec.core.url_to_fs(bucket, **moto_s3["storage_options"])
+    fs.put(str(tmp_path / "echo"), f"{base}/models/echo", recursive=True)
+    fs.pipe({f"{base}/plain/model.pkl": b"weights"})
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "codes.csv").write_text("code\n007\n1e3\n", encoding="utf-8")
+
+    with local_cluster(1, dashboard=False) as handle:  # started with the emulator's credentials
+        result = daskscore.run(
+            dep,
+            inputs,
+            tmp_path / "out",
+            client=handle.client,
+            tabular=True,
+            set={"model.path": f"{bucket}/models/echo"},
+        )
+    lines = result.predictions.read_text(encoding="utf-8").splitlines()
+    assert [line.split(",")[1] for line in lines] == ["'007'", "'1e3'"]
+    with pytest.raises(UsageError, match=r"holds no MLmodel file .*give a scoring script"):
+        daskscore.run(dep, inputs, tmp_path / "o2", set={"model.path": f"{bucket}/plain"})

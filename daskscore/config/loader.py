@@ -281,8 +281,12 @@ def _mlflow_scorer(model: Any, base: Path, where: str) -> tuple[Path, Path]:
     path = model.get("path") if isinstance(model, dict) else model
     if isinstance(path, str) and path.startswith("azureml:"):
         _model(model, base, where)  # (raises: the model's own error, not a missing script's)
-    folder = (base / os.path.expanduser(path)).resolve() if isinstance(path, str) else None
-    if not (folder and (folder / "MLmodel").is_file()):
+    url = isinstance(path, str) and "://" in path and not path.startswith("file://")
+    folder = None
+    if isinstance(path, str) and not url:
+        folder = (base / os.path.expanduser(path)).resolve()
+    # a model URL: its MLmodel file is looked for before the job (engine.plan.check_model_url)
+    if not url and not (folder and (folder / "MLmodel").is_file()):
         found = f"; {folder} has no MLmodel file" if folder else ""
         raise ConfigError(
             f"{where}: code_configuration: missing; give code_configuration.code (the code "
@@ -293,7 +297,7 @@ def _mlflow_scorer(model: Any, base: Path, where: str) -> tuple[Path, Path]:
     if importlib.util.find_spec("mlflow") is None:
         raise ConfigError(
             f"{where}: this deployment has no scoring script and an MLflow model: pip install "
-            f"'daskscore[mlflow]' (the built-in MLflow scorer of {folder} needs mlflow)."
+            f"'daskscore[mlflow]' (the built-in MLflow scorer of {folder or path} needs mlflow)."
         )
     return MLFLOW_SCORER, MLFLOW_SCORER / "score.py"
 

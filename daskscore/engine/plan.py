@@ -20,6 +20,7 @@ from typing import Any
 
 from daskscore.config import Deployment
 from daskscore.config.csvsettings import read_csv_settings
+from daskscore.config.loader import MLFLOW_SCORER
 from daskscore.config.options import JobOptions
 from daskscore.config.settings import UnknownKeyWarning, output_name_problem
 from daskscore.config.sizes import MiniBatchSize
@@ -118,7 +119,8 @@ def plan_job(
     step("script", lambda: script_mod.check_script(deployment.scoring_script))
     if deployment.model is not None and deployment.model.is_url:
         url = str(deployment.model.path)
-        step("model", lambda: check_model_url(url))
+        mlflow = deployment.code == MLFLOW_SCORER
+        step("model", lambda: check_model_url(url, mlflow=mlflow))
     warned: list[str] = []  # (a lenient deployment's unknown keys of the settings JSON)
     lenient = deployment.lenient
     step("csv", lambda: read_csv_settings(deployment.code, lenient=lenient, warned=warned))
@@ -311,8 +313,35 @@ def _local_folder(input_path: str) -> str | None:
     return str(path.resolve()) if path.is_dir() else None
 
 
-def check_model_url(url: str) -> None:
-    """Refuse a model URL where there is nothing to fetch."""
+def check_model_url(url: str, *, mlflow: bool = False) -> None:
+    """Refuse a model URL where there is nothing to fetch; for the built-in MLflow scorer
+    (``mlflow``), one where no ``MLmodel`` file is (at the URL, or in its single entry)."""
     fs, root = storage.filesystem(url, verb="reading")
     if not fs.exists(root):
         raise UsageError(f"model.path: '{url}' does not exist (nothing there to fetch).")
+    if mlflow and mlmodel_text(url) is None:
+        raise UsageError(
+            f"model.path: '{url}' holds no MLmodel file (nor does its single entry): a "
+            "deployment without code_configuration scores an MLflow model, the folder with the "
+            "MLmodel file. Point model.path at that folder, or give a scoring script."
+        )
+
+
+def mlmodel_text(model: str | Path) -> str | None:
+    """The ``MLmodel`` file of the MLflow model at ``model`` (a folder or URL: the file in it,
+    or in its single entry, as the built-in scorer finds it), or None where there is none."""
+    fs, root = storage.filesystem(str(model), verb="reading")
+    root = root.rstrip("/")
+    candidates = [f"{root}/MLmodel"]
+    if not fs.isfile(candidates[0]):
+        entries = [
+            e
+            for e in fs.ls(root, detail=False)
+            if not e.rstrip("/").rsplit("/", 1)[-1].startswith(".")
+        ]
+        candidates = [f"{e.rstrip('/')}/MLmodel" for e in entries] if len(entries) == 1 else []
+    for candidate in candidates:
+        if fs.isfile(candidate):
+            with fs.open(candidate, "rb") as f:
+                return f.read().decode("utf-8")
+    return None

@@ -288,16 +288,13 @@ def mlflow_text_columns(plan: JobPlan) -> tuple[str, ...]:
     import yaml
 
     from daskscore.config.loader import MLFLOW_SCORER
+    from daskscore.engine.plan import mlmodel_text
 
     dep = plan.deployment
-    if dep.code != MLFLOW_SCORER or dep.model is None or dep.model.is_url:
+    if dep.code != MLFLOW_SCORER or dep.model is None:
         return ()
-    root = Path(dep.model.path)
-    found = [root / "MLmodel", *(p / "MLmodel" for p in root.glob("*") if p.is_dir())]
-    found = [p for p in found if p.is_file()]
-    if not found:
-        return ()
-    meta = yaml.safe_load(found[0].read_text(encoding="utf-8")) or {}
+    text = mlmodel_text(dep.model.path)
+    meta = (yaml.safe_load(text) if text else None) or {}
     inputs = json.loads((meta.get("signature") or {}).get("inputs") or "[]")
     return tuple(
         str(c["name"])
