@@ -591,7 +591,10 @@ def command(plan: Plan, method: str, out: Path) -> tuple[list[str], Path]:
 def run_method(plan: Plan, method: str, k: int) -> Run:
     """Measure one method once; fail on a non-zero exit or a job that did not complete."""
     name, out = plan.wl.name, plan.out / plan.wl.name / f"r{k}"
-    cmd, predictions = command(plan, method, out / method)
+    # (WARM's two runs write one output folder, as a user runs a deployment again: the warm
+    # key holds the output folder, which init() may keep)
+    job = "warm" if method.startswith("warm-") else method
+    cmd, predictions = command(plan, method, out / job)
     log = out / f"{method}.log"
     remote = method == "daskscore-remote"
     requests = plan.proxy.requests if remote and plan.proxy else 0
@@ -612,12 +615,12 @@ def run_method(plan: Plan, method: str, k: int) -> Run:
     run.sampled = sampler.processes
     if rc != 0:
         raise BenchmarkError(f"{name}/{method} exited with {rc}; see {log}:\n{tail(log)}")
-    run.detail = run_detail(method, out / method, measured.started_at)
+    run.detail = run_detail(method, out / job, measured.started_at)
     if method in DASKSCORE_METHODS and not method.startswith("warm"):
         if run.detail.get("warm_workers"):
             raise BenchmarkError(
                 f"{name}/{method} ran on a warm cluster (its summary says warm_workers): "
-                f"not the cold run it should measure; see {out / method}"
+                f"not the cold run it should measure; see {out / job}"
             )
     if remote and plan.proxy:
         run.detail["proxy_requests"] = plan.proxy.requests - requests
@@ -626,7 +629,7 @@ def run_method(plan: Plan, method: str, k: int) -> Run:
         run.detail["storage_cpu_s"] = round(storage, 2)
     status = run.detail.get("status", "Completed")
     if status != "Completed":
-        raise BenchmarkError(f"{name}/{method}: job status {status}; see {out / method}")
+        raise BenchmarkError(f"{name}/{method}: job status {status}; see {out / job}")
     run.sha256, run.lines = file_digest(predictions)
     return run
 

@@ -7,7 +7,9 @@ The key is a hash of everything ``init()`` can depend on: the code folder's cont
 (its files' names, sizes and modification times, or its URL), ``environment_variables`` (and
 on a warm cluster the driver's storage variables, see ``WorkerJob.storage_env``), and
 the settings the worker applies before ``init()`` — the logging level, the intra-op threads,
-the GPUs, the resources — and where the code and model are.  Any change makes a new key: the
+the GPUs, the resources — where the code and model are, and the output folder (``init()`` may
+keep ``AZUREML_BI_OUTPUT_PATH``; a shipped job's is its own, so it never takes an install
+over).  Any change makes a new key: the
 workers then uninstall the old script (its ``shutdown()`` runs) and initialise the new one.
 """
 
@@ -23,7 +25,7 @@ from daskscore.io.shipping import code_files
 from daskscore.protocol import WorkerJob
 
 #: Bumped when the meaning of a key changes, so that no older key matches.
-KEY_VERSION = 1
+KEY_VERSION = 2
 
 
 def init_key(job: WorkerJob) -> str:
@@ -41,6 +43,10 @@ def init_key(job: WorkerJob) -> str:
         "gpu_ids": list(job.gpu_ids),
         "resources": sorted(job.resources.items()),
         "shipped": job.shipped,
+        # the output folder: init() may keep AZUREML_BI_OUTPUT_PATH in a global (Azure's
+        # custom-output example does), and a job that took it over wrote its files into the
+        # earlier job's folder; a shipped job's is a folder of its own on each worker
+        "output": job.job_id if job.shipped else job.output,
         # (a warm cluster's job: its driver's storage credentials, which init() may read)
         "storage_env": sorted((job.storage_env or {}).items()),
     }

@@ -98,25 +98,28 @@ def test_jobs_reuse_the_warm_clusters_initialised_workers(tmp_path, warm_env):
     again = run_cli("cluster", "start", env=warm_env)
     assert again.returncode == 0 and "Already running" in again.stdout, show(again)
 
-    first = _run(dep, inputs, tmp_path / "one", warm_env)
+    out = tmp_path / "out"  # (the warm key holds the output folder: one, run again)
+    first = _run(dep, inputs, out, warm_env)
     assert f"Using the warm cluster at {state['address']}" in first.stderr
-    second = _run(dep, inputs, tmp_path / "two", warm_env)
+    one = summary_of(out)
+    cold_rows = (tmp_path / "cold" / "predictions.csv").read_bytes()
+    assert (out / "predictions.csv").read_bytes() == cold_rows
+    assert sum(len(p.read_text().split()) for p in out.glob("ran-*")) == 4
+    second = _run(dep, inputs, out, warm_env, "--overwrite")
     assert "Using the warm cluster" in second.stderr
 
-    one, two = summary_of(tmp_path / "one"), summary_of(tmp_path / "two")
+    two = summary_of(out)
     assert one["warm_workers"] is False and two["warm_workers"] is True
     assert one["status"] == two["status"] == "Completed"
     assert len(_marks(markers, "init", pids)) == 2, "init() once per warm worker, first job"
     assert _marks(markers, "shutdown", pids) == [], "the script stays initialised"
-    cold_rows = (tmp_path / "cold" / "predictions.csv").read_bytes()
-    assert (tmp_path / "one" / "predictions.csv").read_bytes() == cold_rows
-    assert (tmp_path / "two" / "predictions.csv").read_bytes() == cold_rows
-    # the second job's own folders: AZUREML_BI_OUTPUT_PATH and the stdout logs
-    ran = sum(len(p.read_text().split()) for p in (tmp_path / "two").glob("ran-*"))
-    assert ran == two["total_mini_batches"] == 4
-    logs = "".join(p.read_text() for p in (tmp_path / "two/logs/user/stdout").glob("*.txt"))
+    assert (out / "predictions.csv").read_bytes() == cold_rows
+    # the second job's own files: AZUREML_BI_OUTPUT_PATH (the script's files of the first
+    # stay, as --overwrite keeps what daskscore did not write) and the stdout logs
+    ran = sum(len(p.read_text().split()) for p in out.glob("ran-*"))
+    assert ran - 4 == two["total_mini_batches"] == 4
+    logs = "".join(p.read_text() for p in (out / "logs/user/stdout").glob("*.txt"))
     assert logs.count("scored ") == 4, logs
-    assert sum(len(p.read_text().split()) for p in (tmp_path / "one").glob("ran-*")) == 4
 
     status = run_cli("cluster", "status", env=warm_env)
     assert status.returncode == 0, show(status)
@@ -124,25 +127,30 @@ def test_jobs_reuse_the_warm_clusters_initialised_workers(tmp_path, warm_env):
 
     # another environment variable: a new key, the old script is shut down first
     _deploy(tmp_path / "deploy", markers, version="2")
-    _run(dep, inputs, tmp_path / "three", warm_env)
-    assert summary_of(tmp_path / "three")["warm_workers"] is False
+    _run(dep, inputs, out, warm_env, "--overwrite")
+    assert summary_of(out)["warm_workers"] is False
     assert len(_marks(markers, "shutdown", pids)) == 2
     assert len(_marks(markers, "init", pids)) == 4
-    rows = (tmp_path / "three" / "predictions.csv").read_text().splitlines()
+    rows = (out / "predictions.csv").read_text().splitlines()
     assert rows and all(row.endswith(" 2") for row in rows)
 
     # changed code, same settings: initialised again too
     _deploy(tmp_path / "deploy", markers, version="2", script=SCRIPT + "    # changed\n")
-    _run(dep, inputs, tmp_path / "four", warm_env)
-    assert summary_of(tmp_path / "four")["warm_workers"] is False
+    _run(dep, inputs, out, warm_env, "--overwrite")
+    assert summary_of(out)["warm_workers"] is False
     assert len(_marks(markers, "shutdown", pids)) == 4
     assert len(_marks(markers, "init", pids)) == 6
+
+    # another output folder: initialised again (init() may keep AZUREML_BI_OUTPUT_PATH)
+    _run(dep, inputs, tmp_path / "elsewhere", warm_env)
+    assert summary_of(tmp_path / "elsewhere")["warm_workers"] is False
+    assert len(_marks(markers, "init", pids)) == 8
 
     # --no-warm: an embedded cluster, whatever runs
     fresh = _run(dep, inputs, tmp_path / "five", warm_env, "--no-warm")
     assert "warm cluster" not in fresh.stderr
     assert summary_of(tmp_path / "five")["warm_workers"] is False
-    assert len(_marks(markers, "init", pids)) == 6
+    assert len(_marks(markers, "init", pids)) == 8
 
     stopped = run_cli("cluster", "stop", env=warm_env, timeout=120)
     assert stopped.returncode == 0 and "Stopped the warm cluster" in stopped.stdout, show(stopped)
@@ -151,7 +159,7 @@ def test_jobs_reuse_the_warm_clusters_initialised_workers(tmp_path, warm_env):
     while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [pid for pid in pids if not _gone(pid)] == [], "cluster stop left processes behind"
-    assert len(_marks(markers, "shutdown", pids)) == 6, "the kept script's shutdown() ran"
+    assert len(_marks(markers, "shutdown", pids)) == 8, "the kept script's shutdown() ran"
 
     after = run_cli("cluster", "status", env=warm_env)
     assert after.returncode == 1 and "No warm cluster is running" in after.stdout, show(after)
@@ -233,12 +241,13 @@ def test_api_runs_on_one_client_reuse_the_initialised_workers(client, tmp_path):
     pids = set(client.run(os.getpid).values())
 
     first = daskscore.run(dep, inputs, tmp_path / "one", client=client)
-    second = daskscore.run(dep, inputs, tmp_path / "two", client=client)
+    rows = first.predictions.read_bytes()
+    second = daskscore.run(dep, inputs, tmp_path / "one", client=client, overwrite=True)
     assert first.summary["warm_workers"] is False and second.summary["warm_workers"] is True
     assert len(_marks(markers, "init", pids)) == 2 and _marks(markers, "shutdown") == []
-    assert first.predictions.read_bytes() == second.predictions.read_bytes()
-    ran = sum(len(p.read_text().split()) for p in (tmp_path / "two").glob("ran-*"))
-    assert ran == second.summary["total_mini_batches"] == 3
+    assert second.predictions.read_bytes() == rows
+    ran = sum(len(p.read_text().split()) for p in (tmp_path / "one").glob("ran-*"))
+    assert ran - 3 == second.summary["total_mini_batches"] == 3  # (the first's lines stay)
 
     # warm=False: the kept script is replaced (its shutdown() runs), and this job's own
     # install is uninstalled when it ends, as on an embedded cluster
@@ -274,3 +283,39 @@ def test_what_init_sets_in_the_environment_does_not_reach_the_next_deployment(cl
     assert {r.split()[1] for r in first.predictions.read_text().splitlines()} == {"from-A"}
     assert {r.split()[1] for r in second.predictions.read_text().splitlines()} == {"None"}
     assert "LEAKY" not in client.run(lambda: dict(os.environ)).popitem()[1]
+
+
+CACHED_OUTPUT = """
+    import os
+
+    def init():
+        global output_path  # (as Azure's custom-output example keeps it)
+        output_path = os.environ["AZUREML_BI_OUTPUT_PATH"]
+
+    def run(mini_batch):
+        for path in mini_batch:
+            with open(os.path.join(output_path, os.path.basename(path) + ".out"), "w") as fh:
+                fh.write("scored")
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_a_job_to_another_output_does_not_take_over_an_init_that_kept_the_last(client, tmp_path):
+    """init() keeps AZUREML_BI_OUTPUT_PATH in a global: a second job to another folder took the
+    script over and wrote its files into the first job's folder (the warm key now holds the
+    output folder: that job initialises again)."""
+    dep = write_deployment(tmp_path / "deploy", CACHED_OUTPUT, settings={"mini_batch_size": 2})
+    one = daskscore.run(dep, write_inputs(tmp_path / "a", 2), tmp_path / "outA", client=client)
+    two = daskscore.run(dep, write_inputs(tmp_path / "b", 3), tmp_path / "outB", client=client)
+    assert one.status == two.status == "Completed"
+    assert two.summary["warm_workers"] is False
+    assert sorted(p.name for p in (tmp_path / "outA").glob("*.out")) == [
+        f"f{i:04d}.csv.out" for i in range(2)
+    ]
+    assert sorted(p.name for p in (tmp_path / "outB").glob("*.out")) == [
+        f"f{i:04d}.csv.out" for i in range(3)
+    ]
+    again = daskscore.run(
+        dep, write_inputs(tmp_path / "b", 3), tmp_path / "outB", client=client, overwrite=True
+    )
+    assert again.summary["warm_workers"] is True  # (the same output folder: taken over)

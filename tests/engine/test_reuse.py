@@ -36,7 +36,6 @@ def test_the_key_ignores_what_each_job_has_of_its_own(tmp_path):
     other = _job(
         tmp_path,
         job_id="b",
-        output=str(tmp_path / "o2"),
         logs=str(tmp_path / "o2" / "logs"),
         staging=str(tmp_path / "o2" / "s"),
         output_format="parquet",
@@ -55,6 +54,10 @@ def test_the_key_changes_with_what_init_depends_on(tmp_path):
     assert init_key(_job(tmp_path, intra_op_threads=2)) != key
     assert init_key(_job(tmp_path, gpu_ids=("0",))) != key
     assert init_key(_job(tmp_path, resources={"GPU": 1.0})) != key
+    # the output folder: init() may keep AZUREML_BI_OUTPUT_PATH; a shipped job's is its own
+    assert init_key(_job(tmp_path, output=str(tmp_path / "o2"))) != key
+    shipped = init_key(_job(tmp_path, shipped=True))
+    assert init_key(_job(tmp_path, shipped=True, job_id="b")) != shipped
     assert init_key(_job(tmp_path, model_path=None, model_url="s3://b/m")) != key
     (tmp_path / "code" / "score.py").write_text("def run(b):\n    return b  # changed\n")
     assert init_key(_job(tmp_path)) != key

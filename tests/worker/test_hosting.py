@@ -366,15 +366,15 @@ def test_a_warm_jobs_output_goes_to_its_own_log(tmp_path: Path) -> None:
 
     dep, inputs, _ = make_job(tmp_path, LOGS, n_files=2, settings={"mini_batch_size": 2})
     with local_cluster(1, dashboard=False) as handle:
-        results = [
-            daskscore.run(dep, inputs, tmp_path / f"out{i}", client=handle.client, progress=False)
-            for i in range(2)
-        ]
-    assert results[1].summary["warm_workers"] is True
-    for result in results:
-        text = "".join(p.read_text() for p in (result.logs / "user" / "stdout").glob("*.txt"))
-        assert "ERROR score: logged f0000.csv" in text, text
-        assert "printed f0000.csv" in text and "below f0000.csv" in text, text
+        for again in (False, True):  # (one output folder, run again: the warm key holds it)
+            result = daskscore.run(
+                dep, inputs, tmp_path / "out", client=handle.client, progress=False, overwrite=again
+            )
+            assert result.summary["warm_workers"] is again
+            logs = (result.logs / "user" / "stdout").glob("*.txt")
+            text = "".join(p.read_text() for p in logs)
+            assert "ERROR score: logged f0000.csv" in text, text
+            assert "printed f0000.csv" in text and "below f0000.csv" in text, text
 
 
 INTERRUPTS = """
