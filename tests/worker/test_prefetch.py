@@ -221,7 +221,10 @@ def run_in_process(
 ) -> Any:
     monkeypatch.setitem(plugin._RUNTIMES, runtime.job.job_id, runtime)
     batches = [(mb, 0, w) for mb, w in enumerate(work)]
-    result = task.run_task(runtime.job.job_id, attempt, batches)
+    try:
+        result = task.run_task(runtime.job.job_id, attempt, batches)
+    finally:
+        runtime.cwd.close()  # (as an uninstall does: the process's directory count back to 0)
     for thread in threading.enumerate():  # a prefetch still finishing a download
         if thread.name == "daskscore-prefetch":
             thread.join(10)

@@ -57,7 +57,10 @@ def run_files(
     runtime.module = SimpleNamespace(run=script.run)
     monkeypatch.setitem(plugin._RUNTIMES, job.job_id, runtime)
     monkeypatch.setattr(task, "FLUSH_SECONDS", 1e9)  # clean ones: flushed at the end only
-    result = task.run_task(job.job_id, "a1", [(mb, 0, [f]) for mb, f in enumerate(files)])
+    try:
+        result = task.run_task(job.job_id, "a1", [(mb, 0, [f]) for mb, f in enumerate(files)])
+    finally:
+        runtime.cwd.close()  # (as an uninstall does: the process's directory count back to 0)
     lines: list[tuple[str, Any]] = []
     for line in ledger_path(staging, "a1").read_text().splitlines():
         kind, _, rest = line.partition(" ")
