@@ -22,13 +22,18 @@ def backend_error(exc: BaseException) -> bool:
     return any(type(exc).__module__.startswith(m) for m in BACKEND_MODULES)
 
 
+def _said(exc: BaseException) -> str:
+    """``exc`` as the backend said it: its type and its first line, cut to 300 characters (no
+    secret is in them)."""
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+
+
 def access_problem(what: str, verb: str, exc: BaseException) -> str:
     """One paragraph: ``what`` (e.g. ``input 's3://b/d'``) could not be reached with the
     credentials found; the backend's own words (their first line: no secret is in them)."""
-    said = (str(exc).strip().splitlines() or [""])[0][:300]
     return (
         f"{what} cannot be {verb} with the storage credentials found "
-        f"({type(exc).__name__}: {said}). Check that credentials are set for it (for example "
+        f"({_said(exc)}). Check that credentials are set for it (for example "
         f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile for s3://, "
         f"AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_KEY for az://) and that "
         f"they are allowed to {'read' if verb == 'read' else 'write'} it."
@@ -50,9 +55,8 @@ def download_failed(
     missing = [u for u, path in zip(urls, local, strict=True) if not os.path.exists(path)]
     shown = said_of or missing or urls
     more = f" (and {len(shown) - 1} more of this mini-batch)" if len(shown) > 1 else ""
-    said = (str(exc).strip().splitlines() or [""])[0][:300]
     return InputError(
-        f"input {shown[0]!r}{more} could not be downloaded ({type(exc).__name__}: {said}); "
+        f"input {shown[0]!r}{more} could not be downloaded ({_said(exc)}); "
         "run() was not called for this mini-batch. The object may have been removed or "
         "changed since the job listed its input, or the worker may lack access to it."
     )
