@@ -30,6 +30,7 @@ import os
 import re
 import time
 import traceback
+from dataclasses import replace
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -110,6 +111,10 @@ class ScoringPlugin(WorkerPlugin):
 
     async def setup(self, worker: Any) -> None:
         job = self.job
+        if job.code_bundle is not None or job.model_bundle is not None:
+            # the worker keeps this plugin until the job ends: without the packed code and
+            # model (a model may be gigabytes), which the install unpacks once into its cache
+            self.job = replace(job, code_bundle=None, model_bundle=None)
         users = _USERS.setdefault(job.job_id, set())
         users.add(worker.address)
         if len(users) > 1 and job.job_id in _RUNTIMES:

@@ -552,3 +552,32 @@ def test_a_code_file_a_shipped_job_cannot_read_is_named_before_the_claim(
     assert not (tmp_path / "out").exists()  # refused before the output folder was claimed
     result = daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
     assert len(_rows(result.predictions)) == 2
+
+
+HOLDS = """
+    import os
+    from distributed import get_worker
+
+    def run(mini_batch):
+        held = 0
+        for plugin in get_worker().plugins.values():
+            job = getattr(plugin, "job", None)
+            for bundle in (getattr(job, "code_bundle", None), getattr(job, "model_bundle", None)):
+                held += len(bundle.data) if bundle is not None else 0
+        return [f"{os.path.basename(p)} {held}" for p in mini_batch]
+"""
+
+
+def test_workers_do_not_keep_the_packed_code_and_model(tmp_path: Path, client) -> None:
+    """A shipped job's plugin stays on each worker until the job ends: it must not keep the
+    packed code and model (a model of gigabytes, held twice: packed and unpacked)."""
+    dep = write_deployment(
+        tmp_path / "dep",
+        HOLDS,
+        model_files={"weights.bin": os.urandom(1 << 20).hex()},
+        settings={"mini_batch_size": 1},
+    )
+    inputs = write_inputs(tmp_path / "in", 4, width=3)
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
+    held = {line.split()[1] for line in result.predictions.read_text().splitlines()}
+    assert held == {"0"}
