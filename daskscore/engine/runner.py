@@ -137,11 +137,15 @@ def _execute(
         raise
     phases = job.record.phases  # (where a Ctrl-C lands: the job moves its phase on)
     try:
-        return _run_claimed(job, plan, options, early)
-    except KeyboardInterrupt as exc:  # Ctrl-C: what is done is written up, job resumable
-        if not phases.current:  # (already written up, in the install and scoring phases)
-            raise
+        result = _run_claimed(job, plan, options, early)
+    except BaseException as exc:  # (the display says so: its output not written, or uploaded)
+        job.end_display(exc)
+        if not isinstance(exc, KeyboardInterrupt) or not phases.current:
+            raise  # (a Ctrl-C already written up, in the install and scoring phases)
+        # Ctrl-C: what is done is written up, job resumable
         raise interrupt.interrupted(job, phases.current, exc) from None
+    job.end_display()  # (done: the output written, and uploaded)
+    return result
 
 
 def _run_claimed(job: JobRun, plan: JobPlan, options: JobOptions, early: EarlyCluster) -> JobResult:

@@ -30,7 +30,7 @@ from daskscore.engine.resultview import verdict
 from daskscore.engine.resume import MANIFEST
 from daskscore.engine.reuse import init_key
 from daskscore.engine.work import planned_total, rows_note
-from daskscore.errors import ClusterLost, InitFailed
+from daskscore.errors import ClusterLost, DaskScoreError, InitFailed
 from daskscore.io import outputdir, storage
 from daskscore.protocol import WorkerJob
 from daskscore.ui import dashboard
@@ -56,6 +56,8 @@ class JobRun:
     remote_out: str | None
     #: 1 for a new job; resuming continues the numbering
     run_no: int = 1
+    #: the job's progress display, ended by :meth:`end_display` once the output is written
+    progress: Progress | None = None
 
     @property
     def out_dir(self) -> Path:
@@ -64,6 +66,22 @@ class JobRun:
     @property
     def staging(self) -> Path:
         return self.out_dir / outputdir.STAGING_DIR
+
+    def end_display(self, exc: BaseException | None = None) -> None:
+        """The progress display says how the job ended, once its output is written (or
+        uploaded), or not: done; interrupted; failed (``exc``), and what failed: the summary's
+        reason (a :class:`~daskscore.errors.JobFailed` carries it), else the error's first
+        line.  Only the first ending is shown."""
+        if self.progress is None:
+            return
+        if exc is None or isinstance(exc, KeyboardInterrupt):
+            self.progress.close("done" if exc is None else "interrupted")
+            return
+        first = (str(exc).strip().splitlines() or [""])[0]
+        reason = getattr(getattr(exc, "result", None), "reason", None) or first
+        if not isinstance(exc, DaskScoreError):  # (a bug's: its type says which)
+            reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        self.progress.close("failed", _cut(reason))
 
 
 def open_board(job: JobRun, handle: ClusterHandle) -> dashboard.JobBoard:
@@ -162,7 +180,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
             lambda: {**live_counts(outcomes, progress), "failures": failures(outcomes, plan.work)}
         )
 
-    stopping, ending = False, "failed"  # (until every mini-batch has settled)
+    stopping, settled = False, False  # (until every mini-batch has settled)
     try:
         tick()
         logger.info("cluster ready with %d workers", workers)
@@ -186,15 +204,18 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
             loop.run(on_tick=tick)
         phases.mark("score")
         logger.info("all mini-batches settled; %d tasks", loop.seq)
-        ending = "failed" if outcomes.threshold_exceeded() else "done"
+        settled = True
     except InitFailed as exc:
-        outcomes.init_error = exc.user_traceback
-    except (KeyboardInterrupt, ClusterLost) as exc:
+        outcomes.init_error, settled = exc.user_traceback, True
+    except (KeyboardInterrupt, ClusterLost):
         stopping = True
-        ending = "interrupted" if isinstance(exc, KeyboardInterrupt) else ending
         raise
     finally:
-        progress.close(ending)  # (the notebook's display says how the job ended)
+        # the output is written next: the display says how the job ended once it is, or the
+        # job stops (JobRun.end_display: done, failed and why, interrupted)
+        job.progress = progress
+        if settled:
+            progress.settled()
         job.record.running_at_end = progress.running_now()  # (a job cut short: its stragglers)
         loop.stop()
         if not loop.lost:  # (no scheduler left to bring a shipped job's files home through)
@@ -334,6 +355,14 @@ def _watch_timeouts(client: Any) -> None:
             len(bare),
             ", ".join(bare[:5]) + (" ..." if len(bare) > 5 else ""),
         )
+
+
+#: The longest reason a display shows (a summary's may hold a paragraph).
+REASON_CHARS = 400
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1].rstrip() + "…"
 
 
 def _n(n: int, word: str) -> str:

@@ -104,7 +104,12 @@ ENDINGS = {"done": None, "interrupted": "#bf8700", "failed": "#cf222e"}
 
 
 def render_html(
-    snapshot: dict[str, Any], link: str | None = None, finished: bool = False, ending: str = "done"
+    snapshot: dict[str, Any],
+    link: str | None = None,
+    finished: bool = False,
+    ending: str = "done",
+    reason: str | None = None,
+    state: str = "running",
 ) -> str:
     """The notebook display of a :meth:`Progress.snapshot`: a small bar and the counts.
 
@@ -119,7 +124,12 @@ def render_html(
     ending : {"done", "interrupted", "failed"}, default "done"
         How it ended (with ``finished``): every mini-batch settled; stopped by Ctrl-C, a
         kernel interrupt or a signal; or failed (``init()`` raised, ``error_threshold``
-        exceeded, no worker left...).
+        exceeded, no worker left, the output not written...).
+    reason : str, optional
+        What failed (with ``finished``): shown under the counts, in the ending's colour.
+    state : str, default "running"
+        The word shown while not ``finished``: "writing the output" once every mini-batch has
+        settled (:meth:`Progress.settled`), with no ETA.
 
     Returns
     -------
@@ -131,7 +141,7 @@ def render_html(
     frac = items / total if total else 1.0
     failed, partial = s["failed_mini_batches"], s.get("partial_mini_batches", 0)
     colour = "#bf8700" if failed or partial else "#2da44e"
-    state, tone = "running", ""
+    tone, busy = "", not finished and state == "running"
     if finished:
         state, ended = ending, ENDINGS.get(ending)
         colour = ended or colour
@@ -149,14 +159,18 @@ def render_html(
         )
     if failed:
         parts.insert(1, f'<span data-field="failed" style="color:#cf222e">{failed} failed</span>')
-    if s.get("alert") and not finished:
+    if s.get("alert") and busy:
         parts.insert(1, f'<b data-field="alert" style="color:#bf8700">{escape(s["alert"])}</b>')
-    if s["eta_s"] is not None and not finished:
+    if s["eta_s"] is not None and busy:
         parts.append(f'ETA <span data-field="eta">{_fmt_s(s["eta_s"])}</span>')
-    if s.get("running") and not finished:
+    if s.get("running") and busy:
         parts.append(f'<span data-field="running">{escape(running_text(s["running"]))}</span>')
     if link:
         parts.append(f'<a href="{escape(link)}" target="_blank">daskscore page</a>')
+    why = ""
+    if finished and reason:
+        colour_of = ENDINGS.get(ending) or "inherit"
+        why = f'<div data-field="reason" style="color:{colour_of}">{escape(reason)}</div>'
     return (
         '<div class="daskscore-progress" style="font:13px/1.6 sans-serif">'
         '<div style="display:flex;align-items:center;gap:8px">'
@@ -164,7 +178,7 @@ def render_html(
         'height:10px;background:#e5e7eb;border-radius:5px;overflow:hidden">'
         f'<div style="width:{frac * 100:.1f}%;height:100%;background:{colour}"></div></div>'
         f"<b>{frac:.0%}</b> <span data-field='state'{tone}>{escape(state)}</span></div>"
-        f"<div>{' &middot; '.join(parts)}</div></div>"
+        f"<div>{' &middot; '.join(parts)}</div>{why}</div>"
     )
 
 
@@ -219,6 +233,9 @@ class Progress:
         self.page_link: str | None = None
         self._handle: Any = None
         self._shown = False
+        self._closed = self._line_ended = False
+        #: when every mini-batch had settled (:meth:`settled`)
+        self._settled_at: float | None = None
         self._last_draw = 0.0
         self._lock = threading.Lock()
 
@@ -333,10 +350,11 @@ class Progress:
         """The counts now: mini-batches, items, the average and current items per second,
         elapsed and ETA seconds, and the mini-batches worth naming."""
         now = time.monotonic()
+        until = self._settled_at or now  # (the rates are the scoring's: not the writing's)
         items = self.items
-        scored = now - self.scoring_started
+        scored = until - self.scoring_started
         rate = (items - self.base_items) / scored if scored > 0 else 0.0
-        current = self._current_rate(now, items)
+        current = self._current_rate(until, items)
         pace = current if current else rate
         left = self.total_items - items
         return {
@@ -375,25 +393,54 @@ class Progress:
         else:  # (a closed pipe, `2>&1 | head`: nothing more is written, the job goes on)
             write(f"progress: {self.line()}\n", self.stream)
 
-    def _show(self, finished: bool = False, ending: str = "done") -> None:
+    def _show(
+        self,
+        finished: bool = False,
+        ending: str = "done",
+        reason: str | None = None,
+        state: str = "running",
+    ) -> None:
         """Show the notebook display, or update the one shown."""
         snapshot = self.snapshot()
-        text = _line(snapshot) + (f" | {ending}" if finished else "")
-        view = ProgressView(render_html(snapshot, self.page_link, finished, ending), text)
+        text = _line(snapshot)
+        if finished:
+            text += f" | {ending}" + (f": {reason}" if reason else "")
+        elif state != "running":
+            text += f" | {state}"
+        html = render_html(snapshot, self.page_link, finished, ending, reason, state)
+        view = ProgressView(html, text)
         if not self._shown:
             self._shown = True
             self._handle = self._display(view, display_id=True)  # type: ignore[misc]
         elif self._handle is not None:
             self._handle.update(view)
 
-    def close(self, ending: str = "done") -> None:
-        """The last drawing: in a notebook, the display says how the job ended (``ending``,
-        one of :data:`ENDINGS`), in its colour."""
-        if not self.enabled:
+    def settled(self) -> None:
+        """Every mini-batch has settled, and the output is written next: a terminal's bar
+        ends its line; a notebook's display says "writing the output" until :meth:`close`
+        says how the job ended (its output written, or not)."""
+        self._settled_at = time.monotonic()
+        if not self.enabled or self._closed:
             return
         if self.html:
-            self._show(finished=True, ending=ending)
+            self._show(state="writing the output")
+        else:
+            self._end_line()
+
+    def close(self, ending: str = "done", reason: str | None = None) -> None:
+        """The last drawing: in a notebook, the display says how the job ended (``ending``,
+        one of :data:`ENDINGS`), in its colour, and ``reason``, what failed.  Only the first
+        call draws."""
+        if not self.enabled or self._closed:
             return
+        self._closed = True
+        if self.html:
+            self._show(finished=True, ending=ending, reason=reason)
+        elif not self._line_ended:
+            self._end_line()
+
+    def _end_line(self) -> None:
+        self._line_ended = True
         self.draw(force=True)
         if self.tty:
             write("\n", self.stream)

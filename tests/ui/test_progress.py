@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import _thread
+import html
 import io
 import re
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import write_deployment, write_inputs
+from helpers import summary_of
 
 import daskscore
 import daskscore.api
@@ -351,6 +353,46 @@ def test_a_jobs_display_ends_saying_how_the_job_ended(
     last = kernel_display.shown[-1][1]
     assert re.search(rf"data-field='state'[^>]*>{state}</span>", last.html), last.html
     assert f"background:{colour}" in last.html, last.html
-    assert last.text.endswith(f" | {state}"), last.text
+    assert re.search(rf" \| {state}(: .+)?$", last.text), last.text
+    if state == "failed":  # (and why)
+        assert "error_threshold exceeded" in last.text, last.text
     if fail == "1":
         assert 'data-field="failed"' in last.html, last.html
+
+
+MIXED_TYPES_SCRIPT = """
+import os
+
+import pandas as pd
+
+def run(mini_batch):
+    n = int(os.path.basename(mini_batch[0])[1:5])
+    return pd.DataFrame({"x": [n if n < 2 else str(n)]})  # (ints, then text: no one type)
+"""
+
+
+def test_a_job_whose_output_cannot_be_written_ends_its_display_failed_saying_why(
+    tmp_path: Path, client: Any, kernel_display: FakeDisplay
+) -> None:
+    """Every mini-batch scored, then the dataset cannot be assembled (a column Parquet cannot
+    hold as one type): the display, which said "writing the output" meanwhile, ends "failed"
+    with the summary's reason, not "done"."""
+    import dask
+
+    from daskscore.errors import OutputFailed
+
+    dep = write_deployment(tmp_path / "deploy", MIXED_TYPES_SCRIPT, settings={"mini_batch_size": 1})
+    inputs = write_inputs(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    with dask.config.set({"dataframe.convert-string": False}), pytest.raises(OutputFailed):
+        daskscore.run(dep, inputs, out, client=client, output_format="parquet")
+    states = [
+        re.search(r"data-field='state'[^>]*>([^<]*)<", view.html)[1]  # type: ignore[index]
+        for _, view in kernel_display.shown
+    ]
+    assert states[-2:] == ["writing the output", "failed"], states
+    last = kernel_display.shown[-1][1]
+    reason = summary_of(out)["reason"]
+    assert "column 'x'" in reason
+    assert f'data-field="reason" style="color:#cf222e">{html.escape(reason[:100])}' in last.html
+    assert f" | failed: {reason[:100]}" in last.text, last.text
