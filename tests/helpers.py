@@ -175,9 +175,11 @@ def wait_until(condition: Any, proc: subprocess.Popen[bytes], what: str, timeout
         time.sleep(0.05)
 
 
-def sigterm_when(ready: Any, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """``daskscore ARGV`` in a subprocess (``env``: its whole environment), sent SIGTERM once
-    ``ready()``; its exit status and standard error."""
+def sigterm_when(
+    ready: Any, *argv: str, env: dict[str, str] | None = None, sig: int = signal.SIGTERM
+) -> tuple[int, str]:
+    """``daskscore ARGV`` in a subprocess (``env``: its whole environment), sent SIGTERM (or
+    ``sig``: SIGINT, a Ctrl-C) once ``ready()``; its exit status and standard error."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "daskscore", *argv],
         cwd=conftest.REPO,
@@ -189,7 +191,7 @@ def sigterm_when(ready: Any, *argv: str, env: dict[str, str] | None = None) -> t
         while not ready():
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()

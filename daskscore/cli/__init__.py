@@ -186,6 +186,16 @@ def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> None:
             f"daskscore: interrupted as the job ended: it is {status}, its results are in "
             f"{out_dir}; nothing is left to resume."
         )
+    elif getattr(exc, "url", None):  # (the job ended: its upload did not)
+        args = [a for a in argv if a != "--overwrite"]
+        args += [] if "--resume" in args else ["--resume"]
+        status = s.get("status", "finished") if s else "finished"
+        say(
+            f"daskscore: interrupted while the output was uploaded to {exc.url}: the job had "
+            f"ended ({status}), and its whole output is kept in {out_dir}; part of it may have "
+            f"reached {exc.url}."
+        )
+        say(f"Upload it with: {shlex.join(['daskscore', *args])}")
     else:
         args = [a for a in argv if a != "--overwrite"]
         how = "--retry-failed" if getattr(exc, "retry", False) else "--resume"

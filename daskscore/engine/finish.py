@@ -346,17 +346,16 @@ def report_tries(outcomes: Outcomes, limit: int = REPORT_TRIES) -> Iterator[dict
         yield dict(zip(_REPORT_KEYS, row, strict=True))
 
 
-def failure(outcomes: Outcomes, result: JobResult) -> JobFailed:
-    """The exception of a failed job: init(), the error threshold, or the output failed."""
-    cls = ErrorThresholdExceeded if outcomes.threshold_exceeded() else OutputFailed
-    cls = InitFailed if outcomes.init_error else cls
-    failures = result.summary["failures"]
+def failure(result: JobResult) -> JobFailed:
+    """The exception of a failed job: init(), the error threshold, or the output failed (as
+    its summary says: a job whose upload is finished later has no other books)."""
+    s = result.summary
+    limit, init_error = s.get("error_threshold", -1), s.get("init_error")
+    over = limit is not None and limit >= 0 and s.get("failed_items", 0) > limit
+    cls = InitFailed if init_error else ErrorThresholdExceeded if over else OutputFailed
+    failures = s["failures"]
     first = failures[0]["error"] if failures else None
-    return cls(
-        failure_message(result.summary),
-        result=result,
-        user_traceback=outcomes.init_error or first,
-    )
+    return cls(failure_message(s), result=result, user_traceback=init_error or first)
 
 
 def _result_text(s: dict[str, Any]) -> str:

@@ -11,7 +11,9 @@ SIGHUP stop ``daskscore run`` the same way: :class:`~daskscore.errors.StopSignal
   nothing is rewritten and nothing is left to resume.
 
 A job to an output URL is written up the same way in its local assembly folder (named by the
-URL: :func:`daskscore.engine.publish.assembly_dir`), which ``--resume`` finds again.
+URL: :func:`daskscore.engine.publish.assembly_dir`), which ``--resume`` finds again.  A Ctrl-C
+while that folder is uploaded, once the job has ended, leaves it whole with the job's summary:
+``--resume`` uploads it (:func:`daskscore.engine.publish.finish_upload`), nothing scored again.
 
 The CLI prints what :class:`JobInterrupted` carries (``daskscore.cli._interrupted``).
 """
@@ -38,6 +40,7 @@ PHASE_WORDS = {
     "init": "while init() ran",
     "score": "while scoring",
     "assemble": "while the output was assembled",
+    "upload": "while the output was uploaded",
 }
 
 
@@ -49,20 +52,23 @@ class JobInterrupted(KeyboardInterrupt):
     of what was done (None for a retry pass, whose folder keeps the finished job's summary: it
     goes on with ``--retry-failed``), and the staging folder is kept for ``--resume``;
     ``finished``: the job had written its own summary when Ctrl-C came (nothing to resume).
+    ``url``: the job had ended, and its output was being uploaded to this URL: the whole
+    output is kept in ``out_dir``, and ``--resume`` uploads it.
     """
 
     def __init__(
         self,
-        out_dir: Path | None,
+        out_dir: Path | str | None,
         summary: dict[str, Any] | None,
         report: Path | None,
         retry: bool,
         *,
         phase: str = "score",
         finished: bool = False,
+        url: str | None = None,
     ) -> None:
         self.out_dir, self.summary, self.report, self.retry = out_dir, summary, report, retry
-        self.phase, self.finished = phase, finished
+        self.phase, self.finished, self.url = phase, finished, url
         super().__init__(self._message())
 
     def _message(self) -> str:
@@ -71,6 +77,11 @@ class JobInterrupted(KeyboardInterrupt):
             return f"interrupted {self.when}: nothing was run; the output folder was not changed"
         if self.finished:
             return f"interrupted as the job ended; its results are in {self.out_dir}"
+        if self.url:
+            return (
+                f"interrupted while the output was uploaded to {self.url}: the job had ended, "
+                f"and its whole output is kept in {self.out_dir} (resume=True uploads it)"
+            )
         how = "retry_failed=True" if self.retry else "resume=True"
         reason = (self.summary or {}).get("reason") or f"interrupted {self.when}"
         return f"{reason}; what is done is kept in {self.out_dir} (run it again with {how})"
@@ -99,6 +110,13 @@ def interrupted(job: JobRun, phase: str, cause: BaseException | None = None) -> 
     record.phases.mark(phase)
     if record.retried is not None:  # (the folder's summary stays the finished job's)
         return JobInterrupted(record.out_dir, None, None, True, phase=phase)
+    if phase == "upload" and job.remote_out:  # (the job ended: its summary is written)
+        done = _read_summary(record.out_dir)
+        if done is None:  # (uploaded: its local folder was being removed)
+            return JobInterrupted(job.remote_out, None, None, False, phase=phase, finished=True)
+        logger.info("interrupted while the output was uploaded to %s", job.remote_out)
+        report = record.out_dir / "report.html"
+        return JobInterrupted(record.out_dir, done, report, False, phase=phase, url=job.remote_out)
     if outputdir.finished(record.out_dir):  # its own summary is written: the job is done
         done = _read_summary(record.out_dir)
         logger.info("interrupted after the job's summary was written: the job is finished")

@@ -8,18 +8,22 @@ same command with ``--resume`` finds it and scores only the rest.  An upload tha
 store went away, refused a write) loses nothing: the folder is kept, and the job raises
 :class:`~daskscore.errors.UploadFailed` naming the URL, what failed, the folder and how to
 upload it or run the job again; the traceback goes to the folder's own job log
-(``logs/sys/daskscore.txt``), not to the terminal.
+(``logs/sys/daskscore.txt``), not to the terminal.  Such a folder (an upload that failed, or was
+interrupted) still holds the job's summary: the same command with ``--resume`` uploads it
+(:func:`finish_upload`), and without it is refused, naming the folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from daskscore.config import redact
 from daskscore.engine.finish import JobResult
@@ -44,8 +48,7 @@ def assembly_dir(url: str) -> Path:
     """The local folder where the output of ``url`` is assembled (created, private to this
     user): the same for every job written to that URL, so that ``--resume`` finds what an
     interrupted one committed."""
-    key = hashlib.sha256(url.rstrip("/").encode("utf-8")).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / f"daskscore-output-{key}"
+    folder = _assembly_path(url)
     try:
         folder.mkdir(mode=0o700)
     except FileExistsError:
@@ -57,6 +60,54 @@ def assembly_dir(url: str) -> Path:
             "folder of your own; remove it, or set TMPDIR to another temporary directory."
         )
     return folder
+
+
+def _assembly_path(url: str) -> Path:
+    key = hashlib.sha256(url.rstrip("/").encode("utf-8")).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"daskscore-output-{key}"
+
+
+def upload_left(url: str) -> dict[str, Any] | None:
+    """The summary of a job to ``url`` that ended but whose output was not all uploaded (its
+    upload interrupted, or failed): its local assembly folder still holds the job's own
+    summary (the folder goes once the upload is done).  None when there is none."""
+    folder = _assembly_path(url)
+    if not outputdir.finished(folder) or not (folder / outputdir.SUMMARY_FILE).is_file():
+        return None
+    try:
+        summary = json.loads((folder / outputdir.SUMMARY_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def finish_upload(
+    url: str, summary: dict[str, Any], resume: bool, input_path: str, secrets: tuple[str, ...]
+) -> JobResult:
+    """``--resume`` of a job to ``url`` whose upload did not finish (:func:`upload_left`):
+    its kept output folder uploaded, nothing scored again; without ``resume``, or for another
+    input than the job's, refused naming the folder."""
+    folder = _assembly_path(url)
+    what = (
+        f"the job {summary.get('job_id', '')} written to '{url}' ended "
+        f"({summary.get('status')}), but its output was not all uploaded (the upload was "
+        f"interrupted, or failed): its whole output is kept in {folder}"
+    )
+    if not resume:
+        raise OutputError(
+            f"{what}. Pass --resume to upload it (nothing is scored again), or --overwrite "
+            "to run the job again."
+        )
+    if summary.get("input") not in (None, input_path):
+        raise OutputError(
+            f"{what}, of the input {summary.get('input')}, not {input_path}: --resume uploads "
+            "that job's output, nothing else. Give its input to upload it, or pass --overwrite "
+            "to run this job."
+        )
+    logger.info("resumed: uploading the kept output of job %s", summary.get("job_id"))
+    pred = summary.get("predictions")
+    result = JobResult(str(summary.get("status")), folder, Path(pred) if pred else None, summary)
+    return publish(result, folder, url, secrets)
 
 
 def publish(result: JobResult, out_dir: Path, url: str, secrets: tuple[str, ...] = ()) -> JobResult:
@@ -99,7 +150,8 @@ def upload_failed(
         f"end ({result.status}), and its whole output is kept in {out_dir}, which was not "
         f"deleted; part of it may have reached {url}. Copy that folder's contents to {url} "
         f"with your storage's tools{_tool_hint(out_dir, url)}, or run the same command again "
-        f"with --overwrite once {url} can be written to. The traceback is in {log}.",
+        f"once {url} can be written to, with --resume (which uploads that folder, nothing "
+        f"scored again) or --overwrite. The traceback is in {log}.",
         url=url,
         kept=out_dir,
     )

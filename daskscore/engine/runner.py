@@ -45,7 +45,7 @@ from daskscore.engine.finish import (
 )
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.plan import JobPlan, plan_job
-from daskscore.engine.publish import assembly_dir, publish
+from daskscore.engine.publish import assembly_dir, finish_upload, publish, upload_left
 from daskscore.engine.scoring import JobRun, open_board, score_all
 from daskscore.errors import OutputError, UploadFailed, UsageError, WriteFailed
 from daskscore.io import outputdir, outputlock, shipping, storage
@@ -100,6 +100,10 @@ def _execute(
         done = _nothing_to_retry(Path(output).expanduser().resolve(), options)
         if done is not None:
             return done
+    if storage.is_remote(str(output)) and not options.overwrite:
+        left = upload_left(str(output))  # (a job whose upload was cut short: --resume ends it)
+        if left is not None:
+            return _finish_upload(deployment, input_path, str(output), options, left)
     running = None
     # (--worker-memory sizes a fresh embedded cluster: the warm one's workers have their own)
     if options.client is None and not options.scheduler and options.warm and not _sized(options):
@@ -196,10 +200,31 @@ def _run_claimed(job: JobRun, plan: JobPlan, options: JobOptions, early: EarlyCl
             raise
         board.finish(result.summary)
     if job.remote_out:
+        phases.current = "upload"  # (a Ctrl-C now: the job has ended, its upload not)
         result = publish(result, job.out_dir, job.remote_out, secrets)
     logger.info("job %s: %s in %.2f s", job.record.job_id, result.status, result.duration_s)
     if result.status != "Completed":
-        raise failure(job.outcomes, result)
+        raise failure(result)
+    return result
+
+
+def _finish_upload(
+    deployment: Deployment,
+    input_path: str | Path,
+    url: str,
+    options: JobOptions,
+    summary: dict[str, Any],
+) -> JobResult:
+    """``--resume`` of a job to ``url`` that ended but whose upload did not: its kept output
+    folder uploaded (refused without ``--resume``)."""
+    source = str(input_path)
+    shown = source if storage.is_remote(source) else str(Path(source).expanduser().resolve())
+    secrets = storage.job_secrets(deployment.settings.environment_variables)
+    if options.resume and options.notify is not None:
+        options.notify(f"Resuming: the job {summary.get('job_id')} had ended; uploading its output")
+    result = finish_upload(url, summary, options.resume, shown, secrets)
+    if result.status != "Completed":
+        raise failure(result)
     return result
 
 

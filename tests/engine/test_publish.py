@@ -14,6 +14,7 @@ uploads each row once and removes that folder.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -148,3 +149,77 @@ def test_sigterm_then_resume_finishes_a_job_written_to_a_url(tmp_path: Path) -> 
     assert sorted(set(first) | set(rescored)) == [f"f{i:04d}.csv" for i in range(n)]
     assert sorted(rows) == [f"f{i:04d}.csv" for i in range(n)]  # each row once
     assert not list(scratch.glob("daskscore-output-*")), show(resumed)  # (removed once uploaded)
+
+
+#: the one mini-batch's run() notes its call in $CALLS and writes many small files into the
+#: output folder, so that the upload at the end lasts long enough to be interrupted
+MANY_FILES = """
+    import os
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        with open(os.environ["CALLS"], "a") as f:
+            f.write("".join(os.path.basename(p) + "\\n" for p in mini_batch))
+        extra = os.path.join(os.environ["AZUREML_BI_OUTPUT_PATH"], "extra")
+        os.makedirs(extra, exist_ok=True)
+        for i in range(2000):
+            with open(os.path.join(extra, f"e{i:05d}.txt"), "w") as f:
+                f.write(str(i))
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_ctrl_c_during_the_upload_says_so_and_resume_uploads_the_kept_output(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C once the job has ended and its output is being uploaded: the command says the
+    upload was interrupted, where the whole output is kept and how to upload it (not "nothing
+    is left to resume"); the same command without --resume is refused naming that folder, and
+    with it uploads the output (each row once, the summary last) without scoring again."""
+    calls = tmp_path / "calls"
+    settings = {"mini_batch_size": 10, "environment_variables": {"CALLS": str(calls)}}
+    dep = write_deployment(tmp_path / "d", MANY_FILES, settings=settings)
+    inputs = write_inputs(tmp_path / "in", 3)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with run_moto_s3(tmp_path) as info:
+        url = f"{make_bucket(info)}/out"
+        fs, base = fsspec.core.url_to_fs(url, **info["storage_options"])
+
+        def uploading() -> bool:  # (the output's first files have reached the store)
+            fs.invalidate_cache()
+            return fs.exists(f"{base}/extra")
+
+        argv = ["run", str(dep), "-i", str(inputs), "-o", url, "--workers", "1"]
+        argv += ["--no-progress", "--no-dashboard"]
+        env = {**os.environ, "TMPDIR": str(scratch)}
+        code, err = sigterm_when(uploading, *argv, env=env, sig=signal.SIGINT)
+        assert code == 128 + signal.SIGINT, err
+        (kept,) = sorted(scratch.glob("daskscore-output-*"))
+        message = " ".join(err.split())
+        assert f"interrupted while the output was uploaded to {url}" in message, err
+        assert f"whole output is kept in {kept}" in message, err
+        assert "nothing is left to resume" not in message, err
+        assert not fs.exists(f"{base}/job_summary.json")  # (uploaded last: not yet)
+        line = next(li for li in err.splitlines() if li.startswith("Upload it with: "))
+        again = line[len("Upload it with: ") :].split()
+        assert again[0] == "daskscore" and again[-1] == "--resume", line
+
+        refused = run_cli(*again[1:-1], env={"TMPDIR": str(scratch)})
+        assert refused.returncode == 2, show(refused)
+        said = " ".join(refused.stderr.split())
+        assert f"kept in {kept}" in said and "Pass --resume to upload it" in said, show(refused)
+
+        resumed = run_cli(*again[1:], env={"TMPDIR": str(scratch)})
+        assert resumed.returncode == 0, show(resumed)
+        fs.invalidate_cache()
+        rows = fs.cat_file(f"{base}/predictions.csv").decode().split()
+        summary = json.loads(fs.cat_file(f"{base}/job_summary.json"))
+        extra = fs.ls(f"{base}/extra")
+    assert sorted(rows) == ["f0000.csv", "f0001.csv", "f0002.csv"]  # each row once
+    assert summary["status"] == "Completed" and summary["output"] == url, summary
+    assert len(extra) == 2000
+    assert calls.read_text().split() == ["f0000.csv", "f0001.csv", "f0002.csv"]  # scored once
+    assert not kept.exists(), show(resumed)  # (removed once uploaded)
