@@ -4,11 +4,14 @@ The job is read back from its recipe (:mod:`daskscore.engine.recipe`): the deplo
 loaded (``--set`` overrides, environment variables, model), the input and the options that
 cut it into mini-batches.  The input is listed and planned again; when it no longer gives the
 same mini-batches (files added, removed or renamed, another mini_batch_size) the replay is
-refused, since mini-batch N would hold other files.  Then the scoring script, as it is now in
-the code folder, is imported with a worker's environment, and ``init()`` and ``run()`` of that
-mini-batch are called in this process (:func:`daskscore.devtools.validate.dry_run`; remote
-inputs are downloaded again).  The rows are printed as append_row writes them; an exception
-is printed with the user's frames (and ``--pdb`` stops in the innermost of them).
+refused, since mini-batch N would hold other files; in tabular mode also when an input file's
+mini-batches hold other rows than the recipe noted (the file of mini-batch N, or one before it),
+as ``--resume`` refuses, and a file of it changed in place that gives the same rows is noted.
+Then the scoring script, as it is now in the code folder, is imported with a worker's
+environment, and ``init()`` and ``run()`` of that mini-batch are called in this process
+(:func:`daskscore.devtools.validate.dry_run`; remote inputs are downloaded again).  The rows
+are printed as append_row writes them; an exception is printed with the user's frames (and
+``--pdb`` stops in the innermost of them).
 
 The recipe does not keep the values of secret environment variables: each is given with
 ``--set settings.environment_variables.NAME=VALUE``, or taken from the deployment file the job
@@ -29,8 +32,16 @@ from daskscore.config.settings import Deployment, Settings
 from daskscore.config.values import build
 from daskscore.devtools.outcome import WARNING, dry_run_warnings
 from daskscore.devtools.validate import EXIT_FAILED, EXIT_OK, dry_run
+from daskscore.engine import resume
 from daskscore.engine.plan import plan_job
-from daskscore.engine.recipe import RECIPE, Recipe, job_fingerprint, read_recipe, replay_command
+from daskscore.engine.recipe import (
+    RECIPE,
+    Recipe,
+    job_fingerprint,
+    job_splits,
+    read_recipe,
+    replay_command,
+)
 from daskscore.errors import UsageError
 from daskscore.io import tabular
 from daskscore.ui.termtext import shown
@@ -107,6 +118,9 @@ def replay(
     if now["model"] != recipe.fingerprint.get("model"):
         notes.append("the model files changed since the job ran")
     work = plan.work[mini_batch]
+    if plan.unit == "rows":  # (an id means a range of one file's rows)
+        splits, files = job_splits(plan) or {}, [str(f) for f in plan.files]
+        notes += _check_rows(recipe, splits, files, work, mini_batch)
     print(
         f"daskscore: replaying mini-batch {mini_batch} of job {recipe.job_id} "
         f"({shown(_describe_work(work))}) in this process, without a cluster.",
@@ -224,6 +238,49 @@ def _check_script(deployment: Deployment, output: Path, mini_batch: int) -> None
         "the code folder back, or run the job again from the deployment file where the code "
         "is now."
     )
+
+
+def _check_rows(
+    recipe: Recipe, now: dict[str, list[Any]], files: list[str], work: Any, mini_batch: int
+) -> list[str]:
+    """A tabular job: refuse when mini-batch ``mini_batch`` (``work``: its rows now) would hold
+    other rows than it did, as ``--resume`` refuses: its file's splits hold other rows, or
+    those of a file before it (``files``: the input files in order; the ids after a file's
+    shift with its splits), naming the files; note its file changed since when it gives the
+    same rows (they are read as they are now)."""
+    then = recipe.splits
+    if then is None:  # (a recipe written before the splits were kept)
+        return [
+            "the job's recipe does not note which rows its mini-batches held, so whether "
+            f"mini-batch {mini_batch} holds the same rows as then cannot be told"
+        ]
+    path = work.path
+    old = {p: resume.entry_of(v) for p, v in then.items()}
+    moved = [
+        p
+        for p in files[: files.index(path) + 1]
+        if (old.get(p) or resume.NO_ROWS)[4] != (now.get(p) or resume.NO_ROWS)[4]
+    ]
+    if moved:
+        files = "; ".join(resume.changed_file(p, old.get(p), now.get(p)) for p in moved[:5])
+        more = f"; and {len(moved) - 5} more" if len(moved) > 5 else ""
+        many = len(moved) > 1
+        raise UsageError(
+            f"cannot replay mini-batch {mini_batch} of the job in '{recipe.output}': its "
+            f"tabular input file{'s' * many} {files}{more} changed since the job ran so that "
+            f"{'their' if many else 'its'} mini-batches hold other rows, and mini-batch "
+            f"{mini_batch} would not hold the rows it held. Put the "
+            f"{'files' if many else 'file'} back as {'they were' if many else 'it was'} to "
+            "replay it, or run the job again."
+        )
+    was, is_ = old.get(path), now.get(path)
+    if was and is_ and (was[0], was[1]) != (is_[0], is_[1]):
+        return [
+            f"the input file {resume.changed_file(path, was, is_)} changed since the job ran; "
+            f"mini-batch {mini_batch} holds the same rows of it ({_describe_work(work)}), "
+            "read as they are now, which may not be the data the job scored"
+        ]
+    return []
 
 
 def _describe_work(work: Any) -> str:

@@ -5,7 +5,8 @@ fingerprint, for ``--retry-failed``: :mod:`.retry`), but ``daskscore replay`` (o
 again, in this process) needs the job exactly as it ran: the deployment as loaded,
 ``--set`` overrides applied (its settings, environment variables, model and code folder), the
 input, the options that decide the mini-batches and the rows, and the fingerprint ``--resume``
-checks (:mod:`.resume`).  The recipe holds them, all readable JSON: the loaded
+checks (:mod:`.resume`), with a tabular job's splits (which rows each input file's mini-batches
+hold, ``tabular_inputs`` as in ``job.json``: a replay refuses a file whose mini-batches moved).  The recipe holds them, all readable JSON: the loaded
 :class:`~daskscore.config.Deployment` field by field (so that overrides need not be parsed
 again, and a deployment file edited since does not silently change what is replayed).
 
@@ -59,6 +60,9 @@ class Recipe:
     mini_batches: int
     #: the environment variables whose values the recipe does not keep (secrets)
     masked: tuple[str, ...] = ()
+    #: a tabular job's splits, file by file (:func:`job_splits`; None in file mode, or in a
+    #: recipe written before they were kept)
+    splits: dict[str, list[Any]] | None = None
 
 
 def replay_command(output: str | os.PathLike[str], mini_batch: int) -> str:
@@ -114,9 +118,12 @@ def write_recipe(
     options: JobOptions,
     fingerprint: dict[str, str],
     mini_batches: int,
+    splits: dict[str, list[Any]] | None = None,
 ) -> Path:
     """Write ``<out_dir>/logs/sys/job_recipe.json`` (atomically) and return its path; the
-    secret values of the deployment's environment variables are left out."""
+    secret values of the deployment's environment variables are left out.  ``splits``: a
+    tabular job's (:func:`job_splits`), which rows each input file's mini-batches hold, as
+    its manifest keeps them for ``--resume`` (:data:`daskscore.engine.resume.SPLITS`)."""
     deployment_doc, masked = _deployment_doc(deployment)
     doc = {
         "version": VERSION,
@@ -129,6 +136,8 @@ def write_recipe(
         "deployment": deployment_doc,
         "masked": masked,
     }
+    if splits is not None:
+        doc[resume.SPLITS] = splits
     path = out_dir / RECIPE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
@@ -231,9 +240,18 @@ def read_recipe(output: str | os.PathLike[str]) -> Recipe:
             fingerprint=dict(doc["fingerprint"]),
             mini_batches=int(doc["mini_batches"]),
             masked=tuple(map(str, doc["masked"])),
+            splits=_splits(doc.get(resume.SPLITS)),
         )
     except Exception as exc:  # noqa: BLE001 - any damage to the file reads the same way
         raise _unreadable(path, exc) from None
+
+
+def _splits(value: Any) -> dict[str, list[Any]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"{resume.SPLITS} is a JSON {type(value).__name__}, not an object")
+    return {str(path): entry for path, entry in value.items()}
 
 
 #: What a version 1 recipe holds that the user may want to know before sharing its folder.

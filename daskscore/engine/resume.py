@@ -268,15 +268,15 @@ def check_splits(
             "(rows could be lost or scored twice). Pass --overwrite to run the whole job "
             "again, or use another --output."
         )
-    then = {path: _entry(value) for path, value in before.items()}
+    then = {path: entry_of(value) for path, value in before.items()}
     moved = sorted(
         path
         for path in {*then, *current}
-        if (then.get(path) or _NO_ROWS)[4] != (current.get(path) or _NO_ROWS)[4]
+        if (then.get(path) or NO_ROWS)[4] != (current.get(path) or NO_ROWS)[4]
     )
     if not moved:
         return
-    shown = "; ".join(_moved(path, then.get(path), current.get(path)) for path in moved[:5])
+    shown = "; ".join(changed_file(path, then.get(path), current.get(path)) for path in moved[:5])
     more = f"; and {len(moved) - 5} more" if len(moved) > 5 else ""
     many = len(moved) > 1
     files = f"input files {shown}{more}" if many else f"input file {shown}"
@@ -303,17 +303,17 @@ def check_splits(
 
 
 #: The entry in :data:`SPLITS` of a file with no rows (it has none).
-_NO_ROWS: list[Any] = [None, None, 0, 0, ""]
+NO_ROWS: list[Any] = [None, None, 0, 0, ""]
 
 
-def _entry(value: Any) -> list[Any] | None:
+def entry_of(value: Any) -> list[Any] | None:
     """A file's entry in a manifest's :data:`SPLITS`; one that is not as :func:`split_record`
     writes it (a damaged file) as if the file had no rows (it then differs)."""
-    ok = isinstance(value, list) and len(value) == len(_NO_ROWS) and isinstance(value[2], int)
+    ok = isinstance(value, list) and len(value) == len(NO_ROWS) and isinstance(value[2], int)
     return value if ok and isinstance(value[3], int) else None
 
 
-def _moved(path: str, then: list[Any] | None, now: list[Any] | None) -> str:
+def changed_file(path: str, then: list[Any] | None, now: list[Any] | None) -> str:
     """``path (1,000 rows in 20 mini-batches then, 2,000 rows in 40 mini-batches now; 6,890
     bytes then, 13,890 now)``: a changed file, for the refusal."""
     rows_then, rows_now = _rows(then), _rows(now)

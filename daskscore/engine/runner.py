@@ -313,7 +313,7 @@ def _claim(
     resume.write_manifest(job.staging, resume.manifest(fp, job.run_no, splits))
     # what `daskscore replay` and --retry-failed need once the staging folder is gone
     recipe.write_recipe(
-        out_dir, record.job_id, deployment, plan.input_path, options, fp, len(plan.work)
+        out_dir, record.job_id, deployment, plan.input_path, options, fp, len(plan.work), splits
     )
     return job
 

@@ -305,3 +305,58 @@ def test_replay_from_another_folder_finds_an_input_given_relative(tmp_path: Path
     proc = run_cli("replay", str(tmp_path / "out"), "--mini-batch", "1", cwd=elsewhere)
     assert proc.returncode == 1, show(proc)  # (the mini-batch's own failure, replayed)
     assert "ValueError: cannot score f0003.csv" in proc.stderr, show(proc)
+
+
+# --------------------------------------------------------------------------- tabular inputs
+
+TABULAR_SCRIPT = """
+    import pandas as pd
+
+    def run(mini_batch):
+        return pd.DataFrame({"id": mini_batch["id"], "v": mini_batch["v"]})
+"""
+
+
+def _table(path: Path, prefix: str, n: int, value: Any = lambda i: "v" * 8) -> None:
+    path.write_text("id,v\n" + "".join(f"{prefix}{i},{value(i)}\n" for i in range(n)))
+
+
+def test_replay_of_a_tabular_job_refuses_a_file_whose_mini_batches_hold_other_rows(
+    tmp_path: Path,
+) -> None:
+    """A tabular job in mini-batches of 1 KB over a.csv (4 of them) and b.csv: a.csv edited so
+    that its cuts fall at other rows (a longer value in its first mini-batch, shorter ones at
+    its end: as many bytes and mini-batches) refuses the replay of a.csv's second mini-batch,
+    naming the file, as --resume does; edited in place, every mini-batch keeping its rows (a
+    value of the same length), it is replayed with a note naming the file, read as it is now."""
+    dep = write_deployment(tmp_path / "d", TABULAR_SCRIPT, settings={"mini_batch_size": "1KB"})
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    a = inputs / "a.csv"
+    _table(a, "a", 300)
+    _table(inputs / "b.csv", "b", 50)
+    out = tmp_path / "out"
+    proc = run_cli(
+        *("run", str(dep), "-i", str(inputs), "-o", str(out), "--workers", "1", "--tabular"),
+        *("--no-progress", "--no-dashboard"),
+    )
+    assert proc.returncode == 0, show(proc)
+    before = run_cli("replay", str(out), "--mini-batch", "1")
+    assert before.returncode == 0, show(before)
+    assert before.stdout.split()[0] not in ("a0", "b0"), show(before)  # (a.csv's second)
+
+    # 120 bytes more in row 1, 120 fewer in its last 15 rows: the cuts before them move
+    _table(a, "a", 300, lambda i: "w" * (128 if i == 1 else 0 if i >= 285 else 8))
+    proc = run_cli("replay", str(out), "--mini-batch", "1")
+    assert proc.returncode == 2, show(proc)
+    message = " ".join(proc.stderr.split())
+    assert f"input file {a} (" in message and "hold other rows" in message, show(proc)
+    assert "mini-batch 1 would not hold the rows it held" in message, show(proc)
+
+    _table(a, "a", 300, lambda i: "w" * 8)  # (the same length: every cut at the same row)
+    proc = run_cli("replay", str(out), "--mini-batch", "1")
+    assert proc.returncode == 0, show(proc)
+    assert proc.stdout.splitlines() == before.stdout.replace("v" * 8, "w" * 8).splitlines()
+    note = " ".join(proc.stderr.split())
+    assert f"note: the input file {a} (" in note and "the same size, modified since" in note
+    assert "holds the same rows of it" in note, show(proc)
