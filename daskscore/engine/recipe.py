@@ -6,9 +6,10 @@ again, in this process) needs the job exactly as it ran: the deployment as loade
 ``--set`` overrides applied (its settings, environment variables, model and code folder), the
 input, the options that decide the mini-batches and the rows, and the fingerprint ``--resume``
 checks (:mod:`.resume`), with a tabular job's splits (which rows each input file's mini-batches
-hold, ``tabular_inputs`` as in ``job.json``: a replay refuses a file whose mini-batches moved).  The recipe holds them, all readable JSON: the loaded
-:class:`~daskscore.config.Deployment` field by field (so that overrides need not be parsed
-again, and a deployment file edited since does not silently change what is replayed).
+hold, ``tabular_inputs`` as in ``job.json``: a replay refuses a file whose mini-batches moved).
+The recipe holds them, all readable JSON: the loaded :class:`~daskscore.config.Deployment`
+field by field (so that overrides need not be parsed again, and a deployment file edited since
+does not silently change what is replayed).
 
 Secrets are not kept: ``logs/`` is what users share.  The value of each environment variable
 whose name marks a secret (:data:`~daskscore.config.settings.SECRET_MARKERS`) is written
