@@ -93,12 +93,18 @@ class PartitionWatch:
         self.relay_key = [*self.keys, "timeout"]
         self._rpc = worker_scheduler()
         record: dict[str, Any] = {}
+        charged: dict[str, Any] = {}  # (those charged while the columns were inferred, too)
         if self._rpc is not None:
             scheduler, call = self._rpc
             record = call(scheduler.get_metadata, keys=self.keys, default=None) or {}
+            if str(partition) != "meta":
+                meta = [ROOT, job.job_id, "meta"]
+                charged = (call(scheduler.get_metadata, keys=meta, default=None) or {}).get(
+                    "deaths"
+                ) or {}
         #: mini-batch -> [status, error] of the death charged to it
         self.deaths: dict[int, list[Any]] = {
-            int(k): list(v) for k, v in (record.get("deaths") or {}).items()
+            int(k): list(v) for k, v in {**charged, **(record.get("deaths") or {})}.items()
         }
         self._marker = Path(job.staging) / MARKERS / str(partition)
         self._fd: int | None = None

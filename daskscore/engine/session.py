@@ -5,7 +5,8 @@ the same :class:`~daskscore.worker.plugin.ScoringPlugin` as :func:`daskscore.run
 partition of the returned DataFrame runs a group of mini-batches through ``run()`` with the
 same retries.
 The columns are those of the DataFrames ``run()`` returns (or one ``prediction`` column for list
-returns); ``meta`` is inferred by scoring the first mini-batch once, unless given.
+returns); ``meta`` is inferred by scoring the first mini-batch once, unless given (the next
+one where it failed and ``on_error="drop"`` or ``settings.error_threshold`` leaves it out).
 
 Nothing is dropped without a word.  A mini-batch whose every try failed has no rows, so by
 default (``on_error="raise"``) the partition that ran it raises :class:`~daskscore.errors.JobFailed`
@@ -237,13 +238,16 @@ class ScoringSession:
         n = partitions or max(1, min(len(work), workers * PARTITIONS_PER_WORKER))
         size = math.ceil(len(work) / n)
         groups = [list(enumerate(work))[i : i + size] for i in range(0, len(work), size)]
-        origin = "given as meta=" if meta is not None else "inferred from mini-batch 0"
-        if meta is None:
+        origin = "given as meta="
+        if meta is None:  # (mini-batches tried in order, a failed one where it may be left out)
             strings = bool(pyarrow_strings_enabled())  # (this process's Dask config)
-            future = client.submit(first_rows, job.job_id, work[0], strings, pure=False)
-            meta, unknown = future.result()
+            allowed = None if self.on_error == "drop" else self.error_threshold
+            items = list(enumerate(work))
+            future = client.submit(first_rows, job.job_id, items, strings, allowed, pure=False)
+            meta, unknown, mb = future.result()
+            origin = f"inferred from mini-batch {mb}"
             if unknown:
-                say_unknown(unknown, bool(len(work) > 1))
+                say_unknown(unknown, bool(len(work) > 1), mb)
         # (Dask's convert-string would make every object column text: the frame keeps
         # run()'s values and dtypes, the text columns of mini-batch 0 made strings above)
         with dask.config.set({"dataframe.convert-string": False}):

@@ -190,12 +190,30 @@ def test_inferring_the_columns_from_a_first_mini_batch_that_ends_its_process(
     tmp_path: Path, sessions: list[Any]
 ) -> None:
     with pytest.raises(JobFailed, match="pass meta= to score") as info:
-        _score(tmp_path, sessions, meta=False, DIE_ON="f0000.csv")
+        _score(tmp_path, sessions, meta=False, DIE_ON="f0000.csv", ON="raise")
 
     assert "died during run()" in str(info.value)
     assert "mini-batch 0 (" in str(info.value) and "f0000.csv" in str(info.value)
     assert "PROCESS_DIED" in str(info.value)
     assert _calls(tmp_path / "calls", "f0000.csv") == 1
+
+
+def test_on_error_drop_infers_the_columns_past_a_first_mini_batch_that_ends_its_process(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    """The columns come from mini-batch 1; the death charged to mini-batch 0 then stands for
+    its partition: it is not run again."""
+    ddf, calls = _score(tmp_path, sessions, meta=False, DIE_ON="f0000.csv")
+
+    frame = ddf.compute()
+
+    assert sorted(frame["prediction"].str.split().str[0]) == [
+        f"f{i:04d}.csv" for i in range(2, N_FILES)
+    ]
+    (failure,) = ddf.attrs["daskscore"].failures
+    assert failure["mini_batch"] == 0 and failure["status"] == "PROCESS_DIED"
+    assert failure["dropped"]
+    assert _calls(calls, "f0000.csv") == 1
 
 
 def test_a_death_no_marker_names_is_placed_at_the_next_one(

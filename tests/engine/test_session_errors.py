@@ -156,9 +156,9 @@ def test_without_a_client_score_says_what_it_needs(tmp_path: Path) -> None:
 def test_a_first_mini_batch_that_raises_without_meta_names_it_with_the_traceback(
     tmp_path: Path, sessions: list[Any]
 ) -> None:
-    """Without ``meta=``, score() runs mini-batch 0 to see the columns: when it fails, the
-    error names it and its files and carries the script's traceback (it was a bare
-    RuntimeError with one line)."""
+    """Without ``meta=``, score() runs mini-batch 0 to see the columns: when it fails (and
+    ``on_error="raise"`` would fail the frame's compute for it), the error names it and its
+    files and carries the script's traceback (it was a bare RuntimeError with one line)."""
     dep = write_deployment(
         tmp_path / "deploy",
         SCRIPT,
@@ -167,14 +167,91 @@ def test_a_first_mini_batch_that_raises_without_meta_names_it_with_the_traceback
     inputs = write_inputs(tmp_path / "in", N_FILES)
 
     with pytest.raises(JobFailed) as info:
-        daskscore.score(dep, inputs, on_error="drop")
+        daskscore.score(dep, inputs)
 
     message = str(info.value)
     assert "mini-batch 0 (" in message and "f0000.csv" in message and "f0001.csv" in message
     assert "ValueError: cannot score f0001.csv" in message
-    assert "pass meta= to score()" in message
+    assert "pass meta= to score()" in message and 'on_error="drop"' in message
     assert info.value.user_traceback is not None
     assert 'raise ValueError(f"cannot score {name}")' in info.value.user_traceback
+
+
+def test_on_error_drop_infers_the_columns_past_failed_first_mini_batches(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    """Without ``meta=`` and with ``on_error="drop"``, failed first mini-batches are left out
+    as any other: the columns come from the first one that does not fail (score() raised,
+    telling the caller to fix the script, when mini-batch 0 failed)."""
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SCRIPT,
+        settings={
+            "mini_batch_size": SIZE,
+            "retry_settings": {"max_retries": 0},
+            "environment_variables": {"FAIL_ON": "f0000.csv,f0003.csv"},  # mini-batches 0, 1
+        },
+    )
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+
+    ddf = daskscore.score(dep, inputs, on_error="drop")
+    sessions.append(ddf.attrs["daskscore"])
+
+    assert list(ddf.columns) == ["prediction"]
+    frame = ddf.compute()
+    assert frame["prediction"].tolist() == [f"f{i:04d}.csv" for i in range(4, N_FILES)]
+    failures = ddf.attrs["daskscore"].failures
+    assert [(f["mini_batch"], f["dropped"]) for f in failures] == [(0, True), (1, True)]
+    assert "ValueError: cannot score f0000.csv" in failures[0]["error"]
+
+
+def test_on_error_drop_without_meta_says_when_every_mini_batch_failed(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    """No mini-batch to infer the columns from: one paragraph naming the first failure."""
+    names = ",".join(f"f{i:04d}.csv" for i in range(0, 6, SIZE))
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SCRIPT,
+        settings={
+            "mini_batch_size": SIZE,
+            "retry_settings": {"max_retries": 0},
+            "environment_variables": {"FAIL_ON": names},
+        },
+    )
+    inputs = write_inputs(tmp_path / "in", 6)
+
+    with pytest.raises(JobFailed) as info:
+        daskscore.score(dep, inputs, on_error="drop")
+
+    message = str(info.value)
+    assert "every one of the 3 mini-batch(es) failed" in message, message
+    assert f"mini-batch 0 ({inputs / 'f0000.csv'}, {inputs / 'f0001.csv'})" in message
+    assert "ValueError: cannot score f0000.csv" in message
+    assert "pass meta= to score()" in message and "\n" not in message
+
+
+def test_error_threshold_infers_the_columns_past_the_failures_it_allows(
+    tmp_path: Path, sessions: list[Any]
+) -> None:
+    """``settings.error_threshold`` (``N >= 0``) leaves failed mini-batches out as long as
+    their items are no more than ``N``: so does the inference of the columns."""
+    settings = {
+        "mini_batch_size": SIZE,
+        "retry_settings": {"max_retries": 0},
+        "environment_variables": {"FAIL_ON": "f0000.csv"},  # mini-batch 0: 2 items
+    }
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+    dep = write_deployment(tmp_path / "a", SCRIPT, settings={**settings, "error_threshold": 2})
+    ddf = daskscore.score(dep, inputs)
+    sessions.append(ddf.attrs["daskscore"])
+    assert len(ddf.compute()) == N_FILES - 2
+    sessions.pop().close()  # (one session at a time: each sets the workers' environment)
+
+    dep = write_deployment(tmp_path / "b", SCRIPT, settings={**settings, "error_threshold": 1})
+    with pytest.raises(JobFailed) as info:
+        daskscore.score(dep, inputs)
+    assert "more items than settings.error_threshold (1) allows" in str(info.value)
 
 
 @pytest.mark.parametrize("where", ["count_deaths_fairly", "watch_session", "LiveScore"])
