@@ -297,9 +297,8 @@ def to_frame(
         source = argument.copy(deep=False)
         source["file"] = datasets.printable(work.path)  # a name not UTF-8: \udcff, not refused
         source["row"] = argument.index
-        frame = tabular.carry_columns(
-            source.reset_index(drop=True), frame.reset_index(drop=True), list(carry)
-        )
+        # (by position: the result keeps the index run() gave it, as without carried columns)
+        frame = tabular.carry_columns(source.reset_index(drop=True), frame, list(carry))
     return frame
 
 

@@ -47,7 +47,10 @@ SCRIPT = """
         if FAIL_ON and FAIL_ON in names:
             raise ValueError(f"cannot score {FAIL_ON}")
         if isinstance(mini_batch, pd.DataFrame):
-            return pd.DataFrame({"pred": mini_batch["v"] * 2})
+            out = pd.DataFrame({"pred": mini_batch["v"] * 2})
+            if os.environ.get("INDEX_BY"):  # (else the file's row numbers, as given)
+                out.index = pd.Index(mini_batch[os.environ["INDEX_BY"]], name="key")
+            return out
         n = [int(name[1:5]) for name in names]
         if RETURNS == "list":
             return [f"{name}:{i * 10}" for name, i in zip(names, n)]
@@ -298,6 +301,36 @@ def test_tabular_score_with_carry_columns(current: Any, tmp_path: Path, markers:
     assert got["id"].tolist() == rows["id"].tolist()
     assert got["row"].tolist() == rows["row"].tolist()
     np.testing.assert_allclose(got["pred"], rows["v"] * 2)
+
+
+@pytest.mark.parametrize("index_by", ["", "id"], ids=["row-numbers", "named"])
+def test_carry_columns_keep_the_index_run_returned(
+    current: Any, tmp_path: Path, markers: Path, index_by: str
+) -> None:
+    """The index of the frame run() returned (a tabular mini-batch's row numbers in its
+    file, or an index of its own) is the frame's with carried columns as without them (it
+    became 0..n-1 per mini-batch)."""
+    folder = tmp_path / "tab"
+    folder.mkdir()
+    for k in range(2):
+        frame = pd.DataFrame({"id": np.arange(k * 20, k * 20 + 20) * 3, "v": np.arange(20.0)})
+        frame.to_csv(folder / f"t{k}.csv", index=False)
+    env = {"MARKERS": str(markers), "INDEX_BY": index_by}
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SCRIPT,
+        settings={"mini_batch_size": "7 rows", "environment_variables": env},
+    )
+    ddf = score(dep, folder, client=current)
+    plain = ddf.compute()
+    ddf.attrs["daskscore"].close()  # (one session at a time: each sets the workers' environment)
+    carried = score(dep, folder, client=current, carry_columns=["id", "row"]).compute()
+
+    assert plain.index.name == carried.index.name == ("key" if index_by else None)
+    assert carried.index.tolist() == plain.index.tolist()
+    want = carried["id" if index_by else "row"].tolist()
+    assert carried.index.tolist() == want  # (run() indexed each row by its id, or row number)
+    assert carried["pred"].tolist() == plain["pred"].tolist()
 
 
 # --------------------------------------------------------------------------- the given client
