@@ -25,8 +25,15 @@ if not os.environ.get("CI"):  # CI installs the mlflow extra: a missing mlflow f
 from test_mlflow import read_rows, without_script  # noqa: E402
 
 ECHO_MODEL = """
+    import os
+
+
     class Echo:
         def predict(self, model_input, params=None):
+            once = os.environ.get("FAIL_ONCE")  # (a marker file: the first try fails)
+            if once and not os.path.exists(once):
+                open(once, "w").close()
+                raise RuntimeError("the first try fails")
             return ["|".join(repr(v) for v in row) for row in model_input.itertuples(False)]
 
 
@@ -80,6 +87,59 @@ def test_string_columns_keep_their_text(client: Any, tmp_path: Path, tabular: bo
     lines = result.predictions.read_text(encoding="utf-8").splitlines()
     predictions = [line.split(",")[1] for line in lines]
     assert predictions == ["'007'|1", "'0123'|2", "'1e3'|3", "'True'|4"]
+
+
+def _codes(tmp_path: Path) -> Path:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    # (every code looks like a number: pandas alone would read 7, 123 and 1000.0)
+    (inputs / "codes.csv").write_text("code,n\n007,1\n0123,2\n1e3,3\n", encoding="utf-8")
+    return inputs
+
+
+CODES = ["'007'|1", "'0123'|2", "'1e3'|3"]
+
+
+def test_validate_reads_string_columns_as_a_tabular_job_does(tmp_path: Path) -> None:
+    """``validate`` read a tabular split with pandas' guesses ("007" became 7) where the
+    job reads the signature's string, long and integer columns as text."""
+    dep = echo_deployment(tmp_path, {"code": "string", "n": "long"})
+
+    checked = daskscore.validate(dep, _codes(tmp_path), tabular=True, mini_batch_size="10 rows")
+
+    assert checked.ok, checked.error
+    assert [line.split(",")[1] for line in checked.rows] == CODES
+
+
+def test_score_reads_string_columns_as_a_tabular_job_does(client: Any, tmp_path: Path) -> None:
+    dep = echo_deployment(tmp_path, {"code": "string", "n": "long"})
+
+    ddf = daskscore.score(dep, _codes(tmp_path), client=client, tabular=True, progress=False)
+    try:
+        frame = ddf.compute()
+    finally:
+        ddf.attrs["daskscore"].close()
+
+    assert frame["prediction"].tolist() == CODES
+
+
+def test_a_retried_tabular_mini_batch_reads_string_columns_as_its_first_try(
+    client: Any, tmp_path: Path
+) -> None:
+    """A retry reads its split again: with the signature's text columns too (not only a
+    task's first read)."""
+    settings = {
+        "retry_settings": {"max_retries": 1},
+        "environment_variables": {"FAIL_ONCE": str(tmp_path / "failed-once")},
+    }
+    dep = echo_deployment(tmp_path, {"code": "string", "n": "long"}, **settings)
+
+    result = daskscore.run(dep, _codes(tmp_path), tmp_path / "out", client=client, tabular=True)
+
+    assert (tmp_path / "failed-once").exists()
+    assert (result.succeeded_items, result.failed_items) == (3, 0)
+    lines = result.predictions.read_text(encoding="utf-8").splitlines()
+    assert [line.split(",")[1] for line in lines] == CODES
 
 
 # --------------------------------------------------------------------------- numbers in range

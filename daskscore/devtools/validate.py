@@ -27,11 +27,12 @@ from daskscore.config.loader import check_deployment, load_deployment
 from daskscore.config.settings import Deployment, UnknownKeyWarning, redact
 from daskscore.devtools.outcome import WARNING, DryRun, show
 from daskscore.devtools.outcome import dry_run_warnings as dry_run_warnings
-from daskscore.engine.plan import list_inputs, plan_job
+from daskscore.engine.plan import list_inputs, mlflow_text_columns, plan_job
 from daskscore.errors import UsageError
 from daskscore.io import storage, tabular
 from daskscore.io.rowtext import decoded
 from daskscore.io.shipping import fetch_model
+from daskscore.io.splitreader import read_one
 from daskscore.io.writers import format_rows
 from daskscore.protocol import WorkerJob, failed_item_reasons
 from daskscore.ui.termtext import shown
@@ -299,7 +300,7 @@ def _stages(
     init = getattr(module, "init", None)
     if not ok or (callable(init) and not stage("init()", init)[0]):
         return
-    argument = _mini_batch(work, scratch / "inputs")
+    argument = _mini_batch(work, scratch / "inputs", deployment)
     report.items = len(argument)
     ok, result = stage("run()", lambda: _call_run(module, argument, csv_kwargs, report))
     if ok:
@@ -323,10 +324,11 @@ def _call_run(
     return len(items), rows
 
 
-def _mini_batch(work: Any, scratch: Path) -> Any:
-    """What run() gets: local paths (remote files downloaded), or a DataFrame of rows."""
+def _mini_batch(work: Any, scratch: Path, deployment: Deployment) -> Any:
+    """What run() gets: local paths (remote files downloaded), or a DataFrame of rows, read
+    as a job's worker reads them (the built-in MLflow scorer's text columns as text)."""
     if isinstance(work, tabular.Split):
-        return tabular.read_split(work)
+        return read_one(work, mlflow_text_columns(deployment))
     if work and storage.is_remote(work[0]):
         return storage.download(list(work), scratch)
     return list(work)

@@ -345,3 +345,24 @@ def mlmodel_text(model: str | Path) -> str | None:
             with fs.open(candidate, "rb") as f:
                 return f.read().decode("utf-8")
     return None
+
+
+def mlflow_text_columns(deployment: Deployment) -> tuple[str, ...]:
+    """The ``string``, ``long`` and ``integer`` columns of the signature of a model the built-in
+    MLflow scorer scores: tabular mode reads them as text, as the scorer does in file mode
+    ("007" stays "007"; integers are converted exactly, a value out of range is refused); a
+    job, ``score()`` and ``validate`` alike."""
+    import json
+
+    import yaml
+
+    if deployment.code != MLFLOW_SCORER or deployment.model is None:
+        return ()
+    text = mlmodel_text(deployment.model.path)
+    meta = (yaml.safe_load(text) if text else None) or {}
+    inputs = json.loads((meta.get("signature") or {}).get("inputs") or "[]")
+    return tuple(
+        str(c["name"])
+        for c in inputs
+        if isinstance(c, dict) and c.get("type") in ("string", "long", "integer") and c.get("name")
+    )

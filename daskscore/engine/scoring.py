@@ -25,7 +25,7 @@ from daskscore.engine.install import ScriptInstall
 from daskscore.engine.jobview import failures
 from daskscore.engine.noworkers import WorkerWatch
 from daskscore.engine.outcomes import Outcomes
-from daskscore.engine.plan import JobPlan
+from daskscore.engine.plan import JobPlan, mlflow_text_columns
 from daskscore.engine.resultview import verdict
 from daskscore.engine.resume import MANIFEST
 from daskscore.engine.reuse import init_key
@@ -286,7 +286,7 @@ def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
         output_format=plan.writer.name,
         csv_kwargs=plan.csv_kwargs,
         carry_columns=tuple(plan.options.carry_columns),
-        text_columns=mlflow_text_columns(plan) if plan.unit == "rows" else (),
+        text_columns=mlflow_text_columns(plan.deployment) if plan.unit == "rows" else (),
         partition_on=plan.writer.partition_on,
         # an existing cluster's workers were sized by whoever started them
         intra_op_threads=intra_op_threads(workers) if handle.embedded else None,
@@ -297,30 +297,6 @@ def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
         # the warm cluster's workers were started from another shell: they read the URLs
         # with this job's storage variables, not theirs
         storage_env=storage.storage_environment() if handle.warm else None,
-    )
-
-
-def mlflow_text_columns(plan: JobPlan) -> tuple[str, ...]:
-    """The ``string``, ``long`` and ``integer`` columns of the signature of a model the built-in
-    MLflow scorer scores: tabular mode reads them as text, as the scorer does in file mode
-    ("007" stays "007"; integers are converted exactly, a value out of range is refused)."""
-    import json
-
-    import yaml
-
-    from daskscore.config.loader import MLFLOW_SCORER
-    from daskscore.engine.plan import mlmodel_text
-
-    dep = plan.deployment
-    if dep.code != MLFLOW_SCORER or dep.model is None:
-        return ()
-    text = mlmodel_text(dep.model.path)
-    meta = (yaml.safe_load(text) if text else None) or {}
-    inputs = json.loads((meta.get("signature") or {}).get("inputs") or "[]")
-    return tuple(
-        str(c["name"])
-        for c in inputs
-        if isinstance(c, dict) and c.get("type") in ("string", "long", "integer") and c.get("name")
     )
 
 

@@ -47,7 +47,7 @@ from daskscore.engine.connection import connected, require_connected
 from daskscore.engine.framemeta import conform
 from daskscore.engine.install import ScriptInstall
 from daskscore.engine.noworkers import watch_session
-from daskscore.engine.plan import plan_job
+from daskscore.engine.plan import mlflow_text_columns, plan_job
 from daskscore.engine.scoredeaths import (
     PARTITION_LABEL,
     ROOT,
@@ -411,6 +411,7 @@ def open_session(
         job_dir / ".daskscore",
         output_format="frame",
         carry_columns=tuple(options.carry_columns),
+        text_columns=mlflow_text_columns(plan.deployment) if plan.unit == "rows" else (),
     )
     import dask.dataframe  # noqa: F401 - (seconds the first time: before anything is installed)
 

@@ -69,6 +69,16 @@ def low_memory_rows(columns: int) -> int:
     return rows
 
 
+def read_one(split: Split, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """The DataFrame of ``split`` alone, as a task's :class:`SplitReader` reads it (``text_columns``
+    of a CSV file as text): a retry's input, ``score()``'s, ``validate``'s."""
+    reader = SplitReader([split], text_columns)
+    try:
+        return reader.read(0)
+    finally:
+        reader.close()
+
+
 class SplitReader:
     """Read a task's splits, by position in the task, in order (see the module notes)."""
 

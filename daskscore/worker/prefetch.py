@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daskscore.io import storage, tabular
-from daskscore.io.splitreader import SplitReader
+from daskscore.io.splitreader import SplitReader, read_one
 
 Work = list[str] | tabular.Split
 
@@ -92,13 +92,15 @@ def fetch(
     position: int = 0,
     weigh: bool = True,
     folder: str | None = None,
+    text_columns: Sequence[str] = (),
 ) -> Fetched:
     """What ``run()`` receives for ``work``: a list of local paths (remote files are downloaded
     into a new scratch folder, in ``folder``: the worker's own local directory, which Dask
     removes should the process die), or a split's DataFrame (from ``reader`` when given).
-    ``weigh``: measure a DataFrame's memory, for a prefetch budget (not needed otherwise)."""
+    ``weigh``: measure a DataFrame's memory, for a prefetch budget (not needed otherwise);
+    ``text_columns``: read as text without ``reader`` (the job's, as the reader has them)."""
     if isinstance(work, tabular.Split):
-        frame = reader.read(position) if reader is not None else tabular.read_split(work)
+        frame = reader.read(position) if reader is not None else read_one(work, text_columns)
         weight = int(frame.memory_usage(index=False, deep=False).sum()) if weigh else 0
         if work.kind == "csv":
             weight = max(weight, work.stop - work.start)
@@ -125,11 +127,16 @@ class MiniBatchInput:
     ahead, or now), a retry's is the last one again when it can be, else fetched anew."""
 
     def __init__(
-        self, work: Work, first: Callable[[], Fetched] | None = None, folder: str | None = None
+        self,
+        work: Work,
+        first: Callable[[], Fetched] | None = None,
+        folder: str | None = None,
+        text_columns: Sequence[str] = (),
     ) -> None:
         self._work = work
         self._first = first
         self._folder = folder
+        self._text = text_columns  # (the job's: a split read again reads them as text too)
         self._current: Fetched | None = None
 
     def argument(self) -> Any:
@@ -141,7 +148,7 @@ class MiniBatchInput:
         reused = self._current.again() if self._current is not None else None
         if reused is None:
             self.release()
-            reused = fetch(self._work, folder=self._folder)
+            reused = fetch(self._work, folder=self._folder, text_columns=self._text)
         self._current = reused
         return reused.argument
 

@@ -163,8 +163,9 @@ def run_mini_batch(
         runtime.reassert()  # environment, argv and streams again, not that job's
     records: list[MiniBatchRecord] = []
     tries = tries_used
-    source = MiniBatchInput(_fetched(work), first, runtime.local_directory)
-    budget = work.max_retries if isinstance(work, Part) else runtime.job.max_retries
+    job = runtime.job
+    source = MiniBatchInput(_fetched(work), first, runtime.local_directory, job.text_columns)
+    budget = work.max_retries if isinstance(work, Part) else job.max_retries
     try:
         while True:
             tries += 1
