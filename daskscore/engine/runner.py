@@ -105,9 +105,16 @@ def _execute(
         if left is not None:
             return _finish_upload(deployment, input_path, str(output), options, left)
     running = None
-    # (--worker-memory sizes a fresh embedded cluster: the warm one's workers have their own)
-    if options.client is None and not options.scheduler and options.warm and not _sized(options):
-        running = warm.find_running(options.resources, options.workers, options.notify)
+    # (--worker-memory sizes a fresh embedded cluster: the warm one's workers have their own;
+    # find_running says so, and that --dashboard does not give the warm one a dashboard)
+    if options.client is None and not options.scheduler and options.warm:
+        running = warm.find_running(
+            options.resources,
+            options.workers,
+            options.notify,
+            dashboard=options.dashboard,
+            worker_memory=options.worker_memory,
+        )
     if running is not None:
         early = EarlyCluster(warm.warm_cluster(running))  # connects while this thread plans
     elif options.client is None and not options.scheduler:
@@ -382,8 +389,3 @@ def _cluster(deployment: Deployment, options: JobOptions) -> Iterator[ClusterHan
             memory_limit=options.worker_memory,
         ) as handle:
             yield handle
-
-
-def _sized(options: JobOptions) -> bool:
-    """Whether the job sets its workers' memory (a fresh embedded cluster then)."""
-    return options.worker_memory is not None
