@@ -11,6 +11,7 @@ client in a thread that is left behind (a daemon) when it has not answered in ti
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 from collections.abc import Callable
@@ -49,12 +50,27 @@ def answers(address: str, timeout: float | None = None) -> None:
         finally:
             comm.abort()
 
-    try:
+    def probe() -> None:
         asyncio.run(asyncio.wait_for(identity(), limit))
+
+    try:
+        if _loop_running():  # (a notebook's thread: asyncio.run is refused there)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(probe).result()
+        else:
+            probe()
     except (asyncio.TimeoutError, TimeoutError):
         raise NoAnswer(f"no answer in {limit:g} s") from None
     except (OSError, ValueError, TypeError) as exc:
         raise NoAnswer(f"{type(exc).__name__}: {exc}") from None
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def ask(address: str, question: Callable[[Any], T], timeout: float | None = None) -> T:
