@@ -10,7 +10,12 @@ and its rows), ``status`` the final try's status as in ``processed_mini-batches.
 (``RUN_EXCEPTION``, ``RUN_TIMEOUT``, ``PROCESS_DIED``), or ``PARTIAL`` for the files of a
 mini-batch whose ``run()`` returned fewer results than it was given (which of them it left out
 cannot be told from a list of results), ``tries`` the tries it had (in every run of the job),
-``error`` the last line of the error (the exception and its message), secrets masked.
+``error`` the exception's line (its name and message), secrets masked, cut to
+:data:`ERROR_CELL` characters: a mini-batch's rows share its error, and a long one (pandas'
+``KeyError`` listing every column) repeated on each of a large mini-batch's files made the file
+grow as files times error length.  The mini-batch's whole error is in ``job_summary.json``
+(``failures[]``, by ``mini_batch_id``), ``processed_mini-batches.csv`` and the worker's
+``logs/user/error/`` file.
 """
 
 from __future__ import annotations
@@ -30,6 +35,18 @@ from daskscore.protocol import Status, error_line
 FAILED_ITEMS = FAILED_ITEMS_FILE
 COLUMNS = ("mini_batch", "file", "status", "tries", "error")
 PARTIAL = "PARTIAL"
+#: Characters of an error ``failed_items.csv`` keeps on each row, at most (cut with "…").
+ERROR_CELL = 500
+
+
+def error_cell(error: str | None, secrets: tuple[str, ...] = ()) -> str:
+    """An error as a row of ``failed_items.csv`` gives it: its exception's line, secrets
+    masked (before it is cut: a cut never leaves part of a secret), at most
+    :data:`ERROR_CELL` characters."""
+    line = redact(error_line(error or ""), secrets)
+    if len(line) <= ERROR_CELL:
+        return line
+    return line[: ERROR_CELL - 1] + "…"
 
 
 def failed_item_rows(
@@ -41,7 +58,7 @@ def failed_item_rows(
         if leaves:  # split (--isolate-failures): only the items that failed on their own
             for lo, hi, part, tries in leaves:
                 status = PARTIAL if part.status == Status.RUN_DONE else str(part.status)
-                error = redact(error_line(part.error or ""), secrets)
+                error = error_cell(part.error, secrets)
                 for name in item_names(part_of(outcomes.work[mb], lo, hi)):
                     yield mb, name, status, tries, error
             continue
@@ -51,9 +68,9 @@ def failed_item_rows(
         named = named_failures(outcomes.work[mb], rec.error) if status == PARTIAL else []
         if named:  # run() said which of its files failed: those, each with its reason
             for name, reason in named:
-                yield mb, name, status, tries, redact(error_line(reason), secrets)
+                yield mb, name, status, tries, error_cell(reason, secrets)
             continue
-        error = redact(error_line(rec.error or ""), secrets)
+        error = error_cell(rec.error, secrets)
         unread = mb in outcomes.rows_unknown
         for name in item_names(outcomes.work[mb], None if unread else rec.total):
             yield mb, name, status, tries, error

@@ -237,6 +237,10 @@ def _iso_bytes(starts: Any) -> tuple[Any, Any]:
     return out, ok
 
 
+#: Characters of formatted rows held before they are written, at most (about).
+FLUSH_CHARS = 1 << 20
+
+
 def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...] | Lines]) -> int:
     """``processed_mini-batches.csv`` from rows in :data:`ATTEMPT_COLUMNS` order, not yet
     formatted (``start`` in epoch seconds, the whole ``error``, numbers as numbers; a row
@@ -244,8 +248,9 @@ def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...] | Lines]) -> i
     return how many rows it wrote.
 
     Written as :func:`csv.writer` writes them (CRLF line ends, fields quoted only when they
-    must be), thousands of lines at a time: a million clean tries' rows (:class:`Lines`) take
-    about a second, other rows 10-15 µs each.
+    must be), thousands of lines at a time, or fewer when their errors are long (about
+    :data:`FLUSH_CHARS` at most: 4096 tries' errors of 16,000 characters held 130 MB): a
+    million clean tries' rows (:class:`Lines`) take about a second, other rows 10-15 µs each.
     """
     count = 0
     names: dict[Any, str] = {}  # worker names and statuses, quoted: a job has few of them
@@ -253,11 +258,13 @@ def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...] | Lines]) -> i
     with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         fh.write(",".join(ATTEMPT_COLUMNS) + "\r\n")
         lines: list[str] = []
+        held = 0  # characters in lines
         for row in rows:
             if isinstance(row, Lines):
                 count += len(lines) + row.count
                 fh.write("".join(lines) + row.text)
                 lines.clear()
+                held = 0
                 continue
             mb, tn, worker, start, total, ok, bad, elapsed, run, status, error, *more = row
             items, peak = (more[0], more[1]) if len(more) > 1 else ("", 0.0)
@@ -267,13 +274,14 @@ def write_attempt_rows(path: Path, rows: Iterable[tuple[Any, ...] | Lines]) -> i
             how = names.get(status)
             if how is None:
                 how = names[status] = _field(status)
-            lines.append(
-                _line(mb, tn, who, start, total, ok, bad, elapsed, run, how, error, items, peak)
-            )
-            if len(lines) >= 4096:
+            line = _line(mb, tn, who, start, total, ok, bad, elapsed, run, how, error, items, peak)
+            lines.append(line)
+            held += len(line)
+            if len(lines) >= 4096 or held >= FLUSH_CHARS:  # (long errors: a few MB at most)
                 count += len(lines)
                 fh.write("".join(lines))
                 lines.clear()
+                held = 0
         count += len(lines)
         fh.write("".join(lines))
     return count

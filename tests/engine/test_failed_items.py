@@ -141,3 +141,29 @@ def test_a_partial_and_odd_names_are_said_plainly_on_the_terminal_and_in_the_rep
     assert "\u202e" not in page and "zz\\u202eRTLbad.txt" in page
     s = summary_of(out)  # (its schema as it was: Azure's status)
     assert [f["status"] for f in s["failures"]] == ["RUN_DONE", "RUN_EXCEPTION"]
+
+
+LONG_ERROR_SCRIPT = """
+    def run(mini_batch):
+        raise KeyError("None of [x] are in the columns: " + ", ".join(
+            f"column_with_a_long_name_{k:05d}" for k in range(800)))
+"""
+
+
+def test_a_long_error_is_not_repeated_whole_on_each_files_row(tmp_path: Path) -> None:
+    """A mini-batch's rows share its error: a 25 KB one on each of its files made the file
+    grow as files times error length (1.6 GB for 100,000 failed files); each row now gives
+    the exception's line cut, and the summary keeps the mini-batch's error once."""
+    settings = {"mini_batch_size": 20, "retry_settings": {"max_retries": 0}}
+    dep, inputs, out = make_job(tmp_path, LONG_ERROR_SCRIPT, n_files=40, settings=settings)
+    result = daskscore.run(dep, inputs, out, workers=1, progress=False, dashboard=False)
+    frame = result.failed_items_frame()
+    assert len(frame) == 40 and set(frame["mini_batch"]) == {0, 1}
+    errors = frame["error"].tolist()
+    assert all(e.startswith("KeyError: 'None of [x] are in the columns: column_w") for e in errors)
+    assert all(len(e) < 1000 and e.endswith("…") for e in errors)
+    assert (out / "failed_items.csv").stat().st_size < 40 * 1200
+    # the mini-batch's error, once, in the summary: far longer than a row's
+    failures = {f["mini_batch_id"]: f for f in summary_of(out)["failures"]}
+    assert sorted(failures) == [0, 1]
+    assert all("column_with_a_long_name_00799" in f["error"] for f in failures.values())

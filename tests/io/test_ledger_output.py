@@ -566,3 +566,25 @@ def test_clean_rows_are_made_without_importing_pandas() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tries_with_long_errors_are_written_without_holding_thousands(tmp_path: Path) -> None:
+    """Rows were written 4096 at a time whatever their length: a job whose tries each failed
+    with a 16,000-character error held 4096 of them, twice (the rows, then joined), about
+    130 MB, in the driver as it wrote ``processed_mini-batches.csv``."""
+    import tracemalloc
+
+    from daskscore.io.triescsv import write_attempt_rows
+
+    error = "KeyError: " + "c" * 16_000
+    rows = [(mb, 1, "w", 1.7e9, 10, 0, 10, 0.1, 0.1, "RUN_EXCEPTION", error) for mb in range(3000)]
+    tracemalloc.start()
+    try:
+        assert write_attempt_rows(tmp_path / "tries.csv", iter(rows)) == 3000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, peak  # (the 3,000 errors: 48 MB)
+    with open(tmp_path / "tries.csv", newline="", encoding="utf-8") as fh:
+        written = list(csv.DictReader(fh))
+    assert len(written) == 3000 and all(r["error"] == error for r in written)
