@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.engine import probe
-from daskscore.io.ledger import LedgerState, LedgerWriter, read_ledger
+from daskscore.io.ledger import LedgerState, LedgerWriter, abandon_ledger, read_ledger
 from daskscore.io.shipping import pack, put_files
 from daskscore.protocol import RELAY_ROOT, MiniBatchRecord, TaskResult, WorkerJob, relay_key
 
@@ -50,7 +50,10 @@ class SharedDisk:
 
     def salvage(self, job: WorkerJob, attempt: str) -> list[MiniBatchRecord]:
         """What a cancelled attempt committed before it stopped, and the failed tries of
-        the mini-batches it had not committed."""
+        the mini-batches it had not committed.  Its ledger is ended first (an ``X`` line):
+        the task still ends its ``run()`` call, and what it commits then, after the job's
+        books, is never read as done."""
+        abandon_ledger(job.staging, attempt)
         state = read_ledger(job.staging, attempt)
         return state.committed + state.tried
 

@@ -23,6 +23,11 @@ job, run 2, keeps run 1's files under their names and reads them back by their l
     ``C`` line is in the ledger, so a process that dies at any instant leaves either a whole
     mini-batch or none of it.  (A mini-batch with a failed try is committed as soon as it
     ends, see :mod:`daskscore.worker.task`; clean ones are committed in flushes.)
+  - ``X`` written by the driver (:func:`abandon_ledger`) when it gives up on a task that is
+    still running (``error_threshold`` exceeded): the task ends its ``run()`` call on its own,
+    after the job's books were written, so what it writes after this line is never read — the
+    job's summary, ``processed_mini-batches.csv`` and predictions say that mini-batch was not
+    run, and a ``--retry-failed`` runs it, never keeps it from the ledger too.
 
 When a task does not return (its process died, or it was cancelled), the driver reads its
 ledger with :func:`read_ledger`: committed mini-batches are kept, the failed tries of the
@@ -105,6 +110,18 @@ class LedgerWriter:
                 pass
 
 
+def abandon_ledger(staging: str | Path, attempt: str) -> None:
+    """End an attempt's ledger with an ``X`` line (driver side): the task is given up, what it
+    writes after this line is not read.  Made when missing: a task that had not started finds
+    it, and runs nothing (see :meth:`daskscore.worker.handoff.SharedDisk.open_ledger`)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    fd = os.open(ledger_path(staging, attempt), flags, 0o644)
+    try:
+        os.write(fd, b"X\n")
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class LedgerState:
     """What a ledger says about an attempt that did not return."""
@@ -127,7 +144,8 @@ class LedgerState:
 
 
 def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
-    """Parse an attempt's ledger; a torn last line (the process died mid-write) is ignored."""
+    """Parse an attempt's ledger, up to its ``X`` line if any; a torn last line (the process
+    died mid-write) is ignored."""
     path = ledger_path(staging, attempt)
     state = LedgerState()
     try:
@@ -144,6 +162,8 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
     tried: list[MiniBatchRecord] = []
     for line in text.split("\n")[:-1]:  # the last piece is "" or a torn line
         kind, _, rest = line.partition(" ")
+        if kind == "X":  # given up by the driver: the rest came after the job's books
+            break
         try:
             if kind == "S":
                 parts = rest.split(" ", 3)
