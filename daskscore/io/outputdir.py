@@ -26,6 +26,7 @@ assembles the whole output anew from the kept part files (see :mod:`daskscore.en
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -144,18 +145,42 @@ def remove_stale(output: Path, predictions_name: str | None) -> None:
             _remove(output / name)
 
 
-#: In the staging folder: what the job's assembly left under the output's name (its inode,
-#: and a file's size and time), so that a resumed or retried job tells it from a file of that
-#: name the script wrote.
+#: In the staging folder: what the job's assembly left under the output's name (a file's
+#: size and time, a folder's files'), so that a resumed or retried job tells it from a file
+#: of that name the script wrote.
 ASSEMBLED_FILE = "assembled.json"
 
 
-def _identity(path: Path) -> list[int] | None:
+def _identity(path: Path) -> list[Any] | None:
+    """A file's inode, size and time; a folder's inode and a digest of its files' names, sizes
+    and times.  Only the inode changes when the output folder is copied (``cp -a``, a backup
+    put back), so :func:`_same` leaves it out."""
     try:
         st = path.lstat()
     except FileNotFoundError:
         return None
-    return [st.st_ino] if path.is_dir() else [st.st_ino, st.st_size, st.st_mtime_ns]
+    if not path.is_dir():
+        return [st.st_ino, st.st_size, st.st_mtime_ns]
+    digest = hashlib.sha1(usedforsecurity=False)
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            try:
+                fst = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            rel = os.path.relpath(os.path.join(root, name), path)
+            digest.update(f"{rel}\0{fst.st_size}\0{fst.st_mtime_ns}\n".encode(errors="replace"))
+    return [st.st_ino, digest.hexdigest()]
+
+
+def _same(noted: list[Any], now: list[Any]) -> bool:
+    """Whether the identity noted at assembly is ``now``'s, whatever the inode (a copied
+    output folder's files have new ones); a folder noted by its inode alone (as earlier
+    versions did) by its inode."""
+    if len(noted) == 1:
+        return noted[0] == now[0]
+    return noted[1:] == now[1:]
 
 
 def mark_assembled(staging: Path, path: Path, name: str) -> None:
@@ -169,7 +194,8 @@ def assembled_here(staging: Path, path: Path) -> bool:
         noted = json.loads((staging / ASSEMBLED_FILE).read_text("utf-8")).get(path.name)
     except (OSError, ValueError, AttributeError):
         return False
-    return noted is not None and noted == _identity(path)
+    now = _identity(path)
+    return isinstance(noted, list) and bool(noted) and now is not None and _same(noted, now)
 
 
 def set_aside(dest: Path, staging: Path, what: str) -> str | None:

@@ -278,6 +278,42 @@ def test_the_job_s_file_the_script_appended_to_is_set_aside_whole(
     assert (out / "predictions.from-script.csv").read_text() == "row\nside f0\n"
 
 
+def test_the_job_s_own_output_in_a_copied_folder_is_still_its_own(
+    staging: Path, tmp_path: Path
+) -> None:
+    """An output folder copied elsewhere (``cp -a``: same contents and times, new inodes), then
+    ``--retry-failed`` there: the job's predictions file, or its dataset folder, was taken for
+    the script's by its inode and set aside as ``predictions.from-script.csv``."""
+    import shutil
+
+    from daskscore.io.outputdir import mark_assembled
+
+    out = tmp_path / "out"
+    write_part(staging, "a", b"row\n")
+    assemble_append_row(staging, [("a", 0, 4)], out / "predictions.csv")
+    dataset = out / "scores"
+    (dataset / "year=2024").mkdir(parents=True)
+    (dataset / "year=2024" / "part-00000.csv").write_text("a,b\n1,2\n")
+    for n, (name, what) in enumerate(
+        [("predictions.csv", "append_row file"), ("scores", "csv dataset folder")]
+    ):
+        if name == "scores":  # (a job notes its one output: the folder, this time)
+            mark_assembled(staging, dataset, name)
+        copy = tmp_path / f"copy{n}"
+        shutil.copytree(out, copy, copy_function=shutil.copy2)  # (times kept, not inodes)
+        kept = copy / ".daskscore"
+        assert (copy / name).stat().st_ino != (out / name).stat().st_ino
+        assert assembled_here(kept, copy / name), name
+        assert set_aside(copy / name, kept, what) is None
+        # what the script changed since is the script's
+        if name == "scores":
+            (copy / name / "mine.txt").write_text("side\n")
+        else:
+            with open(copy / name, "a") as fh:
+                fh.write("side f0\n")
+        assert not assembled_here(kept, copy / name), name
+
+
 def test_assemble_a_short_part_file_fails_without_a_partial_output(
     staging: Path, tmp_path: Path
 ) -> None:
