@@ -57,6 +57,7 @@ def failed_item_rows(
         leaves = list(outcomes.split.failed_leaves(mb))
         if leaves:  # split (--isolate-failures): only the items that failed on their own
             for lo, hi, part, tries in leaves:
+                tries += outcomes.part_offset.get((mb, lo, hi), 0)  # (numbered over every run)
                 status = PARTIAL if part.status == Status.RUN_DONE else str(part.status)
                 error = error_cell(part.error, secrets)
                 for name in item_names(part_of(outcomes.work[mb], lo, hi)):
@@ -64,7 +65,7 @@ def failed_item_rows(
             continue
         rec = outcomes.final[mb]
         status = PARTIAL if rec.status == Status.RUN_DONE else str(rec.status)
-        tries = max(outcomes.tries.get(mb, 0), rec.try_no)  # (numbered over every run)
+        tries = outcomes.all_tries(mb)  # (numbered over every run)
         named = named_failures(outcomes.work[mb], rec.error) if status == PARTIAL else []
         if named:  # run() said which of its files failed: those, each with its reason
             for name, reason in named:

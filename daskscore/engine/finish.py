@@ -273,7 +273,7 @@ def _failure(outcomes: Outcomes, mb: int) -> dict[str, Any]:
     return {
         "mini_batch_id": mb,
         "status": rec.status.value,
-        "tries": outcomes.tries.get(mb, 1),
+        "tries": outcomes.all_tries(mb) or 1,
         "succeeded": rec.succeeded,
         "failed": rec.failed,
         "rows_unknown": mb in outcomes.rows_unknown,

@@ -189,6 +189,7 @@ class SplitBooks:
     isolate: bool
     split: Bisections
     tries: dict[int, int]
+    part_offset: dict[PartKey, int]
     work: Any
     _hist: dict[int, list[MiniBatchRecord]]
 
@@ -221,11 +222,24 @@ class SplitBooks:
         settled = self.split.fold(mb, rec, final)
         if settled is None:
             return False  # (a duplicate, or its mini-batch is no longer split)
-        self._add_try(mb, rec)
+        self._add_try(mb, self._part_numbered(rec))
         if settled:
             final_rec, done = self.split.final(mb, self.tries.get(mb, 0))
             self._finalize(mb, final_rec, done)
         return bool(settled)
+
+    def _earlier_part(self, rec: MiniBatchRecord) -> None:
+        """Note a try of a part from an earlier run (``--resume``, ``--retry-failed``): the
+        part's tries in this run are numbered after it, as a whole mini-batch's are."""
+        if rec.items is not None:
+            key = (rec.mini_batch, *rec.items)
+            self.part_offset[key] = max(self.part_offset.get(key, 0), rec.try_no)
+
+    def _part_numbered(self, rec: MiniBatchRecord) -> MiniBatchRecord:
+        """A part's try of this run, numbered after that part's tries in earlier runs."""
+        key = (rec.mini_batch, *rec.items) if rec.items is not None else None
+        offset = self.part_offset.get(key, 0) if key is not None else 0
+        return replace(rec, try_no=rec.try_no + offset) if offset else rec
 
     def splitting(self, mb: int) -> bool:
         """Whether mini-batch ``mb`` is being split (its parts run, not itself)."""

@@ -74,7 +74,7 @@ def failures(outcomes: Outcomes, work: list[Any]) -> list[list[Any]]:
                 mb,
                 written_out(_files(work[mb])) if 0 <= mb < len(work) else "",
                 failure_status(said),  # (a partial one says so, as the report does)
-                rec.try_no,
+                outcomes.all_tries(mb),
                 error_line(error, limit=MAX_ERROR_LINE),
                 error[-MAX_TRACEBACK:] if len(shown) - i <= MAX_TRACEBACKS else "",
             ]

@@ -86,6 +86,8 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         self.resumed = 0
         #: tries of earlier runs per mini-batch (numbering continues after them)
         self.offset: dict[int, int] = {}
+        #: tries of earlier runs per part of a split mini-batch (``(mb, lo, hi)``)
+        self.part_offset: dict[tuple[int, int, int], int] = {}
         self._earlier: dict[int, dict[str, int]] = {}
         self.failed_items = 0
         #: mini-batches whose final try failed before their rows were read (a CSV file that
@@ -166,6 +168,7 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
             if self.state[mb]:
                 continue
             if rec.items is not None:  # a part of an earlier split: shown, not kept (it reruns)
+                self._earlier_part(rec)
                 self._add_try(mb, rec)
                 continue
             if mb not in self._earlier and rec.try_no == 1 and self._keep(mb, rec, aid, RESTORED):
@@ -400,6 +403,11 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
     def retried_mini_batches(self) -> int:
         """Mini-batches with more than one try (in this run or an earlier one)."""
         return sum(1 for tries in self._hist.values() if any(r.try_no > 1 for r in tries))
+
+    def all_tries(self, mb: int) -> int:
+        """The tries of mini-batch ``mb`` (whole, not its parts') in every run of the job."""
+        rec = self._full.get(mb)
+        return max(self.offset.get(mb, 0) + self.tries.get(mb, 0), rec.try_no if rec else 0)
 
     def failure_ids(self) -> list[int]:
         """The settled mini-batches with failed items, in order."""

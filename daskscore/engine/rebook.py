@@ -39,6 +39,8 @@ class RetryBooks:
 
         def _add_try(self, mb: int, rec: MiniBatchRecord) -> None: ...
 
+        def _earlier_part(self, rec: MiniBatchRecord) -> None: ...
+
         def _finalize(self, mb: int, rec: MiniBatchRecord, done: bool | None = None) -> None: ...
 
         def _uncount(self, rec: MiniBatchRecord, done: bool | None = None) -> None: ...
@@ -59,6 +61,7 @@ class RetryBooks:
             if not 0 <= mb < len(self.state) or self.state[mb]:
                 continue  # (restored from a ledger already: the caller leaves them out)
             for rec in tries:
+                self._earlier_part(rec)
                 self._add_try(mb, rec)
             self.offset[mb] = max([r.try_no for r in tries] + [final.try_no if final else 0])
             split = any(r.items is not None for r in tries)  # (its parts run again, whole)

@@ -208,6 +208,38 @@ def test_isolate_failures_costs_one_failed_item_per_poison_file(tmp_path: Path) 
         assert any(t["items"] == "0-1" for t in mine) and any(t["items"] == "2-3" for t in mine)
 
 
+def test_a_retry_numbers_each_parts_tries_after_the_earlier_passes(tmp_path: Path) -> None:
+    """--retry-failed --isolate-failures of a mini-batch that still fails: its parts' tries
+    were numbered from 1 again, giving two rows of one (mini-batch, items, try) in
+    processed_mini-batches.csv, and the failed item 2 tries where it had 4; the summary gave
+    the whole mini-batch's tries of this pass only (2 of 4)."""
+    script = """
+    import os
+
+    def run(mini_batch):
+        if any(p.endswith("f0002.csv") for p in mini_batch):
+            raise ValueError("poison")
+        return [os.path.basename(p) for p in mini_batch]
+    """
+    settings = {"mini_batch_size": 4, "retry_settings": {"max_retries": 1}}
+    dep, inputs, out = make_job(tmp_path, script, n_files=4, settings=settings)
+    for extra in ((), ("--retry-failed",)):
+        proc = cli(dep, inputs, out, "--isolate-failures", *extra)
+        assert proc.returncode == 0, show(proc)
+    tries = _tries(out)
+    keys = [(t["mini_batch_id"], t["items"], t["try"]) for t in tries]
+    assert len(keys) == len(set(keys)), keys
+    whole = [int(t["try"]) for t in tries if not t["items"]]
+    alone = [int(t["try"]) for t in tries if t["items"] == "2"]
+    halves = [int(t["try"]) for t in tries if t["items"] == "2-3"]
+    assert whole == [1, 2, 3, 4] and alone == [1, 2, 3, 4] and halves == [1, 2], tries
+    with open(out / "failed_items.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert (Path(row["file"]).name, row["tries"]) == ("f0002.csv", "4")
+    (failure,) = summary_of(out)["failures"]
+    assert failure["tries"] == 4, failure
+
+
 def test_without_the_flag_the_same_job_fails_whole_mini_batches(tmp_path: Path) -> None:
     dep, inputs, out = _fault_job(tmp_path)
     proc = cli(dep, inputs, out, timeout=300)

@@ -541,7 +541,9 @@ class Reference:
                 {
                     "mini_batch_id": mb,
                     "status": self.final[mb].status.value,
-                    "tries": self.tries.get(mb, 1),
+                    "tries": max(  # (every run's)
+                        self.offset.get(mb, 0) + self.tries.get(mb, 0), self.final[mb].try_no
+                    ),
                     "succeeded": self.final[mb].succeeded,
                     "failed": self.final[mb].failed,
                     "rows_unknown": False,  # (files: counted)
