@@ -250,7 +250,10 @@ def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> d
         # --isolate-failures: mini-batches split so that only their failing items failed
         "split_mini_batches": len(outcomes.split.settled),
         "resumed_mini_batches": outcomes.resumed,
-        "retried_in_this_pass": job.retried,
+        # (those it ran: not those error_threshold cancelled before they did)
+        "retried_in_this_pass": None
+        if job.retried is None
+        else [mb for mb in job.retried if outcomes.ran(mb)],
         "error_threshold": settings.error_threshold,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(job.phases.started)),
         "duration_s": job.phases.elapsed(),

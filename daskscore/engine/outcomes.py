@@ -404,6 +404,10 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         """Mini-batches with more than one try (in this run or an earlier one)."""
         return sum(1 for tries in self._hist.values() if any(r.try_no > 1 for r in tries))
 
+    def ran(self, mb: int) -> bool:
+        """Whether mini-batch ``mb`` had a try in this run (settled, tried, or split)."""
+        return self.is_final(mb) or mb in self.tries or mb in self.split or mb in self.split.settled
+
     def all_tries(self, mb: int) -> int:
         """The tries of mini-batch ``mb`` (whole, not its parts') in every run of the job."""
         rec = self._full.get(mb)

@@ -379,3 +379,47 @@ def test_a_retry_pass_killed_before_its_summary_can_be_retried(tmp_path: Path) -
     clean = _clean_run(tmp_path, dep, inputs)
     assert (out / "predictions.csv").read_bytes() == (clean / "predictions.csv").read_bytes()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".daskscore")]
+
+
+CANCELLED_SCRIPT = """
+import os, time
+
+def run(mini_batch):
+    names = [os.path.basename(p) for p in mini_batch]
+    marks, out = os.environ["MARKS"], os.environ["OUT"]
+    if names[0] in ("f0002.csv", "f0003.csv", "f0004.csv"):
+        if os.path.exists(os.path.join(marks, "second")):
+            for _ in range(600):  # in flight until the pass's books are written (60 s at most)
+                if os.path.exists(os.path.join(out, ".daskscore-kept")):
+                    break
+                time.sleep(0.1)
+        raise ValueError("poison")
+    if names[0] == "f0001.csv":
+        raise ValueError("poison")
+    return names
+"""
+
+
+def test_retried_in_this_pass_leaves_out_what_error_threshold_cancelled(tmp_path: Path) -> None:
+    """A retry pass stopped by error_threshold: ``retried_in_this_pass`` (and
+    ``job_result.txt``) listed every mini-batch it opened again, those it cancelled too."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    out = tmp_path / "out"
+    settings = {"mini_batch_size": 1, "retry_settings": {"max_retries": 0}}
+    env = {"MARKS": str(marks), "OUT": str(out)}
+    dep, inputs, _ = make_job(tmp_path, CANCELLED_SCRIPT, n_files=6, settings=settings, env=env)
+    proc = cli(dep, inputs, out)
+    assert proc.returncode == 0, show(proc)
+    assert summary_of(out)["failed_mini_batches"] == 4
+    (marks / "second").touch()
+    proc = cli(dep, inputs, out, "--retry-failed", "--set", "settings.error_threshold=0")
+    assert proc.returncode == 1, show(proc)
+    assert "4 mini-batches (1, 2, 3, 4) run again" in proc.stderr, show(proc)
+    s = summary_of(out)
+    assert s["status"] == "Failed" and "error_threshold" in s["reason"], s["reason"]
+    assert s["not_run_mini_batches"] == 3, s  # (2, 3 and 4: in flight, given up)
+    assert s["retried_in_this_pass"] == [1], s
+    assert _tries(out)[1] == [(1, "RUN_EXCEPTION"), (2, "RUN_EXCEPTION")]
+    result = (out / "logs" / "job_result.txt").read_text()
+    assert "retried in this pass: 1 mini-batch (1)" in result, result
