@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from daskscore.errors import InputError
@@ -59,16 +60,33 @@ def pack(path: Path, skip: Path | None = None) -> Bundle:
             info = zipfile.ZipInfo(_zip_name(rel), _ZIP_TIME)
             if info.filename != rel:  # not UTF-8: its bytes travel in the entry's comment
                 info.comment = _RAW_NAME + os.fsencode(rel)
-            info.compress_type = zipfile.ZIP_DEFLATED
             try:
                 info.external_attr = (os.stat(full).st_mode & 0o777) << 16
                 with open(full, "rb") as fh:
-                    zf.writestr(info, fh.read())
+                    data = fh.read()
             except OSError as exc:
                 raise _unshippable(full, exc) from exc
+            how = zipfile.ZIP_DEFLATED if _compressible(data) else zipfile.ZIP_STORED
+            zf.writestr(info, data, compress_type=how, compresslevel=1)
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()[:16]
     return Bundle(path.name, digest, data, path.is_file())
+
+
+#: A file is deflated when its first :data:`_SAMPLE` bytes deflate to under this fraction.
+_WORTH = 0.9
+_SAMPLE = 1 << 16
+
+
+def _compressible(data: bytes) -> bool:
+    """Whether deflating ``data`` is worth its time.  A model's weights (floats) deflate by
+    some 7 % at 15-30 MB/s: a 50 MB model took the driver 3.4 s per shipped job, 0.1 s
+    stored.  Judged on a sample at the start (small files: whole), so the same bytes always
+    make the same bundle."""
+    if len(data) <= 512:
+        return True
+    sample = data[:_SAMPLE]
+    return len(zlib.compress(sample, 1)) < _WORTH * len(sample)
 
 
 def check_shippable(path: Path, skip: Path | None = None) -> None:
