@@ -169,6 +169,8 @@ class JobRecord:
     phases: Phases = field(default_factory=Phases)
     #: the workers reused a script an earlier job had initialised (no init() this job)
     warm_workers: bool = False
+    #: a shipped job: its code and model bundles, and the bytes sent of each (0: held already)
+    shipped: dict[str, Any] | None = None
     #: --retry-failed: the mini-batches this pass ran again (None: not a retry pass)
     retried: list[int] | None = None
     #: the slow run() calls still in flight when the job stopped (error_threshold exceeded)
@@ -259,6 +261,7 @@ def summarize(job: JobRecord, outcomes: Outcomes, predictions: Path | None) -> d
         "duration_s": job.phases.elapsed(),
         "phases": dict(job.phases.seconds),
         "warm_workers": job.warm_workers,
+        "shipped": job.shipped,
         "running_at_end": job.running_at_end,
         "warnings": [*job.deployment.warnings, *job.warnings],
         "settings": job_settings(settings, **job.ran_with),

@@ -133,7 +133,8 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
         _wait_for_a_worker(handle.client, notify, watch)
     carrier, workers = _place(job, handle)
     job.record.ran_with = {"workers": workers, "output_format": plan.writer.name}
-    wjob = carrier.worker_job(_worker_job(job, handle, workers))
+    wjob = carrier.worker_job(_worker_job(job, handle, workers), handle.client)
+    job.record.shipped = carrier.sent
     if handle.keep_warm:  # the script stays initialised for the next job with the same key
         wjob = replace(wjob, warm_key=init_key(wjob))
     total_items = planned_total(plan.work)

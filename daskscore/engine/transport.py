@@ -19,13 +19,12 @@ worker side of the same choice is :mod:`daskscore.worker.handoff`.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from daskscore.engine import probe
+from daskscore.engine import bundles, probe
 from daskscore.io.ledger import LedgerState, LedgerWriter, abandon_ledger, read_ledger
-from daskscore.io.shipping import pack, put_files
+from daskscore.io.shipping import put_files
 from daskscore.protocol import RELAY_ROOT, MiniBatchRecord, TaskResult, WorkerJob, relay_key
 
 logger = logging.getLogger("daskscore")
@@ -37,7 +36,10 @@ class SharedDisk:
     #: whether the job's results travel in the tasks' replies
     shipped = False
 
-    def worker_job(self, job: WorkerJob) -> WorkerJob:
+    #: a shipped job's bundles: what was sent, by folder (the job summary's ``shipped``)
+    sent: dict[str, Any] | None = None
+
+    def worker_job(self, job: WorkerJob, client: Any) -> WorkerJob:
         """The job as it is sent to the workers."""
         return job
 
@@ -70,10 +72,10 @@ class Shipped(SharedDisk):
 
     shipped = True
 
-    def worker_job(self, job: WorkerJob) -> WorkerJob:
-        model = pack(Path(job.model_path)) if job.model_path else None
-        code = pack(Path(job.code), skip=Path(job.output))  # (an output inside it stays)
-        return replace(job, shipped=True, code_bundle=code, model_bundle=model)
+    def worker_job(self, job: WorkerJob, client: Any) -> WorkerJob:
+        # (the code folder's bundle leaves out an output folder inside it)
+        shipped, self.sent = bundles.ship(client, job)
+        return shipped
 
     def land(self, job: WorkerJob, result: TaskResult) -> None:
         """A shipped task's custom output files into the output folder, its part files into
@@ -104,6 +106,7 @@ class Shipped(SharedDisk):
     def close(self, client: Any, job: WorkerJob, out_dir: Path) -> None:
         probe.collect(client, job.job_id, out_dir)
         forget_job(client, job.job_id)
+        bundles.release(client, job.job_id)
 
 
 def relay_state(client: Any, job_id: str, attempt: str) -> LedgerState:

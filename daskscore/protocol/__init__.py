@@ -109,12 +109,18 @@ class Bundle:
     """A folder (or one file) packed as a deterministic zip, named by its contents' hash.
 
     Packed and unpacked by :mod:`daskscore.io.shipping`; here only the data that travels.
+    ``data`` None: a reference to a bundle the scheduler holds under
+    ``[BUNDLES_ROOT, "data", digest]`` (and workers that ran it before have in their cache).
     """
 
     name: str
     digest: str
-    data: bytes
+    data: bytes | None
     is_file: bool = False
+
+
+#: Where the scheduler's metadata keeps shipped bundles between jobs (``engine.bundles``).
+BUNDLES_ROOT = "daskscore-bundles"
 
 
 @dataclass(frozen=True)

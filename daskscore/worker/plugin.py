@@ -39,7 +39,7 @@ from daskscore import _compat
 from daskscore.protocol import WorkerJob
 from daskscore.worker.deaths import end_leftovers, lead_group
 from daskscore.worker.hosting import interrupt_script_on_sigint, ordinary_process
-from daskscore.worker.localize import offers
+from daskscore.worker.localize import fetch_bundles, offers
 from daskscore.worker.runtime import JobRuntime
 
 __all__ = [
@@ -140,6 +140,8 @@ class ScoringPlugin(WorkerPlugin):
                 del _RUNTIMES[job.job_id]
                 await _in_task_thread(worker, parked.uninstall)
         await release_parked(worker)
+        if job.shipped:  # the code and model it has not got yet, from the scheduler
+            job = await fetch_bundles(job, worker.local_directory, worker.scheduler)
         # a worker with a nanny has its timeouts enforced from outside, too (see deadline.py)
         nanny = bool(getattr(worker, "nanny", None))
         state = JobRuntime(job, label, worker.local_directory, device, nanny=nanny)

@@ -601,3 +601,82 @@ def test_incompressible_files_travel_stored(tmp_path: Path) -> None:
     unpacked = unpack(bundle, tmp_path / "cache")
     assert (unpacked / "weights.bin").read_bytes() == weights
     assert (unpacked / "config.json").read_text() == (folder / "config.json").read_text()
+
+
+def _held_bundles(client) -> list[str]:
+    def held(dask_scheduler: Any = None) -> list[str]:
+        return sorted(dask_scheduler.task_metadata.get("daskscore-bundles", {}).get("data", {}))
+
+    return client.run_on_scheduler(held)
+
+
+def test_the_cluster_keeps_shipped_bundles_between_jobs(tmp_path: Path, client) -> None:
+    """A second shipped job of an unchanged deployment sends neither its code nor its model
+    again (the scheduler keeps them; the workers have them unpacked); a changed model is sent
+    and used."""
+    offset = int.from_bytes(os.urandom(3), "big")  # (code no earlier test shipped)
+    dep = _deployment(tmp_path / "dep", offset=offset)
+    (dep.parent / "model" / "salt.bin").write_bytes(os.urandom(8))  # (a model no test shipped)
+    inputs = write_inputs(tmp_path / "in", 4, width=3)
+
+    def job(out: str) -> tuple[dict[str, Any], dict[str, int]]:
+        result = daskscore.run(dep, inputs, tmp_path / out, client=client, shared_filesystem=False)
+        rows = {r[0]: int(r[1]) for r in _rows(result.predictions)}
+        return summary_of(result.output)["shipped"], rows
+
+    first, rows = job("o1")
+    assert first["code"]["sent_bytes"] > 0 and first["model"]["sent_bytes"] > 0
+    assert {first["code"]["digest"], first["model"]["digest"]} <= set(_held_bundles(client))
+    second, again = job("o2")
+    assert second == {kind: {**first[kind], "sent_bytes": 0} for kind in ("code", "model")}
+    assert again == rows and rows["f000.csv"] % 1000 != 0
+    (dep.parent / "model" / "w.txt").write_text("5")
+    third, changed = job("o3")
+    assert third["code"]["sent_bytes"] == 0 and third["model"]["sent_bytes"] > 0
+    assert third["model"]["digest"] != first["model"]["digest"]
+    assert all(changed[name] - offset == (rows[name] - offset) // 3 * 5 for name in rows)
+
+
+RESTARTED = """
+    import os
+
+    def init():
+        global weight
+        with open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model", "w.txt")) as fh:
+            weight = int(fh.read().split()[0])
+
+    def run(mini_batch):
+        marker = os.path.join(os.environ["MARKERS"], "died")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(3)  # the nanny starts the worker again, with an empty cache
+        return [f"{os.path.basename(p)} {weight} {os.getpid()}" for p in mini_batch]
+"""
+
+
+def test_a_restarted_worker_takes_the_bundles_from_the_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker started during a shipped job (here: started again after run() ended its
+    process) has none of the job's bundles in its cache: it takes them from the scheduler.
+    With DASKSCORE_BUNDLE_CACHE_MB=0 the scheduler keeps none once the job is over."""
+    monkeypatch.setenv("DASKSCORE_BUNDLE_CACHE_MB", "0")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    dep = write_deployment(
+        tmp_path / "dep",
+        RESTARTED,
+        model_files={"w.txt": "7\n" + os.urandom(8).hex()},
+        settings={"mini_batch_size": 2, "environment_variables": {"MARKERS": str(markers)}},
+    )
+    inputs = write_inputs(tmp_path / "in", 4, width=3)
+    with local_cluster(1, dashboard=False) as handle:
+        result = daskscore.run(
+            dep, inputs, tmp_path / "out", client=handle.client, shared_filesystem=False
+        )
+        assert _held_bundles(handle.client) == []
+    rows = _rows(result.predictions)
+    assert sorted(r[0] for r in rows) == [f"f{i:03d}.csv" for i in range(4)]
+    assert {r[1] for r in rows} == {"7"}
+    summary = summary_of(result.output)
+    assert summary["status"] == "Completed" and summary["shipped"]["model"]["sent_bytes"] > 0
