@@ -35,6 +35,7 @@ from daskscore.io import outputdir, storage, triescsv
 from daskscore.io.dataschema import SchemaConflict
 from daskscore.io.writers import Assembly, OutputWriter
 from daskscore.protocol import failed_at_import, failed_before_init, init_untraced
+from daskscore.ui import explain
 from daskscore.ui.explain import failure_status, job_settings, shown_path, versions
 from daskscore.ui.report import write_report
 
@@ -190,11 +191,13 @@ def finish_job(
     staging: Path,
     client: Any = None,
     keep: bool = True,
+    url: str = "",
 ) -> JobResult:
     """Assemble the output, write the summary and logs, and return the result.
 
     ``keep``: a job left with failures keeps its staging folder for ``--retry-failed`` (False
-    for a remote output, whose local folder goes once uploaded)."""
+    for a remote output, whose local folder goes once uploaded); ``url``: that output's URL,
+    which the logs and ``report.html`` then name (they are uploaded there)."""
     predictions, name = None, job.deployment.settings.output_file_name
     if outcomes.init_error is None or outcomes.succeeded_items():  # (what was scored is kept)
         try:
@@ -211,7 +214,7 @@ def finish_job(
     keep = keep and retry.needs_keeping(outcomes) and staging.is_dir()
     if keep:
         retry.write_book(staging, outcomes)  # (before the summary: a summary finds it there)
-    write_logs(job, outcomes, result)  # (the summary last)
+    write_logs(job, outcomes, result, url)  # (the summary last)
     if keep:
         kept = outputdir.keep_staging(staging, job.job_id)
         logger.info("staged results kept in %s for --retry-failed", kept)
@@ -319,23 +322,25 @@ def write_overview(out_dir: Path, outcomes: Outcomes) -> None:
     )
 
 
-def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult) -> None:
-    """The job's logs, as Azure names them, ``report.html``, and last the summary."""
+def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult, url: str = "") -> None:
+    """The job's logs, as Azure names them, ``report.html``, and last the summary (``url``:
+    where they are uploaded, which the logs and report name)."""
     logs = job.out_dir / "logs"
     triescsv.write_attempt_rows(
         logs / "sys" / "job_report" / "processed_mini-batches.csv", outcomes.attempt_lines()
     )
     s = result.summary
+    shown = explain.uploaded(s, url) if url else s  # (the summary itself: publish() rewrites it)
     secrets = storage.job_secrets(job.deployment.settings.environment_variables)
     write_failed_items(job.out_dir, outcomes, secrets)
     write_overview(job.out_dir, outcomes)
-    outputdir.write_text(logs / "job_result.txt", _result_text(s))
+    outputdir.write_text(logs / "job_result.txt", _result_text(shown))
     outputdir.write_text(
         logs / "job_error.txt",
-        failure_message(s) if s["status"] != "Completed" or s["failures"] else "No errors.",
+        failure_message(shown) if s["status"] != "Completed" or s["failures"] else "No errors.",
     )
     try:
-        write_report(job.out_dir, s, report_tries(outcomes))  # type: ignore[arg-type]
+        write_report(job.out_dir, shown, report_tries(outcomes))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - a report bug must never fail a job
         logger.warning("could not write report.html", exc_info=True)
     outputdir.write_summary(job.out_dir, s)  # last: a summary says the job finished
@@ -431,6 +436,8 @@ def failure_message(s: dict[str, Any]) -> str:
         lines.append(f"Debug the first failed mini-batch here, in pdb: {s['replay']} --pdb")
     elif s.get("replay"):
         lines.append(f"Run the first failed mini-batch again here: {s['replay']} [--pdb]")
+    elif elsewhere := explain.replay_elsewhere(s):
+        lines.append(f"Run the first failed mini-batch again: {elsewhere}.")
     lines.append(
         f"Full logs: {s['output']}/logs (start with logs/job_error.txt; tracebacks in "
         "logs/user/error/, per-try records in "

@@ -30,6 +30,7 @@ from daskscore.engine.finish import JobResult
 from daskscore.errors import OutputError, UploadFailed
 from daskscore.io import outputdir, outputlock, storage
 from daskscore.io.joblog import FileLogHandler
+from daskscore.ui.explain import uploaded
 
 logger = logging.getLogger("daskscore")
 
@@ -118,13 +119,7 @@ def publish(result: JobResult, out_dir: Path, url: str, secrets: tuple[str, ...]
     UploadFailed
         The upload failed: ``out_dir`` is kept, with the job's whole output.
     """
-    summary = dict(result.summary)
-    summary["output"] = url
-    if summary.get("failed_items_file"):
-        summary["failed_items_file"] = f"{url.rstrip('/')}/failed_items.csv"
-    summary["replay"] = None  # (a replay reads the job's recipe from a local folder)
-    if result.predictions is not None:
-        summary["predictions"] = f"{url.rstrip('/')}/{Path(result.predictions).name}"
+    summary = uploaded(result.summary, url)  # (as the logs and report.html uploaded say it)
     outputdir.write_summary(out_dir, summary)
     try:
         count = storage.upload_tree(out_dir, url, exclude=LEFTOVERS, last=(outputdir.SUMMARY_FILE,))

@@ -36,6 +36,7 @@ from daskscore.config.settings import SECRET_MARKERS, Model, RetrySettings, Sett
 from daskscore.engine import resume
 from daskscore.engine.plan import JobPlan
 from daskscore.errors import UsageError
+from daskscore.io import storage
 from daskscore.io.splittable import SplitTable
 
 RECIPE = Path("logs") / "sys" / "job_recipe.json"
@@ -206,6 +207,12 @@ def read_recipe(output: str | os.PathLike[str]) -> Recipe:
         ``output`` holds no finished job of this version of daskscore, or its recipe cannot
         be read.
     """
+    if storage.is_remote(os.fspath(output)):  # (read as a path, it names a local folder)
+        raise UsageError(
+            f"'{os.fspath(output)}' is a URL: replaying needs a job's output folder on this "
+            "machine. Download it into a local folder (its logs/sys/job_recipe.json with it), "
+            "then give that folder."
+        )
     out = Path(output).expanduser().resolve()
     path = out / RECIPE
     if not path.is_file():

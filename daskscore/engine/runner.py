@@ -201,6 +201,7 @@ def _run_claimed(job: JobRun, plan: JobPlan, options: JobOptions, early: EarlyCl
                 job.staging,
                 transport.assembly_client(handle.client),
                 keep=not job.remote_out,
+                url=job.remote_out or "",
             )
         except OSError as exc:
             _raise_if_disk(exc, job, "writing the predictions and the job's summary")

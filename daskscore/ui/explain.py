@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from daskscore.ui.termtext import shown
@@ -75,6 +76,31 @@ def shown_path(path: str, root: Any) -> str:
                 path = path[len(base) + 1 :]
                 break
     return shown(path.replace("\n", "\\n"))
+
+
+def uploaded(summary: dict[str, Any], url: str) -> dict[str, Any]:
+    """The summary of a job whose output is uploaded to ``url``, as the files uploaded with it
+    say it: its paths under ``url`` (its local assembly folder goes once uploaded), and no
+    replay command (a replay reads the job from a local folder: :func:`replay_elsewhere`)."""
+    s, base = dict(summary), url.rstrip("/")
+    s["output"] = url
+    for key in ("failed_items_file", "predictions"):
+        if s.get(key):
+            s[key] = f"{base}/{Path(str(s[key])).name}"
+    s["replay"] = None
+    return s
+
+
+def replay_elsewhere(summary: dict[str, Any]) -> str:
+    """How to replay the first failed mini-batch of a job whose output is a URL: download the
+    output folder, then replay it ("" for a local output, or when nothing failed)."""
+    failures, output = summary.get("failures") or [], str(summary.get("output") or "")
+    if summary.get("replay") or not failures or "://" not in output:
+        return ""
+    return (
+        f"download {output} into a local folder, then `daskscore replay FOLDER --mini-batch "
+        f"{failures[0]['mini_batch_id']}` (a replay reads the job from a local folder)"
+    )
 
 
 #: How run() that returned fewer results than items says so (the try's error, a partial's)

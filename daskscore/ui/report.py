@@ -356,11 +356,12 @@ def _failures_section(s: dict[str, Any]) -> str:
     if not failures:
         return head + '<p class="muted">No mini-batch failed.</p></div>\n'
     replay = s.get("replay")
+    elsewhere = explain.replay_elsewhere(s)  # (an output URL: downloaded first)
     how = (
         f" Run the first of them again in a terminal, under a debugger: "
         f"<code>{escape(replay)} --pdb</code>."
         if replay
-        else ""
+        else elsewhere and f" Run the first of them again: {escape(elsewhere)}."
     )
     listed = (
         " Every failed item: <code>failed_items.csv</code>." if s.get("failed_items_file") else ""

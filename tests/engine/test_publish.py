@@ -223,3 +223,53 @@ def test_ctrl_c_during_the_upload_says_so_and_resume_uploads_the_kept_output(
     assert len(extra) == 2000
     assert calls.read_text().split() == ["f0000.csv", "f0001.csv", "f0002.csv"]  # scored once
     assert not kept.exists(), show(resumed)  # (removed once uploaded)
+
+
+#: run() raises on the mini-batch that holds f0002.csv
+ONE_FAILS = """
+    import os
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        if any(os.path.basename(p) == "f0002.csv" for p in mini_batch):
+            raise ValueError("bad item")
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_uploaded_logs_name_the_url_and_how_to_replay(tmp_path: Path) -> None:
+    """The logs and report.html uploaded with a job to a URL name the URL (failed_items.csv,
+    the logs, the predictions), not the local assembly folder that is removed once uploaded,
+    and print no replay command of that folder: they say to download the output and replay
+    it, which works; a replay given the URL itself says it needs a local folder."""
+    import daskscore
+
+    settings = {"mini_batch_size": 2, "retry_settings": {"max_retries": 0}}
+    dep = write_deployment(tmp_path / "d", ONE_FAILS, settings=settings)
+    inputs = write_inputs(tmp_path / "in", 4)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with run_moto_s3(tmp_path) as info:
+        url = f"{make_bucket(info)}/out"
+        argv = ["run", str(dep), "-i", str(inputs), "-o", url, "--workers", "1"]
+        proc = run_cli(*argv, "--no-progress", "--no-dashboard", env={"TMPDIR": str(scratch)})
+        assert proc.returncode == 0, show(proc)
+        fs, base = fsspec.core.url_to_fs(url, **info["storage_options"])
+        names = ("logs/job_error.txt", "logs/job_result.txt", "report.html")
+        texts = {name: fs.cat_file(f"{base}/{name}").decode() for name in names}
+        fs.get(f"{base}/", str(tmp_path / "downloaded"), recursive=True)
+    for name, text in texts.items():
+        assert "daskscore-output-" not in text and str(scratch) not in text, (name, text)
+    error, result = texts["logs/job_error.txt"], texts["logs/job_result.txt"]
+    assert f"Failed items, one per line: {url}/failed_items.csv" in error, error
+    assert f"Full logs: {url}/logs" in error and f"report: {url}/report.html" in error, error
+    assert f"predictions: {url}/predictions.csv (2 rows)" in result, result
+    how = f"download {url} into a local folder, then `daskscore replay FOLDER --mini-batch 1`"
+    assert how in error and how in texts["report.html"], error
+    assert "daskscore replay /" not in error + texts["report.html"]
+    # as they say: the downloaded folder replays mini-batch 1 (run() raises again: 1)
+    assert daskscore.replay(tmp_path / "downloaded", 1) == 1
+    with pytest.raises(daskscore.UsageError, match="is a URL: replaying needs a job's output"):
+        daskscore.replay(url, 1)
