@@ -245,13 +245,15 @@ class EarlyCluster:
         while not self._started.wait(0.25):  # (short waits: Ctrl-C is seen at once)
             pass
 
-    def check(self) -> None:
+    def check(self) -> ClusterHandle:
         """Wait for the start, and raise what it raised (then :meth:`discard`): a job checks
         its cluster before it claims the output folder, whose earlier results an overwrite
-        removes."""
+        removes.  Returns the started cluster's handle."""
         self._wait()
         if self._error is not None:
             raise self._error
+        assert self._handle is not None
+        return self._handle
 
     def __enter__(self) -> ClusterHandle:
         try:

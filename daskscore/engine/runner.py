@@ -35,7 +35,7 @@ from daskscore.cluster.local import (
 )
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
-from daskscore.engine import interrupt, recipe, resume, retry
+from daskscore.engine import interrupt, probe, recipe, resume, retry
 from daskscore.engine.connection import require_connected
 from daskscore.engine.finish import (
     JobRecord,
@@ -135,7 +135,9 @@ def _execute(
         assert plan is not None  # (plan_job raises its first problem)
         # a cluster that cannot be used fails the job before the output is claimed: an
         # --overwrite would have removed the earlier job's results for nothing
-        early.check()
+        handle = early.check()
+        if options.resources and not handle.embedded:  # (before the claim: exit 2, no trace)
+            probe.eligible_workers(handle.client, options.resources)  # refuses a cluster
         if options.shared_filesystem is False or (
             options.shared_filesystem is None and (options.scheduler or options.client)
         ):  # (the code may be shipped: a file it cannot read is refused before the claim)

@@ -583,3 +583,21 @@ def test_a_second_job_is_listed_first_and_its_link_printed(
     assert jobs[0]["job_id"] == result.job_id and jobs[0]["status"] == "Completed"
     assert jobs[0]["items_done"] == 4
     assert len(jobs) == len(before["jobs"] if before else []) + 1
+
+
+def test_a_job_refused_for_its_resources_leaves_no_trace(
+    cluster: ClusterHandle, tmp_path: Path
+) -> None:
+    """--resources that no worker of the cluster offers: refused (exit 2) before the output
+    folder is claimed and before the job is announced, so neither holds a job that never ran
+    (it left a job log that did not say why, and a "Failed" row whose report was never
+    written)."""
+    page_url = dashboard.page_link(cluster.dashboard_link or "")
+    dep = write_deployment(tmp_path / "deploy", SLEEPY_SCRIPT)
+    out = tmp_path / "out"
+    options = JobOptions(client=cluster.client, progress=False, resources={"GPU": 1})
+    with pytest.raises(daskscore.UsageError, match="resources GPU=1: no worker of the cluster"):
+        execute(load_deployment(dep), write_inputs(tmp_path / "in", 2), out, options)
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+    jobs = (_status(page_url + "/status.json") or {"jobs": []})["jobs"]
+    assert [j for j in jobs if j.get("output") == str(out)] == [], jobs
