@@ -247,18 +247,38 @@ def _empty_input(tmp_path: Path) -> tuple[list[str], list[str]]:
     return ["run", str(dep), "--input", str(empty)], [str(empty)]
 
 
+def _carry_in_file_mode(tmp_path: Path) -> tuple[list[str], list[str]]:
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    inputs = str(write_inputs(tmp_path / "in", 2))
+    return ["run", str(dep), "--input", inputs, "--carry-columns", "a"], ["--carry-columns"]
+
+
 @pytest.mark.parametrize(
     "case",
-    [_bad_yaml, _missing_script, _script_without_run, _missing_input, _empty_input],
-    ids=["bad-yaml", "missing-script", "script-without-run", "missing-input", "empty-input"],
+    [
+        _bad_yaml,
+        _missing_script,
+        _script_without_run,
+        _missing_input,
+        _empty_input,
+        _carry_in_file_mode,
+    ],
+    ids=[
+        "bad-yaml",
+        "missing-script",
+        "script-without-run",
+        "missing-input",
+        "empty-input",
+        "carry-in-file-mode",
+    ],
 )
 def test_usage_errors_exit_2_with_one_paragraph_and_no_traceback(tmp_path, case):
     args, mentions = case(tmp_path)
     out = tmp_path / "out"
-    proc = run_cli(*args, "--output", str(out), "--no-progress", "--no-dashboard", timeout=60)
+    proc = run_cli(*args, "--output", str(out), "--no-dashboard", timeout=60)  # (phases said)
     assert proc.returncode == 2, show(proc)
     err = proc.stderr.strip()
-    assert err, show(proc)
+    assert err.startswith("daskscore: error: "), show(proc)  # (no "starting 1 worker…" first)
     assert "Traceback" not in err, show(proc)
     assert "\n\n" not in err, f"expected one paragraph:\n{err}"
     for text in mentions:

@@ -104,7 +104,7 @@ def _execute(
         left = upload_left(str(output))  # (a job whose upload was cut short: --resume ends it)
         if left is not None:
             return _finish_upload(deployment, input_path, str(output), options, left)
-    running = None
+    running, starting = None, ""
     # (--worker-memory sizes a fresh embedded cluster: the warm one's workers have their own;
     # find_running says so, and that --dashboard does not give the warm one a dashboard)
     if options.client is None and not options.scheduler and options.warm:
@@ -127,12 +127,14 @@ def _execute(
         )
         early = EarlyCluster(_cluster(deployment, options))
         n = options.workers or deployment.worker_count
-        _say(options, f"starting {n} worker{'s' if n != 1 else ''}…")
+        starting = f"starting {n} worker{'s' if n != 1 else ''}…"  # (said once planned)
     else:  # (the scheduler's connection is made while the inputs are planned)
         early = EarlyCluster(_cluster(deployment, options), connects=True)
     try:
         plan = plan_job(deployment, input_path, options, output=output)
         assert plan is not None  # (plan_job raises its first problem)
+        if starting:  # (not before: a job refused by its plan starts no workers, says none)
+            _say(options, starting)
         # a cluster that cannot be used fails the job before the output is claimed: an
         # --overwrite would have removed the earlier job's results for nothing
         handle = early.check()
