@@ -5,7 +5,9 @@ known by the module of its class."""
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from daskscore.errors import InputError
 
@@ -14,12 +16,44 @@ from daskscore.errors import InputError
 BACKEND_MODULES = ("botocore", "aiobotocore", "boto3", "azure.", "google.", "gcsfs", "adlfs")
 
 
+#: The backends' errors of a connection that could not be made (or was cut): botocore's,
+#: Azure's (its request never answered), aiohttp's (under s3fs, adlfs and gcsfs)
+UNREACHABLE = frozenset(
+    {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
+     "ServiceRequestError", "ClientConnectorError", "ClientConnectorDNSError"}
+)  # fmt: skip
+
+
 def backend_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a storage backend's answer: raised by its client library (or a
-    :class:`PermissionError`), not by daskscore itself."""
-    if isinstance(exc, PermissionError):
+    :class:`PermissionError`, or a connection that could not be made), not by daskscore."""
+    if isinstance(exc, PermissionError) or unreachable(exc) is not None:
         return True
     return any(type(exc).__module__.startswith(m) for m in BACKEND_MODULES)
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """When ``exc`` (or what caused it) says the storage could not be reached (connection
+    refused or cut, a name that does not resolve, a connect timeout): the endpoint, as
+    ``scheme://host:port`` or ``host:port`` ("" when no error names it); else None."""
+    found, endpoint, seen = False, "", 0
+    error: BaseException | None = exc
+    while error is not None and seen < 20:  # (a cycle of causes ends too)
+        seen += 1
+        name = type(error).__name__
+        if isinstance(error, (ConnectionError, socket.gaierror)) or name in UNREACHABLE:
+            found = True
+        url = (getattr(error, "kwargs", None) or {}).get("endpoint_url")  # (botocore's)
+        host, port = getattr(error, "host", None), getattr(error, "port", None)  # (aiohttp's)
+        if not endpoint and isinstance(url, str) and "://" in url:
+            parts = urlsplit(url)
+            endpoint = f"{parts.scheme}://{parts.netloc}"
+        elif not endpoint and isinstance(host, str) and host:
+            endpoint = f"{host}:{port}" if port else host
+        inner = (getattr(error, "kwargs", None) or {}).get("error")  # (botocore keeps it there)
+        nested = inner if isinstance(inner, BaseException) else None
+        error = error.__cause__ or error.__context__ or nested
+    return endpoint if found else None
 
 
 def _said(exc: BaseException) -> str:
@@ -30,7 +64,17 @@ def _said(exc: BaseException) -> str:
 
 def access_problem(what: str, verb: str, exc: BaseException) -> str:
     """One paragraph: ``what`` (e.g. ``input 's3://b/d'``) could not be reached with the
-    credentials found; the backend's own words (their first line: no secret is in them)."""
+    credentials found, or its storage endpoint could not be reached at all (named); the
+    backend's own words (their first line: no secret is in them)."""
+    endpoint = unreachable(exc)
+    if endpoint is not None:
+        where = f"the storage endpoint {endpoint}" if endpoint else "its storage endpoint"
+        return (
+            f"{what} cannot be {verb}: {where} cannot be reached ({_said(exc)}). Check the "
+            "endpoint's address (AWS_ENDPOINT_URL for s3://, the account or connection "
+            "string for az://, DASKSCORE_STORAGE_OPTIONS), that the service is running, and "
+            "the network from this machine to it."
+        )
     return (
         f"{what} cannot be {verb} with the storage credentials found "
         f"({_said(exc)}). Check that credentials are set for it (for example "

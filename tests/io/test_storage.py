@@ -12,7 +12,7 @@ from typing import Any
 
 import fsspec
 import pytest
-from storage_emulators import make_bucket, make_container
+from storage_emulators import clear_fsspec_instances, free_port, make_bucket, make_container
 
 from daskscore.errors import InputError, UsageError
 from daskscore.io.storage import (
@@ -136,6 +136,36 @@ def test_local_paths(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- against the emulators
+
+
+def test_an_unreachable_endpoint_is_named_not_blamed_on_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A storage endpoint nothing listens on (connection refused): the input and the output
+    are said to be unreachable, naming the endpoint, not refused for their credentials.
+    (s3:// only: Azure's client retries a refused connection for minutes first.)"""
+    from daskscore.errors import OutputError
+    from daskscore.io.outputdir import claim_remote_output
+
+    pytest.importorskip("s3fs")
+    endpoint = f"http://127.0.0.1:{free_port()}"  # (nothing listens there)
+    for name, value in (("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    clear_fsspec_instances("s3")
+    try:
+        with pytest.raises(InputError) as read:
+            list_files("s3://bucket/in")
+        with pytest.raises(OutputError) as written:
+            claim_remote_output("s3://bucket/out", "predictions.csv", False)
+    finally:
+        clear_fsspec_instances("s3")
+    for what, got in (("input 's3://bucket/in'", read), ("output 's3://bucket/out'", written)):
+        text = str(got.value)
+        assert text.startswith(what) and f"storage endpoint {endpoint} cannot be reached" in text
+        assert "credentials" not in text, text
 
 
 @pytest.fixture(params=["az", "s3"])
