@@ -119,11 +119,8 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
         notify(f"Dask dashboard: {handle.dashboard_link}")
     if board.link:
         notify(f"daskscore page: {board.link}")
-    if job.run_no > 1:
-        notify(
-            f"Resuming: {len(outcomes.final)} of {_n(len(plan.work), 'mini-batch')} "
-            f"{'was' if len(outcomes.final) == 1 else 'were'} already done."
-        )
+    if job.run_no > 1 and job.record.retried is None:  # (a retry pass said what it reruns)
+        notify(resumed_note(len(outcomes.final), len(plan.work)))
     # (any cluster may lose every worker: a caller's, the embedded one whose workers cannot
     # start again)
     watch = WorkerWatch(
@@ -340,6 +337,12 @@ REASON_CHARS = 400
 
 def _cut(text: str) -> str:
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1].rstrip() + "…"
+
+
+def resumed_note(done: int, total: int) -> str:
+    """What a resumed job says of the mini-batches its earlier runs did."""
+    verb = "was" if done == 1 or total == 1 else "were"  # (0 of 1 mini-batch was)
+    return f"Resuming: {done} of {_n(total, 'mini-batch')} {verb} already done."
 
 
 def _n(n: int, word: str) -> str:

@@ -540,3 +540,20 @@ def test_the_input_fingerprint_is_hashed_in_chunks_as_one_list(n: int) -> None:
 
     files = [f'/in/d{i % 7}/f "{i}" é.csv' for i in range(n)]
     assert _hash_names(files) == _hash(files)
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "said"),
+    [
+        (0, 1, "Resuming: 0 of 1 mini-batch was already done."),
+        (1, 1, "Resuming: 1 of 1 mini-batch was already done."),
+        (1, 10, "Resuming: 1 of 10 mini-batches was already done."),
+        (0, 10, "Resuming: 0 of 10 mini-batches were already done."),
+        (3, 10, "Resuming: 3 of 10 mini-batches were already done."),
+    ],
+)
+def test_the_resume_line_agrees_with_its_counts(done: int, total: int, said: str) -> None:
+    """ "0 of 1 mini-batch were already done" before."""
+    from daskscore.engine.scoring import resumed_note
+
+    assert resumed_note(done, total) == said

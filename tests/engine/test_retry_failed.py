@@ -119,6 +119,7 @@ def test_retry_failed_append_row_over_two_passes(tmp_path: Path) -> None:
     proc = cli(dep, inputs, out, "--retry-failed")
     assert proc.returncode == 0, show(proc)
     assert "3 mini-batches (1, 2, 4) run again" in proc.stderr, show(proc)
+    assert "Resuming:" not in proc.stderr, show(proc)  # (a retry pass is not a resume)
     s = summary_of(out)
     assert s["retried_in_this_pass"] == [1, 2, 4], s
     assert (s["failed_mini_batches"], s["partial_mini_batches"]) == (1, 0), s
