@@ -352,22 +352,25 @@ def closest_key(key: str) -> str | None:
     """The known key nearest to ``key``: the key a ParallelRunStep name became
     (:data:`RENAMED_KEYS`), the same name in another section (``settings.timeout`` ->
     ``settings.retry_settings.timeout``), else the closest among the keys of its own section,
-    among all keys, and by the last part of the name alone."""
+    among all keys, and by the last part of the name alone; never a section the key is in
+    (``settings`` for ``settings.foo_bar``: the key is already there)."""
     parent, _, leaf = key.rpartition(".")
     if leaf in RENAMED_KEYS:
         return RENAMED_KEYS[leaf][0]
-    for known in KNOWN_KEYS:
+    keys = [k for k in KNOWN_KEYS if not key.startswith(k + ".")]
+    for known in keys:
         if known.rpartition(".")[2] == leaf and known != key:
             return known
-    siblings = {k.rpartition(".")[2]: k for k in KNOWN_KEYS if k.rpartition(".")[0] == parent}
+    siblings = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == parent}
     match = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
     if match:
         return siblings[match[0]]
-    match = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
+    others = [k for k in keys if k.rpartition(".")[0] != parent]  # (siblings: by leaf, above)
+    match = difflib.get_close_matches(key, others, n=1, cutoff=0.6)
     if match:
         return match[0]
     by_leaf: dict[str, str] = {}
-    for known in KNOWN_KEYS:  # (settings first: 'instance_count' is settings.instance_count)
+    for known in keys:  # (settings first: 'instance_count' is settings.instance_count)
         by_leaf.setdefault(known.rpartition(".")[2], known)
     match = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
     return by_leaf[match[0]] if match else None

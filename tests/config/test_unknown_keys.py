@@ -96,6 +96,21 @@ def test_an_unknown_key_is_an_error_naming_the_nearest_known_key(
     assert isinstance(info.value, UsageError) and info.value.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    "added",
+    ["settings.foo_bar", "settings.retry_settings.foo_bar", "code_configuration.foo_bar"],
+)
+def test_an_unknown_key_is_never_pointed_to_its_own_section(tmp_path: Path, added: str) -> None:
+    """A key like no known one is named alone: not "did you mean 'settings'?" for
+    settings.foo_bar (the section it is already in)."""
+    dep = deployment(tmp_path, lambda doc: nest(doc, added, 1))
+    with pytest.raises(ConfigError) as info:
+        load_deployment(dep)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{dep.resolve()}: unknown key '{added}'."), problem
+    assert "did you mean" not in problem, problem
+
+
 @pytest.mark.parametrize(("added", "key", "nearest"), CASES, ids=CASE_IDS)
 def test_lenient_ignores_an_unknown_key_with_a_warning_kept_on_the_deployment(
     tmp_path: Path, added: str, key: str, nearest: str
