@@ -27,6 +27,7 @@ from distributed import Client, LocalCluster
 
 from daskscore import _compat
 from daskscore.cluster.mainmodule import workers_skip_main
+from daskscore.cluster.nannies import environment_kept
 from daskscore.errors import UsageError
 from daskscore.worker.deadline import watch_deadlines
 from daskscore.worker.deaths import exit_status, unwatch_exits, watch_exits
@@ -322,7 +323,7 @@ def local_cluster(
     port = _free_port(DASHBOARD_PORT) if with_dashboard else 0
     method = start_method()
     workers_skip_main()
-    with _compat.nanny_handshake_interval(HANDSHAKE_POLL_S), _watch_exits():
+    with _compat.nanny_handshake_interval(HANDSHAKE_POLL_S), _watch_exits(), environment_kept():
         warm_versions()  # (before the scheduler makes it while the first worker registers)
         with warnings.catch_warnings(), dask.config.set(_cluster_config(with_dashboard)):
             # another job may take 8787 between our check and the bind; Dask then picks a free

@@ -14,12 +14,15 @@ Scaling down is not affected: ``scale()`` closes the workers it removes itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask
+from distributed import core as distributed_core
 
 from daskscore import _compat
 
@@ -129,3 +132,30 @@ def cannot_start_workers(client: Any) -> str | None:
         "the nanny of a worker still missing distributed.deploy.lost-worker-timeout after it "
         "was lost)"
     )
+
+
+#: What Dask's nannies put into this process's environment before they start a worker (and
+#: leave there): the ``distributed.nanny.pre-spawn-environ`` variables, and these.
+NANNY_SET_VARIABLES = ("PYTHONHASHSEED", "__DASK_PARENT_PID")
+
+
+@contextlib.contextmanager
+def environment_kept() -> Iterator[None]:
+    """Around an embedded cluster's life: this process's environment as it was, once it is
+    closed.  Each nanny sets ``OMP_NUM_THREADS=1`` and its kin in the process that runs it
+    before it starts a worker, and never takes them back: after a job in a notebook, torch and
+    numpy imported there ran on one thread.  Also drops what Dask's ``_expects_comm`` cache
+    keeps of the closed nannies (about 0.2 MB a job)."""
+    names = {*dask.config.get("distributed.nanny.pre-spawn-environ", {}), *NANNY_SET_VARIABLES}
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        expects = getattr(distributed_core, "_expects_comm", None)
+        if hasattr(expects, "cache_clear"):
+            expects.cache_clear()

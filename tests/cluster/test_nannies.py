@@ -76,3 +76,24 @@ def test_a_cluster_scaled_to_zero_can_start_none_unless_it_adapts() -> None:
         assert why is not None and "was scaled to 0 workers" in why, why
         cluster.adapt(minimum=0, maximum=1)  # (it starts workers as work waits)
         assert cannot_start_workers(client) is None
+
+
+def test_an_embedded_job_leaves_the_environment_as_it_was(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dask's nannies set OMP_NUM_THREADS=1 (and its kin, PYTHONHASHSEED) in the process that
+    runs them and never take them back: after a job in a notebook, torch and numpy imported
+    there ran on one thread."""
+    from conftest import write_deployment, write_inputs
+
+    import daskscore
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    for name in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED"):
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    dep = write_deployment(tmp_path / "dep", "def run(mini_batch):\n    return mini_batch\n")
+    inputs = write_inputs(tmp_path / "in", 2, width=3)
+    result = daskscore.run(dep, inputs, tmp_path / "out", workers=1)
+    assert result.status == "Completed"
+    assert dict(os.environ) == before
