@@ -34,6 +34,7 @@ Dask's frames, goes to the job's logs only.
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any
 
 
@@ -90,6 +91,8 @@ class WriteFailed(DaskScoreError):
     #: ``OSError.errno`` values that are the disk's when they are about the job's own files
     #: (inside its output folder): a folder made read-only (``chmod``, ``chattr +i``) under it
     DENIED = frozenset({errno.EACCES, errno.EPERM})
+    #: a file where the job makes a folder, or a folder where it writes a file
+    IN_THE_WAY = frozenset({errno.EISDIR, errno.ENOTDIR, errno.EEXIST})
 
     @classmethod
     def is_disk(cls, exc: BaseException | None, out: Any) -> bool:
@@ -99,7 +102,7 @@ class WriteFailed(DaskScoreError):
             return False
         if exc.errno in cls.ERRNOS:
             return True
-        if exc.errno not in cls.DENIED or not exc.filename or out is None:
+        if exc.errno not in cls.DENIED | cls.IN_THE_WAY or not exc.filename or out is None:
             return cls.removed(exc, out)
         return cls._inside(exc.filename, out)
 
@@ -139,6 +142,14 @@ class WriteFailed(DaskScoreError):
                 "(or its staging folder, .daskscore/) was removed or moved while the job ran, "
                 "and with it what the job had kept. Nothing more can be kept, so the job "
                 "stopped. Run the job again (with --overwrite if that folder exists again)."
+            )
+        if exc.errno in cls.IN_THE_WAY:
+            kind = "a folder" if exc.errno == errno.EISDIR else "a file"
+            return cls(
+                f"{what} failed: {os.fsdecode(exc.filename)} is in the way ({exc.strerror}): "
+                f"{kind} of the name the job writes was made in the output folder {out} (by the "
+                "scoring script, or by hand while the job ran). Nothing was lost: what was "
+                "done is kept there. Move it away, then run the same command with --resume."
             )
         where = f" ({exc.filename})" if exc.filename else ""
         return cls(

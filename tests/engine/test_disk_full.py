@@ -206,3 +206,44 @@ def test_an_output_folder_removed_while_the_job_runs_stops_it_saying_so(tmp_path
     assert proc.returncode == 1, stderr
     assert "internal error" not in stderr, stderr
     assert "was removed or moved while the job ran" in stderr, stderr
+
+
+IN_THE_WAY = """
+    import os
+
+    def run(mini_batch):
+        if not os.path.exists(os.environ["CLEARED"]):  # (makes the folder until told not to)
+            out = os.environ["AZUREML_BI_OUTPUT_PATH"]
+            os.makedirs(os.path.join(out, "predictions.csv.partial"), exist_ok=True)
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_a_folder_in_the_way_of_the_predictions_is_named_then_resume_writes_them(
+    tmp_path: Path,
+) -> None:
+    """The script made a folder where the job writes its predictions: the job said "internal
+    error: IsADirectoryError"; it names the folder and keeps what was done for --resume."""
+    import shutil
+
+    import daskscore
+    from daskscore.errors import WriteFailed
+
+    cleared = tmp_path / "cleared"
+    dep = write_deployment(
+        tmp_path / "dep",
+        IN_THE_WAY,
+        settings={"mini_batch_size": 2, "environment_variables": {"CLEARED": str(cleared)}},
+    )
+    inputs = write_inputs(tmp_path / "in", 4, width=3)
+    out = tmp_path / "out"
+    with pytest.raises(WriteFailed) as failed:
+        daskscore.run(dep, inputs, out, workers=1)
+    text = str(failed.value)
+    assert f"{out / 'predictions.csv.partial'} is in the way (Is a directory)" in text
+    assert "--resume" in text
+    shutil.rmtree(out / "predictions.csv.partial")
+    cleared.touch()
+    result = daskscore.run(dep, inputs, out, workers=1, resume=True)
+    assert result.status == "Completed"
+    assert sorted(result.predictions.read_text().split()) == [f"f{i:03d}.csv" for i in range(4)]
