@@ -131,7 +131,7 @@ def score_partition(
             if lost is not None:
                 recs, frame = [lost], None
             else:
-                with state.run_lock:  # one run() at a time per process, as in Azure
+                with state.turn():  # one run() at a time per process, as in Azure
                     # (where the nanny notes a run() it ends for keeping the GIL too long)
                     state.watch_attempt(None, watch)
                     recs, frame = run_mini_batch(state, watch, mb, 0, work)

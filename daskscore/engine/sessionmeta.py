@@ -41,7 +41,7 @@ def first_rows(
         for mb, work in items:
             recs, frame = [watch.given_up(mb, work)], None
             if recs[0] is None:
-                with state.run_lock:
+                with state.turn():
                     recs, frame = run_mini_batch(state, watch, mb, 0, work)
             if recs[-1].done and frame is not None:
                 break

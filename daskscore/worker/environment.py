@@ -219,8 +219,23 @@ def _set_streams(stream: Any) -> None:
 ARGV = Overlapped(lambda: list(sys.argv), _set_argv)
 #: ... the jobs' logs as ``sys.stdout`` and ``sys.stderr`` (the process's own: a pair) ...
 STREAMS = Overlapped(lambda: (sys.stdout, sys.stderr), _set_streams)
-#: ... and the root logger's level
+#: ... the root logger's level ...
 ROOT_LEVEL = Overlapped(lambda: logging.getLogger().level, logging.getLogger().setLevel)
+
+
+def _set_log_handler(handler: logging.Handler | None) -> None:
+    root, old = logging.getLogger(), _LOG_HANDLER[0]
+    if old is not None and old is not handler:
+        root.removeHandler(old)
+    if handler is not None:
+        root.addHandler(handler)
+    _LOG_HANDLER[0] = handler
+
+
+_LOG_HANDLER: list[logging.Handler | None] = [None]
+#: ... and the one job's log handler on the root logger: the newest job's (the one whose call
+#: runs, or ran last), so that a job's log has the records of its own calls, not another's
+LOG_HANDLER = Overlapped(lambda: None, _set_log_handler)
 
 
 #: Entries of ``AZUREML_MODEL_DIR`` listed after a file not found there, at most ...

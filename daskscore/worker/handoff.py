@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daskscore.io.ledger import LedgerWriter, ledger_path
-from daskscore.io.shipping import OutputTaker, take_files
+from daskscore.io.shipping import OutputTaker, read_new, take_files
 from daskscore.protocol import TaskResult, WorkerJob
 from daskscore.worker.relay import RelayLedger
 
@@ -112,7 +112,7 @@ class Shipped(SharedDisk):
         staging = Path(runtime.job.staging)
         result.files = take_files(staging / "parts", result.attempt)
         take_files(staging / "ledger", result.attempt)
-        result.logs = runtime.drain_logs()
+        result.logs = drain_logs(runtime)
         result.outputs, self._outputs, self._output_bytes = self._outputs, {}, 0
 
     def outputs_left(self, runtime: JobRuntime) -> dict[str, bytes]:
@@ -122,6 +122,20 @@ class Shipped(SharedDisk):
 
     def cleanup(self, job: WorkerJob) -> None:
         shutil.rmtree(Path(job.staging).parent, ignore_errors=True)
+
+
+def drain_logs(runtime: JobRuntime) -> dict[str, bytes]:
+    """What ``runtime``'s worker log files gained since the last call (names relative to
+    ``logs/``): a shipped job's tasks take them home with their results."""
+    runtime.flush_output()
+    logs: dict[str, bytes] = {}
+    for kind in ("stdout", "error"):
+        rel = f"user/{kind}/{runtime.worker_name}.txt"
+        seen = runtime.drained.get(rel, 0)
+        data, runtime.drained[rel] = read_new(Path(runtime.job.logs) / rel, seen)
+        if data:
+            logs[rel] = data
+    return logs
 
 
 def handoff_for(job: WorkerJob) -> SharedDisk:

@@ -8,7 +8,8 @@ script — must not: ending the process would end the user's kernel, scheduler a
 a word.  There the call is left to finish (a thread cannot be stopped from outside), the
 worker's error log and the job log say so at the deadline, and when ``run()`` returns (or
 raises) the try counts as timed out: ``RUN_TIMEOUT``, its result dropped, retried as any
-timed-out try.
+timed-out try.  Meanwhile other jobs' calls in the process need not wait for it
+(:mod:`daskscore.worker.turn`); the job's own do.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from daskscore import _compat
 from daskscore.worker.deaths import end_children
 from daskscore.worker.stacks import on_timeout
+from daskscore.worker.turn import TURN
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ def timed_out(runtime: Any, mini_batch: int, ledger: Any) -> None:
         )
         logger.warning("%s", note)
         runtime.write_error(f"run() of mini-batch {mini_batch}", f"{note}\n{error}".rstrip())
+        TURN.overran(runtime)  # (other jobs' calls need not wait for it)
         return
     try:
         ledger.timed_out(mini_batch, error)

@@ -38,6 +38,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from daskscore import _compat
 from daskscore.protocol import WorkerJob
 from daskscore.worker.deaths import end_leftovers, lead_group
+from daskscore.worker.handoff import drain_logs
 from daskscore.worker.hosting import interrupt_script_on_sigint, ordinary_process
 from daskscore.worker.localize import fetch_bundles, offers
 from daskscore.worker.runtime import JobRuntime
@@ -395,4 +396,4 @@ def drain_job(job_id: str) -> dict[str, dict[str, bytes]]:
         or not state.localized
     ):
         return {}  # nothing installed here (yet): its folders are not this worker's own
-    return {"logs": state.drain_logs(), "output": state.handoff.outputs_left(state)}
+    return {"logs": drain_logs(state), "output": state.handoff.outputs_left(state)}

@@ -1,22 +1,18 @@
 """A scoring job's life in one worker process: :class:`JobRuntime`.
 
 :meth:`JobRuntime.install` (called by :class:`~daskscore.worker.plugin.ScoringPlugin` in the
-worker's task thread) prepares the job and calls the script's ``init()`` once:
-
-1. a shipped job, or one whose model is a URL, is localized first (code and model unpacked or
-   fetched into the worker's cache, see :mod:`daskscore.worker.localize`);
-2. the script's stdout and logging go to ``logs/user/stdout/<worker>.txt`` and the environment
-   is set as Azure sets it (:mod:`daskscore.worker.environment`);
-3. the script is imported with its code folder on ``sys.path`` and ``init()`` is called;
-4. a watchdog thread ends the process when a ``run()`` call overruns
-   ``retry_settings.timeout`` (the nanny then starts a fresh process, whose plugin calls
-   ``init()`` again; an in-process cluster's worker is not ended, see
-   :mod:`daskscore.worker.overrun`).  The thread needs the GIL, so on a worker with a nanny
-   the deadline of the call in flight is also written where the nanny reads it
-   (:class:`~daskscore.worker.deadline.DeadlineFile`): a ``run()`` stuck in C code holding
-   the GIL is killed from outside, and recorded the same way.  Either way the stack of the
-   hung call goes into the worker's error log and the try's error text
-   (:mod:`daskscore.worker.stacks`).
+worker's task thread, in its turn: :mod:`daskscore.worker.turn`) prepares the job and calls
+the script's ``init()`` once: a shipped job, or one whose model is a URL, is localized first
+(:mod:`daskscore.worker.localize`); the script's stdout and logging go to
+``logs/user/stdout/<worker>.txt`` and the environment is set as Azure sets it
+(:mod:`daskscore.worker.environment`); the script is imported with its code folder on
+``sys.path`` and ``init()`` is called; a watchdog thread ends the process when a ``run()`` call
+overruns ``retry_settings.timeout`` (the nanny starts a fresh process, whose plugin calls
+``init()`` again; an in-process cluster's worker is not ended: :mod:`daskscore.worker.overrun`).
+The thread needs the GIL, so on a worker with a nanny the deadline of the call in flight is also
+written where the nanny reads it (:class:`~daskscore.worker.deadline.DeadlineFile`): a ``run()``
+stuck in C code holding the GIL is killed from outside.  Either way the stack of the hung call
+goes into the worker's error log and the try's error text (:mod:`daskscore.worker.stacks`).
 
 A failing ``init()`` does not raise: it is kept in :attr:`JobRuntime.init_error`, written to
 ``logs/user/error/<worker>.txt`` and reported by every task, so the driver fails the job at
@@ -25,9 +21,8 @@ the script has one and undoes the rest.
 
 A job of a cluster that outlives it (``daskscore cluster start``, a caller's client) keeps the
 script initialised instead: :meth:`JobRuntime.park` detaches the runtime from its job, and the
-next job with the same ``WorkerJob.warm_key`` (the same code, model, environment variables and
-init-time settings) takes it over with :meth:`JobRuntime.adopt` — its own output folder, logs,
-staging, job id and output format, no second ``init()``.
+next job with the same ``WorkerJob.warm_key`` takes it over with :meth:`JobRuntime.adopt` —
+its own output folder, logs, staging, job id and output format, no second ``init()``.
 """
 
 from __future__ import annotations
@@ -38,12 +33,13 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from daskscore import _compat
 from daskscore.config import redact
-from daskscore.io.shipping import read_new
 from daskscore.io.storage import job_secrets
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob, exception_text
@@ -52,6 +48,7 @@ from daskscore.worker import script as script_mod
 from daskscore.worker.deadline import FOLDER, DeadlineFile
 from daskscore.worker.deaths import InstallMark
 from daskscore.worker.environment import (
+    LOG_HANDLER,
     NAME_ERRORS,
     ROOT_LEVEL,
     STREAMS,
@@ -59,6 +56,7 @@ from daskscore.worker.environment import (
     ScriptVariables,
     SwitchableStream,
     WorkingDirectory,
+    is_newest,
     mask_handlers,
     missing_model_file,
     reassert_environment,
@@ -74,6 +72,7 @@ from daskscore.worker.localize import localize
 from daskscore.worker.memory import RunMemory
 from daskscore.worker.stacks import StackDump
 from daskscore.worker.threads import cap_torch, chosen_threads, limit_blas_threads, torch_threads
+from daskscore.worker.turn import TURN
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +133,7 @@ class JobRuntime:
         self.announcer = Announcer()
         #: the running task's time in run(), fetching and writing (Dask's metrics)
         self.meters = _compat.TaskMeters()
-        #: held by the task running mini-batches: one run() at a time per process, as in
-        #: Azure, even on a worker with several threads (scripts keep one model in a global)
+        #: this job's calls one at a time (its tasks on several threads); see turn()
         self.run_lock = threading.Lock()
         self.saved: dict[str, Any] = {}
         self._own_variables: ScriptVariables | None = None
@@ -146,6 +144,7 @@ class JobRuntime:
         self._log_file: Any = None
         self._sink: SwitchableStream | None = None
         self._log_handler: logging.Handler | None = None
+        self._log_token: list[Any] | None = None  # (environment.LOG_HANDLER's)
         #: this job's sys.stdout/stderr and root logger level (environment.Overlapped tokens)
         self._streams: list[Any] | None = None
         self._fds: list[str] | None = None  # (descriptors 1 and 2 routed: worker.fdroute)
@@ -159,7 +158,8 @@ class JobRuntime:
         runs, an install mark tells the driver which process this is, should it die here."""
         self.installing = mark = InstallMark(self.job.staging, self.worker_name, self._log_path())
         try:
-            self._install(mark)
+            with TURN.taken(self):  # (no other job's call runs meanwhile: worker.turn)
+                self._install(mark)
         finally:
             self.installing = None
             mark.close()
@@ -223,6 +223,10 @@ class JobRuntime:
         Raises when a shipped job cannot be localized (the caller installs afresh then)."""
         if job.needs_localizing:  # unpacked or fetched already: found in the cache
             job = localize(job, self.local_directory)
+        with TURN.taken(self):
+            self._adopt(job)
+
+    def _adopt(self, job: WorkerJob) -> None:
         self.job = job
         self.handoff = handoff_for(job)
         self.writer = get_writer(job.output_format, job.partition_on)
@@ -250,21 +254,32 @@ class JobRuntime:
             self._code.reassert()
         if self._streams is not None:
             self._streams = STREAMS.reassert(self._streams, self._stdout)
-        root = logging.getLogger()
-        if self._log_handler is not None and self._log_handler not in root.handlers:
-            root.addHandler(self._log_handler)
+        if self._log_handler is not None:  # (its records go to its log alone again)
+            self._log_token = LOG_HANDLER.reassert(self._log_token, self._log_handler)
         self._root_level = ROOT_LEVEL.reassert(self._root_level, job.logging_level.upper())
 
     def park(self) -> None:
         """The job is over but the script stays initialised for the next job with the same
         ``warm_key``: its log file is closed (prints go nowhere until then) and a shipped
         job's worker-local folders are removed."""
-        self.run_ended()
-        FDS.pop(self._fds)
-        self._switch_log(open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+        with TURN.taken(self):
+            self.run_ended()
+            FDS.pop(self._fds)
+            self._switch_log(open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
         self.handoff.cleanup(self.job)
 
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Held by a task running mini-batches: one call at a time per process, whichever
+        job's, on a worker with several threads too (:mod:`daskscore.worker.turn`)."""
+        with self.run_lock, TURN.taken(self):
+            yield
+
     def uninstall(self) -> None:
+        with TURN.taken(self):  # (after the call in flight, this job's or another's)
+            self._uninstall()
+
+    def _uninstall(self) -> None:
         self._stop.set()
         if self.deadlines is not None:
             self.deadlines.close()
@@ -274,6 +289,8 @@ class JobRuntime:
             return  # nothing was installed (no resources here, or preparing the job failed)
         shutdown = getattr(self.module, "shutdown", None)
         if callable(shutdown) and self.init_error is None:
+            if not is_newest(self.saved):  # (its own variables, directory, stdout and log)
+                self.reassert()
             self.cwd.enter()  # (undone by restore_environment)
             try:
                 shutdown()
@@ -287,19 +304,6 @@ class JobRuntime:
         if self.model_dir:
             shutil.rmtree(self.model_dir, ignore_errors=True)
         self.handoff.cleanup(self.job)
-
-    def drain_logs(self) -> dict[str, bytes]:
-        """What this worker's log files gained since the last call (names relative to
-        ``logs/``): a shipped job's tasks take them home with their results."""
-        if self._stdout is not None:
-            self._stdout.flush()
-        logs: dict[str, bytes] = {}
-        for kind in ("stdout", "error"):
-            rel = f"user/{kind}/{self.worker_name}.txt"
-            data, self.drained[rel] = read_new(Path(self.job.logs) / rel, self.drained.get(rel, 0))
-            if data:
-                logs[rel] = data
-        return logs
 
     # ------------------------------------------------------------------ what users see
     def shown(self, text: str) -> str:
@@ -364,17 +368,15 @@ class JobRuntime:
         self._streams = None if shared else STREAMS.push(self._stdout)
         handler = logging.StreamHandler(self._stdout)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger()
         self._root_level = ROOT_LEVEL.push(self.job.logging_level.upper())
-        root.addHandler(handler)
+        self._log_token = LOG_HANDLER.push(handler)  # (the only job's handler on the root)
         self._log_handler = handler
         # records also reach the handlers the process inherited (the stderr of --verbose)
-        self._unmask = mask_handlers(root, self.secrets)
+        self._unmask = mask_handlers(logging.getLogger(), self.secrets)
 
     def _restore_output(self) -> None:
         if self._log_handler is not None:
-            root = logging.getLogger()
-            root.removeHandler(self._log_handler)
+            LOG_HANDLER.pop(self._log_token)
             ROOT_LEVEL.pop(self._root_level)
             self._unmask()
         FDS.pop(self._fds)
@@ -424,6 +426,7 @@ class JobRuntime:
 
     def run_ended(self) -> None:
         self.in_flight = None
+        TURN.resume()  # (a call past its timeout, left to finish, waits for the turn again)
         self.cwd.leave()
         if self.deadlines is not None:
             self.deadlines.finished()

@@ -71,7 +71,7 @@ def run_task(
     if runtime.init_error is not None:
         result.init_error = runtime.init_error
         return result
-    with runtime.run_lock:  # a second task on a multi-threaded worker waits for this one
+    with runtime.turn():  # another task in this process (of any job) waits for this one
         ledger = runtime.handoff.open_ledger(runtime.job, attempt)
         if ledger is None:
             # Dask ran this task before on a process that died; the driver sorts it out.

@@ -17,13 +17,17 @@ class WorkingDirectory:
     call) leave it holds while the script is installed, and the process's own is set again when
     the last script is uninstalled (the next job starts where a fresh process would).  Another
     script installed in the process since moves it too: before each of this script's
-    mini-batches its own is set again (:meth:`reassert`, as the job's variables are), the
-    worker's own if it never moved.  A worker in its caller's process (an in-process cluster: a
-    notebook, a driver script; :attr:`per_call`) shares it with the caller, whose own relative
-    paths (the next job's deployment file) must keep their meaning: there the script's directory
-    holds while one of its calls runs (import and ``init()``, ``run()``, ``shutdown()``), the
-    caller's is set again as soon as none runs, and the script's again before its next call.
-    Jobs of one process whose calls run at once share it: the newest call's holds.
+    mini-batches, and as each of its calls starts, its own is set again (:meth:`reassert`, as the
+    job's variables are), the worker's own if it never moved; and a script's import and
+    ``init()`` start in the worker's own, as in a fresh process (where another script went is
+    not its own, even a script of the same folder that went there first).  A worker in its
+    caller's process (an in-process cluster: a notebook, a driver script; :attr:`per_call`)
+    shares it with the caller, whose own relative paths (the next job's deployment file) must
+    keep their meaning: there the script's directory holds while one of its calls runs (import
+    and ``init()``, ``run()``, ``shutdown()``), the caller's is set again as soon as none runs,
+    and the script's again before its next call. Jobs of one process whose calls run at once (a
+    call past its timeout left to finish: the calls of a process take turns,
+    :mod:`daskscore.worker.turn`) share it: the newest call's holds.
     """
 
     def __init__(self) -> None:
@@ -33,17 +37,15 @@ class WorkingDirectory:
         self._calls = 0
 
     def enter(self) -> None:
-        """A call of the script starts: its directory (where it went before) is set."""
+        """A call of the script starts: its directory (where it went before; else the
+        process's own, where its install started) is set."""
         with _LOCK:
-            if self._calls and not self.per_call:
-                return  # (the script's already, until close(); see reassert())
-            if not _CWD["calls"]:
-                _CWD["caller"] = _getcwd()
-            _CWD["calls"] += 1
-            self._calls += 1
-            if self._own is not None and self._own != _getcwd():
-                _chdir(self._own)
-            _CWD["set"] = _getcwd()
+            if not self._calls or self.per_call:
+                if not _CWD["calls"]:
+                    _CWD["caller"] = _getcwd()
+                _CWD["calls"] += 1
+                self._calls += 1
+            self._settle()  # (a process of its own: the script's, unless another moved it)
 
     def leave(self, final: bool = False) -> None:
         """A call of the script ended: where it went is noted, and, on an in-process worker
@@ -69,10 +71,13 @@ class WorkingDirectory:
         with _LOCK:
             if self.per_call or not self._calls:
                 return  # (an in-process worker's calls each set it: enter())
-            target = self._own if self._own is not None else _CWD["caller"]
-            if target != _getcwd():
-                _chdir(target)
-            _CWD["set"] = _getcwd()
+            self._settle()
+
+    def _settle(self) -> None:
+        target = self._own if self._own is not None else _CWD["caller"]
+        if target is not None and target != _getcwd():
+            _chdir(target)
+        _CWD["set"] = _getcwd()
 
     def close(self) -> None:
         """The script is uninstalled: the process's directory is set again (unless a call of

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,170 @@ def test_closing_the_sessions_in_any_order_leaves_the_process_as_it_was(
     assert client.run(_process) == before  # (was DASKSCORE_TEST_INITSET=C left behind)
     assert not any(k.startswith("DASKSCORE_TEST_") for k in os.environ)
     assert os.getcwd() == str(tmp_path)
+
+
+#: run() checks its job's variables before and after a pause (another job's install or call
+#: in the process meanwhile changed them), writes a custom output file, as Azure's scripts do
+TURN_SCRIPT = """
+    import os
+    import time
+
+    def run(mini_batch):
+        rows = []
+        for path in mini_batch:
+            before = os.environ["DASKSCORE_TEST_DEP"]
+            time.sleep(0.05)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            out = os.environ["AZUREML_BI_OUTPUT_PATH"]
+            with open(os.path.join(out, f"{before}-{stem}.out"), "w") as fh:
+                fh.write(before)
+            rows.append(f"{before}/{os.environ['DASKSCORE_TEST_DEP']}")
+        return rows
+"""
+
+
+def _turn_deployment(root: Path, name: str) -> Path:
+    return write_deployment(
+        root,
+        TURN_SCRIPT,
+        settings={"mini_batch_size": 1, "environment_variables": {"DASKSCORE_TEST_DEP": name}},
+    )
+
+
+def test_two_jobs_on_a_worker_with_two_threads_take_turns(tmp_path: Path) -> None:
+    """A ``run()`` job and a ``score()`` session at once on one client whose worker has two
+    threads: each call sees its own job's variables from start to end and writes its files
+    into its own output folder (they ran at once, each seeing the other's)."""
+    inputs = write_inputs(tmp_path / "in", 8)
+    a, b = _turn_deployment(tmp_path / "A", "A"), _turn_deployment(tmp_path / "B", "B")
+    found: dict[str, Any] = {}
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+        daskscore.open_session(b, inputs, client=client, meta=_meta()) as session,
+    ):
+
+        def job() -> None:
+            found["a"] = daskscore.run(a, inputs, tmp_path / "out", client=client, progress=False)
+
+        thread = threading.Thread(target=job)
+        thread.start()
+        found["b"] = client.compute(session.frame).result()["prediction"].tolist()
+        thread.join()
+        b_files = sorted(p.name for p in session.job_dir.glob("*.out"))
+    rows = found["a"].predictions.read_text().split()
+    assert found["a"].succeeded_items == 8 and set(rows) == {"A/A"}
+    assert sorted(found["b"]) == ["B/B"] * 8
+    a_files = sorted(p.name for p in (tmp_path / "out").glob("*.out"))
+    assert a_files == [f"A-f{i:04d}.out" for i in range(8)]
+    assert b_files == [f"B-f{i:04d}.out" for i in range(8)]
+
+
+def _meta() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({"prediction": pd.Series([], dtype=object)})
+
+
+#: init() moves to its code folder; run() reads a file there by a relative path
+CHDIR_SCRIPT = """
+    import os
+
+    def init():
+        os.chdir(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(mini_batch):
+        with open("labels.txt") as fh:
+            label = fh.read().strip()
+        return [f"{label} {os.getcwd()}" for _ in mini_batch]
+"""
+
+
+@pytest.mark.parametrize("cluster_client", ["processes"], indirect=True)
+def test_the_same_deployment_installed_twice_runs_each_in_the_directory_its_init_chose(
+    cluster_client: Client, tmp_path: Path
+) -> None:
+    """A deployment installed again while it is open (two sessions, and a ``run()`` job,
+    of it): the later install started in the folder the first one's init() moved to, so its
+    own move looked like none, and its run() calls were put back in the worker's directory
+    after the other's (every item failed: labels.txt not found)."""
+    client = cluster_client
+    inputs = write_inputs(tmp_path / "in", 4)
+    dep = write_deployment(
+        tmp_path / "D",
+        CHDIR_SCRIPT,
+        extra_code={"labels.txt": "label\n"},
+        settings={"mini_batch_size": 2, "retry_settings": {"max_retries": 0}},
+    )
+    want = {f"label {(tmp_path / 'D' / 'code').resolve()}"}
+    with (
+        daskscore.open_session(dep, inputs, client=client) as first,
+        daskscore.open_session(dep, inputs, client=client) as second,
+    ):
+        for session in (first, second, first, second):  # (each after the other's calls)
+            assert _values(session, client) == want
+        result = daskscore.run(dep, inputs, tmp_path / "out", client=client, progress=False)
+        assert (result.succeeded_items, result.failed_items) == (4, 0)
+        assert set(result.predictions.read_text().splitlines()) == want
+        for session in (first, second):
+            assert _values(session, client) == want
+
+
+#: run() logs (from its own thread and from one it starts) a line naming its job and the key
+LOG_SCRIPT = """
+    import logging
+    import os
+    import threading
+
+    log = logging.getLogger("myscript")
+
+    def init():
+        log.warning("init of %s", os.environ["DASKSCORE_TEST_DEP"])
+
+    def run(mini_batch):
+        name = os.environ["DASKSCORE_TEST_DEP"]
+        log.warning("%s scoring with key=%s", name, os.environ.get("API_KEY", "none"))
+        helper = threading.Thread(target=log.warning, args=("%s from a thread", name))
+        helper.start()
+        helper.join()
+        return [name for _ in mini_batch]
+"""
+
+
+def _log_deployment(root: Path, name: str, **env: str) -> Path:
+    variables = {"DASKSCORE_TEST_DEP": name, **env}
+    return write_deployment(
+        root, LOG_SCRIPT, settings={"mini_batch_size": 2, "environment_variables": variables}
+    )
+
+
+def _logs(session: Any) -> str:
+    folder = session.job_dir / "logs" / "user" / "stdout"
+    return "".join(p.read_text() for p in sorted(folder.glob("*.txt")))
+
+
+@pytest.mark.parametrize("cluster_client", ["processes"], indirect=True)
+def test_each_open_jobs_log_has_the_records_of_its_own_calls_alone(
+    cluster_client: Client, tmp_path: Path
+) -> None:
+    """Two jobs installed in the same worker processes: each one's ``logs/user/stdout`` has
+    its own script's log records (those of a thread its run() starts too), none of the
+    other's; the other's secret is in neither (a record went to every job's log)."""
+    client = cluster_client
+    inputs = write_inputs(tmp_path / "in", 4)
+    secret = "sk-live-Zq81xTT"
+    lb = _log_deployment(tmp_path / "LB", "LB", API_KEY=secret)
+    la = _log_deployment(tmp_path / "LA", "LA")
+    with (
+        daskscore.open_session(lb, inputs, client=client) as b,
+        daskscore.open_session(la, inputs, client=client) as a,
+    ):
+        for session, name in ((b, "LB"), (a, "LA"), (b, "LB")):
+            assert _values(session, client) == {name}
+        logs = {"LA": _logs(a), "LB": _logs(b)}
+    for name, other in (("LA", "LB"), ("LB", "LA")):
+        assert f"{name} scoring" in logs[name] and f"{name} from a thread" in logs[name]
+        assert other not in logs[name], logs[name]
+    assert secret not in logs["LA"] + logs["LB"]
