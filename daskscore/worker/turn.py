@@ -69,16 +69,17 @@ class Turn:
         """The watchdog: ``runtime``'s call in flight is past its timeout and left to finish;
         whoever waits may take the turn."""
         with self._changed:
-            if self._holder is not None and self._holder.runtime is runtime:
-                self._holder.overran = True
+            held = self._holder
+            if held is not None and held.runtime is runtime and runtime.in_flight is not None:
+                held.overran = True
                 self._changed.notify_all()
 
     def resume(self) -> None:
         """A ``run()`` call of this thread returned: if it overran and lost the turn meanwhile,
         wait for it again (the task goes on under it)."""
         hold = getattr(self._mine, "hold", None)
-        if hold is None:
-            return
+        if hold is None or not (hold.overran or hold.lost):
+            return  # (the call returned in time: nothing to wait for)
         with self._changed:
             hold.overran = False
             if hold.lost:

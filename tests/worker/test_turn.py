@@ -11,7 +11,9 @@ from daskscore.worker.turn import Turn
 
 
 class _Job:
-    """What the turn knows of a job: who holds it."""
+    """What the turn knows of a job: who holds it, and whether a run() of it is in flight."""
+
+    in_flight = (0.0, 0, None)
 
 
 def test_a_call_left_to_finish_past_its_timeout_gives_the_turn_and_waits_for_it_again() -> None:
