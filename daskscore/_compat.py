@@ -15,9 +15,8 @@ the standard library only, and Dask or tornado lazily, inside the functions.
     does nothing and says so; the caller's ``forkserver.ensure_running()`` starts Python's own
     server (workers then wait for its imports).
 :func:`skip_dask_forkserver_preload`
-    ``distributed.utils._forkserver_preload_set``.  Why: otherwise Dask imports all its optional
-    packages and replaces daskscore's preload list with them.  Fallback: nothing is set (Dask
-    builds its own list: slower worker start, same results).
+    ``distributed.utils._forkserver_preload_set``.  Why: else Dask replaces daskscore's preload
+    list with all its optional packages.  Fallback: unset (a slower worker start).
 :func:`nanny_handshake_interval`
     ``distributed.nanny.WorkerProcess._init_msg_interval``.  Why: nannies look for their new
     worker's start-up message every 50 ms; a worker forked ready is up in ~60 ms.  Set only
@@ -33,6 +32,8 @@ the standard library only, and Dask or tornado lazily, inside the functions.
 :func:`on_worker_removal`, :func:`adapting`
     ``SpecCluster._update_worker_status`` (closes a lost worker's nanny), ``Cluster._adaptive``.
     Why: a caller's cluster keeps its nannies under a job.  Fallback: Dask's timeout; not known.
+:func:`forget_closed_nannies`
+    ``distributed.core._expects_comm``'s cache.  Why: it kept every closed nanny alive.
 :func:`meter` and :func:`span`
     ``distributed.metrics.context_meter.meter`` and ``distributed.span`` (public, in every
     supported distributed, 2024.8.0 on).  Why: Dask's fine-grained metrics then say how much
@@ -196,15 +197,10 @@ def _send_authkey(key_w: int) -> bytes:
 
 
 def skip_dask_forkserver_preload() -> bool:
-    """Tell Dask that the fork server's preload list is set already.
-
-    The first time Dask makes a forkserver context (``distributed.utils.get_mp_context``) it
-    imports every optional package it knows of, in this process, and replaces the preload list
-    with them, unless ``distributed.utils._forkserver_preload_set`` is true.  Returns whether it
-    was set.  Fallback: a Dask without that flag is left alone (False): at worst Dask builds its
-    own list, and Python's fork server imports more and readies less (slower start, same
-    results).
-    """
+    """Tell Dask that the fork server's preload list is set already (else its first forkserver
+    context imports every optional package it knows of and replaces the list with them).
+    Returns whether it was set; a Dask without ``_forkserver_preload_set``: False, left alone
+    (a slower start, the same results)."""
     import distributed.utils
 
     if not hasattr(distributed.utils, "_forkserver_preload_set"):
@@ -223,14 +219,10 @@ _nanny_held: dict[str, Any] = {"open": 0, "saved": _MISSING}
 
 @contextlib.contextmanager
 def nanny_handshake_interval(seconds: float) -> Iterator[None]:
-    """While open, the nannies of this process look for their new worker's start-up message
-    every ``seconds`` (``distributed.nanny.WorkerProcess._init_msg_interval``, a class
-    attribute: 50 ms in Dask 2024.8-2026.8), for a first start and for a restart alike.
-
-    The previous value is back when the context closes, also on an exception.  Contexts may
-    overlap, on any thread of the process: the first one in sets, the last one out restores.
-    Fallback: a Dask whose ``WorkerProcess`` has no such attribute is left alone.
-    """
+    """While open, this process's nannies look for a new worker's start-up message every
+    ``seconds`` (``WorkerProcess._init_msg_interval``: 50 ms in Dask 2024.8-2026.8), for starts
+    and restarts alike; restored on close.  Contexts may overlap, on any thread: the first in
+    sets, the last out restores.  Fallback: a Dask without that attribute is left alone."""
     from distributed import nanny
 
     cls = getattr(nanny, "WorkerProcess", None)
@@ -448,3 +440,11 @@ def adapting(cluster: Any) -> bool | None:
     adaptive = cluster._adaptive  # (2026.8 keeps one "stopped"; 2024.8 drops its callback)
     alive = getattr(adaptive, "periodic_callback", None) is not None
     return alive and getattr(adaptive, "state", "running") not in ("inactive", "stopped")
+
+
+def forget_closed_nannies() -> None:
+    """Clear ``distributed.core._expects_comm`` (an unbounded cache keyed on bound methods: a
+    job's closed nannies, ~0.2 MB, kept for the process's life).  Fallback: nothing."""
+    from distributed import core
+
+    getattr(getattr(core, "_expects_comm", None), "cache_clear", lambda: None)()

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask
-from distributed import core as distributed_core
 
 from daskscore import _compat
 
@@ -144,8 +143,8 @@ def environment_kept() -> Iterator[None]:
     """Around an embedded cluster's life: this process's environment as it was, once it is
     closed.  Each nanny sets ``OMP_NUM_THREADS=1`` and its kin in the process that runs it
     before it starts a worker, and never takes them back: after a job in a notebook, torch and
-    numpy imported there ran on one thread.  Also drops what Dask's ``_expects_comm`` cache
-    keeps of the closed nannies (about 0.2 MB a job)."""
+    numpy imported there ran on one thread.  Also drops what Dask keeps of the closed nannies
+    (:func:`daskscore._compat.forget_closed_nannies`)."""
     names = {*dask.config.get("distributed.nanny.pre-spawn-environ", {}), *NANNY_SET_VARIABLES}
     before = {name: os.environ.get(name) for name in names}
     try:
@@ -156,6 +155,4 @@ def environment_kept() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        expects = getattr(distributed_core, "_expects_comm", None)
-        if hasattr(expects, "cache_clear"):
-            expects.cache_clear()
+        _compat.forget_closed_nannies()
