@@ -19,6 +19,7 @@ import re
 from typing import IO, Any
 
 from daskscore.errors import InputError
+from daskscore.io import filestamp
 
 _CHUNK = 1 << 20
 #: pandas' line numbers: "in line N" (from 1), "at row N" (lines before, as in the C parser)
@@ -62,7 +63,7 @@ def not_utf8(split: Any, head: bytes, body: bytes, exc: UnicodeDecodeError) -> I
         return None
     offset = at if at < len(head) else split.start + at - len(head)
     try:
-        with open(split.path, "rb") as f:
+        with filestamp.open_planned(split.path, getattr(split, "stamp", None)) as f:
             where = f"line {_breaks_before(f, offset) + 1} (byte offset {offset} of the file)"
     except OSError:  # (the file is gone: the offset is known still)
         where = f"byte offset {offset} of the file"
@@ -93,7 +94,7 @@ def file_line(split: Any, head: bytes, body: bytes, line: int) -> int:
         at = int(pos[min(line - 2, len(pos) - 1)]) + 1
     if at < len(head):
         return _count_breaks(data[:at]) + 1
-    with open(split.path, "rb") as f:
+    with filestamp.open_planned(split.path, getattr(split, "stamp", None)) as f:
         before = _breaks_before(f, split.start)
     return before + _count_breaks(body[: at - len(head)]) + 1
 

@@ -1,10 +1,10 @@
 """A task's mini-batches as they travel to the worker: :func:`make_payload`.
 
 A task of consecutive tabular splits (``mini_batch_size: "10 rows"``: 2,000 splits a task) goes
-as the runs of the job's :class:`~daskscore.io.splittable.SplitTable` it covers: per file, the
-first byte offset and the splits' lengths in bytes (one or two bytes a split, in the smallest
-unsigned type that holds them), and the rows (a file cut by rows: the same for every split);
-the worker makes its ``Split`` objects.  Any other task goes as its list of
+as the runs of the job's :class:`~daskscore.io.splittable.SplitTable` it covers: per file, its
+planned stamp, the first byte offset and the splits' lengths in bytes (one or two bytes a
+split, in the smallest unsigned type that holds them), and the rows (a file cut by rows: the
+same for every split); the worker makes its ``Split`` objects.  Any other task goes as its list of
 ``(mini_batch, tries used, work)``.  Making and pickling one ``Split`` object per mini-batch in
 the driver cost it ~20 µs a mini-batch; and the embedded scheduler keeps the last 1,000
 messages it sent (``distributed.admin.low-level-log-length``) in the driver's memory, so a
@@ -31,7 +31,7 @@ def make_payload(ids: list[int], tries: Callable[[int], int], batches: Sequence[
     if isinstance(batches, SplitTable) and ids and ids == list(range(ids[0], ids[-1] + 1)):
         a, b = ids[0], ids[-1] + 1
         used = array("H", (tries(mb) for mb in ids))
-        runs = [(path, kind, *_packed(cuts)) for path, kind, cuts in batches.runs(a, b)]
+        runs = [(path, kind, cuts.stamp, *_packed(cuts)) for path, kind, cuts in batches.runs(a, b)]
         data = zlib.compress(pickle.dumps((a, used, runs), protocol=pickle.HIGHEST_PROTOCOL), 1)
         return Payload.packed(unpack_splits, data)
     return Payload([(mb, tries(mb), batches[mb]) for mb in ids])
@@ -77,12 +77,12 @@ def unpack_splits(data: bytes) -> list[tuple[int, int, Split]]:
 
     a, used, runs = pickle.loads(zlib.decompress(data))
     out: list[tuple[int, int, Split]] = []
-    for path, kind, edge0, lengths, first0, every, last, first, rows in runs:
+    for path, kind, stamp, edge0, lengths, first0, every, last, first, rows in runs:
         edges = np.concatenate(([edge0], edge0 + np.cumsum(_widen(lengths))))
         if every:
-            cuts = Cuts(edges, first0, every, last)
+            cuts = Cuts(edges, first0, every, last, stamp=stamp)
         else:
-            cuts = Cuts(edges, first=_widen(first), rows=_widen(rows))
+            cuts = Cuts(edges, first=_widen(first), rows=_widen(rows), stamp=stamp)
         for split in cuts.splits(path, kind):
             mb = a + len(out)
             out.append((mb, used[mb - a], split))

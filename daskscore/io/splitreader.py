@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from daskscore.io import csvscan, tabular
+from daskscore.io import csvscan, filestamp, tabular
 from daskscore.io.tabular import Split
 
 if TYPE_CHECKING:
@@ -103,9 +103,9 @@ class SplitReader:
             raise ValueError(f"position {position} of the task is not a tabular split")
         if split.kind == "parquet":
             try:
-                pf = self._parquet_file(split.path)
+                pf = self._parquet_file(split)
             except FileNotFoundError as exc:
-                raise tabular.gone(split) from exc
+                raise filestamp.gone(split.path) from exc
             return tabular.read_split(split, parquet_file=pf)
         if self._text:
             return tabular.read_split(split, dtype=self._text)
@@ -132,7 +132,7 @@ class SplitReader:
         splits = [self._splits[p] for p in run]
         path = splits[0].path  # type: ignore[union-attr]
         try:
-            header = self._header(path)
+            header = self._header(path, splits[0].stamp)  # type: ignore[union-attr]
             parsed = _parse_run(path, header, splits, run) if header is not None else None
         except Exception:  # noqa: BLE001 - read_split then reads (and fails) split by split
             parsed = None
@@ -140,17 +140,19 @@ class SplitReader:
             self._pandas_only.add(path)
         return parsed
 
-    def _header(self, path: str) -> _Header | None:
+    def _header(self, path: str, stamp: filestamp.Stamp | None) -> _Header | None:
         if path not in self._headers:
-            self._headers[path] = _Header.of(path)
+            self._headers[path] = _Header.of(path, stamp)
         return self._headers[path]
 
     # ------------------------------------------------------------------ Parquet
-    def _parquet_file(self, path: str) -> Any:
+    def _parquet_file(self, split: Split) -> Any:
+        path = split.path
         if self._parquet is None or self._parquet[0] != path:
             import pyarrow.parquet as pq
 
             self._set_parquet(None)
+            filestamp.stat_planned(path, split.stamp)  # (not a pipe, nor written again)
             self._set_parquet((path, pq.ParquetFile(path)))
         return self._parquet[1]  # type: ignore[index]
 
@@ -189,10 +191,10 @@ class _Header:
         self.columns = columns
 
     @classmethod
-    def of(cls, path: str) -> _Header | None:
+    def of(cls, path: str, stamp: filestamp.Stamp | None = None) -> _Header | None:
         import pandas as pd
 
-        with open(path, "rb") as f:
+        with filestamp.open_planned(path, stamp) as f:
             length = csvscan.data_start(f)
             f.seek(0)
             raw = f.read(length)
@@ -210,7 +212,7 @@ def _parse_run(path: str, header: _Header, splits: list[Any], run: list[int]) ->
     if max(rows) > low_memory_rows(len(names)):
         return None  # pandas may have typed such a split block by block
     first, last = splits[0], splits[-1]
-    with open(path, "rb") as f:
+    with filestamp.open_planned(path, first.stamp) as f:
         f.seek(first.start)
         body = f.read(last.stop - first.start)
     if b"0x" in body or b"0X" in body:

@@ -51,6 +51,7 @@ class Cuts:
     Regular (``every > 0``): split ``i`` holds ``every`` rows, the last ``last``, and starts at
     row ``first0 + i * every``.  Otherwise ``first`` and ``rows`` give each split's first row
     and rows (negative: not counted, ``-1 - lines``, the split's :attr:`Split.lines`).
+    ``stamp``: the file's when planned (:attr:`Split.stamp`).
     """
 
     edges: np.ndarray
@@ -59,12 +60,13 @@ class Cuts:
     last: int = 0
     first: np.ndarray | None = None
     rows: np.ndarray | None = None
+    stamp: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.edges) - 1
 
     @classmethod
-    def of_rows(cls, cuts: Any) -> list[Cuts]:
+    def of_rows(cls, cuts: Any, stamp: tuple[int, int] | None = None) -> list[Cuts]:
         """The splits of an ``int64`` array of a row per split (start, stop, first row, rows),
         as runs of :class:`Cuts`: a new run where a split does not start at the last one's
         stop."""
@@ -72,10 +74,10 @@ class Cuts:
 
         cuts = np.asarray(cuts, np.int64).reshape(-1, 4)
         breaks = np.flatnonzero(cuts[1:, 0] != cuts[:-1, 1]) + 1
-        return [cls._run(part) for part in np.split(cuts, breaks) if len(part)]
+        return [cls._run(part, stamp) for part in np.split(cuts, breaks) if len(part)]
 
     @classmethod
-    def _run(cls, cuts: Any) -> Cuts:
+    def _run(cls, cuts: Any, stamp: tuple[int, int] | None = None) -> Cuts:
         import numpy as np
 
         edges = _small(np.append(cuts[:, 0], cuts[-1, 1]))
@@ -88,8 +90,8 @@ class Cuts:
             and bool((first == first[0] + every * np.arange(len(first))).all())
         )
         if regular:
-            return cls(edges, int(first[0]), every, int(rows[-1]))
-        return cls(edges, first=_small(first), rows=rows.astype(np.int64))
+            return cls(edges, int(first[0]), every, int(rows[-1]), stamp=stamp)
+        return cls(edges, first=_small(first), rows=rows.astype(np.int64), stamp=stamp)
 
     def columns(self, a: int, b: int) -> tuple[Any, Any, Any, Any]:
         """Splits ``a .. b-1``: their starts, stops, first rows and rows (numpy arrays)."""
@@ -111,17 +113,19 @@ class Cuts:
         columns = self.columns(a, len(self) if b is None else b)
         for start, stop, first, rows in zip(*(c.tolist() for c in columns), strict=True):
             if rows < 0:  # not counted: its lines (none known for -1)
-                yield Split(path, kind, start, stop, first, None, -1 - rows if rows < -1 else None)
+                lines = -1 - rows if rows < -1 else None
+                yield Split(path, kind, start, stop, first, None, lines, self.stamp)
             else:
-                yield Split(path, kind, start, stop, first, rows)
+                yield Split(path, kind, start, stop, first, rows, stamp=self.stamp)
 
     def slice(self, i: int, j: int) -> Cuts:
         """Splits ``i .. j-1`` of these, as cuts of their own."""
         edges = self.edges[i : j + 1]
         if self.every:
-            return Cuts(edges, self.first0 + i * self.every, self.every, self.rows_of(j - 1))
+            first0 = self.first0 + i * self.every
+            return Cuts(edges, first0, self.every, self.rows_of(j - 1), stamp=self.stamp)
         assert self.first is not None and self.rows is not None
-        return Cuts(edges, first=self.first[i:j], rows=self.rows[i:j])
+        return Cuts(edges, first=self.first[i:j], rows=self.rows[i:j], stamp=self.stamp)
 
     def rows_of(self, i: int) -> int:
         """Rows of split ``i`` (negative: not counted, ``-1 - lines``)."""
@@ -182,13 +186,15 @@ class SplitTable(Sequence[Split]):
     for."""
 
     def __init__(self, splits: Iterable[Split]) -> None:
-        runs: list[tuple[str, str, list[tuple[int, int, int, int]]]] = []
+        runs: list[tuple[str, str, Any, list[tuple[int, int, int, int]]]] = []
         for split in splits:  # (runs of splits of one file, as plan_cuts gives them)
-            if not runs or runs[-1][:2] != (split.path, split.kind):
-                runs.append((split.path, split.kind, []))
+            if not runs or runs[-1][:3] != (split.path, split.kind, split.stamp):
+                runs.append((split.path, split.kind, split.stamp, []))
             rows = -1 - (split.lines or 0) if split.n_rows is None else split.n_rows
-            runs[-1][2].append((split.start, split.stop, split.first_row, rows))
-        self._fill((path, kind, cuts) for path, kind, rows in runs for cuts in Cuts.of_rows(rows))
+            runs[-1][3].append((split.start, split.stop, split.first_row, rows))
+        self._fill(
+            (path, kind, cuts) for path, kind, st, rows in runs for cuts in Cuts.of_rows(rows, st)
+        )
 
     @classmethod
     def from_cuts(cls, planned: Iterable[tuple[str, str, Cuts]]) -> SplitTable:

@@ -35,7 +35,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from daskscore.errors import InputError
-from daskscore.io import csvscan
+from daskscore.io import csvscan, filestamp
 
 if TYPE_CHECKING:  # imported where used: a file-mode job's driver never needs them
     import numpy as np
@@ -72,6 +72,8 @@ class Split:
     lines : int or None
         A split whose rows are not counted: its non-blank lines, what its rows are taken to be
         until it is read (a failure to read it counts them).
+    stamp : tuple of (int, int) or None
+        The file's size and modification time (ns) when planned; a read checks them (None: not).
     """
 
     path: str
@@ -81,6 +83,7 @@ class Split:
     first_row: int
     n_rows: int | None
     lines: int | None = None
+    stamp: filestamp.Stamp | None = None
 
 
 def plan_splits(paths: list[str], size: tuple[str, int]) -> list[Split]:
@@ -130,15 +133,17 @@ def plan_cuts(paths: list[str], size: tuple[str, int]) -> Iterator[tuple[str, st
             f"input file '{path}' is not a tabular file: tabular mode reads files ending in "
             f"{', '.join(TABULAR_SUFFIXES)} (case-insensitive)."
         )
+    from dataclasses import replace
+
     for path in paths:
         file_kind = _kind_of(path)
         planner = _plan_csv if file_kind == "csv" else _plan_parquet
         try:
-            runs = planner(path, kind, n)
+            stamp, runs = planner(path, kind, n)
         except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
             raise InputError(f"cannot plan the splits of input file '{path}': {exc}") from exc
-        for cuts in runs:
-            yield path, file_kind or "csv", cuts
+        for cuts in runs:  # (each split carries the file's stamp: a read checks it)
+            yield path, file_kind or "csv", replace(cuts, stamp=stamp)
 
 
 def read_split(split: Split, *, parquet_file: Any = None, **read_kwargs: Any) -> pd.DataFrame:
@@ -172,23 +177,18 @@ def read_split(split: Split, *, parquet_file: Any = None, **read_kwargs: Any) ->
         A refused CSV keyword argument.
     InputError
         pandas cannot parse the CSV split (the message names the file's line), or read another
-        number of rows than the planner counted.
+        number of rows than the planner counted; the file changed since it was planned.
     """
     try:
         if split.kind == "csv":
             df = _read_csv(split, read_kwargs)
         else:
-            df = _read_parquet(split, read_kwargs, parquet_file)
+            from daskscore.io.parquetsplit import read_parquet
+
+            df = read_parquet(split, read_kwargs, parquet_file)
     except FileNotFoundError as exc:
-        raise gone(split) from exc
+        raise filestamp.gone(split.path) from exc
     return with_row_index(split, df)
-
-
-def gone(split: Split) -> InputError:
-    """The error of a split whose file was removed after the job listed it."""
-    return InputError(
-        f"input file '{split.path}' is gone: it was there when the job listed its inputs."
-    )
 
 
 @cache
@@ -325,28 +325,30 @@ def _cut_rows(blocks: Iterable[np.ndarray], start: int, size: int, kind: str, n:
     return Cuts.of_rows(found)
 
 
-def _plan_csv(path: str, kind: str, n: int) -> list[Cuts]:
+def _plan_csv(path: str, kind: str, n: int) -> tuple[filestamp.Stamp, list[Cuts]]:
     from daskscore.io.splittable import Cuts
 
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    with filestamp.open_planned(path, None) as f:
+        stamp = filestamp.stamp_of(os.fstat(f.fileno()))
+        size = stamp[0]
         data_start = csvscan.data_start(f)
         csvscan.refuse_wide(f, path, data_start)
         try:
             blocks = csvscan.row_end_blocks(f, data_start, size)
-            return _cut_rows(blocks, data_start, size, kind, n)
+            return stamp, _cut_rows(blocks, data_start, size, kind, n)
         except csvscan.Unsplittable:  # one split; its rows, not counted, are taken to be its lines
             lines = sum(len(ends) for ends in csvscan.row_end_blocks(f, data_start, size, False))
-            return Cuts.of_rows([[data_start, size, 0, -1 - lines]] if lines else [])
+            return stamp, Cuts.of_rows([[data_start, size, 0, -1 - lines]] if lines else [])
 
 
-def _plan_parquet(path: str, kind: str, n: int) -> list[Cuts]:
+def _plan_parquet(path: str, kind: str, n: int) -> tuple[filestamp.Stamp, list[Cuts]]:
     import pyarrow.parquet as pq
 
     from daskscore.io.splittable import Cuts
 
-    if os.path.getsize(path) == 0:
-        return []  # (an empty file holds no rows, as an empty CSV file does)
+    stamp = filestamp.stamp_of(os.stat(path))
+    if stamp[0] == 0:
+        return stamp, []  # (an empty file holds no rows, as an empty CSV file does)
     meta = pq.read_metadata(path)
     splits: list[tuple[int, int, int, int]] = []
     start = first = rows = weight = 0
@@ -362,7 +364,7 @@ def _plan_parquet(path: str, kind: str, n: int) -> list[Cuts]:
         rows, weight = rows + group.num_rows, weight + w
     if rows:
         splits.append((start, meta.num_row_groups, first, rows))
-    return Cuts.of_rows(splits)
+    return stamp, Cuts.of_rows(splits)
 
 
 def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
@@ -371,13 +373,16 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
         raise ValueError(
             f"read_split cannot take {refused} for a CSV split: they change which lines are rows."
         )
-    with open(split.path, "rb") as f:
+    with filestamp.open_planned(split.path, split.stamp) as f:
         size = os.fstat(f.fileno()).st_size
         head_len = csvscan.data_start(f)
         f.seek(0)
         head = f.read(head_len)
         f.seek(split.start)
         body = f.read(split.stop - split.start)
+    if len(body) < split.stop - split.start or (split.stop < size and body[-1:] not in b"\r\n"):
+        where = f"this mini-batch's rows ran to byte {split.stop}, which ends no line now"
+        raise filestamp.changed(split.path, f"it is {size} bytes now; {where}")
     import pandas as pd
 
     try:
@@ -406,45 +411,3 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
             "index and the row would lose it; name every column in the header."
         )
     return df
-
-
-def _read_parquet(split: Split, read_kwargs: dict[str, Any], pf: Any = None) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    if pf is None:
-        with pq.ParquetFile(split.path) as pf:
-            return _read_parquet(split, read_kwargs, pf)
-    table = pf.read_row_groups(range(split.start, split.stop), **read_kwargs)
-    df = table.to_pandas()
-    descriptors = (pf.schema_arrow.pandas_metadata or {}).get("index_columns") or []
-    if not any(isinstance(d, str) and d in table.column_names for d in descriptors):
-        ranged = _range_index(descriptors, pf.metadata.num_rows, split.first_row, len(df))
-        columns = read_kwargs.get("columns")
-        if ranged is None or (columns is not None and ranged.name not in columns):
-            return df
-        df.index = ranged
-    try:
-        return df.reset_index()
-    except ValueError as exc:  # (a column has the name the index comes back under)
-        names = [str(n) for n in df.index.names]
-        raise InputError(
-            f"input file '{split.path}': its stored index ({', '.join(names)}) comes back as "
-            f"column(s) of the mini-batch, and a column has that name already ({exc}); rename "
-            "the index or the column where the file is written."
-        ) from exc
-
-
-def _range_index(descriptors: list[Any], rows: int, first: int, n: int) -> pd.RangeIndex | None:
-    """The rows ``first`` to ``first + n`` of the file's RangeIndex stored as pandas metadata
-    alone, where it holds data (named, or not the row numbers 0, 1, 2...); else None.  pyarrow
-    rebuilds it only when the whole file is read, and as a RangeIndex, which looked like none."""
-    import pandas as pd
-
-    found = [d for d in descriptors if isinstance(d, dict) and d.get("kind") == "range"]
-    if len(found) != 1:
-        return None
-    whole, name = range(found[0]["start"], found[0]["stop"], found[0]["step"]), found[0]["name"]
-    if len(whole) != rows or (name is None and whole.start == 0 and whole.step == 1):
-        return None  # (metadata of another frame, as pyarrow judges it; or the row numbers)
-    part = whole[first : first + n]
-    return pd.RangeIndex(part.start, part.stop, part.step, name=name)
