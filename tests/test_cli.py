@@ -394,6 +394,33 @@ def test_workers_below_one_is_a_usage_error_not_a_hang(tmp_path: Path, workers: 
     assert not out.exists(), "nothing runs on a usage error"
 
 
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("run", "--input"), ("run", "--output"), ("validate", "--input")],
+    ids=["run-input", "run-output", "validate-input"],
+)
+def test_an_input_or_output_given_twice_is_a_usage_error(
+    tmp_path: Path, command: str, option: str
+) -> None:
+    """``--input A --input B`` scored B alone, without a word about A: refused, naming both."""
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    first, second = write_inputs(tmp_path / "inA", 2), write_inputs(tmp_path / "inB", 2)
+    if option == "--output":
+        first, second = tmp_path / "outA", tmp_path / "outB"
+    args = [command, str(dep), *(option, str(first)), *(option, str(second))]
+    if command == "run":
+        args += ["--no-progress", "--no-dashboard"]
+        args += [] if option == "--output" else ["--output", str(tmp_path / "out")]
+        args += ["--input", str(first)] if option == "--output" else []
+    proc = run_cli(*args, timeout=120)
+    assert proc.returncode == 2, show(proc)
+    err = proc.stderr.strip().splitlines()[-1]
+    assert f"{option}" in err and "given twice" in err, show(proc)
+    assert repr(str(first)) in err and repr(str(second)) in err, show(proc)
+    assert "Traceback" not in proc.stderr, show(proc)
+    assert not any(p.exists() for p in (tmp_path / "out", tmp_path / "outA", tmp_path / "outB"))
+
+
 def test_overwrite_with_resume_is_a_usage_error(tmp_path: Path) -> None:
     """``--overwrite --resume`` let --overwrite win and discard an interrupted job's progress;
     it is refused, and the folder is left as it was."""

@@ -82,6 +82,22 @@ LENIENT_HELP = (
     "the job's log and summary), instead of refusing them"
 )
 
+
+class Once(argparse.Action):
+    """An option that names one path (``--input``, ``--output``): given twice it is a usage
+    error naming both values (argparse would keep the last one without a word)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        given = namespace.__dict__.setdefault("_given_once", {})
+        if self.dest in given:
+            what = "one input file or folder" if self.dest == "input" else "one output folder"
+            raise argparse.ArgumentError(
+                self, f"given twice ({given[self.dest]!r}, {values!r}): give {what}"
+            )
+        given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
 # --------------------------------------------------------------------------- the parser
 
 
@@ -111,11 +127,17 @@ def _run_parser(sub: Any) -> None:
         "--input",
         "-i",
         required=True,
+        action=Once,
         metavar="PATH",
         help="input file or folder (recursive, sorted, dot-files skipped)",
     )
     run.add_argument(
-        "--output", "-o", required=True, metavar="DIR", help="output folder (created if missing)"
+        "--output",
+        "-o",
+        required=True,
+        action=Once,
+        metavar="DIR",
+        help="output folder (created if missing)",
     )
     run.add_argument(
         "--workers",
@@ -333,7 +355,9 @@ def _dev_parsers(sub: Any) -> None:
         "well, 1 the script raised, 2 a problem of the deployment, the script file or the input.",
     )
     check.add_argument("deployment", metavar="DEPLOYMENT", help="the deployment YAML file")
-    check.add_argument("--input", "-i", required=True, metavar="PATH", help="input file or folder")
+    check.add_argument(
+        "--input", "-i", required=True, action=Once, metavar="PATH", help="input file or folder"
+    )
     check.add_argument(
         "--set",
         action="append",
