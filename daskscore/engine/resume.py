@@ -9,6 +9,8 @@ ledgers and keeps their part files as they are.  ``job.json`` holds the job's fi
 changed: the scoring script and its code folder, the model files, the input file list,
 mini-batching, or the output settings.  The fingerprint is cheap for large inputs: the input
 files' names; the model files' names, sizes and modification times; the code folder's code.
+The names are kept too (:data:`INPUTS`, compressed: a few bytes a file), so that a refusal for
+a changed file list names the first files removed and added.
 
 The code is what Python imports: the scoring script and every module of the code folder
 (:func:`code_stats`), compared byte for byte.  Its other files are not: a job's own script may
@@ -35,6 +37,7 @@ import hashlib
 import importlib.machinery
 import json
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,10 @@ from daskscore.errors import OutputError
 from daskscore.io.shipping import code_files
 
 MANIFEST = "job.json"
+#: The input files' names in the staging folder: NUL-separated, zlib-compressed.
+INPUTS = "inputs.z"
+#: Files named per kind (removed, added) in a refusal.
+_NAMED = 3
 #: The manifest's key for the tabular inputs' splits (absent in file mode).
 SPLITS = "tabular_inputs"
 #: Input names hashed at a time.
@@ -210,6 +217,34 @@ def write_manifest(staging: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def write_inputs(staging: Path, files: Sequence[str]) -> None:
+    """Keep the job's input file names in ``staging`` (:data:`INPUTS`)."""
+    packer, tmp = zlib.compressobj(1), staging / f"{INPUTS}.partial"
+    with open(tmp, "wb") as fh:
+        for start in range(0, len(files), _HASH_CHUNK):
+            chunk = "".join(f"{name}\0" for name in files[start : start + _HASH_CHUNK])
+            fh.write(packer.compress(chunk.encode("utf-8", "surrogateescape")))
+        fh.write(packer.flush())
+    os.replace(tmp, staging / INPUTS)
+
+
+def input_changes(staging: Path, files: Sequence[str]) -> str:
+    """`` (f02.txt removed; f00.txt added)``: how ``files`` differ from the names kept in
+    ``staging``, the first few of each kind; ``""`` where none were kept."""
+    try:
+        kept = zlib.decompress((staging / INPUTS).read_bytes())
+    except (OSError, zlib.error):
+        return ""
+    before = set(kept.decode("utf-8", "surrogateescape").split("\0")[:-1])
+    now = set(files)
+    said = []
+    for names, how in ((sorted(before - now), "removed"), (sorted(now - before), "added")):
+        if names:
+            more = f" and {len(names) - _NAMED:,} more" if len(names) > _NAMED else ""
+            said.append(f"{', '.join(repr(n) for n in names[:_NAMED])}{more} {how}")
+    return f" ({'; '.join(said)})" if said else ""
+
+
 def check_resumable(
     previous: dict[str, Any],
     current: dict[str, str],
@@ -217,13 +252,15 @@ def check_resumable(
     ignore: Sequence[str] = (),
     verb: str = "resume",
     splits: dict[str, list[Any]] | None = None,
+    inputs: tuple[Path, Sequence[str]] | None = None,
 ) -> None:
     """Refuse to resume when the job changed in a way that makes the old results wrong.
 
     ``ignore``: fingerprint keys that may change (``--retry-failed``: the code and the model,
     which is the fix); ``verb``: ``"resume"`` or ``"retry"`` (the refusal says which);
     ``splits``: a tabular job's :func:`split_record` (None in file mode), compared file by
-    file with the one ``previous`` noted (:func:`check_splits`).
+    file with the one ``previous`` noted (:func:`check_splits`); ``inputs``: the staging
+    folder and the job's input files, to name those added or removed (:func:`input_changes`).
     """
     old = previous.get("fingerprint", {})
     changed = [key for key in current if key not in ignore and old.get(key) != current[key]]
@@ -231,7 +268,8 @@ def check_resumable(
         if splits is not None:
             check_splits(previous, splits, output, verb)
         return
-    what = "; ".join(WHAT[key] for key in changed)
+    detail = input_changes(*inputs) if inputs is not None and "inputs" in changed else ""
+    what = "; ".join(WHAT[key] + (detail if key == "inputs" else "") for key in changed)
     if verb == "retry":
         raise OutputError(
             f"cannot retry the failed mini-batches of the job in '{output}': {what} changed "

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +110,12 @@ def restore(
     fingerprint: dict[str, str],
     out_dir: Path,
     splits: dict[str, list[Any]] | None = None,
+    files: Sequence[str] | None = None,
 ) -> tuple[int, list[int]]:
     """Fold a finished job's books into ``outcomes`` (from its kept staging folder ``kept``)
     and reopen what is left to do; return this pass's run number and the mini-batches it runs
-    (``splits``: a tabular job's, which must hold the rows they held, file by file).
+    (``splits``: a tabular job's, which must hold the rows they held, file by file; ``files``:
+    the job's inputs, those added or removed named in a refusal).
 
     Raises
     ------
@@ -129,8 +131,9 @@ def restore(
             "version of daskscore, or it was changed). Pass --overwrite to run the whole job "
             "again."
         )
+    inputs = (kept, files) if files is not None else None
     resume.check_resumable(
-        previous, fingerprint, out_dir, ignore=MAY_CHANGE, verb="retry", splits=splits
+        previous, fingerprint, out_dir, MAY_CHANGE, "retry", splits=splits, inputs=inputs
     )
     try:
         books = read_book(kept)

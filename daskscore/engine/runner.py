@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -312,9 +312,11 @@ def _claim(
     job = JobRun(plan, record, outcomes, remote_out)
     fp, splits = recipe.job_fingerprint(plan, out_dir), recipe.job_splits(plan)
     if kept is not None:  # (refuses before anything in the folder changes)
-        job.run_no, record.retried = retry.restore(job.outcomes, kept, fp, out_dir, splits)
+        job.run_no, record.retried = retry.restore(
+            job.outcomes, kept, fp, out_dir, splits, plan.files
+        )
     elif unfinished:  # (refuses before anything in the folder changes)
-        job.run_no = _restore(job.outcomes, job.staging, fp, out_dir, splits)
+        job.run_no = _restore(job.outcomes, job.staging, fp, out_dir, splits, plan.files)
     lock.announce()  # (the folder is this job's: a job refused from now on names it)
     if kept is not None:
         outputdir.reopen_kept(kept, out_dir)
@@ -323,6 +325,7 @@ def _claim(
         outputdir.remove_stale(out_dir, target)
     make_staging(job.staging)
     resume.write_manifest(job.staging, resume.manifest(fp, job.run_no, splits))
+    resume.write_inputs(job.staging, plan.files)
     # what `daskscore replay` and --retry-failed need once the staging folder is gone
     recipe.write_recipe(
         out_dir, record.job_id, deployment, plan.input_path, options, fp, len(plan.work), splits
@@ -336,16 +339,17 @@ def _restore(
     fp: dict[str, str],
     out_dir: Path,
     splits: dict[str, list[Any]] | None,
+    files: Sequence[str],
 ) -> int:
     """Fold in what an interrupted run committed; return this run's number (``splits``: a
-    tabular job's, compared with those its manifest noted)."""
+    tabular job's, compared with those its manifest noted; ``files``: the job's inputs)."""
     previous = resume.read_manifest(staging)
     if previous is None:
         raise OutputError(
             f"cannot resume the job in '{out_dir}': its staging folder has no job.json (it "
             "was not started by this version of daskscore). Pass --overwrite to start again."
         )
-    resume.check_resumable(previous, fp, out_dir, splits=splits)
+    resume.check_resumable(previous, fp, out_dir, splits=splits, inputs=(staging, files))
     for ledger in sorted((staging / "ledger").glob("*.log")):
         outcomes.restore(ledger.stem, read_ledger(staging, ledger.stem).committed)
     logger.info("resumed: %d mini-batches restored from earlier runs", len(outcomes.final))

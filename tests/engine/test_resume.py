@@ -416,7 +416,7 @@ def test_resume_is_refused_when_what_decides_the_rows_changed(
         "output": "the output settings",
     }
 
-    def refused(what: str, *extra: str, via_api: dict[str, Any] | None = None) -> None:
+    def refused(what: str, *extra: str, via_api: dict[str, Any] | None = None) -> str:
         if via_api is not None:
             with pytest.raises(daskscore.OutputError) as info:
                 daskscore.run(dep, inputs, out, resume=True, **via_api)
@@ -433,6 +433,7 @@ def test_resume_is_refused_when_what_decides_the_rows_changed(
                 assert phrase not in message, f"{what}: {other} named as changed too: {message}"
         assert "--overwrite" in message, message
         assert snapshot(out) == before, f"a refused resume ({what}) changed the output folder"
+        return message
 
     # the scoring script's contents
     original = script.read_text()
@@ -449,11 +450,15 @@ def test_resume_is_refused_when_what_decides_the_rows_changed(
     model.write_bytes(weights)
     os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    # the input file list: one file more
+    # the input file list: one file more, then one file fewer; each named
     extra = inputs / "f9999.csv"
     extra.write_text("x\n1\n")
-    refused("inputs")
+    assert f"the input file list ('{extra.resolve()}' added) changed" in refused("inputs")
     extra.unlink()
+    gone = sorted(inputs.iterdir())[1]
+    gone.rename(tmp_path / gone.name)
+    assert f"the input file list ('{gone.resolve()}' removed) changed" in refused("inputs")
+    (tmp_path / gone.name).rename(gone)
 
     # mini-batching and output settings, given on the command line
     refused("mini_batches", "--mini-batch-size", str(SIZE + 1))
