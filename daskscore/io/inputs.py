@@ -7,10 +7,9 @@ when it lies inside the input: each said in one line of the job log), and cut in
 of ``mini_batch_size`` files, the last taking the remainder; file sizes play no part.
 
 A big input costs the driver little memory: :class:`FileList` keeps each folder's path once and
-the file names packed in one string (about 20 bytes per file where a list of paths takes
-100-150), :class:`FileBatches` cuts it into mini-batches without copying it (tabular splits: the
-:class:`~daskscore.io.splittable.SplitTable`).  Each makes what is asked for (a path, a
-mini-batch's files) when it is asked.
+the file names packed in one string (~20 bytes a file; a list of paths takes 100-150), and
+:class:`FileBatches` cuts it into mini-batches without copying it (tabular: the
+:class:`~daskscore.io.splittable.SplitTable`); each makes a path or a mini-batch when asked.
 """
 
 from __future__ import annotations
@@ -30,8 +29,7 @@ from daskscore.io.outputdir import SUMMARY_FILE as SUMMARY
 #: Paths made at a time when a :class:`FileList` is walked.
 _CHUNK = 4096
 _ONE = 1
-#: Broken symbolic links, and dot-files, named in the job log's lines about them (the rest are
-#: counted).
+#: Broken symbolic links and dot-files named in the job log's lines about them (others: counted).
 SHOWN_LINKS = 5
 #: What following a symbolic link that leads nowhere raises: it is skipped, not listed.
 _BROKEN = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
@@ -46,8 +44,8 @@ def list_input_files(
     """Absolute paths of the input files, sorted; a folder is walked recursively.
 
     Files and folders whose name starts with a dot are skipped, and so are symbolic links that
-    lead nowhere (a file that is not there cannot be scored) and the folder ``exclude``.  A
-    folder's paths come as a :class:`FileList` (a sequence of str, packed).
+    lead nowhere (a file that is not there cannot be scored) and the folder ``exclude``; a
+    folder's paths come as a packed :class:`FileList`.
 
     Parameters
     ----------
@@ -62,14 +60,15 @@ def list_input_files(
     Raises
     ------
     InputError
-        The path does not exist, a folder under it cannot be listed, or it holds no files.
+        The path does not exist (a link to nothing, or in a loop of links, says so), a folder
+        under it cannot be listed, or it holds no files.
     """
     p = Path(path).expanduser()
     if not p.exists():
-        if p.is_symlink():
-            raise InputError(
-                f"input '{path}' is a symbolic link to '{os.readlink(p)}', which does not exist."
-            )
+        if p.is_symlink():  # (to nothing, or one of a loop of links)
+            loop = _stat_errno(p) == errno.ELOOP
+            why = "in a loop of links (no file at its end)" if loop else "which does not exist"
+            raise InputError(f"input '{path}' is a symbolic link to '{os.readlink(p)}', {why}.")
         raise InputError(f"input '{path}' does not exist.")
     if p.is_file():  # (a link keeps its own name: run() gets the path as given, made absolute)
         return [os.path.abspath(p)]
@@ -99,13 +98,11 @@ def list_input_files(
 
 def _folder_id(folder: str | os.PathLike[str] | None) -> tuple[int, int] | None:
     """(device, inode) of ``folder``, if it is one."""
-    if folder is None:
-        return None
     try:
-        st = os.stat(Path(folder).expanduser())
+        st = os.stat(Path(folder).expanduser()) if folder is not None else None
     except OSError:
-        return None  # not made yet: nothing in it to leave out
-    return (st.st_dev, st.st_ino)
+        st = None  # not made yet: nothing in it to leave out
+    return (st.st_dev, st.st_ino) if st is not None else None
 
 
 class _Skipped:
@@ -185,14 +182,17 @@ def _job_output(folder: str, names: list[str], folders: list[tuple[str, str]]) -
 
 
 def _broken_link(entry: os.DirEntry[str]) -> bool:
-    """Whether ``entry`` is a symbolic link to nothing (or to a loop of links)."""
-    if not entry.is_symlink():  # the listing's own file type: no system call
-        return False
+    """Whether ``entry`` is a symbolic link to nothing (or to a loop of links); ``is_symlink``
+    is the listing's own file type (no system call)."""
+    return entry.is_symlink() and _stat_errno(entry.path) in _BROKEN
+
+
+def _stat_errno(path: str | os.PathLike[str]) -> int:
+    """The ``errno`` of ``stat(path)``, links followed; 0 where it succeeds."""
     try:
-        entry.stat()
+        return os.stat(path) and 0
     except OSError as exc:
-        return exc.errno in _BROKEN
-    return False
+        return exc.errno or 0
 
 
 def _special(entry: os.DirEntry[str]) -> bool:

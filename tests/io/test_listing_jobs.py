@@ -169,3 +169,14 @@ def test_a_folder_of_broken_links_only_holds_no_files(tmp_path: Path) -> None:
         list_input_files(root)
     with pytest.raises(InputError, match="is a symbolic link to .*nowhere.*does not exist"):
         list_input_files(root / "a.csv")
+
+
+def test_a_symbolic_link_loop_given_as_the_input_is_said_to_be_one(tmp_path: Path) -> None:
+    """It was said to link to a file that does not exist, though that link was there."""
+    os.symlink("loop2", tmp_path / "loop1")
+    os.symlink("loop1", tmp_path / "loop2")
+    with pytest.raises(InputError) as info:
+        list_input_files(tmp_path / "loop1")
+    message = str(info.value)
+    assert "symbolic link to 'loop2', in a loop of links" in message, message
+    assert "does not exist" not in message, message
