@@ -7,7 +7,9 @@ written again would give rows lost, read twice or numbered wrongly.  So every re
 file with :func:`open_planned` (or checks it with :func:`check_planned` before pyarrow opens
 it): a path that is no longer a regular file (a named pipe, a device, a folder) or whose size
 or modification time is not the planned one fails with an :class:`~daskscore.errors.InputError`
-naming the file and saying how it changed.  A pipe is opened without blocking, and nothing is
+naming the file and saying how it changed — except a CSV file that only grew, whose planned
+bytes still end as they did (rows appended after the listing: not scored, the planned ones
+read as planned).  A pipe is opened without blocking, and nothing is
 read before the check, so a file swapped for ``/dev/zero`` or a pipe cannot hang the read.
 One ``fstat`` per open: once per task and file, or once per split read alone.
 """
@@ -16,17 +18,29 @@ from __future__ import annotations
 
 import os
 import stat
+import zlib
 from typing import IO
 
 from daskscore.errors import InputError
 
-#: A file's stamp: its size in bytes and its modification time in nanoseconds.
-Stamp = tuple[int, int]
+#: A file's stamp: its size in bytes and its modification time in nanoseconds; a CSV file's
+#: also the CRC-32 of its last :data:`TAIL` bytes (up to its size then), which tells rows
+#: appended since (the planned bytes where they were) from an edit (they moved).
+Stamp = tuple[int, ...]
+TAIL = 4096
 
 
-def stamp_of(st: os.stat_result) -> Stamp:
-    """The stamp of a file from its ``stat``."""
-    return st.st_size, st.st_mtime_ns
+def stamp_of(st: os.stat_result, fd: int | None = None) -> Stamp:
+    """The stamp of a file from its ``stat`` (and, given ``fd``, a CSV file's tail)."""
+    if fd is None:
+        return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, _tail(fd, st.st_size)
+
+
+def _tail(fd: int, size: int) -> int:
+    """The CRC-32 of the :data:`TAIL` bytes before byte ``size`` of the file open as ``fd``."""
+    start = max(0, size - TAIL)
+    return zlib.crc32(os.pread(fd, size - start, start))
 
 
 def gone(path: str) -> InputError:
@@ -43,9 +57,13 @@ def changed(path: str, why: str) -> InputError:
     )
 
 
-def check_planned(path: str, planned: Stamp | None, st: os.stat_result) -> None:
-    """Raise :func:`changed` when ``st`` (the file at ``path`` now) is not a regular file, or
-    not of the ``planned`` stamp (None: the size and time are not checked)."""
+def check_planned(
+    path: str, planned: Stamp | None, st: os.stat_result, fd: int | None = None
+) -> None:
+    """Raise :func:`changed` when ``st`` (the file at ``path`` now, open as ``fd``) is not a
+    regular file, or not of the ``planned`` stamp (None: the size and time are not checked).
+    A CSV file that only grew — its planned bytes still end as they did — is its planned
+    self: rows appended since the listing are not scored, the planned ones are read."""
     if not stat.S_ISREG(st.st_mode):
         what = (
             "a named pipe"
@@ -59,7 +77,9 @@ def check_planned(path: str, planned: Stamp | None, st: os.stat_result) -> None:
         raise changed(path, f"it is {what} now")
     if planned is None:
         return
-    size, mtime = planned
+    size, mtime = planned[0], planned[1]
+    if len(planned) > 2 and st.st_size > size and fd is not None and _tail(fd, size) == planned[2]:
+        return  # (appended to: what was planned is where it was)
     if st.st_size != size:
         raise changed(path, f"it was {size} bytes, it is {st.st_size} bytes now")
     if st.st_mtime_ns != mtime:
@@ -83,7 +103,7 @@ def open_planned(path: str, planned: Stamp | None) -> IO[bytes]:
     except FileNotFoundError as exc:
         raise gone(path) from exc
     try:
-        check_planned(path, planned, os.fstat(fd))
+        check_planned(path, planned, os.fstat(fd), fd)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")

@@ -60,13 +60,13 @@ class Cuts:
     last: int = 0
     first: np.ndarray | None = None
     rows: np.ndarray | None = None
-    stamp: tuple[int, int] | None = None
+    stamp: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.edges) - 1
 
     @classmethod
-    def of_rows(cls, cuts: Any, stamp: tuple[int, int] | None = None) -> list[Cuts]:
+    def of_rows(cls, cuts: Any, stamp: tuple[int, ...] | None = None) -> list[Cuts]:
         """The splits of an ``int64`` array of a row per split (start, stop, first row, rows),
         as runs of :class:`Cuts`: a new run where a split does not start at the last one's
         stop."""
@@ -77,7 +77,7 @@ class Cuts:
         return [cls._run(part, stamp) for part in np.split(cuts, breaks) if len(part)]
 
     @classmethod
-    def _run(cls, cuts: Any, stamp: tuple[int, int] | None = None) -> Cuts:
+    def _run(cls, cuts: Any, stamp: tuple[int, ...] | None = None) -> Cuts:
         import numpy as np
 
         edges = _small(np.append(cuts[:, 0], cuts[-1, 1]))

@@ -329,7 +329,7 @@ def _plan_csv(path: str, kind: str, n: int) -> tuple[filestamp.Stamp, list[Cuts]
     from daskscore.io.splittable import Cuts
 
     with filestamp.open_planned(path, None) as f:
-        stamp = filestamp.stamp_of(os.fstat(f.fileno()))
+        stamp = filestamp.stamp_of(os.fstat(f.fileno()), f.fileno())
         size = stamp[0]
         data_start = csvscan.data_start(f)
         csvscan.refuse_wide(f, path, data_start)

@@ -126,7 +126,10 @@ def test_a_task_payload_carries_the_planned_stamp(tmp_path: Path) -> None:
     path = _csv(tmp_path / "b.csv")
     table = SplitTable.from_cuts(plan_cuts([str(path)], ("rows", 5)))
     st = os.stat(path)
-    assert {s.stamp for s in table} == {(st.st_size, st.st_mtime_ns)}
+    import zlib
+
+    tail = zlib.crc32(path.read_bytes()[-4096:])  # (a CSV file's: rows appended are told)
+    assert {s.stamp for s in table} == {(st.st_size, st.st_mtime_ns, tail)}
     payload = make_payload(list(range(len(table))), lambda mb: 0, table)
     assert [split for _, _, split in payload.items] == list(table)
     assert SplitTable(list(table)) == list(table)
@@ -186,3 +189,23 @@ def test_a_job_whose_input_changes_fails_those_mini_batches_and_scores_no_other_
     got = pd.read_csv(tmp_path / "out" / "predictions.csv", sep=" ", header=None)
     assert got[0].tolist() == [f"r{i}" for i in range(20)]  # a.csv's rows alone, whole
     assert set(got[1]) == {1000}
+
+
+def test_rows_appended_to_a_csv_after_planning_are_left_and_the_planned_ones_read(
+    tmp_path: Path,
+) -> None:
+    """A file appended to (a log that grows while the job runs): its planned rows are read as
+    they were, the new ones are not scored; an edit of the planned rows besides is refused."""
+    path = _csv(tmp_path / "b.csv")
+    splits = plan_splits([str(path)], ("rows", 5))
+    expected = [read_split(split)["id"].tolist() for split in splits]
+    with open(path, "a") as fh:
+        fh.write("".join(f"r{i},1000\n" for i in range(20, 30)))
+    assert [read_split(split)["id"].tolist() for split in splits] == expected
+    _read_all(splits)
+    assert sum(len(ids) for ids in expected) == 20
+    path.write_text(path.read_text().replace("r3,1000\n", "r3,100000\n"))  # and edited
+    with pytest.raises(InputError, match=CHANGED):
+        read_split(splits[-1])
+    with pytest.raises(InputError, match=CHANGED):
+        _read_all(splits)
