@@ -178,7 +178,8 @@ def _extract(zf: zipfile.ZipFile, dest: Path) -> None:
 
 
 def unpack(bundle: Bundle, cache: Path) -> Path:
-    """Unpack into ``cache/<digest>/<name>`` (once per cache); return that path."""
+    """Unpack into ``cache/<digest>/<name>`` (once per cache and name: the digest is of the
+    contents alone, so a renamed folder shares its home with the old name); return that path."""
     home = cache / bundle.digest
     target = home / bundle.name
     if target.exists():
@@ -200,6 +201,8 @@ def unpack(bundle: Bundle, cache: Path) -> Path:
                 dest.mkdir()
                 _extract(zf, dest)
         _publish(scratch, home)
+        if not target.exists():  # (home holds the same files under another name: renamed)
+            _publish(dest, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target

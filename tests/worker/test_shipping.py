@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -680,3 +681,42 @@ def test_a_restarted_worker_takes_the_bundles_from_the_scheduler(
     assert {r[1] for r in rows} == {"7"}
     summary = summary_of(result.output)
     assert summary["status"] == "Completed" and summary["shipped"]["model"]["sent_bytes"] > 0
+
+
+def test_a_renamed_model_folder_with_the_same_files_is_found_under_its_new_name(
+    tmp_path: Path, client
+) -> None:
+    """The bundle's digest is of the files alone, so a model folder copied or renamed with
+    unchanged files is the bundle the workers hold already: it is unpacked there under its
+    new name too (it was looked for there and missing)."""
+    salt = os.urandom(8).hex()  # (a model no earlier test shipped)
+    script = """
+        import os
+
+        def run(mini_batch):
+            text = open(os.path.join(os.environ["AZUREML_MODEL_DIR"], NAME, "w.txt")).read()
+            return [f"{os.path.basename(p)} {text}" for p in mini_batch]
+    """
+    inputs = write_inputs(tmp_path / "in", 2)
+    for name in ("weights", "weights-v2"):
+        dep = write_deployment(
+            tmp_path / name,
+            f"NAME = {name!r}\n" + textwrap.dedent(script),
+            model_files={"w.txt": salt},
+            model_path=name,
+        )
+        result = daskscore.run(
+            dep, inputs, tmp_path / f"out-{name}", client=client, shared_filesystem=False
+        )
+        assert [r[1] for r in _rows(result.predictions)] == [salt, salt], name
+    assert summary_of(result.output)["shipped"]["model"]["sent_bytes"] == 0
+
+
+def test_unpacking_a_bundle_under_a_second_name(tmp_path: Path) -> None:
+    first, second = tmp_path / "a" / "model", tmp_path / "b" / "model-copy"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+        (folder / "w.txt").write_text("7")
+    assert pack(first).digest == pack(second).digest
+    assert (unpack(pack(first), tmp_path / "cache") / "w.txt").read_text() == "7"
+    assert (unpack(pack(second), tmp_path / "cache") / "w.txt").read_text() == "7"
