@@ -373,7 +373,7 @@ def download(
         try:
             fs.get(remote, local)
         except Exception as exc:  # noqa: BLE001 - the storage's answer: said, naming the input
-            if (failed := storeaccess.download_failed(exc, asked, remote, local)) is None:
+            if (failed := storeaccess.download_failed(exc, asked, remote, local, fs)) is None:
                 raise
             raise failed from exc
     return [str(dest / names[u]) if u in names else u for u in urls]

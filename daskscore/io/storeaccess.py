@@ -85,22 +85,37 @@ def access_problem(what: str, verb: str, exc: BaseException) -> str:
 
 
 def download_failed(
-    exc: BaseException, urls: list[str], remote: list[str], local: list[str]
+    exc: BaseException, urls: list[str], remote: list[str], local: list[str], fs: Any = None
 ) -> Any:
     """The :class:`~daskscore.errors.InputError` for a download of ``urls`` (``remote``, their
-    paths on the store, to ``local``) that raised ``exc``: it names the input the error names,
-    else those not fetched (a batched get need not say which failed), and says ``run()`` was
-    not called; None when ``exc`` is not the storage's (a bug of daskscore's, raised as it
-    is)."""
+    paths on ``fs``, to ``local``) that raised ``exc``: it names the input the error names,
+    else those not fetched that the store no longer has, else those not fetched (a batched
+    get need not say which failed, and stops the others wherever they were), and says
+    ``run()`` was not called; None when ``exc`` is not the storage's (a bug of daskscore's,
+    raised as it is)."""
     if not (isinstance(exc, OSError) or backend_error(exc)):
         return None
     named = str(getattr(exc, "filename", None) or "").rstrip("/")
     said_of = [u for u, path in zip(urls, remote, strict=True) if named and path == named]
-    missing = [u for u, path in zip(urls, local, strict=True) if not os.path.exists(path)]
-    shown = said_of or missing or urls
+    missing = [
+        (u, path) for u, path, to in zip(urls, remote, local, strict=True) if not os.path.exists(to)
+    ]
+    gone = [u for u, path in missing if not said_of and _gone(fs, path)]
+    shown = said_of or gone or [u for u, _ in missing] or urls
     more = f" (and {len(shown) - 1} more of this mini-batch)" if len(shown) > 1 else ""
     return InputError(
         f"input {shown[0]!r}{more} could not be downloaded ({_said(exc)}); "
         "run() was not called for this mini-batch. The object may have been removed or "
         "changed since the job listed its input, or the worker may lack access to it."
     )
+
+
+def _gone(fs: Any, path: str) -> bool:
+    """Whether the store ``fs`` says ``path`` is not there (False when it cannot say)."""
+    if fs is None:
+        return False
+    try:
+        fs.invalidate_cache(path)
+        return not fs.exists(path)
+    except Exception:  # noqa: BLE001 - the store cannot say: not named on this ground
+        return False

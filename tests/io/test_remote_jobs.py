@@ -209,3 +209,20 @@ def test_an_input_gone_before_its_download_is_named(bucket, tmp_path) -> None:
     text = str(raised.value)
     assert f"'{urls[1]}'" in text and "could not be downloaded" in text, text
     assert "run() was not called" in text and urls[0] not in text, text
+
+
+def test_a_batched_download_that_stopped_early_names_the_object_gone(bucket, tmp_path) -> None:
+    """A batched get whose error names no key, stopped before any file landed (seen under
+    load): the input named is the one the store no longer has, not the mini-batch's first."""
+    from daskscore.io import storeaccess
+
+    root, options = bucket["root"], bucket["options"]
+    _upload_inputs(root, options, 3)
+    urls = [f"{root}/in/part{i % 3}/f{i:03d}.csv" for i in range(3)]
+    fs, base = fsspec.core.url_to_fs(root, **options)
+    remote = [fs._strip_protocol(u) for u in urls]
+    fs.rm(remote[1])
+    local = [str(tmp_path / f"f{i}.csv") for i in range(3)]  # (none of them fetched)
+    exc = FileNotFoundError("The specified key does not exist.")
+    text = str(storeaccess.download_failed(exc, urls, remote, local, fs))
+    assert text.startswith(f"input '{urls[1]}' could not be downloaded"), text
