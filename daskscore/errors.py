@@ -110,8 +110,6 @@ class WriteFailed(DaskScoreError):
     def removed(cls, exc: BaseException | None, out: Any) -> bool:
         """Whether ``exc`` says a file inside the output folder ``out`` is missing because its
         folder is gone (``rm -rf`` of the output folder while the job ran)."""
-        import os
-
         if not isinstance(exc, FileNotFoundError) or not exc.filename or out is None:
             return False
         try:
@@ -122,8 +120,6 @@ class WriteFailed(DaskScoreError):
 
     @staticmethod
     def _inside(path: Any, out: Any) -> bool:
-        import os
-
         try:
             root = os.path.abspath(os.fspath(out))
             return os.path.commonpath([os.path.abspath(os.fsdecode(path)), root]) == root

@@ -71,9 +71,9 @@ def ship(client: Any, job: WorkerJob) -> tuple[WorkerJob, dict[str, Any]]:
             except Exception:  # noqa: BLE001 - it travels in the plugin then
                 logger.debug("handing %s to the scheduler failed", path, exc_info=True)
         bundles[kind] = bundle
-    shipped = replace(job, shipped=True, code_bundle=bundles["code"])
-    if "model" in bundles:
-        shipped = replace(shipped, model_bundle=bundles["model"])
+    shipped = replace(
+        job, shipped=True, code_bundle=bundles["code"], model_bundle=bundles.get("model")
+    )
     return shipped, sent
 
 
