@@ -90,8 +90,8 @@ def list_input_files(
     if notes is not None:
         notes.extend(skipped.notes(str(p)))
     if not files:
-        more = " and broken symbolic links" if skipped.broken else ""
-        more += ", pipes, sockets and devices" if skipped.special else ""
+        more = " and broken symbolic links" if skipped.counts["broken"] else ""
+        more += ", pipes, sockets and devices" if skipped.counts["special"] else ""
         raise InputError(f"input folder '{path}' holds no files (dot-files{more} are skipped).")
     return files
 
@@ -106,43 +106,32 @@ def _folder_id(folder: str | os.PathLike[str] | None) -> tuple[int, int] | None:
 
 
 class _Skipped:
-    """What a walk left out: dot-files and dot-folders, the excluded folder, broken links."""
+    """What a walk left out: dot-files and dot-folders, the excluded folder, broken links,
+    pipes, sockets and devices (``counts`` and the first few ``shown`` of each kind)."""
 
     def __init__(self, exclude: tuple[int, int] | None) -> None:
         self.exclude = exclude
         self.excluded: str | None = None
-        self.broken = 0
-        self.shown: list[str] = []  # the first broken links found
-        self.dots = 0
-        self.dots_shown: list[str] = []  # the first dot-files and dot-folders found
-        self.special = 0
-        self.special_shown: list[str] = []  # the first pipes, sockets and devices found
+        self.counts = {"dot": 0, "broken": 0, "special": 0}
+        self.shown: dict[str, list[str]] = {"dot": [], "broken": [], "special": []}
         self.jobs: list[str] = []  # earlier jobs' output folders
 
-    def add_broken(self, path: str) -> None:
-        self.broken += 1
-        if len(self.shown) < SHOWN_LINKS:
-            self.shown.append(path)
+    def add(self, kind: str, path: str) -> None:
+        self.counts[kind] += 1
+        if len(self.shown[kind]) < SHOWN_LINKS:
+            self.shown[kind].append(path)
 
-    def add_special(self, path: str) -> None:
-        self.special += 1
-        if len(self.special_shown) < SHOWN_LINKS:
-            self.special_shown.append(path)
-
-    def add_dot(self, path: str) -> None:
-        self.dots += 1
-        if len(self.dots_shown) < SHOWN_LINKS:
-            self.dots_shown.append(path)
+    def _said(self, kind: str) -> str:
+        """The first few of ``kind``, and how many more."""
+        more = self.counts[kind] - len(self.shown[kind])
+        return ", ".join(sorted(self.shown[kind])) + (f" and {more} more" if more else "")
 
     def notes(self, root: str) -> list[str]:
         lines = []
-        if self.dots:
-            more = (
-                f" and {self.dots - len(self.dots_shown)} more" if self.dots > SHOWN_LINKS else ""
-            )
+        if self.counts["dot"]:
             lines.append(
-                f"skipped {self.dots} dot-file(s) and dot-folder(s) in the input folder {root} "
-                f"(names starting with '.'): {', '.join(sorted(self.dots_shown))}{more}"
+                f"skipped {self.counts['dot']} dot-file(s) and dot-folder(s) in the input folder "
+                f"{root} (names starting with '.'): {self._said('dot')}"
             )
         if self.excluded:
             lines.append(
@@ -154,17 +143,15 @@ class _Skipped:
                 f"the folder {folder} in the input folder {root} holds an earlier daskscore "
                 "job's results (job_summary.json, logs/): it is left out of the input"
             )
-        if self.broken:
-            more = f" and {self.broken - len(self.shown)} more" if self.broken > SHOWN_LINKS else ""
+        if self.counts["broken"]:
             lines.append(
-                f"skipped {self.broken} broken symbolic link(s) in the input folder {root} (they "
-                f"lead to no file): {', '.join(sorted(self.shown))}{more}"
+                f"skipped {self.counts['broken']} broken symbolic link(s) in the input folder "
+                f"{root} (they lead to no file): {self._said('broken')}"
             )
-        if self.special:
-            more = f" and {self.special - SHOWN_LINKS} more" if self.special > SHOWN_LINKS else ""
+        if self.counts["special"]:
             lines.append(
-                f"skipped {self.special} pipe(s), socket(s) or device(s) in the input folder "
-                f"{root} (not regular files): {', '.join(sorted(self.special_shown))}{more}"
+                f"skipped {self.counts['special']} pipe(s), socket(s) or device(s) in the input "
+                f"folder {root} (not regular files): {self._said('special')}"
             )
         return lines
 
@@ -193,6 +180,24 @@ def _stat_errno(path: str | os.PathLike[str]) -> int:
         return os.stat(path) and 0
     except OSError as exc:
         return exc.errno or 0
+
+
+def _sort_entry(
+    entry: os.DirEntry[str], names: list[str], folders: list[tuple[str, str]], skipped: _Skipped
+) -> None:
+    """An entry that is no regular file: a folder, a link to one or to a file, or skipped."""
+    try:
+        is_folder = entry.is_dir()  # follows symbolic links, as os.walk(followlinks)
+    except OSError:
+        is_folder = False
+    if is_folder:
+        folders.append((entry.name, entry.path))
+    elif _broken_link(entry):
+        skipped.add("broken", entry.path)
+    elif _special(entry):
+        skipped.add("special", entry.path)
+    else:
+        names.append(entry.name)
 
 
 def _special(entry: os.DirEntry[str]) -> bool:
@@ -253,21 +258,16 @@ def _walk(root: str, skipped: _Skipped | None = None) -> list[_Folder]:
         names: list[str] = []
         with entries:
             for entry in entries:
-                if entry.name.startswith("."):
-                    skipped.add_dot(entry.path)
+                if entry.name[0] == ".":
+                    skipped.add("dot", entry.path)
                     continue
                 try:
-                    is_folder = entry.is_dir()  # follows symbolic links, as os.walk(followlinks)
+                    if entry.is_file(follow_symlinks=False):  # most: the listing's own type
+                        names.append(entry.name)
+                        continue
                 except OSError:
-                    is_folder = False
-                if is_folder:
-                    folders.append((entry.name, entry.path))
-                elif _broken_link(entry):
-                    skipped.add_broken(entry.path)
-                elif _special(entry):
-                    skipped.add_special(entry.path)
-                else:
-                    names.append(entry.name)
+                    pass
+                _sort_entry(entry, names, folders, skipped)
         if parent >= 0 and _job_output(folder, names, folders):
             skipped.jobs.append(folder)  # (neither its files nor its sub-folders)
             continue

@@ -32,8 +32,15 @@ def format_rows(result: Any, csv_kwargs: Mapping[str, Any]) -> bytes:
     holds a carriage return quoted, :func:`frame_text`).  A numpy array is written whole, on
     one line (:func:`whole_arrays`).  The text is encoded as the ``encoding`` of
     ``csv_kwargs`` says (UTF-8 by default), without a byte order mark (:func:`encode_text`)."""
+    if isinstance(result, list) and all(type(v) in _PLAIN for v in result):
+        return _format_rows(result, csv_kwargs)  # (no array to print: numpy's options unset)
     with whole_arrays():
         return _format_rows(result, csv_kwargs)
+
+
+#: Types whose ``str()`` numpy's print options leave alone (a mini-batch of these is formatted
+#: without setting them, a few microseconds each time).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def whole_arrays() -> contextlib.AbstractContextManager[Any]:

@@ -76,7 +76,7 @@ class MiniBatchRecord:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ledger's format; ``try_no`` is written as ``try``)."""
-        out = {f: getattr(self, f) for f in _FIELDS}
+        out = dict(zip(_FIELDS, _values(self), strict=True))
         out["try"] = out.pop("try_no")
         out["status"] = self.status.value
         return out

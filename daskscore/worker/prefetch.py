@@ -83,7 +83,10 @@ class Fetched:
 
 def needs_fetch(work: Work) -> bool:
     """Whether ``work`` must be fetched before run(): remote files, or a tabular split."""
-    return isinstance(work, tabular.Split) or bool(work) and storage.is_remote(work[0])
+    if isinstance(work, tabular.Split):
+        return True
+    first = work[0] if work else "/"  # (an absolute path is local: told without a parse)
+    return (first[:1] != "/" or "::" in first) and storage.is_remote(first)
 
 
 def fetch(

@@ -75,9 +75,11 @@ class WorkingDirectory:
 
     def _settle(self) -> None:
         target = self._own if self._own is not None else _CWD["caller"]
-        if target is not None and target != _getcwd():
+        now = _getcwd()
+        if target is not None and target != now:
             _chdir(target)
-        _CWD["set"] = _getcwd()
+            now = _getcwd()
+        _CWD["set"] = now
 
     def close(self) -> None:
         """The script is uninstalled: the process's directory is set again (unless a call of
