@@ -96,6 +96,7 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         # the tries (numbered, in arrival order) and final record of mini-batches kept whole
         self._hist: dict[int, list[MiniBatchRecord]] = {}
         self._full: dict[int, MiniBatchRecord] = {}
+        self._texts: dict[str, str] = {}  # the error texts of failed tries, each held once
         #: the clean finals (most of them), in columns
         self.clean = CleanFinals(n)
         # running counts
@@ -114,6 +115,8 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
             mb = rec.mini_batch
             if state[mb]:
                 continue  # already settled by another attempt: never count or write twice
+            if rec.error:
+                rec.error = self._shared(rec.error)
             if rec.items is not None or mb in self.split:  # a part's try (or a stale whole one)
                 if rec.items is not None and self._part_try(replace(rec, attempt=attempt)):
                     finished.add(mb)
@@ -167,6 +170,8 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
             mb = rec.mini_batch
             if self.state[mb]:
                 continue
+            if rec.error:
+                rec.error = self._shared(rec.error)
             if rec.items is not None:  # a part of an earlier split: shown, not kept (it reruns)
                 self._earlier_part(rec)
                 self._add_try(mb, rec)
@@ -182,6 +187,11 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
             if rec.final and rec.done:
                 self._finalize(mb, replace(rec, attempt=attempt))
         self.resumed = self._n_final
+
+    def _shared(self, error: str) -> str:
+        """``error``, held once however many tries failed with the same text (a systematic
+        failure over 10^5 mini-batches would otherwise keep 10^5 copies of its traceback)."""
+        return self._texts.setdefault(error, error)
 
     def _numbered(self, rec: MiniBatchRecord) -> MiniBatchRecord:
         """A record of this run, its try numbered after the tries of earlier runs."""

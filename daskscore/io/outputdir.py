@@ -365,7 +365,9 @@ def _coalesce(pieces: Iterable[tuple[str, int, int]]) -> Iterable[tuple[str, int
 def write_summary(output: Path, summary: dict[str, Any]) -> Path:
     path = output / SUMMARY_FILE
     tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as fh:  # (written as made: one with 10^5 failures
+        json.dump(summary, fh, indent=2, default=str)  # is tens of MB, not held twice over)
+        fh.write("\n")
     os.replace(tmp, path)
     return path
 

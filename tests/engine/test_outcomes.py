@@ -856,3 +856,28 @@ def test_rows_read_from_the_file_while_one_is_written_are_not_kept() -> None:
     clean.store.span = read_while_written  # type: ignore[method-assign]
     assert outcomes.final[3].attempt == "r01a000001"
     assert outcomes.final[5].attempt == "r01a000002" and outcomes.final[5].total == 1
+
+
+def test_a_systematic_failure_holds_its_error_text_once() -> None:
+    """Every mini-batch failing with the same long traceback (a model that rejects every
+    input): the books hold the text once, not once per try, however the tries arrived (each
+    task's reply unpickles its own copies)."""
+    n, text = 2_000, TRACEBACK + "\n" + "x" * 10_000
+    outcomes = Outcomes(files(*[1] * n), make_settings(max_retries=1))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for first in range(0, n, 100):
+        records = []
+        for mb in range(first, first + 100):
+            for try_no in (1, 2):  # (a fresh copy per try, as from another task's reply)
+                copy = "".join([text[:10], text[10:]])
+                records.append(raised(mb, try_no, 1, final=try_no == 2, error=copy))
+        outcomes.record(f"r01a{first:06d}", pickle.loads(pickle.dumps(records)))
+        del records
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert outcomes.failed_mini_batches() == n
+    errors = {id(r.error) for r in outcomes.attempts}
+    errors |= {id(outcomes.final[mb].error) for mb in range(n)}
+    assert len(errors) == 1 and outcomes.final[17].error == text
+    assert used / n < 5_000, used / n  # (a copy per try: over 20 KB a mini-batch)
