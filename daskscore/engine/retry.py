@@ -66,12 +66,11 @@ def write_book(staging: Path, outcomes: Outcomes) -> Path:
     """Write the books of the mini-batches kept whole into ``staging`` (atomically)."""
     path = staging / BOOK
     tmp = path.with_name(BOOK + ".partial")
+    texts: dict[str, int] = {}  # each error text is written once, in a line of its own
     with open(tmp, "w", encoding="utf-8") as fh:
         for tries, final in outcomes.book():
-            entry = {
-                "tries": [rec.to_json() for rec in tries],
-                "final": final.to_json() if final is not None else None,
-            }
+            recs = [_booked(rec, texts, fh) for rec in (*tries, final) if rec is not None]
+            entry = {"tries": recs[: len(tries)], "final": recs[-1] if final else None}
             fh.write(json.dumps(entry, separators=(",", ":"), default=str) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -79,28 +78,49 @@ def write_book(staging: Path, outcomes: Outcomes) -> Path:
     return path
 
 
+def _booked(rec: MiniBatchRecord, texts: dict[str, int], fh: Any) -> dict[str, Any]:
+    """``rec`` as the book keeps it: its error text as the number of a ``{"text": n,
+    "error": ...}`` line, written before its first use (a failure repeated over thousands of
+    mini-batches and tries: one line, not one copy each)."""
+    data = rec.to_json()
+    if rec.error:
+        ref = texts.get(rec.error)
+        if ref is None:
+            ref = texts[rec.error] = len(texts)
+            fh.write(json.dumps({"text": ref, "error": rec.error}, separators=(",", ":")) + "\n")
+        data["error"], data["error_ref"] = "", ref
+    return data
+
+
 def read_book(
     staging: Path,
 ) -> dict[int, tuple[list[MiniBatchRecord], MiniBatchRecord | None]]:
     """The books :func:`write_book` wrote, by mini-batch."""
     books: dict[int, tuple[list[MiniBatchRecord], MiniBatchRecord | None]] = {}
+    texts: dict[int, str] = {}
     with open(staging / BOOK, encoding="utf-8") as fh:
         for line in fh:
             if not line.strip():
                 continue
             entry = json.loads(line)
-            tries = [_record(r) for r in entry["tries"]]
-            final = _record(entry["final"]) if entry["final"] else None
+            if "text" in entry:
+                texts[entry["text"]] = entry["error"]
+                continue
+            tries = [_record(r, texts) for r in entry["tries"]]
+            final = _record(entry["final"], texts) if entry["final"] else None
             mb = tries[0].mini_batch if tries else final.mini_batch if final else None
             if mb is not None:
                 books[mb] = (tries, final)
     return books
 
 
-def _record(data: dict[str, Any]) -> MiniBatchRecord:
-    """A record of the book (JSON gives a list where the record holds a tuple)."""
+def _record(data: dict[str, Any], texts: dict[int, str]) -> MiniBatchRecord:
+    """A record of the book (JSON gives a list where the record holds a tuple), its error
+    text looked up (one text, one object, for every try that failed with it)."""
     if isinstance(data.get("items"), list):
         data = {**data, "items": tuple(data["items"])}
+    if "error_ref" in data:
+        data = {**data, "error": texts[data["error_ref"]]}
     return MiniBatchRecord.from_json(data)
 
 

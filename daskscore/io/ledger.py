@@ -41,6 +41,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from daskscore.protocol import MiniBatchRecord
 
@@ -71,6 +72,7 @@ class LedgerWriter:
         self.part_fd = os.open(part_path(staging, attempt), flags, 0o644)
         self.ledger_fd = os.open(ledger_path(staging, attempt), flags, 0o644)
         self.offset = os.fstat(self.part_fd).st_size
+        self._noted: dict[tuple[int, int], str] = {}  # failed tries' errors in E lines
 
     def started(self, mini_batch: int, attempt: int, worker: str, start: float) -> None:
         os.write(self.ledger_fd, f"S {mini_batch} {attempt} {start:.3f} {worker}\n".encode())
@@ -85,6 +87,7 @@ class LedgerWriter:
         """Note a failed try at once (it is committed again with its mini-batch)."""
         line = "E " + json.dumps(record.to_json(), separators=(",", ":"), default=str) + "\n"
         os.write(self.ledger_fd, line.encode())
+        self._noted[(record.mini_batch, record.try_no)] = record.error
 
     def timed_out(self, mini_batch: int, error: str = "") -> None:
         detail = f" {json.dumps(error)}" if error else ""
@@ -98,9 +101,17 @@ class LedgerWriter:
                 written = os.write(self.part_fd, view)
                 view = view[written:]
         self.offset += len(data)
-        rows = [rec.to_json() for rec in records]
+        rows = [self._committed(rec) for rec in records]
         line = "C " + json.dumps(rows, separators=(",", ":"), default=str) + "\n"
         os.write(self.ledger_fd, line.encode())
+
+    def _committed(self, rec: MiniBatchRecord) -> dict[str, Any]:
+        """``rec`` as its commit line has it: a try noted in an E line leaves its error text
+        there (:func:`read_ledger` takes it back), not written twice."""
+        data = rec.to_json()
+        if rec.error and self._noted.get((rec.mini_batch, rec.try_no)) == rec.error:
+            del data["error"]
+        return data
 
     def close(self) -> None:
         for fd in (self.part_fd, self.ledger_fd):
@@ -160,6 +171,7 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
     errors: dict[int, str] = {}
     rss: dict[int, int] = {}
     tried: list[MiniBatchRecord] = []
+    noted: dict[tuple[int, int], str] = {}  # the error texts of the E lines
     for line in text.split("\n")[:-1]:  # the last piece is "" or a torn line
         kind, _, rest = line.partition(" ")
         if kind == "X":  # given up by the driver: the rest came after the job's books
@@ -182,8 +194,9 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
                 rss[mb], state.pid = max(rss.get(mb, 0), size), pid
             elif kind == "E":
                 tried.append(MiniBatchRecord.from_json(json.loads(rest)))
+                noted[(tried[-1].mini_batch, tried[-1].try_no)] = tried[-1].error
             elif kind == "C":
-                records = [MiniBatchRecord.from_json(r) for r in json.loads(rest)]
+                records = [_committed(r, noted) for r in json.loads(rest)]
                 state.committed.extend(records)
                 done.update(r.mini_batch for r in records)
         except (ValueError, KeyError):
@@ -196,3 +209,12 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
         state.error = errors.get(started[0], "")
         state.running_rss = rss.get(started[0], 0)
     return state
+
+
+def _committed(data: dict[str, Any], noted: dict[tuple[int, int], str]) -> MiniBatchRecord:
+    """A commit line's record, its error text taken from the try's E line where the commit
+    left it out (:meth:`LedgerWriter._committed`)."""
+    rec = MiniBatchRecord.from_json(data)
+    if "error" not in data:
+        rec.error = noted.get((rec.mini_batch, rec.try_no), "")
+    return rec

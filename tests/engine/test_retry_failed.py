@@ -309,6 +309,35 @@ def test_reopen_keeps_history_and_numbers_on(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_the_book_keeps_each_error_text_once(tmp_path: Path) -> None:
+    """A failure repeated over many mini-batches and tries: the kept book holds its text once
+    and gives every try of every mini-batch its text back."""
+    from daskscore.config.settings import Settings
+    from daskscore.engine.retry import read_book, write_book
+
+    text = "Traceback (most recent call last):\nValueError: " + "x" * 5000
+    work = [[f"f{i}"] for i in range(50)]
+    outcomes = Outcomes(work, Settings())
+    for mb in range(49):
+        tries = [_rec(mb, 1, failed=True), _rec(mb, 2, failed=True, final=True)]
+        for rec in tries:
+            rec.error = text
+        outcomes.record(f"r01a{mb}", tries)
+    outcomes.record("r01a99", [_rec(49, 1, failed=True, final=True)])  # another text
+    write_book(tmp_path, outcomes)
+    assert (tmp_path / "book.jsonl").read_text().count("x" * 5000) == 1
+    books = read_book(tmp_path)
+    assert sorted(books) == list(range(50))
+    for mb in range(49):
+        tries, final = books[mb]
+        assert [(t.try_no, t.error) for t in tries] == [(1, text), (2, text)]
+        assert final is not None and final.error == text and final.try_no == 2
+    assert books[49][1].error == "ValueError: x"
+    assert [(t.mini_batch, t.try_no) for t in outcomes.attempts] == [
+        (t.mini_batch, t.try_no) for mb in range(50) for t in books[mb][0]
+    ]
+
+
 def _rec(mb: int, try_no: int, *, final: bool = False, failed: bool = False, partial: bool = False
          ) -> MiniBatchRecord:  # fmt: skip
     if failed:

@@ -117,10 +117,9 @@ def test_finished_but_uncommitted_is_not_running(staging: Path) -> None:
     assert state.committed == []
 
 
-def failed_try(mb: int, try_no: int, **extra: object) -> MiniBatchRecord:
-    return MiniBatchRecord(
-        mini_batch=mb, try_no=try_no, worker="w", total=2, failed=2, error="E: boom", **extra
-    )
+def failed_try(mb: int, try_no: int, **extra: Any) -> MiniBatchRecord:
+    extra.setdefault("error", "E: boom")
+    return MiniBatchRecord(mini_batch=mb, try_no=try_no, worker="w", total=2, failed=2, **extra)
 
 
 def test_failed_tries_of_uncommitted_mini_batches_are_read_back(staging: Path) -> None:
@@ -154,6 +153,28 @@ def test_failed_tries_of_committed_mini_batches_come_from_the_commit(staging: Pa
     assert [(r.mini_batch, r.try_no) for r in state.committed] == [(0, 1), (0, 2)]
     assert state.tried == [failed_try(1, 1, items=(0, 1)), failed_try(2, 3, final=True)]
     assert state.running == (3, 1)
+
+
+def test_a_commit_leaves_a_noted_tries_error_text_in_its_e_line(staging: Path) -> None:
+    """A failed try's error text is written once (its E line), not again in its commit: a
+    systematic failure's ledgers are half the size.  Reading the ledger puts it back."""
+    text = "Traceback (most recent call last):\nValueError: " + "x" * 5000
+    writer = LedgerWriter(staging, "a1")
+    writer.tried(failed_try(0, 1, error=text))
+    final = failed_try(0, 2, error=text, final=True)
+    writer.tried(final)
+    changed = failed_try(1, 1, error="noted")
+    writer.tried(changed)
+    changed.error = "noted, then more said at its commit"
+    writer.commit(b"", [failed_try(0, 1, error=text), final, changed])
+    writer.close()
+    raw = ledger_path(staging, "a1").read_text()
+    assert raw.count("x" * 5000) == 2  # (the two E lines only)
+    state = read_ledger(staging, "a1")
+    assert [(r.mini_batch, r.try_no, r.error) for r in state.committed] == [
+        (0, 1, text), (0, 2, text), (1, 1, "noted, then more said at its commit"),
+    ]  # fmt: skip
+    assert state.committed[1] == final and state.tried == []
 
 
 def test_timed_out_after_t(staging: Path) -> None:
