@@ -428,6 +428,9 @@ def failure_message(s: dict[str, Any]) -> str:
         where = "init()" if init else f"mini-batch {failures[0]['mini_batch_id']}"
         where = "preparing" if init and failed_before_init(init) else where
         where = "import" if init and failed_at_import(init) else where
+        same = 0 if init else sum(f["error"] == first_tb for f in failures)
+        if same > 1:  # (a systematic failure: said at once, not found by reading them all)
+            where += f"; the same in {same} of the {len(failures)} failed mini-batches"
         lines.append(f"First error ({where}):")
         lines.extend("  " + line for line in first_tb.splitlines())
     if s.get("failed_items_file"):

@@ -441,6 +441,24 @@ def test_the_summary_of_an_exceeded_threshold_says_so(tmp_path: Path) -> None:
     assert "First error (mini-batch 0):" in message and "ValueError: bad file" in message
 
 
+def test_the_failure_text_says_how_many_failed_with_the_first_error(tmp_path: Path) -> None:
+    """A systematic failure is said at once: how many failed mini-batches ended with the
+    first one's error (the same text; the third here differs)."""
+    config = make_settings(max_retries=0)
+    outcomes = Outcomes(files(1, 1, 1, 1), config)
+    other = TRACEBACK.replace("f0003.csv", "f0009.csv")
+    outcomes.record("r01a1", [raised(0, 1, 1, final=True), raised(1, 1, 1, final=True)])
+    outcomes.record("r01a2", [raised(2, 1, 1, final=True, error=other), done(3, total=1)])
+    message = failure_message(summarize(job_record(tmp_path, config), outcomes, None))
+    assert "First error (mini-batch 0; the same in 2 of the 3 failed mini-batches):" in message
+    outcomes = Outcomes(files(1, 1), config)
+    outcomes.record(
+        "r01a1", [raised(0, 1, 1, final=True), raised(1, 1, 1, final=True, error=other)]
+    )
+    message = failure_message(summarize(job_record(tmp_path, config), outcomes, None))
+    assert "First error (mini-batch 0):" in message  # (no other like it: nothing more said)
+
+
 def test_the_summary_of_a_failed_init_shows_its_traceback(tmp_path: Path) -> None:
     config = make_settings()
     outcomes = Outcomes(files(2, 2), config)
