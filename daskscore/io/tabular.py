@@ -223,21 +223,30 @@ def with_row_index(split: Split, df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def carry_columns(split_df: pd.DataFrame, result: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def carry_columns(
+    split_df: pd.DataFrame, result: pd.DataFrame, columns: list[str], index: Any = None
+) -> pd.DataFrame:
     """Put chosen input columns in front of ``run()``'s result, row by row (join-with-input).
 
-    Rows are matched by position, so ``result`` must have one row per input row.  A carried
-    column whose name ``result`` already uses is renamed ``input_<name>``.  The result keeps
-    its own index and columns; the row number (the input's index) is left to the caller.
+    ``result`` must have one row per input row.  Rows are matched by label where the index
+    ``run()`` gave its result (``index``, by default ``result.index``) holds exactly the
+    labels of ``split_df``'s index, each once, in another order (a result sorted, its index
+    kept): each row gets its own input values.  Otherwise (the same index, or any other: a
+    fresh ``0..n-1``, labels of its own) they are matched by position.  A carried column whose
+    name ``result`` already uses is renamed ``input_<name>``.  The result keeps its own index
+    and columns; the row number (the input's index) is left to the caller.
 
     Parameters
     ----------
     split_df : pandas.DataFrame
-        The mini-batch given to ``run()``.
+        The mini-batch given to ``run()``, with its index (unique labels: row numbers).
     result : pandas.DataFrame
         What ``run()`` returned for it.
     columns : list of str
         Input columns to carry, in the order wanted.
+    index : pandas.Index, optional
+        The index ``run()`` gave ``result``, where ``result`` no longer has it (a dataset makes
+        it columns).
 
     Returns
     -------
@@ -252,20 +261,38 @@ def carry_columns(split_df: pd.DataFrame, result: pd.DataFrame, columns: list[st
     if len(result) != len(split_df):
         raise ValueError(
             f"cannot carry input columns: run() returned {len(result)} rows for a mini-batch of "
-            f"{len(split_df)} rows; it must return one row per input row, in input order."
+            f"{len(split_df)} rows; it must return one row per input row (in input order, or "
+            "keeping the input's index)."
         )
     missing = [c for c in columns if c not in split_df.columns]
     if missing:
         raise ValueError(
             f"cannot carry input column(s) {missing}: the input has {list(split_df.columns)}."
         )
+    order = input_order(split_df.index, result.index if index is None else index)
     out = detached(result)
     for pos, name in enumerate(columns):
         new = f"input_{name}" if name in result.columns else name
         if new in out.columns:
             raise ValueError(f"cannot carry input column {name!r}: {new!r} is already taken.")
-        out.insert(pos, new, split_df[name].array)
+        values = split_df[name].array
+        out.insert(pos, new, values if order is None else values.take(order))
     return out
+
+
+def input_order(given: pd.Index, returned: pd.Index) -> np.ndarray | None:
+    """The position in ``given`` (the index of the rows ``run()`` got) of each row ``run()``
+    returned, where ``returned`` (its result's index) holds exactly ``given``'s labels, each
+    once, in another order; else None: rows are matched by position."""
+    if len(given) != len(returned) or returned.nlevels != 1 or given.nlevels != 1:
+        return None
+    if returned.equals(given) or not (given.is_unique and returned.is_unique):
+        return None
+    try:
+        order = given.get_indexer(returned)
+    except (TypeError, ValueError):  # (labels that cannot be compared with the row numbers)
+        return None
+    return order if len(order) and (order >= 0).all() else None
 
 
 #: Name prefixes that leave a file out of tabular mode, as pyarrow's ``ignore_prefixes``: its

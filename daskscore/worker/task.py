@@ -293,13 +293,14 @@ def to_frame(
 
     frame = items if isinstance(items, pd.DataFrame) else datasets.prediction_frame(items)
     if carry and isinstance(work, tabular.Split):
+        returned = frame.index  # (by label where it holds the input's, in another order)
         if dataset:
             frame = nested.index_columns(frame)
         source = argument.copy(deep=False)
         source["file"] = datasets.printable(work.path)  # a name not UTF-8: \udcff, not refused
         source["row"] = argument.index
-        # (by position: the result keeps the index run() gave it, as without carried columns)
-        frame = tabular.carry_columns(source.reset_index(drop=True), frame, list(carry))
+        # (the result keeps the index run() gave it, as without carried columns)
+        frame = tabular.carry_columns(source, frame, list(carry), index=returned)
     return frame
 
 

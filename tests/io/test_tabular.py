@@ -548,6 +548,30 @@ def test_carry_columns() -> None:
     assert carry_columns(split_df, result, []).equals(result)
 
 
+@pytest.mark.parametrize(
+    ("index", "want"),
+    [
+        ([102, 100, 101], [9, 7, 8]),  # the input's labels in another order: by label
+        ([100, 101, 102], [7, 8, 9]),  # the input's index: by position, as by label
+        ([0, 1, 2], [7, 8, 9]),  # a fresh 0..n-1 (reset_index): by position
+        ([101, 101, 100], [7, 8, 9]),  # a label twice: by position
+        ([102, 100, 5], [7, 8, 9]),  # a label the input has not: by position
+        (["c", "a", "b"], [7, 8, 9]),  # labels of its own: by position
+    ],
+)
+def test_carry_columns_match_rows_by_label_where_run_kept_the_input_index(
+    index: list[object], want: list[int]
+) -> None:
+    split_df = pd.DataFrame({"id": [7, 8, 9]}, index=pd.RangeIndex(100, 103))
+    result = pd.DataFrame({"p": [1.0, 2.0, 3.0]}, index=index)
+    out = carry_columns(split_df, result, ["id"])
+    assert out["id"].tolist() == want
+    assert out.index.tolist() == index and out["p"].tolist() == [1.0, 2.0, 3.0]
+    # the index run() gave, where the result no longer has it (a dataset made it a column)
+    moved = carry_columns(split_df, result.reset_index(drop=True), ["id"], index=result.index)
+    assert moved["id"].tolist() == want
+
+
 def test_carry_columns_errors() -> None:
     split_df = pd.DataFrame({"a": [1, 2], "input_b": [3, 4], "b": [5, 6]})
     with pytest.raises(ValueError, match="returned 1 rows for a mini-batch of 2 rows"):

@@ -50,6 +50,8 @@ SCRIPT = """
         pred = mini_batch["v"] * 2 + 1
         if MODE == "pred":
             return pd.DataFrame({"pred": pred})
+        if MODE == "sorted":  # the best-scored rows first, each keeping its input's index
+            return pd.DataFrame({"pred": pred}).sort_values("pred", ascending=False)
         out = pd.DataFrame({"fid": mini_batch["fid"], "id": mini_batch["id"], "pred": pred})
         if MODE == "drop_last" and first == 0:
             out = out.iloc[:-1]  # the first mini-batch of each file: one row short
@@ -183,6 +185,41 @@ def test_carry_columns_join_input_columns(
     assert got["file"].tolist() == rows["file"].tolist(), "file: the input file's path"
     assert got["row"].tolist() == rows["row"].tolist(), "row: the row's number in its file"
     np.testing.assert_allclose(got["pred"], rows["v"] * 2 + 1)
+
+
+@pytest.mark.parametrize("output", ["append_row", "parquet", "csv", "score"])
+def test_carry_columns_follow_the_rows_run_returned_in_another_order(
+    client: Any, tmp_path: Path, table: tuple[Path, pd.DataFrame], output: str
+) -> None:
+    """run() returns its rows sorted by score, each keeping its input's index (row number):
+    every row gets its own input columns (matched by label), in every output, and the rows
+    come in the order run() returned them."""
+    folder, rows = table
+    dep = deploy(tmp_path, "7 rows", mode="sorted")
+    out = tmp_path / "out"
+    carry = ["id", "file", "row"]
+    if output == "score":
+        ddf = daskscore.score(dep, folder, client=client, carry_columns=carry)
+        got = ddf.compute()
+        ddf.attrs["daskscore"].close()
+        assert got.index.tolist() == got["row"].tolist(), "the index run() gave, kept"
+    else:
+        kw = {} if output == "append_row" else {"output_format": output}
+        result = daskscore.run(dep, folder, out, client=client, carry_columns=carry, **kw)
+        assert result.status == "Completed" and result.failed_items == 0, result.summary
+        if output == "append_row":
+            got = append_rows(out / "predictions.csv", ["id", "file", "row", "pred"])
+        elif output == "parquet":
+            got = pd.read_parquet(out / "predictions")
+        else:
+            got = pd.concat(pd.read_csv(p) for p in sorted((out / "predictions").glob("*.csv")))
+    assert len(got) == len(rows)
+    want = rows.set_index("id").loc[got["id"]]
+    assert got["file"].astype(str).tolist() == want["file"].tolist()
+    assert got["row"].tolist() == want["row"].tolist()
+    np.testing.assert_allclose(got["pred"], want["v"] * 2 + 1, err_msg="another row's input")
+    assert sorted(got["id"]) == rows["id"].tolist(), "every row once"
+    assert not got["id"].is_monotonic_increasing, "the rows as run() ordered them"
 
 
 @pytest.mark.parametrize("carry", [["id"], ["file"]])
