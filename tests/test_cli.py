@@ -253,6 +253,13 @@ def _carry_in_file_mode(tmp_path: Path) -> tuple[list[str], list[str]]:
     return ["run", str(dep), "--input", inputs, "--carry-columns", "a"], ["--carry-columns"]
 
 
+def _carry_unknown_column(tmp_path: Path) -> tuple[list[str], list[str]]:
+    dep = write_deployment(tmp_path / "deploy", SIMPLE_SCRIPT)
+    inputs = write_inputs(tmp_path / "in", 2)
+    args = ["run", str(dep), "--input", str(inputs), "--tabular", "--carry-columns", "nope"]
+    return args, ["--carry-columns", "'nope'", str((inputs / "f0000.csv").resolve()), "are x,"]
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -262,6 +269,7 @@ def _carry_in_file_mode(tmp_path: Path) -> tuple[list[str], list[str]]:
         _missing_input,
         _empty_input,
         _carry_in_file_mode,
+        _carry_unknown_column,
     ],
     ids=[
         "bad-yaml",
@@ -270,6 +278,7 @@ def _carry_in_file_mode(tmp_path: Path) -> tuple[list[str], list[str]]:
         "missing-input",
         "empty-input",
         "carry-in-file-mode",
+        "carry-unknown-column",
     ],
 )
 def test_usage_errors_exit_2_with_one_paragraph_and_no_traceback(tmp_path, case):

@@ -25,7 +25,7 @@ from daskscore.config.options import JobOptions
 from daskscore.config.settings import UnknownKeyWarning, output_name_problem
 from daskscore.config.sizes import MiniBatchSize
 from daskscore.errors import ConfigError, InputError, UsageError
-from daskscore.io import inputs, splittable, storage, tabular
+from daskscore.io import inputs, splitreader, splittable, storage, tabular
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.worker import script as script_mod
 
@@ -159,7 +159,33 @@ def _carried(planned: tuple[Any, str, Any], carry: Sequence[str]) -> tuple[Any, 
             "or '500 rows'), or leave --carry-columns out (in file mode run() can return "
             "each row's file name itself)."
         )
+    if carry:
+        _check_carried(planned[0], carry)
     return planned
+
+
+def _check_carried(splits: splittable.SplitTable, carry: Sequence[str]) -> None:
+    """Refuse a carried column that an input file's mini-batches lack, naming the file and the
+    columns they have (its CSV header line, its Parquet schema: what ``run()`` gets, read
+    as a mini-batch is).  A file whose columns cannot be read so is left to its mini-batches,
+    whose reading fails naming it."""
+    wanted = [c for c in carry if c not in ("file", "row")]
+    for head in splits.heads() if wanted else ():
+        try:
+            columns = splitreader.columns_of(head)
+        except Exception:  # noqa: BLE001 - unreadable: its mini-batches say why
+            continue
+        missing = [c for c in wanted if c not in columns]
+        if missing:
+            names = [str(c) for c in columns]
+            more = f" and {len(names) - 30} more" if len(names) > 30 else ""
+            raise UsageError(
+                f"--carry-columns (carry_columns=) {', '.join(missing)}: input file "
+                f"'{head.path}' has no column {', '.join(map(repr, missing))}; its columns "
+                f"(what run() gets) are {', '.join(names[:30]) or '(none)'}{more}, and file "
+                "and row (its path, the row's number in it) can be carried from any input. "
+                "Carry columns every input file has, or leave --carry-columns out."
+            )
 
 
 def _writer(fmt: str, options: JobOptions, output_file_name: str) -> OutputWriter:

@@ -29,11 +29,26 @@ def read_parquet(split: Split, read_kwargs: dict[str, Any], pf: Any = None) -> p
         why = f"row groups {split.start}-{split.stop - 1} held {split.n_rows} rows, now {rows}"
         raise filestamp.changed(split.path, f"{why} of {meta.num_row_groups} group(s)")
     table = pf.read_row_groups(groups, **read_kwargs)
+    return _frame(split.path, pf, table, split.first_row, read_kwargs.get("columns"))
+
+
+def columns_of(path: str, stamp: filestamp.Stamp | None = None) -> pd.Index:
+    """The columns of the frames :func:`read_parquet` reads of the file at ``path`` (its stored
+    index's included), from its schema alone: no row is read."""
+    import pyarrow.parquet as pq
+
+    filestamp.stat_planned(path, stamp)
+    with pq.ParquetFile(path) as pf:
+        return _frame(path, pf, pf.schema_arrow.empty_table(), 0, None).columns
+
+
+def _frame(path: str, pf: Any, table: Any, first: int, columns: Any) -> pd.DataFrame:
+    """``table`` (rows of ``pf`` from its row ``first``) as a frame, the index the file's
+    pandas metadata records made its first column(s)."""
     df = table.to_pandas()
     descriptors = (pf.schema_arrow.pandas_metadata or {}).get("index_columns") or []
     if not any(isinstance(d, str) and d in table.column_names for d in descriptors):
-        ranged = _range_index(descriptors, pf.metadata.num_rows, split.first_row, len(df))
-        columns = read_kwargs.get("columns")
+        ranged = _range_index(descriptors, pf.metadata.num_rows, first, len(df))
         if ranged is None or (columns is not None and ranged.name not in columns):
             return df
         df.index = ranged
@@ -42,7 +57,7 @@ def read_parquet(split: Split, read_kwargs: dict[str, Any], pf: Any = None) -> p
     except ValueError as exc:  # (a column has the name the index comes back under)
         names = [str(n) for n in df.index.names]
         raise InputError(
-            f"input file '{split.path}': its stored index ({', '.join(names)}) comes back as "
+            f"input file '{path}': its stored index ({', '.join(names)}) comes back as "
             f"column(s) of the mini-batch, and a column has that name already ({exc}); rename "
             "the index or the column where the file is written."
         ) from exc

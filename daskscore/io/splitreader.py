@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from daskscore.io import csvscan, filestamp, tabular
@@ -192,14 +192,36 @@ class _Header:
 
     @classmethod
     def of(cls, path: str, stamp: filestamp.Stamp | None = None) -> _Header | None:
-        import pandas as pd
-
-        with filestamp.open_planned(path, stamp) as f:
-            length = csvscan.data_start(f)
-            f.seek(0)
-            raw = f.read(length)
-        columns = pd.read_csv(io.BytesIO(raw), header=0, nrows=0).columns
+        raw = _header_line(path, stamp)
+        columns = _header_columns(raw).copy()  # (a frame's own: its name may be set)
         return cls(raw, columns) if len(columns) else None
+
+
+def _header_line(path: str, stamp: filestamp.Stamp | None) -> bytes:
+    """A CSV file's bytes up to the end of its header line (see :func:`csvscan.data_start`)."""
+    with filestamp.open_planned(path, stamp) as f:
+        length = csvscan.data_start(f)
+        f.seek(0)
+        return f.read(length)
+
+
+@lru_cache(maxsize=8)
+def _header_columns(raw: bytes) -> pd.Index:
+    """The columns pandas makes of a CSV header line (files of one layout share it)."""
+    import pandas as pd
+
+    return pd.read_csv(io.BytesIO(raw), header=0, nrows=0).columns
+
+
+def columns_of(split: Split) -> pd.Index:
+    """The columns of the frames the splits of ``split``'s file are read into, as
+    :func:`~daskscore.io.tabular.read_split` gives them, from a CSV file's header line or a
+    Parquet file's schema: no row is read."""
+    if split.kind == "parquet":
+        from daskscore.io.parquetsplit import columns_of as parquet_columns
+
+        return parquet_columns(split.path, split.stamp)
+    return _header_columns(_header_line(split.path, split.stamp))
 
 
 def _parse_run(path: str, header: _Header, splits: list[Any], run: list[int]) -> _Parsed | None:

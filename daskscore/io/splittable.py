@@ -248,6 +248,14 @@ class SplitTable(Sequence[Split]):
             yield (*self._files[self._run_file[r]], cuts.slice(i, j))
             a += j - i
 
+    def heads(self) -> Iterator[Split]:
+        """The first split of each file that has splits, in the files' order."""
+        seen: set[int] = set()
+        for fid, cuts in zip(self._run_file, self._runs, strict=True):
+            if fid not in seen:
+                seen.add(fid)
+                yield next(cuts.splits(*self._files[fid], 0, 1))
+
     def planned(self, i: int) -> int:
         """Rows of split ``i`` as the planner counted them (not counted: its lines)."""
         r, at = self._locate(i)

@@ -4,6 +4,7 @@ split's DataFrame exactly what ``read_split`` gives (rows, index, columns, dtype
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -211,3 +212,32 @@ def test_with_row_index_and_open_parquet_file_keep_read_split(tmp_path: Path) ->
         shared = tabular.read_split(split, parquet_file=pf)
     pd.testing.assert_frame_equal(shared, read_split(split))
     assert shared.index[0] == 10
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        None,
+        pd.Index([5, 6, 7], name="id"),
+        pd.Index(["p", "q", "r"]),
+        pd.RangeIndex(0, 3, name="k"),
+        pd.RangeIndex(10, 13),
+        pd.MultiIndex.from_arrays([[1, 2, 3], ["a", "b", "c"]]),
+    ],
+    ids=["none", "named", "unnamed-text", "named-range", "range-from-10", "multi"],
+)
+def test_columns_of_a_file_are_those_of_its_mini_batches(tmp_path: Path, index: Any) -> None:
+    """columns_of (what a job's plan checks carried columns against) reads a file's header
+    line or schema alone and gives the columns read_split gives its mini-batches, a Parquet
+    file's stored index included."""
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    frame.to_csv(tmp_path / "t.csv", index=index is not None)
+    if index is not None:
+        frame.index = index
+    frame.to_parquet(tmp_path / "t.parquet", row_group_size=2)
+    for name in ("t.csv", "t.parquet"):
+        splits = plan_splits([str(tmp_path / name)], ("rows", 2))
+        assert len(splits) == 2
+        want = read_split(splits[1]).columns
+        assert splitreader.columns_of(splits[0]).equals(want), (name, list(want))
+        assert len(want) >= 2

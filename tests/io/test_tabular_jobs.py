@@ -222,6 +222,37 @@ def test_carry_columns_follow_the_rows_run_returned_in_another_order(
     assert not got["id"].is_monotonic_increasing, "the rows as run() ordered them"
 
 
+@pytest.mark.parametrize(
+    ("carry", "lacking", "columns"),
+    [(["nope"], "a.csv", "fid, id, v, extra"), (["id", "extra"], "b.parquet", "key, fid, id, v")],
+    ids=["none-has-it", "the-parquet-file-lacks-it"],
+)
+@pytest.mark.parametrize("entry", ["run", "score"])
+def test_a_carried_column_an_input_file_lacks_is_refused_before_scoring(
+    client: Any, tmp_path: Path, carry: list[str], lacking: str, columns: str, entry: str
+) -> None:
+    """A carried column is looked for in every input file's header (CSV) or schema (Parquet,
+    its stored index included) when the job is planned: one a file lacks is a usage error
+    naming the column, the file and the columns it has, before anything runs (it failed
+    every try of every mini-batch, and the job ended Completed)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frame = pd.DataFrame({"fid": [0, 0], "id": [1, 2], "v": [0.5, 1.5]})
+    frame.assign(extra=["a", "b"]).to_csv(folder / "a.csv", index=False)
+    frame.set_index(pd.Index([7, 8], name="key")).to_parquet(folder / "b.parquet")
+    dep = deploy(tmp_path, "7 rows", mode="pred")
+    out = tmp_path / "out"
+    with pytest.raises(daskscore.UsageError) as caught:
+        if entry == "run":
+            daskscore.run(dep, folder, out, client=client, carry_columns=carry)
+        else:
+            daskscore.score(dep, folder, client=client, carry_columns=carry)
+    text = str(caught.value)
+    assert f"'{(folder / lacking).resolve()}' has no column '{carry[-1]}'" in text, text
+    assert f"its columns (what run() gets) are {columns}," in text, text
+    assert "\n" not in text and not out.exists(), "nothing ran, no output folder"
+
+
 @pytest.mark.parametrize("carry", [["id"], ["file"]])
 def test_carry_columns_in_file_mode_are_refused(
     client: Any, tmp_path: Path, table: tuple[Path, pd.DataFrame], carry: list[str]
