@@ -14,11 +14,17 @@ silently goes), so each partition is made to match it here, or fails saying how 
   with a warning naming the column, both dtypes and what to pass as ``meta=`` for writers
   that hold the frame to its declaration (``to_parquet``).
 
+A categorical column is declared with unknown categories where inferred (each partition has
+its own, as Dask's ``read_csv`` gives them); declared with known categories (``meta=``), every
+partition is given those categories, and one holding a value that is not among them fails
+naming it (pandas would make it NaN, and Dask's ``cat.codes`` or ``get_dummies`` trust them).
+
 The declaration is made here too (:func:`declared`), from the first mini-batch's result: its
-dtypes, whatever Dask's ``dataframe.convert-string``.  Dask would declare every object column
-text and ``str()`` each value (a numpy array becomes a truncated ``'[0. 1. ...]'``, bytes fail
-to decode), so the frame is built with it off, and where the caller has it on a column only
-becomes Dask's string dtype where every value of that mini-batch is text.
+dtypes, whatever Dask's ``dataframe.convert-string``, categories unknown.  Dask would declare
+every object column text and ``str()`` each value (a numpy array becomes a truncated
+``'[0. 1. ...]'``, bytes fail to decode), so the frame is built with it off, and where the
+caller has it on a column only becomes Dask's string dtype where every value of that mini-batch
+is text.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ def declared(frame: Any, strings: bool) -> Any:
     mini-batch's rows); ``strings``: Dask's ``dataframe.convert-string`` is on where the frame
     is made, so a column of text (every value a ``str`` or null, one at least a ``str``) is
     declared with Dask's string dtype, as Dask would; an object column of anything else stays
-    ``object``, its values as ``run()`` returned them."""
+    ``object``, its values as ``run()`` returned them.  A categorical column (or index) is
+    declared with unknown categories: mini-batch 0's are not every partition's."""
     import pandas as pd
+    from dask.dataframe.utils import clear_known_categories
     from pandas.api import types
 
-    meta = frame.iloc[:0]
+    meta = clear_known_categories(frame.iloc[:0])
     if not strings:
         return meta
     text = pd.StringDtype("pyarrow")  # (Dask's; pandas 3's ``str`` is another StringDtype)
@@ -106,8 +114,8 @@ def _converted(values: Any, want: Any, column: Any, mini_batch: int, origin: str
 
     if types.is_object_dtype(want):
         return values.astype(object)
-    if isinstance(want, pd.CategoricalDtype) and isinstance(values.dtype, pd.CategoricalDtype):
-        return values  # (each partition's own categories, as a Dask categorical has)
+    if isinstance(want, pd.CategoricalDtype):
+        return _categorical(values, want, column, mini_batch, origin)
     text = types.is_string_dtype(want) and not isinstance(want, pd.CategoricalDtype)
     try:
         if text and (types.is_object_dtype(values.dtype) or types.is_string_dtype(values.dtype)):
@@ -121,6 +129,31 @@ def _converted(values: Any, want: Any, column: Any, mini_batch: int, origin: str
     except (TypeError, ValueError, OverflowError):
         pass
     return _mismatch(values, want, column, mini_batch, origin)
+
+
+def _categorical(values: Any, want: Any, column: Any, mini_batch: int, origin: str) -> Any:
+    """``values`` as the declared categorical ``want``: with unknown categories (Dask's
+    ``UNKNOWN_CATEGORIES``), the partition's own; with known ones, those (their codes), where
+    every value is one of them, else refused: a value not declared would become NaN."""
+    import pandas as pd
+    from dask.dataframe.utils import UNKNOWN_CATEGORIES
+
+    if UNKNOWN_CATEGORIES in want.categories:
+        if isinstance(values.dtype, pd.CategoricalDtype) and values.dtype.ordered == want.ordered:
+            return values  # (each partition's own categories, as a Dask categorical has)
+        return values.astype(pd.CategoricalDtype(ordered=want.ordered))
+    undeclared = values[values.notna() & ~values.isin(want.categories)]
+    if len(undeclared):
+        shown = list(dict.fromkeys(undeclared.astype(object)))
+        raise UsageError(
+            f"score(): column {str(column)!r} holds {_names(shown)}, not among the categories "
+            f"{_names(want.categories)} the frame declares ({origin}), in the partition from "
+            f"mini-batch {mini_batch}; as that categorical dtype they would become NaN. Pass "
+            "meta= to score() with every category run() returns, or with unknown categories "
+            "(dask.dataframe.utils.clear_known_categories(meta)): each partition then keeps "
+            "its own."
+        )
+    return values.astype(want)
 
 
 def _round_trips(values: Any, cast: Any) -> bool:
