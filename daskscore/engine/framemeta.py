@@ -63,6 +63,43 @@ def declared(frame: Any, strings: bool) -> Any:
     return meta.astype(wanted) if wanted else meta
 
 
+def unwritable(meta: Any, frame: Any = None) -> tuple[list[str], list[str]]:
+    """The object columns of ``meta`` that Dask's ``to_parquet`` cannot write as declared, and
+    of those, the ones whose values in ``frame`` (the first mini-batch's rows, where inferred)
+    are of no one Arrow type (ints and text, say), which no schema writes as they are.
+
+    Dask infers the Parquet schema from placeholder values of the declared dtypes
+    (``meta_nonempty``): for ``object``, an ``object()`` under pandas 3, which Arrow cannot
+    type (``ArrowInvalid: ... did not recognize Python value type``), or ``'foo'`` before,
+    text that a column of decimals, dicts or arrays is not.  A column of nulls only is left out
+    (said with its own warning: see ``sessionmeta.say_unknown``)."""
+    import pyarrow as pa
+    from dask.dataframe.utils import meta_nonempty
+
+    failed = (pa.ArrowException, TypeError, ValueError, OverflowError)
+    columns = [c for c, dtype in meta.dtypes.items() if dtype == object]  # noqa: E721
+    if frame is not None:
+        columns = [c for c in columns if bool(frame[c].notna().any())]
+    if not columns:
+        return [], []
+    placeholders = meta_nonempty(meta[columns])
+    found, mixed = [], []
+    for column in columns:
+        try:
+            kind = pa.array(placeholders[column], from_pandas=True).type
+            if frame is not None:
+                pa.array(frame[column], type=kind, from_pandas=True)
+            continue
+        except failed:
+            found.append(str(column))
+        if frame is not None:
+            try:
+                pa.array(frame[column], from_pandas=True)
+            except failed:
+                mixed.append(str(column))
+    return found, mixed
+
+
 def _is_text(values: Any) -> bool:
     """Whether every value of ``values`` is a ``str`` or null (``None``, NaN, ``pd.NA``)."""
     import pandas as pd

@@ -56,7 +56,7 @@ from daskscore.engine.scoredeaths import (
 )
 from daskscore.engine.scorefail import COUNTS_ROOT, failure_of, raise_if_over
 from daskscore.engine.scorelive import LiveScore, mini_batch_done, partition_started, topic
-from daskscore.engine.sessionmeta import first_rows, say_unknown
+from daskscore.engine.sessionmeta import first_rows, say_unknown, say_unwritable
 from daskscore.engine.work import charged, tries_text
 from daskscore.errors import InitFailed, UsageError
 from daskscore.protocol import MiniBatchRecord, WorkerJob, error_line
@@ -238,16 +238,17 @@ class ScoringSession:
         n = partitions or max(1, min(len(work), workers * PARTITIONS_PER_WORKER))
         size = math.ceil(len(work) / n)
         groups = [list(enumerate(work))[i : i + size] for i in range(0, len(work), size)]
-        origin = "given as meta="
+        origin, found = "given as meta=", None  # (found: the columns to_parquet cannot write)
         if meta is None:  # (mini-batches tried in order, a failed one where it may be left out)
             strings = bool(pyarrow_strings_enabled())  # (this process's Dask config)
             allowed = None if self.on_error == "drop" else self.error_threshold
             items = list(enumerate(work))
             future = client.submit(first_rows, job.job_id, items, strings, allowed, pure=False)
-            meta, unknown, mb = future.result()
+            meta, unknown, found, mb = future.result()
             origin = f"inferred from mini-batch {mb}"
             if unknown:
                 say_unknown(unknown, bool(len(work) > 1), mb)
+        say_unwritable(meta, found)
         # (Dask's convert-string would make every object column text: the frame keeps
         # run()'s values and dtypes, the text columns of mini-batch 0 made strings above)
         with dask.config.set({"dataframe.convert-string": False}):

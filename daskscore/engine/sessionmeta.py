@@ -9,7 +9,7 @@ import logging
 import warnings
 from typing import Any
 
-from daskscore.engine.framemeta import declared, unique_columns
+from daskscore.engine.framemeta import declared, unique_columns, unwritable
 from daskscore.engine.scoredeaths import PartitionWatch
 from daskscore.engine.work import charged, describe_work
 from daskscore.errors import InitFailed, JobFailed
@@ -25,7 +25,8 @@ def first_rows(
 ) -> Any:
     """Score mini-batches in order until one has rows to show; return its empty frame, the
     frame's ``meta`` (``strings``: the caller's Dask makes text columns its string dtype; see
-    ``declared``), the columns it cannot tell a dtype of, and its mini-batch.
+    ``declared``), the columns it cannot tell a dtype of, those Dask's ``to_parquet`` cannot
+    write as declared (:func:`~daskscore.engine.framemeta.unwritable`), and its mini-batch.
 
     A mini-batch whose every try failed has no rows: the next one is scored where the session
     leaves failed mini-batches out (its partition runs it again, and reports it), that is,
@@ -61,7 +62,8 @@ def first_rows(
         for c in frame.columns
         if frame[c].dtype == object and not frame[c].notna().any()  # noqa: E721
     ]
-    return declared(frame, strings), unknown, mb
+    meta = declared(frame, strings)
+    return meta, unknown, unwritable(meta, frame), mb
 
 
 def _no_meta(first: Any, n: int, last: int, allowed: int | None) -> JobFailed:
@@ -94,6 +96,32 @@ def _no_meta(first: Any, n: int, last: int, allowed: int | None) -> JobFailed:
         "before the frame is computed.",
         user_traceback=rec.error or None,
     )
+
+
+def say_unwritable(meta: Any, found: tuple[list[str], list[str]] | None = None) -> None:
+    """Warn of the object columns with which ``ddf.to_parquet(path)`` fails (``found``: as
+    :func:`~daskscore.engine.framemeta.unwritable` gives them; ``None``: ``meta`` was given,
+    and its object columns are checked here), and say how to write them."""
+    columns, mixed = found if found is not None else unwritable(meta)
+    if not columns:
+        return
+    names = ", ".join(map(repr, columns))
+    text = (
+        f"score(): column(s) {names} are declared object (Python values: decimals, dicts, "
+        "lists, arrays...), of which Dask's to_parquet cannot infer a Parquet type: it infers "
+        "the schema from placeholder values of the declared dtypes, so ddf.to_parquet(path) "
+        "fails with an ArrowInvalid. Write it with ddf.to_parquet(path, schema=None) (each "
+        "partition's Arrow types, taken from its values) or with a whole pyarrow schema "
+        "(schema=pa.schema([...]); a dict of some columns is not enough); compute() and "
+        "other Dask operations keep the values as run() returned them."
+    )
+    if mixed:
+        text += (
+            f" Column(s) {', '.join(map(repr, mixed))} hold values of no one Arrow type in "
+            "mini-batch 0 (ints and text, say): no schema writes them as they are; convert "
+            f"them to one type first (ddf[{mixed[0]!r}].astype(str), say)."
+        )
+    logger.warning(text)
 
 
 def say_unknown(columns: list[str], more: bool, mb: int = 0) -> None:

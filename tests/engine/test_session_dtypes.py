@@ -1,5 +1,10 @@
 """The dtypes a ``daskscore.score()`` frame declares are those Dask can trust downstream.
 
+An object column (decimals, dicts, arrays) made ``ddf.to_parquet(path)`` fail with an
+``ArrowInvalid`` about an ``<object object>`` (Dask infers the schema from placeholder values
+of the declared dtypes), and nothing had said so: ``score()`` warns naming the columns and the
+way to write them, which writes the values ``run()`` returned.
+
 A categorical column was declared with mini-batch 0's categories as known ones: Dask's
 ``cat.codes`` gave the code of ``'cat'`` to a later partition's ``'bird'`` rows, and
 ``dd.get_dummies`` left that partition NaN, without a word.
@@ -8,10 +13,13 @@ Real worker processes: the module's LocalCluster.
 
 from __future__ import annotations
 
+import decimal
+import logging
 from pathlib import Path
 from typing import Any
 
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_deployment, write_inputs
@@ -87,3 +95,53 @@ def test_a_value_not_among_the_declared_categories_is_refused_by_name(
     assert ddf.partitions[0].compute()["label"].tolist() == LABELS[:4]
     with pytest.raises(daskscore.UsageError, match=r"'label' holds \['bird'\].*mini-batch 2"):
         ddf.partitions[1].compute()
+
+
+OBJECTS = """
+    import decimal
+    import os
+
+    import numpy as np
+    import pandas as pd
+
+    def run(mini_batch):
+        n = [int(os.path.basename(p)[1:5]) for p in mini_batch]
+        return pd.DataFrame(
+            {
+                "n": n,
+                "price": [decimal.Decimal(i) / 4 for i in n],
+                "tags": [{"n": i, "tag": "a"} for i in n],
+                "embedding": [np.arange(3.0) + i for i in n],
+                "mixed": [i if i % 2 else str(i) for i in n],
+            }
+        )
+"""
+
+
+@pytest.mark.parametrize("given_meta", [False, True], ids=["inferred", "meta"])
+def test_object_columns_to_parquet_cannot_write_are_named_with_the_way_to(
+    tmp_path: Path, sessions: list[Any], caplog: pytest.LogCaptureFixture, given_meta: bool
+) -> None:
+    """One warning names them and says how to write them (before, nothing did, and
+    ``ddf.to_parquet(path)`` failed with an ``ArrowInvalid`` about an ``<object object>``); the
+    way it gives writes the values ``run()`` returned."""
+    meta = None
+    if given_meta:
+        columns = ("price", "tags", "embedding", "mixed")
+        meta = pd.DataFrame({"n": pd.Series(dtype="int64")})
+        meta = meta.assign(**{c: pd.Series(dtype=object) for c in columns})
+    with caplog.at_level(logging.WARNING, logger="daskscore"):
+        ddf = _score(tmp_path, sessions, OBJECTS, meta=meta)
+    said = [r.getMessage() for r in caplog.records if "to_parquet" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert "column(s) 'price', 'tags', 'embedding', 'mixed' are declared object" in said[0]
+    assert "ddf.to_parquet(path, schema=None)" in said[0]
+    if not given_meta:  # (the values of mini-batch 0 tell which no schema writes)
+        assert "Column(s) 'mixed' hold values of no one Arrow type" in said[0]
+    out = tmp_path / "out"
+    ddf.drop(columns="mixed").to_parquet(out, schema=None)
+    back = pd.read_parquet(out).sort_values("n")
+    assert back["price"].tolist() == [decimal.Decimal(i) / 4 for i in range(N_FILES)]
+    assert back["tags"].tolist() == [{"n": i, "tag": "a"} for i in range(N_FILES)]
+    for i, embedding in enumerate(back["embedding"]):
+        np.testing.assert_array_equal(embedding, np.arange(3.0) + i)
