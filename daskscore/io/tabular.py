@@ -233,8 +233,10 @@ def carry_columns(
     labels of ``split_df``'s index, each once, in another order (a result sorted, its index
     kept): each row gets its own input values.  Otherwise (the same index, or any other: a
     fresh ``0..n-1``, labels of its own) they are matched by position.  A carried column whose
-    name ``result`` already uses is renamed ``input_<name>``.  The result keeps its own index
-    and columns; the row number (the input's index) is left to the caller.
+    name ``result`` already uses, as a column or as its index's name (a ``score()`` frame
+    keeps that index; a dataset has made it column(s) already), is renamed ``input_<name>``.
+    The result keeps its own index and columns; the row number (the input's index) is left to
+    the caller.
 
     Parameters
     ----------
@@ -270,10 +272,10 @@ def carry_columns(
             f"cannot carry input column(s) {missing}: the input has {list(split_df.columns)}."
         )
     order = input_order(split_df.index, result.index if index is None else index)
-    out = detached(result)
+    out, taken = detached(result), [n for n in result.index.names if n is not None]
     for pos, name in enumerate(columns):
-        new = f"input_{name}" if name in result.columns else name
-        if new in out.columns:
+        new = f"input_{name}" if name in result.columns or name in taken else name
+        if new in out.columns or new in taken:
             raise ValueError(f"cannot carry input column {name!r}: {new!r} is already taken.")
         values = split_df[name].array
         out.insert(pos, new, values if order is None else values.take(order))

@@ -49,7 +49,8 @@ SCRIPT = """
         if isinstance(mini_batch, pd.DataFrame):
             out = pd.DataFrame({"pred": mini_batch["v"] * 2})
             if os.environ.get("INDEX_BY"):  # (else the file's row numbers, as given)
-                out.index = pd.Index(mini_batch[os.environ["INDEX_BY"]], name="key")
+                name = os.environ.get("INDEX_NAME", "key")
+                out.index = pd.Index(mini_batch[os.environ["INDEX_BY"]], name=name)
             return out
         n = [int(name[1:5]) for name in names]
         if RETURNS == "list":
@@ -331,6 +332,38 @@ def test_carry_columns_keep_the_index_run_returned(
     want = carried["id" if index_by else "row"].tolist()
     assert carried.index.tolist() == want  # (run() indexed each row by its id, or row number)
     assert carried["pred"].tolist() == plain["pred"].tolist()
+
+
+def test_a_carried_column_named_as_the_index_is_called_input_name(
+    current: Any, tmp_path: Path, markers: Path
+) -> None:
+    """run() indexes its rows by ``id``, naming the index ``row``, and ``row`` is carried: the
+    carried column is ``input_row``, as in a dataset, whose column ``row`` is that index (the
+    frame had a column and an index both ``row``, which ``reset_index()`` refused)."""
+    folder = tmp_path / "tab"
+    folder.mkdir()
+    ids = np.arange(20) * 3
+    pd.DataFrame({"id": ids, "v": np.arange(20.0)}).to_csv(folder / "t0.csv", index=False)
+    env = {"MARKERS": str(markers), "INDEX_BY": "id", "INDEX_NAME": "row"}
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SCRIPT,
+        settings={"mini_batch_size": "7 rows", "environment_variables": env},
+    )
+    ddf = score(dep, folder, client=current, carry_columns=["id", "row"])
+    carried = ddf.compute()
+    ddf.attrs["daskscore"].close()  # (one at a time: each sets the workers' environment)
+    assert list(carried.columns) == ["id", "input_row", "pred"]
+    assert carried.index.name == "row" and carried.index.tolist() == ids.tolist()
+    assert carried["input_row"].tolist() == list(range(20))
+    dataset = daskscore.run(
+        dep, folder, tmp_path / "out", client=current, output_format="parquet",
+        carry_columns=["id", "row"],
+    )  # fmt: skip
+    written = pd.read_parquet(dataset.predictions)
+    pd.testing.assert_frame_equal(
+        carried.reset_index()[list(written.columns)].reset_index(drop=True), written
+    )
 
 
 # --------------------------------------------------------------------------- the given client

@@ -572,6 +572,16 @@ def test_carry_columns_match_rows_by_label_where_run_kept_the_input_index(
     assert moved["id"].tolist() == want
 
 
+def test_a_carried_column_named_as_the_result_s_index_is_renamed() -> None:
+    """The result keeps its index (a score() frame's): a carried name the index has is
+    ``input_<name>``, as where a dataset has made that index a column."""
+    split_df = pd.DataFrame({"row": [0, 1], "id": [7, 8]})
+    result = pd.DataFrame({"p": [1.0, 2.0]}, index=pd.Index([7, 8], name="row"))
+    out = carry_columns(split_df, result, ["id", "row"])
+    assert list(out.columns) == ["id", "input_row", "p"] and out.index.name == "row"
+    assert carry_columns(split_df, result.reset_index(), ["row"]).columns[0] == "input_row"
+
+
 def test_carry_columns_errors() -> None:
     split_df = pd.DataFrame({"a": [1, 2], "input_b": [3, 4], "b": [5, 6]})
     with pytest.raises(ValueError, match="returned 1 rows for a mini-batch of 2 rows"):
