@@ -106,7 +106,9 @@ def reference(path: Path, digest: str) -> Bundle:
 
 
 def _digest_start(path: Path) -> Any:
-    return hashlib.sha256(b"daskscore-bundle-1\0" + (b"file" if path.is_file() else b"folder"))
+    # (-2: bundles unpacked with their permission bits; a worker's cache may hold -1 copies
+    # unpacked without them)
+    return hashlib.sha256(b"daskscore-bundle-2\0" + (b"file" if path.is_file() else b"folder"))
 
 
 def _entry_head(rel: str, mode: int, size: int) -> bytes:
@@ -163,8 +165,11 @@ def _zip_name(rel: str) -> str:
 
 
 def _extract(zf: zipfile.ZipFile, dest: Path) -> None:
-    """Unpack a folder's bundle into ``dest``, names that are not UTF-8 as they were."""
-    zf.extractall(dest, [m for m in zf.infolist() if not m.comment.startswith(_RAW_NAME)])
+    """Unpack a folder's bundle into ``dest``, names that are not UTF-8 as they were, each
+    file with the permission bits it had (:func:`_set_mode`)."""
+    for member in zf.infolist():
+        if not member.comment.startswith(_RAW_NAME):
+            _set_mode(zf.extract(member, dest), member)
     root = os.fsencode(dest.resolve())
     for member in zf.infolist():
         if not member.comment.startswith(_RAW_NAME):
@@ -175,6 +180,16 @@ def _extract(zf: zipfile.ZipFile, dest: Path) -> None:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "wb") as fh:
             fh.write(zf.read(member))
+        _set_mode(target, member)
+
+
+def _set_mode(path: str | bytes | Path, member: zipfile.ZipInfo) -> None:
+    """Give an unpacked file the permission bits :func:`pack` recorded (``rwx`` of user,
+    group and others: a script the code runs keeps its executable bit); ``zipfile`` writes
+    every file with the process's default mode."""
+    mode = (member.external_attr >> 16) & 0o777
+    if mode:
+        os.chmod(path, mode)
 
 
 def unpack(bundle: Bundle, cache: Path) -> Path:
@@ -197,6 +212,7 @@ def unpack(bundle: Bundle, cache: Path) -> Path:
         with zipfile.ZipFile(io.BytesIO(bundle.data)) as zf:
             if bundle.is_file:
                 dest.write_bytes(zf.read(zf.infolist()[0]))
+                _set_mode(dest, zf.infolist()[0])
             else:
                 dest.mkdir()
                 _extract(zf, dest)

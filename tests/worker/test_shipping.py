@@ -720,3 +720,63 @@ def test_unpacking_a_bundle_under_a_second_name(tmp_path: Path) -> None:
     assert pack(first).digest == pack(second).digest
     assert (unpack(pack(first), tmp_path / "cache") / "w.txt").read_text() == "7"
     assert (unpack(pack(second), tmp_path / "cache") / "w.txt").read_text() == "7"
+
+
+MODES = """
+    import os, stat, subprocess
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+
+    def init():
+        global said
+        said = subprocess.run([os.path.join(HERE, "tool.sh")], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    def run(mini_batch):
+        model = os.path.join(os.environ["AZUREML_MODEL_DIR"], "model", "w.txt")
+        modes = [oct(stat.S_IMODE(os.stat(p).st_mode)) for p in (os.path.join(HERE, "tool.sh"),
+                                                               model)]
+        return [f"{os.path.basename(p)} {said} {' '.join(modes)}" for p in mini_batch]
+"""
+
+
+def test_shipped_files_keep_their_permission_bits(tmp_path: Path, client) -> None:
+    """A program in the code folder that init() runs keeps its executable bit when shipped,
+    and every file (code and model) the permission bits it has on the driver."""
+    salt = os.urandom(8).hex()  # (code no earlier test shipped)
+    dep = write_deployment(
+        tmp_path / "dep",
+        MODES,
+        extra_code={"tool.sh": f"#!/bin/sh\necho tool-{salt}\n"},
+        model_files={"w.txt": salt},
+        settings={"mini_batch_size": 2},
+    )
+    (dep.parent / "code" / "tool.sh").chmod(0o755)
+    (dep.parent / "model" / "w.txt").chmod(0o640)
+    inputs = write_inputs(tmp_path / "in", 3, width=3)
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
+    rows = _rows(result.predictions)
+    assert len(rows) == 3 and {tuple(r[1:]) for r in rows} == {(f"tool-{salt}", "0o755", "0o640")}
+
+
+def test_unpacked_bundles_have_the_files_permission_bits(tmp_path: Path) -> None:
+    """Each file unpacked as it was packed: rwx of user, group and others (a set-user-ID
+    bit is not carried), names that are not UTF-8 and a single-file model too."""
+    folder = tmp_path / "code"
+    folder.mkdir()
+    modes = {b"run.sh": 0o755, b"data.txt": 0o640, b"ro.txt": 0o444, b"caf\xe9.sh": 0o750}
+    for name, mode in modes.items():
+        path = os.path.join(os.fsencode(folder), name)
+        with open(path, "wb") as fh:
+            fh.write(name)
+        os.chmod(path, mode)
+    suid = folder / "suid.sh"
+    suid.write_text("#!/bin/sh\n")
+    suid.chmod(0o4755)
+    unpacked = os.fsencode(unpack(pack(folder), tmp_path / "cache"))
+    for name, mode in {**modes, b"suid.sh": 0o755}.items():
+        assert os.stat(os.path.join(unpacked, name)).st_mode & 0o7777 == mode, name
+    single = tmp_path / "model.bin"
+    single.write_bytes(b"weights")
+    single.chmod(0o600)
+    assert unpack(pack(single), tmp_path / "models").stat().st_mode & 0o7777 == 0o600
