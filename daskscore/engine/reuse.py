@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,15 @@ def init_key(job: WorkerJob) -> str:
 
 def folder_digest(root: Path, skip: Path | None = None) -> str:
     """The hash of a folder's files, names and contents (caches, version control and job
-    outputs left out — ``skip``: the job's own — as when the code is shipped)."""
+    outputs left out — ``skip``: the job's own — as when the code is shipped).  A file that
+    cannot be read counts as unreadable; so does one that is not a regular file, unopened (a
+    named pipe's open waits for a writer)."""
     digest = hashlib.sha256()
     for rel, full in code_files(root, skip):
         digest.update(os.fsencode(rel) + b"\0")
         try:
+            if not stat.S_ISREG(os.stat(full).st_mode):
+                raise OSError(0, "not a regular file")
             with open(full, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):  # noqa: B023 - fh is local
                     digest.update(chunk)

@@ -30,6 +30,7 @@ import io
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -49,6 +50,8 @@ SKIPPED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".ipynb_checkpoints", ".my
 OUTPUT_MARKERS = frozenset({".daskscore", ".daskscore-kept", ".daskscore.lock", "job_summary.json"})
 #: A fixed timestamp for every zip entry, so the same files always make the same bundle.
 _ZIP_TIME = (2000, 1, 1, 0, 0, 0)
+#: Files that are not regular ones, refused unread (unnamed here: a device).
+_KINDS = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket"}
 
 
 def pack(path: Path, skip: Path | None = None) -> Bundle:
@@ -64,7 +67,7 @@ def pack(path: Path, skip: Path | None = None) -> Bundle:
             if info.filename != rel:  # not UTF-8: its bytes travel in the entry's comment
                 info.comment = _RAW_NAME + os.fsencode(rel)
             try:
-                mode = os.stat(full).st_mode & 0o777
+                mode = _regular(full).st_mode & 0o777
                 with open(full, "rb") as fh:
                     data = fh.read()
             except OSError as exc:
@@ -88,7 +91,7 @@ def content_digest(path: Path, skip: Path | None = None) -> str:
     digest = _digest_start(path)
     for rel, full in code_files(path, skip):
         try:
-            mode = os.stat(full).st_mode & 0o777
+            mode = _regular(full).st_mode & 0o777
             with open(full, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 digest.update(_entry_head(rel, mode, size))
@@ -106,8 +109,7 @@ def reference(path: Path, digest: str) -> Bundle:
 
 
 def _digest_start(path: Path) -> Any:
-    # (-2: bundles unpacked with their permission bits; a worker's cache may hold -1 copies
-    # unpacked without them)
+    # (-2: unpacked with their permission bits; a worker's cache may hold -1s without them)
     return hashlib.sha256(b"daskscore-bundle-2\0" + (b"file" if path.is_file() else b"folder"))
 
 
@@ -133,20 +135,31 @@ def _compressible(data: bytes) -> bool:
 
 def check_shippable(path: Path, skip: Path | None = None) -> None:
     """Refuse, before anything is claimed, a file of ``path`` that :func:`pack` could not
-    read (each is opened, none read)."""
+    read (each regular file is opened, none read; any other kind is refused unopened)."""
     for _rel, full in code_files(path, skip):
         try:
+            _regular(full)
             with open(full, "rb"):
                 pass
         except OSError as exc:
             raise _unshippable(full, exc) from exc
 
 
+def _regular(full: Path) -> os.stat_result:
+    """``full``'s status when it is a regular file; any other kind is never opened (a named
+    pipe blocks the open until a writer comes): an ``OSError`` saying what it is."""
+    st = os.stat(full)
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "a device")
+        raise OSError(0, f"it is {kind}, not a regular file")
+    return st
+
+
 def _unshippable(full: Path, exc: OSError) -> InputError:
     return InputError(
         f"cannot ship {os.fsdecode(full)!r} to the workers (they do not see this disk, so the "
-        f"code and model folders travel to them): {exc.strerror or exc}. Make it readable, "
-        f"or move it out of the folder."
+        f"code and model folders travel to them): {exc.strerror or exc}. Make it a readable "
+        f"file, or move it out of the folder."
     )
 
 
@@ -184,9 +197,7 @@ def _extract(zf: zipfile.ZipFile, dest: Path) -> None:
 
 
 def _set_mode(path: str | bytes | Path, member: zipfile.ZipInfo) -> None:
-    """Give an unpacked file the permission bits :func:`pack` recorded (``rwx`` of user,
-    group and others: a script the code runs keeps its executable bit); ``zipfile`` writes
-    every file with the process's default mode."""
+    """The rwx bits :func:`pack` recorded (``zipfile`` gives every file the default mode)."""
     mode = (member.external_attr >> 16) & 0o777
     if mode:
         os.chmod(path, mode)

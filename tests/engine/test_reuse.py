@@ -6,6 +6,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from daskscore.engine.reuse import init_key
 from daskscore.protocol import WorkerJob
 
@@ -65,3 +67,13 @@ def test_the_key_changes_with_what_init_depends_on(tmp_path):
     weights = tmp_path / "model" / "w.pt"
     os.utime(weights, ns=(1, 1))
     assert init_key(_job(tmp_path)) != changed, "a rewritten model file initialises again"
+
+
+@pytest.mark.timeout(60)  # (before: the key waited forever for a writer on the pipe)
+def test_the_key_of_code_holding_a_named_pipe_is_made_without_opening_it(tmp_path):
+    """A named pipe in the code folder (a job on a shared disk runs with it) counts as a file
+    that cannot be read: the key is made, and the same each time."""
+    key = init_key(_job(tmp_path))
+    os.mkfifo(tmp_path / "code" / "pipe")
+    with_pipe = init_key(_job(tmp_path))
+    assert with_pipe != key and init_key(_job(tmp_path)) == with_pipe

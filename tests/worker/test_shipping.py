@@ -780,3 +780,24 @@ def test_unpacked_bundles_have_the_files_permission_bits(tmp_path: Path) -> None
     single.write_bytes(b"weights")
     single.chmod(0o600)
     assert unpack(pack(single), tmp_path / "models").stat().st_mode & 0o7777 == 0o600
+
+
+@pytest.mark.timeout(90)  # (before: the driver waited forever for a writer on the pipe)
+@pytest.mark.parametrize("folder", ["code", "model"])
+def test_a_named_pipe_in_a_shipped_folder_is_refused_unopened(
+    tmp_path: Path, client, folder: str
+) -> None:
+    """A named pipe (FIFO) in the code or model folder is refused, named, before the output
+    folder is claimed, as a socket is: opening it would wait for a writer that never comes."""
+    dep = _deployment(tmp_path / "dep")
+    pipe = dep.parent / folder / "pipe"
+    os.mkfifo(pipe)
+    inputs = write_inputs(tmp_path / "in", 2, width=3)
+    with pytest.raises(UsageError) as refused:
+        daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
+    assert repr(str(pipe)) in str(refused.value)
+    assert "named pipe (FIFO), not a regular file" in str(refused.value)
+    assert not (tmp_path / "out").exists()  # refused before the output folder was claimed
+    pipe.unlink()
+    result = daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
+    assert len(_rows(result.predictions)) == 2
