@@ -24,12 +24,14 @@ plugin, whole, as before.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from daskscore.errors import UsageError
 from daskscore.io.shipping import content_digest, pack, reference
 from daskscore.protocol import BUNDLES_ROOT, Bundle, WorkerJob
 
@@ -79,20 +81,37 @@ def ship(client: Any, job: WorkerJob) -> tuple[WorkerJob, dict[str, Any]]:
 
 def release(client: Any, job_id: str) -> None:
     """At the end of a shipped job: the scheduler keeps the most recently used bundles, up to
-    ``DASKSCORE_BUNDLE_CACHE_MB``."""
+    ``DASKSCORE_BUNDLE_CACHE_MB`` (checked as the job started: a value set wrong since then
+    is warned of, and the default used)."""
     try:
-        client.run_on_scheduler(trim_bundles, job_id, cache_bytes())
+        limit = cache_bytes()
+    except UsageError as exc:
+        logger.warning("%s The default, %d MB, is used.", exc, DEFAULT_CACHE_MB)
+        limit = DEFAULT_CACHE_MB * 2**20
+    try:
+        client.run_on_scheduler(trim_bundles, job_id, limit)
     except Exception:  # noqa: BLE001 - housekeeping only
         logger.debug("trimming the scheduler's bundles failed", exc_info=True)
 
 
 def cache_bytes() -> int:
-    """``DASKSCORE_BUNDLE_CACHE_MB`` in bytes (the default when unset or not a number)."""
+    """``DASKSCORE_BUNDLE_CACHE_MB`` in bytes (:data:`DEFAULT_CACHE_MB` when unset or empty);
+    called as a job that may be shipped starts, so that a value that is not a finite number of
+    0 or more (``abc``, ``-1``, ``inf``, ``nan``, ``1e400``) is a
+    :class:`~daskscore.errors.UsageError` (exit 2) before the output folder is claimed."""
+    raw = os.environ.get(CACHE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_MB * 2**20
     try:
-        mb = float(os.environ.get(CACHE_ENV, DEFAULT_CACHE_MB))
+        mb = float(raw)
     except ValueError:
-        mb = DEFAULT_CACHE_MB
-    return max(0, int(mb * 2**20))
+        mb = math.nan
+    if not math.isfinite(mb) or mb < 0:
+        raise UsageError(
+            f"{CACHE_ENV}={raw!r} is not a size in MB: give a number of 0 or more (0 keeps no "
+            f"bundles on the scheduler between jobs; unset, it keeps {DEFAULT_CACHE_MB} MB)."
+        )
+    return int(mb * 2**20)
 
 
 # ----------------------------------------------------------------------- on the scheduler

@@ -35,7 +35,7 @@ from daskscore.cluster.local import (
 )
 from daskscore.config import Deployment
 from daskscore.config.options import JobOptions
-from daskscore.engine import interrupt, probe, recipe, resume, retry
+from daskscore.engine import bundles, interrupt, probe, recipe, resume, retry
 from daskscore.engine.connection import require_connected
 from daskscore.engine.finish import (
     JobRecord,
@@ -271,6 +271,7 @@ def _nothing_to_retry(out_dir: Path, options: JobOptions) -> JobResult | None:
 
 
 def _check_shippable(deployment: Deployment, output: str | Path) -> None:
+    bundles.cache_bytes()  # (a DASKSCORE_BUNDLE_CACHE_MB that is not a size: exit 2)
     skip = None if storage.is_remote(str(output)) else Path(output).expanduser().resolve()
     shipping.check_shippable(Path(deployment.code), skip)
     if deployment.model is not None and not deployment.model.is_url:

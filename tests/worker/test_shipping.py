@@ -801,3 +801,39 @@ def test_a_named_pipe_in_a_shipped_folder_is_refused_unopened(
     pipe.unlink()
     result = daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
     assert len(_rows(result.predictions)) == 2
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e400", "abc", "-1"])
+def test_a_bundle_cache_size_that_is_not_one_is_refused_before_the_claim(
+    tmp_path: Path, client, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """``DASKSCORE_BUNDLE_CACHE_MB`` that is not a finite number of 0 or more is a usage error
+    naming the variable, before the output folder is claimed (it was taken for the default,
+    or broke the end-of-job trim, which left the job's bundles pinned on the scheduler)."""
+    monkeypatch.setenv("DASKSCORE_BUNDLE_CACHE_MB", value)
+    dep = _deployment(tmp_path / "dep")
+    inputs = write_inputs(tmp_path / "in", 2, width=3)
+    with pytest.raises(UsageError, match=f"DASKSCORE_BUNDLE_CACHE_MB='{value}' is not a size"):
+        daskscore.run(dep, inputs, tmp_path / "out", client=client, shared_filesystem=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bundle_cache_size_set_wrong_during_the_job_still_ends_it(
+    client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value set wrong after the job started (from Python) is warned of at the end, and the
+    default used: the scheduler forgets the job's use of its bundles all the same."""
+    from daskscore.engine.bundles import DEFAULT_CACHE_MB, note_bundles, release
+
+    def noted(dask_scheduler: Any = None) -> list[str]:
+        return sorted(dask_scheduler.task_metadata["daskscore-bundles"]["jobs"])
+
+    job_id = f"cache-size-{os.urandom(4).hex()}"
+    client.run_on_scheduler(note_bundles, job_id, [os.urandom(12).hex()])
+    assert job_id in client.run_on_scheduler(noted)
+    monkeypatch.setenv("DASKSCORE_BUNDLE_CACHE_MB", "inf")
+    with caplog.at_level("WARNING", logger="daskscore"):
+        release(client, job_id)
+    assert job_id not in client.run_on_scheduler(noted)
+    assert "DASKSCORE_BUNDLE_CACHE_MB='inf' is not a size in MB" in caplog.text
+    assert f"The default, {DEFAULT_CACHE_MB} MB, is used." in caplog.text
