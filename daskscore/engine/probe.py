@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.errors import InitFailed, UsageError
-from daskscore.io.shipping import file_digests, put_files
+from daskscore.io.replyfiles import put_files
+from daskscore.io.shipping import file_digests
 from daskscore.worker.localize import offers
 from daskscore.worker.plugin import drain_job, init_report
 

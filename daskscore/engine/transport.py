@@ -24,7 +24,7 @@ from typing import Any
 
 from daskscore.engine import bundles, probe
 from daskscore.io.ledger import LedgerState, LedgerWriter, abandon_ledger, read_ledger
-from daskscore.io.shipping import put_files
+from daskscore.io.replyfiles import put_files
 from daskscore.protocol import RELAY_ROOT, MiniBatchRecord, TaskResult, WorkerJob, relay_key
 
 logger = logging.getLogger("daskscore")

@@ -8,7 +8,7 @@
   returns its part files and log lines with the task's reply, after about
   :data:`SHIPPED_TASK_SECONDS` of work so that results come home often.  The files the script
   writes into ``AZUREML_BI_OUTPUT_PATH`` (a worker-local folder too) are taken as each try of
-  a mini-batch ends (:class:`~daskscore.io.shipping.OutputTaker`) and travel in the same
+  a mini-batch ends (:class:`~daskscore.io.replyfiles.OutputTaker`) and travel in the same
   reply: the driver writes them into the output folder before it commits the mini-batches,
   so a mini-batch that counts as done has its files there, whatever happens to the worker or
   the driver later.  A try that failed leaves none (its files are removed unread: the retry
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daskscore.io.ledger import LedgerWriter, ledger_path
-from daskscore.io.shipping import OutputTaker, read_new, take_files
+from daskscore.io.replyfiles import OutputTaker, read_new, take_files
 from daskscore.protocol import TaskResult, WorkerJob
 from daskscore.worker.relay import RelayLedger
 

@@ -12,7 +12,7 @@ import pytest
 from helpers import cli_args, kill_tree, make_job, start_cli, summary_of, wait_until
 
 import daskscore
-from daskscore.io.shipping import OutputTaker
+from daskscore.io.replyfiles import OutputTaker
 
 pytestmark = pytest.mark.timeout(150)
 
