@@ -47,13 +47,20 @@ class OutputTaker:
         self.folder = folder
         #: files left in place because the process holds them open: (size, mtime_ns) sent
         self.held: dict[str, tuple[int, int]] = {}
+        #: empty folders sent (as ``name/``, once; left in place: the script may use them)
+        self.folders: set[str] = set()
 
     def take(self, keep: bool = True) -> dict[str, bytes]:
         """The files written since the last take (names relative to the folder), removed here.
         ``keep=False`` (a try that failed): they are removed unread and nothing is returned;
-        a file held open stays as it is, for the next take."""
+        a file held open stays as it is, for the next take.  An empty folder is ``name/``, sent
+        by the first take that keeps what it finds."""
         found: dict[str, bytes] = {}
-        entries = _files_under(self.folder)
+        entries, empty = _files_under(self.folder)
+        if keep:  # (each left in place: the script may write into it later)
+            for rel in sorted(set(empty) - self.folders):
+                self.folders.add(rel)
+                found[rel + "/"] = b""
         if not entries:
             return found
         open_now = _open_files()
@@ -73,16 +80,19 @@ class OutputTaker:
         return found
 
 
-def _files_under(folder: Path) -> list[tuple[str, str, tuple[int, int]]]:
-    """The files under ``folder``: (relative name, path, (size, mtime_ns)), sorted by name."""
-    found = []
+def _files_under(folder: Path) -> tuple[list[tuple[str, str, tuple[int, int]]], list[str]]:
+    """The files under ``folder``: (relative name, path, (size, mtime_ns)), sorted by name;
+    and the relative names of its empty subfolders."""
+    found, empty = [], []
     root = os.path.realpath(folder)  # (as /proc/self/fd names the open ones)
     stack = [root]
     while stack:
         try:
-            entries = list(os.scandir(stack.pop()))
+            entries = list(os.scandir(path := stack.pop()))
         except (FileNotFoundError, NotADirectoryError):
             continue
+        if not entries and path != root:
+            empty.append(os.path.relpath(path, root).replace(os.sep, "/"))
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 stack.append(entry.path)
@@ -90,7 +100,7 @@ def _files_under(folder: Path) -> list[tuple[str, str, tuple[int, int]]]:
                 st = entry.stat()
                 rel = os.path.relpath(entry.path, root).replace(os.sep, "/")
                 found.append((rel, entry.path, (st.st_size, st.st_mtime_ns)))
-    return sorted(found)
+    return sorted(found), empty
 
 
 def _open_files() -> set[str]:
@@ -124,12 +134,16 @@ def read_new(path: Path, offset: int) -> tuple[bytes, int]:
 
 
 def put_files(folder: Path, files: dict[str, bytes], append: bool = False) -> None:
-    """Write files that came back from a worker under ``folder`` (names are relative)."""
+    """Write files that came back from a worker under ``folder`` (names are relative; one
+    ending in ``/``: an empty folder, made)."""
     for rel, data in files.items():
         dest = (folder / rel).resolve()
         if folder.resolve() not in dest.parents:
             logger.warning("ignored a returned file outside %s: %s", folder, rel)
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("/"):
+            dest.mkdir(exist_ok=True)
+            continue
         with open(dest, "ab" if append else "wb") as fh:
             fh.write(data)

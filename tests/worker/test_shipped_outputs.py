@@ -101,7 +101,7 @@ def test_the_taker_leaves_files_held_open_and_sends_them_again_when_changed(
     folder = tmp_path / "output"
     (folder / "sub").mkdir(parents=True)
     taker = OutputTaker(folder)
-    assert taker.take() == {}
+    assert taker.take() == {"sub/": b""}  # an empty folder, sent once
     (folder / "sub" / "a.txt").write_text("a")
     with open(folder / "log.txt", "w") as log:
         log.write("one\n")
@@ -115,3 +115,45 @@ def test_the_taker_leaves_files_held_open_and_sends_them_again_when_changed(
         assert taker.take(keep=False) == {}  # a failed try's: b.txt removed, the log kept
         assert not (folder / "b.txt").exists()
         assert taker.take() == {"log.txt": b"one\ntwo\n"}
+
+
+FOLDERS = """
+    import os
+
+    def init():
+        out = os.environ["AZUREML_BI_OUTPUT_PATH"]
+        os.makedirs(os.path.join(out, "made-by-init"), exist_ok=True)
+
+    def run(mini_batch):
+        out = os.environ["AZUREML_BI_OUTPUT_PATH"]
+        for path in mini_batch:
+            name = os.path.basename(path)
+            os.makedirs(os.path.join(out, "empty", name), exist_ok=True)
+            os.makedirs(os.path.join(out, "full", name), exist_ok=True)
+            open(os.path.join(out, "full", name, "a.txt"), "w").write(name)
+        return mini_batch
+"""
+
+
+def _tree(out: Path) -> set[str]:
+    skip = {".daskscore", ".daskscore-kept", "logs"}
+    return {
+        p.relative_to(out).as_posix() + ("/" if p.is_dir() else "")
+        for p in out.rglob("*")
+        if not skip & set(p.relative_to(out).parts) and p.name != "job_summary.json"
+    }
+
+
+def test_empty_folders_the_script_makes_come_home(tmp_path: Path) -> None:
+    """Folders the script makes in ``AZUREML_BI_OUTPUT_PATH`` come home even when they stay
+    empty (in init() or in run()), as on a shared disk: the two jobs leave the same tree."""
+    dep, inputs, _ = make_job(
+        tmp_path,
+        FOLDERS,
+        n_files=4,
+        settings={"mini_batch_size": 1, "output_action": "summary_only"},
+    )
+    shared = daskscore.run(dep, inputs, tmp_path / "shared", workers=2)
+    shipped = daskscore.run(dep, inputs, tmp_path / "shipped", workers=2, shared_filesystem=False)
+    assert {"made-by-init/", "empty/f0000.csv/", "full/f0003.csv/a.txt"} <= _tree(shared.output)
+    assert _tree(shipped.output) == _tree(shared.output)
