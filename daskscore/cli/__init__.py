@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from daskscore import _compat
+from daskscore.cli.hint import command_line
 from daskscore.cli.parser import build_parser as _parser
 from daskscore.cluster.local import parse_resources, tls_security
 from daskscore.config.loader import load_deployment, path_from_here
@@ -164,10 +165,9 @@ def _print_report(summary: dict | None) -> None:
         say(f"Report: {str(output).rstrip('/')}/report.html")
 
 
-def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> None:
-    """Ctrl-C: say what was kept, how to go on (the same command, resumed), and the report."""
-    import shlex
-
+def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str], overrides: Sequence[str]) -> None:
+    """Ctrl-C: say what was kept, how to go on (the same command, resumed: its secrets masked,
+    :func:`daskscore.cli.hint.command_line`), and the report."""
     out_dir = getattr(exc, "out_dir", None)
     when = getattr(exc, "when", None)
     if out_dir is None:
@@ -177,7 +177,7 @@ def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> None:
         say(
             f"daskscore: interrupted {when}: nothing was run and the output folder was not changed."
         )
-        say(f"Start again with: {shlex.join(['daskscore', *argv])}")
+        _say_command("Start again with", argv, overrides)
         return
     s = getattr(exc, "summary", None)
     if getattr(exc, "finished", False):  # (its own summary was written: nothing to resume)
@@ -195,7 +195,7 @@ def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> None:
             f"ended ({status}), and its whole output is kept in {out_dir}; part of it may have "
             f"reached {exc.url}."
         )
-        say(f"Upload it with: {shlex.join(['daskscore', *args])}")
+        _say_command("Upload it with", args, overrides)
     else:
         args = [a for a in argv if a != "--overwrite"]
         how = "--retry-failed" if getattr(exc, "retry", False) else "--resume"
@@ -205,9 +205,16 @@ def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str]) -> None:
         say(f"daskscore: interrupted{done}. What is done is kept in {out_dir}.")
         if s:
             say(f"Summary: {out_dir}/job_summary.json")
-        say(f"Go on with: {shlex.join(['daskscore', *args])}")
+        _say_command("Go on with", args, overrides)
     if getattr(exc, "report", None) is not None:
         say(f"Report: {exc.report}")
+
+
+def _say_command(label: str, argv: Sequence[str], overrides: Sequence[str]) -> None:
+    line, notes = command_line(argv, overrides)
+    say(f"{label}: {line}")
+    for note in notes:
+        say(note)
 
 
 COMMANDS = {
@@ -278,7 +285,8 @@ def _command(
         first = ended[-1] if ended else signal.SIGINT  # (the one that stopped the command)
         if first != signal.SIGINT:
             say(f"daskscore: {signal.Signals(first).name} received: stopping as for Ctrl-C")
-        _interrupted(exc, list(sys.argv[1:] if argv is None else argv))
+        given = list(sys.argv[1:] if argv is None else argv)
+        _interrupted(exc, given, getattr(args, "set", None) or [])
         return 128 + first
     return EXIT_USAGE
 

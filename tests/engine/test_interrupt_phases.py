@@ -12,6 +12,7 @@ with one that raises ``KeyboardInterrupt``, as the interpreter does on SIGINT; t
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -380,3 +381,63 @@ def test_a_signal_whose_interrupt_was_lost_still_stops() -> None:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+#: run() fails unless the secret variables hold what the first run was given.
+SECRET_SCRIPT = """
+import os
+import time
+
+def run(mini_batch):
+    assert os.environ["API_KEY"] == "Sup3rS3cretVal" and os.environ["DB_PASSWORD"] == "pw"
+    with open(os.environ["CALLS"], "a") as f:
+        f.write("x")
+    time.sleep(0.3)
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_the_command_to_go_on_with_shows_no_secret_and_runs_with_it_given_again(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C while scoring a job given secret variables with ``--set`` (as ``--set ITEM``
+    and ``--set=ITEM``): the printed ``--resume`` command holds neither value but
+    ``"${NAME:?}"`` for each, with a note saying so; run in a shell without the variables it
+    is refused before anything runs, and with them set it finishes the job."""
+    calls = tmp_path / "calls"
+    dep = write_deployment(
+        tmp_path / "deploy",
+        SECRET_SCRIPT,
+        settings={"mini_batch_size": 1, "environment_variables": {"CALLS": str(calls)}},
+    )
+    out = tmp_path / "out"
+    argv = ["run", str(dep), "-i", str(write_inputs(tmp_path / "in", N_FILES)), "-o", str(out)]
+    argv += ["--workers", "2", "--no-progress", "--no-dashboard"]
+    argv += ["--set", "settings.environment_variables.API_KEY=Sup3rS3cretVal"]
+    argv += ["--set=settings.environment_variables.DB_PASSWORD=pw"]
+    scoring = lambda: calls.exists() and len(calls.read_text()) >= 2  # noqa: E731
+    code, err = sigterm_when(scoring, *argv, sig=signal.SIGINT)
+    assert code == 130, err
+    assert "Sup3rS3cretVal" not in err and "=pw" not in err, err
+    line = next(li for li in err.splitlines() if li.startswith("Go on with: "))
+    assert '--set settings.environment_variables.API_KEY="${API_KEY:?}"' in line, line
+    assert '--set=settings.environment_variables.DB_PASSWORD="${DB_PASSWORD:?}"' in line, line
+    assert "the value given for API_KEY is not shown" in err, err
+    assert "the value given for DB_PASSWORD is not shown" in err, err
+    shell_line = line.removeprefix("Go on with: daskscore ")
+    assert shell_line != line
+    shell_line = f"{shlex.quote(sys.executable)} -m daskscore {shell_line}"
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "DB_PASSWORD")}
+    refused = subprocess.run(
+        ["bash", "-c", shell_line], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "API_KEY" in refused.stderr, refused.stderr
+    assert _summary(out)["status"] == outputdir.INTERRUPTED
+    env.update(API_KEY="Sup3rS3cretVal", DB_PASSWORD="pw")
+    again = subprocess.run(
+        ["bash", "-c", shell_line], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert again.returncode == 0, again.stderr
+    s = _summary(out)
+    assert s["status"] == "Completed" and s["failed_items"] == 0, s
+    _rows_once(out)
