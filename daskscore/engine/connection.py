@@ -22,6 +22,8 @@ LOST_S = 20.0
 LOST_ENV = "DASKSCORE_SCHEDULER_LOST_S"
 #: Seconds between the cluster's checks while a finished task's result is fetched.
 RESULT_CHECK_S = 5.0
+#: Seconds a question to the scheduler about a lost task may take (it went away meanwhile).
+ASK_S = 5.0
 
 
 def connected(client: Any) -> bool:

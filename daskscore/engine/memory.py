@@ -89,6 +89,8 @@ class MemoryDeaths:
     def limit(self) -> int:
         """The workers' memory limit in bytes (0: none, or unknown)."""
         if self._limit is None:
+            if not connected(self.client):
+                return 0  # (no scheduler to ask: a call would wait for its connect timeout)
             try:
                 workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
                 self._limit = max((int(w.get("memory_limit") or 0) for w in workers), default=0)

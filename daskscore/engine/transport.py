@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.engine import bundles, probe
+from daskscore.engine.connection import ASK_S, connected
 from daskscore.io.ledger import LedgerState, LedgerWriter, abandon_ledger, read_ledger
 from daskscore.io.replyfiles import put_files
 from daskscore.protocol import RELAY_ROOT, MiniBatchRecord, TaskResult, WorkerJob, relay_key
@@ -112,8 +113,15 @@ class Shipped(SharedDisk):
 def relay_state(client: Any, job_id: str, attempt: str) -> LedgerState:
     """What the scheduler knows of a shipped attempt whose process died."""
     state = LedgerState()
+    if not connected(client):  # (asked, it would wait out Dask's connect timeout, 30 s, and
+        return state  # hold back the 20 s SchedulerWatch gives it: the job ends meanwhile)
     try:
-        entry = client.get_metadata(relay_key(job_id, attempt), default=None)
+        entry = client.sync(
+            client.scheduler.get_metadata,
+            keys=relay_key(job_id, attempt),
+            default=None,
+            callback_timeout=ASK_S,  # (one lost as it is asked: not 30 s either)
+        )
     except Exception:  # noqa: BLE001 - a scheduler that lost it knows nothing: run it again
         logger.debug("reading the relay ledger of %s failed", attempt, exc_info=True)
         entry = None

@@ -253,3 +253,47 @@ def test_a_scheduler_that_goes_away_ends_the_job_which_resumes_on_another(
                      "--scheduler", cluster.address, "--resume")  # fmt: skip
         assert again.returncode == 0, _show(again, cluster)
     assert (out / "predictions.csv").read_text().splitlines() == _expected(inputs)
+
+
+def test_a_shipped_job_whose_scheduler_goes_away_ends_without_the_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    """A shipped job (``--no-shared-filesystem``) whose scheduler is killed: the tasks it had
+    in flight are lost, and recovering each asked the scheduler what its run() had been (the
+    relayed run() in flight), a question that waited out Dask's connect timeout before the
+    job began to count the seconds it waits for its scheduler (20 s said, 50 s taken).  With
+    that timeout 10 minutes, the job still ends once the client has been without its
+    scheduler for DASKSCORE_SCHEDULER_LOST_S, and --resume finishes it."""
+    dep = _driver(tmp_path, pause=0.2)
+    inputs = write_inputs(tmp_path / "in", 40, width=3)
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "DASKSCORE_SCHEDULER_LOST_S": "2",
+        "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "600s",
+    }
+    with ProcessCluster(tmp_path / "cluster", workers=2) as cluster:
+        address = cluster.address
+        cmd = [sys.executable, "-m", "daskscore", "run", str(dep), "-i", str(inputs),
+               "-o", str(out), "--scheduler", address, "--no-shared-filesystem",
+               "--no-progress"]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        ledgers = out / ".daskscore"
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size for p in ledgers.glob("ledger/*.log")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        cluster.kill_scheduler()
+        try:
+            _, err = proc.communicate(timeout=180)  # (held by the connect timeout: 600 s)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert f"scheduler at {address} has not answered for 2 s" in err, err
+    assert "Traceback" not in err, err
+    with ProcessCluster(tmp_path / "cluster2", workers=2) as cluster:
+        again = _cli(str(dep), "-i", str(inputs), "-o", str(out), "--scheduler",
+                     cluster.address, "--no-shared-filesystem", "--resume")  # fmt: skip
+        assert again.returncode == 0, _show(again, cluster)
+    assert (out / "predictions.csv").read_text().splitlines() == _expected(inputs)
