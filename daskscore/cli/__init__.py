@@ -201,7 +201,8 @@ def _interrupted(exc: KeyboardInterrupt, argv: Sequence[str], overrides: Sequenc
         how = "--retry-failed" if getattr(exc, "retry", False) else "--resume"
         if how not in args:
             args.append(how)
-        done = f": {s['reason']}" if s and s.get("reason") else ""
+        reason = getattr(exc, "reason", None) or (s or {}).get("reason")
+        done = f": {reason}" if reason else ""
         say(f"daskscore: interrupted{done}. What is done is kept in {out_dir}.")
         if s:
             say(f"Summary: {out_dir}/job_summary.json")

@@ -66,9 +66,12 @@ class JobInterrupted(KeyboardInterrupt):
         phase: str = "score",
         finished: bool = False,
         url: str | None = None,
+        reason: str | None = None,
     ) -> None:
         self.out_dir, self.summary, self.report, self.retry = out_dir, summary, report, retry
         self.phase, self.finished, self.url = phase, finished, url
+        #: what was done, in words (a summary's ``reason``; a retry pass's, which writes none)
+        self.reason = reason or (summary or {}).get("reason")
         super().__init__(self._message())
 
     def _message(self) -> str:
@@ -83,7 +86,7 @@ class JobInterrupted(KeyboardInterrupt):
                 f"and its whole output is kept in {self.out_dir} (resume=True uploads it)"
             )
         how = "retry_failed=True" if self.retry else "resume=True"
-        reason = (self.summary or {}).get("reason") or f"interrupted {self.when}"
+        reason = self.reason or f"interrupted {self.when}"
         return f"{reason}; what is done is kept in {self.out_dir} (run it again with {how})"
 
     @property
@@ -109,7 +112,16 @@ def interrupted(job: JobRun, phase: str, cause: BaseException | None = None) -> 
     record, outcomes = job.record, job.outcomes
     record.phases.mark(phase)
     if record.retried is not None:  # (the folder's summary stays the finished job's)
-        return JobInterrupted(record.out_dir, None, None, True, phase=phase)
+        _fold_ledgers(job)
+        done = sum(1 for mb in record.retried if outcomes.is_final(mb))
+        reason = (
+            f"interrupted ({stopped_by(cause)}) {PHASE_WORDS.get(phase, phase)}, with at least "
+            f"{done} of the {len(record.retried)} mini-batches this retry pass runs again done "
+            "(tasks in flight may commit more as they stop); --retry-failed keeps them and "
+            "runs the rest"
+        )
+        logger.info("retry pass interrupted %s: %d mini-batches done", phase, done)
+        return JobInterrupted(record.out_dir, None, None, True, phase=phase, reason=reason)
     if phase == "upload" and job.remote_out:  # (the job ended: its summary is written)
         done = _read_summary(record.out_dir)
         if done is None:  # (uploaded: its local folder was being removed)
@@ -123,11 +135,7 @@ def interrupted(job: JobRun, phase: str, cause: BaseException | None = None) -> 
         return JobInterrupted(
             record.out_dir, done, record.out_dir / "report.html", False, phase=phase, finished=True
         )
-    for ledger in sorted((job.staging / "ledger").glob(f"r{job.run_no:02d}a*.log")):
-        try:  # what the tasks in flight committed (their records come back when they end)
-            outcomes.record(ledger.stem, read_ledger(job.staging, ledger.stem).committed)
-        except Exception:  # noqa: BLE001 - the summary is best effort; --resume reads them again
-            logger.debug("reading ledger %s failed", ledger, exc_info=True)
+    _fold_ledgers(job)
     s = summarize(record, outcomes, None)
     s["status"] = outputdir.INTERRUPTED
     s["interrupted_phase"] = phase
@@ -142,6 +150,16 @@ def interrupted(job: JobRun, phase: str, cause: BaseException | None = None) -> 
         logger.warning("could not write the interrupted job's summary", exc_info=True)
     logger.info("interrupted %s: %d mini-batches done", phase, len(outcomes.final))
     return JobInterrupted(record.out_dir, s, record.out_dir / "report.html", False, phase=phase)
+
+
+def _fold_ledgers(job: JobRun) -> None:
+    """Fold into ``job``'s books what its tasks in flight committed (their records come back
+    when they end)."""
+    for ledger in sorted((job.staging / "ledger").glob(f"r{job.run_no:02d}a*.log")):
+        try:
+            job.outcomes.record(ledger.stem, read_ledger(job.staging, ledger.stem).committed)
+        except Exception:  # noqa: BLE001 - the summary is best effort; --resume reads them again
+            logger.debug("reading ledger %s failed", ledger, exc_info=True)
 
 
 def stopped_by(cause: BaseException | None) -> str:

@@ -32,6 +32,7 @@ class RetryBooks:
     _hist: dict[int, list[MiniBatchRecord]]
     _full: dict[int, MiniBatchRecord]
     _n_final: int
+    _earlier: dict[int, dict[str, int]]
 
     if TYPE_CHECKING:  # (Outcomes' own)
 
@@ -44,6 +45,8 @@ class RetryBooks:
         def _finalize(self, mb: int, rec: MiniBatchRecord, done: bool | None = None) -> None: ...
 
         def _uncount(self, rec: MiniBatchRecord, done: bool | None = None) -> None: ...
+
+        def restore(self, attempt: str, records: Iterable[MiniBatchRecord]) -> None: ...
 
     def book(self) -> Iterator[Book]:
         """Every mini-batch kept whole (anything but one clean try), in order: its tries as
@@ -75,3 +78,13 @@ class RetryBooks:
         self.tries.clear()
         self.resumed = self._n_final
         return [mb for mb, s in enumerate(self.state) if s == OPEN]
+
+    def fold_later(self, attempt: str, records: Iterable[MiniBatchRecord], book: str) -> None:
+        """Fold in what a pass after the book's (``book``: the run that wrote it, ``r01``)
+        committed before it was interrupted or killed, once :meth:`reopen` has folded the
+        book: its tries are numbered after the book's, and a mini-batch it settled is final
+        (one that failed every try there gets a fresh retry budget, as after a resume)."""
+        records = [rec for rec in records if not self.state[rec.mini_batch]]
+        for rec in records:
+            self._earlier.setdefault(rec.mini_batch, {book: self.offset.get(rec.mini_batch, 0)})
+        self.restore(attempt, records)

@@ -18,7 +18,10 @@ those that failed, returned too few results or never ran; their earlier tries st
 history and this pass's are numbered after them.  The staging folder is renamed back to
 ``.daskscore/`` and the job runs as a resumed one; the old summary and predictions stay until
 the pass writes new ones, so a pass killed half-way leaves the folder as the previous pass left
-it (plus the new ledgers), ready for ``--retry-failed`` again.
+it (plus the new ledgers), ready for ``--retry-failed`` again.  The book notes the pass that
+wrote it (:func:`book_run`): the ledgers of later passes are those of passes stopped (Ctrl-C)
+or killed before their summary, and the next pass keeps what they committed
+(:meth:`~daskscore.engine.rebook.RetryBooks.fold_later`), running only the rest.
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ def write_book(staging: Path, outcomes: Outcomes) -> Path:
     path = staging / BOOK
     tmp = path.with_name(BOOK + ".partial")
     texts: dict[str, int] = {}  # each error text is written once, in a line of its own
+    run = int((resume.read_manifest(staging) or {}).get("runs", 1))
     with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"run": run}) + "\n")  # (the pass that wrote it: book_run)
         for tries, final in outcomes.book():
             recs = [_booked(rec, texts, fh) for rec in (*tries, final) if rec is not None]
             entry = {"tries": recs[: len(tries)], "final": recs[-1] if final else None}
@@ -103,6 +108,8 @@ def read_book(
             if not line.strip():
                 continue
             entry = json.loads(line)
+            if "run" in entry:
+                continue
             if "text" in entry:
                 texts[entry["text"]] = entry["error"]
                 continue
@@ -112,6 +119,19 @@ def read_book(
             if mb is not None:
                 books[mb] = (tries, final)
     return books
+
+
+def book_run(staging: Path) -> int | None:
+    """The number of the pass that wrote the book in ``staging`` (None: a book written before
+    it was noted): the ledgers of later passes are those of passes interrupted (or killed)
+    since, whose committed mini-batches the next pass keeps."""
+    try:
+        with open(staging / BOOK, encoding="utf-8") as fh:
+            entry = json.loads(fh.readline() or "{}")
+    except (OSError, ValueError):
+        return None
+    run = entry.get("run") if isinstance(entry, dict) else None
+    return run if isinstance(run, int) else None
 
 
 def _record(data: dict[str, Any], texts: dict[int, str]) -> MiniBatchRecord:
@@ -163,10 +183,23 @@ def restore(
             f"{kept.name}/{BOOK} cannot be read ({type(exc).__name__}: {exc}). Pass --overwrite "
             "to run the whole job again."
         ) from None
+    later: list[str] = []  # (the ledgers of passes after the book's, interrupted or killed)
+    run = book_run(kept)
     for attempt in _ledgers(kept):
         committed = read_ledger(kept, attempt).committed
         outcomes.restore(attempt, [r for r in committed if r.mini_batch not in books])
+        if run is not None and int(attempt[1:].split("a", 1)[0]) > run:
+            later.append(attempt)
     rerun = outcomes.reopen(books[mb] for mb in sorted(books))
+    if later:  # what they committed is kept, their tries numbered after the book's
+        book = f"r{run:02d}"
+        for attempt in later:
+            committed = read_ledger(kept, attempt).committed
+            outcomes.fold_later(attempt, [r for r in committed if r.mini_batch in books], book)
+        folded = [mb for mb in rerun if outcomes.is_final(mb)]
+        rerun = [mb for mb in rerun if not outcomes.is_final(mb)]
+        if folded:
+            logger.info("kept %s an interrupted retry pass committed", describe(folded))
     return int(previous.get("runs", 1)) + 1, rerun
 
 
@@ -177,6 +210,8 @@ def _ledgers(staging: Path) -> Iterator[str]:
 
 def describe(mbs: list[int]) -> str:
     """``3 mini-batches (2, 5, 7)``, the ids cut after :data:`SHOWN_IDS`."""
+    if not mbs:  # (an interrupted pass had run them all)
+        return "no mini-batch"
     shown = ", ".join(str(mb) for mb in mbs[:SHOWN_IDS])
     more = f" and {len(mbs) - SHOWN_IDS} more" if len(mbs) > SHOWN_IDS else ""
     return f"{len(mbs)} mini-batch{'es' if len(mbs) != 1 else ''} ({shown}{more})"

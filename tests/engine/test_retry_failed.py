@@ -369,7 +369,8 @@ cli.entry()
 @pytest.mark.timeout(600)
 def test_a_retry_pass_killed_before_its_summary_can_be_retried(tmp_path: Path) -> None:
     """A pass killed after it assembled the output and wrote its logs, before its summary:
-    the folder still holds the earlier pass's job, and the next retry finishes it."""
+    the folder still holds the earlier pass's job, and the next retry finishes it, keeping
+    what the killed pass committed: it runs nothing again."""
     import os
     import subprocess
     import sys
@@ -404,7 +405,10 @@ def test_a_retry_pass_killed_before_its_summary_can_be_retried(tmp_path: Path) -
     proc = cli(dep, inputs, out, "--retry-failed")
     assert proc.returncode == 0, show(proc)
     s = summary_of(out)
-    assert s["retried_in_this_pass"] == [1, 4], s
+    assert s["retried_in_this_pass"] == [], s  # (the killed pass had run them: kept)
+    tries = _tries(out)
+    assert tries[1] == [(1, "RUN_EXCEPTION"), (2, "RUN_EXCEPTION"), (3, "RUN_DONE")], tries
+    assert [status for _, status in tries[4]] == ["RUN_DONE", "RUN_DONE"], tries
     assert (s["succeeded_items"], s["failed_items"]) == (12, 0), s
     clean = _clean_run(tmp_path, dep, inputs)
     assert (out / "predictions.csv").read_bytes() == (clean / "predictions.csv").read_bytes()
@@ -453,3 +457,73 @@ def test_retried_in_this_pass_leaves_out_what_error_threshold_cancelled(tmp_path
     assert _tries(out)[1] == [(1, "RUN_EXCEPTION"), (2, "RUN_EXCEPTION")]
     result = (out / "logs" / "job_result.txt").read_text()
     assert "retried in this pass: 1 mini-batch (1)" in result, result
+
+
+INTERRUPTED_SCRIPT = """
+import os, time
+
+def run(mini_batch):
+    flags = os.environ["FLAGS"]
+    if os.path.exists(os.path.join(flags, "broken")):
+        raise ValueError("broken")
+    names = [os.path.basename(p) for p in mini_batch]
+    with open(os.path.join(flags, "calls"), "a") as fh:
+        fh.write(names[0] + "\\n")
+    time.sleep(0.4)
+    return names
+"""
+
+
+def test_a_retry_pass_stopped_by_ctrl_c_keeps_what_it_committed(tmp_path: Path) -> None:
+    """Every mini-batch failed; the fixed job's retry pass gets Ctrl-C half-way.  The message
+    says how many it did; the next ``--retry-failed`` keeps them (their tries numbered after
+    the first pass's) and runs only the rest; every mini-batch succeeds once.  Before, the
+    pass's work was thrown away and the next pass ran all of them again."""
+    import signal
+
+    from helpers import cli_args, sigterm_when
+
+    from daskscore.io.ledger import read_ledger
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    dep, inputs, out = make_job(
+        tmp_path,
+        INTERRUPTED_SCRIPT,
+        n_files=N_FILES,
+        settings={"mini_batch_size": 1, "retry_settings": {"max_retries": 1}},
+        env={"FLAGS": str(flags)},
+    )
+    _flag(flags, "broken")
+    proc = cli(dep, inputs, out)
+    assert proc.returncode == 0 and summary_of(out)["failed_mini_batches"] == N_FILES, show(proc)
+    (flags / "broken").unlink()  # the fix
+    calls = flags / "calls"
+    scoring = lambda: calls.exists() and len(calls.read_text().split()) >= 4  # noqa: E731
+    argv = cli_args(dep, inputs, out, "--retry-failed")
+    code, err = sigterm_when(scoring, *argv, sig=signal.SIGINT)
+    assert code == 130, err
+    line = next(li for li in err.splitlines() if li.startswith("daskscore: interrupted"))
+    assert "mini-batches this retry pass runs again done" in line, err
+    assert "Go on with: " in err and "--retry-failed" in err, err
+    staging = out / ".daskscore"
+    committed = {
+        rec.mini_batch
+        for ledger in (staging / "ledger").glob("r02a*.log")
+        for rec in read_ledger(staging, ledger.stem).committed
+        if rec.final and rec.done
+    }
+    assert committed, err
+    calls.unlink()
+    proc = cli(dep, inputs, out, "--retry-failed")
+    assert proc.returncode == 0, show(proc)
+    s = summary_of(out)
+    assert (s["succeeded_items"], s["failed_items"]) == (N_FILES, 0), s
+    rerun = set(s["retried_in_this_pass"])
+    assert rerun == set(range(N_FILES)) - committed, (rerun, committed)
+    assert {f"f{mb:04d}.csv" for mb in rerun} == set(calls.read_text().split())
+    tries = _tries(out)
+    for mb in range(N_FILES):  # 2 failed tries, then one that succeeded: in either pass
+        assert tries[mb] == [(1, "RUN_EXCEPTION"), (2, "RUN_EXCEPTION"), (3, "RUN_DONE")], tries
+    clean = _clean_run(tmp_path, dep, inputs)
+    assert (out / "predictions.csv").read_bytes() == (clean / "predictions.csv").read_bytes()
