@@ -374,3 +374,15 @@ def test_a_split_table_gives_back_the_splits() -> None:
     assert [table.planned(i) for i in range(4)] == [20, 0, 3000, 7]
     assert table.planned_total() == 3027
     assert SplitTable([]) == [] and SplitTable([]).planned_total() == 0
+
+
+def test_each_workers_first_task_is_small_then_guided() -> None:
+    """A worker starts on a task made and sent at once; the big guided ones follow behind it,
+    and a job of few mini-batches is cut as before."""
+    from daskscore.engine.policy import FIRST_TASK_MINI_BATCHES, TaskSizing
+
+    sizing = TaskSizing()
+    sizes = [sizing.next_size(10_000, 3) for _ in range(4)]
+    assert sizes == [FIRST_TASK_MINI_BATCHES] * 3 + [next_task_size(10_000, 3)]
+    sizing = TaskSizing()
+    assert [sizing.next_size(8, 2) for _ in range(2)] == [1, 1]  # (guided: 8 / (2 * 4))
