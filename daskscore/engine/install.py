@@ -121,10 +121,37 @@ class ScriptInstall:
         except InitTimedOut as exc:
             self._gave_up(exc)
         except OSError:  # (CommClosedError) a worker's connection closed: its process died
+            if self._died_elsewhere():  # (another job's run() ended it: its restart installs)
+                return probe.raise_init_errors(self.client, self.job.job_id)
             logger.warning(
                 "a worker process died while the scoring script was installed", exc_info=True
             )
         self._died()
+
+    def _died_elsewhere(self) -> bool:
+        """Whether the worker process that died while the script was sent did not die in this
+        job's install: on workers that share the driver's disk, an install leaves its mark
+        from its first step, and no process that died has one (it died in another job's
+        ``run()`` on a shared client, this install waiting its turn).  Its nanny's new
+        process installs the script as it joins, as a worker joining mid-job does."""
+        if self.marks is None or self.job.shipped:  # (no marks to tell: a death is ours)
+            return False
+        give_up = time.monotonic() + WAIT_S
+        while True:  # (until the nannies have said which processes ended)
+            found, exits, _ = _look(self.client, self.marks, time.time() - self.since + 1.0)
+            if any(m.get("pid") in exits for m in found):
+                return False
+            if exits or time.monotonic() >= give_up:
+                break
+            time.sleep(POLL_S)
+        if not exits:
+            return False
+        logger.warning(
+            "a worker process died while the scoring script was sent to it, not in its install "
+            "(no install of this job had started in it: another job's run() ended it); its "
+            "nanny's new process installs the script as it joins"
+        )
+        return True
 
     def _remove_orphans(self) -> None:
         """Remove from the scheduler and the workers the plugins of jobs whose client is gone

@@ -251,3 +251,69 @@ def test_a_mark_removed_while_the_marks_are_read_leaves_the_others(tmp_path: Pat
     # a name listed whose file is gone by the time it is read
     (tmp_path / "102.json").symlink_to(tmp_path / "removed.json")
     assert read_marks(tmp_path) == [{"pid": 101, "stage": "init()"}]
+
+
+#: Job A's ``run()`` holds its worker (the one worker) until the test says, then kills it.
+KILLER_SCRIPT = """\
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+STARTED, GO = Path(os.environ["STARTED"]), Path(os.environ["GO"])
+
+
+def run(mini_batch):
+    if not GO.exists():
+        STARTED.touch()
+        while not GO.exists():
+            time.sleep(0.05)
+        os._exit(4)
+    return [f"{Path(p).name} {pd.read_csv(p)['x'].sum()}" for p in mini_batch]
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_worker_killed_by_another_jobs_run_does_not_fail_an_install(tmp_path: Path) -> None:
+    """Two jobs on one client: job B's script is being installed (its install waits for its
+    turn behind job A's run()) when A's run() kills the worker.  B's install never started
+    there: B is not failed as an init() that killed its worker; both jobs complete."""
+    import threading
+
+    started, go = tmp_path / "started", tmp_path / "go"
+    env = {"STARTED": str(started), "GO": str(go)}
+    settings = {"mini_batch_size": 2, "retry_settings": {"max_retries": 2}}
+    dep_a, in_a, out_a = make_job(
+        tmp_path / "a", KILLER_SCRIPT, n_files=4, settings=settings, env=env
+    )
+    dep_b, in_b, out_b = death_job(tmp_path / "b", FIXED)
+    with local_cluster(1, dashboard=False) as handle:
+        client, results = handle.client, {}
+
+        def job(name: str, dep: Path, inputs: Path, out: Path) -> None:
+            try:
+                results[name] = daskscore.run(dep, inputs, out, client=client, progress=False)
+            except Exception as exc:  # noqa: BLE001 - asserted below
+                results[name] = exc
+
+        first = threading.Thread(target=job, args=("a", dep_a, in_a, out_a))
+        first.start()
+        while not started.exists():  # (A's run() holds the worker's turn)
+            first.join(0.05)
+        second = threading.Thread(target=job, args=("b", dep_b, in_b, out_b))
+        second.start()
+
+        def registered(dask_scheduler=None) -> bool:  # noqa: ANN001 - Dask's keyword
+            names = [n for n in dask_scheduler.worker_plugins if n.startswith("daskscore-")]
+            return len(names) >= 2  # (A's and B's)
+
+        while not client.run_on_scheduler(registered):  # (B's plugin sent, its install held)
+            second.join(0.05)
+        go.touch()  # A's run() kills the worker, B's install pending on it
+        first.join(200)
+        second.join(200)
+    assert getattr(results["a"], "status", None) == "Completed", results
+    assert getattr(results["b"], "status", None) == "Completed", results
+    assert (out_b / "predictions.csv").read_text().splitlines() == expected_rows(6)
+    assert summary_of(out_a)["failures"] == []
