@@ -8,9 +8,9 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from daskscore.errors import ClusterLost, UsageError
+from daskscore.errors import ClusterLost, DaskScoreError, UsageError
 
 logger = logging.getLogger("daskscore")
 
@@ -24,6 +24,13 @@ LOST_ENV = "DASKSCORE_SCHEDULER_LOST_S"
 RESULT_CHECK_S = 5.0
 #: Seconds a question to the scheduler about a lost task may take (it went away meanwhile).
 ASK_S = 5.0
+#: Seconds a client is given to notice that its scheduler went away, once a question to the
+#: cluster failed (the question's own connection may close first).
+NOTICE_S = 1.0
+#: How often a client without its scheduler is looked at while a question waits for it.
+POLL_S = 0.1
+
+T = TypeVar("T")
 
 
 def connected(client: Any) -> bool:
@@ -78,6 +85,45 @@ class SchedulerWatch:
             f"What was committed (at least {self.kept()}) is kept in {self.output}; once a "
             "scheduler runs again, the same command with --resume finishes the job."
         )
+
+    def wait(self) -> None:
+        """Return once the client has its scheduler; raise :class:`ClusterLost` once it has
+        been without it for :data:`LOST_S` (a question asked meanwhile would wait out Dask's
+        connect timeout, 30 s, and the client closes itself after that)."""
+        while True:
+            self.check(time.monotonic())
+            if connected(self.client):
+                return
+            time.sleep(POLL_S)
+
+    def gone(self) -> bool:
+        """Whether the client lost its scheduler, asked once a question to the cluster failed
+        (given :data:`NOTICE_S` to notice it)."""
+        until = time.monotonic() + NOTICE_S
+        while connected(self.client):
+            if time.monotonic() >= until:
+                return False
+            time.sleep(POLL_S)
+        return True
+
+    def ask(self, question: Callable[[], T]) -> T:
+        """``question()``, a question to the cluster (the job's start: which workers, what
+        they see, the script's install), asked only while the client has its scheduler.  One
+        that fails as the scheduler goes away is asked again once the client has one again;
+        :class:`ClusterLost` ends the job once it has been without it for :data:`LOST_S`, as
+        in the dispatcher's loop.  Any other failure is the question's own: raised."""
+        while True:
+            self.wait()
+            try:
+                return question()
+            except DaskScoreError:  # (an answer: a refused cluster, a failed init())
+                raise
+            except Exception:
+                if not self.gone():
+                    raise
+                logger.debug(
+                    "a question to the cluster failed: its scheduler went away", exc_info=True
+                )
 
 
 def wait_result(

@@ -102,12 +102,12 @@ class Dispatcher:
     count_workers : callable, optional
         Counts the workers again (a cluster daskscore did not start: workers come and go).
     memory_limit : str, optional
-        The workers' memory limit as the user gave it (``--worker-memory``), for the error of
-        a try whose process was killed for memory.
+        The workers' memory limit as given (``--worker-memory``), for a try killed for memory.
     check_install : callable, optional
         Raises ``InitFailed`` when a restarted worker process died in ``init()``
-        (:meth:`daskscore.engine.install.ScriptInstall.check`): called as tasks are lost,
-        and every ``RECOUNT_S``.
+        (``ScriptInstall.check``): called as tasks are lost, and every ``RECOUNT_S``.
+    connection : SchedulerWatch, optional
+        The job's watch on its scheduler (its start asked the cluster through it).
     """
 
     def __init__(
@@ -124,6 +124,7 @@ class Dispatcher:
         count_workers: Callable[[], int] | None = None,
         memory_limit: str | int | None = None,
         check_install: Callable[[], None] | None = None,
+        connection: SchedulerWatch | None = None,
     ) -> None:
         self.client = client
         self.check_install = check_install
@@ -151,7 +152,7 @@ class Dispatcher:
         self.last_overview = time.monotonic()
         self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.hold_s = float(os.environ.get(HOLD_ENV) or 0)  # a test hook, see HOLD_ENV
-        self.connection = SchedulerWatch(
+        self.connection = connection or SchedulerWatch(  # (the job's start asked it too)
             client, lambda: f"{outcomes.items_done()} items", job.output
         )
         self.topic = f"{PROGRESS_TOPIC}-{job.job_id}"

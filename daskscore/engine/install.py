@@ -31,13 +31,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from daskscore.engine import probe
-from daskscore.engine.connection import connected, orphan_grace
+from daskscore.engine.connection import SchedulerWatch, connected, orphan_grace
 from daskscore.engine.memory import MemoryDeaths
 from daskscore.engine.slowinit import InitTimedOut, register_watched
-from daskscore.errors import InitFailed
+from daskscore.errors import ClusterLost, InitFailed
 from daskscore.protocol import IMPORT_FAILED, INIT_DIED, SETUP_FAILED, WorkerJob
 from daskscore.worker.deaths import (
     describe_exit,
@@ -62,13 +62,17 @@ POLL_S = 0.1
 #: The last lines the script printed before its process died, shown with the error.
 SHOWN_LINES = 20
 
+T = TypeVar("T")
+
 
 class ScriptInstall:
     """The job's script on ``client``'s workers: :meth:`install`, then :meth:`uninstall`.
 
     ``staging``: the job's staging folder, where workers that share the driver's disk leave
     their install marks; ``memory_limit``: the workers' memory limit as the user gave it
-    (``--worker-memory``), for the error of a worker killed for its memory.
+    (``--worker-memory``), for the error of a worker killed for its memory; ``watch``: the
+    job's watch on its scheduler, through which the install asks the cluster (one lost
+    meanwhile ends it with :class:`~daskscore.errors.ClusterLost`, not a worker's death).
     """
 
     def __init__(
@@ -80,8 +84,9 @@ class ScriptInstall:
         *,
         init_timeout: float | None = None,
         notify: Callable[[str], None] | None = None,
+        watch: SchedulerWatch | None = None,
     ) -> None:
-        self.client = client
+        self.client, self.watch = client, watch
         self.job = job
         self.staging = staging
         self.memory_limit = memory_limit
@@ -109,24 +114,33 @@ class ScriptInstall:
         self._remove_orphans()
         try:
             self.registered = self.on_workers = True
-            register_watched(
-                lambda: self.client.register_plugin(ScoringPlugin(self.job)),
-                self.client,
-                self.job.job_id,
-                Path(self.job.script).name,
-                self.init_timeout,
-                self.notify,
-            )
-            return probe.raise_init_errors(self.client, self.job.job_id)
+            return self._ask(self._register)
         except InitTimedOut as exc:
             self._gave_up(exc)
         except OSError:  # (CommClosedError) a worker's connection closed: its process died
             if self._died_elsewhere():  # (another job's run() ended it: its restart installs)
-                return probe.raise_init_errors(self.client, self.job.job_id)
+                return self._ask(lambda: probe.raise_init_errors(self.client, self.job.job_id))
             logger.warning(
                 "a worker process died while the scoring script was installed", exc_info=True
             )
         self._died()
+
+    def _register(self) -> bool:
+        register_watched(
+            lambda: self.client.register_plugin(ScoringPlugin(self.job)),
+            self.client,
+            self.job.job_id,
+            Path(self.job.script).name,
+            self.init_timeout,
+            self.notify,
+            self.watch,
+        )
+        return probe.raise_init_errors(self.client, self.job.job_id)
+
+    def _ask(self, question: Callable[[], T]) -> T:
+        """``question()`` of the cluster, through the job's watch on its scheduler (a client
+        that lost it asks nothing, and ends the job with ``ClusterLost``)."""
+        return question() if self.watch is None else self.watch.ask(question)
 
     def _died_elsewhere(self) -> bool:
         """Whether the worker process that died while the script was sent did not die in this
@@ -158,9 +172,13 @@ class ScriptInstall:
         (their ``shutdown()`` runs, or their script is parked for its warm key), noting this
         job's plugin as its client's."""
         try:
-            orphans = self.client.run_on_scheduler(
-                claim_plugin, self.name, self.client.id, orphan_grace()
+            orphans = self._ask(
+                lambda: self.client.run_on_scheduler(
+                    claim_plugin, self.name, self.client.id, orphan_grace()
+                )
             )
+        except ClusterLost:
+            raise
         except Exception:  # noqa: BLE001 - no daskscore on the scheduler: nothing to claim
             logger.debug("looking for the plugins of gone drivers failed", exc_info=True)
             return

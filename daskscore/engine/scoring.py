@@ -19,6 +19,7 @@ from daskscore import _compat
 from daskscore.cluster.local import ClusterHandle
 from daskscore.cluster.nannies import keep_nannies
 from daskscore.engine import jobview, probe, resume, transport
+from daskscore.engine.connection import SchedulerWatch
 from daskscore.engine.dispatch import Dispatcher
 from daskscore.engine.finish import JobRecord
 from daskscore.engine.install import ScriptInstall
@@ -121,16 +122,22 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
         notify(f"daskscore page: {board.link}")
     if job.run_no > 1 and job.record.retried is None:  # (a retry pass said what it reruns)
         notify(resumed_note(len(outcomes.final), len(plan.work)))
+
+    def kept() -> str:
+        return f"{outcomes.items_done()} items"
+
     # (any cluster may lose every worker: a caller's, the embedded one whose workers cannot
     # start again)
-    watch = WorkerWatch(
-        handle.client, notify, lambda: f"{outcomes.items_done()} items", str(job.out_dir)
-    )
+    watch = WorkerWatch(handle.client, notify, kept, str(job.out_dir))
+    # every question the job's start asks the cluster goes through the job's watch on its
+    # scheduler: a client that lost it asks nothing (the question would wait out Dask's connect
+    # timeout, 30 s, then fail as an internal error) and ends the job with ClusterLost
+    lost = SchedulerWatch(handle.client, kept, str(job.out_dir))
     if not handle.embedded:  # a cluster we did not start: it may have none yet
-        _wait_for_a_worker(handle.client, notify, watch)
-    carrier, workers = _place(job, handle)
+        _wait_for_a_worker(handle.client, notify, watch, lost)
+    carrier, workers = lost.ask(lambda: _place(job, handle))
     job.record.ran_with = {"workers": workers, "output_format": plan.writer.name}
-    wjob = carrier.worker_job(_worker_job(job, handle, workers), handle.client)
+    wjob = lost.ask(lambda: carrier.worker_job(_worker_job(job, handle, workers), handle.client))
     job.record.shipped = carrier.sent
     if handle.keep_warm:  # the script stays initialised for the next job with the same key
         wjob = replace(wjob, warm_key=init_key(wjob))
@@ -162,6 +169,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
         plan.options.worker_memory,
         init_timeout=plan.options.init_timeout,
         notify=plan.options.notify,
+        watch=lost,
     )
 
     def checks() -> None:  # (at each recount: the install, and a cluster without workers)
@@ -170,7 +178,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
 
     loop = Dispatcher(
         handle.client, wjob, outcomes, carrier, plan.writer, plan.work, workers, progress,
-        job.run_no, recount, plan.options.worker_memory, checks,
+        job.run_no, recount, plan.options.worker_memory, checks, lost,
     )  # fmt: skip
 
     def tick() -> None:
@@ -183,9 +191,9 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
         tick()
         logger.info("cluster ready with %d workers", workers)
         if handle.cluster is None:  # (local_cluster registered it on its own)
-            _watch_timeouts(handle.client)
-        if wjob.warm_key:
-            handle.client.register_plugin(WarmKeeper())  # (idempotent: once per cluster)
+            _watch_timeouts(handle.client, lost)
+        if wjob.warm_key:  # (idempotent: once per cluster)
+            lost.ask(lambda: handle.client.register_plugin(WarmKeeper()))
         phases.current = "init"  # (the script imported and init() run on every worker)
         if plan.options.progress:
             notify("init()…")
@@ -228,13 +236,16 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
     return carrier
 
 
-def _wait_for_a_worker(client: Any, notify: Callable[[str], None], watch: WorkerWatch) -> None:
+def _wait_for_a_worker(
+    client: Any, notify: Callable[[str], None], watch: WorkerWatch, lost: SchedulerWatch
+) -> None:
     """A cluster with no worker yet (one that scales up, workers still starting): wait for one
     before asking the workers anything (whether they see the driver's disk: an empty answer
     would ship the job), saying so now and after 1, 2, 4... minutes.  Ctrl-C stops it; a
-    cluster of this process that can start no worker ends the job (``watch``)."""
+    cluster of this process that can start no worker ends the job (``watch``), and so does a
+    scheduler that went away (``lost``)."""
     started, note_at = time.monotonic(), 0.0
-    while not client.scheduler_info(n_workers=-1)["workers"]:
+    while not lost.ask(lambda: client.scheduler_info(n_workers=-1)["workers"]):
         now = time.monotonic()
         waited = now - started
         if waited >= note_at:
@@ -311,12 +322,16 @@ def live_counts(outcomes: Outcomes, progress: Progress) -> dict[str, Any]:
     return counts
 
 
-def _watch_timeouts(client: Any) -> None:
+def _watch_timeouts(client: Any, lost: SchedulerWatch) -> None:
     """Have the nannies of a cluster daskscore did not start enforce ``run()`` timeouts from
-    outside the worker processes; say once in the job log which workers have no nanny."""
+    outside the worker processes; say once in the job log which workers have no nanny.  Both
+    asked through ``lost`` (a scheduler gone meanwhile: ClusterLost)."""
+    lost.wait()  # (watch_deadlines keeps its errors: without its scheduler it would wait 30 s)
     watch_deadlines(client)
     try:
-        bare = unwatched_workers(client.scheduler_info(n_workers=-1)["workers"])
+        bare = unwatched_workers(lost.ask(lambda: client.scheduler_info(n_workers=-1)["workers"]))
+    except ClusterLost:
+        raise
     except Exception:  # noqa: BLE001 - only a note in the log depends on it
         logger.debug("listing the workers' nannies failed", exc_info=True)
         return

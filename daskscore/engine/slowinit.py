@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from daskscore.engine.connection import SchedulerWatch
 from daskscore.protocol import INIT_TIMED_OUT
 from daskscore.worker.plugin import installing
 
@@ -59,11 +60,15 @@ def register_watched(
     script: str,
     init_timeout: float | None,
     notify: Callable[[str], None] | None = None,
+    watch: SchedulerWatch | None = None,
 ) -> None:
     """Call ``register()`` (which returns once every worker installed the script) on a
     thread; meanwhile note the installs that last (see the module's doc), and raise
     :class:`InitTimedOut` past ``init_timeout`` seconds.  What ``register()`` raises is
-    raised here."""
+    raised here.  ``watch``: the client's connection, looked at every step: a client
+    without its scheduler asks the workers nothing (the question would wait out Dask's
+    connect timeout), and ends the install with
+    :class:`~daskscore.errors.ClusterLost` after the watch's limit."""
     done = threading.Event()
     failed: list[BaseException] = []
 
@@ -79,6 +84,10 @@ def register_watched(
     started = time.monotonic()
     note_at = SLOW_INIT_S
     while not done.wait(STEP_S):
+        if watch is not None:
+            watch.check(time.monotonic())
+            if watch.since is not None:
+                continue  # (no scheduler to ask the workers through)
         elapsed = time.monotonic() - started
         if init_timeout is not None and elapsed >= init_timeout:
             answers, silent = ask(client, job_id)

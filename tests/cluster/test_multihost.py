@@ -297,3 +297,71 @@ def test_a_shipped_job_whose_scheduler_goes_away_ends_without_the_connect_timeou
                      cluster.address, "--no-shared-filesystem", "--resume")  # fmt: skip
         assert again.returncode == 0, _show(again, cluster)
     assert (out / "predictions.csv").read_text().splitlines() == _expected(inputs)
+
+
+SLOW_INIT = """
+    import os, time
+
+    def init():
+        open(os.path.join(os.environ["MARK_DIR"], f"init-{os.getpid()}"), "w").close()
+        time.sleep(5)
+
+    def run(mini_batch):
+        return [os.path.basename(path) for path in mini_batch]
+"""
+
+
+@pytest.mark.parametrize(
+    ("when", "shipping"),
+    [("install", "--shared-filesystem"), ("start", "--no-shared-filesystem")],
+)
+def test_a_scheduler_killed_as_the_job_starts_ends_it_as_mid_job(
+    tmp_path: Path, when: str, shipping: str
+) -> None:
+    """The scheduler killed while the script was installed (its init() running) made the job
+    fail as a worker process that died in init(), 35 s later; killed just before (the nannies'
+    timeout watch registered, the workers listed) it waited out Dask's connect timeout, then
+    failed as an internal error ("ConnectionPool is closed").  Both now end as a scheduler lost
+    mid-job does: ClusterLost after DASKSCORE_SCHEDULER_LOST_S, and --resume on another cluster
+    finishes the job."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    dep = write_deployment(tmp_path / "dep", SLOW_INIT, settings={"mini_batch_size": 1})
+    inputs = write_inputs(tmp_path / "in", 4, width=3)
+    out = tmp_path / "out"
+    log = out / "logs" / "sys" / "daskscore.txt"
+
+    def ready() -> bool:
+        if when == "install":
+            return any(marks.iterdir())
+        return log.exists() and "cluster ready" in log.read_text(errors="replace")
+
+    env = {**os.environ, "DASKSCORE_SCHEDULER_LOST_S": "2"}
+    with ProcessCluster(tmp_path / "cluster", workers=1, env={"MARK_DIR": str(marks)}) as cluster:
+        address = cluster.address
+        cmd = [sys.executable, "-m", "daskscore", "run", str(dep), "-i", str(inputs),
+               "-o", str(out), "--scheduler", address, shipping, "--no-progress"]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while not ready():
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.02)
+            cluster.kill_scheduler()
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1, err
+    # (2 s: no question waited out the connect timeout before the watch counted)
+    assert f"scheduler at {address} has not answered for 2 s" in err, err
+    assert "--resume finishes the job" in err, err
+    assert "internal error" not in err and "init()" not in err, err
+    assert not (out / "job_summary.json").exists()  # (nothing claimed as the job's verdict)
+    with ProcessCluster(tmp_path / "cluster2", workers=1, env={"MARK_DIR": str(marks)}) as cluster:
+        again = _cli(str(dep), "-i", str(inputs), "-o", str(out), "--scheduler",
+                     cluster.address, shipping, "--resume")  # fmt: skip
+        assert again.returncode == 0, _show(again, cluster)
+    assert (out / "predictions.csv").read_text().splitlines() == sorted(
+        p.name for p in inputs.iterdir()
+    )
