@@ -163,7 +163,11 @@ def _try_csv_settings(path: Path, kwargs: dict[str, Any], extra: dict[str, Any])
         for k, v in kwargs.items()
         if k != "columns" and not (k in ("header", "index_label") and isinstance(v, list))
     }
-    frame = pd.DataFrame({"a": [1, 2], "b": [0.5, None], "c": ["x", "y z"]})
+    # (its text holds no character of the separator or quote: quoting=3 with no escapechar is
+    # refused only for the values of the mini-batches that hold one, as they are written)
+    special = f"{tried.get('sep', ' ')}{tried.get('quotechar', chr(34))}"
+    text = [c for c in "xyzuvw" if c not in special][:2]
+    frame = pd.DataFrame({"a": [1, 2], "b": [0.5, None], "c": text})
     try:
         frame.to_csv(**{"lineterminator": "\n", **tried})
     except Exception as exc:  # noqa: BLE001 - any refusal of pandas', shown with the file's name

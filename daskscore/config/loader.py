@@ -127,6 +127,9 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
         # a mapping given for a mapping key is merged into it, key by key (retry_settings=
         # {"timeout": 5} keeps the file's max_retries; it went back to its default)
         node[path[-1]] = _merged(held, value) if isinstance(held, dict) else value
+        for section in ("settings", "resources") if path[-1] == "instance_count" else ():
+            if isinstance(out.get(section), dict) and "instance_count" in out[section]:
+                out[section]["instance_count"] = value  # (either spelling: the override holds)
     return out
 
 

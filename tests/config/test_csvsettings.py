@@ -135,3 +135,11 @@ def test_run_refuses_a_misspelt_section_and_lenient_runs_with_the_warning_kept(
     (warning,) = summary_of(out)["warnings"]
     assert warning.startswith(f"{path}: unknown key 'append_row.to_csv'")
     assert warning in (out / "logs" / "sys" / "daskscore.txt").read_text()
+
+
+@pytest.mark.parametrize("args", [{"quoting": 3}, {"quoting": 3, "sep": "x"}])
+def test_quote_none_without_an_escapechar_is_taken(tmp_path: Path, args: dict) -> None:
+    """QUOTE_NONE with no escapechar writes every value that holds no separator: it is taken
+    (a mini-batch whose values hold one fails as it is written, naming the options)."""
+    _write(tmp_path, {"append_row": {"pandas.DataFrame.to_csv": args}})
+    assert read_csv_settings(tmp_path)["quoting"] == 3

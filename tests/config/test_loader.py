@@ -479,6 +479,22 @@ def test_apply_overrides_dotted_and_bare_keys() -> None:
     assert raw == {"type": "model", "settings": {"mini_batch_size": 10, "logging_level": "info"}}
 
 
+@pytest.mark.parametrize("key", ["resources.instance_count", "settings.instance_count"])
+def test_an_instance_count_override_holds_whichever_spelling_the_file_used(
+    tmp_path: Path, key: str
+) -> None:
+    """``instance_count`` has two spellings (``resources.`` and ``settings.``): an override of
+    either is the job's, whichever the file gave (the settings' one had silently won)."""
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "score.py").write_text("def run(mini_batch):\n    return []\n")
+    code = {"code": "code", "scoring_script": "score.py"}
+    source = tmp_path / "deployment.yml"
+    raw = {"code_configuration": code, "settings": {"instance_count": 1}}
+    both = {**raw, "resources": {"instance_count": 1}}
+    assert validate(apply_overrides(both, {key: "2"}), source).settings.instance_count == 2
+    assert validate(apply_overrides(raw, {key: "3"}), source).settings.instance_count == 3
+
+
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
