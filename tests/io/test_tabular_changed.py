@@ -153,8 +153,9 @@ SCRIPT = """
         if parquet.exists() and pq.ParquetFile(parquet).metadata.num_rows == 30:
             frame = pd.DataFrame({"id": [f"B{i}" for i in range(45)], "val": range(45)})
             table = pa.Table.from_pandas(frame, preserve_index=False)
-            pq.write_table(table, folder / "b.tmp", row_group_size=15)
-            os.replace(folder / "b.tmp", parquet)
+            tmp = folder / f"b.{os.getpid()}.tmp"  # (each worker's init() does it at once)
+            pq.write_table(table, tmp, row_group_size=15)
+            os.replace(tmp, parquet)
 
     def run(mini_batch):
         return pd.DataFrame({"id": mini_batch["id"], "val": mini_batch["val"]})
