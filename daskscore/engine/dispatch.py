@@ -7,7 +7,8 @@ note) says which mini-batches it committed (kept), which tries of the others fai
 died (recorded as they ended: a mini-batch with a failed try is committed as soon as it ends,
 so these are the tries before a retry in flight), which ``run()`` was in flight (charged one
 try: ``PROCESS_DIED`` or ``RUN_TIMEOUT``) and which had not started or not been committed
-(run again, uncharged).
+(run again, uncharged); see :mod:`daskscore.engine.recovery`, which also notes the tries it
+counted in the dead attempt's ledger for a resume.
 A mini-batch that was in flight when its process died runs alone in its next task, so that it
 is charged alone if it kills its process again.  A task whose result was lost after it finished
 (the worker holding it died before the driver fetched it) is recovered the same way: its
@@ -43,10 +44,11 @@ from daskscore.engine.isolate import PartKey
 from daskscore.engine.memory import MemoryDeaths
 from daskscore.engine.outcomes import Outcomes
 from daskscore.engine.policy import TaskSizing
+from daskscore.engine.recovery import MAX_UNCHARGED_LOSSES as MAX_UNCHARGED_LOSSES
+from daskscore.engine.recovery import Recovery
 from daskscore.engine.transport import SharedDisk
 from daskscore.engine.workqueue import WorkQueue
 from daskscore.errors import DaskScoreError, InitFailed, WriteFailed
-from daskscore.io.ledger import LedgerState
 from daskscore.io.payloads import make_payload
 from daskscore.io.writers import OutputWriter
 from daskscore.protocol import (
@@ -68,9 +70,6 @@ logger = logging.getLogger("daskscore")
 POLL_S = 0.25
 #: Seconds between two lines of logs/job_progress_overview.txt.
 OVERVIEW_S = 10.0
-#: A mini-batch whose task is lost this many times without it ever being charged (the worker
-#: died before it started) is failed rather than retried for ever.
-MAX_UNCHARGED_LOSSES = 10
 #: How often the driver recounts the cluster's workers: on a cluster it did not start, workers
 #: come and go, and the window of tasks in flight and their size follow them.
 RECOUNT_S = 2.0
@@ -78,7 +77,7 @@ RECOUNT_S = 2.0
 HOLD_ENV = "DASKSCORE_TEST_HOLD_RESULTS_S"
 
 
-class Dispatcher:
+class Dispatcher(Recovery):
     """Keeps tasks in flight and folds their records into the outcomes.
 
     Parameters
@@ -336,78 +335,6 @@ class Dispatcher:
         if first is not None:
             self.writer.check_staged(Path(self.job.staging), outcomes.final[first])
         return finished, kept, items
-
-    def _recover(self, attempt: str, ids: list[int], part: PartKey | None = None) -> None:
-        """A task's process died: keep what it committed, charge the run() it was in."""
-        state = self.transport.lost(self.client, self.job, attempt)
-        # its failed tries of mini-batches it did not commit count as they ended, before the
-        # run() in flight (a retry of one of them, maybe) is charged
-        finished, _, _ = self._record(attempt, state.committed + state.tried)
-        tried = {rec.mini_batch for rec in state.tried}
-        requeue: list[int] = []
-        for mb in ids if part is None else ():
-            if mb in finished or self.outcomes.is_final(mb) or self.outcomes.splitting(mb):
-                continue
-            if state.running is not None and state.running[0] == mb:
-                if self._charge(state, mb):
-                    finished.add(mb)
-                elif not self.outcomes.splitting(mb):
-                    self.isolate.add(mb)
-                    requeue.append(mb)
-                continue
-            if mb in tried:  # (charged: its retries go on from its last try)
-                requeue.append(mb)
-                continue
-            self.losses[mb] = self.losses.get(mb, 0) + 1
-            if self.losses[mb] >= MAX_UNCHARGED_LOSSES:
-                self.outcomes.charge_crash(mb, self.outcomes.tries_used(mb) + 1, False, final=True)
-                finished.add(mb)
-                continue
-            requeue.append(mb)
-        if part is not None and self._recover_part(state, part):
-            finished.add(part[0])
-        # every mini-batch this loss settled — committed, or charged its last try — is done
-        failed = self.outcomes.failed_among(finished)
-        self.progress.add_done(len(finished), self.outcomes.items_of(finished), *failed)
-        # crashed work goes to the front, in order, so the output can be assembled early
-        self.queue.extendleft(reversed(sorted(requeue)))
-        self.parts.extend(self.outcomes.take_parts())
-
-    def _charge(self, state: LedgerState, mb: int, part: PartKey | None = None) -> bool:
-        """Charge the run() in flight when ``state``'s process died (of ``part``, if given)
-        one try, named out of memory when it was killed for that; True when that settled its
-        mini-batch."""
-        assert state.running is not None
-        error, peak = self.memory.explain(state)
-        return self.outcomes.charge_crash(
-            mb,
-            state.running[1],
-            state.timed_out,
-            worker=state.running_worker,
-            start=state.running_start,
-            error=error or state.error,
-            items=(part[1], part[2]) if part is not None else None,
-            peak_rss_mb=peak,
-        )
-
-    def _recover_part(self, state: LedgerState, part: PartKey) -> bool:
-        """A part's process died: charge its try, or run it again; True when that settled its
-        mini-batch."""
-        mb, lo, hi = part
-        split = self.outcomes.split
-        if not split.is_open(mb, lo, hi):
-            return False  # (it committed before the process died)
-        if state.running is not None and state.running[0] == mb:
-            if self._charge(state, mb, part):
-                return True
-        else:
-            self.part_losses[part] = self.part_losses.get(part, 0) + 1
-            if self.part_losses[part] >= MAX_UNCHARGED_LOSSES:
-                used = split.tries_used(mb, lo, hi)
-                return self.outcomes.charge_crash(mb, used + 1, False, final=True, items=(lo, hi))
-        if split.is_open(mb, lo, hi):
-            self.parts.appendleft(part)
-        return False
 
     def _abort(self) -> None:
         """error_threshold exceeded: stop everything, keep what was committed."""

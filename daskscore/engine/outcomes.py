@@ -3,9 +3,10 @@
 The dispatcher folds the records that tasks send back (or that their ledgers hold, when a
 task's process died) into :class:`Outcomes`.  Each mini-batch gets exactly one *final* record,
 so rows are written once whatever was retried or crashed; a try charged to a process that died
-(``PROCESS_DIED``, ``RUN_TIMEOUT``) is recorded by :meth:`Outcomes.charge_crash`.  After a
-``--resume``, the tries of earlier runs are folded in first (:meth:`Outcomes.restore`) and this
-run's tries are numbered after them.
+(``PROCESS_DIED``, ``RUN_TIMEOUT``) is recorded by :meth:`Outcomes.charge_crash` (and kept in
+:attr:`Outcomes.charged` until the driver notes it in the dead attempt's ledger).  After a
+``--resume``, the tries of earlier runs (commits and those notes) are folded in first
+(:meth:`Outcomes.restore`) and this run's tries are numbered after them.
 
 The books cost the driver a byte of state per mini-batch, whatever the job's size: the common
 case, a mini-batch whose first try returned every result, is a 54-byte row by mini-batch id
@@ -103,6 +104,9 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         self._n_final = self._n_failed = self._n_partial = self._n_tries = 0
         self._items_done = self._succeeded = self._rows_done = self._full_parts = 0
         self._listed: tuple[int, list[MiniBatchRecord]] | None = None
+        #: the tries charged to dead processes, as their tasks numbered them, until the driver
+        #: notes them in the dead attempts' ledgers (a resume reads them back from there)
+        self.charged: list[MiniBatchRecord] = []
 
     # ------------------------------------------------------------------ folding records
     def record(self, attempt: str, records: Iterable[MiniBatchRecord]) -> set[int]:
@@ -234,6 +238,7 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
             items=items,
             peak_rss_mb=peak_rss_mb,
         )
+        self.charged.append(rec)
         if items is not None:
             return self._part_try(rec, True if final else None)
         self._expand(mb)

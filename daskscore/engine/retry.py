@@ -185,8 +185,8 @@ def restore(
         ) from None
     later: list[str] = []  # (the ledgers of passes after the book's, interrupted or killed)
     run = book_run(kept)
-    for attempt in _ledgers(kept):
-        committed = read_ledger(kept, attempt).committed
+    for attempt in _ledgers(kept):  # (the tries a dead process was charged: D lines)
+        committed = _tried(kept, attempt)
         outcomes.restore(attempt, [r for r in committed if r.mini_batch not in books])
         if run is not None and int(attempt[1:].split("a", 1)[0]) > run:
             later.append(attempt)
@@ -194,13 +194,20 @@ def restore(
     if later:  # what they committed is kept, their tries numbered after the book's
         book = f"r{run:02d}"
         for attempt in later:
-            committed = read_ledger(kept, attempt).committed
+            committed = _tried(kept, attempt)
             outcomes.fold_later(attempt, [r for r in committed if r.mini_batch in books], book)
         folded = [mb for mb in rerun if outcomes.is_final(mb)]
         rerun = [mb for mb in rerun if not outcomes.is_final(mb)]
         if folded:
             logger.info("kept %s an interrupted retry pass committed", describe(folded))
     return int(previous.get("runs", 1)) + 1, rerun
+
+
+def _tried(staging: Path, attempt: str) -> list[MiniBatchRecord]:
+    """What an attempt's ledger says it tried: its commits, and the tries the driver charged
+    to it once its process died (a pass stopped before its book keeps them nowhere else)."""
+    state = read_ledger(staging, attempt)
+    return state.committed + state.charged
 
 
 def _ledgers(staging: Path) -> Iterator[str]:

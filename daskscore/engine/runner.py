@@ -352,7 +352,8 @@ def _restore(
         )
     resume.check_resumable(previous, fp, out_dir, splits=splits, inputs=(staging, files))
     for ledger in sorted((staging / "ledger").glob("*.log")):
-        outcomes.restore(ledger.stem, read_ledger(staging, ledger.stem).committed)
+        state = read_ledger(staging, ledger.stem)  # (its commits, and the tries charged to it)
+        outcomes.restore(ledger.stem, state.committed + state.charged)
     logger.info("resumed: %d mini-batches restored from earlier runs", len(outcomes.final))
     return int(previous.get("runs", 1)) + 1
 

@@ -121,6 +121,20 @@ class LedgerWriter:
                 pass
 
 
+def note_charged(staging: str | Path, attempt: str, records: list[MiniBatchRecord]) -> None:
+    """Append a ``D`` line to a dead attempt's ledger (driver side): the tries the driver
+    counted for it beyond its commits (:attr:`LedgerState.charged` reads them back).  Made
+    when missing (a shipped task's ledger is written only by the tasks that returned)."""
+    rows = [rec.to_json() for rec in records]
+    line = "D " + json.dumps(rows, separators=(",", ":"), default=str) + "\n"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    fd = os.open(ledger_path(staging, attempt), flags, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 def abandon_ledger(staging: str | Path, attempt: str) -> None:
     """End an attempt's ledger with an ``X`` line (driver side): the task is given up, what it
     writes after this line is not read.  Made when missing: a task that had not started finds
@@ -138,6 +152,8 @@ class LedgerState:
     """What a ledger says about an attempt that did not return."""
 
     committed: list[MiniBatchRecord] = field(default_factory=list)
+    #: the tries the driver counted once the attempt's process died (``D`` lines)
+    charged: list[MiniBatchRecord] = field(default_factory=list)
     #: the failed tries of mini-batches that were not committed, in the order they ran
     tried: list[MiniBatchRecord] = field(default_factory=list)
     #: (mini_batch, try) of the run() call in flight when the process ended, if any
@@ -195,6 +211,8 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
             elif kind == "E":
                 tried.append(MiniBatchRecord.from_json(json.loads(rest)))
                 noted[(tried[-1].mini_batch, tried[-1].try_no)] = tried[-1].error
+            elif kind == "D":
+                state.charged.extend(_record(r) for r in json.loads(rest))
             elif kind == "C":
                 records = [_committed(r, noted) for r in json.loads(rest)]
                 state.committed.extend(records)
@@ -209,6 +227,13 @@ def read_ledger(staging: str | Path, attempt: str) -> LedgerState:
         state.error = errors.get(started[0], "")
         state.running_rss = rss.get(started[0], 0)
     return state
+
+
+def _record(data: dict[str, Any]) -> MiniBatchRecord:
+    """A record of a ``D`` line (a part's items back as a tuple, as the driver had them)."""
+    if isinstance(data.get("items"), list):
+        data = {**data, "items": tuple(data["items"])}
+    return MiniBatchRecord.from_json(data)
 
 
 def _committed(data: dict[str, Any], noted: dict[tuple[int, int], str]) -> MiniBatchRecord:

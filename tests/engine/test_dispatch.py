@@ -29,7 +29,7 @@ from daskscore.engine import dispatch
 from daskscore.engine.dispatch import MAX_UNCHARGED_LOSSES, Dispatcher
 from daskscore.engine.outcomes import Outcomes
 from daskscore.errors import DaskScoreError, InitFailed
-from daskscore.io.ledger import LedgerState
+from daskscore.io.ledger import LedgerState, make_staging
 from daskscore.io.writers import get_writer
 from daskscore.protocol import (
     PROGRESS_TOPIC,
@@ -321,6 +321,7 @@ def make_job(
         output_action="summary_only",
         output_format="summary_only",
     )
+    make_staging(job.staging)  # (as the runner does: a dead task's charges are noted there)
     fake = FakeClient(worker, **client)
     transport = FakeTransport(worker)
     progress = Progress(len(batches), sum(sizes), enabled=False)

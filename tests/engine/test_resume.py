@@ -397,6 +397,30 @@ def test_worker_processes_killed_mid_job_lose_and_duplicate_no_rows(
         assert report[mb] == want, f"mini-batch {mb}"
 
 
+def test_a_try_charged_to_a_dead_process_is_kept_by_the_resume(tmp_path: Path) -> None:
+    """Mini-batch 2 kills its worker process on its first try and succeeds on its second;
+    the job is killed after that and resumed.  The driver's charge of the dead try is noted in
+    the dead task's ledger, so the resumed job's history keeps it: before, only the second
+    try's commit was read back, and the resumed report showed a try 2 without a try 1."""
+    markers = tmp_path / "killed"
+    markers.mkdir()
+    dep, inputs, out = resume_job(tmp_path, KILL_ON="f0006.csv", KILL_MARKERS=str(markers))
+    job = Job(dep, inputs, out)
+    try:
+        assert job.wait_for(lambda: committed(out).get(2) == "RUN_DONE"), job.stderr()
+    finally:
+        job.kill()
+    assert (out / ".daskscore").is_dir(), "killed too late: the job had finished"
+    assert [p.name for p in markers.iterdir()] == ["f0006.csv"]
+
+    proc = cli(dep, inputs, out, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert tries_numbered(out)[2] == [(1, "PROCESS_DIED"), (2, "RUN_DONE")]
+    s = summary_of(out)
+    assert s["retried_mini_batches"] == 1, s
+    assert (s["succeeded_items"], s["failed_items"]) == (N_FILES, 0), s
+
+
 # --------------------------------------------------------------------------- 4. fingerprints
 
 

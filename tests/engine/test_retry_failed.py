@@ -527,3 +527,69 @@ def test_a_retry_pass_stopped_by_ctrl_c_keeps_what_it_committed(tmp_path: Path) 
         assert tries[mb] == [(1, "RUN_EXCEPTION"), (2, "RUN_EXCEPTION"), (3, "RUN_DONE")], tries
     clean = _clean_run(tmp_path, dep, inputs)
     assert (out / "predictions.csv").read_bytes() == (clean / "predictions.csv").read_bytes()
+
+
+DIED_SCRIPT = """
+import os, time
+
+def run(mini_batch):
+    flags = os.environ["FLAGS"]
+    if os.path.exists(os.path.join(flags, "broken")):
+        raise ValueError("broken")
+    name = os.path.basename(mini_batch[0])
+    if name == "f0000.csv":
+        try:  # its first call of the retry pass kills its worker process
+            os.close(os.open(os.path.join(flags, "died"), os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return [name]
+        os._exit(3)
+    time.sleep(1.0)
+    return [name]
+"""
+
+
+def test_a_retry_pass_stopped_by_ctrl_c_keeps_the_tries_charged_to_dead_processes(
+    tmp_path: Path,
+) -> None:
+    """Every mini-batch failed; in the fixed job's retry pass mini-batch 0 kills its process
+    once, then succeeds, and the pass gets Ctrl-C.  The next pass keeps the crashed try the
+    stopped pass charged (noted in the dead task's ledger): before, its history went from
+    try 2 to try 4."""
+    import signal
+
+    from helpers import cli_args, sigterm_when
+
+    from daskscore.io.ledger import read_ledger
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    dep, inputs, out = make_job(
+        tmp_path,
+        DIED_SCRIPT,
+        n_files=N_FILES,
+        settings={"mini_batch_size": 1, "retry_settings": {"max_retries": 1}},
+        env={"FLAGS": str(flags)},
+    )
+    _flag(flags, "broken")
+    proc = cli(dep, inputs, out)
+    assert proc.returncode == 0 and summary_of(out)["failed_mini_batches"] == N_FILES, show(proc)
+    (flags / "broken").unlink()  # the fix
+    staging = out / ".daskscore"
+
+    def first_done() -> bool:
+        return any(
+            rec.mini_batch == 0 and rec.done
+            for ledger in (staging / "ledger").glob("r02a*.log")
+            for rec in read_ledger(staging, ledger.stem).committed
+        )
+
+    argv = cli_args(dep, inputs, out, "--retry-failed")
+    code, err = sigterm_when(first_done, *argv, sig=signal.SIGINT)
+    assert code == 130, err
+    proc = cli(dep, inputs, out, "--retry-failed")
+    assert proc.returncode == 0, show(proc)
+    tries = _tries(out)
+    want = [(1, "RUN_EXCEPTION"), (2, "RUN_EXCEPTION"), (3, "PROCESS_DIED"), (4, "RUN_DONE")]
+    assert tries[0] == want, tries
+    s = summary_of(out)
+    assert (s["succeeded_items"], s["failed_items"]) == (N_FILES, 0), s
