@@ -340,7 +340,7 @@ def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult, url: str =
         failure_message(shown) if s["status"] != "Completed" or s["failures"] else "No errors.",
     )
     try:
-        write_report(job.out_dir, shown, report_tries(outcomes))  # type: ignore[arg-type]
+        write_report(job.out_dir, shown, report_tries(outcomes), job.phases.started)
     except Exception:  # noqa: BLE001 - a report bug must never fail a job
         logger.warning("could not write report.html", exc_info=True)
     outputdir.write_summary(job.out_dir, s)  # last: a summary says the job finished

@@ -1,8 +1,9 @@
 """``report.html``: one self-contained page about a finished job.
 
-Verdict and counts, throughput over time, per-worker timings, the slowest mini-batches
-(:mod:`daskscore.ui.slowest`) and failures, with inline CSS and
-SVG charts drawn here: no script, font or image from elsewhere, so the file can be mailed as it
+Verdict and counts, throughput over time (:mod:`daskscore.ui.throughput`, which also picks
+the tries of a resumed job's or a retry pass's own run for its charts of time), per-worker
+timings, the slowest mini-batches (:mod:`daskscore.ui.slowest`) and failures, with inline CSS
+and SVG charts drawn here: no script, font or image from elsewhere, so the file can be mailed as it
 is.  Every text that comes from the job is escaped.  Its size is bounded whatever the job's:
 charts aggregate (time buckets, the busiest workers), and the first :data:`MAX_FAILURES`
 failures are listed with their tracebacks cut to :data:`MAX_ERROR_CHARS`.
@@ -11,16 +12,22 @@ failures are listed with their tracebacks cut to :data:`MAX_ERROR_CHARS`.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import re
+from collections.abc import Iterable
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from daskscore.protocol import error_line, failed_at_import
 from daskscore.ui import explain
+from daskscore.ui.numbers import count as _int
+from daskscore.ui.numbers import duration as _duration
+from daskscore.ui.numbers import nice as _nice
+from daskscore.ui.numbers import num as _num
 from daskscore.ui.slowest import slowest_section
+from daskscore.ui.throughput import MAX_BUCKETS as MAX_BUCKETS
+from daskscore.ui.throughput import mark_counted, run_note, this_run, throughput_section
 
 #: The report's file name, in the job's output folder.
 REPORT_FILE = "report.html"
@@ -42,9 +49,6 @@ _CARDS = [
 _ALWAYS = ("items", "succeeded", "mini-batches")
 _SUMS = [("items", "total"), ("failed", "failed"), ("busy", "elapsed_s"), ("run", "run_s")]
 _FACTS = ["started", "deployment", "input", "output", "predictions", "output_action"]
-#: Bars of the throughput chart, at most.
-MAX_BUCKETS = 60
-_WIDTHS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
 
 _CSS = """body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;
 margin:0 auto;max-width:1000px;padding:16px 24px;background:#fff}
@@ -66,7 +70,12 @@ code{font-size:12px}dd{margin:0;word-break:break-all}
 """
 
 
-def write_report(out_dir: Path, summary: dict[str, Any], attempts: list[dict[str, Any]]) -> Path:
+def write_report(
+    out_dir: Path,
+    summary: dict[str, Any],
+    attempts: Iterable[dict[str, Any]],
+    since: float | None = None,
+) -> Path:
     """Write ``<out_dir>/report.html`` for a job and return its path.
 
     Parameters
@@ -75,13 +84,18 @@ def write_report(out_dir: Path, summary: dict[str, Any], attempts: list[dict[str
         The job's output folder.
     summary : dict
         The job's summary, as in ``job_summary.json``; missing keys are shown as unknown.
-    attempts : list of dict
+    attempts : iterable of dict
         One record per try of a mini-batch, as the job's books keep them (``mini_batch``,
         ``try``, ``worker``, ``start`` in epoch seconds, ``total``, ``succeeded``,
-        ``failed``, ``elapsed_s``, ``run_s``, ``status``, ``error``).  The rows of
+        ``failed``, ``elapsed_s``, ``run_s``, ``status``, ``error``, and a part's
+        ``items``).  The rows of
         ``logs/sys/job_report/processed_mini-batches.csv`` read with :class:`csv.DictReader`
         work too: ``mini_batch_id`` and ISO-8601 ``start`` times are understood, and numbers
         may be strings.  Empty when no mini-batch ran (``init()`` failed).
+    since : float, optional
+        When this run of the job started (``time.time()``); default: the summary's
+        ``started`` (to the second).  The charts of time of a resumed job or a retry pass are
+        drawn from the tries that started since (:mod:`daskscore.ui.throughput`).
 
     Returns
     -------
@@ -89,16 +103,19 @@ def write_report(out_dir: Path, summary: dict[str, Any], attempts: list[dict[str
         The report file.
     """
     tries = [_normalise(a) for a in attempts]
+    mark_counted(tries)
+    now = this_run(summary, tries, since)  # (a resumed job's or a retry pass's charts: this run's)
     title = f"daskscore job {summary.get('job_id') or ''}".strip()
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n"
         + _summary_section(summary)
-        + explain.time_section(summary, tries)
-        + _throughput_section(tries)
-        + _workers_section(tries)
-        + explain.timeline_section(tries)
+        + run_note(len(now), len(tries) - len(now))
+        + explain.time_section(summary, now)
+        + throughput_section(now, len(tries) - len(now))
+        + _workers_section(now)
+        + explain.timeline_section(now)
         + slowest_section(tries, summary)
         + _failures_section(summary)
         + explain.settings_section(summary)
@@ -121,16 +138,9 @@ def _normalise(rec: dict[str, Any]) -> dict[str, Any]:
     out["worker"] = str(rec.get("worker") or "(unknown)")
     out["try"], out["status"] = rec.get("try"), rec.get("status")
     out["error"] = _last_line(rec.get("error")) if rec.get("error") else ""
+    out["items"] = str(rec.get("items") or "")  # (a part's: ``0-4``)
     out["start"] = _epoch(rec.get("start"))
     return out
-
-
-def _num(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return number if math.isfinite(number) else 0.0
 
 
 def _epoch(value: Any) -> float | None:
@@ -205,74 +215,6 @@ def _init_title(init_error: str) -> str:
     return (
         "Importing the scoring script failed" if failed_at_import(init_error) else "init() failed"
     )
-
-
-# ---------------------------------------------------------------------- throughput
-def _throughput_section(tries: list[dict[str, Any]]) -> str:
-    head = '<h2>Throughput</h2><div id="throughput">'
-    timed = [t for t in tries if t["start"] is not None]
-    if not timed:
-        return head + '<p class="muted">No mini-batch ran.</p></div>\n'
-    t0 = min(t["start"] for t in timed)
-    span = max(t["start"] + t["elapsed_s"] for t in timed) - t0
-    width = next((w for w in _WIDTHS if span / w < MAX_BUCKETS), span / (MAX_BUCKETS - 1))
-    n = int(span // width) + 1
-    ok, bad = [0] * n, [0] * n
-    for t in timed:
-        i = min(n - 1, int((t["start"] + t["elapsed_s"] - t0) // width))
-        ok[i] += t["succeeded"]
-        bad[i] += t["failed"]
-    rates = [(o / width, b / width) for o, b in zip(ok, bad, strict=True)]
-    done = sum(ok) + sum(bad)
-    note = (
-        f'<p class="muted">Items finished per second, in {_g(width)} s buckets, over '
-        f"{_duration(span)}: {_int(sum(ok))} succeeded (green), {_int(sum(bad))} in tries that "
-        f"failed (red; a retried item counts once per try); {_g(done / max(span, 1e-9))} "
-        "items/s on average.</p>"
-    )
-    return head + note + _bar_chart(rates, width) + "</div>\n"
-
-
-def _bar_chart(rates: list[tuple[float, float]], width: float) -> str:
-    w, h, left, bottom, top = 860, 250, 56, 28, 22
-    plot_w, plot_h = w - left - 10, h - bottom - top
-    peak = _nice(max((o + b for o, b in rates), default=0) or 1)
-    bar_w = plot_w / len(rates)
-    out = [
-        f'<div class="chart"><svg id="throughput-chart" viewBox="0 0 {w} {h}" role="img" '
-        'aria-label="items finished per second over time" xmlns="http://www.w3.org/2000/svg">'
-        '<text x="4" y="12" font-size="11" fill="#656d76">items/s</text>'
-    ]
-    for frac in (0, 0.5, 1):
-        y = top + plot_h * (1 - frac)
-        out.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{w - 10}" y2="{y:.1f}" stroke="#e6e8eb"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
-            f'fill="#656d76">{escape(_g(peak * frac))}</text>'
-        )
-    for i, (o, b) in enumerate(rates):
-        x = left + i * bar_w
-        for value, base, colour in ((o, 0.0, "#2da44e"), (b, o, "#cf222e")):
-            if value <= 0:
-                continue
-            bh = plot_h * value / peak
-            y = top + plot_h * (1 - base / peak) - bh
-            out.append(
-                f'<rect x="{x + 0.5:.1f}" y="{y:.1f}" width="{max(bar_w - 1, 0.5):.1f}" '
-                f'height="{bh:.1f}" fill="{colour}"><title>{_g(i * width)}–'
-                f"{_g((i + 1) * width)} s: {_g(value)} items/s</title></rect>"
-            )
-    end = len(rates) * width
-    for frac, anchor in ((0, "start"), (0.5, "middle"), (1, "end")):
-        out.append(
-            f'<text x="{left + plot_w * frac:.1f}" y="{h - 10}" text-anchor="{anchor}" '
-            f'font-size="11" fill="#656d76">{escape(_g(end * frac))} s</text>'
-        )
-    out.append(
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{w - 10}" y2="{top + plot_h}" '
-        'stroke="#8c959f"/></svg></div>'
-    )
-    return "".join(out)
 
 
 # ---------------------------------------------------------------------- workers
@@ -419,30 +361,6 @@ def _last_line(text: Any) -> str:
 
 def _plural(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
-
-
-def _int(value: Any) -> str:
-    return "?" if value is None or value == "" else f"{int(_num(value)):,}"
-
-
-def _g(value: float) -> str:
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-
-
-def _nice(value: float) -> float:
-    exp = 10 ** math.floor(math.log10(value))
-    return next(m * exp for m in (1, 2, 2.5, 5, 10) if m * exp >= value)
-
-
-def _duration(seconds: Any) -> str:
-    if seconds is None or seconds == "":
-        return "?"
-    s = _num(seconds)
-    if s < 1:
-        return f"{s * 1000:.3g} ms" if s else "0 s"
-    if s >= 3600:
-        return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
-    return f"{int(s // 60)} min {int(s % 60)} s" if s >= 60 else f"{s:.3g} s"
 
 
 def _natural(name: str) -> list[Any]:
