@@ -213,15 +213,18 @@ class Outcomes(SplitBooks, RetryBooks, TryRows):
         error: str = "",
         items: tuple[int, int] | None = None,
         peak_rss_mb: float = 0.0,
+        end: float | None = None,
     ) -> bool:
         """Record a try that ended with its process; return True when the mini-batch is final.
         ``error``: what is known of it (a timeout's stack, out of memory), else the usual text;
-        ``items``: of that part (--isolate-failures); ``final``: settle it now, never split."""
+        ``items``: of that part (--isolate-failures); ``final``: settle it now, never split;
+        ``end``: when the process died, where known (else now: an upper bound)."""
         if items is not None:
             total = items[1] - items[0]
         else:  # (rows not counted and not read: the books charge the split's lines)
             total = 0 if rows_uncounted(self.work[mb]) else self.planned(mb)
-        elapsed = time.time() - start if start else 0.0
+        end = end if end is not None and start and end >= start else time.time()
+        elapsed = end - start if start else 0.0
         if timed_out:  # (ended at its deadline: not the worker's restart and init() since)
             elapsed = min(elapsed, float(self.settings.retry_settings.timeout))
         rec = MiniBatchRecord(

@@ -23,6 +23,7 @@ from daskscore.engine.workqueue import WorkQueue
 from daskscore.io.ledger import LedgerState, note_charged
 from daskscore.protocol import MiniBatchRecord, WorkerJob
 from daskscore.ui.progress import Progress
+from daskscore.worker.deaths import exit_time
 
 #: A mini-batch whose task is lost this many times without it ever being charged (the worker
 #: died before it started) is failed rather than retried for ever.
@@ -117,6 +118,7 @@ class Recovery:
             error=error or state.error,
             items=(part[1], part[2]) if part is not None else None,
             peak_rss_mb=peak,
+            end=exit_time(state.pid),  # (as its nanny logged it; unknown: now)
         )
 
     def _recover_part(self, state: LedgerState, part: PartKey) -> bool:

@@ -94,6 +94,13 @@ def exit_status(pid: int | None) -> int | None:
     return found[0] if found else None
 
 
+def exit_time(pid: int | None) -> float | None:
+    """When worker process ``pid`` of a nanny in this process died (``time.time()``, as its
+    nanny logged the death), if one logged it."""
+    found = _EXITS.get(pid) if pid else None
+    return time.time() - (time.monotonic() - found[1]) if found else None
+
+
 def nanny_exits(dask_worker: Any = None) -> dict[str, Any]:
     """Run on a nanny (``Client.run(nanny_exits, nanny=True)``): the pid of its worker process
     now, and the exit statuses this process's nannies logged, with their age in seconds."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 from helpers import cli, make_job, show, summary_of
 
 SCRIPT = """
@@ -197,3 +198,58 @@ print(os.waitpid(rt._resource_tracker._pid, os.WNOHANG) == (0, 0), child.poll() 
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60, check=False)  # fmt: skip
     assert proc.stdout.split() == ["True", "True"], proc.stdout + proc.stderr
+
+
+DIES_ONCE = """
+import os, time
+
+def init():
+    pass
+
+def run(mini_batch):
+    names = [os.path.basename(p) for p in mini_batch]
+    marker = os.path.join(os.environ["MARKERS"], "died")
+    if "f0001.csv" in names and not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write(repr(time.time()))  # just before the process ends
+        os._exit(3)
+    return names
+"""
+
+
+def test_a_dead_try_lasts_until_its_process_died_not_until_the_driver_looked(
+    tmp_path: Path,
+) -> None:
+    """The driver looks at each finished task only after HOLD_S seconds (a test hook): the
+    try charged PROCESS_DIED lasts until its process died, as its nanny logged it, not until
+    the driver looked.  Before, its elapsed_s and run_s were at least HOLD_S, and the report
+    listed it among the slowest tries."""
+    from conftest import run_cli
+    from helpers import cli_args, processed_of
+
+    from daskscore.engine.dispatch import HOLD_ENV
+
+    hold_s = 3.0
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    dep, inputs, out = make_job(
+        tmp_path,
+        DIES_ONCE,
+        n_files=3,
+        settings={"mini_batch_size": 1},
+        env={"MARKERS": str(markers)},
+    )
+    args = cli_args(dep, inputs, out)
+    args[args.index("--workers") + 1] = "1"
+    proc = run_cli(*args, timeout=200, env={HOLD_ENV: str(hold_s)})
+    assert proc.returncode == 0, show(proc)
+
+    tries = processed_of(out)
+    died = tries[tries["status"] == "PROCESS_DIED"]
+    assert list(died["mini_batch_id"]) == [1], tries
+    row = died.iloc[0]
+    assert row["elapsed_s"] == row["run_s"]
+    assert row["elapsed_s"] < hold_s, row  # (the driver looked HOLD_S after the death)
+    start = pd.Timestamp(row["start"]).timestamp()
+    ended = float((markers / "died").read_text())
+    assert row["elapsed_s"] >= ended - start - 0.01, (row, ended - start)  # (ms in the CSV)
