@@ -3,8 +3,8 @@
 A job "stuck at 95 %" waits on a few long mini-batches.  The report names them after the fact:
 the :data:`TOP` slowest tries, the tries whose process was ended while they ran (a timeout, a
 crash), and, for a job cut short (``error_threshold`` exceeded), the slow ``run()`` calls still
-in flight when it stopped (``running_at_end`` in the summary).  Every text from the job is
-escaped.
+in flight when it stopped (``running_at_end`` in the summary).  A part's try of a split
+mini-batch (``--isolate-failures``) names its items.  Every text from the job is escaped.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ STOPPED = ("RUN_TIMEOUT", "PROCESS_DIED")
 
 def slowest_section(tries: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     """The section's HTML, from the report's tries (``mini_batch``, ``try``, ``worker``,
-    ``elapsed_s``, ``run_s``, ``status``, ``error``) and the summary."""
+    ``elapsed_s``, ``run_s``, ``status``, ``error``, and a part's ``items``) and the
+    summary."""
     head = '<h2>Slowest mini-batches</h2><div id="slowest">'
     if not tries:
         return ""  # (the sections above say that no mini-batch ran)
@@ -60,15 +61,20 @@ def slowest_section(tries: list[dict[str, Any]], summary: dict[str, Any]) -> str
 
 
 def _table(name: str, tries: list[dict[str, Any]]) -> str:
+    """The tries as rows; with an ``items`` column when one is a part's (--isolate-failures:
+    the whole mini-batch's try and a part's would otherwise look alike)."""
+    parts = any(t.get("items") for t in tries)
     rows = [
-        f'<table id="{name}"><tr><th class="n">mini-batch</th><th class="n">try</th>'
-        '<th>worker</th><th>status</th><th class="n">took</th><th class="n">run()</th>'
-        "<th>error</th></tr>"
+        f'<table id="{name}"><tr><th class="n">mini-batch</th>'
+        + ('<th class="n">items</th>' if parts else "")
+        + '<th class="n">try</th><th>worker</th><th>status</th><th class="n">took</th>'
+        '<th class="n">run()</th><th>error</th></tr>'
     ]
     for t in tries:
+        items = f"<td class='n'>{escape(str(t.get('items') or 'all'))}</td>" if parts else ""
         rows.append(
             f"<tr data-mini-batch='{escape(str(t['mini_batch']))}'>"
-            f"<td class='n'>{escape(str(t['mini_batch']))}</td>"
+            f"<td class='n'>{escape(str(t['mini_batch']))}</td>{items}"
             f"<td class='n'>{escape(str(t.get('try') or ''))}</td>"
             f"<td>{escape(str(t['worker']))}</td><td>{escape(str(t.get('status') or ''))}</td>"
             f"<td class='n'>{_secs(t['elapsed_s'])}</td><td class='n'>{_secs(t['run_s'])}</td>"

@@ -310,3 +310,35 @@ def test_a_shipped_job_isolates_its_failures_too(tmp_path: Path, client: Any) ->
     lines = Path(result.predictions).read_text().splitlines()
     assert lines == [f"f{i:04d}.csv scored" for i in range(12) if i != 6]
     assert [Path(f).name for f in result.failed_items_frame()["file"]] == ["f0006.csv"]
+
+
+def test_the_report_names_the_items_of_a_parts_try(tmp_path: Path) -> None:
+    """The report's tables of tries name each try's items, as processed_mini-batches.csv does:
+    the whole mini-batch's try and a part's (same mini-batch, same try number, same status)
+    looked alike before."""
+    script = """
+    import os
+
+    def run(mini_batch):
+        if any(p.endswith("f0002.csv") for p in mini_batch):
+            os._exit(3)
+        return [os.path.basename(p) for p in mini_batch]
+    """
+    settings = {"mini_batch_size": 4, "retry_settings": {"max_retries": 0}}
+    dep, inputs, out = make_job(tmp_path, script, n_files=4, settings=settings)
+    proc = cli(dep, inputs, out, "--isolate-failures")
+    assert proc.returncode == 0, show(proc)
+    died = sorted(
+        (t["items"] or "all", t["try"]) for t in _tries(out) if t["status"] == "PROCESS_DIED"
+    )
+    assert died == [("2", "1"), ("2-3", "1"), ("all", "1")], died
+    page = (out / "report.html").read_text(encoding="utf-8")
+    table = re.search(r'<table id="stopped-table">(.*?)</table>', page)
+    assert table, page
+    assert '<th class="n">items</th>' in table[1]
+    rows = re.findall(
+        r"<tr data-mini-batch='0'><td class='n'>0</td><td class='n'>([^<]*)</td>"
+        r"<td class='n'>(\d+)</td>",
+        table[1],
+    )
+    assert sorted(rows) == died, table[1]
