@@ -229,7 +229,7 @@ def test_a_dead_try_lasts_until_its_process_died_not_until_the_driver_looked(
 
     from daskscore.engine.dispatch import HOLD_ENV
 
-    hold_s = 3.0
+    hold_s = 5.0  # (far above a death and its nanny's log line, however loaded the machine)
     markers = tmp_path / "markers"
     markers.mkdir()
     dep, inputs, out = make_job(
