@@ -31,7 +31,8 @@ def running_text(running: list[tuple[int, float]]) -> str:
     return "waiting on mini-batch " + ", ".join(shown)
 
 
-def _rate(value: float) -> str:
+def fmt_rate(value: float) -> str:
+    """A rate as the progress line shows it: one decimal under 10 (``0.4``), none above."""
     return f"{value:,.1f}" if 0 < value < 10 else f"{value:,.0f}"
 
 
@@ -48,9 +49,9 @@ def fields(s: dict[str, Any]) -> list[tuple[int, str]]:
     if s.get("alert"):  # (the cluster has no worker: why nothing moves)
         out.insert(1, (1, s["alert"]))
     now, avg = s.get("items_per_s_now"), s["items_per_s"]
-    out.append((3, f"{_rate(avg if now is None else now)} items/s"))
+    out.append((3, f"{fmt_rate(avg if now is None else now)} items/s"))
     if now is not None:  # (the current rate, over the last seconds; then the average)
-        out.append((5, f"avg {_rate(avg)}/s"))
+        out.append((5, f"avg {fmt_rate(avg)}/s"))
     out.append((6, f"elapsed {fmt_s(s['elapsed_s'])}"))
     if s["eta_s"] is not None:
         out.append((2, f"ETA {fmt_s(s['eta_s'])}"))

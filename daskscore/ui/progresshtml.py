@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from daskscore.ui.barline import fmt_s, running_text
+from daskscore.ui.barline import fmt_rate, fmt_s, running_text
 
 __all__ = ["ENDINGS", "ProgressView", "render_html"]
 
@@ -87,7 +87,7 @@ def render_html(
         f'<span data-field="mini-batches">{s["mini_batches_done"]}/{s["mini_batches_total"]}'
         "</span> mini-batches",
         f'<span data-field="items">{items:,}/{total:,}</span> items',
-        f'<span data-field="rate">{s["items_per_s"]:,.0f}</span> items/s',
+        f'<span data-field="rate">{fmt_rate(s["items_per_s"])}</span> items/s',
         f"elapsed {fmt_s(s['elapsed_s'])}",
     ]
     if partial:  # (run() returned fewer results than items: as report.html counts them)

@@ -19,6 +19,7 @@ from helpers import summary_of
 
 import daskscore
 import daskscore.api
+from daskscore.ui.barline import plain_line
 from daskscore.ui.progress import Progress, ProgressView, in_jupyter_kernel, render_html
 
 
@@ -86,6 +87,17 @@ def test_html_shows_the_counts_a_bar_and_the_eta() -> None:
     assert "data-field='state'>running<" in html
     assert 'data-field="failed"' not in html
     assert "<script" not in html and "http" not in html  # nothing runs, nothing is fetched
+
+
+@pytest.mark.parametrize("rate", [0.04, 0.4, 2.35, 9.96, 12.4, 1234.5])
+def test_html_shows_the_rate_as_the_progress_line_does(rate: float) -> None:
+    """A slow model's 0.4 items/s read "0 items/s" in the notebook (the line said 0.4)."""
+    snapshot = _snapshot(items_per_s=rate, items_per_s_now=None)
+    shown = re.search(r'<span data-field="rate">([^<]*)</span> items/s', render_html(snapshot))
+    assert shown is not None
+    in_line = re.search(r"\| ([\d.,]+) items/s", plain_line(snapshot))
+    assert in_line is not None and shown[1] == in_line[1]
+    assert shown[1] != "0" or rate == 0
 
 
 def test_html_of_failures_and_of_a_finished_job() -> None:
