@@ -89,7 +89,9 @@ class Progress:
     Mini-batches and items are counted from two sources: live events from the workers, sent
     as each mini-batch ends (by task attempt, :meth:`add_live`), and the records of finished
     tasks (:meth:`add_done`), which replace their attempt's live counts
-    (:meth:`end_attempt`).  A resumed job's earlier mini-batches count as done
+    (:meth:`end_attempt`).  The counts shown never go back: a task lost with its process
+    leaves its uncommitted mini-batches to run again, and they are not counted twice, nor
+    taken off.  A resumed job's earlier mini-batches count as done
     (:meth:`resumed`), but not in its rate.  Inside a
     Jupyter kernel (and when no ``stream`` is given) it draws a live HTML display instead,
     through IPython's ``display(..., display_id=True)``; ``display`` replaces that function.
@@ -112,6 +114,8 @@ class Progress:
         #: live counts of the task attempts in flight: attempt -> [mini-batches, items]
         self.live: dict[Any, list[int]] = {}
         self._ended: set[Any] = set()
+        #: the counts last shown (mini-batches, items): what is shown never goes back
+        self._floor = (0, 0)
         #: done before this run (a resumed job's): not part of its rate
         self.base_items = 0
         self.started = self.scoring_started = time.monotonic()
@@ -226,16 +230,26 @@ class Progress:
             for mb, t, start in calls
         ]
 
+    def _counts(self) -> tuple[int, int]:
+        """Mini-batches and items done as shown: the settled ones and the live counts, never
+        fewer than shown before.  A task whose process died loses the live counts of the
+        mini-batches it ran but had not committed yet; they run again, and the count stays
+        where it was until the ones run again pass it (it does not go back)."""
+        with self._lock:
+            live = sum(counts[0] for counts in self.live.values())
+            mini_batches = min(self.total_mb, self.done_mb + live)
+            items = min(self.total_items, self.done_items + self.live_items)
+            shown_mb, shown_items = self._floor
+            self._floor = (max(shown_mb, mini_batches), max(shown_items, items))
+            return self._floor
+
     @property
     def items(self) -> int:
-        with self._lock:
-            return min(self.total_items, self.done_items + self.live_items)
+        return self._counts()[1]
 
     @property
     def mini_batches(self) -> int:
-        with self._lock:
-            live = sum(counts[0] for counts in self.live.values())
-            return min(self.total_mb, self.done_mb + live)
+        return self._counts()[0]
 
     def _current_rate(self, now: float, items: int) -> float | None:
         """Items per second over the last :data:`RATE_WINDOW_S` (None before a second)."""
