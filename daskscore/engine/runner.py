@@ -183,6 +183,9 @@ def _run_claimed(job: JobRun, plan: JobPlan, options: JobOptions, early: EarlyCl
             raise
         except KeyboardInterrupt as exc:  # (written up while the job log and board are open)
             stopped, phases.current = interrupt.interrupted(job, phases.current, exc), ""
+            summary = getattr(stopped, "summary", None)
+            if summary is not None:  # (the page's last counts: the summary's, not the live)
+                board.finish(summary)
             raise stopped from None
         except UsageError:
             # found out while running (a partition column run() does not return): nothing is

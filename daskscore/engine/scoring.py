@@ -75,6 +75,7 @@ class JobRun:
         line.  Only the first ending is shown."""
         if self.progress is None:
             return
+        final_counts(self.progress, self.outcomes)  # (the summary's, whatever was live)
         if exc is None or isinstance(exc, KeyboardInterrupt):
             self.progress.close("done" if exc is None else "interrupted")
             return
@@ -220,7 +221,8 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
         # the output is written next: the display says how the job ended once it is, or the
         # job stops (JobRun.end_display: done, failed and why, interrupted)
         job.progress = progress
-        if settled:
+        if settled:  # (its last line: what settled, not the live counts of tasks stopped)
+            final_counts(progress, outcomes)
             progress.settled()
         job.record.running_at_end = progress.running_now()  # (a job cut short: its stragglers)
         loop.stop()
@@ -306,6 +308,17 @@ def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
         # the warm cluster's workers were started from another shell: they read the URLs
         # with this job's storage variables, not theirs
         storage_env=storage.storage_environment() if handle.warm else None,
+    )
+
+
+def final_counts(progress: Progress, outcomes: Outcomes) -> None:
+    """The display's last counts: the job's settled mini-batches and their items, as
+    ``job_summary.json`` counts them (a job cut short: what its tasks committed)."""
+    progress.final(
+        len(outcomes.final),
+        outcomes.succeeded_items() + outcomes.failed_items,
+        outcomes.failed_mini_batches(),
+        outcomes.partial_mini_batches(),
     )
 
 

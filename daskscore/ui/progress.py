@@ -116,6 +116,8 @@ class Progress:
         self._ended: set[Any] = set()
         #: the counts last shown (mini-batches, items): what is shown never goes back
         self._floor = (0, 0)
+        #: the job's final counts are shown (:meth:`final`)
+        self._final = False
         #: done before this run (a resumed job's): not part of its rate
         self.base_items = 0
         self.started = self.scoring_started = time.monotonic()
@@ -152,7 +154,7 @@ class Progress:
         """A worker's news: ``mini_batches`` more ended in task ``attempt``, with ``items``.
         News of an attempt already ended comes too late, and is dropped."""
         with self._lock:
-            if attempt in self._ended:
+            if attempt in self._ended or self._final:
                 return
             counts = self.live.setdefault(attempt, [0, 0])
             counts[0] += mini_batches
@@ -188,6 +190,19 @@ class Progress:
             self.done_items += items
             self.failed_mb += failed_mini_batches
             self.partial_mb += partial
+
+    def final(
+        self, mini_batches: int, items: int, failed_mini_batches: int = 0, partial: int = 0
+    ) -> None:
+        """The job's final counts, as its summary has them: what it settled (a job cut short
+        by ``error_threshold`` or Ctrl-C: what its tasks committed, not the live counts of
+        those it stopped).  Shown from now on, with no ETA and no mini-batch named as running
+        (:meth:`running_now` still lists them, for the report)."""
+        with self._lock:
+            self._final = True
+            self._floor = (min(self.total_mb, mini_batches), min(self.total_items, items))
+            self.failed_mb, self.partial_mb = failed_mini_batches, partial
+            self.live.clear()  # (the slow calls still running stay known: running_now)
 
     def set_running(self, attempt: str, running: Any) -> None:
         """A worker's news of a slow ``run()`` call (``[mini_batch, try, start]``), or of its
@@ -236,6 +251,8 @@ class Progress:
         mini-batches it ran but had not committed yet; they run again, and the count stays
         where it was until the ones run again pass it (it does not go back)."""
         with self._lock:
+            if self._final:
+                return self._floor
             live = sum(counts[0] for counts in self.live.values())
             mini_batches = min(self.total_mb, self.done_mb + live)
             items = min(self.total_items, self.done_items + self.live_items)
@@ -269,9 +286,10 @@ class Progress:
         items = self.items
         scored = until - self.scoring_started
         rate = (items - self.base_items) / scored if scored > 0 else 0.0
-        current = self._current_rate(until, items)
+        ended = self._final or self._closed  # (no ETA, no current rate: the average)
+        current = None if ended else self._current_rate(until, items)
         pace = current if current else rate
-        left = self.total_items - items
+        left = 0 if ended else self.total_items - items
         return {
             "mini_batches_done": self.mini_batches,
             "mini_batches_total": self.total_mb,
@@ -283,7 +301,7 @@ class Progress:
             "items_per_s_now": current,
             "elapsed_s": now - self.started,
             "eta_s": left / pace if left > 0 and pace > 0 else None,
-            "running": self.stragglers(),
+            "running": [] if ended else self.stragglers(),
             "alert": self.alert,
         }
 

@@ -372,6 +372,82 @@ def test_a_jobs_display_ends_saying_how_the_job_ended(
         assert 'data-field="failed"' in last.html, last.html
 
 
+class StoppingDisplay(FakeDisplay):
+    """A kernel's display whose user stops the kernel (``KeyboardInterrupt`` in the main
+    thread) once it shows ``count`` mini-batches done, and ``seen()`` says so too."""
+
+    def __init__(self, count: str, seen: Any = lambda: True) -> None:
+        super().__init__()
+        self.count, self.seen = count, seen
+
+    def __call__(self, obj: Any, display_id: bool = False) -> FakeHandle:
+        handle = super().__call__(obj, display_id)
+        stop, update = [True], handle.update
+
+        def watched(view: Any) -> None:
+            update(view)
+            if stop and f'"mini-batches">{self.count}<' in view.html and self.seen():
+                stop.clear()
+                _thread.interrupt_main()
+
+        handle.update = watched  # type: ignore[method-assign]
+        return handle
+
+
+def _html_counts(html_text: str) -> tuple[int, int]:
+    found = re.search(r'"mini-batches">(\d+)/\d+<.*"items">([\d,]+)/', html_text)
+    assert found is not None, html_text
+    return int(found[1]), int(found[2].replace(",", ""))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_an_interrupted_jobs_display_and_page_end_at_the_summarys_counts(
+    tmp_path: Path, kernel_display: FakeDisplay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker, its first task's mini-batches 0-3 ended (counted live, not committed yet)
+    and 4 held: a kernel interrupt then.  The display's last state and the daskscore page's
+    showed the 4 live mini-batches (and an ETA) where the summary counted none."""
+    from test_dashboard_page import _status
+    from test_progress_counts import HELD
+
+    from daskscore.cluster.local import local_cluster
+    from daskscore.ui import dashboard
+
+    release = tmp_path / "release"
+    settings = {"mini_batch_size": 1, "environment_variables": {"RELEASE": str(release)}}
+    dep = write_deployment(tmp_path / "deploy", HELD, settings=settings)
+    inputs, out = write_inputs(tmp_path / "in", 24), tmp_path / "out"
+    with local_cluster(1, dashboard=True) as handle:
+        url = dashboard.page_link(handle.dashboard_link or "") + "/status.json"
+
+        def on_page() -> bool:  # (the page shows the 4 live mini-batches too)
+            jobs = (_status(url) or {"jobs": []})["jobs"]
+            return any(j.get("mini_batches_done") == 4 for j in jobs)
+
+        display = StoppingDisplay("4/24", on_page)
+        monkeypatch.setattr(sys.modules["IPython.display"], "display", display)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                daskscore.run(dep, inputs, out, client=handle.client)
+        finally:
+            release.touch()
+        s = summary_of(out)
+        status = _status(url)
+    assert s["status"] == "Interrupted"
+    done = (s["total_mini_batches"] - s["not_run_mini_batches"],
+            s["succeeded_items"] + s["failed_items"])  # fmt: skip
+    last = display.shown[-1][1]
+    assert "data-field='state'" in last.html and ">interrupted<" in last.html, last.html
+    assert _html_counts(last.html) == done, (last.html, s)
+    assert "ETA" not in last.html and "ETA" not in last.text, last.text
+    assert status is not None
+    (job,) = [j for j in status["jobs"] if j.get("output") == str(out)]
+    assert job["status"] == "Interrupted"
+    assert (job["mini_batches_done"], job["items_done"]) == done, job
+    assert job["eta_s"] is None, job
+
+
 MIXED_TYPES_SCRIPT = """
 import os
 
