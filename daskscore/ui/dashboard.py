@@ -140,21 +140,28 @@ def jobs(scheduler: Any) -> list[dict[str, Any]]:
 def workers_of(scheduler: Any, job_id: str) -> list[dict[str, Any]]:
     """Every worker of the scheduler, busy with a task of job ``job_id`` or idle: its name, the
     task's mini-batches (read off its key, see :mod:`daskscore.ui.taskkeys`) and how long the
-    worker has been executing it (as its last heartbeat said; None before one)."""
+    worker has been executing it (as its last heartbeat said; None before one).
+
+    A worker holds the task it runs and the one queued behind it (``processing`` holds both):
+    the task named is the one it executes, as its last heartbeat said (``executing``); before
+    that heartbeat, the job's oldest task there, which it runs first."""
     rows = []
     for address, ws in list(scheduler.workers.items()):
-        executing = getattr(ws, "executing", None) or {}
+        executing = dict(getattr(ws, "executing", None) or {})
         row: dict[str, Any] = {"worker": str(ws.name if ws.name is not None else address)}
+        held = []  # (not executing, attempt, task, its key parsed): the job's tasks there
         for ts in list(ws.processing):
             parsed = parse_key(ts.key)
             if parsed is not None and parsed[2].endswith("-" + job_id):
-                seconds = executing.get(ts)
-                row.update(
-                    mini_batches=[parsed[0], parsed[1]],
-                    attempt=parsed[2],
-                    running_s=None if seconds is None else round(float(seconds), 1),
-                )
-                break
+                held.append((ts not in executing, parsed[2], ts, parsed))
+        if held:  # (attempts are numbered in the order they were sent: r01a000007-...)
+            _, attempt, ts, (first, last, _) = min(held, key=lambda h: (h[0], h[1]))
+            seconds = executing.get(ts)
+            row.update(
+                mini_batches=[first, last],
+                attempt=attempt,
+                running_s=None if seconds is None else round(float(seconds), 1),
+            )
         row["busy"] = "mini_batches" in row
         rows.append(row)
     return sorted(rows, key=lambda r: r["worker"])

@@ -30,7 +30,7 @@ from daskscore.config.loader import load_deployment
 from daskscore.engine import resultview
 from daskscore.engine.runner import JobOptions, execute
 from daskscore.ui import dashboard
-from daskscore.ui.taskkeys import task_key
+from daskscore.ui.taskkeys import parse_key, task_key
 
 #: 24 files in 12 mini-batches of 2, 0.25 s each on 2 workers: about 3 s; f0005's fails.
 SLEEPY_SCRIPT = """
@@ -415,6 +415,93 @@ def test_a_running_job_shows_its_bar_workers_and_what_it_waits_on(
     assert {u for u in requests if not u.startswith("data:")} == {page_url, status_url}
     assert errors == []
     page.close()
+
+
+#: Each mini-batch says it started, then waits for the test to let it go.
+STEPPED_SCRIPT = """
+    import os
+    import time
+
+    STEPS = {steps!r}
+
+    def run(mini_batch):
+        name = os.path.basename(mini_batch[0])
+        open(os.path.join(STEPS, "started-" + name), "w").close()
+        deadline = time.time() + 60
+        while not os.path.exists(os.path.join(STEPS, "go-" + name)) and time.time() < deadline:
+            time.sleep(0.02)
+        return [name]
+"""
+
+
+def _executing(dask_scheduler: Any) -> list[str]:
+    """The keys the scheduler's workers execute, as their last heartbeats said."""
+    return [ts.key for ws in dask_scheduler.workers.values() for ts in ws.executing]
+
+
+def _wait(condition: Any, what: str, thread: threading.Thread, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and thread.is_alive():
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"not seen: {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_worker_is_shown_with_the_mini_batch_it_runs_not_the_task_queued_behind(
+    chromium: Any, tmp_path: Path
+) -> None:
+    """One worker, one mini-batch a task at the end and two tasks on the worker (the one it
+    runs, the one queued behind): its row named either, by chance (``busy 3-5`` with no
+    "running for", while mini-batch 0 ran).  Each mini-batch is let go once the page has had
+    the time to show it."""
+    from playwright.sync_api import expect
+
+    steps = tmp_path / "steps"
+    steps.mkdir()
+    dep = write_deployment(
+        tmp_path / "deploy", STEPPED_SCRIPT.format(steps=str(steps)),
+        settings={"mini_batch_size": 1, "retry_settings": {"timeout": 120}},
+    )  # fmt: skip
+    inputs, out = write_inputs(tmp_path / "in", 16), tmp_path / "out"
+    with local_cluster(1, dashboard=True) as handle:
+        client, page_url = handle.client, dashboard.page_link(handle.dashboard_link or "")
+        job = lambda: daskscore.run(dep, inputs, out, client=client, progress=False)  # noqa: E731
+        thread, outcome = _run_in_thread(job)
+        try:
+            for mb in range(16):
+                name = f"f{mb:04d}.csv"
+                _wait((steps / f"started-{name}").exists, f"{name} started", thread)
+
+                def running(mb: int = mb) -> bool:  # (the worker's heartbeat says so)
+                    keys = [parse_key(k) for k in client.run_on_scheduler(_executing)]
+                    return any(k is not None and k[0] <= mb <= k[1] for k in keys)
+
+                _wait(running, f"the scheduler sees mini-batch {mb} run", thread)
+                status = _status(page_url + "/status.json") or {"jobs": []}
+                (row,) = [j for j in status["jobs"] if j.get("output") == str(out)]
+                (worker,) = row["workers"]
+                first, last = worker["mini_batches"]
+                assert worker["busy"] and first <= mb <= last, (mb, worker)
+                assert worker["running_s"] is not None, (mb, worker)
+                if mb == 0:  # the page, in a browser: the row of the running mini-batch
+                    page, _, errors = _open(chromium, page_url)
+                    cells = _section(page, inputs).locator("table[data-field=workers] td")
+                    expect(cells.nth(2)).to_have_text(f"{first}\u2013{last}", timeout=30_000)
+                    expect(cells.nth(3)).to_have_text(re.compile(r"^\S+$"))
+                    assert errors == []
+                    page.close()
+                (steps / f"go-{name}").touch()
+        finally:
+            for mb in range(16):
+                (steps / f"go-f{mb:04d}.csv").touch()
+            thread.join(timeout=120)
+    if "error" in outcome:
+        raise outcome["error"]
+    assert summary_of(out)["succeeded_items"] == 16
 
 
 @pytest.mark.slow
