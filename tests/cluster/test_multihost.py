@@ -219,6 +219,34 @@ def test_an_unreachable_scheduler_is_one_paragraph(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def _scheduler_killed_once_scoring(
+    cluster: ProcessCluster,
+    env: dict[str, str],
+    dep: Path,
+    inputs: Path,
+    out: Path,
+    *extra: str,
+    timeout: float = 120,
+) -> tuple[int | None, str]:
+    """``daskscore run`` of the job on ``cluster``, its scheduler killed once a mini-batch is
+    in a ledger; the command's exit code and stderr."""
+    cmd = [sys.executable, "-m", "daskscore", "run", str(dep), "-i", str(inputs), "-o",
+           str(out), "--scheduler", cluster.address, *extra, "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    ledgers = out / ".daskscore"
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size for p in ledgers.glob("ledger/*.log")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    cluster.kill_scheduler()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return proc.returncode, err
+
+
 def test_a_scheduler_that_goes_away_ends_the_job_which_resumes_on_another(
     tmp_path: Path,
 ) -> None:
@@ -230,21 +258,8 @@ def test_a_scheduler_that_goes_away_ends_the_job_which_resumes_on_another(
     env = {**os.environ, "DASKSCORE_SCHEDULER_LOST_S": "2"}
     with ProcessCluster(tmp_path / "cluster", workers=2) as cluster:
         address = cluster.address
-        cmd = [sys.executable, "-m", "daskscore", "run", str(dep), "-i", str(inputs),
-               "-o", str(out), "--scheduler", cluster.address, "--no-progress"]  # fmt: skip
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)  # fmt: skip
-        ledgers = out / ".daskscore"
-        deadline = time.monotonic() + 120
-        while not any(p.stat().st_size for p in ledgers.glob("ledger/*.log")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
-        cluster.kill_scheduler()
-        try:
-            _, err = proc.communicate(timeout=120)
-        finally:
-            proc.kill()
-    assert proc.returncode == 1, err
+        code, err = _scheduler_killed_once_scoring(cluster, env, dep, inputs, out)
+    assert code == 1, err
     assert f"scheduler at {address} has not answered for" in err, err
     assert "--resume finishes the job" in err, err
     assert "Traceback" not in err, err
@@ -274,22 +289,10 @@ def test_a_shipped_job_whose_scheduler_goes_away_ends_without_the_connect_timeou
     }
     with ProcessCluster(tmp_path / "cluster", workers=2) as cluster:
         address = cluster.address
-        cmd = [sys.executable, "-m", "daskscore", "run", str(dep), "-i", str(inputs),
-               "-o", str(out), "--scheduler", address, "--no-shared-filesystem",
-               "--no-progress"]  # fmt: skip
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)  # fmt: skip
-        ledgers = out / ".daskscore"
-        deadline = time.monotonic() + 120
-        while not any(p.stat().st_size for p in ledgers.glob("ledger/*.log")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
-        cluster.kill_scheduler()
-        try:
-            _, err = proc.communicate(timeout=180)  # (held by the connect timeout: 600 s)
-        finally:
-            proc.kill()
-    assert proc.returncode == 1, err
+        code, err = _scheduler_killed_once_scoring(
+            cluster, env, dep, inputs, out, "--no-shared-filesystem", timeout=180
+        )  # (held by the connect timeout, 600 s, it would not end in 180 s)
+    assert code == 1, err
     assert f"scheduler at {address} has not answered for 2 s" in err, err
     assert "Traceback" not in err, err
     with ProcessCluster(tmp_path / "cluster2", workers=2) as cluster:

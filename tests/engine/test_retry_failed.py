@@ -338,6 +338,25 @@ def test_the_book_keeps_each_error_text_once(tmp_path: Path) -> None:
     ]
 
 
+def _failed_then_fixed(tmp_path: Path, script: str) -> tuple[Path, Path, Path]:
+    """A job of ``script`` whose every mini-batch failed (its ``broken`` flag set), then fixed
+    (the flag gone); its deployment, inputs and output folder."""
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    dep, inputs, out = make_job(
+        tmp_path,
+        script,
+        n_files=N_FILES,
+        settings={"mini_batch_size": 1, "retry_settings": {"max_retries": 1}},
+        env={"FLAGS": str(flags)},
+    )
+    _flag(flags, "broken")
+    proc = cli(dep, inputs, out)
+    assert proc.returncode == 0 and summary_of(out)["failed_mini_batches"] == N_FILES, show(proc)
+    (flags / "broken").unlink()  # the fix
+    return dep, inputs, out
+
+
 def _rec(mb: int, try_no: int, *, final: bool = False, failed: bool = False, partial: bool = False
          ) -> MiniBatchRecord:  # fmt: skip
     if failed:
@@ -485,19 +504,7 @@ def test_a_retry_pass_stopped_by_ctrl_c_keeps_what_it_committed(tmp_path: Path) 
 
     from daskscore.io.ledger import read_ledger
 
-    flags = tmp_path / "flags"
-    flags.mkdir()
-    dep, inputs, out = make_job(
-        tmp_path,
-        INTERRUPTED_SCRIPT,
-        n_files=N_FILES,
-        settings={"mini_batch_size": 1, "retry_settings": {"max_retries": 1}},
-        env={"FLAGS": str(flags)},
-    )
-    _flag(flags, "broken")
-    proc = cli(dep, inputs, out)
-    assert proc.returncode == 0 and summary_of(out)["failed_mini_batches"] == N_FILES, show(proc)
-    (flags / "broken").unlink()  # the fix
+    flags, (dep, inputs, out) = tmp_path / "flags", _failed_then_fixed(tmp_path, INTERRUPTED_SCRIPT)
     calls = flags / "calls"
     scoring = lambda: calls.exists() and len(calls.read_text().split()) >= 4  # noqa: E731
     argv = cli_args(dep, inputs, out, "--retry-failed")
@@ -561,19 +568,7 @@ def test_a_retry_pass_stopped_by_ctrl_c_keeps_the_tries_charged_to_dead_processe
 
     from daskscore.io.ledger import read_ledger
 
-    flags = tmp_path / "flags"
-    flags.mkdir()
-    dep, inputs, out = make_job(
-        tmp_path,
-        DIED_SCRIPT,
-        n_files=N_FILES,
-        settings={"mini_batch_size": 1, "retry_settings": {"max_retries": 1}},
-        env={"FLAGS": str(flags)},
-    )
-    _flag(flags, "broken")
-    proc = cli(dep, inputs, out)
-    assert proc.returncode == 0 and summary_of(out)["failed_mini_batches"] == N_FILES, show(proc)
-    (flags / "broken").unlink()  # the fix
+    dep, inputs, out = _failed_then_fixed(tmp_path, DIED_SCRIPT)
     staging = out / ".daskscore"
 
     def first_done() -> bool:
