@@ -37,6 +37,7 @@ import hashlib
 import importlib.machinery
 import json
 import os
+import stat
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,9 +101,21 @@ def code_stats(code: Path, script: Path | None = None, skip: Path | None = None)
     out = []
     for rel, path in code_files(code, skip):
         if path.name.endswith(CODE_SUFFIXES) or (script is not None and path == script):
+            if not _regular(path):  # (a named pipe would wait for a writer: not opened)
+                out.append([rel, None, "not a regular file"])
+                continue
             data = path.read_bytes()
             out.append([rel, len(data), hashlib.sha256(data).hexdigest()])
     return out
+
+
+def _regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file (a link followed); one gone counts as one (its read
+    says so)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
 
 
 def _inside(folder: Path | None, root: Path) -> Path | None:

@@ -125,3 +125,21 @@ def test_the_code_bundle_leaves_out_job_outputs(tmp_path: Path) -> None:
         (root / folder / "predictions.csv").write_text("rows")
     names = zipfile.ZipFile(io.BytesIO(pack(root, skip=root / "out").data)).namelist()
     assert sorted(names) == ["deployment.yml", "helper.py", "model/w.txt", "score.py"]
+
+
+@pytest.mark.timeout(60)
+def test_a_named_pipe_in_the_code_folder_is_counted_not_opened(tmp_path: Path) -> None:
+    """A named pipe named like a module (``helper.py``) in the code folder: the job's
+    fingerprint, made at every job's start, counted it without opening it (opening one waits
+    for a writer: every job hung before it started); a regular file there is told apart."""
+    import os
+
+    root = tmp_path / "code"
+    root.mkdir()
+    (root / "score.py").write_text("def run(mini_batch):\n    return []\n")
+    os.mkfifo(root / "helper.py")
+    stats = code_stats(root, root / "score.py")
+    assert ["helper.py", None, "not a regular file"] in stats
+    (root / "helper.py").unlink()
+    (root / "helper.py").write_text("")
+    assert code_stats(root, root / "score.py") != stats
