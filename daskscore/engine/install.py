@@ -150,15 +150,8 @@ class ScriptInstall:
         process installs the script as it joins, as a worker joining mid-job does."""
         if self.marks is None or self.job.shipped:  # (no marks to tell: a death is ours)
             return False
-        give_up = time.monotonic() + WAIT_S
-        while True:  # (until the nannies have said which processes ended)
-            found, exits, _ = _look(self.client, self.marks, time.time() - self.since + 1.0)
-            if any(m.get("pid") in exits for m in found):
-                return False
-            if exits or time.monotonic() >= give_up:
-                break
-            time.sleep(POLL_S)
-        if not exits:
+        found, exits, _ = _look_until(self.client, self.marks, self.since, lambda f, e: bool(e))
+        if not exits or any(m.get("pid") in exits for m in found):
             return False
         logger.warning(
             "a worker process died while the scoring script was sent to it, not in its install "
@@ -257,13 +250,10 @@ def explain(
     """The error of a job whose worker process died while the script was installed, and the
     worker it names (None: not known); waits up to :data:`WAIT_S` for its nanny to say how
     the process ended."""
-    give_up = time.monotonic() + WAIT_S
-    while True:
-        found, exits, alive = _look(client, marks, time.time() - since + 1.0)
-        dead = [m for m in found if m.get("pid") in exits]
-        if dead or (not found and exits) or time.monotonic() >= give_up:
-            break
-        time.sleep(POLL_S)
+    found, exits, alive = _look_until(
+        client, marks, since, lambda f, e: any(m.get("pid") in e for m in f) or (not f and e)
+    )
+    dead = [m for m in found if m.get("pid") in exits]
     if not dead:  # no nanny said: the marks of processes that are gone
         dead = [m for m in found if m.get("pid") not in alive][:1]
     mark = dead[0] if dead else None
@@ -272,6 +262,19 @@ def explain(
     memory = MemoryDeaths(client, memory_limit).during_init(pid, since)
     workers = sorted({str(m.get("worker")) for m in dead})
     return _message(job, mark, status, memory, workers), mark.get("worker") if mark else None
+
+
+def _look_until(
+    client: Any, marks: Path | None, since: float, enough: Callable[[Any, Any], Any]
+) -> tuple[list[dict[str, Any]], dict[int, int], set[int]]:
+    """:func:`_look` again every :data:`POLL_S` until ``enough(marks, exits)`` (the nannies
+    have said how the processes ended), for :data:`WAIT_S` at most."""
+    give_up = time.monotonic() + WAIT_S
+    while True:
+        found, exits, alive = _look(client, marks, time.time() - since + 1.0)
+        if enough(found, exits) or time.monotonic() >= give_up:
+            return found, exits, alive
+        time.sleep(POLL_S)
 
 
 def _look(
