@@ -214,7 +214,10 @@ def dry_run(
     handlers = _signal_handlers()
     try:
         with _masked(secrets), _script_logging(deployment.settings.logging_level):
-            _stages(report, deployment, work, csv_kwargs, scratch, post_mortem, secrets)
+            with _noting_interrupts() as received:
+                _stages(
+                    report, deployment, work, csv_kwargs, scratch, post_mortem, secrets, received
+                )
         report.failed_items = [redact(reason, secrets) for reason in report.failed_items]
         out = scratch / "output"
         report.written = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
@@ -226,6 +229,41 @@ def dry_run(
         shutil.rmtree(model_dir, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
     return report
+
+
+#: The signals that stop a command as Ctrl-C does (``daskscore.cli.STOP_SIGNALS`` too).
+INTERRUPTS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+@contextmanager
+def _noting_interrupts() -> Iterator[list[int]]:
+    """The interrupts received in the ``with`` block: each Python handler of
+    :data:`INTERRUPTS` notes its signal, then does what it did.  A ``KeyboardInterrupt`` then
+    is a Ctrl-C; another is the script's own exception, a failure of the stage.  (Off the main
+    thread no handler runs; one the script sets is put back by :func:`_restore_signals`.)"""
+    received: list[int] = []
+    wrapped: dict[int, Any] = {}
+    for name in INTERRUPTS:
+        sig = getattr(signal, name, None)
+        before = signal.getsignal(sig) if sig is not None else None
+        if not callable(before):  # (SIG_DFL, SIG_IGN: no exception is raised here)
+            continue
+
+        def noting(signum: int, frame: Any, before: Any = before) -> Any:
+            received.append(signum)
+            return before(signum, frame)
+
+        try:
+            signal.signal(sig, noting)
+        except ValueError:  # (off the main thread)
+            break
+        wrapped[sig] = (noting, before)
+    try:
+        yield received
+    finally:
+        for sig, (noting, before) in wrapped.items():
+            if signal.getsignal(sig) is noting:
+                signal.signal(sig, before)
 
 
 def _signal_handlers() -> dict[signal.Signals, Any]:
@@ -270,12 +308,15 @@ def _stages(
     scratch: Path,
     post_mortem: bool,
     secrets: tuple[str, ...] = (),
+    received: list[int] | None = None,
 ) -> None:
     def stage(name: str, step: Callable[[], Any]) -> tuple[bool, Any]:
         started = time.perf_counter()
         try:
             return True, step()
-        except (Exception, SystemExit) as exc:  # the user's code may raise anything
+        except BaseException as exc:  # the user's code may raise anything, GeneratorExit too
+            if isinstance(exc, KeyboardInterrupt) and received:  # Ctrl-C: stops the command
+                raise
             if report.failed_stage is None:
                 report.failed_stage = name
                 report.error = redact(_describe(exc, deployment, name), secrets)

@@ -85,6 +85,37 @@ def test_replay_of_the_failed_mini_batch_shows_the_users_traceback(
     assert proc.stdout == ""
 
 
+BASE_EXCEPTIONS = """
+    def run(mini_batch):
+        if mini_batch[0].endswith("f0000.csv"):
+            raise GeneratorExit("raised by the model library")
+        raise KeyboardInterrupt("raised by the model library")
+"""
+
+
+def test_replay_of_a_run_that_raised_a_base_exception_shows_the_users_traceback(
+    tmp_path: Path,
+) -> None:
+    """The job reports a GeneratorExit or KeyboardInterrupt that run() raised as its
+    RUN_EXCEPTION; replay printed daskscore's own traceback for the one, and said
+    "interrupted" (exit 130) for the other."""
+    settings = {"mini_batch_size": 1, "error_threshold": -1, "retry_settings": {"max_retries": 0}}
+    dep = write_deployment(tmp_path / "d", BASE_EXCEPTIONS, settings=settings)
+    out = tmp_path / "out"
+    proc = run_cli(
+        *("run", str(dep), "-i", str(write_inputs(tmp_path / "in", 2)), "-o", str(out)),
+        *("--workers", "1", "--no-progress", "--no-dashboard"),
+    )
+    assert proc.returncode == 0, show(proc)
+    for mini_batch, raised in enumerate(["GeneratorExit", "KeyboardInterrupt"]):
+        proc = run_cli("replay", str(out), "--mini-batch", str(mini_batch))
+        assert proc.returncode == 1, show(proc)
+        assert f"run() failed on mini-batch {mini_batch}:" in proc.stderr, show(proc)
+        assert f"{raised}: raised by the model library" in proc.stderr, show(proc)
+        assert "daskscore/" not in proc.stderr.split("Traceback", 1)[-1], show(proc)
+        assert "interrupted" not in proc.stderr, show(proc)
+
+
 def test_replay_pdb_stops_in_the_users_frame(failed_job: tuple[Path, Path, Path]) -> None:
     _, _, out = failed_job
     proc = subprocess.run(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import psutil
 import pytest
 import yaml
 from conftest import run_cli, write_deployment, write_inputs
+from helpers import sigterm_when
 
 from daskscore import cli
 from daskscore.config import RetrySettings, Settings
@@ -228,6 +230,39 @@ def test_validate_fails_with_the_stage_that_raised(
     assert validate(str(dep), "--input", str(write_inputs(tmp_path / "in", 2))) == 1
     err = capsys.readouterr().err
     assert f"{stage} failed" in err and message in err
+
+
+@pytest.mark.parametrize("raised", ["GeneratorExit", "KeyboardInterrupt"])
+def test_a_base_exception_raised_by_run_is_its_failure_with_the_users_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], raised: str
+) -> None:
+    """As a job reports it (RUN_EXCEPTION): validate printed its own traceback for a
+    GeneratorExit, and took a KeyboardInterrupt the script raised for a Ctrl-C (exit 130)."""
+    script = f"def run(mini_batch):\n    raise {raised}('raised by the model library')\n"
+    dep = write_deployment(tmp_path / "d", script)
+    assert validate(str(dep), "--input", str(write_inputs(tmp_path / "in", 2))) == 1
+    err = capsys.readouterr().err
+    assert "daskscore: run() failed:" in err, err
+    assert f"{raised}: raised by the model library" in err and 'score.py", line 2' in err
+    assert "daskscore" + os.sep not in err.replace(str(tmp_path), "")  # the user's frames only
+    assert "interrupted" not in err
+
+
+def test_a_ctrl_c_while_run_runs_still_stops_validate(tmp_path: Path) -> None:
+    began = tmp_path / "began"
+    script = f"""
+        import time
+
+        def run(mini_batch):
+            open({str(began)!r}, "w").close()
+            time.sleep(120)
+            return mini_batch
+    """
+    dep = write_deployment(tmp_path / "d", script)
+    argv = ("validate", str(dep), "--input", str(write_inputs(tmp_path / "in", 2)))
+    code, err = sigterm_when(began.exists, *argv, sig=signal.SIGINT)
+    assert code == 128 + signal.SIGINT, err
+    assert "daskscore: interrupted" in err and "run() failed" not in err, err
 
 
 def test_validate_warns_when_run_returns_fewer_results_than_items(
