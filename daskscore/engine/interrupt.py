@@ -136,6 +136,7 @@ def interrupted(job: JobRun, phase: str, cause: BaseException | None = None) -> 
             record.out_dir, done, record.out_dir / "report.html", False, phase=phase, finished=True
         )
     _fold_ledgers(job)
+    job.set_aside_script_files()
     s = summarize(record, outcomes, None)
     s["status"] = outputdir.INTERRUPTED
     s["interrupted_phase"] = phase

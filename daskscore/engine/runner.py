@@ -48,7 +48,7 @@ from daskscore.engine.plan import JobPlan, plan_job
 from daskscore.engine.publish import assembly_dir, finish_upload, publish, upload_left
 from daskscore.engine.scoring import JobRun, open_board, score_all
 from daskscore.errors import OutputError, UploadFailed, UsageError, WriteFailed
-from daskscore.io import outputdir, outputlock, shipping, storage
+from daskscore.io import outputdir, outputlock, setaside, shipping, storage
 from daskscore.io.joblog import job_logging
 from daskscore.io.ledger import make_staging, read_ledger
 from daskscore.worker import script as script_mod
@@ -201,6 +201,7 @@ def _run_claimed(job: JobRun, plan: JobPlan, options: JobOptions, early: EarlyCl
         _say(options, "writing predictions…" if writes else "writing the summary…")
         phases.current = "assemble"
         try:
+            job.set_aside_script_files()
             result = finish_job(
                 job.record,
                 job.outcomes,
@@ -327,6 +328,7 @@ def _claim(
     outputdir.clear_trash(out_dir)
     if options.resume:
         outputdir.remove_stale(out_dir, target)
+    job.own_files = setaside.note_own(out_dir, outputdir.OWN_FILES)  # (an earlier run's)
     make_staging(job.staging)
     resume.write_manifest(job.staging, resume.manifest(fp, job.run_no, splits))
     resume.write_inputs(job.staging, plan.files)

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from daskscore.engine.resume import MANIFEST
 from daskscore.engine.reuse import init_key
 from daskscore.engine.work import planned_total, rows_note
 from daskscore.errors import ClusterLost, DaskScoreError, InitFailed
-from daskscore.io import outputdir, storage
+from daskscore.io import outputdir, setaside, storage
 from daskscore.protocol import WorkerJob
 from daskscore.ui import dashboard
 from daskscore.ui.progress import Progress
@@ -59,6 +59,8 @@ class JobRun:
     run_no: int = 1
     #: the job's progress display, ended by :meth:`end_display` once the output is written
     progress: Progress | None = None
+    #: daskscore's own files in the output folder as the job started (``io.setaside.note_own``)
+    own_files: dict[str, Any] = field(default_factory=dict)
 
     @property
     def out_dir(self) -> Path:
@@ -67,6 +69,15 @@ class JobRun:
     @property
     def staging(self) -> Path:
         return self.out_dir / outputdir.STAGING_DIR
+
+    def set_aside_script_files(self) -> None:
+        """Before the job writes its summary, report and failed items: a file of one of those
+        names that the scoring script wrote is kept beside it, with a warning in the summary
+        (:func:`daskscore.io.setaside.set_aside_own`)."""
+        noted, self.own_files = self.own_files, {}  # (once: what follows is the job's own)
+        for text in setaside.set_aside_own(self.out_dir, noted):
+            logger.warning("%s", text)
+            self.record.warnings.append(text)
 
     def end_display(self, exc: BaseException | None = None) -> None:
         """The progress display says how the job ended, once its output is written (or

@@ -26,7 +26,6 @@ assembles the whole output anew from the kept part files (see :mod:`daskscore.en
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from typing import Any
 
 from daskscore.errors import OutputError
 from daskscore.io.ledger import BOOK_FILE
+from daskscore.io.setaside import assembled_here, mark_assembled
 
 SUMMARY_FILE = "job_summary.json"
 #: The status of a summary written when a job was interrupted (Ctrl-C): not a finished job.
@@ -53,6 +53,9 @@ FAILED_ITEMS_FILE = "failed_items.csv"
 #: What a finished job leaves beside its predictions: an output holding one of them (or the
 #: predictions) holds a job's results, which only --overwrite replaces (a folder or a URL)
 RESULT_FILES = (SUMMARY_FILE, FAILED_ITEMS_FILE)
+#: What daskscore writes beside the output as the job ends (a script's file of one of these
+#: names is set aside first: :mod:`daskscore.io.setaside`)
+OWN_FILES = (SUMMARY_FILE, REPORT_FILE, FAILED_ITEMS_FILE)
 _COPY_CHUNK = 1 << 20
 
 
@@ -137,89 +140,12 @@ def results_held(where: str, names: list[str]) -> OutputError:
 def remove_stale(output: Path, predictions_name: str | None) -> None:
     """Resuming: the outputs an interrupted run may have left are assembled again (the
     predictions only where they are the job's own: a file of that name the script wrote is
-    set aside when they are, :func:`set_aside`)."""
+    set aside when they are, :func:`daskscore.io.setaside.set_aside`)."""
     for name in (predictions_name, SUMMARY_FILE):
         if not name or not (output / name).exists():
             continue
         if name == SUMMARY_FILE or assembled_here(output / STAGING_DIR, output / name):
             _remove(output / name)
-
-
-#: In the staging folder: what the job's assembly left under the output's name (a file's
-#: size and time, a folder's files'), so that a resumed or retried job tells it from a file
-#: of that name the script wrote.
-ASSEMBLED_FILE = "assembled.json"
-
-
-def _identity(path: Path) -> list[Any] | None:
-    """A file's inode, size and time; a folder's inode and a digest of its files' names, sizes
-    and times.  Only the inode changes when the output folder is copied (``cp -a``, a backup
-    put back), so :func:`_same` leaves it out."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return None
-    if not path.is_dir():
-        return [st.st_ino, st.st_size, st.st_mtime_ns]
-    digest = hashlib.sha1(usedforsecurity=False)
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            try:
-                fst = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            rel = os.path.relpath(os.path.join(root, name), path)
-            digest.update(f"{rel}\0{fst.st_size}\0{fst.st_mtime_ns}\n".encode(errors="replace"))
-    return [st.st_ino, digest.hexdigest()]
-
-
-def _same(noted: list[Any], now: list[Any]) -> bool:
-    """Whether the identity noted at assembly is ``now``'s, whatever the inode (a copied
-    output folder's files have new ones); a folder noted by its inode alone (as earlier
-    versions did) by its inode."""
-    if len(noted) == 1:
-        return noted[0] == now[0]
-    return noted[1:] == now[1:]
-
-
-def mark_assembled(staging: Path, path: Path, name: str) -> None:
-    """Note ``path`` (assembled, to be renamed ``name`` in the output folder) as the job's own."""
-    (staging / ASSEMBLED_FILE).write_text(json.dumps({name: _identity(path)}), "utf-8")
-
-
-def assembled_here(staging: Path, path: Path) -> bool:
-    """Whether ``path`` is the output an earlier assembly of this job left, untouched since."""
-    try:
-        noted = json.loads((staging / ASSEMBLED_FILE).read_text("utf-8")).get(path.name)
-    except (OSError, ValueError, AttributeError):
-        return False
-    now = _identity(path)
-    return isinstance(noted, list) and bool(noted) and now is not None and _same(noted, now)
-
-
-def set_aside(dest: Path, staging: Path, what: str) -> str | None:
-    """Make way for the job's output ``dest`` (``what`` it is): a file or folder of that name
-    that is not an earlier assembly of this job's was written by the scoring script (into
-    ``AZUREML_BI_OUTPUT_PATH``, which is the output folder); it is renamed beside it,
-    ``predictions.from-script.csv``, and the warning saying so is returned (None: nothing
-    there, or the job's own, which is replaced)."""
-    if _identity(dest) is None or assembled_here(staging, dest):
-        return None
-    suffix = "" if dest.is_dir() else dest.suffix
-    stem = dest.name.removesuffix(suffix) if suffix else dest.name
-    aside, n = dest.with_name(f"{stem}.from-script{suffix}"), 1
-    while aside.exists() or aside.is_symlink():
-        n += 1
-        aside = dest.with_name(f"{stem}.from-script-{n}{suffix}")
-    os.rename(dest, aside)
-    return (
-        f"the scoring script wrote its own '{dest.name}' into the output folder "
-        f"(AZUREML_BI_OUTPUT_PATH), the name of the job's {what} (settings.output_file_name): "
-        f"the script's is kept as '{aside.name}', and '{dest.name}' holds the job's rows. Have "
-        "the script write another name, or give the job's output another with "
-        "settings.output_file_name."
-    )
 
 
 def _remove(path: Path) -> None:

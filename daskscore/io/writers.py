@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from daskscore.errors import UsageError
 from daskscore.io import datasets, nested
 from daskscore.io.ledger import LedgerWriter
-from daskscore.io.outputdir import assemble_append_row, mark_assembled, set_aside
+from daskscore.io.outputdir import assemble_append_row
 from daskscore.io.rowtext import (
     FormatError,
     Rows,
@@ -36,6 +36,7 @@ from daskscore.io.rowtext import (
     format_rows,
     formatted,
 )
+from daskscore.io.setaside import mark_assembled, set_aside
 from daskscore.protocol import MiniBatchRecord
 
 logger = logging.getLogger("daskscore")
@@ -162,7 +163,7 @@ def get_writer(
 
 def _set_aside(job: Assembly, dest: Path, what: str) -> None:
     """A file or folder the script wrote under the name of the job's output is kept beside it,
-    with a warning (see :func:`daskscore.io.outputdir.set_aside`)."""
+    with a warning (see :func:`daskscore.io.setaside.set_aside`)."""
     warning = set_aside(dest, job.staging, what)
     if warning:
         logger.warning("%s", warning)

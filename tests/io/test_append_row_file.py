@@ -25,8 +25,8 @@ SETTINGS_JSON = "parallel_run_step.settings.json"
 
 # run() returns a DataFrame (KIND=frame) or a list (KIND=list) with a row per file; TEXT is a
 # JSON list of label texts, given out in turn; a file named in RAISE (a flag file's path, while
-# it exists) makes run() raise; SIDE names a file the script appends a line per file to in
-# AZUREML_BI_OUTPUT_PATH.
+# it exists) makes run() raise; SIDE names files (comma-separated) the script appends a line
+# per file to in AZUREML_BI_OUTPUT_PATH.
 SCRIPT = """
     import json
     import os
@@ -43,8 +43,7 @@ SCRIPT = """
         flag = os.environ.get("RAISE", "")
         if flag and os.path.exists(flag) and open(flag).read() in names:
             raise ValueError("bad input")
-        side = os.environ.get("SIDE")
-        if side:
+        for side in filter(None, os.environ.get("SIDE", "").split(",")):
             path = os.path.join(os.environ["AZUREML_BI_OUTPUT_PATH"], side)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "a") as fh:
@@ -161,7 +160,8 @@ def test_an_encoded_file_assembled_again_by_a_retry_has_one_byte_order_mark(
     assert data.startswith(b"\xff\xfe") and data.count(b"\xff\xfe") == 1
     back = pd.read_csv(out / "predictions.csv", sep=" ", header=None, encoding="utf-16")
     assert back.values.tolist() == _expected(text).values.tolist()
-    assert not list(out.glob("predictions.from-script*"))  # (the job's own file: replaced)
+    # (the job's own files, the first pass's report and failed items too: replaced)
+    assert not list(out.glob("*.from-script*")) and not summary_of(out)["warnings"]
 
 
 # --------------------------------------------------------------------------- a script's file
@@ -188,6 +188,38 @@ def test_a_file_of_the_output_s_name_the_script_wrote_is_kept_beside_it(
     assert "AZUREML_BI_OUTPUT_PATH" in warning and "settings.output_file_name" in warning
     assert warning in (out / "logs" / "sys" / "daskscore.txt").read_text()
     assert "predictions.from-script.csv" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("shipped", [False, True], ids=["shared", "shipped"])
+def test_files_of_the_names_daskscore_writes_beside_the_output_the_script_wrote_are_kept(
+    client: object, tmp_path: Path, shipped: bool
+) -> None:
+    """The script's failed_items.csv was deleted (or replaced), its report.html and
+    job_summary.json replaced by daskscore's, with no warning."""
+    flag = tmp_path / "raise"
+    flag.write_text("f0002.csv")  # (mini-batch 1 fails: daskscore writes its failed items)
+    names = ["report.html", "failed_items.csv", "job_summary.json"]
+    env = {"SIDE": ",".join(names), "KIND": "list", "RAISE": str(flag)}
+    dep, inputs = _job(tmp_path, env)
+    out = tmp_path / "out"
+    result = daskscore.run(
+        dep, inputs, out, client=client, shared_filesystem=False if shipped else None
+    )
+    assert result.failed_mini_batches == 1
+    warnings = summary_of(out)["warnings"]  # (daskscore's summary: it reads as JSON)
+    assert len(warnings) == len(names), warnings
+    log = (out / "logs" / "sys" / "daskscore.txt").read_text()
+    for name in names:
+        stem, ext = os.path.splitext(name)
+        side = (out / f"{stem}.from-script{ext}").read_text().splitlines()
+        assert side and all(line.startswith("side f00") for line in side), name
+        (warning,) = [w for w in warnings if f"its own '{name}'" in w]
+        assert f"'{stem}.from-script{ext}'" in warning and "AZUREML_BI_OUTPUT_PATH" in warning
+        assert warning in log
+        assert "side f00" not in (out / name).read_text(), name  # (daskscore's own)
+    failed = result.failed_items_frame()
+    assert sorted(failed["file"].map(os.path.basename)) == ["f0002.csv", "f0003.csv"]
+    assert "report.from-script.html" in (out / "report.html").read_text()
 
 
 def test_a_script_s_dataset_folder_of_the_output_s_name_is_kept_beside_it(

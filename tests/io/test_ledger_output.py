@@ -25,11 +25,10 @@ from daskscore.io.outputdir import (
     SUMMARY_FILE,
     _coalesce,
     assemble_append_row,
-    assembled_here,
     claim_output,
     remove_stale,
-    set_aside,
 )
+from daskscore.io.setaside import assembled_here, set_aside
 from daskscore.io.triescsv import ATTEMPT_COLUMNS, write_attempts
 from daskscore.protocol import MiniBatchRecord
 
@@ -307,7 +306,7 @@ def test_the_job_s_own_output_in_a_copied_folder_is_still_its_own(
     the script's by its inode and set aside as ``predictions.from-script.csv``."""
     import shutil
 
-    from daskscore.io.outputdir import mark_assembled
+    from daskscore.io.setaside import mark_assembled
 
     out = tmp_path / "out"
     write_part(staging, "a", b"row\n")
