@@ -57,7 +57,7 @@ def show(report: DryRun, deployment: Deployment, unit: str, rows: int) -> None:
     returned = report.returned or 0
     succeeded, failed = report.counts
     print(
-        f"\n{report.items} {unit} given; run() returned {returned} result"
+        f"\n{counted(report.items, unit)} given; run() returned {returned} result"
         f"{'' if returned == 1 else 's'}: {succeeded} succeeded, {failed} failed"
     )
     print("timings: " + ", ".join(f"{k} {seconds(v)}" for k, v in report.timings.items()))
@@ -82,14 +82,14 @@ def dry_run_warnings(report: DryRun, unit: str, timeout: float) -> list[str]:
         if len(report.failed_items) > SHOWN_FAILED:
             listed += f"\n  ... and {len(report.failed_items) - SHOWN_FAILED} more"
         warned.append(
-            f"run() named {failed} of its {report.items} {unit} failed (in "
+            f"run() named {failed} of its {counted(report.items, unit)} failed (in "
             f"df.attrs['{FAILED_ITEMS_ATTR}']): daskscore run counts them as failed items "
             f"(failed_items.csv):{listed}"
         )
     elif returned < report.items:
         warned.append(
             f"run() returned {returned} result{'' if returned == 1 else 's'} for "
-            f"{report.items} {unit}: "
+            f"{counted(report.items, unit)}: "
             f"daskscore run counts {failed} of them failed (a result per item "
             "is what Azure counts as succeeded)."
         )
@@ -105,3 +105,8 @@ def dry_run_warnings(report: DryRun, unit: str, timeout: float) -> list[str]:
 
 def seconds(value: float) -> str:
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def counted(n: int, unit: str) -> str:
+    """``n`` items of ``unit`` (``files``, ``rows``), the unit singular for one: ``1 file``."""
+    return f"{n} {unit.removesuffix('s') if n == 1 else unit}"

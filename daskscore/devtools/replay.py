@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from daskscore.config.loader import normalize, read_yaml
 from daskscore.config.settings import Deployment, Settings
 from daskscore.config.values import build
-from daskscore.devtools.outcome import WARNING, dry_run_warnings
+from daskscore.devtools.outcome import WARNING, counted, dry_run_warnings
 from daskscore.devtools.validate import EXIT_FAILED, EXIT_OK, dry_run
 from daskscore.engine import resume
 from daskscore.engine.plan import plan_job
@@ -142,9 +142,10 @@ def replay(
         print(line, file=out)
     returned, (succeeded, failed) = report.returned or 0, report.counts
     print(
-        f"daskscore: mini-batch {mini_batch}: {report.items} {plan.unit} given, run() returned "
-        f"{returned} results ({succeeded} succeeded, {failed} failed); {len(lines)} lines as "
-        "append_row writes them"
+        f"daskscore: mini-batch {mini_batch}: {counted(report.items, plan.unit)} given, run() "
+        f"returned {returned} result{'' if returned == 1 else 's'} ({succeeded} succeeded, "
+        f"{failed} failed); {len(lines)} line{'' if len(lines) == 1 else 's'} as append_row "
+        "writes them"
         + (f" ({min(len(lines), max(rows, 0))} shown)" if rows is not None else "")
         + ".",
         file=sys.stderr,

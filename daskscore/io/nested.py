@@ -53,6 +53,11 @@ class ColumnError(ValueError):
 _ONE_TYPE = frozenset({"string", "empty", "floating", "boolean", "bytes"})
 #: Digits of a too large int that an error message shows.
 SHOWN_DIGITS = 40
+#: The column a list that run() returned is written as in a dataset.
+PREDICTION = "prediction"
+#: In ``frame.attrs`` of a dataset's frame made from a list run() returned (taken out by
+#: :func:`writable`): what run() returned, in words (``a list``), for its errors.
+RETURNED_ATTR = "daskscore_returned"
 
 
 def index_columns(frame: Any) -> Any:
@@ -125,8 +130,10 @@ def writable(frame: Any, fmt: str = "parquet") -> Any:
             "dataset's columns need names of their own, so the rows of this mini-batch are not "
             "written. Rename or drop the repeated columns in run()."
         )
+    returned = frame.attrs.pop(RETURNED_ATTR, None)  # (a list run() returned, made a frame)
+    refusals = (pa.ArrowException, OverflowError, TypeError, ValueError)  # (Unicode's: escaped)
     frame = index_columns(frame)
-    arrays = {}
+    arrays, plain = {}, {}
     for column in frame.columns:
         values = frame[column]
         if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) in _ONE_TYPE:
@@ -135,22 +142,37 @@ def writable(frame: Any, fmt: str = "parquet") -> Any:
             array = arrow_values(values)
         except UnicodeError:  # text that is not valid Unicode: written escaped (write_part)
             continue
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-            raise _column_error(column, values, fmt, exc) from None
-        except OverflowError as exc:  # (an int beyond int64's range)
-            raise _column_error(column, values, fmt, exc) from None
+        except refusals as exc:  # (OverflowError: an int beyond int64's range)
+            numbers = numpy_values(values)  # (tensors, 0-d arrays: as a numpy array's items)
+            if numbers is None:
+                raise _column_error(column, values, fmt, exc, returned) from None
+            plain[column] = values = numbers
+            if values.dtype != object:  # (a column of numbers)
+                continue
+            try:
+                array = arrow_values(values)
+            except refusals as again:
+                raise _column_error(column, values, fmt, again, returned) from None
         if fmt == "csv" and pa.types.is_decimal(array.type):  # (each one's own digits)
             valid = array.is_valid().to_pylist()
             texts = [str(v) if ok else None for v, ok in zip(values, valid, strict=True)]
             arrays[column] = pa.array(texts, pa.large_string())
         elif kept(array.type):
             arrays[column] = array
+    if plain:
+        frame = frame.copy(deep=False)
+        for column, values in plain.items():
+            frame[column] = values
     return staged_frame(frame, arrays)
 
 
-def _column_error(column: Any, values: Any, fmt: str, exc: Exception) -> ColumnError:
+def _column_error(
+    column: Any, values: Any, fmt: str, exc: Exception, returned: str | None = None
+) -> ColumnError:
     """The :class:`ColumnError` of an object column whose values Arrow cannot hold as one type
-    (``exc``, Arrow's error: an ``OverflowError`` for an int beyond 64 bits)."""
+    (``exc``, Arrow's error: an ``OverflowError`` for an int beyond 64 bits); ``returned``:
+    what run() returned where it was not a DataFrame (its items are the ``prediction``
+    column)."""
     kinds = sorted({type(v).__name__ for v in values.dropna().head(10_000)})
     containers = {"list", "tuple", "dict", "ndarray", "set", "frozenset"}
     big = next((v for v in values if isinstance(v, int) and not -(2**63) <= v < 2**63), None)
@@ -174,9 +196,19 @@ def _column_error(column: Any, values: Any, fmt: str, exc: Exception) -> ColumnE
             "split it in two."
         )
     holder = "one Parquet column" if fmt == "parquet" else "one column of a CSV dataset"
+    where = f"column {str(column)!r} of run()'s DataFrame holds"
+    if returned and column == PREDICTION:
+        where = f"run() returned {returned} whose items (the dataset's {PREDICTION!r} column) hold"
+        advice = (
+            "Make the items text in run() ([str(v) for v in items]), which keeps every digit, "
+            "or floats where the digits need not be exact; or return a DataFrame."
+            if big is not None
+            else "Make the items one type in run() (e.g. [str(v) for v in items]), or return "
+            "a DataFrame."
+        )
     return ColumnError(
-        f"column {str(column)!r} of run()'s DataFrame holds {held}, which {holder} cannot "
-        f"hold ({exc}); the rows of this mini-batch are not written. {advice}"
+        f"{where} {held}, which {holder} cannot hold ({exc}); the rows of this mini-batch are "
+        f"not written. {advice}"
     )
 
 
@@ -211,7 +243,11 @@ def _map_type(values: Any) -> Any:
             continue
         if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
             return None
-        for pair in value:
+        try:
+            pairs = list(value)
+        except Exception:  # noqa: BLE001 - a 0-d array or tensor, say: not iterable after all
+            return None
+        for pair in pairs:
             if not isinstance(pair, tuple) or len(pair) != 2:
                 return None
             keys.append(pair[0])
@@ -224,6 +260,50 @@ def _map_type(values: Any) -> Any:
         return pa.map_(key_type, item_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
+
+
+def numpy_values(values: Any) -> Any:
+    """``values`` (a pandas object column) with each array-like value that Arrow does not take
+    made numpy's: a 0-d array or tensor (``torch.argmax(logits, 1)``'s items, a list of
+    ``np.array(0.5)``) its number, as a 1-D numpy array's items are, and a tensor of more
+    dimensions a numpy array (a list in the dataset); a column of numbers then has their dtype,
+    as for a numpy array.  Duck-typed (``__array__``, ``numpy()``): no library is imported.
+    None when no value is such an array-like, or one cannot be converted."""
+    import numpy as np
+    import pandas as pd
+
+    converted, changed = [], False
+    for value in values:
+        if isinstance(value, np.generic) or not hasattr(value, "__array__"):
+            converted.append(value)
+            continue
+        if isinstance(value, np.ndarray) and value.ndim:  # (Arrow takes it: a list)
+            converted.append(value)
+            continue
+        array = _as_numpy(value)
+        if array is None:
+            return None
+        converted.append(array[()] if array.ndim == 0 else array)
+        changed = True
+    return pd.Series(converted, index=values.index, name=values.name) if changed else None
+
+
+def _as_numpy(value: Any) -> Any:
+    """``value`` (an array-like: a numpy array, a torch tensor...) as a numpy array; a tensor
+    on a GPU or that requires grad through its ``numpy(force=True)``; None when it will not."""
+    import numpy as np
+
+    try:
+        return np.asarray(value)
+    except Exception:  # noqa: BLE001 - a tensor numpy cannot read as it is
+        pass
+    to_numpy = getattr(value, "numpy", None)
+    for kwargs in ({"force": True}, {}):
+        try:
+            return np.asarray(to_numpy(**kwargs))  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - not a torch tensor's numpy(), or none at all
+            continue
+    return None
 
 
 def staged_frame(frame: Any, arrays: dict[Any, Any]) -> Any:

@@ -224,7 +224,8 @@ def _attempt(
     rec.status = Status.RUN_DONE
     rec.elapsed_s = time.perf_counter() - started
     if n < total:
-        rec.error = f"run() returned {n} result{'' if n == 1 else 's'} for {total} {_unit(work)}"
+        unit = _unit(work) if total != 1 else _unit(work).removesuffix("s")
+        rec.error = f"run() returned {n} result{'' if n == 1 else 's'} for {total} {unit}"
     if reasons:  # the script said which items failed (see FAILED_ITEMS_ATTR)
         rec.error = runtime.shown("\n".join(map(str, reasons)))
     return rec, output
@@ -251,7 +252,7 @@ def _call_run(
         rec.peak_rss_mb = runtime.memory.finish()
     reasons = failed_item_reasons(returned, take=True)
     items = script_mod.normalize_result(returned)
-    return items, _output(runtime, items, work, argument), reasons
+    return items, _output(runtime, items, work, argument, _what(returned)), reasons
 
 
 def _fetched(work: Work) -> list[str] | tabular.Split:
@@ -273,25 +274,39 @@ def _unit(work: Work) -> str:
     return "rows" if isinstance(_fetched(work), tabular.Split) else "files"
 
 
-def _output(runtime: JobRuntime, items: Any, work: Work, argument: Any) -> Any:
+def _output(runtime: JobRuntime, items: Any, work: Work, argument: Any, what: str = "") -> Any:
     writer, job = runtime.writer, runtime.job
     if not writer.keeps_rows:
         return None
     work = _fetched(work)
     if job.carry_columns or writer.wants_frame:
-        items = to_frame(items, argument, work, job.carry_columns, writer.dataset)
+        items = to_frame(items, argument, work, job.carry_columns, writer.dataset, what)
     return writer.encode(items, job.csv_kwargs)
 
 
+def _what(returned: Any) -> str:
+    """What run() returned, in words: ``a list``, ``a Tensor``, ``an ndarray``."""
+    name = type(returned).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def to_frame(
-    items: Any, argument: Any, work: Work, carry: tuple[str, ...], dataset: bool = False
+    items: Any,
+    argument: Any,
+    work: Work,
+    carry: tuple[str, ...],
+    dataset: bool = False,
+    what: str = "",
 ) -> Any:
     """run()'s result as a DataFrame (a list becomes one ``prediction`` column), with the
     chosen input columns carried through in tabular mode (in front of its index where a
-    ``dataset`` keeps that as column(s): :func:`daskscore.io.nested.index_columns`)."""
+    ``dataset`` keeps that as column(s): :func:`daskscore.io.nested.index_columns`).
+    ``what``: what run() returned, in words, which a dataset's errors about a list's items say
+    (``frame.attrs``: :data:`daskscore.io.nested.RETURNED_ATTR`)."""
     import pandas as pd
 
     frame = items if isinstance(items, pd.DataFrame) else datasets.prediction_frame(items)
+    listed = frame is not items
     if carry and isinstance(work, tabular.Split):
         returned = frame.index  # (by label where it holds the input's, in another order)
         if dataset:
@@ -301,6 +316,8 @@ def to_frame(
         source["row"] = argument.index
         # (the result keeps the index run() gave it, as without carried columns)
         frame = tabular.carry_columns(source, frame, list(carry), index=returned)
+    if dataset and what and listed:
+        frame.attrs[nested.RETURNED_ATTR] = what
     return frame
 
 

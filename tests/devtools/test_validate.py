@@ -276,6 +276,18 @@ def test_validate_warns_when_run_returns_fewer_results_than_items(
     assert "warning: run() returned 1 result for 3 files: daskscore run counts 2" in out, out
 
 
+def test_validate_counts_one_item_in_the_singular(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "1 files given" and "0 results for 1 files"."""
+    dep = write_deployment(tmp_path / "d", "def run(mini_batch):\n    return []\n",
+                           settings={"mini_batch_size": 1})  # fmt: skip
+    assert validate(str(dep), "--input", str(write_inputs(tmp_path / "in", 1))) == 0
+    out = capsys.readouterr().out
+    assert "1 file given; run() returned 0 results" in out, out
+    assert "warning: run() returned 0 results for 1 file: daskscore run counts 1" in out, out
+
+
 def test_validate_lists_every_problem_of_a_bad_deployment_and_runs_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

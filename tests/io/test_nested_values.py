@@ -219,6 +219,91 @@ def test_append_row_writes_a_numpy_array_whole(client: Any, tmp_path: Path, size
         assert [float(v) for v in values] == np.arange(2000.0).tolist()
 
 
+# --------------------------------------------------------------------------- array-likes
+
+# run() returns the file numbers of its mini-batch (f0003.csv: 3) as KIND says: a 1-D numpy
+# array (how a column of numbers looks), a 1-D torch tensor (a classifier's argmax), a list of
+# 0-d numpy arrays, or a 2-D tensor (one row of numbers per item).
+ARRAY_LIKES = """
+    import os
+
+    import numpy as np
+
+    def run(mini_batch):
+        n = [int(os.path.basename(p)[1:5]) for p in mini_batch]
+        kind = os.environ["KIND"]
+        if kind == "numpy":
+            return np.array(n)
+        if kind == "zero-d":
+            return [np.array(v) for v in n]
+        import torch
+
+        one_hot = torch.eye(8)[n]
+        return torch.argmax(one_hot * 3.0, dim=1) if kind == "tensor" else one_hot
+"""
+
+
+def _array_likes_dataset(client: Any, root: Path, kind: str, fmt: str) -> pd.DataFrame:
+    settings = {"mini_batch_size": 2, "environment_variables": {"KIND": kind}}
+    dep = write_deployment(root / kind, ARRAY_LIKES, settings=settings)
+    out = root / kind / "out"
+    inputs = write_inputs(root / "in", N_FILES)
+    result = daskscore.run(dep, inputs, out, client=client, output_format=fmt)
+    assert result.status == "Completed" and result.rows_written == N_FILES, result.summary
+    if fmt == "parquet":
+        return pd.read_parquet(out / "predictions")
+    return pd.concat([pd.read_csv(p) for p in sorted((out / "predictions").iterdir())])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_tensor_or_0_d_arrays_are_a_column_of_numbers_as_a_numpy_array_is(
+    client: Any, tmp_path: Path, fmt: str
+) -> None:
+    """Each mini-batch of a 1-D tensor or of a list of 0-d arrays failed with an internal
+    traceback (ArrowInvalid, then "TypeError: iteration over a 0-d tensor")."""
+    pytest.importorskip("torch")
+    want = _array_likes_dataset(client, tmp_path, "numpy", fmt)
+    assert want["prediction"].tolist() == list(range(N_FILES))
+    for kind in ("tensor", "zero-d"):
+        got = _array_likes_dataset(client, tmp_path, kind, fmt)
+        pd.testing.assert_frame_equal(got, want, obj=kind)
+    rows = _array_likes_dataset(client, tmp_path, "rows", fmt)["prediction"]
+    if fmt == "csv":  # (a list: JSON in a CSV dataset)
+        rows = rows.map(json.loads)
+    assert [list(r).index(1.0) for r in rows] == list(range(N_FILES))
+
+
+UNWRITABLE_LIST = """
+    class Opaque:
+        pass
+
+    def run(mini_batch):
+        if mini_batch[0].endswith("f0000.csv"):
+            return [Opaque() for _ in mini_batch]
+        return []
+"""
+
+
+def test_a_list_run_returned_that_a_dataset_cannot_hold_is_said_as_a_list(
+    client: Any, tmp_path: Path
+) -> None:
+    """The error spoke of "column 'prediction' of run()'s DataFrame" and advised
+    df['prediction'].astype(str) for a list; and a mini-batch of one file that returned
+    nothing said "0 results for 1 files"."""
+    settings = {"mini_batch_size": 1, "retry_settings": {"max_retries": 0}}
+    dep = write_deployment(tmp_path / "deploy", UNWRITABLE_LIST, settings=settings)
+    out = tmp_path / "out"
+    inputs = write_inputs(tmp_path / "in", 2)
+    result = daskscore.run(dep, inputs, out, client=client, output_format="parquet")
+    first, second = sorted(result.failures, key=lambda f: f["mini_batch_id"])  # (one partial)
+    error = first["error"]
+    assert "ColumnError: run() returned a list whose items (the dataset's 'prediction' " in error
+    assert "Opaque values (a type Arrow cannot convert)" in error, error
+    assert "[str(v) for v in items]" in error and "DataFrame holds" not in error, error
+    assert "astype" not in error and "Traceback" not in error, error
+    assert second["error"] == "run() returned 0 results for 1 file", second
+
+
 # --------------------------------------------------------------------------- mixed kinds
 
 MIXED = """
