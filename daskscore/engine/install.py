@@ -12,7 +12,10 @@ says which worker process died, during what (``init()``, the import, preparing t
 it ended (its exit code, the signal, out of memory) and what the script printed before, from
 what outlives the process (:mod:`daskscore.worker.deaths`).  The plugin is taken off the
 scheduler's list first, without waiting on any worker: the nanny starts its worker again, and
-every new worker process would run the same ``init()`` into the same death.  A worker that its
+every new worker process would run the same ``init()`` into the same death.  So the death is
+looked for while Dask's broadcast of the plugin waits: an install mark whose process no longer
+runs (:func:`~daskscore.worker.deaths.mark_gone`: the workers share the driver's machine) is
+one, whatever its exit status; else Dask's closed connection says it.  A worker that its
 nanny restarts during the job (after a ``run()`` that killed it) and whose ``init()`` then kills
 it fails the job the same way: :meth:`ScriptInstall.check`, called by the dispatcher.
 
@@ -29,19 +32,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from daskscore.engine import probe
 from daskscore.engine.connection import SchedulerWatch, connected, orphan_grace
+from daskscore.engine.initlog import printed
 from daskscore.engine.memory import MemoryDeaths
-from daskscore.engine.slowinit import InitTimedOut, register_watched
+from daskscore.engine.slowinit import InitTimedOut, InstallDied, register_watched
 from daskscore.errors import ClusterLost, InitFailed
 from daskscore.protocol import IMPORT_FAILED, INIT_DIED, SETUP_FAILED, WorkerJob
 from daskscore.worker.deaths import (
     describe_exit,
     exit_cause,
+    mark_gone,
     nanny_exits,
     read_marks,
     reset_marks,
@@ -59,8 +64,6 @@ logger = logging.getLogger("daskscore")
 #: How long the driver waits for a dead worker process's nanny to say how it ended.
 WAIT_S = 5.0
 POLL_S = 0.1
-#: The last lines the script printed before its process died, shown with the error.
-SHOWN_LINES = 20
 
 T = TypeVar("T")
 
@@ -126,16 +129,31 @@ class ScriptInstall:
         self._died()
 
     def _register(self) -> bool:
-        register_watched(
-            lambda: self.client.register_plugin(ScoringPlugin(self.job)),
-            self.client,
-            self.job.job_id,
-            Path(self.job.script).name,
-            self.init_timeout,
-            self.notify,
-            self.watch,
-        )
+        try:
+            register_watched(
+                lambda: self.client.register_plugin(ScoringPlugin(self.job)),
+                self.client,
+                self.job.job_id,
+                Path(self.job.script).name,
+                self.init_timeout,
+                self.notify,
+                self.watch,
+                self._install_died,
+            )
+        except (InstallDied, OSError) as exc:
+            # a worker process that died installing, seen by its mark: the plugin is taken off
+            # at once (InitFailed), its nanny restarting it meanwhile into the same init()
+            if not isinstance(exc, InstallDied) and not self._install_died():
+                raise  # (install() asks the nannies whose death it was)
+            logger.warning("a worker process died while it installed the scoring script")
+            self._died()
         return probe.raise_init_errors(self.client, self.job.job_id)
+
+    def _install_died(self) -> bool:
+        """Whether a worker process died installing the script: its install mark is left, and
+        its process is gone (:func:`~daskscore.worker.deaths.mark_gone`, where the driver can
+        tell: the same host)."""
+        return self.marks is not None and _gone(read_marks(self.marks))
 
     def _ask(self, question: Callable[[], T]) -> T:
         """``question()`` of the cluster, through the job's watch on its scheduler (a client
@@ -150,8 +168,10 @@ class ScriptInstall:
         process installs the script as it joins, as a worker joining mid-job does."""
         if self.marks is None or self.job.shipped:  # (no marks to tell: a death is ours)
             return False
-        found, exits, _ = _look_until(self.client, self.marks, self.since, lambda f, e: bool(e))
-        if not exits or any(m.get("pid") in exits for m in found):
+        found, exits, _ = _look_until(
+            self.client, self.marks, self.since, lambda f, e, _: bool(e) or _gone(f)
+        )
+        if not exits or _gone(found) or any(m.get("pid") in exits for m in found):
             return False
         logger.warning(
             "a worker process died while the scoring script was sent to it, not in its install "
@@ -189,12 +209,14 @@ class ScriptInstall:
         (a listing of an empty folder): called as tasks are lost, and now and then."""
         if self.marks is None or not any(self.marks.glob("*.json")):
             return
-        if not connected(self.client):
-            return  # (no scheduler to ask: the job's SchedulerWatch says what happened)
-        found, exits, _ = _look(self.client, self.marks, time.time() - self.since + 1.0)
-        if any(m.get("pid") in exits for m in found):
-            logger.warning("a restarted worker process died while it installed the script")
-            self._died()
+        if not self._install_died():  # (else: the nannies say, where the driver cannot tell)
+            if not connected(self.client):
+                return  # (no scheduler to ask: the job's SchedulerWatch says what happened)
+            found, exits, _ = _look(self.client, self.marks, time.time() - self.since + 1.0)
+            if not any(m.get("pid") in exits for m in found):
+                return
+        logger.warning("a restarted worker process died while it installed the script")
+        self._died()
 
     def _died(self) -> NoReturn:
         self._forget()  # before its nanny starts it into the same init() again
@@ -250,10 +272,8 @@ def explain(
     """The error of a job whose worker process died while the script was installed, and the
     worker it names (None: not known); waits up to :data:`WAIT_S` for its nanny to say how
     the process ended."""
-    found, exits, alive = _look_until(
-        client, marks, since, lambda f, e: any(m.get("pid") in e for m in f) or (not f and e)
-    )
-    dead = [m for m in found if m.get("pid") in exits]
+    found, exits, alive = _look_until(client, marks, since, _told)
+    dead = [m for m in found if m.get("pid") in exits or mark_gone(m)]
     if not dead:  # no nanny said: the marks of processes that are gone
         dead = [m for m in found if m.get("pid") not in alive][:1]
     mark = dead[0] if dead else None
@@ -261,18 +281,34 @@ def explain(
     status = exits.get(pid) if pid is not None else next(iter(exits.values()), None)
     memory = MemoryDeaths(client, memory_limit).during_init(pid, since)
     workers = sorted({str(m.get("worker")) for m in dead})
-    return _message(job, mark, status, memory, workers), mark.get("worker") if mark else None
+    text = _message(job, mark, status, memory, workers, found)
+    return text, mark.get("worker") if mark else None
+
+
+def _gone(found: list[dict[str, Any]]) -> bool:
+    return any(mark_gone(m) for m in found)
+
+
+def _told(found: list[dict[str, Any]], exits: dict[int, int], alive: set[int]) -> bool:
+    """Whether the nannies have said what they will of the first dead process: its exit
+    status, or (Dask's nanny logs none for an exit with status 0) that its nanny has let it go
+    (the pid it reports is no longer that one's)."""
+    dead = [m for m in found if m.get("pid") in exits or mark_gone(m)]
+    if not dead:
+        return not found and bool(exits)
+    pid = dead[0].get("pid")
+    return pid in exits or (bool(alive) and pid not in alive)
 
 
 def _look_until(
-    client: Any, marks: Path | None, since: float, enough: Callable[[Any, Any], Any]
+    client: Any, marks: Path | None, since: float, enough: Callable[[Any, Any, Any], Any]
 ) -> tuple[list[dict[str, Any]], dict[int, int], set[int]]:
-    """:func:`_look` again every :data:`POLL_S` until ``enough(marks, exits)`` (the nannies
-    have said how the processes ended), for :data:`WAIT_S` at most."""
+    """:func:`_look` again every :data:`POLL_S` until ``enough(marks, exits, alive)`` (the
+    nannies have said how the processes ended), for :data:`WAIT_S` at most."""
     give_up = time.monotonic() + WAIT_S
     while True:
         found, exits, alive = _look(client, marks, time.time() - since + 1.0)
-        if enough(found, exits) or time.monotonic() >= give_up:
+        if enough(found, exits, alive) or time.monotonic() >= give_up:
             return found, exits, alive
         time.sleep(POLL_S)
 
@@ -307,9 +343,10 @@ def _message(
     status: int | None,
     memory: str,
     workers: list[str],
+    found: Sequence[dict[str, Any]] = (),
 ) -> str:
     """The init error: a first line for the verdict, what the script printed, and a paragraph
-    on how the process ended and where to look."""
+    on how the process ended and where to look (``found``: every install mark left)."""
     script = Path(job.script).name
     stage = (mark or {}).get("stage")
     ended = "killed for its memory" if memory else describe_exit(status, number=False)
@@ -338,8 +375,7 @@ def _message(
         "daskscore validate ...`, a crash in native code prints the Python stack where it "
         "happened)."
     )
-    printed = _printed(mark, job)
-    return "\n".join([head, *printed, paragraph])
+    return "\n".join([head, *printed(mark, job, found), paragraph])
 
 
 def _cause(status: int | None, memory: str) -> str:
@@ -350,34 +386,12 @@ def _cause(status: int | None, memory: str) -> str:
             "--worker-memory, or load less)"
         )
     if status is None:
-        return "how it ended is not known here (no nanny of the cluster said)"
+        return (
+            "how it ended is not known here: no nanny of the cluster said (Dask's nanny says "
+            "nothing of a process that exits with status 0: os._exit(0), or a library that "
+            "ends its process without an error)"
+        )
     return exit_cause(status, "init()")
-
-
-def _printed(mark: dict[str, Any] | None, job: WorkerJob) -> list[str]:
-    """What the dead process's script printed (stdout, stderr, logging) before it died: a
-    line naming the log file, then its last :data:`SHOWN_LINES` lines, indented."""
-    if not mark or not mark.get("log"):
-        return []
-    path = Path(mark["log"])
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(int(mark.get("log_offset") or 0))
-            text = fh.read().decode("utf-8", "replace")
-    except (OSError, ValueError):
-        return []
-    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return []
-    try:
-        shown = path.relative_to(Path(job.logs).parent).as_posix()
-    except ValueError:
-        shown = str(path)
-    cut = f", its last {SHOWN_LINES} lines" if len(lines) > SHOWN_LINES else ""
-    return [
-        f"What {Path(job.script).name} printed before ({shown}{cut}):",
-        *("  " + line for line in lines[-SHOWN_LINES:]),
-    ]
 
 
 def _append(path: Path, text: str) -> None:

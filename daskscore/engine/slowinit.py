@@ -44,6 +44,11 @@ SHOWN_FRAMES = 8
 Answer = dict[str, Any]
 
 
+class InstallDied(Exception):
+    """A worker process died installing the script (its install mark says so) while the
+    registration of the plugin still waits on the workers."""
+
+
 class InitTimedOut(Exception):
     """The install ran past ``init_timeout``: ``text`` says where each worker was, ``workers``
     are the addresses of the workers still installing (or that did not answer)."""
@@ -61,6 +66,7 @@ def register_watched(
     init_timeout: float | None,
     notify: Callable[[str], None] | None = None,
     watch: SchedulerWatch | None = None,
+    died: Callable[[], bool] | None = None,
 ) -> None:
     """Call ``register()`` (which returns once every worker installed the script) on a
     thread; meanwhile note the installs that last (see the module's doc), and raise
@@ -68,7 +74,10 @@ def register_watched(
     raised here.  ``watch``: the client's connection, looked at every step: a client
     without its scheduler asks the workers nothing (the question would wait out Dask's
     connect timeout), and ends the install with
-    :class:`~daskscore.errors.ClusterLost` after the watch's limit."""
+    :class:`~daskscore.errors.ClusterLost` after the watch's limit.  ``died()``, asked every
+    step, says that a worker process died installing: :class:`InstallDied` is raised at once
+    (Dask's broadcast of the plugin learns of it when the dead worker's connection is seen
+    closed, seconds later, its nanny meanwhile restarting it into the same ``init()``)."""
     done = threading.Event()
     failed: list[BaseException] = []
 
@@ -84,6 +93,8 @@ def register_watched(
     started = time.monotonic()
     note_at = SLOW_INIT_S
     while not done.wait(STEP_S):
+        if died is not None and died():
+            raise InstallDied
         if watch is not None:
             watch.check(time.monotonic())
             if watch.since is not None:

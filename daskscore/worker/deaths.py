@@ -11,6 +11,10 @@ outlive such a process:
   install returns, so a mark left by a process that is gone names the one that died.  It is
   written only where the driver made the folder (:func:`reset_marks`): a shipped job's
   workers do not see the driver's disk, and write none.
+  The mark also says where its pid means that process (the host, the pid namespace:
+  :func:`process_place`) and when the process started: where the driver's is the same, it
+  sees at once that a mark's process is gone (:func:`mark_gone`), however it ended — an exit
+  with status 0 too, which Dask's nanny does not log.
 * **its exit status**, nanny side: a nanny logs "Worker process N exited with status S" (or
   "was killed by signal S") when its worker process ends; :class:`ExitLog` keeps those by pid
   in the nanny's process (the driver's, for the embedded cluster; the nannies' own elsewhere,
@@ -28,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -342,6 +347,7 @@ class InstallMark:
         folder = Path(staging) / MARKS
         self.path: Path | None = folder / f"{os.getpid()}.json" if folder.is_dir() else None
         self.fields: dict[str, Any] = {"pid": os.getpid(), "worker": worker, "log": str(log)}
+        self.fields.update(place=process_place(), started=_start_time(os.getpid()))
         try:
             self.fields["log_offset"] = log.stat().st_size
         except OSError:
@@ -364,6 +370,50 @@ class InstallMark:
         """The install returned: this process did not die in it."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+def process_place() -> str:
+    """Where a pid names one process: this host's name and this process's pid namespace (a
+    container has its own)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}:{namespace}"
+
+
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started (``psutil``'s ``create_time``), or None."""
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:  # noqa: BLE001 - gone, or no psutil
+        return None
+
+
+def mark_gone(mark: dict[str, Any]) -> bool:
+    """Whether the process that left install ``mark`` is gone (it died installing: the mark
+    is removed when the install returns), however it ended; known only where its pid names
+    the same process as here (:func:`process_place`), else False.  A process ended but not yet
+    reaped by its parent (a zombie) is gone; so is one whose pid a new process has taken."""
+    pid = mark.get("pid")
+    if not isinstance(pid, int) or mark.get("place") != process_place():
+        return False
+    try:
+        import psutil
+    except ImportError:  # (cannot tell)
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return True
+        started = mark.get("started")
+        return started is not None and abs(process.create_time() - float(started)) > 0.5
+    except psutil.NoSuchProcess:
+        return True
+    except Exception:  # noqa: BLE001 - cannot tell: not known to be gone
+        return False
 
 
 def reset_marks(staging: Path) -> Path:

@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import cli, make_job, summary_of
+from helpers import cli, make_job, show, summary_of
 
 import daskscore
 from daskscore.cluster.local import local_cluster
@@ -225,6 +225,66 @@ def test_an_init_failing_after_a_restart_keeps_what_was_scored(tmp_path: Path) -
         )
     assert result.status == "Completed"
     assert (out / "predictions.csv").read_text().splitlines() == expected_rows(6)
+
+
+#: ``init()`` notes each call (its pid, a line of ``CALLS``), prints, then ends its process
+#: with ``os._exit({code})``.
+COUNTED = """\
+import os
+
+
+def init():
+    with open(os.environ["CALLS"], "a") as fh:
+        fh.write(f"{{os.getpid()}}\\n")
+    print("loading the model weights", flush=True)
+    os._exit({code})
+
+
+def run(mini_batch):
+    return mini_batch
+"""
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("code", [3, 0])
+def test_an_init_that_ends_its_process_is_not_run_again_and_again(
+    tmp_path: Path, code: int
+) -> None:
+    """The plugin stayed on the scheduler until Dask's broadcast of it failed, and the job had
+    asked the nannies how the process ended (nothing, for an exit with status 0): the nannies'
+    restarted processes ran init() into the same death 5 to 60 times, and the error showed
+    the same printed line from each of them."""
+    calls = tmp_path / "calls.txt"
+    dep, inputs, out = make_job(
+        tmp_path, COUNTED.format(code=code), n_files=4, env={"CALLS": str(calls)}
+    )
+    proc = cli(dep, inputs, out)  # (2 workers)
+    assert proc.returncode == 1, show(proc)
+    ran = len(calls.read_text().splitlines())
+    assert 1 <= ran <= 2 * 2, f"init() ran {ran} times on 2 workers\n{show(proc)}"
+    error = summary_of(out)["init_error"]
+    assert "did not return: its worker process died" in error, error
+    assert error.count("loading the model weights") == 1, error
+    if code:
+        assert "(exit code 3)" in error and "it exited with code 3" in error, error
+    else:
+        assert "a process that exits with status 0" in error, error
+    assert proc.stderr.count("loading the model weights") == 1, show(proc)
+
+
+#: As :data:`RESTART_SCRIPT`, the restarted worker's ``init()`` ending it with status 0,
+#: which its nanny does not log.
+RESTART_EXITS_0 = RESTART_SCRIPT.replace("os._exit(2)", "os._exit(0)")
+
+
+@pytest.mark.timeout(240)
+def test_a_restarted_worker_whose_init_exits_with_status_0_fails_the_job(tmp_path: Path) -> None:
+    dep, inputs, out = _restart_job(tmp_path, RESTART_EXITS_0)
+    with local_cluster(1, dashboard=False) as handle:
+        with pytest.raises(daskscore.InitFailed) as info:
+            daskscore.run(dep, inputs, out, client=handle.client, progress=False)
+    assert "did not return: its worker process died" in str(info.value)
+    assert info.value.user_traceback.count("the model is gone") == 1, info.value.user_traceback
 
 
 def test_exit_statuses_are_read_from_the_nannys_log_lines() -> None:
