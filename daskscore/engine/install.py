@@ -24,7 +24,9 @@ scheduler would keep it for new workers, and the workers its script, its model i
 the cluster's life.  So each install first removes the plugins of jobs whose client is no longer
 connected (:func:`~daskscore.worker.plugin.claim_plugin`): their teardown runs on every worker
 (the script is uninstalled, or kept for the next job with its warm key).  A job whose client is
-connected keeps its install, running or not.
+connected keeps its install, running or not.  On the warm cluster, the worker processes in which
+another script was installed, none of it live, are then replaced by fresh ones
+(:mod:`daskscore.engine.fresh`).
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from daskscore.engine import probe
 from daskscore.engine.connection import SchedulerWatch, connected, orphan_grace
+from daskscore.engine.fresh import replace_used_workers
 from daskscore.engine.initlog import printed
 from daskscore.engine.memory import MemoryDeaths
 from daskscore.engine.slowinit import InitTimedOut, InstallDied, register_watched
@@ -72,10 +75,12 @@ class ScriptInstall:
     """The job's script on ``client``'s workers: :meth:`install`, then :meth:`uninstall`.
 
     ``staging``: the job's staging folder, where workers that share the driver's disk leave
-    their install marks; ``memory_limit``: the workers' memory limit as the user gave it
-    (``--worker-memory``), for the error of a worker killed for its memory; ``watch``: the
-    job's watch on its scheduler, through which the install asks the cluster (one lost
-    meanwhile ends it with :class:`~daskscore.errors.ClusterLost`, not a worker's death).
+    their install marks; ``fresh``: replace by fresh processes the workers that must install
+    it over another script (:mod:`daskscore.engine.fresh`); ``memory_limit``: the workers'
+    memory limit as the user gave it (``--worker-memory``), for the error of a worker killed
+    for its memory; ``watch``: the job's watch on its scheduler, through which the install
+    asks the cluster (one lost meanwhile ends it with :class:`~daskscore.errors.ClusterLost`,
+    not a worker's death).
     """
 
     def __init__(
@@ -88,8 +93,12 @@ class ScriptInstall:
         init_timeout: float | None = None,
         notify: Callable[[str], None] | None = None,
         watch: SchedulerWatch | None = None,
+        fresh: bool = False,
     ) -> None:
         self.client, self.watch = client, watch
+        #: worker processes that another script was installed in are replaced by fresh ones
+        #: first (the warm cluster's: engine.fresh), and the pids of those replaced
+        self.fresh, self.replaced = fresh, set[int]()
         self.job = job
         self.staging = staging
         self.memory_limit = memory_limit
@@ -115,6 +124,9 @@ class ScriptInstall:
             self.marks = None
         self.since = time.time()
         self._remove_orphans()
+        if self.fresh:  # (before the install's time counts: their ends are not its deaths)
+            self.replaced = replace_used_workers(self.client, self.job, self._ask)
+            self.since = time.time()
         try:
             self.registered = self.on_workers = True
             return self._ask(self._register)
@@ -164,19 +176,26 @@ class ScriptInstall:
         """Whether the worker process that died while the script was sent did not die in this
         job's install: on workers that share the driver's disk, an install leaves its mark
         from its first step, and no process that died has one (it died in another job's
-        ``run()`` on a shared client, this install waiting its turn).  Its nanny's new
-        process installs the script as it joins, as a worker joining mid-job does."""
+        ``run()`` on a shared client, this install waiting its turn; or another job on the
+        warm cluster had it replaced by a fresh process: :mod:`daskscore.engine.fresh`).  Its
+        nanny's new process installs the script as it joins, as a worker joining mid-job
+        does."""
         if self.marks is None or self.job.shipped:  # (no marks to tell: a death is ours)
             return False
         found, exits, _ = _look_until(
-            self.client, self.marks, self.since, lambda f, e, _: bool(e) or _gone(f)
+            self.client,
+            self.marks,
+            self.since,
+            lambda f, e, _: bool(e) or _gone(f),
+            self.replaced,
         )
         if not exits or _gone(found) or any(m.get("pid") in exits for m in found):
             return False
         logger.warning(
-            "a worker process died while the scoring script was sent to it, not in its install "
-            "(no install of this job had started in it: another job's run() ended it); its "
-            "nanny's new process installs the script as it joins"
+            "a worker process ended while the scoring script was sent to it, not in its install "
+            "(no install of this job had started in it: another job's run() ended it, or another "
+            "job had it replaced by a fresh one); its nanny's new process installs the script as "
+            "it joins"
         )
         return True
 
@@ -212,7 +231,9 @@ class ScriptInstall:
         if not self._install_died():  # (else: the nannies say, where the driver cannot tell)
             if not connected(self.client):
                 return  # (no scheduler to ask: the job's SchedulerWatch says what happened)
-            found, exits, _ = _look(self.client, self.marks, time.time() - self.since + 1.0)
+            found, exits, _ = _look(
+                self.client, self.marks, time.time() - self.since + 1.0, self.replaced
+            )
             if not any(m.get("pid") in exits for m in found):
                 return
         logger.warning("a restarted worker process died while it installed the script")
@@ -220,7 +241,9 @@ class ScriptInstall:
 
     def _died(self) -> NoReturn:
         self._forget()  # before its nanny starts it into the same init() again
-        text, worker = explain(self.client, self.job, self.marks, self.since, self.memory_limit)
+        text, worker = explain(
+            self.client, self.job, self.marks, self.since, self.memory_limit, self.replaced
+        )
         if worker:
             _append(Path(self.job.logs) / "user" / "error" / f"{worker}.txt", text)
         self.uninstall()
@@ -268,11 +291,12 @@ def explain(
     marks: Path | None,
     since: float,
     memory_limit: str | int | None = None,
+    replaced: Collection[int] = (),
 ) -> tuple[str, str | None]:
     """The error of a job whose worker process died while the script was installed, and the
     worker it names (None: not known); waits up to :data:`WAIT_S` for its nanny to say how
-    the process ended."""
-    found, exits, alive = _look_until(client, marks, since, _told)
+    the process ended (``replaced``: processes replaced by fresh ones, not deaths)."""
+    found, exits, alive = _look_until(client, marks, since, _told, replaced)
     dead = [m for m in found if m.get("pid") in exits or mark_gone(m)]
     if not dead:  # no nanny said: the marks of processes that are gone
         dead = [m for m in found if m.get("pid") not in alive][:1]
@@ -301,23 +325,28 @@ def _told(found: list[dict[str, Any]], exits: dict[int, int], alive: set[int]) -
 
 
 def _look_until(
-    client: Any, marks: Path | None, since: float, enough: Callable[[Any, Any, Any], Any]
+    client: Any,
+    marks: Path | None,
+    since: float,
+    enough: Callable[[Any, Any, Any], Any],
+    replaced: Collection[int] = (),
 ) -> tuple[list[dict[str, Any]], dict[int, int], set[int]]:
     """:func:`_look` again every :data:`POLL_S` until ``enough(marks, exits, alive)`` (the
     nannies have said how the processes ended), for :data:`WAIT_S` at most."""
     give_up = time.monotonic() + WAIT_S
     while True:
-        found, exits, alive = _look(client, marks, time.time() - since + 1.0)
+        found, exits, alive = _look(client, marks, time.time() - since + 1.0, replaced)
         if enough(found, exits, alive) or time.monotonic() >= give_up:
             return found, exits, alive
         time.sleep(POLL_S)
 
 
 def _look(
-    client: Any, marks: Path | None, window: float
+    client: Any, marks: Path | None, window: float, replaced: Collection[int] = ()
 ) -> tuple[list[dict[str, Any]], dict[int, int], set[int]]:
     """The install marks left, the exit statuses of worker processes that died in the last
-    ``window`` seconds (by pid), and the pids of the worker processes alive now."""
+    ``window`` seconds (by pid; not those ``replaced`` by fresh ones), and the pids of the
+    worker processes alive now."""
     found = read_marks(marks) if marks is not None else []
     reports = [nanny_exits()]  # (the embedded cluster's nannies are in this process)
     try:
@@ -332,7 +361,7 @@ def _look(
         if report.get("pid"):
             alive.add(int(report["pid"]))
         for pid, (status, age) in (report.get("exits") or {}).items():
-            if age <= window:
+            if age <= window and int(pid) not in replaced:
                 exits[int(pid)] = int(status)
     return found, exits, alive
 

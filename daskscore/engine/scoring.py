@@ -182,6 +182,7 @@ def _score(job: JobRun, handle: ClusterHandle, board: dashboard.JobBoard) -> tra
         init_timeout=plan.options.init_timeout,
         notify=plan.options.notify,
         watch=lost,
+        fresh=handle.warm,  # (a caller's workers hold its data: they are never restarted)
     )
 
     def checks() -> None:  # (at each recount: the install, and a cluster without workers)

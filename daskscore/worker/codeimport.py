@@ -138,6 +138,12 @@ def forget_code(code: Path) -> None:
             opened.forget()
 
 
+def open_folders() -> set[str]:
+    """The code folders of the imports open in this process (on ``sys.path`` for them)."""
+    with _LOCK:
+        return {o.code for o in _OPEN}
+
+
 def _make_current(opened: CodeImport) -> None:
     """The current import's modules kept with it; ``opened``'s names taken out of
     ``sys.modules`` and its own modules put there; its folder first on ``sys.path``."""
@@ -184,7 +190,7 @@ def _take_out(names: set[str]) -> None:
             file = getattr(first, "__file__", None)
             if not file:
                 continue  # a built-in module, or a namespace package
-            installed = installed or _installed_folders()
+            installed = installed or installed_folders()
             if os.path.abspath(file).startswith(installed):
                 continue  # the environment's
         for key in keys:
@@ -224,7 +230,7 @@ def _first_on_path(code: str) -> None:
 
 
 @functools.cache
-def _installed_folders() -> tuple[str, ...]:
+def installed_folders() -> tuple[str, ...]:
     """Where the environment's own modules live: the standard library and site-packages."""
     import site
     import sysconfig

@@ -106,6 +106,15 @@ def exit_time(pid: int | None) -> float | None:
     return time.time() - (time.monotonic() - found[1]) if found else None
 
 
+def note_replaced(pids: list[int], dask_worker: Any = None) -> None:
+    """Run on the nannies (``Client.run(..., nanny=True)``) before worker processes ``pids``
+    are replaced by fresh ones: they end as processes that exited (status 0), which a clean
+    exit does not log, so that an install of another job that was sent to one of them meanwhile
+    takes its end for a death that is not its own (see ``ScriptInstall``)."""
+    for pid in pids:
+        _EXITS[int(pid)] = (0, time.monotonic())
+
+
 def nanny_exits(dask_worker: Any = None) -> dict[str, Any]:
     """Run on a nanny (``Client.run(nanny_exits, nanny=True)``): the pid of its worker process
     now, and the exit statuses this process's nannies logged, with their age in seconds."""

@@ -23,6 +23,7 @@ from typing import Any
 from daskscore.config import redact
 from daskscore.io import storage
 from daskscore.protocol import WorkerJob
+from daskscore.worker.residue import Residue
 from daskscore.worker.workdir import WorkingDirectory
 
 #: How the logs a script writes encode a str that is not valid Unicode: a file name that is not
@@ -111,11 +112,15 @@ def is_newest(saved: dict[str, Any]) -> bool:
 def restore_environment(saved: dict[str, Any]) -> None:
     """Undo :func:`set_environment`: each variable it set takes the value of the newest job
     still installed that set it, else the process's own; ``sys.argv`` likewise; the current
-    directory is the process's own again (see :class:`WorkingDirectory`)."""
+    directory is the process's own again (see :class:`WorkingDirectory`); what else the
+    script's import and ``init()`` set is undone where it can be (see :class:`Residue`)."""
     for key, token in saved.pop("env", {}).items():
         _variable(key).pop(token)
     ARGV.pop(saved.pop("argv", None))
     saved.pop("script_env", None)
+    residue = saved.pop("residue", None)
+    if residue is not None:  # (what else the script's import and init() set)
+        residue.undo()
     if _NEWEST[0] is saved:
         _NEWEST[0] = None
     cwd = saved.pop("cwd", None)
@@ -372,10 +377,12 @@ class ScriptVariables:
     installed in the process since set or unset them (:func:`reassert_environment`), other
     jobs' calls do not see them, and they are undone with the job's in any order: the next
     deployment in the process (a warm worker's) starts from the process's own environment,
-    as in a fresh one."""
+    as in a fresh one.  What else they set in the process is noted too, and what can be is
+    undone with it (:class:`~daskscore.worker.residue.Residue`; ``streams``: the job's log)."""
 
-    def __init__(self) -> None:
+    def __init__(self, streams: tuple[Any, ...] = ()) -> None:
         self._before = dict(os.environ)
+        self._residue = Residue(streams)
 
     def taken(self, saved: dict[str, Any]) -> None:
         """The script's import and ``init()`` are done: what they changed becomes part of the
@@ -387,6 +394,8 @@ class ScriptVariables:
             if now.get(key) != self._before.get(key)
         }
         saved["script_env"] = changed
+        self._residue.taken()
+        saved["residue"] = self._residue
         tokens = saved.setdefault("env", {})
         with _LOCK:
             for key, value in changed.items():

@@ -14,7 +14,10 @@ Python-level log is: lines of both land whole).  Log handlers that wrote to the 
 standard error (Dask's own, ``daskscore run --verbose``'s) keep writing where they did, through
 a copy of the descriptor kept for them.  Jobs that overlap in one process layer as
 :class:`~daskscore.worker.environment.Overlapped` settings do: the newest open job's log holds;
-when the last is uninstalled (or parked), the process's own descriptors are back.
+when the last is uninstalled (or parked), the process's own descriptors are back.  A handler
+whose stream a script closed (``sys.__stderr__.close()`` in ``init()``) is moved without a flush
+of the closed stream, and writes to a stream of descriptor 2 of its own once they are back: the
+next job installs, and Dask's log lines still go out.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class FdRoute:
         #: handlers moved to the copy of standard error, and the streams they had
         self._moved: list[tuple[logging.StreamHandler[Any], Any]] = []
         self._stderr: Any = None
+        self._own_stderr: Any = None
 
     def push(self, path: str) -> list[str] | None:
         """Send descriptors 1 and 2 to ``path`` (appending) for a job; return the token that
@@ -100,13 +104,16 @@ class FdRoute:
                 self._saved[2], "w", buffering=1, closefd=False, errors="backslashreplace"
             )
             for handler in moved:
-                self._moved.append((handler, handler.setStream(self._stderr)))
+                self._moved.append((handler, _set_stream(handler, self._stderr)))
 
     def _restore(self) -> None:
         _flush()
+        closed = []  # (a script closed their stream, sys.__stderr__: descriptor 2's, below)
         for handler, stream in self._moved:
             if handler.stream is self._stderr:
-                handler.setStream(stream)
+                _set_stream(handler, stream)
+                if getattr(stream, "closed", False):
+                    closed.append(handler)
         self._moved = []
         if self._stderr is not None:
             try:
@@ -122,6 +129,17 @@ class FdRoute:
             finally:
                 os.close(copy)
         self._saved = {}
+        for handler in closed:
+            _set_stream(handler, self._fd2())
+
+    def _fd2(self) -> Any:
+        """A stream of this process's descriptor 2 (its own again), for the handlers whose
+        stream a script closed: one for the process's life."""
+        if self._own_stderr is None:
+            self._own_stderr = open(  # noqa: SIM115 - the process's, never closed
+                2, "w", buffering=1, closefd=False, errors="backslashreplace"
+            )
+        return self._own_stderr
 
 
 def _on_fd2(handler: logging.StreamHandler[Any]) -> bool:
@@ -135,11 +153,29 @@ def _on_fd2(handler: logging.StreamHandler[Any]) -> bool:
         return False
 
 
+def _set_stream(handler: logging.StreamHandler[Any], stream: Any) -> Any:
+    """``handler.setStream(stream)``, which flushes the handler's stream first, but for a
+    stream that cannot be flushed — closed: a script's ``sys.__stderr__.close()`` — whose
+    handler failed every later job's install here; return the stream it had."""
+    handler.acquire()
+    try:
+        old = handler.stream
+        try:
+            if old is not None and not getattr(old, "closed", False):
+                old.flush()
+        except (OSError, ValueError):  # (a closed pipe: what was buffered for it is lost)
+            pass
+        handler.stream = stream
+        return old
+    finally:
+        handler.release()
+
+
 def _flush() -> None:
     """Flush what Python buffered for the descriptors before they change."""
     for stream in (sys.__stdout__, sys.__stderr__):
         try:
-            if stream is not None:
+            if stream is not None and not stream.closed:
                 stream.flush()
         except (OSError, ValueError):  # (a closed pipe: what was buffered for it is lost)
             pass

@@ -12,8 +12,10 @@ A job with a ``warm_key`` (on a cluster that outlives the job) is *parked* inste
 teardown: the script stays initialised in the process, and the next job with the same key
 takes it over without ``init()`` (:meth:`JobRuntime.adopt`).  Installing anything else first
 uninstalls what is parked (its ``shutdown()`` runs), and so does the worker's closing
-(:class:`WarmKeeper`'s teardown).  A job whose driver is gone never unregisters its plugin:
-the next job's driver removes it (:func:`claim_plugin`, :func:`remove_plugins`).
+(:class:`WarmKeeper`'s teardown).  On the warm cluster a process that must install another
+script is replaced by a fresh one instead, where it can be (:func:`retire`).  A job whose
+driver is gone never unregisters its plugin: the next job's driver removes it
+(:func:`claim_plugin`, :func:`remove_plugins`).
 
 Tasks find the installed job with :func:`get_runtime`; the driver asks every worker with
 ``Client.run`` for :func:`init_report`, :func:`cancel_job` and :func:`drain_job`.  When a
@@ -41,6 +43,7 @@ from daskscore.worker.deaths import end_leftovers, lead_group
 from daskscore.worker.handoff import drain_logs
 from daskscore.worker.hosting import interrupt_script_on_sigint, ordinary_process
 from daskscore.worker.localize import fetch_bundles, offers
+from daskscore.worker.retire import RETIRE
 from daskscore.worker.runtime import JobRuntime
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "init_report",
     "remove_plugin",
     "remove_plugins",
+    "retire",
     "warm_report",
 ]
 
@@ -111,6 +115,10 @@ class ScoringPlugin(WorkerPlugin):
         self.name = f"daskscore-{job.job_id}"
 
     async def setup(self, worker: Any) -> None:
+        async with RETIRE.setting_up(self.job.job_id):  # (not in a process being replaced)
+            await self._setup(worker)
+
+    async def _setup(self, worker: Any) -> None:
         job = self.job
         if job.code_bundle is not None or job.model_bundle is not None:
             # the worker keeps this plugin until the job ends: without the packed code and
@@ -147,6 +155,7 @@ class ScoringPlugin(WorkerPlugin):
         nanny = bool(getattr(worker, "nanny", None))
         state = JobRuntime(job, label, worker.local_directory, device, nanny=nanny)
         _RUNTIMES[job.job_id] = state
+        RETIRE.used = True
         await _in_task_thread(worker, state.install)
 
     async def teardown(self, worker: Any) -> None:
@@ -186,6 +195,21 @@ class WarmKeeper(WorkerPlugin):
 
     async def teardown(self, worker: Any) -> None:
         await release_parked(worker)
+
+
+async def retire(key: str | None, job_id: str, dask_worker: Any = None) -> int | None:
+    """Run on every worker of the warm cluster (``Client.run``) before job ``job_id``, of warm
+    key ``key``, installs: when this worker process is to be replaced by a fresh one — its
+    nanny started it, a script was installed in it, none is live (see
+    :meth:`Retirement.may_retire`) and none kept here has ``key`` — its kept scripts are
+    uninstalled (their ``shutdown()`` runs) and its pid returned: the driver then has its nanny
+    replace it (:mod:`daskscore.worker.retire`).  None where the job installs in it as it is."""
+    live = any(rt.eligible for rt in _RUNTIMES.values())
+    if key in _PARKED or not _own_process(dask_worker) or not RETIRE.may_retire(live):
+        return None
+    RETIRE.retire_for(job_id)
+    await release_parked(dask_worker)
+    return os.getpid()
 
 
 async def release_parked(worker: Any) -> None:

@@ -183,7 +183,7 @@ class JobRuntime:
             limit_blas_threads(chosen_threads(job.env) or job.intra_op_threads)
         self._route_output()
         self._set_environment()
-        self._own_variables = ScriptVariables()
+        self._own_variables = ScriptVariables((self._stdout, self._sink))
         started = time.perf_counter()
         stage, torch_before = "import", torch_threads()
         try:

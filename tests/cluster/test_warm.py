@@ -14,12 +14,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 from conftest import run_cli, write_deployment, write_inputs
+from distributed import Client
 from helpers import cli_args, show, summary_of
 
 import daskscore
+from daskscore.cluster.warm import JOB_PLUGIN
 
 #: init(), run() and shutdown() leave marker files named after the event and the process;
 #: run() also writes into AZUREML_BI_OUTPUT_PATH and prints (the job's stdout log).
@@ -66,6 +69,13 @@ def _marks(markers: Path, kind: str, pids: set[int] | None = None) -> list[str]:
     return sorted(found)
 
 
+def _cluster_pids(state: dict, pids: set[int]) -> set[int]:
+    """``pids`` with the warm cluster's worker processes now: a worker process replaced by a
+    fresh one (another deployment installs) is not among those its state file lists."""
+    with Client(state["address"], set_as_default=False) as client:
+        return pids | set(client.run(os.getpid).values())
+
+
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -109,6 +119,7 @@ def test_jobs_reuse_the_warm_clusters_initialised_workers(tmp_path, warm_env):
     assert "Using the warm cluster" in second.stderr
 
     two = summary_of(out)
+    assert _cluster_pids(state, pids) == pids, "the same deployment: the same processes"
     assert one["warm_workers"] is False and two["warm_workers"] is True
     assert one["status"] == two["status"] == "Completed"
     assert len(_marks(markers, "init", pids)) == 2, "init() once per warm worker, first job"
@@ -125,9 +136,11 @@ def test_jobs_reuse_the_warm_clusters_initialised_workers(tmp_path, warm_env):
     assert status.returncode == 0, show(status)
     assert "2 workers" in status.stdout and "score.py on 2 workers" in status.stdout
 
-    # another environment variable: a new key, the old script is shut down first
+    # another environment variable: a new key, the old script is shut down first, and the new
+    # one initialises in fresh worker processes
     _deploy(tmp_path / "deploy", markers, version="2")
     _run(dep, inputs, out, warm_env, "--overwrite")
+    pids = _cluster_pids(state, pids)
     assert summary_of(out)["warm_workers"] is False
     assert len(_marks(markers, "shutdown", pids)) == 2
     assert len(_marks(markers, "init", pids)) == 4
@@ -137,12 +150,14 @@ def test_jobs_reuse_the_warm_clusters_initialised_workers(tmp_path, warm_env):
     # changed code, same settings: initialised again too
     _deploy(tmp_path / "deploy", markers, version="2", script=SCRIPT + "    # changed\n")
     _run(dep, inputs, out, warm_env, "--overwrite")
+    pids = _cluster_pids(state, pids)
     assert summary_of(out)["warm_workers"] is False
     assert len(_marks(markers, "shutdown", pids)) == 4
     assert len(_marks(markers, "init", pids)) == 6
 
     # another output folder: initialised again (init() may keep AZUREML_BI_OUTPUT_PATH)
     _run(dep, inputs, tmp_path / "elsewhere", warm_env)
+    pids = _cluster_pids(state, pids)
     assert summary_of(tmp_path / "elsewhere")["warm_workers"] is False
     assert len(_marks(markers, "init", pids)) == 8
 
@@ -163,6 +178,255 @@ def test_jobs_reuse_the_warm_clusters_initialised_workers(tmp_path, warm_env):
 
     after = run_cli("cluster", "status", env=warm_env)
     assert after.returncode == 1 and "No warm cluster is running" in after.stdout, show(after)
+
+
+#: A script that changes its process in every way a later deployment would notice: a
+#: ``sys.path`` entry with a ``helper`` (imported), warnings made errors, the garbage collector
+#: off, the recursion limit, ``logging.basicConfig(force=True)`` bound to its own log,
+#: ``logging.disable``, Dask's logger's level; ``ALL`` adds a logger that no longer
+#: propagates, a thread left running and a closed ``sys.__stderr__``.  Its process id and its
+#: ``shutdown()`` leave markers.
+LEAVES_STATE = """
+    import gc
+    import logging
+    import os
+    import sys
+    import threading
+    import time
+    import warnings
+
+    sys.path.append(os.path.join(os.path.dirname(__file__), "src"))
+    import helper
+
+    def _mark(kind):
+        with open(os.path.join(os.environ["MARKERS"], f"{kind}-{os.getpid()}"), "w"):
+            pass
+
+    def init():
+        _mark("left")
+        warnings.simplefilter("error")
+        gc.disable()
+        sys.setrecursionlimit(12345)
+        logging.basicConfig(level=logging.INFO, force=True)
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        logging.disable(logging.CRITICAL)
+        if os.environ.get("ALL"):
+            logging.getLogger("probe.quiet").propagate = False
+            threading.Thread(target=time.sleep, args=(3600,), name="left-running").start()
+            sys.__stderr__.close()
+
+    def run(mini_batch):
+        return [os.path.basename(p) for p in mini_batch]
+
+    def shutdown():
+        _mark("shutdown")
+"""
+
+#: A script that says what its process is like: its own ``helper`` or none, whether its
+#: warning fails it, and the state ``LEAVES_STATE`` changes; it logs a line per mini-batch.
+REPORTS_STATE = """
+    import gc
+    import logging
+    import os
+    import sys
+    import threading
+    import warnings
+
+    try:
+        import helper
+        HELPER = helper.NAME
+    except ImportError:
+        HELPER = "no-helper"
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        warnings.warn("a harmless warning")
+        logging.getLogger("probe.quiet").warning("scored %d files", len(mini_batch))
+        state = [
+            HELPER,
+            f"gc={gc.isenabled()}",
+            f"recursion={sys.getrecursionlimit()}",
+            f"distributed={logging.getLogger('distributed').getEffectiveLevel()}",
+            f"propagate={logging.getLogger('probe.quiet').propagate}",
+            f"threads={[t.name for t in threading.enumerate() if t.name == 'left-running']}",
+        ]
+        return [" ".join([os.path.basename(p), *state]) for p in mini_batch]
+"""
+
+
+def _leaves_and_reports(root: Path, markers: Path, *, all_of_it: bool) -> tuple[Path, Path]:
+    """Deployment A (``LEAVES_STATE``, with ``src/helper.py``) and B (``REPORTS_STATE``)."""
+    env = {"MARKERS": str(markers), **({"ALL": "1"} if all_of_it else {})}
+    a = write_deployment(
+        root / "a",
+        LEAVES_STATE,
+        extra_code={"src/helper.py": "NAME = 'deployment-A-helper'\n"},
+        settings={"mini_batch_size": 1, "environment_variables": env},
+    )
+    b = write_deployment(root / "b", REPORTS_STATE, settings={"mini_batch_size": 1})
+    return a, b
+
+
+def _user_log(out: Path) -> str:
+    return "".join(p.read_text() for p in sorted((out / "logs/user/stdout").glob("*.txt")))
+
+
+def test_a_new_deployment_on_the_warm_cluster_starts_in_fresh_worker_processes(tmp_path, warm_env):
+    """What a deployment's script set in its worker process (a ``sys.path`` entry, warnings
+    made errors, ``gc.disable()``, logging configured to its own log or disabled, a logger's
+    level, a thread, a closed ``sys.__stderr__``) no longer reaches the next deployment on the
+    warm cluster: its shutdown() runs, and the next one scores in a fresh process, as on a
+    fresh cluster (``--no-warm``).  Was: B imported A's helper, its warning failed every
+    mini-batch, its log held "--- Logging error ---" tracebacks, or every job failed with
+    ``ValueError: I/O operation on closed file.``"""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    a, b = _leaves_and_reports(tmp_path, markers, all_of_it=True)
+    inputs = write_inputs(tmp_path / "in", 2)
+    _run(b, inputs, tmp_path / "fresh", warm_env, "--no-warm")
+    assert run_cli("cluster", "start", "--workers", "1", env=warm_env).returncode == 0
+
+    _run(a, inputs, tmp_path / "a-out", warm_env)
+    [left] = _marks(markers, "left")
+    _run(b, inputs, tmp_path / "b-out", warm_env)
+
+    fresh, warm = tmp_path / "fresh", tmp_path / "b-out"
+    assert (warm / "predictions.csv").read_text() == (fresh / "predictions.csv").read_text()
+    assert "no-helper" in (warm / "predictions.csv").read_text()
+    assert _marks(markers, "shutdown") == [f"shutdown-{left.split('-')[1]}"], "A's shutdown() ran"
+    assert _gone(int(left.split("-")[1])), "B ran in a fresh worker process"
+    summary = summary_of(warm)
+    assert summary["status"] == "Completed" and summary["warm_workers"] is False
+    assert summary["retried_mini_batches"] == 0 and summary["failures"] == []  # (no death)
+    log = _user_log(warm)
+    assert log.count("scored 1 files") == 2 and "Logging error" not in log, log
+    status = run_cli("cluster", "status", env=warm_env)
+    assert f"initialised: {b.parent / 'code' / 'score.py'} on 1 worker" in status.stdout
+    assert str(a.parent) not in status.stdout, status.stdout
+
+    again = _run(b, inputs, warm, warm_env, "--overwrite")  # (the same key: taken over)
+    assert summary_of(warm)["warm_workers"] is True, show(again)
+    assert (warm / "predictions.csv").read_text() == (fresh / "predictions.csv").read_text()
+
+
+#: init() leaves a marker named after the deployment and the process; shutdown() marks that it
+#: started, then waits for the test's GO file.
+HELD_SHUTDOWN = """
+    import os
+    import time
+
+    def init():
+        open(f"{os.environ['HELD']}-init-{os.environ['NAME']}-{os.getpid()}", "w").close()
+
+    def run(mini_batch):
+        return [f"{os.environ['NAME']} {os.path.basename(p)}" for p in mini_batch]
+
+    def shutdown():
+        open(os.environ["HELD"], "w").close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.environ["GO"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+"""
+
+
+def test_a_job_sent_to_a_process_being_replaced_installs_in_the_fresh_one(tmp_path, warm_env):
+    """Two new deployments at once: B's install replaces the worker process (the old script's
+    shutdown() holds it meanwhile) while C's script is sent to it.  C's install waits there
+    rather than run its init() in a process about to end (one killed there failed C as an
+    init() that killed its worker), and installs in the fresh one: its init() runs once, both
+    complete, and no mini-batch is charged with the replaced process."""
+    held, go = tmp_path / "held", tmp_path / "go"
+    deploys = {
+        name: write_deployment(
+            tmp_path / name,
+            HELD_SHUTDOWN,
+            settings={"environment_variables": {"NAME": name, "HELD": str(held), "GO": str(go)}},
+        )
+        for name in "ABC"
+    }
+    inputs = write_inputs(tmp_path / "in", 2)
+    assert run_cli("cluster", "start", "--workers", "1", env=warm_env).returncode == 0
+    _run(deploys["A"], inputs, tmp_path / "A", warm_env)
+    env = {**os.environ, **warm_env}
+    jobs: dict[str, subprocess.Popen[str]] = {}
+
+    def start(name: str) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "daskscore",
+            *cli_args(deploys[name], inputs, tmp_path / name),
+        ]
+        jobs[name] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def wait(what: str, done: Any) -> None:
+        deadline = time.monotonic() + 120
+        while not done():
+            for job in jobs.values():
+                assert job.poll() is None, job.communicate()
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    def job_plugins(dask_scheduler: Any = None) -> int:
+        return sum(1 for n in dask_scheduler.worker_plugins if JOB_PLUGIN.fullmatch(str(n)))
+
+    try:
+        start("B")
+        wait("A's shutdown() never started", held.exists)  # (B replaces A's process)
+        start("C")
+        address = json.loads(Path(warm_env["DASKSCORE_CLUSTER_STATE"]).read_text())["address"]
+        with Client(address, set_as_default=False) as watcher:
+            wait("C never sent its script", lambda: watcher.run_on_scheduler(job_plugins))
+        go.touch()
+        ended = {name: job.communicate(timeout=180) for name, job in jobs.items()}
+    finally:
+        for job in jobs.values():
+            job.kill()
+    for name, job in jobs.items():
+        assert job.returncode == 0, ended[name]
+        summary = summary_of(tmp_path / name)
+        assert summary["status"] == "Completed" and summary["retried_mini_batches"] == 0
+        rows = (tmp_path / name / "predictions.csv").read_text().split("\n")
+        assert {r.split()[0] for r in rows if r} == {name}
+        assert len(list(tmp_path.glob(f"held-init-{name}-*"))) == 1, f"{name}'s init() once"
+
+
+def test_a_script_uninstalled_in_place_leaves_what_it_set_undone(client, tmp_path):
+    """On a caller's workers (not restarted: they hold the caller's data) the next deployment
+    installs in the same process: what the last one's import and init() set there that can be
+    put back is (its ``sys.path`` entry and the module found there, warnings filters, the
+    garbage collector, the recursion limit, ``logging.disable``, Dask's logger's level, the
+    root handler bound to its closed log), and a closed ``sys.__stderr__`` fails nothing."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    a, b = _leaves_and_reports(tmp_path, markers, all_of_it=False)
+    closes = write_deployment(
+        tmp_path / "closes",
+        "import os, sys\n"
+        "def init():\n    sys.__stderr__.close()\n"
+        "def run(mini_batch):\n    return [os.path.basename(p) for p in mini_batch]\n",
+    )
+    inputs = write_inputs(tmp_path / "in", 2)
+    pids = set(client.run(os.getpid).values())
+    fresh = daskscore.run(b, inputs, tmp_path / "fresh", warm=False)  # (its own cluster)
+    try:
+        daskscore.run(a, inputs, tmp_path / "a-out", client=client)
+        after_a = daskscore.run(b, inputs, tmp_path / "b-out", client=client)
+        assert after_a.predictions.read_text() == fresh.predictions.read_text()
+        assert len(_marks(markers, "shutdown", pids)) == 2
+        log = _user_log(tmp_path / "b-out")
+        assert log.count("scored 1 files") == 2 and "Logging error" not in log, log
+
+        daskscore.run(closes, inputs, tmp_path / "closes-out", client=client)
+        after_close = daskscore.run(b, inputs, tmp_path / "b-again", client=client)
+        assert after_close.status == "Completed", after_close.summary["reason"]
+        assert after_close.predictions.read_text() == fresh.predictions.read_text()
+        assert set(client.run(os.getpid).values()) == pids  # (in place: the same processes)
+    finally:  # (the module's other tests have workers whose sys.__stderr__ is open)
+        client.restart_workers(list(client.scheduler_info()["workers"]))
 
 
 def _dead_pid() -> tuple[int, float]:
