@@ -136,10 +136,8 @@ def _writes_to(handler: logging.Handler, streams: list[Any]) -> bool:
 
 
 def _set_filters(filters: list[Any]) -> None:
-    warnings.filters[:] = filters
-    mutated = getattr(warnings, "_filters_mutated", None)
-    if callable(mutated):  # (the warnings already shown once are shown again, as they were)
-        mutated()
+    warnings.resetwarnings()  # (the filters' version moves on: the warnings already shown
+    warnings.filters[:] = filters  # once are looked at again, as they were)
 
 
 def _set_gc(enabled: bool) -> None:
