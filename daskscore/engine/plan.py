@@ -25,7 +25,7 @@ from daskscore.config.options import JobOptions
 from daskscore.config.settings import UnknownKeyWarning, output_name_problem
 from daskscore.config.sizes import MiniBatchSize
 from daskscore.errors import ConfigError, InputError, UsageError
-from daskscore.io import inputs, splitreader, splittable, storage, tabular
+from daskscore.io import inputs, overlap, splitreader, splittable, storage, tabular
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.worker import script as script_mod
 
@@ -83,7 +83,8 @@ def plan_job(
         Collect every problem here (their messages) instead of raising the first; the plan is
         then None when there was any.
     output : str or path-like, optional
-        The job's output folder: left out of the input when it lies inside it.
+        The job's output folder: left out of the input when it lies inside it; an input that
+        is (or lies inside) a name the job writes or removes there is refused.
 
     Raises
     ------
@@ -106,6 +107,9 @@ def plan_job(
 
     fmt = options.output_format or settings.output_action
     step("writer", lambda: _writer(fmt, options, settings.output_file_name))
+    if output is not None and "writer" in found:  # (an input the job would destroy: refused)
+        target = found["writer"].target(settings.output_file_name)
+        step("apart", lambda: overlap.check_apart(str(input_path), str(output), target))
     step("files", lambda: list_inputs(str(input_path), output, notes))
     if "files" in found:
         root = _local_folder(str(input_path))

@@ -35,6 +35,7 @@ from typing import Any
 
 from daskscore.errors import OutputError
 from daskscore.io.ledger import BOOK_FILE
+from daskscore.io.ownlogs import own_remote_logs, remove_own_logs
 from daskscore.io.setaside import assembled_here, mark_assembled
 
 SUMMARY_FILE = "job_summary.json"
@@ -106,8 +107,8 @@ def claim_output(
         held += [p for p in _earlier_outputs(output) if p not in held]
     for path in held:
         _remove(path)
-    if overwrite and (output / "logs").is_dir():
-        shutil.rmtree(output / "logs")
+    if overwrite:  # (daskscore's files there: not the user's own)
+        remove_own_logs(output)
     _make_logs(output)
     return False
 
@@ -320,7 +321,7 @@ def claim_remote_output(
 
     An overwrite removes what it removes in a local folder (:func:`claim_output`): the
     predictions, the summary, ``failed_items.csv``, the earlier job's report and predictions
-    as its summary names them, and ``logs/``; nothing else there (what the script wrote).
+    as its summary names them, and daskscore's files under ``logs/``; nothing else there.
     """
     from daskscore.io import storage, storeaccess
 
@@ -350,10 +351,11 @@ def _claim_remote(
         before_changes()
     if overwrite:
         held += [n for n in _earlier_remote(fs, base) if n not in held]
-        if fs.isdir(f"{base}/logs"):
-            held.append("logs")
+    logs = own_remote_logs(fs, base) if overwrite else []
     for name in held:
         fs.rm(f"{base}/{name}", recursive=True)
+    if logs:
+        fs.rm(logs)
     fs.invalidate_cache()
 
 

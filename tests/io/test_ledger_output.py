@@ -413,6 +413,33 @@ def test_claim_with_overwrite_removes_the_old_job(tmp_path: Path) -> None:
     assert (out / "mine.parquet").exists()
 
 
+def test_claim_with_overwrite_removes_only_daskscore_s_logs(tmp_path: Path) -> None:
+    """``logs/`` was removed whole, a file of the user's there with it: only daskscore's
+    files go (and the folders they leave empty, made again)."""
+    out = tmp_path / "out"
+    own = [
+        "job_result.txt",
+        "job_error.txt",
+        "job_progress_overview.txt",
+        "sys/daskscore.txt",
+        "sys/job_recipe.json",
+        "sys/job_report/processed_mini-batches.csv",
+        "user/error/w0.txt",
+        "user/stdout/w0.txt",
+    ]
+    mine = ["app.log", "sys/notes.txt", "archive/old.txt"]
+    for rel in own + mine:
+        (out / "logs" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / "logs" / rel).write_text(f"was {rel}")
+    (out / SUMMARY_FILE).write_text("{}")
+    claim_output(out, "predictions.csv", overwrite=True)
+    assert [rel for rel in own if (out / "logs" / rel).exists()] == []
+    assert {rel: (out / "logs" / rel).read_text() for rel in mine} == {
+        rel: f"was {rel}" for rel in mine
+    }
+    assert (out / "logs" / "user" / "error").is_dir()
+
+
 @pytest.mark.parametrize("new_name", ["scores.csv", None], ids=["renamed", "summary_only"])
 @pytest.mark.parametrize("dataset", [False, True], ids=["file", "dataset"])
 def test_claim_with_overwrite_removes_the_old_job_s_outputs_by_any_name(

@@ -118,11 +118,13 @@ FAILING_SCRIPT = """
 
 def test_remote_overwrite_removes_what_a_local_one_does(bucket, remote_client, tmp_path) -> None:
     """An --overwrite into a URL removes the earlier job's failed_items.csv, report, logs and
-    predictions of another name, as in a local folder; files the user put there stay."""
+    predictions of another name, as in a local folder; files the user put there stay (one
+    under logs/ too: the whole logs/ folder was removed)."""
     root, options = bucket["root"], bucket["options"]
     _upload_inputs(root, options, 3)
     fs, base = fsspec.core.url_to_fs(root, **options)
     fs.pipe({f"{base}/out/notes/mine.txt": b"the user's own"})
+    fs.pipe({f"{base}/out/logs/app.log": b"the user's log"})
     settings = {"mini_batch_size": 1, "error_threshold": -1, "output_file_name": "first.csv"}
     env = {"environment_variables": {"FAIL_ONE": "1"}}
     first = write_deployment(
@@ -143,8 +145,9 @@ def test_remote_overwrite_removes_what_a_local_one_does(bucket, remote_client, t
     after = {p.rsplit("/out/", 1)[1] for p in fs.find(f"{base}/out")}
     assert "failed_items.csv" not in after, sorted(after)
     assert "first.csv" not in after, sorted(after)
-    assert {"predictions.csv", "job_summary.json", "notes/mine.txt"} <= after
+    assert {"predictions.csv", "job_summary.json", "notes/mine.txt", "logs/app.log"} <= after
     assert fs.cat_file(f"{base}/out/notes/mine.txt") == b"the user's own"
+    assert fs.cat_file(f"{base}/out/logs/app.log") == b"the user's log"
     # the logs are the second job's only: its first mini-batch's error is not there
     errors = [p for p in after if p.startswith("logs/user/error/")]
     assert not any(b"f001 is bad" in fs.cat_file(f"{base}/out/{p}") for p in errors)
