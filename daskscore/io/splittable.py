@@ -152,10 +152,11 @@ class Cuts:
     def digest(self, into: Any) -> None:
         """Feed ``into`` (a :mod:`hashlib` object) which rows each split holds: its first row
         and row count, little-endian int64 pairs; a split whose rows are not counted (a CSV
-        file that is not cut: the whole file) is ``-1`` rows, whatever its lines.  The same
-        splits give the same bytes whatever their arrays' types; the byte offsets are not fed
-        (a row's length may change, and with it the offsets of those after it, while every
-        split holds the same rows)."""
+        file that is not cut: the whole file) by its lines, ``-1 - lines`` (rows appended to
+        such a file change it, as they change a cut file's last split).  The same splits give
+        the same bytes whatever their arrays' types; the byte offsets are not fed (a row's
+        length may change, and with it the offsets of those after it, while every split holds
+        the same rows)."""
         n = len(self)
         if n <= _FEW:  # (a few splits, as most files have: plain ints, no numpy call)
             if self.every:
@@ -163,7 +164,7 @@ class Cuts:
             else:
                 assert self.first is not None
                 first = self.first.tolist()
-            pairs = [v for i in range(n) for v in (first[i], max(self.rows_of(i), -1))]
+            pairs = [v for i in range(n) for v in (first[i], self.rows_of(i))]
             into.update(struct.pack(f"<{2 * n}q", *pairs))
             return
         import numpy as np
@@ -171,7 +172,7 @@ class Cuts:
         for a in range(0, n, _DIGEST_CHUNK):
             _, _, first, rows = self.columns(a, min(n, a + _DIGEST_CHUNK))
             pairs = np.empty((len(first), 2), "<i8")
-            pairs[:, 0], pairs[:, 1] = first, np.maximum(rows, -1)
+            pairs[:, 0], pairs[:, 1] = first, rows
             into.update(pairs.tobytes())
 
     def nbytes(self) -> int:

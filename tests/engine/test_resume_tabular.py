@@ -156,6 +156,41 @@ def test_resume_after_rows_were_appended_is_refused_naming_the_file(tmp_path: Pa
     assert _ids(out) == _input_ids(inputs)
 
 
+def test_resume_after_rows_were_appended_to_a_file_not_cut_is_refused(tmp_path: Path) -> None:
+    """A CSV file that cannot be cut (a quoted line break) is one mini-batch, its rows not
+    counted: rows appended to it changed nothing the resume compared, so the resume was
+    accepted, Completed, and the new rows were missing from the output.  It is refused as the
+    same append to a file that is cut is; the file put back as it was resumes."""
+    held, go = tmp_path / "held", tmp_path / "go"
+    dep, inputs, out = _job(tmp_path, "20 rows", HOLD="b200", HELD=str(held), GO=str(go))
+    a, b = inputs / "a.csv", inputs / "b.csv"
+    a.write_text('id,name\na0,"two\nlines"\n' + "".join(f"a{i},name{i}\n" for i in range(1, 10)))
+    _write(b, "b", range(300))
+    original = a.read_bytes()
+    job = start_cli(*cli_args(dep, inputs, out))
+    try:  # killed while the mini-batch of b200... runs
+        wait_until(held.exists, job, "the job reached b.csv's row 200")
+    finally:
+        kill_tree(job)
+    assert (out / ".daskscore" / MANIFEST).is_file(), "the job was not left interrupted"
+    go.touch()
+
+    with open(a, "a") as fh:
+        fh.write("a10,name10\na11,name11\n")
+    before = _snapshot(out)
+    proc = cli(dep, inputs, out, "--resume")
+    _refused(proc, a, b, "resume")
+    assert _snapshot(out) == before, "the refused resume changed the output folder"
+
+    a.write_bytes(original)  # (put back as it was: the same rows, a newer time)
+    proc = cli(dep, inputs, out, "--resume")
+    assert proc.returncode == 0, show(proc)
+    s = summary_of(out)
+    assert s["resumed_mini_batches"] > 0, s
+    assert s["total_items"] == s["succeeded_items"] == s["rows_written"] == 310, s
+    assert _ids(out) == _input_ids(inputs)
+
+
 @pytest.mark.parametrize(
     ("size", "moving", "keeping"),
     [("1KB", "field", "same-length"), ("32 rows", "drop", "field")],
