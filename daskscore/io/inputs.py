@@ -2,8 +2,9 @@
 
 Pure functions and compact sequences.  Work is split by file count, as Azure does: the files of
 the input are listed recursively, sorted by path (so every run forms the same mini-batches),
-dot-files and dot-folders skipped (and broken symbolic links, and the job's own output folder
-when it lies inside the input: each said in one line of the job log), and cut into mini-batches
+dot-files and dot-folders skipped (and broken symbolic links, the job's own output folder when
+it lies inside the input, other jobs' output folders there: each said in one line of the job
+log, :mod:`daskscore.io.skipped`), and cut into mini-batches
 of ``mini_batch_size`` files, the last taking the remainder; file sizes play no part.
 
 A big input costs the driver little memory: :class:`FileList` keeps each folder's path once and
@@ -24,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.errors import InputError
-from daskscore.io.outputdir import SUMMARY_FILE as SUMMARY
+from daskscore.io.skipped import Skipped, job_output
 
 #: Paths made at a time when a :class:`FileList` is walked.
 _CHUNK = 4096
 _ONE = 1
-#: Broken symbolic links and dot-files named in the job log's lines about them (others: counted).
-SHOWN_LINKS = 5
 #: What following a symbolic link that leads nowhere raises: it is skipped, not listed.
 _BROKEN = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
@@ -44,7 +43,8 @@ def list_input_files(
     """Absolute paths of the input files, sorted; a folder is walked recursively.
 
     Files and folders whose name starts with a dot are skipped, and so are symbolic links that
-    lead nowhere (a file that is not there cannot be scored) and the folder ``exclude``; a
+    lead nowhere (a file that is not there cannot be scored), the folder ``exclude`` and any
+    folder holding another daskscore job's output (its staging folder, lock or summary); a
     folder's paths come as a packed :class:`FileList`.
 
     Parameters
@@ -78,7 +78,7 @@ def list_input_files(
             "run() could wait on it forever. Give a file or a folder of files."
         )
     p = p.resolve()
-    skipped = _Skipped(_folder_id(exclude))
+    skipped = Skipped(_folder_id(exclude))
     if skipped.exclude is not None and skipped.exclude == _folder_id(p):
         raise InputError(
             f"the output folder '{exclude}' is the input folder '{path}': daskscore writes its "
@@ -105,69 +105,6 @@ def _folder_id(folder: str | os.PathLike[str] | None) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino) if st is not None else None
 
 
-class _Skipped:
-    """What a walk left out: dot-files and dot-folders, the excluded folder, broken links,
-    pipes, sockets and devices (``counts`` and the first few ``shown`` of each kind)."""
-
-    def __init__(self, exclude: tuple[int, int] | None) -> None:
-        self.exclude = exclude
-        self.excluded: str | None = None
-        self.counts = {"dot": 0, "broken": 0, "special": 0}
-        self.shown: dict[str, list[str]] = {"dot": [], "broken": [], "special": []}
-        self.jobs: list[str] = []  # earlier jobs' output folders
-
-    def add(self, kind: str, path: str) -> None:
-        self.counts[kind] += 1
-        if len(self.shown[kind]) < SHOWN_LINKS:
-            self.shown[kind].append(path)
-
-    def _said(self, kind: str) -> str:
-        """The first few of ``kind``, and how many more."""
-        more = self.counts[kind] - len(self.shown[kind])
-        return ", ".join(sorted(self.shown[kind])) + (f" and {more} more" if more else "")
-
-    def notes(self, root: str) -> list[str]:
-        lines = []
-        if self.counts["dot"]:
-            lines.append(
-                f"skipped {self.counts['dot']} dot-file(s) and dot-folder(s) in the input folder "
-                f"{root} (names starting with '.'): {self._said('dot')}"
-            )
-        if self.excluded:
-            lines.append(
-                f"the output folder {self.excluded} is inside the input folder {root}: it is "
-                "left out of the input (its predictions, logs and staging are not scored)"
-            )
-        for folder in self.jobs:
-            lines.append(
-                f"the folder {folder} in the input folder {root} holds an earlier daskscore "
-                "job's results (job_summary.json, logs/): it is left out of the input"
-            )
-        if self.counts["broken"]:
-            lines.append(
-                f"skipped {self.counts['broken']} broken symbolic link(s) in the input folder "
-                f"{root} (they lead to no file): {self._said('broken')}"
-            )
-        if self.counts["special"]:
-            lines.append(
-                f"skipped {self.counts['special']} pipe(s), socket(s) or device(s) in the input "
-                f"folder {root} (not regular files): {self._said('special')}"
-            )
-        return lines
-
-
-def _job_output(folder: str, names: list[str], folders: list[tuple[str, str]]) -> bool:
-    """Whether ``folder`` holds an earlier daskscore job's results (``job_summary.json`` and
-    ``logs/``): no inputs."""
-    if not any(sub == "logs" for sub, _ in folders) or SUMMARY not in names:
-        return False
-    try:
-        with open(os.path.join(folder, SUMMARY), encoding="utf-8", errors="replace") as fh:
-            return '"total_mini_batches"' in fh.read(1 << 16)
-    except OSError:
-        return False
-
-
 def _broken_link(entry: os.DirEntry[str]) -> bool:
     """Whether ``entry`` is a symbolic link to nothing (or to a loop of links); ``is_symlink``
     is the listing's own file type (no system call)."""
@@ -183,7 +120,7 @@ def _stat_errno(path: str | os.PathLike[str]) -> int:
 
 
 def _sort_entry(
-    entry: os.DirEntry[str], names: list[str], folders: list[tuple[str, str]], skipped: _Skipped
+    entry: os.DirEntry[str], names: list[str], folders: list[tuple[str, str]], skipped: Skipped
 ) -> None:
     """An entry that is no regular file: a folder, a link to one or to a file, or skipped."""
     try:
@@ -227,10 +164,10 @@ class _Folder:
         return self.names[self.offsets[i] : self.offsets[i + 1] - 1]
 
 
-def _walk(root: str, skipped: _Skipped | None = None) -> list[_Folder]:
+def _walk(root: str, skipped: Skipped | None = None) -> list[_Folder]:
     """The folders under ``root`` that are walked (each once), depth first by name; what is
     left out is noted in ``skipped``."""
-    skipped = skipped or _Skipped(None)
+    skipped = skipped or Skipped(None)
     walked: list[_Folder] = []
     seen: set[tuple[int, int]] = set()  # (device, inode) of folders walked: no symlink loops
     stack: list[tuple[str, int, str]] = [(root, -1, "")]
@@ -256,10 +193,11 @@ def _walk(root: str, skipped: _Skipped | None = None) -> list[_Folder]:
         seen.add((st.st_dev, st.st_ino))
         folders: list[tuple[str, str]] = []
         names: list[str] = []
+        dots: list[os.DirEntry[str]] = []
         with entries:
             for entry in entries:
                 if entry.name[0] == ".":
-                    skipped.add("dot", entry.path)
+                    dots.append(entry)
                     continue
                 try:
                     if entry.is_file(follow_symlinks=False):  # most: the listing's own type
@@ -268,9 +206,11 @@ def _walk(root: str, skipped: _Skipped | None = None) -> list[_Folder]:
                 except OSError:
                     pass
                 _sort_entry(entry, names, folders, skipped)
-        if parent >= 0 and _job_output(folder, names, folders):
+        if parent >= 0 and job_output(folder, names, dots):
             skipped.jobs.append(folder)  # (neither its files nor its sub-folders)
             continue
+        for entry in dots:
+            skipped.add("dot", entry.path)
         if parent >= 0:
             walked[parent].children.append((name + os.sep, len(walked)))
         index = len(walked)

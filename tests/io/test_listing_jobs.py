@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import cli, make_job, show, summary_of
+from helpers import cli, cli_args, kill_tree, make_job, show, start_cli, summary_of, wait_until
 
 from daskscore import InputError
 from daskscore.io.inputs import list_input_files
@@ -73,10 +73,64 @@ def test_an_earlier_jobs_output_folder_inside_the_input_is_not_scored(tmp_path: 
     names = [line.split()[0] for line in rows]
     assert names == ["f0000.csv", "f0001.csv", "f0002.csv", "job_summary.json", "x.txt"]
     log = job_log(inputs / "scores2").splitlines()
-    lines = [line for line in log if "earlier daskscore job" in line]
+    lines = [line for line in log if "another daskscore job" in line]
     assert len(lines) == 1 and str(inputs / "scores") in lines[0], lines
     # the earlier job's folder given as the input itself is scored (a chained job)
     assert len(list_input_files(inputs / "scores")) > 3
+
+
+HOLD_SCRIPT = """
+    import os
+    import time
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        for path in mini_batch:  # HOLD: the input that waits until the file GO exists
+            while os.path.basename(path) == os.environ["HOLD"] and not os.path.exists(
+                os.environ["GO"]
+            ):
+                open(os.environ["HELD"], "w").close()
+                time.sleep(0.05)
+        return [os.path.basename(path) for path in mini_batch]
+"""
+
+
+def test_a_running_or_interrupted_jobs_output_inside_the_input_is_not_scored(
+    tmp_path: Path,
+) -> None:
+    """An output folder inside the input whose job was still running, or was killed, has no
+    job_summary.json yet: a second job scored its logs and job_recipe.json as inputs (and in
+    tabular mode was refused for them).  Its staging folder and lock say it is a job's."""
+    held, go = tmp_path / "held", tmp_path / "go"
+    env = {"HOLD": "f0002.csv", "HELD": str(held), "GO": str(go)}
+    dep, inputs, _ = make_job(
+        tmp_path, HOLD_SCRIPT, n_files=4, settings={"mini_batch_size": 1}, env=env
+    )
+    data = inputs / "data"  # a folder of inputs that merely has a logs/ folder
+    (data / "logs").mkdir(parents=True)
+    (data / "logs" / "x.txt").write_text("x")
+    running = start_cli(*cli_args(dep, inputs, inputs / "outA"))
+    try:
+        wait_until(held.exists, running, "the first job reached f0002.csv")
+        notes: list[str] = []
+        files = list_input_files(inputs, exclude=inputs / "outB", notes=notes)
+        assert [Path(f).name for f in files] == ["x.txt", *(f"f000{i}.csv" for i in range(4))]
+        assert any(str(inputs / "outA") in n and "another daskscore job" in n for n in notes)
+    finally:
+        kill_tree(running)
+    assert (inputs / "outA" / ".daskscore").is_dir()
+    assert not (inputs / "outA" / "job_summary.json").exists()
+    go.touch()
+
+    second = cli(dep, inputs, inputs / "outB")
+
+    assert second.returncode == 0, show(second)
+    names = (inputs / "outB" / "predictions.csv").read_text().split()
+    assert names == ["x.txt", "f0000.csv", "f0001.csv", "f0002.csv", "f0003.csv"]
+    lines = [x for x in job_log(inputs / "outB").splitlines() if "another daskscore job" in x]
+    assert len(lines) == 1 and str(inputs / "outA") in lines[0], lines
 
 
 def test_broken_symbolic_links_are_skipped_with_one_line_in_the_job_log(tmp_path: Path) -> None:
