@@ -48,7 +48,7 @@ from daskscore.engine.plan import JobPlan, plan_job
 from daskscore.engine.publish import assembly_dir, finish_upload, publish, upload_left
 from daskscore.engine.scoring import JobRun, open_board, score_all
 from daskscore.errors import OutputError, UploadFailed, UsageError, WriteFailed
-from daskscore.io import outputdir, outputlock, setaside, shipping, storage
+from daskscore.io import outputdir, outputlock, pathroom, setaside, shipping, storage
 from daskscore.io.joblog import job_logging
 from daskscore.io.ledger import make_staging, read_ledger
 from daskscore.worker import script as script_mod
@@ -75,6 +75,8 @@ def execute(
             "written to a URL does not keep the staged results a retry assembles the output "
             "from. Run the job into a local folder (and upload it) to retry its failures."
         )
+    if not storage.is_remote(str(output)):  # (a path too long: refused, nothing created)
+        pathroom.check_room(output, deployment.settings.output_file_name)
     lock = outputlock.lock_output(output, uuid.uuid4().hex[:12])  # refuses a folder in use
     try:
         return _execute(deployment, input_path, output, options, lock)
