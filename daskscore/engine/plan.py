@@ -152,7 +152,15 @@ def plan_job(
 def _carried(planned: tuple[Any, str, Any], carry: Sequence[str]) -> tuple[Any, str, Any]:
     """``planned`` as it is, unless input columns are to be carried in file mode: refused
     there, where run() gets a list of files and no row of its result is an input row's (not
-    even ``file`` or ``row``: a mini-batch holds several files, and rows are run()'s own)."""
+    even ``file`` or ``row``: a mini-batch holds several files, and rows are run()'s own); a
+    column named twice is refused (every mini-batch would fail, its name taken)."""
+    twice = sorted({c for c in carry if carry.count(c) > 1})
+    if twice:
+        raise UsageError(
+            f"--carry-columns (carry_columns=) {', '.join(carry)}: "
+            f"{', '.join(map(repr, twice))} named more than once; a carried column is one "
+            "column of the output, so each can be carried once. Name each column once."
+        )
     if carry and planned[1] == "files":
         raise UsageError(
             f"--carry-columns (carry_columns=) {', '.join(carry)}: carrying input columns "

@@ -269,6 +269,33 @@ def test_carry_columns_in_file_mode_are_refused(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("carry", "twice"), [(["id", "id"], "'id'"), (["file", "row", "file", "row"], "'file', 'row'")]
+)
+@pytest.mark.parametrize("entry", ["run", "score"])
+def test_a_column_carried_twice_is_refused_before_scoring(
+    client: Any,
+    tmp_path: Path,
+    table: tuple[Path, pd.DataFrame],
+    carry: list[str],
+    twice: str,
+    entry: str,
+) -> None:
+    """``--carry-columns id,id`` (``file,file``, ``row,row``) was taken: every try of every
+    mini-batch then failed ("'id' is already taken") and the job ended Completed, exit 0."""
+    folder, _ = table
+    dep = deploy(tmp_path, "50 rows", mode="pred")
+    out = tmp_path / "out"
+    with pytest.raises(daskscore.UsageError) as caught:
+        if entry == "run":
+            daskscore.run(dep, folder, out, client=client, carry_columns=carry)
+        else:
+            daskscore.score(dep, folder, client=client, carry_columns=carry)
+    text = str(caught.value)
+    assert f"{twice} named more than once" in text and "\n" not in text, text
+    assert not out.exists(), "nothing ran, no output folder"
+
+
 def test_partial_returns_count_failed_rows(
     client: Any, tmp_path: Path, table: tuple[Path, pd.DataFrame]
 ) -> None:
