@@ -246,7 +246,8 @@ def plan_work(
 ) -> tuple[Sequence[Any], str, Sequence[str]]:
     """Mini-batches of files, or (tabular mode) splits of the tabular files; their unit; and
     the files they read.  A line goes into ``notes`` for the files tabular mode leaves out
-    (``root``: the input folder, below which a folder's name may leave its files out)."""
+    (``root``: the input folder, below which a folder's name may leave its files out; None
+    when the input is a file, which is read whatever its name)."""
     if tabular_mode is None:
         tabular_mode = size.implies_tabular
     if tabular_mode and files and storage.is_remote(files[0]):
@@ -276,13 +277,14 @@ def _tabular_files(
     """The files tabular mode reads: as pyarrow's and Dask's readers do, those whose name
     starts with ``_`` or ``.`` are left out (a Spark or Hadoop output folder's ``_SUCCESS``,
     Parquet's ``_metadata``), and so are those in a folder so named below ``root`` (Spark's
-    ``_temporary/`` attempts), with a log line.  Any other file that is not CSV or Parquet is
-    refused, saying what turned tabular mode on."""
+    ``_temporary/`` attempts), with a log line; a file given as the input (``root`` None) is
+    read whatever its name, as those readers read a file named to them.  Any other file that
+    is not CSV or Parquet is refused, saying what turned tabular mode on."""
     kept: list[str] = []
     left: dict[str, list[str]] = {"file": [], "folder": []}
     top = root.rstrip(os.sep) + os.sep if root else None
     for f in files:
-        part = _ignored_part(f, top)
+        part = _ignored_part(f, top) if top else None
         (left[part] if part else kept).append(f)
     if notes is not None:
         names = sorted(os.path.basename(f) for f in left["file"])
@@ -321,7 +323,7 @@ def _tabular_files(
     return kept
 
 
-def _ignored_part(path: str, top: str | None) -> str | None:
+def _ignored_part(path: str, top: str) -> str | None:
     """``"file"`` when the name of ``path`` starts with one of
     :data:`~daskscore.io.tabular.IGNORED_PREFIXES`, ``"folder"`` when a folder's does between
     ``top`` (the input folder, ending in a separator, not judged itself) and it; else None."""
@@ -329,7 +331,7 @@ def _ignored_part(path: str, top: str | None) -> str | None:
     cut = path.rfind(os.sep) + 1
     if path.startswith(prefixes, cut):
         return "file"
-    if top is None or not path.startswith(top) or cut <= len(top):
+    if not path.startswith(top) or cut <= len(top):
         return None
     folders = path[len(top) : cut]  # (each folder's name followed by the separator)
     if folders.startswith(prefixes) or any(os.sep + p in folders for p in prefixes):

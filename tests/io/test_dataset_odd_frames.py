@@ -155,6 +155,28 @@ def test_a_spark_attempt_under_temporary_is_left_out_as_pyarrow_leaves_it(
     assert "_temporary/0/task_1/part-00000-abc.snappy.parquet" in log
 
 
+@pytest.mark.parametrize("name", ["_part-0001.csv", ".hidden.parquet"])
+def test_a_file_given_as_the_input_is_read_whatever_its_name(
+    client: Any, tmp_path: Path, name: str
+) -> None:
+    """The ``_``/``.`` rule is for a folder's files (as pyarrow lists them): a file named as
+    the input was refused ("the input holds no tabular file"), though pyarrow and pandas read
+    a file named to them."""
+    dep = write_deployment(tmp_path / "deploy", PASS_THROUGH, settings={"mini_batch_size": "1MB"})
+    frame = pd.DataFrame({"x": range(4)})
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    out = tmp_path / "out"
+
+    result = daskscore.run(dep, path, out, client=client, output_format="parquet")
+
+    assert result.status == "Completed" and result.succeeded_items == 4
+    assert sorted(pd.read_parquet(out / "predictions")["x"]) == [0, 2, 4, 6]
+
+
 def test_a_file_tabular_mode_cannot_read_is_refused_saying_what_turned_it_on(
     client: Any, tmp_path: Path
 ) -> None:
