@@ -59,6 +59,39 @@ def data_start(f: IO[bytes]) -> int:
             return len(buf)
 
 
+#: How compressed files begin (bzip2: its block size digit, then a block's or the stream end's
+#: magic number: a text beginning "BZh" is not one), the format's name, and a command that
+#: writes the file plain (``{name}``: the file's name).
+_COMPRESSED = (
+    (re.compile(rb"\x1f\x8b"), "gzip", "gzip -dc {name} > plain/{name}"),
+    (re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)"), "bzip2", "bzip2 -dc {name} > plain/{name}"),
+    (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd", "zstd -dc {name} > plain/{name}"),
+    (re.compile(rb"\xfd7zXZ\x00"), "xz", "xz -dc {name} > plain/{name}"),
+    (re.compile(rb"PK\x03\x04"), "zip", "unzip -d plain {name}"),
+)
+
+
+def refuse_compressed(f: IO[bytes], path: str) -> None:
+    """Raise :class:`InputError` when the file begins as a gzip, bzip2, zstd, xz or zip file
+    does, whatever its name: tabular mode cuts a CSV file into byte ranges of its text and
+    reads them with pandas, which a compressed file's bytes are not (its NUL bytes made it
+    look UTF-16)."""
+    f.seek(0)
+    magic = f.read(10)
+    found = next((c for c in _COMPRESSED if c[0].match(magic)), None)
+    if found is None:
+        return
+    _, kind, command = found
+    name = os.path.basename(path)
+    raise InputError(
+        f"input file '{path}' is {kind}-compressed (its first bytes say so), not a plain CSV "
+        "file: tabular mode cuts a CSV file into byte ranges of its text, which a compressed "
+        f"file cannot be cut into, and does not decompress it. Decompress it first, e.g. "
+        f"`{command.format(name=name)}`, or write it as Parquet (whose own compression "
+        "tabular mode reads)."
+    )
+
+
 #: Byte-order marks of UTF-32 and UTF-16 (longest first: UTF-32-LE's begins as UTF-16-LE's)
 _WIDE_BOMS = (
     (b"\xff\xfe\x00\x00", "UTF-32"),

@@ -361,6 +361,7 @@ def _plan_csv(path: str, kind: str, n: int) -> tuple[filestamp.Stamp, list[Cuts]
         stamp = filestamp.stamp_of(os.fstat(f.fileno()), f.fileno())
         size = stamp[0]
         data_start = csvscan.data_start(f)
+        csvscan.refuse_compressed(f, path)
         csvscan.refuse_wide(f, path, data_start)
         try:
             blocks = csvscan.row_end_blocks(f, data_start, size)

@@ -437,6 +437,52 @@ def test_a_utf16_or_utf32_csv_is_refused_naming_the_file(
     assert "not UTF-8" in message and "iconv -f UTF-" in message
 
 
+def _compressed(kind: str, path: Path, data: bytes) -> None:
+    """``data`` written to ``path`` compressed as ``kind`` by its own library."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("data.csv", data)
+    elif kind == "zstd":
+        with pa.CompressedOutputStream(str(path), "zstd") as stream:
+            stream.write(data)
+    else:
+        path.write_bytes({"gzip": gzip, "bzip2": bz2, "xz": lzma}[kind].compress(data))
+
+
+@pytest.mark.parametrize(
+    ("kind", "command"),
+    [
+        ("gzip", "gzip -dc data.csv"),
+        ("bzip2", "bzip2 -dc data.csv"),
+        ("zstd", "zstd -dc data.csv"),
+        ("xz", "xz -dc data.csv"),
+        ("zip", "unzip -d plain data.csv"),
+    ],
+)
+def test_a_compressed_csv_is_refused_as_compressed(tmp_path: Path, kind: str, command: str) -> None:
+    """A gzip-compressed ``data.csv`` was said to be "UTF-16 or UTF-32" (its NUL bytes), with
+    an iconv command that could not help."""
+    path = tmp_path / "data.csv"
+    _compressed(kind, path, b"id,name\n" + b"".join(b"%d,n%d\n" % (i, i) for i in range(300)))
+    with pytest.raises(InputError) as info:
+        plan_splits([str(path)], ("rows", 50))
+    message = str(info.value)
+    assert message.startswith(f"input file '{path}' is {kind}-compressed"), message
+    assert command in message and "UTF-16" not in message and "iconv" not in message
+
+
+def test_a_csv_whose_text_begins_as_a_bzip2_file_does_is_planned(tmp_path: Path) -> None:
+    """Only a bzip2 stream's whole signature counts, not a header that begins ``BZh``."""
+    path = tmp_path / "bzh.csv"
+    path.write_text("BZh9,x\n1,2\n")
+    assert len(plan_splits([str(path)], ("rows", 1))) == 1
+
+
 def test_utf8_with_a_byte_order_mark_or_nul_bytes_in_a_row_is_planned(tmp_path: Path) -> None:
     bom, nul = tmp_path / "bom.csv", tmp_path / "nul.csv"
     bom.write_bytes(b"\xef\xbb\xbfid,name\n" + b"".join(b"%d,n\n" % i for i in range(30)))
