@@ -26,6 +26,7 @@ from daskscore.engine.finish import JobResult
 from daskscore.engine.runner import execute
 from daskscore.engine.session import ScoringSession
 from daskscore.errors import ConfigError, UsageError
+from daskscore.io import pathroom
 from daskscore.ui.progress import in_jupyter_kernel
 
 
@@ -398,9 +399,10 @@ def _names(
 
 
 def _one_path(value: Any, option: str) -> str | os.PathLike[str]:
-    """``value``, one path or URL: a list of files is no input (a folder of them is)."""
+    """``value``, one path or URL: a list of files is no input (a folder of them is); a
+    ``file://`` URL, the local path it names."""
     if isinstance(value, (str, os.PathLike)):
-        return value
+        return pathroom.local_path(value, option)
     what = f"a list of {len(value)} paths" if isinstance(value, (list, tuple)) else repr(value)
     raise UsageError(
         f"{option}: expected one file, folder or URL, got {what}"

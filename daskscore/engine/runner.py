@@ -69,6 +69,8 @@ def execute(
     output or script cannot be used.
     """
     options = options or JobOptions()
+    input_path = pathroom.local_path(input_path, "input")
+    output = pathroom.local_path(output, "output")
     if options.retry_failed and storage.is_remote(str(output)):
         raise UsageError(
             f"--retry-failed needs a local output folder: '{output}' is a URL, and a job "

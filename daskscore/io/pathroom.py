@@ -1,4 +1,5 @@
-"""Whether a local output folder's path leaves room for the paths a job makes under it.
+"""Local paths of a job: a ``file://`` URL as the path it names (:func:`local_path`), and
+whether a local output folder's path leaves room for the paths a job makes under it.
 
 The file system refuses a path longer than ``PATH_MAX`` bytes (4096 on Linux) and a name
 longer than ``NAME_MAX`` (255).  An output folder within a few dozen bytes of that limit took
@@ -10,9 +11,12 @@ it before anything is created, naming the folder and the limit.
 from __future__ import annotations
 
 import os
+import urllib.parse
+import urllib.request
 from pathlib import Path
+from typing import Any
 
-from daskscore.errors import OutputError
+from daskscore.errors import OutputError, UsageError
 
 #: Bytes that daskscore's own paths under the output folder take at most, besides the
 #: predictions' name: a worker's log ``logs/user/stdout/<worker>.txt`` (a worker named after
@@ -21,6 +25,21 @@ from daskscore.errors import OutputError
 ROOM = 128
 #: What the predictions' name may grow by: a dataset's part file, a file being written.
 _PREDICTIONS_ROOM = len("/part-00000.parquet.partial")
+
+
+def local_path(value: Any, option: str) -> Any:
+    """``value`` as it is, but a ``file://`` URL of this machine as the local path it names
+    (``file:///data/in`` is ``/data/in``: taken as a path, it named a folder ``file:``); one of
+    another host is refused, naming ``option``."""
+    if not isinstance(value, str) or not value.lower().startswith("file://"):
+        return value
+    url = urllib.parse.urlsplit(value)
+    if url.netloc.lower() not in ("", "localhost"):
+        raise UsageError(
+            f"{option} '{value}' is a file:// URL of the host '{url.netloc}': give a local "
+            "path (a file:// URL of this machine names no host: file:///data/in)."
+        )
+    return urllib.request.url2pathname(url.path)
 
 
 def check_room(output: str | os.PathLike[str], output_file_name: str) -> None:

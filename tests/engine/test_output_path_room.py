@@ -1,9 +1,12 @@
-"""An output folder whose path leaves no room for the files a job makes under it.
+"""Local paths of a job: an output folder whose path leaves no room for the files a job makes
+under it, and ``file://`` URLs.
 
 Near ``PATH_MAX`` (4096 bytes on Linux) a job took its lock and logs, then failed on its
 first staged file as an internal error, leaving a half-made staging folder and a ``--resume``
 hint that could never work.  It is refused up front (exit 2, naming the folder), nothing
-created; a folder just deep enough runs, every file of its job within the limit.
+created; a folder just deep enough runs, every file of its job within the limit.  A
+``file://`` URL of this machine is the local path it names (it was "does not exist" as an
+input, and a folder ``./file:/...`` as an output).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import write_deployment, write_inputs
 from helpers import cli, show, summary_of
 
@@ -79,3 +83,18 @@ def test_an_output_folder_just_deep_enough_runs(client: Any, tmp_path: Path) -> 
     assert summary_of(out)["total_items"] == 3
     longest = max(len(str(p)) for p in out.rglob("*"))
     assert longest < PATH_MAX
+
+
+def test_file_urls_are_the_local_paths_they_name(client: Any, tmp_path: Path) -> None:
+    dep = write_deployment(tmp_path / "d", SCRIPT)
+    inputs = write_inputs(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    result = daskscore.run(dep, inputs.as_uri(), out.as_uri(), client=client)
+    assert result.status == "Completed" and result.succeeded_items == 2
+    assert summary_of(out)["total_items"] == 2
+    again = tmp_path / "again"
+    proc = cli(dep, inputs.as_uri(), again.as_uri())  # type: ignore[arg-type]  # (the command)
+    assert proc.returncode == 0 and summary_of(again)["total_items"] == 2, show(proc)
+    assert not Path("file:").exists()
+    with pytest.raises(daskscore.UsageError, match="file:// URL of the host 'elsewhere'"):
+        daskscore.run(dep, f"file://elsewhere{inputs}", tmp_path / "o3", client=client)
