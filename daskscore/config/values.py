@@ -72,7 +72,8 @@ def _field(path: list[str]) -> tuple[Any, Any] | None:
 def override_value(path: list[str], value: Any) -> Any:
     """An override's value as its key's type reads it.  A string for a number (an integer or a
     number of seconds, ``mini_batch_size``) gives the number its digits say (``60``, ``1e3``,
-    ``-1``), and is left as it is where they say none, for the check to refuse; every other
+    ``-1``; an integer's, a whole number however written: ``1e3`` is 1000, ``2.5`` stays a
+    number for the check to refuse), and is left as it is where they say none; every other
     key keeps its string exactly as typed (an environment variable's ``1:30``, ``0x10``,
     ``no``, ``1.10``, a file name's ``007``): no YAML reading of it.  Other values (the Python
     API's) are left as they are."""
@@ -82,6 +83,8 @@ def override_value(path: list[str], value: Any) -> Any:
     hint, meta = field
     if hint in (int, float) or meta.get("size"):
         found = number(value)
+        if isinstance(found, float) and hint is not float and found.is_integer():
+            found = int(found)
         return value if found is None else found
     return value
 

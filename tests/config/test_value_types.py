@@ -95,12 +95,25 @@ def test_an_override_s_string_error_names_the_override_not_the_file(tmp_path: Pa
         ("max_retries", "+2", 2),
         ("error_threshold", "-1", -1),
         ("mini_batch_size", " 4 ", 4),
+        # an integer setting: a whole number as 1e3 writes it (refused as "a number (10.0)",
+        # though the command's reference lists 1e3 among a numeric setting's digits)
+        ("mini_batch_size", "1e1", 10),
+        ("max_retries", "1e1", 10),
+        ("error_threshold", "-1e0", -1),
     ],
 )
 def test_numbers_in_overrides(tmp_path: Path, key: str, text: str, expected: object) -> None:
     settings = load_deployment(project(tmp_path), {key: text}).settings
     got = getattr(settings.retry_settings if key in ("timeout", "max_retries") else settings, key)
     assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize(("key", "text"), [("max_retries", "2.5"), ("mini_batch_size", "1e-1")])
+def test_an_integer_setting_refuses_a_number_that_is_not_whole(
+    tmp_path: Path, key: str, text: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"^override: settings\.\S*{key}: expected"):
+        load_deployment(project(tmp_path), {key: text})
 
 
 @pytest.mark.parametrize(
