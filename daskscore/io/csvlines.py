@@ -49,6 +49,24 @@ def read_error(split: Any, head: bytes, body: bytes, exc: Exception) -> InputErr
     return InputError(f"input file '{split.path}'{where} cannot be read as CSV: {text}")
 
 
+def extra_fields(split: Any, head: bytes, body: bytes, names: int) -> InputError:
+    """The error of a split whose first row has more fields than the header has ``names``
+    (pandas takes that for an index column: no error of its own), naming the row's line (the
+    split's first that is not blank)."""
+    blank = body[: len(body) - len(body.lstrip(b" \t\r\n"))]
+    try:
+        with filestamp.open_planned(split.path, getattr(split, "stamp", None)) as f:
+            where = f"line {_breaks_before(f, split.start) + _count_breaks(blank) + 1}"
+    except OSError:  # (the file is gone: the split's first row)
+        where = f"row {split.first_row}"
+    return InputError(
+        f"input file '{split.path}' cannot be read as CSV: {where} has more fields than its "
+        f"header has names ({names}), so pandas would take the first field of each row for "
+        "the index and the row would lose it; name every column in the header, or remove "
+        "the extra fields."
+    )
+
+
 def not_utf8(split: Any, head: bytes, body: bytes, exc: UnicodeDecodeError) -> InputError | None:
     """The error of a split holding a byte that is not UTF-8, naming the file's line and the
     byte's offset in the file; None when ``exc`` is not about UTF-8, or ``head + body`` decode

@@ -435,9 +435,7 @@ def _read_csv(split: Split, read_kwargs: dict[str, Any]) -> pd.DataFrame:
         )
     index = df.index  # (pandas' implicit index column: a RangeIndex too where evenly spaced)
     if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
-        raise InputError(
-            f"input file '{split.path}': its rows have more fields than its header has names "
-            f"({len(df.columns)}), so pandas would take the first field of each row for the "
-            "index and the row would lose it; name every column in the header."
-        )
+        from daskscore.io.csvlines import extra_fields
+
+        raise extra_fields(split, head, body, len(df.columns))
     return df

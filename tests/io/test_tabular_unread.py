@@ -114,6 +114,38 @@ def test_a_parse_error_names_the_file_and_its_line(tmp_path: Path, text: str, wh
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        # the first row of the second mini-batch (rows 5..9): line 7 of the file
+        ("id,x\n" + "".join(f"r{i},{i}\n" for i in range(20)).replace("r5,5", "r5,5,X"), 7),
+        # blank lines and CRLF line ends are lines too: the third mini-batch's first row
+        (
+            "\r\nid,x\r\n\r\n"
+            + "".join(f"r{i},{i}\r\n" for i in range(20)).replace("r10,10", "r10,10,X"),
+            14,
+        ),
+    ],
+    ids=["cut", "blank-crlf"],
+)
+def test_a_first_row_with_more_fields_than_the_header_names_its_line(
+    tmp_path: Path, text: str, where: int
+) -> None:
+    """pandas takes the extra field of a split's first row for an index column, without an
+    error of its own: the refusal named the file but no line, where every other parse error
+    names the file's line."""
+    path = tmp_path / "data.csv"
+    path.write_bytes(text.encode())
+    bad = [s for s in plan_splits([str(path)], ("rows", 5)) if not _reads(s)]
+    assert len(bad) == 1
+    with pytest.raises(InputError) as info:
+        read_split(bad[0])
+    assert str(info.value).startswith(
+        f"input file '{path}' cannot be read as CSV: line {where} has more fields than its "
+        "header has names (2)"
+    ), info.value
+
+
 def test_an_unclosed_quote_names_the_line_it_opens_on(tmp_path: Path) -> None:
     folder = write_table(tmp_path / "t")
     (split,) = plan_splits([str(folder / "bad.csv")], ("rows", 4))
