@@ -304,12 +304,7 @@ def check_splits(
     """Refuse when a tabular input file's splits hold other rows than when ``previous`` (the
     manifest of the runs whose mini-batches are kept) was written, naming the files; or when
     ``previous`` noted none (written before they were noted)."""
-    retry = verb == "retry"
-    head = (
-        f"cannot retry the failed mini-batches of the job in '{output}'"
-        if retry
-        else f"cannot resume the job in '{output}'"
-    )
+    retry, head = verb == "retry", _cannot(output, verb)
     before = previous.get(SPLITS)
     if not isinstance(before, dict):
         raise OutputError(
@@ -325,8 +320,52 @@ def check_splits(
         for path in {*then, *current}
         if (then.get(path) or NO_ROWS)[4] != (current.get(path) or NO_ROWS)[4]
     )
-    if not moved:
+    if moved:
+        raise _changed_rows(head, then, current, moved, retry)
+
+
+def check_uncut(
+    previous: dict[str, Any], current: dict[str, list[Any]], outcomes: Any, output: Path, verb: str
+) -> None:
+    """Refuse when a CSV file that is not cut (one mini-batch, its rows counted as its lines
+    until read) has other lines than when ``previous`` was written, and its mini-batch is kept
+    (final in ``outcomes``, restored from the earlier runs): its id still means the whole file,
+    so :func:`check_splits` takes it, but the rows kept are the ones it held then (rows
+    appended since would be missing).  One to be run again reads the file as it is now."""
+    before = previous.get(SPLITS)
+    if not isinstance(before, dict):
         return
+    then = {path: entry_of(before.get(path)) for path in current}
+    grown = {
+        path
+        for path, now in current.items()
+        if then[path] is not None and then[path][4] == now[4] and then[path][3] != now[3]
+    }
+    if not grown:
+        return
+    kept = sorted(
+        {path for path, ids in outcomes.work.ids_of(grown) if any(map(outcomes.is_final, ids))}
+    )
+    if kept:
+        raise _changed_rows(_cannot(output, verb), then, current, kept, verb == "retry")
+
+
+def _cannot(output: Path, verb: str) -> str:
+    """How a refused resume or retry (``verb``) of the job in ``output`` begins."""
+    if verb == "retry":
+        return f"cannot retry the failed mini-batches of the job in '{output}'"
+    return f"cannot resume the job in '{output}'"
+
+
+def _changed_rows(
+    head: str,
+    then: dict[str, list[Any] | None],
+    current: dict[str, list[Any]],
+    moved: list[str],
+    retry: bool,
+) -> OutputError:
+    """The refusal of a resume or retry (``retry``) whose tabular files ``moved`` hold other
+    rows under their mini-batch ids than they did."""
     shown = "; ".join(changed_file(path, then.get(path), current.get(path)) for path in moved[:5])
     more = f"; and {len(moved) - 5} more" if len(moved) > 5 else ""
     many = len(moved) > 1
@@ -346,7 +385,7 @@ def check_splits(
             "to resume, or pass --overwrite to start the job again from the beginning, or use "
             "another --output."
         )
-    raise OutputError(
+    return OutputError(
         f"{head}: its tabular {files} changed since it {'ran' if retry else 'started'} so that "
         f"{'their' if many else 'its'} mini-batches hold other rows. The mini-batches kept are "
         f"matched to the new ones by id, so rows would be lost or scored twice. {advice}"

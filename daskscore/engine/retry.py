@@ -200,6 +200,8 @@ def restore(
         rerun = [mb for mb in rerun if not outcomes.is_final(mb)]
         if folded:
             logger.info("kept %s an interrupted retry pass committed", describe(folded))
+    if splits is not None:  # (a file not cut whose kept mini-batch read other lines)
+        resume.check_uncut(previous, splits, outcomes, out_dir, "retry")
     return int(previous.get("runs", 1)) + 1, rerun
 
 

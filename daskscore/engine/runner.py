@@ -363,6 +363,8 @@ def _restore(
     for ledger in sorted((staging / "ledger").glob("*.log")):
         state = read_ledger(staging, ledger.stem)  # (its commits, and the tries charged to it)
         outcomes.restore(ledger.stem, state.committed + state.charged)
+    if splits is not None:  # (a file not cut whose kept mini-batch read other lines)
+        resume.check_uncut(previous, splits, outcomes, out_dir, "resume")
     logger.info("resumed: %d mini-batches restored from earlier runs", len(outcomes.final))
     return int(previous.get("runs", 1)) + 1
 

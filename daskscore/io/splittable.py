@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -152,11 +152,12 @@ class Cuts:
     def digest(self, into: Any) -> None:
         """Feed ``into`` (a :mod:`hashlib` object) which rows each split holds: its first row
         and row count, little-endian int64 pairs; a split whose rows are not counted (a CSV
-        file that is not cut: the whole file) by its lines, ``-1 - lines`` (rows appended to
-        such a file change it, as they change a cut file's last split).  The same splits give
-        the same bytes whatever their arrays' types; the byte offsets are not fed (a row's
-        length may change, and with it the offsets of those after it, while every split holds
-        the same rows)."""
+        file that is not cut: the whole file) is ``-1`` rows, whatever its lines (whether a
+        kept mini-batch of it read the lines it has now is checked apart,
+        :func:`daskscore.engine.resume.check_uncut`).  The same
+        splits give the same bytes whatever their arrays' types; the byte offsets are not fed
+        (a row's length may change, and with it the offsets of those after it, while every
+        split holds the same rows)."""
         n = len(self)
         if n <= _FEW:  # (a few splits, as most files have: plain ints, no numpy call)
             if self.every:
@@ -164,7 +165,7 @@ class Cuts:
             else:
                 assert self.first is not None
                 first = self.first.tolist()
-            pairs = [v for i in range(n) for v in (first[i], self.rows_of(i))]
+            pairs = [v for i in range(n) for v in (first[i], max(self.rows_of(i), -1))]
             into.update(struct.pack(f"<{2 * n}q", *pairs))
             return
         import numpy as np
@@ -172,7 +173,7 @@ class Cuts:
         for a in range(0, n, _DIGEST_CHUNK):
             _, _, first, rows = self.columns(a, min(n, a + _DIGEST_CHUNK))
             pairs = np.empty((len(first), 2), "<i8")
-            pairs[:, 0], pairs[:, 1] = first, rows
+            pairs[:, 0], pairs[:, 1] = first, np.maximum(rows, -1)
             into.update(pairs.tobytes())
 
     def nbytes(self) -> int:
@@ -256,6 +257,12 @@ class SplitTable(Sequence[Split]):
             if fid not in seen:
                 seen.add(fid)
                 yield next(cuts.splits(*self._files[fid], 0, 1))
+
+    def ids_of(self, paths: Collection[str]) -> Iterator[tuple[str, range]]:
+        """The split ids of the files ``paths``: a file's path and the ids of each run of it."""
+        for fid, cuts, head in zip(self._run_file, self._runs, self._heads, strict=True):
+            if self._files[fid][0] in paths:
+                yield self._files[fid][0], range(head, head + len(cuts))
 
     def planned(self, i: int) -> int:
         """Rows of split ``i`` as the planner counted them (not counted: its lines)."""

@@ -22,6 +22,7 @@ import pytest
 from helpers import cli, cli_args, kill_tree, make_job, show, start_cli, summary_of, wait_until
 
 from daskscore.engine.resume import MANIFEST
+from daskscore.io.ledger import read_ledger
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -98,6 +99,13 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
     }
 
 
+def _committed(out: Path) -> set[int]:
+    """The mini-batches the ledgers of the job in ``out`` say were committed."""
+    staging = out / ".daskscore"
+    ledgers = sorted((staging / "ledger").glob("*.log"))
+    return {r.mini_batch for p in ledgers for r in read_ledger(staging, p.stem).committed}
+
+
 def _refused(proc, changed: Path, unchanged: Path, verb: str) -> str:
     """The CLI refused (exit 2) naming the changed file and not the other one."""
     assert proc.returncode == 2, show(proc)
@@ -158,9 +166,9 @@ def test_resume_after_rows_were_appended_is_refused_naming_the_file(tmp_path: Pa
 
 def test_resume_after_rows_were_appended_to_a_file_not_cut_is_refused(tmp_path: Path) -> None:
     """A CSV file that cannot be cut (a quoted line break) is one mini-batch, its rows not
-    counted: rows appended to it changed nothing the resume compared, so the resume was
-    accepted, Completed, and the new rows were missing from the output.  It is refused as the
-    same append to a file that is cut is; the file put back as it was resumes."""
+    counted: rows appended to it changed nothing the resume compared, so the resume kept its
+    mini-batch, ended Completed, and the new rows were missing from the output.  It is refused
+    as the same append to a file that is cut is; the file put back as it was resumes."""
     held, go = tmp_path / "held", tmp_path / "go"
     dep, inputs, out = _job(tmp_path, "20 rows", HOLD="b200", HELD=str(held), GO=str(go))
     a, b = inputs / "a.csv", inputs / "b.csv"
@@ -168,8 +176,12 @@ def test_resume_after_rows_were_appended_to_a_file_not_cut_is_refused(tmp_path: 
     _write(b, "b", range(300))
     original = a.read_bytes()
     job = start_cli(*cli_args(dep, inputs, out))
+
+    def ready() -> bool:  # (a.csv's mini-batch, 0, committed: the resume keeps it)
+        return held.exists() and 0 in _committed(out)
+
     try:  # killed while the mini-batch of b200... runs
-        wait_until(held.exists, job, "the job reached b.csv's row 200")
+        wait_until(ready, job, "the job reached b.csv's row 200 with a.csv's rows committed")
     finally:
         kill_tree(job)
     assert (out / ".daskscore" / MANIFEST).is_file(), "the job was not left interrupted"

@@ -109,8 +109,8 @@ def test_a_file_of_more_than_4_gib_cut_by_rows_keeps_64_bit_offsets() -> None:
 
 def test_ranges_say_which_rows_each_split_holds_not_where_its_bytes_are() -> None:
     """What a resume compares per file: its splits, rows, and a digest of each split's first
-    row and rows (a split not counted, a file not cut: its lines), the same however the table
-    keeps them; byte offsets do not count."""
+    row and rows, the same however the table keeps them; byte offsets and the lines of a
+    split not counted (a file not cut) do not count."""
     import numpy as np
 
     def ranges(*runs: tuple[str, str, Cuts]) -> dict[str, tuple[int, int, str]]:
@@ -129,12 +129,14 @@ def test_ranges_say_which_rows_each_split_holds_not_where_its_bytes_are() -> Non
     assert ranges(("/a.csv", "csv", more))["/a.csv"][2] != regular["/a.csv"][2]
     split_in_two = [("/a.csv", "csv", listed.slice(0, 1)), ("/a.csv", "csv", listed.slice(1, 3))]
     assert ranges(*split_in_two) == regular
-    # a file not cut: its one split holds the whole file, by its lines (rows appended to it
-    # change them: the same digest kept the mini-batch of fewer rows on a resume)
-    whole = [Cuts.of_rows([[4, 99, 0, -1 - lines]])[0] for lines in (7, 9, 9)]
+    table = SplitTable.from_cuts([*split_in_two, ("/b.csv", "csv", listed)])
+    assert list(table.ids_of({"/a.csv"})) == [("/a.csv", range(0, 1)), ("/a.csv", range(1, 3))]
+    assert list(table.ids_of({"/b.csv", "/c.csv"})) == [("/b.csv", range(3, 6))]
+    # a file not cut: its one split holds the whole file, whatever its lines (a mini-batch of
+    # it kept by a resume is checked by its lines apart: engine.resume.check_uncut)
+    whole = [Cuts.of_rows([[4, 99, 0, -1 - lines]])[0] for lines in (7, 9)]
     uncut = [ranges(("/q.csv", "csv", cuts))["/q.csv"] for cuts in whole]
-    assert uncut[0][2] != uncut[1][2] and (uncut[0][:2], uncut[1][:2]) == ((1, 7), (1, 9))
-    assert uncut[1] == uncut[2]
+    assert uncut[0][2] == uncut[1][2] and (uncut[0][:2], uncut[1][:2]) == ((1, 7), (1, 9))
     # two files: one entry each; a file with no rows has none
     both = ranges(("/a.csv", "csv", Cuts(edges, 0, 10, 3)), ("/b.pq", "parquet", longer))
     assert sorted(both) == ["/a.csv", "/b.pq"] and both["/a.csv"] == regular["/a.csv"]

@@ -297,6 +297,36 @@ def test_a_retry_that_reads_the_mended_file_counts_its_real_rows(
     assert predicted(out) == [*[f"q{i}" for i in range(25)], *GOOD], "each row once, in order"
 
 
+def test_a_retry_refuses_rows_appended_to_a_file_not_cut_whose_mini_batch_it_keeps(
+    tmp_path: Path, client: Any
+) -> None:
+    """A retry keeps the mini-batches that succeeded: one of a file not cut held the rows it
+    read then, and rows appended since were missing from the retried output (its id still
+    means the whole file, so its splits compared the same).  Refused, naming it; put back as it
+    was, the retry runs.  (A file not cut whose mini-batch is run again may change: the test
+    above.)"""
+    dep, _, out = make_job(
+        tmp_path, SCRIPT, n_files=0, settings={"mini_batch_size": "4 rows"}, env={"RAISE_ON": "g5"}
+    )
+    table = write_table(tmp_path / "table", MENDED_LINES)
+    first = daskscore.run(dep, table, out, client=client, max_retries=0)
+    assert [f["mini_batch_id"] for f in first.failures] == [2], first.failures
+    bad, good = table / "bad.csv", table / "good.csv"
+    original = bad.read_bytes()
+    with open(bad, "a") as fh:
+        fh.write("q25,25\n")
+    with pytest.raises(daskscore.OutputError) as info:
+        daskscore.run(dep, table, out, client=client, retry_failed=True, max_retries=0)
+    message = str(info.value)
+    assert message.startswith(f"cannot retry the failed mini-batches of the job in '{out}'")
+    assert str(bad) in message and str(good) not in message, message
+
+    bad.write_bytes(original)  # (the same lines, a newer time)
+    result = daskscore.run(dep, table, out, client=client, retry_failed=True, max_retries=0)
+    assert result.retried_in_this_pass == [2]
+    assert predicted(out)[:25] == [f"q{i}" for i in range(25)]
+
+
 def test_isolation_does_not_split_a_file_it_cannot_read(tmp_path: Path, client: Any) -> None:
     dep, table, out = job(tmp_path)
     result = daskscore.run(dep, table, out, client=client, isolate_failures=True, max_retries=0)
