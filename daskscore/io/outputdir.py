@@ -104,7 +104,7 @@ def claim_output(
     if before_changes is not None:
         before_changes()
     if overwrite:
-        held += [p for p in _earlier_outputs(output) if p not in held]
+        held += [p for p in earlier_outputs(output) if p not in held]
     for path in held:
         _remove(path)
     if overwrite:  # (daskscore's files there: not the user's own)
@@ -113,7 +113,7 @@ def claim_output(
     return False
 
 
-def _earlier_outputs(output: Path) -> list[Path]:
+def earlier_outputs(output: Path) -> list[Path]:
     """What an earlier job wrote in ``output`` besides its summary, logs and staging: its
     report, and its predictions as its summary names them (another ``output_file_name``, a
     dataset folder of another format); only what lies in ``output`` itself."""
@@ -360,7 +360,7 @@ def _claim_remote(
 
 
 def _earlier_remote(fs: Any, base: str) -> list[str]:
-    """:func:`_earlier_outputs` of an output URL (``base``: its path in ``fs``): the report,
+    """:func:`earlier_outputs` of an output URL (``base``: its path in ``fs``): the report,
     and the predictions as the summary names them, where they lie in the folder itself."""
     found = [REPORT_FILE] if fs.isfile(f"{base}/{REPORT_FILE}") else []
     try:

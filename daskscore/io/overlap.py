@@ -45,7 +45,7 @@ def check_apart(input_path: str, output: str, target: str | None) -> None:
         inp, out = (os.path.realpath(Path(p).expanduser()) for p in (input_path, output))
         inside = inp.startswith(out.rstrip(os.sep) + os.sep)
         first = inp[len(out.rstrip(os.sep)) + 1 :].split(os.sep, 1)[0] if inside else ""
-        earlier = [p.name for p in outputdir._earlier_outputs(Path(out))] if first else []
+        earlier = [p.name for p in outputdir.earlier_outputs(Path(out))] if first else []
     what = _NAMES.get(first)
     if first and first == target:
         what = "the job's predictions (settings.output_file_name)"
