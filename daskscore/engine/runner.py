@@ -48,7 +48,7 @@ from daskscore.engine.plan import JobPlan, plan_job
 from daskscore.engine.publish import assembly_dir, finish_upload, publish, upload_left
 from daskscore.engine.scoring import JobRun, open_board, score_all
 from daskscore.errors import OutputError, UploadFailed, UsageError, WriteFailed
-from daskscore.io import outputdir, outputlock, pathroom, setaside, shipping, storage
+from daskscore.io import inplace, outputdir, outputlock, pathroom, setaside, shipping, storage
 from daskscore.io.joblog import job_logging
 from daskscore.io.ledger import make_staging, read_ledger
 from daskscore.worker import script as script_mod
@@ -329,6 +329,8 @@ def _claim(
     lock.announce()  # (the folder is this job's: a job refused from now on names it)
     if kept is not None:
         outputdir.reopen_kept(kept, out_dir)
+    if kept is not None or unfinished:  # (a run killed as it replaced its output: settled)
+        inplace.settle(job.staging, out_dir)
     outputdir.clear_trash(out_dir)
     if options.resume:
         outputdir.remove_stale(out_dir, target)

@@ -7,8 +7,9 @@ mini-batch is known; :func:`plan_groups` turns those into output partitions of a
 ``rows_per_file`` rows (whole mini-batches, in mini-batch order), :func:`staged_frame` reads them
 as a Dask DataFrame with one schema (:mod:`daskscore.io.dataschema`: a column's dtype may differ
 between mini-batches), and :func:`write_staged` writes it with deterministic file names
-(``part-00000.parquet``, ...) into the staging folder, then renames it into place once whole, so
-a rerun overwrites and never duplicates, and a failed write leaves no dataset.  With
+(``part-00000.parquet``, ...) into the staging folder; the writer renames it into place once
+whole (:mod:`daskscore.io.inplace`), so a rerun overwrites and never duplicates, a failed write
+leaves no dataset, and the dataset of a previous pass stays until the new one is whole.  With
 ``partition_on``, rows go into hive-style folders ``column=value``; values are percent-encoded
 first, so a value such as ``../../etc`` stays one folder name inside the output.  A value whose
 folder name would be longer than a file system allows (:data:`MAX_NAME_BYTES`) fails its
@@ -292,29 +293,30 @@ def write_staged(
     client: Any,
     staging: str | Path,
     groups: list[list[Piece]],
-    dest: Path,
     fmt: str,
     partition_on: Sequence[str] = (),
-) -> list[Path]:
-    """Write the staged rows of ``groups`` as the dataset folder ``dest`` (replaced if it
-    exists), with one schema (:func:`layout_of`); return its files.
-
-    The dataset is written into the staging folder, then renamed to ``dest``: it is there
-    whole, or not at all.
+) -> Path:
+    """Write the staged rows of ``groups`` as a dataset folder in the staging folder
+    (:data:`SCRATCH`, replaced if it is there; an empty folder when there are no rows), with
+    one schema (:func:`layout_of`); return it.  The caller renames it into place
+    (:func:`daskscore.io.inplace.put_in_place`): the dataset is there whole, or not at all,
+    and one there before stays until it is.
 
     Raises
     ------
     SchemaConflict
         A column whose types in different mini-batches could not be written as one; nothing
-        is left at ``dest``.
+        is left in the staging folder.
     """
+    scratch = Path(staging) / SCRATCH
+    if not groups:
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        return scratch
     layout = layout_of(staging, groups)
     for level, line in layout.describe():
         logger.log(level, line)
     layout = layout.written(fmt)
-    if dest.exists():  # (an earlier try's; its job wrote no summary)
-        shutil.rmtree(dest)
-    scratch = Path(staging) / SCRATCH
     try:
         ddf = staged_frame(str(staging), groups, layout)
         schema = layout.schema(ddf.dtypes, partition_on) if fmt == "parquet" else None
@@ -329,8 +331,7 @@ def write_staged(
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    shutil.move(str(scratch), str(dest))
-    return sorted(p for p in dest.rglob("*") if p.is_file())
+    return scratch
 
 
 def write_dataset(

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.errors import OutputError
+from daskscore.io.inplace import assembled_here, mark_assembled
 from daskscore.io.ledger import BOOK_FILE
 from daskscore.io.ownlogs import own_remote_logs, remove_own_logs
-from daskscore.io.setaside import assembled_here, mark_assembled
 
 SUMMARY_FILE = "job_summary.json"
 #: The status of a summary written when a job was interrupted (Ctrl-C): not a finished job.

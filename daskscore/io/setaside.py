@@ -14,66 +14,13 @@ warning, never replaced or removed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from daskscore.config.settings import OWN_OUTPUT_NAMES
-
-#: In the staging folder: what the job's assembly left under the output's name (a file's
-#: size and time, a folder's files'), so that a resumed or retried job tells it from a file
-#: of that name the script wrote.
-ASSEMBLED_FILE = "assembled.json"
-
-
-def identity(path: Path) -> list[Any] | None:
-    """A file's inode, size and time; a folder's inode and a digest of its files' names, sizes
-    and times.  Only the inode changes when the output folder is copied (``cp -a``, a backup
-    put back), so :func:`same` leaves it out."""
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return None
-    if not path.is_dir():
-        return [st.st_ino, st.st_size, st.st_mtime_ns]
-    digest = hashlib.sha1(usedforsecurity=False)
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            try:
-                fst = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            rel = os.path.relpath(os.path.join(root, name), path)
-            digest.update(f"{rel}\0{fst.st_size}\0{fst.st_mtime_ns}\n".encode(errors="replace"))
-    return [st.st_ino, digest.hexdigest()]
-
-
-def same(noted: list[Any], now: list[Any]) -> bool:
-    """Whether the identity noted at assembly is ``now``'s, whatever the inode (a copied
-    output folder's files have new ones); a folder noted by its inode alone (as earlier
-    versions did) by its inode."""
-    if len(noted) == 1:
-        return noted[0] == now[0]
-    return noted[1:] == now[1:]
-
-
-def mark_assembled(staging: Path, path: Path, name: str) -> None:
-    """Note ``path`` (assembled, to be renamed ``name`` in the output folder) as the job's own."""
-    (staging / ASSEMBLED_FILE).write_text(json.dumps({name: identity(path)}), "utf-8")
-
-
-def assembled_here(staging: Path, path: Path) -> bool:
-    """Whether ``path`` is the output an earlier assembly of this job left, untouched since."""
-    try:
-        noted = json.loads((staging / ASSEMBLED_FILE).read_text("utf-8")).get(path.name)
-    except (OSError, ValueError, AttributeError):
-        return False
-    now = identity(path)
-    return isinstance(noted, list) and bool(noted) and now is not None and same(noted, now)
+from daskscore.io.inplace import assembled_here, identity, same
 
 
 def set_aside(dest: Path, staging: Path, what: str) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from daskscore.errors import UsageError
 from daskscore.io import datasets, nested
+from daskscore.io.inplace import put_in_place
 from daskscore.io.ledger import LedgerWriter
 from daskscore.io.outputdir import assemble_append_row
 from daskscore.io.rowtext import (
@@ -36,7 +37,7 @@ from daskscore.io.rowtext import (
     format_rows,
     formatted,
 )
-from daskscore.io.setaside import mark_assembled, set_aside
+from daskscore.io.setaside import set_aside
 from daskscore.protocol import MiniBatchRecord
 
 logger = logging.getLogger("daskscore")
@@ -317,16 +318,13 @@ class DatasetWriter(OutputWriter):
         finals = [(rec.mini_batch, rec.part, rec.rows) for rec in job.finals]
         groups = datasets.plan_groups(finals, self.rows_per_file)
         _set_aside(job, dest, f"{self.name} dataset folder")
-        if not groups:
-            dest.mkdir(parents=True, exist_ok=True)
-            mark_assembled(job.staging, dest, dest.name)
+        built = datasets.write_staged(job.client, job.staging, groups, self.name, self.partition_on)
+        files = sum(1 for p in built.rglob("*") if p.is_file())
+        put_in_place(job.staging, built, dest)  # (noted as the job's own first)
+        if files:
+            logger.info("wrote %d %s files into %s", files, self.name, dest)
+        else:
             logger.info("no rows to write into %s", dest)
-            return dest
-        files = datasets.write_staged(
-            job.client, job.staging, groups, dest, self.name, self.partition_on
-        )
-        mark_assembled(job.staging, dest, dest.name)
-        logger.info("wrote %d %s files into %s", len(files), self.name, dest)
         return dest
 
 

@@ -306,7 +306,7 @@ def test_the_job_s_own_output_in_a_copied_folder_is_still_its_own(
     the script's by its inode and set aside as ``predictions.from-script.csv``."""
     import shutil
 
-    from daskscore.io.setaside import mark_assembled
+    from daskscore.io.inplace import mark_assembled
 
     out = tmp_path / "out"
     write_part(staging, "a", b"row\n")
