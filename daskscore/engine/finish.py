@@ -33,6 +33,7 @@ from daskscore.engine.resultview import ResultViews
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, OutputFailed
 from daskscore.io import outputdir, storage, triescsv
 from daskscore.io.dataschema import SchemaConflict
+from daskscore.io.inplace import uninterrupted
 from daskscore.io.writers import Assembly, OutputWriter
 from daskscore.protocol import failed_at_import, failed_before_init, init_untraced
 from daskscore.ui import explain
@@ -214,12 +215,7 @@ def finish_job(
     keep = keep and retry.needs_keeping(outcomes) and staging.is_dir()
     if keep:
         retry.write_book(staging, outcomes)  # (before the summary: a summary finds it there)
-    write_logs(job, outcomes, result, url)  # (the summary last)
-    if keep:
-        kept = outputdir.keep_staging(staging, job.job_id)
-        logger.info("staged results kept in %s for --retry-failed", kept)
-    else:
-        outputdir.discard_staging(staging, job.job_id)
+    write_logs(job, outcomes, result, url, lambda: retry.put_away(staging, job.job_id, keep))
     return result
 
 
@@ -322,9 +318,11 @@ def write_overview(out_dir: Path, outcomes: Outcomes) -> None:
     )
 
 
-def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult, url: str = "") -> None:
-    """The job's logs, as Azure names them, ``report.html``, and last the summary (``url``:
-    where they are uploaded, which the logs and report name)."""
+def write_logs(
+    job: JobRecord, outcomes: Outcomes, result: JobResult, url: str = "", then: Any = None
+) -> None:
+    """The job's logs (as Azure names them), ``report.html``, and last the summary, ``then()``
+    with it: no stop signal between (``url``: where they go, which the logs and report name)."""
     logs = job.out_dir / "logs"
     triescsv.write_attempt_rows(
         logs / "sys" / "job_report" / "processed_mini-batches.csv", outcomes.attempt_lines()
@@ -343,7 +341,10 @@ def write_logs(job: JobRecord, outcomes: Outcomes, result: JobResult, url: str =
         write_report(job.out_dir, shown, report_tries(outcomes), job.phases.started)
     except Exception:  # noqa: BLE001 - a report bug must never fail a job
         logger.warning("could not write report.html", exc_info=True)
-    outputdir.write_summary(job.out_dir, s)  # last: a summary says the job finished
+    with uninterrupted():  # (Ctrl-C, SIGTERM: held until the staging folder is put away)
+        outputdir.write_summary(job.out_dir, s)  # last: a summary says the job finished
+        if then is not None:
+            then()
 
 
 def report_tries(outcomes: Outcomes, limit: int = REPORT_TRIES) -> Iterator[dict[str, Any]]:

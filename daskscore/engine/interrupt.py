@@ -111,7 +111,8 @@ def interrupted(job: JobRun, phase: str, cause: BaseException | None = None) -> 
     signal)."""
     record, outcomes = job.record, job.outcomes
     record.phases.mark(phase)
-    if record.retried is not None:  # (the folder's summary stays the finished job's)
+    own = (_read_summary(record.out_dir) or {}).get("job_id") == record.job_id
+    if record.retried is not None and not own:  # (the folder's summary: the finished job's)
         _fold_ledgers(job)
         done = sum(1 for mb in record.retried if outcomes.is_final(mb))
         reason = (

@@ -65,6 +65,35 @@ def needs_keeping(outcomes: Outcomes) -> bool:
     )
 
 
+def clear_leftovers(out_dir: Path) -> None:
+    """Remove what a finished job in ``out_dir`` left that nothing needs (any job there does,
+    whatever it is): its staging folder beside its summary (the job killed between the two)
+    when the summary leaves nothing to retry or the folder holds no book, and the trash
+    folders of staging folders being deleted."""
+    staging = out_dir / outputdir.STAGING_DIR
+    if staging.is_dir() and outputdir.finished(out_dir):
+        try:
+            summary = json.loads((out_dir / outputdir.SUMMARY_FILE).read_text("utf-8"))
+            job_id = str(summary["job_id"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return  # (not a summary this version wrote: left to --overwrite)
+        if not left_to_do(summary) or not (staging / BOOK).is_file():
+            logger.info("removing %s, left by the finished job %s", staging, job_id)
+            outputdir.discard_staging(staging, job_id)
+    if out_dir.is_dir():
+        outputdir.clear_trash(out_dir)
+
+
+def put_away(staging: Path, job_id: str, keep: bool) -> None:
+    """A finished job's staging folder, once its summary is written: kept for a retry
+    (``keep``, its book written), else discarded."""
+    if keep:
+        kept = outputdir.keep_staging(staging, job_id)
+        logger.info("staged results kept in %s for --retry-failed", kept)
+    else:
+        outputdir.discard_staging(staging, job_id)
+
+
 def write_book(staging: Path, outcomes: Outcomes) -> Path:
     """Write the books of the mini-batches kept whole into ``staging`` (atomically)."""
     path = staging / BOOK

@@ -100,6 +100,8 @@ def _execute(
     options: JobOptions,
     lock: outputlock.OutputLock | outputlock.RemoteMarker,
 ) -> JobResult:
+    if not storage.is_remote(str(output)):  # (whatever this job is: before it looks)
+        retry.clear_leftovers(Path(output).expanduser().resolve())
     if options.retry_failed:  # nothing left to do: say so before any cluster starts
         done = _nothing_to_retry(Path(output).expanduser().resolve(), options)
         if done is not None:

@@ -212,6 +212,85 @@ def test_once_its_summary_is_written_the_job_is_finished(
     _rows_once(out)
 
 
+def _signal_after_summary(patch: pytest.MonkeyPatch, sig: int) -> None:
+    """Send ``sig`` to this process right after the job's summary is written (a real signal,
+    as Ctrl-C or a batch system's SIGTERM would land there)."""
+    write_summary = outputdir.write_summary
+
+    def written_then_signalled(*args: Any, **kwargs: Any) -> Any:
+        path = write_summary(*args, **kwargs)
+        os.kill(os.getpid(), sig)
+        return path
+
+    patch.setattr(outputdir, "write_summary", written_then_signalled)
+
+
+def _leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.name.startswith(".daskscore"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_right_after_the_summary_waits_for_the_staging_folder_to_go(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, sig: int
+) -> None:
+    """The summary and putting the staging folder out of the way are one step for Ctrl-C and
+    SIGTERM: the signal is acted on once the folder is gone, and the job is finished."""
+    argv = _job(tmp_path)
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        _signal_after_summary(patch, sig)
+        code, err = _main(argv, capsys)
+    assert code == 128 + sig, err
+    assert "interrupted as the job ended: it is Completed" in err, err
+    assert _summary(out)["status"] == "Completed"
+    assert not _leftovers(out), "the finished job's staging folder was left behind"
+    _rows_once(out)
+
+
+def test_a_retry_pass_signalled_after_its_summary_is_finished(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry pass that wrote its own summary has ended: a Ctrl-C then says so (nothing to
+    retry), and its kept staging folder goes, nothing being left to retry."""
+    flag = tmp_path / "broken"
+    script = SCRIPT.replace(
+        "def run(mini_batch):\n",
+        f"def run(mini_batch):\n    if os.path.exists({str(flag)!r}):\n        raise ValueError\n",
+    )
+    argv = _job(tmp_path)
+    write_deployment(tmp_path / "deploy", script, settings={"mini_batch_size": 2})
+    out = tmp_path / "out"
+    flag.touch()
+    code, err = _main([*argv, "--set", "settings.error_threshold=-1"], capsys)
+    assert code == 0 and _summary(out)["failed_mini_batches"] == N_FILES // 2, err
+    flag.unlink()
+    with monkeypatch.context() as patch:
+        _signal_after_summary(patch, signal.SIGINT)
+        code, err = _main([*argv, "--set", "settings.error_threshold=-1", "--retry-failed"], capsys)
+    assert code == 130, err
+    assert "interrupted as the job ended: it is Completed" in err, err
+    assert "--retry-failed" not in err, err
+    assert _summary(out)["failed_mini_batches"] == 0
+    assert not _leftovers(out), "the finished pass's staging folder was left behind"
+    _rows_once(out)
+
+
+def test_the_python_api_signalled_after_the_summary_finds_the_job_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import daskscore
+
+    dep = write_deployment(tmp_path / "deploy", SCRIPT, settings={"mini_batch_size": 2})
+    inputs = write_inputs(tmp_path / "in", N_FILES)
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch, pytest.raises(interrupt.JobInterrupted) as caught:
+        _signal_after_summary(patch, signal.SIGINT)
+        daskscore.run(dep, inputs, out, workers=1, progress=False, dashboard=False)
+    assert caught.value.finished, str(caught.value)
+    assert not _leftovers(out), "the finished job's staging folder was left behind"
+    _rows_once(out)
+
+
 def test_the_python_api_says_how_to_go_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import daskscore
 

@@ -141,3 +141,30 @@ def test_a_staging_folder_beside_a_summary_is_not_an_unfinished_job(tmp_path: Pa
         claim_output(out, "predictions.csv", overwrite=False, resume=True)
     assert claim_output(out, "predictions.csv", overwrite=True) is False
     assert not (out / ".daskscore").exists() and not (out / SUMMARY_FILE).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("point", ["summary", "deleting"])
+def test_any_later_job_removes_what_a_finished_job_left(tmp_path: Path, point: str) -> None:
+    """The staging folder (or its trash) of a job killed after its summary, which keeps nothing
+    for a retry, goes with the next job in the folder, whatever it is: a plain run refused for
+    the results there, ``--resume`` refused as there is nothing to resume, ``--retry-failed``
+    with nothing to retry, ``--overwrite``."""
+    import shutil
+
+    dep, inputs, out = make_job(tmp_path, SCRIPT, n_files=N_FILES, settings={"mini_batch_size": 3})
+    killed_at(point, dep, inputs, out)
+    for n, (extra, code) in enumerate(
+        [((), 2), (("--resume",), 2), (("--retry-failed",), 0), (("--overwrite",), 0)]
+    ):
+        copy = tmp_path / f"out{n}"
+        shutil.copytree(out, copy, symlinks=True)
+        assert [p for p in copy.iterdir() if p.name.startswith(".daskscore-trash-")] or (
+            copy / ".daskscore"
+        ).is_dir()
+        proc = cli(dep, inputs, copy, *extra)
+        assert proc.returncode == code, helpers.show(proc)
+        left = [p.name for p in copy.iterdir() if p.name.startswith(".daskscore")]
+        assert left in ([], [".daskscore.lock"]), f"{extra}: left behind: {left}"
+        assert (copy / "predictions.csv").read_text() == expected()
