@@ -7,10 +7,11 @@ takes its output folder before it looks at what is in it, and keeps it until it 
 * A local folder: ``<output>/.daskscore.lock``, locked with ``flock(LOCK_EX | LOCK_NB)``.  The
   kernel drops the lock when the process ends, however it ends: a job killed with ``SIGKILL``
   never leaves a stale lock (the file may stay behind, locked by no one; the next job takes
-  it).  Once the job has checked the folder it writes who it is into the file (job id, pid,
-  host, start time), and a second job that finds the lock taken names that job in its refusal.
-  The job removes the file when it ends.  Worker processes forked from the driver close their
-  copy of the descriptor, so the lock never outlives the driver.
+  it, and removes it as it ends, even one refused).  Once the job has checked the folder it
+  writes who it is into the file (job id, pid, host, start time), and a second job that finds
+  the lock taken names that job in its refusal.  The job removes the file when it ends.
+  Worker processes forked from the driver close their copy of the descriptor, so the lock
+  never outlives the driver.
 * An output URL (fsspec): object stores have no such lock.  A marker object of the same name
   holds the same fields while the job runs and is removed when it ends; a job that finds one
   is refused, unless it names a process of this host that is no longer running.  The marker is
@@ -186,15 +187,14 @@ class OutputLock:
         self.announced = True
 
     def release(self) -> None:
-        """Let the folder go: the lock file is removed (it is kept as found when this job was
-        refused before it changed anything) and then unlocked."""
+        """Let the folder go: the lock file is removed (a killed job's, locked by no one, too,
+        when this job was refused), then unlocked."""
         fd, self.fd = self.fd, None
         if fd is None:
             return
         _HELD.discard(fd)
         try:
-            if self.announced or self.created:
-                self.path.unlink(missing_ok=True)  # still locked: the next job makes a new one
+            self.path.unlink(missing_ok=True)  # still locked: the next job makes a new one
         except OSError:
             logger.debug("could not remove %s", self.path, exc_info=True)
         finally:

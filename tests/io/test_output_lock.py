@@ -95,15 +95,19 @@ def test_a_lock_on_a_missing_folder_is_removed_with_the_folder_when_unused(tmp_p
     assert not (tmp_path / "new").exists(), "a job refused before it ran left folders behind"
 
 
-def test_a_refused_job_leaves_an_earlier_jobs_lock_file_as_it_found_it(tmp_path: Path) -> None:
+def test_a_refused_job_removes_a_killed_jobs_lock_file(tmp_path: Path) -> None:
+    """A job killed after its summary leaves its lock file, locked by no one, in a finished
+    folder: the next job there removes it as it ends, even one refused for what the folder
+    holds (its lock never announced); until then it does not rewrite it."""
     out = tmp_path / "out"
     out.mkdir()
     stale = Holder("killed-job", ended_pid(), socket.gethostname(), "earlier").encode()
     (out / LOCK_FILE).write_bytes(stale)
-    before = (out / LOCK_FILE).stat().st_mtime_ns
-    lock_output(out, "job-two").release()  # refused for what the folder holds: not announced
+    lock = lock_output(out, "job-two")  # refused for what the folder holds: not announced
     assert (out / LOCK_FILE).read_bytes() == stale
-    assert (out / LOCK_FILE).stat().st_mtime_ns == before
+    lock.release()
+    assert not (out / LOCK_FILE).exists(), "the killed job's lock file outlived the next job"
+    (out / LOCK_FILE).write_bytes(stale)
     lock = lock_output(out, "job-three")
     lock.announce()  # a job that ran: names itself, and removes the file as it ends
     assert Holder.parse((out / LOCK_FILE).read_bytes()).job_id == "job-three"
