@@ -66,12 +66,16 @@ def needs_keeping(outcomes: Outcomes) -> bool:
 
 
 def clear_leftovers(out_dir: Path) -> None:
-    """Remove what a finished job in ``out_dir`` left that nothing needs (any job there does,
-    whatever it is): its staging folder beside its summary (the job killed between the two)
-    when the summary leaves nothing to retry or the folder holds no book, and the trash
-    folders of staging folders being deleted."""
+    """Remove what a job in ``out_dir`` left that nothing needs (any job there does, whatever
+    it is): a finished job's staging folder beside its summary (the job killed between the
+    two) when the summary leaves nothing to retry or the folder holds no book; a staging
+    folder with no ``job.json`` and nothing staged (its job killed as it made it: not a job);
+    and the trash folders of staging folders being deleted."""
     staging = out_dir / outputdir.STAGING_DIR
-    if staging.is_dir() and outputdir.finished(out_dir):
+    if staging.is_dir() and not outputdir.finished(out_dir) and _never_started(staging):
+        logger.info("removing %s: a job killed as it started left it empty", staging)
+        outputdir.discard_staging(staging, "unstarted")
+    elif staging.is_dir() and outputdir.finished(out_dir):
         try:
             summary = json.loads((out_dir / outputdir.SUMMARY_FILE).read_text("utf-8"))
             job_id = str(summary["job_id"])
@@ -82,6 +86,14 @@ def clear_leftovers(out_dir: Path) -> None:
             outputdir.discard_staging(staging, job_id)
     if out_dir.is_dir():
         outputdir.clear_trash(out_dir)
+
+
+def _never_started(staging: Path) -> bool:
+    """Whether ``staging`` holds no ``job.json`` and no part file or ledger: made by a job
+    killed before it wrote its manifest, nothing scored."""
+    if (staging / resume.MANIFEST).exists():
+        return False
+    return not any(p.is_file() for sub in ("parts", "ledger") for p in (staging / sub).rglob("*"))
 
 
 def put_away(staging: Path, job_id: str, keep: bool) -> None:

@@ -561,6 +561,53 @@ def test_resume_of_a_new_or_empty_folder_just_runs(tmp_path: Path, folder: str) 
     assert not (out / ".daskscore").exists()
 
 
+#: ``python -c`` of the CLI SIGKILLed (with its process group) once it has made the staging
+#: folder, before it writes the job's ``job.json`` into it.
+KILLED_BEFORE_JOB_JSON = """\
+import os, signal, sys
+
+from daskscore import cli
+from daskscore.engine import resume
+
+
+def killed(*args, **kwargs):
+    os.killpg(0, signal.SIGKILL)
+
+
+resume.write_manifest = killed
+sys.argv[0] = "daskscore"
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize("extra", [(), ("--resume",)], ids=["plain", "resume"])
+def test_a_staging_folder_killed_before_its_job_json_is_no_job(
+    tmp_path: Path, extra: tuple[str, ...]
+) -> None:
+    """A job killed in the instant between making ``.daskscore/`` and writing its
+    ``job.json`` scored nothing: the next run, plain or ``--resume``, starts afresh there (it
+    was told to pass --resume, which then refused the folder as not this version's)."""
+    dep, inputs, out = resume_job(tmp_path, n_files=12, DELAY="0")
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_BEFORE_JOB_JSON, *cli_args(dep, inputs, out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (out / ".daskscore").is_dir() and not (out / ".daskscore" / "job.json").exists()
+
+    proc = cli(dep, inputs, out, *extra)
+    assert proc.returncode == 0, helpers.show(proc)
+    s = summary_of(out)
+    assert (s["status"], s["succeeded_items"], s["resumed_mini_batches"]) == ("Completed", 12, 0)
+    lines = (out / "predictions.csv").read_text().splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == [f"f{i:04d}.csv" for i in range(12)]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".daskscore")]
+
+
 @pytest.mark.parametrize("n", [0, 1, 3, 9_999, 10_000, 25_001])
 def test_the_input_fingerprint_is_hashed_in_chunks_as_one_list(n: int) -> None:
     """The input list is hashed a chunk at a time (no JSON string of a million names), to the
