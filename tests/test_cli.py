@@ -383,6 +383,68 @@ def test_the_command_freezes_what_it_imported() -> None:
     assert int(proc.stdout) > 10_000
 
 
+#: ``python -c`` of the ``daskscore`` console script that sends itself SIGINT (a Ctrl-C) as
+#: module $CTRL_C_AT is first imported: in the first half second, while the command's imports
+#: run.
+CTRL_C_AS_IT_IMPORTS = """\
+import os, signal, sys
+
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["CTRL_C_AT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv[0] = "daskscore"
+from daskscore.__main__ import entry
+
+entry()
+"""
+
+
+@pytest.mark.parametrize("module", ["dask", "distributed", "yaml"])
+def test_ctrl_c_while_the_command_imports_says_one_line(tmp_path: Path, module: str) -> None:
+    """Ctrl-C as the command starts (Dask, distributed, YAML being imported) prints one line and
+    exits 130, as later: no traceback of the imports it cut short, and nothing written."""
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "deployment.yml"), "--input", str(tmp_path), "-o", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AS_IT_IMPORTS, *args],
+        cwd=REPO,
+        env={**os.environ, "CTRL_C_AT": module},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 130, show(proc)
+    assert proc.stderr.splitlines() == [
+        "daskscore: interrupted as the command started: nothing was run, and no output folder "
+        "was changed."
+    ], show(proc)
+    assert not out.exists()
+
+
+def test_ctrl_c_while_the_arguments_are_read_says_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daskscore import cli
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_parser", ctrl_c)
+    try:
+        code = cli.main(["run", "deployment.yml", "-i", "in", "-o", "out"])
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C escaped the command")
+    assert code == 130
+    assert capsys.readouterr().err == cli.STARTING
+
+
 # --------------------------------------------------------------------------- impossible options
 
 

@@ -34,6 +34,11 @@ from daskscore.errors import DaskScoreError, JobFailed, StopSignal
 from daskscore.ui.termtext import closed, quiet_when_closed, say, write
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: A Ctrl-C before the command began (its arguments read), as ``daskscore.__main__`` says it.
+STARTING = (
+    "daskscore: interrupted as the command started: nothing was run, and no output folder was "
+    "changed.\n"
+)
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
@@ -229,8 +234,12 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``daskscore`` console script."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = _parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # (as in daskscore.__main__, while the imports ran)
+        write(STARTING)
+        return 128 + signal.SIGINT
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -357,8 +366,8 @@ def _handling_interrupt() -> bool:
 
 
 def entry() -> None:
-    """The ``daskscore`` console script (and ``python -m daskscore``): :func:`main`, then exit
-    without tearing the interpreter down.
+    """The ``daskscore`` command, imported by :func:`daskscore.__main__.entry`: :func:`main`, then
+    exit without tearing the interpreter down.
 
     Everything imported by now (Dask, daskscore: some 60,000 objects) lives as long as the
     process, so it is moved out of the garbage collector's sight (``gc.freeze``): a full
