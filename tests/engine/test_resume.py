@@ -232,10 +232,13 @@ def tries(out: Path) -> dict[int, list[str]]:
 
 
 def snapshot(folder: Path) -> dict[str, Any]:
-    """Every file and folder under ``folder``: size, modification time, SHA-256."""
+    """Every file and folder under ``folder``: size, modification time, SHA-256 (but the lock
+    file a killed job left, locked by no one, which the next job removes, refused or not)."""
     out: dict[str, Any] = {}
     for path in sorted(folder.rglob("*")):
         key = path.relative_to(folder).as_posix()
+        if key == ".daskscore.lock":
+            continue
         if path.is_dir():
             out[key] = "dir"
         else:

@@ -261,6 +261,7 @@ def test_retry_failed_needs_a_finished_job(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="holds no finished job"):
         daskscore.run(dep, inputs, out, retry_failed=True, progress=False)
     (out / ".daskscore").mkdir(parents=True)
+    (out / ".daskscore" / "job.json").write_text("{}")  # (an empty one is no job: removed)
     with pytest.raises(UsageError, match="unfinished job.*--resume"):
         daskscore.run(dep, inputs, out, retry_failed=True, progress=False)
 
