@@ -91,11 +91,12 @@ def _input_ids(inputs: Path) -> list[str]:
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    """Every file under ``folder``: its modification time and contents."""
+    """Every file under ``folder``: its modification time and contents (but the lock file a
+    killed job left, locked by no one, which the next job removes, refused or not)."""
     return {
         str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != ".daskscore.lock"
     }
 
 
