@@ -97,7 +97,7 @@ class FdRoute:
         # the handlers that write to the process's standard error keep writing there (those
         # whose stream is descriptor 2 itself: a job's own handler writes to a stream of its
         # log file, which sys.stderr may be by now, a warm job's taken over)
-        handlers = [h for lg in _loggers() for h in lg.handlers]
+        handlers = [h for lg in all_loggers() for h in lg.handlers]
         moved = [h for h in handlers if isinstance(h, logging.StreamHandler) and _on_fd2(h)]
         if moved:
             self._stderr = open(  # noqa: SIM115 - closed in _restore
@@ -181,7 +181,7 @@ def _flush() -> None:
             pass
 
 
-def _loggers() -> list[logging.Logger]:
+def all_loggers() -> list[logging.Logger]:
     """The root logger and every logger made so far."""
     found = [logging.getLogger()]
     for item in list(logging.Logger.manager.loggerDict.values()):

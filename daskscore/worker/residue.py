@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from daskscore.worker.codeimport import installed_folders, open_folders
+from daskscore.worker.fdroute import all_loggers
 
 #: The residues of the scripts installed in this process (their ``sys.path`` entries kept
 #: while another still has them).
@@ -106,7 +107,7 @@ class Residue:
             gone = handler not in (self.after or {}).get("handlers", [])
             if gone and handler not in root.handlers and not _writes_to(handler, mine):
                 root.addHandler(handler)
-        for logger in _loggers():
+        for logger in all_loggers():
             for handler in list(logger.handlers):
                 if _writes_to(handler, mine):
                     logger.removeHandler(handler)
@@ -163,16 +164,7 @@ def _settings() -> dict[str, Any]:
         "disable": logging.root.manager.disable,
         "loggers": {
             ("" if lg is logging.getLogger() else lg.name): (lg.level, lg.propagate, lg.disabled)
-            for lg in _loggers()
+            for lg in all_loggers()
         },
         "handlers": list(logging.getLogger().handlers),
     }
-
-
-def _loggers() -> list[logging.Logger]:
-    """The root logger and every logger made so far."""
-    found = [logging.getLogger()]
-    for item in list(logging.Logger.manager.loggerDict.values()):
-        if isinstance(item, logging.Logger):
-            found.append(item)
-    return found
