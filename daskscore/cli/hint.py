@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Sequence
 
 from daskscore.config.settings import SECRET_MARKERS, redact
-from daskscore.io.storage import job_secrets
+from daskscore.io.storesecrets import job_secrets
 
 #: the key prefix of an environment variable given with ``--set``
 ENV_KEY = "settings.environment_variables."

@@ -29,7 +29,7 @@ from daskscore.devtools.outcome import WARNING, DryRun, show
 from daskscore.devtools.outcome import dry_run_warnings as dry_run_warnings
 from daskscore.engine.plan import list_inputs, mlflow_text_columns, plan_job
 from daskscore.errors import UsageError
-from daskscore.io import storage, tabular
+from daskscore.io import storage, storesecrets, tabular
 from daskscore.io.rowtext import decoded
 from daskscore.io.shipping import fetch_model
 from daskscore.io.splitreader import read_one
@@ -193,7 +193,7 @@ def dry_run(
     (``AZUREML_MODEL_DIR``, ``AZUREML_BI_OUTPUT_PATH`` in a temporary folder, the settings'
     environment variables, ``sys.argv``), and it is undone afterwards.  Exceptions of the
     script are kept in the report, never raised.  The job's secrets (those a worker masks:
-    :func:`daskscore.io.storage.job_secrets`) are masked in what the script prints and logs,
+    :func:`daskscore.io.storesecrets.job_secrets`) are masked in what the script prints and logs,
     in the error and in the failed items' reasons.
     """
     scratch = Path(tempfile.mkdtemp(prefix="daskscore-validate-"))
@@ -209,7 +209,7 @@ def dry_run(
         env=dict(deployment.settings.environment_variables),
     )
     report, saved = DryRun(), {}
-    secrets = storage.job_secrets(job.env)
+    secrets = storesecrets.job_secrets(job.env)
     model_dir = set_environment(job, saved)
     handlers = _signal_handlers()
     try:

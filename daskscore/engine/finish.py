@@ -31,7 +31,7 @@ from daskscore.engine.phases import Phases
 from daskscore.engine.recipe import replay_command
 from daskscore.engine.resultview import ResultViews
 from daskscore.errors import ErrorThresholdExceeded, InitFailed, JobFailed, OutputFailed
-from daskscore.io import outputdir, storage, triescsv
+from daskscore.io import outputdir, storesecrets, triescsv
 from daskscore.io.dataschema import SchemaConflict
 from daskscore.io.inplace import uninterrupted
 from daskscore.io.writers import Assembly, OutputWriter
@@ -329,7 +329,7 @@ def write_logs(
     )
     s = result.summary
     shown = explain.uploaded(s, url) if url else s  # (the summary itself: publish() rewrites it)
-    secrets = storage.job_secrets(job.deployment.settings.environment_variables)
+    secrets = storesecrets.job_secrets(job.deployment.settings.environment_variables)
     write_failed_items(job.out_dir, outcomes, secrets)
     write_overview(job.out_dir, outcomes)
     outputdir.write_text(logs / "job_result.txt", _result_text(shown))

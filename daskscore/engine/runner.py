@@ -48,7 +48,16 @@ from daskscore.engine.plan import JobPlan, plan_job
 from daskscore.engine.publish import assembly_dir, finish_upload, publish, upload_left
 from daskscore.engine.scoring import JobRun, open_board, score_all
 from daskscore.errors import OutputError, UploadFailed, UsageError, WriteFailed
-from daskscore.io import inplace, outputdir, outputlock, pathroom, setaside, shipping, storage
+from daskscore.io import (
+    inplace,
+    outputdir,
+    outputlock,
+    pathroom,
+    setaside,
+    shipping,
+    storage,
+    storesecrets,
+)
 from daskscore.io.joblog import job_logging
 from daskscore.io.ledger import make_staging, read_ledger
 from daskscore.worker import script as script_mod
@@ -172,7 +181,7 @@ def _execute(
 def _run_claimed(job: JobRun, plan: JobPlan, options: JobOptions, early: EarlyCluster) -> JobResult:
     deployment, phases = plan.deployment, job.record.phases
     settings = deployment.settings
-    secrets = storage.job_secrets(settings.environment_variables)  # (and the storage ones)
+    secrets = storesecrets.job_secrets(settings.environment_variables)  # (and the storage ones)
     with (
         job_logging(job.out_dir, settings.logging_level, secrets),
         early as handle,
@@ -241,7 +250,7 @@ def _finish_upload(
     folder uploaded (refused without ``--resume``)."""
     source = str(input_path)
     shown = source if storage.is_remote(source) else str(Path(source).expanduser().resolve())
-    secrets = storage.job_secrets(deployment.settings.environment_variables)
+    secrets = storesecrets.job_secrets(deployment.settings.environment_variables)
     if options.resume and options.notify is not None:
         options.notify(f"Resuming: the job {summary.get('job_id')} had ended; uploading its output")
     result = finish_upload(url, summary, options.resume, shown, secrets)

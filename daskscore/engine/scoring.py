@@ -32,7 +32,7 @@ from daskscore.engine.resume import MANIFEST
 from daskscore.engine.reuse import init_key
 from daskscore.engine.work import planned_total, rows_note
 from daskscore.errors import ClusterLost, DaskScoreError, InitFailed
-from daskscore.io import outputdir, setaside, storage
+from daskscore.io import outputdir, setaside, storesecrets
 from daskscore.protocol import WorkerJob
 from daskscore.ui import dashboard
 from daskscore.ui.progress import Progress
@@ -319,7 +319,7 @@ def _worker_job(job: JobRun, handle: ClusterHandle, workers: int) -> WorkerJob:
         prefetch_bytes=int(plan.options.prefetch_mb * (1 << 20)),
         # the warm cluster's workers were started from another shell: they read the URLs
         # with this job's storage variables, not theirs
-        storage_env=storage.storage_environment() if handle.warm else None,
+        storage_env=storesecrets.storage_environment() if handle.warm else None,
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from daskscore.config import redact
-from daskscore.io import storage
+from daskscore.io import storage, storesecrets
 from daskscore.protocol import WorkerJob
 from daskscore.worker.residue import Residue
 from daskscore.worker.workdir import WorkingDirectory
@@ -65,7 +65,7 @@ def script_environment(
     ``CUDA_VISIBLE_DEVICES``."""
     env: dict[str, str | None] = {}
     if job.storage_env is not None:
-        env.update(storage.storage_view(job.storage_env))
+        env.update(storesecrets.storage_view(job.storage_env))
     env.update(job.env)
     if model_dir:
         env["AZUREML_MODEL_DIR"] = model_dir

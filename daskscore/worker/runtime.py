@@ -40,7 +40,7 @@ from typing import Any
 
 from daskscore import _compat
 from daskscore.config import redact
-from daskscore.io.storage import job_secrets
+from daskscore.io.storesecrets import job_secrets
 from daskscore.io.writers import OutputWriter, get_writer
 from daskscore.protocol import SETUP_FAILED, WorkerJob, exception_text
 from daskscore.worker import overrun
