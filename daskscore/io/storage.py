@@ -14,6 +14,7 @@ that says what to install.  fsspec itself is imported lazily too: the CLI starts
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -194,10 +195,11 @@ def filesystem(
 def list_files(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """The files under ``url``, recursively, as sorted full URLs.
 
-    A file URL gives ``[url]``.  Names with a path segment (below ``url``) that starts with a
-    dot are skipped.  The URLs keep ``url``'s own spelling (protocol, account host), so they
-    can be given to :func:`download` with the same ``storage_options``; local paths come back
-    as absolute paths.
+    A file URL gives ``[url]`` (a remote URL ending in ``/`` is a folder, whatever the store
+    says of it).  Names with a path segment (below ``url``) that starts with a dot are skipped,
+    and so are folder markers (:func:`_folder_markers`).  The URLs keep ``url``'s own spelling
+    (protocol, account host), so they can be given to :func:`download` with the same
+    ``storage_options``; local paths come back as absolute paths.
 
     Raises
     ------
@@ -208,9 +210,11 @@ def list_files(url: str, storage_options: dict[str, Any] | None = None) -> list[
     fs.invalidate_cache()  # the whole listing cache: a container made since is visible
     try:
         info = fs.info(root)
-        if info["type"] != "directory":
-            return [url if is_remote(url) else root]
+        remote = is_remote(url)
+        if info["type"] != "directory" and not (remote and url.endswith("/")):
+            return [url if remote else root]
         found = fs.find(root, withdirs=False, detail=True)
+        markers = _folder_markers(fs, found) if remote else set()
     except FileNotFoundError:
         raise InputError(f"input '{url}' does not exist.") from None
     except PermissionError as exc:
@@ -224,7 +228,7 @@ def list_files(url: str, storage_options: dict[str, Any] | None = None) -> list[
     files = []
     for path, entry in found.items():
         rel = path[len(prefix) :] if path.startswith(prefix) else posixpath.basename(path)
-        if entry.get("type") == "directory" or not rel:
+        if entry.get("type") == "directory" or not rel or path in markers:
             continue
         if any(part.startswith(".") for part in rel.split("/")):
             continue
@@ -233,6 +237,26 @@ def list_files(url: str, storage_options: dict[str, Any] | None = None) -> list[
         raise InputError(f"input folder '{url}' holds no files (dot-files are skipped).")
     files.sort()
     return files
+
+
+def _folder_markers(fs: AbstractFileSystem, found: dict[str, dict[str, Any]]) -> set[str]:
+    """The entries of a remote listing (``fs.find(..., detail=True)``) that are folder
+    markers, not files: zero-byte objects named like a folder (``images/``), as the AWS
+    console's "Create folder" and other tools make them.  s3fs lists one under its own name,
+    ending in ``/``; adlfs takes the ``/`` off, so there it is an entry named like the folder
+    of other entries, or (a folder with nothing else in it) a zero-byte entry the store, asked
+    once, says is a folder.  (A real zero-byte file costs that one question.)"""
+    folders: set[str] = set()
+    for path in found:
+        parts = path.rstrip("/").split("/")
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    markers = {path for path in found if path.endswith("/") or path in folders}
+    for path, entry in found.items():
+        if path not in markers and entry.get("type") != "directory" and not entry.get("size"):
+            with contextlib.suppress(FileNotFoundError):  # (gone since: its download says so)
+                if fs.info(path).get("type") == "directory":
+                    markers.add(path)
+    return markers
 
 
 def local_names(urls: Iterable[str]) -> dict[str, str]:

@@ -230,6 +230,46 @@ def test_missing_and_empty_inputs(store: dict[str, Any]) -> None:
         list_files(f"{root}/in", options)
 
 
+def _put_object(store: dict[str, Any], key: str, data: bytes = b"") -> None:
+    """Write the object ``key`` under ``store``'s root with the service's own client, the
+    name as it is (fsspec takes a trailing ``/`` off)."""
+    info, bucket = store["info"], store["root"].split("://", 1)[1]
+    if info["protocol"] == "az":
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient.from_connection_string(info["connection_string"])
+        service.get_container_client(bucket).upload_blob(key, data, overwrite=True)
+        return
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=info["endpoint_url"],
+        aws_access_key_id=info["key"],
+        aws_secret_access_key=info["secret"],
+        region_name=info["region_name"],
+    )
+    client.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def test_folder_markers_are_not_input_files(store: dict[str, Any]) -> None:
+    """Zero-byte objects named like a folder (``in/images/``, as the AWS console's "Create
+    folder" makes; an Azure blob ``in/empty/``) are folders, not input files: they were
+    listed, then failed to download, failing the good files of their mini-batch with them.
+    A real zero-byte file is still a file, and a folder URL ending in ``/`` still a folder."""
+    root, options = store["root"], store["options"]
+    _write(root, options, {"in/images/a.txt": b"a", "in/images/b.txt": b"b"})
+    _put_object(store, "in/zero.txt")
+    for marker in ("in/", "in/images/", "in/empty/"):
+        _put_object(store, marker)
+    images = [f"{root}/in/images/a.txt", f"{root}/in/images/b.txt"]
+    assert list_files(root, options) == [*images, f"{root}/in/zero.txt"]
+    assert list_files(f"{root}/in", options) == [*images, f"{root}/in/zero.txt"]
+    assert list_files(f"{root}/in/images/", options) == images
+    with pytest.raises(InputError, match=f"input folder '{root}/in/empty/' holds no files"):
+        list_files(f"{root}/in/empty/", options)
+
+
 def test_download_keeps_order_and_names(store: dict[str, Any], tmp_path: Path) -> None:
     root, options = store["root"], store["options"]
     _write(root, options, FILES)
