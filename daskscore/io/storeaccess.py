@@ -4,6 +4,7 @@ known by the module of its class."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from typing import Any
@@ -12,8 +13,14 @@ from urllib.parse import urlsplit
 from daskscore.errors import InputError
 
 #: Where the exceptions of the storage backends' client libraries come from: one of these is
-#: the storage's answer (credentials, access, the service), never a daskscore bug.
-BACKEND_MODULES = ("botocore", "aiobotocore", "boto3", "azure.", "google.", "gcsfs", "adlfs")
+#: the storage's answer (credentials, access, the service), never a daskscore bug.  With them,
+#: the HTTP libraries under them, whose errors of a transfer (a body cut short, a connection
+#: dropped mid-answer) reach daskscore as they are: aiohttp's (s3fs, adlfs, gcsfs), and
+#: requests' and urllib3's (google-auth, the synchronous Azure SDK).
+BACKEND_MODULES = (
+    *("botocore", "aiobotocore", "boto3", "azure.", "google.", "gcsfs", "adlfs"),
+    *("aiohttp.", "requests.", "urllib3."),
+)
 
 
 #: The backends' errors of a connection that could not be made (or was cut): botocore's,
@@ -27,8 +34,8 @@ UNREACHABLE = frozenset(
 def backend_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a storage backend's answer: raised by its client library (or a
     :class:`PermissionError`, or a connection that could not be made), not by daskscore."""
-    if isinstance(exc, PermissionError) or unreachable(exc) is not None:
-        return True
+    if isinstance(exc, (PermissionError, asyncio.TimeoutError)) or unreachable(exc) is not None:
+        return True  # (a timeout: fsspec's FSTimeoutError, the loop's; an OSError from 3.11)
     return any(type(exc).__module__.startswith(m) for m in BACKEND_MODULES)
 
 
@@ -89,25 +96,42 @@ def download_failed(
 ) -> Any:
     """The :class:`~daskscore.errors.InputError` for a download of ``urls`` (``remote``, their
     paths on ``fs``, to ``local``) that raised ``exc``: it names the input the error names,
-    else those not fetched that the store no longer has, else those not fetched (a batched
-    get need not say which failed, and stops the others wherever they were), and says
-    ``run()`` was not called; None when ``exc`` is not the storage's (a bug of daskscore's,
-    raised as it is)."""
+    else those not fetched that the store no longer has, else those not fetched whole (a
+    batched get need not say which failed, and stops the others wherever they were; a body
+    cut short leaves what came), and says ``run()`` was not called; None when ``exc`` is not
+    the storage's (a bug of daskscore's, raised as it is)."""
     if not (isinstance(exc, OSError) or backend_error(exc)):
         return None
     named = str(getattr(exc, "filename", None) or "").rstrip("/")
     said_of = [u for u, path in zip(urls, remote, strict=True) if named and path == named]
-    missing = [
-        (u, path) for u, path, to in zip(urls, remote, local, strict=True) if not os.path.exists(to)
-    ]
-    gone = [u for u, path in missing if not said_of and _gone(fs, path)]
+    missing = [(urls[i], remote[i]) for i in ([] if said_of else _unfetched(fs, remote, local))]
+    gone = [u for u, path in missing if _gone(fs, path)]
     shown = said_of or gone or [u for u, _ in missing] or urls
     more = f" (and {len(shown) - 1} more of this mini-batch)" if len(shown) > 1 else ""
     return InputError(
         f"input {shown[0]!r}{more} could not be downloaded ({_said(exc)}); "
         "run() was not called for this mini-batch. The object may have been removed or "
-        "changed since the job listed its input, or the worker may lack access to it."
+        "changed since the job listed its input, the worker may lack access to it, or the "
+        "transfer failed (a connection cut, an answer cut short)."
     )
+
+
+def _unfetched(fs: Any, remote: list[str], local: list[str]) -> list[int]:
+    """The indexes of the files not fetched whole: not at ``local``, or there but not of the
+    size the store ``fs`` says (asked only here, once a download failed; not asked when it
+    cannot say)."""
+    there = [i for i, to in enumerate(local) if os.path.exists(to)]
+    missing = [i for i in range(len(local)) if i not in set(there)]
+    if fs is None or not there:
+        return missing
+    try:
+        for i in there:
+            fs.invalidate_cache(remote[i])
+        sizes = fs.sizes([remote[i] for i in there])
+    except Exception:  # noqa: BLE001 - the store cannot say: what is there counts as fetched
+        return missing
+    short = [i for i, size in zip(there, sizes, strict=True) if os.path.getsize(local[i]) != size]
+    return sorted(missing + short)
 
 
 def _gone(fs: Any, path: str) -> bool:

@@ -11,6 +11,7 @@ import fsspec
 import pandas as pd
 import pytest
 from conftest import write_deployment
+from faultproxy import HOST, FaultProxy, Rule
 from storage_emulators import clear_fsspec_instances, make_bucket, make_container
 
 import daskscore
@@ -229,3 +230,48 @@ def test_a_batched_download_that_stopped_early_names_the_object_gone(bucket, tmp
     exc = FileNotFoundError("The specified key does not exist.")
     text = str(storeaccess.download_failed(exc, urls, remote, local, fs))
     assert text.startswith(f"input '{urls[1]}' could not be downloaded"), text
+
+
+def _through(proxy: FaultProxy, bucket: dict[str, Any]) -> dict[str, Any]:
+    """``bucket``'s storage options, its emulator reached through ``proxy``."""
+    options = dict(bucket["options"])
+    if bucket["root"].startswith("az://"):
+        port = options["connection_string"].split("BlobEndpoint=http://")[1].split("/")[0]
+        options["connection_string"] = options["connection_string"].replace(
+            port, f"{HOST}:{proxy.port}"
+        )
+    else:
+        options["client_kwargs"] = {**options["client_kwargs"], "endpoint_url": proxy.url}
+    return options
+
+
+def _emulator_port(bucket: dict[str, Any]) -> int:
+    options = bucket["options"]
+    if bucket["root"].startswith("az://"):
+        return int(options["connection_string"].split(f"http://{HOST}:")[1].split("/")[0])
+    return int(options["client_kwargs"]["endpoint_url"].rsplit(":", 1)[1])
+
+
+def test_a_download_cut_short_is_named(bucket, tmp_path) -> None:
+    """A download whose answer is cut short every time: an InputError naming that object (it
+    was aiohttp's bare ``ClientPayloadError`` traceback from s3fs, naming no URL); the others
+    of the mini-batch, fetched whole, are not named."""
+    from daskscore.io import storage
+
+    root = bucket["root"]
+    _upload_inputs(root, bucket["options"], 3)
+    urls = [f"{root}/in/part{i % 3}/f{i:03d}.csv" for i in range(3)]
+    fs, base = fsspec.core.url_to_fs(root, **bucket["options"])
+    fs.pipe(f"{base}/in/part1/f001.csv", b"x\n" + b"1\n" * 50_000)  # (s3fs reads the rest
+    # of a body cut short again, a few times: half of the rest each time, here)
+    with FaultProxy(_emulator_port(bucket)) as proxy:
+        proxy.rules = [Rule("GET", r"/in/part1/f001\.csv", "truncate")]
+        clear_fsspec_instances("s3", "az")
+        try:
+            with pytest.raises(daskscore.InputError) as raised:
+                storage.download(urls, tmp_path / "dl", _through(proxy, bucket))
+        finally:
+            clear_fsspec_instances("s3", "az")
+    text = str(raised.value)
+    assert text.startswith(f"input '{urls[1]}' could not be downloaded ("), text
+    assert "run() was not called" in text, text
