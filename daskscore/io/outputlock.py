@@ -296,7 +296,14 @@ class RemoteMarker:
     def announce(self) -> None:
         if self.announced or self.fs is None:
             return
-        self.fs.pipe_file(self.path, self.holder.encode())
+        try:
+            self.fs.pipe_file(self.path, self.holder.encode())
+        except Exception as exc:
+            if not storeaccess.backend_error(exc):
+                raise
+            raise OutputError(
+                storeaccess.access_problem(f"output '{self.url}'", "written", exc)
+            ) from exc
         self.announced = True
 
     @property

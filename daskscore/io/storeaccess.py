@@ -32,21 +32,55 @@ UNREACHABLE = frozenset(
 
 
 def backend_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is a storage backend's answer: raised by its client library (or a
-    :class:`PermissionError`, or a connection that could not be made), not by daskscore."""
+    """Whether ``exc`` is a storage backend's answer: raised by its client library, or an
+    :class:`OSError` made of one (s3fs turns botocore's errors into ``OSError``,
+    ``FileNotFoundError``: a 503, a bucket missing), or a :class:`PermissionError`, a
+    timeout, a connection that could not be made; not a bug of daskscore's."""
     if isinstance(exc, (PermissionError, asyncio.TimeoutError)) or unreachable(exc) is not None:
         return True  # (a timeout: fsspec's FSTimeoutError, the loop's; an OSError from 3.11)
+    if isinstance(exc, OSError):
+        return any(_from_backend(error) for error in _chain(exc))
+    return _from_backend(exc)
+
+
+def _from_backend(exc: BaseException) -> bool:
     return any(type(exc).__module__.startswith(m) for m in BACKEND_MODULES)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, or was being handled when it was raised (botocore keeps
+    the error of a failed connection in its ``kwargs``); at most 20 (a cycle ends too)."""
+    found: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and len(found) < 20 and error not in found:
+        found.append(error)
+        inner = (getattr(error, "kwargs", None) or {}).get("error")
+        nested = inner if isinstance(inner, BaseException) else None
+        error = error.__cause__ or error.__context__ or nested
+    return found
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of the storage's answer that ``exc`` (or what caused it) reports:
+    botocore's ``response``, Azure's ``status_code``, aiohttp's ``status``; None if none."""
+    for error in _chain(exc):
+        response = getattr(error, "response", None)
+        meta = response.get("ResponseMetadata", {}) if isinstance(response, dict) else {}
+        for status in (meta.get("HTTPStatusCode"), getattr(error, "status_code", None)):
+            if isinstance(status, int) and status >= 400:
+                return status
+        status = getattr(error, "status", None)
+        if _from_backend(error) and isinstance(status, int) and status >= 400:
+            return status
+    return None
 
 
 def unreachable(exc: BaseException) -> str | None:
     """When ``exc`` (or what caused it) says the storage could not be reached (connection
     refused or cut, a name that does not resolve, a connect timeout): the endpoint, as
     ``scheme://host:port`` or ``host:port`` ("" when no error names it); else None."""
-    found, endpoint, seen = False, "", 0
-    error: BaseException | None = exc
-    while error is not None and seen < 20:  # (a cycle of causes ends too)
-        seen += 1
+    found, endpoint = False, ""
+    for error in _chain(exc):
         name = type(error).__name__
         if isinstance(error, (ConnectionError, socket.gaierror)) or name in UNREACHABLE:
             found = True
@@ -57,22 +91,22 @@ def unreachable(exc: BaseException) -> str | None:
             endpoint = f"{parts.scheme}://{parts.netloc}"
         elif not endpoint and isinstance(host, str) and host:
             endpoint = f"{host}:{port}" if port else host
-        inner = (getattr(error, "kwargs", None) or {}).get("error")  # (botocore keeps it there)
-        nested = inner if isinstance(inner, BaseException) else None
-        error = error.__cause__ or error.__context__ or nested
     return endpoint if found else None
 
 
 def _said(exc: BaseException) -> str:
     """``exc`` as the backend said it: its type and its first line, cut to 300 characters (no
-    secret is in them)."""
+    secret is in them); for a plain ``OSError`` made of a backend's error, that error's."""
+    if type(exc).__module__ == "builtins" and isinstance(exc, OSError):
+        exc = next((e for e in _chain(exc) if _from_backend(e)), exc)
     return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
 
 
 def access_problem(what: str, verb: str, exc: BaseException) -> str:
     """One paragraph: ``what`` (e.g. ``input 's3://b/d'``) could not be reached with the
-    credentials found, or its storage endpoint could not be reached at all (named); the
-    backend's own words (their first line: no secret is in them)."""
+    credentials found, or its storage endpoint could not be reached at all (named), or the
+    service failed the request (a 5xx answer, throttling); the backend's own words (their
+    first line: no secret is in them)."""
     endpoint = unreachable(exc)
     if endpoint is not None:
         where = f"the storage endpoint {endpoint}" if endpoint else "its storage endpoint"
@@ -81,6 +115,14 @@ def access_problem(what: str, verb: str, exc: BaseException) -> str:
             "endpoint's address (AWS_ENDPOINT_URL for s3://, the account or connection "
             "string for az://, DASKSCORE_STORAGE_OPTIONS), that the service is running, and "
             "the network from this machine to it."
+        )
+    status = http_status(exc)
+    if status is not None and (status >= 500 or status == 429):
+        return (
+            f"{what} cannot be {verb}: the storage service failed the request (HTTP {status}, "
+            f"{_said(exc)}), after its client's retries. It is busy (throttling) or failing, "
+            "not refusing the credentials: run the job again later, and check the service's "
+            "status if it goes on."
         )
     return (
         f"{what} cannot be {verb} with the storage credentials found "

@@ -12,7 +12,14 @@ from typing import Any
 
 import fsspec
 import pytest
-from storage_emulators import clear_fsspec_instances, free_port, make_bucket, make_container
+from faultproxy import FaultProxy, Rule
+from storage_emulators import (
+    clear_fsspec_instances,
+    free_port,
+    make_bucket,
+    make_container,
+    unique_name,
+)
 
 from daskscore.errors import InputError, UsageError
 from daskscore.io.storage import (
@@ -166,6 +173,49 @@ def test_an_unreachable_endpoint_is_named_not_blamed_on_credentials(
         text = str(got.value)
         assert text.startswith(what) and f"storage endpoint {endpoint} cannot be reached" in text
         assert "credentials" not in text, text
+
+
+def test_a_failing_service_is_named_not_blamed_on_credentials(
+    moto_s3: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 answering 503 (SlowDown) to the input's listing, or 500 to the output's marker, or a
+    bucket that does not exist: an InputError / OutputError naming the URL (they were
+    ``internal error: OSError: [Errno 16] ...``, ``FileNotFoundError``: s3fs turns botocore's
+    errors into plain OSErrors); a service failing is said so, not blamed on credentials."""
+    from daskscore.errors import OutputError
+    from daskscore.io.outputdir import claim_remote_output
+    from daskscore.io.outputlock import lock_output
+
+    root = make_bucket(moto_s3)
+    _write(root, moto_s3["storage_options"], {"in/a.csv": b"a"})
+    with FaultProxy(moto_s3["port"]) as proxy:
+        proxy.rules = [
+            Rule("GET", r"list-type=2.*prefix=in", "503"),
+            Rule("PUT", r"/out/\.daskscore\.lock", "500"),
+        ]
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        clear_fsspec_instances("s3")
+        try:
+            with pytest.raises(InputError) as read:
+                list_files(f"{root}/in")
+            lock = lock_output(f"{root}/out", "j1")
+            with pytest.raises(OutputError) as written:
+                claim_remote_output(f"{root}/out", "predictions.csv", False, lock.announce)
+            missing = f"s3://{unique_name('missing')}/run1"  # (a bucket not made)
+            lock = lock_output(missing, "j2")
+            with pytest.raises(OutputError) as nobucket:
+                claim_remote_output(missing, "predictions.csv", False, lock.announce)
+        finally:
+            clear_fsspec_instances("s3")
+    for what, verb, status, got in (
+        (f"input '{root}/in'", "read", 503, read),
+        (f"output '{root}/out'", "written", 500, written),
+    ):
+        text = str(got.value)
+        assert text.startswith(f"{what} cannot be {verb}: the storage service failed the request")
+        assert f"(HTTP {status}, ClientError: " in text and "credentials found" not in text, text
+    assert str(nobucket.value).startswith(f"output '{missing}' cannot be written"), nobucket.value
 
 
 @pytest.fixture(params=["az", "s3"])
