@@ -155,6 +155,32 @@ def _require_backend(protocol: str, verb: str) -> None:
         ) from exc
 
 
+#: What the first part of a URL of these protocols names, and how such a URL is written
+_BUCKETS = {
+    **dict.fromkeys(("az", "abfs", "abfss"), "container"),
+    **dict.fromkeys(("s3", "s3a", "gs", "gcs"), "bucket"),
+}
+
+
+def _require_bucket(url: str, verb: str) -> None:
+    """Refuse an object-storage URL that names no bucket or container (``s3://``,
+    ``az:///x``, ``abfs://@account.dfs.core.windows.net``): its backend would refuse it with
+    a bare ``ValueError``, or list the whole account."""
+    for part in url.split("::"):
+        match = _PROTOCOL.match(part)
+        protocol = match.group(1).lower() if match else ""
+        if protocol not in _BUCKETS:
+            continue
+        first = part[match.end() :].split("/", 1)[0] if match else ""
+        if not first.split("@", 1)[0]:
+            kind = _BUCKETS[protocol]
+            raise UsageError(
+                f"{verb} '{url}': the URL names no {kind}; write it {protocol}://{kind}/path "
+                f"(a {kind} and a path in it; the {kind} alone, {protocol}://{kind}, is a "
+                "folder too)."
+            )
+
+
 def filesystem(
     url: str, storage_options: dict[str, Any] | None = None, *, verb: str = "reading"
 ) -> tuple[AbstractFileSystem, str]:
@@ -172,7 +198,8 @@ def filesystem(
     Raises
     ------
     UsageError
-        The backend package of the protocol is not installed, or the protocol is unknown.
+        The backend package of the protocol is not installed, or the protocol is unknown, or
+        the URL names no bucket or container (``s3://``, ``az://``: asked nothing of them).
     """
     from fsspec.core import url_to_fs
 
@@ -181,6 +208,7 @@ def filesystem(
     protocols = _protocols(url)
     for protocol in protocols:
         _require_backend(protocol, verb)
+    _require_bucket(url, verb)
     options = {**storage_options_from_env(protocols[-1]), **(storage_options or {})}
     try:
         return url_to_fs(url, **options)

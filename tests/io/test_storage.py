@@ -90,6 +90,28 @@ def test_unknown_protocol_is_a_usage_error() -> None:
         filesystem("nosuchproto://x/y")
 
 
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("s3://", "bucket"),
+        ("s3:///in", "bucket"),
+        ("az://", "container"),
+        ("abfs://@account.dfs.core.windows.net/in", "container"),
+        ("simplecache::s3://", "bucket"),
+    ],
+)
+def test_a_url_without_bucket_or_container_is_a_usage_error(url: str, kind: str) -> None:
+    """An input or output URL that names no bucket or container: a usage error naming it,
+    before any backend is asked (``internal error: ValueError: Cannot traverse all of S3`` /
+    ``Please specify a container name`` before)."""
+    from daskscore.io.outputlock import lock_output
+
+    with pytest.raises(UsageError, match=f"reading '{url}': the URL names no {kind}; write it"):
+        list_files(url)
+    with pytest.raises(UsageError, match=f"writing '{url}': the URL names no {kind}"):
+        lock_output(url, "j1")
+
+
 def test_storage_options_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DASKSCORE_STORAGE_OPTIONS", raising=False)
     assert storage_options_from_env("az") == {}
