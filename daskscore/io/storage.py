@@ -181,6 +181,26 @@ def _require_bucket(url: str, verb: str) -> None:
             )
 
 
+def _refuse_signed(url: str, verb: str) -> None:
+    """Refuse an http(s) URL with a query string: an Azure SAS URL or a presigned S3 URL,
+    whose signature would be written, as the URL is, into the job's summary, recipe, logs and
+    report, and whose query would end the name of the file ``run()`` gets.  It is named
+    without its query (the secret)."""
+    for part in url.split("::"):
+        match = _PROTOCOL.match(part)
+        if match and match.group(1).lower() in ("http", "https") and "?" in part:
+            shown = url.split("?", 1)[0] + "?…"
+            raise UsageError(
+                f"{verb} '{shown}': an http(s) URL with a query string (an Azure SAS URL, a "
+                "presigned S3 URL) is not supported: its signature would be written into the "
+                "job's summary, logs and report. Give the object storage's own URL, az:// or "
+                "abfs:// (Azure), s3:// or gs://, and its credentials in the environment: for "
+                "a SAS token, AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_SAS_TOKEN (the "
+                "query string), or a connection string with SharedAccessSignature= in "
+                "AZURE_STORAGE_CONNECTION_STRING; their secrets are masked in the job's logs."
+            )
+
+
 def filesystem(
     url: str, storage_options: dict[str, Any] | None = None, *, verb: str = "reading"
 ) -> tuple[AbstractFileSystem, str]:
@@ -209,6 +229,7 @@ def filesystem(
     for protocol in protocols:
         _require_backend(protocol, verb)
     _require_bucket(url, verb)
+    _refuse_signed(url, verb)
     options = {**storage_options_from_env(protocols[-1]), **(storage_options or {})}
     try:
         return url_to_fs(url, **options)

@@ -103,6 +103,42 @@ def test_missing_remote_input_is_a_clear_error(bucket, remote_client, tmp_path) 
         daskscore.run(dep, f"{bucket['root']}/nothing-here", tmp_path / "out", client=remote_client)
 
 
+def test_a_signed_http_url_is_refused_unseen(azurite, remote_client, tmp_path) -> None:
+    """An Azure SAS URL as the input: refused (exit 2), naming the URL without its query,
+    saying how to give the token; its signature is in no file of the output folder (it was
+    scored: the signature in job_summary.json, the job's recipe and report.html, and run()
+    got a file named ``f01.txt?se=...&sig=...``)."""
+    import datetime
+    from urllib.parse import parse_qs
+
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+    container = make_container(azurite)[len("az://") :]
+    fs, _ = fsspec.core.url_to_fs(f"az://{container}", **azurite["storage_options"])
+    fs.pipe(f"{container}/f01.csv", b"x\n1\n")
+    expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    sas = generate_blob_sas(
+        azurite["account_name"],
+        container,
+        "f01.csv",
+        account_key=azurite["account_key"],
+        permission=BlobSasPermissions(read=True),
+        expiry=expiry,
+    )
+    url = f"{azurite['blob_endpoint']}/{container}/f01.csv?{sas}"
+    sig = parse_qs(sas)["sig"][0]
+    dep = write_deployment(tmp_path / "d", SCRIPT)
+    out = tmp_path / "out"
+    with pytest.raises(daskscore.UsageError) as refused:
+        daskscore.run(dep, url, out, client=remote_client)
+    text = str(refused.value)
+    shown = url.split("?")[0] + "?…"
+    assert text.startswith(f"reading '{shown}': an http(s) URL with a query string"), text
+    assert "AZURE_STORAGE_SAS_TOKEN" in text and sig not in text and sas not in text, text
+    written = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    assert not [p for p in written if sig.encode() in p.read_bytes()], written
+
+
 FAILING_SCRIPT = """
     import os
 
