@@ -75,6 +75,27 @@ def http_status(exc: BaseException) -> int | None:
     return None
 
 
+#: The storage's error codes of a bucket or container that does not exist
+_NO_STORE = {"NoSuchBucket": "bucket", "ContainerNotFound": "container"}
+
+
+def _missing_store(exc: BaseException) -> str | None:
+    """``"bucket"`` or ``"container"`` when ``exc`` (or what caused it) is the storage saying
+    that the URL's bucket or container does not exist (botocore's and Azure's error codes,
+    or their words); else None."""
+    for error in _chain(exc):
+        response = getattr(error, "response", None)
+        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+        code = code or getattr(error, "error_code", None)  # (Azure's)
+        if isinstance(code, str) and code in _NO_STORE:
+            return _NO_STORE[code]
+        said = str(error).lower()
+        for kind in ("bucket", "container"):
+            if f"specified {kind} does not exist" in said:
+                return kind
+    return None
+
+
 def unreachable(exc: BaseException) -> str | None:
     """When ``exc`` (or what caused it) says the storage could not be reached (connection
     refused or cut, a name that does not resolve, a connect timeout): the endpoint, as
@@ -104,9 +125,10 @@ def _said(exc: BaseException) -> str:
 
 def access_problem(what: str, verb: str, exc: BaseException) -> str:
     """One paragraph: ``what`` (e.g. ``input 's3://b/d'``) could not be reached with the
-    credentials found, or its storage endpoint could not be reached at all (named), or the
-    service failed the request (a 5xx answer, throttling); the backend's own words (their
-    first line: no secret is in them)."""
+    credentials found, or its storage endpoint could not be reached at all (named), or its
+    bucket or container does not exist (or it is not there), or the service failed the
+    request (a 5xx answer, throttling); the backend's own words (their first line: no secret
+    is in them)."""
     endpoint = unreachable(exc)
     if endpoint is not None:
         where = f"the storage endpoint {endpoint}" if endpoint else "its storage endpoint"
@@ -117,6 +139,18 @@ def access_problem(what: str, verb: str, exc: BaseException) -> str:
             "the network from this machine to it."
         )
     status = http_status(exc)
+    kind = _missing_store(exc)
+    if kind or status == 404 or isinstance(exc, FileNotFoundError):
+        if kind:
+            return (
+                f"{what} cannot be {verb}: its {kind} does not exist ({_said(exc)}). Create "
+                f"the {kind} first (daskscore writes into one, it does not make it), or check "
+                f"the URL's {kind} name and the account or endpoint the credentials are for."
+            )
+        return (
+            f"{what} cannot be {verb}: the storage says it is not there ({_said(exc)}). Check "
+            "the URL, and the account or endpoint the credentials are for."
+        )
     if status is not None and (status >= 500 or status == 429):
         return (
             f"{what} cannot be {verb}: the storage service failed the request (HTTP {status}, "

@@ -342,6 +342,24 @@ def test_folder_markers_are_not_input_files(store: dict[str, Any]) -> None:
         list_files(f"{root}/in/empty/", options)
 
 
+def test_an_output_in_a_missing_bucket_or_container_says_so(store: dict[str, Any]) -> None:
+    """An output URL whose container (or bucket) does not exist: the OutputError says so (it
+    was blamed on the credentials for az://, and an internal FileNotFoundError for s3://)."""
+    from daskscore.errors import OutputError
+    from daskscore.io.outputdir import claim_remote_output
+    from daskscore.io.outputlock import lock_output
+
+    protocol = store["info"]["protocol"]
+    kind = "container" if protocol == "az" else "bucket"
+    url = f"{protocol}://{unique_name('missing')}/run1"  # (not made)
+    lock = lock_output(url, "j1")
+    with pytest.raises(OutputError) as got:
+        claim_remote_output(url, "predictions.csv", False, lock.announce)
+    text = str(got.value)
+    assert text.startswith(f"output '{url}' cannot be written: its {kind} does not exist ("), text
+    assert f"Create the {kind} first" in text and "credentials found" not in text, text
+
+
 def test_download_keeps_order_and_names(store: dict[str, Any], tmp_path: Path) -> None:
     root, options = store["root"], store["options"]
     _write(root, options, FILES)
