@@ -75,7 +75,11 @@ class RetrySettings:
     )
     timeout: float = field(
         default=30.0,
-        metadata=_doc("Seconds one run() call may take before it is abandoned.", positive=True),
+        metadata=_doc(
+            "Seconds one run() call, or a mini-batch's download from object storage, may "
+            "take before it is abandoned.",
+            positive=True,
+        ),
     )
 
 

@@ -23,6 +23,7 @@ import os
 import posixpath
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterable
 from fnmatch import fnmatch
@@ -290,11 +291,9 @@ def list_files(url: str, storage_options: dict[str, Any] | None = None) -> list[
 
 def _folder_markers(fs: AbstractFileSystem, found: dict[str, dict[str, Any]]) -> set[str]:
     """The entries of a remote listing (``fs.find(..., detail=True)``) that are folder
-    markers, not files: zero-byte objects named like a folder (``images/``), as the AWS
-    console's "Create folder" and other tools make them.  s3fs lists one under its own name,
-    ending in ``/``; adlfs takes the ``/`` off, so there it is an entry named like the folder
-    of other entries, or (a folder with nothing else in it) a zero-byte entry the store, asked
-    once, says is a folder.  (A real zero-byte file costs that one question.)"""
+    markers (``images/``, as the AWS console's "Create folder" makes): named with a final
+    ``/`` (s3fs), or, as adlfs drops it, the folder of other entries, or a zero-byte entry
+    the store, asked once, says is a folder (a real zero-byte file costs that question)."""
     folders: set[str] = set()
     for path in found:
         parts = path.rstrip("/").split("/")
@@ -329,14 +328,19 @@ def local_names(urls: Iterable[str]) -> dict[str, str]:
 
 
 def download(
-    urls: list[str], dest_dir: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+    urls: list[str],
+    dest_dir: str | os.PathLike[str],
+    storage_options: dict[str, Any] | None = None,
+    timeout: float | None = None,
 ) -> list[str]:
     """Fetch ``urls`` into ``dest_dir``; return the local paths, in the order of ``urls``.
 
     Each file keeps its base name; names that occur more than once go to a folder named by a
     short hash of their URL (see :func:`local_names`).  Files of one filesystem are fetched
     with one ``fs.get`` call (concurrent for the async backends).  Local paths are not
-    copied: they come back as they are.
+    copied: they come back as they are.  ``timeout``: the seconds the whole download may take
+    on the async backends (every object store's): past them it is cancelled, an
+    :class:`InputError` that says so (None: no bound).
     """
     dest = Path(dest_dir)
     names = local_names(u for u in urls if is_remote(u))
@@ -358,11 +362,17 @@ def download(
         group[1].append(path)
         group[2].append(str(target))
         group[3].append(url)
+    deadline = None if timeout is None else time.monotonic() + timeout
     for fs, remote, local, asked in groups.values():
+        left: dict[str, float] = {}  # (fsspec cancels the download on its loop past it)
+        if deadline is not None and getattr(fs, "async_impl", False):
+            left = {"timeout": max(deadline - time.monotonic(), 1e-3)}
         try:
-            fs.get(remote, local)
+            fs.get(remote, local, **left)
         except Exception as exc:  # noqa: BLE001 - the storage's answer: said, naming the input
-            if (failed := storeaccess.download_failed(exc, asked, remote, local, fs)) is None:
+            late = timeout if left else None
+            failed = storeaccess.download_failed(exc, asked, remote, local, fs, late)
+            if failed is None:
                 raise
             raise failed from exc
     return [str(dest / names[u]) if u in names else u for u in urls]

@@ -168,14 +168,22 @@ def access_problem(what: str, verb: str, exc: BaseException) -> str:
 
 
 def download_failed(
-    exc: BaseException, urls: list[str], remote: list[str], local: list[str], fs: Any = None
+    exc: BaseException,
+    urls: list[str],
+    remote: list[str],
+    local: list[str],
+    fs: Any = None,
+    timeout: float | None = None,
 ) -> Any:
     """The :class:`~daskscore.errors.InputError` for a download of ``urls`` (``remote``, their
     paths on ``fs``, to ``local``) that raised ``exc``: it names the input the error names,
     else those not fetched that the store no longer has, else those not fetched whole (a
     batched get need not say which failed, and stops the others wherever they were; a body
     cut short leaves what came), and says ``run()`` was not called; None when ``exc`` is not
-    the storage's (a bug of daskscore's, raised as it is)."""
+    the storage's (a bug of daskscore's, raised as it is).  A download cancelled past its
+    ``timeout`` (fsspec's ``FSTimeoutError``) says so: :func:`download_late`."""
+    if timeout is not None and type(exc).__name__ == "FSTimeoutError":
+        return download_late(urls, local, timeout)
     if not (isinstance(exc, OSError) or backend_error(exc)):
         return None
     named = str(getattr(exc, "filename", None) or "").rstrip("/")
@@ -189,6 +197,21 @@ def download_failed(
         "run() was not called for this mini-batch. The object may have been removed or "
         "changed since the job listed its input, the worker may lack access to it, or the "
         "transfer failed (a connection cut, an answer cut short)."
+    )
+
+
+def download_late(urls: list[str], local: list[str], timeout: float) -> InputError:
+    """The :class:`~daskscore.errors.InputError` of a download given up past ``timeout``: it
+    names the inputs not there (all of them when each is, in part), the store not asked
+    again (it may be the one that does not answer)."""
+    shown = [u for u, to in zip(urls, local, strict=True) if not os.path.exists(to)] or urls
+    more = f" (and {len(shown) - 1} more of this mini-batch)" if len(shown) > 1 else ""
+    return InputError(
+        f"its input {shown[0]!r}{more} was not downloaded within the timeout ({timeout:g} s, "
+        "retry_settings.timeout); run() was not called for this try. The storage did not "
+        "answer in time (a stalled connection, a request the service holds, or fails while "
+        "its client retries), or the mini-batch's files take longer to download than that: "
+        "then raise the timeout."
     )
 
 

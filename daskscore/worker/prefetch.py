@@ -16,8 +16,12 @@ The contract of a mini-batch does not change:
   (runs of consecutive CSV splits parsed once, each split's frame as ``read_split`` gives it).
 * A fetch that fails is that mini-batch's failure, raised when its turn comes, inside its try,
   exactly as a failing fetch in the task's thread was (the same exception): never earlier,
-  never charged to another mini-batch.  Nothing is written to the ledger before ``run()``, so a
-  process that dies (or is ended by the watchdog) while prefetching loses nothing.
+  never charged to another mini-batch.  A download takes at most the try's
+  ``retry_settings.timeout`` (from its start, ahead or not): past it, fsspec cancels it on its
+  event loop (no thread is left waiting), its scratch folder is removed, and the try fails with
+  an :class:`~daskscore.errors.InputError` that says so (retried like any failed fetch).
+  Nothing is written to the ledger before ``run()``, so a process that dies (or is ended by
+  the watchdog) while prefetching loses nothing.
 * A retry gets the files of the failed try if they are all still there, unchanged; otherwise
   (and always in tabular mode: ``run()`` may have changed its DataFrame) it fetches again.
 * Scratch folders (``daskscore-batch-*``, in the worker's local directory, which Dask removes
@@ -96,12 +100,14 @@ def fetch(
     weigh: bool = True,
     folder: str | None = None,
     text_columns: Sequence[str] = (),
+    timeout: float | None = None,
 ) -> Fetched:
     """What ``run()`` receives for ``work``: a list of local paths (remote files are downloaded
     into a new scratch folder, in ``folder``: the worker's own local directory, which Dask
     removes should the process die), or a split's DataFrame (from ``reader`` when given).
     ``weigh``: measure a DataFrame's memory, for a prefetch budget (not needed otherwise);
-    ``text_columns``: read as text without ``reader`` (the job's, as the reader has them)."""
+    ``text_columns``: read as text without ``reader`` (the job's, as the reader has them);
+    ``timeout``: the seconds a download may take (the try's ``retry_settings.timeout``)."""
     if isinstance(work, tabular.Split):
         frame = reader.read(position) if reader is not None else read_one(work, text_columns)
         weight = int(frame.memory_usage(index=False, deep=False).sum()) if weigh else 0
@@ -112,7 +118,7 @@ def fetch(
         return Fetched(list(work))
     scratch = tempfile.mkdtemp(prefix="daskscore-batch-", dir=folder)
     try:
-        paths = storage.download(list(work), scratch)
+        paths = storage.download(list(work), scratch, timeout=timeout)
         stamps = tuple(_stamp(p) for p in paths)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -135,11 +141,13 @@ class MiniBatchInput:
         first: Callable[[], Fetched] | None = None,
         folder: str | None = None,
         text_columns: Sequence[str] = (),
+        timeout: float | None = None,
     ) -> None:
         self._work = work
         self._first = first
         self._folder = folder
         self._text = text_columns  # (the job's: a split read again reads them as text too)
+        self._timeout = timeout
         self._current: Fetched | None = None
 
     def argument(self) -> Any:
@@ -151,7 +159,9 @@ class MiniBatchInput:
         reused = self._current.again() if self._current is not None else None
         if reused is None:
             self.release()
-            reused = fetch(self._work, folder=self._folder, text_columns=self._text)
+            reused = fetch(
+                self._work, folder=self._folder, text_columns=self._text, timeout=self._timeout
+            )
         self._current = reused
         return reused.argument
 
@@ -280,9 +290,11 @@ class TaskInputs:
         max_bytes: int,
         folder: str | None = None,
         text_columns: Sequence[str] = (),
+        timeout: float | None = None,
     ) -> None:
         self._works = works
         self._folder = folder  # (where downloads go: the worker's local directory)
+        self._timeout = timeout  # (a mini-batch's download: at most the try's timeout)
         splits = [w if isinstance(w, tabular.Split) else None for w in works]
         self._reader = SplitReader(splits, text_columns) if any(splits) else None
         self.prefetcher: Prefetcher | None = None
@@ -294,7 +306,8 @@ class TaskInputs:
 
     def _fetch(self, position: int) -> Fetched:
         weigh = self.prefetcher is not None
-        return fetch(self._works[position], self._reader, position, weigh, self._folder)
+        work, reader, folder = self._works[position], self._reader, self._folder
+        return fetch(work, reader, position, weigh, folder, timeout=self._timeout)
 
     def first(self, position: int) -> Callable[[], Fetched]:
         """How the first try of mini-batch ``position`` (in the task) gets its input."""

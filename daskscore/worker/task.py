@@ -108,6 +108,7 @@ def _run_batches(
         job.prefetch_bytes,
         runtime.local_directory,  # (a dead worker's downloads go with its folder)
         job.text_columns,
+        job.timeout,  # (a mini-batch's download, as its run(): at most the try's timeout)
     )
     try:
         for position, (mini_batch, tries_used, work) in enumerate(batches):
@@ -164,7 +165,8 @@ def run_mini_batch(
     records: list[MiniBatchRecord] = []
     tries = tries_used
     job = runtime.job
-    source = MiniBatchInput(_fetched(work), first, runtime.local_directory, job.text_columns)
+    folder = runtime.local_directory
+    source = MiniBatchInput(_fetched(work), first, folder, job.text_columns, job.timeout)
     budget = work.max_retries if isinstance(work, Part) else job.max_retries
     try:
         while True:

@@ -5,6 +5,7 @@ what it writes to AZUREML_BI_OUTPUT_PATH reaches the remote output."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -311,3 +312,49 @@ def test_a_download_cut_short_is_named(bucket, tmp_path) -> None:
     text = str(raised.value)
     assert text.startswith(f"input '{urls[1]}' could not be downloaded ("), text
     assert "run() was not called" in text, text
+
+
+NAMES_SCRIPT = """
+    import os
+
+    def init():
+        pass
+
+    def run(mini_batch):
+        return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_a_download_that_never_ends_fails_its_try_within_the_timeout(
+    moto_s3, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object whose GET the storage never answers: each try of its mini-batch fails with an
+    InputError saying its input was not downloaded within retry_settings.timeout, and the job
+    ends (it ran on: botocore's read timeout and retries, s3fs's retries, times the job's
+    tries); the other mini-batches are scored, each once."""
+    root = make_bucket(moto_s3)
+    _upload_inputs(root, moto_s3["storage_options"], 9)  # (in/part1: f001, f004, f007)
+    settings = {"mini_batch_size": 1, "retry_settings": {"max_retries": 1, "timeout": 5}}
+    dep = write_deployment(tmp_path / "d", NAMES_SCRIPT, settings=settings)
+    out = tmp_path / "out"
+    with FaultProxy(moto_s3["port"]) as proxy:
+        proxy.rules = [Rule("GET", r"/in/part1/f001\.csv", "stall")]
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)  # (the job's workers: through it)
+        clear_fsspec_instances("s3")
+        try:
+            result = daskscore.run(dep, f"{root}/in/part1", out, workers=1, prefetch=2)
+        finally:
+            clear_fsspec_instances("s3")
+    assert result.status == "Completed" and result.failed_items == 1, result
+    failed = result.failed_items_frame()
+    assert failed["file"].tolist() == [f"{root}/in/part1/f001.csv"], failed
+    assert failed["tries"].tolist() == [2], failed
+    error = failed["error"].iloc[0]
+    assert error.startswith(
+        f"InputError: its input '{root}/in/part1/f001.csv' was not downloaded within the "
+        "timeout (5 s, retry_settings.timeout)"
+    ), error
+    rows = Path(result.predictions).read_text().split()
+    assert sorted(rows) == ["f004.csv", "f007.csv"], rows
+    stalled = [seen for seen in proxy.seen if seen[2] == "stall"]
+    assert len(stalled) >= 2, proxy.seen  # (one per try at least)
