@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -25,13 +26,37 @@ from daskscore.worker.plugin import drain_job, init_report
 
 logger = logging.getLogger("daskscore")
 
+#: How long a question to the workers is asked again while their processes die as they are
+#: asked (another job's run() ending one on a shared cluster, a crash), and how often.
+ASK_AGAIN_S, ASK_POLL_S = 30.0, 0.25
+
+
+def ask_workers(client: Any, fn: Any, *args: Any) -> dict[str, Any]:
+    """``client.run(fn, *args)``: every worker's answer.  A worker whose process dies as it is
+    asked closes its connection, and Dask fails the whole question: it is asked again of the
+    workers there then (once one is: a nanny's new process joins), for
+    :data:`ASK_AGAIN_S` at most."""
+    give_up, died = time.monotonic() + ASK_AGAIN_S, False
+    while True:
+        try:
+            seen = client.run(fn, *args)
+        except OSError:  # (CommClosedError) a worker's process died as it was asked
+            if time.monotonic() >= give_up:
+                raise
+            logger.info("a worker process ended as the workers were asked; asking again")
+            died = True
+        else:
+            if seen or not died or time.monotonic() >= give_up:
+                return seen
+        time.sleep(ASK_POLL_S)
+
 
 def workers_share_disk(client: Any, probes: list[Path]) -> bool:
     """Whether every worker reads each of the driver's files ``probes`` (the staging folder's
     manifest, the scoring script, a model file) with the same contents."""
     paths = [str(p) for p in probes]
     mine = file_digests(paths)
-    seen = client.run(file_digests, paths)
+    seen = ask_workers(client, file_digests, paths)
     blind = sorted(w for w, digests in seen.items() if digests != mine)
     if blind or not seen:
         logger.info("workers do not share the driver's disk: %s cannot read %s", blind, paths)
@@ -100,7 +125,7 @@ def check_inputs_visible(client: Any, files: list[str], what: str) -> None:
     """A shipped job reads local inputs only if every worker sees them (a shared mount)."""
     if not files or "://" in files[0]:
         return
-    seen = client.run(os.path.exists, files[0])
+    seen = ask_workers(client, os.path.exists, files[0])
     blind = sorted(w for w, ok in seen.items() if not ok)
     if blind:
         raise UsageError(

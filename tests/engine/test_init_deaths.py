@@ -365,8 +365,8 @@ def test_a_worker_killed_by_another_jobs_run_does_not_fail_an_install(tmp_path: 
         second.start()
 
         def registered(dask_scheduler=None) -> bool:  # noqa: ANN001 - Dask's keyword
-            names = [n for n in dask_scheduler.worker_plugins if n.startswith("daskscore-")]
-            return len(names) >= 2  # (A's and B's)
+            names = {n for n in dask_scheduler.worker_plugins if n.startswith("daskscore-")}
+            return len(names - {"daskscore-warm"}) >= 2  # (A's and B's, not the keeper's)
 
         while not client.run_on_scheduler(registered):  # (B's plugin sent, its install held)
             second.join(0.05)
@@ -377,3 +377,25 @@ def test_a_worker_killed_by_another_jobs_run_does_not_fail_an_install(tmp_path: 
     assert getattr(results["b"], "status", None) == "Completed", results
     assert (out_b / "predictions.csv").read_text().splitlines() == expected_rows(6)
     assert summary_of(out_a)["failures"] == []
+
+
+def test_a_question_to_the_workers_is_asked_again_when_a_worker_dies_as_it_is_asked(
+    tmp_path: Path,
+) -> None:
+    """A job's start asks the workers what they see (whether they share its disk): a worker
+    whose process died as it was asked failed the job with Dask's CommClosedError; the
+    question is asked again of the workers there once the nanny's new process joins."""
+    from daskscore.engine.probe import ask_workers
+
+    def ends_its_process_once(marker: str) -> str:  # (local: sent by value to the worker)
+        import os
+
+        if not os.path.exists(marker):  # the first call ends the worker's process
+            open(marker, "w").close()
+            os._exit(1)
+        return "answered"
+
+    marker = str(tmp_path / "asked")
+    with local_cluster(1, dashboard=False) as handle:
+        answers = ask_workers(handle.client, ends_its_process_once, marker)
+    assert list(answers.values()) == ["answered"], answers
