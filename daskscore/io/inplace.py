@@ -107,7 +107,7 @@ def put_in_place(staging: Path, built: Path, dest: Path) -> None:
     mark_assembled(staging, built, dest.name)
     aside = staging / REPLACED / dest.name
     with uninterrupted():
-        if identity(dest) is not None:
+        if os.path.lexists(dest):
             _remove(aside)  # (left by an earlier try, settled since)
             aside.parent.mkdir(exist_ok=True)
             os.rename(dest, aside)
@@ -123,7 +123,7 @@ def settle(staging: Path, output: Path) -> None:
     if not replaced.is_dir():
         return
     for aside in sorted(replaced.iterdir()):
-        if identity(output / aside.name) is None:
+        if not os.path.lexists(output / aside.name):
             os.rename(aside, output / aside.name)
     _remove(replaced)
 
@@ -131,7 +131,7 @@ def settle(staging: Path, output: Path) -> None:
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
-    elif identity(path) is not None:
+    elif os.path.lexists(path):
         path.unlink()
 
 

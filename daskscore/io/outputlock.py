@@ -21,11 +21,13 @@ takes its output folder before it looks at what is in it, and keeps it until it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -264,14 +266,8 @@ class RemoteMarker:
         self.path = ""
 
     def acquire(self) -> RemoteMarker:
-        try:
+        with self._as_output_error():
             return self._acquire()
-        except Exception as exc:
-            if not storeaccess.backend_error(exc):
-                raise
-            raise OutputError(
-                storeaccess.access_problem(f"output '{self.url}'", "written", exc)
-            ) from exc
 
     def _acquire(self) -> RemoteMarker:
         self.fs, root = storage.filesystem(self.url, verb="writing")
@@ -296,15 +292,21 @@ class RemoteMarker:
     def announce(self) -> None:
         if self.announced or self.fs is None:
             return
-        try:
+        with self._as_output_error():
             self.fs.pipe_file(self.path, self.holder.encode())
+        self.announced = True
+
+    @contextlib.contextmanager
+    def _as_output_error(self) -> Iterator[None]:
+        """The storage's own failures as the :class:`OutputError` naming the output URL."""
+        try:
+            yield
         except Exception as exc:
             if not storeaccess.backend_error(exc):
                 raise
             raise OutputError(
                 storeaccess.access_problem(f"output '{self.url}'", "written", exc)
             ) from exc
-        self.announced = True
 
     @property
     def where(self) -> str:

@@ -29,7 +29,7 @@ def set_aside(dest: Path, staging: Path, what: str) -> str | None:
     ``AZUREML_BI_OUTPUT_PATH``, which is the output folder); it is renamed beside it,
     ``predictions.from-script.csv``, and the warning saying so is returned (None: nothing
     there, or the job's own, which is replaced)."""
-    if identity(dest) is None or assembled_here(staging, dest):
+    if not os.path.lexists(dest) or assembled_here(staging, dest):
         return None
     aside = rename_aside(dest)
     return (

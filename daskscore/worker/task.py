@@ -254,7 +254,7 @@ def _call_run(
         rec.peak_rss_mb = runtime.memory.finish()
     reasons = failed_item_reasons(returned, take=True)
     items = script_mod.normalize_result(returned)
-    return items, _output(runtime, items, work, argument, _what(returned)), reasons
+    return items, _output(runtime, items, work, argument, returned), reasons
 
 
 def _fetched(work: Work) -> list[str] | tabular.Split:
@@ -276,12 +276,13 @@ def _unit(work: Work) -> str:
     return "rows" if isinstance(_fetched(work), tabular.Split) else "files"
 
 
-def _output(runtime: JobRuntime, items: Any, work: Work, argument: Any, what: str = "") -> Any:
+def _output(runtime: JobRuntime, items: Any, work: Work, argument: Any, returned: Any) -> Any:
     writer, job = runtime.writer, runtime.job
     if not writer.keeps_rows:
         return None
     work = _fetched(work)
     if job.carry_columns or writer.wants_frame:
+        what = _what(returned) if writer.dataset else ""  # (only a dataset's errors say it)
         items = to_frame(items, argument, work, job.carry_columns, writer.dataset, what)
     return writer.encode(items, job.csv_kwargs)
 
